@@ -1,0 +1,246 @@
+//! The response cache: TTL per route, bounded in entries and bytes (least
+//! recently used goes first), and a stale-if-error window in which an
+//! expired entry may still be served, marked stale, when upstream cannot
+//! give a fresh one.
+//!
+//! Keys are structured, not concatenated strings, so no crafted path or
+//! query can collide with another credential's key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+use web_time::{Duration, Instant};
+
+use crate::config::{secs, CacheConfig};
+use crate::request::{Credential, Method, Response};
+
+/// What identifies one cacheable (and coalescable) request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    method: Method,
+    /// Normalised path, then `?` and the sorted query when there is one.
+    target: String,
+    /// Present for private routes: whose response this is.
+    credential: Option<Credential>,
+}
+
+impl CacheKey {
+    /// Builds the key: the path with empty segments dropped (`//a/` is
+    /// `/a`), query parameters sorted by name (values of a repeated name
+    /// keep their order), and the credential for private routes.
+    pub fn new(method: &Method, path: &str, query: &str, credential: Option<&Credential>) -> Self {
+        let mut target = String::with_capacity(path.len() + query.len() + 2);
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            target.push('/');
+            target.push_str(seg);
+        }
+        if target.is_empty() {
+            target.push('/');
+        }
+        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        if !params.is_empty() {
+            params.sort_by_key(|p| p.split('=').next().unwrap_or(p));
+            target.push('?');
+            target.push_str(&params.join("&"));
+        }
+        CacheKey {
+            method: method.clone(),
+            target,
+            credential: credential.cloned(),
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.target.len()
+            + self.method.as_str().len()
+            + self.credential.as_ref().map_or(0, |c| c.as_str().len())
+            + 48
+    }
+}
+
+/// A cache read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Fresh {
+        response: Arc<Response>,
+        age: Duration,
+    },
+    /// Expired but within the stale-if-error window.
+    Stale {
+        response: Arc<Response>,
+        age: Duration,
+    },
+    Miss,
+}
+
+#[derive(Debug)]
+struct Entry {
+    response: Arc<Response>,
+    stored: Instant,
+    expires: Instant,
+    bytes: usize,
+    /// Position in the recency order.
+    touched: u64,
+}
+
+/// Cache figures for stats.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CacheSnapshot {
+    pub entries: usize,
+    pub bytes: usize,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub inserts: u64,
+    pub evictions: u64,
+}
+
+pub struct Cache {
+    entries: HashMap<CacheKey, Entry>,
+    /// Recency order: oldest touch first.
+    recency: BTreeMap<u64, CacheKey>,
+    clock: u64,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    stale_window: Duration,
+    statuses: Vec<u16>,
+    inserts: u64,
+    evictions: u64,
+}
+
+impl Cache {
+    pub fn new(config: &CacheConfig) -> Self {
+        Cache {
+            entries: HashMap::new(),
+            recency: BTreeMap::new(),
+            clock: 0,
+            bytes: 0,
+            max_entries: config.max_entries,
+            max_bytes: config.max_bytes,
+            stale_window: secs(config.stale_if_error_secs),
+            statuses: config.cacheable_statuses.clone(),
+            inserts: 0,
+            evictions: 0,
+        }
+    }
+
+    /// Reads `key`. A fresh hit counts as a use for eviction; an entry past
+    /// even the stale window is dropped.
+    pub fn lookup(&mut self, now: Instant, key: &CacheKey) -> Lookup {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Lookup::Miss;
+        };
+        let age = now.saturating_duration_since(entry.stored);
+        if now < entry.expires {
+            self.clock += 1;
+            self.recency.remove(&entry.touched);
+            entry.touched = self.clock;
+            self.recency.insert(self.clock, key.clone());
+            return Lookup::Fresh {
+                response: entry.response.clone(),
+                age,
+            };
+        }
+        if now < entry.expires + self.stale_window {
+            return Lookup::Stale {
+                response: entry.response.clone(),
+                age,
+            };
+        }
+        self.remove(key);
+        Lookup::Miss
+    }
+
+    /// A fresh or stale response for `key`, for when upstream has failed.
+    pub fn fallback(&mut self, now: Instant, key: &CacheKey) -> Option<(Arc<Response>, Duration)> {
+        match self.lookup(now, key) {
+            Lookup::Fresh { response, age } | Lookup::Stale { response, age } => {
+                Some((response, age))
+            }
+            Lookup::Miss => None,
+        }
+    }
+
+    /// Whether a response with this status may be stored at all.
+    pub fn accepts_status(&self, status: u16) -> bool {
+        self.statuses.contains(&status)
+    }
+
+    /// Stores `response` for `ttl` if its status is cacheable, the TTL is
+    /// positive and it fits; evicts least recently used entries to make
+    /// room. Returns whether it was stored.
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        key: CacheKey,
+        response: Arc<Response>,
+        ttl: Duration,
+    ) -> bool {
+        if ttl.is_zero() || !self.accepts_status(response.status) {
+            return false;
+        }
+        let bytes = response.size_bytes() + key.size_bytes();
+        if bytes > self.max_bytes {
+            return false;
+        }
+        self.remove(&key);
+        while self.entries.len() >= self.max_entries || self.bytes + bytes > self.max_bytes {
+            let Some((_, oldest)) = self.recency.pop_first() else {
+                break;
+            };
+            self.remove(&oldest);
+            self.evictions += 1;
+        }
+        self.clock += 1;
+        self.recency.insert(self.clock, key.clone());
+        self.bytes += bytes;
+        self.inserts += 1;
+        self.entries.insert(
+            key,
+            Entry {
+                response,
+                stored: now,
+                expires: now + ttl,
+                bytes,
+                touched: self.clock,
+            },
+        );
+        true
+    }
+
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(e) = self.entries.remove(key) {
+            self.recency.remove(&e.touched);
+            self.bytes -= e.bytes;
+        }
+    }
+
+    /// Drops every entry past its stale window.
+    pub fn purge(&mut self, now: Instant) {
+        let window = self.stale_window;
+        let dead: Vec<CacheKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now >= e.expires + window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dead {
+            self.remove(&k);
+        }
+    }
+
+    pub fn snapshot(&self) -> CacheSnapshot {
+        CacheSnapshot {
+            entries: self.entries.len(),
+            bytes: self.bytes,
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            inserts: self.inserts,
+            evictions: self.evictions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

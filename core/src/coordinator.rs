@@ -1,0 +1,985 @@
+//! The coordinator: the state machine hosts drive.
+//!
+//! ```text
+//!   submit(now, request, payload) -> Admission      a bot asks
+//!   poll_dispatch(now)            -> Option<Dispatch> what to send upstream now
+//!   complete(now, call, outcome)                    what upstream said
+//!   poll_finished()               -> Option<Finished> requests that ended
+//!   poll_timeout()                -> Option<Instant>  when to wake next
+//!   handle_timeout(now)                             time passed
+//!   cancel(ticket)                                  a bot gave up
+//! ```
+//!
+//! A host loop: after any input, drain `poll_dispatch` (send each call),
+//! drain `poll_finished` (answer each waiter), then sleep until
+//! `poll_timeout` or the next input. Nothing here reads a clock, sleeps or
+//! does I/O; the same inputs give the same outputs, which is what makes
+//! hours of traffic testable in milliseconds.
+//!
+//! Vocabulary: a *ticket* is one submitted request; a *call* is one piece
+//! of upstream work, which answers every ticket waiting on it (coalescing).
+//! The payload `P` is the host's own request data (headers, body,
+//! signature), carried per ticket and handed back at dispatch.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use web_time::{Duration, Instant};
+
+use crate::backoff::{RetryPolicy, Verdict};
+use crate::cache::{Cache, CacheKey, Lookup};
+use crate::config::{secs, ClassId, Config, ConfigErrors};
+use crate::health::{self, Health};
+use crate::http;
+use crate::limiter::{BucketKey, Limiter, Wait};
+use crate::queue::{Lane, Queue, Selection};
+use crate::request::{
+    Answer, CallId, Failure, Finished, Outcome, Request, Source, Ticket, TransportError,
+};
+use crate::route::{RouteIdx, RouteTable};
+use crate::stats::{self, ClassSnapshot, End, QueueSnapshot, Stats, StatsSnapshot};
+
+/// How often idle limiter buckets and dead cache entries are swept.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// What became of a submitted request.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Answered at once (fresh cache, or stale cache when upstream cannot
+    /// be asked). The request has ended.
+    Answered(Answer),
+    /// Waiting; it ends later through [`Coordinator::poll_finished`].
+    /// `joined` is true when it joined an identical call already waiting
+    /// or in flight.
+    Waiting { ticket: Ticket, joined: bool },
+    /// Refused at once, with a reason the caller can act on. The request
+    /// has ended.
+    Refused(Failure),
+}
+
+/// A call the host must send upstream now.
+#[derive(Debug, Clone)]
+pub struct Dispatch<P> {
+    pub call: CallId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The payload of the waiting ticket whose deadline is furthest away
+    /// (its signature lives longest).
+    pub payload: P,
+    /// Name of the route rule the call fell under.
+    pub route: String,
+    /// Report an outcome within this long; after it the core fails the
+    /// call as a timeout on its own. Hosts should set their upstream
+    /// timeouts below it.
+    pub timeout: Duration,
+}
+
+/// `complete` was told about a call the core is not waiting on (already
+/// timed out, or never dispatched). The outcome is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("call {0:?} is not in flight (it may have timed out already)")]
+pub struct UnknownCall(pub CallId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Queued,
+    Backoff { until: Instant },
+    InFlight { timeout_at: Instant },
+}
+
+#[derive(Debug)]
+struct Call {
+    route: RouteIdx,
+    idempotent: bool,
+    /// Cache / coalescing key (reads only).
+    key: Option<CacheKey>,
+    cacheable: bool,
+    lane: Lane,
+    cost: u32,
+    class: ClassId,
+    /// The creating request's client, for fair queueing.
+    client: Arc<str>,
+    /// The creating ticket: answered as `Upstream`, the others as `Coalesced`.
+    origin: Ticket,
+    waiters: Vec<Ticket>,
+    state: CallState,
+    attempts: u32,
+    first_sent: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Waiter<P> {
+    call: CallId,
+    client: Arc<str>,
+    class: ClassId,
+    submitted: Instant,
+    deadline: Instant,
+    payload: P,
+    /// Its queue wait is recorded once, at the first dispatch.
+    wait_recorded: bool,
+}
+
+pub struct Coordinator<P = ()> {
+    config: Config,
+    routes: RouteTable,
+    retry: RetryPolicy,
+    limiter: Limiter,
+    cache: Cache,
+    queue: Queue,
+    calls: HashMap<CallId, Call>,
+    waiters: HashMap<Ticket, Waiter<P>>,
+    /// Calls that identical reads may join.
+    by_key: HashMap<CacheKey, CallId>,
+    /// Send-by deadlines of tickets whose call is not in flight.
+    deadlines: BTreeSet<(Instant, Ticket)>,
+    /// Backoff ends and in-flight timeouts.
+    timers: BTreeSet<(Instant, CallId)>,
+    finished: VecDeque<Finished>,
+    stats: Stats,
+    rng: fastrand::Rng,
+    /// The latest instant seen: time never moves backwards in here.
+    now: Instant,
+    next_id: u64,
+    default_deadline: Duration,
+    call_timeout: Duration,
+    next_housekeeping: Instant,
+}
+
+impl<P: Clone> Coordinator<P> {
+    /// Validates `config` and builds a coordinator whose clock starts at
+    /// `now`; `seed` drives all jitter (same seed, same decisions).
+    pub fn new(config: Config, now: Instant, seed: u64) -> Result<Self, ConfigErrors> {
+        config.validate()?;
+        let classes = config.priorities.len();
+        Ok(Coordinator {
+            routes: RouteTable::compile(&config),
+            retry: RetryPolicy::new(&config.retry),
+            limiter: Limiter::new(&config),
+            cache: Cache::new(&config.cache),
+            queue: Queue::new(classes, config.queue.aging_secs.map(secs)),
+            calls: HashMap::new(),
+            waiters: HashMap::new(),
+            by_key: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            finished: VecDeque::new(),
+            stats: Stats::new(
+                now,
+                classes,
+                config.stats.max_clients,
+                secs(config.health.window_secs),
+            ),
+            rng: fastrand::Rng::with_seed(seed),
+            now,
+            next_id: 0,
+            default_deadline: secs(config.queue.default_deadline_secs),
+            call_timeout: secs(config.retry.call_timeout_secs),
+            next_housekeeping: now + HOUSEKEEPING,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Takes a request: answers it from the cache, joins it to an identical
+    /// call, queues it, or refuses it.
+    pub fn submit(&mut self, now: Instant, request: Request, payload: P) -> Admission {
+        let now = self.advance(now);
+        let client: Arc<str> = Arc::from(request.client.as_str());
+        self.stats.submitted(&client);
+        let route_idx = self.routes.lookup(&request.method, &request.path);
+        let route = self.routes.get(route_idx);
+        let (route_class, private, cost) = (route.class, route.private, route.cost);
+        let class = request.priority.unwrap_or(route_class);
+        let class = ClassId(class.0.min(self.config.priorities.len() as u8 - 1));
+        let read = request.method.is_cacheable();
+        let cacheable = read && route.cacheable;
+        let coalesce = read && route.coalesce;
+        let credential = request.credential.as_ref();
+        let key = (cacheable || coalesce).then(|| {
+            CacheKey::new(
+                &request.method,
+                &request.path,
+                &request.query,
+                credential.filter(|_| private),
+            )
+        });
+        let ttl_zero = route.ttl.is_zero();
+
+        if let (true, Some(k)) = (cacheable && !ttl_zero, &key) {
+            if let Lookup::Fresh { response, age } = self.cache.lookup(now, k) {
+                self.stats.ended(&client, End::Hit);
+                return Admission::Answered(Answer {
+                    response,
+                    source: Source::Cache,
+                    age,
+                });
+            }
+        }
+        let ticket = Ticket(self.next_id());
+        let deadline = request.deadline.unwrap_or(now + self.default_deadline);
+
+        if let Some(&call_id) = key
+            .as_ref()
+            .filter(|_| coalesce)
+            .and_then(|k| self.by_key.get(k))
+        {
+            self.join(now, call_id, ticket, client, class, deadline, payload);
+            return Admission::Waiting {
+                ticket,
+                joined: true,
+            };
+        }
+
+        let cache_key = key.as_ref().filter(|_| cacheable);
+        if deadline <= now {
+            let failure = Failure::DeadlineUnreachable {
+                earliest: Duration::ZERO,
+                deadline: Duration::ZERO,
+            };
+            return self.refuse(now, &client, cache_key, failure);
+        }
+        let lane: Lane = self
+            .limiter
+            .keys(&self.routes.get(route_idx).scopes, credential)
+            .into();
+        if let Some(wait) = self.limiter.check(now, &lane, cost) {
+            if let Some(failure) = self.unreachable(now, &lane, wait, deadline) {
+                return self.refuse(now, &client, cache_key, failure);
+            }
+            if wait.is_degraded() {
+                if let Some(answer) = cache_key.and_then(|k| self.stale_answer(now, k)) {
+                    self.stats.ended(&client, End::Stale);
+                    return Admission::Answered(answer);
+                }
+            }
+        }
+        if self.queue.len() >= self.config.queue.max_len {
+            match self.queue.shed_candidate(class) {
+                Some(victim) => {
+                    let failure =
+                        self.shed_failure(self.calls.get(&victim).map_or(class, |c| c.class));
+                    self.fail_call(now, victim, failure);
+                }
+                None => {
+                    let failure = self.shed_failure(class);
+                    return self.refuse(now, &client, cache_key, failure);
+                }
+            }
+        }
+
+        let call_id = CallId(self.next_id());
+        if let (true, Some(k)) = (coalesce, &key) {
+            self.by_key.insert(k.clone(), call_id);
+        }
+        self.queue
+            .push(now, call_id, class, lane.clone(), client.clone(), cost);
+        self.calls.insert(
+            call_id,
+            Call {
+                route: route_idx,
+                idempotent: request.method.is_idempotent(),
+                key,
+                cacheable,
+                lane,
+                cost,
+                class,
+                client: client.clone(),
+                origin: ticket,
+                waiters: vec![ticket],
+                state: CallState::Queued,
+                attempts: 0,
+                first_sent: None,
+            },
+        );
+        self.deadlines.insert((deadline, ticket));
+        self.waiters.insert(
+            ticket,
+            Waiter {
+                call: call_id,
+                client,
+                class,
+                submitted: now,
+                deadline,
+                payload,
+                wait_recorded: false,
+            },
+        );
+        Admission::Waiting {
+            ticket,
+            joined: false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        ticket: Ticket,
+        client: Arc<str>,
+        class: ClassId,
+        deadline: Instant,
+        payload: P,
+    ) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.waiters.push(ticket);
+        if class < call.class && !matches!(call.state, CallState::InFlight { .. }) {
+            call.class = class;
+            self.queue.promote(now, call_id, class);
+        }
+        let in_flight = matches!(call.state, CallState::InFlight { .. });
+        if !in_flight {
+            self.deadlines.insert((deadline, ticket));
+        }
+        self.waiters.insert(
+            ticket,
+            Waiter {
+                call: call_id,
+                client,
+                class,
+                submitted: now,
+                deadline,
+                payload,
+                // Joining a call already sent: it waits for no queue.
+                wait_recorded: in_flight,
+            },
+        );
+    }
+
+    /// A failure if the limiter's `wait` makes `deadline` impossible or the
+    /// breaker refuses outright.
+    fn unreachable(
+        &self,
+        now: Instant,
+        lane: &[BucketKey],
+        wait: Wait,
+        deadline: Instant,
+    ) -> Option<Failure> {
+        if let Wait::BreakerOpen(until) = wait {
+            return Some(Failure::BreakerOpen {
+                scope: self.blocking_scope(now, lane),
+                retry_after: until.map_or(Duration::ZERO, |t| t - now),
+            });
+        }
+        let t = wait.instant()?;
+        (t > deadline).then(|| Failure::DeadlineUnreachable {
+            earliest: t - now,
+            deadline: deadline - now,
+        })
+    }
+
+    /// Name of the first scope in `lane` that refuses a call now.
+    fn blocking_scope(&self, now: Instant, lane: &[BucketKey]) -> String {
+        let key = lane
+            .iter()
+            .find(|k| {
+                self.limiter
+                    .check(now, std::slice::from_ref(*k), 1)
+                    .is_some()
+            })
+            .or(lane.first());
+        key.map_or_else(String::new, |k| self.limiter.scope_name(k.scope).to_owned())
+    }
+
+    fn shed_failure(&self, class: ClassId) -> Failure {
+        Failure::Shed {
+            class: self.config.class_name(class).to_owned(),
+            depth: self.queue.len(),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    fn stale_answer(&mut self, now: Instant, key: &CacheKey) -> Option<Answer> {
+        let (response, age, source) = match self.cache.lookup(now, key) {
+            Lookup::Fresh { response, age } => (response, age, Source::Cache),
+            Lookup::Stale { response, age } => (response, age, Source::Stale),
+            Lookup::Miss => return None,
+        };
+        Some(Answer {
+            response,
+            source,
+            age,
+        })
+    }
+
+    /// The answer for a request that cannot get a fresh one: stale cache
+    /// if there is any, else the failure.
+    fn fallback(
+        &mut self,
+        now: Instant,
+        key: Option<&CacheKey>,
+        failure: Failure,
+    ) -> (Result<Answer, Failure>, End) {
+        match key.and_then(|k| self.stale_answer(now, k)) {
+            Some(answer) => {
+                let end = if answer.source == Source::Cache {
+                    End::Hit
+                } else {
+                    End::Stale
+                };
+                (Ok(answer), end)
+            }
+            None => {
+                let end = match failure {
+                    Failure::Shed { .. } => End::Shed,
+                    Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } => End::Expired,
+                    Failure::Aborted(_) => End::Aborted,
+                    _ => End::Failed,
+                };
+                (Err(failure), end)
+            }
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        now: Instant,
+        client: &Arc<str>,
+        key: Option<&CacheKey>,
+        failure: Failure,
+    ) -> Admission {
+        let (result, end) = self.fallback(now, key, failure);
+        self.stats.ended(client, end);
+        match result {
+            Ok(answer) => Admission::Answered(answer),
+            Err(failure) => Admission::Refused(failure),
+        }
+    }
+
+    /// Ends one waiting ticket (the only way a waiting ticket ends besides
+    /// `cancel`). The caller detaches it from its call.
+    fn end_waiter(&mut self, ticket: Ticket, result: Result<Answer, Failure>, end: End) {
+        if let Some(w) = self.waiters.remove(&ticket) {
+            self.deadlines.remove(&(w.deadline, ticket));
+            self.stats.ended(&w.client, end);
+            self.finished.push_back(Finished { ticket, result });
+        }
+    }
+
+    /// Ends every waiter of a call with `failure` (or stale data), and
+    /// forgets the call.
+    fn fail_call(&mut self, now: Instant, call_id: CallId, failure: Failure) {
+        let Some(call) = self.remove_call(call_id) else {
+            return;
+        };
+        let key = call.key.as_ref().filter(|_| call.cacheable);
+        for ticket in call.waiters {
+            let (result, end) = self.fallback(now, key, failure.clone());
+            self.end_waiter(ticket, result, end);
+        }
+    }
+
+    /// Forgets a call everywhere (queue, timers, coalescing index).
+    fn remove_call(&mut self, call_id: CallId) -> Option<Call> {
+        let call = self.calls.remove(&call_id)?;
+        self.queue.remove(call_id);
+        match call.state {
+            CallState::Backoff { until } => {
+                self.timers.remove(&(until, call_id));
+            }
+            CallState::InFlight { timeout_at } => {
+                self.timers.remove(&(timeout_at, call_id));
+            }
+            CallState::Queued => {}
+        }
+        if let Some(k) = &call.key {
+            if self.by_key.get(k) == Some(&call_id) {
+                self.by_key.remove(k);
+            }
+        }
+        Some(call)
+    }
+
+    /// The next call to send upstream now, paced and in priority order.
+    pub fn poll_dispatch(&mut self, now: Instant) -> Option<Dispatch<P>> {
+        let now = self.advance(now);
+        self.expire(now);
+        loop {
+            let limiter = &self.limiter;
+            let call_id = match self
+                .queue
+                .select(|lane, cost| limiter.check(now, lane, cost))
+            {
+                Selection::Go(call) => call,
+                Selection::Wait(_) => return None,
+            };
+            self.queue.take(call_id);
+            if let Some(d) = self.dispatch(now, call_id) {
+                return Some(d);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, call_id: CallId) -> Option<Dispatch<P>> {
+        let call = self.calls.get_mut(&call_id)?;
+        let sender = call
+            .waiters
+            .iter()
+            .filter_map(|t| {
+                self.waiters
+                    .get(t)
+                    .map(|w| (w.deadline, std::cmp::Reverse(*t)))
+            })
+            .max()
+            .map(|(_, std::cmp::Reverse(t))| t);
+        let Some(sender) = sender else {
+            // Nobody waits any more (cannot happen for a queued call, but a
+            // call with no waiters is never worth sending).
+            self.remove_call(call_id);
+            return None;
+        };
+        self.limiter.acquire(now, &call.lane, call.cost);
+        call.attempts += 1;
+        call.first_sent.get_or_insert(now);
+        let timeout_at = now + self.call_timeout;
+        call.state = CallState::InFlight { timeout_at };
+        self.timers.insert((timeout_at, call_id));
+        self.stats.upstream.calls += 1;
+        if call.attempts > 1 {
+            self.stats.upstream.retries += 1;
+        }
+        for t in &call.waiters {
+            if let Some(w) = self.waiters.get_mut(t) {
+                self.deadlines.remove(&(w.deadline, *t));
+                if !w.wait_recorded {
+                    w.wait_recorded = true;
+                    self.stats.waited(w.class.0 as usize, now - w.submitted);
+                }
+            }
+        }
+        let payload = self.waiters.get(&sender)?.payload.clone();
+        Some(Dispatch {
+            call: call_id,
+            attempt: call.attempts,
+            payload,
+            route: self.routes.get(call.route).name.clone(),
+            timeout: self.call_timeout,
+        })
+    }
+
+    /// Reports what upstream answered for a dispatched call.
+    pub fn complete(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        outcome: Outcome,
+    ) -> Result<(), UnknownCall> {
+        let now = self.advance(now);
+        match self.calls.get(&call_id).map(|c| c.state) {
+            Some(CallState::InFlight { timeout_at }) => {
+                self.timers.remove(&(timeout_at, call_id));
+                self.settle(now, call_id, outcome);
+                Ok(())
+            }
+            _ => Err(UnknownCall(call_id)),
+        }
+    }
+
+    fn settle(&mut self, now: Instant, call_id: CallId, outcome: Outcome) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        let lane = call.lane.clone();
+        let verdict = self.retry.verdict(&outcome);
+        let upstream_wait = match &outcome {
+            Outcome::Response {
+                response,
+                received_unix,
+            } => http::upstream_wait(&response.headers, *received_unix),
+            Outcome::Transport(_) => None,
+        };
+        let mut opened = Vec::new();
+        let mut pause = None;
+        match verdict {
+            Verdict::Answer => self.limiter.on_success(&lane),
+            Verdict::RateLimited => {
+                self.stats.rate_limited(now);
+                pause =
+                    Some(
+                        self.limiter
+                            .on_rate_limited(now, &lane, upstream_wait, &mut self.rng),
+                    );
+            }
+            Verdict::ServerError | Verdict::Transport { .. } => {
+                if verdict == Verdict::ServerError {
+                    self.stats.upstream.server_errors += 1;
+                } else {
+                    self.stats.upstream.transport_errors += 1;
+                }
+                opened = self.limiter.on_failure(now, &lane);
+                self.stats.upstream.breaker_opened += opened.len() as u64;
+            }
+        }
+
+        if verdict == Verdict::Answer {
+            if let Outcome::Response { response, .. } = outcome {
+                self.answer_call(now, call_id, response);
+            }
+        } else {
+            self.retry_or_fail(now, call_id, verdict, outcome, upstream_wait, pause);
+        }
+        if !opened.is_empty() {
+            self.trip(now, &opened);
+        }
+    }
+
+    fn answer_call(&mut self, now: Instant, call_id: CallId, response: crate::request::Response) {
+        let Some(call) = self.remove_call(call_id) else {
+            return;
+        };
+        let response = Arc::new(response);
+        if let (true, Some(key)) = (call.cacheable, call.key) {
+            let ttl = self.routes.get(call.route).ttl;
+            self.cache.insert(now, key, response.clone(), ttl);
+        }
+        for ticket in call.waiters {
+            let (source, end) = if ticket == call.origin {
+                (Source::Upstream, End::Upstream)
+            } else {
+                (Source::Coalesced, End::Coalesced)
+            };
+            let answer = Answer {
+                response: response.clone(),
+                source,
+                age: Duration::ZERO,
+            };
+            self.end_waiter(ticket, Ok(answer), end);
+        }
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        verdict: Verdict,
+        outcome: Outcome,
+        upstream_wait: Option<Duration>,
+        pause: Option<Duration>,
+    ) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if call.waiters.is_empty() {
+            self.remove_call(call_id);
+            return;
+        }
+        let route = self.routes.get(call.route);
+        let idempotent = call.idempotent || route.retry_unsafe;
+        let latest_deadline = call
+            .waiters
+            .iter()
+            .filter_map(|t| self.waiters.get(t).map(|w| w.deadline))
+            .max()
+            .unwrap_or(now);
+        // After a 429 the limiter's pause is the wait; the call goes back in
+        // the queue at once and the paused buckets hold it.
+        let wait = pause.or(upstream_wait);
+        let delay = self.retry.retry_delay(
+            verdict,
+            call.attempts,
+            idempotent,
+            call.first_sent.unwrap_or(now),
+            now,
+            wait,
+            &mut self.rng,
+        );
+        match delay {
+            Some(d) if now + d <= latest_deadline => {
+                let waiters = call.waiters.clone();
+                for t in waiters {
+                    if let Some(w) = self.waiters.get(&t) {
+                        self.deadlines.insert((w.deadline, t));
+                    }
+                }
+                let Some(call) = self.calls.get_mut(&call_id) else {
+                    return;
+                };
+                if verdict == Verdict::RateLimited {
+                    call.state = CallState::Queued;
+                    let (class, lane, client, cost) = (
+                        call.class,
+                        call.lane.clone(),
+                        call.client.clone(),
+                        call.cost,
+                    );
+                    self.queue.push(now, call_id, class, lane, client, cost);
+                } else {
+                    let until = now + d;
+                    call.state = CallState::Backoff { until };
+                    self.timers.insert((until, call_id));
+                }
+            }
+            _ => {
+                let attempts = call.attempts;
+                let failure = match outcome {
+                    Outcome::Response { response, .. } if verdict == Verdict::RateLimited => {
+                        Failure::RateLimited {
+                            scope: self.blocking_scope(now, &call.lane),
+                            attempts,
+                            retry_after: pause.unwrap_or_default(),
+                            response: Arc::new(response),
+                        }
+                    }
+                    Outcome::Response { response, .. } => Failure::Upstream {
+                        attempts,
+                        response: Arc::new(response),
+                    },
+                    Outcome::Transport(error) => Failure::Transport { attempts, error },
+                };
+                self.fail_call(now, call_id, failure);
+            }
+        }
+    }
+
+    /// Breakers opened on `buckets`: waiting calls that need them fail now
+    /// (or get stale data) instead of waiting out the open period.
+    fn trip(&mut self, now: Instant, buckets: &[BucketKey]) {
+        let mut victims = self.queue.calls_on(buckets);
+        victims.extend(self.calls.iter().filter_map(|(id, c)| {
+            let waiting = matches!(c.state, CallState::Backoff { .. });
+            (waiting && c.lane.iter().any(|b| buckets.contains(b))).then_some(*id)
+        }));
+        victims.sort();
+        for call_id in victims {
+            let Some(lane) = self.calls.get(&call_id).map(|c| c.lane.clone()) else {
+                continue;
+            };
+            let retry_after = match self.limiter.check(now, &lane, 1) {
+                Some(Wait::BreakerOpen(Some(t))) => t - now,
+                _ => Duration::ZERO,
+            };
+            let failure = Failure::BreakerOpen {
+                scope: self.blocking_scope(now, &lane),
+                retry_after,
+            };
+            self.fail_call(now, call_id, failure);
+        }
+    }
+
+    /// Ends tickets whose send-by deadline has passed.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, ticket)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(w) = self.waiters.get(&ticket) else {
+                continue;
+            };
+            let (call_id, waited) = (w.call, now - w.submitted);
+            let key = self
+                .calls
+                .get(&call_id)
+                .and_then(|c| c.key.clone().filter(|_| c.cacheable));
+            self.detach(call_id, ticket);
+            let (result, end) = self.fallback(now, key.as_ref(), Failure::Deadline { waited });
+            self.end_waiter(ticket, result, end);
+        }
+    }
+
+    /// Takes `ticket` off its call; a call left with no waiters and not in
+    /// flight is dropped (one in flight still lands in the cache).
+    fn detach(&mut self, call_id: CallId, ticket: Ticket) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.waiters.retain(|t| *t != ticket);
+        if call.waiters.is_empty() && !matches!(call.state, CallState::InFlight { .. }) {
+            self.remove_call(call_id);
+        }
+    }
+
+    /// Lets time pass: deadlines, backoffs, call timeouts, aging.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        self.expire(now);
+        while let Some(&(t, call_id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                continue;
+            };
+            match call.state {
+                CallState::Backoff { until } if until == t => {
+                    call.state = CallState::Queued;
+                    let (class, lane, client, cost) = (
+                        call.class,
+                        call.lane.clone(),
+                        call.client.clone(),
+                        call.cost,
+                    );
+                    self.queue.push(now, call_id, class, lane, client, cost);
+                }
+                CallState::InFlight { timeout_at } if timeout_at == t => {
+                    self.stats.upstream.timeouts += 1;
+                    let error = TransportError::Timeout(format!(
+                        "no outcome reported within {:?} of dispatch",
+                        self.call_timeout
+                    ));
+                    self.settle(now, call_id, Outcome::Transport(error));
+                }
+                _ => {}
+            }
+        }
+        self.queue.age(now);
+        if now >= self.next_housekeeping {
+            self.limiter.forget_idle(now);
+            self.cache.purge(now);
+            self.next_housekeeping = now + HOUSEKEEPING;
+        }
+    }
+
+    /// When the host must call [`Self::handle_timeout`] or
+    /// [`Self::poll_dispatch`] next, if nothing else happens first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let limiter = &self.limiter;
+        let now = self.now;
+        let dispatch = match self
+            .queue
+            .select(|lane, cost| limiter.check(now, lane, cost))
+        {
+            Selection::Go(_) => Some(now),
+            Selection::Wait(t) => t,
+        };
+        let housekeeping = (!self.calls.is_empty() || self.limiter.bucket_count() > 0)
+            .then_some(self.next_housekeeping);
+        [
+            self.deadlines.first().map(|(t, _)| *t),
+            self.timers.first().map(|(t, _)| *t),
+            self.queue.next_aging(),
+            dispatch,
+            housekeeping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next request that ended.
+    pub fn poll_finished(&mut self) -> Option<Finished> {
+        self.finished.pop_front()
+    }
+
+    /// The caller gave up on `ticket`; returns false if it had already
+    /// ended. No `Finished` follows for a cancelled ticket.
+    pub fn cancel(&mut self, ticket: Ticket) -> bool {
+        let Some(w) = self.waiters.remove(&ticket) else {
+            return false;
+        };
+        self.deadlines.remove(&(w.deadline, ticket));
+        self.stats.ended(&w.client, End::Cancelled);
+        self.detach(w.call, ticket);
+        true
+    }
+
+    /// Ends every request not yet sent upstream (stale data if any, else
+    /// `Aborted`), for a host shutting down; calls in flight still finish.
+    pub fn abort_waiting(&mut self, now: Instant, reason: &str) {
+        let now = self.advance(now);
+        let mut ids: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !matches!(c.state, CallState::InFlight { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        for id in ids {
+            self.fail_call(now, id, Failure::Aborted(reason.to_owned()));
+        }
+    }
+
+    /// Requests submitted and not yet ended.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| matches!(c.state, CallState::InFlight { .. }))
+            .count()
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn health(&mut self, now: Instant) -> Health {
+        let now = self.advance(now);
+        let scopes = self.limiter.snapshot(now);
+        self.assess(now, &scopes)
+    }
+
+    fn assess(&mut self, now: Instant, scopes: &[crate::limiter::BucketSnapshot]) -> Health {
+        let inputs = health::Inputs {
+            recent_rate_limited: self.stats.recent_rate_limited(now),
+            oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
+            queue_depth: self.queue.len(),
+            queue_max: self.config.queue.max_len,
+            scopes,
+        };
+        health::assess(&self.config.health, &inputs)
+    }
+
+    pub fn stats(&mut self, now: Instant) -> StatsSnapshot {
+        let now = self.advance(now);
+        let scopes = self.limiter.snapshot(now);
+        let health = self.assess(now, &scopes);
+        let r = self.stats.requests.clone();
+        let ended = r.ended();
+        let classes = self
+            .config
+            .priorities
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ClassSnapshot {
+                class: name.clone(),
+                depth: self.queue.depth(ClassId(i as u8)),
+                wait: self.stats.wait_summary(i),
+            })
+            .collect();
+        StatsSnapshot {
+            uptime_secs: self.stats.uptime(now).as_secs_f64(),
+            in_progress: r.submitted - ended,
+            cache_hit_rate: stats::ratio(r.hit + r.stale, ended),
+            served_without_upstream_rate: stats::ratio(r.hit + r.stale + r.coalesced, ended),
+            api_call_reduction: 1.0 - stats::ratio(self.stats.upstream.calls, r.submitted).min(1.0),
+            requests: r,
+            upstream: self.stats.upstream.clone(),
+            recent_rate_limited: self.stats.recent_rate_limited(now),
+            calls_in_flight: self.calls_in_flight(),
+            queue: QueueSnapshot {
+                depth: self.queue.len(),
+                max_len: self.config.queue.max_len,
+                oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
+                classes,
+            },
+            cache: self.cache.snapshot(),
+            scopes,
+            clients: self.stats.clients(),
+            health,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

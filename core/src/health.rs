@@ -1,0 +1,226 @@
+//! Health: healthy, degraded or unhealthy, with the reasons, as hosts
+//! publish at `/api/v1/sync-coordination/health` (200, 200, 503).
+
+use serde::Serialize;
+
+use crate::breaker::BreakerState;
+use crate::config::HealthConfig;
+use crate::limiter::BucketSnapshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// One reason the coordinator is not plainly healthy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reason {
+    pub severity: Status,
+    /// Stable machine-readable name.
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub status: Status,
+    pub reasons: Vec<Reason>,
+}
+
+/// What health is judged on.
+pub struct Inputs<'a> {
+    pub recent_rate_limited: u64,
+    pub oldest_wait_secs: Option<f64>,
+    pub queue_depth: usize,
+    pub queue_max: usize,
+    pub scopes: &'a [BucketSnapshot],
+}
+
+pub fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
+    let mut reasons = Vec::new();
+    let mut push = |severity, code, message: String| {
+        reasons.push(Reason {
+            severity,
+            code,
+            message,
+        })
+    };
+
+    let n = inputs.recent_rate_limited;
+    if n > 0 {
+        let severity = if n >= config.unhealthy_429s {
+            Status::Unhealthy
+        } else {
+            Status::Degraded
+        };
+        push(
+            severity,
+            "upstream_rate_limited",
+            format!(
+                "upstream answered 429 {n} time(s) in the last {:.0} s",
+                config.window_secs
+            ),
+        );
+    }
+    if let Some(wait) = inputs.oldest_wait_secs {
+        if wait > config.unhealthy_wait_secs {
+            push(
+                Status::Unhealthy,
+                "queue_wait",
+                format!(
+                    "oldest queued request has waited {wait:.1} s (unhealthy above {:.1} s)",
+                    config.unhealthy_wait_secs
+                ),
+            );
+        } else if wait > config.degraded_wait_secs {
+            push(
+                Status::Degraded,
+                "queue_wait",
+                format!(
+                    "oldest queued request has waited {wait:.1} s (degraded above {:.1} s)",
+                    config.degraded_wait_secs
+                ),
+            );
+        }
+    }
+    let fill = inputs.queue_depth as f64 / inputs.queue_max.max(1) as f64;
+    if fill > config.degraded_queue_fill {
+        push(
+            Status::Degraded,
+            "queue_full",
+            format!(
+                "queue is {:.0}% full ({} of {})",
+                fill * 100.0,
+                inputs.queue_depth,
+                inputs.queue_max
+            ),
+        );
+    }
+    for s in inputs.scopes {
+        let whose = s
+            .credential
+            .as_deref()
+            .map(|c| format!(" for {c}"))
+            .unwrap_or_default();
+        match s.breaker {
+            BreakerState::Closed => {}
+            state => {
+                // A shared scope failing takes every caller down with it; a
+                // single credential's scope affects only its own bots.
+                let severity = if s.credential.is_none() && state == BreakerState::Open {
+                    Status::Unhealthy
+                } else {
+                    Status::Degraded
+                };
+                push(
+                    severity,
+                    "breaker_open",
+                    format!(
+                        "circuit breaker for scope `{}`{whose} is {}",
+                        s.scope,
+                        if state == BreakerState::Open {
+                            "open"
+                        } else {
+                            "half-open"
+                        }
+                    ),
+                );
+            }
+        }
+        if let Some(p) = s.paused_for_secs {
+            push(
+                Status::Degraded,
+                "scope_paused",
+                format!(
+                    "scope `{}`{whose} is paused for {p:.1} s after an upstream 429",
+                    s.scope
+                ),
+            );
+        }
+    }
+    let status = reasons
+        .iter()
+        .map(|r| r.severity)
+        .max()
+        .unwrap_or(Status::Healthy);
+    Health { status, reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(
+        credential: Option<&str>,
+        breaker: BreakerState,
+        paused: Option<f64>,
+    ) -> BucketSnapshot {
+        BucketSnapshot {
+            scope: "public".into(),
+            credential: credential.map(str::to_owned),
+            tokens: 1.0,
+            burst: 10,
+            rate_per_sec: 9.0,
+            paused_for_secs: paused,
+            breaker,
+            calls: 1,
+            rate_limited: 0,
+        }
+    }
+
+    fn inputs(scopes: &[BucketSnapshot]) -> Inputs<'_> {
+        Inputs {
+            recent_rate_limited: 0,
+            oldest_wait_secs: None,
+            queue_depth: 0,
+            queue_max: 100,
+            scopes,
+        }
+    }
+
+    #[test]
+    fn healthy_when_nothing_is_wrong() {
+        let h = assess(
+            &HealthConfig::default(),
+            &inputs(&[bucket(None, BreakerState::Closed, None)]),
+        );
+        assert_eq!(h.status, Status::Healthy);
+        assert!(h.reasons.is_empty());
+    }
+
+    #[test]
+    fn each_signal_degrades_with_a_reason() {
+        let c = HealthConfig::default();
+        let mut i = inputs(&[]);
+        i.recent_rate_limited = 1;
+        assert_eq!(assess(&c, &i).status, Status::Degraded);
+        i.recent_rate_limited = c.unhealthy_429s;
+        let h = assess(&c, &i);
+        assert_eq!(h.status, Status::Unhealthy);
+        assert_eq!(h.reasons[0].code, "upstream_rate_limited");
+
+        let mut i = inputs(&[]);
+        i.oldest_wait_secs = Some(c.degraded_wait_secs + 1.0);
+        assert_eq!(assess(&c, &i).status, Status::Degraded);
+        i.oldest_wait_secs = Some(c.unhealthy_wait_secs + 1.0);
+        assert_eq!(assess(&c, &i).status, Status::Unhealthy);
+
+        let mut i = inputs(&[]);
+        i.queue_depth = 95;
+        assert_eq!(assess(&c, &i).reasons[0].code, "queue_full");
+
+        let shared_open = [bucket(None, BreakerState::Open, None)];
+        assert_eq!(assess(&c, &inputs(&shared_open)).status, Status::Unhealthy);
+        let one_key_open = [bucket(Some("key:a"), BreakerState::Open, None)];
+        assert_eq!(assess(&c, &inputs(&one_key_open)).status, Status::Degraded);
+        let paused = [bucket(None, BreakerState::Closed, Some(3.0))];
+        let h = assess(&c, &inputs(&paused));
+        assert_eq!(
+            (h.status, h.reasons[0].code),
+            (Status::Degraded, "scope_paused")
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! The rate limiter: one GCRA bucket per scope instance, paced under
+//! upstream's documented limits, adapting when upstream says 429.
+//!
+//! GCRA (the generic cell rate algorithm, as in `governor`) keeps one
+//! instant per bucket, the theoretical arrival time `tat`: the bucket is
+//! full when `tat <= now`, and a call of cost `c` conforms when
+//! `max(tat, now) + c * T - now <= burst * T`, `T` being the interval
+//! between calls at the allowed rate. Arithmetic is exact (integer
+//! nanoseconds inside `Duration`), so "never more than `burst + rate * w`
+//! calls in any window `w`" holds exactly, not approximately.
+//!
+//! A call may draw on several buckets at once (per IP, per credential, per
+//! endpoint): it conforms when every bucket admits it, and spends in all.
+//!
+//! On a 429 the bucket is emptied and paused (for `Retry-After` if
+//! upstream sent one, else an exponential backoff), then runs throttled
+//! (`throttle_factor` of its rate) and climbs back to the full rate over
+//! `recovery_secs`. Throttling only ever lengthens `T`; the burst tolerance
+//! stays measured at the full rate, so a throttled bucket is strictly
+//! slower than a healthy one.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use web_time::{Duration, Instant};
+
+use crate::backoff::exponential;
+use crate::breaker::{Breaker, BreakerState};
+use crate::config::{secs, Config, Keying, ScopeConfig, ScopeId};
+use crate::request::Credential;
+
+/// Calls a scope may make at once after headroom (at least one).
+pub fn usable_burst(scope: &ScopeConfig) -> u32 {
+    ((scope.burst as f64 * scope.headroom).floor() as u32).max(1)
+}
+
+/// One bucket: a scope, and for per-credential scopes, whose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketKey {
+    pub scope: ScopeId,
+    pub credential: Option<Credential>,
+}
+
+#[derive(Debug, Clone)]
+struct Scope {
+    name: String,
+    /// Time one unit of cost takes at the full (headroom-adjusted) rate.
+    interval: Duration,
+    burst: u32,
+    keying: Keying,
+}
+
+#[derive(Debug, Clone)]
+struct Bucket {
+    tat: Option<Instant>,
+    paused_until: Option<Instant>,
+    /// Consecutive 429s, for the backoff exponent.
+    strikes: u32,
+    /// When the throttle started lifting (end of the last pause).
+    recovering_from: Option<Instant>,
+    breaker: Breaker,
+    calls: u64,
+    rate_limited: u64,
+}
+
+/// Why a set of buckets cannot take a call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Tokens refill (or a pause ends) at this instant.
+    Until(Instant),
+    /// Upstream told us to stop (429): paused until this instant.
+    Paused(Instant),
+    /// The breaker is open until this instant (`None`: a probe is in
+    /// flight, ask again when it ends).
+    BreakerOpen(Option<Instant>),
+}
+
+impl Wait {
+    /// The instant worth waking up at, if known.
+    pub fn instant(self) -> Option<Instant> {
+        match self {
+            Wait::Until(t) | Wait::Paused(t) => Some(t),
+            Wait::BreakerOpen(t) => t,
+        }
+    }
+
+    /// Upstream cannot be asked right now for reasons other than pacing:
+    /// a stale answer beats waiting.
+    pub fn is_degraded(self) -> bool {
+        !matches!(self, Wait::Until(_))
+    }
+
+    /// Orders waits: a breaker beats a pause beats pacing, later beats
+    /// earlier. Used to report the worst of several buckets.
+    fn rank(self) -> (u8, Option<Instant>) {
+        match self {
+            Wait::Until(t) => (0, Some(t)),
+            Wait::Paused(t) => (1, Some(t)),
+            Wait::BreakerOpen(t) => (2, t),
+        }
+    }
+}
+
+/// A bucket as stats show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketSnapshot {
+    pub scope: String,
+    pub credential: Option<String>,
+    /// Cost units that could be spent right now.
+    pub tokens: f64,
+    pub burst: u32,
+    /// Current calls per second (lower while recovering from a 429).
+    pub rate_per_sec: f64,
+    pub paused_for_secs: Option<f64>,
+    pub breaker: BreakerState,
+    pub calls: u64,
+    pub rate_limited: u64,
+}
+
+pub struct Limiter {
+    scopes: Vec<Scope>,
+    buckets: HashMap<BucketKey, Bucket>,
+    base_pause: Duration,
+    max_pause: Duration,
+    throttle: f64,
+    recovery: Duration,
+    breaker_template: Breaker,
+}
+
+impl Limiter {
+    pub fn new(config: &Config) -> Self {
+        let scopes = config
+            .scopes
+            .iter()
+            .map(|(name, s)| Scope {
+                name: name.clone(),
+                interval: secs(s.period_secs / (s.rate * s.headroom)),
+                burst: usable_burst(s),
+                keying: s.per,
+            })
+            .collect();
+        let l = &config.limiter;
+        let b = &config.breaker;
+        Limiter {
+            scopes,
+            buckets: HashMap::new(),
+            base_pause: secs(l.base_pause_secs),
+            max_pause: secs(l.max_pause_secs),
+            throttle: l.throttle_factor,
+            recovery: secs(l.recovery_secs),
+            breaker_template: Breaker::new(
+                b.failure_threshold,
+                secs(b.open_secs),
+                secs(b.max_open_secs),
+            ),
+        }
+    }
+
+    /// The buckets a call on `scopes` by `credential` draws from, sorted.
+    pub fn keys(&self, scopes: &[ScopeId], credential: Option<&Credential>) -> Vec<BucketKey> {
+        let mut keys: Vec<BucketKey> = scopes
+            .iter()
+            .map(|&scope| BucketKey {
+                scope,
+                credential: match self.scopes.get(scope.0 as usize).map(|s| s.keying) {
+                    Some(Keying::Credential) => credential.cloned(),
+                    _ => None,
+                },
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    pub fn scope_name(&self, scope: ScopeId) -> &str {
+        self.scopes
+            .get(scope.0 as usize)
+            .map(|s| s.name.as_str())
+            .unwrap_or("?")
+    }
+
+    /// `None` if a call of `cost` may go now on all of `keys`; otherwise
+    /// the worst reason to wait.
+    pub fn check(&self, now: Instant, keys: &[BucketKey], cost: u32) -> Option<Wait> {
+        keys.iter()
+            .filter_map(|k| self.check_one(now, k, cost))
+            .max_by_key(|w| w.rank())
+    }
+
+    fn check_one(&self, now: Instant, key: &BucketKey, cost: u32) -> Option<Wait> {
+        let bucket = self.buckets.get(key)?;
+        if let Some(until) = bucket.breaker.blocked_until(now) {
+            return Some(Wait::BreakerOpen(until));
+        }
+        if let Some(p) = bucket.paused_until.filter(|&p| p > now) {
+            return Some(Wait::Paused(p));
+        }
+        let scope = &self.scopes[key.scope.0 as usize];
+        // Conforms iff max(tat, now) + cost*T_eff - now <= burst*T. Checked
+        // even for a full bucket: a throttled T_eff may not fit at once.
+        let start = bucket.tat.map_or(now, |t| t.max(now));
+        let need = start + self.cost_time(bucket, scope, now, cost);
+        let tolerance = scope.interval * scope.burst;
+        (need > now + tolerance).then(|| Wait::Until(need - tolerance))
+    }
+
+    /// Spends `cost` on every bucket in `keys` (after a successful check).
+    pub fn acquire(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
+        for key in keys {
+            let scope = &self.scopes[key.scope.0 as usize];
+            let template = &self.breaker_template;
+            let bucket = self.buckets.entry(key.clone()).or_insert_with(|| Bucket {
+                tat: None,
+                paused_until: None,
+                strikes: 0,
+                recovering_from: None,
+                breaker: template.clone(),
+                calls: 0,
+                rate_limited: 0,
+            });
+            let start = bucket.tat.map_or(now, |t| t.max(now));
+            let add = Self::cost_time_with(self.throttle, self.recovery, bucket, scope, now, cost);
+            bucket.tat = Some(start + add);
+            bucket.breaker.on_dispatch(now);
+            bucket.calls += 1;
+        }
+    }
+
+    fn cost_time(&self, bucket: &Bucket, scope: &Scope, now: Instant, cost: u32) -> Duration {
+        Self::cost_time_with(self.throttle, self.recovery, bucket, scope, now, cost)
+    }
+
+    /// `cost * T`, stretched while the bucket recovers from a 429.
+    fn cost_time_with(
+        throttle: f64,
+        recovery: Duration,
+        bucket: &Bucket,
+        scope: &Scope,
+        now: Instant,
+        cost: u32,
+    ) -> Duration {
+        let base = scope.interval * cost;
+        match Self::rate_factor(throttle, recovery, bucket, now) {
+            f if f >= 1.0 => base,
+            f => base.div_f64(f),
+        }
+    }
+
+    fn rate_factor(throttle: f64, recovery: Duration, bucket: &Bucket, now: Instant) -> f64 {
+        let Some(from) = bucket.recovering_from else {
+            return 1.0;
+        };
+        if now <= from {
+            return throttle;
+        }
+        if recovery.is_zero() {
+            return 1.0;
+        }
+        let progress = (now - from).as_secs_f64() / recovery.as_secs_f64();
+        (throttle + (1.0 - throttle) * progress).min(1.0)
+    }
+
+    /// Upstream answered 429 for a call on `keys`: empty and pause each
+    /// bucket for `upstream_wait` if upstream said, else for an
+    /// exponential backoff with jitter. Returns the pause applied.
+    pub fn on_rate_limited(
+        &mut self,
+        now: Instant,
+        keys: &[BucketKey],
+        upstream_wait: Option<Duration>,
+        rng: &mut fastrand::Rng,
+    ) -> Duration {
+        let mut longest = Duration::ZERO;
+        for key in keys {
+            let scope = &self.scopes[key.scope.0 as usize];
+            let Some(bucket) = self.buckets.get_mut(key) else {
+                continue;
+            };
+            bucket.strikes = bucket.strikes.saturating_add(1);
+            bucket.rate_limited += 1;
+            let pause = upstream_wait.unwrap_or_else(|| {
+                let ceiling = exponential(self.base_pause, self.max_pause, bucket.strikes);
+                // Jitter in the upper half: the pause must stay meaningful,
+                // but many coordinators behind one IP must not wake together.
+                ceiling.mul_f64(0.5 + 0.5 * rng.f64())
+            });
+            let until = now + pause;
+            // Another 429 while already paused never shortens the pause.
+            let until = bucket.paused_until.map_or(until, |p| p.max(until));
+            bucket.paused_until = Some(until);
+            bucket.recovering_from = Some(until);
+            // Empty: at `until` the bucket holds no tokens.
+            bucket.tat = Some(until + scope.interval * scope.burst);
+            longest = longest.max(until - now);
+        }
+        longest
+    }
+
+    /// A call on `keys` got an answer that was not a 429.
+    pub fn on_success(&mut self, keys: &[BucketKey]) {
+        for key in keys {
+            if let Some(b) = self.buckets.get_mut(key) {
+                b.strikes = 0;
+                b.breaker.on_success();
+            }
+        }
+    }
+
+    /// A call on `keys` failed (5xx or transport). Returns the keys whose
+    /// breaker this opened.
+    pub fn on_failure(&mut self, now: Instant, keys: &[BucketKey]) -> Vec<BucketKey> {
+        keys.iter()
+            .filter(|k| {
+                self.buckets
+                    .get_mut(*k)
+                    .is_some_and(|b| b.breaker.on_failure(now))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets buckets that are full and calm (equivalent to a new bucket),
+    /// so per-credential buckets do not accumulate forever.
+    pub fn forget_idle(&mut self, now: Instant) {
+        let (throttle, recovery) = (self.throttle, self.recovery);
+        self.buckets.retain(|_, b| {
+            let full = b.tat.is_none_or(|t| t <= now);
+            let calm = b.paused_until.is_none_or(|p| p <= now)
+                && Self::rate_factor(throttle, recovery, b, now) >= 1.0
+                && b.strikes == 0
+                && b.breaker.is_idle();
+            !(full && calm)
+        });
+    }
+
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Vec<BucketSnapshot> {
+        let mut out: Vec<BucketSnapshot> = self
+            .buckets
+            .iter()
+            .map(|(key, b)| {
+                let scope = &self.scopes[key.scope.0 as usize];
+                let factor = Self::rate_factor(self.throttle, self.recovery, b, now);
+                let tolerance = scope.interval * scope.burst;
+                let debt = b
+                    .tat
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                let unit = scope.interval.as_secs_f64() / factor;
+                BucketSnapshot {
+                    scope: scope.name.clone(),
+                    credential: key.credential.as_ref().map(|c| c.as_str().to_owned()),
+                    tokens: (tolerance.saturating_sub(debt).as_secs_f64() / unit).max(0.0),
+                    burst: scope.burst,
+                    rate_per_sec: 1.0 / unit,
+                    paused_for_secs: b
+                        .paused_until
+                        .filter(|&p| p > now)
+                        .map(|p| (p - now).as_secs_f64()),
+                    breaker: b.breaker.state(now),
+                    calls: b.calls,
+                    rate_limited: b.rate_limited,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.scope, &a.credential).cmp(&(&b.scope, &b.credential)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! What goes into the core (a [`Request`]), what comes back out (an
+//! [`Answer`] or a [`Failure`]), and the ids that tie them together.
+//!
+//! The core never sees sockets or raw HTTP: hosts translate a bot's HTTP
+//! request into a [`Request`] (the few facts the core decides on) plus an
+//! opaque payload of their own (headers, body, signature) that the core
+//! carries and hands back when the call is due upstream.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use web_time::{Duration, Instant};
+
+use crate::config::ClassId;
+
+/// An HTTP method. Only what the core decides on is modelled: whether a
+/// method may be cached and whether it is safe to repeat.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Method(String);
+
+impl Method {
+    pub const GET: &'static str = "GET";
+    pub const HEAD: &'static str = "HEAD";
+
+    /// Builds a method from its name; the name is upper-cased, because HTTP
+    /// methods are case-sensitive on the wire but bots are sloppy.
+    pub fn new(name: &str) -> Self {
+        Method(name.to_ascii_uppercase())
+    }
+
+    pub fn get() -> Self {
+        Method(Self::GET.to_owned())
+    }
+
+    pub fn post() -> Self {
+        Method("POST".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// GET and HEAD: the only methods whose responses the cache may keep.
+    pub fn is_cacheable(&self) -> bool {
+        matches!(self.0.as_str(), "GET" | "HEAD")
+    }
+
+    /// RFC 9110 idempotent methods: repeating them after a lost answer
+    /// cannot do twice what was meant once.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.0.as_str(),
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        )
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The identity a private response belongs to (an API key name, a JWT
+/// `sub`, a token fingerprint). Never the secret itself: it shows up in
+/// stats. See [`crate::http::credential_identity`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Credential(pub Arc<str>);
+
+impl Credential {
+    pub fn new(identity: &str) -> Self {
+        Credential(Arc::from(identity))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One call a bot wants made. Everything else about the request (headers,
+/// body, signature) is the host's payload.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    /// Path without the query, e.g. `/api/v3/brokerage/products/BTC-USD`.
+    pub path: String,
+    /// Raw query string without the `?` (may be empty).
+    pub query: String,
+    /// Whose call this is, for private endpoints and per-credential limits.
+    pub credential: Option<Credential>,
+    /// Which bot asked: fairness within a priority class and per-bot stats.
+    pub client: String,
+    /// Overrides the route rule's priority class (a bot raising or lowering
+    /// its own priority).
+    pub priority: Option<ClassId>,
+    /// Latest instant at which the call may still be sent upstream (signed
+    /// requests expire). `None` takes the config's default.
+    pub deadline: Option<Instant>,
+}
+
+impl Request {
+    /// A GET of `path_and_query` (split at the first `?`) for `client`.
+    pub fn get(path_and_query: &str, client: &str) -> Self {
+        Self::new(Method::get(), path_and_query, client)
+    }
+
+    pub fn new(method: Method, path_and_query: &str, client: &str) -> Self {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p.to_owned(), q.to_owned()),
+            None => (path_and_query.to_owned(), String::new()),
+        };
+        Request {
+            method,
+            path,
+            query,
+            credential: None,
+            client: client.to_owned(),
+            priority: None,
+            deadline: None,
+        }
+    }
+
+    pub fn with_credential(mut self, identity: &str) -> Self {
+        self.credential = Some(Credential::new(identity));
+        self
+    }
+
+    pub fn with_priority(mut self, class: ClassId) -> Self {
+        self.priority = Some(class);
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// A response as upstream sent it, shared between the cache and every
+/// waiter that receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Header names as received; lookups are case-insensitive.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::http::header(&self.headers, name)
+    }
+
+    /// Approximate memory held, for the cache's byte bound.
+    pub fn size_bytes(&self) -> usize {
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 16)
+                .sum::<usize>()
+            + 32
+    }
+}
+
+/// What the host reports for a dispatched call.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Upstream answered (any status, including 429 and 5xx).
+    Response {
+        response: Response,
+        /// Host wall clock in Unix seconds when the answer arrived; used
+        /// only to read HTTP-date `Retry-After` values when upstream sent
+        /// no `Date` header.
+        received_unix: Option<u64>,
+    },
+    /// No usable answer: the call may or may not have reached upstream.
+    Transport(TransportError),
+}
+
+impl Outcome {
+    pub fn response(response: Response) -> Self {
+        Outcome::Response {
+            response,
+            received_unix: None,
+        }
+    }
+}
+
+/// How a call failed below HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The connection was never made: nothing reached upstream, so even a
+    /// non-idempotent call is safe to retry.
+    #[error("could not connect to upstream: {0}")]
+    Connect(String),
+    /// No answer in time; upstream may have acted on the call.
+    #[error("upstream did not answer in time: {0}")]
+    Timeout(String),
+    /// The connection broke or upstream sent something that is not HTTP.
+    #[error("upstream connection failed: {0}")]
+    Broken(String),
+}
+
+impl TransportError {
+    /// Whether upstream can be sure not to have seen the call.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, TransportError::Connect(_))
+    }
+}
+
+/// Identifies one submitted request until it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ticket(pub u64);
+
+/// Identifies one upstream call (which may answer many tickets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallId(pub u64);
+
+/// Where an answer came from; hosts report it (e.g. `X-Syncoord-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A fresh cache entry.
+    Cache,
+    /// An expired entry within the stale-if-error window, served because
+    /// upstream could not be asked or failed.
+    Stale,
+    /// Joined an identical call that was already queued or in flight.
+    Coalesced,
+    /// This request's own upstream call.
+    Upstream,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "hit",
+            Source::Stale => "stale",
+            Source::Coalesced => "coalesced",
+            Source::Upstream => "miss",
+        }
+    }
+}
+
+/// A successful end: upstream's response (any status upstream chose to
+/// answer with, 4xx included) and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub response: Arc<Response>,
+    pub source: Source,
+    /// How old the response is (zero when it comes straight from upstream).
+    pub age: Duration,
+}
+
+/// Why a request ended without an answer. Every variant says what a caller
+/// can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    /// The queue was full and this request had the lowest priority.
+    #[error(
+        "shed: queue full ({depth} waiting), class `{class}` is lowest; retry in {retry_after:?}"
+    )]
+    Shed {
+        class: String,
+        depth: usize,
+        retry_after: Duration,
+    },
+    /// The request could not be sent before its deadline.
+    #[error("deadline passed after waiting {waited:?} without being sent upstream")]
+    Deadline { waited: Duration },
+    /// The limiter cannot admit the call before its deadline.
+    #[error(
+        "deadline unreachable: the earliest send is in {earliest:?}, the deadline in {deadline:?}"
+    )]
+    DeadlineUnreachable {
+        earliest: Duration,
+        deadline: Duration,
+    },
+    /// Upstream kept answering 429 until retries ran out.
+    #[error("upstream rate limit: still 429 after {attempts} attempt(s); scope `{scope}` paused for {retry_after:?}")]
+    RateLimited {
+        scope: String,
+        attempts: u32,
+        retry_after: Duration,
+        response: Arc<Response>,
+    },
+    /// Upstream answered with a retryable error status until retries ran
+    /// out (or the call was not safe to retry).
+    #[error("upstream answered {} after {attempts} attempt(s)", response.status)]
+    Upstream {
+        attempts: u32,
+        response: Arc<Response>,
+    },
+    /// No answer from upstream at all.
+    #[error("{error} (after {attempts} attempt(s))")]
+    Transport {
+        attempts: u32,
+        error: TransportError,
+    },
+    /// The scope's circuit breaker is open: upstream has been failing.
+    #[error("circuit breaker for scope `{scope}` is open; next probe in {retry_after:?}")]
+    BreakerOpen {
+        scope: String,
+        retry_after: Duration,
+    },
+    /// The host is shutting down and aborted the request.
+    #[error("aborted: {0}")]
+    Aborted(String),
+}
+
+impl Failure {
+    /// A hint for callers (and for a `Retry-After` header).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Shed { retry_after, .. }
+            | Failure::RateLimited { retry_after, .. }
+            | Failure::BreakerOpen { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Short machine-readable name, used in stats and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Shed { .. } => "shed",
+            Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } => "deadline",
+            Failure::RateLimited { .. } => "rate_limited",
+            Failure::Upstream { .. } => "upstream",
+            Failure::Transport { .. } => "transport",
+            Failure::BreakerOpen { .. } => "breaker_open",
+            Failure::Aborted(_) => "aborted",
+        }
+    }
+}
+
+/// A request that ended after `submit` returned.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub ticket: Ticket,
+    pub result: Result<Answer, Failure>,
+}

@@ -1,0 +1,297 @@
+//! Counters and gauges, and the serde snapshot hosts publish at
+//! `/api/v1/sync-coordination/stats`.
+//!
+//! Every request ends exactly once, through [`Stats::ended`], so the
+//! outcome counters add up to the submissions (less those still waiting).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use web_time::{Duration, Instant};
+
+use crate::cache::CacheSnapshot;
+use crate::health::Health;
+use crate::limiter::BucketSnapshot;
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Hit,
+    Stale,
+    Coalesced,
+    Upstream,
+    Shed,
+    Expired,
+    Failed,
+    Cancelled,
+    Aborted,
+}
+
+/// Requests by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequestCounts {
+    pub submitted: u64,
+    /// Fresh cache hits.
+    pub hit: u64,
+    /// Served from an expired entry because upstream failed or could not
+    /// be asked.
+    pub stale: u64,
+    /// Joined an identical call already queued or in flight.
+    pub coalesced: u64,
+    /// Answered by their own upstream call.
+    pub upstream: u64,
+    /// Refused or dropped because the queue was full.
+    pub shed: u64,
+    /// Could not be sent before their deadline.
+    pub expired: u64,
+    /// Upstream failed (after retries) or its breaker was open.
+    pub failed: u64,
+    pub cancelled: u64,
+    pub aborted: u64,
+}
+
+impl RequestCounts {
+    pub fn ended(&self) -> u64 {
+        self.hit
+            + self.stale
+            + self.coalesced
+            + self.upstream
+            + self.shed
+            + self.expired
+            + self.failed
+            + self.cancelled
+            + self.aborted
+    }
+
+    fn count(&mut self, end: End) {
+        let c = match end {
+            End::Hit => &mut self.hit,
+            End::Stale => &mut self.stale,
+            End::Coalesced => &mut self.coalesced,
+            End::Upstream => &mut self.upstream,
+            End::Shed => &mut self.shed,
+            End::Expired => &mut self.expired,
+            End::Failed => &mut self.failed,
+            End::Cancelled => &mut self.cancelled,
+            End::Aborted => &mut self.aborted,
+        };
+        *c += 1;
+    }
+}
+
+/// What went upstream and how it answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UpstreamCounts {
+    /// Calls sent, retries included.
+    pub calls: u64,
+    /// Of those, retries.
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub server_errors: u64,
+    pub transport_errors: u64,
+    /// Calls with no outcome reported in time (counted in transport errors).
+    pub timeouts: u64,
+    pub breaker_opened: u64,
+}
+
+/// Queue wait of requests that reached upstream, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WaitSummary {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassSnapshot {
+    pub class: String,
+    pub depth: usize,
+    pub wait: WaitSummary,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClientCounts {
+    pub requests: u64,
+    pub hit: u64,
+    pub stale: u64,
+    pub coalesced: u64,
+    pub upstream: u64,
+    /// Shed, expired, failed or aborted.
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientSnapshot {
+    pub client: String,
+    #[serde(flatten)]
+    pub counts: ClientCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueSnapshot {
+    pub depth: usize,
+    pub max_len: usize,
+    pub oldest_wait_secs: Option<f64>,
+    pub classes: Vec<ClassSnapshot>,
+}
+
+/// Everything a host publishes about the coordinator at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    pub uptime_secs: f64,
+    pub requests: RequestCounts,
+    /// Submitted requests not ended yet.
+    pub in_progress: u64,
+    /// Fresh and stale hits over ended requests.
+    pub cache_hit_rate: f64,
+    /// Share of requests that needed no upstream call of their own (hits,
+    /// stale hits and coalesced), over ended requests.
+    pub served_without_upstream_rate: f64,
+    /// 1 - upstream calls / submitted requests.
+    pub api_call_reduction: f64,
+    pub upstream: UpstreamCounts,
+    /// Upstream 429s within the health window.
+    pub recent_rate_limited: u64,
+    pub calls_in_flight: usize,
+    pub queue: QueueSnapshot,
+    pub cache: CacheSnapshot,
+    pub scopes: Vec<BucketSnapshot>,
+    pub clients: Vec<ClientSnapshot>,
+    pub health: Health,
+}
+
+/// Name under which clients past `max_clients` are counted.
+pub const OTHER_CLIENTS: &str = "(other)";
+
+pub struct Stats {
+    started: Instant,
+    pub requests: RequestCounts,
+    pub upstream: UpstreamCounts,
+    waits: Vec<Histogram<u64>>,
+    clients: HashMap<Arc<str>, ClientCounts>,
+    max_clients: usize,
+    recent_429s: VecDeque<Instant>,
+    window: Duration,
+}
+
+/// Waits are recorded in microseconds, up to an hour, 3 significant digits.
+fn wait_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: this cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Stats {
+    pub fn new(now: Instant, classes: usize, max_clients: usize, window: Duration) -> Self {
+        Stats {
+            started: now,
+            requests: RequestCounts::default(),
+            upstream: UpstreamCounts::default(),
+            waits: (0..classes).map(|_| wait_histogram()).collect(),
+            clients: HashMap::new(),
+            max_clients,
+            recent_429s: VecDeque::new(),
+            window,
+        }
+    }
+
+    fn client(&mut self, client: &Arc<str>) -> &mut ClientCounts {
+        if !self.clients.contains_key(client) && self.clients.len() >= self.max_clients {
+            return self.clients.entry(Arc::from(OTHER_CLIENTS)).or_default();
+        }
+        self.clients.entry(client.clone()).or_default()
+    }
+
+    pub fn submitted(&mut self, client: &Arc<str>) {
+        self.requests.submitted += 1;
+        self.client(client).requests += 1;
+    }
+
+    pub fn ended(&mut self, client: &Arc<str>, end: End) {
+        self.requests.count(end);
+        let c = self.client(client);
+        match end {
+            End::Hit => c.hit += 1,
+            End::Stale => c.stale += 1,
+            End::Coalesced => c.coalesced += 1,
+            End::Upstream => c.upstream += 1,
+            End::Cancelled => {}
+            End::Shed | End::Expired | End::Failed | End::Aborted => c.failed += 1,
+        }
+    }
+
+    /// A waiting request's call went upstream after `waited`.
+    pub fn waited(&mut self, class: usize, waited: Duration) {
+        if let Some(h) = self.waits.get_mut(class) {
+            let micros = (waited.as_micros() as u64).clamp(1, h.high());
+            // Within bounds by the clamp above, so recording cannot fail.
+            let _ = h.record(micros);
+        }
+    }
+
+    pub fn rate_limited(&mut self, now: Instant) {
+        self.upstream.rate_limited += 1;
+        self.recent_429s.push_back(now);
+        self.prune(now);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .recent_429s
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > self.window)
+        {
+            self.recent_429s.pop_front();
+        }
+    }
+
+    pub fn recent_rate_limited(&mut self, now: Instant) -> u64 {
+        self.prune(now);
+        self.recent_429s.len() as u64
+    }
+
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    pub fn wait_summary(&self, class: usize) -> WaitSummary {
+        let Some(h) = self.waits.get(class).filter(|h| !h.is_empty()) else {
+            return WaitSummary::default();
+        };
+        let ms = |us: u64| us as f64 / 1000.0;
+        WaitSummary {
+            count: h.len(),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+
+    pub fn clients(&self) -> Vec<ClientSnapshot> {
+        let mut out: Vec<ClientSnapshot> = self
+            .clients
+            .iter()
+            .map(|(client, counts)| ClientSnapshot {
+                client: client.to_string(),
+                counts: counts.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.client.cmp(&b.client));
+        out
+    }
+}
+
+/// `part / whole`, 0 when there is no whole.
+pub fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
