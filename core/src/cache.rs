@@ -104,6 +104,7 @@ pub struct Cache {
     max_entries: usize,
     max_bytes: usize,
     stale_window: Duration,
+    revalidate_window: Duration,
     statuses: Vec<u16>,
     inserts: u64,
     evictions: u64,
@@ -119,6 +120,7 @@ impl Cache {
             max_entries: config.max_entries,
             max_bytes: config.max_bytes,
             stale_window: secs(config.stale_if_error_secs),
+            revalidate_window: secs(config.stale_while_revalidate_secs),
             statuses: config.cacheable_statuses.clone(),
             inserts: 0,
             evictions: 0,
@@ -160,6 +162,22 @@ impl Cache {
             }
             Lookup::Miss => None,
         }
+    }
+
+    /// An expired entry young enough to serve while its refresh waits
+    /// (stale-while-revalidate).
+    pub fn while_revalidating(
+        &mut self,
+        now: Instant,
+        key: &CacheKey,
+    ) -> Option<(Arc<Response>, Duration)> {
+        let entry = self.entries.get(key)?;
+        (now >= entry.expires && now < entry.expires + self.revalidate_window).then(|| {
+            (
+                entry.response.clone(),
+                now.saturating_duration_since(entry.stored),
+            )
+        })
     }
 
     /// Whether a response with this status may be stored at all.

@@ -156,7 +156,8 @@ impl<P: Clone> Coordinator<P> {
             retry: RetryPolicy::new(&config.retry),
             limiter: Limiter::new(&config),
             cache: Cache::new(&config.cache),
-            queue: Queue::new(classes, config.queue.aging_secs.map(secs)),
+            queue: Queue::new(classes, config.queue.aging_secs.map(secs))
+                .with_top_class_reserve(config.queue.top_class_reserve),
             calls: HashMap::new(),
             waiters: HashMap::new(),
             by_key: HashMap::new(),
@@ -238,6 +239,20 @@ impl<P: Clone> Coordinator<P> {
             .filter(|_| coalesce)
             .and_then(|k| self.by_key.get(k))
         {
+            let refresh_waiting = self
+                .calls
+                .get(&call_id)
+                .is_some_and(|c| !matches!(c.state, CallState::InFlight { .. }));
+            if let (true, true, Some(k)) = (refresh_waiting, cacheable, &key) {
+                if let Some((response, age)) = self.cache.while_revalidating(now, k) {
+                    self.stats.ended(&client, End::Stale);
+                    return Admission::Answered(Answer {
+                        response,
+                        source: Source::Stale,
+                        age,
+                    });
+                }
+            }
             self.join(now, call_id, ticket, client, class, deadline, payload);
             return Admission::Waiting {
                 ticket,
@@ -515,7 +530,7 @@ impl<P: Clone> Coordinator<P> {
             let limiter = &self.limiter;
             let call_id = match self
                 .queue
-                .select(|lane, cost| limiter.check(now, lane, cost))
+                .select(|lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)))
             {
                 Selection::Go(call) => call,
                 Selection::Wait(_) => return None,
@@ -855,7 +870,7 @@ impl<P: Clone> Coordinator<P> {
         let now = self.now;
         let dispatch = match self
             .queue
-            .select(|lane, cost| limiter.check(now, lane, cost))
+            .select(|lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)))
         {
             Selection::Go(_) => Some(now),
             Selection::Wait(t) => t,

@@ -34,6 +34,14 @@ pub fn usable_burst(scope: &ScopeConfig) -> u32 {
     ((scope.burst as f64 * scope.headroom).floor() as u32).max(1)
 }
 
+/// Time one unit of cost takes at the headroom-adjusted rate, rounded up
+/// to whole nanoseconds: never faster than configured, so the window bound
+/// stays exact when the interval is not a whole number of nanoseconds.
+fn interval(scope: &ScopeConfig) -> Duration {
+    let nanos = (scope.period_secs / (scope.rate * scope.headroom) * 1e9).ceil();
+    Duration::from_nanos(nanos.clamp(0.0, 1e18) as u64)
+}
+
 /// One bucket: a scope, and for per-credential scopes, whose.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BucketKey {
@@ -61,6 +69,20 @@ struct Bucket {
     breaker: Breaker,
     calls: u64,
     rate_limited: u64,
+}
+
+impl Bucket {
+    fn new(breaker: &Breaker) -> Self {
+        Bucket {
+            tat: None,
+            paused_until: None,
+            strikes: 0,
+            recovering_from: None,
+            breaker: breaker.clone(),
+            calls: 0,
+            rate_limited: 0,
+        }
+    }
 }
 
 /// Why a set of buckets cannot take a call now.
@@ -134,7 +156,7 @@ impl Limiter {
             .iter()
             .map(|(name, s)| Scope {
                 name: name.clone(),
-                interval: secs(s.period_secs / (s.rate * s.headroom)),
+                interval: interval(s),
                 burst: usable_burst(s),
                 keying: s.per,
             })
@@ -180,6 +202,15 @@ impl Limiter {
             .unwrap_or("?")
     }
 
+    /// `cost` limited to what every bucket in `keys` can ever hold, so a
+    /// reserve on top of a call's cost never makes it unsendable.
+    pub fn fit_cost(&self, keys: &[BucketKey], cost: u32) -> u32 {
+        keys.iter()
+            .filter_map(|k| self.scopes.get(k.scope.0 as usize))
+            .map(|s| s.burst)
+            .fold(cost, u32::min)
+    }
+
     /// `None` if a call of `cost` may go now on all of `keys`; otherwise
     /// the worst reason to wait.
     pub fn check(&self, now: Instant, keys: &[BucketKey], cost: u32) -> Option<Wait> {
@@ -210,15 +241,10 @@ impl Limiter {
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
             let template = &self.breaker_template;
-            let bucket = self.buckets.entry(key.clone()).or_insert_with(|| Bucket {
-                tat: None,
-                paused_until: None,
-                strikes: 0,
-                recovering_from: None,
-                breaker: template.clone(),
-                calls: 0,
-                rate_limited: 0,
-            });
+            let bucket = self
+                .buckets
+                .entry(key.clone())
+                .or_insert_with(|| Bucket::new(template));
             let start = bucket.tat.map_or(now, |t| t.max(now));
             let add = Self::cost_time_with(self.throttle, self.recovery, bucket, scope, now, cost);
             bucket.tat = Some(start + add);
@@ -274,9 +300,12 @@ impl Limiter {
         let mut longest = Duration::ZERO;
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
-            let Some(bucket) = self.buckets.get_mut(key) else {
-                continue;
-            };
+            // Even a bucket forgotten while the call was in flight.
+            let template = &self.breaker_template;
+            let bucket = self
+                .buckets
+                .entry(key.clone())
+                .or_insert_with(|| Bucket::new(template));
             bucket.strikes = bucket.strikes.saturating_add(1);
             bucket.rate_limited += 1;
             let pause = upstream_wait.unwrap_or_else(|| {

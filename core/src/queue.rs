@@ -15,7 +15,8 @@
 //! - **Shedding**: when full, the newest call of the lowest class below the
 //!   newcomer's makes room.
 //! - **Aging** (optional): a call that has waited `aging` in its class moves
-//!   up one class, so low priority is never starved forever.
+//!   up one class, so low priority is never starved forever. It stops below
+//!   the top class, which stays reserved for urgent calls (orders).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct Queue {
     entries: HashMap<CallId, Entry>,
     seq: u64,
     aging: Option<Duration>,
+    /// Extra cost every class but the first must leave in a bucket.
+    top_reserve: u32,
 }
 
 impl Queue {
@@ -77,7 +80,16 @@ impl Queue {
             entries: HashMap::new(),
             seq: 0,
             aging,
+            top_reserve: 0,
         }
+    }
+
+    /// Keeps `reserve` cost units in every bucket for the highest class:
+    /// other classes are asked to fit `cost + reserve` (the `check` of
+    /// [`Self::select`] should clamp that to the lane's burst).
+    pub fn with_top_class_reserve(mut self, reserve: u32) -> Self {
+        self.top_reserve = reserve;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -200,7 +212,9 @@ impl Queue {
         let Some(aging) = self.aging else {
             return;
         };
-        for class in 1..self.classes.len() {
+        // Aging stops at class 1: the top class (orders) stays reserved for
+        // calls that are urgent, not merely old.
+        for class in 2..self.classes.len() {
             while let Some(&(entered, seq, call)) = self.classes[class].aging.front() {
                 let current = self.entries.get(&call).is_some_and(|e| {
                     e.seq == seq && e.class.0 as usize == class && e.entered_class == entered
@@ -223,7 +237,7 @@ impl Queue {
         let aging = self.aging?;
         self.classes
             .iter()
-            .skip(1)
+            .skip(2)
             .filter_map(|c| {
                 c.aging
                     .iter()
@@ -257,11 +271,13 @@ impl Queue {
     /// Picks the call to send now: the highest class first; within a class,
     /// lanes by their head's (round, arrival); a lane whose head the
     /// limiter refuses reserves the refusing buckets. `check` is the
-    /// limiter's verdict for a lane and cost.
+    /// limiter's verdict for a lane and cost (plus the top-class reserve
+    /// for lower classes).
     pub fn select(&self, mut check: impl FnMut(&[BucketKey], u32) -> Option<Wait>) -> Selection {
         let mut reserved: Vec<&BucketKey> = Vec::new();
         let mut earliest: Option<Instant> = None;
-        for class in &self.classes {
+        for (index, class) in self.classes.iter().enumerate() {
+            let reserve = if index == 0 { 0 } else { self.top_reserve };
             let mut heads: Vec<(&(u64, u64), &Lane, CallId)> = class
                 .lanes
                 .iter()
@@ -274,7 +290,7 @@ impl Queue {
                 if lane.iter().any(|b| reserved.contains(&b)) {
                     continue;
                 }
-                let cost = self.entries.get(&call).map_or(1, |e| e.cost);
+                let cost = self.entries.get(&call).map_or(1, |e| e.cost) + reserve;
                 match check(lane, cost) {
                     None => return Selection::Go(call),
                     Some(wait) => {

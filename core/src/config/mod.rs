@@ -153,9 +153,14 @@ pub struct QueueConfig {
     /// How long a request may wait to be sent when it carries no deadline.
     /// Stays under the 30 s a Coinbase Exchange signature lives.
     pub default_deadline_secs: f64,
-    /// A request that has waited this long moves up one class (repeatedly),
-    /// so low priority is never starved forever. `None`: strict priority.
+    /// A request that has waited this long moves up one class (repeatedly,
+    /// but never into the top class), so low priority is never starved
+    /// forever. `None`: strict priority.
     pub aging_secs: Option<f64>,
+    /// Cost units in every limiter bucket that only the highest class may
+    /// spend, so an order finds a token at once instead of waiting for the
+    /// next refill behind market data. Clamped to each bucket's burst.
+    pub top_class_reserve: u32,
 }
 
 impl Default for QueueConfig {
@@ -164,6 +169,7 @@ impl Default for QueueConfig {
             max_len: 10_000,
             default_deadline_secs: 25.0,
             aging_secs: None,
+            top_class_reserve: 1,
         }
     }
 }
@@ -176,6 +182,12 @@ pub struct CacheConfig {
     /// How long after expiry an entry may still be served, marked stale,
     /// when upstream fails or cannot be asked (stale-if-error).
     pub stale_if_error_secs: f64,
+    /// How long after expiry an entry may be served, marked stale, to a
+    /// request that would otherwise queue behind a refresh of the same key
+    /// that is already waiting for the limiter (stale-while-revalidate,
+    /// RFC 5861). The refresh still happens. 0 turns this off: callers
+    /// wait for the fresh answer.
+    pub stale_while_revalidate_secs: f64,
     /// Upstream statuses worth keeping.
     pub cacheable_statuses: Vec<u16>,
 }
@@ -186,6 +198,7 @@ impl Default for CacheConfig {
             max_entries: 10_000,
             max_bytes: 64 * 1024 * 1024,
             stale_if_error_secs: 300.0,
+            stale_while_revalidate_secs: 0.0,
             cacheable_statuses: vec![200, 203],
         }
     }
@@ -464,6 +477,19 @@ impl Config {
             v.push("cache.max_bytes", Problem::NotPositive(0.0));
         }
         v.non_negative("cache.stale_if_error_secs", c.stale_if_error_secs);
+        v.non_negative(
+            "cache.stale_while_revalidate_secs",
+            c.stale_while_revalidate_secs,
+        );
+        if c.stale_while_revalidate_secs > c.stale_if_error_secs {
+            v.push(
+                "cache.stale_while_revalidate_secs",
+                Problem::Conflict(format!(
+                    "{} exceeds cache.stale_if_error_secs ({}): entries are dropped before they could be served",
+                    c.stale_while_revalidate_secs, c.stale_if_error_secs
+                )),
+            );
+        }
         for (i, s) in c.cacheable_statuses.iter().enumerate() {
             v.status(format!("cache.cacheable_statuses[{i}]"), *s);
             if *s == 429 || *s >= 500 {

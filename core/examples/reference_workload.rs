@@ -1,0 +1,35 @@
+//! Runs the reference workload in virtual time and prints the figures:
+//! `cargo run --release -p syncoord-core --example reference_workload [BOTS] [HOURS]`
+use syncoord_core::sim::{self, Scenario};
+use syncoord_core::Duration;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let bots = match args.next().map(|a| a.parse::<usize>()) {
+        None => 25,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("usage: reference_workload [BOTS (a positive number, default 25)] [HOURS (default 24)]");
+            std::process::exit(2);
+        }
+    };
+    let hours = match args.next().map(|a| a.parse::<f64>()) {
+        None => 24.0,
+        Some(Ok(h)) if h.is_finite() && h > 0.0 => h,
+        Some(_) => {
+            eprintln!("HOURS must be a positive number");
+            std::process::exit(2);
+        }
+    };
+    let mut scenario = Scenario::reference(bots);
+    scenario.duration = Duration::from_secs_f64(hours * 3600.0);
+    let started = std::time::Instant::now();
+    let report = sim::run(&scenario);
+    print!("{report}");
+    println!(
+        "  (ran in {:.2} s of real time)",
+        started.elapsed().as_secs_f64()
+    );
+    let ok = report.upstream_429s == 0 && report.bot_429s == 0 && report.bots_served == report.bots;
+    std::process::exit(if ok { 0 } else { 1 });
+}
