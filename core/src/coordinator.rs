@@ -110,6 +110,9 @@ struct Call {
 #[derive(Debug)]
 struct Waiter<P> {
     call: CallId,
+    /// The buckets its own payload would spend (its credential's): only a
+    /// waiter on the call's lane may lend the call its payload.
+    lane: Lane,
     client: Arc<str>,
     class: ClassId,
     submitted: Instant,
@@ -233,6 +236,10 @@ impl<P: Clone> Coordinator<P> {
         }
         let ticket = Ticket(self.next_id());
         let deadline = request.deadline.unwrap_or(now + self.default_deadline);
+        let lane: Lane = self
+            .limiter
+            .keys(&self.routes.get(route_idx).scopes, credential)
+            .into();
 
         if let Some(&call_id) = key
             .as_ref()
@@ -253,7 +260,17 @@ impl<P: Clone> Coordinator<P> {
                     });
                 }
             }
-            self.join(now, call_id, ticket, client, class, deadline, payload);
+            let joiner = Waiter {
+                call: call_id,
+                lane,
+                client,
+                class,
+                submitted: now,
+                deadline,
+                payload,
+                wait_recorded: false,
+            };
+            self.join(now, ticket, joiner);
             return Admission::Waiting {
                 ticket,
                 joined: true,
@@ -268,10 +285,6 @@ impl<P: Clone> Coordinator<P> {
             };
             return self.refuse(now, &client, cache_key, failure);
         }
-        let lane: Lane = self
-            .limiter
-            .keys(&self.routes.get(route_idx).scopes, credential)
-            .into();
         if let Some(wait) = self.limiter.check(now, &lane, cost) {
             if let Some(failure) = self.unreachable(now, &lane, wait, deadline) {
                 return self.refuse(now, &client, cache_key, failure);
@@ -301,6 +314,7 @@ impl<P: Clone> Coordinator<P> {
         if let (true, Some(k)) = (coalesce, &key) {
             self.by_key.insert(k.clone(), call_id);
         }
+        let lane_of_waiter = lane.clone();
         self.queue
             .push(now, call_id, class, lane.clone(), client.clone(), cost);
         self.calls.insert(
@@ -326,6 +340,7 @@ impl<P: Clone> Coordinator<P> {
             ticket,
             Waiter {
                 call: call_id,
+                lane: lane_of_waiter,
                 client,
                 class,
                 submitted: now,
@@ -341,41 +356,22 @@ impl<P: Clone> Coordinator<P> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn join(
-        &mut self,
-        now: Instant,
-        call_id: CallId,
-        ticket: Ticket,
-        client: Arc<str>,
-        class: ClassId,
-        deadline: Instant,
-        payload: P,
-    ) {
-        let Some(call) = self.calls.get_mut(&call_id) else {
+    fn join(&mut self, now: Instant, ticket: Ticket, mut joiner: Waiter<P>) {
+        let Some(call) = self.calls.get_mut(&joiner.call) else {
             return;
         };
         call.waiters.push(ticket);
-        if class < call.class && !matches!(call.state, CallState::InFlight { .. }) {
-            call.class = class;
-            self.queue.promote(now, call_id, class);
-        }
         let in_flight = matches!(call.state, CallState::InFlight { .. });
-        if !in_flight {
-            self.deadlines.insert((deadline, ticket));
+        if joiner.class < call.class && !in_flight {
+            call.class = joiner.class;
+            self.queue.promote(now, joiner.call, joiner.class);
         }
-        self.waiters.insert(
-            ticket,
-            Waiter {
-                call: call_id,
-                client,
-                class,
-                submitted: now,
-                deadline,
-                payload,
-                // Joining a call already sent: it waits for no queue.
-                wait_recorded: in_flight,
-            },
-        );
+        if !in_flight {
+            self.deadlines.insert((joiner.deadline, ticket));
+        }
+        // Joining a call already sent: it waits for no queue.
+        joiner.wait_recorded = in_flight;
+        self.waiters.insert(ticket, joiner);
     }
 
     /// A failure if the limiter's `wait` makes `deadline` impossible or the
@@ -387,10 +383,12 @@ impl<P: Clone> Coordinator<P> {
         wait: Wait,
         deadline: Instant,
     ) -> Option<Failure> {
-        if let Wait::BreakerOpen(until) = wait {
+        // Open: refuse. Half-open with the probe in flight (`None`): wait
+        // for the probe like any paced call.
+        if let Wait::BreakerOpen(Some(until)) = wait {
             return Some(Failure::BreakerOpen {
                 scope: self.blocking_scope(now, lane),
-                retry_after: until.map_or(Duration::ZERO, |t| t - now),
+                retry_after: until - now,
             });
         }
         let t = wait.instant()?;
@@ -550,13 +548,15 @@ impl<P: Clone> Coordinator<P> {
             .filter_map(|t| {
                 self.waiters
                     .get(t)
+                    .filter(|w| w.lane == call.lane)
                     .map(|w| (w.deadline, std::cmp::Reverse(*t)))
             })
             .max()
             .map(|(_, std::cmp::Reverse(t))| t);
         let Some(sender) = sender else {
-            // Nobody waits any more (cannot happen for a queued call, but a
-            // call with no waiters is never worth sending).
+            // Nobody on the call's lane waits any more (`detach` re-lanes
+            // calls, so this cannot happen; a call no waiter can send is
+            // never worth sending).
             self.remove_call(call_id);
             return None;
         };
@@ -816,8 +816,37 @@ impl<P: Clone> Coordinator<P> {
             return;
         };
         call.waiters.retain(|t| *t != ticket);
-        if call.waiters.is_empty() && !matches!(call.state, CallState::InFlight { .. }) {
+        if matches!(call.state, CallState::InFlight { .. }) {
+            return;
+        }
+        if call.waiters.is_empty() {
             self.remove_call(call_id);
+            return;
+        }
+        // A shared read whose remaining waiters hold other credentials:
+        // the next send spends one of theirs, so it waits on their buckets.
+        let waiters = &self.waiters;
+        let on_lane = call
+            .waiters
+            .iter()
+            .any(|t| waiters.get(t).is_some_and(|w| w.lane == call.lane));
+        if on_lane {
+            return;
+        }
+        let Some(lane) = call
+            .waiters
+            .iter()
+            .filter_map(|t| waiters.get(t))
+            .max_by_key(|w| w.deadline)
+            .map(|w| w.lane.clone())
+        else {
+            return;
+        };
+        call.lane = lane.clone();
+        if self.queue.remove(call_id) {
+            let (class, client, cost) = (call.class, call.client.clone(), call.cost);
+            self.queue
+                .push(self.now, call_id, class, lane, client, cost);
         }
     }
 

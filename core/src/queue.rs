@@ -314,6 +314,13 @@ impl Queue {
         if let Some(e) = self.entries.get(&call) {
             let c = &mut self.classes[e.class.0 as usize];
             c.round = c.round.max(e.round);
+            // Clients whose last round is past hold no information (absent
+            // means "current round"): forget them, so a stream of distinct
+            // client names cannot grow this map without bound.
+            if c.client_rounds.len() > 2 * c.by_arrival.len() + 64 {
+                let round = c.round;
+                c.client_rounds.retain(|_, last| *last >= round);
+            }
         }
         self.remove(call);
     }

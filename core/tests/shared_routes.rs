@@ -1,0 +1,85 @@
+//! Shared (non-private) routes on per-credential limiter scopes: a call is
+//! sent with the payload of a waiter whose credential's bucket it was
+//! charged to, even when the waiters hold different credentials.
+
+use syncoord_core::{
+    Admission, Config, Coordinator, Duration, Instant, Outcome, Request, Response, Source, Ticket,
+};
+
+const TICKER: &str = "/api/v3/brokerage/products/BTC-USD/ticker";
+
+fn waiting(a: Admission) -> Ticket {
+    match a {
+        Admission::Waiting { ticket, .. } => ticket,
+        other => panic!("expected to wait, got {other:?}"),
+    }
+}
+
+fn private_calls(c: &mut Coordinator<&'static str>, now: Instant, credential: &str) -> u64 {
+    c.stats(now)
+        .scopes
+        .iter()
+        .filter(|s| s.scope == "private" && s.credential.as_deref() == Some(credential))
+        .map(|s| s.calls)
+        .sum()
+}
+
+#[test]
+fn the_creators_payload_is_sent_and_its_bucket_charged() {
+    let t0 = Instant::now();
+    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    let a = waiting(c.submit(
+        t0,
+        Request::get(TICKER, "bot-a").with_credential("key:a"),
+        "a",
+    ));
+    // B's deadline is later, but B's credential is not the one the call
+    // was paced on.
+    let late = Request::get(TICKER, "bot-b")
+        .with_credential("key:b")
+        .with_deadline(t0 + Duration::from_secs(29));
+    let b = waiting(c.submit(t0, late, "b"));
+    let d = c.poll_dispatch(t0).expect("dispatch");
+    assert_eq!(d.payload, "a");
+    c.complete(t0, d.call, Outcome::response(Response::new(200, "{}")))
+        .unwrap();
+    let mut ended: Vec<(Ticket, Source)> = std::iter::from_fn(|| c.poll_finished())
+        .map(|f| (f.ticket, f.result.unwrap().source))
+        .collect();
+    ended.sort_by_key(|(t, _)| *t);
+    assert_eq!(ended, vec![(a, Source::Upstream), (b, Source::Coalesced)]);
+    assert_eq!(private_calls(&mut c, t0, "key:a"), 1);
+    assert_eq!(private_calls(&mut c, t0, "key:b"), 0);
+}
+
+#[test]
+fn when_the_creator_leaves_the_call_moves_to_a_remaining_credential() {
+    let t0 = Instant::now();
+    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    let a = waiting(c.submit(
+        t0,
+        Request::get(TICKER, "bot-a").with_credential("key:a"),
+        "a",
+    ));
+    let b = waiting(c.submit(
+        t0,
+        Request::get(TICKER, "bot-b").with_credential("key:b"),
+        "b",
+    ));
+    assert!(c.cancel(a));
+    let d = c.poll_dispatch(t0).expect("dispatch");
+    assert_eq!(
+        d.payload, "b",
+        "sent with a payload of the credential it is charged to"
+    );
+    c.complete(t0, d.call, Outcome::response(Response::new(200, "{}")))
+        .unwrap();
+    let f = c.poll_finished().expect("b answered");
+    assert_eq!(f.ticket, b);
+    assert!(
+        c.poll_finished().is_none(),
+        "the cancelled ticket gets no answer"
+    );
+    assert_eq!(private_calls(&mut c, t0, "key:a"), 0);
+    assert_eq!(private_calls(&mut c, t0, "key:b"), 1);
+}
