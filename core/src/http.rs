@@ -160,13 +160,13 @@ mod tests {
         );
         let undated = h(&[("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT")]);
         assert_eq!(
-            upstream_wait(&undated, Some(1_445_412_470)),
+            upstream_wait(&undated, Some(1_445_412_500)),
             Some(Duration::from_secs(10))
         );
         assert_eq!(upstream_wait(&undated, None), None);
         // A date in the past means "now".
         assert_eq!(
-            upstream_wait(&undated, Some(1_445_412_490)),
+            upstream_wait(&undated, Some(1_445_412_520)),
             Some(Duration::ZERO)
         );
     }

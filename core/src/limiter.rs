@@ -339,11 +339,16 @@ impl Limiter {
     /// A call on `keys` failed (5xx or transport). Returns the keys whose
     /// breaker this opened.
     pub fn on_failure(&mut self, now: Instant, keys: &[BucketKey]) -> Vec<BucketKey> {
+        let template = &self.breaker_template;
         keys.iter()
             .filter(|k| {
+                // The bucket may have been forgotten while the call was in
+                // flight: the failure still counts.
                 self.buckets
-                    .get_mut(*k)
-                    .is_some_and(|b| b.breaker.on_failure(now))
+                    .entry((*k).clone())
+                    .or_insert_with(|| Bucket::new(template))
+                    .breaker
+                    .on_failure(now)
             })
             .cloned()
             .collect()

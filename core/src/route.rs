@@ -221,12 +221,14 @@ mod tests {
 
     #[test]
     fn rules_for_writes_are_never_cacheable() {
-        let mut c = Config::default();
-        c.routes = vec![RouteRule {
-            methods: vec![],
-            path: "/x".into(),
-            ..Default::default()
-        }];
+        let mut c = Config {
+            routes: vec![RouteRule {
+                methods: vec![],
+                path: "/x".into(),
+                ..Default::default()
+            }],
+            ..Config::default()
+        };
         let t = RouteTable::compile(&c);
         // A rule with no method list may still be cacheable, but only
         // cacheable methods use the cache: the coordinator checks the

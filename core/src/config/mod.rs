@@ -112,7 +112,9 @@ impl Default for RouteDefaults {
             priority: "market".into(),
             cost: 1,
             ttl_secs: 90.0,
-            scopes: vec!["public".into()],
+            // As in the Coinbase presets (and so `Config::default()`): a
+            // `[defaults]` table that leaves `scopes` unset keeps it.
+            scopes: vec!["private".into()],
             cacheable: true,
             private: true,
             coalesce: true,
