@@ -18,7 +18,7 @@
 //!   up one class, so low priority is never starved forever. It stops below
 //!   the top class, which stays reserved for urgent calls (orders).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use web_time::{Duration, Instant};
@@ -274,7 +274,7 @@ impl Queue {
     /// limiter's verdict for a lane and cost (plus the top-class reserve
     /// for lower classes).
     pub fn select(&self, mut check: impl FnMut(&[BucketKey], u32) -> Option<Wait>) -> Selection {
-        let mut reserved: Vec<&BucketKey> = Vec::new();
+        let mut reserved: HashSet<&BucketKey> = HashSet::new();
         let mut earliest: Option<Instant> = None;
         for (index, class) in self.classes.iter().enumerate() {
             let reserve = if index == 0 { 0 } else { self.top_reserve };
@@ -299,7 +299,7 @@ impl Queue {
                         }
                         for bucket in lane.iter() {
                             if check(std::slice::from_ref(bucket), cost).is_some() {
-                                reserved.push(bucket);
+                                reserved.insert(bucket);
                             }
                         }
                     }

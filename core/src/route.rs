@@ -40,7 +40,13 @@ impl PathPattern {
 
     pub fn matches(&self, path: &str) -> bool {
         let parts: Vec<&str> = split(path).collect();
-        match_segments(&self.segments, &parts)
+        self.matches_segments(&parts)
+    }
+
+    /// Matches a path already split into segments (split once, try every
+    /// rule).
+    fn matches_segments(&self, parts: &[&str]) -> bool {
+        match_segments(&self.segments, parts)
     }
 }
 
@@ -120,10 +126,11 @@ impl RouteTable {
     }
 
     pub(crate) fn lookup(&self, method: &Method, path: &str) -> RouteIdx {
+        let parts: Vec<&str> = split(path).collect();
         self.rules
             .iter()
             .position(|(methods, pattern)| {
-                (methods.is_empty() || methods.contains(method)) && pattern.matches(path)
+                (methods.is_empty() || methods.contains(method)) && pattern.matches_segments(&parts)
             })
             .unwrap_or(FALLBACK)
     }
