@@ -76,6 +76,16 @@ impl Breaker {
         self.state = State::Closed { failures: 0 };
     }
 
+    /// Upstream answered 429: it is up (only pacing us), so a probe in
+    /// flight has succeeded; otherwise a 429 is neither a success nor a
+    /// failure. Without this a probe answered 429 would leave the breaker
+    /// half-open with no probe in flight, blocking the scope for good.
+    pub fn on_rate_limited(&mut self) {
+        if let State::Probing { .. } = self.state {
+            self.state = State::Closed { failures: 0 };
+        }
+    }
+
     /// Records a failure; returns true if this opened the breaker.
     pub fn on_failure(&mut self, now: Instant) -> bool {
         let open_for = match self.state {

@@ -241,6 +241,14 @@ impl<P: Clone> Coordinator<P> {
             .keys(&self.routes.get(route_idx).scopes, credential)
             .into();
 
+        let cache_key = key.as_ref().filter(|_| cacheable);
+        if deadline <= now {
+            let failure = Failure::DeadlineUnreachable {
+                earliest: Duration::ZERO,
+                deadline: Duration::ZERO,
+            };
+            return self.refuse(now, &client, cache_key, failure);
+        }
         if let Some(&call_id) = key
             .as_ref()
             .filter(|_| coalesce)
@@ -277,14 +285,6 @@ impl<P: Clone> Coordinator<P> {
             };
         }
 
-        let cache_key = key.as_ref().filter(|_| cacheable);
-        if deadline <= now {
-            let failure = Failure::DeadlineUnreachable {
-                earliest: Duration::ZERO,
-                deadline: Duration::ZERO,
-            };
-            return self.refuse(now, &client, cache_key, failure);
-        }
         if let Some(wait) = self.limiter.check(now, &lane, cost) {
             if let Some(failure) = self.unreachable(now, &lane, wait, deadline) {
                 return self.refuse(now, &client, cache_key, failure);
@@ -554,10 +554,11 @@ impl<P: Clone> Coordinator<P> {
             .max()
             .map(|(_, std::cmp::Reverse(t))| t);
         let Some(sender) = sender else {
-            // Nobody on the call's lane waits any more (`detach` re-lanes
-            // calls, so this cannot happen; a call no waiter can send is
-            // never worth sending).
-            self.remove_call(call_id);
+            // Nobody on the call's lane waits any more. `relane` runs
+            // whenever a waiter leaves, so this cannot happen; if it did,
+            // the waiters still get an answer rather than wait for nothing.
+            let failure = Failure::Aborted("no waiting request can send this call".into());
+            self.fail_call(now, call_id, failure);
             return None;
         };
         self.limiter.acquire(now, &call.lane, call.cost);
@@ -717,6 +718,12 @@ impl<P: Clone> Coordinator<P> {
         );
         match delay {
             Some(d) if now + d <= latest_deadline => {
+                // Each attempt has its own id: a late outcome of this one
+                // must not be taken for the retry's.
+                let call_id = self.renumber(call_id);
+                let Some(call) = self.calls.get(&call_id) else {
+                    return;
+                };
                 let waiters = call.waiters.clone();
                 for t in waiters {
                     if let Some(w) = self.waiters.get(&t) {
@@ -740,6 +747,8 @@ impl<P: Clone> Coordinator<P> {
                     call.state = CallState::Backoff { until };
                     self.timers.insert((until, call_id));
                 }
+                // Waiters who left while it was in flight were not re-laned.
+                self.relane(call_id);
             }
             _ => {
                 let attempts = call.attempts;
@@ -761,6 +770,26 @@ impl<P: Clone> Coordinator<P> {
                 self.fail_call(now, call_id, failure);
             }
         }
+    }
+
+    /// Moves a call (not queued, no timer) to a fresh id.
+    fn renumber(&mut self, old: CallId) -> CallId {
+        let Some(call) = self.calls.remove(&old) else {
+            return old;
+        };
+        let new = CallId(self.next_id());
+        if let Some(k) = &call.key {
+            if self.by_key.get(k) == Some(&old) {
+                self.by_key.insert(k.clone(), new);
+            }
+        }
+        for t in &call.waiters {
+            if let Some(w) = self.waiters.get_mut(t) {
+                w.call = new;
+            }
+        }
+        self.calls.insert(new, call);
+        new
     }
 
     /// Breakers opened on `buckets`: waiting calls that need them fail now
@@ -823,8 +852,17 @@ impl<P: Clone> Coordinator<P> {
             self.remove_call(call_id);
             return;
         }
-        // A shared read whose remaining waiters hold other credentials:
-        // the next send spends one of theirs, so it waits on their buckets.
+        self.relane(call_id);
+    }
+
+    /// A shared read whose remaining waiters hold other credentials: the
+    /// next send spends one of theirs, so it waits on their buckets. Run
+    /// whenever a call not in flight may have lost its lane's waiters
+    /// (a waiter left, or a call whose creator left mid-flight is retried).
+    fn relane(&mut self, call_id: CallId) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
         let waiters = &self.waiters;
         let on_lane = call
             .waiters

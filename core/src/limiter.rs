@@ -308,6 +308,7 @@ impl Limiter {
                 .or_insert_with(|| Bucket::new(template));
             bucket.strikes = bucket.strikes.saturating_add(1);
             bucket.rate_limited += 1;
+            bucket.breaker.on_rate_limited();
             let pause = upstream_wait.unwrap_or_else(|| {
                 let ceiling = exponential(self.base_pause, self.max_pause, bucket.strikes);
                 // Jitter in the upper half: the pause must stay meaningful,
