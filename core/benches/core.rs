@@ -124,6 +124,23 @@ fn cache_hit(c: &mut Criterion) {
 
 /// One request's whole life on a cache miss: submit, poll_dispatch,
 /// complete, poll_finished, on limiters that never block.
+/// One request's whole life: submit, dispatch, complete, finished.
+fn full_cycle(
+    coord: &mut Coordinator,
+    now: Instant,
+    request: Request,
+    response: Response,
+) -> syncoord_core::Finished {
+    let Admission::Waiting { .. } = coord.submit(now, request, ()) else {
+        panic!("not queued");
+    };
+    let d = coord.poll_dispatch(now).expect("dispatch");
+    coord
+        .complete(now, d.call, Outcome::response(response))
+        .expect("complete");
+    coord.poll_finished().expect("finished")
+}
+
 fn cycle(c: &mut Criterion) {
     let mut g = group(c, "cycle");
     g.throughput(Throughput::Elements(1));
@@ -140,14 +157,7 @@ fn cycle(c: &mut Criterion) {
                 || (request.clone(), body()),
                 |(r, response)| {
                     now += Duration::from_micros(1);
-                    let Admission::Waiting { .. } = coord.submit(now, r, ()) else {
-                        panic!("not queued");
-                    };
-                    let d = coord.poll_dispatch(now).expect("dispatch");
-                    coord
-                        .complete(now, d.call, Outcome::response(response))
-                        .expect("complete");
-                    coord.poll_finished().expect("finished")
+                    full_cycle(&mut coord, now, r, response)
                 },
                 BatchSize::SmallInput,
             )
@@ -171,14 +181,7 @@ fn cycle(c: &mut Criterion) {
                 },
                 |(r, response)| {
                     now += Duration::from_micros(1);
-                    let Admission::Waiting { .. } = coord.submit(now, r, ()) else {
-                        panic!("not queued");
-                    };
-                    let d = coord.poll_dispatch(now).expect("dispatch");
-                    coord
-                        .complete(now, d.call, Outcome::response(response))
-                        .expect("complete");
-                    coord.poll_finished().expect("finished")
+                    full_cycle(&mut coord, now, r, response)
                 },
                 BatchSize::SmallInput,
             )

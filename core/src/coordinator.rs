@@ -240,6 +240,17 @@ impl<P: Clone> Coordinator<P> {
             .limiter
             .keys(&self.routes.get(route_idx).scopes, credential)
             .into();
+        // Its call is set once it has one.
+        let mut waiter = Waiter {
+            call: CallId(0),
+            lane: lane.clone(),
+            client: client.clone(),
+            class,
+            submitted: now,
+            deadline,
+            payload,
+            wait_recorded: false,
+        };
 
         let cache_key = key.as_ref().filter(|_| cacheable);
         if deadline <= now {
@@ -268,17 +279,8 @@ impl<P: Clone> Coordinator<P> {
                     });
                 }
             }
-            let joiner = Waiter {
-                call: call_id,
-                lane,
-                client,
-                class,
-                submitted: now,
-                deadline,
-                payload,
-                wait_recorded: false,
-            };
-            self.join(now, ticket, joiner);
+            waiter.call = call_id;
+            self.join(now, ticket, waiter);
             return Admission::Waiting {
                 ticket,
                 joined: true,
@@ -314,7 +316,6 @@ impl<P: Clone> Coordinator<P> {
         if let (true, Some(k)) = (coalesce, &key) {
             self.by_key.insert(k.clone(), call_id);
         }
-        let lane_of_waiter = lane.clone();
         self.queue
             .push(now, call_id, class, lane.clone(), client.clone(), cost);
         self.calls.insert(
@@ -336,19 +337,8 @@ impl<P: Clone> Coordinator<P> {
             },
         );
         self.deadlines.insert((deadline, ticket));
-        self.waiters.insert(
-            ticket,
-            Waiter {
-                call: call_id,
-                lane: lane_of_waiter,
-                client,
-                class,
-                submitted: now,
-                deadline,
-                payload,
-                wait_recorded: false,
-            },
-        );
+        waiter.call = call_id;
+        self.waiters.insert(ticket, waiter);
         Admission::Waiting {
             ticket,
             joined: false,

@@ -24,8 +24,8 @@ fn private_calls(c: &mut Coordinator<&'static str>, now: Instant, credential: &s
         .sum()
 }
 
-#[test]
-fn the_creators_payload_is_sent_and_its_bucket_charged() {
+/// A coordinator in which bot A (credential `key:a`) waits for the ticker.
+fn creator_waiting() -> (Coordinator<&'static str>, Instant, Ticket) {
     let t0 = Instant::now();
     let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
     let a = waiting(c.submit(
@@ -33,6 +33,12 @@ fn the_creators_payload_is_sent_and_its_bucket_charged() {
         Request::get(TICKER, "bot-a").with_credential("key:a"),
         "a",
     ));
+    (c, t0, a)
+}
+
+#[test]
+fn the_creators_payload_is_sent_and_its_bucket_charged() {
+    let (mut c, t0, a) = creator_waiting();
     // B's deadline is later, but B's credential is not the one the call
     // was paced on.
     let late = Request::get(TICKER, "bot-b")
@@ -54,13 +60,7 @@ fn the_creators_payload_is_sent_and_its_bucket_charged() {
 
 #[test]
 fn when_the_creator_leaves_the_call_moves_to_a_remaining_credential() {
-    let t0 = Instant::now();
-    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
-    let a = waiting(c.submit(
-        t0,
-        Request::get(TICKER, "bot-a").with_credential("key:a"),
-        "a",
-    ));
+    let (mut c, t0, a) = creator_waiting();
     let b = waiting(c.submit(
         t0,
         Request::get(TICKER, "bot-b").with_credential("key:b"),
