@@ -11,6 +11,37 @@
 //! hosts (the native daemon, the Cloudflare Worker) do the I/O. See
 //! [`Coordinator`] for the driving loop.
 //!
+//! ```
+//! use syncoord_core::{Admission, Config, Coordinator, Duration, Instant, Outcome, Request, Response, Source};
+//!
+//! let t0 = Instant::now();
+//! // The payload is the host's own request data; here just a name.
+//! let mut core: Coordinator<&str> = Coordinator::new(Config::default(), t0, 42)?;
+//! let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+//!
+//! // A bot asks; nothing is cached yet, so the request waits for a call.
+//! let Admission::Waiting { ticket, .. } = core.submit(t0, Request::get(ticker, "bot-1"), "req-1") else {
+//!     panic!("expected to wait");
+//! };
+//! // The host sends what is due (never holding a lock across the I/O)...
+//! let call = core.poll_dispatch(t0).expect("the limiter has tokens");
+//! assert_eq!(call.payload, "req-1");
+//! // ...and reports upstream's answer; the waiting request ends.
+//! let later = t0 + Duration::from_millis(80);
+//! core.complete(later, call.call, Outcome::response(Response::new(200, r#"{"price":"1"}"#)))?;
+//! let finished = core.poll_finished().expect("answered");
+//! assert_eq!((finished.ticket, finished.result.unwrap().source), (ticket, Source::Upstream));
+//!
+//! // The next bot is answered from the cache at once.
+//! let Admission::Answered(answer) = core.submit(later, Request::get(ticker, "bot-2"), "req-2") else {
+//!     panic!("expected a cache hit");
+//! };
+//! assert_eq!(answer.source, Source::Cache);
+//! // The host sleeps until the core's next timer, or until a new request arrives.
+//! let _wake_at: Option<Instant> = core.poll_timeout();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! One module per concept:
 //! - [`config`]: the schema, Coinbase defaults, validation;
 //! - [`route`]: which rule a request falls under;
