@@ -216,9 +216,7 @@ impl Queue {
         // calls that are urgent, not merely old.
         for class in 2..self.classes.len() {
             while let Some(&(entered, seq, call)) = self.classes[class].aging.front() {
-                let current = self.entries.get(&call).is_some_and(|e| {
-                    e.seq == seq && e.class.0 as usize == class && e.entered_class == entered
-                });
+                let current = self.aging_record_is_current(class, entered, seq, call);
                 if !current {
                     self.classes[class].aging.pop_front();
                     continue;
@@ -237,18 +235,32 @@ impl Queue {
         let aging = self.aging?;
         self.classes
             .iter()
+            .enumerate()
             .skip(2)
-            .filter_map(|c| {
+            .filter_map(|(class, c)| {
                 c.aging
                     .iter()
                     .find(|(entered, seq, call)| {
-                        self.entries
-                            .get(call)
-                            .is_some_and(|e| e.seq == *seq && e.entered_class == *entered)
+                        self.aging_record_is_current(class, *entered, *seq, *call)
                     })
                     .map(|(entered, _, _)| *entered + aging)
             })
             .min()
+    }
+
+    /// Whether an aging record still describes its call: the call is queued
+    /// in that class since that instant (records of calls that left or
+    /// moved are pruned lazily).
+    fn aging_record_is_current(
+        &self,
+        class: usize,
+        entered: Instant,
+        seq: u64,
+        call: CallId,
+    ) -> bool {
+        self.entries.get(&call).is_some_and(|e| {
+            e.seq == seq && e.class.0 as usize == class && e.entered_class == entered
+        })
     }
 
     /// The newest call of the lowest class strictly below `class`: the one

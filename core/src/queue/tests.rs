@@ -381,3 +381,25 @@ fn costs_reach_the_check() {
     assert_eq!(sel, Selection::Go(CallId(1)));
     assert_eq!(seen, vec![(vec![bk(X)], 7)]);
 }
+
+#[test]
+fn a_call_promoted_past_aging_schedules_no_aging_wake_up() {
+    let t0 = Instant::now();
+    let mut q = Queue::new(4, Some(s(10)));
+    push(&mut q, t0, 1, 3, &[X], "a");
+    push(&mut q, t0 + s(4), 2, 3, &[X], "b");
+    assert_eq!(q.next_aging(), Some(t0 + s(10)));
+    // A trading-priority caller joins call 1 at the instant it arrived: it
+    // now sits in class 1, where aging no longer applies, and only call 2
+    // is still due to age.
+    q.promote(t0, CallId(1), ClassId(1));
+    assert_eq!(q.class_of(CallId(1)), Some(ClassId(1)));
+    assert_eq!(
+        q.next_aging(),
+        Some(t0 + s(14)),
+        "call 1's class-3 record is stale"
+    );
+    q.age(t0 + s(10));
+    assert_eq!(q.class_of(CallId(1)), Some(ClassId(1)));
+    assert_eq!(q.class_of(CallId(2)), Some(ClassId(3)));
+}
