@@ -220,7 +220,16 @@ impl Limiter {
     }
 
     fn check_one(&self, now: Instant, key: &BucketKey, cost: u32) -> Option<Wait> {
-        let bucket = self.buckets.get(key)?;
+        // A bucket not seen yet (or forgotten as idle) is a full one; it is
+        // still judged, so no call ever costs more than a burst.
+        let fresh;
+        let bucket = match self.buckets.get(key) {
+            Some(b) => b,
+            None => {
+                fresh = Bucket::new(&self.breaker_template);
+                &fresh
+            }
+        };
         if let Some(until) = bucket.breaker.blocked_until(now) {
             return Some(Wait::BreakerOpen(until));
         }

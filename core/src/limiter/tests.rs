@@ -663,3 +663,26 @@ fn snapshot_reports_tokens_pause_and_counters() {
     assert_eq!(b.tokens, 0.0);
     assert_eq!(b.rate_limited, 1);
 }
+
+#[test]
+fn an_unseen_bucket_is_judged_as_a_full_one() {
+    let t0 = Instant::now();
+    let mut config = Config::default();
+    config.scopes.insert(
+        "tiny".into(),
+        ScopeConfig {
+            rate: 1.0,
+            period_secs: 1.0,
+            burst: 2,
+            per: Keying::Global,
+            headroom: 1.0,
+        },
+    );
+    let l = Limiter::new(&config);
+    let keys = l.keys(&[config.scope_id("tiny").unwrap()], None);
+    assert_eq!(l.check(t0, &keys, 2), None, "a full bucket holds its burst");
+    assert!(
+        matches!(l.check(t0, &keys, 3), Some(Wait::Until(_))),
+        "more than the burst never fits, even in a bucket not seen before"
+    );
+}
