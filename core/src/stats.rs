@@ -295,3 +295,116 @@ pub fn ratio(part: u64, whole: u64) -> f64 {
         part as f64 / whole as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(max_clients: usize) -> (Stats, Instant) {
+        let t0 = Instant::now();
+        (Stats::new(t0, 2, max_clients, Duration::from_secs(60)), t0)
+    }
+
+    #[test]
+    fn every_end_is_counted_once_under_its_outcome() {
+        let (mut s, _) = stats(10);
+        let bot: Arc<str> = Arc::from("bot");
+        let ends = [
+            End::Hit,
+            End::Stale,
+            End::Coalesced,
+            End::Upstream,
+            End::Shed,
+            End::Expired,
+            End::Failed,
+            End::Cancelled,
+            End::Aborted,
+        ];
+        for end in ends {
+            s.submitted(&bot);
+            s.ended(&bot, end);
+        }
+        let r = &s.requests;
+        assert_eq!((r.submitted, r.ended()), (9, 9));
+        assert_eq!(
+            [
+                r.hit,
+                r.stale,
+                r.coalesced,
+                r.upstream,
+                r.shed,
+                r.expired,
+                r.failed,
+                r.cancelled,
+                r.aborted
+            ],
+            [1; 9]
+        );
+        let c = &s.clients()[0].counts;
+        assert_eq!(
+            (c.requests, c.hit, c.stale, c.coalesced, c.upstream),
+            (9, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            c.failed, 4,
+            "shed, expired, failed and aborted; not cancelled"
+        );
+    }
+
+    #[test]
+    fn clients_past_the_limit_share_one_row() {
+        let (mut s, _) = stats(2);
+        for name in ["a", "b", "c", "d", "a"] {
+            s.submitted(&Arc::from(name));
+        }
+        let rows: Vec<(String, u64)> = s
+            .clients()
+            .into_iter()
+            .map(|c| (c.client, c.counts.requests))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("(other)".into(), 2), ("a".into(), 2), ("b".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn wait_percentiles_per_class() {
+        let (mut s, _) = stats(10);
+        assert_eq!(s.wait_summary(0), WaitSummary::default());
+        for ms in 1..=100 {
+            s.waited(0, Duration::from_millis(ms));
+        }
+        s.waited(1, Duration::from_secs(7200)); // past the histogram's hour: clamped
+        let w = s.wait_summary(0);
+        assert_eq!(w.count, 100);
+        assert!((w.p50_ms - 50.0).abs() < 0.5, "{w:?}");
+        assert!((w.p99_ms - 99.0).abs() < 0.5, "{w:?}");
+        assert!((w.max_ms - 100.0).abs() < 0.5, "{w:?}");
+        assert!((w.mean_ms - 50.5).abs() < 0.5, "{w:?}");
+        let long = s.wait_summary(1);
+        assert_eq!(long.count, 1);
+        assert!(
+            (long.max_ms - 3_600_000.0).abs() / 3_600_000.0 < 0.01,
+            "{long:?}"
+        );
+        assert_eq!(s.wait_summary(5), WaitSummary::default(), "no such class");
+    }
+
+    #[test]
+    fn recent_429s_leave_the_window() {
+        let (mut s, t0) = stats(10);
+        s.rate_limited(t0);
+        s.rate_limited(t0 + Duration::from_secs(30));
+        assert_eq!(s.recent_rate_limited(t0 + Duration::from_secs(60)), 2);
+        assert_eq!(s.recent_rate_limited(t0 + Duration::from_secs(61)), 1);
+        assert_eq!(s.recent_rate_limited(t0 + Duration::from_secs(91)), 0);
+        assert_eq!(s.upstream.rate_limited, 2, "the total stays");
+    }
+
+    #[test]
+    fn ratio_of_nothing_is_zero() {
+        assert_eq!(ratio(0, 0), 0.0);
+        assert_eq!(ratio(1, 4), 0.25);
+    }
+}
