@@ -8,7 +8,7 @@
 use web_time::{Duration, Instant};
 
 use crate::config::{secs, RetryConfig};
-use crate::request::{Outcome, TransportError};
+use crate::request::Outcome;
 
 /// `base * 2^(attempt-1)`, capped at `max` (attempt counts from 1).
 pub fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
@@ -32,13 +32,6 @@ pub enum Verdict {
     ServerError,
     /// No answer; `never_sent` when upstream cannot have seen the call.
     Transport { never_sent: bool },
-}
-
-impl Verdict {
-    /// Counts against the scope's circuit breaker.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Verdict::ServerError | Verdict::Transport { .. })
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +64,7 @@ impl RetryPolicy {
             }
             Outcome::Response { .. } => Verdict::Answer,
             Outcome::Transport(e) => Verdict::Transport {
-                never_sent: matches!(e, TransportError::Connect(_)),
+                never_sent: e.never_sent(),
             },
         }
     }
@@ -111,7 +104,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Response;
+    use crate::request::{Response, TransportError};
 
     fn policy() -> RetryPolicy {
         RetryPolicy::new(&RetryConfig {

@@ -154,16 +154,6 @@ impl Cache {
         Lookup::Miss
     }
 
-    /// A fresh or stale response for `key`, for when upstream has failed.
-    pub fn fallback(&mut self, now: Instant, key: &CacheKey) -> Option<(Arc<Response>, Duration)> {
-        match self.lookup(now, key) {
-            Lookup::Fresh { response, age } | Lookup::Stale { response, age } => {
-                Some((response, age))
-            }
-            Lookup::Miss => None,
-        }
-    }
-
     /// An expired entry young enough to serve while its refresh waits
     /// (stale-while-revalidate).
     pub fn while_revalidating(
