@@ -614,7 +614,17 @@ impl<P: Clone> Coordinator<P> {
         let mut opened = Vec::new();
         let mut pause = None;
         match verdict {
-            Verdict::Answer => self.limiter.on_success(&lane),
+            Verdict::Answer => {
+                self.limiter.on_success(&lane);
+                // Upstream says its window is spent: wait for the reset
+                // rather than spend the next call on a 429.
+                if let (Outcome::Response { response, .. }, Some(wait)) = (&outcome, upstream_wait)
+                {
+                    if http::window_exhausted(&response.headers) {
+                        self.limiter.pause_until_reset(now, &lane, wait);
+                    }
+                }
+            }
             Verdict::RateLimited => {
                 self.stats.rate_limited(now);
                 pause =

@@ -75,6 +75,22 @@ fn parse_delay_or_date(
     Some(Duration::from_secs(at.saturating_sub(now_unix?)))
 }
 
+/// Whether upstream says the current rate-limit window has no calls left
+/// (`x-ratelimit-remaining: 0`, or the `ratelimit-remaining` /
+/// `x-rate-limit-remaining` spellings). With [`upstream_wait`] giving the
+/// reset, the scope can pause before the next call earns a 429.
+pub fn window_exhausted(headers: &[(String, String)]) -> bool {
+    [
+        "x-ratelimit-remaining",
+        "ratelimit-remaining",
+        "x-rate-limit-remaining",
+    ]
+    .iter()
+    .find_map(|name| header(headers, name))
+    .and_then(|v| v.parse::<f64>().ok())
+    .is_some_and(|n| n <= 0.0)
+}
+
 /// The credential identity of a request: whose private data a response
 /// is, and whose per-credential rate limit a call spends.
 ///
@@ -187,6 +203,15 @@ mod tests {
         // Retry-After wins over the reset headers.
         let both = h(&[("x-ratelimit-reset", "50"), ("Retry-After", "3")]);
         assert_eq!(upstream_wait(&both, None), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn exhausted_window_is_read_from_remaining_headers() {
+        assert!(window_exhausted(&h(&[("X-RateLimit-Remaining", "0")])));
+        assert!(window_exhausted(&h(&[("ratelimit-remaining", "0")])));
+        assert!(!window_exhausted(&h(&[("x-ratelimit-remaining", "3")])));
+        assert!(!window_exhausted(&h(&[("x-ratelimit-remaining", "none")])));
+        assert!(!window_exhausted(&[]));
     }
 
     #[test]

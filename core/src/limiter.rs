@@ -336,6 +336,21 @@ impl Limiter {
         longest
     }
 
+    /// Upstream announced that its window is spent and resets in `wait`:
+    /// hold every bucket in `keys` until then. Unlike a 429 this is no
+    /// misjudgement of ours, so there is no strike and no throttle.
+    pub fn pause_until_reset(&mut self, now: Instant, keys: &[BucketKey], wait: Duration) {
+        let until = now + wait;
+        for key in keys {
+            let template = &self.breaker_template;
+            let bucket = self
+                .buckets
+                .entry(key.clone())
+                .or_insert_with(|| Bucket::new(template));
+            bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
+        }
+    }
+
     /// A call on `keys` got an answer that was not a 429.
     pub fn on_success(&mut self, keys: &[BucketKey]) {
         for key in keys {

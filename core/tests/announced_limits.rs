@@ -1,0 +1,64 @@
+//! Upstreams that announce their window (`x-ratelimit-remaining`,
+//! `x-ratelimit-reset`) are paced by what they announce, before a 429.
+
+use syncoord_core::{
+    Admission, Config, Coordinator, Duration, Instant, Outcome, Request, Response,
+};
+
+const MARKET: &str = "/api/v3/brokerage/market/products";
+
+fn queue_get(c: &mut Coordinator, now: Instant, product: &str) {
+    let request = Request::get(&format!("{MARKET}/{product}/ticker"), "bot");
+    assert!(matches!(
+        c.submit(now, request, ()),
+        Admission::Waiting { .. }
+    ));
+}
+
+#[test]
+fn an_exhausted_window_pauses_the_scope_until_its_reset() {
+    let t0 = Instant::now();
+    let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    queue_get(&mut c, t0, "BTC-USD");
+    let d = c.poll_dispatch(t0).unwrap();
+    let spent = Response::new(200, "{}")
+        .with_header("X-RateLimit-Remaining", "0")
+        .with_header("X-RateLimit-Reset", "5");
+    c.complete(t0, d.call, Outcome::response(spent)).unwrap();
+    assert!(c.poll_finished().unwrap().result.is_ok());
+
+    // The public scope has tokens, but upstream said the window is spent.
+    queue_get(&mut c, t0, "ETH-USD");
+    assert!(c.poll_dispatch(at(4.999)).is_none());
+    assert_eq!(c.poll_timeout(), Some(at(5.0)));
+    assert!(c.poll_dispatch(at(5.0)).is_some());
+    // Not a 429: no strike, no throttle.
+    let stats = c.stats(at(5.0));
+    assert_eq!(stats.upstream.rate_limited, 0);
+    let public = stats.scopes.iter().find(|s| s.scope == "public").unwrap();
+    assert!(
+        (public.rate_per_sec - 9.0).abs() < 1e-6,
+        "{}",
+        public.rate_per_sec
+    );
+}
+
+#[test]
+fn remaining_calls_or_no_reset_mean_no_pause() {
+    let t0 = Instant::now();
+    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    let answers = [
+        Response::new(200, "{}")
+            .with_header("X-RateLimit-Remaining", "4")
+            .with_header("X-RateLimit-Reset", "5"),
+        Response::new(200, "{}").with_header("X-RateLimit-Remaining", "0"),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        queue_get(&mut c, t0, &format!("P{i}"));
+        let d = c.poll_dispatch(t0).unwrap();
+        c.complete(t0, d.call, Outcome::response(answer)).unwrap();
+    }
+    queue_get(&mut c, t0, "NEXT");
+    assert!(c.poll_dispatch(t0).is_some(), "nothing to wait for");
+}
