@@ -226,12 +226,12 @@ impl<P: Clone> Coordinator<P> {
 
         if let (true, Some(k)) = (cacheable && !ttl_zero, &key) {
             if let Lookup::Fresh { response, age } = self.cache.lookup(now, k) {
-                self.stats.ended(&client, End::Hit);
-                return Admission::Answered(Answer {
+                let answer = Answer {
                     response,
                     source: Source::Cache,
                     age,
-                });
+                };
+                return self.answered(&client, answer);
             }
         }
         let ticket = Ticket(self.next_id());
@@ -271,12 +271,12 @@ impl<P: Clone> Coordinator<P> {
                 .is_some_and(|c| !matches!(c.state, CallState::InFlight { .. }));
             if let (true, true, Some(k)) = (refresh_waiting, cacheable, &key) {
                 if let Some((response, age)) = self.cache.while_revalidating(now, k) {
-                    self.stats.ended(&client, End::Stale);
-                    return Admission::Answered(Answer {
+                    let answer = Answer {
                         response,
                         source: Source::Stale,
                         age,
-                    });
+                    };
+                    return self.answered(&client, answer);
                 }
             }
             waiter.call = call_id;
@@ -293,8 +293,7 @@ impl<P: Clone> Coordinator<P> {
             }
             if wait.is_degraded() {
                 if let Some(answer) = cache_key.and_then(|k| self.stale_answer(now, k)) {
-                    self.stats.ended(&client, End::Stale);
-                    return Admission::Answered(answer);
+                    return self.answered(&client, answer);
                 }
             }
         }
@@ -345,7 +344,6 @@ impl<P: Clone> Coordinator<P> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn join(&mut self, now: Instant, ticket: Ticket, mut joiner: Waiter<P>) {
         let Some(call) = self.calls.get_mut(&joiner.call) else {
             return;
@@ -432,11 +430,7 @@ impl<P: Clone> Coordinator<P> {
     ) -> (Result<Answer, Failure>, End) {
         match key.and_then(|k| self.stale_answer(now, k)) {
             Some(answer) => {
-                let end = if answer.source == Source::Cache {
-                    End::Hit
-                } else {
-                    End::Stale
-                };
+                let end = answer.source.into();
                 (Ok(answer), end)
             }
             None => {
@@ -449,6 +443,12 @@ impl<P: Clone> Coordinator<P> {
                 (Err(failure), end)
             }
         }
+    }
+
+    /// Ends a request at once with `answer`.
+    fn answered(&mut self, client: &Arc<str>, answer: Answer) -> Admission {
+        self.stats.ended(client, answer.source.into());
+        Admission::Answered(answer)
     }
 
     fn refuse(
@@ -666,17 +666,17 @@ impl<P: Clone> Coordinator<P> {
             self.cache.insert(now, key, response.clone(), ttl);
         }
         for ticket in call.waiters {
-            let (source, end) = if ticket == call.origin {
-                (Source::Upstream, End::Upstream)
+            let source = if ticket == call.origin {
+                Source::Upstream
             } else {
-                (Source::Coalesced, End::Coalesced)
+                Source::Coalesced
             };
             let answer = Answer {
                 response: response.clone(),
                 source,
                 age: Duration::ZERO,
             };
-            self.end_waiter(ticket, Ok(answer), end);
+            self.end_waiter(ticket, Ok(answer), source.into());
         }
     }
 
@@ -734,14 +734,7 @@ impl<P: Clone> Coordinator<P> {
                     return;
                 };
                 if verdict == Verdict::RateLimited {
-                    call.state = CallState::Queued;
-                    let (class, lane, client, cost) = (
-                        call.class,
-                        call.lane.clone(),
-                        call.client.clone(),
-                        call.cost,
-                    );
-                    self.queue.push(now, call_id, class, lane, client, cost);
+                    self.requeue(now, call_id);
                 } else {
                     let until = now + d;
                     call.state = CallState::Backoff { until };
@@ -880,12 +873,27 @@ impl<P: Clone> Coordinator<P> {
         else {
             return;
         };
-        call.lane = lane.clone();
+        call.lane = lane;
+        // A queued call moves to its new lane; one in backoff takes it
+        // when it is queued again.
         if self.queue.remove(call_id) {
-            let (class, client, cost) = (call.class, call.client.clone(), call.cost);
-            self.queue
-                .push(self.now, call_id, class, lane, client, cost);
+            self.requeue(self.now, call_id);
         }
+    }
+
+    /// (Re)queues a call under its own class, lane, client and cost.
+    fn requeue(&mut self, now: Instant, call_id: CallId) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.state = CallState::Queued;
+        let (class, lane, client, cost) = (
+            call.class,
+            call.lane.clone(),
+            call.client.clone(),
+            call.cost,
+        );
+        self.queue.push(now, call_id, class, lane, client, cost);
     }
 
     /// Lets time pass: deadlines, backoffs, call timeouts, aging.
@@ -901,16 +909,7 @@ impl<P: Clone> Coordinator<P> {
                 continue;
             };
             match call.state {
-                CallState::Backoff { until } if until == t => {
-                    call.state = CallState::Queued;
-                    let (class, lane, client, cost) = (
-                        call.class,
-                        call.lane.clone(),
-                        call.client.clone(),
-                        call.cost,
-                    );
-                    self.queue.push(now, call_id, class, lane, client, cost);
-                }
+                CallState::Backoff { until } if until == t => self.requeue(now, call_id),
                 CallState::InFlight { timeout_at } if timeout_at == t => {
                     self.stats.upstream.timeouts += 1;
                     let error = TransportError::Timeout(format!(

@@ -29,6 +29,19 @@ pub enum End {
     Aborted,
 }
 
+impl From<crate::request::Source> for End {
+    /// How a request answered from `source` ended.
+    fn from(source: crate::request::Source) -> Self {
+        use crate::request::Source;
+        match source {
+            Source::Cache => End::Hit,
+            Source::Stale => End::Stale,
+            Source::Coalesced => End::Coalesced,
+            Source::Upstream => End::Upstream,
+        }
+    }
+}
+
 /// Requests by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RequestCounts {
