@@ -71,7 +71,28 @@ struct Bucket {
     rate_limited: u64,
 }
 
+/// The bucket for `key`, created full if absent (never seen, or forgotten
+/// as idle while a call on it was in flight: what upstream says about that
+/// call still counts).
+fn bucket_mut<'a>(
+    buckets: &'a mut HashMap<BucketKey, Bucket>,
+    template: &Breaker,
+    key: &BucketKey,
+) -> &'a mut Bucket {
+    buckets
+        .entry(key.clone())
+        .or_insert_with(|| Bucket::new(template))
+}
+
 impl Bucket {
+    /// Pauses until `until` unless already paused longer (a pause never
+    /// shortens); returns the pause's end.
+    fn pause_until(&mut self, until: Instant) -> Instant {
+        let until = self.paused_until.map_or(until, |p| p.max(until));
+        self.paused_until = Some(until);
+        until
+    }
+
     fn new(breaker: &Breaker) -> Self {
         Bucket {
             tat: None,
@@ -81,6 +102,40 @@ impl Bucket {
             breaker: breaker.clone(),
             calls: 0,
             rate_limited: 0,
+        }
+    }
+}
+
+/// How a bucket's rate comes back after a 429: from `throttle` of the full
+/// rate at the end of the pause, linearly to the full rate over `over`.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    throttle: f64,
+    over: Duration,
+}
+
+impl Recovery {
+    /// The fraction of the full rate `bucket` runs at `now`.
+    fn factor(self, bucket: &Bucket, now: Instant) -> f64 {
+        let Some(from) = bucket.recovering_from else {
+            return 1.0;
+        };
+        if now <= from {
+            return self.throttle;
+        }
+        if self.over.is_zero() {
+            return 1.0;
+        }
+        let progress = (now - from).as_secs_f64() / self.over.as_secs_f64();
+        (self.throttle + (1.0 - self.throttle) * progress).min(1.0)
+    }
+
+    /// `cost * T`, stretched while the bucket recovers from a 429.
+    fn cost_time(self, bucket: &Bucket, scope: &Scope, now: Instant, cost: u32) -> Duration {
+        let base = scope.interval * cost;
+        match self.factor(bucket, now) {
+            f if f >= 1.0 => base,
+            f => base.div_f64(f),
         }
     }
 }
@@ -144,8 +199,7 @@ pub struct Limiter {
     buckets: HashMap<BucketKey, Bucket>,
     base_pause: Duration,
     max_pause: Duration,
-    throttle: f64,
-    recovery: Duration,
+    recovery: Recovery,
     breaker_template: Breaker,
 }
 
@@ -168,8 +222,10 @@ impl Limiter {
             buckets: HashMap::new(),
             base_pause: secs(l.base_pause_secs),
             max_pause: secs(l.max_pause_secs),
-            throttle: l.throttle_factor,
-            recovery: secs(l.recovery_secs),
+            recovery: Recovery {
+                throttle: l.throttle_factor,
+                over: secs(l.recovery_secs),
+            },
             breaker_template: Breaker::new(
                 b.failure_threshold,
                 secs(b.open_secs),
@@ -240,7 +296,7 @@ impl Limiter {
         // Conforms iff max(tat, now) + cost*T_eff - now <= burst*T. Checked
         // even for a full bucket: a throttled T_eff may not fit at once.
         let start = bucket.tat.map_or(now, |t| t.max(now));
-        let need = start + self.cost_time(bucket, scope, now, cost);
+        let need = start + self.recovery.cost_time(bucket, scope, now, cost);
         let tolerance = scope.interval * scope.burst;
         (need > now + tolerance).then(|| Wait::Until(need - tolerance))
     }
@@ -249,51 +305,12 @@ impl Limiter {
     pub fn acquire(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
-            let template = &self.breaker_template;
-            let bucket = self
-                .buckets
-                .entry(key.clone())
-                .or_insert_with(|| Bucket::new(template));
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
             let start = bucket.tat.map_or(now, |t| t.max(now));
-            let add = Self::cost_time_with(self.throttle, self.recovery, bucket, scope, now, cost);
-            bucket.tat = Some(start + add);
+            bucket.tat = Some(start + self.recovery.cost_time(bucket, scope, now, cost));
             bucket.breaker.on_dispatch(now);
             bucket.calls += 1;
         }
-    }
-
-    fn cost_time(&self, bucket: &Bucket, scope: &Scope, now: Instant, cost: u32) -> Duration {
-        Self::cost_time_with(self.throttle, self.recovery, bucket, scope, now, cost)
-    }
-
-    /// `cost * T`, stretched while the bucket recovers from a 429.
-    fn cost_time_with(
-        throttle: f64,
-        recovery: Duration,
-        bucket: &Bucket,
-        scope: &Scope,
-        now: Instant,
-        cost: u32,
-    ) -> Duration {
-        let base = scope.interval * cost;
-        match Self::rate_factor(throttle, recovery, bucket, now) {
-            f if f >= 1.0 => base,
-            f => base.div_f64(f),
-        }
-    }
-
-    fn rate_factor(throttle: f64, recovery: Duration, bucket: &Bucket, now: Instant) -> f64 {
-        let Some(from) = bucket.recovering_from else {
-            return 1.0;
-        };
-        if now <= from {
-            return throttle;
-        }
-        if recovery.is_zero() {
-            return 1.0;
-        }
-        let progress = (now - from).as_secs_f64() / recovery.as_secs_f64();
-        (throttle + (1.0 - throttle) * progress).min(1.0)
     }
 
     /// Upstream answered 429 for a call on `keys`: empty and pause each
@@ -309,12 +326,7 @@ impl Limiter {
         let mut longest = Duration::ZERO;
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
-            // Even a bucket forgotten while the call was in flight.
-            let template = &self.breaker_template;
-            let bucket = self
-                .buckets
-                .entry(key.clone())
-                .or_insert_with(|| Bucket::new(template));
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
             bucket.strikes = bucket.strikes.saturating_add(1);
             bucket.rate_limited += 1;
             bucket.breaker.on_rate_limited();
@@ -324,10 +336,7 @@ impl Limiter {
                 // but many coordinators behind one IP must not wake together.
                 ceiling.mul_f64(0.5 + 0.5 * rng.f64())
             });
-            let until = now + pause;
-            // Another 429 while already paused never shortens the pause.
-            let until = bucket.paused_until.map_or(until, |p| p.max(until));
-            bucket.paused_until = Some(until);
+            let until = bucket.pause_until(now + pause);
             bucket.recovering_from = Some(until);
             // Empty: at `until` the bucket holds no tokens.
             bucket.tat = Some(until + scope.interval * scope.burst);
@@ -342,12 +351,7 @@ impl Limiter {
     pub fn pause_until_reset(&mut self, now: Instant, keys: &[BucketKey], wait: Duration) {
         let until = now + wait;
         for key in keys {
-            let template = &self.breaker_template;
-            let bucket = self
-                .buckets
-                .entry(key.clone())
-                .or_insert_with(|| Bucket::new(template));
-            bucket.paused_until = Some(bucket.paused_until.map_or(until, |p| p.max(until)));
+            bucket_mut(&mut self.buckets, &self.breaker_template, key).pause_until(until);
         }
     }
 
@@ -364,14 +368,9 @@ impl Limiter {
     /// A call on `keys` failed (5xx or transport). Returns the keys whose
     /// breaker this opened.
     pub fn on_failure(&mut self, now: Instant, keys: &[BucketKey]) -> Vec<BucketKey> {
-        let template = &self.breaker_template;
         keys.iter()
             .filter(|k| {
-                // The bucket may have been forgotten while the call was in
-                // flight: the failure still counts.
-                self.buckets
-                    .entry((*k).clone())
-                    .or_insert_with(|| Bucket::new(template))
+                bucket_mut(&mut self.buckets, &self.breaker_template, k)
                     .breaker
                     .on_failure(now)
             })
@@ -382,11 +381,11 @@ impl Limiter {
     /// Forgets buckets that are full and calm (equivalent to a new bucket),
     /// so per-credential buckets do not accumulate forever.
     pub fn forget_idle(&mut self, now: Instant) {
-        let (throttle, recovery) = (self.throttle, self.recovery);
+        let recovery = self.recovery;
         self.buckets.retain(|_, b| {
             let full = b.tat.is_none_or(|t| t <= now);
             let calm = b.paused_until.is_none_or(|p| p <= now)
-                && Self::rate_factor(throttle, recovery, b, now) >= 1.0
+                && recovery.factor(b, now) >= 1.0
                 && b.strikes == 0
                 && b.breaker.is_idle();
             !(full && calm)
@@ -403,7 +402,7 @@ impl Limiter {
             .iter()
             .map(|(key, b)| {
                 let scope = &self.scopes[key.scope.0 as usize];
-                let factor = Self::rate_factor(self.throttle, self.recovery, b, now);
+                let factor = self.recovery.factor(b, now);
                 let tolerance = scope.interval * scope.burst;
                 let debt = b
                     .tat
