@@ -16,6 +16,13 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.trim())
 }
 
+/// The value of the first of `names` present: one header, several
+/// spellings in the wild (`x-ratelimit-*`, the IETF draft's `ratelimit-*`,
+/// `x-rate-limit-*`).
+fn first_header<'a>(headers: &'a [(String, String)], names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|name| header(headers, name))
+}
+
 /// Longest wait upstream may ask for that we honour as asked; anything
 /// longer is clamped (a bogus header must not wedge a scope for days).
 pub const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(3600);
@@ -39,11 +46,12 @@ pub fn upstream_wait(headers: &[(String, String)], now_unix: Option<u64>) -> Opt
             return Some(d.min(MAX_UPSTREAM_WAIT));
         }
     }
-    ["x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"]
-        .iter()
-        .find_map(|name| header(headers, name))
-        .and_then(|v| parse_delay_or_date(v, server_now, true))
-        .map(|d| d.min(MAX_UPSTREAM_WAIT))
+    first_header(
+        headers,
+        &["x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"],
+    )
+    .and_then(|v| parse_delay_or_date(v, server_now, true))
+    .map(|d| d.min(MAX_UPSTREAM_WAIT))
 }
 
 /// Unix times are larger than this; delays in seconds are smaller.
@@ -80,15 +88,14 @@ fn parse_delay_or_date(
 /// `x-rate-limit-remaining` spellings). With [`upstream_wait`] giving the
 /// reset, the scope can pause before the next call earns a 429.
 pub fn window_exhausted(headers: &[(String, String)]) -> bool {
-    [
+    let names = [
         "x-ratelimit-remaining",
         "ratelimit-remaining",
         "x-rate-limit-remaining",
-    ]
-    .iter()
-    .find_map(|name| header(headers, name))
-    .and_then(|v| v.parse::<f64>().ok())
-    .is_some_and(|n| n <= 0.0)
+    ];
+    first_header(headers, &names)
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_some_and(|n| n <= 0.0)
 }
 
 /// The credential identity of a request: whose private data a response
