@@ -62,6 +62,7 @@ mod coordinator;
 pub mod health;
 pub mod http;
 pub mod limiter;
+pub mod proxy;
 pub mod queue;
 pub mod request;
 pub mod route;
