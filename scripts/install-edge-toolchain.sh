@@ -46,7 +46,8 @@ cargo_tool() { # crate version binary
     if [ -x "$CARGO_ROOT/bin/$bin" ]; then
         have=$("$CARGO_ROOT/bin/$bin" --version 2>/dev/null || true)
     fi
-    if [[ "$have" == *" $version"* ]]; then
+    # `wasm-bindgen --version` says "wasm-bindgen 0.2.130", worker-build just "0.8.7".
+    if [[ " $have " == *" $version "* ]]; then
         log "$crate $version already installed"
         return
     fi
