@@ -489,10 +489,10 @@ impl ProxyConfig {
         for (i, u) in self.upstreams.iter().enumerate() {
             let c = &u.coordination;
             let mut check = |field: String, name: &str, scopes: &[String]| {
-                let (global, per_cred): (Vec<&String>, Vec<&String>) =
-                    scopes.iter().filter(|s| c.scopes.contains_key(*s)).partition(|s| {
-                        c.scopes.get(*s).map(|sc| sc.per) == Some(Keying::Global)
-                    });
+                let (global, per_cred): (Vec<&String>, Vec<&String>) = scopes
+                    .iter()
+                    .filter(|s| c.scopes.contains_key(*s))
+                    .partition(|s| c.scopes.get(*s).map(|sc| sc.per) == Some(Keying::Global));
                 if !global.is_empty() && !per_cred.is_empty() {
                     let list = |v: Vec<&String>| {
                         v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
@@ -519,7 +519,11 @@ impl ProxyConfig {
                 } else {
                     format!("upstreams[{i}].coordination.routes[{j}]")
                 };
-                check(field, &name, r.scopes.as_ref().unwrap_or(&c.defaults.scopes));
+                check(
+                    field,
+                    &name,
+                    r.scopes.as_ref().unwrap_or(&c.defaults.scopes),
+                );
             }
         }
         issues
@@ -566,7 +570,8 @@ impl ProxyConfig {
             ("upstream_timeout_secs", s.upstream_timeout_secs, false),
         ];
         for (name, value, zero_ok) in times {
-            let ok = value.is_finite() && value <= 86_400.0 && (value > 0.0 || zero_ok && value == 0.0);
+            let ok =
+                value.is_finite() && value <= 86_400.0 && (value > 0.0 || zero_ok && value == 0.0);
             if !ok {
                 let low = if zero_ok { "0" } else { "more than 0" };
                 push(
@@ -585,8 +590,7 @@ impl ProxyConfig {
             let f = |k: &str| format!("upstreams[{i}].{k}");
             let name_ok = !u.name.is_empty()
                 && u.name.len() <= 64
-                && u
-                    .name
+                && u.name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !name_ok {
@@ -615,7 +619,10 @@ impl ProxyConfig {
                     .iter()
                     .any(|o| o.prefix.as_deref() == Some(p.as_str()))
                 {
-                    push(&f("prefix"), format!("`{p}` is the prefix of another upstream"));
+                    push(
+                        &f("prefix"),
+                        format!("`{p}` is the prefix of another upstream"),
+                    );
                 }
             }
             if let Some(l) = &u.listen {
@@ -669,9 +676,9 @@ impl ProxyConfig {
             let last = n + 1 == segs.len();
             slot = match (slot, seg) {
                 (toml::Value::Array(items), Seg::Index(i)) => items.get_mut(*i),
-                (toml::Value::Array(items), Seg::Key(name)) => items.iter_mut().find(|u| {
-                    u.get("name").and_then(toml::Value::as_str) == Some(name.as_str())
-                }),
+                (toml::Value::Array(items), Seg::Key(name)) => items
+                    .iter_mut()
+                    .find(|u| u.get("name").and_then(toml::Value::as_str) == Some(name.as_str())),
                 (toml::Value::Table(t), Seg::Key(k)) => {
                     if last && !t.contains_key(k) {
                         // A field left at its default is absent from
@@ -797,7 +804,7 @@ fn locate(doc: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
                 .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
                 .map(|(key, v)| (key.span(), v)),
             (Seg::Index(i), _, Some(v)) => match v.get_ref() {
-                DeValue::Array(a) => a.iter().nth(*i).map(|v| (v.span(), v)),
+                DeValue::Array(a) => a.get(*i).map(|v| (v.span(), v)),
                 _ => None,
             },
             _ => None,
@@ -875,7 +882,10 @@ rate = 5.0
         let co = &c.upstreams[0].coordination;
         let preset = coinbase::exchange();
         assert_eq!(co.queue.max_len, 500);
-        assert_eq!(co.queue.default_deadline_secs, preset.queue.default_deadline_secs);
+        assert_eq!(
+            co.queue.default_deadline_secs,
+            preset.queue.default_deadline_secs
+        );
         assert_eq!(co.scopes["public"].rate, 5.0);
         // The rest of the table keeps the preset's values.
         assert_eq!(co.scopes["public"].burst, preset.scopes["public"].burst);
@@ -885,7 +895,10 @@ rate = 5.0
             "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\ncredential_headers = [\"X-Key\"]\n",
         )
         .unwrap();
-        assert_eq!(c.upstreams[0].coordination.credential_headers, vec!["X-Key"]);
+        assert_eq!(
+            c.upstreams[0].coordination.credential_headers,
+            vec!["X-Key"]
+        );
     }
 
     #[test]
@@ -923,10 +936,19 @@ scopes = ["public", "fils"]
         assert_eq!(err.0.len(), 3, "{shown}");
         assert!(shown.contains("unknown field `lisen`"), "{shown}");
         let e = err.0.iter().find(|e| e.message.contains("lisen")).unwrap();
-        assert_eq!(e.line, Some(1), "nearest parent: the [server] table");
-        let e = err.0.iter().find(|e| e.field == "upstreams[0].coordination.queue.max_len");
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("server.lisen", Some(2), Some(1))
+        );
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.field == "upstreams[0].coordination.queue.max_len");
         assert_eq!(e.map(|e| e.line), Some(Some(8)), "{shown}");
-        let e = err.0.iter().find(|e| e.message.contains("missing field `url`"));
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.message.contains("missing field `url`"));
         assert_eq!(e.map(|e| e.field.as_str()), Some("upstreams[1]"), "{shown}");
     }
 
@@ -980,7 +1002,10 @@ prefix = "/p"
         )
         .unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["server.max_headers", "server.request_timeout_secs"]);
+        assert_eq!(
+            fields,
+            ["server.max_headers", "server.request_timeout_secs"]
+        );
         assert_eq!(err.0[0].line, Some(2));
     }
 

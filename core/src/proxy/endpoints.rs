@@ -158,7 +158,11 @@ pub fn health_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) 
         .iter()
         .map(|(name, _, h)| json!({ "name": name.as_ref(), "status": h.status }))
         .collect();
-    let code = if status == Status::Unhealthy { 503 } else { 200 };
+    let code = if status == Status::Unhealthy {
+        503
+    } else {
+        200
+    };
     ProxyResponse::json(
         code,
         &json!({ "status": status, "reasons": reasons, "upstreams": per }),
@@ -206,12 +210,18 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     let mut m = Families {
         registry: Registry::with_prefix("syncoord"),
     };
-    let requests = m.counter("requests", "Requests by how they ended (submitted: all received).");
+    let requests = m.counter(
+        "requests",
+        "Requests by how they ended (submitted: all received).",
+    );
     let calls = m.counter("upstream_calls", "Calls sent upstream, retries included.");
     let retries = m.counter("upstream_retries", "Retried upstream calls.");
     let r429 = m.counter("upstream_rate_limited", "Upstream 429 answers.");
     let e5xx = m.counter("upstream_server_errors", "Upstream 5xx answers.");
-    let transport = m.counter("upstream_transport_errors", "Upstream calls without an answer.");
+    let transport = m.counter(
+        "upstream_transport_errors",
+        "Upstream calls without an answer.",
+    );
     let breaker_opened = m.counter("breaker_opened", "Times a scope's circuit breaker opened.");
     let cache_inserts = m.counter("cache_inserts", "Responses stored in the cache.");
     let cache_evictions = m.counter("cache_evictions", "Cache entries evicted for space.");
@@ -221,16 +231,34 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     let in_flight = m.gauge("calls_in_flight", "Upstream calls in flight.");
     let queue_depth = m.gauge("queue_depth", "Requests waiting to be sent, by class.");
     let queue_max = m.gauge("queue_max_len", "Queue capacity.");
-    let oldest = m.gauge("queue_oldest_wait_seconds", "Age of the oldest queued request.");
-    let wait = m.gauge("queue_wait_seconds", "Queue wait of sent requests, by class and quantile.");
-    let hit_rate = m.gauge("cache_hit_rate", "Fresh and stale hits over ended requests.");
+    let oldest = m.gauge(
+        "queue_oldest_wait_seconds",
+        "Age of the oldest queued request.",
+    );
+    let wait = m.gauge(
+        "queue_wait_seconds",
+        "Queue wait of sent requests, by class and quantile.",
+    );
+    let hit_rate = m.gauge(
+        "cache_hit_rate",
+        "Fresh and stale hits over ended requests.",
+    );
     let reduction = m.gauge("api_call_reduction", "1 - upstream calls / requests.");
     let cache_entries = m.gauge("cache_entries", "Responses in the cache.");
     let cache_bytes = m.gauge("cache_bytes", "Bytes held by the cache.");
-    let tokens = m.gauge("bucket_tokens", "Cost units a limiter bucket could spend now.");
+    let tokens = m.gauge(
+        "bucket_tokens",
+        "Cost units a limiter bucket could spend now.",
+    );
     let rate = m.gauge("bucket_rate_per_second", "A limiter bucket's current rate.");
-    let paused = m.gauge("bucket_paused_seconds", "How long a paused bucket stays paused.");
-    let recent = m.gauge("recent_rate_limited", "Upstream 429s within the health window.");
+    let paused = m.gauge(
+        "bucket_paused_seconds",
+        "How long a paused bucket stays paused.",
+    );
+    let recent = m.gauge(
+        "recent_rate_limited",
+        "Upstream 429s within the health window.",
+    );
     let health = m.gauge("health_status", "0 healthy, 1 degraded, 2 unhealthy.");
     let uptime = m.gauge("uptime_seconds", "Seconds since the coordinator started.");
 
@@ -290,7 +318,7 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
             }
         }
         let mut clients: Vec<_> = s.clients.iter().collect();
-        clients.sort_by(|a, b| b.counts.requests.cmp(&a.counts.requests));
+        clients.sort_by_key(|c| std::cmp::Reverse(c.counts.requests));
         for c in clients.into_iter().take(MAX_SERIES_PER_UPSTREAM) {
             for (outcome, v) in [
                 ("hit", c.counts.hit),
@@ -424,6 +452,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert!(text.contains("syncoord_bucket_tokens{upstream=\"advanced\",scope=\"public\",credential=\"\"}"), "{text}");
+        assert!(
+            text.contains(
+                "syncoord_bucket_tokens{upstream=\"advanced\",scope=\"public\",credential=\"\"}"
+            ),
+            "{text}"
+        );
     }
 }

@@ -160,8 +160,7 @@ impl Proxy {
                 "CONNECT tunnels are not supported: send requests to this proxy directly, or as `/https://host/path` (ccxt proxyUrl)",
             ));
         }
-        if super::endpoints::is_endpoint_path(target)
-            && !matches!(method.as_str(), "GET" | "HEAD")
+        if super::endpoints::is_endpoint_path(target) && !matches!(method.as_str(), "GET" | "HEAD")
         {
             return Err(Rejection::new(
                 405,
@@ -232,8 +231,9 @@ impl Proxy {
             }
         }
         if let Some(absolute) = absolute_url(target)? {
-            let (origin, rest) = split_absolute(&absolute)
-                .map_err(|e| Rejection::bad("bad_url", format!("absolute URL in the request: {e}")))?;
+            let (origin, rest) = split_absolute(&absolute).map_err(|e| {
+                Rejection::bad("bad_url", format!("absolute URL in the request: {e}"))
+            })?;
             let candidates: Vec<usize> = match listener {
                 Some(i) => vec![i],
                 None => (0..self.upstreams.len()).collect(),
@@ -327,14 +327,12 @@ impl Proxy {
         let route = compiled
             .routes
             .get(compiled.routes.lookup(&req.method, &req.path));
-        let per_credential = route.scopes.iter().any(|s| {
-            compiled.keying.get(s.0 as usize) == Some(&Keying::Credential)
-        });
+        let per_credential = route
+            .scopes
+            .iter()
+            .any(|s| compiled.keying.get(s.0 as usize) == Some(&Keying::Credential));
         if per_credential {
-            let who = req
-                .credential
-                .as_ref()
-                .map_or("anonymous", |c| c.as_str());
+            let who = req.credential.as_ref().map_or("anonymous", |c| c.as_str());
             ShardKey(format!("{name}/cred/{who}"))
         } else {
             ShardKey(format!("{name}/global"))
@@ -472,7 +470,8 @@ fn check_percent_encoding(s: &str) -> Result<(), usize> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let ok = b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            let ok =
+                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
                 return Err(i);
             }
@@ -597,7 +596,14 @@ pub fn redact(headers: &[(String, String)]) -> Vec<(String, String)> {
             let secret = lower.starts_with("cb-access-")
                 || lower.contains("cookie")
                 || [
-                    "auth", "key", "secret", "sign", "token", "passphrase", "password", "session",
+                    "auth",
+                    "key",
+                    "secret",
+                    "sign",
+                    "token",
+                    "passphrase",
+                    "password",
+                    "session",
                 ]
                 .iter()
                 .any(|w| lower.contains(w));

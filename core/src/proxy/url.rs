@@ -84,15 +84,20 @@ pub fn split_absolute(url: &str) -> Result<(Origin, &str), String> {
             .find(']')
             .ok_or_else(|| "unclosed `[` in the host".to_owned())?;
         let addr = &v6[..close];
-        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if addr.is_empty()
+            || !addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(format!("`[{addr}]` is not an IPv6 address"));
         }
         let tail = &v6[close + 1..];
         let port = match tail {
             "" => None,
-            t => Some(t.strip_prefix(':').ok_or_else(|| {
-                format!("unexpected `{t}` after the IPv6 address")
-            })?),
+            t => Some(
+                t.strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected `{t}` after the IPv6 address"))?,
+            ),
         };
         (format!("[{}]", addr.to_ascii_lowercase()), port)
     } else {
@@ -163,7 +168,13 @@ mod tests {
     fn base_urls() {
         assert_eq!(BaseUrl::parse("https://h/").unwrap().path, "");
         assert_eq!(BaseUrl::parse("https://h/v1/api/").unwrap().path, "/v1/api");
-        for bad in ["https://h/?q", "https://h/#f", "https://h/a/../b", "https://h//a", "https://h/%41"] {
+        for bad in [
+            "https://h/?q",
+            "https://h/#f",
+            "https://h/a/../b",
+            "https://h//a",
+            "https://h/%41",
+        ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -23,7 +23,10 @@ fn get(p: &Proxy, target: &str) -> Result<Forward, Rejection> {
 fn origin_form_goes_to_the_default_upstream() {
     let f = get(&proxy(), "/api/v3/brokerage/products/BTC-USD?x=%20a").unwrap();
     assert_eq!(f.upstream, 0);
-    assert_eq!(f.outgoing.path_and_query, "/api/v3/brokerage/products/BTC-USD?x=%20a");
+    assert_eq!(
+        f.outgoing.path_and_query,
+        "/api/v3/brokerage/products/BTC-USD?x=%20a"
+    );
     assert_eq!(f.request.path, "/api/v3/brokerage/products/BTC-USD");
     assert_eq!(f.request.query, "x=%20a");
     assert_eq!(f.request.client, "anonymous");
@@ -33,12 +36,21 @@ fn origin_form_goes_to_the_default_upstream() {
 fn prefix_is_stripped_on_whole_segments() {
     let p = proxy();
     let f = get(&p, "/exchange/products/BTC-USD/ticker?a=1").unwrap();
-    assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (1, "/products/BTC-USD/ticker?a=1"));
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (1, "/products/BTC-USD/ticker?a=1")
+    );
     assert_eq!(get(&p, "/exchange").unwrap().outgoing.path_and_query, "/");
-    assert_eq!(get(&p, "/exchange?x").unwrap().outgoing.path_and_query, "/?x");
+    assert_eq!(
+        get(&p, "/exchange?x").unwrap().outgoing.path_and_query,
+        "/?x"
+    );
     // Not a whole segment: the default upstream.
     let f = get(&p, "/exchanges/x").unwrap();
-    assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (0, "/exchanges/x"));
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (0, "/exchanges/x")
+    );
 }
 
 #[test]
@@ -55,7 +67,11 @@ fn absolute_urls_in_all_three_spellings() {
         assert_eq!(f.outgoing.path_and_query, "/products?limit=2", "{target}");
     }
     // Percent-encoding inside the encoded URL survives one decode.
-    let f = get(&p, "/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3%3Fq%3Da%2520b").unwrap();
+    let f = get(
+        &p,
+        "/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3%3Fq%3Da%2520b",
+    )
+    .unwrap();
     assert_eq!(f.outgoing.path_and_query, "/api/v3?q=a%20b");
     let f = get(&p, "/https://api.coinbase.com").unwrap();
     assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (0, "/"));
@@ -72,7 +88,11 @@ fn unknown_hosts_are_refused_never_proxied() {
         "/https%3A%2F%2Fevil.example%2F",
     ] {
         let e = get(&p, target).unwrap_err();
-        assert_eq!((e.status, e.kind), (403, "host_not_configured"), "{target}: {e}");
+        assert_eq!(
+            (e.status, e.kind),
+            (403, "host_not_configured"),
+            "{target}: {e}"
+        );
     }
     // A dedicated listener fronts its own upstream only.
     let e = p
@@ -81,8 +101,16 @@ fn unknown_hosts_are_refused_never_proxied() {
     assert_eq!(e.status, 403);
     assert!(e.message.contains("only upstream `exchange`"), "{e}");
     let f = p.route(Some(1), "GET", "/exchange/x", &[], vec![]).unwrap();
-    assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (1, "/exchange/x"));
-    assert_eq!(p.route(Some(7), "GET", "/", &[], vec![]).unwrap_err().status, 500);
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (1, "/exchange/x")
+    );
+    assert_eq!(
+        p.route(Some(7), "GET", "/", &[], vec![])
+            .unwrap_err()
+            .status,
+        500
+    );
 }
 
 #[test]
@@ -94,9 +122,18 @@ fn base_paths_are_matched_and_stripped() {
     });
     let p = Proxy::new(c).unwrap();
     let f = get(&p, "/http://127.0.0.1:9000/v1/a?b").unwrap();
-    assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (0, "/a?b"));
-    assert_eq!(get(&p, "/http://127.0.0.1:9000/v2/a").unwrap_err().status, 403);
-    assert_eq!(get(&p, "/http://127.0.0.1:9000/v1x").unwrap_err().status, 403);
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (0, "/a?b")
+    );
+    assert_eq!(
+        get(&p, "/http://127.0.0.1:9000/v2/a").unwrap_err().status,
+        403
+    );
+    assert_eq!(
+        get(&p, "/http://127.0.0.1:9000/v1x").unwrap_err().status,
+        403
+    );
     let f = get(&p, "/http://127.0.0.1:9001/z").unwrap();
     assert_eq!(f.upstream, 1);
 }
@@ -123,7 +160,10 @@ fn bad_targets_say_what_is_wrong() {
         ("/a%zz", "invalid percent-encoding"),
         ("/a%4", "invalid percent-encoding"),
         ("/a#frag", "fragment"),
-        ("/https%3A%2F%2Fapi.coinbase.com%2F%ZZ", "invalid percent-encoding"),
+        (
+            "/https%3A%2F%2Fapi.coinbase.com%2F%ZZ",
+            "invalid percent-encoding",
+        ),
         ("/https%3A%2F%2Fapi.coinbase.com%2F%0D%0A", "CR"),
         ("/https%3A%2F%2Fapi.coinbase.com%2F%FF", "UTF-8"),
         ("/https://user@api.coinbase.com/", "user info"),
@@ -144,10 +184,20 @@ fn methods_and_headers_are_checked() {
         assert_eq!((e.status, e.kind), (400, "bad_method"), "{m:?}");
     }
     let f = p.route(None, "get", "/", &[], vec![]).unwrap();
-    assert_eq!((f.outgoing.method.as_str(), f.request.method.as_str()), ("GET", "GET"));
-    let e = p.route(None, "CONNECT", "api.coinbase.com:443", &[], vec![]).unwrap_err();
+    assert_eq!(
+        (f.outgoing.method.as_str(), f.request.method.as_str()),
+        ("GET", "GET")
+    );
+    let e = p
+        .route(None, "CONNECT", "api.coinbase.com:443", &[], vec![])
+        .unwrap_err();
     assert_eq!(e.status, 405);
-    for bad in [h(&[("X-A", "a\r\nb")]), h(&[("X A", "v")]), h(&[("", "v")]), h(&[("X", "a\0")])] {
+    for bad in [
+        h(&[("X-A", "a\r\nb")]),
+        h(&[("X A", "v")]),
+        h(&[("", "v")]),
+        h(&[("X", "a\0")]),
+    ] {
         let e = p.route(None, "GET", "/", &bad, vec![]).unwrap_err();
         assert_eq!((e.status, e.kind), (400, "bad_header"), "{bad:?}");
     }
@@ -173,22 +223,46 @@ fn client_priority_and_credential() {
         .unwrap();
     assert_eq!(f.request.client, "bot_1__script_");
     assert_eq!(f.request.priority, Some(ClassId(0)));
-    assert_eq!(f.request.credential.as_ref().map(|c| c.as_str()), Some("key:k1"));
+    assert_eq!(
+        f.request.credential.as_ref().map(|c| c.as_str()),
+        Some("key:k1")
+    );
     // Without a client header the credential names the client.
     let f = p
-        .route(None, "GET", "/exchange/accounts", &h(&[("CB-ACCESS-KEY", "k1")]), vec![])
+        .route(
+            None,
+            "GET",
+            "/exchange/accounts",
+            &h(&[("CB-ACCESS-KEY", "k1")]),
+            vec![],
+        )
         .unwrap();
     assert_eq!(f.request.client, "key:k1");
     let long = "x".repeat(500);
     let f = p
-        .route(None, "GET", "/", &h(&[("X-Syncoord-Client", &long)]), vec![])
+        .route(
+            None,
+            "GET",
+            "/",
+            &h(&[("X-Syncoord-Client", &long)]),
+            vec![],
+        )
         .unwrap();
     assert_eq!(f.request.client.len(), MAX_CLIENT_LEN);
     let e = p
-        .route(None, "GET", "/", &h(&[("X-Syncoord-Priority", "urgent")]), vec![])
+        .route(
+            None,
+            "GET",
+            "/",
+            &h(&[("X-Syncoord-Priority", "urgent")]),
+            vec![],
+        )
         .unwrap_err();
     assert_eq!(e.status, 400);
-    assert!(e.message.contains("trading, account, market, analysis"), "{e}");
+    assert!(
+        e.message.contains("trading, account, market, analysis"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -210,7 +284,13 @@ fn outgoing_drops_hop_by_hop_and_our_headers() {
         ("cb-access-sign", "s"),
     ]);
     let f = p
-        .route(None, "POST", "/api/v3/brokerage/orders", &headers, b"{}".to_vec())
+        .route(
+            None,
+            "POST",
+            "/api/v3/brokerage/orders",
+            &headers,
+            b"{}".to_vec(),
+        )
         .unwrap();
     assert_eq!(
         f.outgoing.headers,
@@ -223,7 +303,9 @@ fn outgoing_drops_hop_by_hop_and_our_headers() {
     assert_eq!(f.outgoing.body, b"{}");
     let f = p.route(None, "GET", "/", &[], b"ignored".to_vec()).unwrap();
     assert!(f.outgoing.body.is_empty());
-    let f = p.route(None, "HEAD", "/", &[], b"ignored".to_vec()).unwrap();
+    let f = p
+        .route(None, "HEAD", "/", &[], b"ignored".to_vec())
+        .unwrap();
     assert!(f.outgoing.body.is_empty());
 }
 
@@ -255,14 +337,23 @@ fn shards_follow_route_keying() {
         let f = p.route(None, "GET", target, &h(headers), vec![]).unwrap();
         p.shard(&f).0
     };
-    assert_eq!(key("/api/v3/brokerage/market/products", &[]), "advanced/global");
+    assert_eq!(
+        key("/api/v3/brokerage/market/products", &[]),
+        "advanced/global"
+    );
     assert_eq!(
         key("/api/v3/brokerage/accounts", &[("CB-ACCESS-KEY", "k")]),
         "advanced/cred/key:k"
     );
-    assert_eq!(key("/api/v3/brokerage/accounts", &[]), "advanced/cred/anonymous");
+    assert_eq!(
+        key("/api/v3/brokerage/accounts", &[]),
+        "advanced/cred/anonymous"
+    );
     assert_eq!(key("/exchange/products/BTC-USD", &[]), "exchange/global");
-    assert_eq!(key("/exchange/fills", &[("CB-ACCESS-KEY", "k")]), "exchange/cred/key:k");
+    assert_eq!(
+        key("/exchange/fills", &[("CB-ACCESS-KEY", "k")]),
+        "exchange/cred/key:k"
+    );
 }
 
 #[test]
