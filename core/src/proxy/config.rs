@@ -154,7 +154,9 @@ pub struct UpstreamConfig {
     /// Requests whose path starts with this segment prefix (e.g.
     /// `/exchange`) go to this upstream, prefix stripped.
     pub prefix: Option<String>,
-    /// A dedicated listener (`ip:port`) that fronts only this upstream.
+    /// A dedicated listener (`ip:port`) that fronts only this upstream:
+    /// paths arrive there as upstream knows them (no prefix to strip), so
+    /// a bot can use it as the API's base URL unchanged.
     pub listen: Option<String>,
     pub coordination: Config,
 }
@@ -950,6 +952,22 @@ scopes = ["public", "fils"]
             .iter()
             .find(|e| e.message.contains("missing field `url`"));
         assert_eq!(e.map(|e| e.field.as_str()), Some("upstreams[1]"), "{shown}");
+    }
+
+    #[test]
+    fn fields_from_the_preset_point_at_the_nearest_parent_in_the_file() {
+        let text = "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\npriorities = [\"a\", \"b\"]\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.field == "upstreams[0].coordination.routes[0].priority")
+            .unwrap_or_else(|| panic!("{err}"));
+        // The preset's route is not in the file; `[upstreams.coordination]` is.
+        assert_eq!(e.line, Some(5), "{err}");
+        assert!(e
+            .message
+            .contains("unknown priority class `trading` (known: a, b)"));
     }
 
     #[test]
