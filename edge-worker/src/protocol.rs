@@ -29,7 +29,9 @@ pub const MAX_SHARD_NAME: usize = 512;
 
 /// Headers Cloudflare's edge adds to every request a Worker receives. They
 /// describe the bot's connection to Cloudflare, not the bot's request, and
-/// the native daemon would not send them, so they are not forwarded.
+/// the native daemon would not send them, so they are not forwarded. (The
+/// shared proxy rules, `syncoord_core::proxy::forwardable_headers`, then
+/// drop hop-by-hop and `X-Syncoord-*` headers as for the native host.)
 fn added_by_cloudflare(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.starts_with("cf-")
@@ -41,7 +43,7 @@ fn added_by_cloudflare(name: &str) -> bool {
 
 /// The bot's headers as the proxy should see them: without what the
 /// Cloudflare edge added and without a forged [`SHARD_HEADER`].
-pub fn forwardable_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+pub fn bot_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
     headers
         .into_iter()
         .filter(|(n, _)| !added_by_cloudflare(n) && !n.eq_ignore_ascii_case(SHARD_HEADER))
@@ -84,7 +86,7 @@ mod tests {
 
     #[test]
     fn cloudflare_headers_and_forged_shards_are_not_forwarded() {
-        let got = forwardable_headers(h(&[
+        let got = bot_headers(h(&[
             ("CF-Connecting-IP", "203.0.113.9"),
             ("cf-ray", "abc"),
             ("x-forwarded-proto", "https"),

@@ -1,153 +1,92 @@
-//! What each scope object reports about itself, and the Worker's answer to
-//! the stats and health endpoints over all the shards it knows.
+//! What each scope object reports about itself. The Worker collects the
+//! reports of every shard it knows and renders the stats, health and
+//! metrics endpoints from them with the shared renderer
+//! (`syncoord_core::proxy::Endpoint::render`), one row per shard, exactly
+//! as the native daemon renders one row per upstream.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-
-use crate::proxy_shim::ProxyResponse;
+use syncoord_core::{Health, StatsSnapshot};
 
 /// One shard's state, as its object reports it (JSON between object and
 /// Worker).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShardReport {
-    /// e.g. `coinbase-exchange/cred/key:abc` or `upstream/global`.
+    /// e.g. `exchange/cred/key:abc` or `advanced/global`.
     pub shard: String,
-    /// Name of the upstream the shard's core talks to.
-    pub upstream: String,
-    /// The core's `StatsSnapshot`, serialised.
-    pub stats: Value,
-    /// The core's `Health`, serialised.
-    pub health: Value,
+    pub stats: StatsSnapshot,
+    pub health: Health,
 }
 
-/// A shard that could not report (evicted mid-call, an exception).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Unreachable {
-    pub shard: String,
-    pub error: String,
-}
-
-fn rank(status: &str) -> u8 {
-    match status {
-        "healthy" => 0,
-        "degraded" => 1,
-        _ => 2,
-    }
-}
-
-/// The worst status over all shards (`healthy` when there are none yet);
-/// an unreachable shard counts as degraded.
-pub fn overall_status(reports: &[ShardReport], unreachable: &[Unreachable]) -> &'static str {
-    let worst = reports
-        .iter()
-        .map(|r| {
-            rank(
-                r.health
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown"),
-            )
-        })
-        .chain(unreachable.iter().map(|_| 1))
-        .max()
-        .unwrap_or(0);
-    ["healthy", "degraded", "unhealthy"][usize::from(worst)]
-}
-
-fn json_response(status: u16, body: &Value) -> ProxyResponse {
-    ProxyResponse {
-        status,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.to_string().into_bytes(),
-    }
-}
-
-/// `GET` stats: every shard's snapshot.
-pub fn stats_response(reports: &[ShardReport], unreachable: &[Unreachable]) -> ProxyResponse {
-    json_response(
-        200,
-        &json!({
-            "status": overall_status(reports, unreachable),
-            "shards": reports,
-            "unreachable": unreachable,
-        }),
-    )
-}
-
-/// `GET` health: 503 when any shard is unhealthy.
-pub fn health_response(reports: &[ShardReport], unreachable: &[Unreachable]) -> ProxyResponse {
-    let status = overall_status(reports, unreachable);
-    let shards: Vec<Value> = reports
-        .iter()
-        .map(|r| json!({ "shard": r.shard, "health": r.health }))
-        .collect();
-    let code = if status == "unhealthy" { 503 } else { 200 };
-    json_response(
-        code,
-        &json!({ "status": status, "shards": shards, "unreachable": unreachable }),
-    )
+/// The rows the endpoint renderer takes: (name, stats, health), by shard
+/// name, so the output is stable whatever order the reports arrived in.
+pub fn rows(mut reports: Vec<ShardReport>) -> Vec<(String, StatsSnapshot, Health)> {
+    reports.sort_by(|a, b| a.shard.cmp(&b.shard));
+    reports
+        .into_iter()
+        .map(|r| (r.shard, r.stats, r.health))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use syncoord_core::proxy::Endpoint;
+    use syncoord_core::{Admission, Config, Coordinator, Instant, Outcome, Request, Response};
 
-    fn report(shard: &str, status: &str) -> ShardReport {
+    /// A report as an object would make it, after one call upstream and
+    /// one cache hit.
+    fn report(shard: &str) -> ShardReport {
+        let t0 = Instant::now();
+        let mut core: Coordinator<()> = Coordinator::new(Config::default(), t0, 7).expect("valid");
+        let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+        assert!(matches!(
+            core.submit(t0, Request::get(path, "bot-1"), ()),
+            Admission::Waiting { .. }
+        ));
+        let call = core.poll_dispatch(t0).expect("due");
+        core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
+            .expect("in flight");
+        assert!(matches!(
+            core.submit(t0, Request::get(path, "bot-2"), ()),
+            Admission::Answered(_)
+        ));
         ShardReport {
             shard: shard.into(),
-            upstream: "u".into(),
-            stats: json!({ "requests": { "submitted": 1 } }),
-            health: json!({ "status": status, "reasons": [] }),
+            stats: core.stats(t0),
+            health: core.health(t0),
         }
     }
 
     #[test]
-    fn the_worst_shard_decides() {
-        assert_eq!(overall_status(&[], &[]), "healthy");
-        let rs = [
-            report("u/global", "healthy"),
-            report("u/cred/a", "degraded"),
-        ];
-        assert_eq!(overall_status(&rs, &[]), "degraded");
-        let rs = [
-            report("u/global", "unhealthy"),
-            report("u/cred/a", "degraded"),
-        ];
-        assert_eq!(overall_status(&rs, &[]), "unhealthy");
-        let gone = [Unreachable {
-            shard: "u/cred/b".into(),
-            error: "evicted".into(),
-        }];
-        assert_eq!(
-            overall_status(&[report("u/global", "healthy")], &gone),
-            "degraded"
-        );
+    fn a_report_survives_the_trip_from_object_to_worker() {
+        let sent = report("advanced/global");
+        let json = serde_json::to_string(&sent).expect("serialises");
+        let got: ShardReport = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(got.shard, sent.shard);
+        assert_eq!(got.stats.requests, sent.stats.requests);
+        assert_eq!(got.health, sent.health);
     }
 
     #[test]
-    fn health_is_503_only_when_unhealthy() {
-        assert_eq!(
-            health_response(&[report("u/global", "degraded")], &[]).status,
-            200
-        );
-        assert_eq!(
-            health_response(&[report("u/global", "unhealthy")], &[]).status,
-            503
-        );
-    }
+    fn endpoints_render_one_row_per_shard_in_name_order() {
+        let rows = rows(vec![
+            report("advanced/global"),
+            report("advanced/cred/key:a"),
+        ]);
+        let names: Vec<&str> = rows.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["advanced/cred/key:a", "advanced/global"]);
 
-    #[test]
-    fn stats_carry_every_shard() {
-        let rs = [report("u/global", "healthy"), report("u/cred/a", "healthy")];
-        let body: Value = serde_json::from_slice(&stats_response(&rs, &[]).body).expect("json");
-        let shards: Vec<&str> = body["shards"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter_map(|s| s["shard"].as_str())
-            .collect();
-        assert_eq!(shards, ["u/global", "u/cred/a"]);
-        let back: ShardReport = serde_json::from_value(body["shards"][1].clone()).expect("report");
-        assert_eq!(back, rs[1]);
+        let stats = Endpoint::Stats.render(&rows);
+        assert_eq!(stats.status, 200);
+        let body = String::from_utf8(stats.body).expect("utf-8");
+        assert!(
+            body.contains("advanced/cred/key:a") && body.contains("advanced/global"),
+            "{body}"
+        );
+
+        let metrics = Endpoint::Metrics.render(&rows);
+        let text = String::from_utf8(metrics.body).expect("utf-8");
+        assert!(text.contains("advanced/global"), "{text}");
+        assert_eq!(Endpoint::Health.render(&rows).status, 200);
     }
 }

@@ -26,17 +26,16 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_channel::oneshot;
-use serde_json::Value;
 use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
-    Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Duration, Failure, Instant,
-    Request, Ticket,
+    Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Duration, Failure, Health,
+    Instant, Request, StatsSnapshot, Ticket,
 };
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{js_sys, Delay};
 
 use super::upstream;
-use crate::proxy_shim::{answer_response, failure_response, ProxyResponse};
+use syncoord_core::proxy::{answer_response, failure_response, ProxyResponse};
 
 /// A timer shorter than this is rounded up: the runtime's clock and timers
 /// have millisecond resolution, and a zero delay would spin.
@@ -183,15 +182,12 @@ impl Driver {
         self.pump();
     }
 
-    /// The core's stats and health, serialised for the Worker.
-    pub fn report(&self) -> (Value, Value) {
+    /// The core's stats and health now.
+    pub fn report(&self) -> (StatsSnapshot, Health) {
         let now = Instant::now();
         let mut s = self.state.borrow_mut();
         let stats = s.core.stats(now);
         let health = s.core.health(now);
-        (
-            serde_json::to_value(&stats).unwrap_or(Value::Null),
-            serde_json::to_value(&health).unwrap_or(Value::Null),
-        )
+        (stats, health)
     }
 }

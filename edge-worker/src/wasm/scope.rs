@@ -99,20 +99,9 @@ impl ScopeCoordinator {
             // Evicted and not used since: nothing to report.
             return Ok(Response::empty()?.with_status(204));
         };
-        let proxy = match proxy(&self.env) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
-        let upstream = proxy
-            .config()
-            .upstreams
-            .get(a.upstream)
-            .map(|u| u.name.clone())
-            .unwrap_or_default();
         let (stats, health) = a.driver.report();
         Response::from_json(&ShardReport {
             shard: a.shard.clone(),
-            upstream,
             stats,
             health,
         })

@@ -6,8 +6,8 @@ use std::rc::Rc;
 use worker::{Env, Response, Result};
 
 use super::convert::error_response;
-use crate::proxy_shim::Proxy;
 use crate::settings::{load, CONFIG_VAR, UPSTREAM_URL_VAR};
+use syncoord_core::proxy::Proxy;
 
 thread_local! {
     /// Vars are fixed for the life of an isolate (a new deployment or a
