@@ -23,6 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR="$ROOT/.wrangler/edge-dev"
 PID_FILE="$RUN_DIR/wrangler.pid"
 URL_FILE="$RUN_DIR/url"
+STATE_FILE="$RUN_DIR/state-dir"
 LOG_FILE="$RUN_DIR/wrangler.log"
 READY_SECS="${SYNCOORD_EDGE_READY_SECS:-120}"
 
@@ -56,7 +57,8 @@ cmd_stop() {
     local pid
     pid=$(cat "$PID_FILE")
     stop_group "$pid"
-    rm -f "$PID_FILE" "$URL_FILE"
+    if [ -f "$STATE_FILE" ]; then rm -rf "$(cat "$STATE_FILE")"; fi
+    rm -f "$PID_FILE" "$URL_FILE" "$STATE_FILE"
     log "stopped wrangler dev (pid $pid)"
 }
 
@@ -96,6 +98,7 @@ start_wrangler() { # mode (start|run), remaining args
     mkdir -p "$RUN_DIR"
     local state
     state=$(mktemp -d "$RUN_DIR/state.XXXXXX")
+    echo "$state" >"$STATE_FILE"
     local url="http://127.0.0.1:$port"
     local args=(dev --ip 127.0.0.1 --port "$port" --persist-to "$state"
         --inspector-port "$(free_port)" --show-interactive-dev-session=false "${vars[@]}")
@@ -118,7 +121,7 @@ start_wrangler() { # mode (start|run), remaining args
     local deadline=$((SECONDS + READY_SECS))
     until curl -s -o /dev/null --max-time 2 "$url/api/v1/sync-coordination/health"; do
         if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$PID_FILE" "$URL_FILE"
+            rm -rf "$PID_FILE" "$URL_FILE" "$STATE_FILE" "$state"
             tail -n 30 "$LOG_FILE" >&2
             die "wrangler exited before it was ready (log above)"
         fi
@@ -134,7 +137,7 @@ start_wrangler() { # mode (start|run), remaining args
     if [ "$mode" = run ]; then
         tail -n +1 -f "$LOG_FILE" --pid "$pid" >&2 || true
         wait "$pid" || true
-        rm -f "$PID_FILE" "$URL_FILE"
+        rm -rf "$PID_FILE" "$URL_FILE" "$STATE_FILE" "$state"
     fi
 }
 
