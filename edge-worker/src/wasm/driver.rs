@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
     Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Duration, Failure, Health,
@@ -35,7 +36,7 @@ use worker::wasm_bindgen_futures::spawn_local;
 use worker::{js_sys, Delay};
 
 use super::upstream;
-use syncoord_core::proxy::{answer_response, failure_response, ProxyResponse};
+use syncoord_core::proxy::{answer_response, failure_response, ProxyResponse, ServerSettings};
 
 /// A timer shorter than this is rounded up: the runtime's clock and timers
 /// have millisecond resolution, and a zero delay would spin.
@@ -52,6 +53,8 @@ struct State {
 pub struct Driver {
     state: RefCell<State>,
     base_url: String,
+    /// The config file's `[server]` limits that apply on the edge too.
+    server: ServerSettings,
 }
 
 /// Ends a waiting request the bot gave up on: if the handler's future is
@@ -76,7 +79,11 @@ impl Drop for Waiting<'_> {
 }
 
 impl Driver {
-    pub fn new(config: Config, base_url: &str) -> Result<Driver, ConfigErrors> {
+    pub fn new(
+        config: Config,
+        base_url: &str,
+        server: ServerSettings,
+    ) -> Result<Driver, ConfigErrors> {
         // Seeds the core's jitter; need not be secret.
         let seed = (js_sys::Math::random() * (1u64 << 53) as f64) as u64;
         let core = Coordinator::new(config, Instant::now(), seed)?;
@@ -87,10 +94,14 @@ impl Driver {
                 timer_at: None,
             }),
             base_url: base_url.to_owned(),
+            server,
         })
     }
 
-    /// Submits a bot's request and waits for its end.
+    /// Submits a bot's request and waits for its end, at most
+    /// `request_timeout_secs`: then the ticket is cancelled (upstream may
+    /// still answer; the answer goes to the cache and to any other waiter)
+    /// and the bot gets the core's "deadline passed" answer, a 504.
     pub async fn call(self: &Rc<Self>, request: Request, outgoing: Outgoing) -> ProxyResponse {
         let admission = self
             .state
@@ -110,7 +121,16 @@ impl Driver {
             done: false,
         };
         self.pump();
-        let result = rx.await;
+        let limit = self.server.request_timeout();
+        let timer = Delay::from(limit);
+        futures_util::pin_mut!(timer);
+        let result = match select(rx, timer).await {
+            Either::Left((result, _)) => result,
+            // The guard cancels the ticket when it goes out of scope.
+            Either::Right(((), _)) => {
+                return failure_response(&Failure::Deadline { waited: limit });
+            }
+        };
         guard.done = true;
         match result {
             Ok(Ok(answer)) => answer_response(&answer),
@@ -160,7 +180,13 @@ impl Driver {
     }
 
     async fn send(self: Rc<Self>, call: Dispatch<Outgoing>) {
-        let outcome = upstream::send(&self.base_url, &call.payload, call.timeout).await;
+        let outcome = upstream::send(
+            &self.base_url,
+            &call.payload,
+            call.timeout.min(self.server.upstream_timeout()),
+            self.server.max_response_bytes,
+        )
+        .await;
         // `Err(UnknownCall)`: the core already timed the call out on its own
         // and answered its waiters; this late outcome has nobody to go to.
         let _ = self

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use syncoord_core::proxy::{endpoint, Endpoint};
 use worker::{console_warn, event, Context, Env, Request, Response, Result};
 
-use super::convert::{build_request, read_request, to_response};
+use super::convert::{build_request, error_response, read_request, to_response};
 use super::settings::proxy;
 use crate::protocol::{
     bot_headers, INTERNAL_ORIGIN, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING,
@@ -27,6 +27,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let incoming = read_request(&mut req).await?;
     if let Some(ep) = endpoint(&incoming.method, &incoming.target) {
         return render(&env, ep, incoming.method == "HEAD").await;
+    }
+    let max_body = proxy.config().server.max_body_bytes;
+    if incoming.body.len() > max_body {
+        return error_response(
+            413,
+            &format!("request body over max_body_bytes ({max_body} bytes)"),
+        );
     }
     let mut headers = bot_headers(incoming.headers);
     let forward = match proxy.route(

@@ -61,7 +61,11 @@ impl ScopeCoordinator {
                 "routed to an upstream the config lacks",
             ));
         };
-        let driver = match Driver::new(u.coordination.clone(), &u.url) {
+        let driver = match Driver::new(
+            u.coordination.clone(),
+            &u.url,
+            proxy.config().server.clone(),
+        ) {
             Ok(d) => Rc::new(d),
             Err(e) => return Err(error_response(500, &format!("upstream `{}`: {e}", u.name))),
         };

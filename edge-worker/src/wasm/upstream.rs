@@ -14,9 +14,9 @@ fn url(base: &str, call: &Outgoing) -> String {
     format!("{}{}", base.trim_end_matches('/'), call.path_and_query)
 }
 
-/// Sends `call` and reads the whole answer, giving up after `timeout` (the
-/// core's own deadline for reporting the outcome).
-pub async fn send(base: &str, call: &Outgoing, timeout: Duration) -> Outcome {
+/// Sends `call` and reads the whole answer, giving up after `timeout`; an
+/// answer with a body over `max_body` bytes is a transport error.
+pub async fn send(base: &str, call: &Outgoing, timeout: Duration, max_body: usize) -> Outcome {
     let request = match build_request(&url(base, call), &call.method, &call.headers, &call.body) {
         Ok(r) => r,
         // Refused before anything left (an invalid header value, a bad
@@ -31,6 +31,12 @@ pub async fn send(base: &str, call: &Outgoing, timeout: Duration) -> Outcome {
         let status = response.status_code();
         let headers: Vec<(String, String)> = response.headers().entries().collect();
         let body = response.bytes().await?;
+        if body.len() > max_body {
+            return Err(worker::Error::RustError(format!(
+                "upstream response body of {} bytes is over max_response_bytes ({max_body})",
+                body.len()
+            )));
+        }
         Ok::<_, worker::Error>(Response {
             status,
             headers,
