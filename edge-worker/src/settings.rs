@@ -110,4 +110,22 @@ mod tests {
             Err(SettingsError::Both)
         ));
     }
+
+    #[test]
+    fn the_readme_deployment_example_loads() {
+        let text = r#"
+[server]
+request_timeout_secs = 25
+[[upstreams]]
+name = "advanced"
+url = "https://api.coinbase.com"
+preset = "coinbase-advanced"
+[upstreams.coordination.cache]
+max_bytes = 16777216
+"#;
+        let proxy = load(Some(text), None).expect("loads");
+        let u = &proxy.config().upstreams[0];
+        assert_eq!(u.coordination.cache.max_bytes, 16 * 1024 * 1024);
+        assert_eq!(proxy.config().server.request_timeout_secs, 25.0);
+    }
 }
