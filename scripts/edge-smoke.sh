@@ -5,7 +5,9 @@
 #   2. the same GET again is a cache hit (X-Syncoord-Cache: hit), upstream
 #      still saw one call;
 #   3. identical GETs sent at once share one upstream call (coalesced);
-#   4. the stats, health and metrics endpoints answer and name the shard.
+#   4. a request still waiting after [server] request_timeout_secs gets 504;
+#   5. the stats, health and metrics endpoints answer and name the shard.
+# The Worker runs with a config file (SYNCOORD_CONFIG), as deployed.
 # Needs scripts/install-edge-toolchain.sh to have run. Exits non-zero on the
 # first failed check; always stops what it started.
 set -euo pipefail
@@ -31,7 +33,9 @@ UPSTREAM=$(head -n 1 "$WORK/stub.url")
 [ -n "$UPSTREAM" ] || fail "stub upstream did not start"
 upstream_calls() { curl -sf "$UPSTREAM/__stub/calls" | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])'; }
 
-EDGE=$(bash scripts/edge-dev.sh start --upstream "$UPSTREAM")
+printf '[server]\nrequest_timeout_secs = 1\n\n[[upstreams]]\nname = "advanced"\nurl = "%s"\npreset = "coinbase-advanced"\n' \
+    "$UPSTREAM" >"$WORK/config.toml"
+EDGE=$(bash scripts/edge-dev.sh start --config "$WORK/config.toml")
 log "edge at $EDGE, upstream at $UPSTREAM"
 
 cache_of() { # url -> value of X-Syncoord-Cache
@@ -49,13 +53,18 @@ log "ok: GET goes through (miss), repeat is a hit, upstream saw 1 call"
 CANDLES="$EDGE/api/v3/brokerage/market/products/ETH-USD/candles"
 pids=()
 for i in $(seq 1 8); do
-    cache_of "$CANDLES" >"$WORK/c$i" &
+    cache_of "$CANDLES" >"$WORK/cache.$i" &
     pids+=($!)
 done
 wait "${pids[@]}" # not a bare `wait`: the stub upstream runs in the background too
-sources=$(sort "$WORK"/c* | uniq -c | tr -s ' ' | paste -sd, -)
+sources=$(sort "$WORK"/cache.* | uniq -c | tr -s ' ' | paste -sd, -)
 [ "$(upstream_calls)" = 2 ] || fail "8 identical GETs made $(($(upstream_calls) - 1)) upstream calls ($sources)"
 log "ok: 8 identical GETs at once, 1 upstream call ($sources)"
+
+# The stub answers /slow/ paths after 3 s; the Worker gives up after 1 s.
+status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$EDGE/api/v3/brokerage/market/slow/x")
+[ "$status" = 504 ] || fail "a request over request_timeout_secs got $status, not 504"
+log "ok: a request over request_timeout_secs gets 504"
 
 curl -sf "$EDGE/api/v1/sync-coordination/stats" >"$WORK/stats.json" || fail "stats endpoint"
 python3 - "$WORK/stats.json" <<'EOF' || fail "stats content"

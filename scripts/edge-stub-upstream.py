@@ -4,16 +4,19 @@ upstream (`syncoord mock-upstream`) can be used instead.
 
 Binds 127.0.0.1 on an ephemeral port, prints its base URL on the first line
 of stdout, and answers every request with JSON naming the method, path and
-a per-server call number. `GET /__stub/calls` returns how many other calls
-it has served (not counted itself). Stops on SIGTERM or SIGINT.
+a per-server call number. A path containing `/slow/` is answered after
+SLOW_SECS seconds. `GET /__stub/calls` returns how many other calls it has
+served (not counted itself). Stops on SIGTERM or SIGINT.
 """
 
 import json
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+SLOW_SECS = 3.0
 lock = threading.Lock()
 calls = 0
 
@@ -31,6 +34,8 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 calls += 1
                 n = calls
+            if "/slow/" in self.path:
+                time.sleep(SLOW_SECS)
             body = json.dumps({"method": self.command, "path": self.path, "call": n}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
