@@ -141,8 +141,11 @@ impl Preset {
 /// One upstream API and how requests reach it.
 ///
 /// Deserializing merges the file's `coordination` table over the preset
-/// (tables merge key by key, everything else, arrays included, replaces),
-/// so `coordination` here is the complete, effective configuration.
+/// (tables merge key by key, everything else, arrays included, replaces:
+/// a `routes` list in the file replaces all of the preset's rules), so
+/// `coordination` here is the complete, effective configuration.
+///
+/// `name` and `url` are required; `preset` defaults to `none`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawUpstream")]
 pub struct UpstreamConfig {
@@ -1008,6 +1011,11 @@ scopes = ["public", "fils"]
         let err = ProxyConfig::from_toml_str("[server]\nlisten = \n").unwrap_err();
         assert_eq!(err.0[0].line, Some(2), "{err}");
         assert!(err.0[0].field.is_empty());
+        let shown = err.display_with("c.toml").to_string();
+        assert!(shown.starts_with("c.toml:2:"), "{shown}");
+        // Several syntax errors are reported together.
+        let err = ProxyConfig::from_toml_str("a = \nb = [\n[x\n").unwrap_err();
+        assert!(err.0.len() >= 2, "{err}");
     }
 
     #[test]
