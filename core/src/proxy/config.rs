@@ -39,7 +39,8 @@ use crate::config::{coinbase, secs, Config, Keying, ScopeConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Address of the main listener (`ip:port`; port 0 picks a free one).
+    /// Address of the main listener: an IP address and port (names such
+    /// as `localhost` are not resolved); port 0 picks a free one.
     pub listen: String,
     /// Request line plus headers, at most.
     pub max_header_bytes: usize,
