@@ -39,7 +39,8 @@ use crate::config::{coinbase, secs, Config, Keying, ScopeConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Address of the main listener (`ip:port`; port 0 picks a free one).
+    /// Address of the main listener: an IP address and port (names such
+    /// as `localhost` are not resolved); port 0 picks a free one.
     pub listen: String,
     /// Request line plus headers, at most.
     pub max_header_bytes: usize,
@@ -141,8 +142,11 @@ impl Preset {
 /// One upstream API and how requests reach it.
 ///
 /// Deserializing merges the file's `coordination` table over the preset
-/// (tables merge key by key, everything else, arrays included, replaces),
-/// so `coordination` here is the complete, effective configuration.
+/// (tables merge key by key, everything else, arrays included, replaces:
+/// a `routes` list in the file replaces all of the preset's rules), so
+/// `coordination` here is the complete, effective configuration.
+///
+/// `name` and `url` are required; `preset` defaults to `none`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawUpstream")]
 pub struct UpstreamConfig {
@@ -398,12 +402,17 @@ impl ProxyConfig {
             Err(e) => return Err(ConfigFileErrors::single("", e.message().trim())),
         };
         let mut issues = Vec::new();
-        let config = Self::from_table(root, &mut issues);
-        if issues.is_empty() {
-            issues.extend(config.issues());
-            if edge {
-                issues.extend(config.edge_issues());
-            }
+        let (config, index) = Self::from_table(root, &mut issues);
+        // Upstreams that could not be read are left out; the rest are
+        // still checked, under their index in the file.
+        let unread = issues.iter().any(|(f, _)| f.starts_with("upstreams["));
+        let mut checked = config.issues_at(&index);
+        if unread {
+            checked.retain(|(field, _)| field != "upstreams");
+        }
+        issues.extend(checked);
+        if edge {
+            issues.extend(config.edge_issues_at(&index));
         }
         if issues.is_empty() {
             Ok(config)
@@ -413,9 +422,11 @@ impl ProxyConfig {
     }
 
     /// Builds the config piece by piece so that one bad upstream does not
-    /// hide the problems of the next.
-    fn from_table(root: toml::Table, issues: &mut Vec<Issue>) -> ProxyConfig {
+    /// hide the problems of the next. Also returns, for each upstream read,
+    /// its index in the file.
+    fn from_table(root: toml::Table, issues: &mut Vec<Issue>) -> (ProxyConfig, Vec<usize>) {
         let mut config = ProxyConfig::default();
+        let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
         for (key, value) in root {
             match key.as_str() {
                 "server" => match serde_path_to_error::deserialize(value) {
@@ -434,6 +445,7 @@ impl ProxyConfig {
                         continue;
                     };
                     config.upstreams.clear();
+                    index.clear();
                     for (i, item) in items.into_iter().enumerate() {
                         let at = format!("upstreams[{i}]");
                         let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
@@ -447,14 +459,17 @@ impl ProxyConfig {
                             }
                         };
                         match merged_coordination(raw.preset, raw.coordination) {
-                            Ok(coordination) => config.upstreams.push(UpstreamConfig {
-                                name: raw.name,
-                                url: raw.url,
-                                preset: raw.preset,
-                                prefix: raw.prefix,
-                                listen: raw.listen,
-                                coordination,
-                            }),
+                            Ok(coordination) => {
+                                index.push(i);
+                                config.upstreams.push(UpstreamConfig {
+                                    name: raw.name,
+                                    url: raw.url,
+                                    preset: raw.preset,
+                                    prefix: raw.prefix,
+                                    listen: raw.listen,
+                                    coordination,
+                                })
+                            }
                             Err((path, msg)) => {
                                 issues.push((join(&format!("{at}.coordination"), &path), msg))
                             }
@@ -467,7 +482,7 @@ impl ProxyConfig {
                 )),
             }
         }
-        config
+        (config, index)
     }
 
     /// Checks everything the hosts rely on; every problem at once. No
@@ -487,8 +502,15 @@ impl ProxyConfig {
     }
 
     fn edge_issues(&self) -> Vec<Issue> {
+        self.edge_issues_at(&[])
+    }
+
+    /// `index[k]` is upstream `k`'s index in the file (`k` itself when
+    /// missing).
+    fn edge_issues_at(&self, index: &[usize]) -> Vec<Issue> {
         let mut issues = Vec::new();
-        for (i, u) in self.upstreams.iter().enumerate() {
+        for (k, u) in self.upstreams.iter().enumerate() {
+            let i = index.get(k).copied().unwrap_or(k);
             let c = &u.coordination;
             let mut check = |field: String, name: &str, scopes: &[String]| {
                 let (global, per_cred): (Vec<&String>, Vec<&String>) = scopes
@@ -532,6 +554,11 @@ impl ProxyConfig {
     }
 
     fn issues(&self) -> Vec<Issue> {
+        self.issues_at(&[])
+    }
+
+    /// Every problem, upstream `k` named by `index[k]` (`k` when missing).
+    fn issues_at(&self, index: &[usize]) -> Vec<Issue> {
         let mut out: Vec<Issue> = Vec::new();
         let mut push = |field: &str, msg: String| out.push((field.to_owned(), msg));
         let s = &self.server;
@@ -588,8 +615,9 @@ impl ProxyConfig {
         let mut listens: Vec<(SocketAddr, String)> = server_addr
             .map(|a| vec![(a, "server.listen".to_owned())])
             .unwrap_or_default();
-        for (i, u) in self.upstreams.iter().enumerate() {
-            let f = |k: &str| format!("upstreams[{i}].{k}");
+        for (k, u) in self.upstreams.iter().enumerate() {
+            let i = index.get(k).copied().unwrap_or(k);
+            let f = |field: &str| format!("upstreams[{i}].{field}");
             let name_ok = !u.name.is_empty()
                 && u.name.len() <= 64
                 && u.name
@@ -604,7 +632,7 @@ impl ProxyConfig {
                     ),
                 );
             }
-            if self.upstreams[..i].iter().any(|o| o.name == u.name) {
+            if self.upstreams[..k].iter().any(|o| o.name == u.name) {
                 push(
                     &f("name"),
                     format!("`{}` names more than one upstream", u.name),
@@ -617,7 +645,7 @@ impl ProxyConfig {
                 if let Err(e) = check_prefix(p) {
                     push(&f("prefix"), e);
                 }
-                if self.upstreams[..i]
+                if self.upstreams[..k]
                     .iter()
                     .any(|o| o.prefix.as_deref() == Some(p.as_str()))
                 {
@@ -696,7 +724,7 @@ impl ProxyConfig {
         }
         *slot = parsed;
         let mut issues = Vec::new();
-        let config = Self::from_table(root, &mut issues);
+        let (config, _) = Self::from_table(root, &mut issues);
         if issues.is_empty() {
             issues = config.issues();
         }
@@ -971,10 +999,24 @@ scopes = ["public", "fils"]
     }
 
     #[test]
+    fn unreadable_upstreams_do_not_hide_problems_of_the_others() {
+        let text = "[[upstreams]]\nname = \"a\"\nurl = 3\n[[upstreams]]\nname = \"b b\"\nurl = \"https://h\"\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["upstreams[0].url", "upstreams[1].name"], "{err}");
+        assert_eq!(err.0[1].line, Some(5));
+    }
+
+    #[test]
     fn syntax_errors_have_positions() {
         let err = ProxyConfig::from_toml_str("[server]\nlisten = \n").unwrap_err();
         assert_eq!(err.0[0].line, Some(2), "{err}");
         assert!(err.0[0].field.is_empty());
+        let shown = err.display_with("c.toml").to_string();
+        assert!(shown.starts_with("c.toml:2:"), "{shown}");
+        // Several syntax errors are reported together.
+        let err = ProxyConfig::from_toml_str("a = \nb = [\n[x\n").unwrap_err();
+        assert!(err.0.len() >= 2, "{err}");
     }
 
     #[test]
