@@ -4,6 +4,34 @@
 //!
 //! The native daemon and the Cloudflare Worker only move bytes; every
 //! decision about them is made here, once.
+//!
+//! - [`config`]: the configuration file (`[server]`, `[[upstreams]]`);
+//! - [`route`]: which upstream a request goes to and what is sent;
+//! - [`response`]: what answers and failures look like to bots;
+//! - [`endpoints`]: stats, health and Prometheus metrics.
+
+pub mod config;
+pub mod endpoints;
+pub mod response;
+pub mod route;
+mod url;
+
+pub use config::{
+    ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
+};
+pub use endpoints::{endpoint, Endpoint};
+pub use response::{answer_response, failure_response, ProxyResponse};
+pub use route::{forwardable_headers, redact, Forward, Proxy, Rejection, ShardKey};
+pub use url::{BaseUrl, Origin};
+
+/// Request header naming the bot (fairness, per-bot stats).
+pub const CLIENT_HEADER: &str = "X-Syncoord-Client";
+/// Request header choosing a priority class of the upstream's config.
+pub const PRIORITY_HEADER: &str = "X-Syncoord-Priority";
+/// Response header: `hit`, `stale`, `coalesced` or `miss`.
+pub const CACHE_HEADER: &str = "X-Syncoord-Cache";
+/// Response header on errors of our own: the failure's kind.
+pub const ERROR_HEADER: &str = "X-Syncoord-Error";
 
 /// The request a host sends upstream: the core's payload `P` in
 /// [`Coordinator<Outgoing>`](crate::Coordinator). Method, path, query,
