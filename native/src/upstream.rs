@@ -106,9 +106,9 @@ impl HttpUpstream {
             url: base_url.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: http::Uri = base_url.parse().map_err(|e: http::uri::InvalidUri| {
-            bad(&format!("not a URL ({e})"))
-        })?;
+        let uri: http::Uri = base_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&format!("not a URL ({e})")))?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             Some(other) => return Err(bad(&format!("scheme `{other}` is not http or https"))),
@@ -173,7 +173,8 @@ impl HttpUpstream {
         let sent = if call.body.is_empty() && matches!(call.method.as_str(), "GET" | "HEAD") {
             self.agent.run(builder.body(()).map_err(built)?)
         } else {
-            self.agent.run(builder.body(call.body.as_slice()).map_err(built)?)
+            self.agent
+                .run(builder.body(call.body.as_slice()).map_err(built)?)
         };
         let mut response = sent.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
@@ -270,7 +271,9 @@ fn classify_io(error: &io::Error) -> TransportError {
         K::ConnectionRefused | K::AddrNotAvailable | K::NotFound => {
             TransportError::Connect(format!("connection refused: {error}"))
         }
-        K::TimedOut | K::WouldBlock => TransportError::Timeout(format!("socket timed out: {error}")),
+        K::TimedOut | K::WouldBlock => {
+            TransportError::Timeout(format!("socket timed out: {error}"))
+        }
         K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
             TransportError::Broken(format!("connection closed mid-exchange: {error}"))
         }

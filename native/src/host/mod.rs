@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
-    Answer, Config, ConfigErrors, Coordinator as Core, Failure, Health, Instant, Request,
+    Answer, ClassId, Config, ConfigErrors, Coordinator as Core, Failure, Health, Instant, Request,
     StatsSnapshot, Ticket,
 };
 
@@ -173,17 +173,29 @@ impl Coordinator {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.host.shared.with_core(|core| core.stats(Instant::now()))
+        self.host
+            .shared
+            .with_core(|core| core.stats(Instant::now()))
     }
 
     pub fn health(&self) -> Health {
-        self.host.shared.with_core(|core| core.health(Instant::now()))
+        self.host
+            .shared
+            .with_core(|core| core.health(Instant::now()))
     }
 
     /// Requests submitted and not yet ended (waiting in the queue or on an
     /// upstream call).
     pub fn waiting(&self) -> usize {
         self.host.shared.with_core(|core| core.waiting())
+    }
+
+    /// The priority class called `name` in this coordinator's config, for
+    /// [`Request::with_priority`].
+    pub fn class_id(&self, name: &str) -> Option<ClassId> {
+        self.host
+            .shared
+            .with_core(|core| core.config().class_id(name))
     }
 
     /// Refuses new requests ([`CallError::ShuttingDown`]), lets queued and

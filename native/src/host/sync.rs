@@ -119,7 +119,9 @@ impl Slot {
 enum Phase {
     Running,
     /// No new requests; queued and in-flight work may finish until `until`.
-    Draining { until: Instant },
+    Draining {
+        until: Instant,
+    },
     /// Every waiter has its answer; threads are leaving.
     Stopped,
 }

@@ -137,19 +137,25 @@ fn status_headers_and_body_round_trip() {
         "{text}"
     );
     let authority = url.trim_start_matches("http://");
-    assert!(lower.contains(&format!("\r\nhost: {authority}\r\n")), "{text}");
+    assert!(
+        lower.contains(&format!("\r\nhost: {authority}\r\n")),
+        "{text}"
+    );
     assert!(!lower.contains("evil.example"), "{text}");
     assert!(lower.contains("\r\ncb-access-key: key-1\r\n"), "{text}");
     assert!(lower.contains("\r\nx-dup: one\r\n") && lower.contains("\r\nx-dup: two\r\n"));
-    assert!(lower.contains("\r\nuser-agent: syncoord-test\r\n"), "{text}");
+    assert!(
+        lower.contains("\r\nuser-agent: syncoord-test\r\n"),
+        "{text}"
+    );
     assert!(text.ends_with("\r\n\r\n{\"size\":\"0.1\"}"), "{text}");
 }
 
 #[test]
 fn a_server_error_is_a_response_not_a_failure() {
     let (url, _requests) = serve(|_, stream| {
-        let _ = stream
-            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
+        let _ =
+            stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
     });
     let upstream = HttpUpstream::new(&url, options()).unwrap();
     let got = response(upstream.send(&call("GET", "/time", &[], b"")));
@@ -235,8 +241,14 @@ fn connections_are_reused() {
         }
     });
     let upstream = HttpUpstream::new(&url, options()).unwrap();
-    assert_eq!(response(upstream.send(&call("GET", "/a", &[], b""))).body, b"ok");
-    assert_eq!(response(upstream.send(&call("GET", "/b", &[], b""))).body, b"ok2");
+    assert_eq!(
+        response(upstream.send(&call("GET", "/a", &[], b""))).body,
+        b"ok"
+    );
+    assert_eq!(
+        response(upstream.send(&call("GET", "/b", &[], b""))).body,
+        b"ok2"
+    );
     // Only one connection was accepted (the channel saw one request head).
     assert!(requests.recv_timeout(Duration::from_secs(5)).is_ok());
     assert!(requests.try_recv().is_err());

@@ -117,7 +117,9 @@ fn loom_shutdown_races_submit() {
                 let (r, o) = get();
                 match shared.submit(r, o) {
                     Submitted::ShuttingDown => None,
-                    Submitted::Waiting { ticket, slot } => Some((ticket, slot.wait().is_ok(), slot)),
+                    Submitted::Waiting { ticket, slot } => {
+                        Some((ticket, slot.wait().is_ok(), slot))
+                    }
                     Submitted::Answered(_) | Submitted::Refused(_) => {
                         panic!("an empty cache neither answers nor refuses a GET")
                     }
