@@ -186,8 +186,8 @@ impl HttpUpstream {
             .headers()
             .iter()
             .filter(|(name, _)| {
-                !HOP_RESPONSE.contains(&name.as_str())
-                    && !(gunzipped && *name == http::header::CONTENT_ENCODING)
+                let decoded = gunzipped && *name == http::header::CONTENT_ENCODING;
+                !(decoded || HOP_RESPONSE.contains(&name.as_str()))
             })
             .map(|(name, value)| {
                 (

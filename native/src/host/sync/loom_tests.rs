@@ -6,6 +6,7 @@
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p syncoord --release --lib loom`
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +19,21 @@ use super::{Shared, Slot, Submitted};
 
 const PATH: &str = "/api/v3/brokerage/products/BTC-USD";
 
+/// Runs `f` under loom and counts the interleavings explored (asserted to be more than one, so a model can never pass vacuously).
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
     let mut builder = loom::model::Builder::new();
     // Two preemptions cover every ordering of two racing critical
     // sections while keeping each model to seconds.
     builder.preemption_bound = Some(2);
-    builder.check(f);
+    builder.check(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    let runs = runs.load(Ordering::Relaxed);
+    eprintln!("explored {runs} interleavings");
+    assert!(runs > 1, "loom explored a single interleaving");
 }
 
 /// A host with one worker, its dispatcher and worker running as loom
