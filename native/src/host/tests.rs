@@ -370,14 +370,91 @@ fn a_refused_request_fails_at_once() {
 #[test]
 fn dropping_the_last_handle_stops_the_threads() {
     let (fake, _rx) = Fake::new(true);
-    let host = start(config(), &fake, 3);
+    let host = start(tight(0.5), &fake, 3);
     let (r, o) = get(&format!("{P}/products/D"));
     host.call(r, o).unwrap();
+    // The bucket is empty for two seconds: this one waits in the queue.
+    let (r, o) = get(&format!("{P}/products/E"));
+    let queued = host.submit(r, o);
     let clone = host.clone();
     drop(host);
     assert!(Arc::strong_count(&fake) > 1, "a clone keeps the host alive");
     drop(clone);
     assert_eq!(Arc::strong_count(&fake), 1);
+    // A Pending does not keep the host alive; it gets its one answer.
+    assert!(matches!(
+        queued.wait(),
+        Err(CallError::Failed(Failure::Aborted(_)))
+    ));
+}
+
+#[test]
+fn handles_and_pendings_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Coordinator>();
+    send::<super::Pending>();
+}
+
+/// Not a test: how much the host costs per request. Run with
+/// `cargo test -p syncoord --release --lib host::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_host_overhead() {
+    use std::time::Instant;
+    let (fake, _rx) = Fake::new(true);
+    let mut config = config();
+    for scope in config.scopes.values_mut() {
+        scope.rate = 1e9;
+        scope.burst = 1_000_000;
+    }
+    let host = start(config, &fake, 8);
+    let threads = 8;
+    let per_thread = 20_000;
+
+    let (r, o) = get(&format!("{P}/products/HOT"));
+    host.call(r, o).unwrap();
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let host = host.clone();
+            thread::spawn(move || {
+                for _ in 0..per_thread {
+                    let (r, o) = get(&format!("{P}/products/HOT"));
+                    host.call(r, o).unwrap();
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    let hits = t0.elapsed();
+    let n = (threads * per_thread) as f64;
+    println!(
+        "cache hits: {n} from {threads} threads in {hits:?} = {:.0}/s",
+        n / hits.as_secs_f64()
+    );
+
+    let per_thread = 2_000;
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let host = host.clone();
+            thread::spawn(move || {
+                for i in 0..per_thread {
+                    let (r, o) = post(&format!("{P}/orders/fast-{t}-{i}"));
+                    host.call(r, o).unwrap();
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    let calls = t0.elapsed();
+    let n = (threads * per_thread) as f64;
+    println!(
+        "upstream round trips (instant fake, 8 workers): {n} in {calls:?} = {:.0}/s, {:.1} us each",
+        n / calls.as_secs_f64(),
+        calls.as_secs_f64() * 1e6 / n * threads as f64
+    );
 }
 
 #[test]
