@@ -1,1 +1,3 @@
+//! syncoord's threaded host.
 
+pub mod server;
