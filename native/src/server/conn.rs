@@ -163,14 +163,15 @@ impl Conn<'_> {
                 let mut body = Vec::new();
                 let mut pos = head.len;
                 loop {
-                    let (used, done) = decoder
-                        .feed(&self.buf[pos..], &mut body)
-                        .map_err(|e| match e {
-                            super::chunked::ChunkError::TooLarge => {
-                                body_too_large(limits.max_body_bytes)
-                            }
-                            other => Refusal::new(400, other.message()),
-                        })?;
+                    let (used, done) =
+                        decoder
+                            .feed(&self.buf[pos..], &mut body)
+                            .map_err(|e| match e {
+                                super::chunked::ChunkError::TooLarge => {
+                                    body_too_large(limits.max_body_bytes)
+                                }
+                                other => Refusal::new(400, other.message()),
+                            })?;
                     pos += used;
                     if done {
                         break;
@@ -210,8 +211,8 @@ impl Conn<'_> {
             let _ = self.stream.shutdown(Shutdown::Both);
             return Ok(false);
         }
-        let handler_closes = header(&response.headers, "connection")
-            .is_some_and(|v| has_token(v, "close"));
+        let handler_closes =
+            header(&response.headers, "connection").is_some_and(|v| has_token(v, "close"));
         let keep = wants_keep_alive && !handler_closes && !self.shared.stopping();
         if self
             .write_response(&response, head_only, !keep, head.minor_version)
