@@ -1,3 +1,4 @@
 //! syncoord's threaded host.
 
 pub mod server;
+pub mod mock;
