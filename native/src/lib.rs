@@ -1,4 +1,4 @@
 //! syncoord's threaded host.
 
-pub mod server;
 pub mod mock;
+pub mod server;

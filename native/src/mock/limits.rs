@@ -179,7 +179,9 @@ mod tests {
         let mut b = Buckets::default();
         let spec = BucketSpec::new(2.0, 3.0);
         let t0 = Instant::now();
-        let admitted = (0..10).filter(|_| b.take(Scope::ExchangePublic, "ip", spec, t0)).count();
+        let admitted = (0..10)
+            .filter(|_| b.take(Scope::ExchangePublic, "ip", spec, t0))
+            .count();
         assert_eq!(admitted, 3);
         // Half a second later: one more token.
         let t1 = t0 + Duration::from_millis(500);

@@ -109,7 +109,11 @@ fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
                 "GET /api/v3/brokerage/market/product_book",
                 AdvancedPublic,
             ),
-            ["products"] => (AtProducts, "GET /api/v3/brokerage/products", AdvancedPrivate),
+            ["products"] => (
+                AtProducts,
+                "GET /api/v3/brokerage/products",
+                AdvancedPrivate,
+            ),
             ["products", id] => (
                 AtProduct(id),
                 "GET /api/v3/brokerage/products/{id}",
@@ -135,7 +139,11 @@ fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
                 "GET /api/v3/brokerage/best_bid_ask",
                 AdvancedPrivate,
             ),
-            ["accounts"] => (AtAccounts, "GET /api/v3/brokerage/accounts", AdvancedPrivate),
+            ["accounts"] => (
+                AtAccounts,
+                "GET /api/v3/brokerage/accounts",
+                AdvancedPrivate,
+            ),
             ["accounts", id] => (
                 AtAccount(id),
                 "GET /api/v3/brokerage/accounts/{uuid}",
@@ -170,19 +178,15 @@ fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
         ),
         ("GET", ["products"]) => (ExProducts, "GET /products", ExchangePublic),
         ("GET", ["products", id]) => (ExProduct(id), "GET /products/{id}", ExchangePublic),
-        ("GET", ["products", id, "ticker"]) => (
-            ExTicker(id),
-            "GET /products/{id}/ticker",
-            ExchangePublic,
-        ),
+        ("GET", ["products", id, "ticker"]) => {
+            (ExTicker(id), "GET /products/{id}/ticker", ExchangePublic)
+        }
         ("GET", ["products", id, "book"]) => {
             (ExBook(id), "GET /products/{id}/book", ExchangePublic)
         }
-        ("GET", ["products", id, "candles"]) => (
-            ExCandles(id),
-            "GET /products/{id}/candles",
-            ExchangePublic,
-        ),
+        ("GET", ["products", id, "candles"]) => {
+            (ExCandles(id), "GET /products/{id}/candles", ExchangePublic)
+        }
         ("GET", ["products", id, "stats"]) => {
             (ExStats(id), "GET /products/{id}/stats", ExchangePublic)
         }
@@ -193,11 +197,7 @@ fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
         ("POST", ["orders"]) => (ExCreateOrder, "POST /orders", ExchangePrivate),
         ("DELETE", ["orders"]) => (ExCancelAll, "DELETE /orders", ExchangePrivate),
         ("GET", ["orders", id]) => (ExOrder(id), "GET /orders/{id}", ExchangePrivate),
-        ("DELETE", ["orders", id]) => (
-            ExCancelOrder(id),
-            "DELETE /orders/{id}",
-            ExchangePrivate,
-        ),
+        ("DELETE", ["orders", id]) => (ExCancelOrder(id), "DELETE /orders/{id}", ExchangePrivate),
         ("GET", ["fills"]) => (ExFills, "GET /fills", ExchangeFills),
         _ => return None,
     };
@@ -423,8 +423,7 @@ impl State {
         c.stats.max_requests_in_1s = c.all.max;
         c.stats.requests_total += 1;
         *c.stats.by_route.entry(pattern.to_owned()).or_default() += 1;
-        *c
-            .stats
+        *c.stats
             .by_credential
             .entry(identity.unwrap_or("anonymous").to_owned())
             .or_default() += 1;
@@ -684,7 +683,10 @@ fn answer_endpoint(
     let t = unix_now();
     Ok(match endpoint {
         AtProducts => json(200, market::at_products(t, &q.all(&["product_ids"]))),
-        AtProduct(id) => json(200, market::at_product(product_or_404(Api::Advanced, id)?, t)),
+        AtProduct(id) => json(
+            200,
+            market::at_product(product_or_404(Api::Advanced, id)?, t),
+        ),
         AtTicker(id) => {
             let p = product_or_404(Api::Advanced, id)?;
             let limit = q.number::<usize>("limit").map_err(bad_at)?.unwrap_or(10);
@@ -789,7 +791,10 @@ fn answer_endpoint(
         }
         ExProducts => json(200, market::ex_products()),
         ExProduct(id) => json(200, market::ex_product(product_or_404(Api::Exchange, id)?)),
-        ExTicker(id) => json(200, market::ex_ticker(product_or_404(Api::Exchange, id)?, t)),
+        ExTicker(id) => json(
+            200,
+            market::ex_ticker(product_or_404(Api::Exchange, id)?, t),
+        ),
         ExBook(id) => {
             let p = product_or_404(Api::Exchange, id)?;
             let level = q.number::<u8>("level").map_err(bad_ex)?.unwrap_or(1);
@@ -800,7 +805,10 @@ fn answer_endpoint(
         }
         ExCandles(id) => {
             let p = product_or_404(Api::Exchange, id)?;
-            let granularity = q.number::<u64>("granularity").map_err(bad_ex)?.unwrap_or(60);
+            let granularity = q
+                .number::<u64>("granularity")
+                .map_err(bad_ex)?
+                .unwrap_or(60);
             if ![60, 300, 900, 3600, 21_600, 86_400].contains(&granularity) {
                 return Err(ex_error(400, "Unsupported granularity"));
             }
@@ -970,7 +978,8 @@ fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpRe
             post_only: false,
         }
     } else if let Some(l) = config.and_then(|c| c.get("limit_limit_gtc")) {
-        let (Some(base), Some(price)) = (positive(l.get("base_size")), positive(l.get("limit_price")))
+        let (Some(base), Some(price)) =
+            (positive(l.get("base_size")), positive(l.get("limit_price")))
         else {
             return failure(
                 "INVALID_LIMIT_PRICE",
@@ -1043,7 +1052,10 @@ fn ex_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpRe
                 limit_price: Some(price),
                 base_size: Some(size),
                 quote_size: None,
-                post_only: req.get("post_only").and_then(Value::as_bool).unwrap_or(false),
+                post_only: req
+                    .get("post_only")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             }
         }
         "market" => {
@@ -1077,7 +1089,9 @@ mod tests {
         assert_eq!(split_target("http://h:1/a?q"), ("/a", "q"));
         assert_eq!(split_target("http://h:1"), ("/", ""));
         assert_eq!(percent_decode("a%2Cb+c%zz%"), "a,b c%zz%");
-        let q = Query(query_pairs("product_ids=BTC-USD&product_ids=ETH-USD,SOL-USD&limit=5"));
+        let q = Query(query_pairs(
+            "product_ids=BTC-USD&product_ids=ETH-USD,SOL-USD&limit=5",
+        ));
         assert_eq!(q.all(&["product_ids"]), ["BTC-USD", "ETH-USD", "SOL-USD"]);
         assert_eq!(q.number::<usize>("limit"), Ok(Some(5)));
         assert!(q.number::<usize>("product_ids").is_err());
@@ -1103,7 +1117,10 @@ mod tests {
                 .scope,
             Scope::AdvancedPublic
         );
-        assert_eq!(resolve("GET", "/fills").unwrap().scope, Scope::ExchangeFills);
+        assert_eq!(
+            resolve("GET", "/fills").unwrap().scope,
+            Scope::ExchangeFills
+        );
         assert_eq!(resolve("HEAD", "/time").unwrap().pattern, "GET /time");
         assert!(resolve("PATCH", "/orders").is_none());
         assert!(resolve("GET", "/nope").is_none());
