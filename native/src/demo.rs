@@ -69,8 +69,6 @@ pub enum DemoError {
     Mock(std::io::Error),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
-    #[error("default configuration: {0}")]
-    Config(String),
 }
 
 #[derive(Default)]
@@ -85,7 +83,9 @@ const PRODUCTS: [&str; 4] = ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD"];
 /// Runs the demo and prints its table to stdout (progress to stderr).
 pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     if args.bots == 0 || args.keys == 0 {
-        return Err(DemoError::Args("--bots and --keys must be at least 1".into()));
+        return Err(DemoError::Args(
+            "--bots and --keys must be at least 1".into(),
+        ));
     }
     if !(args.duration > 0.0 && args.interval > 0.0) {
         return Err(DemoError::Args(
@@ -93,8 +93,7 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         ));
     }
     let mock = MockUpstream::start(MockOptions::default()).map_err(DemoError::Mock)?;
-    let mut config = ProxyConfig::single_upstream(&mock.base_url())
-        .map_err(|e| DemoError::Config(e.to_string()))?;
+    let mut config = ProxyConfig::single_upstream(&mock.base_url());
     config.server.listen = "127.0.0.1:0".into();
     let daemon = Daemon::start(config)?;
     let base = format!("http://{}", daemon.local_addr());
@@ -113,7 +112,11 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         .collect();
     let bots: Vec<_> = (0..args.bots)
         .map(|bot| {
-            let bot_args = (base.clone(), Arc::clone(&counters), Arc::clone(&served[bot]));
+            let bot_args = (
+                base.clone(),
+                Arc::clone(&counters),
+                Arc::clone(&served[bot]),
+            );
             let key = format!("demo-key-{}", bot % args.keys);
             let interval = args.interval;
             std::thread::Builder::new()
@@ -155,7 +158,7 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         bot_failures: counters.failures.load(Ordering::Relaxed),
         stats,
         upstream_requests: upstream.requests_total,
-        upstream_429s: upstream.rate_limited_total,
+        upstream_429s: upstream.rate_limited + upstream.storm_429s,
         elapsed: started.elapsed(),
     };
     print_report(&report);
@@ -175,7 +178,8 @@ fn fetch_json(agent: &ureq::Agent, url: &str) -> Value {
         .get(url)
         .call()
         .ok()
-        .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null)
 }
 
@@ -199,14 +203,24 @@ fn run_bot(
     std::thread::sleep(Duration::from_secs_f64(interval * rng.f64()));
     while Instant::now() < deadline {
         let mut calls: Vec<(&str, String, Option<String>)> = vec![
-            ("GET", format!("/api/v3/brokerage/market/products/{product}/ticker?limit=1"), None),
-            ("GET", format!("/api/v3/brokerage/best_bid_ask?product_ids={product}"), None),
+            (
+                "GET",
+                format!("/api/v3/brokerage/market/products/{product}/ticker?limit=1"),
+                None,
+            ),
+            (
+                "GET",
+                format!("/api/v3/brokerage/best_bid_ask?product_ids={product}"),
+                None,
+            ),
             ("GET", "/api/v3/brokerage/accounts".to_owned(), None),
         ];
         if evaluation % 4 == 0 {
             calls.push((
                 "GET",
-                format!("/api/v3/brokerage/market/products/{product}/candles?granularity=ONE_MINUTE"),
+                format!(
+                    "/api/v3/brokerage/market/products/{product}/candles?granularity=ONE_MINUTE"
+                ),
                 None,
             ));
         }

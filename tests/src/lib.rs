@@ -43,7 +43,10 @@ type CheckFn = fn(&Target) -> Result<(), String>;
 /// Every check, in the order they run.
 pub const CHECKS: &[(&str, CheckFn)] = &[
     ("pass-through byte for byte", passthrough),
-    ("GET body dropped, hop-by-hop headers removed", get_body_dropped),
+    (
+        "GET body dropped, hop-by-hop headers removed",
+        get_body_dropped,
+    ),
     ("cache hit and TTL expiry", cache_and_ttl),
     ("coalescing of identical reads", coalescing),
     ("credential isolation", credential_isolation),
@@ -51,7 +54,10 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
     ("zero 429s at Coinbase's limits", zero_429s),
     ("stale-if-error", stale_if_error),
     ("unknown hosts refused", unknown_host_refused),
-    ("malformed input refused, host keeps serving", malformed_input),
+    (
+        "malformed input refused, host keeps serving",
+        malformed_input,
+    ),
     ("stats, health and metrics endpoints", endpoints),
 ];
 
@@ -240,7 +246,7 @@ pub fn mock_counts(target: &Target) -> Result<MockCounts, String> {
     };
     Ok(MockCounts {
         requests: field("requests_total")?,
-        rate_limited: field("rate_limited_total")?,
+        rate_limited: field("rate_limited")? + field("storm_429s")?,
     })
 }
 
@@ -320,21 +326,30 @@ fn passthrough(t: &Target) -> Result<(), String> {
         Some(body),
     )?;
     let echo = echo_of(&reply)?;
-    expect(echo["method"] == "POST", || format!("method: {}", echo["method"]))?;
+    expect(echo["method"] == "POST", || {
+        format!("method: {}", echo["method"])
+    })?;
     let want_target = format!("{path}?{query}");
     expect(echo["target"] == want_target.as_str(), || {
-        format!("target: upstream saw {}, bot sent {want_target}", echo["target"])
+        format!(
+            "target: upstream saw {}, bot sent {want_target}",
+            echo["target"]
+        )
     })?;
-    expect(echo["body"] == std::str::from_utf8(body).unwrap_or(""), || {
-        format!("body changed: {}", echo["body"])
-    })?;
+    expect(
+        echo["body"] == std::str::from_utf8(body).unwrap_or(""),
+        || format!("body changed: {}", echo["body"]),
+    )?;
     for (name, value) in [
         ("CB-ACCESS-KEY", "conf-key-pass"),
         ("CB-ACCESS-SIGN", "c2lnbmF0dXJl+/="),
         ("CB-ACCESS-TIMESTAMP", "1700000000"),
     ] {
         expect(echoed_header(&echo, name) == Some(value), || {
-            format!("header {name}: upstream saw {:?}", echoed_header(&echo, name))
+            format!(
+                "header {name}: upstream saw {:?}",
+                echoed_header(&echo, name)
+            )
         })?;
     }
     expect(echoed_header(&echo, "x-syncoord-client").is_none(), || {
@@ -350,7 +365,10 @@ fn get_body_dropped(t: &Target) -> Result<(), String> {
     let reply = send(
         "GET",
         &format!("{}{path}", t.base),
-        &[("CB-ACCESS-KEY", "conf-key-getbody"), ("Keep-Alive", "timeout=5")],
+        &[
+            ("CB-ACCESS-KEY", "conf-key-getbody"),
+            ("Keep-Alive", "timeout=5"),
+        ],
         Some(b"should not be forwarded"),
     )?;
     let echo = echo_of(&reply)?;
@@ -381,7 +399,10 @@ fn cache_and_ttl(t: &Target) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(1600));
     let third = get(&url, &[])?;
     expect(third.source() == "miss", || {
-        format!("after the TTL the entry must be refreshed, got {}", third.source())
+        format!(
+            "after the TTL the entry must be refreshed, got {}",
+            third.source()
+        )
     })?;
     expect(echo_of(&third)?["seq"] != echo_of(&first)?["seq"], || {
         "after the TTL upstream must be asked again".into()
@@ -435,9 +456,10 @@ fn credential_isolation(t: &Target) -> Result<(), String> {
     expect(a2.body == a1.body && b2.body == b1.body, || {
         "a credential was served another credential's accounts".into()
     })?;
-    expect(a1.text().contains("conf-iso-alice") && b1.text().contains("conf-iso-bob"), || {
-        "the mock's accounts must name the credential they belong to".into()
-    })?;
+    expect(
+        a1.text().contains("conf-iso-alice") && b1.text().contains("conf-iso-bob"),
+        || "the mock's accounts must name the credential they belong to".into(),
+    )?;
     expect(a2.source() == "hit" && b2.source() == "hit", || {
         format!(
             "repeat reads should be per-credential hits, got {} and {}",
@@ -460,7 +482,10 @@ fn priority_under_overload(t: &Target) -> Result<(), String> {
             handles.push(s.spawn(move || {
                 let reply = get(&url, &[("X-Syncoord-Priority", "analysis")])?;
                 expect_status(&reply, 200, "analysis call")?;
-                order.lock().map_err(|e| e.to_string())?.push(format!("low-{i}"));
+                order
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .push(format!("low-{i}"));
                 Ok::<(), String>(())
             }));
         }
@@ -471,7 +496,8 @@ fn priority_under_overload(t: &Target) -> Result<(), String> {
         expect_status(&reply, 200, "trading call")?;
         order.lock().map_err(|e| e.to_string())?.push("high".into());
         for h in handles {
-            h.join().map_err(|_| "analysis thread panicked".to_string())??;
+            h.join()
+                .map_err(|_| "analysis thread panicked".to_string())??;
         }
         Ok(())
     });
@@ -481,7 +507,10 @@ fn priority_under_overload(t: &Target) -> Result<(), String> {
     // At 2/s, ~2 analysis calls go out before the order arrives and one
     // more may be in flight; the order must not wait behind the rest.
     expect(position <= 4, || {
-        format!("the trading call finished at position {position} of {}: {order:?}", order.len())
+        format!(
+            "the trading call finished at position {position} of {}: {order:?}",
+            order.len()
+        )
     })
 }
 
@@ -535,9 +564,13 @@ fn zero_429s(t: &Target) -> Result<(), String> {
     }
     let after = mock_counts(t)?;
     let upstream_429s = after.rate_limited - before.rate_limited;
-    expect(sent > BOTS as u64, || format!("only {sent} requests were sent"))?;
+    expect(sent > BOTS as u64, || {
+        format!("only {sent} requests were sent")
+    })?;
     expect(limited == 0 && upstream_429s == 0, || {
-        format!("{limited} of {sent} bot requests saw 429; upstream answered 429 {upstream_429s} times")
+        format!(
+            "{limited} of {sent} bot requests saw 429; upstream answered 429 {upstream_429s} times"
+        )
     })
 }
 
@@ -546,7 +579,7 @@ fn stale_if_error(t: &Target) -> Result<(), String> {
     let fresh = get(&url, &[])?;
     expect_status(&fresh, 200, "first read")?;
     std::thread::sleep(Duration::from_millis(1300));
-    set_faults(t, r#"{"status": 503}"#)?;
+    set_faults(t, r#"{"status": 503, "status_fraction": 1.0}"#)?;
     let stale = get(&url, &[]);
     set_faults(t, "{}")?;
     let stale = stale?;
@@ -554,7 +587,9 @@ fn stale_if_error(t: &Target) -> Result<(), String> {
     expect(stale.source() == "stale", || {
         format!("expected a stale answer, got {}", stale.source())
     })?;
-    expect(stale.body == fresh.body, || "the stale body must be the cached one".into())
+    expect(stale.body == fresh.body, || {
+        "the stale body must be the cached one".into()
+    })
 }
 
 fn unknown_host_refused(t: &Target) -> Result<(), String> {
@@ -565,7 +600,11 @@ fn unknown_host_refused(t: &Target) -> Result<(), String> {
     ] {
         let reply = get(&format!("{}{path}", t.base), &[])?;
         expect(reply.status == 403, || {
-            format!("{path}: expected 403, got {} ({})", reply.status, reply.text())
+            format!(
+                "{path}: expected 403, got {} ({})",
+                reply.status,
+                reply.text()
+            )
         })?;
         expect(reply.text().contains("evil.example.com"), || {
             format!("{path}: the refusal should name the host: {}", reply.text())
@@ -594,13 +633,16 @@ fn malformed_input(t: &Target) -> Result<(), String> {
         &format!("{}/__echo/x", t.base),
         &[("X-Syncoord-Priority", "urgent-please")],
     )?;
-    expect(bad_priority.status == 400 && bad_priority.text().contains("trading"), || {
-        format!(
-            "unknown priority: expected 400 naming the known classes, got {} {}",
-            bad_priority.status,
-            bad_priority.text()
-        )
-    })?;
+    expect(
+        bad_priority.status == 400 && bad_priority.text().contains("trading"),
+        || {
+            format!(
+                "unknown priority: expected 400 naming the known classes, got {} {}",
+                bad_priority.status,
+                bad_priority.text()
+            )
+        },
+    )?;
     let still = get(&format!("{}/__echo/after-garbage", t.base), &[])?;
     expect_status(&still, 200, "a normal request after malformed ones")
 }
@@ -610,7 +652,12 @@ fn endpoints(t: &Target) -> Result<(), String> {
     expect_status(&stats, 200, "stats")?;
     let stats = stats.json()?;
     let totals = &stats["totals"];
-    for field in ["requests", "cache_hit_rate", "upstream_calls", "upstream_429s"] {
+    for field in [
+        "requests",
+        "cache_hit_rate",
+        "upstream_calls",
+        "upstream_429s",
+    ] {
         expect(!totals[field].is_null(), || {
             format!("stats totals lack `{field}`: {totals}")
         })?;
@@ -623,11 +670,19 @@ fn endpoints(t: &Target) -> Result<(), String> {
         format!("health status {}", health.status)
     })?;
     let body = health.json()?;
-    expect(body["status"].is_string(), || format!("health body: {body}"))?;
+    expect(body["status"].is_string(), || {
+        format!("health body: {body}")
+    })?;
     let metrics = get(&format!("{}/metrics", t.base), &[])?;
     expect_status(&metrics, 200, "metrics")?;
     let text = metrics.text();
-    expect(text.contains("# TYPE") && text.contains("syncoord_"), || {
-        format!("metrics are not Prometheus text: {}", &text[..text.len().min(300)])
-    })
+    expect(
+        text.contains("# TYPE") && text.contains("syncoord_"),
+        || {
+            format!(
+                "metrics are not Prometheus text: {}",
+                &text[..text.len().min(300)]
+            )
+        },
+    )
 }

@@ -52,6 +52,16 @@ struct ServeArgs {
     /// at http://127.0.0.1:9000.
     #[arg(long, env = "SYNCOORD_UPSTREAM")]
     upstream: Option<String>,
+    /// Override one configuration value, e.g. `--set server.drain_secs=30`
+    /// or `--set upstreams.exchange.url=http://127.0.0.1:9001` (repeatable;
+    /// `SYNCOORD_SET` takes several separated by `;`). Applied last.
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        env = "SYNCOORD_SET",
+        value_delimiter = ';'
+    )]
+    overrides: Vec<String>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -97,12 +107,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(url) = &args.upstream {
         let server = config.server.clone();
-        config = ProxyConfig::single_upstream(url)
-            .map_err(|errors| anyhow::anyhow!("--upstream {url}: {errors}"))?;
+        config = ProxyConfig::single_upstream(url);
         config.server = server;
     }
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    for item in &args.overrides {
+        let Some((key, value)) = item.split_once('=') else {
+            anyhow::bail!("--set {item}: expected KEY=VALUE, e.g. server.listen=127.0.0.1:8787");
+        };
+        config
+            .apply_override(key.trim(), value.trim())
+            .map_err(|errors| anyhow::anyhow!("--set {item}: {errors}"))?;
     }
     // Register for signals before binding, so a signal during start-up is
     // not lost.

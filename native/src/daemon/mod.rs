@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncoord_core::proxy::{self, Endpoint, Proxy, ProxyConfig, ProxyResponse};
-use syncoord_core::Config;
+use syncoord_core::{Config, Failure};
 
 use crate::host::{CallError, Coordinator, HostOptions};
 use crate::server::{Handler, HttpRequest, HttpResponse, Limits, Server, ShutdownHandle};
@@ -48,7 +48,12 @@ impl Daemon {
             Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
         let mut hosts = Vec::with_capacity(config.upstreams.len());
         for upstream in &config.upstreams {
-            hosts.push(start_host(&settings, upstream.name.clone(), &upstream.url, upstream.coordination.clone())?);
+            hosts.push(start_host(
+                &settings,
+                upstream.name.clone(),
+                &upstream.url,
+                upstream.coordination.clone(),
+            )?);
         }
         let hosts = Arc::new(hosts);
         let limits = Limits {
@@ -73,8 +78,12 @@ impl Daemon {
                 listener,
                 request_timeout,
             });
-            let server = Server::bind(&addr, limits.clone(), handler)
-                .map_err(|error| DaemonError::Listen { addr: addr.clone(), error })?;
+            let server = Server::bind(&addr, limits.clone(), handler).map_err(|error| {
+                DaemonError::Listen {
+                    addr: addr.clone(),
+                    error,
+                }
+            })?;
             tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|i| &config.upstreams[i].name), "listening");
             servers.push(server);
         }
@@ -142,13 +151,13 @@ fn start_host(
     let options = UpstreamOptions {
         connect_timeout: Duration::from_secs_f64(settings.upstream_connect_timeout_secs),
         timeout: Duration::from_secs_f64(settings.upstream_timeout_secs),
-        max_response_bytes: settings.max_response_bytes,
+        max_response_bytes: settings.max_response_bytes as u64,
         ..UpstreamOptions::default()
     };
     let upstream = HttpUpstream::new(url, options).map_err(|e| fail(e.to_string()))?;
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
-        name: name.clone(),
+        thread_name: name.clone(),
         ..HostOptions::default()
     };
     Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
@@ -169,12 +178,7 @@ impl Handler for ProxyHandler {
             Some(endpoint) => self.endpoint(endpoint),
             None => self.forward(request),
         };
-        HttpResponse {
-            status: response.status,
-            headers: response.headers,
-            body: response.body,
-            ..HttpResponse::default()
-        }
+        HttpResponse::new(response.status, response.headers, response.body)
     }
 }
 
@@ -188,7 +192,10 @@ impl ProxyHandler {
             peer,
             ..
         } = request;
-        let forward = match self.proxy.route(self.listener, &method, &target, &headers, body) {
+        let forward = match self
+            .proxy
+            .route(self.listener, &method, &target, &headers, body)
+        {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
@@ -196,7 +203,9 @@ impl ProxyHandler {
             }
         };
         let Some(host) = self.hosts.get(forward.upstream) else {
-            return proxy::internal_error("route named an upstream that has no coordinator");
+            // Hosts are built from the same configuration as the proxy.
+            let failure = Failure::Aborted("no coordinator for the routed upstream".into());
+            return proxy::failure_response(&failure);
         };
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
@@ -206,21 +215,31 @@ impl ProxyHandler {
         let response = match result {
             Ok(answer) => proxy::answer_response(&answer),
             Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
-            Err(CallError::TimedOut { waited }) => proxy::request_timeout_response(waited),
-            Err(CallError::ShuttingDown) => proxy::shutting_down_response(),
+            // The bot's own wait (`server.request_timeout_secs`) ran out.
+            Err(CallError::TimedOut { waited }) => {
+                proxy::failure_response(&Failure::Deadline { waited })
+            }
+            Err(CallError::ShuttingDown) => {
+                proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
+            }
         };
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
         response
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> ProxyResponse {
-        let names = self.proxy.upstream_names();
         let reports: Vec<_> = self
-            .hosts
+            .proxy
+            .config()
+            .upstreams
             .iter()
-            .zip(names)
-            .map(|(host, name)| (name.to_owned(), host.stats()))
+            .zip(self.hosts.iter())
+            .map(|(upstream, host)| {
+                let stats = host.stats();
+                let health = stats.health.clone();
+                (upstream.name.as_str(), stats, health)
+            })
             .collect();
-        proxy::render_endpoint(endpoint, &reports)
+        endpoint.render(&reports)
     }
 }
