@@ -414,6 +414,28 @@ fn concurrent_connections_are_served_in_parallel() {
 }
 
 #[test]
+fn many_keep_alive_connections_each_get_their_own_answers() {
+    let server = start(Limits::default(), echo());
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..48)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..20 {
+                    c.send(format!("GET /c{n}/r{i} HTTP/1.1\r\n\r\n").as_bytes());
+                    let r = c.read_response(false).unwrap();
+                    assert_eq!(r.text(), format!("GET /c{n}/r{i} "));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    stop(server);
+}
+
+#[test]
 fn connections_beyond_the_bound_get_503() {
     let limits = Limits {
         max_connections: 1,
