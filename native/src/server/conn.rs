@@ -10,6 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::chunked::Decoder;
 use super::{reason_phrase, HttpRequest, HttpResponse, Shared};
 
+/// Buffer capacity a connection keeps between requests.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// A request the server refuses before the handler sees it; the
 /// connection closes after the answer.
 struct Refusal {
@@ -112,7 +115,17 @@ impl Conn<'_> {
                 }
             }
             match self.one_request() {
-                Ok(true) => continue,
+                Ok(true) => {
+                    // One large body must not pin its buffer for the rest
+                    // of a long keep-alive connection.
+                    if self.buf.capacity() > KEEP_CAPACITY && self.buf.len() < KEEP_CAPACITY {
+                        self.buf.shrink_to(KEEP_CAPACITY);
+                    }
+                    if self.out.capacity() > KEEP_CAPACITY {
+                        self.out = Vec::with_capacity(4096);
+                    }
+                    continue;
+                }
                 Ok(false) => return self.linger(),
                 Err(refusal) => {
                     let response = refusal.response();

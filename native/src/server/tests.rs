@@ -208,6 +208,44 @@ fn chunked_bodies_are_decoded_and_expect_continue_answered() {
     stop(server);
 }
 
+#[test]
+fn a_large_body_within_the_limit_arrives_whole() {
+    let handler: Arc<dyn Handler> = Arc::new(|req: HttpRequest| {
+        let sum: u64 = req.body.iter().map(|&b| u64::from(b)).sum();
+        HttpResponse::new(
+            200,
+            Vec::new(),
+            format!("{} {sum}", req.body.len()).into_bytes(),
+        )
+    });
+    let server = start(Limits::default(), handler);
+    let mut c = Client::connect(server.local_addr());
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let expected: u64 = body.iter().map(|&b| u64::from(b)).sum();
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        writer
+            .write_all(
+                format!(
+                    "POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        writer.write_all(&body).unwrap();
+    });
+    assert_eq!(
+        c.read_response(false).unwrap().text(),
+        format!("300000 {expected}")
+    );
+    sender.join().unwrap();
+    // The connection is still usable after the large request.
+    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    stop(server);
+}
+
 /// Sends `request` on a fresh connection; the server must answer `status`
 /// with a message mentioning `needle`, then close.
 fn refused(addr: SocketAddr, request: &[u8], status: u16, needle: &str) {
@@ -376,6 +414,28 @@ fn concurrent_connections_are_served_in_parallel() {
 }
 
 #[test]
+fn many_keep_alive_connections_each_get_their_own_answers() {
+    let server = start(Limits::default(), echo());
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..48)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..20 {
+                    c.send(format!("GET /c{n}/r{i} HTTP/1.1\r\n\r\n").as_bytes());
+                    let r = c.read_response(false).unwrap();
+                    assert_eq!(r.text(), format!("GET /c{n}/r{i} "));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    stop(server);
+}
+
+#[test]
 fn connections_beyond_the_bound_get_503() {
     let limits = Limits {
         max_connections: 1,
@@ -462,5 +522,41 @@ fn a_panicking_handler_costs_only_its_request() {
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET /fine HTTP/1.1\r\n\r\n");
     assert_eq!(c.read_response(false).unwrap().status, 200);
+    stop(server);
+}
+
+/// Throughput of keep-alive requests against a trivial handler; a
+/// measurement, not an assertion. Run with
+/// `cargo test -p syncoord --release --lib server::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run by hand in release mode"]
+fn throughput_keep_alive() {
+    let handler: Arc<dyn Handler> =
+        Arc::new(|_req: HttpRequest| HttpResponse::new(200, Vec::new(), b"ok".to_vec()));
+    let server = start(Limits::default(), handler);
+    let addr = server.local_addr();
+    let (clients, per_client) = (4, 20_000);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for _ in 0..per_client {
+                    c.send(b"GET /bench HTTP/1.1\r\nHost: x\r\n\r\n");
+                    assert_eq!(c.read_response(false).unwrap().status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let total = f64::from(clients * per_client);
+    println!(
+        "{total} sequential keep-alive requests over {clients} connections in {secs:.2} s: {:.0} req/s, {:.1} us per request-response round trip per connection",
+        total / secs,
+        secs * 1e6 / f64::from(per_client)
+    );
     stop(server);
 }
