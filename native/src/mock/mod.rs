@@ -271,6 +271,10 @@ pub struct MockArgs {
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Enforce no rate limits at all (for load benchmarks of a proxy in
+    /// front of the mock); overrides every rate and burst flag.
+    #[arg(long)]
+    pub unlimited: bool,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -320,18 +324,10 @@ impl MockArgs {
                 reason: "must be at least 1".to_owned(),
             });
         }
-        Ok(MockOptions {
-            listen: self.listen.clone(),
-            limits: Limits {
-                max_header_bytes: self.max_header_bytes,
-                max_headers: Limits::default().max_headers,
-                max_body_bytes: self.max_body_bytes,
-                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-                read_timeout: Duration::from_secs(self.read_timeout_secs),
-                max_connections: self.max_connections,
-            },
-            latency: Duration::from_millis(self.latency_ms),
-            rates: MockRates {
+        let rates = if self.unlimited {
+            MockRates::uniform(BucketSpec::new(1e9, 1e9))
+        } else {
+            MockRates {
                 exchange_public: bucket(
                     "exchange-public-rate",
                     self.exchange_public_rate,
@@ -357,7 +353,20 @@ impl MockArgs {
                     self.advanced_private_rate,
                     self.advanced_private_burst,
                 )?,
+            }
+        };
+        Ok(MockOptions {
+            listen: self.listen.clone(),
+            limits: Limits {
+                max_header_bytes: self.max_header_bytes,
+                max_headers: Limits::default().max_headers,
+                max_body_bytes: self.max_body_bytes,
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                read_timeout: Duration::from_secs(self.read_timeout_secs),
+                max_connections: self.max_connections,
             },
+            latency: Duration::from_millis(self.latency_ms),
+            rates,
             retry_after: self.retry_after_secs,
             faults: Faults {
                 status: self.fault_status,

@@ -454,18 +454,48 @@ impl Drop for InFlight<'_> {
 
 pub(crate) struct MockHandler {
     state: Arc<State>,
+    /// Numbers `/__echo` answers, so a test can tell a cached answer
+    /// (same number) from a fresh one.
+    echo_seq: std::sync::atomic::AtomicU64,
 }
 
 impl MockHandler {
     pub(crate) fn new(state: Arc<State>) -> Self {
-        MockHandler { state }
+        MockHandler {
+            state,
+            echo_seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `/__echo/...`: what arrived, as JSON: method, the request-target
+    /// exactly as received, headers in order, the body, and a sequence
+    /// number. Counted and subject to faults like an API call, never rate
+    /// limited: it is how tests see what a proxy forwarded.
+    fn echo(&self, req: &HttpRequest) -> HttpResponse {
+        let seq = self
+            .echo_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        json(
+            200,
+            json!({
+                "method": req.method,
+                "target": req.target,
+                "headers": req.headers,
+                "body": String::from_utf8_lossy(&req.body),
+                "body_len": req.body.len(),
+                "seq": seq,
+            }),
+        )
     }
 }
 
 impl Handler for MockHandler {
     fn handle(&self, req: HttpRequest) -> HttpResponse {
         let (path, query) = split_target(&req.target);
-        if let Some(control) = path.strip_prefix("/__") {
+        if let Some(control) = path
+            .strip_prefix("/__")
+            .filter(|rest| !rest.starts_with("echo"))
+        {
             return self.control(&req.method, control, &req.body);
         }
         let state = &*self.state;
@@ -556,6 +586,9 @@ impl MockHandler {
                     return error(api, status, "INTERNAL", message);
                 }
             }
+        }
+        if path == "/__echo" || path.starts_with("/__echo/") {
+            return self.echo(req);
         }
         let Some(route) = route else {
             return error(api, 404, "NOT_FOUND", "NotFound");
