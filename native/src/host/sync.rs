@@ -403,5 +403,5 @@ fn send_guarded(upstream: &dyn Upstream, call: &Outgoing) -> Outcome {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests;
