@@ -214,7 +214,7 @@ impl Host {
 
     fn shutdown(&self, drain: Duration) {
         self.shared.begin_shutdown(drain);
-        let deadline = Instant::now() + drain + self.join_grace;
+        let deadline = sync::after(Instant::now(), drain.saturating_add(self.join_grace));
         let all_left = self.shared.wait_exited(deadline);
         let threads = std::mem::take(&mut *self.lock_threads());
         if all_left {
@@ -291,7 +291,7 @@ impl Pending {
                 slot,
                 since,
             }) => {
-                let deadline = Instant::now() + timeout;
+                let deadline = sync::after(Instant::now(), timeout);
                 if let Some(ended) = slot.wait_until(deadline) {
                     return failed(ended);
                 }

