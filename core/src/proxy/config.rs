@@ -154,7 +154,9 @@ pub struct UpstreamConfig {
     /// Requests whose path starts with this segment prefix (e.g.
     /// `/exchange`) go to this upstream, prefix stripped.
     pub prefix: Option<String>,
-    /// A dedicated listener (`ip:port`) that fronts only this upstream.
+    /// A dedicated listener (`ip:port`) that fronts only this upstream:
+    /// paths arrive there as upstream knows them (no prefix to strip), so
+    /// a bot can use it as the API's base URL unchanged.
     pub listen: Option<String>,
     pub coordination: Config,
 }
@@ -396,12 +398,17 @@ impl ProxyConfig {
             Err(e) => return Err(ConfigFileErrors::single("", e.message().trim())),
         };
         let mut issues = Vec::new();
-        let config = Self::from_table(root, &mut issues);
-        if issues.is_empty() {
-            issues.extend(config.issues());
-            if edge {
-                issues.extend(config.edge_issues());
-            }
+        let (config, index) = Self::from_table(root, &mut issues);
+        // Upstreams that could not be read are left out; the rest are
+        // still checked, under their index in the file.
+        let unread = issues.iter().any(|(f, _)| f.starts_with("upstreams["));
+        let mut checked = config.issues_at(&index);
+        if unread {
+            checked.retain(|(field, _)| field != "upstreams");
+        }
+        issues.extend(checked);
+        if edge {
+            issues.extend(config.edge_issues_at(&index));
         }
         if issues.is_empty() {
             Ok(config)
@@ -411,9 +418,11 @@ impl ProxyConfig {
     }
 
     /// Builds the config piece by piece so that one bad upstream does not
-    /// hide the problems of the next.
-    fn from_table(root: toml::Table, issues: &mut Vec<Issue>) -> ProxyConfig {
+    /// hide the problems of the next. Also returns, for each upstream read,
+    /// its index in the file.
+    fn from_table(root: toml::Table, issues: &mut Vec<Issue>) -> (ProxyConfig, Vec<usize>) {
         let mut config = ProxyConfig::default();
+        let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
         for (key, value) in root {
             match key.as_str() {
                 "server" => match serde_path_to_error::deserialize(value) {
@@ -432,6 +441,7 @@ impl ProxyConfig {
                         continue;
                     };
                     config.upstreams.clear();
+                    index.clear();
                     for (i, item) in items.into_iter().enumerate() {
                         let at = format!("upstreams[{i}]");
                         let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
@@ -445,14 +455,17 @@ impl ProxyConfig {
                             }
                         };
                         match merged_coordination(raw.preset, raw.coordination) {
-                            Ok(coordination) => config.upstreams.push(UpstreamConfig {
-                                name: raw.name,
-                                url: raw.url,
-                                preset: raw.preset,
-                                prefix: raw.prefix,
-                                listen: raw.listen,
-                                coordination,
-                            }),
+                            Ok(coordination) => {
+                                index.push(i);
+                                config.upstreams.push(UpstreamConfig {
+                                    name: raw.name,
+                                    url: raw.url,
+                                    preset: raw.preset,
+                                    prefix: raw.prefix,
+                                    listen: raw.listen,
+                                    coordination,
+                                })
+                            }
                             Err((path, msg)) => {
                                 issues.push((join(&format!("{at}.coordination"), &path), msg))
                             }
@@ -465,7 +478,7 @@ impl ProxyConfig {
                 )),
             }
         }
-        config
+        (config, index)
     }
 
     /// Checks everything the hosts rely on; every problem at once. No
@@ -485,8 +498,15 @@ impl ProxyConfig {
     }
 
     fn edge_issues(&self) -> Vec<Issue> {
+        self.edge_issues_at(&[])
+    }
+
+    /// `index[k]` is upstream `k`'s index in the file (`k` itself when
+    /// missing).
+    fn edge_issues_at(&self, index: &[usize]) -> Vec<Issue> {
         let mut issues = Vec::new();
-        for (i, u) in self.upstreams.iter().enumerate() {
+        for (k, u) in self.upstreams.iter().enumerate() {
+            let i = index.get(k).copied().unwrap_or(k);
             let c = &u.coordination;
             let mut check = |field: String, name: &str, scopes: &[String]| {
                 let (global, per_cred): (Vec<&String>, Vec<&String>) = scopes
@@ -530,6 +550,11 @@ impl ProxyConfig {
     }
 
     fn issues(&self) -> Vec<Issue> {
+        self.issues_at(&[])
+    }
+
+    /// Every problem, upstream `k` named by `index[k]` (`k` when missing).
+    fn issues_at(&self, index: &[usize]) -> Vec<Issue> {
         let mut out: Vec<Issue> = Vec::new();
         let mut push = |field: &str, msg: String| out.push((field.to_owned(), msg));
         let s = &self.server;
@@ -586,8 +611,9 @@ impl ProxyConfig {
         let mut listens: Vec<(SocketAddr, String)> = server_addr
             .map(|a| vec![(a, "server.listen".to_owned())])
             .unwrap_or_default();
-        for (i, u) in self.upstreams.iter().enumerate() {
-            let f = |k: &str| format!("upstreams[{i}].{k}");
+        for (k, u) in self.upstreams.iter().enumerate() {
+            let i = index.get(k).copied().unwrap_or(k);
+            let f = |field: &str| format!("upstreams[{i}].{field}");
             let name_ok = !u.name.is_empty()
                 && u.name.len() <= 64
                 && u.name
@@ -602,7 +628,7 @@ impl ProxyConfig {
                     ),
                 );
             }
-            if self.upstreams[..i].iter().any(|o| o.name == u.name) {
+            if self.upstreams[..k].iter().any(|o| o.name == u.name) {
                 push(
                     &f("name"),
                     format!("`{}` names more than one upstream", u.name),
@@ -615,7 +641,7 @@ impl ProxyConfig {
                 if let Err(e) = check_prefix(p) {
                     push(&f("prefix"), e);
                 }
-                if self.upstreams[..i]
+                if self.upstreams[..k]
                     .iter()
                     .any(|o| o.prefix.as_deref() == Some(p.as_str()))
                 {
@@ -694,7 +720,7 @@ impl ProxyConfig {
         }
         *slot = parsed;
         let mut issues = Vec::new();
-        let config = Self::from_table(root, &mut issues);
+        let (config, _) = Self::from_table(root, &mut issues);
         if issues.is_empty() {
             issues = config.issues();
         }
@@ -950,6 +976,31 @@ scopes = ["public", "fils"]
             .iter()
             .find(|e| e.message.contains("missing field `url`"));
         assert_eq!(e.map(|e| e.field.as_str()), Some("upstreams[1]"), "{shown}");
+    }
+
+    #[test]
+    fn fields_from_the_preset_point_at_the_nearest_parent_in_the_file() {
+        let text = "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\npriorities = [\"a\", \"b\"]\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.field == "upstreams[0].coordination.routes[0].priority")
+            .unwrap_or_else(|| panic!("{err}"));
+        // The preset's route is not in the file; `[upstreams.coordination]` is.
+        assert_eq!(e.line, Some(5), "{err}");
+        assert!(e
+            .message
+            .contains("unknown priority class `trading` (known: a, b)"));
+    }
+
+    #[test]
+    fn unreadable_upstreams_do_not_hide_problems_of_the_others() {
+        let text = "[[upstreams]]\nname = \"a\"\nurl = 3\n[[upstreams]]\nname = \"b b\"\nurl = \"https://h\"\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["upstreams[0].url", "upstreams[1].name"], "{err}");
+        assert_eq!(err.0[1].line, Some(5));
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub enum Endpoint {
 
 /// The endpoint a request is for, if any (GET and HEAD only; the query is
 /// ignored). Other methods on these paths are refused by
-/// [`super::Proxy::route`] with 405, so they never reach upstream.
+/// [`super::Proxy::route`] with 405, so they never reach upstream. For
+/// HEAD the host sends the rendered response's status and headers only.
 pub fn endpoint(method: &str, target: &str) -> Option<Endpoint> {
     if !(method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")) {
         return None;

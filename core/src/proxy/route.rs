@@ -78,6 +78,7 @@ impl ShardKey {
     }
 }
 
+#[derive(Debug)]
 struct Compiled {
     base: BaseUrl,
     prefix: Option<String>,
@@ -88,6 +89,7 @@ struct Compiled {
 
 /// The compiled proxy configuration: routes requests, pure and cheap to
 /// share between threads.
+#[derive(Debug)]
 pub struct Proxy {
     config: Arc<ProxyConfig>,
     upstreams: Vec<Compiled>,

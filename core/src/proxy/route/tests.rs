@@ -20,6 +20,13 @@ fn get(p: &Proxy, target: &str) -> Result<Forward, Rejection> {
 }
 
 #[test]
+fn proxy_is_shareable_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Proxy>();
+    assert_send_sync::<Forward>();
+}
+
+#[test]
 fn origin_form_goes_to_the_default_upstream() {
     let f = get(&proxy(), "/api/v3/brokerage/products/BTC-USD?x=%20a").unwrap();
     assert_eq!(f.upstream, 0);
