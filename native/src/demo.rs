@@ -45,6 +45,8 @@ pub struct DemoReport {
     pub bot_429s: u64,
     /// Other failed requests (non-2xx, transport errors) seen by bots.
     pub bot_failures: u64,
+    /// Those failures by cause.
+    pub failure_causes: std::collections::BTreeMap<String, u64>,
     /// What the daemon's stats endpoint reported at the end.
     pub stats: Value,
     /// Requests and 429s the mock upstream counted.
@@ -76,9 +78,21 @@ struct Counters {
     requests: AtomicU64,
     rate_limited: AtomicU64,
     failures: AtomicU64,
+    /// Failed requests by cause (`status 502`, `transport: ...`).
+    causes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
-const PRODUCTS: [&str; 4] = ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD"];
+impl Counters {
+    fn failed(&self, cause: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut causes) = self.causes.lock() {
+            *causes.entry(cause).or_default() += 1;
+        }
+    }
+}
+
+/// Products the mock upstream lists.
+const PRODUCTS: [&str; 3] = ["BTC-USD", "ETH-USD", "SOL-USD"];
 
 /// Runs the demo and prints its table to stdout (progress to stderr).
 pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
@@ -156,6 +170,11 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         requests: counters.requests.load(Ordering::Relaxed),
         bot_429s: counters.rate_limited.load(Ordering::Relaxed),
         bot_failures: counters.failures.load(Ordering::Relaxed),
+        failure_causes: counters
+            .causes
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default(),
         stats,
         upstream_requests: upstream.requests_total,
         upstream_429s: upstream.rate_limited + upstream.storm_429s,
@@ -239,19 +258,28 @@ fn run_bot(
                 .header("X-Syncoord-Client", &client_name)
                 .header("Content-Type", "application/json")
                 .body(body.unwrap_or_default());
-            let status = match request {
-                Ok(request) => agent.run(request).map(|r| r.status().as_u16()).ok(),
-                Err(_) => None,
-            };
+            let status = request
+                .map_err(|e| e.to_string())
+                .and_then(|request| agent.run(request).map_err(|e| e.to_string()))
+                .map(|mut r| {
+                    let status = r.status().as_u16();
+                    let body = r.body_mut().read_to_string().unwrap_or_default();
+                    (status, body)
+                });
             counters.requests.fetch_add(1, Ordering::Relaxed);
             match status {
-                Some(s) if (200..300).contains(&s) => served.store(true, Ordering::Relaxed),
-                Some(429) => {
+                Ok((s, _)) if (200..300).contains(&s) => served.store(true, Ordering::Relaxed),
+                Ok((429, _)) => {
                     counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                 }
-                _ => {
-                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                Ok((s, body)) => {
+                    let error = serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["error"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    counters.failed(format!("{method} {s} {error}"));
                 }
+                Err(e) => counters.failed(format!("{method} transport: {e}")),
             }
         }
         evaluation += 1;
@@ -280,6 +308,9 @@ fn print_report(r: &DemoReport) {
     println!("| upstream 429s | 0 | {} |", r.upstream_429s);
     println!("| 429s seen by bots | | {} |", r.bot_429s);
     println!("| other failed requests | | {} |", r.bot_failures);
+    for (cause, n) in &r.failure_causes {
+        println!("| &nbsp; {cause} | | {n} |");
+    }
     println!("| requests handled | | {} |", r.requests);
     println!("| bots served | | {} / {} |", r.bots_served, r.bots);
     println!(
@@ -300,7 +331,7 @@ fn print_report(r: &DemoReport) {
             {
                 println!(
                     "| queue wait `{}` p50 / p99 | | {} / {} ms |",
-                    class["name"].as_str().unwrap_or("?"),
+                    class["class"].as_str().unwrap_or("?"),
                     class["wait"]["p50_ms"],
                     class["wait"]["p99_ms"],
                 );
