@@ -39,7 +39,8 @@ use crate::config::{coinbase, secs, Config, Keying, ScopeConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Address of the main listener (`ip:port`; port 0 picks a free one).
+    /// Address of the main listener: an IP address and port (names such
+    /// as `localhost` are not resolved); port 0 picks a free one.
     pub listen: String,
     /// Request line plus headers, at most.
     pub max_header_bytes: usize,
@@ -141,8 +142,11 @@ impl Preset {
 /// One upstream API and how requests reach it.
 ///
 /// Deserializing merges the file's `coordination` table over the preset
-/// (tables merge key by key, everything else, arrays included, replaces),
-/// so `coordination` here is the complete, effective configuration.
+/// (tables merge key by key, everything else, arrays included, replaces:
+/// a `routes` list in the file replaces all of the preset's rules), so
+/// `coordination` here is the complete, effective configuration.
+///
+/// `name` and `url` are required; `preset` defaults to `none`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawUpstream")]
 pub struct UpstreamConfig {
@@ -1008,6 +1012,11 @@ scopes = ["public", "fils"]
         let err = ProxyConfig::from_toml_str("[server]\nlisten = \n").unwrap_err();
         assert_eq!(err.0[0].line, Some(2), "{err}");
         assert!(err.0[0].field.is_empty());
+        let shown = err.display_with("c.toml").to_string();
+        assert!(shown.starts_with("c.toml:2:"), "{shown}");
+        // Several syntax errors are reported together.
+        let err = ProxyConfig::from_toml_str("a = \nb = [\n[x\n").unwrap_err();
+        assert!(err.0.len() >= 2, "{err}");
     }
 
     #[test]

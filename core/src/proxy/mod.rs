@@ -9,6 +9,44 @@
 //! - [`route`]: which upstream a request goes to and what is sent;
 //! - [`response`]: what answers and failures look like to bots;
 //! - [`endpoints`]: stats, health and Prometheus metrics.
+//!
+//! A host's request handler, in short:
+//!
+//! ```
+//! use syncoord_core::proxy::{answer_response, endpoint, failure_response, Proxy, ProxyConfig};
+//! use syncoord_core::{Admission, Coordinator, Instant, Outcome, Response};
+//!
+//! let proxy = Proxy::new(ProxyConfig::default())?;
+//! let now = Instant::now();
+//! // One coordinator per upstream, on that upstream's coordination config.
+//! let mut cores = (0..proxy.config().upstreams.len())
+//!     .map(|i| Coordinator::new(proxy.coordination(i).unwrap().clone(), now, i as u64))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//!
+//! let (method, target) = ("GET", "/exchange/products/BTC-USD/ticker");
+//! assert!(endpoint(method, target).is_none(), "not one of our own endpoints");
+//! let forward = match proxy.route(None, method, target, &[], Vec::new()) {
+//!     Ok(f) => f,
+//!     Err(rejection) => panic!("answer {:?}", rejection.into_response()),
+//! };
+//! let core = &mut cores[forward.upstream];
+//! let Admission::Waiting { ticket, .. } = core.submit(now, forward.request, forward.outgoing) else {
+//!     panic!("nothing cached yet");
+//! };
+//! // The host sends `call.payload` (an `Outgoing`) to the upstream's base URL...
+//! let call = core.poll_dispatch(now).unwrap();
+//! assert_eq!(call.payload.path_and_query, "/products/BTC-USD/ticker");
+//! core.complete(now, call.call, Outcome::response(Response::new(200, "{}")))?;
+//! // ...and answers the bot.
+//! let finished = core.poll_finished().unwrap();
+//! assert_eq!(finished.ticket, ticket);
+//! let response = match &finished.result {
+//!     Ok(answer) => answer_response(answer),
+//!     Err(failure) => failure_response(failure),
+//! };
+//! assert_eq!(response.header("x-syncoord-cache"), Some("miss"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod config;
 pub mod endpoints;

@@ -134,6 +134,21 @@ impl Proxy {
         &self.config
     }
 
+    /// Every address to listen on: the main listener (`None`, all
+    /// upstreams) then each dedicated one (`Some(upstream index)`), as
+    /// the `listener` argument of [`Self::route`] expects.
+    pub fn listeners(&self) -> Vec<(Option<usize>, &str)> {
+        let mut out = vec![(None, self.config.server.listen.as_str())];
+        out.extend(
+            self.config
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, u)| u.listen.as_deref().map(|l| (Some(i), l))),
+        );
+        out
+    }
+
     /// The coordination config of upstream `index` (what its
     /// [`crate::Coordinator`] runs on).
     pub fn coordination(&self, index: usize) -> Option<&Config> {

@@ -27,6 +27,17 @@ fn proxy_is_shareable_between_threads() {
 }
 
 #[test]
+fn listeners_name_their_upstream() {
+    let mut c = ProxyConfig::default();
+    c.upstreams[1].listen = Some("127.0.0.1:8788".into());
+    let p = Proxy::new(c).unwrap();
+    assert_eq!(
+        p.listeners(),
+        [(None, "127.0.0.1:8787"), (Some(1), "127.0.0.1:8788")]
+    );
+}
+
+#[test]
 fn origin_form_goes_to_the_default_upstream() {
     let f = get(&proxy(), "/api/v3/brokerage/products/BTC-USD?x=%20a").unwrap();
     assert_eq!(f.upstream, 0);
