@@ -55,6 +55,7 @@ wait_port "$PROXY"
 
 mkdir -p "$WORK/nginx-cache"
 cat >"$WORK/nginx.conf" <<NGINX
+user root;
 worker_processes 2;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
@@ -87,7 +88,7 @@ curl -fsS "http://$NGINX$HIT_PATH" >/dev/null
 
 run() { # name url conns
     local out rps p50 p99
-    out=$(wrk -t2 -c"$3" -d"${DURATION}s" --latency "$2")
+    out=$(wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DURATION}s" --latency "$2")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
