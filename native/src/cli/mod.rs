@@ -13,7 +13,7 @@ use syncoord_core::proxy::ProxyConfig;
 /// Many bots, one rate-limited API: a coordinating proxy for REST APIs
 /// (Coinbase Advanced Trade and Exchange by default).
 #[derive(Debug, Parser)]
-#[command(name = "syncoord", version, about, long_about = None)]
+#[command(name = "syncoord", version)]
 pub struct Cli {
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a
     /// tracing-subscriber directive); `RUST_LOG` is read when unset.
@@ -65,7 +65,10 @@ struct ServeArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_logging(cli.log.as_deref());
+    // The demo prints its own progress; the daemon's info lines would
+    // drown it.
+    let quiet = matches!(cli.command, Command::Demo(_)).then_some("warn");
+    init_logging(cli.log.as_deref().or(quiet));
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `--log` (or `quiet`) wins, then `RUST_LOG`, then `info`.
 fn init_logging(filter: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
