@@ -6,7 +6,7 @@
 //! half-open: one probe --(success)--> Closed, --(failure)--> Open for twice
 //! as long (up to a cap).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ enum State {
 }
 
 /// The breaker's state for stats and health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 use crate::config::{secs, CacheConfig};
@@ -85,7 +85,7 @@ struct Entry {
 }
 
 /// Cache figures for stats.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CacheSnapshot {
     pub entries: usize,
     pub bytes: usize,

@@ -1,13 +1,14 @@
 //! Health: healthy, degraded or unhealthy, with the reasons, as hosts
 //! publish at `/api/v1/sync-coordination/health` (200, 200, 503).
 
-use serde::Serialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::breaker::BreakerState;
 use crate::config::HealthConfig;
 use crate::limiter::BucketSnapshot;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Healthy,
@@ -19,12 +20,45 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reason {
     pub severity: Status,
-    /// Stable machine-readable name.
+    /// Stable machine-readable name, one of [`CODES`].
     pub code: &'static str,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Every [`Reason::code`] that [`assess`] gives. Deserialising a health
+/// report (the edge host carries them from its Durable Objects to the
+/// Worker as JSON) maps a code back to its `'static` name here.
+pub const CODES: &[&str] = &[
+    "upstream_rate_limited",
+    "queue_wait",
+    "queue_full",
+    "breaker_open",
+    "scope_paused",
+];
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            severity: Status,
+            code: String,
+            message: String,
+        }
+        let w = Wire::deserialize(d)?;
+        let code = CODES
+            .iter()
+            .find(|c| **c == w.code)
+            .copied()
+            .ok_or_else(|| D::Error::custom(format!("unknown health reason code `{}`", w.code)))?;
+        Ok(Reason {
+            severity: w.severity,
+            code,
+            message: w.message,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub status: Status,
     pub reasons: Vec<Reason>,
@@ -42,6 +76,10 @@ pub struct Inputs<'a> {
 pub fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
     let mut reasons = Vec::new();
     let mut push = |severity, code, message: String| {
+        debug_assert!(
+            CODES.contains(&code),
+            "reason code `{code}` missing from CODES"
+        );
         reasons.push(Reason {
             severity,
             code,
@@ -222,5 +260,29 @@ mod tests {
             (h.status, h.reasons[0].code),
             (Status::Degraded, "scope_paused")
         );
+    }
+
+    #[test]
+    fn health_round_trips_through_json() {
+        let h = Health {
+            status: Status::Degraded,
+            reasons: CODES
+                .iter()
+                .map(|code| Reason {
+                    severity: Status::Degraded,
+                    code,
+                    message: format!("because {code}"),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_string(&h).expect("serialises");
+        assert_eq!(
+            serde_json::from_str::<Health>(&json).expect("deserialises"),
+            h
+        );
+        let unknown =
+            r#"{"status":"healthy","reasons":[{"severity":"healthy","code":"nope","message":""}]}"#;
+        let err = serde_json::from_str::<Health>(unknown).expect_err("unknown code");
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 }

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 use crate::backoff::exponential;
@@ -179,7 +179,7 @@ impl Wait {
 }
 
 /// A bucket as stats show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BucketSnapshot {
     pub scope: String,
     pub credential: Option<String>,

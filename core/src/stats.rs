@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 use crate::cache::CacheSnapshot;
@@ -43,7 +43,7 @@ impl From<crate::request::Source> for End {
 }
 
 /// Requests by outcome.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     pub submitted: u64,
     /// Fresh cache hits.
@@ -95,7 +95,7 @@ impl RequestCounts {
 }
 
 /// What went upstream and how it answered.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamCounts {
     /// Calls sent, retries included.
     pub calls: u64,
@@ -110,7 +110,7 @@ pub struct UpstreamCounts {
 }
 
 /// Queue wait of requests that reached upstream, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WaitSummary {
     pub count: u64,
     pub mean_ms: f64,
@@ -120,14 +120,14 @@ pub struct WaitSummary {
     pub max_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassSnapshot {
     pub class: String,
     pub depth: usize,
     pub wait: WaitSummary,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientCounts {
     pub requests: u64,
     pub hit: u64,
@@ -138,14 +138,14 @@ pub struct ClientCounts {
     pub failed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientSnapshot {
     pub client: String,
     #[serde(flatten)]
     pub counts: ClientCounts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueSnapshot {
     pub depth: usize,
     pub max_len: usize,
@@ -154,7 +154,7 @@ pub struct QueueSnapshot {
 }
 
 /// Everything a host publishes about the coordinator at one instant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     pub uptime_secs: f64,
     pub requests: RequestCounts,

@@ -944,6 +944,10 @@ fn stats_add_up_and_serialise() {
     }
     assert_eq!(json["requests"]["submitted"], 7);
     assert_eq!(json["health"]["status"], "healthy");
+    // The edge host carries snapshots as JSON from its Durable Objects to
+    // the Worker: nothing is lost on the way.
+    let back: crate::StatsSnapshot = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), json);
 }
 
 #[test]

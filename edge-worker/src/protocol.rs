@@ -1,0 +1,121 @@
+//! How the Worker and its Durable Objects talk to each other. The Worker
+//! forwards a bot's request to the `ScopeCoordinator` object of its shard
+//! with the shard name in [`SHARD_HEADER`]; internal calls (reports,
+//! registration) go to [`INTERNAL_ORIGIN`] paths, which no bot request can
+//! reach because bots only reach objects through the Worker.
+
+/// Durable Object binding of the per-shard coordinators (wrangler.toml).
+pub const SCOPE_BINDING: &str = "SCOPE_COORDINATOR";
+/// Durable Object binding of the shard registry (wrangler.toml).
+pub const REGISTRY_BINDING: &str = "SHARD_REGISTRY";
+/// The single registry object's name.
+pub const REGISTRY_NAME: &str = "registry";
+
+/// Names the shard a forwarded request belongs to. Set by the Worker only:
+/// a bot's own value is dropped by [`forwardable_headers`].
+pub const SHARD_HEADER: &str = "x-syncoord-shard";
+/// Origin of internal Worker -> object calls (never fetched over a network).
+pub const INTERNAL_ORIGIN: &str = "https://syncoord.internal";
+/// `GET` on a scope object: its [`crate::report::ShardReport`].
+pub const REPORT_PATH: &str = "/__syncoord/report";
+/// `POST` on the registry, body = shard name: remember a shard.
+pub const REGISTER_PATH: &str = "/__syncoord/register";
+/// `GET` on the registry: JSON array of the shard names it knows.
+pub const SHARDS_PATH: &str = "/__syncoord/shards";
+
+/// Longest shard name the registry accepts (an upstream name plus a
+/// credential identity, which is a key id or a hash prefix).
+pub const MAX_SHARD_NAME: usize = 512;
+
+/// Headers Cloudflare's edge adds to every request a Worker receives. They
+/// describe the bot's connection to Cloudflare, not the bot's request, and
+/// the native daemon would not send them, so they are not forwarded. (The
+/// shared proxy rules, `syncoord_core::proxy::forwardable_headers`, then
+/// drop hop-by-hop and `X-Syncoord-*` headers as for the native host.)
+fn added_by_cloudflare(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("cf-")
+        || matches!(
+            n.as_str(),
+            "x-forwarded-proto" | "x-real-ip" | "x-forwarded-for"
+        )
+}
+
+/// The bot's headers as the proxy should see them: without what the
+/// Cloudflare edge added and without a forged [`SHARD_HEADER`].
+pub fn bot_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(n, _)| !added_by_cloudflare(n) && !n.eq_ignore_ascii_case(SHARD_HEADER))
+        .collect()
+}
+
+/// Splits a forwarded request's headers into the shard name and the bot's
+/// own headers.
+pub fn take_shard(headers: Vec<(String, String)>) -> (Option<String>, Vec<(String, String)>) {
+    let mut shard = None;
+    let rest = headers
+        .into_iter()
+        .filter_map(|(n, v)| {
+            if n.eq_ignore_ascii_case(SHARD_HEADER) {
+                shard = Some(v);
+                None
+            } else {
+                Some((n, v))
+            }
+        })
+        .collect();
+    (shard, rest)
+}
+
+/// Whether the registry may store `name`.
+pub fn valid_shard_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_SHARD_NAME && !name.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cloudflare_headers_and_forged_shards_are_not_forwarded() {
+        let got = bot_headers(h(&[
+            ("CF-Connecting-IP", "203.0.113.9"),
+            ("cf-ray", "abc"),
+            ("x-forwarded-proto", "https"),
+            ("X-Syncoord-Shard", "other/cred/key:victim"),
+            ("authorization", "Bearer x"),
+            ("x-syncoord-client", "bot-1"),
+        ]));
+        assert_eq!(
+            got,
+            h(&[
+                ("authorization", "Bearer x"),
+                ("x-syncoord-client", "bot-1")
+            ])
+        );
+    }
+
+    #[test]
+    fn the_shard_header_is_taken_out() {
+        let (shard, rest) = take_shard(h(&[("accept", "*/*"), ("x-syncoord-shard", "a/global")]));
+        assert_eq!(shard.as_deref(), Some("a/global"));
+        assert_eq!(rest, h(&[("accept", "*/*")]));
+        assert_eq!(take_shard(h(&[("accept", "*/*")])).0, None);
+    }
+
+    #[test]
+    fn shard_names_are_bounded_and_printable() {
+        assert!(valid_shard_name("coinbase-exchange/cred/key:abc"));
+        assert!(!valid_shard_name(""));
+        assert!(!valid_shard_name("a\nb"));
+        assert!(!valid_shard_name(&"x".repeat(MAX_SHARD_NAME + 1)));
+    }
+}

@@ -1,0 +1,193 @@
+//! Drives one core inside a Durable Object: the host loop of the native
+//! daemon, rebuilt from the runtime's primitives. A Durable Object runs one
+//! thread, so the core sits in a `RefCell` that is never borrowed across an
+//! `await`; concurrency comes from the object handling many requests at
+//! once, each suspended at an `await`.
+//!
+//! The loop ([`Driver::pump`]), run after every input:
+//! 1. `handle_timeout(now)`, then `poll_dispatch(now)` until empty: each
+//!    call is sent by its own spawned task (`fetch`), which reports with
+//!    `complete` and pumps again;
+//! 2. `poll_finished()` until empty: each ticket's oneshot is resolved,
+//!    waking the request handler waiting on it;
+//! 3. while requests wait or calls are in flight, a timer (`setTimeout`
+//!    through [`worker::Delay`]) is armed for `poll_timeout()`.
+//!
+//! Time: `now` is `Instant::now()` (`performance.now()`). The Workers
+//! runtime freezes the clock during execution and advances it only across
+//! I/O (a fetch, a timer), and timers have millisecond resolution, so the
+//! core sees time move in steps between events, never within one. That is
+//! all the core needs: it is only ever asked "what now" after an event.
+//! With an idle object no timer is armed: the next request's
+//! `handle_timeout` catches up with everything that fell due meanwhile.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use syncoord_core::proxy::Outgoing;
+use syncoord_core::{
+    Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Duration, Failure, Health,
+    Instant, Request, StatsSnapshot, Ticket,
+};
+use worker::wasm_bindgen_futures::spawn_local;
+use worker::{js_sys, Delay};
+
+use super::upstream;
+use syncoord_core::proxy::{answer_response, failure_response, ProxyResponse};
+
+/// A timer shorter than this is rounded up: the runtime's clock and timers
+/// have millisecond resolution, and a zero delay would spin.
+const MIN_TIMER: Duration = Duration::from_millis(1);
+
+struct State {
+    core: Coordinator<Outgoing>,
+    waiters: HashMap<Ticket, oneshot::Sender<Result<Answer, Failure>>>,
+    /// The instant the earliest pending timer fires at, if any.
+    timer_at: Option<Instant>,
+}
+
+/// One shard's core and its upstream.
+pub struct Driver {
+    state: RefCell<State>,
+    base_url: String,
+}
+
+/// Ends a waiting request the bot gave up on: if the handler's future is
+/// dropped before its answer arrives, the ticket is cancelled.
+struct Waiting<'a> {
+    driver: &'a Driver,
+    ticket: Ticket,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Dropped only at an await point, where no borrow is held.
+        if let Ok(mut s) = self.driver.state.try_borrow_mut() {
+            s.waiters.remove(&self.ticket);
+            s.core.cancel(self.ticket);
+        }
+    }
+}
+
+impl Driver {
+    pub fn new(config: Config, base_url: &str) -> Result<Driver, ConfigErrors> {
+        // Seeds the core's jitter; need not be secret.
+        let seed = (js_sys::Math::random() * (1u64 << 53) as f64) as u64;
+        let core = Coordinator::new(config, Instant::now(), seed)?;
+        Ok(Driver {
+            state: RefCell::new(State {
+                core,
+                waiters: HashMap::new(),
+                timer_at: None,
+            }),
+            base_url: base_url.to_owned(),
+        })
+    }
+
+    /// Submits a bot's request and waits for its end.
+    pub async fn call(self: &Rc<Self>, request: Request, outgoing: Outgoing) -> ProxyResponse {
+        let admission = self
+            .state
+            .borrow_mut()
+            .core
+            .submit(Instant::now(), request, outgoing);
+        let ticket = match admission {
+            Admission::Answered(answer) => return answer_response(&answer),
+            Admission::Refused(failure) => return failure_response(&failure),
+            Admission::Waiting { ticket, .. } => ticket,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.state.borrow_mut().waiters.insert(ticket, tx);
+        let mut guard = Waiting {
+            driver: self,
+            ticket,
+            done: false,
+        };
+        self.pump();
+        let result = rx.await;
+        guard.done = true;
+        match result {
+            Ok(Ok(answer)) => answer_response(&answer),
+            Ok(Err(failure)) => failure_response(&failure),
+            // The sender is dropped only with the waiter entry, which only
+            // the guard above removes: unreachable in practice, but a
+            // response is still owed.
+            Err(oneshot::Canceled) => failure_response(&Failure::Aborted(
+                "the coordinator lost track of this request".into(),
+            )),
+        }
+    }
+
+    /// The host loop step; see the module docs.
+    fn pump(self: &Rc<Self>) {
+        let now = Instant::now();
+        let mut calls: Vec<Dispatch<Outgoing>> = Vec::new();
+        let mut timer = None;
+        {
+            let mut guard = self.state.borrow_mut();
+            let s = &mut *guard;
+            s.core.handle_timeout(now);
+            while let Some(call) = s.core.poll_dispatch(now) {
+                calls.push(call);
+            }
+            while let Some(finished) = s.core.poll_finished() {
+                if let Some(tx) = s.waiters.remove(&finished.ticket) {
+                    // The receiver is gone only if the handler was dropped,
+                    // and then there is nobody left to tell.
+                    let _ = tx.send(finished.result);
+                }
+            }
+            let busy = s.core.waiting() > 0 || s.core.calls_in_flight() > 0;
+            if let Some(at) = s.core.poll_timeout().filter(|_| busy) {
+                if s.timer_at.is_none_or(|armed| at < armed) {
+                    s.timer_at = Some(at);
+                    timer = Some(at);
+                }
+            }
+        }
+        for call in calls {
+            spawn_local(Rc::clone(self).send(call));
+        }
+        if let Some(at) = timer {
+            spawn_local(Rc::clone(self).wake_at(at, now));
+        }
+    }
+
+    async fn send(self: Rc<Self>, call: Dispatch<Outgoing>) {
+        let outcome = upstream::send(&self.base_url, &call.payload, call.timeout).await;
+        // `Err(UnknownCall)`: the core already timed the call out on its own
+        // and answered its waiters; this late outcome has nobody to go to.
+        let _ = self
+            .state
+            .borrow_mut()
+            .core
+            .complete(Instant::now(), call.call, outcome);
+        self.pump();
+    }
+
+    async fn wake_at(self: Rc<Self>, at: Instant, now: Instant) {
+        Delay::from(at.saturating_duration_since(now).max(MIN_TIMER)).await;
+        {
+            let mut s = self.state.borrow_mut();
+            if s.timer_at == Some(at) {
+                s.timer_at = None;
+            }
+        }
+        self.pump();
+    }
+
+    /// The core's stats and health now.
+    pub fn report(&self) -> (StatsSnapshot, Health) {
+        let now = Instant::now();
+        let mut s = self.state.borrow_mut();
+        let stats = s.core.stats(now);
+        let health = s.core.health(now);
+        (stats, health)
+    }
+}

@@ -1,0 +1,106 @@
+//! The Worker's fetch handler: answers the stats, health and metrics
+//! endpoints from the shards' reports, and forwards every other request to
+//! the `ScopeCoordinator` object of its shard.
+
+use futures_util::future::join_all;
+use syncoord_core::proxy::{endpoint, Endpoint};
+use worker::{console_warn, event, Context, Env, Request, Response, Result};
+
+use super::convert::{build_request, read_request, to_response};
+use super::settings::proxy;
+use crate::protocol::{
+    bot_headers, INTERNAL_ORIGIN, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING,
+    SHARDS_PATH, SHARD_HEADER,
+};
+use crate::report::{rows, ShardReport};
+
+/// Response header on the endpoints: how many registered shards did not
+/// report (and so are missing from the rendered figures).
+const UNREACHABLE_HEADER: &str = "x-syncoord-unreachable-shards";
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let proxy = match proxy(&env) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let incoming = read_request(&mut req).await?;
+    if let Some(ep) = endpoint(&incoming.method, &incoming.target) {
+        return render(&env, ep, incoming.method == "HEAD").await;
+    }
+    let mut headers = bot_headers(incoming.headers);
+    let forward = match proxy.route(
+        None,
+        &incoming.method,
+        &incoming.target,
+        &headers,
+        incoming.body.clone(),
+    ) {
+        Ok(f) => f,
+        Err(rejection) => return to_response(rejection.into_response()),
+    };
+    let shard = proxy.shard(&forward);
+    headers.push((SHARD_HEADER.to_owned(), shard.as_str().to_owned()));
+    let stub = env
+        .durable_object(SCOPE_BINDING)?
+        .get_by_name(shard.as_str())?;
+    let url = format!("{INTERNAL_ORIGIN}{}", incoming.target);
+    let forwarded = build_request(&url, &incoming.method, &headers, &incoming.body)?;
+    stub.fetch_with_request(forwarded).await
+}
+
+/// An endpoint over every shard's report, rendered as the native daemon
+/// renders it over its upstreams.
+async fn render(env: &Env, ep: Endpoint, head: bool) -> Result<Response> {
+    let (reports, unreachable) = collect_reports(env).await?;
+    let mut response = ep.render(&rows(reports));
+    response
+        .headers
+        .push((UNREACHABLE_HEADER.to_owned(), unreachable.to_string()));
+    if head {
+        response.body.clear();
+    }
+    to_response(response)
+}
+
+/// Asks every registered shard for its report, all at once. Each report is
+/// a subrequest: the Workers limit on subrequests per request bounds how
+/// many shards one endpoint call can cover (see the README). Returns the
+/// reports and how many shards failed to give one.
+async fn collect_reports(env: &Env) -> Result<(Vec<ShardReport>, usize)> {
+    let registry = env
+        .durable_object(REGISTRY_BINDING)?
+        .get_by_name(REGISTRY_NAME)?;
+    let mut listing = registry
+        .fetch_with_str(&format!("{INTERNAL_ORIGIN}{SHARDS_PATH}"))
+        .await?;
+    let shards: Vec<String> = listing.json().await?;
+    let namespace = env.durable_object(SCOPE_BINDING)?;
+    let asks = shards.iter().map(|shard| {
+        let stub = namespace.get_by_name(shard);
+        async move {
+            let mut resp = stub?
+                .fetch_with_str(&format!("{INTERNAL_ORIGIN}{REPORT_PATH}"))
+                .await?;
+            match resp.status_code() {
+                200 => Ok(Some(resp.json::<ShardReport>().await?)),
+                // Evicted since its last request: no state to report.
+                204 => Ok(None),
+                s => Err(worker::Error::RustError(format!("report answered {s}"))),
+            }
+        }
+    });
+    let mut reports = Vec::new();
+    let mut unreachable = 0;
+    for (shard, result) in shards.iter().zip(join_all(asks).await) {
+        match result {
+            Ok(Some(r)) => reports.push(r),
+            Ok(None) => {}
+            Err(e) => {
+                unreachable += 1;
+                console_warn!("syncoord: shard `{shard}` did not report: {e}");
+            }
+        }
+    }
+    Ok((reports, unreachable))
+}

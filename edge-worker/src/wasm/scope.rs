@@ -1,0 +1,149 @@
+//! `ScopeCoordinator`: the Durable Object that owns one upstream
+//! rate-limit scope instance (`<upstream>/global` or
+//! `<upstream>/cred/<identity>`). Cloudflare runs exactly one instance of
+//! each named object worldwide, so every bot's request for that scope, from
+//! any machine and any Worker isolate, meets the same core: that is what
+//! keeps the budget global.
+//!
+//! The core lives in memory only. When the runtime evicts an idle object
+//! (or restarts it on a new deployment) the cache, limiter state and
+//! stats start over; see the README.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use super::convert::{error_response, read_request, to_response};
+use super::driver::Driver;
+use super::settings::proxy;
+use crate::protocol::{take_shard, REGISTER_PATH, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH};
+use crate::report::ShardReport;
+
+struct Active {
+    shard: String,
+    upstream: usize,
+    driver: Rc<Driver>,
+}
+
+#[durable_object]
+pub struct ScopeCoordinator {
+    env: Env,
+    /// Created by the first forwarded request, which names the shard and
+    /// the upstream (a restarted object learns them again the same way).
+    active: RefCell<Option<Active>>,
+}
+
+impl ScopeCoordinator {
+    /// This object's driver, created on first use; registers the shard
+    /// with the registry then, so the stats endpoints can find it.
+    async fn driver(
+        &self,
+        shard: &str,
+        upstream: usize,
+    ) -> std::result::Result<Rc<Driver>, Result<Response>> {
+        if let Some(a) = self.active.borrow().as_ref() {
+            if a.shard == shard && a.upstream == upstream {
+                return Ok(Rc::clone(&a.driver));
+            }
+            return Err(error_response(
+                500,
+                &format!(
+                    "object of shard `{}` got a request for shard `{shard}`",
+                    a.shard
+                ),
+            ));
+        }
+        let proxy = proxy(&self.env)?;
+        let Some(u) = proxy.config().upstreams.get(upstream) else {
+            return Err(error_response(
+                500,
+                "routed to an upstream the config lacks",
+            ));
+        };
+        let driver = match Driver::new(u.coordination.clone(), &u.url) {
+            Ok(d) => Rc::new(d),
+            Err(e) => return Err(error_response(500, &format!("upstream `{}`: {e}", u.name))),
+        };
+        // Another request may have created it while this one was not
+        // suspended (there is no await above), so this is the only one.
+        *self.active.borrow_mut() = Some(Active {
+            shard: shard.to_owned(),
+            upstream,
+            driver: Rc::clone(&driver),
+        });
+        if let Err(e) = self.register(shard).await {
+            // Serving matters more than being listed in stats.
+            worker::console_warn!("syncoord: registering shard `{shard}` failed: {e}");
+        }
+        Ok(driver)
+    }
+
+    async fn register(&self, shard: &str) -> Result<()> {
+        let stub = self
+            .env
+            .durable_object(REGISTRY_BINDING)?
+            .get_by_name(REGISTRY_NAME)?;
+        let url = format!("{}{REGISTER_PATH}", crate::protocol::INTERNAL_ORIGIN);
+        let req = super::convert::build_request(&url, "POST", &[], shard.as_bytes())?;
+        let resp = stub.fetch_with_request(req).await?;
+        match resp.status_code() {
+            200..=299 => Ok(()),
+            s => Err(worker::Error::RustError(format!("registry answered {s}"))),
+        }
+    }
+
+    fn report(&self) -> Result<Response> {
+        let active = self.active.borrow();
+        let Some(a) = active.as_ref() else {
+            // Evicted and not used since: nothing to report.
+            return Ok(Response::empty()?.with_status(204));
+        };
+        let (stats, health) = a.driver.report();
+        Response::from_json(&ShardReport {
+            shard: a.shard.clone(),
+            stats,
+            health,
+        })
+    }
+}
+
+impl DurableObject for ScopeCoordinator {
+    fn new(_state: State, env: Env) -> Self {
+        ScopeCoordinator {
+            env,
+            active: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let incoming = read_request(&mut req).await?;
+        let (shard, headers) = take_shard(incoming.headers);
+        let Some(shard) = shard else {
+            // Only internal calls come without a shard name.
+            if incoming.method == "GET" && incoming.target == REPORT_PATH {
+                return self.report();
+            }
+            return error_response(400, "request without a shard");
+        };
+        let proxy = match proxy(&self.env) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let forward = match proxy.route(
+            None,
+            &incoming.method,
+            &incoming.target,
+            &headers,
+            incoming.body,
+        ) {
+            Ok(f) => f,
+            Err(rejection) => return to_response(rejection.into_response()),
+        };
+        let driver = match self.driver(&shard, forward.upstream).await {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        to_response(driver.call(forward.request, forward.outgoing).await)
+    }
+}

@@ -1,0 +1,36 @@
+//! The proxy this isolate runs, built once from the Worker's vars.
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use worker::{Env, Response, Result};
+
+use super::convert::error_response;
+use crate::settings::{load, CONFIG_VAR, UPSTREAM_URL_VAR};
+use syncoord_core::proxy::Proxy;
+
+thread_local! {
+    /// Vars are fixed for the life of an isolate (a new deployment or a
+    /// `wrangler dev` reload starts a new one), so they are parsed once.
+    static PROXY: OnceCell<std::result::Result<Rc<Proxy>, String>> = const { OnceCell::new() };
+}
+
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string())
+}
+
+/// The proxy, or the response explaining why the config is unusable.
+pub fn proxy(env: &Env) -> std::result::Result<Rc<Proxy>, Result<Response>> {
+    PROXY
+        .with(|cell| {
+            cell.get_or_init(|| {
+                let config = var(env, CONFIG_VAR);
+                let url = var(env, UPSTREAM_URL_VAR);
+                load(config.as_deref(), url.as_deref())
+                    .map(Rc::new)
+                    .map_err(|e| format!("syncoord edge config: {e}"))
+            })
+            .clone()
+        })
+        .map_err(|message| error_response(500, &message))
+}

@@ -1,0 +1,58 @@
+//! One upstream call with the runtime's `fetch`, reported as a core
+//! [`Outcome`].
+
+use futures_util::future::{select, Either};
+use syncoord_core::proxy::Outgoing;
+use syncoord_core::{Duration, Outcome, Response, TransportError};
+use worker::{js_sys, AbortController, Delay, Fetch};
+
+use super::convert::build_request;
+
+/// `base` (e.g. `https://api.coinbase.com`) followed by the call's path
+/// and query.
+fn url(base: &str, call: &Outgoing) -> String {
+    format!("{}{}", base.trim_end_matches('/'), call.path_and_query)
+}
+
+/// Sends `call` and reads the whole answer, giving up after `timeout` (the
+/// core's own deadline for reporting the outcome).
+pub async fn send(base: &str, call: &Outgoing, timeout: Duration) -> Outcome {
+    let request = match build_request(&url(base, call), &call.method, &call.headers, &call.body) {
+        Ok(r) => r,
+        // Refused before anything left (an invalid header value, a bad
+        // URL): upstream cannot have seen it.
+        Err(e) => return Outcome::Transport(TransportError::Connect(e.to_string())),
+    };
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let exchange = async {
+        let fetch = Fetch::Request(request);
+        let mut response = fetch.send_with_signal(&signal).await?;
+        let status = response.status_code();
+        let headers: Vec<(String, String)> = response.headers().entries().collect();
+        let body = response.bytes().await?;
+        Ok::<_, worker::Error>(Response {
+            status,
+            headers,
+            body,
+        })
+    };
+    let timer = Delay::from(timeout);
+    futures_util::pin_mut!(exchange);
+    futures_util::pin_mut!(timer);
+    match select(exchange, timer).await {
+        Either::Left((Ok(response), _)) => Outcome::Response {
+            response,
+            received_unix: Some((js_sys::Date::now() / 1000.0) as u64),
+        },
+        // The runtime does not say whether the connection was made; treat
+        // every failure as one upstream may have seen (no unsafe retries).
+        Either::Left((Err(e), _)) => Outcome::Transport(TransportError::Broken(e.to_string())),
+        Either::Right(((), _)) => {
+            controller.abort();
+            Outcome::Transport(TransportError::Timeout(format!(
+                "no answer within {timeout:?}"
+            )))
+        }
+    }
+}
