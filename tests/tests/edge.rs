@@ -67,7 +67,8 @@ fn edge_worker_conforms() {
     }
     let root = repo_root();
     let mock = MockUpstream::start(MockOptions::default()).expect("mock upstream starts");
-    let config = std::env::temp_dir().join(format!("syncoord-edge-conf-{}.toml", std::process::id()));
+    let config =
+        std::env::temp_dir().join(format!("syncoord-edge-conf-{}.toml", std::process::id()));
     std::fs::write(&config, config_for(&mock.base_url())).expect("write the config");
     let (wrangler, base) = match WranglerDev::start(&root, &config) {
         Ok(started) => started,
