@@ -389,3 +389,54 @@ fn serve_quick_start_and_sigterm_exit_zero() {
     mock.shutdown();
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
 }
+
+#[test]
+fn listener_prefix_and_absolute_url_pick_the_upstream() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let url = mock.base_url();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[upstreams]]\nname = \"advanced\"\nurl = \"{url}\"\npreset = \"coinbase-advanced\"\n\n\
+         [[upstreams]]\nname = \"exchange\"\nurl = \"{url}/ex\"\npreset = \"coinbase-exchange\"\nprefix = \"/exchange\"\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let addrs = daemon.local_addrs();
+    assert_eq!(addrs.len(), 2, "main listener plus the exchange's own");
+    let agent = agent();
+    let echo = |base: String, path: &str| -> serde_json::Value {
+        let reply = get(&agent, &format!("{base}{path}"), &[]);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        serde_json::from_str(&reply.body).expect("echo JSON")
+    };
+    let main = format!("http://{}", addrs[0]);
+    let dedicated = format!("http://{}", addrs[1]);
+    // No prefix: the first upstream, path as sent.
+    assert_eq!(
+        echo(main.clone(), "/__echo/a?x=1")["target"],
+        "/__echo/a?x=1"
+    );
+    // The prefix is stripped and the exchange's base path put in front.
+    assert_eq!(
+        echo(main.clone(), "/exchange/__echo/b")["target"],
+        "/ex/__echo/b"
+    );
+    // The exchange's own listener: no prefix needed.
+    assert_eq!(echo(dedicated, "/__echo/c")["target"], "/ex/__echo/c");
+    // An absolute URL naming the exchange's base URL.
+    let absolute = format!("/{url}/ex/__echo/d");
+    assert_eq!(echo(main.clone(), &absolute)["target"], "/ex/__echo/d");
+    let stats: serde_json::Value = serde_json::from_str(
+        &get(
+            &agent,
+            &format!("{main}/api/v1/sync-coordination/stats"),
+            &[],
+        )
+        .body,
+    )
+    .expect("stats JSON");
+    let submitted = |i: usize| stats["upstreams"][i]["stats"]["requests"]["submitted"].as_u64();
+    assert_eq!((submitted(0), submitted(1)), (Some(1), Some(3)), "{stats}");
+    daemon.shutdown();
+    mock.shutdown();
+}

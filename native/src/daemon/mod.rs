@@ -60,37 +60,41 @@ impl Daemon {
             max_header_bytes: settings.max_header_bytes,
             max_headers: settings.max_headers,
             max_body_bytes: settings.max_body_bytes,
-            idle_timeout: Duration::from_secs_f64(settings.idle_timeout_secs),
+            idle_timeout: settings.idle_timeout(),
             ..Limits::default()
         };
-        let request_timeout = Duration::from_secs_f64(settings.request_timeout_secs);
-        let mut listeners = vec![(settings.listen.clone(), None)];
-        for (i, upstream) in config.upstreams.iter().enumerate() {
-            if let Some(addr) = &upstream.listen {
-                listeners.push((addr.clone(), Some(i)));
-            }
-        }
-        let mut servers = Vec::with_capacity(listeners.len());
-        for (addr, listener) in listeners {
+        let request_timeout = settings.request_timeout();
+        let listeners = proxy.listeners();
+        let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
+        for (listener, addr) in listeners {
             let handler = Arc::new(ProxyHandler {
                 proxy: Arc::clone(&proxy),
                 hosts: Arc::clone(&hosts),
                 listener,
                 request_timeout,
             });
-            let server = Server::bind(&addr, limits.clone(), handler).map_err(|error| {
-                DaemonError::Listen {
-                    addr: addr.clone(),
-                    error,
+            let server = match Server::bind(addr, limits.clone(), handler) {
+                Ok(server) => server,
+                Err(error) => {
+                    // Release the listeners already bound; the hosts stop
+                    // when dropped.
+                    for server in servers {
+                        server.shutdown_handle().shutdown();
+                        server.join();
+                    }
+                    return Err(DaemonError::Listen {
+                        addr: addr.to_owned(),
+                        error,
+                    });
                 }
-            })?;
+            };
             tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|i| &config.upstreams[i].name), "listening");
             servers.push(server);
         }
         Ok(Daemon {
             servers,
             hosts,
-            drain: Duration::from_secs_f64(settings.drain_secs),
+            drain: settings.drain(),
         })
     }
 
@@ -149,8 +153,8 @@ fn start_host(
         error,
     };
     let options = UpstreamOptions {
-        connect_timeout: Duration::from_secs_f64(settings.upstream_connect_timeout_secs),
-        timeout: Duration::from_secs_f64(settings.upstream_timeout_secs),
+        connect_timeout: settings.upstream_connect_timeout(),
+        timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes as u64,
         ..UpstreamOptions::default()
     };

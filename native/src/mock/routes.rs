@@ -467,7 +467,7 @@ impl MockHandler {
         }
     }
 
-    /// `/__echo/...`: what arrived, as JSON: method, the request-target
+    /// `[/base]/__echo/...`: what arrived, as JSON: method, the request-target
     /// exactly as received, headers in order, the body, and a sequence
     /// number. Counted and subject to faults like an API call, never rate
     /// limited: it is how tests see what a proxy forwarded.
@@ -587,7 +587,8 @@ impl MockHandler {
                 }
             }
         }
-        if path == "/__echo" || path.starts_with("/__echo/") {
+        // Under any base path, so a proxy's base-path handling shows too.
+        if path.ends_with("/__echo") || path.contains("/__echo/") {
             return self.echo(req);
         }
         let Some(route) = route else {
