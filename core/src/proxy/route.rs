@@ -255,14 +255,18 @@ impl Proxy {
                 Some(i) => vec![i],
                 None => (0..self.upstreams.len()).collect(),
             };
-            for i in candidates {
-                let base = &self.upstreams[i].base;
-                if base.origin != origin {
-                    continue;
-                }
-                if let Some(rel) = strip_segment_prefix(rest, &base.path) {
-                    return Ok((i, rooted(rel)));
-                }
+            // Two upstreams on one origin (`/` and `/v2`, say): the longest
+            // base path that matches wins, as with prefixes.
+            let best = candidates
+                .into_iter()
+                .filter(|&i| self.upstreams[i].base.origin == origin)
+                .filter_map(|i| {
+                    let base = &self.upstreams[i].base;
+                    strip_segment_prefix(rest, &base.path).map(|rel| (base.path.len(), i, rel))
+                })
+                .max_by_key(|&(len, i, _)| (len, std::cmp::Reverse(i)));
+            if let Some((_, i, rel)) = best {
+                return Ok((i, rooted(rel)));
             }
             let why = match listener {
                 Some(i) => format!(

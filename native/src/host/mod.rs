@@ -1,0 +1,329 @@
+//! The core driven by threads: a synchronous, thread-safe coordinator.
+//!
+//! ```text
+//!  bot threads ──submit──▶ [ Mutex: core + result slots + jobs ] ◀──complete── workers
+//!       ▲                         │ poll_dispatch                        │ Upstream::send
+//!       └──── one-shot slot ◀─────┘ dispatcher thread (Condvar sleep     │ (no lock held)
+//!                                   until poll_timeout or a notify) ─────┘
+//! ```
+//!
+//! A dispatcher thread sleeps until the core's next timer or a new
+//! submission, completion or shutdown; it hands due calls to a bounded pool
+//! of worker threads, which call the [`Upstream`] with no lock held. The
+//! synchronization lives in `sync.rs` (model-checked with loom).
+
+mod sync;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use syncoord_core::proxy::Outgoing;
+use syncoord_core::{
+    Answer, ClassId, Config, ConfigErrors, Coordinator as Core, Failure, Health, Instant, Request,
+    StatsSnapshot, Ticket,
+};
+
+pub use crate::upstream::Upstream;
+use sync::{Ended, Shared, Slot, Submitted};
+
+/// Threads and timing of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostOptions {
+    /// Worker threads calling upstream: at most this many calls in flight.
+    pub upstream_threads: usize,
+    /// Seeds the core's jitter; `None` takes one from the clock.
+    pub seed: Option<u64>,
+    /// How long `shutdown` waits, past its drain deadline, for worker
+    /// threads still inside an upstream call before leaving them behind
+    /// (they exit when the call returns).
+    pub join_grace: Duration,
+    /// Prefix of the host's thread names (`<name>-dispatch`, `<name>-up-3`).
+    pub thread_name: String,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            upstream_threads: 8,
+            seed: None,
+            join_grace: Duration::from_secs(5),
+            thread_name: "syncoord".into(),
+        }
+    }
+}
+
+/// Why [`Coordinator::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid coordination config: {0}")]
+    Config(#[from] ConfigErrors),
+    #[error("HostOptions::upstream_threads is 0; at least one worker is needed to call upstream")]
+    NoWorkers,
+    #[error("could not spawn host thread `{name}`: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The coordinator ended the request without an answer (shed, deadline,
+    /// rate limited, upstream failure, breaker open, aborted).
+    #[error(transparent)]
+    Failed(Failure),
+    /// The caller stopped waiting; the request was cancelled.
+    #[error("gave up after waiting {waited:?}; the request was cancelled")]
+    TimedOut { waited: Duration },
+    /// The coordinator is shutting down and takes no new requests.
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}
+
+/// A thread-safe handle to a running coordinator; clones share it. When
+/// the last clone is dropped the host shuts down at once (no drain).
+#[derive(Clone)]
+pub struct Coordinator {
+    host: Arc<Host>,
+}
+
+struct Host {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    join_grace: Duration,
+}
+
+impl Coordinator {
+    /// Validates `config`, then starts the dispatcher and
+    /// `options.upstream_threads` workers.
+    pub fn start(
+        config: Config,
+        upstream: Arc<dyn Upstream>,
+        options: HostOptions,
+    ) -> Result<Coordinator, StartError> {
+        if options.upstream_threads == 0 {
+            return Err(StartError::NoWorkers);
+        }
+        let seed = options.seed.unwrap_or_else(clock_seed);
+        let core = Core::new(config, Instant::now(), seed)?;
+        let workers = options.upstream_threads;
+        let shared = Arc::new(Shared::new(core, workers, workers + 1));
+        let host = Host {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::with_capacity(workers + 1)),
+            join_grace: options.join_grace,
+        };
+        // From here on, dropping `coordinator` (on a spawn error) stops
+        // whatever threads did start.
+        let coordinator = Coordinator {
+            host: Arc::new(host),
+        };
+        let spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
+            let spawned = thread::Builder::new().name(name.clone()).spawn(body);
+            match spawned {
+                Ok(handle) => {
+                    coordinator.host.lock_threads().push(handle);
+                    Ok(())
+                }
+                Err(source) => {
+                    // The thread that never started will never leave.
+                    shared.not_started();
+                    Err(StartError::Spawn { name, source })
+                }
+            }
+        };
+        let dispatcher = shared.clone();
+        spawn(
+            format!("{}-dispatch", options.thread_name),
+            Box::new(move || dispatcher.run_dispatcher()),
+        )?;
+        for i in 0..workers {
+            let worker = shared.clone();
+            let upstream = upstream.clone();
+            spawn(
+                format!("{}-up-{i}", options.thread_name),
+                Box::new(move || worker.run_worker(upstream.as_ref())),
+            )?;
+        }
+        Ok(coordinator)
+    }
+
+    /// Submits a request; the [`Pending`] answers it. `outgoing` is what
+    /// goes upstream if the core decides a call is needed.
+    pub fn submit(&self, request: Request, outgoing: Outgoing) -> Pending {
+        let state = match self.host.shared.submit(request, outgoing) {
+            Submitted::Answered(answer) => PendingState::Ready(Ok(answer)),
+            Submitted::Refused(failure) => PendingState::Ready(Err(CallError::Failed(failure))),
+            Submitted::ShuttingDown => PendingState::Ready(Err(CallError::ShuttingDown)),
+            Submitted::Waiting { ticket, slot } => PendingState::Waiting {
+                shared: self.host.shared.clone(),
+                ticket,
+                slot,
+                since: Instant::now(),
+            },
+        };
+        Pending { state: Some(state) }
+    }
+
+    /// Submits and waits for the answer.
+    pub fn call(&self, request: Request, outgoing: Outgoing) -> Result<Answer, CallError> {
+        self.submit(request, outgoing).wait()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.host
+            .shared
+            .with_core(|core| core.stats(Instant::now()))
+    }
+
+    pub fn health(&self) -> Health {
+        self.host
+            .shared
+            .with_core(|core| core.health(Instant::now()))
+    }
+
+    /// Requests submitted and not yet ended (waiting in the queue or on an
+    /// upstream call).
+    pub fn waiting(&self) -> usize {
+        self.host.shared.with_core(|core| core.waiting())
+    }
+
+    /// The priority class called `name` in this coordinator's config, for
+    /// [`Request::with_priority`].
+    pub fn class_id(&self, name: &str) -> Option<ClassId> {
+        self.host
+            .shared
+            .with_core(|core| core.config().class_id(name))
+    }
+
+    /// Refuses new requests ([`CallError::ShuttingDown`]), lets queued and
+    /// in-flight work finish for up to `drain`, then ends every request
+    /// still open (each waiter gets exactly one answer) and joins the
+    /// host's threads. Idempotent; later calls never extend the deadline.
+    pub fn shutdown(&self, drain: Duration) {
+        self.host.shutdown(drain);
+    }
+}
+
+impl Host {
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shutdown(&self, drain: Duration) {
+        self.shared.begin_shutdown(drain);
+        let deadline = sync::after(Instant::now(), drain.saturating_add(self.join_grace));
+        let all_left = self.shared.wait_exited(deadline);
+        let threads = std::mem::take(&mut *self.lock_threads());
+        if all_left {
+            for handle in threads {
+                if handle.join().is_err() {
+                    tracing::error!("a host thread panicked");
+                }
+            }
+        } else {
+            tracing::warn!(
+                "host threads still inside an upstream call after the drain and join grace; leaving them to finish on their own"
+            );
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5eed, |d| d.as_nanos() as u64)
+}
+
+/// A submitted request's answer to come. Dropping it before the answer
+/// cancels the request in the core.
+#[must_use = "dropping a Pending cancels its request"]
+pub struct Pending {
+    state: Option<PendingState>,
+}
+
+enum PendingState {
+    Ready(Result<Answer, CallError>),
+    Waiting {
+        shared: Arc<Shared>,
+        ticket: Ticket,
+        slot: Arc<Slot>,
+        since: Instant,
+    },
+}
+
+impl Pending {
+    /// The core's ticket, while the request waits (`None` when it was
+    /// answered or refused at once).
+    pub fn ticket(&self) -> Option<Ticket> {
+        match &self.state {
+            Some(PendingState::Waiting { ticket, .. }) => Some(*ticket),
+            _ => None,
+        }
+    }
+
+    /// Blocks until the request ends. Every waiting request ends: by an
+    /// answer, its deadline, the core's call timeout, or shutdown.
+    pub fn wait(mut self) -> Result<Answer, CallError> {
+        match self.state.take() {
+            Some(PendingState::Ready(result)) => result,
+            Some(PendingState::Waiting { slot, .. }) => failed(slot.wait()),
+            None => Err(CallError::ShuttingDown),
+        }
+    }
+
+    /// Blocks for at most `timeout`; on expiry the request is cancelled
+    /// (unless its answer arrived meanwhile, which is then returned).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Result<Answer, CallError> {
+        match self.state.take() {
+            Some(PendingState::Ready(result)) => result,
+            Some(PendingState::Waiting {
+                shared,
+                ticket,
+                slot,
+                since,
+            }) => {
+                let deadline = sync::after(Instant::now(), timeout);
+                if let Some(ended) = slot.wait_until(deadline) {
+                    return failed(ended);
+                }
+                match shared.cancel(ticket, &slot) {
+                    Some(ended) => failed(ended),
+                    None => Err(CallError::TimedOut {
+                        waited: since.elapsed(),
+                    }),
+                }
+            }
+            None => Err(CallError::ShuttingDown),
+        }
+    }
+}
+
+fn failed(ended: Ended) -> Result<Answer, CallError> {
+    ended.map_err(CallError::Failed)
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(PendingState::Waiting {
+            shared,
+            ticket,
+            slot,
+            ..
+        }) = self.state.take()
+        {
+            let _ = shared.cancel(ticket, &slot);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

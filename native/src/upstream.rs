@@ -1,0 +1,285 @@
+//! The upstream side of the native host: the [`Upstream`] a worker thread
+//! calls with no lock held, and [`HttpUpstream`], the real one (ureq).
+//!
+//! An upstream never decides anything: it sends bytes and reports what
+//! came back as a core [`Outcome`]. Every HTTP status (429 and 5xx
+//! included) is a response the core judges; only failures below HTTP are
+//! [`TransportError`]s, and which kind matters because the core retries a
+//! call that never left (`Connect`) even when it is not idempotent.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use syncoord_core::proxy::Outgoing;
+use syncoord_core::{Outcome, Response, TransportError};
+use ureq::http;
+
+/// Sends one call upstream and reports the outcome. Called from a pool of
+/// worker threads, never with the coordinator's lock held, so it may block
+/// for as long as the call takes.
+pub trait Upstream: Send + Sync + 'static {
+    fn send(&self, call: &Outgoing) -> Outcome;
+}
+
+/// Closures are upstreams: handy for tests and in-process fakes.
+impl<F> Upstream for F
+where
+    F: Fn(&Outgoing) -> Outcome + Send + Sync + 'static,
+{
+    fn send(&self, call: &Outgoing) -> Outcome {
+        self(call)
+    }
+}
+
+/// Limits for [`HttpUpstream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    /// Time to establish the connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time for the whole call, from connecting to the last body byte.
+    /// Keep it below the core's `retry.call_timeout_secs`, so the core
+    /// hears a precise error instead of failing the call on its own.
+    pub timeout: Duration,
+    /// A longer response body is a `Broken` transport error, never a
+    /// truncated answer.
+    pub max_response_bytes: u64,
+    /// Sent when the bot's request carries no `User-Agent`; `None` keeps
+    /// ureq's own.
+    pub user_agent: Option<String>,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        UpstreamOptions {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            max_response_bytes: 16 * 1024 * 1024,
+            user_agent: None,
+        }
+    }
+}
+
+/// Why an [`HttpUpstream`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream base URL `{url}` is not usable: {reason}")]
+    BadUrl { url: String, reason: String },
+}
+
+/// Request headers the upstream connection sets itself: forwarding a
+/// bot's copy would contradict the framing or the target ureq uses.
+const SET_BY_CONNECTION: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Response headers that describe the hop, not the answer: the body is
+/// handed over whole (and gunzipped by ureq), so they would mislead.
+const HOP_RESPONSE: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+/// The real upstream: HTTP/1.1 over one ureq agent (pooled, reused
+/// connections; rustls for https).
+#[derive(Debug, Clone)]
+pub struct HttpUpstream {
+    agent: ureq::Agent,
+    /// `scheme://authority` plus any path prefix, without a trailing `/`.
+    base: String,
+    max_response_bytes: u64,
+}
+
+impl HttpUpstream {
+    /// `base_url` is `http(s)://host[:port][/prefix]`; each call's
+    /// `path_and_query` is appended to it, and `Host` comes from it.
+    pub fn new(base_url: &str, options: UpstreamOptions) -> Result<HttpUpstream, UpstreamError> {
+        let bad = |reason: &str| UpstreamError::BadUrl {
+            url: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: http::Uri = base_url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&format!("not a URL ({e})")))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") => {}
+            Some(other) => return Err(bad(&format!("scheme `{other}` is not http or https"))),
+            None => return Err(bad("no scheme (expected http:// or https://)")),
+        }
+        if uri.authority().is_none_or(|a| a.host().is_empty()) {
+            return Err(bad("no host"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("a base URL cannot carry a query"));
+        }
+        let base = base_url.trim_end_matches('/').to_owned();
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(options.timeout))
+            .timeout_connect(Some(options.connect_timeout))
+            // Calls are signed for one URL; a redirect would replay the
+            // signature elsewhere. The bot sees the 3xx instead.
+            .max_redirects(0)
+            .save_redirect_history(false);
+        if let Some(ua) = &options.user_agent {
+            config = config.user_agent(ua.as_str());
+        }
+        Ok(HttpUpstream {
+            agent: config.build().new_agent(),
+            base,
+            max_response_bytes: options.max_response_bytes,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, call: &Outgoing) -> Result<http::request::Builder, TransportError> {
+        let uri = format!("{}{}", self.base, call.path_and_query);
+        let method = http::Method::from_bytes(call.method.as_bytes()).map_err(|_| {
+            TransportError::Broken(format!("method `{}` is not a valid token", call.method))
+        })?;
+        let mut builder = http::Request::builder().method(method).uri(uri.as_str());
+        for (name, value) in &call.headers {
+            if SET_BY_CONNECTION
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                continue;
+            }
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                TransportError::Broken(format!("request header name `{name}` is not valid"))
+            })?;
+            let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+                TransportError::Broken(format!("request header `{name}` has an invalid value"))
+            })?;
+            builder = builder.header(name, value);
+        }
+        Ok(builder)
+    }
+
+    fn exchange(&self, call: &Outgoing) -> Result<Response, TransportError> {
+        let builder = self.request(call)?;
+        let built = |e: http::Error| TransportError::Broken(format!("request not built: {e}"));
+        let sent = if call.body.is_empty() && matches!(call.method.as_str(), "GET" | "HEAD") {
+            self.agent.run(builder.body(()).map_err(built)?)
+        } else {
+            self.agent
+                .run(builder.body(call.body.as_slice()).map_err(built)?)
+        };
+        let mut response = sent.map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        let gunzipped = response
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let headers = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| {
+                let decoded = gunzipped && *name == http::header::CONTENT_ENCODING;
+                !(decoded || HOP_RESPONSE.contains(&name.as_str()))
+            })
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(self.max_response_bytes)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(limit) => TransportError::Broken(format!(
+                    "response body longer than the {limit}-byte limit"
+                )),
+                other => classify(&other),
+            })?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Upstream for HttpUpstream {
+    fn send(&self, call: &Outgoing) -> Outcome {
+        match self.exchange(call) {
+            Ok(response) => Outcome::Response {
+                response,
+                received_unix: unix_now(),
+            },
+            Err(error) => {
+                tracing::debug!(method = %call.method, path = %call.path_and_query, %error, "upstream call failed");
+                Outcome::Transport(error)
+            }
+        }
+    }
+}
+
+/// Wall-clock seconds, for HTTP-date `Retry-After` values.
+pub(crate) fn unix_now() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// Sorts a ureq error into what the core needs to know: did the call
+/// leave (`Connect` = certainly not), did time run out, or did the
+/// exchange break.
+fn classify(error: &ureq::Error) -> TransportError {
+    use ureq::Error as E;
+    use ureq::Timeout as T;
+    match error {
+        E::HostNotFound => TransportError::Connect("host name not found".into()),
+        E::ConnectionFailed => TransportError::Connect("connection failed".into()),
+        // Nothing was written before the connection existed: as safe to
+        // retry as a refused connection.
+        E::Timeout(T::Resolve | T::Connect) => {
+            TransportError::Connect(format!("timed out connecting ({error})"))
+        }
+        E::Timeout(_) => TransportError::Timeout(format!("{error}")),
+        E::Io(io) => classify_io(io),
+        E::Protocol(e) => TransportError::Broken(format!("upstream sent invalid HTTP: {e}")),
+        E::BodyExceedsLimit(limit) => {
+            TransportError::Broken(format!("body longer than the {limit}-byte limit"))
+        }
+        E::LargeResponseHeader(got, max) => TransportError::Broken(format!(
+            "response header of {got} bytes exceeds the {max}-byte limit"
+        )),
+        other => TransportError::Broken(format!("{other}")),
+    }
+}
+
+fn classify_io(error: &io::Error) -> TransportError {
+    use io::ErrorKind as K;
+    match error.kind() {
+        K::ConnectionRefused | K::AddrNotAvailable | K::NotFound => {
+            TransportError::Connect(format!("connection refused: {error}"))
+        }
+        K::TimedOut | K::WouldBlock => {
+            TransportError::Timeout(format!("socket timed out: {error}"))
+        }
+        K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+            TransportError::Broken(format!("connection closed mid-exchange: {error}"))
+        }
+        _ => TransportError::Broken(format!("i/o error: {error}")),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Load benchmark of the native daemon, with nginx's proxy_cache on the same
+# machine as the yardstick. Prints a Markdown table (paste into
+# BENCHMARKS.md).
+#
+#   bash scripts/bench-daemon.sh [SECONDS_PER_RUN]
+#
+# Needs wrk and nginx (Debian packages `wrk`, `nginx-light`; installed if
+# missing and apt is usable). Everything listens on 127.0.0.1 only:
+#   mock upstream  :19100   (syncoord mock-upstream)
+#   syncoord serve :19101   (scripts/bench-daemon.toml)
+#   nginx          :19102   (proxy_cache in front of the same mock)
+# Hit path:  GET of one ticker, answered from cache.
+# Miss path: GET of an uncached, unpaced echo route: every request is an
+#            upstream round trip through the coordinator.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DURATION=${1:-10}
+CONNS=(1 16 256)
+MOCK=127.0.0.1:19100
+PROXY=127.0.0.1:19101
+NGINX=127.0.0.1:19102
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y --no-install-recommends "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx-light
+
+cargo build --release -p syncoord >/dev/null
+BIN=target/release/syncoord
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    exit 1
+}
+
+"$BIN" --log warn mock-upstream --listen "$MOCK" --unlimited >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+wait_port "$MOCK"
+sed "s#@MOCK@#http://$MOCK#; s#@LISTEN@#$PROXY#" scripts/bench-daemon.toml >"$WORK/syncoord.toml"
+"$BIN" --log warn serve --config "$WORK/syncoord.toml" >"$WORK/syncoord.log" 2>&1 &
+PIDS+=($!)
+wait_port "$PROXY"
+
+mkdir -p "$WORK/nginx-cache"
+cat >"$WORK/nginx.conf" <<NGINX
+user root;
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    proxy_cache_path $WORK/nginx-cache keys_zone=bench:10m;
+    upstream mock { server $MOCK; keepalive 64; }
+    server {
+        listen $NGINX;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 90s;
+            proxy_cache_lock on;
+        }
+    }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK"
+wait_port "$NGINX"
+
+HIT_PATH=/api/v3/brokerage/market/products/BTC-USD/ticker
+MISS_PATH=/__echo/bench-miss
+# Warm both caches.
+curl -fsS "http://$PROXY$HIT_PATH" >/dev/null
+curl -fsS "http://$NGINX$HIT_PATH" >/dev/null
+
+run() { # name url conns
+    local out rps p50 p99
+    out=$(wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DURATION}s" --latency "$2")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99" "${errors:-none}"
+}
+
+echo "| path | connections | requests/s | p50 | p99 | errors |"
+echo "|---|---|---|---|---|---|"
+for c in "${CONNS[@]}"; do run "syncoord cache hit" "http://$PROXY$HIT_PATH" "$c"; done
+for c in "${CONNS[@]}"; do run "nginx proxy_cache hit" "http://$NGINX$HIT_PATH" "$c"; done
+for c in "${CONNS[@]}"; do run "syncoord miss (upstream round trip)" "http://$PROXY$MISS_PATH" "$c"; done
+for c in "${CONNS[@]}"; do run "mock upstream direct" "http://$MOCK$MISS_PATH" "$c"; done

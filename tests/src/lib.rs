@@ -1,0 +1,688 @@
+//! The conformance suite: one black-box HTTP suite, written once, that every
+//! syncoord host must pass (the native daemon and the Cloudflare Worker under
+//! `wrangler dev`), each in front of the mock upstream on 127.0.0.1.
+//!
+//! A host is described by a [`Target`]: the base URL bots use and the mock
+//! upstream's base URL (whose `/__stats`, `/__faults` and `/__echo` paths
+//! let the suite see what actually reached upstream). Both hosts run with
+//! `tests/conformance.toml`. Checks run one after another; each uses its
+//! own paths and credentials so that none depends on another's cache.
+//!
+//! The suite asserts behaviour, never speed: the only timing is hang
+//! guards and the TTLs the configuration sets.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running host under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Shown in failure messages (`native`, `edge`).
+    pub name: String,
+    /// Base URL bots point at, e.g. `http://127.0.0.1:8787`.
+    pub base: String,
+    /// The mock upstream's base URL, e.g. `http://127.0.0.1:9000`.
+    pub mock: String,
+}
+
+/// The configuration every host runs the suite with; `@MOCK@` stands for
+/// the mock upstream's base URL.
+pub const CONFIG_TEMPLATE: &str = include_str!("../conformance.toml");
+
+/// The suite's configuration for a mock upstream at `mock_url`.
+pub fn config_for(mock_url: &str) -> String {
+    CONFIG_TEMPLATE.replace("@MOCK@", mock_url)
+}
+
+type CheckFn = fn(&Target) -> Result<(), String>;
+
+/// Every check, in the order they run.
+pub const CHECKS: &[(&str, CheckFn)] = &[
+    ("pass-through byte for byte", passthrough),
+    (
+        "GET body dropped, hop-by-hop headers removed",
+        get_body_dropped,
+    ),
+    ("cache hit and TTL expiry", cache_and_ttl),
+    ("coalescing of identical reads", coalescing),
+    ("credential isolation", credential_isolation),
+    ("priority under overload", priority_under_overload),
+    ("zero 429s at Coinbase's limits", zero_429s),
+    ("stale-if-error", stale_if_error),
+    ("unknown hosts refused", unknown_host_refused),
+    (
+        "malformed input refused, host keeps serving",
+        malformed_input,
+    ),
+    ("stats, health and metrics endpoints", endpoints),
+];
+
+/// Runs every check against `target`; returns every failure at once.
+pub fn run_all(target: &Target) -> Result<(), String> {
+    let mut failures = Vec::new();
+    for (name, check) in CHECKS {
+        let started = Instant::now();
+        let result = check(target);
+        // The mock's faults are global: never let one check's faults leak.
+        let _ = post_json(&format!("{}/__faults", target.mock), "{}");
+        match result {
+            Ok(()) => eprintln!(
+                "[{}] ok    {name} ({:.1} s)",
+                target.name,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(why) => {
+                eprintln!("[{}] FAIL  {name}: {why}", target.name);
+                failures.push(format!("{name}: {why}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} checks failed against {}:\n  {}",
+            failures.len(),
+            CHECKS.len(),
+            target.name,
+            failures.join("\n  ")
+        ))
+    }
+}
+
+// --- HTTP helpers -------------------------------------------------------------
+
+/// A response as the suite sees it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `X-Syncoord-Cache`: `hit`, `stale`, `coalesced` or `miss`.
+    pub fn source(&self) -> &str {
+        self.header("x-syncoord-cache").unwrap_or("(none)")
+    }
+
+    pub fn json(&self) -> Result<Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .max_idle_connections_per_host(64)
+        .build()
+        .into()
+}
+
+thread_local! {
+    static AGENT: ureq::Agent = agent();
+}
+
+/// Sends one request; `headers` are added as given.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Reply, String> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+        .map_err(|e| format!("building {method} {url}: {e}"))?;
+    let mut response = AGENT
+        .with(|agent| agent.run(request))
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    send("GET", url, headers, None)
+}
+
+fn post_json(url: &str, body: &str) -> Result<Reply, String> {
+    send(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
+}
+
+/// A path no other check (and no earlier run against the same mock) uses.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{nonce:x}-{n}")
+}
+
+fn expect(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn expect_status(reply: &Reply, status: u16, what: &str) -> Result<(), String> {
+    expect(reply.status == status, || {
+        format!(
+            "{what}: expected status {status}, got {} ({})",
+            reply.status,
+            String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
+        )
+    })
+}
+
+/// What the mock upstream has seen.
+#[derive(Debug, Clone, Copy)]
+pub struct MockCounts {
+    /// Requests that reached the mock.
+    pub requests: u64,
+    /// 429s the mock answered.
+    pub rate_limited: u64,
+}
+
+pub fn mock_counts(target: &Target) -> Result<MockCounts, String> {
+    let stats = get(&format!("{}/__stats", target.mock), &[])?.json()?;
+    let field = |name: &str| {
+        stats[name]
+            .as_u64()
+            .ok_or_else(|| format!("mock /__stats has no numeric `{name}`: {stats}"))
+    };
+    Ok(MockCounts {
+        requests: field("requests_total")?,
+        rate_limited: field("rate_limited")? + field("storm_429s")?,
+    })
+}
+
+fn set_faults(target: &Target, faults: &str) -> Result<(), String> {
+    let reply = post_json(&format!("{}/__faults", target.mock), faults)?;
+    expect_status(&reply, 200, "setting mock faults")
+}
+
+/// Sends raw bytes on a fresh connection and returns the status of the
+/// first response (None if the host closed without answering).
+pub fn raw_status(base: &str, bytes: &[u8]) -> Result<Option<u16>, String> {
+    let addr = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base} is not an http:// URL"))?
+        .trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    // A host may answer and close before reading everything we send.
+    let _ = stream.write_all(bytes);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok()))
+}
+
+// --- checks -------------------------------------------------------------------
+
+fn echo_of(reply: &Reply) -> Result<Value, String> {
+    expect_status(reply, 200, "echo")?;
+    reply.json()
+}
+
+fn echoed_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"].as_array()?.iter().find_map(|pair| {
+        let pair = pair.as_array()?;
+        let n = pair.first()?.as_str()?;
+        n.eq_ignore_ascii_case(name)
+            .then(|| pair.get(1).and_then(Value::as_str))
+            .flatten()
+    })
+}
+
+/// Method, path, query, body and signature headers reach upstream exactly
+/// as the bot sent them.
+fn passthrough(t: &Target) -> Result<(), String> {
+    let path = unique("/__echo/pass/");
+    let query = "b=2&a=%2F1&a=0&empty=&sig=AbC%3D%3D";
+    let body = br#"{"client_order_id":"x-1","side":"BUY","size":"0.0010"}"#;
+    let reply = send(
+        "POST",
+        &format!("{}{path}?{query}", t.base),
+        &[
+            ("CB-ACCESS-KEY", "conf-key-pass"),
+            ("CB-ACCESS-SIGN", "c2lnbmF0dXJl+/="),
+            ("CB-ACCESS-TIMESTAMP", "1700000000"),
+            ("Content-Type", "application/json"),
+            ("X-Syncoord-Client", "conformance"),
+        ],
+        Some(body),
+    )?;
+    let echo = echo_of(&reply)?;
+    expect(echo["method"] == "POST", || {
+        format!("method: {}", echo["method"])
+    })?;
+    let want_target = format!("{path}?{query}");
+    expect(echo["target"] == want_target.as_str(), || {
+        format!(
+            "target: upstream saw {}, bot sent {want_target}",
+            echo["target"]
+        )
+    })?;
+    expect(
+        echo["body"] == std::str::from_utf8(body).unwrap_or(""),
+        || format!("body changed: {}", echo["body"]),
+    )?;
+    for (name, value) in [
+        ("CB-ACCESS-KEY", "conf-key-pass"),
+        ("CB-ACCESS-SIGN", "c2lnbmF0dXJl+/="),
+        ("CB-ACCESS-TIMESTAMP", "1700000000"),
+    ] {
+        expect(echoed_header(&echo, name) == Some(value), || {
+            format!(
+                "header {name}: upstream saw {:?}",
+                echoed_header(&echo, name)
+            )
+        })?;
+    }
+    expect(echoed_header(&echo, "x-syncoord-client").is_none(), || {
+        "X-Syncoord-* headers must not reach upstream".into()
+    })?;
+    expect(reply.source() == "miss", || {
+        format!("an uncached POST is a miss, got {}", reply.source())
+    })
+}
+
+fn get_body_dropped(t: &Target) -> Result<(), String> {
+    let path = unique("/__echo/getbody/");
+    let reply = send(
+        "GET",
+        &format!("{}{path}", t.base),
+        &[
+            ("CB-ACCESS-KEY", "conf-key-getbody"),
+            ("Keep-Alive", "timeout=5"),
+        ],
+        Some(b"should not be forwarded"),
+    )?;
+    let echo = echo_of(&reply)?;
+    expect(echo["body"] == "", || {
+        format!("a GET body reached upstream: {}", echo["body"])
+    })?;
+    expect(echoed_header(&echo, "keep-alive").is_none(), || {
+        "hop-by-hop Keep-Alive reached upstream".into()
+    })
+}
+
+fn cache_and_ttl(t: &Target) -> Result<(), String> {
+    let url = format!("{}{}", t.base, unique("/__echo/ttl/"));
+    let first = get(&url, &[])?;
+    let second = get(&url, &[])?;
+    expect_status(&first, 200, "first read")?;
+    expect((first.source(), second.source()) == ("miss", "hit"), || {
+        format!(
+            "expected miss then hit, got {} then {}",
+            first.source(),
+            second.source()
+        )
+    })?;
+    expect(first.body == second.body, || {
+        "a cache hit must return the cached body".into()
+    })?;
+    // The route's TTL is 1 s.
+    std::thread::sleep(Duration::from_millis(1600));
+    let third = get(&url, &[])?;
+    expect(third.source() == "miss", || {
+        format!(
+            "after the TTL the entry must be refreshed, got {}",
+            third.source()
+        )
+    })?;
+    expect(echo_of(&third)?["seq"] != echo_of(&first)?["seq"], || {
+        "after the TTL upstream must be asked again".into()
+    })
+}
+
+fn coalescing(t: &Target) -> Result<(), String> {
+    const READERS: usize = 16;
+    let url = format!("{}{}", t.base, unique("/__echo/coalesce/"));
+    let before = mock_counts(t)?;
+    set_faults(t, r#"{"latency_ms": 400}"#)?;
+    let replies: Vec<Result<Reply, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..READERS)
+            .map(|_| s.spawn(|| get(&url, &[("CB-ACCESS-KEY", "conf-key-coalesce")])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("reader panicked".into())))
+            .collect()
+    });
+    set_faults(t, "{}")?;
+    let after = mock_counts(t)?;
+    let mut misses = 0;
+    for reply in &replies {
+        let reply = reply.as_ref().map_err(Clone::clone)?;
+        expect_status(reply, 200, "coalesced read")?;
+        misses += usize::from(reply.source() == "miss");
+    }
+    expect(misses == 1, || {
+        format!("{READERS} identical reads must make one upstream call, {misses} were misses")
+    })?;
+    let calls = after.requests - before.requests;
+    expect(calls == 1, || {
+        format!("{READERS} identical reads reached upstream {calls} times")
+    })
+}
+
+fn credential_isolation(t: &Target) -> Result<(), String> {
+    let url = format!("{}/api/v3/brokerage/accounts", t.base);
+    let as_key = |key: &str| get(&url, &[("CB-ACCESS-KEY", key)]);
+    let a1 = as_key("conf-iso-alice")?;
+    let b1 = as_key("conf-iso-bob")?;
+    let a2 = as_key("conf-iso-alice")?;
+    let b2 = as_key("conf-iso-bob")?;
+    for reply in [&a1, &b1, &a2, &b2] {
+        expect_status(reply, 200, "accounts")?;
+    }
+    expect(a1.body != b1.body, || {
+        "two credentials got the same private accounts body".into()
+    })?;
+    expect(a2.body == a1.body && b2.body == b1.body, || {
+        "a credential was served another credential's accounts".into()
+    })?;
+    expect(
+        a1.text().contains("conf-iso-alice") && b1.text().contains("conf-iso-bob"),
+        || "the mock's accounts must name the credential they belong to".into(),
+    )?;
+    expect(a2.source() == "hit" && b2.source() == "hit", || {
+        format!(
+            "repeat reads should be per-credential hits, got {} and {}",
+            a2.source(),
+            b2.source()
+        )
+    })
+}
+
+/// With a scope paced at 2 calls/s, a trading call sent after a burst of
+/// analysis calls overtakes them.
+fn priority_under_overload(t: &Target) -> Result<(), String> {
+    const LOW: usize = 8;
+    let base = unique("/__echo/slow/");
+    let order = std::sync::Mutex::new(Vec::new());
+    let result: Result<(), String> = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for i in 0..LOW {
+            let (url, order) = (format!("{}{base}/low-{i}", t.base), &order);
+            handles.push(s.spawn(move || {
+                let reply = get(&url, &[("X-Syncoord-Priority", "analysis")])?;
+                expect_status(&reply, 200, "analysis call")?;
+                order
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .push(format!("low-{i}"));
+                Ok::<(), String>(())
+            }));
+        }
+        // Let the analysis calls queue up before the order arrives.
+        std::thread::sleep(Duration::from_millis(700));
+        let url = format!("{}{base}/high", t.base);
+        let reply = get(&url, &[("X-Syncoord-Priority", "trading")])?;
+        expect_status(&reply, 200, "trading call")?;
+        order.lock().map_err(|e| e.to_string())?.push("high".into());
+        for h in handles {
+            h.join()
+                .map_err(|_| "analysis thread panicked".to_string())??;
+        }
+        Ok(())
+    });
+    result?;
+    let order = order.into_inner().map_err(|e| e.to_string())?;
+    let position = order.iter().position(|n| n == "high").unwrap_or(usize::MAX);
+    // At 2/s, ~2 analysis calls go out before the order arrives and one
+    // more may be in flight; the order must not wait behind the rest.
+    expect(position <= 4, || {
+        format!(
+            "the trading call finished at position {position} of {}: {order:?}",
+            order.len()
+        )
+    })
+}
+
+/// Many bots hammering public and private endpoints at once: the mock
+/// enforces Coinbase's documented limits, and no 429 reaches it or a bot.
+fn zero_429s(t: &Target) -> Result<(), String> {
+    const BOTS: usize = 25;
+    let before = mock_counts(t)?;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let products = ["BTC-USD", "ETH-USD", "SOL-USD"];
+    let results: Vec<Result<(u64, u64), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..BOTS)
+            .map(|bot| {
+                s.spawn(move || {
+                    let (mut sent, mut limited) = (0u64, 0u64);
+                    let key = format!("conf-bot-{}", bot % 5);
+                    let client = format!("bot-{bot}");
+                    let mut i = bot;
+                    while Instant::now() < deadline {
+                        let product = products[i % products.len()];
+                        let path = match i % 4 {
+                            0 => format!("/api/v3/brokerage/market/products/{product}/ticker"),
+                            1 => format!("/api/v3/brokerage/best_bid_ask?product_ids={product}"),
+                            2 => "/api/v3/brokerage/accounts".to_owned(),
+                            _ => format!(
+                                "/api/v3/brokerage/market/products/{product}/candles?granularity=ONE_MINUTE"
+                            ),
+                        };
+                        let reply = get(
+                            &format!("{}{path}", t.base),
+                            &[("CB-ACCESS-KEY", &key), ("X-Syncoord-Client", &client)],
+                        )?;
+                        sent += 1;
+                        limited += u64::from(reply.status == 429);
+                        i += 1;
+                    }
+                    Ok((sent, limited))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("bot panicked".into())))
+            .collect()
+    });
+    let (mut sent, mut limited) = (0, 0);
+    for r in results {
+        let (s, l) = r?;
+        sent += s;
+        limited += l;
+    }
+    let after = mock_counts(t)?;
+    let upstream_429s = after.rate_limited - before.rate_limited;
+    expect(sent > BOTS as u64, || {
+        format!("only {sent} requests were sent")
+    })?;
+    expect(limited == 0 && upstream_429s == 0, || {
+        format!(
+            "{limited} of {sent} bot requests saw 429; upstream answered 429 {upstream_429s} times"
+        )
+    })
+}
+
+fn stale_if_error(t: &Target) -> Result<(), String> {
+    let url = format!("{}{}", t.base, unique("/__echo/ttl/stale-"));
+    let fresh = get(&url, &[])?;
+    expect_status(&fresh, 200, "first read")?;
+    std::thread::sleep(Duration::from_millis(1300));
+    set_faults(t, r#"{"status": 503, "status_fraction": 1.0}"#)?;
+    let stale = get(&url, &[]);
+    set_faults(t, "{}")?;
+    let stale = stale?;
+    expect_status(&stale, 200, "read while upstream fails")?;
+    expect(stale.source() == "stale", || {
+        format!("expected a stale answer, got {}", stale.source())
+    })?;
+    expect(stale.body == fresh.body, || {
+        "the stale body must be the cached one".into()
+    })
+}
+
+fn unknown_host_refused(t: &Target) -> Result<(), String> {
+    let before = mock_counts(t)?;
+    for path in [
+        "/https://evil.example.com/api/v3/brokerage/accounts",
+        "/https%3A%2F%2Fevil.example.com%2Fapi%2Fv3%2Fbrokerage%2Faccounts",
+    ] {
+        let reply = get(&format!("{}{path}", t.base), &[])?;
+        expect(reply.status == 403, || {
+            format!(
+                "{path}: expected 403, got {} ({})",
+                reply.status,
+                reply.text()
+            )
+        })?;
+        expect(reply.text().contains("evil.example.com"), || {
+            format!("{path}: the refusal should name the host: {}", reply.text())
+        })?;
+    }
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        "a refused request reached upstream".into()
+    })
+}
+
+fn malformed_input(t: &Target) -> Result<(), String> {
+    let garbage = raw_status(&t.base, b"THIS IS NOT HTTP\r\n\r\n")?;
+    expect(garbage == Some(400), || {
+        format!("garbage request line: expected 400, got {garbage:?}")
+    })?;
+    let huge = format!(
+        "GET /api/v3/brokerage/market/products HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(256 * 1024)
+    );
+    let oversized = raw_status(&t.base, huge.as_bytes())?;
+    expect(matches!(oversized, Some(431) | Some(400)), || {
+        format!("oversized headers: expected 431 (or 400), got {oversized:?}")
+    })?;
+    let bad_priority = get(
+        &format!("{}/__echo/x", t.base),
+        &[("X-Syncoord-Priority", "urgent-please")],
+    )?;
+    expect(
+        bad_priority.status == 400 && bad_priority.text().contains("trading"),
+        || {
+            format!(
+                "unknown priority: expected 400 naming the known classes, got {} {}",
+                bad_priority.status,
+                bad_priority.text()
+            )
+        },
+    )?;
+    let still = get(&format!("{}/__echo/after-garbage", t.base), &[])?;
+    expect_status(&still, 200, "a normal request after malformed ones")
+}
+
+fn endpoints(t: &Target) -> Result<(), String> {
+    let stats = get(&format!("{}/api/v1/sync-coordination/stats", t.base), &[])?;
+    expect_status(&stats, 200, "stats")?;
+    let stats = stats.json()?;
+    let totals = &stats["totals"];
+    for field in [
+        "requests",
+        "cache_hit_rate",
+        "upstream_calls",
+        "upstream_429s",
+    ] {
+        expect(!totals[field].is_null(), || {
+            format!("stats totals lack `{field}`: {totals}")
+        })?;
+    }
+    expect(totals["requests"].as_u64().unwrap_or(0) > 0, || {
+        format!("stats count no requests after the suite ran: {totals}")
+    })?;
+    let health = get(&format!("{}/api/v1/sync-coordination/health", t.base), &[])?;
+    expect(matches!(health.status, 200 | 503), || {
+        format!("health status {}", health.status)
+    })?;
+    let body = health.json()?;
+    expect(body["status"].is_string(), || {
+        format!("health body: {body}")
+    })?;
+    let metrics = get(&format!("{}/metrics", t.base), &[])?;
+    expect_status(&metrics, 200, "metrics")?;
+    let text = metrics.text();
+    expect(
+        text.contains("# TYPE") && text.contains("syncoord_"),
+        || {
+            format!(
+                "metrics are not Prometheus text: {}",
+                &text[..text.len().min(300)]
+            )
+        },
+    )
+}

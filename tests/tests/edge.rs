@@ -1,0 +1,92 @@
+//! The conformance suite against the Cloudflare Worker host, run by
+//! `wrangler dev` (workerd, fully local) on a loopback port, in front of the
+//! mock upstream on 127.0.0.1.
+//!
+//! Needs the edge toolchain (`bash scripts/install-edge-toolchain.sh`, which
+//! `.ci/run` runs first). Without it this test fails and says so; set
+//! `SYNCOORD_SKIP_EDGE=1` to skip it knowingly on a machine without Node.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use syncoord::mock::{MockOptions, MockUpstream};
+use syncoord_conformance::{config_for, run_all, Target};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Stops `wrangler dev` when the test ends, even by a panic.
+struct WranglerDev {
+    root: PathBuf,
+}
+
+impl WranglerDev {
+    fn start(root: &Path, config: &Path) -> Result<(WranglerDev, String), String> {
+        let out = Command::new("bash")
+            .arg(root.join("scripts/edge-dev.sh"))
+            .arg("start")
+            .arg("--config")
+            .arg(config)
+            .current_dir(root)
+            .output()
+            .map_err(|e| format!("running scripts/edge-dev.sh: {e}"))?;
+        let guard = WranglerDev {
+            root: root.to_path_buf(),
+        };
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/edge-dev.sh start failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((guard, url))
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(self.root.join("scripts/edge-dev.sh"))
+            .arg("stop")
+            .current_dir(&self.root)
+            .status();
+    }
+}
+
+#[test]
+fn edge_worker_conforms() {
+    if std::env::var_os("SYNCOORD_SKIP_EDGE").is_some() {
+        eprintln!("SYNCOORD_SKIP_EDGE is set: not testing the Worker");
+        return;
+    }
+    let root = repo_root();
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock upstream starts");
+    let config =
+        std::env::temp_dir().join(format!("syncoord-edge-conf-{}.toml", std::process::id()));
+    std::fs::write(&config, config_for(&mock.base_url())).expect("write the config");
+    let (wrangler, base) = match WranglerDev::start(&root, &config) {
+        Ok(started) => started,
+        Err(why) => panic!(
+            "{why}\nThe edge toolchain is installed by `bash scripts/install-edge-toolchain.sh` \
+             (`.ci/run` does it); set SYNCOORD_SKIP_EDGE=1 to skip this test knowingly."
+        ),
+    };
+    let target = Target {
+        name: "edge".into(),
+        base,
+        mock: mock.base_url(),
+    };
+    let result = run_all(&target);
+    drop(wrangler);
+    mock.shutdown();
+    let _ = std::fs::remove_file(&config);
+    if let Err(failures) = result {
+        panic!("{failures}");
+    }
+}
