@@ -29,18 +29,15 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
-    Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Duration, Failure, Health,
-    Instant, Request, StatsSnapshot, Ticket,
+    Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Failure, Health, Instant,
+    Request, StatsSnapshot, Ticket,
 };
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{js_sys, Delay};
 
 use super::upstream;
+use crate::timer;
 use syncoord_core::proxy::{answer_response, failure_response, ProxyResponse, ServerSettings};
-
-/// A timer shorter than this is rounded up: the runtime's clock and timers
-/// have millisecond resolution, and a zero delay would spin.
-const MIN_TIMER: Duration = Duration::from_millis(1);
 
 struct State {
     core: Coordinator<Outgoing>,
@@ -148,7 +145,7 @@ impl Driver {
     fn pump(self: &Rc<Self>) {
         let now = Instant::now();
         let mut calls: Vec<Dispatch<Outgoing>> = Vec::new();
-        let mut timer = None;
+        let wake;
         {
             let mut guard = self.state.borrow_mut();
             let s = &mut *guard;
@@ -164,17 +161,15 @@ impl Driver {
                 }
             }
             let busy = s.core.waiting() > 0 || s.core.calls_in_flight() > 0;
-            if let Some(at) = s.core.poll_timeout().filter(|_| busy) {
-                if s.timer_at.is_none_or(|armed| at < armed) {
-                    s.timer_at = Some(at);
-                    timer = Some(at);
-                }
+            wake = timer::to_arm(s.core.poll_timeout(), busy, s.timer_at);
+            if wake.is_some() {
+                s.timer_at = wake;
             }
         }
         for call in calls {
             spawn_local(Rc::clone(self).send(call));
         }
-        if let Some(at) = timer {
+        if let Some(at) = wake {
             spawn_local(Rc::clone(self).wake_at(at, now));
         }
     }
@@ -198,7 +193,7 @@ impl Driver {
     }
 
     async fn wake_at(self: Rc<Self>, at: Instant, now: Instant) {
-        Delay::from(at.saturating_duration_since(now).max(MIN_TIMER)).await;
+        Delay::from(timer::delay(at, now)).await;
         {
             let mut s = self.state.borrow_mut();
             if s.timer_at == Some(at) {
