@@ -16,6 +16,9 @@
 #   .toolchain/edge-env.sh  PATH and WASM_BINDGEN_BIN / WASM_OPT_BIN / ESBUILD_BIN
 #                         for scripts/build-edge.sh and scripts/edge-dev.sh.
 #
+# Compiled tools are cached per user in ~/.cache/syncoord/cargo-bin (see
+# cargo_tool); npm keeps its own cache.
+#
 # worker-build would otherwise download wasm-bindgen and wasm-opt from a code
 # host that this machine cannot reach; the env file points it at local ones.
 # Versions must stay in step with edge-worker/Cargo.toml (wasm-bindgen "=").
@@ -41,18 +44,35 @@ bash "$ROOT/scripts/install-wasm-toolchain.sh"
 CARGO_ROOT="$TC/cargo"
 # `cargo install` itself must use the host toolchain (rustup's), never the
 # Debian wasm shims, so the env file is not sourced here.
-cargo_tool() { # crate version binary
-    local crate=$1 version=$2 bin=$3 have=""
-    if [ -x "$CARGO_ROOT/bin/$bin" ]; then
-        have=$("$CARGO_ROOT/bin/$bin" --version 2>/dev/null || true)
-    fi
+# Built binaries are also kept in a per-user cache, so another clone on the
+# same machine (CI runs on fresh clones) copies them instead of spending
+# minutes compiling. Only a speed-up: a missing or broken cache entry is
+# rebuilt.
+BIN_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/syncoord/cargo-bin"
+has_version() { # binary version
+    local have=""
+    [ -x "$1" ] && have=$("$1" --version 2>/dev/null || true)
     # `wasm-bindgen --version` says "wasm-bindgen 0.2.130", worker-build just "0.8.7".
-    if [[ " $have " == *" $version "* ]]; then
+    [[ " $have " == *" $2 "* ]]
+}
+cargo_tool() { # crate version binary
+    local crate=$1 version=$2 bin=$3
+    local cached="$BIN_CACHE/$crate-$version/$bin"
+    if has_version "$CARGO_ROOT/bin/$bin" "$version"; then
         log "$crate $version already installed"
+        return
+    fi
+    mkdir -p "$CARGO_ROOT/bin"
+    if has_version "$cached" "$version" && cp "$cached" "$CARGO_ROOT/bin/$bin" &&
+        has_version "$CARGO_ROOT/bin/$bin" "$version"; then
+        log "$crate $version copied from ${BIN_CACHE}"
         return
     fi
     log "cargo install --root ${CARGO_ROOT#"$ROOT"/} $crate --version $version"
     cargo install --root "$CARGO_ROOT" "$crate" --version "$version" >&2
+    if mkdir -p "$(dirname "$cached")" 2>/dev/null; then
+        cp "$CARGO_ROOT/bin/$bin" "$cached" 2>/dev/null || true
+    fi
 }
 cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
 cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build
