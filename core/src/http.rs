@@ -1,6 +1,6 @@
 //! The pieces of HTTP semantics both hosts need, written once: header
-//! lookup, how long upstream asks us to wait, and whose credential a
-//! request carries.
+//! lookup, which headers stop at a hop, how long upstream asks us to wait,
+//! and whose credential a request carries.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -14,6 +14,47 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim())
+}
+
+/// Which headers stop at a hop instead of travelling on with the message.
+/// Each place that relays headers names its own set; the matching rule is
+/// shared so no place drifts from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopHeaders<'a> {
+    /// Names, lower-case, dropped whatever their case in the message.
+    pub names: &'a [&'a str],
+    /// Name prefixes, lower-case (`proxy-`, our own `x-syncoord-`).
+    pub prefixes: &'a [&'a str],
+    /// Whether the names a `Connection` header lists are dropped too: the
+    /// sender declared them hop-by-hop (RFC 9110 7.6.1).
+    pub connection_listed: bool,
+}
+
+/// `headers` without those `hop` says stop here, in their original order
+/// and spelling.
+pub fn strip_hop_headers(
+    headers: &[(String, String)],
+    hop: &HopHeaders<'_>,
+) -> Vec<(String, String)> {
+    let listed: Vec<String> = if hop.connection_listed {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    headers
+        .iter()
+        .filter(|(n, _)| {
+            let lower = n.to_ascii_lowercase();
+            !(hop.names.contains(&lower.as_str())
+                || hop.prefixes.iter().any(|p| lower.starts_with(p))
+                || listed.contains(&lower))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The value of the first of `names` present: one header, several
@@ -164,6 +205,37 @@ mod tests {
             .iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn strip_hop_headers_drops_names_prefixes_and_connection_listed_only_when_asked() {
+        let headers = h(&[
+            ("Connection", "close, X-Trace"),
+            ("Keep-Alive", "5"),
+            ("Proxy-Authorization", "x"),
+            ("x-trace", "1"),
+            ("Accept", "*/*"),
+        ]);
+        let names = ["connection", "keep-alive"];
+        let full = HopHeaders {
+            names: &names,
+            prefixes: &["proxy-"],
+            connection_listed: true,
+        };
+        assert_eq!(strip_hop_headers(&headers, &full), h(&[("Accept", "*/*")]));
+        let names_only = HopHeaders {
+            names: &names,
+            prefixes: &[],
+            connection_listed: false,
+        };
+        assert_eq!(
+            strip_hop_headers(&headers, &names_only),
+            h(&[
+                ("Proxy-Authorization", "x"),
+                ("x-trace", "1"),
+                ("Accept", "*/*")
+            ])
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use syncoord_core::http::{strip_hop_headers, HopHeaders};
 use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Outcome, Response, TransportError};
 use ureq::http;
@@ -68,25 +69,33 @@ pub enum UpstreamError {
 
 /// Request headers the upstream connection sets itself: forwarding a
 /// bot's copy would contradict the framing or the target ureq uses.
-const SET_BY_CONNECTION: [&str; 8] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "upgrade",
-    "proxy-connection",
-];
+const SET_BY_CONNECTION: HopHeaders<'static> = HopHeaders {
+    names: &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+    ],
+    prefixes: &[],
+    connection_listed: false,
+};
 
 /// Response headers that describe the hop, not the answer: the body is
 /// handed over whole (and gunzipped by ureq), so they would mislead.
-const HOP_RESPONSE: [&str; 4] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-];
+const HOP_RESPONSE: HopHeaders<'static> = HopHeaders {
+    names: &[
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+    ],
+    prefixes: &[],
+    connection_listed: false,
+};
 
 /// The real upstream: HTTP/1.1 over one ureq agent (pooled, reused
 /// connections; rustls for https).
@@ -149,13 +158,7 @@ impl HttpUpstream {
             TransportError::Broken(format!("method `{}` is not a valid token", call.method))
         })?;
         let mut builder = http::Request::builder().method(method).uri(uri.as_str());
-        for (name, value) in &call.headers {
-            if SET_BY_CONNECTION
-                .iter()
-                .any(|h| name.eq_ignore_ascii_case(h))
-            {
-                continue;
-            }
+        for (name, value) in &strip_hop_headers(&call.headers, &SET_BY_CONNECTION) {
             let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 TransportError::Broken(format!("request header name `{name}` is not valid"))
             })?;
@@ -182,13 +185,10 @@ impl HttpUpstream {
             .headers()
             .get(http::header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let headers = response
+        let received: Vec<(String, String)> = response
             .headers()
             .iter()
-            .filter(|(name, _)| {
-                let decoded = gunzipped && *name == http::header::CONTENT_ENCODING;
-                !(decoded || HOP_RESPONSE.contains(&name.as_str()))
-            })
+            .filter(|(name, _)| !(gunzipped && *name == http::header::CONTENT_ENCODING))
             .map(|(name, value)| {
                 (
                     name.as_str().to_owned(),
@@ -196,6 +196,7 @@ impl HttpUpstream {
                 )
             })
             .collect();
+        let headers = strip_hop_headers(&received, &HOP_RESPONSE);
         let body = response
             .body_mut()
             .with_config()

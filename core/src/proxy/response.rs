@@ -9,7 +9,8 @@ use web_time::Duration;
 
 use super::route::Rejection;
 use super::{CACHE_HEADER, ERROR_HEADER};
-use crate::request::{Answer, Failure, Response};
+use crate::http::{strip_hop_headers, HopHeaders};
+use crate::request::{Answer, Failure};
 
 /// An HTTP response for the host to write (it adds `Content-Length`,
 /// `Connection` and `Date`).
@@ -37,45 +38,29 @@ impl ProxyResponse {
 }
 
 /// Response headers that describe one connection, not the response, and
-/// those the host recomputes for its own connection.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "date",
-];
-
-fn response_headers(response: &Response) -> Vec<(String, String)> {
-    let listed: Vec<String> = response
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
-    response
-        .headers
-        .iter()
-        .filter(|(n, _)| {
-            let lower = n.to_ascii_lowercase();
-            !HOP_BY_HOP.contains(&lower.as_str())
-                && !lower.starts_with("proxy-")
-                && !lower.starts_with("x-syncoord-")
-                && !listed.contains(&lower)
-        })
-        .cloned()
-        .collect()
-}
+/// those the host recomputes for its own connection; `Proxy-*`, our own
+/// `X-Syncoord-*` (we set those) and whatever `Connection` names.
+const HOP_BY_HOP: HopHeaders<'static> = HopHeaders {
+    names: &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+    ],
+    prefixes: &["proxy-", "x-syncoord-"],
+    connection_listed: true,
+};
 
 /// Upstream's response as the bot should see it: its status, headers and
 /// body, with `X-Syncoord-Cache` saying where it came from and `Age` (whole
 /// seconds) when it was not fresh from upstream.
 pub fn answer_response(answer: &Answer) -> ProxyResponse {
-    let mut headers = response_headers(&answer.response);
+    let mut headers = strip_hop_headers(&answer.response.headers, &HOP_BY_HOP);
     if answer.age > Duration::ZERO {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("age"));
         headers.push(("Age".into(), answer.age.as_secs().to_string()));
@@ -166,7 +151,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::request::{Source, TransportError};
+    use crate::request::{Response, Source, TransportError};
 
     fn body(r: &ProxyResponse) -> serde_json::Value {
         serde_json::from_slice(&r.body).unwrap()

@@ -30,6 +30,7 @@ use super::config::ProxyConfig;
 use super::url::{split_absolute, BaseUrl, Origin};
 use super::{ConfigFileErrors, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
 use crate::config::{Config, Keying};
+use crate::http::{strip_hop_headers, HopHeaders};
 use crate::request::{Method, Request};
 use crate::route::RouteTable;
 
@@ -567,43 +568,32 @@ fn sanitize_client(raw: &str) -> String {
         .collect()
 }
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) and the ones the host sets itself.
-const NOT_FORWARDED: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    // The host reads the whole body before forwarding; it answers
-    // `Expect: 100-continue` itself.
-    "expect",
-    "proxy-connection",
-];
+/// Hop-by-hop headers (RFC 9110 7.6.1), the ones the host sets itself,
+/// `Proxy-*` and our own `X-Syncoord-*`, plus whatever `Connection` names.
+const NOT_FORWARDED: HopHeaders<'static> = HopHeaders {
+    names: &[
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        // The host reads the whole body before forwarding; it answers
+        // `Expect: 100-continue` itself.
+        "expect",
+        "proxy-connection",
+    ],
+    prefixes: &["proxy-", "x-syncoord-"],
+    connection_listed: true,
+};
 
 /// The bot's headers as they go upstream: without hop-by-hop headers
 /// (and those `Connection` names), `Proxy-*`, `Host` and `Content-Length`
 /// (the host sets both), and our own `X-Syncoord-*`.
 pub fn forwardable_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
-    let listed: Vec<String> = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .filter(|t| !t.is_empty())
-        .collect();
-    headers
-        .iter()
-        .filter(|(n, _)| {
-            let lower = n.to_ascii_lowercase();
-            !NOT_FORWARDED.contains(&lower.as_str())
-                && !lower.starts_with("proxy-")
-                && !lower.starts_with("x-syncoord-")
-                && !listed.contains(&lower)
-        })
-        .cloned()
-        .collect()
+    strip_hop_headers(headers, &NOT_FORWARDED)
 }
 
 /// Headers safe to log: values of anything that may carry a secret
