@@ -97,9 +97,8 @@ impl Scope {
 struct Bucket {
     tokens: f64,
     last: Instant,
-    /// Admission instants in the last second.
-    window: VecDeque<Instant>,
-    max_in_window: u64,
+    /// Admissions in the last second and their peak.
+    admitted: WindowPeak,
 }
 
 /// All buckets, created full on first use.
@@ -119,8 +118,7 @@ impl Buckets {
             .or_insert_with(|| Bucket {
                 tokens: spec.burst,
                 last: now,
-                window: VecDeque::new(),
-                max_in_window: 0,
+                admitted: WindowPeak::default(),
             });
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * spec.per_second).min(spec.burst);
@@ -129,15 +127,7 @@ impl Buckets {
             return false;
         }
         bucket.tokens -= 1.0;
-        while bucket
-            .window
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) >= WINDOW)
-        {
-            bucket.window.pop_front();
-        }
-        bucket.window.push_back(now);
-        bucket.max_in_window = bucket.max_in_window.max(bucket.window.len() as u64);
+        bucket.admitted.record(now);
         true
     }
 
@@ -145,7 +135,7 @@ impl Buckets {
     pub(crate) fn max_admitted_in_1s(&self) -> impl Iterator<Item = (String, u64)> + '_ {
         self.buckets
             .iter()
-            .map(|((scope, key), b)| (format!("{} {key}", scope.name()), b.max_in_window))
+            .map(|((scope, key), b)| (format!("{} {key}", scope.name()), b.admitted.max))
     }
 }
 
