@@ -45,6 +45,8 @@ pub mod host;
 pub mod mock;
 pub mod server;
 pub mod service;
+#[cfg(test)]
+mod test_client;
 pub mod upstream;
 
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};

@@ -1,13 +1,11 @@
 //! The mock over real loopback sockets.
 
 use super::*;
+use crate::test_client::{keep_alive_load, GUARD};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
-
-/// Hang guard only.
-const GUARD: Duration = Duration::from_secs(10);
 
 struct Answer {
     status: u16,
@@ -583,46 +581,12 @@ fn throughput_ticker() {
     let mock = start(generous_for_bench());
     let addr = mock.addr();
     let (clients, per_client) = (4u32, 5_000u32);
-    let started = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(GUARD)).unwrap();
-                let mut buf = Vec::new();
-                for _ in 0..per_client {
-                    s.write_all(b"GET /products/BTC-USD/ticker HTTP/1.1\r\nHost: m\r\n\r\n")
-                        .unwrap();
-                    // Read one whole response (headers + Content-Length body).
-                    loop {
-                        let mut slots = [httparse::EMPTY_HEADER; 16];
-                        let mut resp = httparse::Response::new(&mut slots);
-                        if let Ok(httparse::Status::Complete(len)) = resp.parse(&buf) {
-                            let cl: usize = resp
-                                .headers
-                                .iter()
-                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                                .unwrap();
-                            if buf.len() >= len + cl {
-                                assert_eq!(resp.code, Some(200));
-                                buf.drain(..len + cl);
-                                break;
-                            }
-                        }
-                        let mut chunk = [0u8; 8192];
-                        let n = s.read(&mut chunk).unwrap();
-                        assert!(n > 0);
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = keep_alive_load(
+        addr,
+        clients,
+        per_client,
+        b"GET /products/BTC-USD/ticker HTTP/1.1\r\nHost: m\r\n\r\n",
+    );
     let total = f64::from(clients * per_client);
     println!(
         "mock: {total} ticker requests over {clients} keep-alive connections in {secs:.2} s: {:.0} req/s",

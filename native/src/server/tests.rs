@@ -1,112 +1,12 @@
 //! The server over real loopback sockets, with raw bytes as the client.
 
 use super::*;
-use std::io::{Read, Write};
+use crate::test_client::{keep_alive_load, Client, GUARD};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Hang guard for every client read: generous, never a timing assertion.
-const GUARD: Duration = Duration::from_secs(10);
-
-/// A parsed response as the client saw it.
-#[derive(Debug)]
-struct Seen {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        syncoord_core::http::header(&self.headers, name)
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Reads responses off one connection, keeping bytes past the current one.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(GUARD)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// Next response; `None` when the server closed first. A HEAD response
-    /// is read with `head_only`.
-    fn read_response(&mut self, head_only: bool) -> Option<Seen> {
-        loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut resp = httparse::Response::new(&mut slots);
-            if let httparse::Status::Complete(len) = resp.parse(&self.buf).unwrap() {
-                let status = resp.code.unwrap();
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8(h.value.to_vec()).unwrap(),
-                        )
-                    })
-                    .collect();
-                let cl: usize = if head_only {
-                    0
-                } else {
-                    syncoord_core::http::header(&headers, "content-length")
-                        .map_or(0, |v| v.parse().unwrap())
-                };
-                while self.buf.len() < len + cl {
-                    self.more()?;
-                }
-                let body = self.buf[len..len + cl].to_vec();
-                self.buf.drain(..len + cl);
-                if status == 100 {
-                    continue;
-                }
-                return Some(Seen {
-                    status,
-                    headers,
-                    body,
-                });
-            }
-            self.more()?;
-        }
-    }
-
-    fn more(&mut self) -> Option<()> {
-        let mut chunk = [0u8; 8192];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => None,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Some(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
-            Err(e) => panic!("client read failed (hang guard?): {e}"),
-        }
-    }
-
-    /// Whether the server closed the connection (after any buffered bytes).
-    fn closed(&mut self) -> bool {
-        self.buf.is_empty() && self.more().is_none()
-    }
-}
 
 /// Echoes what it received: `METHOD TARGET BODY`, and the connection
 /// count seen so far in a header.
@@ -536,22 +436,12 @@ fn throughput_keep_alive() {
     let server = start(Limits::default(), handler);
     let addr = server.local_addr();
     let (clients, per_client) = (4, 20_000);
-    let started = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                for _ in 0..per_client {
-                    c.send(b"GET /bench HTTP/1.1\r\nHost: x\r\n\r\n");
-                    assert_eq!(c.read_response(false).unwrap().status, 200);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = keep_alive_load(
+        addr,
+        clients,
+        per_client,
+        b"GET /bench HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     let total = f64::from(clients * per_client);
     println!(
         "{total} sequential keep-alive requests over {clients} connections in {secs:.2} s: {:.0} req/s, {:.1} us per request-response round trip per connection",
