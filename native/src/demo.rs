@@ -33,6 +33,10 @@ pub struct DemoArgs {
     /// API keys the bots share (bot N uses key N mod keys).
     #[arg(long, default_value_t = 1)]
     pub keys: usize,
+    /// Afterwards, run the same bots straight at a fresh mock upstream,
+    /// without syncoord, and show both side by side.
+    #[arg(long)]
+    pub compare: bool,
 }
 
 /// What the demo measured.
@@ -53,6 +57,17 @@ pub struct DemoReport {
     pub upstream_requests: u64,
     pub upstream_429s: u64,
     pub elapsed: Duration,
+    /// The same bots without syncoord (`--compare`).
+    pub direct: Option<DirectReport>,
+}
+
+/// What the bots saw without a coordinator in front of upstream.
+#[derive(Debug, Clone)]
+pub struct DirectReport {
+    pub requests: u64,
+    pub bot_429s: u64,
+    pub bots_served: usize,
+    pub upstream_requests: u64,
 }
 
 impl DemoReport {
@@ -118,55 +133,32 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         mock.base_url()
     );
 
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.duration);
-    let counters = Arc::new(Counters::default());
-    let served: Vec<Arc<AtomicBool>> = (0..args.bots)
-        .map(|_| Arc::new(AtomicBool::new(false)))
-        .collect();
-    let bots: Vec<_> = (0..args.bots)
-        .map(|bot| {
-            let bot_args = (
-                base.clone(),
-                Arc::clone(&counters),
-                Arc::clone(&served[bot]),
-            );
-            let key = format!("demo-key-{}", bot % args.keys);
-            let interval = args.interval;
-            std::thread::Builder::new()
-                .name(format!("bot-{bot}"))
-                .spawn(move || {
-                    let (base, counters, served) = bot_args;
-                    run_bot(bot, &base, &key, interval, deadline, &counters, &served)
-                })
-        })
-        .collect::<Result<_, _>>()
-        .map_err(DemoError::Mock)?;
-
     let agent = client();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1).min(deadline - Instant::now().min(deadline)));
-        let stats = fetch_json(&agent, &format!("{base}/api/v1/sync-coordination/stats"));
+    let stats_url = format!("{base}/api/v1/sync-coordination/stats");
+    let phase = drive_bots(&args, &base, |t, counters| {
+        let stats = fetch_json(&agent, &stats_url);
         eprintln!(
-            "  t={:>4.0}s  requests {:>7}  cache hit rate {:>6}  upstream calls {:>5}  429s to bots {}",
-            started.elapsed().as_secs_f64(),
+            "  t={t:>4.0}s  requests {:>7}  cache hit rate {:>6}  upstream calls {:>5}  429s to bots {}",
             counters.requests.load(Ordering::Relaxed),
             percent(stats["totals"]["cache_hit_rate"].as_f64()),
             stats["totals"]["upstream_calls"],
             counters.rate_limited.load(Ordering::Relaxed),
         );
-    }
-    for bot in bots {
-        let _ = bot.join();
-    }
-    let stats = fetch_json(&agent, &format!("{base}/api/v1/sync-coordination/stats"));
+    })?;
+    let stats = fetch_json(&agent, &stats_url);
     let upstream = mock.stats();
     daemon.shutdown();
     mock.shutdown();
 
+    let direct = if args.compare {
+        Some(run_direct(&args)?)
+    } else {
+        None
+    };
+    let counters = &phase.counters;
     let report = DemoReport {
         bots: args.bots,
-        bots_served: served.iter().filter(|s| s.load(Ordering::Relaxed)).count(),
+        bots_served: phase.served(),
         requests: counters.requests.load(Ordering::Relaxed),
         bot_429s: counters.rate_limited.load(Ordering::Relaxed),
         bot_failures: counters.failures.load(Ordering::Relaxed),
@@ -178,10 +170,94 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         stats,
         upstream_requests: upstream.requests_total,
         upstream_429s: upstream.rate_limited + upstream.storm_429s,
-        elapsed: started.elapsed(),
+        elapsed: phase.elapsed,
+        direct,
     };
     print_report(&report);
     Ok(report)
+}
+
+/// What the bots of one phase did.
+struct Phase {
+    counters: Arc<Counters>,
+    served: Vec<Arc<AtomicBool>>,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn served(&self) -> usize {
+        self.served
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed))
+            .count()
+    }
+}
+
+/// Runs `args.bots` bot threads against `base` for `args.duration`
+/// seconds, calling `progress` about once a second.
+fn drive_bots(
+    args: &DemoArgs,
+    base: &str,
+    mut progress: impl FnMut(f64, &Counters),
+) -> Result<Phase, DemoError> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.duration);
+    let counters = Arc::new(Counters::default());
+    let served: Vec<Arc<AtomicBool>> = (0..args.bots)
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
+    let bots: Vec<_> = (0..args.bots)
+        .map(|bot| {
+            let (base, counters) = (base.to_owned(), Arc::clone(&counters));
+            let served = Arc::clone(&served[bot]);
+            let key = format!("demo-key-{}", bot % args.keys);
+            let interval = args.interval;
+            std::thread::Builder::new()
+                .name(format!("bot-{bot}"))
+                .spawn(move || run_bot(bot, &base, &key, interval, deadline, &counters, &served))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(DemoError::Mock)?;
+    while Instant::now() < deadline {
+        std::thread::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        progress(started.elapsed().as_secs_f64(), &counters);
+    }
+    for bot in bots {
+        let _ = bot.join();
+    }
+    Ok(Phase {
+        counters,
+        served,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The same bots with no coordinator: straight at a fresh mock upstream.
+fn run_direct(args: &DemoArgs) -> Result<DirectReport, DemoError> {
+    let mock = MockUpstream::start(MockOptions::default()).map_err(DemoError::Mock)?;
+    eprintln!(
+        "demo: the same {} bots for {:.0} s straight at the mock upstream {}, without syncoord",
+        args.bots,
+        args.duration,
+        mock.base_url()
+    );
+    let phase = drive_bots(args, &mock.base_url(), |t, counters| {
+        eprintln!(
+            "  t={t:>4.0}s  requests {:>7}  429s to bots {}",
+            counters.requests.load(Ordering::Relaxed),
+            counters.rate_limited.load(Ordering::Relaxed),
+        );
+    })?;
+    let upstream = mock.stats();
+    mock.shutdown();
+    Ok(DirectReport {
+        requests: phase.counters.requests.load(Ordering::Relaxed),
+        bot_429s: phase.counters.rate_limited.load(Ordering::Relaxed),
+        bots_served: phase.served(),
+        upstream_requests: upstream.requests_total,
+    })
 }
 
 fn client() -> ureq::Agent {
@@ -298,29 +374,66 @@ fn percent(rate: Option<f64>) -> String {
 
 fn print_report(r: &DemoReport) {
     let totals = &r.stats["totals"];
+    let d = r.direct.as_ref();
+    // The `--compare` column: what the bots saw without syncoord.
+    let without = |cell: &dyn Fn(&DirectReport) -> String| {
+        d.map_or_else(String::new, |d| format!(" {} |", cell(d)))
+    };
     println!();
-    println!("| | reference system | this run |");
-    println!("|---|---|---|");
     println!(
-        "| cache hit rate | 93.8% | {} |",
-        percent(totals["cache_hit_rate"].as_f64())
+        "| | reference system | with syncoord |{}",
+        without(&|_| "without syncoord".into())
     );
-    println!("| upstream 429s | 0 | {} |", r.upstream_429s);
-    println!("| 429s seen by bots | | {} |", r.bot_429s);
-    println!("| other failed requests | | {} |", r.bot_failures);
+    println!("|---|---|---|{}", without(&|_| "---".into()));
+    println!(
+        "| cache hit rate | 93.8% | {} |{}",
+        percent(totals["cache_hit_rate"].as_f64()),
+        without(&|_| "-".into())
+    );
+    println!(
+        "| upstream 429s | 0 | {} |{}",
+        r.upstream_429s,
+        without(&|d| d.bot_429s.to_string())
+    );
+    println!(
+        "| 429s seen by bots | | {} |{}",
+        r.bot_429s,
+        without(&|d| d.bot_429s.to_string())
+    );
+    println!(
+        "| other failed requests | | {} |{}",
+        r.bot_failures,
+        without(&|_| String::new())
+    );
     for (cause, n) in &r.failure_causes {
-        println!("| &nbsp; {cause} | | {n} |");
+        println!("| &nbsp; {cause} | | {n} |{}", without(&|_| String::new()));
     }
-    println!("| requests handled | | {} |", r.requests);
-    println!("| bots served | | {} / {} |", r.bots_served, r.bots);
     println!(
-        "| upstream calls | | {} ({:.1}/s) |",
-        r.upstream_requests,
-        r.upstream_requests as f64 / r.elapsed.as_secs_f64().max(1e-9)
+        "| requests handled | | {} |{}",
+        r.requests,
+        without(&|d| d.requests.to_string())
     );
     println!(
-        "| API call reduction | | {} |",
-        percent(totals["api_call_reduction"].as_f64())
+        "| bots served | | {} / {} |{}",
+        r.bots_served,
+        r.bots,
+        without(&|d| format!("{} / {}", d.bots_served, r.bots))
+    );
+    let per_sec = |calls: u64| calls as f64 / r.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "| upstream calls | | {} ({:.1}/s) |{}",
+        r.upstream_requests,
+        per_sec(r.upstream_requests),
+        without(&|d| format!(
+            "{} ({:.1}/s)",
+            d.upstream_requests,
+            per_sec(d.upstream_requests)
+        ))
+    );
+    println!(
+        "| API call reduction | | {} |{}",
+        percent(totals["api_call_reduction"].as_f64()),
+        without(&|_| "0%".into())
     );
     if let Some(upstreams) = r.stats["upstreams"].as_array() {
         for upstream in upstreams {
@@ -330,10 +443,11 @@ fn print_report(r: &DemoReport) {
                 .flatten()
             {
                 println!(
-                    "| queue wait `{}` p50 / p99 | | {} / {} ms |",
+                    "| queue wait `{}` p50 / p99 | | {} / {} ms |{}",
                     class["class"].as_str().unwrap_or("?"),
                     class["wait"]["p50_ms"],
                     class["wait"]["p99_ms"],
+                    without(&|_| "-".into())
                 );
             }
         }

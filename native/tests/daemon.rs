@@ -440,3 +440,30 @@ fn listener_prefix_and_absolute_url_pick_the_upstream() {
     daemon.shutdown();
     mock.shutdown();
 }
+
+#[test]
+fn demo_bots_see_no_429_through_syncoord_and_many_without() {
+    let report = syncoord::demo::run(syncoord::demo::DemoArgs {
+        bots: 25,
+        duration: 3.0,
+        interval: 0.5,
+        keys: 1,
+        compare: true,
+    })
+    .expect("demo runs");
+    assert!(report.passed(), "{report:?}");
+    assert_eq!((report.bot_429s, report.upstream_429s), (0, 0));
+    let direct = report
+        .direct
+        .expect("--compare ran the bots without syncoord");
+    assert!(
+        direct.bot_429s > 0,
+        "the same bots straight at Coinbase's limits must trip them: {direct:?}"
+    );
+    assert!(
+        report.upstream_requests * 5 < direct.upstream_requests,
+        "syncoord makes far fewer upstream calls: {} vs {}",
+        report.upstream_requests,
+        direct.upstream_requests
+    );
+}
