@@ -505,6 +505,9 @@ fn check_percent_encoding(s: &str) -> Result<(), usize> {
     Ok(())
 }
 
+/// Bytes outside RFC 3986's URI characters among printable ASCII.
+const NOT_IN_URI: &[u8] = b"\"<>\\^`{|}";
+
 /// The path the route rules and upstream will see must mean the same to
 /// both: no `.`/`..` segments (raw or encoded) that upstream would
 /// resolve to a different route than ours (say, from a shared market
@@ -512,6 +515,23 @@ fn check_percent_encoding(s: &str) -> Result<(), usize> {
 /// valid percent-encoding.
 fn check_path_and_query(pq: &str) -> Result<(), Rejection> {
     check_target_chars(pq, "path")?;
+    // Printable ASCII that RFC 3986 never allows in a URI. An HTTP client
+    // refuses to send such a target (ureq fails to build it), and that
+    // local failure must not be retried and counted as an upstream failure
+    // that opens a whole scope's circuit breaker for every bot.
+    if let Some((at, b)) = pq
+        .bytes()
+        .enumerate()
+        .find(|(_, b)| NOT_IN_URI.contains(b))
+    {
+        return Err(Rejection::bad(
+            "bad_target",
+            format!(
+                "the target contains `{}` at byte {at}, which a URI never holds (percent-encode it)",
+                b as char
+            ),
+        ));
+    }
     if pq.contains('#') {
         return Err(Rejection::bad(
             "bad_target",
