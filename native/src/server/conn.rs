@@ -172,7 +172,13 @@ impl Conn<'_> {
                 if expect_continue && self.buf.len() == head.len {
                     self.send_continue();
                 }
-                let mut decoder = Decoder::new(limits.max_body_bytes, limits.max_header_bytes);
+                // Framing may take as much room as the body itself (or the
+                // header section, for small bodies), never a multiple of it.
+                let mut decoder = Decoder::new(
+                    limits.max_body_bytes,
+                    limits.max_header_bytes,
+                    limits.max_body_bytes.max(limits.max_header_bytes),
+                );
                 let mut body = Vec::new();
                 let mut pos = head.len;
                 loop {
@@ -182,6 +188,9 @@ impl Conn<'_> {
                             .map_err(|e| match e {
                                 super::chunked::ChunkError::TooLarge => {
                                     body_too_large(limits.max_body_bytes)
+                                }
+                                super::chunked::ChunkError::TooMuchFraming => {
+                                    Refusal::new(413, e.message())
                                 }
                                 other => Refusal::new(400, other.message()),
                             })?;
