@@ -447,6 +447,13 @@ fn framing(headers: &[(String, String)], max_body: usize) -> Result<Framing, Ref
             }
             length = Some(parsed);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // A Transfer-Encoding field without `chunked` as its final
+            // coding leaves the length undeterminable (RFC 9112 6.3): an
+            // empty one too, or another parser in the path could frame the
+            // body differently from us.
+            if value.split(',').all(|c| c.trim().is_empty()) {
+                return Err(Refusal::new(400, "empty Transfer-Encoding"));
+            }
             for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if !coding.eq_ignore_ascii_case("chunked") || chunked {
                     return Err(Refusal::new(

@@ -196,6 +196,18 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
     );
     refused(
         a,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc",
+        400,
+        "empty Transfer-Encoding",
+    );
+    refused(
+        a,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n",
+        400,
+        "empty Transfer-Encoding",
+    );
+    refused(
+        a,
         b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         400,
         "Transfer-Encoding",
