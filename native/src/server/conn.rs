@@ -154,6 +154,10 @@ impl Conn<'_> {
             }
         };
         let framing = framing(&head.headers, limits.max_body_bytes)?;
+        // HTTP/1.0 has no Transfer-Encoding: such a message's framing is
+        // suspect, so the connection closes after it (RFC 9112 6.1) and
+        // nothing pipelined behind it is read with our framing.
+        let suspect_framing = head.minor_version == 0 && matches!(framing, Framing::Chunked);
         let expect_continue = head.minor_version == 1
             && header(&head.headers, "expect")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
@@ -205,7 +209,7 @@ impl Conn<'_> {
         };
         self.buf.drain(..consumed);
 
-        let wants_keep_alive = keep_alive(head.minor_version, &head.headers);
+        let wants_keep_alive = keep_alive(head.minor_version, &head.headers) && !suspect_framing;
         let head_only = head.method == "HEAD";
         let request = HttpRequest {
             method: head.method,

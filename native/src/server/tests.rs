@@ -57,6 +57,14 @@ fn http10_closes_unless_asked_to_keep_alive() {
     c.send(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     let r = c.read_response(false).unwrap();
     assert_eq!(r.header("connection"), Some("keep-alive"));
+    // Transfer-Encoding in HTTP/1.0 is faulty framing: answered, then the
+    // connection closes even though keep-alive was asked for.
+    c.send(b"POST /te HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.text(), "POST /te z");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed());
+    let mut c = Client::connect(server.local_addr());
     c.send(b"GET /y HTTP/1.0\r\n\r\n");
     let r = c.read_response(false).unwrap();
     assert_eq!(r.text(), "GET /y ");
