@@ -505,3 +505,68 @@ fn has_token(value: &str, token: &str) -> bool {
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     syncoord_core::http::header(headers, name)
 }
+
+#[cfg(test)]
+mod proptests {
+    //! The parsing steps on arbitrary bytes: never a panic, whatever
+    //! arrives and however it is split across reads.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary bytes, or a plausible request with bytes spliced in, so
+    /// the cases reach past the request line.
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        let plausible = (
+            prop::sample::select(vec![
+                &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+                b"POST /a HTTP/1.0\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+                b"PUT /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
+            ]),
+            any::<usize>(),
+            prop::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(base, at, splice)| {
+                let mut v = base.to_vec();
+                let at = at % (v.len() + 1);
+                v.splice(at..at, splice);
+                v
+            });
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..256), plausible]
+    }
+
+    proptest! {
+        #[test]
+        fn head_framing_and_chunks_never_panic(bytes in input(), split in 1usize..64) {
+            let mut buf = Vec::new();
+            for piece in bytes.chunks(split) {
+                buf.extend_from_slice(piece);
+                match parse_head(&buf, 8) {
+                    Ok(Some(head)) => {
+                        prop_assert!(head.len <= buf.len());
+                        if let Ok(Framing::Chunked) = framing(&head.headers, 64) {
+                            let mut d = Decoder::new(64, 64, 64);
+                            let mut body = Vec::new();
+                            let mut pos = head.len;
+                            while let Ok((used, done)) = d.feed(&buf[pos..], &mut body) {
+                                prop_assert!(pos + used <= buf.len());
+                                prop_assert!(body.len() <= 64);
+                                pos += used;
+                                if done || used == 0 {
+                                    break;
+                                }
+                            }
+                        }
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => {
+                        prop_assert!([400, 431].contains(&refusal.status));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

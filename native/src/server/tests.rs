@@ -482,3 +482,127 @@ fn throughput_keep_alive() {
     );
     stop(server);
 }
+
+mod arbitrary_input {
+    //! Whatever bytes a client sends, it gets well-formed answers or a
+    //! closed connection, and the server keeps serving everyone else.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Shutdown;
+    use std::sync::OnceLock;
+
+    fn server() -> SocketAddr {
+        static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+        *SERVER.get_or_init(|| {
+            let limits = Limits {
+                max_body_bytes: 64,
+                max_header_bytes: 512,
+                max_headers: 8,
+                read_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            };
+            // Echoes, and names the method so a HEAD answer (announced
+            // length, no body) is told apart. Never stopped: it lives as
+            // long as the test binary.
+            let server = start(
+                limits,
+                Arc::new(|req: HttpRequest| {
+                    let mut body = format!("{} {} ", req.method, req.target).into_bytes();
+                    body.extend_from_slice(&req.body);
+                    HttpResponse::new(200, vec![("X-Method".into(), req.method)], body)
+                }),
+            );
+            let addr = server.local_addr();
+            std::mem::forget(server);
+            addr
+        })
+    }
+
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        let plausible = (
+            prop::sample::select(vec![
+                &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n"[..],
+                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\n\r\n",
+                b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcHEAD /h HTTP/1.1\r\n\r\n",
+                b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            ]),
+            any::<usize>(),
+            prop::collection::vec(any::<u8>(), 0..12),
+        )
+            .prop_map(|(base, at, splice)| {
+                let mut v = base.to_vec();
+                let at = at % (v.len() + 1);
+                v.splice(at..at, splice);
+                v
+            });
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..200), plausible]
+    }
+
+    /// Every response in `out` starts with a status line `HTTP/1.1 NNN `
+    /// and is framed by its Content-Length (a HEAD answer announces the
+    /// length and sends no body; a 100 has neither).
+    fn well_formed(mut out: &[u8]) -> Result<usize, String> {
+        let mut n = 0;
+        while !out.is_empty() {
+            let end = out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .ok_or("a header section that never ends")?;
+            let head = std::str::from_utf8(&out[..end]).map_err(|e| e.to_string())?;
+            let status = head.strip_prefix("HTTP/1.1 ").ok_or("no status line")?;
+            let code: u16 = status
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or("no status code")?;
+            if !(100..600).contains(&code) || status.as_bytes().get(3) != Some(&b' ') {
+                return Err(format!("bad status line {status:?}"));
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let body_len = if code == 100 || head.contains("\r\nX-Method: HEAD\r\n") {
+                0
+            } else {
+                length
+            };
+            let total = end + 4 + body_len;
+            if out.len() < total {
+                return Err(format!("body shorter than Content-Length {length}"));
+            }
+            out = &out[total..];
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes_get_well_formed_answers_or_a_close(bytes in input()) {
+            let addr = server();
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(GUARD)).unwrap();
+            // The server may close before reading everything: that is fine.
+            let _ = stream.write_all(&bytes);
+            let _ = stream.shutdown(Shutdown::Write);
+            let mut out = Vec::new();
+            let read = stream.read_to_end(&mut out);
+            // A reset after a refusal is a close too; a hang is not.
+            if let Err(e) = &read {
+                prop_assert!(e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut, "no answer and no close: {e}");
+            }
+            if let Err(why) = well_formed(&out) {
+                prop_assert!(false, "{why}: {:?}", String::from_utf8_lossy(&out));
+            }
+            // Still serving.
+            let mut c = Client::connect(addr);
+            c.send(b"GET /alive HTTP/1.1\r\nConnection: close\r\n\r\n");
+            prop_assert_eq!(c.read_response(false).unwrap().text(), "GET /alive ");
+        }
+    }
+}
