@@ -346,7 +346,12 @@ impl Conn<'_> {
             out.extend_from_slice(b"\r\n");
         }
         let body_allowed = !(100..200).contains(&status) && status != 204 && status != 304;
-        if body_allowed {
+        // A HEAD answer's Content-Length must be what a GET would get
+        // (RFC 9110 8.6). A handler that relays upstream's HEAD answer has
+        // no body to measure, so an empty one announces no length rather
+        // than a false `0`.
+        let length_known = !(head_only && response.body.is_empty());
+        if body_allowed && length_known {
             out.extend_from_slice(b"Content-Length: ");
             out.extend_from_slice(response.body.len().to_string().as_bytes());
             out.extend_from_slice(b"\r\n");

@@ -385,6 +385,24 @@ fn connections_beyond_the_bound_get_503() {
 }
 
 #[test]
+fn a_bodiless_head_answer_announces_no_false_length() {
+    // What the proxy answers a HEAD with: upstream's headers, no body.
+    let server = start(
+        Limits::default(),
+        Arc::new(|_req: HttpRequest| HttpResponse::new(200, Vec::new(), Vec::new())),
+    );
+    let mut c = Client::connect(server.local_addr());
+    c.send(b"HEAD /x HTTP/1.1\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), None);
+    // The connection stays usable: a HEAD answer never has a body.
+    c.send(b"HEAD /y HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(c.read_response(true).unwrap().status, 200);
+    stop(server);
+}
+
+#[test]
 fn drop_connection_closes_without_an_answer() {
     let handler: Arc<dyn Handler> = Arc::new(|_req: HttpRequest| HttpResponse::drop_connection());
     let server = start(Limits::default(), handler);
