@@ -280,6 +280,26 @@ impl Pending {
         }
     }
 
+    /// Blocks for at most `timeout` without giving up: `Some` once the
+    /// request has ended (this `Pending` is then spent), `None` while it
+    /// still waits, still queued. Lets a caller wait in slices and check
+    /// between them whether anyone still wants the answer (the daemon
+    /// cancels the request of a client that hung up by dropping it).
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<Result<Answer, CallError>> {
+        match &self.state {
+            Some(PendingState::Waiting { slot, .. }) => {
+                let ended = slot.wait_until(sync::after(Instant::now(), timeout))?;
+                self.state = None;
+                Some(failed(ended))
+            }
+            Some(PendingState::Ready(_)) => match self.state.take() {
+                Some(PendingState::Ready(result)) => Some(result),
+                _ => Some(Err(CallError::ShuttingDown)),
+            },
+            None => Some(Err(CallError::ShuttingDown)),
+        }
+    }
+
     /// Blocks for at most `timeout`; on expiry the request is cancelled
     /// (unless its answer arrived meanwhile, which is then returned).
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Answer, CallError> {

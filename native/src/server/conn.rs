@@ -5,10 +5,11 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::chunked::Decoder;
-use super::{reason_phrase, HttpRequest, HttpResponse, Shared};
+use super::{reason_phrase, ClientProbe, HttpRequest, HttpResponse, Shared};
 
 /// Buffer capacity a connection keeps between requests.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -79,6 +80,8 @@ struct Conn<'a> {
     /// The response being written; reused so each response is one write
     /// of an already-allocated buffer.
     out: Vec<u8>,
+    /// Handed to each request (one socket clone per connection).
+    probe: ClientProbe,
 }
 
 pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: &AtomicBool) {
@@ -86,6 +89,10 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: 
     // A client that never reads its response must not pin the thread.
     let _ = stream.set_write_timeout(Some(shared.limits.read_timeout));
     let local = stream.local_addr().unwrap_or(shared.local);
+    let probe = stream
+        .try_clone()
+        .map(|s| ClientProbe::new(Arc::new(s)))
+        .unwrap_or_default();
     let mut conn = Conn {
         shared,
         stream,
@@ -93,6 +100,7 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: 
         local,
         buf: Vec::with_capacity(4096),
         out: Vec::with_capacity(4096),
+        probe,
     };
     conn.run(idle);
 }
@@ -218,6 +226,7 @@ impl Conn<'_> {
             body,
             peer: self.peer,
             local: self.local,
+            client: self.probe.clone(),
         };
         let handler = &self.shared.handler;
         let response = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request)))
