@@ -68,7 +68,9 @@ pub enum UpstreamError {
 }
 
 /// Request headers the upstream connection sets itself: forwarding a
-/// bot's copy would contradict the framing or the target ureq uses.
+/// bot's copy would contradict the framing or the target ureq uses, or
+/// (`Accept-Encoding`) ask for a content coding ureq cannot decode, whose
+/// body the cache would then serve to every bot, still encoded.
 const SET_BY_CONNECTION: HopHeaders<'static> = HopHeaders {
     names: &[
         "host",
@@ -79,6 +81,7 @@ const SET_BY_CONNECTION: HopHeaders<'static> = HopHeaders {
         "te",
         "upgrade",
         "proxy-connection",
+        "accept-encoding",
     ],
     prefixes: &[],
     connection_listed: false,
