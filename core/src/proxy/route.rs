@@ -519,11 +519,7 @@ fn check_path_and_query(pq: &str) -> Result<(), Rejection> {
     // refuses to send such a target (ureq fails to build it), and that
     // local failure must not be retried and counted as an upstream failure
     // that opens a whole scope's circuit breaker for every bot.
-    if let Some((at, b)) = pq
-        .bytes()
-        .enumerate()
-        .find(|(_, b)| NOT_IN_URI.contains(b))
-    {
+    if let Some((at, b)) = pq.bytes().enumerate().find(|(_, b)| NOT_IN_URI.contains(b)) {
         return Err(Rejection::bad(
             "bad_target",
             format!(
