@@ -539,3 +539,44 @@ priority = "trading"
     daemon.shutdown();
     mock.shutdown();
 }
+
+#[test]
+fn a_request_that_cannot_be_sent_is_refused_without_touching_the_breaker() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    // Header sections up to 128 KiB are allowed here, so a target can be
+    // longer than the HTTP client will ever write (64 KiB).
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\nmax_header_bytes = 131072\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let base = format!("http://{}", daemon.local_addr());
+    let long = format!(
+        "GET /api/v3/brokerage/market/products?pad={} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    for _ in 0..3 {
+        let answer = raw(daemon.local_addr(), long.as_bytes());
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}",
+            &answer[..answer.len().min(400)]
+        );
+        assert!(answer.contains("uri too long"), "{answer}");
+    }
+    let stats = upstream_stats(&base);
+    assert_eq!(stats["upstream"]["calls"], 0, "{stats}");
+    let market = get(
+        &agent(),
+        &format!("{base}/api/v3/brokerage/market/products"),
+        &[],
+    );
+    assert_eq!(
+        market.status, 200,
+        "the scope's breaker stays closed: {}",
+        market.body
+    );
+    daemon.shutdown();
+    mock.shutdown();
+}

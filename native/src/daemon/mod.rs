@@ -251,6 +251,17 @@ impl ProxyHandler {
             Err(CallError::ShuttingDown) => {
                 proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
             }
+            // Nothing went upstream: the bot's request is at fault.
+            Err(CallError::Invalid(why)) => {
+                let mut response = ProxyResponse::json(
+                    400,
+                    &serde_json::json!({ "error": "bad_request", "message": why }),
+                );
+                response
+                    .headers
+                    .push((proxy::ERROR_HEADER.into(), "bad_request".into()));
+                response
+            }
         };
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
         Some(response)
