@@ -190,6 +190,7 @@ impl Proxy {
         check_path_and_query(&path_and_query)?;
         let config = &self.config.upstreams[upstream].coordination;
 
+        check_credential_unambiguous(headers, &config.credential_headers)?;
         let credential = crate::http::credential_identity(headers, &config.credential_headers);
         let client = crate::http::header(headers, CLIENT_HEADER)
             .map(sanitize_client)
@@ -455,6 +456,34 @@ fn check_headers(headers: &[(String, String)]) -> Result<(), Rejection> {
                 "bad_header",
                 format!("header `{name}` contains CR, LF or NUL"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A credential header sent twice with different values: the cache would
+/// file the answer under the first while upstream may authenticate the
+/// other, and then serve one key's private data to the other key's bots.
+fn check_credential_unambiguous(
+    headers: &[(String, String)],
+    key_headers: &[String],
+) -> Result<(), Rejection> {
+    let names = key_headers
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once("authorization"));
+    for name in names {
+        let mut values = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim());
+        if let Some(first) = values.next() {
+            if values.any(|v| v != first) {
+                return Err(Rejection::bad(
+                    "ambiguous_credential",
+                    format!("`{name}` is sent more than once with different values"),
+                ));
+            }
         }
     }
     Ok(())
