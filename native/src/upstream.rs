@@ -20,6 +20,16 @@ use ureq::http;
 /// for as long as the call takes.
 pub trait Upstream: Send + Sync + 'static {
     fn send(&self, call: &Outgoing) -> Outcome;
+
+    /// Whether `call` can be sent at all; `Err` says why not (a target or
+    /// header the HTTP client refuses to write). The host asks once, at
+    /// submission: a request that can never be sent is the caller's
+    /// mistake, refused at once, not an upstream failure that is retried
+    /// and opens a scope's circuit breaker for every caller. By default
+    /// every call can be sent.
+    fn check(&self, _call: &Outgoing) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Closures are upstreams: handy for tests and in-process fakes.
@@ -68,7 +78,9 @@ pub enum UpstreamError {
 }
 
 /// Request headers the upstream connection sets itself: forwarding a
-/// bot's copy would contradict the framing or the target ureq uses.
+/// bot's copy would contradict the framing or the target ureq uses, or
+/// (`Accept-Encoding`) ask for a content coding ureq cannot decode, whose
+/// body the cache would then serve to every bot, still encoded.
 const SET_BY_CONNECTION: HopHeaders<'static> = HopHeaders {
     names: &[
         "host",
@@ -79,6 +91,7 @@ const SET_BY_CONNECTION: HopHeaders<'static> = HopHeaders {
         "te",
         "upgrade",
         "proxy-connection",
+        "accept-encoding",
     ],
     prefixes: &[],
     connection_listed: false,
@@ -217,6 +230,18 @@ impl HttpUpstream {
 }
 
 impl Upstream for HttpUpstream {
+    /// Builds the request as [`Upstream::send`] would, without sending it.
+    fn check(&self, call: &Outgoing) -> Result<(), String> {
+        let builder = self.request(call).map_err(|e| match e {
+            TransportError::Broken(why) => why,
+            other => other.to_string(),
+        })?;
+        builder
+            .body(())
+            .map(drop)
+            .map_err(|e| format!("the request cannot be sent upstream: {e}"))
+    }
+
     fn send(&self, call: &Outgoing) -> Outcome {
         match self.exchange(call) {
             Ok(response) => Outcome::Response {

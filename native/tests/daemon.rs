@@ -467,3 +467,116 @@ fn demo_bots_see_no_429_through_syncoord_and_many_without() {
         direct.upstream_requests
     );
 }
+
+/// The first upstream's stats from the daemon's endpoint.
+fn upstream_stats(base: &str) -> serde_json::Value {
+    let reply = get(
+        &agent(),
+        &format!("{base}/api/v1/sync-coordination/stats"),
+        &[],
+    );
+    let mut all: serde_json::Value = serde_json::from_str(&reply.body).expect("stats are JSON");
+    all["upstreams"][0]["stats"].take()
+}
+
+/// Polls the stats until `ready` holds, within a generous hang guard.
+fn wait_for_stats(base: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+    let guard = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = upstream_stats(base);
+        if ready(&stats) {
+            return;
+        }
+        assert!(Instant::now() < guard, "never saw {what}: {stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_that_hangs_up_while_queued_has_its_request_cancelled() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    // One call per 20 s (within the 25 s send-by deadline): the second
+    // order waits in the queue.
+    let extra = r#"
+[upstreams.coordination.scopes.slow]
+rate = 1.0
+period_secs = 20.0
+burst = 1
+per = "global"
+headroom = 1.0
+
+[[upstreams.coordination.routes]]
+name = "slow-orders"
+methods = ["POST"]
+path = "/__echo/slow/**"
+scopes = ["slow"]
+cacheable = false
+coalesce = false
+priority = "trading"
+"#;
+    let (daemon, base) = daemon(&mock, extra);
+    let addr = daemon.local_addr();
+    let first = raw(
+        addr,
+        b"POST /__echo/slow/a HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // A bot sends its order, then gives up (its own timeout) and hangs up.
+    let mut bot = TcpStream::connect(addr).expect("connect");
+    bot.write_all(b"POST /__echo/slow/b HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        .expect("send");
+    wait_for_stats(&base, "the order queued", |s| s["queue"]["depth"] == 1);
+    drop(bot);
+
+    // The order must not go upstream later, after the bot may have retried
+    // it: it is cancelled, and nothing stays queued.
+    wait_for_stats(&base, "the order cancelled", |s| {
+        s["requests"]["cancelled"] == 1 && s["queue"]["depth"] == 0
+    });
+    let stats = upstream_stats(&base);
+    assert_eq!(stats["requests"]["upstream"], 1, "{stats}");
+    daemon.shutdown();
+    mock.shutdown();
+}
+
+#[test]
+fn a_request_that_cannot_be_sent_is_refused_without_touching_the_breaker() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    // Header sections up to 128 KiB are allowed here, so a target can be
+    // longer than the HTTP client will ever write (64 KiB).
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\nmax_header_bytes = 131072\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let base = format!("http://{}", daemon.local_addr());
+    let long = format!(
+        "GET /api/v3/brokerage/market/products?pad={} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    for _ in 0..3 {
+        let answer = raw(daemon.local_addr(), long.as_bytes());
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}",
+            &answer[..answer.len().min(400)]
+        );
+        assert!(answer.contains("uri too long"), "{answer}");
+    }
+    let stats = upstream_stats(&base);
+    assert_eq!(stats["upstream"]["calls"], 0, "{stats}");
+    let market = get(
+        &agent(),
+        &format!("{base}/api/v3/brokerage/market/products"),
+        &[],
+    );
+    assert_eq!(
+        market.status, 200,
+        "the scope's breaker stays closed: {}",
+        market.body
+    );
+    daemon.shutdown();
+    mock.shutdown();
+}

@@ -190,6 +190,7 @@ impl Proxy {
         check_path_and_query(&path_and_query)?;
         let config = &self.config.upstreams[upstream].coordination;
 
+        check_credential_unambiguous(headers, &config.credential_headers)?;
         let credential = crate::http::credential_identity(headers, &config.credential_headers);
         let client = crate::http::header(headers, CLIENT_HEADER)
             .map(sanitize_client)
@@ -460,6 +461,34 @@ fn check_headers(headers: &[(String, String)]) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A credential header sent twice with different values: the cache would
+/// file the answer under the first while upstream may authenticate the
+/// other, and then serve one key's private data to the other key's bots.
+fn check_credential_unambiguous(
+    headers: &[(String, String)],
+    key_headers: &[String],
+) -> Result<(), Rejection> {
+    let names = key_headers
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once("authorization"));
+    for name in names {
+        let mut values = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim());
+        if let Some(first) = values.next() {
+            if values.any(|v| v != first) {
+                return Err(Rejection::bad(
+                    "ambiguous_credential",
+                    format!("`{name}` is sent more than once with different values"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Request-targets are printable ASCII without spaces (RFC 9112 3.2).
 fn check_target_chars(target: &str, what: &str) -> Result<(), Rejection> {
     if target.is_empty() {
@@ -505,6 +534,9 @@ fn check_percent_encoding(s: &str) -> Result<(), usize> {
     Ok(())
 }
 
+/// Bytes outside RFC 3986's URI characters among printable ASCII.
+const NOT_IN_URI: &[u8] = b"\"<>\\^`{|}";
+
 /// The path the route rules and upstream will see must mean the same to
 /// both: no `.`/`..` segments (raw or encoded) that upstream would
 /// resolve to a different route than ours (say, from a shared market
@@ -512,6 +544,19 @@ fn check_percent_encoding(s: &str) -> Result<(), usize> {
 /// valid percent-encoding.
 fn check_path_and_query(pq: &str) -> Result<(), Rejection> {
     check_target_chars(pq, "path")?;
+    // Printable ASCII that RFC 3986 never allows in a URI. An HTTP client
+    // refuses to send such a target (ureq fails to build it), and that
+    // local failure must not be retried and counted as an upstream failure
+    // that opens a whole scope's circuit breaker for every bot.
+    if let Some((at, b)) = pq.bytes().enumerate().find(|(_, b)| NOT_IN_URI.contains(b)) {
+        return Err(Rejection::bad(
+            "bad_target",
+            format!(
+                "the target contains `{}` at byte {at}, which a URI never holds (percent-encode it)",
+                b as char
+            ),
+        ));
+    }
     if pq.contains('#') {
         return Err(Rejection::bad(
             "bad_target",

@@ -8,7 +8,7 @@
 //! own answer; no lock is held while it does.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use syncoord_core::proxy::{self, Endpoint, Proxy, ProxyConfig, ProxyResponse};
 use syncoord_core::{Config, Failure};
@@ -167,6 +167,9 @@ fn start_host(
     Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
 }
 
+/// How often a waiting request looks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(250);
+
 /// Answers one listener's requests.
 struct ProxyHandler {
     proxy: Arc<Proxy>,
@@ -180,20 +183,29 @@ impl Handler for ProxyHandler {
     fn handle(&self, request: HttpRequest) -> HttpResponse {
         let response = match proxy::endpoint(&request.method, &request.target) {
             Some(endpoint) => self.endpoint(endpoint),
-            None => self.forward(request),
+            None => match self.forward(request) {
+                Some(response) => response,
+                // Nobody to answer: the request was cancelled instead.
+                None => return HttpResponse::drop_connection(),
+            },
         };
         HttpResponse::new(response.status, response.headers, response.body)
     }
 }
 
 impl ProxyHandler {
-    fn forward(&self, request: HttpRequest) -> ProxyResponse {
+    /// Routes, submits and waits for the answer; `None` when the client
+    /// hung up while its request waited (the request is then cancelled, so
+    /// a bot that gave up and retried never has its first order sent after
+    /// all, and an abandoned read spends no upstream budget).
+    fn forward(&self, request: HttpRequest) -> Option<ProxyResponse> {
         let HttpRequest {
             method,
             target,
             headers,
             body,
             peer,
+            client: probe,
             ..
         } = request;
         let forward = match self
@@ -203,19 +215,32 @@ impl ProxyHandler {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
-                return rejection.into_response();
+                return Some(rejection.into_response());
             }
         };
         let Some(host) = self.hosts.get(forward.upstream) else {
             // Hosts are built from the same configuration as the proxy.
             let failure = Failure::Aborted("no coordinator for the routed upstream".into());
-            return proxy::failure_response(&failure);
+            return Some(proxy::failure_response(&failure));
         };
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
-        let result = host
-            .submit(forward.request, forward.outgoing)
-            .wait_timeout(self.request_timeout);
+        let mut pending = host.submit(forward.request, forward.outgoing);
+        let started = Instant::now();
+        let result = loop {
+            let left = self.request_timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break pending.wait_timeout(Duration::ZERO);
+            }
+            if let Some(result) = pending.wait_for(left.min(CLIENT_CHECK)) {
+                break result;
+            }
+            if probe.gone() {
+                drop(pending);
+                tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+                return None;
+            }
+        };
         let response = match result {
             Ok(answer) => proxy::answer_response(&answer),
             Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
@@ -226,9 +251,20 @@ impl ProxyHandler {
             Err(CallError::ShuttingDown) => {
                 proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
             }
+            // Nothing went upstream: the bot's request is at fault.
+            Err(CallError::Invalid(why)) => {
+                let mut response = ProxyResponse::json(
+                    400,
+                    &serde_json::json!({ "error": "bad_request", "message": why }),
+                );
+                response
+                    .headers
+                    .push((proxy::ERROR_HEADER.into(), "bad_request".into()));
+                response
+            }
         };
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
-        response
+        Some(response)
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> ProxyResponse {

@@ -14,7 +14,7 @@
 
 mod sync;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -80,6 +80,10 @@ pub enum CallError {
     /// The coordinator is shutting down and takes no new requests.
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    /// The request can never be sent upstream ([`Upstream::check`]); it
+    /// was not submitted.
+    #[error("the request cannot be sent upstream: {0}")]
+    Invalid(String),
 }
 
 /// A thread-safe handle to a running coordinator; clones share it. When
@@ -91,6 +95,9 @@ pub struct Coordinator {
 
 struct Host {
     shared: Arc<Shared>,
+    /// Asked whether each submitted call can be sent at all. Weak: the
+    /// workers own the upstream, and once they are joined nothing does.
+    upstream: Weak<dyn Upstream>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     join_grace: Duration,
 }
@@ -112,6 +119,7 @@ impl Coordinator {
         let shared = Arc::new(Shared::new(core, workers, workers + 1));
         let host = Host {
             shared: shared.clone(),
+            upstream: Arc::downgrade(&upstream),
             threads: Mutex::new(Vec::with_capacity(workers + 1)),
             join_grace: options.join_grace,
         };
@@ -153,6 +161,16 @@ impl Coordinator {
     /// Submits a request; the [`Pending`] answers it. `outgoing` is what
     /// goes upstream if the core decides a call is needed.
     pub fn submit(&self, request: Request, outgoing: Outgoing) -> Pending {
+        let unsendable = self
+            .host
+            .upstream
+            .upgrade()
+            .and_then(|upstream| upstream.check(&outgoing).err());
+        if let Some(why) = unsendable {
+            return Pending {
+                state: Some(PendingState::Ready(Err(CallError::Invalid(why)))),
+            };
+        }
         let state = match self.host.shared.submit(request, outgoing) {
             Submitted::Answered(answer) => PendingState::Ready(Ok(answer)),
             Submitted::Refused(failure) => PendingState::Ready(Err(CallError::Failed(failure))),
@@ -277,6 +295,26 @@ impl Pending {
             Some(PendingState::Ready(result)) => result,
             Some(PendingState::Waiting { slot, .. }) => failed(slot.wait()),
             None => Err(CallError::ShuttingDown),
+        }
+    }
+
+    /// Blocks for at most `timeout` without giving up: `Some` once the
+    /// request has ended (this `Pending` is then spent), `None` while it
+    /// still waits, still queued. Lets a caller wait in slices and check
+    /// between them whether anyone still wants the answer (the daemon
+    /// cancels the request of a client that hung up by dropping it).
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<Result<Answer, CallError>> {
+        match &self.state {
+            Some(PendingState::Waiting { slot, .. }) => {
+                let ended = slot.wait_until(sync::after(Instant::now(), timeout))?;
+                self.state = None;
+                Some(failed(ended))
+            }
+            Some(PendingState::Ready(_)) => match self.state.take() {
+                Some(PendingState::Ready(result)) => Some(result),
+                _ => Some(Err(CallError::ShuttingDown)),
+            },
+            None => Some(Err(CallError::ShuttingDown)),
         }
     }
 

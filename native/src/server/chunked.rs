@@ -15,6 +15,10 @@ pub(crate) enum ChunkError {
     TooLarge,
     /// The chunk-size line or the trailer section is too long.
     LineTooLong,
+    /// The framing (size lines, extensions, CRLFs, trailers) outweighs its
+    /// allowance: many tiny chunks with long extensions would otherwise
+    /// make the server buffer far more than `max_body` for one request.
+    TooMuchFraming,
 }
 
 impl ChunkError {
@@ -24,6 +28,9 @@ impl ChunkError {
             ChunkError::MissingCrlf => "chunk data not followed by CRLF in chunked body",
             ChunkError::TooLarge => "request body too large",
             ChunkError::LineTooLong => "chunk size line or trailer section too long",
+            ChunkError::TooMuchFraming => {
+                "chunked body has too much framing (chunk size lines, extensions, trailers) for its data"
+            }
         }
     }
 }
@@ -45,15 +52,23 @@ pub(crate) struct Decoder {
     max_body: usize,
     max_trailers: usize,
     trailer_bytes: usize,
+    /// Bytes consumed that were not body data, and their limit.
+    framing_bytes: usize,
+    max_framing: usize,
 }
 
 impl Decoder {
-    pub(crate) fn new(max_body: usize, max_trailers: usize) -> Self {
+    /// `max_framing` bounds every byte that is not body data (size lines,
+    /// extensions, CRLFs, trailers), so the raw bytes of one chunked body
+    /// stay within `max_body + max_framing`.
+    pub(crate) fn new(max_body: usize, max_trailers: usize, max_framing: usize) -> Self {
         Decoder {
             state: State::Size,
             max_body,
             max_trailers,
             trailer_bytes: 0,
+            framing_bytes: 0,
+            max_framing,
         }
     }
 
@@ -65,6 +80,17 @@ impl Decoder {
         input: &[u8],
         body: &mut Vec<u8>,
     ) -> Result<(usize, bool), ChunkError> {
+        let before = body.len();
+        let (used, done) = self.decode(input, body)?;
+        let data = body.len() - before;
+        self.framing_bytes = self.framing_bytes.saturating_add(used - data);
+        if self.framing_bytes > self.max_framing {
+            return Err(ChunkError::TooMuchFraming);
+        }
+        Ok((used, done))
+    }
+
+    fn decode(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<(usize, bool), ChunkError> {
         let mut pos = 0;
         loop {
             let rest = &input[pos..];
@@ -144,7 +170,7 @@ mod tests {
     use super::*;
 
     fn decode_in_pieces(input: &[u8], piece: usize) -> Result<Vec<u8>, ChunkError> {
-        let mut d = Decoder::new(1024, 1024);
+        let mut d = Decoder::new(1024, 1024, 1024);
         let mut body = Vec::new();
         let mut buf = Vec::new();
         for part in input.chunks(piece) {
@@ -173,7 +199,27 @@ mod tests {
             decode_in_pieces(b"2\r\nabX\r\n0\r\n\r\n", 64),
             Err(ChunkError::MissingCrlf)
         );
-        let mut d = Decoder::new(4, 1024);
+        let mut d = Decoder::new(4, 1024, 1024);
         assert_eq!(d.feed(b"5\r\n", &mut Vec::new()), Err(ChunkError::TooLarge));
+    }
+
+    #[test]
+    fn framing_is_bounded_not_only_the_data() {
+        // One data byte per chunk, each behind a 600-byte extension: the
+        // decoded body is tiny but the raw bytes are not.
+        let chunk = format!("1;{}\r\nx\r\n", "e".repeat(600));
+        let wire = format!("{}0\r\n\r\n", chunk.repeat(4));
+        let mut d = Decoder::new(1024, 1024, 1024);
+        let mut body = Vec::new();
+        assert_eq!(
+            d.feed(wire.as_bytes(), &mut body),
+            Err(ChunkError::TooMuchFraming)
+        );
+        // Within the allowance the same shape decodes.
+        let wire = format!("{}0\r\n\r\n", chunk);
+        let mut d = Decoder::new(1024, 1024, 1024);
+        let mut body = Vec::new();
+        assert_eq!(d.feed(wire.as_bytes(), &mut body), Ok((wire.len(), true)));
+        assert_eq!(body, b"x");
     }
 }

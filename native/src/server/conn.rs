@@ -5,10 +5,11 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::chunked::Decoder;
-use super::{reason_phrase, HttpRequest, HttpResponse, Shared};
+use super::{reason_phrase, ClientProbe, HttpRequest, HttpResponse, Shared};
 
 /// Buffer capacity a connection keeps between requests.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -79,6 +80,8 @@ struct Conn<'a> {
     /// The response being written; reused so each response is one write
     /// of an already-allocated buffer.
     out: Vec<u8>,
+    /// Handed to each request (one socket clone per connection).
+    probe: ClientProbe,
 }
 
 pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: &AtomicBool) {
@@ -86,6 +89,10 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: 
     // A client that never reads its response must not pin the thread.
     let _ = stream.set_write_timeout(Some(shared.limits.read_timeout));
     let local = stream.local_addr().unwrap_or(shared.local);
+    let probe = stream
+        .try_clone()
+        .map(|s| ClientProbe::new(Arc::new(s)))
+        .unwrap_or_default();
     let mut conn = Conn {
         shared,
         stream,
@@ -93,6 +100,7 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: 
         local,
         buf: Vec::with_capacity(4096),
         out: Vec::with_capacity(4096),
+        probe,
     };
     conn.run(idle);
 }
@@ -154,6 +162,10 @@ impl Conn<'_> {
             }
         };
         let framing = framing(&head.headers, limits.max_body_bytes)?;
+        // HTTP/1.0 has no Transfer-Encoding: such a message's framing is
+        // suspect, so the connection closes after it (RFC 9112 6.1) and
+        // nothing pipelined behind it is read with our framing.
+        let suspect_framing = head.minor_version == 0 && matches!(framing, Framing::Chunked);
         let expect_continue = head.minor_version == 1
             && header(&head.headers, "expect")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
@@ -172,7 +184,13 @@ impl Conn<'_> {
                 if expect_continue && self.buf.len() == head.len {
                     self.send_continue();
                 }
-                let mut decoder = Decoder::new(limits.max_body_bytes, limits.max_header_bytes);
+                // Framing may take as much room as the body itself (or the
+                // header section, for small bodies), never a multiple of it.
+                let mut decoder = Decoder::new(
+                    limits.max_body_bytes,
+                    limits.max_header_bytes,
+                    limits.max_body_bytes.max(limits.max_header_bytes),
+                );
                 let mut body = Vec::new();
                 let mut pos = head.len;
                 loop {
@@ -182,6 +200,9 @@ impl Conn<'_> {
                             .map_err(|e| match e {
                                 super::chunked::ChunkError::TooLarge => {
                                     body_too_large(limits.max_body_bytes)
+                                }
+                                super::chunked::ChunkError::TooMuchFraming => {
+                                    Refusal::new(413, e.message())
                                 }
                                 other => Refusal::new(400, other.message()),
                             })?;
@@ -196,7 +217,7 @@ impl Conn<'_> {
         };
         self.buf.drain(..consumed);
 
-        let wants_keep_alive = keep_alive(head.minor_version, &head.headers);
+        let wants_keep_alive = keep_alive(head.minor_version, &head.headers) && !suspect_framing;
         let head_only = head.method == "HEAD";
         let request = HttpRequest {
             method: head.method,
@@ -205,6 +226,7 @@ impl Conn<'_> {
             body,
             peer: self.peer,
             local: self.local,
+            client: self.probe.clone(),
         };
         let handler = &self.shared.handler;
         let response = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request)))
@@ -333,7 +355,12 @@ impl Conn<'_> {
             out.extend_from_slice(b"\r\n");
         }
         let body_allowed = !(100..200).contains(&status) && status != 204 && status != 304;
-        if body_allowed {
+        // A HEAD answer's Content-Length must be what a GET would get
+        // (RFC 9110 8.6). A handler that relays upstream's HEAD answer has
+        // no body to measure, so an empty one announces no length rather
+        // than a false `0`.
+        let length_known = !(head_only && response.body.is_empty());
+        if body_allowed && length_known {
             out.extend_from_slice(b"Content-Length: ");
             out.extend_from_slice(response.body.len().to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -438,6 +465,13 @@ fn framing(headers: &[(String, String)], max_body: usize) -> Result<Framing, Ref
             }
             length = Some(parsed);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // A Transfer-Encoding field without `chunked` as its final
+            // coding leaves the length undeterminable (RFC 9112 6.3): an
+            // empty one too, or another parser in the path could frame the
+            // body differently from us.
+            if value.split(',').all(|c| c.trim().is_empty()) {
+                return Err(Refusal::new(400, "empty Transfer-Encoding"));
+            }
             for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if !coding.eq_ignore_ascii_case("chunked") || chunked {
                     return Err(Refusal::new(
@@ -484,4 +518,69 @@ fn has_token(value: &str, token: &str) -> bool {
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     syncoord_core::http::header(headers, name)
+}
+
+#[cfg(test)]
+mod proptests {
+    //! The parsing steps on arbitrary bytes: never a panic, whatever
+    //! arrives and however it is split across reads.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary bytes, or a plausible request with bytes spliced in, so
+    /// the cases reach past the request line.
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        let plausible = (
+            prop::sample::select(vec![
+                &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+                b"POST /a HTTP/1.0\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+                b"PUT /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
+            ]),
+            any::<usize>(),
+            prop::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(base, at, splice)| {
+                let mut v = base.to_vec();
+                let at = at % (v.len() + 1);
+                v.splice(at..at, splice);
+                v
+            });
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..256), plausible]
+    }
+
+    proptest! {
+        #[test]
+        fn head_framing_and_chunks_never_panic(bytes in input(), split in 1usize..64) {
+            let mut buf = Vec::new();
+            for piece in bytes.chunks(split) {
+                buf.extend_from_slice(piece);
+                match parse_head(&buf, 8) {
+                    Ok(Some(head)) => {
+                        prop_assert!(head.len <= buf.len());
+                        if let Ok(Framing::Chunked) = framing(&head.headers, 64) {
+                            let mut d = Decoder::new(64, 64, 64);
+                            let mut body = Vec::new();
+                            let mut pos = head.len;
+                            while let Ok((used, done)) = d.feed(&buf[pos..], &mut body) {
+                                prop_assert!(pos + used <= buf.len());
+                                prop_assert!(body.len() <= 64);
+                                pos += used;
+                                if done || used == 0 {
+                                    break;
+                                }
+                            }
+                        }
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => {
+                        prop_assert!([400, 431].contains(&refusal.status));
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -83,6 +83,50 @@ pub struct HttpRequest {
     pub peer: SocketAddr,
     /// The address the client connected to.
     pub local: SocketAddr,
+    /// Tells whether the client has hung up while its request is handled.
+    pub client: ClientProbe,
+}
+
+/// Looks at a request's connection without reading from it, so a handler
+/// that waits long (a call queued for its turn upstream) can notice that
+/// its client is gone and give the work up.
+#[derive(Debug, Clone, Default)]
+pub struct ClientProbe {
+    stream: Option<Arc<TcpStream>>,
+}
+
+impl ClientProbe {
+    pub(crate) fn new(stream: Arc<TcpStream>) -> Self {
+        ClientProbe {
+            stream: Some(stream),
+        }
+    }
+
+    /// Whether the client closed the connection (or it broke). Pipelined
+    /// bytes waiting to be read mean the client is still there; a client
+    /// that half-closed after sending its request counts as gone, as it
+    /// does for other proxies. Call it from the handler's own thread: the
+    /// look briefly makes the socket non-blocking, which only that thread
+    /// could notice.
+    pub fn gone(&self) -> bool {
+        let Some(stream) = &self.stream else {
+            return false;
+        };
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let seen = stream.peek(&mut byte);
+        let _ = stream.set_nonblocking(false);
+        match seen {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
 }
 
 impl HttpRequest {

@@ -57,6 +57,14 @@ fn http10_closes_unless_asked_to_keep_alive() {
     c.send(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     let r = c.read_response(false).unwrap();
     assert_eq!(r.header("connection"), Some("keep-alive"));
+    // Transfer-Encoding in HTTP/1.0 is faulty framing: answered, then the
+    // connection closes even though keep-alive was asked for.
+    c.send(b"POST /te HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.text(), "POST /te z");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed());
+    let mut c = Client::connect(server.local_addr());
     c.send(b"GET /y HTTP/1.0\r\n\r\n");
     let r = c.read_response(false).unwrap();
     assert_eq!(r.text(), "GET /y ");
@@ -196,6 +204,18 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
     );
     refused(
         a,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc",
+        400,
+        "empty Transfer-Encoding",
+    );
+    refused(
+        a,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n",
+        400,
+        "empty Transfer-Encoding",
+    );
+    refused(
+        a,
         b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         400,
         "Transfer-Encoding",
@@ -217,6 +237,18 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n1\r\nx\r\n0\r\n\r\n",
         413,
         "too large",
+    );
+    // Tiny data behind long chunk extensions: bounded by the framing
+    // allowance (max(max_body, max_header) = 1024 bytes here), not only
+    // by the decoded size, or one request could make the server buffer
+    // about a thousand times max_body_bytes.
+    let ext = "e".repeat(600);
+    refused(
+        a,
+        format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;{ext}\r\nx\r\n1;{ext}\r\ny\r\n0\r\n\r\n")
+            .as_bytes(),
+        413,
+        "too much framing",
     );
     let many: String = (0..9).map(|i| format!("X-H{i}: v\r\n")).collect();
     refused(
@@ -353,6 +385,24 @@ fn connections_beyond_the_bound_get_503() {
 }
 
 #[test]
+fn a_bodiless_head_answer_announces_no_false_length() {
+    // What the proxy answers a HEAD with: upstream's headers, no body.
+    let server = start(
+        Limits::default(),
+        Arc::new(|_req: HttpRequest| HttpResponse::new(200, Vec::new(), Vec::new())),
+    );
+    let mut c = Client::connect(server.local_addr());
+    c.send(b"HEAD /x HTTP/1.1\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), None);
+    // The connection stays usable: a HEAD answer never has a body.
+    c.send(b"HEAD /y HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(c.read_response(true).unwrap().status, 200);
+    stop(server);
+}
+
+#[test]
 fn drop_connection_closes_without_an_answer() {
     let handler: Arc<dyn Handler> = Arc::new(|_req: HttpRequest| HttpResponse::drop_connection());
     let server = start(Limits::default(), handler);
@@ -449,4 +499,128 @@ fn throughput_keep_alive() {
         secs * 1e6 / f64::from(per_client)
     );
     stop(server);
+}
+
+mod arbitrary_input {
+    //! Whatever bytes a client sends, it gets well-formed answers or a
+    //! closed connection, and the server keeps serving everyone else.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Shutdown;
+    use std::sync::OnceLock;
+
+    fn server() -> SocketAddr {
+        static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+        *SERVER.get_or_init(|| {
+            let limits = Limits {
+                max_body_bytes: 64,
+                max_header_bytes: 512,
+                max_headers: 8,
+                read_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            };
+            // Echoes, and names the method so a HEAD answer (announced
+            // length, no body) is told apart. Never stopped: it lives as
+            // long as the test binary.
+            let server = start(
+                limits,
+                Arc::new(|req: HttpRequest| {
+                    let mut body = format!("{} {} ", req.method, req.target).into_bytes();
+                    body.extend_from_slice(&req.body);
+                    HttpResponse::new(200, vec![("X-Method".into(), req.method)], body)
+                }),
+            );
+            let addr = server.local_addr();
+            std::mem::forget(server);
+            addr
+        })
+    }
+
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        let plausible = (
+            prop::sample::select(vec![
+                &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n"[..],
+                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\n\r\n",
+                b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcHEAD /h HTTP/1.1\r\n\r\n",
+                b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            ]),
+            any::<usize>(),
+            prop::collection::vec(any::<u8>(), 0..12),
+        )
+            .prop_map(|(base, at, splice)| {
+                let mut v = base.to_vec();
+                let at = at % (v.len() + 1);
+                v.splice(at..at, splice);
+                v
+            });
+        prop_oneof![prop::collection::vec(any::<u8>(), 0..200), plausible]
+    }
+
+    /// Every response in `out` starts with a status line `HTTP/1.1 NNN `
+    /// and is framed by its Content-Length (a HEAD answer announces the
+    /// length and sends no body; a 100 has neither).
+    fn well_formed(mut out: &[u8]) -> Result<usize, String> {
+        let mut n = 0;
+        while !out.is_empty() {
+            let end = out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .ok_or("a header section that never ends")?;
+            let head = std::str::from_utf8(&out[..end]).map_err(|e| e.to_string())?;
+            let status = head.strip_prefix("HTTP/1.1 ").ok_or("no status line")?;
+            let code: u16 = status
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or("no status code")?;
+            if !(100..600).contains(&code) || status.as_bytes().get(3) != Some(&b' ') {
+                return Err(format!("bad status line {status:?}"));
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let body_len = if code == 100 || head.contains("\r\nX-Method: HEAD\r\n") {
+                0
+            } else {
+                length
+            };
+            let total = end + 4 + body_len;
+            if out.len() < total {
+                return Err(format!("body shorter than Content-Length {length}"));
+            }
+            out = &out[total..];
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes_get_well_formed_answers_or_a_close(bytes in input()) {
+            let addr = server();
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(GUARD)).unwrap();
+            // The server may close before reading everything: that is fine.
+            let _ = stream.write_all(&bytes);
+            let _ = stream.shutdown(Shutdown::Write);
+            let mut out = Vec::new();
+            let read = stream.read_to_end(&mut out);
+            // A reset after a refusal is a close too; a hang is not.
+            if let Err(e) = &read {
+                prop_assert!(e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut, "no answer and no close: {e}");
+            }
+            if let Err(why) = well_formed(&out) {
+                prop_assert!(false, "{why}: {:?}", String::from_utf8_lossy(&out));
+            }
+            // Still serving.
+            let mut c = Client::connect(addr);
+            c.send(b"GET /alive HTTP/1.1\r\nConnection: close\r\n\r\n");
+            prop_assert_eq!(c.read_response(false).unwrap().text(), "GET /alive ");
+        }
+    }
 }

@@ -85,6 +85,9 @@ pub enum ServiceError {
     /// The answer was not the JSON expected.
     #[error("could not decode the answer of {path}: {reason}")]
     Decode { path: String, reason: String },
+    /// The request can never be sent upstream (a malformed path, say).
+    #[error("the request cannot be sent upstream: {0}")]
+    Invalid(String),
 }
 
 impl ServiceError {
@@ -99,7 +102,9 @@ impl ServiceError {
             | ServiceError::BreakerOpen { .. }
             | ServiceError::TimedOut { .. } => true,
             ServiceError::UpstreamStatus { status, .. } => *status == 429 || *status >= 500,
-            ServiceError::ShuttingDown | ServiceError::Decode { .. } => false,
+            ServiceError::ShuttingDown | ServiceError::Decode { .. } | ServiceError::Invalid(_) => {
+                false
+            }
         }
     }
 
@@ -139,6 +144,7 @@ impl From<CallError> for ServiceError {
             CallError::Failed(failure) => failure.into(),
             CallError::TimedOut { waited } => ServiceError::TimedOut { waited },
             CallError::ShuttingDown => ServiceError::ShuttingDown,
+            CallError::Invalid(why) => ServiceError::Invalid(why),
         }
     }
 }

@@ -273,3 +273,39 @@ fn base_urls_must_be_http() {
     }
     assert!(HttpUpstream::new("https://api.coinbase.com", options()).is_ok());
 }
+
+#[test]
+fn a_bots_accept_encoding_is_not_forwarded() {
+    // An upstream that honours `br` when asked, as Cloudflare-fronted APIs
+    // do. ureq decodes only gzip, so a `br` body would reach the cache
+    // still encoded and be served, `Content-Encoding: br` and all, to bots
+    // that never asked for it (the cache key has no Accept-Encoding).
+    let (url, requests) = serve(|request, stream| {
+        let head = String::from_utf8_lossy(request).to_ascii_lowercase();
+        let asked_br = head
+            .lines()
+            .any(|l| l.starts_with("accept-encoding:") && l.contains("br"));
+        let reply: &[u8] = if asked_br {
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n\x0b\x02\x80x"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"
+        };
+        let _ = stream.write_all(reply);
+    });
+    let upstream = HttpUpstream::new(&url, options()).unwrap();
+    let got = response(upstream.send(&call(
+        "GET",
+        "/shared",
+        &[("Accept-Encoding", "gzip, deflate, br")],
+        b"",
+    )));
+    let seen = String::from_utf8_lossy(&requests.recv().unwrap()).to_ascii_lowercase();
+    assert!(
+        !seen
+            .lines()
+            .any(|l| l.starts_with("accept-encoding:") && l.contains("br")),
+        "{seen}"
+    );
+    assert_eq!(got.header("content-encoding"), None);
+    assert_eq!(got.body, b"plain");
+}

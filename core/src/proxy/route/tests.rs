@@ -178,6 +178,15 @@ fn bad_targets_say_what_is_wrong() {
         ("/a%zz", "invalid percent-encoding"),
         ("/a%4", "invalid percent-encoding"),
         ("/a#frag", "fragment"),
+        ("/api/v3/brokerage/market/products<x", "`<` at byte 33"),
+        ("/a`b", "``` at byte 2"),
+        ("/a>b", "`>`"),
+        ("/a?q=\"x\"", "`\"`"),
+        ("/a?q={}", "`{`"),
+        ("/a?q=|", "`|`"),
+        ("/a?q=^", "`^`"),
+        ("/a?q=\\", "`\\`"),
+        ("/https://api.coinbase.com/a<b", "`<`"),
         (
             "/https%3A%2F%2Fapi.coinbase.com%2F%ZZ",
             "invalid percent-encoding",
@@ -221,6 +230,22 @@ fn methods_and_headers_are_checked() {
     }
     let e = p.route(None, "POST", "/metrics", &[], vec![]).unwrap_err();
     assert_eq!(e.status, 405);
+    // A credential header twice with different values: which one upstream
+    // authenticates is unknowable, so the cache could file one key's
+    // private answer under the other's identity.
+    for bad in [
+        h(&[("CB-ACCESS-KEY", "k1"), ("cb-access-key", "k2")]),
+        h(&[("Authorization", "Bearer a"), ("authorization", "Bearer b")]),
+    ] {
+        let e = p
+            .route(None, "GET", "/api/v3/brokerage/accounts", &bad, vec![])
+            .unwrap_err();
+        assert_eq!((e.status, e.kind), (400, "ambiguous_credential"), "{bad:?}");
+    }
+    let same = h(&[("CB-ACCESS-KEY", "k1"), ("CB-ACCESS-KEY", "k1")]);
+    assert!(p
+        .route(None, "GET", "/api/v3/brokerage/accounts", &same, vec![])
+        .is_ok());
 }
 
 #[test]
