@@ -12,11 +12,14 @@ use crate::protocol::{
     bot_headers, INTERNAL_ORIGIN, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING,
     SHARDS_PATH, SHARD_HEADER,
 };
-use crate::report::{rows, ShardReport};
+use crate::report::{rows, shards_to_ask, ShardReport, MAX_REPORTS};
 
 /// Response header on the endpoints: how many registered shards did not
 /// report (and so are missing from the rendered figures).
 const UNREACHABLE_HEADER: &str = "x-syncoord-unreachable-shards";
+/// Response header on the endpoints: how many registered shards were not
+/// asked at all, past [`MAX_REPORTS`].
+const OMITTED_HEADER: &str = "x-syncoord-omitted-shards";
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
@@ -59,29 +62,36 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
 /// An endpoint over every shard's report, rendered as the native daemon
 /// renders it over its upstreams.
 async fn render(env: &Env, ep: Endpoint, head: bool) -> Result<Response> {
-    let (reports, unreachable) = collect_reports(env).await?;
+    let (reports, unreachable, omitted) = collect_reports(env).await?;
     let mut response = ep.render(&rows(reports));
     response
         .headers
         .push((UNREACHABLE_HEADER.to_owned(), unreachable.to_string()));
+    response
+        .headers
+        .push((OMITTED_HEADER.to_owned(), omitted.to_string()));
     if head {
         response.body.clear();
     }
     to_response(response)
 }
 
-/// Asks every registered shard for its report, all at once. Each report is
-/// a subrequest: the Workers limit on subrequests per request bounds how
-/// many shards one endpoint call can cover (see the README). Returns the
-/// reports and how many shards failed to give one.
-async fn collect_reports(env: &Env) -> Result<(Vec<ShardReport>, usize)> {
+/// Asks the registered shards for their reports, all at once, at most
+/// [`MAX_REPORTS`] of them: each report is a subrequest, and the Workers
+/// limit on subrequests per invocation bounds how many one endpoint call
+/// can make (see the README). Returns the reports, how many shards failed
+/// to give one, and how many were not asked.
+async fn collect_reports(env: &Env) -> Result<(Vec<ShardReport>, usize, usize)> {
     let registry = env
         .durable_object(REGISTRY_BINDING)?
         .get_by_name(REGISTRY_NAME)?;
     let mut listing = registry
         .fetch_with_str(&format!("{INTERNAL_ORIGIN}{SHARDS_PATH}"))
         .await?;
-    let shards: Vec<String> = listing.json().await?;
+    let (shards, omitted) = shards_to_ask(listing.json().await?, MAX_REPORTS);
+    if omitted > 0 {
+        console_warn!("syncoord: {omitted} shards left out of the report (at most {MAX_REPORTS})");
+    }
     let namespace = env.durable_object(SCOPE_BINDING)?;
     let asks = shards.iter().map(|shard| {
         let stub = namespace.get_by_name(shard);
@@ -109,5 +119,5 @@ async fn collect_reports(env: &Env) -> Result<(Vec<ShardReport>, usize)> {
             }
         }
     }
-    Ok((reports, unreachable))
+    Ok((reports, unreachable, omitted))
 }
