@@ -4,6 +4,8 @@
 //! registration) go to [`INTERNAL_ORIGIN`] paths, which no bot request can
 //! reach because bots only reach objects through the Worker.
 
+use syncoord_core::proxy::{ProxyResponse, ERROR_HEADER};
+
 /// Durable Object binding of the per-shard coordinators (wrangler.toml).
 pub const SCOPE_BINDING: &str = "SCOPE_COORDINATOR";
 /// Durable Object binding of the shard registry (wrangler.toml).
@@ -68,6 +70,31 @@ pub fn take_shard(headers: Vec<(String, String)>) -> (Option<String>, Vec<(Strin
     (shard, rest)
 }
 
+/// The bot's answer when the Worker itself fails: its call to the shard's
+/// object failed (the object threw, was reset by a deployment, or could
+/// not be reached) or the request could not be read. Without it the
+/// runtime would answer with its own HTML error page; with it the bot gets
+/// the same JSON and `X-Syncoord-Error` as every other syncoord error.
+/// 502, not 503 with `Retry-After`: a request that failed inside its object
+/// may already have reached upstream, so it must not look safe to retry.
+pub fn worker_failure(what: &str, error: &str) -> ProxyResponse {
+    let mut response = ProxyResponse::json(
+        502,
+        &serde_json::json!({
+            "error": WORKER_FAILURE,
+            "message": format!("{what}: {error}; the request may or may not have reached upstream"),
+            "retry_after_secs": null,
+        }),
+    );
+    response
+        .headers
+        .push((ERROR_HEADER.to_owned(), WORKER_FAILURE.to_owned()));
+    response
+}
+
+/// `X-Syncoord-Error` of [`worker_failure`].
+pub const WORKER_FAILURE: &str = "edge_failure";
+
 /// Whether the registry may store `name`.
 pub fn valid_shard_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_SHARD_NAME && !name.chars().any(char::is_control)
@@ -109,6 +136,21 @@ mod tests {
         assert_eq!(shard.as_deref(), Some("a/global"));
         assert_eq!(rest, h(&[("accept", "*/*")]));
         assert_eq!(take_shard(h(&[("accept", "*/*")])).0, None);
+    }
+
+    #[test]
+    fn a_worker_failure_is_a_syncoord_error_not_safe_to_retry() {
+        let r = worker_failure("shard `a/global` did not answer", "Network connection lost");
+        assert_eq!(r.status, 502);
+        assert_eq!(r.header("x-syncoord-error"), Some(WORKER_FAILURE));
+        assert_eq!(r.header("retry-after"), None);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(body["error"], WORKER_FAILURE);
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("a/global") && message.contains("Network connection lost"),
+            "{message}"
+        );
     }
 
     #[test]

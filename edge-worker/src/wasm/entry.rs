@@ -9,8 +9,8 @@ use worker::{console_warn, event, Context, Env, Request, Response, Result};
 use super::convert::{build_request, error_response, read_request, to_response};
 use super::settings::proxy;
 use crate::protocol::{
-    bot_headers, INTERNAL_ORIGIN, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING,
-    SHARDS_PATH, SHARD_HEADER,
+    bot_headers, worker_failure, INTERNAL_ORIGIN, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH,
+    SCOPE_BINDING, SHARDS_PATH, SHARD_HEADER,
 };
 use crate::report::{rows, shards_to_ask, ShardReport, MAX_REPORTS};
 
@@ -22,14 +22,25 @@ const UNREACHABLE_HEADER: &str = "x-syncoord-unreachable-shards";
 const OMITTED_HEADER: &str = "x-syncoord-omitted-shards";
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    let proxy = match proxy(&env) {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    // Every request gets syncoord's answer, never the runtime's error page.
+    match handle(req, &env).await {
+        Ok(response) => Ok(response),
+        Err(e) => {
+            console_warn!("syncoord: request failed in the Worker: {e}");
+            to_response(worker_failure("the Worker failed", &e.to_string()))
+        }
+    }
+}
+
+async fn handle(mut req: Request, env: &Env) -> Result<Response> {
+    let proxy = match proxy(env) {
         Ok(p) => p,
         Err(r) => return r,
     };
     let incoming = read_request(&mut req).await?;
     if let Some(ep) = endpoint(&incoming.method, &incoming.target) {
-        return render(&env, ep, incoming.method == "HEAD").await;
+        return render(env, ep, incoming.method == "HEAD").await;
     }
     let max_body = proxy.config().server.max_body_bytes;
     if incoming.body.len() > max_body {
@@ -56,7 +67,16 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         .get_by_name(shard.as_str())?;
     let url = format!("{INTERNAL_ORIGIN}{}", incoming.target);
     let forwarded = build_request(&url, &incoming.method, &headers, &incoming.body)?;
-    stub.fetch_with_request(forwarded).await
+    match stub.fetch_with_request(forwarded).await {
+        Ok(response) => Ok(response),
+        Err(e) => {
+            console_warn!("syncoord: shard `{}` failed: {e}", shard.as_str());
+            to_response(worker_failure(
+                &format!("shard `{}` did not answer", shard.as_str()),
+                &e.to_string(),
+            ))
+        }
+    }
 }
 
 /// An endpoint over every shard's report, rendered as the native daemon
