@@ -22,8 +22,23 @@ pub const INTERNAL_ORIGIN: &str = "https://syncoord.internal";
 pub const REPORT_PATH: &str = "/__syncoord/report";
 /// `POST` on the registry, body = shard name: remember a shard.
 pub const REGISTER_PATH: &str = "/__syncoord/register";
-/// `GET` on the registry: JSON array of the shard names it knows.
+/// `GET` on the registry: JSON array of the [`RegisteredShard`]s it knows.
 pub const SHARDS_PATH: &str = "/__syncoord/shards";
+/// `POST` on the registry, body = JSON array of [`RegisteredShard`]s:
+/// forget each one that has not registered again since (its `since` is
+/// unchanged). The Worker sends the shards whose objects had no state to
+/// report, so the registry holds the shards in use, not every credential
+/// ever seen.
+pub const FORGET_PATH: &str = "/__syncoord/forget";
+
+/// A shard as the registry knows it: its name and when (Unix ms, from the
+/// registry's clock) its object last registered it. An object registers
+/// once per activation, so a newer `since` means a newer activation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RegisteredShard {
+    pub name: String,
+    pub since: f64,
+}
 
 /// Longest shard name the registry accepts (an upstream name plus a
 /// credential identity, which is a key id or a hash prefix).
@@ -151,6 +166,17 @@ mod tests {
             message.contains("a/global") && message.contains("Network connection lost"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn registered_shards_survive_the_trip_between_registry_and_worker() {
+        let sent = vec![RegisteredShard {
+            name: "a/cred/key:x".into(),
+            since: 1_764_000_000_123.0,
+        }];
+        let json = serde_json::to_string(&sent).expect("serialises");
+        let got: Vec<RegisteredShard> = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(got, sent);
     }
 
     #[test]

@@ -29,10 +29,11 @@ pub fn rows(mut reports: Vec<ShardReport>) -> Vec<(String, StatsSnapshot, Health
 
 /// Most shards one stats, health or metrics call asks for a report. Every
 /// report is a subrequest, and a Worker invocation may make at most 50 on
-/// the free plan (1000 on paid plans); the registry listing is one more.
-/// Past this many, a call would fail part-way for reasons unrelated to the
-/// shards, so the rest are left out and counted in the response instead.
-pub const MAX_REPORTS: usize = 48;
+/// the free plan (1000 on paid plans); the registry listing and the
+/// request that prunes it are two more. Past this many, a call would fail
+/// part-way for reasons unrelated to the shards, so the rest are left out
+/// and counted in the response instead.
+pub const MAX_REPORTS: usize = 47;
 
 /// The shards to ask, at most `max`, and how many were left out. Global
 /// shards (each upstream's shared public budget) come first, then

@@ -9,8 +9,8 @@ use worker::{console_warn, event, Context, Env, Request, Response, Result};
 use super::convert::{build_request, error_response, read_request, to_response};
 use super::settings::proxy;
 use crate::protocol::{
-    bot_headers, worker_failure, INTERNAL_ORIGIN, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH,
-    SCOPE_BINDING, SHARDS_PATH, SHARD_HEADER,
+    bot_headers, worker_failure, RegisteredShard, FORGET_PATH, INTERNAL_ORIGIN, REGISTRY_BINDING,
+    REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING, SHARDS_PATH, SHARD_HEADER,
 };
 use crate::report::{rows, shards_to_ask, ShardReport, MAX_REPORTS};
 
@@ -108,7 +108,9 @@ async fn collect_reports(env: &Env) -> Result<(Vec<ShardReport>, usize, usize)> 
     let mut listing = registry
         .fetch_with_str(&format!("{INTERNAL_ORIGIN}{SHARDS_PATH}"))
         .await?;
-    let (shards, omitted) = shards_to_ask(listing.json().await?, MAX_REPORTS);
+    let registered: Vec<RegisteredShard> = listing.json().await?;
+    let names = registered.iter().map(|r| r.name.clone()).collect();
+    let (shards, omitted) = shards_to_ask(names, MAX_REPORTS);
     if omitted > 0 {
         console_warn!("syncoord: {omitted} shards left out of the report (at most {MAX_REPORTS})");
     }
@@ -129,15 +131,39 @@ async fn collect_reports(env: &Env) -> Result<(Vec<ShardReport>, usize, usize)> 
     });
     let mut reports = Vec::new();
     let mut unreachable = 0;
+    let mut empty = Vec::new();
     for (shard, result) in shards.iter().zip(join_all(asks).await) {
         match result {
             Ok(Some(r)) => reports.push(r),
-            Ok(None) => {}
+            Ok(None) => empty.extend(registered.iter().find(|r| &r.name == shard).cloned()),
             Err(e) => {
                 unreachable += 1;
                 console_warn!("syncoord: shard `{shard}` did not report: {e}");
             }
         }
     }
+    if !empty.is_empty() {
+        // Best effort: a shard left registered is only asked again.
+        if let Err(e) = forget(&registry, &empty).await {
+            console_warn!("syncoord: pruning the shard registry failed: {e}");
+        }
+    }
     Ok((reports, unreachable, omitted))
+}
+
+/// Asks the registry to forget `shards` (each only if it has not
+/// registered again since it was listed).
+async fn forget(registry: &worker::Stub, shards: &[RegisteredShard]) -> Result<()> {
+    let body = serde_json::to_vec(shards)?;
+    let req = build_request(
+        &format!("{INTERNAL_ORIGIN}{FORGET_PATH}"),
+        "POST",
+        &[("content-type".to_owned(), "application/json".to_owned())],
+        &body,
+    )?;
+    let resp = registry.fetch_with_request(req).await?;
+    match resp.status_code() {
+        200..=299 => Ok(()),
+        s => Err(worker::Error::RustError(format!("registry answered {s}"))),
+    }
 }
