@@ -107,6 +107,23 @@ pub fn worker_failure(what: &str, error: &str) -> ProxyResponse {
     response
 }
 
+/// A request body over `max_body_bytes`: 413 with the body the native
+/// daemon sends (`"error": "payload_too_large"`), plus `X-Syncoord-Error`.
+pub fn too_large(max_body: usize) -> ProxyResponse {
+    let kind = "payload_too_large";
+    let mut response = ProxyResponse::json(
+        413,
+        &serde_json::json!({
+            "error": kind,
+            "message": format!("request body too large (limit {max_body} bytes)"),
+        }),
+    );
+    response
+        .headers
+        .push((ERROR_HEADER.to_owned(), kind.to_owned()));
+    response
+}
+
 /// `X-Syncoord-Error` of [`worker_failure`].
 pub const WORKER_FAILURE: &str = "edge_failure";
 
@@ -177,6 +194,18 @@ mod tests {
         let json = serde_json::to_string(&sent).expect("serialises");
         let got: Vec<RegisteredShard> = serde_json::from_str(&json).expect("deserialises");
         assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_as_the_native_daemon_refuses_it() {
+        let r = too_large(10);
+        assert_eq!(r.status, 413);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(body["error"], "payload_too_large");
+        assert!(body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("10 bytes"));
     }
 
     #[test]

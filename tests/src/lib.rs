@@ -58,6 +58,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         "malformed input refused, host keeps serving",
         malformed_input,
     ),
+    ("body over max_body_bytes refused with 413", body_too_large),
     ("stats, health and metrics endpoints", endpoints),
 ];
 
@@ -645,6 +646,28 @@ fn malformed_input(t: &Target) -> Result<(), String> {
     )?;
     let still = get(&format!("{}/__echo/after-garbage", t.base), &[])?;
     expect_status(&still, 200, "a normal request after malformed ones")
+}
+
+/// A body over `max_body_bytes` (1 MiB, the default) is refused with 413
+/// and syncoord's JSON error, and never reaches upstream.
+fn body_too_large(t: &Target) -> Result<(), String> {
+    let before = mock_counts(t)?;
+    let body = vec![b'x'; 1024 * 1024 + 1];
+    let reply = send(
+        "POST",
+        &format!("{}{}", t.base, unique("/__echo/big/")),
+        &[("content-type", "application/octet-stream")],
+        Some(&body),
+    )?;
+    expect_status(&reply, 413, "oversized body")?;
+    let json = reply.json()?;
+    expect(json["error"] == "payload_too_large", || {
+        format!("413 body: {json}")
+    })?;
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        "an oversized body reached upstream".into()
+    })
 }
 
 fn endpoints(t: &Target) -> Result<(), String> {

@@ -6,11 +6,11 @@ use futures_util::future::join_all;
 use syncoord_core::proxy::{endpoint, Endpoint};
 use worker::{console_warn, event, Context, Env, Request, Response, Result};
 
-use super::convert::{build_request, error_response, read_request, to_response};
+use super::convert::{build_request, read_request, to_response};
 use super::settings::proxy;
 use crate::protocol::{
-    bot_headers, worker_failure, RegisteredShard, FORGET_PATH, INTERNAL_ORIGIN, REGISTRY_BINDING,
-    REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING, SHARDS_PATH, SHARD_HEADER,
+    bot_headers, too_large, worker_failure, RegisteredShard, FORGET_PATH, INTERNAL_ORIGIN,
+    REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH, SCOPE_BINDING, SHARDS_PATH, SHARD_HEADER,
 };
 use crate::report::{rows, shards_to_ask, ShardReport, MAX_REPORTS};
 
@@ -44,10 +44,7 @@ async fn handle(mut req: Request, env: &Env) -> Result<Response> {
     }
     let max_body = proxy.config().server.max_body_bytes;
     if incoming.body.len() > max_body {
-        return error_response(
-            413,
-            &format!("request body over max_body_bytes ({max_body} bytes)"),
-        );
+        return to_response(too_large(max_body));
     }
     let mut headers = bot_headers(incoming.headers);
     let forward = match proxy.route(
