@@ -59,6 +59,10 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         malformed_input,
     ),
     ("body over max_body_bytes refused with 413", body_too_large),
+    (
+        "upstream answer over max_response_bytes is a 502",
+        response_too_large,
+    ),
     ("stats, health and metrics endpoints", endpoints),
 ];
 
@@ -668,6 +672,23 @@ fn body_too_large(t: &Target) -> Result<(), String> {
     expect(after.requests == before.requests, || {
         "an oversized body reached upstream".into()
     })
+}
+
+/// An upstream answer over `max_response_bytes` (256 KiB in the suite's
+/// config) is a transport failure, 502, not passed on; the host keeps
+/// serving.
+fn response_too_large(t: &Target) -> Result<(), String> {
+    // The mock echoes the body back inside a JSON answer.
+    let body = vec![b'y'; 300 * 1024];
+    let reply = send(
+        "POST",
+        &format!("{}{}", t.base, unique("/__echo/huge/")),
+        &[("content-type", "application/octet-stream")],
+        Some(&body),
+    )?;
+    expect_status(&reply, 502, "answer over max_response_bytes")?;
+    let still = get(&format!("{}{}", t.base, unique("/__echo/after-huge/")), &[])?;
+    expect_status(&still, 200, "a normal request after an oversized answer")
 }
 
 fn endpoints(t: &Target) -> Result<(), String> {
