@@ -4,6 +4,8 @@
 //! registration) go to [`INTERNAL_ORIGIN`] paths, which no bot request can
 //! reach because bots only reach objects through the Worker.
 
+use syncoord_core::proxy::{ProxyResponse, ERROR_HEADER};
+
 /// Durable Object binding of the per-shard coordinators (wrangler.toml).
 pub const SCOPE_BINDING: &str = "SCOPE_COORDINATOR";
 /// Durable Object binding of the shard registry (wrangler.toml).
@@ -20,8 +22,23 @@ pub const INTERNAL_ORIGIN: &str = "https://syncoord.internal";
 pub const REPORT_PATH: &str = "/__syncoord/report";
 /// `POST` on the registry, body = shard name: remember a shard.
 pub const REGISTER_PATH: &str = "/__syncoord/register";
-/// `GET` on the registry: JSON array of the shard names it knows.
+/// `GET` on the registry: JSON array of the [`RegisteredShard`]s it knows.
 pub const SHARDS_PATH: &str = "/__syncoord/shards";
+/// `POST` on the registry, body = JSON array of [`RegisteredShard`]s:
+/// forget each one that has not registered again since (its `since` is
+/// unchanged). The Worker sends the shards whose objects had no state to
+/// report, so the registry holds the shards in use, not every credential
+/// ever seen.
+pub const FORGET_PATH: &str = "/__syncoord/forget";
+
+/// A shard as the registry knows it: its name and when (Unix ms, from the
+/// registry's clock) its object last registered it. An object registers
+/// once per activation, so a newer `since` means a newer activation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RegisteredShard {
+    pub name: String,
+    pub since: f64,
+}
 
 /// Longest shard name the registry accepts (an upstream name plus a
 /// credential identity, which is a key id or a hash prefix).
@@ -68,6 +85,48 @@ pub fn take_shard(headers: Vec<(String, String)>) -> (Option<String>, Vec<(Strin
     (shard, rest)
 }
 
+/// The bot's answer when the Worker itself fails: its call to the shard's
+/// object failed (the object threw, was reset by a deployment, or could
+/// not be reached) or the request could not be read. Without it the
+/// runtime would answer with its own HTML error page; with it the bot gets
+/// the same JSON and `X-Syncoord-Error` as every other syncoord error.
+/// 502, not 503 with `Retry-After`: a request that failed inside its object
+/// may already have reached upstream, so it must not look safe to retry.
+pub fn worker_failure(what: &str, error: &str) -> ProxyResponse {
+    let mut response = ProxyResponse::json(
+        502,
+        &serde_json::json!({
+            "error": WORKER_FAILURE,
+            "message": format!("{what}: {error}; the request may or may not have reached upstream"),
+            "retry_after_secs": null,
+        }),
+    );
+    response
+        .headers
+        .push((ERROR_HEADER.to_owned(), WORKER_FAILURE.to_owned()));
+    response
+}
+
+/// A request body over `max_body_bytes`: 413 with the body the native
+/// daemon sends (`"error": "payload_too_large"`), plus `X-Syncoord-Error`.
+pub fn too_large(max_body: usize) -> ProxyResponse {
+    let kind = "payload_too_large";
+    let mut response = ProxyResponse::json(
+        413,
+        &serde_json::json!({
+            "error": kind,
+            "message": format!("request body too large (limit {max_body} bytes)"),
+        }),
+    );
+    response
+        .headers
+        .push((ERROR_HEADER.to_owned(), kind.to_owned()));
+    response
+}
+
+/// `X-Syncoord-Error` of [`worker_failure`].
+pub const WORKER_FAILURE: &str = "edge_failure";
+
 /// Whether the registry may store `name`.
 pub fn valid_shard_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_SHARD_NAME && !name.chars().any(char::is_control)
@@ -109,6 +168,44 @@ mod tests {
         assert_eq!(shard.as_deref(), Some("a/global"));
         assert_eq!(rest, h(&[("accept", "*/*")]));
         assert_eq!(take_shard(h(&[("accept", "*/*")])).0, None);
+    }
+
+    #[test]
+    fn a_worker_failure_is_a_syncoord_error_not_safe_to_retry() {
+        let r = worker_failure("shard `a/global` did not answer", "Network connection lost");
+        assert_eq!(r.status, 502);
+        assert_eq!(r.header("x-syncoord-error"), Some(WORKER_FAILURE));
+        assert_eq!(r.header("retry-after"), None);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(body["error"], WORKER_FAILURE);
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("a/global") && message.contains("Network connection lost"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn registered_shards_survive_the_trip_between_registry_and_worker() {
+        let sent = vec![RegisteredShard {
+            name: "a/cred/key:x".into(),
+            since: 1_764_000_000_123.0,
+        }];
+        let json = serde_json::to_string(&sent).expect("serialises");
+        let got: Vec<RegisteredShard> = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_as_the_native_daemon_refuses_it() {
+        let r = too_large(10);
+        assert_eq!(r.status, 413);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(body["error"], "payload_too_large");
+        assert!(body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("10 bytes"));
     }
 
     #[test]

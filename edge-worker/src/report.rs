@@ -27,6 +27,28 @@ pub fn rows(mut reports: Vec<ShardReport>) -> Vec<(String, StatsSnapshot, Health
         .collect()
 }
 
+/// Most shards one stats, health or metrics call asks for a report. Every
+/// report is a subrequest, and a Worker invocation may make at most 50 on
+/// the free plan (1000 on paid plans); the registry listing and the
+/// request that prunes it are two more. Past this many, a call would fail
+/// part-way for reasons unrelated to the shards, so the rest are left out
+/// and counted in the response instead.
+pub const MAX_REPORTS: usize = 47;
+
+/// The shards to ask, at most `max`, and how many were left out. Global
+/// shards (each upstream's shared public budget) come first, then
+/// per-credential ones, each by name: the same shards on every call.
+pub fn shards_to_ask(mut shards: Vec<String>, max: usize) -> (Vec<String>, usize) {
+    shards.sort_by(|a, b| {
+        let global = |s: &str| !s.ends_with("/global");
+        (global(a), a).cmp(&(global(b), b))
+    });
+    shards.dedup();
+    let omitted = shards.len().saturating_sub(max);
+    shards.truncate(max);
+    (shards, omitted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +77,19 @@ mod tests {
             stats: core.stats(t0),
             health: core.health(t0),
         }
+    }
+
+    #[test]
+    fn reports_are_capped_global_shards_first() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (ask, omitted) = shards_to_ask(
+            names(&["a/cred/key:z", "a/cred/key:b", "b/global", "a/global"]),
+            3,
+        );
+        assert_eq!(ask, names(&["a/global", "b/global", "a/cred/key:b"]));
+        assert_eq!(omitted, 1);
+        let (ask, omitted) = shards_to_ask(names(&["a/global"]), MAX_REPORTS);
+        assert_eq!((ask.len(), omitted), (1, 0));
     }
 
     #[test]

@@ -17,6 +17,13 @@ pub const UPSTREAM_URL_VAR: &str = "SYNCOORD_UPSTREAM_URL";
 /// What the errors of the built-in default config are attributed to.
 const DEFAULTS: &str = "built-in defaults";
 
+/// `cache.max_bytes` on the edge when the config does not set it. The
+/// core's default (64 MiB, sized for a daemon) is half of a Worker
+/// isolate's 128 MB, and every shard (one per credential on private
+/// routes) has a core and a cache of its own, several of them possibly in
+/// one isolate. A value the config sets is kept as written.
+pub const EDGE_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// Why the Worker cannot serve with the configured vars.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -47,19 +54,51 @@ fn set(v: Option<&str>) -> Option<&str> {
 
 /// Builds the proxy from the vars' values (`None` or blank means unset).
 pub fn load(config_toml: Option<&str>, upstream_url: Option<&str>) -> Result<Proxy, SettingsError> {
-    let (config, source) = match (set(config_toml), set(upstream_url)) {
+    let (mut config, source, explicit) = match (set(config_toml), set(upstream_url)) {
         (Some(_), Some(_)) => return Err(SettingsError::Both),
         (Some(text), None) => (
             ProxyConfig::from_toml_str_for_edge(text).map_err(SettingsError::config(CONFIG_VAR))?,
             CONFIG_VAR,
+            cache_sizes_set(text),
         ),
-        (None, Some(url)) => (ProxyConfig::single_upstream(url.trim()), UPSTREAM_URL_VAR),
-        (None, None) => (ProxyConfig::default(), DEFAULTS),
+        (None, Some(url)) => (
+            ProxyConfig::single_upstream(url.trim()),
+            UPSTREAM_URL_VAR,
+            Vec::new(),
+        ),
+        (None, None) => (ProxyConfig::default(), DEFAULTS, Vec::new()),
     };
+    for (k, u) in config.upstreams.iter_mut().enumerate() {
+        if !explicit.get(k).copied().unwrap_or(false) {
+            u.coordination.cache.max_bytes = EDGE_CACHE_MAX_BYTES;
+        }
+    }
     config
         .validate_for_edge()
         .map_err(SettingsError::config(source))?;
     Proxy::new(config).map_err(SettingsError::config(source))
+}
+
+/// For each `[[upstreams]]` entry of a config file, in order, whether it
+/// sets `coordination.cache.max_bytes` itself. (The parsed config cannot
+/// tell: it merges the file over the preset and the core's defaults.) The
+/// text has already parsed as a valid config when this is asked.
+fn cache_sizes_set(text: &str) -> Vec<bool> {
+    let Ok(root) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(upstreams) = root.get("upstreams").and_then(toml::Value::as_array) else {
+        return Vec::new();
+    };
+    upstreams
+        .iter()
+        .map(|u| {
+            u.get("coordination")
+                .and_then(|c| c.get("cache"))
+                .and_then(|c| c.get("max_bytes"))
+                .is_some()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -68,10 +107,18 @@ mod tests {
 
     const ONE: &str = "[[upstreams]]\nname = \"mock\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n";
 
+    /// `config` with the edge's cache size wherever the config did not set one.
+    fn on_edge(mut config: ProxyConfig) -> ProxyConfig {
+        for u in &mut config.upstreams {
+            u.coordination.cache.max_bytes = EDGE_CACHE_MAX_BYTES;
+        }
+        config
+    }
+
     #[test]
     fn no_vars_give_the_default_upstreams() {
         let proxy = load(None, Some("  ")).expect("defaults load");
-        assert_eq!(proxy.config(), &ProxyConfig::default());
+        assert_eq!(proxy.config(), &on_edge(ProxyConfig::default()));
     }
 
     #[test]
@@ -79,8 +126,25 @@ mod tests {
         let proxy = load(Some(""), Some("http://127.0.0.1:9")).expect("loads");
         assert_eq!(
             proxy.config(),
-            &ProxyConfig::single_upstream("http://127.0.0.1:9")
+            &on_edge(ProxyConfig::single_upstream("http://127.0.0.1:9"))
         );
+    }
+
+    #[test]
+    fn the_edge_cache_default_applies_only_where_the_file_sets_none() {
+        let text = format!(
+            "{ONE}[[upstreams]]\nname = \"other\"\nurl = \"http://127.0.0.1:10\"\nprefix = \"/o\"\n\
+             [upstreams.coordination.cache]\nmax_bytes = 100000\n"
+        );
+        let proxy = load(Some(&text), None).expect("loads");
+        let sizes: Vec<usize> = proxy
+            .config()
+            .upstreams
+            .iter()
+            .map(|u| u.coordination.cache.max_bytes)
+            .collect();
+        assert_eq!(sizes, [EDGE_CACHE_MAX_BYTES, 100_000]);
+        assert!(EDGE_CACHE_MAX_BYTES < syncoord_core::Config::default().cache.max_bytes);
     }
 
     #[test]

@@ -13,6 +13,13 @@ use syncoord_core::{Duration, Instant};
 /// runtime's timers cannot fire sooner anyway.
 pub const MIN_TIMER: Duration = Duration::from_millis(1);
 
+/// Longest timer: `worker::Delay` hands `setTimeout` the milliseconds as an
+/// `i32`, so anything past about 24.8 days would wrap negative and fire at
+/// once, every time the loop re-arms it (a busy loop). A day is far beyond
+/// any wake-up the core asks for while busy; if it asks for a later one,
+/// the loop simply wakes after a day and asks again.
+pub const MAX_TIMER: Duration = Duration::from_secs(86_400);
+
 /// The instant to arm a new timer for, if one is needed: the core's
 /// `poll_timeout()` (`next`), only while requests wait or calls are in
 /// flight (`busy`; an idle object sleeps until its next request), and only
@@ -22,9 +29,11 @@ pub fn to_arm(next: Option<Instant>, busy: bool, armed: Option<Instant>) -> Opti
     armed.is_none_or(|a| at < a).then_some(at)
 }
 
-/// How long to sleep from `now` until `at`.
+/// How long to sleep from `now` until `at`, within
+/// [`MIN_TIMER`]..=[`MAX_TIMER`].
 pub fn delay(at: Instant, now: Instant) -> Duration {
-    at.saturating_duration_since(now).max(MIN_TIMER)
+    at.saturating_duration_since(now)
+        .clamp(MIN_TIMER, MAX_TIMER)
 }
 
 #[cfg(test)]
@@ -57,5 +66,13 @@ mod tests {
             delay(t + Duration::from_millis(20), t),
             Duration::from_millis(20)
         );
+    }
+
+    #[test]
+    fn delays_fit_set_timeouts_i32_milliseconds() {
+        let t = Instant::now();
+        let far = delay(t + Duration::from_secs(40 * 86_400), t);
+        assert_eq!(far, MAX_TIMER);
+        assert!(i32::try_from(far.as_millis()).is_ok());
     }
 }

@@ -58,6 +58,11 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         "malformed input refused, host keeps serving",
         malformed_input,
     ),
+    ("body over max_body_bytes refused with 413", body_too_large),
+    (
+        "upstream answer over max_response_bytes is a 502",
+        response_too_large,
+    ),
     ("stats, health and metrics endpoints", endpoints),
 ];
 
@@ -645,6 +650,45 @@ fn malformed_input(t: &Target) -> Result<(), String> {
     )?;
     let still = get(&format!("{}/__echo/after-garbage", t.base), &[])?;
     expect_status(&still, 200, "a normal request after malformed ones")
+}
+
+/// A body over `max_body_bytes` (1 MiB, the default) is refused with 413
+/// and syncoord's JSON error, and never reaches upstream.
+fn body_too_large(t: &Target) -> Result<(), String> {
+    let before = mock_counts(t)?;
+    let body = vec![b'x'; 1024 * 1024 + 1];
+    let reply = send(
+        "POST",
+        &format!("{}{}", t.base, unique("/__echo/big/")),
+        &[("content-type", "application/octet-stream")],
+        Some(&body),
+    )?;
+    expect_status(&reply, 413, "oversized body")?;
+    let json = reply.json()?;
+    expect(json["error"] == "payload_too_large", || {
+        format!("413 body: {json}")
+    })?;
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        "an oversized body reached upstream".into()
+    })
+}
+
+/// An upstream answer over `max_response_bytes` (256 KiB in the suite's
+/// config) is a transport failure, 502, not passed on; the host keeps
+/// serving.
+fn response_too_large(t: &Target) -> Result<(), String> {
+    // The mock echoes the body back inside a JSON answer.
+    let body = vec![b'y'; 300 * 1024];
+    let reply = send(
+        "POST",
+        &format!("{}{}", t.base, unique("/__echo/huge/")),
+        &[("content-type", "application/octet-stream")],
+        Some(&body),
+    )?;
+    expect_status(&reply, 502, "answer over max_response_bytes")?;
+    let still = get(&format!("{}{}", t.base, unique("/__echo/after-huge/")), &[])?;
+    expect_status(&still, 200, "a normal request after an oversized answer")
 }
 
 fn endpoints(t: &Target) -> Result<(), String> {

@@ -3,10 +3,12 @@
 //! endpoints know which `ScopeCoordinator` objects to ask (the runtime has
 //! no way to list the objects of a class).
 
-use worker::{durable_object, DurableObject, Env, ListOptions, Request, Response, Result, State};
+use worker::{
+    durable_object, js_sys::Date, DurableObject, Env, ListOptions, Request, Response, Result, State,
+};
 
 use super::convert::{error_response, read_request};
-use crate::protocol::{valid_shard_name, REGISTER_PATH, SHARDS_PATH};
+use crate::protocol::{valid_shard_name, RegisteredShard, FORGET_PATH, REGISTER_PATH, SHARDS_PATH};
 
 /// Storage key prefix of a registered shard.
 const KEY_PREFIX: &str = "shard:";
@@ -31,9 +33,11 @@ impl DurableObject for ShardRegistry {
                 if !valid_shard_name(&name) {
                     return error_response(400, "invalid shard name");
                 }
+                // The registration time tells a forget request whether the
+                // shard registered again after the Worker found it empty.
                 self.state
                     .storage()
-                    .put(&format!("{KEY_PREFIX}{name}"), true)
+                    .put(&format!("{KEY_PREFIX}{name}"), Date::now())
                     .await?;
                 Response::empty()
             }
@@ -43,13 +47,43 @@ impl DurableObject for ShardRegistry {
                     .storage()
                     .list_with_options(ListOptions::new().prefix(KEY_PREFIX))
                     .await?;
-                let names: Vec<String> = entries
-                    .keys()
-                    .into_iter()
-                    .filter_map(|k| k.ok()?.as_string())
-                    .filter_map(|k| k.strip_prefix(KEY_PREFIX).map(str::to_owned))
-                    .collect();
-                Response::from_json(&names)
+                let mut shards: Vec<RegisteredShard> = Vec::new();
+                entries.for_each(&mut |value, key| {
+                    if let Some(name) = key
+                        .as_string()
+                        .and_then(|k| k.strip_prefix(KEY_PREFIX).map(str::to_owned))
+                    {
+                        // Entries stored before registration times were
+                        // kept hold `true`: treat them as registered at 0.
+                        let since = value.as_f64().unwrap_or(0.0);
+                        shards.push(RegisteredShard { name, since });
+                    }
+                });
+                Response::from_json(&shards)
+            }
+            ("POST", FORGET_PATH) => {
+                let Ok(gone) = serde_json::from_slice::<Vec<RegisteredShard>>(&incoming.body)
+                else {
+                    return error_response(400, "expected a JSON array of registered shards");
+                };
+                let storage = self.state.storage();
+                let mut forgotten = 0usize;
+                // No other event runs while this one awaits its storage
+                // calls (the object's input gate), so a registration cannot
+                // slip in between the check and the delete.
+                for shard in gone {
+                    let key = format!("{KEY_PREFIX}{}", shard.name);
+                    let since = storage.get::<serde_json::Value>(&key).await?;
+                    let unchanged = match since {
+                        Some(v) => v.as_f64().unwrap_or(0.0) == shard.since,
+                        None => false,
+                    };
+                    if unchanged {
+                        storage.delete(&key).await?;
+                        forgotten += 1;
+                    }
+                }
+                Response::from_json(&forgotten)
             }
             _ => error_response(404, "unknown registry call"),
         }

@@ -9,9 +9,10 @@
 //! (or restarts it on a new deployment) the cache, limiter state and
 //! stats start over; see the README.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use worker::wasm_bindgen_futures::spawn_local;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use super::convert::{error_response, read_request, to_response};
@@ -24,6 +25,16 @@ struct Active {
     shard: String,
     upstream: usize,
     driver: Rc<Driver>,
+    registration: Rc<Cell<Registration>>,
+}
+
+/// Whether the registry knows this shard (see [`ScopeCoordinator::driver`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// Not yet, or the last attempt failed: the next request tries again.
+    Needed,
+    Sending,
+    Done,
 }
 
 #[durable_object]
@@ -35,15 +46,20 @@ pub struct ScopeCoordinator {
 }
 
 impl ScopeCoordinator {
-    /// This object's driver, created on first use; registers the shard
-    /// with the registry then, so the stats endpoints can find it.
-    async fn driver(
+    /// This object's driver, created on first use. Until the registry has
+    /// taken the shard's name (so the stats endpoints can find it), each
+    /// request starts a registration in the background if none is under
+    /// way: no request waits for the registry, and a failed registration
+    /// is retried by the next request instead of leaving the shard out of
+    /// the stats for the rest of the activation.
+    fn driver(
         &self,
         shard: &str,
         upstream: usize,
     ) -> std::result::Result<Rc<Driver>, Result<Response>> {
         if let Some(a) = self.active.borrow().as_ref() {
             if a.shard == shard && a.upstream == upstream {
+                self.register_if_needed(&a.shard, &a.registration);
                 return Ok(Rc::clone(&a.driver));
             }
             return Err(error_response(
@@ -69,32 +85,35 @@ impl ScopeCoordinator {
             Ok(d) => Rc::new(d),
             Err(e) => return Err(error_response(500, &format!("upstream `{}`: {e}", u.name))),
         };
-        // Another request may have created it while this one was not
-        // suspended (there is no await above), so this is the only one.
+        // No other request can have created it meanwhile: there is no
+        // await in this function.
+        let registration = Rc::new(Cell::new(Registration::Needed));
+        self.register_if_needed(shard, &registration);
         *self.active.borrow_mut() = Some(Active {
             shard: shard.to_owned(),
             upstream,
             driver: Rc::clone(&driver),
+            registration,
         });
-        if let Err(e) = self.register(shard).await {
-            // Serving matters more than being listed in stats.
-            worker::console_warn!("syncoord: registering shard `{shard}` failed: {e}");
-        }
         Ok(driver)
     }
 
-    async fn register(&self, shard: &str) -> Result<()> {
-        let stub = self
-            .env
-            .durable_object(REGISTRY_BINDING)?
-            .get_by_name(REGISTRY_NAME)?;
-        let url = format!("{}{REGISTER_PATH}", crate::protocol::INTERNAL_ORIGIN);
-        let req = super::convert::build_request(&url, "POST", &[], shard.as_bytes())?;
-        let resp = stub.fetch_with_request(req).await?;
-        match resp.status_code() {
-            200..=299 => Ok(()),
-            s => Err(worker::Error::RustError(format!("registry answered {s}"))),
+    fn register_if_needed(&self, shard: &str, state: &Rc<Cell<Registration>>) {
+        if state.get() != Registration::Needed {
+            return;
         }
+        state.set(Registration::Sending);
+        let (env, shard, state) = (self.env.clone(), shard.to_owned(), Rc::clone(state));
+        spawn_local(async move {
+            match register(&env, &shard).await {
+                Ok(()) => state.set(Registration::Done),
+                Err(e) => {
+                    // Serving matters more than being listed in stats.
+                    worker::console_warn!("syncoord: registering shard `{shard}` failed: {e}");
+                    state.set(Registration::Needed);
+                }
+            }
+        });
     }
 
     fn report(&self) -> Result<Response> {
@@ -109,6 +128,20 @@ impl ScopeCoordinator {
             stats,
             health,
         })
+    }
+}
+
+/// Tells the registry about `shard`.
+async fn register(env: &Env, shard: &str) -> Result<()> {
+    let stub = env
+        .durable_object(REGISTRY_BINDING)?
+        .get_by_name(REGISTRY_NAME)?;
+    let url = format!("{}{REGISTER_PATH}", crate::protocol::INTERNAL_ORIGIN);
+    let req = super::convert::build_request(&url, "POST", &[], shard.as_bytes())?;
+    let resp = stub.fetch_with_request(req).await?;
+    match resp.status_code() {
+        200..=299 => Ok(()),
+        s => Err(worker::Error::RustError(format!("registry answered {s}"))),
     }
 }
 
@@ -144,7 +177,7 @@ impl DurableObject for ScopeCoordinator {
             Ok(f) => f,
             Err(rejection) => return to_response(rejection.into_response()),
         };
-        let driver = match self.driver(&shard, forward.upstream).await {
+        let driver = match self.driver(&shard, forward.upstream) {
             Ok(d) => d,
             Err(r) => return r,
         };

@@ -2,6 +2,7 @@
 //! [`Outcome`].
 
 use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Duration, Outcome, Response, TransportError};
 use worker::{js_sys, AbortController, Delay, Fetch};
@@ -30,12 +31,19 @@ pub async fn send(base: &str, call: &Outgoing, timeout: Duration, max_body: usiz
         let mut response = fetch.send_with_signal(&signal).await?;
         let status = response.status_code();
         let headers: Vec<(String, String)> = response.headers().entries().collect();
-        let body = response.bytes().await?;
-        if body.len() > max_body {
-            return Err(worker::Error::RustError(format!(
-                "upstream response body of {} bytes is over max_response_bytes ({max_body})",
-                body.len()
-            )));
+        // Read chunk by chunk and stop past the limit, rather than buffer
+        // an answer of any size first and measure it after: an isolate
+        // has 128 MB, shared with every shard it hosts.
+        let mut chunks = response.stream()?;
+        let mut body = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            if body.len() + chunk.len() > max_body {
+                return Err(worker::Error::RustError(format!(
+                    "upstream response body is over max_response_bytes ({max_body})"
+                )));
+            }
+            body.extend_from_slice(&chunk);
         }
         Ok::<_, worker::Error>(Response {
             status,
@@ -53,7 +61,11 @@ pub async fn send(base: &str, call: &Outgoing, timeout: Duration, max_body: usiz
         },
         // The runtime does not say whether the connection was made; treat
         // every failure as one upstream may have seen (no unsafe retries).
-        Either::Left((Err(e), _)) => Outcome::Transport(TransportError::Broken(e.to_string())),
+        Either::Left((Err(e), _)) => {
+            // Stops the download of an answer refused for its size.
+            controller.abort();
+            Outcome::Transport(TransportError::Broken(e.to_string()))
+        }
         Either::Right(((), _)) => {
             controller.abort();
             Outcome::Transport(TransportError::Timeout(format!(
