@@ -1,6 +1,7 @@
 //! Test helpers shared by the server and mock tests: a raw HTTP/1.1
-//! client that reads responses off one connection, and a keep-alive load
-//! used by the throughput measurements.
+//! client that reads responses off one connection, a keep-alive load
+//! used by the throughput measurements, and the arbitrary-input strategy
+//! of the server's property tests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -132,4 +133,27 @@ pub(crate) fn keep_alive_load(
         t.join().unwrap();
     }
     started.elapsed().as_secs_f64()
+}
+
+/// Arbitrary bytes (up to `raw` of them), or one of `plausible` requests
+/// with up to `splice` arbitrary bytes spliced in somewhere, so that cases
+/// reach past the request line.
+pub(crate) fn arbitrary_requests(
+    plausible: Vec<&'static [u8]>,
+    splice: usize,
+    raw: usize,
+) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let spliced = (
+        prop::sample::select(plausible),
+        any::<usize>(),
+        prop::collection::vec(any::<u8>(), 0..splice),
+    )
+        .prop_map(|(base, at, splice)| {
+            let mut v = base.to_vec();
+            let at = at % (v.len() + 1);
+            v.splice(at..at, splice);
+            v
+        });
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..raw), spliced]
 }

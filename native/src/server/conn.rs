@@ -531,23 +531,16 @@ mod proptests {
     /// Arbitrary bytes, or a plausible request with bytes spliced in, so
     /// the cases reach past the request line.
     fn input() -> impl Strategy<Value = Vec<u8>> {
-        let plausible = (
-            prop::sample::select(vec![
+        crate::test_client::arbitrary_requests(
+            vec![
                 &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: 1\r\n\r\n",
-                b"POST /a HTTP/1.0\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-                b"PUT /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
-            ]),
-            any::<usize>(),
-            prop::collection::vec(any::<u8>(), 0..16),
+                    b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+                    b"POST /a HTTP/1.0\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+                    b"PUT /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
+            ],
+            16,
+            256,
         )
-            .prop_map(|(base, at, splice)| {
-                let mut v = base.to_vec();
-                let at = at % (v.len() + 1);
-                v.splice(at..at, splice);
-                v
-            });
-        prop_oneof![prop::collection::vec(any::<u8>(), 0..256), plausible]
     }
 
     proptest! {

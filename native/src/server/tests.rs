@@ -538,23 +538,16 @@ mod arbitrary_input {
     }
 
     fn input() -> impl Strategy<Value = Vec<u8>> {
-        let plausible = (
-            prop::sample::select(vec![
+        crate::test_client::arbitrary_requests(
+            vec![
                 &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n"[..],
-                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\n\r\n",
-                b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcHEAD /h HTTP/1.1\r\n\r\n",
-                b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-            ]),
-            any::<usize>(),
-            prop::collection::vec(any::<u8>(), 0..12),
+                    b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\n\r\n",
+                    b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcHEAD /h HTTP/1.1\r\n\r\n",
+                    b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            ],
+            12,
+            200,
         )
-            .prop_map(|(base, at, splice)| {
-                let mut v = base.to_vec();
-                let at = at % (v.len() + 1);
-                v.splice(at..at, splice);
-                v
-            });
-        prop_oneof![prop::collection::vec(any::<u8>(), 0..200), plausible]
     }
 
     /// Every response in `out` starts with a status line `HTTP/1.1 NNN `
