@@ -84,6 +84,8 @@ pub enum DemoError {
     Args(String),
     #[error("cannot start the mock upstream: {0}")]
     Mock(std::io::Error),
+    #[error("cannot start a bot thread: {0}")]
+    Spawn(std::io::Error),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
 }
@@ -217,7 +219,7 @@ fn drive_bots(
                 .spawn(move || run_bot(bot, &base, &key, interval, deadline, &counters, &served))
         })
         .collect::<Result<_, _>>()
-        .map_err(DemoError::Mock)?;
+        .map_err(DemoError::Spawn)?;
     while Instant::now() < deadline {
         std::thread::sleep(
             Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),

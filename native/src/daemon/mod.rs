@@ -252,16 +252,12 @@ impl ProxyHandler {
                 proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
             }
             // Nothing went upstream: the bot's request is at fault.
-            Err(CallError::Invalid(why)) => {
-                let mut response = ProxyResponse::json(
-                    400,
-                    &serde_json::json!({ "error": "bad_request", "message": why }),
-                );
-                response
-                    .headers
-                    .push((proxy::ERROR_HEADER.into(), "bad_request".into()));
-                response
+            Err(CallError::Invalid(why)) => proxy::Rejection {
+                status: 400,
+                kind: "bad_request",
+                message: why,
             }
+            .into_response(),
         };
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
         Some(response)
