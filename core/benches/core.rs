@@ -382,68 +382,12 @@ fn dispatch_select(c: &mut Criterion) {
     g.finish();
 }
 
-/// What the proxy layer adds per request: routing a bot's request (target
-/// parsing, upstream selection, header filtering, the core `Request`) and
-/// shaping a cached answer into the response.
-fn proxy_route(c: &mut Criterion) {
-    use syncoord_core::proxy::{answer_response, Proxy, ProxyConfig};
-    let proxy = Proxy::new(ProxyConfig::default()).expect("default config");
-    let headers: Vec<(String, String)> = [
-        ("Host", "127.0.0.1:8787"),
-        ("User-Agent", "ccxt/4"),
-        ("Accept", "application/json"),
-        ("Accept-Encoding", "gzip"),
-        ("Connection", "keep-alive"),
-        ("X-Syncoord-Client", "bot-7"),
-        ("X-Syncoord-Priority", "market"),
-    ]
-    .iter()
-    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-    .collect();
-    let mut g = group(c, "proxy");
-    g.throughput(Throughput::Elements(1));
-    for (name, target) in [
-        ("route_origin_form", TICKER.to_owned()),
-        (
-            "route_proxy_url",
-            format!("/https://api.coinbase.com{TICKER}"),
-        ),
-        (
-            "route_encoded_proxy_url",
-            format!(
-                "/https%3A%2F%2Fapi.coinbase.com{}",
-                TICKER.replace('/', "%2F")
-            ),
-        ),
-    ] {
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                black_box(
-                    proxy
-                        .route(None, "GET", black_box(&target), &headers, Vec::new())
-                        .expect("routable"),
-                )
-            })
-        });
-    }
-    let answer = syncoord_core::Answer {
-        response: std::sync::Arc::new(body()),
-        source: Source::Cache,
-        age: Duration::from_secs(2),
-    };
-    g.bench_function("answer_response", |b| {
-        b.iter(|| black_box(answer_response(black_box(&answer))))
-    });
-    g.finish();
-}
-
 criterion_group!(
     benches,
     cache_hit,
     cycle,
     limiter_decision,
     coalesced_join,
-    dispatch_select,
-    proxy_route
+    dispatch_select
 );
 criterion_main!(benches);

@@ -62,7 +62,6 @@ mod coordinator;
 pub mod health;
 pub mod http;
 pub mod limiter;
-pub mod proxy;
 pub mod queue;
 pub mod request;
 pub mod route;
@@ -72,6 +71,7 @@ pub mod stats;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};
 pub use health::{Health, Status};
+pub use http::header;
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
     Ticket, TransportError,

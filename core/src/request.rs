@@ -64,7 +64,7 @@ impl fmt::Display for Method {
 
 /// The identity a private response belongs to (an API key name, a JWT
 /// `sub`, a token fingerprint). Never the secret itself: it shows up in
-/// stats. See [`crate::http::credential_identity`].
+/// stats. See `syncoord_proxy::credential_identity`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Credential(pub Arc<str>);
 

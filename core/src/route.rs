@@ -91,19 +91,19 @@ pub struct Route {
 
 /// The compiled rule list.
 #[derive(Debug, Clone)]
-pub(crate) struct RouteTable {
+pub struct RouteTable {
     rules: Vec<(Vec<Method>, PathPattern)>,
     routes: Vec<Route>,
     fallback: Route,
 }
 
 /// Index into the route table (`usize::MAX` is the fallback).
-pub(crate) type RouteIdx = usize;
+pub type RouteIdx = usize;
 pub(crate) const FALLBACK: RouteIdx = usize::MAX;
 
 impl RouteTable {
     /// Compiles a config that [`Config::validate`] accepted.
-    pub(crate) fn compile(config: &Config) -> Self {
+    pub fn compile(config: &Config) -> Self {
         let d = &config.defaults;
         let fallback = resolve(config, d, &RouteRule::default(), "default".into());
         let mut rules = Vec::new();
@@ -125,7 +125,7 @@ impl RouteTable {
         }
     }
 
-    pub(crate) fn lookup(&self, method: &Method, path: &str) -> RouteIdx {
+    pub fn lookup(&self, method: &Method, path: &str) -> RouteIdx {
         let parts: Vec<&str> = split(path).collect();
         self.rules
             .iter()
@@ -135,7 +135,7 @@ impl RouteTable {
             .unwrap_or(FALLBACK)
     }
 
-    pub(crate) fn get(&self, idx: RouteIdx) -> &Route {
+    pub fn get(&self, idx: RouteIdx) -> &Route {
         self.routes.get(idx).unwrap_or(&self.fallback)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The Cloudflare Worker host of syncoord: the same core as the native
 //! daemon, run as an edge proxy. The Worker receives a bot's request,
-//! routes it with the shared proxy rules (`syncoord_core::proxy`), and
+//! routes it with the shared proxy rules (`syncoord_proxy`), and
 //! forwards it to the Durable Object that owns the request's rate-limit
 //! scope instance (one object per `<upstream>/global` or
 //! `<upstream>/cred/<identity>`). That object holds a `Coordinator`, calls

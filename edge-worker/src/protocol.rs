@@ -4,7 +4,7 @@
 //! registration) go to [`INTERNAL_ORIGIN`] paths, which no bot request can
 //! reach because bots only reach objects through the Worker.
 
-use syncoord_core::proxy::{ProxyResponse, ERROR_HEADER};
+use syncoord_proxy::{ProxyResponse, ERROR_HEADER};
 
 /// Durable Object binding of the per-shard coordinators (wrangler.toml).
 pub const SCOPE_BINDING: &str = "SCOPE_COORDINATOR";
@@ -47,7 +47,7 @@ pub const MAX_SHARD_NAME: usize = 512;
 /// Headers Cloudflare's edge adds to every request a Worker receives. They
 /// describe the bot's connection to Cloudflare, not the bot's request, and
 /// the native daemon would not send them, so they are not forwarded. (The
-/// shared proxy rules, `syncoord_core::proxy::forwardable_headers`, then
+/// shared proxy rules, `syncoord_proxy::forwardable_headers`, then
 /// drop hop-by-hop and `X-Syncoord-*` headers as for the native host.)
 fn added_by_cloudflare(name: &str) -> bool {
     let n = name.to_ascii_lowercase();

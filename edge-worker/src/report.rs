@@ -1,7 +1,7 @@
 //! What each scope object reports about itself. The Worker collects the
 //! reports of every shard it knows and renders the stats, health and
 //! metrics endpoints from them with the shared renderer
-//! (`syncoord_core::proxy::Endpoint::render`), one row per shard, exactly
+//! (`syncoord_proxy::Endpoint::render`), one row per shard, exactly
 //! as the native daemon renders one row per upstream.
 
 use serde::{Deserialize, Serialize};
@@ -52,8 +52,8 @@ pub fn shards_to_ask(mut shards: Vec<String>, max: usize) -> (Vec<String>, usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncoord_core::proxy::Endpoint;
     use syncoord_core::{Admission, Config, Coordinator, Instant, Outcome, Request, Response};
+    use syncoord_proxy::Endpoint;
 
     /// A report as an object would make it, after one call upstream and
     /// one cache hit.

@@ -8,7 +8,7 @@
 //! Pure: the Worker reads the vars and hands their text here, so the rules
 //! are unit-tested natively.
 
-use syncoord_core::proxy::{ConfigFileErrors, Proxy, ProxyConfig};
+use syncoord_proxy::{ConfigFileErrors, Proxy, ProxyConfig};
 
 /// wrangler var holding the whole config file (TOML).
 pub const CONFIG_VAR: &str = "SYNCOORD_CONFIG";

@@ -4,17 +4,18 @@
 //! - [`host::Coordinator`]: the synchronous, thread-safe library API;
 //! - [`upstream::HttpUpstream`]: the upstream HTTP client (ureq);
 //! - [`service::CoinbaseClient`]: a coordinated Coinbase client for bots
-//!   written in Rust;
-//! - [`server`]: the HTTP/1.1 server the daemon and the mock stand on;
-//! - [`daemon`]: the coordinating reverse proxy (`syncoord serve`);
-//! - [`mock`]: a Coinbase-like upstream for tests (`syncoord mock-upstream`);
-//! - [`demo`]: all of the above with simulated bots (`syncoord demo`).
+//!   written in Rust.
+//!
+//! This is what a Rust bot depends on. The daemon (`syncoord-daemon`),
+//! the HTTP server it stands on (`syncoord-server`), the mock upstream
+//! (`syncoord-mock`) and the command line (`syncoord-cli`) are crates of
+//! their own.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use syncoord::{Coordinator, HostOptions, Upstream};
-//! use syncoord_core::proxy::Outgoing;
+//! use syncoord_proxy::Outgoing;
 //! use syncoord_core::{Config, Outcome, Request, Response, Source};
 //!
 //! // Any `Fn(&Outgoing) -> Outcome` is an upstream; `HttpUpstream` is the real one.
@@ -39,14 +40,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod daemon;
-pub mod demo;
 pub mod host;
-pub mod mock;
-pub mod server;
 pub mod service;
-#[cfg(test)]
-mod test_client;
 pub mod upstream;
 
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};

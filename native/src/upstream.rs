@@ -10,9 +10,9 @@
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use syncoord_core::http::{strip_hop_headers, HopHeaders};
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Outcome, Response, TransportError};
+use syncoord_proxy::Outgoing;
+use syncoord_proxy::{strip_hop_headers, HopHeaders};
 use ureq::http;
 
 /// Sends one call upstream and reports the outcome. Called from a pool of

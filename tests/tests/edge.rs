@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use syncoord::mock::{MockOptions, MockUpstream};
 use syncoord_conformance::{config_for, run_all, Target};
+use syncoord_mock::{MockOptions, MockUpstream};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,10 +1,10 @@
 //! The conformance suite against the native daemon, started in-process on
 //! an ephemeral loopback port in front of the mock upstream.
 
-use syncoord::daemon::Daemon;
-use syncoord::mock::{MockOptions, MockUpstream};
 use syncoord_conformance::{config_for, run_all, Target};
-use syncoord_core::proxy::ProxyConfig;
+use syncoord_daemon::Daemon;
+use syncoord_mock::{MockOptions, MockUpstream};
+use syncoord_proxy::ProxyConfig;
 
 #[test]
 fn native_daemon_conforms() {

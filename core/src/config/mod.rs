@@ -47,7 +47,7 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Request headers that name the caller's credential (an API key id,
     /// not a secret), checked in order before `Authorization`. See
-    /// [`crate::http::credential_identity`].
+    /// `syncoord_proxy::credential_identity`.
     pub credential_headers: Vec<String>,
 }
 
@@ -384,7 +384,7 @@ impl std::error::Error for ConfigErrors {}
 const MAX_SECS: f64 = 1e9;
 
 /// Turns validated seconds into a duration.
-pub(crate) fn secs(value: f64) -> Duration {
+pub fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.clamp(0.0, MAX_SECS))
 }
 

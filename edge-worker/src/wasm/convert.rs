@@ -3,7 +3,7 @@
 
 use worker::{js_sys, web_sys, Headers, Request, Response, ResponseBuilder, Result};
 
-use syncoord_core::proxy::ProxyResponse;
+use syncoord_proxy::ProxyResponse;
 
 /// A request as plain values.
 pub struct Incoming {

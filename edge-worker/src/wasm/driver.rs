@@ -27,17 +27,17 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
     Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Failure, Health, Instant,
     Request, StatsSnapshot, Ticket,
 };
+use syncoord_proxy::Outgoing;
 use worker::wasm_bindgen_futures::spawn_local;
 use worker::{js_sys, Delay};
 
 use super::upstream;
 use crate::timer;
-use syncoord_core::proxy::{answer_response, failure_response, ProxyResponse, ServerSettings};
+use syncoord_proxy::{answer_response, failure_response, ProxyResponse, ServerSettings};
 
 struct State {
     core: Coordinator<Outgoing>,

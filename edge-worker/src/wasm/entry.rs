@@ -3,7 +3,7 @@
 //! the `ScopeCoordinator` object of its shard.
 
 use futures_util::future::join_all;
-use syncoord_core::proxy::{endpoint, Endpoint};
+use syncoord_proxy::{endpoint, Endpoint};
 use worker::{console_warn, event, Context, Env, Request, Response, Result};
 
 use super::convert::{build_request, read_request, to_response};

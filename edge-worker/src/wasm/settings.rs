@@ -7,7 +7,7 @@ use worker::{Env, Response, Result};
 
 use super::convert::error_response;
 use crate::settings::{load, CONFIG_VAR, UPSTREAM_URL_VAR};
-use syncoord_core::proxy::Proxy;
+use syncoord_proxy::Proxy;
 
 thread_local! {
     /// Vars are fixed for the life of an isolate (a new deployment or a

@@ -3,8 +3,8 @@
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Duration, Outcome, Response, TransportError};
+use syncoord_proxy::Outgoing;
 use worker::{js_sys, AbortController, Delay, Fetch};
 
 use super::convert::build_request;

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
     Answer, ClassId, Config, ConfigErrors, Coordinator as Core, Failure, Health, Instant, Request,
     StatsSnapshot, Ticket,
 };
+use syncoord_proxy::Outgoing;
 
 pub use crate::upstream::Upstream;
 use sync::{Ended, Shared, Slot, Submitted};

@@ -31,11 +31,11 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{
     Admission, Answer, Coordinator as Core, Dispatch, Failure, Instant, Outcome, Request, Ticket,
     TransportError,
 };
+use syncoord_proxy::Outgoing;
 
 use crate::upstream::{unix_now, Upstream};
 

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use syncoord_core::config::{coinbase, Keying, ScopeConfig};
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Config, Failure, Method, Outcome, Request, Response, Source, TransportError};
+use syncoord_proxy::Outgoing;
 
 use super::{CallError, Coordinator, HostOptions, Upstream};
 

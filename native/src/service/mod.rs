@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use syncoord_core::proxy::Outgoing;
-use syncoord_core::{http, Answer, Failure, Method, Request};
+use syncoord_core::{Answer, Failure, Method, Request};
+use syncoord_proxy::Outgoing;
 
 use crate::host::{CallError, Coordinator};
 
@@ -365,11 +365,11 @@ impl CoinbaseClient {
         body: Vec<u8>,
     ) -> Result<Value, ServiceError> {
         let mut headers = self.signer.sign(method, &path_and_query, &body);
-        if !body.is_empty() && http::header(&headers, "content-type").is_none() {
+        if !body.is_empty() && syncoord_core::header(&headers, "content-type").is_none() {
             headers.push(("Content-Type".into(), "application/json".into()));
         }
         let mut request = Request::new(Method::new(method), &path_and_query, &self.client);
-        request.credential = http::credential_identity(&headers, &self.key_headers);
+        request.credential = syncoord_proxy::credential_identity(&headers, &self.key_headers);
         // The preset's route rules give the same classes; saying it here
         // keeps the intent when a custom config routes differently.
         if let Some(id) = class.and_then(|c| self.coordinator.class_id(c.name())) {

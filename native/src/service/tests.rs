@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use syncoord_core::config::coinbase;
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Config, Outcome, Response};
+use syncoord_proxy::Outgoing;
 
 use super::{CoinbaseClient, ServiceError, StaticHeaders, BROKERAGE};
 use crate::host::{Coordinator, HostOptions, Upstream};

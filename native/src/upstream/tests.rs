@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Outcome, Response, TransportError};
+use syncoord_proxy::Outgoing;
 
 use super::{HttpUpstream, Upstream, UpstreamError, UpstreamOptions};
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use loom::thread;
 
-use syncoord_core::proxy::Outgoing;
 use syncoord_core::{Config, Coordinator as Core, Instant, Outcome, Request, Response, Ticket};
+use syncoord_proxy::Outgoing;
 
 use super::{Shared, Slot, Submitted};
 

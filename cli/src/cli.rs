@@ -1,0 +1,158 @@
+//! Subcommands: `serve`, `check-config`, `mock-upstream`, `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use syncoord_daemon::Daemon;
+
+use crate::{demo, mock_upstream};
+use syncoord_proxy::ProxyConfig;
+
+/// Many bots, one rate-limited API: a coordinating proxy for REST APIs
+/// (Coinbase Advanced Trade and Exchange by default).
+#[derive(Debug, Parser)]
+#[command(name = "syncoord", version)]
+pub struct Cli {
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a
+    /// tracing-subscriber directive); `RUST_LOG` is read when unset.
+    #[arg(long, global = true, env = "SYNCOORD_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the coordinating proxy daemon.
+    Serve(ServeArgs),
+    /// Validate a configuration file; print every problem with its line.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Run a local Coinbase-like upstream for testing bots and the daemon.
+    MockUpstream(mock_upstream::MockArgs),
+    /// Mock upstream + daemon + simulated bots in one process; prints a
+    /// report and exits 0 only if no bot saw a rate-limit error.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; without one the Coinbase defaults apply.
+    #[arg(long, short, env = "SYNCOORD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the main listener (overrides `server.listen`).
+    #[arg(long, env = "SYNCOORD_LISTEN")]
+    listen: Option<String>,
+    /// Front just this upstream base URL with the default Coinbase Advanced
+    /// Trade rules (replaces the configured upstreams), e.g. a local mock
+    /// at http://127.0.0.1:9000.
+    #[arg(long, env = "SYNCOORD_UPSTREAM")]
+    upstream: Option<String>,
+    /// Override one configuration value, e.g. `--set server.drain_secs=30`
+    /// or `--set upstreams.exchange.url=http://127.0.0.1:9001` (repeatable;
+    /// `SYNCOORD_SET` takes several separated by `;`). Applied last.
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        env = "SYNCOORD_SET",
+        value_delimiter = ';'
+    )]
+    overrides: Vec<String>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The demo prints its own progress; the daemon's info lines would
+    // drown it.
+    let quiet = matches!(cli.command, Command::Demo(_)).then_some("warn");
+    init_logging(cli.log.as_deref().or(quiet));
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::MockUpstream(args) => {
+            mock_upstream::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => Ok(if demo::run(args)?.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+    }
+}
+
+/// `--log` (or `quiet`) wins, then `RUST_LOG`, then `info`.
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(path: &Path) -> anyhow::Result<ProxyConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    ProxyConfig::from_toml_str(&text)
+        .map_err(|errors| anyhow::anyhow!("{}", errors.display_with(&path.display().to_string())))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => load_config(path)?,
+        None => ProxyConfig::default(),
+    };
+    if let Some(url) = &args.upstream {
+        let server = config.server.clone();
+        config = ProxyConfig::single_upstream(url);
+        config.server = server;
+    }
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    for item in &args.overrides {
+        let Some((key, value)) = item.split_once('=') else {
+            anyhow::bail!("--set {item}: expected KEY=VALUE, e.g. server.listen=127.0.0.1:8787");
+        };
+        config
+            .apply_override(key.trim(), value.trim())
+            .map_err(|errors| anyhow::anyhow!("--set {item}: {errors}"))?;
+    }
+    // Register for signals before binding, so a signal during start-up is
+    // not lost.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let daemon = Daemon::start(config)?;
+    tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "stopping: draining queued requests");
+    }
+    daemon.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    match load_config(path) {
+        Ok(config) => {
+            let names: Vec<_> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+            println!(
+                "{}: OK ({} upstream(s): {})",
+                path.display(),
+                names.len(),
+                names.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

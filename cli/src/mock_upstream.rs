@@ -1,0 +1,267 @@
+//! `syncoord mock-upstream`: the flags of the mock upstream, what they
+//! mean as [`MockOptions`], and running it until a signal.
+
+use std::io;
+use std::time::Duration;
+
+use syncoord_mock::{BucketSpec, Faults, MockOptions, MockRates, MockUpstream};
+use syncoord_server::Limits;
+
+/// Why `mock-upstream` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MockUpstreamError {
+    #[error("invalid --{option}: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
+    Signals(io::Error),
+}
+
+/// `syncoord mock-upstream`: a Coinbase-like upstream for local testing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Exchange public limit per client IP (requests per second).
+    #[arg(long, default_value_t = 10.0)]
+    pub exchange_public_rate: f64,
+    #[arg(long, default_value_t = 15.0)]
+    pub exchange_public_burst: f64,
+    /// Exchange private limit per credential (requests per second).
+    #[arg(long, default_value_t = 15.0)]
+    pub exchange_private_rate: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub exchange_private_burst: f64,
+    /// Exchange /fills limit per credential (requests per second).
+    #[arg(long, default_value_t = 10.0)]
+    pub exchange_fills_rate: f64,
+    #[arg(long, default_value_t = 20.0)]
+    pub exchange_fills_burst: f64,
+    /// Advanced Trade public limit per client IP (requests per second).
+    #[arg(long, default_value_t = 10.0)]
+    pub advanced_public_rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub advanced_public_burst: f64,
+    /// Advanced Trade private limit per credential (requests per second).
+    #[arg(long, default_value_t = 30.0)]
+    pub advanced_private_rate: f64,
+    #[arg(long, default_value_t = 30.0)]
+    pub advanced_private_burst: f64,
+    /// Send `Retry-After: <seconds>` with rate-limit 429s.
+    #[arg(long)]
+    pub retry_after_secs: Option<u64>,
+
+    /// Status of injected failures.
+    #[arg(long)]
+    pub fault_status: Option<u16>,
+    /// Fraction (0 to 1) of requests answered with --fault-status.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_fraction: f64,
+    /// The first N requests are answered with --fault-status.
+    #[arg(long, default_value_t = 0)]
+    pub fault_next: u32,
+    /// Fraction (0 to 1) of requests whose connection is dropped unanswered.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_fraction: f64,
+    /// The first N requests have their connection dropped unanswered.
+    #[arg(long, default_value_t = 0)]
+    pub drop_next: u32,
+    /// Answer 429 to everything for this many milliseconds after start.
+    #[arg(long, default_value_t = 0)]
+    pub storm_ms: u64,
+
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Enforce no rate limits at all (for load benchmarks of a proxy in
+    /// front of the mock); overrides every rate and burst flag.
+    #[arg(long)]
+    pub unlimited: bool,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest request header section, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Keep-alive idle timeout, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Time a started request has to arrive completely, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub read_timeout_secs: u64,
+}
+
+impl MockArgs {
+    /// The options these flags describe, validated.
+    pub fn options(&self) -> Result<MockOptions, MockUpstreamError> {
+        let bucket = |option: &'static str, rate: f64, burst: f64| {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(MockUpstreamError::InvalidOption {
+                    option,
+                    reason: format!("rate must be a positive number, got {rate}"),
+                });
+            }
+            if !(burst.is_finite() && burst >= 1.0) {
+                return Err(MockUpstreamError::InvalidOption {
+                    option,
+                    reason: format!("burst must be at least 1, got {burst}"),
+                });
+            }
+            Ok(BucketSpec::new(rate, burst))
+        };
+        for (option, value) in [
+            ("fault-fraction", self.fault_fraction),
+            ("drop-fraction", self.drop_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(MockUpstreamError::InvalidOption {
+                    option,
+                    reason: format!("must be between 0 and 1, got {value}"),
+                });
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(MockUpstreamError::InvalidOption {
+                option: "max-connections",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let rates = if self.unlimited {
+            MockRates::uniform(BucketSpec::new(1e9, 1e9))
+        } else {
+            MockRates {
+                exchange_public: bucket(
+                    "exchange-public-rate",
+                    self.exchange_public_rate,
+                    self.exchange_public_burst,
+                )?,
+                exchange_private: bucket(
+                    "exchange-private-rate",
+                    self.exchange_private_rate,
+                    self.exchange_private_burst,
+                )?,
+                exchange_fills: bucket(
+                    "exchange-fills-rate",
+                    self.exchange_fills_rate,
+                    self.exchange_fills_burst,
+                )?,
+                advanced_public: bucket(
+                    "advanced-public-rate",
+                    self.advanced_public_rate,
+                    self.advanced_public_burst,
+                )?,
+                advanced_private: bucket(
+                    "advanced-private-rate",
+                    self.advanced_private_rate,
+                    self.advanced_private_burst,
+                )?,
+            }
+        };
+        Ok(MockOptions {
+            listen: self.listen.clone(),
+            limits: Limits {
+                max_header_bytes: self.max_header_bytes,
+                max_headers: Limits::default().max_headers,
+                max_body_bytes: self.max_body_bytes,
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                read_timeout: Duration::from_secs(self.read_timeout_secs),
+                max_connections: self.max_connections,
+            },
+            latency: Duration::from_millis(self.latency_ms),
+            rates,
+            retry_after: self.retry_after_secs,
+            faults: Faults {
+                status: self.fault_status,
+                status_fraction: self.fault_fraction,
+                status_next: self.fault_next,
+                drop_fraction: self.drop_fraction,
+                drop_next: self.drop_next,
+                latency_ms: 0,
+                storm_ms: self.storm_ms,
+            },
+        })
+    }
+}
+
+/// Runs a mock until SIGINT or SIGTERM, then shuts it down gracefully.
+pub fn run(args: MockArgs) -> Result<(), MockUpstreamError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let options = args.options()?;
+    // Install the handler before binding, so a signal that arrives while
+    // the server starts is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(MockUpstreamError::Signals)?;
+    let mock = MockUpstream::start(options).map_err(|source| MockUpstreamError::Bind {
+        addr: args.listen.clone(),
+        source,
+    })?;
+    tracing::info!(url = %mock.base_url(), "mock upstream listening");
+    println!("mock upstream listening on {}", mock.base_url());
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down the mock upstream");
+    }
+    mock.shutdown();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use syncoord_server::test_client::Client;
+
+    use super::*;
+
+    /// The status of one GET on a fresh connection.
+    fn status_of(mock: &MockUpstream, path: &str) -> u16 {
+        let mut client = Client::connect(mock.addr());
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").as_bytes());
+        client.read_response(false).expect("an answer").status
+    }
+
+    #[test]
+    fn args_become_options_and_shutdown_refuses_connections() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: MockArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "mock",
+            "--listen",
+            "127.0.0.1:0",
+            "--exchange-public-rate",
+            "3",
+            "--exchange-public-burst",
+            "4",
+            "--fault-next",
+            "1",
+            "--fault-status",
+            "500",
+        ])
+        .unwrap();
+        let options = cli.args.options().unwrap();
+        assert_eq!(options.rates.exchange_public, BucketSpec::new(3.0, 4.0));
+        assert_eq!(options.rates.exchange_private, BucketSpec::new(15.0, 30.0));
+        let mock = MockUpstream::start(options).expect("mock starts");
+        assert_eq!(status_of(&mock, "/time"), 500);
+        assert_eq!(status_of(&mock, "/time"), 200);
+        let addr = mock.addr();
+        mock.shutdown();
+        assert!(TcpStream::connect(addr).is_err());
+
+        let bad = Cli::try_parse_from(["mock", "--drop-fraction", "2"]).unwrap();
+        let err = bad.args.options().unwrap_err();
+        assert!(err.to_string().contains("drop-fraction"), "{err}");
+    }
+}

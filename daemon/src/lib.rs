@@ -1,0 +1,280 @@
+//! The proxy daemon: bots point their base URL here.
+//!
+//! This module only joins parts that each have one job: the HTTP server
+//! ([`syncoord_server`]) reads and writes bytes, the shared proxy semantics
+//! ([`syncoord_proxy`]) decide what a request means and what each
+//! answer looks like on the wire, and one threaded [`Coordinator`] per
+//! upstream paces, caches and retries. A connection thread waits for its
+//! own answer; no lock is held while it does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use syncoord_core::{Config, Failure};
+use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig, ProxyResponse};
+
+use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, UpstreamOptions};
+use syncoord_server::{Handler, HttpRequest, HttpResponse, Limits, Server, ShutdownHandle};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("upstream `{name}` ({url}): {error}")]
+    Upstream {
+        name: String,
+        url: String,
+        error: String,
+    },
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
+}
+
+/// A running daemon: its listeners and one coordinator per upstream.
+pub struct Daemon {
+    servers: Vec<Server>,
+    hosts: Arc<Vec<Coordinator>>,
+    drain: Duration,
+}
+
+impl Daemon {
+    /// Binds every listener (`server.listen`, which fronts all upstreams,
+    /// plus each upstream's own `listen`) and starts the coordinators.
+    pub fn start(config: ProxyConfig) -> Result<Daemon, DaemonError> {
+        let settings = config.server.clone();
+        let proxy =
+            Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
+        let mut hosts = Vec::with_capacity(config.upstreams.len());
+        for upstream in &config.upstreams {
+            hosts.push(start_host(
+                &settings,
+                upstream.name.clone(),
+                &upstream.url,
+                upstream.coordination.clone(),
+            )?);
+        }
+        let hosts = Arc::new(hosts);
+        let limits = Limits {
+            max_header_bytes: settings.max_header_bytes,
+            max_headers: settings.max_headers,
+            max_body_bytes: settings.max_body_bytes,
+            idle_timeout: settings.idle_timeout(),
+            ..Limits::default()
+        };
+        let request_timeout = settings.request_timeout();
+        let listeners = proxy.listeners();
+        let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
+        for (listener, addr) in listeners {
+            let handler = Arc::new(ProxyHandler {
+                proxy: Arc::clone(&proxy),
+                hosts: Arc::clone(&hosts),
+                listener,
+                request_timeout,
+            });
+            let server = match Server::bind(addr, limits.clone(), handler) {
+                Ok(server) => server,
+                Err(error) => {
+                    // Release the listeners already bound; the hosts stop
+                    // when dropped.
+                    for server in servers {
+                        server.shutdown_handle().shutdown();
+                        server.join();
+                    }
+                    return Err(DaemonError::Listen {
+                        addr: addr.to_owned(),
+                        error,
+                    });
+                }
+            };
+            tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|i| &config.upstreams[i].name), "listening");
+            servers.push(server);
+        }
+        Ok(Daemon {
+            servers,
+            hosts,
+            drain: settings.drain(),
+        })
+    }
+
+    /// Address of the main listener (`server.listen`), with the port the
+    /// system chose when it was `:0`.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.servers[0].local_addr()
+    }
+
+    /// Every listener's address, main listener first.
+    pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.servers.iter().map(Server::local_addr).collect()
+    }
+
+    /// A handle that stops the daemon from another thread (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.servers.iter().map(Server::shutdown_handle).collect())
+    }
+
+    /// Stops accepting connections, lets every queued request finish or
+    /// answers it (within the drain deadline), then waits for every
+    /// connection to end.
+    pub fn shutdown(self) {
+        self.stopper().stop();
+        for host in self.hosts.iter() {
+            host.shutdown(self.drain);
+        }
+        for server in self.servers {
+            server.join();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Stops a daemon's listeners; see [`Daemon::shutdown`] for the rest.
+#[derive(Clone)]
+pub struct Stopper(Vec<ShutdownHandle>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        for handle in &self.0 {
+            handle.shutdown();
+        }
+    }
+}
+
+fn start_host(
+    settings: &proxy::ServerSettings,
+    name: String,
+    url: &str,
+    coordination: Config,
+) -> Result<Coordinator, DaemonError> {
+    let fail = |error: String| DaemonError::Upstream {
+        name: name.clone(),
+        url: url.to_owned(),
+        error,
+    };
+    let options = UpstreamOptions {
+        connect_timeout: settings.upstream_connect_timeout(),
+        timeout: settings.upstream_timeout(),
+        max_response_bytes: settings.max_response_bytes as u64,
+        ..UpstreamOptions::default()
+    };
+    let upstream = HttpUpstream::new(url, options).map_err(|e| fail(e.to_string()))?;
+    let options = HostOptions {
+        upstream_threads: settings.upstream_threads,
+        thread_name: name.clone(),
+        ..HostOptions::default()
+    };
+    Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
+}
+
+/// How often a waiting request looks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(250);
+
+/// Answers one listener's requests.
+struct ProxyHandler {
+    proxy: Arc<Proxy>,
+    hosts: Arc<Vec<Coordinator>>,
+    /// The upstream this listener is dedicated to, if any.
+    listener: Option<usize>,
+    request_timeout: Duration,
+}
+
+impl Handler for ProxyHandler {
+    fn handle(&self, request: HttpRequest) -> HttpResponse {
+        let response = match proxy::endpoint(&request.method, &request.target) {
+            Some(endpoint) => self.endpoint(endpoint),
+            None => match self.forward(request) {
+                Some(response) => response,
+                // Nobody to answer: the request was cancelled instead.
+                None => return HttpResponse::drop_connection(),
+            },
+        };
+        HttpResponse::new(response.status, response.headers, response.body)
+    }
+}
+
+impl ProxyHandler {
+    /// Routes, submits and waits for the answer; `None` when the client
+    /// hung up while its request waited (the request is then cancelled, so
+    /// a bot that gave up and retried never has its first order sent after
+    /// all, and an abandoned read spends no upstream budget).
+    fn forward(&self, request: HttpRequest) -> Option<ProxyResponse> {
+        let HttpRequest {
+            method,
+            target,
+            headers,
+            body,
+            peer,
+            client: probe,
+            ..
+        } = request;
+        let forward = match self
+            .proxy
+            .route(self.listener, &method, &target, &headers, body)
+        {
+            Ok(forward) => forward,
+            Err(rejection) => {
+                tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
+                return Some(rejection.into_response());
+            }
+        };
+        let Some(host) = self.hosts.get(forward.upstream) else {
+            // Hosts are built from the same configuration as the proxy.
+            let failure = Failure::Aborted("no coordinator for the routed upstream".into());
+            return Some(proxy::failure_response(&failure));
+        };
+        let client = forward.request.client.clone();
+        let path = forward.request.path.clone();
+        let mut pending = host.submit(forward.request, forward.outgoing);
+        let started = Instant::now();
+        let result = loop {
+            let left = self.request_timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break pending.wait_timeout(Duration::ZERO);
+            }
+            if let Some(result) = pending.wait_for(left.min(CLIENT_CHECK)) {
+                break result;
+            }
+            if probe.gone() {
+                drop(pending);
+                tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+                return None;
+            }
+        };
+        let response = match result {
+            Ok(answer) => proxy::answer_response(&answer),
+            Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
+            // The bot's own wait (`server.request_timeout_secs`) ran out.
+            Err(CallError::TimedOut { waited }) => {
+                proxy::failure_response(&Failure::Deadline { waited })
+            }
+            Err(CallError::ShuttingDown) => {
+                proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
+            }
+            // Nothing went upstream: the bot's request is at fault.
+            Err(CallError::Invalid(why)) => proxy::Rejection {
+                status: 400,
+                kind: "bad_request",
+                message: why,
+            }
+            .into_response(),
+        };
+        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        Some(response)
+    }
+
+    fn endpoint(&self, endpoint: Endpoint) -> ProxyResponse {
+        let reports: Vec<_> = self
+            .proxy
+            .config()
+            .upstreams
+            .iter()
+            .zip(self.hosts.iter())
+            .map(|(upstream, host)| {
+                let stats = host.stats();
+                let health = stats.health.clone();
+                (upstream.name.as_str(), stats, health)
+            })
+            .collect();
+        endpoint.render(&reports)
+    }
+}

@@ -1,0 +1,197 @@
+//! A Coinbase-like mock upstream for testing bots and the daemon without
+//! touching Coinbase: both Advanced Trade (`/api/v3/brokerage/...`) and
+//! Exchange (root paths) on one server, with Coinbase's documented rate
+//! limits, switchable faults and counters a test can assert on.
+//!
+//! What it checks and what it does not:
+//! - Private endpoints need a credential (`CB-ACCESS-KEY`, or
+//!   `Authorization: Bearer <JWT>` whose `sub` names the key); without one,
+//!   `401`. Signatures and JWTs are NOT verified: any value is accepted, the
+//!   identity is only used to pick balances, orders and rate-limit buckets.
+//! - Balances depend on the credential and every private answer echoes it
+//!   (`mock_credential`), so a proxy leaking one credential's cached answer
+//!   to another is detectable.
+//! - Rate limits are lazy-fill token buckets (public per client IP,
+//!   private per credential); `/__stats` reports the most calls admitted in
+//!   any one-second window per bucket, so a test can prove a proxy never
+//!   exceeded them.
+//!
+//! Control endpoints (never rate limited, never counted as requests):
+//! `GET /__stats`, `GET|POST /__faults` (JSON [`Faults`]), `POST /__reset`.
+
+mod account;
+mod limits;
+mod market;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use syncoord_server::{Limits, Server, ShutdownHandle};
+
+pub use limits::{BucketSpec, MockRates};
+
+/// How to run a mock.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Address to bind, e.g. `127.0.0.1:0` (an ephemeral port).
+    pub listen: String,
+    pub limits: Limits,
+    /// Added to every answer (a realistic upstream is not instant).
+    pub latency: Duration,
+    pub rates: MockRates,
+    /// When set, rate-limit `429`s carry `Retry-After: <seconds>` (Coinbase
+    /// sends none; this tests clients that honour it).
+    pub retry_after: Option<u64>,
+    /// Faults active from the start.
+    pub faults: Faults,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            listen: "127.0.0.1:0".to_owned(),
+            limits: Limits::default(),
+            latency: Duration::ZERO,
+            rates: MockRates::default(),
+            retry_after: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Switchable misbehaviour. Applied to API requests only (not to the
+/// `/__` control endpoints), in this order: a 429 storm, a dropped
+/// connection, a status override; `latency_ms` delays every answer.
+///
+/// Fractions are deterministic, not random: with `status_fraction = 0.25`
+/// exactly every fourth request is hit, so tests can count on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Status of overridden answers (default 503).
+    pub status: Option<u16>,
+    /// Fraction (0 to 1) of requests answered with `status`.
+    pub status_fraction: f64,
+    /// The next N requests are answered with `status`.
+    pub status_next: u32,
+    /// Fraction (0 to 1) of requests whose connection is closed without
+    /// an answer.
+    pub drop_fraction: f64,
+    /// The next N requests have their connection closed without an answer.
+    pub drop_next: u32,
+    /// Added latency on every answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Answer 429 to everything for this many milliseconds, counted from
+    /// when these faults were set.
+    pub storm_ms: u64,
+}
+
+/// Counters, as `GET /__stats` returns them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MockStats {
+    /// API requests received (control endpoints excluded).
+    pub requests_total: u64,
+    /// By route pattern, e.g. `GET /products/{id}/ticker`; unknown paths
+    /// count under `unmatched`.
+    pub by_route: BTreeMap<String, u64>,
+    /// By credential identity (`key:...`, `jwt:...`); requests without one
+    /// count under `anonymous`.
+    pub by_credential: BTreeMap<String, u64>,
+    /// By status sent (`0` for dropped connections).
+    pub by_status: BTreeMap<String, u64>,
+    /// `401`s sent for a missing credential.
+    pub unauthorized: u64,
+    /// `429`s sent because a token bucket was empty.
+    pub rate_limited: u64,
+    /// `429`s sent by a storm fault.
+    pub storm_429s: u64,
+    /// Faults applied (storm 429s, drops, status overrides).
+    pub faults_injected: u64,
+    /// Connections dropped without an answer.
+    pub dropped: u64,
+    /// API requests being answered right now.
+    pub in_flight: u64,
+    /// Most API requests being answered at once.
+    pub max_concurrent: u64,
+    /// Most API requests received in any one-second window.
+    pub max_requests_in_1s: u64,
+    /// Per bucket (`<scope> <ip or credential>`, e.g.
+    /// `exchange_private key:abc`): most calls admitted in any one-second
+    /// window. A lazy-fill bucket admits at most `burst + per_second` in
+    /// one second, so a test compares against that.
+    pub max_admitted_in_1s: BTreeMap<String, u64>,
+}
+
+/// A running mock upstream.
+pub struct MockUpstream {
+    server: Option<Server>,
+    stop: ShutdownHandle,
+    addr: SocketAddr,
+    state: Arc<routes::State>,
+}
+
+impl MockUpstream {
+    pub fn start(options: MockOptions) -> io::Result<MockUpstream> {
+        let state = Arc::new(routes::State::new(&options));
+        let handler = Arc::new(routes::MockHandler::new(Arc::clone(&state)));
+        let server = Server::bind(&options.listen, options.limits.clone(), handler)?;
+        Ok(MockUpstream {
+            stop: server.shutdown_handle(),
+            addr: server.local_addr(),
+            server: Some(server),
+            state,
+        })
+    }
+
+    /// `http://<addr>`, to point a client or the daemon at.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.state.stats()
+    }
+
+    /// Replaces the active faults (a storm starts now).
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+
+    /// Clears the counters and refills every rate-limit bucket, so a test
+    /// phase starts fresh. Orders are kept.
+    pub fn reset_stats(&self) {
+        self.state.reset();
+    }
+
+    /// Stops accepting, lets in-flight answers finish, and returns when
+    /// every connection has closed. Later connections are refused (the
+    /// "upstream is down" fault).
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.stop.shutdown();
+            server.join();
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

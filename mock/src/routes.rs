@@ -1,0 +1,1162 @@
+//! The mock's request handling: route, count, apply faults, check the
+//! credential and the rate limit, answer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use syncoord_proxy::credential_identity;
+
+use super::account::{self, NewOrder, Orders, Status};
+use super::limits::{Buckets, MockRates, Scope, WindowPeak};
+use super::market::{self, product, unix_now, Product};
+use super::{Faults, MockOptions, MockStats};
+use syncoord_server::{Handler, HttpRequest, HttpResponse};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Exchange,
+    Advanced,
+}
+
+/// Every endpoint the mock answers; ids borrow from the path.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint<'a> {
+    AtProducts,
+    AtProduct(&'a str),
+    AtTicker(&'a str),
+    AtCandles(&'a str),
+    AtProductBook,
+    AtBestBidAsk,
+    AtAccounts,
+    AtAccount(&'a str),
+    AtCreateOrder,
+    AtBatchCancel,
+    AtOrders,
+    AtOrder(&'a str),
+    AtFills,
+    ExProducts,
+    ExProduct(&'a str),
+    ExTicker(&'a str),
+    ExBook(&'a str),
+    ExCandles(&'a str),
+    ExStats(&'a str),
+    ExTime,
+    ExAccounts,
+    ExAccount(&'a str),
+    ExListOrders,
+    ExCreateOrder,
+    ExCancelAll,
+    ExOrder(&'a str),
+    ExCancelOrder(&'a str),
+    ExFills,
+}
+
+struct Route<'a> {
+    endpoint: Endpoint<'a>,
+    /// For stats, e.g. `GET /products/{id}/ticker`.
+    pattern: &'static str,
+    scope: Scope,
+}
+
+impl Route<'_> {
+    fn private(&self) -> bool {
+        !matches!(self.scope, Scope::ExchangePublic | Scope::AdvancedPublic)
+    }
+}
+
+fn api_of(path: &str) -> Api {
+    if path.starts_with("/api/v3/brokerage") {
+        Api::Advanced
+    } else {
+        Api::Exchange
+    }
+}
+
+fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
+    use Endpoint::*;
+    use Scope::*;
+    // HEAD is answered as GET (the server sends no body).
+    let method = if method == "HEAD" { "GET" } else { method };
+    let trimmed = path.strip_prefix('/')?;
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    let segs: Vec<&'a str> = trimmed.split('/').collect();
+    let (endpoint, pattern, scope) = match (method, segs.as_slice()) {
+        ("GET", ["api", "v3", "brokerage", rest @ ..]) => match rest {
+            ["market", "products"] => (
+                AtProducts,
+                "GET /api/v3/brokerage/market/products",
+                AdvancedPublic,
+            ),
+            ["market", "products", id] => (
+                AtProduct(id),
+                "GET /api/v3/brokerage/market/products/{id}",
+                AdvancedPublic,
+            ),
+            ["market", "products", id, "ticker"] => (
+                AtTicker(id),
+                "GET /api/v3/brokerage/market/products/{id}/ticker",
+                AdvancedPublic,
+            ),
+            ["market", "products", id, "candles"] => (
+                AtCandles(id),
+                "GET /api/v3/brokerage/market/products/{id}/candles",
+                AdvancedPublic,
+            ),
+            ["market", "product_book"] => (
+                AtProductBook,
+                "GET /api/v3/brokerage/market/product_book",
+                AdvancedPublic,
+            ),
+            ["products"] => (
+                AtProducts,
+                "GET /api/v3/brokerage/products",
+                AdvancedPrivate,
+            ),
+            ["products", id] => (
+                AtProduct(id),
+                "GET /api/v3/brokerage/products/{id}",
+                AdvancedPrivate,
+            ),
+            ["products", id, "ticker"] => (
+                AtTicker(id),
+                "GET /api/v3/brokerage/products/{id}/ticker",
+                AdvancedPrivate,
+            ),
+            ["products", id, "candles"] => (
+                AtCandles(id),
+                "GET /api/v3/brokerage/products/{id}/candles",
+                AdvancedPrivate,
+            ),
+            ["product_book"] => (
+                AtProductBook,
+                "GET /api/v3/brokerage/product_book",
+                AdvancedPrivate,
+            ),
+            ["best_bid_ask"] => (
+                AtBestBidAsk,
+                "GET /api/v3/brokerage/best_bid_ask",
+                AdvancedPrivate,
+            ),
+            ["accounts"] => (
+                AtAccounts,
+                "GET /api/v3/brokerage/accounts",
+                AdvancedPrivate,
+            ),
+            ["accounts", id] => (
+                AtAccount(id),
+                "GET /api/v3/brokerage/accounts/{uuid}",
+                AdvancedPrivate,
+            ),
+            ["orders", "historical", "batch"] => (
+                AtOrders,
+                "GET /api/v3/brokerage/orders/historical/batch",
+                AdvancedPrivate,
+            ),
+            ["orders", "historical", "fills"] => (
+                AtFills,
+                "GET /api/v3/brokerage/orders/historical/fills",
+                AdvancedPrivate,
+            ),
+            ["orders", "historical", id] => (
+                AtOrder(id),
+                "GET /api/v3/brokerage/orders/historical/{id}",
+                AdvancedPrivate,
+            ),
+            _ => return None,
+        },
+        ("POST", ["api", "v3", "brokerage", "orders"]) => (
+            AtCreateOrder,
+            "POST /api/v3/brokerage/orders",
+            AdvancedPrivate,
+        ),
+        ("POST", ["api", "v3", "brokerage", "orders", "batch_cancel"]) => (
+            AtBatchCancel,
+            "POST /api/v3/brokerage/orders/batch_cancel",
+            AdvancedPrivate,
+        ),
+        ("GET", ["products"]) => (ExProducts, "GET /products", ExchangePublic),
+        ("GET", ["products", id]) => (ExProduct(id), "GET /products/{id}", ExchangePublic),
+        ("GET", ["products", id, "ticker"]) => {
+            (ExTicker(id), "GET /products/{id}/ticker", ExchangePublic)
+        }
+        ("GET", ["products", id, "book"]) => {
+            (ExBook(id), "GET /products/{id}/book", ExchangePublic)
+        }
+        ("GET", ["products", id, "candles"]) => {
+            (ExCandles(id), "GET /products/{id}/candles", ExchangePublic)
+        }
+        ("GET", ["products", id, "stats"]) => {
+            (ExStats(id), "GET /products/{id}/stats", ExchangePublic)
+        }
+        ("GET", ["time"]) => (ExTime, "GET /time", ExchangePublic),
+        ("GET", ["accounts"]) => (ExAccounts, "GET /accounts", ExchangePrivate),
+        ("GET", ["accounts", id]) => (ExAccount(id), "GET /accounts/{id}", ExchangePrivate),
+        ("GET", ["orders"]) => (ExListOrders, "GET /orders", ExchangePrivate),
+        ("POST", ["orders"]) => (ExCreateOrder, "POST /orders", ExchangePrivate),
+        ("DELETE", ["orders"]) => (ExCancelAll, "DELETE /orders", ExchangePrivate),
+        ("GET", ["orders", id]) => (ExOrder(id), "GET /orders/{id}", ExchangePrivate),
+        ("DELETE", ["orders", id]) => (ExCancelOrder(id), "DELETE /orders/{id}", ExchangePrivate),
+        ("GET", ["fills"]) => (ExFills, "GET /fills", ExchangeFills),
+        _ => return None,
+    };
+    Some(Route {
+        endpoint,
+        pattern,
+        scope,
+    })
+}
+
+/// Splits a request-target into path and query; an absolute-form target
+/// (`http://host/path`) loses its scheme and authority.
+fn split_target(target: &str) -> (&str, &str) {
+    let origin = match target.find("://") {
+        Some(i) if !target[..i].contains('/') => {
+            let after = &target[i + 3..];
+            after.find('/').map_or("/", |j| &after[j..])
+        }
+        _ => target,
+    };
+    origin.split_once('?').unwrap_or((origin, ""))
+}
+
+/// Query pairs, percent-decoded (`+` as space).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `names` (repeated keys, and comma-separated values).
+    fn all(&self, names: &[&str]) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("invalid {name}: {v:?}")),
+        }
+    }
+}
+
+/// Fault bookkeeping behind [`Faults`].
+#[derive(Default)]
+struct FaultState {
+    faults: Faults,
+    storm_until: Option<Instant>,
+    /// Requests seen by the fraction counters.
+    status_seen: u64,
+    drop_seen: u64,
+}
+
+/// Deterministic fraction: the `n`th event (from 0) is hit when it carries
+/// the running total of `n * fraction` past an integer.
+fn fraction_hit(n: u64, fraction: f64) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    ((n + 1) as f64 * fraction).floor() > (n as f64 * fraction).floor()
+}
+
+enum FaultAction {
+    Storm,
+    Drop,
+    Status(u16),
+}
+
+impl FaultState {
+    fn set(&mut self, faults: Faults, now: Instant) {
+        self.storm_until =
+            (faults.storm_ms > 0).then(|| now + Duration::from_millis(faults.storm_ms));
+        self.faults = faults;
+        self.status_seen = 0;
+        self.drop_seen = 0;
+    }
+
+    fn decide(&mut self, now: Instant) -> (Option<FaultAction>, Duration) {
+        let latency = Duration::from_millis(self.faults.latency_ms);
+        if self.storm_until.is_some_and(|until| now < until) {
+            return (Some(FaultAction::Storm), latency);
+        }
+        let f = &mut self.faults;
+        if f.drop_next > 0 {
+            f.drop_next -= 1;
+            return (Some(FaultAction::Drop), latency);
+        }
+        let n = self.drop_seen;
+        self.drop_seen += 1;
+        if fraction_hit(n, f.drop_fraction) {
+            return (Some(FaultAction::Drop), latency);
+        }
+        let status = f.status.unwrap_or(503);
+        if f.status_next > 0 {
+            f.status_next -= 1;
+            return (Some(FaultAction::Status(status)), latency);
+        }
+        let n = self.status_seen;
+        self.status_seen += 1;
+        if fraction_hit(n, f.status_fraction) {
+            return (Some(FaultAction::Status(status)), latency);
+        }
+        (None, latency)
+    }
+
+    /// The faults as they stand (counts already spent are subtracted).
+    fn current(&self, now: Instant) -> Faults {
+        let mut f = self.faults.clone();
+        f.storm_ms = self
+            .storm_until
+            .map_or(0, |u| u.saturating_duration_since(now).as_millis() as u64);
+        f
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    stats: MockStats,
+    all: WindowPeak,
+}
+
+/// Everything the handler shares across connections. Each piece has its
+/// own lock, none held across a sleep or another lock.
+pub(crate) struct State {
+    rates: MockRates,
+    latency: Duration,
+    retry_after: Option<u64>,
+    buckets: Mutex<Buckets>,
+    faults: Mutex<FaultState>,
+    counters: Mutex<Counters>,
+    orders: Mutex<Orders>,
+    in_flight: AtomicU64,
+}
+
+/// A poisoned lock only means a handler panicked mid-update of plain
+/// counters; keep serving with what is there.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    pub(crate) fn new(options: &MockOptions) -> Self {
+        let mut faults = FaultState::default();
+        faults.set(options.faults.clone(), Instant::now());
+        State {
+            rates: options.rates,
+            latency: options.latency,
+            retry_after: options.retry_after,
+            buckets: Mutex::new(Buckets::default()),
+            faults: Mutex::new(faults),
+            counters: Mutex::new(Counters::default()),
+            orders: Mutex::new(Orders::default()),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> MockStats {
+        let mut stats = lock(&self.counters).stats.clone();
+        stats.in_flight = self.in_flight.load(Ordering::SeqCst);
+        stats.max_admitted_in_1s = lock(&self.buckets).max_admitted_in_1s().collect();
+        stats
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        lock(&self.faults).set(faults, Instant::now());
+    }
+
+    pub(crate) fn reset(&self) {
+        *lock(&self.counters) = Counters::default();
+        *lock(&self.buckets) = Buckets::default();
+    }
+
+    fn count(&self, pattern: &str, identity: Option<&str>, now: Instant) {
+        let mut c = lock(&self.counters);
+        c.all.record(now);
+        c.stats.max_requests_in_1s = c.all.max;
+        c.stats.requests_total += 1;
+        *c.stats.by_route.entry(pattern.to_owned()).or_default() += 1;
+        *c.stats
+            .by_credential
+            .entry(identity.unwrap_or("anonymous").to_owned())
+            .or_default() += 1;
+    }
+
+    fn counters(&self) -> MutexGuard<'_, Counters> {
+        lock(&self.counters)
+    }
+}
+
+/// Tracks a request in flight for `max_concurrent`.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut c = state.counters();
+        c.stats.max_concurrent = c.stats.max_concurrent.max(now);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct MockHandler {
+    state: Arc<State>,
+    /// Numbers `/__echo` answers, so a test can tell a cached answer
+    /// (same number) from a fresh one.
+    echo_seq: std::sync::atomic::AtomicU64,
+}
+
+impl MockHandler {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        MockHandler {
+            state,
+            echo_seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `[/base]/__echo/...`: what arrived, as JSON: method, the request-target
+    /// exactly as received, headers in order, the body, and a sequence
+    /// number. Counted and subject to faults like an API call, never rate
+    /// limited: it is how tests see what a proxy forwarded.
+    fn echo(&self, req: &HttpRequest) -> HttpResponse {
+        let seq = self
+            .echo_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        json(
+            200,
+            json!({
+                "method": req.method,
+                "target": req.target,
+                "headers": req.headers,
+                "body": String::from_utf8_lossy(&req.body),
+                "body_len": req.body.len(),
+                "seq": seq,
+            }),
+        )
+    }
+}
+
+impl Handler for MockHandler {
+    fn handle(&self, req: HttpRequest) -> HttpResponse {
+        let (path, query) = split_target(&req.target);
+        if let Some(control) = path
+            .strip_prefix("/__")
+            .filter(|rest| !rest.starts_with("echo"))
+        {
+            return self.control(&req.method, control, &req.body);
+        }
+        let state = &*self.state;
+        let _flight = InFlight::enter(state);
+        let now = Instant::now();
+        let route = resolve(&req.method, path);
+        let identity = credential_identity(&req.headers, &["CB-ACCESS-KEY".to_owned()])
+            .map(|c| c.as_str().to_owned());
+        state.count(
+            route.as_ref().map_or("unmatched", |r| r.pattern),
+            identity.as_deref(),
+            now,
+        );
+        let response = self.answer(&req, path, query, route, identity.as_deref(), now);
+        *state
+            .counters()
+            .stats
+            .by_status
+            .entry(response.status.to_string())
+            .or_default() += 1;
+        response
+    }
+}
+
+fn json(status: u16, value: Value) -> HttpResponse {
+    HttpResponse::json(status, &value)
+}
+
+/// Exchange's error shape: `{"message": ...}`.
+fn ex_error(status: u16, message: &str) -> HttpResponse {
+    json(status, json!({ "message": message }))
+}
+
+/// Advanced Trade's error shape.
+fn at_error(status: u16, error: &str, message: &str) -> HttpResponse {
+    json(
+        status,
+        json!({ "error": error, "error_details": message, "message": message }),
+    )
+}
+
+fn error(api: Api, status: u16, code: &str, message: &str) -> HttpResponse {
+    match api {
+        Api::Exchange => ex_error(status, message),
+        Api::Advanced => at_error(status, code, message),
+    }
+}
+
+impl MockHandler {
+    fn answer(
+        &self,
+        req: &HttpRequest,
+        path: &str,
+        query: &str,
+        route: Option<Route<'_>>,
+        identity: Option<&str>,
+        now: Instant,
+    ) -> HttpResponse {
+        let state = &*self.state;
+        let api = api_of(path);
+        let (fault, fault_latency) = lock(&state.faults).decide(now);
+        let delay = state.latency + fault_latency;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        if let Some(fault) = fault {
+            let mut c = state.counters();
+            c.stats.faults_injected += 1;
+            match fault {
+                FaultAction::Storm => {
+                    c.stats.storm_429s += 1;
+                    drop(c);
+                    let private = route.as_ref().is_some_and(Route::private);
+                    return self.too_many(api, private);
+                }
+                FaultAction::Drop => {
+                    c.stats.dropped += 1;
+                    return HttpResponse::drop_connection();
+                }
+                FaultAction::Status(status) => {
+                    let message = match status {
+                        500 => "Internal server error",
+                        502 => "Bad gateway",
+                        503 => "Service unavailable",
+                        504 => "Gateway timeout",
+                        _ => "Injected failure",
+                    };
+                    return error(api, status, "INTERNAL", message);
+                }
+            }
+        }
+        // Under any base path, so a proxy's base-path handling shows too.
+        if path.ends_with("/__echo") || path.contains("/__echo/") {
+            return self.echo(req);
+        }
+        let Some(route) = route else {
+            return error(api, 404, "NOT_FOUND", "NotFound");
+        };
+        if route.private() && identity.is_none() {
+            state.counters().stats.unauthorized += 1;
+            return match api {
+                // Advanced Trade answers a missing or bad JWT with a bare
+                // text body.
+                Api::Advanced => HttpResponse::new(
+                    401,
+                    vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+                    b"Unauthorized\n".to_vec(),
+                ),
+                Api::Exchange => ex_error(401, "CB-ACCESS-KEY header is required"),
+            };
+        }
+        let key = match (route.private(), identity) {
+            (true, Some(id)) => id.to_owned(),
+            _ => req.peer.ip().to_string(),
+        };
+        let admitted = lock(&state.buckets).take(
+            route.scope,
+            &key,
+            state.rates.spec(route.scope),
+            Instant::now(),
+        );
+        if !admitted {
+            state.counters().stats.rate_limited += 1;
+            return self.too_many(api, route.private());
+        }
+        let identity = identity.unwrap_or("anonymous");
+        let query = Query(query_pairs(query));
+        endpoint(state, route.endpoint, &query, &req.body, identity)
+    }
+
+    fn too_many(&self, api: Api, private: bool) -> HttpResponse {
+        let response = match api {
+            Api::Exchange if private => ex_error(429, "Private rate limit exceeded"),
+            Api::Exchange => ex_error(429, "Public rate limit exceeded"),
+            Api::Advanced => at_error(429, "rate_limit_exceeded", "Too many requests"),
+        };
+        match self.state.retry_after {
+            Some(secs) => response.with_header("Retry-After", &secs.to_string()),
+            None => response,
+        }
+    }
+
+    fn control(&self, method: &str, what: &str, body: &[u8]) -> HttpResponse {
+        let state = &*self.state;
+        match (method, what) {
+            ("GET", "stats") => match serde_json::to_value(state.stats()) {
+                Ok(v) => json(200, v),
+                Err(e) => json(500, json!({ "message": e.to_string() })),
+            },
+            ("GET", "faults") => {
+                let current = lock(&state.faults).current(Instant::now());
+                match serde_json::to_value(current) {
+                    Ok(v) => json(200, v),
+                    Err(e) => json(500, json!({ "message": e.to_string() })),
+                }
+            }
+            ("POST", "faults") => match serde_json::from_slice::<Faults>(body) {
+                Ok(faults) => {
+                    let valid = (0.0..=1.0).contains(&faults.status_fraction)
+                        && (0.0..=1.0).contains(&faults.drop_fraction);
+                    if !valid {
+                        return json(
+                            400,
+                            json!({ "message": "status_fraction and drop_fraction must be between 0 and 1" }),
+                        );
+                    }
+                    state.set_faults(faults.clone());
+                    match serde_json::to_value(faults) {
+                        Ok(v) => json(200, v),
+                        Err(e) => json(500, json!({ "message": e.to_string() })),
+                    }
+                }
+                Err(e) => json(400, json!({ "message": format!("invalid faults: {e}") })),
+            },
+            ("POST", "reset") => {
+                state.reset();
+                HttpResponse::new(204, Vec::new(), Vec::new())
+            }
+            _ => json(404, json!({ "message": "NotFound" })),
+        }
+    }
+}
+
+fn product_or_404(api: Api, id: &str) -> Result<&'static Product, HttpResponse> {
+    product(id).ok_or_else(|| match api {
+        Api::Exchange => ex_error(404, "NotFound"),
+        Api::Advanced => at_error(404, "NOT_FOUND", "ProductID is invalid"),
+    })
+}
+
+fn endpoint(
+    state: &State,
+    endpoint: Endpoint<'_>,
+    q: &Query,
+    body: &[u8],
+    identity: &str,
+) -> HttpResponse {
+    match answer_endpoint(state, endpoint, q, body, identity) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn bad_at(message: String) -> HttpResponse {
+    at_error(400, "INVALID_ARGUMENT", &message)
+}
+
+fn bad_ex(message: String) -> HttpResponse {
+    ex_error(400, &message)
+}
+
+fn answer_endpoint(
+    state: &State,
+    endpoint: Endpoint<'_>,
+    q: &Query,
+    body: &[u8],
+    identity: &str,
+) -> Result<HttpResponse, HttpResponse> {
+    use Endpoint::*;
+    let t = unix_now();
+    Ok(match endpoint {
+        AtProducts => json(200, market::at_products(t, &q.all(&["product_ids"]))),
+        AtProduct(id) => json(
+            200,
+            market::at_product(product_or_404(Api::Advanced, id)?, t),
+        ),
+        AtTicker(id) => {
+            let p = product_or_404(Api::Advanced, id)?;
+            let limit = q.number::<usize>("limit").map_err(bad_at)?.unwrap_or(10);
+            json(200, market::at_ticker(p, t, limit))
+        }
+        AtCandles(id) => {
+            let p = product_or_404(Api::Advanced, id)?;
+            let granularity = q
+                .get("granularity")
+                .and_then(market::at_granularity)
+                .ok_or_else(|| bad_at("granularity is required (ONE_MINUTE ... ONE_DAY)".into()))?;
+            let end = q.number::<u64>("end").map_err(bad_at)?.unwrap_or(t as u64);
+            let start = q.number::<u64>("start").map_err(bad_at)?;
+            let limit = q.number::<usize>("limit").map_err(bad_at)?.unwrap_or(350);
+            if limit > 350 {
+                return Err(bad_at("limit must be at most 350".into()));
+            }
+            json(200, market::at_candles(p, granularity, start, end, limit))
+        }
+        AtProductBook => {
+            let id = q
+                .get("product_id")
+                .ok_or_else(|| bad_at("product_id is required".into()))?;
+            let p = product_or_404(Api::Advanced, id)?;
+            let depth = q.number::<usize>("limit").map_err(bad_at)?.unwrap_or(50);
+            json(200, market::at_product_book(p, t, depth.clamp(1, 500)))
+        }
+        AtBestBidAsk => json(
+            200,
+            market::at_best_bid_ask(t, &q.all(&["product_ids", "product_id"])),
+        ),
+        AtAccounts => {
+            let accounts: Vec<Value> = account::accounts(identity)
+                .iter()
+                .map(account::Account::advanced)
+                .collect();
+            json(
+                200,
+                json!({ "size": accounts.len(), "accounts": accounts, "has_next": false, "cursor": "" }),
+            )
+        }
+        AtAccount(uuid) => match account::accounts(identity).iter().find(|a| a.uuid == uuid) {
+            Some(a) => json(200, json!({ "account": a.advanced() })),
+            None => at_error(404, "NOT_FOUND", "account not found"),
+        },
+        AtCreateOrder => at_create_order(state, body, identity, t),
+        AtBatchCancel => {
+            let ids = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("order_ids").cloned())
+                .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                .ok_or_else(|| bad_at("body must be {\"order_ids\": [...]}".into()))?;
+            let mut orders = lock(&state.orders);
+            let results: Vec<Value> = ids
+                .iter()
+                .map(|id| match orders.cancel(identity, id) {
+                    Ok(()) => json!({ "success": true, "failure_reason": "UNKNOWN_CANCEL_FAILURE_REASON", "order_id": id }),
+                    Err(reason) => json!({ "success": false, "failure_reason": reason, "order_id": id }),
+                })
+                .collect();
+            json(200, json!({ "results": results }))
+        }
+        AtOrders => {
+            let statuses = q.all(&["order_status"]);
+            let products = q.all(&["product_ids", "product_id"]);
+            let orders = lock(&state.orders);
+            let list: Vec<Value> = orders
+                .list(identity)
+                .iter()
+                .rev()
+                .filter(|o| products.is_empty() || products.iter().any(|p| p == o.product_id))
+                .map(account::Order::advanced)
+                .filter(|o| {
+                    statuses.is_empty()
+                        || statuses
+                            .iter()
+                            .any(|s| o.get("status").and_then(Value::as_str) == Some(s.as_str()))
+                })
+                .collect();
+            json(
+                200,
+                json!({ "orders": list, "sequence": "0", "has_next": false, "cursor": "" }),
+            )
+        }
+        AtOrder(id) => match lock(&state.orders).get(identity, id) {
+            Some(o) => json(200, json!({ "order": o.advanced() })),
+            None => at_error(404, "NOT_FOUND", "order not found"),
+        },
+        AtFills => {
+            let ids = q.all(&["order_id", "order_ids"]);
+            let products = q.all(&["product_id", "product_ids"]);
+            let orders = lock(&state.orders);
+            let fills: Vec<Value> = orders
+                .list(identity)
+                .iter()
+                .rev()
+                .filter(|o| ids.is_empty() || ids.contains(&o.id))
+                .filter(|o| products.is_empty() || products.iter().any(|p| p == o.product_id))
+                .filter_map(account::Order::advanced_fill)
+                .collect();
+            json(200, json!({ "fills": fills, "cursor": "" }))
+        }
+        ExProducts => json(200, market::ex_products()),
+        ExProduct(id) => json(200, market::ex_product(product_or_404(Api::Exchange, id)?)),
+        ExTicker(id) => json(
+            200,
+            market::ex_ticker(product_or_404(Api::Exchange, id)?, t),
+        ),
+        ExBook(id) => {
+            let p = product_or_404(Api::Exchange, id)?;
+            let level = q.number::<u8>("level").map_err(bad_ex)?.unwrap_or(1);
+            if !(1..=3).contains(&level) {
+                return Err(ex_error(400, "Invalid level"));
+            }
+            json(200, market::ex_book(p, t, level))
+        }
+        ExCandles(id) => {
+            let p = product_or_404(Api::Exchange, id)?;
+            let granularity = q
+                .number::<u64>("granularity")
+                .map_err(bad_ex)?
+                .unwrap_or(60);
+            if ![60, 300, 900, 3600, 21_600, 86_400].contains(&granularity) {
+                return Err(ex_error(400, "Unsupported granularity"));
+            }
+            let end = q.number::<u64>("end").ok().flatten().unwrap_or(t as u64);
+            let start = q.number::<u64>("start").ok().flatten();
+            json(200, market::ex_candles(p, granularity, start, end))
+        }
+        ExStats(id) => json(200, market::ex_stats(product_or_404(Api::Exchange, id)?, t)),
+        ExTime => json(200, market::ex_time(t)),
+        ExAccounts => json(
+            200,
+            Value::Array(
+                account::accounts(identity)
+                    .iter()
+                    .map(account::Account::exchange)
+                    .collect(),
+            ),
+        ),
+        ExAccount(id) => match account::accounts(identity).iter().find(|a| a.uuid == id) {
+            Some(a) => json(200, a.exchange()),
+            None => ex_error(404, "NotFound"),
+        },
+        ExListOrders => {
+            let statuses = q.all(&["status"]);
+            let product = q.get("product_id");
+            let wanted = |s: Status| {
+                if statuses.is_empty() {
+                    return s == Status::Open;
+                }
+                statuses.iter().any(|w| match w.as_str() {
+                    "all" => s != Status::Cancelled,
+                    "open" | "pending" | "active" => s == Status::Open,
+                    "done" => s == Status::Filled,
+                    _ => false,
+                })
+            };
+            let orders = lock(&state.orders);
+            let list: Vec<Value> = orders
+                .list(identity)
+                .iter()
+                .rev()
+                .filter(|o| wanted(o.status))
+                .filter(|o| product.is_none_or(|p| p == o.product_id))
+                .map(account::Order::exchange)
+                .collect();
+            json(200, Value::Array(list))
+        }
+        ExCreateOrder => ex_create_order(state, body, identity, t),
+        ExCancelAll => {
+            let product = q.get("product_id");
+            let mut orders = lock(&state.orders);
+            let open: Vec<String> = orders
+                .list(identity)
+                .iter()
+                .filter(|o| o.status == Status::Open)
+                .filter(|o| product.is_none_or(|p| p == o.product_id))
+                .map(|o| o.id.clone())
+                .collect();
+            for id in &open {
+                let _ = orders.cancel(identity, id);
+            }
+            json(200, json!(open))
+        }
+        ExOrder(id) => {
+            let orders = lock(&state.orders);
+            let found = match id.strip_prefix("client:") {
+                Some(client) => orders
+                    .list(identity)
+                    .iter()
+                    .find(|o| o.client_order_id == client),
+                None => orders.list(identity).iter().find(|o| o.id == id),
+            };
+            match found.filter(|o| o.status != Status::Cancelled) {
+                Some(o) => json(200, o.exchange()),
+                None => ex_error(404, "NotFound"),
+            }
+        }
+        ExCancelOrder(id) => match lock(&state.orders).cancel(identity, id) {
+            Ok(()) => json(200, json!(id)),
+            Err("UNKNOWN_CANCEL_ORDER") => ex_error(404, "order not found"),
+            Err(_) => ex_error(400, "Order already done"),
+        },
+        ExFills => {
+            let order_id = q.get("order_id");
+            let product = q.get("product_id");
+            if order_id.is_none() && product.is_none() {
+                return Err(ex_error(400, "product_id or order_id is required"));
+            }
+            let orders = lock(&state.orders);
+            let fills: Vec<Value> = orders
+                .list(identity)
+                .iter()
+                .rev()
+                .filter(|o| order_id.is_none_or(|id| id == o.id))
+                .filter(|o| product.is_none_or(|p| p == o.product_id))
+                .filter_map(account::Order::exchange_fill)
+                .collect();
+            json(200, Value::Array(fills))
+        }
+    })
+}
+
+/// A positive finite number given as a JSON string or number.
+fn positive(v: Option<&Value>) -> Option<f64> {
+    let n = match v? {
+        Value::String(s) => s.parse::<f64>().ok()?,
+        Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    (n.is_finite() && n > 0.0).then_some(n)
+}
+
+fn side(v: Option<&Value>) -> Option<&'static str> {
+    match v?.as_str()?.to_ascii_uppercase().as_str() {
+        "BUY" => Some("BUY"),
+        "SELL" => Some("SELL"),
+        _ => None,
+    }
+}
+
+/// `POST /api/v3/brokerage/orders`: market (`market_market_ioc`) and limit
+/// (`limit_limit_gtc`) configurations.
+fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpResponse {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return bad_at("request body is not JSON".into());
+    };
+    let failure = |error: &str, message: &str| {
+        json(
+            200,
+            json!({
+                "success": false,
+                "failure_reason": "UNKNOWN_FAILURE_REASON",
+                "order_id": "",
+                "error_response": { "error": error, "message": message, "error_details": message },
+            }),
+        )
+    };
+    let Some(side) = side(req.get("side")) else {
+        return bad_at("side must be BUY or SELL".into());
+    };
+    let Some(p) = req
+        .get("product_id")
+        .and_then(Value::as_str)
+        .and_then(product)
+    else {
+        return failure("INVALID_PRODUCT_ID", "Product ID is invalid");
+    };
+    let client_order_id = req
+        .get("client_order_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let config = req.get("order_configuration");
+    let new = if let Some(m) = config.and_then(|c| c.get("market_market_ioc")) {
+        let base = positive(m.get("base_size"));
+        let quote = positive(m.get("quote_size"));
+        if base.is_none() && quote.is_none() {
+            return failure("INVALID_SIZE", "base_size or quote_size is required");
+        }
+        NewOrder {
+            client_order_id,
+            product: p,
+            side,
+            limit_price: None,
+            base_size: base,
+            quote_size: quote,
+            post_only: false,
+        }
+    } else if let Some(l) = config.and_then(|c| c.get("limit_limit_gtc")) {
+        let (Some(base), Some(price)) =
+            (positive(l.get("base_size")), positive(l.get("limit_price")))
+        else {
+            return failure(
+                "INVALID_LIMIT_PRICE",
+                "limit_limit_gtc needs base_size and limit_price",
+            );
+        };
+        NewOrder {
+            client_order_id,
+            product: p,
+            side,
+            limit_price: Some(price),
+            base_size: Some(base),
+            quote_size: None,
+            post_only: l.get("post_only").and_then(Value::as_bool).unwrap_or(false),
+        }
+    } else {
+        return failure(
+            "UNSUPPORTED_ORDER_CONFIGURATION",
+            "order_configuration must be market_market_ioc or limit_limit_gtc",
+        );
+    };
+    let order = lock(&state.orders).create(identity, new, t);
+    let view = order.advanced();
+    json(
+        200,
+        json!({
+            "success": true,
+            "success_response": {
+                "order_id": order.id,
+                "product_id": order.product_id,
+                "side": order.side,
+                "client_order_id": order.client_order_id,
+            },
+            "order_configuration": view.get("order_configuration").cloned().unwrap_or(Value::Null),
+        }),
+    )
+}
+
+/// `POST /orders` (Exchange): `type` limit (default) or market.
+fn ex_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpResponse {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return bad_ex("request body is not JSON".into());
+    };
+    let Some(side) = side(req.get("side")) else {
+        return bad_ex("side must be buy or sell".into());
+    };
+    let Some(p) = req
+        .get("product_id")
+        .and_then(Value::as_str)
+        .and_then(product)
+    else {
+        return bad_ex("product_id is invalid".into());
+    };
+    let client_order_id = req
+        .get("client_oid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = req.get("type").and_then(Value::as_str).unwrap_or("limit");
+    let size = positive(req.get("size"));
+    let new = match kind {
+        "limit" => {
+            let (Some(size), Some(price)) = (size, positive(req.get("price"))) else {
+                return bad_ex("limit orders need price and size".into());
+            };
+            NewOrder {
+                client_order_id,
+                product: p,
+                side,
+                limit_price: Some(price),
+                base_size: Some(size),
+                quote_size: None,
+                post_only: req
+                    .get("post_only")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            }
+        }
+        "market" => {
+            let funds = positive(req.get("funds"));
+            if size.is_none() && funds.is_none() {
+                return bad_ex("market orders need size or funds".into());
+            }
+            NewOrder {
+                client_order_id,
+                product: p,
+                side,
+                limit_price: None,
+                base_size: size,
+                quote_size: funds,
+                post_only: false,
+            }
+        }
+        other => return bad_ex(format!("unsupported order type {other:?}")),
+    };
+    let order = lock(&state.orders).create(identity, new, t);
+    json(200, order.exchange())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_and_decode() {
+        assert_eq!(split_target("/a/b?x=1"), ("/a/b", "x=1"));
+        assert_eq!(split_target("http://h:1/a?q"), ("/a", "q"));
+        assert_eq!(split_target("http://h:1"), ("/", ""));
+        assert_eq!(percent_decode("a%2Cb+c%zz%"), "a,b c%zz%");
+        let q = Query(query_pairs(
+            "product_ids=BTC-USD&product_ids=ETH-USD,SOL-USD&limit=5",
+        ));
+        assert_eq!(q.all(&["product_ids"]), ["BTC-USD", "ETH-USD", "SOL-USD"]);
+        assert_eq!(q.number::<usize>("limit"), Ok(Some(5)));
+        assert!(q.number::<usize>("product_ids").is_err());
+    }
+
+    #[test]
+    fn fractions_are_exact() {
+        let hits = (0..100).filter(|&n| fraction_hit(n, 0.25)).count();
+        assert_eq!(hits, 25);
+        assert_eq!((0..10).filter(|&n| fraction_hit(n, 1.0)).count(), 10);
+        assert_eq!((0..10).filter(|&n| fraction_hit(n, 0.0)).count(), 0);
+    }
+
+    #[test]
+    fn routes_resolve_to_scopes() {
+        let r = resolve("GET", "/api/v3/brokerage/orders/historical/batch").unwrap();
+        assert!(matches!(r.endpoint, Endpoint::AtOrders));
+        let r = resolve("GET", "/api/v3/brokerage/orders/historical/abc").unwrap();
+        assert!(matches!(r.endpoint, Endpoint::AtOrder("abc")));
+        assert_eq!(
+            resolve("GET", "/api/v3/brokerage/market/products/BTC-USD/ticker")
+                .unwrap()
+                .scope,
+            Scope::AdvancedPublic
+        );
+        assert_eq!(
+            resolve("GET", "/fills").unwrap().scope,
+            Scope::ExchangeFills
+        );
+        assert_eq!(resolve("HEAD", "/time").unwrap().pattern, "GET /time");
+        assert!(resolve("PATCH", "/orders").is_none());
+        assert!(resolve("GET", "/nope").is_none());
+    }
+}

@@ -1,0 +1,1145 @@
+//! The one configuration file both hosts read (TOML): `[server]` settings
+//! for the host, and `[[upstreams]]`, each an API with its coordination
+//! rules (a core [`Config`]) merged over a preset.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8787"
+//!
+//! [[upstreams]]
+//! name = "advanced"
+//! url = "https://api.coinbase.com"
+//! preset = "coinbase-advanced"
+//! [upstreams.coordination.queue]
+//! max_len = 500            # everything else stays as the preset says
+//!
+//! [[upstreams]]
+//! name = "exchange"
+//! url = "https://api.exchange.coinbase.com"
+//! preset = "coinbase-exchange"
+//! prefix = "/exchange"
+//! ```
+//!
+//! [`ProxyConfig::from_toml_str`] reports every problem at once, each with
+//! the field's path and its line and column in the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use syncoord_core::Duration;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
+
+/// Host settings: where to listen, how much to accept, how long to wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address of the main listener: an IP address and port (names such
+    /// as `localhost` are not resolved); port 0 picks a free one.
+    pub listen: String,
+    /// Request line plus headers, at most.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Request body, at most.
+    pub max_body_bytes: usize,
+    /// How long a kept-alive connection may sit idle.
+    pub idle_timeout_secs: f64,
+    /// How long a bot's request may wait for its answer (queueing, retries
+    /// and the upstream call included) before the host answers 504.
+    pub request_timeout_secs: f64,
+    /// On shutdown, how long requests already accepted may take to finish.
+    pub drain_secs: f64,
+    /// Threads (native) making upstream calls concurrently.
+    pub upstream_threads: usize,
+    pub upstream_connect_timeout_secs: f64,
+    /// One upstream call, from sending to the last byte of the answer.
+    pub upstream_timeout_secs: f64,
+    /// Upstream response body, at most (a bigger one is a transport error).
+    pub max_response_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8787".into(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+            idle_timeout_secs: 60.0,
+            request_timeout_secs: 30.0,
+            drain_secs: 10.0,
+            upstream_threads: 8,
+            upstream_connect_timeout_secs: 5.0,
+            upstream_timeout_secs: 20.0,
+            max_response_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn idle_timeout(&self) -> Duration {
+        secs(self.idle_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        secs(self.request_timeout_secs)
+    }
+    pub fn drain(&self) -> Duration {
+        secs(self.drain_secs)
+    }
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        secs(self.upstream_connect_timeout_secs)
+    }
+    pub fn upstream_timeout(&self) -> Duration {
+        secs(self.upstream_timeout_secs)
+    }
+}
+
+/// Which ready-made coordination rules an upstream starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Preset {
+    /// [`coinbase::advanced_trade`].
+    #[serde(rename = "coinbase-advanced")]
+    CoinbaseAdvanced,
+    /// [`coinbase::exchange`].
+    #[serde(rename = "coinbase-exchange")]
+    CoinbaseExchange,
+    /// A generic API: the Coinbase priority classes, no route rules, one
+    /// `global` scope of 10 calls/s (burst 10), responses cached per
+    /// credential. Say what you know in `coordination`.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+}
+
+impl Preset {
+    pub fn config(self) -> Config {
+        match self {
+            Preset::CoinbaseAdvanced => coinbase::advanced_trade(),
+            Preset::CoinbaseExchange => coinbase::exchange(),
+            Preset::None => {
+                let mut c = coinbase::advanced_trade();
+                c.routes.clear();
+                c.credential_headers.clear();
+                c.scopes = BTreeMap::from([(
+                    "global".to_owned(),
+                    ScopeConfig {
+                        per: Keying::Global,
+                        ..ScopeConfig::default()
+                    },
+                )]);
+                c.defaults.scopes = vec!["global".into()];
+                c
+            }
+        }
+    }
+}
+
+/// One upstream API and how requests reach it.
+///
+/// Deserializing merges the file's `coordination` table over the preset
+/// (tables merge key by key, everything else, arrays included, replaces:
+/// a `routes` list in the file replaces all of the preset's rules), so
+/// `coordination` here is the complete, effective configuration.
+///
+/// `name` and `url` are required; `preset` defaults to `none`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawUpstream")]
+pub struct UpstreamConfig {
+    /// Names the upstream in stats, metrics and logs (letters, digits, `-`, `_`).
+    pub name: String,
+    /// Base URL: `http(s)://host[:port][/base/path]`, no query.
+    pub url: String,
+    pub preset: Preset,
+    /// Requests whose path starts with this segment prefix (e.g.
+    /// `/exchange`) go to this upstream, prefix stripped.
+    pub prefix: Option<String>,
+    /// A dedicated listener (`ip:port`) that fronts only this upstream:
+    /// paths arrive there as upstream knows them (no prefix to strip), so
+    /// a bot can use it as the API's base URL unchanged.
+    pub listen: Option<String>,
+    pub coordination: Config,
+}
+
+/// An upstream as written in the file, before the preset merge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    url: String,
+    #[serde(default)]
+    preset: Preset,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    coordination: toml::Table,
+}
+
+impl TryFrom<RawUpstream> for UpstreamConfig {
+    type Error = String;
+
+    fn try_from(raw: RawUpstream) -> Result<Self, String> {
+        let coordination = merged_coordination(raw.preset, raw.coordination)
+            .map_err(|(path, msg)| format!("coordination.{path}: {msg}"))?;
+        Ok(UpstreamConfig {
+            name: raw.name,
+            url: raw.url,
+            preset: raw.preset,
+            prefix: raw.prefix,
+            listen: raw.listen,
+            coordination,
+        })
+    }
+}
+
+/// `over` merged into `base`: tables key by key, anything else replaced.
+fn deep_merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// The preset with the user's table merged over it, deserialized. The
+/// error is (path within `coordination`, message).
+fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, (String, String)> {
+    let mut base = match toml::Table::try_from(preset.config()) {
+        Ok(t) => t,
+        Err(e) => return Err((String::new(), format!("preset cannot be merged: {e}"))),
+    };
+    deep_merge(&mut base, user);
+    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base))
+        .map_err(|e| (path_string(e.path()), e.inner().message().to_owned()))
+}
+
+fn path_string(path: &serde_path_to_error::Path) -> String {
+    let s = path.to_string();
+    if s == "." {
+        String::new()
+    } else {
+        s
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub server: ServerSettings,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Default for ProxyConfig {
+    /// Coinbase Advanced Trade as the default upstream (requests with no
+    /// prefix) and Coinbase Exchange under `/exchange`; both also reachable
+    /// by absolute URL (ccxt's `proxyUrl`).
+    fn default() -> Self {
+        ProxyConfig {
+            server: ServerSettings::default(),
+            upstreams: vec![
+                UpstreamConfig::preset(
+                    "advanced",
+                    "https://api.coinbase.com",
+                    Preset::CoinbaseAdvanced,
+                ),
+                UpstreamConfig {
+                    prefix: Some("/exchange".into()),
+                    ..UpstreamConfig::preset(
+                        "exchange",
+                        "https://api.exchange.coinbase.com",
+                        Preset::CoinbaseExchange,
+                    )
+                },
+            ],
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// An upstream with a preset's rules unchanged, no prefix, no listener.
+    pub fn preset(name: &str, url: &str, preset: Preset) -> Self {
+        UpstreamConfig {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            preset,
+            prefix: None,
+            listen: None,
+            coordination: preset.config(),
+        }
+    }
+}
+
+/// One problem in a configuration file, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// Path of the field, e.g. `upstreams[0].coordination.routes[2].scopes[0]`;
+    /// empty for TOML syntax errors.
+    pub field: String,
+    /// 1-based line and column of the field (or of its nearest parent
+    /// present in the file), when known.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileErrors(pub Vec<ConfigFileError>);
+
+impl ConfigFileErrors {
+    /// Displays each problem as `file:line:column: field: message`.
+    pub fn display_with<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
+        DisplayWith { errors: self, file }
+    }
+
+    fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigFileErrors(vec![ConfigFileError {
+            field: field.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }])
+    }
+}
+
+struct DisplayWith<'a> {
+    errors: &'a ConfigFileErrors,
+    file: &'a str,
+}
+
+impl fmt::Display for DisplayWith<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            f.write_str(self.file)?;
+            if let Some(line) = e.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = e.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+            f.write_str(": ")?;
+            if !e.field.is_empty() {
+                write!(f, "{}: ", e.field)?;
+            }
+            f.write_str(&e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ConfigFileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.display_with("config").fmt(f)
+    }
+}
+
+impl std::error::Error for ConfigFileErrors {}
+
+/// A field path and what is wrong with it, before it is located in a file.
+type Issue = (String, String);
+
+impl ProxyConfig {
+    /// One upstream with the Advanced Trade preset at `url`, for the quick
+    /// start (`--upstream URL`). The URL is checked when the proxy is built.
+    pub fn single_upstream(url: &str) -> Self {
+        ProxyConfig {
+            server: ServerSettings::default(),
+            upstreams: vec![UpstreamConfig::preset(
+                "advanced",
+                url,
+                Preset::CoinbaseAdvanced,
+            )],
+        }
+    }
+
+    /// Reads and checks a configuration file. Every problem found is
+    /// reported, each with the field's path and position.
+    pub fn from_toml_str(text: &str) -> Result<ProxyConfig, ConfigFileErrors> {
+        Self::parse(text, false)
+    }
+
+    /// [`Self::from_toml_str`] plus [`Self::validate_for_edge`], with
+    /// positions.
+    pub fn from_toml_str_for_edge(text: &str) -> Result<ProxyConfig, ConfigFileErrors> {
+        Self::parse(text, true)
+    }
+
+    fn parse(text: &str, edge: bool) -> Result<ProxyConfig, ConfigFileErrors> {
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            let errors = syntax
+                .iter()
+                .map(|e| {
+                    let (line, column) = e
+                        .span()
+                        .map(|s| line_col(text, s.start))
+                        .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                    ConfigFileError {
+                        field: String::new(),
+                        line,
+                        column,
+                        message: e.message().trim().to_owned(),
+                    }
+                })
+                .collect();
+            return Err(ConfigFileErrors(errors));
+        }
+        let root: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => return Err(ConfigFileErrors::single("", e.message().trim())),
+        };
+        let mut issues = Vec::new();
+        let (config, index) = Self::from_table(root, &mut issues);
+        // Upstreams that could not be read are left out; the rest are
+        // still checked, under their index in the file.
+        let unread = issues.iter().any(|(f, _)| f.starts_with("upstreams["));
+        let mut checked = config.issues_at(&index);
+        if unread {
+            checked.retain(|(field, _)| field != "upstreams");
+        }
+        issues.extend(checked);
+        if edge {
+            issues.extend(config.edge_issues_at(&index));
+        }
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(locate_all(text, doc.get_ref(), issues))
+        }
+    }
+
+    /// Builds the config piece by piece so that one bad upstream does not
+    /// hide the problems of the next. Also returns, for each upstream read,
+    /// its index in the file.
+    fn from_table(root: toml::Table, issues: &mut Vec<Issue>) -> (ProxyConfig, Vec<usize>) {
+        let mut config = ProxyConfig::default();
+        let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
+        for (key, value) in root {
+            match key.as_str() {
+                "server" => match serde_path_to_error::deserialize(value) {
+                    Ok(s) => config.server = s,
+                    Err(e) => issues.push((
+                        join("server", &path_string(e.path())),
+                        e.inner().message().to_owned(),
+                    )),
+                },
+                "upstreams" => {
+                    let toml::Value::Array(items) = value else {
+                        issues.push((
+                            "upstreams".into(),
+                            "must be an array of tables ([[upstreams]])".into(),
+                        ));
+                        continue;
+                    };
+                    config.upstreams.clear();
+                    index.clear();
+                    for (i, item) in items.into_iter().enumerate() {
+                        let at = format!("upstreams[{i}]");
+                        let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                issues.push((
+                                    join(&at, &path_string(e.path())),
+                                    e.inner().message().to_owned(),
+                                ));
+                                continue;
+                            }
+                        };
+                        match merged_coordination(raw.preset, raw.coordination) {
+                            Ok(coordination) => {
+                                index.push(i);
+                                config.upstreams.push(UpstreamConfig {
+                                    name: raw.name,
+                                    url: raw.url,
+                                    preset: raw.preset,
+                                    prefix: raw.prefix,
+                                    listen: raw.listen,
+                                    coordination,
+                                })
+                            }
+                            Err((path, msg)) => {
+                                issues.push((join(&format!("{at}.coordination"), &path), msg))
+                            }
+                        }
+                    }
+                }
+                other => issues.push((
+                    other.to_owned(),
+                    format!("unknown section `{other}` (known: server, upstreams)"),
+                )),
+            }
+        }
+        (config, index)
+    }
+
+    /// Checks everything the hosts rely on; every problem at once. No
+    /// positions: use [`Self::from_toml_str`] for a file.
+    pub fn validate(&self) -> Result<(), ConfigFileErrors> {
+        errors_without_positions(self.issues())
+    }
+
+    /// The Worker shards rate-limit state by Durable Object: one for an
+    /// upstream's global scopes, one per credential for per-credential
+    /// scopes. A route drawing from both kinds at once could not be
+    /// limited by one object, so it is refused here, naming the route.
+    pub fn validate_for_edge(&self) -> Result<(), ConfigFileErrors> {
+        let mut issues = self.issues();
+        issues.extend(self.edge_issues());
+        errors_without_positions(issues)
+    }
+
+    fn edge_issues(&self) -> Vec<Issue> {
+        self.edge_issues_at(&[])
+    }
+
+    /// `index[k]` is upstream `k`'s index in the file (`k` itself when
+    /// missing).
+    fn edge_issues_at(&self, index: &[usize]) -> Vec<Issue> {
+        let mut issues = Vec::new();
+        for (k, u) in self.upstreams.iter().enumerate() {
+            let i = index.get(k).copied().unwrap_or(k);
+            let c = &u.coordination;
+            let mut check = |field: String, name: &str, scopes: &[String]| {
+                let (global, per_cred): (Vec<&String>, Vec<&String>) = scopes
+                    .iter()
+                    .filter(|s| c.scopes.contains_key(*s))
+                    .partition(|s| c.scopes.get(*s).map(|sc| sc.per) == Some(Keying::Global));
+                if !global.is_empty() && !per_cred.is_empty() {
+                    let list = |v: Vec<&String>| {
+                        v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    };
+                    issues.push((
+                        field,
+                        format!(
+                            "route `{name}` mixes global scopes ({}) with per-credential scopes ({}); on the edge one Durable Object must own all of a request's buckets, so use one kind per route",
+                            list(global),
+                            list(per_cred)
+                        ),
+                    ));
+                }
+            };
+            check(
+                format!("upstreams[{i}].coordination.defaults.scopes"),
+                "default",
+                &c.defaults.scopes,
+            );
+            for (j, r) in c.routes.iter().enumerate() {
+                let name = r.name.clone().unwrap_or_else(|| r.path.clone());
+                let field = if r.scopes.is_some() {
+                    format!("upstreams[{i}].coordination.routes[{j}].scopes")
+                } else {
+                    format!("upstreams[{i}].coordination.routes[{j}]")
+                };
+                check(
+                    field,
+                    &name,
+                    r.scopes.as_ref().unwrap_or(&c.defaults.scopes),
+                );
+            }
+        }
+        issues
+    }
+
+    fn issues(&self) -> Vec<Issue> {
+        self.issues_at(&[])
+    }
+
+    /// Every problem, upstream `k` named by `index[k]` (`k` when missing).
+    fn issues_at(&self, index: &[usize]) -> Vec<Issue> {
+        let mut out: Vec<Issue> = Vec::new();
+        let mut push = |field: &str, msg: String| out.push((field.to_owned(), msg));
+        let s = &self.server;
+        let server_addr = match s.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                push(
+                    "server.listen",
+                    format!("`{}` is not an ip:port address", s.listen),
+                );
+                None
+            }
+        };
+        let sizes: [(&str, usize, usize, usize); 5] = [
+            ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
+            ("max_headers", s.max_headers, 1, 10_000),
+            ("max_body_bytes", s.max_body_bytes, 1, 1 << 30),
+            ("upstream_threads", s.upstream_threads, 1, 1024),
+            ("max_response_bytes", s.max_response_bytes, 1024, 1 << 30),
+        ];
+        for (name, value, min, max) in sizes {
+            if !(min..=max).contains(&value) {
+                push(
+                    &format!("server.{name}"),
+                    format!("must be between {min} and {max} (got {value})"),
+                );
+            }
+        }
+        let times = [
+            ("idle_timeout_secs", s.idle_timeout_secs, false),
+            ("request_timeout_secs", s.request_timeout_secs, false),
+            ("drain_secs", s.drain_secs, true),
+            (
+                "upstream_connect_timeout_secs",
+                s.upstream_connect_timeout_secs,
+                false,
+            ),
+            ("upstream_timeout_secs", s.upstream_timeout_secs, false),
+        ];
+        for (name, value, zero_ok) in times {
+            let ok =
+                value.is_finite() && value <= 86_400.0 && (value > 0.0 || zero_ok && value == 0.0);
+            if !ok {
+                let low = if zero_ok { "0" } else { "more than 0" };
+                push(
+                    &format!("server.{name}"),
+                    format!("must be {low} and at most 86400 seconds (got {value})"),
+                );
+            }
+        }
+        if self.upstreams.is_empty() {
+            push("upstreams", "at least one upstream is needed".into());
+        }
+        let mut listens: Vec<(SocketAddr, String)> = server_addr
+            .map(|a| vec![(a, "server.listen".to_owned())])
+            .unwrap_or_default();
+        for (k, u) in self.upstreams.iter().enumerate() {
+            let i = index.get(k).copied().unwrap_or(k);
+            let f = |field: &str| format!("upstreams[{i}].{field}");
+            let name_ok = !u.name.is_empty()
+                && u.name.len() <= 64
+                && u.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                push(
+                    &f("name"),
+                    format!(
+                        "`{}` must be 1 to 64 letters, digits, `-` or `_` (it names the upstream in metrics)",
+                        u.name
+                    ),
+                );
+            }
+            if self.upstreams[..k].iter().any(|o| o.name == u.name) {
+                push(
+                    &f("name"),
+                    format!("`{}` names more than one upstream", u.name),
+                );
+            }
+            if let Err(e) = crate::url::BaseUrl::parse(&u.url) {
+                push(&f("url"), e);
+            }
+            if let Some(p) = &u.prefix {
+                if let Err(e) = check_prefix(p) {
+                    push(&f("prefix"), e);
+                }
+                if self.upstreams[..k]
+                    .iter()
+                    .any(|o| o.prefix.as_deref() == Some(p.as_str()))
+                {
+                    push(
+                        &f("prefix"),
+                        format!("`{p}` is the prefix of another upstream"),
+                    );
+                }
+            }
+            if let Some(l) = &u.listen {
+                match l.parse::<SocketAddr>() {
+                    Err(_) => push(&f("listen"), format!("`{l}` is not an ip:port address")),
+                    Ok(a) => {
+                        if let Some((_, other)) =
+                            listens.iter().find(|(o, _)| a.port() != 0 && *o == a)
+                        {
+                            push(&f("listen"), format!("`{l}` is also used by {other}"));
+                        }
+                        listens.push((a, f("listen")));
+                    }
+                }
+            }
+            if let Err(errors) = u.coordination.validate() {
+                for e in errors.0 {
+                    push(
+                        &format!("upstreams[{i}].coordination.{}", e.field),
+                        e.problem.to_string(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Sets one value by its path, e.g. `server.listen` or
+    /// `upstreams.exchange.url` (an upstream by name or by `[index]`), as
+    /// an environment override would. `value` is read as a TOML value
+    /// (`500`, `true`, `"text"`), or as a plain string when it is not one.
+    /// The whole configuration is checked again; on error nothing changes.
+    pub fn apply_override(&mut self, key_path: &str, value: &str) -> Result<(), ConfigFileErrors> {
+        let mut root = toml::Table::try_from(&*self)
+            .map_err(|e| ConfigFileErrors::single(key_path, format!("cannot override: {e}")))?;
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        let segs = parse_path(key_path);
+        if segs.is_empty() {
+            return Err(ConfigFileErrors::single(key_path, "empty key path"));
+        }
+        let mut slot: &mut toml::Value = root
+            .get_mut(match &segs[0] {
+                Seg::Key(k) => k.as_str(),
+                Seg::Index(_) => "",
+            })
+            .ok_or_else(|| ConfigFileErrors::single(key_path, "unknown section"))?;
+        for (n, seg) in segs.iter().enumerate().skip(1) {
+            let last = n + 1 == segs.len();
+            slot = match (slot, seg) {
+                (toml::Value::Array(items), Seg::Index(i)) => items.get_mut(*i),
+                (toml::Value::Array(items), Seg::Key(name)) => items
+                    .iter_mut()
+                    .find(|u| u.get("name").and_then(toml::Value::as_str) == Some(name.as_str())),
+                (toml::Value::Table(t), Seg::Key(k)) => {
+                    if last && !t.contains_key(k) {
+                        // A field left at its default is absent from
+                        // nothing here (everything is serialized), but an
+                        // optional one may be: create it.
+                        t.insert(k.clone(), toml::Value::Boolean(false));
+                    }
+                    t.get_mut(k)
+                }
+                _ => None,
+            }
+            .ok_or_else(|| ConfigFileErrors::single(key_path, "no such field"))?;
+        }
+        *slot = parsed;
+        let mut issues = Vec::new();
+        let (config, _) = Self::from_table(root, &mut issues);
+        if issues.is_empty() {
+            issues = config.issues();
+        }
+        errors_without_positions(issues)?;
+        *self = config;
+        Ok(())
+    }
+}
+
+fn join(base: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        base.to_owned()
+    } else if rest.starts_with('[') {
+        format!("{base}{rest}")
+    } else {
+        format!("{base}.{rest}")
+    }
+}
+
+fn errors_without_positions(issues: Vec<Issue>) -> Result<(), ConfigFileErrors> {
+    if issues.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigFileErrors(
+        issues
+            .into_iter()
+            .map(|(field, message)| ConfigFileError {
+                field,
+                line: None,
+                column: None,
+                message,
+            })
+            .collect(),
+    ))
+}
+
+/// A path prefix: `/` then segments of unreserved characters, no trailing
+/// slash.
+pub(crate) fn check_prefix(p: &str) -> Result<(), String> {
+    let Some(rest) = p.strip_prefix('/') else {
+        return Err(format!("`{p}` must start with `/`"));
+    };
+    if rest.is_empty() {
+        return Err("`/` would capture every request; leave the prefix out instead".into());
+    }
+    for seg in rest.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+        if !ok {
+            return Err(format!(
+                "`{p}`: segments must be letters, digits, `-`, `_`, `.` or `~`, with no empty, `.` or `..` segment and no trailing `/`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[2].c` into segments. Keys with dots in them (scope names) cannot
+/// be told apart; locating then stops at the nearest parent, which is
+/// still a useful position.
+fn parse_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(open) = rest.find('[') {
+            if open > 0 {
+                segs.push(Seg::Key(rest[..open].to_owned()));
+            }
+            rest = &rest[open..];
+            while let Some(inner) = rest.strip_prefix('[') {
+                let Some(close) = inner.find(']') else { break };
+                match inner[..close].parse() {
+                    Ok(i) => segs.push(Seg::Index(i)),
+                    Err(_) => segs.push(Seg::Key(inner[..close].to_owned())),
+                }
+                rest = &inner[close + 1..];
+            }
+        } else {
+            segs.push(Seg::Key(rest.to_owned()));
+        }
+    }
+    segs
+}
+
+/// The span of the deepest part of `path` present in the document: the
+/// key of a field, or the value of an array element.
+fn locate(doc: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
+    let segs = parse_path(path);
+    let mut found = None;
+    let mut table: Option<&DeTable<'_>> = Some(doc);
+    let mut value: Option<&Spanned<DeValue<'_>>> = None;
+    for seg in &segs {
+        let next = match (seg, table, value) {
+            (Seg::Key(k), Some(t), _) => t
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                .map(|(key, v)| (key.span(), v)),
+            (Seg::Index(i), _, Some(v)) => match v.get_ref() {
+                DeValue::Array(a) => a.get(*i).map(|v| (v.span(), v)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((span, v)) = next else { break };
+        found = Some(span);
+        value = Some(v);
+        table = match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    found
+}
+
+fn locate_all(text: &str, doc: &DeTable<'_>, issues: Vec<Issue>) -> ConfigFileErrors {
+    ConfigFileErrors(
+        issues
+            .into_iter()
+            .map(|(field, message)| {
+                let (line, column) = locate(doc, &field)
+                    .map(|s| line_col(text, s.start))
+                    .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                ConfigFileError {
+                    field,
+                    line,
+                    column,
+                    message,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = ProxyConfig::from_toml_str("").unwrap();
+        assert_eq!(c, ProxyConfig::default());
+        assert_eq!(c.upstreams[0].coordination, coinbase::advanced_trade());
+        assert_eq!(c.upstreams[1].coordination, coinbase::exchange());
+        c.validate().unwrap();
+        c.validate_for_edge().unwrap();
+    }
+
+    #[test]
+    fn coordination_merges_over_the_preset() {
+        let text = r#"
+[[upstreams]]
+name = "ex"
+url = "https://api.exchange.coinbase.com"
+preset = "coinbase-exchange"
+[upstreams.coordination.queue]
+max_len = 500
+[upstreams.coordination.scopes.public]
+rate = 5.0
+"#;
+        let c = ProxyConfig::from_toml_str(text).unwrap();
+        assert_eq!(c.upstreams.len(), 1);
+        let co = &c.upstreams[0].coordination;
+        let preset = coinbase::exchange();
+        assert_eq!(co.queue.max_len, 500);
+        assert_eq!(
+            co.queue.default_deadline_secs,
+            preset.queue.default_deadline_secs
+        );
+        assert_eq!(co.scopes["public"].rate, 5.0);
+        // The rest of the table keeps the preset's values.
+        assert_eq!(co.scopes["public"].burst, preset.scopes["public"].burst);
+        assert_eq!(co.routes, preset.routes);
+        // Arrays replace.
+        let c = ProxyConfig::from_toml_str(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\ncredential_headers = [\"X-Key\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstreams[0].coordination.credential_headers,
+            vec!["X-Key"]
+        );
+    }
+
+    #[test]
+    fn errors_name_field_and_position() {
+        let text = r#"[server]
+listen = "nowhere"
+
+[[upstreams]]
+name = "advanced"
+url = "https://api.coinbase.com"
+preset = "coinbase-advanced"
+
+[[upstreams.coordination.routes]]
+path = "/x"
+scopes = ["public", "fils"]
+"#;
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let shown = err.display_with("config.toml").to_string();
+        assert!(
+            shown.contains("config.toml:2:1: server.listen: `nowhere` is not an ip:port address"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("config.toml:11:21: upstreams[0].coordination.routes[0].scopes[1]: unknown scope `fils` (known: private, public)"),
+            "{shown}"
+        );
+        assert_eq!(err.0.len(), 2, "{shown}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_are_located() {
+        let text = "[server]\nlisen = \"x\"\n\n[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\n[upstreams.coordination.queue]\nmax_len = \"many\"\n\n[[upstreams]]\nname = \"b\"\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let shown = err.display_with("f").to_string();
+        assert_eq!(err.0.len(), 3, "{shown}");
+        assert!(shown.contains("unknown field `lisen`"), "{shown}");
+        let e = err.0.iter().find(|e| e.message.contains("lisen")).unwrap();
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("server.lisen", Some(2), Some(1))
+        );
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.field == "upstreams[0].coordination.queue.max_len");
+        assert_eq!(e.map(|e| e.line), Some(Some(8)), "{shown}");
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.message.contains("missing field `url`"));
+        assert_eq!(e.map(|e| e.field.as_str()), Some("upstreams[1]"), "{shown}");
+    }
+
+    #[test]
+    fn fields_from_the_preset_point_at_the_nearest_parent_in_the_file() {
+        let text = "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\npriorities = [\"a\", \"b\"]\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.field == "upstreams[0].coordination.routes[0].priority")
+            .unwrap_or_else(|| panic!("{err}"));
+        // The preset's route is not in the file; `[upstreams.coordination]` is.
+        assert_eq!(e.line, Some(5), "{err}");
+        assert!(e
+            .message
+            .contains("unknown priority class `trading` (known: a, b)"));
+    }
+
+    #[test]
+    fn unreadable_upstreams_do_not_hide_problems_of_the_others() {
+        let text = "[[upstreams]]\nname = \"a\"\nurl = 3\n[[upstreams]]\nname = \"b b\"\nurl = \"https://h\"\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["upstreams[0].url", "upstreams[1].name"], "{err}");
+        assert_eq!(err.0[1].line, Some(5));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let err = ProxyConfig::from_toml_str("[server]\nlisten = \n").unwrap_err();
+        assert_eq!(err.0[0].line, Some(2), "{err}");
+        assert!(err.0[0].field.is_empty());
+        let shown = err.display_with("c.toml").to_string();
+        assert!(shown.starts_with("c.toml:2:"), "{shown}");
+        // Several syntax errors are reported together.
+        let err = ProxyConfig::from_toml_str("a = \nb = [\n[x\n").unwrap_err();
+        assert!(err.0.len() >= 2, "{err}");
+    }
+
+    #[test]
+    fn upstream_checks() {
+        let text = r#"
+[[upstreams]]
+name = "a"
+url = "ftp://x"
+prefix = "x/"
+listen = "127.0.0.1:8787"
+[[upstreams]]
+name = "a"
+url = "https://h/base?q"
+prefix = "/p"
+[[upstreams]]
+name = "c d"
+url = "https://h"
+prefix = "/p"
+"#;
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "upstreams[0].url",
+                "upstreams[0].prefix",
+                "upstreams[0].listen",
+                "upstreams[1].name",
+                "upstreams[1].url",
+                "upstreams[2].name",
+                "upstreams[2].prefix",
+            ],
+            "{err}"
+        );
+        assert!(ProxyConfig::from_toml_str("upstreams = []").is_err());
+        assert!(ProxyConfig::from_toml_str("[other]").is_err());
+    }
+
+    #[test]
+    fn server_ranges() {
+        let err = ProxyConfig::from_toml_str(
+            "[server]\nmax_headers = 0\nrequest_timeout_secs = -1.0\ndrain_secs = 0.0\n",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["server.max_headers", "server.request_timeout_secs"]
+        );
+        assert_eq!(err.0[0].line, Some(2));
+    }
+
+    #[test]
+    fn preset_none_is_generic_and_valid() {
+        let c = ProxyConfig::from_toml_str(
+            "[[upstreams]]\nname = \"x\"\nurl = \"http://127.0.0.1:1234/v1\"\n",
+        )
+        .unwrap();
+        let co = &c.upstreams[0].coordination;
+        assert!(co.routes.is_empty());
+        assert_eq!(co.scopes.keys().collect::<Vec<_>>(), ["global"]);
+    }
+
+    #[test]
+    fn edge_refuses_mixed_routes() {
+        let text = r#"
+[[upstreams]]
+name = "a"
+url = "https://h"
+preset = "coinbase-exchange"
+[[upstreams.coordination.routes]]
+name = "mixed"
+path = "/x"
+scopes = ["public", "private"]
+"#;
+        let c = ProxyConfig::from_toml_str(text).unwrap();
+        let err = c.validate_for_edge().unwrap_err();
+        assert!(err.to_string().contains("route `mixed` mixes"), "{err}");
+        let err = ProxyConfig::from_toml_str_for_edge(text).unwrap_err();
+        assert_eq!(err.0[0].line, Some(9), "{err}");
+    }
+
+    #[test]
+    fn overrides() {
+        let mut c = ProxyConfig::default();
+        c.apply_override("server.listen", "127.0.0.1:0").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:0");
+        c.apply_override("upstreams.exchange.url", "http://127.0.0.1:9")
+            .unwrap();
+        assert_eq!(c.upstreams[1].url, "http://127.0.0.1:9");
+        c.apply_override("upstreams[0].coordination.queue.max_len", "7")
+            .unwrap();
+        assert_eq!(c.upstreams[0].coordination.queue.max_len, 7);
+        let before = c.clone();
+        assert!(c.apply_override("server.max_headers", "0").is_err());
+        assert!(c.apply_override("server.nope", "1").is_err());
+        assert!(c.apply_override("upstreams.zzz.url", "x").is_err());
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_the_effective_config() {
+        let c = ProxyConfig::default();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(ProxyConfig::from_toml_str(&text).unwrap(), c);
+        let direct: ProxyConfig = toml::from_str(&text).unwrap();
+        assert_eq!(direct, c);
+    }
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("upstreams[0].coordination.routes[2].scopes[0]"),
+            vec![
+                Seg::Key("upstreams".into()),
+                Seg::Index(0),
+                Seg::Key("coordination".into()),
+                Seg::Key("routes".into()),
+                Seg::Index(2),
+                Seg::Key("scopes".into()),
+                Seg::Index(0),
+            ]
+        );
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,463 @@
+//! The coordinator's own endpoints, rendered the same by both hosts from
+//! each upstream's [`StatsSnapshot`] and [`Health`]:
+//! - `GET /api/v1/sync-coordination/stats`: JSON, per upstream plus totals;
+//! - `GET /api/v1/sync-coordination/health`: JSON, 200 healthy or degraded,
+//!   503 unhealthy (the worst upstream decides);
+//! - `GET /metrics`: Prometheus text exposition.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::response::ProxyResponse;
+use syncoord_core::health::{Health, Status};
+use syncoord_core::stats::StatsSnapshot;
+
+pub const STATS_PATH: &str = "/api/v1/sync-coordination/stats";
+pub const HEALTH_PATH: &str = "/api/v1/sync-coordination/health";
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Most per-client and per-bucket series exported per upstream, so a
+/// crowd of bots or credentials cannot blow up a metrics store.
+pub const MAX_SERIES_PER_UPSTREAM: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Stats,
+    Health,
+    Metrics,
+}
+
+/// The endpoint a request is for, if any (GET and HEAD only; the query is
+/// ignored). Other methods on these paths are refused by
+/// [`crate::Proxy::route`] with 405, so they never reach upstream. For
+/// HEAD the host sends the rendered response's status and headers only.
+pub fn endpoint(method: &str, target: &str) -> Option<Endpoint> {
+    if !(method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")) {
+        return None;
+    }
+    endpoint_for_path(target)
+}
+
+fn endpoint_for_path(target: &str) -> Option<Endpoint> {
+    match target.split('?').next().unwrap_or(target) {
+        STATS_PATH => Some(Endpoint::Stats),
+        HEALTH_PATH => Some(Endpoint::Health),
+        METRICS_PATH => Some(Endpoint::Metrics),
+        _ => None,
+    }
+}
+
+pub(crate) fn is_endpoint_path(target: &str) -> bool {
+    endpoint_for_path(target).is_some()
+}
+
+impl Endpoint {
+    /// The endpoint's response for `upstreams` (name, stats, health), in
+    /// configuration order.
+    pub fn render<N: AsRef<str>>(self, upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+        match self {
+            Endpoint::Stats => stats_response(upstreams),
+            Endpoint::Health => health_response(upstreams),
+            Endpoint::Metrics => metrics_response(upstreams),
+        }
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Per-upstream snapshots plus totals over all upstreams.
+pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+    let mut t = syncoord_core::stats::RequestCounts::default();
+    let (mut calls, mut retries, mut r429, mut e5xx, mut transport) = (0, 0, 0, 0, 0);
+    let (mut in_progress, mut depth, mut in_flight, mut recent) = (0, 0, 0, 0);
+    let mut per = Vec::new();
+    for (name, s, h) in upstreams {
+        let r = &s.requests;
+        t.submitted += r.submitted;
+        t.hit += r.hit;
+        t.stale += r.stale;
+        t.coalesced += r.coalesced;
+        t.upstream += r.upstream;
+        t.shed += r.shed;
+        t.expired += r.expired;
+        t.failed += r.failed;
+        t.cancelled += r.cancelled;
+        t.aborted += r.aborted;
+        calls += s.upstream.calls;
+        retries += s.upstream.retries;
+        r429 += s.upstream.rate_limited;
+        e5xx += s.upstream.server_errors;
+        transport += s.upstream.transport_errors;
+        in_progress += s.in_progress;
+        depth += s.queue.depth;
+        in_flight += s.calls_in_flight;
+        recent += s.recent_rate_limited;
+        per.push(json!({
+            "name": name.as_ref(),
+            "status": h.status,
+            "stats": s,
+        }));
+    }
+    let ended = t.ended();
+    let body = json!({
+        "totals": {
+            "requests": t.submitted,
+            "ended": ended,
+            "in_progress": in_progress,
+            "outcomes": t,
+            "cache_hit_rate": ratio(t.hit + t.stale, ended),
+            "served_without_upstream_rate": ratio(t.hit + t.stale + t.coalesced, ended),
+            "upstream_calls": calls,
+            "upstream_retries": retries,
+            "upstream_429s": r429,
+            "upstream_server_errors": e5xx,
+            "upstream_transport_errors": transport,
+            "api_call_reduction": if t.submitted == 0 { 0.0 } else { 1.0 - ratio(calls, t.submitted) },
+            "recent_rate_limited": recent,
+            "queue_depth": depth,
+            "calls_in_flight": in_flight,
+        },
+        "upstreams": per,
+    });
+    ProxyResponse::json(200, &body)
+}
+
+/// The worst status over all upstreams, with every reason named by its
+/// upstream; 503 when unhealthy.
+pub fn health_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+    let status = upstreams
+        .iter()
+        .map(|(_, _, h)| h.status)
+        .max()
+        .unwrap_or(Status::Healthy);
+    let reasons: Vec<_> = upstreams
+        .iter()
+        .flat_map(|(name, _, h)| {
+            h.reasons.iter().map(move |r| {
+                json!({
+                    "upstream": name.as_ref(),
+                    "severity": r.severity,
+                    "code": r.code,
+                    "message": r.message,
+                })
+            })
+        })
+        .collect();
+    let per: Vec<_> = upstreams
+        .iter()
+        .map(|(name, _, h)| json!({ "name": name.as_ref(), "status": h.status }))
+        .collect();
+    let code = if status == Status::Unhealthy {
+        503
+    } else {
+        200
+    };
+    ProxyResponse::json(
+        code,
+        &json!({ "status": status, "reasons": reasons, "upstreams": per }),
+    )
+}
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+struct Families {
+    registry: Registry,
+}
+
+impl Families {
+    fn counter(&mut self, name: &str, help: &str) -> Family<Labels, Counter> {
+        let f = Family::<Labels, Counter>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+    fn gauge(&mut self, name: &str, help: &str) -> Family<Labels, FloatGauge> {
+        let f = Family::<Labels, FloatGauge>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+}
+
+fn labels(upstream: &str, more: &[(&str, &str)]) -> Labels {
+    let mut l = vec![("upstream".to_owned(), upstream.to_owned())];
+    l.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    l
+}
+
+fn status_value(s: Status) -> f64 {
+    match s {
+        Status::Healthy => 0.0,
+        Status::Degraded => 1.0,
+        Status::Unhealthy => 2.0,
+    }
+}
+
+/// Prometheus text exposition (OpenMetrics) of every upstream, each series
+/// labelled `upstream`. Per-client and per-credential-bucket series are
+/// capped at [`MAX_SERIES_PER_UPSTREAM`] (busiest first).
+pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+    let mut m = Families {
+        registry: Registry::with_prefix("syncoord"),
+    };
+    let requests = m.counter(
+        "requests",
+        "Requests by how they ended (submitted: all received).",
+    );
+    let calls = m.counter("upstream_calls", "Calls sent upstream, retries included.");
+    let retries = m.counter("upstream_retries", "Retried upstream calls.");
+    let r429 = m.counter("upstream_rate_limited", "Upstream 429 answers.");
+    let e5xx = m.counter("upstream_server_errors", "Upstream 5xx answers.");
+    let transport = m.counter(
+        "upstream_transport_errors",
+        "Upstream calls without an answer.",
+    );
+    let breaker_opened = m.counter("breaker_opened", "Times a scope's circuit breaker opened.");
+    let cache_inserts = m.counter("cache_inserts", "Responses stored in the cache.");
+    let cache_evictions = m.counter("cache_evictions", "Cache entries evicted for space.");
+    let client_requests = m.counter("client_requests", "Requests by client and how they ended.");
+    let bucket_calls = m.counter("bucket_calls", "Calls admitted by a limiter bucket.");
+    let in_progress = m.gauge("in_progress", "Requests received and not ended.");
+    let in_flight = m.gauge("calls_in_flight", "Upstream calls in flight.");
+    let queue_depth = m.gauge("queue_depth", "Requests waiting to be sent, by class.");
+    let queue_max = m.gauge("queue_max_len", "Queue capacity.");
+    let oldest = m.gauge(
+        "queue_oldest_wait_seconds",
+        "Age of the oldest queued request.",
+    );
+    let wait = m.gauge(
+        "queue_wait_seconds",
+        "Queue wait of sent requests, by class and quantile.",
+    );
+    let hit_rate = m.gauge(
+        "cache_hit_rate",
+        "Fresh and stale hits over ended requests.",
+    );
+    let reduction = m.gauge("api_call_reduction", "1 - upstream calls / requests.");
+    let cache_entries = m.gauge("cache_entries", "Responses in the cache.");
+    let cache_bytes = m.gauge("cache_bytes", "Bytes held by the cache.");
+    let tokens = m.gauge(
+        "bucket_tokens",
+        "Cost units a limiter bucket could spend now.",
+    );
+    let rate = m.gauge("bucket_rate_per_second", "A limiter bucket's current rate.");
+    let paused = m.gauge(
+        "bucket_paused_seconds",
+        "How long a paused bucket stays paused.",
+    );
+    let recent = m.gauge(
+        "recent_rate_limited",
+        "Upstream 429s within the health window.",
+    );
+    let health = m.gauge("health_status", "0 healthy, 1 degraded, 2 unhealthy.");
+    let uptime = m.gauge("uptime_seconds", "Seconds since the coordinator started.");
+
+    for (name, s, h) in upstreams {
+        let u = name.as_ref();
+        let l = labels(u, &[]);
+        let r = &s.requests;
+        for (outcome, v) in [
+            ("submitted", r.submitted),
+            ("hit", r.hit),
+            ("stale", r.stale),
+            ("coalesced", r.coalesced),
+            ("upstream", r.upstream),
+            ("shed", r.shed),
+            ("expired", r.expired),
+            ("failed", r.failed),
+            ("cancelled", r.cancelled),
+            ("aborted", r.aborted),
+        ] {
+            requests
+                .get_or_create(&labels(u, &[("outcome", outcome)]))
+                .inc_by(v);
+        }
+        let up = &s.upstream;
+        calls.get_or_create(&l).inc_by(up.calls);
+        retries.get_or_create(&l).inc_by(up.retries);
+        r429.get_or_create(&l).inc_by(up.rate_limited);
+        e5xx.get_or_create(&l).inc_by(up.server_errors);
+        transport.get_or_create(&l).inc_by(up.transport_errors);
+        breaker_opened.get_or_create(&l).inc_by(up.breaker_opened);
+        cache_inserts.get_or_create(&l).inc_by(s.cache.inserts);
+        cache_evictions.get_or_create(&l).inc_by(s.cache.evictions);
+        in_progress.get_or_create(&l).set(s.in_progress as f64);
+        in_flight.get_or_create(&l).set(s.calls_in_flight as f64);
+        queue_max.get_or_create(&l).set(s.queue.max_len as f64);
+        oldest
+            .get_or_create(&l)
+            .set(s.queue.oldest_wait_secs.unwrap_or(0.0));
+        hit_rate.get_or_create(&l).set(s.cache_hit_rate);
+        reduction.get_or_create(&l).set(s.api_call_reduction);
+        cache_entries.get_or_create(&l).set(s.cache.entries as f64);
+        cache_bytes.get_or_create(&l).set(s.cache.bytes as f64);
+        recent.get_or_create(&l).set(s.recent_rate_limited as f64);
+        health.get_or_create(&l).set(status_value(h.status));
+        uptime.get_or_create(&l).set(s.uptime_secs);
+        for c in &s.queue.classes {
+            let cl = labels(u, &[("class", &c.class)]);
+            queue_depth.get_or_create(&cl).set(c.depth as f64);
+            for (q, ms) in [
+                ("0.5", c.wait.p50_ms),
+                ("0.9", c.wait.p90_ms),
+                ("0.99", c.wait.p99_ms),
+                ("1", c.wait.max_ms),
+            ] {
+                wait.get_or_create(&labels(u, &[("class", &c.class), ("quantile", q)]))
+                    .set(ms / 1000.0);
+            }
+        }
+        let mut clients: Vec<_> = s.clients.iter().collect();
+        clients.sort_by_key(|c| std::cmp::Reverse(c.counts.requests));
+        for c in clients.into_iter().take(MAX_SERIES_PER_UPSTREAM) {
+            for (outcome, v) in [
+                ("hit", c.counts.hit),
+                ("stale", c.counts.stale),
+                ("coalesced", c.counts.coalesced),
+                ("upstream", c.counts.upstream),
+                ("failed", c.counts.failed),
+            ] {
+                client_requests
+                    .get_or_create(&labels(u, &[("client", &c.client), ("outcome", outcome)]))
+                    .inc_by(v);
+            }
+        }
+        let mut buckets: Vec<_> = s.scopes.iter().collect();
+        // Shared buckets first, then the busiest per-credential ones.
+        buckets.sort_by(|a, b| {
+            (a.credential.is_some(), std::cmp::Reverse(a.calls))
+                .cmp(&(b.credential.is_some(), std::cmp::Reverse(b.calls)))
+        });
+        for b in buckets.into_iter().take(MAX_SERIES_PER_UPSTREAM) {
+            let bl = labels(
+                u,
+                &[
+                    ("scope", &b.scope),
+                    ("credential", b.credential.as_deref().unwrap_or("")),
+                ],
+            );
+            tokens.get_or_create(&bl).set(b.tokens);
+            rate.get_or_create(&bl).set(b.rate_per_sec);
+            paused
+                .get_or_create(&bl)
+                .set(b.paused_for_secs.unwrap_or(0.0));
+            bucket_calls.get_or_create(&bl).inc_by(b.calls);
+        }
+    }
+
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &m.registry);
+    ProxyResponse {
+        status: 200,
+        headers: vec![(
+            "Content-Type".into(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8".into(),
+        )],
+        body: text.into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncoord_core::{Config, Coordinator, Instant, Outcome, Request, Response};
+
+    fn snapshot() -> (StatsSnapshot, Health) {
+        let t0 = Instant::now();
+        let mut core: Coordinator<()> = Coordinator::new(Config::default(), t0, 1).unwrap();
+        let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+        core.submit(t0, Request::get(path, "bot-1"), ());
+        let call = core.poll_dispatch(t0).unwrap();
+        core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
+            .unwrap();
+        core.submit(t0, Request::get(path, "bot-2"), ());
+        core.submit(t0, Request::get("/api/v3/brokerage/accounts", "bot-2"), ());
+        (core.stats(t0), core.health(t0))
+    }
+
+    #[test]
+    fn endpoints_are_recognised() {
+        assert_eq!(endpoint("GET", STATS_PATH), Some(Endpoint::Stats));
+        assert_eq!(
+            endpoint("head", "/api/v1/sync-coordination/health?x=1"),
+            Some(Endpoint::Health)
+        );
+        assert_eq!(endpoint("GET", "/metrics"), Some(Endpoint::Metrics));
+        assert_eq!(endpoint("POST", "/metrics"), None);
+        assert_eq!(endpoint("GET", "/metrics/x"), None);
+        assert_eq!(endpoint("GET", "/api/v3/brokerage/accounts"), None);
+    }
+
+    #[test]
+    fn stats_totals_add_up() {
+        let (s, h) = snapshot();
+        let ups = [("a", s.clone(), h.clone()), ("b", s, h)];
+        let r = Endpoint::Stats.render(&ups);
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["totals"]["requests"], 6);
+        assert_eq!(v["totals"]["upstream_calls"], 2);
+        assert_eq!(v["totals"]["outcomes"]["hit"], 2);
+        assert_eq!(v["totals"]["queue_depth"], 2);
+        // 2 hits over 4 ended requests.
+        assert_eq!(v["totals"]["cache_hit_rate"], 0.5);
+        assert_eq!(v["upstreams"][1]["name"], "b");
+        assert_eq!(v["upstreams"][0]["stats"]["requests"]["submitted"], 3);
+    }
+
+    #[test]
+    fn health_takes_the_worst() {
+        let (s, mut h) = snapshot();
+        let healthy = h.clone();
+        h.status = Status::Unhealthy;
+        h.reasons.push(syncoord_core::health::Reason {
+            severity: Status::Unhealthy,
+            code: "queue_wait",
+            message: "slow".into(),
+        });
+        let r = health_response(&[("a", s.clone(), healthy.clone())]);
+        assert_eq!(r.status, 200);
+        let r = health_response(&[("a", s.clone(), healthy), ("b", s, h)]);
+        assert_eq!(r.status, 503);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["status"], "unhealthy");
+        assert_eq!(v["reasons"][0]["upstream"], "b");
+        assert_eq!(v["upstreams"][0]["status"], "healthy");
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let (s, h) = snapshot();
+        let r = metrics_response(&[("advanced".to_owned(), s, h)]);
+        let text = String::from_utf8(r.body).unwrap();
+        for line in [
+            "syncoord_requests_total{upstream=\"advanced\",outcome=\"hit\"} 1",
+            "syncoord_upstream_calls_total{upstream=\"advanced\"} 1",
+            "syncoord_queue_depth{upstream=\"advanced\",class=\"account\"} 1",
+            "syncoord_client_requests_total{upstream=\"advanced\",client=\"bot-2\",outcome=\"hit\"} 1",
+            "syncoord_health_status{upstream=\"advanced\"} 0",
+            "# TYPE syncoord_bucket_tokens gauge",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(
+            text.contains(
+                "syncoord_bucket_tokens{upstream=\"advanced\",scope=\"public\",credential=\"\"}"
+            ),
+            "{text}"
+        );
+    }
+}

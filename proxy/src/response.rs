@@ -1,0 +1,302 @@
+//! What bots receive: upstream's answer as it was (minus hop-by-hop
+//! headers, plus where it came from), or a JSON error of our own whose
+//! status tells a bot what to do. Bots never see a 429 from us: a limit
+//! upstream enforces is our problem to pace, so they get 503 and
+//! `Retry-After` instead, which no client treats as "you were banned".
+
+use serde_json::json;
+use syncoord_core::Duration;
+
+use crate::http::{strip_hop_headers, HopHeaders};
+use crate::route::Rejection;
+use crate::{CACHE_HEADER, ERROR_HEADER};
+use syncoord_core::{Answer, Failure};
+
+/// An HTTP response for the host to write (it adds `Content-Length`,
+/// `Connection` and `Date`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ProxyResponse {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        syncoord_core::header(&self.headers, name)
+    }
+
+    /// A JSON body with its content type.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        ProxyResponse {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: value.to_string().into_bytes(),
+        }
+    }
+}
+
+/// Response headers that describe one connection, not the response, and
+/// those the host recomputes for its own connection; `Proxy-*`, our own
+/// `X-Syncoord-*` (we set those) and whatever `Connection` names.
+const HOP_BY_HOP: HopHeaders<'static> = HopHeaders {
+    names: &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+    ],
+    prefixes: &["proxy-", "x-syncoord-"],
+    connection_listed: true,
+};
+
+/// Upstream's response as the bot should see it: its status, headers and
+/// body, with `X-Syncoord-Cache` saying where it came from and `Age` (whole
+/// seconds) when it was not fresh from upstream.
+pub fn answer_response(answer: &Answer) -> ProxyResponse {
+    let mut headers = strip_hop_headers(&answer.response.headers, &HOP_BY_HOP);
+    if answer.age > Duration::ZERO {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case("age"));
+        headers.push(("Age".into(), answer.age.as_secs().to_string()));
+    }
+    headers.push((CACHE_HEADER.into(), answer.source.as_str().into()));
+    ProxyResponse {
+        status: answer.response.status,
+        headers,
+        body: answer.response.body.clone(),
+    }
+}
+
+/// Most bytes of an upstream error body quoted in our error.
+pub const SNIPPET_BYTES: usize = 512;
+
+fn snippet(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(SNIPPET_BYTES)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > SNIPPET_BYTES {
+        s.push('…');
+    }
+    s
+}
+
+/// Whole seconds, rounded up, at least 1: what `Retry-After` can say.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+/// A failure as a JSON error: `{"error", "message", "retry_after_secs"}`
+/// with `X-Syncoord-Error: <kind>`.
+///
+/// Statuses: shed, open breaker, upstream rate limit and abort are 503
+/// (try again later, with `Retry-After` where we know when); deadlines are
+/// 504; upstream errors and transport failures are 502, quoting
+/// upstream's status and the start of its body.
+pub fn failure_response(failure: &Failure) -> ProxyResponse {
+    let (status, retry) = match failure {
+        Failure::Shed { retry_after, .. }
+        | Failure::BreakerOpen { retry_after, .. }
+        | Failure::RateLimited { retry_after, .. } => (503, Some(retry_after_secs(*retry_after))),
+        Failure::Aborted(_) => (503, Some(1)),
+        Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } => (504, None),
+        Failure::Upstream { .. } | Failure::Transport { .. } => (502, None),
+    };
+    let mut body = json!({
+        "error": failure.kind(),
+        "message": failure.to_string(),
+        "retry_after_secs": retry,
+    });
+    match failure {
+        Failure::Upstream { response, .. } | Failure::RateLimited { response, .. } => {
+            body["upstream_status"] = json!(response.status);
+            body["upstream_body"] = json!(snippet(&response.body));
+        }
+        _ => {}
+    }
+    let mut response = ProxyResponse::json(status, &body);
+    response
+        .headers
+        .push((ERROR_HEADER.into(), failure.kind().into()));
+    if let Some(secs) = retry {
+        response
+            .headers
+            .push(("Retry-After".into(), secs.to_string()));
+    }
+    response
+}
+
+impl Rejection {
+    /// `{"error": kind, "message": ...}` with the rejection's status and
+    /// `X-Syncoord-Error: <kind>`.
+    pub fn into_response(self) -> ProxyResponse {
+        let mut response = ProxyResponse::json(
+            self.status,
+            &json!({ "error": self.kind, "message": self.message }),
+        );
+        response
+            .headers
+            .push((ERROR_HEADER.into(), self.kind.into()));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use syncoord_core::{Response, Source, TransportError};
+
+    fn body(r: &ProxyResponse) -> serde_json::Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn answers_keep_upstream_but_not_hop_by_hop() {
+        let upstream = Response::new(201, "{}")
+            .with_header("Content-Type", "application/json")
+            .with_header("Connection", "close, X-Private-Hop")
+            .with_header("X-Private-Hop", "1")
+            .with_header("Transfer-Encoding", "chunked")
+            .with_header("Content-Length", "2")
+            .with_header("Age", "3")
+            .with_header("CB-After", "abc");
+        let answer = Answer {
+            response: Arc::new(upstream),
+            source: Source::Stale,
+            age: Duration::from_millis(12_700),
+        };
+        let r = answer_response(&answer);
+        assert_eq!(r.status, 201);
+        assert_eq!(r.body, b"{}");
+        let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Content-Type", "CB-After", "Age", "X-Syncoord-Cache"]
+        );
+        assert_eq!(r.header("age"), Some("12"));
+        assert_eq!(r.header("x-syncoord-cache"), Some("stale"));
+
+        let fresh = Answer {
+            response: Arc::new(Response::new(200, "x").with_header("Age", "5")),
+            source: Source::Upstream,
+            age: Duration::ZERO,
+        };
+        let r = answer_response(&fresh);
+        assert_eq!(r.header("age"), Some("5"), "upstream's own Age stays");
+        assert_eq!(r.header("x-syncoord-cache"), Some("miss"));
+    }
+
+    #[test]
+    fn failures_map_to_statuses_and_never_429() {
+        let resp429 = Arc::new(Response::new(429, "slow down"));
+        let cases = [
+            (
+                Failure::Shed {
+                    class: "analysis".into(),
+                    depth: 10,
+                    retry_after: Duration::from_millis(1),
+                },
+                503,
+                Some(1),
+            ),
+            (
+                Failure::BreakerOpen {
+                    scope: "public".into(),
+                    retry_after: Duration::from_millis(2_100),
+                },
+                503,
+                Some(3),
+            ),
+            (
+                Failure::RateLimited {
+                    scope: "public".into(),
+                    attempts: 4,
+                    retry_after: Duration::from_secs(7),
+                    response: resp429,
+                },
+                503,
+                Some(7),
+            ),
+            (
+                Failure::Deadline {
+                    waited: Duration::from_secs(25),
+                },
+                504,
+                None,
+            ),
+            (
+                Failure::DeadlineUnreachable {
+                    earliest: Duration::from_secs(30),
+                    deadline: Duration::from_secs(5),
+                },
+                504,
+                None,
+            ),
+            (
+                Failure::Transport {
+                    attempts: 2,
+                    error: TransportError::Connect("refused".into()),
+                },
+                502,
+                None,
+            ),
+            (Failure::Aborted("shutting down".into()), 503, Some(1)),
+        ];
+        for (failure, status, retry) in cases {
+            let r = failure_response(&failure);
+            assert_eq!(r.status, status, "{failure}");
+            assert_eq!(
+                r.header("retry-after").map(|v| v.parse::<u64>().unwrap()),
+                retry,
+                "{failure}"
+            );
+            let b = body(&r);
+            assert_eq!(b["error"], failure.kind());
+            assert_eq!(r.header("x-syncoord-error"), Some(failure.kind()));
+            assert_eq!(b["message"], failure.to_string());
+            assert_eq!(b["retry_after_secs"].as_u64(), retry);
+        }
+    }
+
+    #[test]
+    fn upstream_errors_quote_a_bounded_snippet() {
+        let big = vec![b'x'; 5000];
+        let failure = Failure::Upstream {
+            attempts: 4,
+            response: Arc::new(Response::new(503, big)),
+        };
+        let r = failure_response(&failure);
+        assert_eq!(r.status, 502);
+        let b = body(&r);
+        assert_eq!(b["upstream_status"], 503);
+        let quoted = b["upstream_body"].as_str().unwrap();
+        assert!(quoted.len() <= SNIPPET_BYTES + 3 && quoted.ends_with('…'));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn rejections_are_json() {
+        let r = Rejection {
+            status: 403,
+            kind: "host_not_configured",
+            message: "no".into(),
+        }
+        .into_response();
+        assert_eq!(r.status, 403);
+        assert_eq!(body(&r)["error"], "host_not_configured");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+}

@@ -1,0 +1,452 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{Preset, UpstreamConfig};
+use syncoord_core::config::ClassId;
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn proxy() -> Proxy {
+    Proxy::new(ProxyConfig::default()).unwrap()
+}
+
+fn get(p: &Proxy, target: &str) -> Result<Forward, Rejection> {
+    p.route(None, "GET", target, &[], Vec::new())
+}
+
+#[test]
+fn proxy_is_shareable_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Proxy>();
+    assert_send_sync::<Forward>();
+}
+
+#[test]
+fn listeners_name_their_upstream() {
+    let mut c = ProxyConfig::default();
+    c.upstreams[1].listen = Some("127.0.0.1:8788".into());
+    let p = Proxy::new(c).unwrap();
+    assert_eq!(
+        p.listeners(),
+        [(None, "127.0.0.1:8787"), (Some(1), "127.0.0.1:8788")]
+    );
+}
+
+#[test]
+fn origin_form_goes_to_the_default_upstream() {
+    let f = get(&proxy(), "/api/v3/brokerage/products/BTC-USD?x=%20a").unwrap();
+    assert_eq!(f.upstream, 0);
+    assert_eq!(
+        f.outgoing.path_and_query,
+        "/api/v3/brokerage/products/BTC-USD?x=%20a"
+    );
+    assert_eq!(f.request.path, "/api/v3/brokerage/products/BTC-USD");
+    assert_eq!(f.request.query, "x=%20a");
+    assert_eq!(f.request.client, "anonymous");
+}
+
+#[test]
+fn prefix_is_stripped_on_whole_segments() {
+    let p = proxy();
+    let f = get(&p, "/exchange/products/BTC-USD/ticker?a=1").unwrap();
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (1, "/products/BTC-USD/ticker?a=1")
+    );
+    assert_eq!(get(&p, "/exchange").unwrap().outgoing.path_and_query, "/");
+    assert_eq!(
+        get(&p, "/exchange?x").unwrap().outgoing.path_and_query,
+        "/?x"
+    );
+    // Not a whole segment: the default upstream.
+    let f = get(&p, "/exchanges/x").unwrap();
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (0, "/exchanges/x")
+    );
+}
+
+#[test]
+fn absolute_urls_in_all_three_spellings() {
+    let p = proxy();
+    for target in [
+        "/https://api.exchange.coinbase.com/products?limit=2",
+        "/HTTPS://API.Exchange.Coinbase.com:443/products?limit=2",
+        "/https%3A%2F%2Fapi.exchange.coinbase.com%2Fproducts%3Flimit%3D2",
+        "https://api.exchange.coinbase.com/products?limit=2",
+    ] {
+        let f = get(&p, target).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert_eq!(f.upstream, 1, "{target}");
+        assert_eq!(f.outgoing.path_and_query, "/products?limit=2", "{target}");
+    }
+    // Percent-encoding inside the encoded URL survives one decode.
+    let f = get(
+        &p,
+        "/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3%3Fq%3Da%2520b",
+    )
+    .unwrap();
+    assert_eq!(f.outgoing.path_and_query, "/api/v3?q=a%20b");
+    let f = get(&p, "/https://api.coinbase.com").unwrap();
+    assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (0, "/"));
+}
+
+#[test]
+fn unknown_hosts_are_refused_never_proxied() {
+    let p = proxy();
+    for target in [
+        "/https://evil.example/api",
+        "/http://api.coinbase.com/api",
+        "/https://api.coinbase.com:8443/api",
+        "https://api.coinbase.com.evil.example/",
+        "/https%3A%2F%2Fevil.example%2F",
+    ] {
+        let e = get(&p, target).unwrap_err();
+        assert_eq!(
+            (e.status, e.kind),
+            (403, "host_not_configured"),
+            "{target}: {e}"
+        );
+    }
+    // A dedicated listener fronts its own upstream only.
+    let e = p
+        .route(Some(1), "GET", "/https://api.coinbase.com/x", &[], vec![])
+        .unwrap_err();
+    assert_eq!(e.status, 403);
+    assert!(e.message.contains("only upstream `exchange`"), "{e}");
+    let f = p.route(Some(1), "GET", "/exchange/x", &[], vec![]).unwrap();
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (1, "/exchange/x")
+    );
+    assert_eq!(
+        p.route(Some(7), "GET", "/", &[], vec![])
+            .unwrap_err()
+            .status,
+        500
+    );
+}
+
+#[test]
+fn base_paths_are_matched_and_stripped() {
+    let mut c = ProxyConfig::single_upstream("http://127.0.0.1:9000/v1");
+    c.upstreams.push(UpstreamConfig {
+        prefix: Some("/other".into()),
+        ..UpstreamConfig::preset("other", "http://127.0.0.1:9001", Preset::None)
+    });
+    let p = Proxy::new(c).unwrap();
+    let f = get(&p, "/http://127.0.0.1:9000/v1/a?b").unwrap();
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (0, "/a?b")
+    );
+    assert_eq!(
+        get(&p, "/http://127.0.0.1:9000/v2/a").unwrap_err().status,
+        403
+    );
+    assert_eq!(
+        get(&p, "/http://127.0.0.1:9000/v1x").unwrap_err().status,
+        403
+    );
+    let f = get(&p, "/http://127.0.0.1:9001/z").unwrap();
+    assert_eq!(f.upstream, 1);
+}
+
+#[test]
+fn bad_targets_say_what_is_wrong() {
+    let p = proxy();
+    let cases = [
+        ("", "empty"),
+        ("api/v3", "must be a path"),
+        ("*", "must be a path"),
+        ("api.coinbase.com:443", "must be a path"),
+        ("/a b", "a space"),
+        ("/a\r\nX: y", "CR"),
+        ("/a\0", "NUL"),
+        ("/caf\u{e9}", "non-ASCII"),
+        ("/a/../b", "`..`"),
+        ("/a/%2e%2E/b", "`..`"),
+        ("/exchange/../api/v3/brokerage/orders", "`..`"),
+        ("/a/./b", "`.`"),
+        ("/a%2Fb", "encoded `/`"),
+        ("/a%5cb", "encoded `/` or `\\`"),
+        ("/a\\b", "`\\`"),
+        ("/a%zz", "invalid percent-encoding"),
+        ("/a%4", "invalid percent-encoding"),
+        ("/a#frag", "fragment"),
+        ("/api/v3/brokerage/market/products<x", "`<` at byte 33"),
+        ("/a`b", "``` at byte 2"),
+        ("/a>b", "`>`"),
+        ("/a?q=\"x\"", "`\"`"),
+        ("/a?q={}", "`{`"),
+        ("/a?q=|", "`|`"),
+        ("/a?q=^", "`^`"),
+        ("/a?q=\\", "`\\`"),
+        ("/https://api.coinbase.com/a<b", "`<`"),
+        (
+            "/https%3A%2F%2Fapi.coinbase.com%2F%ZZ",
+            "invalid percent-encoding",
+        ),
+        ("/https%3A%2F%2Fapi.coinbase.com%2F%0D%0A", "CR"),
+        ("/https%3A%2F%2Fapi.coinbase.com%2F%FF", "UTF-8"),
+        ("/https://user@api.coinbase.com/", "user info"),
+        ("/https://api.coinbase.com/a/../../b", "`..`"),
+    ];
+    for (target, says) in cases {
+        let e = get(&p, target).unwrap_err();
+        assert_eq!(e.status, 400, "{target:?}: {e}");
+        assert!(e.message.contains(says), "{target:?}: {e}");
+    }
+}
+
+#[test]
+fn methods_and_headers_are_checked() {
+    let p = proxy();
+    for m in ["", "GE T", "G\r\nET", "GET/", &"A".repeat(33)] {
+        let e = p.route(None, m, "/", &[], vec![]).unwrap_err();
+        assert_eq!((e.status, e.kind), (400, "bad_method"), "{m:?}");
+    }
+    let f = p.route(None, "get", "/", &[], vec![]).unwrap();
+    assert_eq!(
+        (f.outgoing.method.as_str(), f.request.method.as_str()),
+        ("GET", "GET")
+    );
+    let e = p
+        .route(None, "CONNECT", "api.coinbase.com:443", &[], vec![])
+        .unwrap_err();
+    assert_eq!(e.status, 405);
+    for bad in [
+        h(&[("X-A", "a\r\nb")]),
+        h(&[("X A", "v")]),
+        h(&[("", "v")]),
+        h(&[("X", "a\0")]),
+    ] {
+        let e = p.route(None, "GET", "/", &bad, vec![]).unwrap_err();
+        assert_eq!((e.status, e.kind), (400, "bad_header"), "{bad:?}");
+    }
+    let e = p.route(None, "POST", "/metrics", &[], vec![]).unwrap_err();
+    assert_eq!(e.status, 405);
+    // A credential header twice with different values: which one upstream
+    // authenticates is unknowable, so the cache could file one key's
+    // private answer under the other's identity.
+    for bad in [
+        h(&[("CB-ACCESS-KEY", "k1"), ("cb-access-key", "k2")]),
+        h(&[("Authorization", "Bearer a"), ("authorization", "Bearer b")]),
+    ] {
+        let e = p
+            .route(None, "GET", "/api/v3/brokerage/accounts", &bad, vec![])
+            .unwrap_err();
+        assert_eq!((e.status, e.kind), (400, "ambiguous_credential"), "{bad:?}");
+    }
+    let same = h(&[("CB-ACCESS-KEY", "k1"), ("CB-ACCESS-KEY", "k1")]);
+    assert!(p
+        .route(None, "GET", "/api/v3/brokerage/accounts", &same, vec![])
+        .is_ok());
+}
+
+#[test]
+fn client_priority_and_credential() {
+    let p = proxy();
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/exchange/accounts",
+            &h(&[
+                ("X-Syncoord-Client", " bot 1\u{1}<script> "),
+                ("x-syncoord-priority", "Trading"),
+                ("CB-ACCESS-KEY", "k1"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(f.request.client, "bot_1__script_");
+    assert_eq!(f.request.priority, Some(ClassId(0)));
+    assert_eq!(
+        f.request.credential.as_ref().map(|c| c.as_str()),
+        Some("key:k1")
+    );
+    // Without a client header the credential names the client.
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/exchange/accounts",
+            &h(&[("CB-ACCESS-KEY", "k1")]),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(f.request.client, "key:k1");
+    let long = "x".repeat(500);
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/",
+            &h(&[("X-Syncoord-Client", &long)]),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(f.request.client.len(), MAX_CLIENT_LEN);
+    let e = p
+        .route(
+            None,
+            "GET",
+            "/",
+            &h(&[("X-Syncoord-Priority", "urgent")]),
+            vec![],
+        )
+        .unwrap_err();
+    assert_eq!(e.status, 400);
+    assert!(
+        e.message.contains("trading, account, market, analysis"),
+        "{e}"
+    );
+}
+
+#[test]
+fn outgoing_drops_hop_by_hop_and_our_headers() {
+    let p = proxy();
+    let headers = h(&[
+        ("Host", "localhost:8787"),
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Authorization", "Basic x"),
+        ("TE", "trailers"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "2"),
+        ("Upgrade", "h2c"),
+        ("X-Syncoord-Client", "b"),
+        ("Authorization", "Bearer t"),
+        ("Content-Type", "application/json"),
+        ("cb-access-sign", "s"),
+    ]);
+    let f = p
+        .route(
+            None,
+            "POST",
+            "/api/v3/brokerage/orders",
+            &headers,
+            b"{}".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(
+        f.outgoing.headers,
+        h(&[
+            ("Authorization", "Bearer t"),
+            ("Content-Type", "application/json"),
+            ("cb-access-sign", "s"),
+        ])
+    );
+    assert_eq!(f.outgoing.body, b"{}");
+    let f = p.route(None, "GET", "/", &[], b"ignored".to_vec()).unwrap();
+    assert!(f.outgoing.body.is_empty());
+    let f = p
+        .route(None, "HEAD", "/", &[], b"ignored".to_vec())
+        .unwrap();
+    assert!(f.outgoing.body.is_empty());
+}
+
+#[test]
+fn redaction_hides_secrets() {
+    let shown = redact(&h(&[
+        ("Authorization", "Bearer secret"),
+        ("CB-ACCESS-KEY", "k"),
+        ("CB-ACCESS-PASSPHRASE", "p"),
+        ("Cookie", "c"),
+        ("X-Api-Key", "k"),
+        ("X-Signature", "s"),
+        ("Accept", "*/*"),
+        ("X-Syncoord-Client", "bot"),
+    ]));
+    let visible: Vec<&str> = shown
+        .iter()
+        .filter(|(_, v)| v != "[redacted]")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(visible, ["Accept", "X-Syncoord-Client"]);
+    assert_eq!(shown.len(), 8);
+}
+
+#[test]
+fn shards_follow_route_keying() {
+    let p = proxy();
+    let key = |target: &str, headers: &[(&str, &str)]| {
+        let f = p.route(None, "GET", target, &h(headers), vec![]).unwrap();
+        p.shard(&f).0
+    };
+    assert_eq!(
+        key("/api/v3/brokerage/market/products", &[]),
+        "advanced/global"
+    );
+    assert_eq!(
+        key("/api/v3/brokerage/accounts", &[("CB-ACCESS-KEY", "k")]),
+        "advanced/cred/key:k"
+    );
+    assert_eq!(
+        key("/api/v3/brokerage/accounts", &[]),
+        "advanced/cred/anonymous"
+    );
+    assert_eq!(key("/exchange/products/BTC-USD", &[]), "exchange/global");
+    assert_eq!(
+        key("/exchange/fills", &[("CB-ACCESS-KEY", "k")]),
+        "exchange/cred/key:k"
+    );
+}
+
+#[test]
+fn config_errors_stop_construction() {
+    let mut c = ProxyConfig::default();
+    c.upstreams[0].url = "nope".into();
+    let e = Proxy::new(c).err().unwrap();
+    assert_eq!(e.0[0].field, "upstreams[0].url");
+    let mut c = ProxyConfig::default();
+    c.upstreams[0].prefix = Some("/exchange".into());
+    // No default upstream left: unprefixed paths are 404.
+    c.upstreams[1].prefix = Some("/ex".into());
+    let p = Proxy::new(c).unwrap();
+    let e = get(&p, "/api").unwrap_err();
+    assert_eq!(e.status, 404);
+    assert!(e.message.contains("/exchange, /ex"), "{e}");
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_targets_never_panic(target in ".{0,80}", method in "[A-Za-z\\r\\n ]{0,8}") {
+        let p = proxy();
+        if let Ok(f) = p.route(None, &method, &target, &[], vec![]) {
+            // Whatever is forwarded is a clean origin-form path.
+            prop_assert!(f.outgoing.path_and_query.starts_with('/'));
+            prop_assert!(f.outgoing.path_and_query.bytes().all(|b| b.is_ascii_graphic()));
+        }
+    }
+
+    #[test]
+    fn url_like_targets_never_panic(
+        scheme in "(https?|HTTP)(://|%3A%2F%2F|%3a%2f%2f)",
+        host in "[a-z.:\\[\\]0-9%@]{0,20}",
+        rest in "[/?#%a-z0-9.]{0,20}",
+        lead in proptest::bool::ANY,
+    ) {
+        let target = format!("{}{scheme}{host}{rest}", if lead { "/" } else { "" });
+        let p = proxy();
+        let _ = p.route(None, "GET", &target, &[], vec![]);
+        let _ = p.route(Some(0), "GET", &target, &[], vec![]);
+    }
+
+    #[test]
+    fn arbitrary_headers_never_panic(
+        names in proptest::collection::vec(".{0,12}", 0..6),
+        values in proptest::collection::vec(".{0,24}", 0..6),
+    ) {
+        let headers: Vec<(String, String)> = names.into_iter().zip(values).collect();
+        let p = proxy();
+        let _ = p.route(None, "POST", "/exchange/orders", &headers, b"x".to_vec());
+        let _ = redact(&headers);
+    }
+}
