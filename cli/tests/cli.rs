@@ -1,32 +1,20 @@
 //! The `syncoord` command end to end: the real binary, run as a user runs
 //! it (`check-config`, `serve` until SIGTERM).
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use syncoord_mock::{MockOptions, MockUpstream};
+use syncoord_server::test_client::{Client, Seen};
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-/// Where a GET's answer came from (`X-Syncoord-Cache`).
-fn cache_source(agent: &ureq::Agent, url: &str) -> String {
-    let response = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    response
-        .headers()
-        .get("x-syncoord-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+/// One GET of `path` on a fresh connection to `addr`; `None` while
+/// nothing listens there yet.
+fn get(addr: SocketAddr, path: &str) -> Option<Seen> {
+    TcpStream::connect(addr).ok()?;
+    let mut client = Client::connect(addr);
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: syncoord\r\n\r\n").as_bytes());
+    client.read_response(false)
 }
 
 #[test]
@@ -74,21 +62,21 @@ fn serve_quick_start_and_sigterm_exit_zero() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start syncoord serve");
-    let base = format!("http://127.0.0.1:{port}");
-    let agent = agent();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
-    let ticker = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
     let first = loop {
-        match agent.get(&ticker).call() {
-            Ok(r) => break r,
-            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+        match get(addr, ticker) {
+            Some(r) => break r,
+            None if started.elapsed() < Duration::from_secs(20) => {
                 std::thread::sleep(Duration::from_millis(50))
             }
-            Err(e) => panic!("daemon never answered: {e}"),
+            None => panic!("daemon never answered"),
         }
     };
-    assert_eq!(first.status().as_u16(), 200);
-    assert_eq!(cache_source(&agent, &ticker), "hit");
+    assert_eq!(first.status, 200);
+    let again = get(addr, ticker).expect("an answer");
+    assert_eq!(again.header("x-syncoord-cache"), Some("hit"));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

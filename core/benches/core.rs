@@ -14,7 +14,7 @@ use std::time::Instant as WallClock;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use syncoord_core::config::{Keying, RouteRule, ScopeConfig};
-use syncoord_core::limiter::Limiter;
+use syncoord_core::LimiterBench;
 use syncoord_core::{
     Admission, ClassId, Config, Coordinator, Duration, Instant, Outcome, Request, Response, Source,
 };
@@ -102,7 +102,7 @@ fn cache_hit(c: &mut Criterion) {
     ];
     for (name, request) in variants {
         let t0 = Instant::now();
-        let mut coord: Coordinator = Coordinator::new(Config::default(), t0, 1).unwrap();
+        let mut coord: Coordinator = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
         warm(&mut coord, t0, request.clone());
         let mut now = t0;
         assert_hit(&coord.submit(now, request.clone(), ()));
@@ -148,7 +148,7 @@ fn cycle(c: &mut Criterion) {
     // A write: no cache, no coalescing (the `orders-write` route).
     {
         let t0 = Instant::now();
-        let mut coord: Coordinator = Coordinator::new(unlimited_config(), t0, 1).unwrap();
+        let mut coord: Coordinator = Coordinator::new(unlimited_config().compile().unwrap(), t0, 1);
         let request =
             Request::new(syncoord_core::Method::post(), ORDERS, "bot-1").with_credential("key:a");
         let mut now = t0;
@@ -169,7 +169,7 @@ fn cycle(c: &mut Criterion) {
     // insert and, once 10 000 entries are held, one LRU eviction per call.
     {
         let t0 = Instant::now();
-        let mut coord: Coordinator = Coordinator::new(unlimited_config(), t0, 1).unwrap();
+        let mut coord: Coordinator = Coordinator::new(unlimited_config().compile().unwrap(), t0, 1);
         let mut now = t0;
         let mut i = 0u64;
         g.bench_function("get_miss_unique_path", |b| {
@@ -209,17 +209,16 @@ fn limiter_decision(c: &mut Criterion) {
         ("check_acquire_1_bucket", vec![public]),
         ("check_acquire_3_buckets", vec![private, public, endpoint]),
     ] {
-        let mut limiter = Limiter::new(&config);
-        let keys = limiter.keys(&scopes, Some(&credential));
-        assert_eq!(keys.len(), scopes.len());
+        let mut limiter = LimiterBench::new(&config, &scopes, Some(&credential));
+        assert_eq!(limiter.buckets(), scopes.len());
         let t0 = Instant::now();
         let mut now = t0;
         g.bench_function(name, |b| {
             b.iter(|| {
                 now += Duration::from_micros(1);
-                let wait = limiter.check(now, black_box(&keys), 1);
-                assert!(wait.is_none(), "an unlimited bucket blocked: {wait:?}");
-                limiter.acquire(now, &keys, 1);
+                let blocked = limiter.blocked(now, black_box(1));
+                assert!(!blocked, "an unlimited bucket blocked");
+                limiter.acquire(now, 1);
             })
         });
     }
@@ -228,17 +227,16 @@ fn limiter_decision(c: &mut Criterion) {
     // emptied: `check` says how long to wait.
     {
         let config = Config::default();
-        let mut limiter = Limiter::new(&config);
-        let keys = limiter.keys(&[config.scope_id("public").unwrap()], None);
+        let mut limiter = LimiterBench::new(&config, &[config.scope_id("public").unwrap()], None);
         let t0 = Instant::now();
-        while limiter.check(t0, &keys, 1).is_none() {
-            limiter.acquire(t0, &keys, 1);
+        while !limiter.blocked(t0, 1) {
+            limiter.acquire(t0, 1);
         }
         g.bench_function("check_blocked_1_bucket", |b| {
             b.iter(|| {
-                let wait = limiter.check(black_box(t0), black_box(&keys), 1);
-                assert!(wait.is_some());
-                wait
+                let blocked = limiter.blocked(black_box(t0), 1);
+                assert!(blocked);
+                blocked
             })
         });
     }
@@ -257,13 +255,13 @@ fn coalesced_join(c: &mut Criterion) {
             "submit_cancel_queued"
         };
         let t0 = Instant::now();
-        let mut coord: Coordinator = Coordinator::new(Config::default(), t0, 1).unwrap();
+        let mut coord: Coordinator = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
         let request = Request::get(TICKER, "bot-1");
         let Admission::Waiting { .. } = coord.submit(t0, request.clone(), ()) else {
             panic!("first submit not queued");
         };
         if in_flight {
-            coord.poll_dispatch(t0).expect("dispatch");
+            let _ = coord.poll_dispatch(t0).expect("dispatch");
         }
         let mut now = t0;
         g.bench_function(name, |b| {
@@ -332,7 +330,7 @@ fn dispatch_select(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for (name, blocked) in [("100_lanes", 99usize), ("50_lanes", 49), ("1_lane", 0)] {
         let t0 = Instant::now();
-        let mut coord: Coordinator = Coordinator::new(lanes_config(), t0, 1).unwrap();
+        let mut coord: Coordinator = Coordinator::new(lanes_config().compile().unwrap(), t0, 1);
         let far = t0 + Duration::from_secs(100_000);
         for i in 0..blocked {
             let key = format!("key:{i:03}");

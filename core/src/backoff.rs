@@ -11,19 +11,19 @@ use crate::config::{secs, RetryConfig};
 use crate::request::Outcome;
 
 /// `base * 2^(attempt-1)`, capped at `max` (attempt counts from 1).
-pub fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
     let shift = attempt.saturating_sub(1).min(30);
     base.saturating_mul(1u32 << shift).min(max)
 }
 
 /// A uniform draw in `[0, ceiling]`.
-pub fn full_jitter(ceiling: Duration, rng: &mut fastrand::Rng) -> Duration {
+pub(crate) fn full_jitter(ceiling: Duration, rng: &mut fastrand::Rng) -> Duration {
     ceiling.mul_f64(rng.f64())
 }
 
 /// What an outcome means for the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A final answer (2xx-4xx other than 429): deliver it.
     Answer,
     /// Upstream refused for rate: the call was not processed.
@@ -35,7 +35,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     max_attempts: u32,
     base: Duration,
     max_delay: Duration,
@@ -44,7 +44,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(config: &RetryConfig) -> Self {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
         RetryPolicy {
             max_attempts: config.max_attempts,
             base: secs(config.base_delay_secs),
@@ -54,7 +54,7 @@ impl RetryPolicy {
         }
     }
 
-    pub fn verdict(&self, outcome: &Outcome) -> Verdict {
+    pub(crate) fn verdict(&self, outcome: &Outcome) -> Verdict {
         match outcome {
             Outcome::Response { response, .. } if response.status == 429 => Verdict::RateLimited,
             Outcome::Response { response, .. }
@@ -74,7 +74,7 @@ impl RetryPolicy {
     /// always safe to repeat; a 5xx or a broken connection only for an
     /// idempotent call (`idempotent`) since upstream may have acted.
     #[allow(clippy::too_many_arguments)]
-    pub fn retry_delay(
+    pub(crate) fn retry_delay(
         &self,
         verdict: Verdict,
         attempt: u32,

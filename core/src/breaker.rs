@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     state: State,
     threshold: u32,
     base_open: Duration,
@@ -37,13 +37,17 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Calls flow normally (fewer than the threshold of consecutive failures).
     Closed,
+    /// Tripped: no calls to this scope until the open period ends.
     Open,
+    /// The open period is over: one probe may go, or is in flight, to test
+    /// whether upstream has recovered.
     HalfOpen,
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, base_open: Duration, max_open: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, base_open: Duration, max_open: Duration) -> Self {
         Breaker {
             state: State::Closed { failures: 0 },
             threshold: threshold.max(1),
@@ -54,7 +58,7 @@ impl Breaker {
 
     /// `None` if a call may go now; else when to look again (`None` inside
     /// means "when the probe in flight ends").
-    pub fn blocked_until(&self, now: Instant) -> Option<Option<Instant>> {
+    pub(crate) fn blocked_until(&self, now: Instant) -> Option<Option<Instant>> {
         match self.state {
             State::Closed { .. } => None,
             State::Open { until, .. } if now >= until => None,
@@ -64,7 +68,7 @@ impl Breaker {
     }
 
     /// A call is going out: if the open period is over, it is the probe.
-    pub fn on_dispatch(&mut self, now: Instant) {
+    pub(crate) fn on_dispatch(&mut self, now: Instant) {
         if let State::Open { until, open_for } = self.state {
             if now >= until {
                 self.state = State::Probing { open_for };
@@ -72,7 +76,7 @@ impl Breaker {
         }
     }
 
-    pub fn on_success(&mut self) {
+    pub(crate) fn on_success(&mut self) {
         self.state = State::Closed { failures: 0 };
     }
 
@@ -80,14 +84,14 @@ impl Breaker {
     /// flight has succeeded; otherwise a 429 is neither a success nor a
     /// failure. Without this a probe answered 429 would leave the breaker
     /// half-open with no probe in flight, blocking the scope for good.
-    pub fn on_rate_limited(&mut self) {
+    pub(crate) fn on_rate_limited(&mut self) {
         if let State::Probing { .. } = self.state {
             self.state = State::Closed { failures: 0 };
         }
     }
 
     /// Records a failure; returns true if this opened the breaker.
-    pub fn on_failure(&mut self, now: Instant) -> bool {
+    pub(crate) fn on_failure(&mut self, now: Instant) -> bool {
         let open_for = match self.state {
             State::Closed { failures } if failures + 1 >= self.threshold => self.base_open,
             State::Closed { failures } => {
@@ -107,7 +111,7 @@ impl Breaker {
         true
     }
 
-    pub fn state(&self, now: Instant) -> BreakerState {
+    pub(crate) fn state(&self, now: Instant) -> BreakerState {
         match self.state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until, .. } if now >= until => BreakerState::HalfOpen,
@@ -117,7 +121,7 @@ impl Breaker {
     }
 
     /// Whether the breaker holds no information worth keeping.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.state == State::Closed { failures: 0 }
     }
 }

@@ -17,7 +17,7 @@ use crate::request::{Credential, Method, Response};
 
 /// What identifies one cacheable (and coalescable) request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     method: Method,
     /// Normalised path, then `?` and the sorted query when there is one.
     target: String,
@@ -29,7 +29,12 @@ impl CacheKey {
     /// Builds the key: the path with empty segments dropped (`//a/` is
     /// `/a`), query parameters sorted by name (values of a repeated name
     /// keep their order), and the credential for private routes.
-    pub fn new(method: &Method, path: &str, query: &str, credential: Option<&Credential>) -> Self {
+    pub(crate) fn new(
+        method: &Method,
+        path: &str,
+        query: &str,
+        credential: Option<&Credential>,
+    ) -> Self {
         let mut target = String::with_capacity(path.len() + query.len() + 2);
         for seg in path.split('/').filter(|s| !s.is_empty()) {
             target.push('/');
@@ -61,7 +66,7 @@ impl CacheKey {
 
 /// A cache read.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     Fresh {
         response: Arc<Response>,
         age: Duration,
@@ -87,15 +92,22 @@ struct Entry {
 /// Cache figures for stats.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CacheSnapshot {
+    /// Entries currently stored (fresh or within the stale-if-error window).
     pub entries: usize,
+    /// Estimated bytes held: bodies, headers and keys plus fixed overheads.
     pub bytes: usize,
+    /// The entry limit (`[cache] max_entries`).
     pub max_entries: usize,
+    /// The byte limit (`[cache] max_bytes`).
     pub max_bytes: usize,
+    /// Responses stored since start.
     pub inserts: u64,
+    /// Entries evicted (least recently used first) to make room; expired
+    /// entries that are dropped are not counted.
     pub evictions: u64,
 }
 
-pub struct Cache {
+pub(crate) struct Cache {
     entries: HashMap<CacheKey, Entry>,
     /// Recency order: oldest touch first.
     recency: BTreeMap<u64, CacheKey>,
@@ -111,7 +123,7 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(config: &CacheConfig) -> Self {
+    pub(crate) fn new(config: &CacheConfig) -> Self {
         Cache {
             entries: HashMap::new(),
             recency: BTreeMap::new(),
@@ -129,7 +141,7 @@ impl Cache {
 
     /// Reads `key`. A fresh hit counts as a use for eviction; an entry past
     /// even the stale window is dropped.
-    pub fn lookup(&mut self, now: Instant, key: &CacheKey) -> Lookup {
+    pub(crate) fn lookup(&mut self, now: Instant, key: &CacheKey) -> Lookup {
         let Some(entry) = self.entries.get_mut(key) else {
             return Lookup::Miss;
         };
@@ -156,7 +168,7 @@ impl Cache {
 
     /// An expired entry young enough to serve while its refresh waits
     /// (stale-while-revalidate).
-    pub fn while_revalidating(
+    pub(crate) fn while_revalidating(
         &mut self,
         now: Instant,
         key: &CacheKey,
@@ -171,14 +183,14 @@ impl Cache {
     }
 
     /// Whether a response with this status may be stored at all.
-    pub fn accepts_status(&self, status: u16) -> bool {
+    pub(crate) fn accepts_status(&self, status: u16) -> bool {
         self.statuses.contains(&status)
     }
 
     /// Stores `response` for `ttl` if its status is cacheable, the TTL is
     /// positive and it fits; evicts least recently used entries to make
     /// room. Returns whether it was stored.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         now: Instant,
         key: CacheKey,
@@ -225,7 +237,7 @@ impl Cache {
     }
 
     /// Drops every entry past its stale window.
-    pub fn purge(&mut self, now: Instant) {
+    pub(crate) fn purge(&mut self, now: Instant) {
         let window = self.stale_window;
         let dead: Vec<CacheKey> = self
             .entries
@@ -238,7 +250,7 @@ impl Cache {
         }
     }
 
-    pub fn snapshot(&self) -> CacheSnapshot {
+    pub(crate) fn snapshot(&self) -> CacheSnapshot {
         CacheSnapshot {
             entries: self.entries.len(),
             bytes: self.bytes,

@@ -28,7 +28,8 @@ use web_time::{Duration, Instant};
 
 use crate::backoff::{RetryPolicy, Verdict};
 use crate::cache::{Cache, CacheKey, Lookup};
-use crate::config::{secs, ClassId, Config, ConfigErrors};
+use crate::compile::CompiledConfig;
+use crate::config::{secs, ClassId, Config};
 use crate::health::{self, Health};
 use crate::http;
 use crate::limiter::{BucketKey, Limiter, Wait};
@@ -36,7 +37,7 @@ use crate::queue::{Lane, Queue, Selection};
 use crate::request::{
     Answer, CallId, Failure, Finished, Outcome, Request, Source, Ticket, TransportError,
 };
-use crate::route::{RouteIdx, RouteTable};
+use crate::route::RouteId;
 use crate::stats::{self, ClassSnapshot, End, QueueSnapshot, Stats, StatsSnapshot};
 
 /// How often idle limiter buckets and dead cache entries are swept.
@@ -44,6 +45,7 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 /// What became of a submitted request.
 #[derive(Debug, Clone)]
+#[must_use = "a request that is Waiting ends later through poll_finished; Answered and Refused must be passed on to the caller"]
 pub enum Admission {
     /// Answered at once (fresh cache, or stale cache when upstream cannot
     /// be asked). The request has ended.
@@ -51,7 +53,12 @@ pub enum Admission {
     /// Waiting; it ends later through [`Coordinator::poll_finished`].
     /// `joined` is true when it joined an identical call already waiting
     /// or in flight.
-    Waiting { ticket: Ticket, joined: bool },
+    Waiting {
+        /// Names the request in [`Finished`] and for [`Coordinator::cancel`].
+        ticket: Ticket,
+        /// Whether it joined an identical call already waiting or in flight.
+        joined: bool,
+    },
     /// Refused at once, with a reason the caller can act on. The request
     /// has ended.
     Refused(Failure),
@@ -59,7 +66,9 @@ pub enum Admission {
 
 /// A call the host must send upstream now.
 #[derive(Debug, Clone)]
+#[must_use = "a dropped dispatch stays in flight until its call timeout; send it and report the outcome with complete"]
 pub struct Dispatch<P> {
+    /// Names the call: report its outcome with [`Coordinator::complete`].
     pub call: CallId,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -89,7 +98,7 @@ enum CallState {
 
 #[derive(Debug)]
 struct Call {
-    route: RouteIdx,
+    route: RouteId,
     idempotent: bool,
     /// Cache / coalescing key (reads only).
     key: Option<CacheKey>,
@@ -122,9 +131,11 @@ struct Waiter<P> {
     wait_recorded: bool,
 }
 
+/// The rate-limit coordinator for one upstream API: queue, limiter, cache,
+/// coalescing and retries, with no I/O of its own; the host feeds it time
+/// and outcomes. `P` is the host's per-request payload.
 pub struct Coordinator<P = ()> {
-    config: Config,
-    routes: RouteTable,
+    config: CompiledConfig,
     retry: RetryPolicy,
     limiter: Limiter,
     cache: Cache,
@@ -149,15 +160,15 @@ pub struct Coordinator<P = ()> {
 }
 
 impl<P: Clone> Coordinator<P> {
-    /// Validates `config` and builds a coordinator whose clock starts at
-    /// `now`; `seed` drives all jitter (same seed, same decisions).
-    pub fn new(config: Config, now: Instant, seed: u64) -> Result<Self, ConfigErrors> {
-        config.validate()?;
+    /// A coordinator running on `compiled` (see [`Config::compile`]) whose
+    /// clock starts at `now`; `seed` drives all jitter (same seed, same
+    /// decisions).
+    pub fn new(compiled: CompiledConfig, now: Instant, seed: u64) -> Self {
+        let config = compiled.config();
         let classes = config.priorities.len();
-        Ok(Coordinator {
-            routes: RouteTable::compile(&config),
+        Coordinator {
             retry: RetryPolicy::new(&config.retry),
-            limiter: Limiter::new(&config),
+            limiter: Limiter::new(config),
             cache: Cache::new(&config.cache),
             queue: Queue::new(classes, config.queue.aging_secs.map(secs))
                 .with_top_class_reserve(config.queue.top_class_reserve),
@@ -179,12 +190,13 @@ impl<P: Clone> Coordinator<P> {
             default_deadline: secs(config.queue.default_deadline_secs),
             call_timeout: secs(config.retry.call_timeout_secs),
             next_housekeeping: now + HOUSEKEEPING,
-            config,
-        })
+            config: compiled,
+        }
     }
 
+    /// The configuration it runs on.
     pub fn config(&self) -> &Config {
-        &self.config
+        self.config.config()
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -205,11 +217,12 @@ impl<P: Clone> Coordinator<P> {
         let now = self.advance(now);
         let client: Arc<str> = Arc::from(request.client.as_str());
         self.stats.submitted(&client);
-        let route_idx = self.routes.lookup(&request.method, &request.path);
-        let route = self.routes.get(route_idx);
+        let routes = self.config.routes();
+        let route_id = routes.lookup(&request.method, &request.path);
+        let route = routes.get(route_id);
         let (route_class, private, cost) = (route.class, route.private, route.cost);
         let class = request.priority.unwrap_or(route_class);
-        let class = ClassId(class.0.min(self.config.priorities.len() as u8 - 1));
+        let class = ClassId(class.0.min(self.config().priorities.len() as u8 - 1));
         let read = request.method.is_cacheable();
         let cacheable = read && route.cacheable;
         let coalesce = read && route.coalesce;
@@ -238,7 +251,7 @@ impl<P: Clone> Coordinator<P> {
         let deadline = request.deadline.unwrap_or(now + self.default_deadline);
         let lane: Lane = self
             .limiter
-            .keys(&self.routes.get(route_idx).scopes, credential)
+            .keys(&self.config.routes().get(route_id).scopes, credential)
             .into();
         // Its call is set once it has one.
         let mut waiter = Waiter {
@@ -297,7 +310,7 @@ impl<P: Clone> Coordinator<P> {
                 }
             }
         }
-        if self.queue.len() >= self.config.queue.max_len {
+        if self.queue.len() >= self.config().queue.max_len {
             match self.queue.shed_candidate(class) {
                 Some(victim) => {
                     let failure =
@@ -320,7 +333,7 @@ impl<P: Clone> Coordinator<P> {
         self.calls.insert(
             call_id,
             Call {
-                route: route_idx,
+                route: route_id,
                 idempotent: request.method.is_idempotent(),
                 key,
                 cacheable,
@@ -401,7 +414,7 @@ impl<P: Clone> Coordinator<P> {
 
     fn shed_failure(&self, class: ClassId) -> Failure {
         Failure::Shed {
-            class: self.config.class_name(class).to_owned(),
+            class: self.config().class_name(class).to_owned(),
             depth: self.queue.len(),
             retry_after: Duration::from_secs(1),
         }
@@ -511,6 +524,7 @@ impl<P: Clone> Coordinator<P> {
     }
 
     /// The next call to send upstream now, paced and in priority order.
+    #[must_use = "a dispatched call must be sent and completed"]
     pub fn poll_dispatch(&mut self, now: Instant) -> Option<Dispatch<P>> {
         let now = self.advance(now);
         self.expire(now);
@@ -575,7 +589,7 @@ impl<P: Clone> Coordinator<P> {
             call: call_id,
             attempt: call.attempts,
             payload,
-            route: self.routes.get(call.route).name.clone(),
+            route: self.config.routes().get(call.route).name.clone(),
             timeout: self.call_timeout,
         })
     }
@@ -662,7 +676,7 @@ impl<P: Clone> Coordinator<P> {
         };
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
-            let ttl = self.routes.get(call.route).ttl;
+            let ttl = self.config.routes().get(call.route).ttl;
             self.cache.insert(now, key, response.clone(), ttl);
         }
         for ticket in call.waiters {
@@ -696,7 +710,7 @@ impl<P: Clone> Coordinator<P> {
             self.remove_call(call_id);
             return;
         }
-        let route = self.routes.get(call.route);
+        let route = self.config.routes().get(call.route);
         let idempotent = call.idempotent || route.retry_unsafe;
         let latest_deadline = call
             .waiters
@@ -931,6 +945,7 @@ impl<P: Clone> Coordinator<P> {
 
     /// When the host must call [`Self::handle_timeout`] or
     /// [`Self::poll_dispatch`] next, if nothing else happens first.
+    #[must_use = "the host must wake at this instant and call handle_timeout"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let limiter = &self.limiter;
         let now = self.now;
@@ -956,6 +971,7 @@ impl<P: Clone> Coordinator<P> {
     }
 
     /// The next request that ended.
+    #[must_use = "a finished request must be answered"]
     pub fn poll_finished(&mut self) -> Option<Finished> {
         self.finished.pop_front()
     }
@@ -993,6 +1009,7 @@ impl<P: Clone> Coordinator<P> {
         self.waiters.len()
     }
 
+    /// Calls dispatched whose outcome has not been reported (or timed out).
     pub fn calls_in_flight(&self) -> usize {
         self.calls
             .values()
@@ -1000,35 +1017,42 @@ impl<P: Clone> Coordinator<P> {
             .count()
     }
 
+    /// Calls queued for the limiter (coalesced requests share one; calls in
+    /// backoff or in flight are not counted).
     pub fn queue_len(&self) -> usize {
         self.queue.len()
     }
 
-    pub fn health(&mut self, now: Instant) -> Health {
-        let now = self.advance(now);
+    /// Health as of `now`: healthy, degraded or unhealthy, with reasons.
+    /// Reads state only; an instant before the latest one seen reads as
+    /// that one (time never moves backwards in here).
+    pub fn health(&self, now: Instant) -> Health {
+        let now = now.max(self.now);
         let scopes = self.limiter.snapshot(now);
         self.assess(now, &scopes)
     }
 
-    fn assess(&mut self, now: Instant, scopes: &[crate::limiter::BucketSnapshot]) -> Health {
+    fn assess(&self, now: Instant, scopes: &[crate::limiter::BucketSnapshot]) -> Health {
         let inputs = health::Inputs {
             recent_rate_limited: self.stats.recent_rate_limited(now),
             oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
             queue_depth: self.queue.len(),
-            queue_max: self.config.queue.max_len,
+            queue_max: self.config().queue.max_len,
             scopes,
         };
-        health::assess(&self.config.health, &inputs)
+        health::assess(&self.config().health, &inputs)
     }
 
-    pub fn stats(&mut self, now: Instant) -> StatsSnapshot {
-        let now = self.advance(now);
+    /// Everything the coordinator counts, as of `now`, with its health.
+    /// Reads state only, like [`Self::health`].
+    pub fn stats(&self, now: Instant) -> StatsSnapshot {
+        let now = now.max(self.now);
         let scopes = self.limiter.snapshot(now);
         let health = self.assess(now, &scopes);
         let r = self.stats.requests.clone();
         let ended = r.ended();
         let classes = self
-            .config
+            .config()
             .priorities
             .iter()
             .enumerate()
@@ -1050,7 +1074,7 @@ impl<P: Clone> Coordinator<P> {
             calls_in_flight: self.calls_in_flight(),
             queue: QueueSnapshot {
                 depth: self.queue.len(),
-                max_len: self.config.queue.max_len,
+                max_len: self.config().queue.max_len,
                 oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
                 classes,
             },

@@ -8,27 +8,34 @@ use crate::breaker::BreakerState;
 use crate::config::HealthConfig;
 use crate::limiter::BucketSnapshot;
 
+/// Overall verdict, or one reason's severity; ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Nothing wrong (HTTP 200).
     Healthy,
+    /// Working, but slowed or partly impaired (HTTP 200).
     Degraded,
+    /// Seriously impaired: many 429s, a long queue wait or a shared
+    /// breaker open (HTTP 503).
     Unhealthy,
 }
 
 /// One reason the coordinator is not plainly healthy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reason {
+    /// How bad this reason is on its own (never `Healthy`).
     pub severity: Status,
     /// Stable machine-readable name, one of [`CODES`].
     pub code: &'static str,
+    /// Human-readable detail, e.g. the wait or the scope concerned.
     pub message: String,
 }
 
 /// Every [`Reason::code`] that [`assess`] gives. Deserialising a health
 /// report (the edge host carries them from its Durable Objects to the
 /// Worker as JSON) maps a code back to its `'static` name here.
-pub const CODES: &[&str] = &[
+pub(crate) const CODES: &[&str] = &[
     "upstream_rate_limited",
     "queue_wait",
     "queue_full",
@@ -58,14 +65,18 @@ impl<'de> Deserialize<'de> for Reason {
     }
 }
 
+/// A health report: the body of `/api/v1/sync-coordination/health` and
+/// the `health` field of the stats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
+    /// The worst severity among `reasons`; `Healthy` when there are none.
     pub status: Status,
+    /// Everything that is not plainly healthy; empty when healthy.
     pub reasons: Vec<Reason>,
 }
 
 /// What health is judged on.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub recent_rate_limited: u64,
     pub oldest_wait_secs: Option<f64>,
     pub queue_depth: usize,
@@ -73,7 +84,7 @@ pub struct Inputs<'a> {
     pub scopes: &'a [BucketSnapshot],
 }
 
-pub fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
+pub(crate) fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
     let mut reasons = Vec::new();
     let mut push = |severity, code, message: String| {
         debug_assert!(

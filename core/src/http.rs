@@ -22,7 +22,7 @@ fn first_header<'a>(headers: &'a [(String, String)], names: &[&str]) -> Option<&
 
 /// Longest wait upstream may ask for that we honour as asked; anything
 /// longer is clamped (a bogus header must not wedge a scope for days).
-pub const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(3600);
 
 /// How long upstream asks us to wait before the next call, from
 /// `Retry-After` (seconds or an HTTP date) or, failing that, from the
@@ -32,7 +32,10 @@ pub const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(3600);
 /// (no clock skew), else against `now_unix`, the host's wall clock.
 /// Returns `None` when nothing usable is there: the core then picks its own
 /// exponential backoff, never depending on upstream to say.
-pub fn upstream_wait(headers: &[(String, String)], now_unix: Option<u64>) -> Option<Duration> {
+pub(crate) fn upstream_wait(
+    headers: &[(String, String)],
+    now_unix: Option<u64>,
+) -> Option<Duration> {
     let server_now = header(headers, "date")
         .and_then(|d| httpdate::parse_http_date(d).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -84,7 +87,7 @@ fn parse_delay_or_date(
 /// (`x-ratelimit-remaining: 0`, or the `ratelimit-remaining` /
 /// `x-rate-limit-remaining` spellings). With [`upstream_wait`] giving the
 /// reset, the scope can pause before the next call earns a 429.
-pub fn window_exhausted(headers: &[(String, String)]) -> bool {
+pub(crate) fn window_exhausted(headers: &[(String, String)]) -> bool {
     let names = [
         "x-ratelimit-remaining",
         "ratelimit-remaining",

@@ -16,7 +16,7 @@
 //!
 //! let t0 = Instant::now();
 //! // The payload is the host's own request data; here just a name.
-//! let mut core: Coordinator<&str> = Coordinator::new(Config::default(), t0, 42)?;
+//! let mut core: Coordinator<&str> = Coordinator::new(Config::default().compile()?, t0, 42);
 //! let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
 //!
 //! // A bot asks; nothing is cached yet, so the request waits for a call.
@@ -42,39 +42,50 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! One module per concept:
-//! - [`config`]: the schema, Coinbase defaults, validation;
-//! - [`route`]: which rule a request falls under;
-//! - [`queue`]: priority classes, fairness, shedding, aging;
-//! - [`limiter`]: GCRA buckets per scope, 429 pauses;
-//! - [`cache`]: TTL, bounds, stale-if-error;
-//! - [`backoff`] and [`breaker`]: retries and circuit breaking;
-//! - [`stats`] and [`health`]: what hosts publish;
-//! - [`http`]: the HTTP semantics both hosts share;
-//! - [`sim`]: a virtual-time simulation of bots and an upstream.
+//! The public surface is this page: the [`Coordinator`] and what goes in
+//! and out of it, re-exported here. Three modules are public because their
+//! contents are families of plain data: [`config`] (the schema hosts
+//! deserialise, and the Coinbase presets), [`stats`] (the snapshots hosts
+//! publish) and [`sim`] (tooling: a virtual-time simulation of bots and an
+//! upstream, for tests, benchmarks and tuning).
+//!
+//! Inside, one private module per concept: `compile` (checking a config
+//! and compiling it), `route` (which rule a request falls under), `queue`
+//! (priority classes, fairness, shedding, aging), `limiter` (GCRA buckets
+//! per scope, 429 pauses), `cache` (TTL, bounds, stale windows), `backoff`
+//! and `breaker` (retries and circuit breaking), `health`, `http` (the
+//! upstream headers the core reads) and `coordinator` (the state machine
+//! that ties them together).
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod backoff;
-pub mod breaker;
-pub mod cache;
+mod backoff;
+mod breaker;
+mod cache;
+mod compile;
 pub mod config;
 mod coordinator;
-pub mod health;
-pub mod http;
-pub mod limiter;
-pub mod queue;
-pub mod request;
-pub mod route;
+mod health;
+mod http;
+mod limiter;
+mod queue;
+mod request;
+mod route;
 pub mod sim;
 pub mod stats;
 
+pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};
-pub use health::{Health, Status};
 pub use http::header;
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
     Ticket, TransportError,
 };
-pub use stats::StatsSnapshot;
+pub use route::Route;
+pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
+
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub use limiter::bench::LimiterBench;

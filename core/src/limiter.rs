@@ -30,7 +30,7 @@ use crate::config::{secs, Config, Keying, ScopeConfig, ScopeId};
 use crate::request::Credential;
 
 /// Calls a scope may make at once after headroom (at least one).
-pub fn usable_burst(scope: &ScopeConfig) -> u32 {
+pub(crate) fn usable_burst(scope: &ScopeConfig) -> u32 {
     ((scope.burst as f64 * scope.headroom).floor() as u32).max(1)
 }
 
@@ -44,7 +44,7 @@ fn interval(scope: &ScopeConfig) -> Duration {
 
 /// One bucket: a scope, and for per-credential scopes, whose.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BucketKey {
+pub(crate) struct BucketKey {
     pub scope: ScopeId,
     pub credential: Option<Credential>,
 }
@@ -142,7 +142,7 @@ impl Recovery {
 
 /// Why a set of buckets cannot take a call now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// Tokens refill (or a pause ends) at this instant.
     Until(Instant),
     /// Upstream told us to stop (429): paused until this instant.
@@ -154,7 +154,7 @@ pub enum Wait {
 
 impl Wait {
     /// The instant worth waking up at, if known.
-    pub fn instant(self) -> Option<Instant> {
+    pub(crate) fn instant(self) -> Option<Instant> {
         match self {
             Wait::Until(t) | Wait::Paused(t) => Some(t),
             Wait::BreakerOpen(t) => t,
@@ -163,7 +163,7 @@ impl Wait {
 
     /// Upstream cannot be asked right now for reasons other than pacing:
     /// a stale answer beats waiting.
-    pub fn is_degraded(self) -> bool {
+    pub(crate) fn is_degraded(self) -> bool {
         !matches!(self, Wait::Until(_))
     }
 
@@ -181,20 +181,30 @@ impl Wait {
 /// A bucket as stats show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BucketSnapshot {
+    /// The scope's name, from `[scopes]`.
     pub scope: String,
+    /// Whose bucket this is, for a per-credential scope; `None` for a
+    /// global one.
     pub credential: Option<String>,
     /// Cost units that could be spent right now.
     pub tokens: f64,
+    /// The usable burst: the configured burst after headroom (at least 1).
     pub burst: u32,
     /// Current calls per second (lower while recovering from a 429).
     pub rate_per_sec: f64,
+    /// Seconds until the bucket's pause ends (after a 429, or when upstream
+    /// said its window is spent); `None` when not paused.
     pub paused_for_secs: Option<f64>,
+    /// The bucket's circuit breaker.
     pub breaker: BreakerState,
+    /// Calls dispatched on this bucket since it was (re)created, whatever
+    /// their cost.
     pub calls: u64,
+    /// Upstream 429s on calls that drew on this bucket, likewise.
     pub rate_limited: u64,
 }
 
-pub struct Limiter {
+pub(crate) struct Limiter {
     scopes: Vec<Scope>,
     buckets: HashMap<BucketKey, Bucket>,
     base_pause: Duration,
@@ -204,7 +214,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         let scopes = config
             .scopes
             .iter()
@@ -235,7 +245,11 @@ impl Limiter {
     }
 
     /// The buckets a call on `scopes` by `credential` draws from, sorted.
-    pub fn keys(&self, scopes: &[ScopeId], credential: Option<&Credential>) -> Vec<BucketKey> {
+    pub(crate) fn keys(
+        &self,
+        scopes: &[ScopeId],
+        credential: Option<&Credential>,
+    ) -> Vec<BucketKey> {
         let mut keys: Vec<BucketKey> = scopes
             .iter()
             .map(|&scope| BucketKey {
@@ -251,7 +265,7 @@ impl Limiter {
         keys
     }
 
-    pub fn scope_name(&self, scope: ScopeId) -> &str {
+    pub(crate) fn scope_name(&self, scope: ScopeId) -> &str {
         self.scopes
             .get(scope.0 as usize)
             .map(|s| s.name.as_str())
@@ -260,7 +274,7 @@ impl Limiter {
 
     /// `cost` limited to what every bucket in `keys` can ever hold, so a
     /// reserve on top of a call's cost never makes it unsendable.
-    pub fn fit_cost(&self, keys: &[BucketKey], cost: u32) -> u32 {
+    pub(crate) fn fit_cost(&self, keys: &[BucketKey], cost: u32) -> u32 {
         keys.iter()
             .filter_map(|k| self.scopes.get(k.scope.0 as usize))
             .map(|s| s.burst)
@@ -269,7 +283,7 @@ impl Limiter {
 
     /// `None` if a call of `cost` may go now on all of `keys`; otherwise
     /// the worst reason to wait.
-    pub fn check(&self, now: Instant, keys: &[BucketKey], cost: u32) -> Option<Wait> {
+    pub(crate) fn check(&self, now: Instant, keys: &[BucketKey], cost: u32) -> Option<Wait> {
         keys.iter()
             .filter_map(|k| self.check_one(now, k, cost))
             .max_by_key(|w| w.rank())
@@ -302,7 +316,7 @@ impl Limiter {
     }
 
     /// Spends `cost` on every bucket in `keys` (after a successful check).
-    pub fn acquire(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
+    pub(crate) fn acquire(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
@@ -316,7 +330,7 @@ impl Limiter {
     /// Upstream answered 429 for a call on `keys`: empty and pause each
     /// bucket for `upstream_wait` if upstream said, else for an
     /// exponential backoff with jitter. Returns the pause applied.
-    pub fn on_rate_limited(
+    pub(crate) fn on_rate_limited(
         &mut self,
         now: Instant,
         keys: &[BucketKey],
@@ -348,7 +362,7 @@ impl Limiter {
     /// Upstream announced that its window is spent and resets in `wait`:
     /// hold every bucket in `keys` until then. Unlike a 429 this is no
     /// misjudgement of ours, so there is no strike and no throttle.
-    pub fn pause_until_reset(&mut self, now: Instant, keys: &[BucketKey], wait: Duration) {
+    pub(crate) fn pause_until_reset(&mut self, now: Instant, keys: &[BucketKey], wait: Duration) {
         let until = now + wait;
         for key in keys {
             bucket_mut(&mut self.buckets, &self.breaker_template, key).pause_until(until);
@@ -356,7 +370,7 @@ impl Limiter {
     }
 
     /// A call on `keys` got an answer that was not a 429.
-    pub fn on_success(&mut self, keys: &[BucketKey]) {
+    pub(crate) fn on_success(&mut self, keys: &[BucketKey]) {
         for key in keys {
             if let Some(b) = self.buckets.get_mut(key) {
                 b.strikes = 0;
@@ -367,7 +381,7 @@ impl Limiter {
 
     /// A call on `keys` failed (5xx or transport). Returns the keys whose
     /// breaker this opened.
-    pub fn on_failure(&mut self, now: Instant, keys: &[BucketKey]) -> Vec<BucketKey> {
+    pub(crate) fn on_failure(&mut self, now: Instant, keys: &[BucketKey]) -> Vec<BucketKey> {
         keys.iter()
             .filter(|k| {
                 bucket_mut(&mut self.buckets, &self.breaker_template, k)
@@ -380,7 +394,7 @@ impl Limiter {
 
     /// Forgets buckets that are full and calm (equivalent to a new bucket),
     /// so per-credential buckets do not accumulate forever.
-    pub fn forget_idle(&mut self, now: Instant) {
+    pub(crate) fn forget_idle(&mut self, now: Instant) {
         let recovery = self.recovery;
         self.buckets.retain(|_, b| {
             let full = b.tat.is_none_or(|t| t <= now);
@@ -392,11 +406,11 @@ impl Limiter {
         });
     }
 
-    pub fn bucket_count(&self) -> usize {
+    pub(crate) fn bucket_count(&self) -> usize {
         self.buckets.len()
     }
 
-    pub fn snapshot(&self, now: Instant) -> Vec<BucketSnapshot> {
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<BucketSnapshot> {
         let mut out: Vec<BucketSnapshot> = self
             .buckets
             .iter()
@@ -426,6 +440,49 @@ impl Limiter {
             .collect();
         out.sort_by(|a, b| (&a.scope, &a.credential).cmp(&(&b.scope, &b.credential)));
         out
+    }
+}
+
+/// The limiter alone, for the crate's benchmarks: a GCRA decision costs
+/// tens of nanoseconds, which a measurement through the whole coordinator
+/// would bury.
+#[cfg(feature = "bench")]
+pub(crate) mod bench {
+    use web_time::Instant;
+
+    use super::{BucketKey, Limiter};
+    use crate::config::{Config, ScopeId};
+    use crate::request::Credential;
+
+    /// A limiter over `config`'s scopes, and the buckets of one call.
+    #[allow(missing_debug_implementations)]
+    pub struct LimiterBench {
+        limiter: Limiter,
+        keys: Vec<BucketKey>,
+    }
+
+    impl LimiterBench {
+        /// The buckets a call on `scopes` by `credential` spends from.
+        pub fn new(config: &Config, scopes: &[ScopeId], credential: Option<&Credential>) -> Self {
+            let limiter = Limiter::new(config);
+            let keys = limiter.keys(scopes, credential);
+            LimiterBench { limiter, keys }
+        }
+
+        /// How many buckets the call spends from.
+        pub fn buckets(&self) -> usize {
+            self.keys.len()
+        }
+
+        /// Whether the call would have to wait at `now` (`check`).
+        pub fn blocked(&self, now: Instant, cost: u32) -> bool {
+            self.limiter.check(now, &self.keys, cost).is_some()
+        }
+
+        /// Spends `cost` tokens at `now` (`acquire`).
+        pub fn acquire(&mut self, now: Instant, cost: u32) {
+            self.limiter.acquire(now, &self.keys, cost);
+        }
     }
 }
 

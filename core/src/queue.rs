@@ -28,7 +28,7 @@ use crate::limiter::{BucketKey, Wait};
 use crate::request::CallId;
 
 /// The buckets a call draws on; calls with equal lanes compete in order.
-pub type Lane = Arc<[BucketKey]>;
+pub(crate) type Lane = Arc<[BucketKey]>;
 
 #[derive(Debug)]
 struct Entry {
@@ -57,14 +57,14 @@ struct Class {
 
 /// What the queue would send next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     Go(CallId),
     /// Nothing can go now; look again at this instant (`None`: not before
     /// something else happens).
     Wait(Option<Instant>),
 }
 
-pub struct Queue {
+pub(crate) struct Queue {
     classes: Vec<Class>,
     entries: HashMap<CallId, Entry>,
     seq: u64,
@@ -74,7 +74,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(classes: usize, aging: Option<Duration>) -> Self {
+    pub(crate) fn new(classes: usize, aging: Option<Duration>) -> Self {
         Queue {
             classes: (0..classes.max(1)).map(|_| Class::default()).collect(),
             entries: HashMap::new(),
@@ -87,30 +87,33 @@ impl Queue {
     /// Keeps `reserve` cost units in every bucket for the highest class:
     /// other classes are asked to fit `cost + reserve` (the `check` of
     /// [`Self::select`] should clamp that to the lane's burst).
-    pub fn with_top_class_reserve(mut self, reserve: u32) -> Self {
+    pub(crate) fn with_top_class_reserve(mut self, reserve: u32) -> Self {
         self.top_reserve = reserve;
         self
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn depth(&self, class: ClassId) -> usize {
+    pub(crate) fn depth(&self, class: ClassId) -> usize {
         self.classes
             .get(class.0 as usize)
             .map_or(0, |c| c.by_arrival.len())
     }
 
-    pub fn contains(&self, call: CallId) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, call: CallId) -> bool {
         self.entries.contains_key(&call)
     }
 
-    pub fn class_of(&self, call: CallId) -> Option<ClassId> {
+    #[cfg(test)]
+    pub(crate) fn class_of(&self, call: CallId) -> Option<ClassId> {
         self.entries.get(&call).map(|e| e.class)
     }
 
@@ -119,7 +122,7 @@ impl Queue {
         ClassId(class.0.min(self.classes.len() as u8 - 1))
     }
 
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         now: Instant,
         call: CallId,
@@ -172,7 +175,7 @@ impl Queue {
         );
     }
 
-    pub fn remove(&mut self, call: CallId) -> bool {
+    pub(crate) fn remove(&mut self, call: CallId) -> bool {
         let Some(e) = self.entries.remove(&call) else {
             return false;
         };
@@ -194,7 +197,7 @@ impl Queue {
 
     /// Moves a call up to `class` (a higher-priority caller joined it);
     /// it keeps its place in arrival order.
-    pub fn promote(&mut self, now: Instant, call: CallId, class: ClassId) {
+    pub(crate) fn promote(&mut self, now: Instant, call: CallId, class: ClassId) {
         let class = self.clamp(class);
         let Some(e) = self.entries.get(&call) else {
             return;
@@ -208,7 +211,7 @@ impl Queue {
     }
 
     /// Moves every call that has waited `aging` in its class up one class.
-    pub fn age(&mut self, now: Instant) {
+    pub(crate) fn age(&mut self, now: Instant) {
         let Some(aging) = self.aging else {
             return;
         };
@@ -231,7 +234,7 @@ impl Queue {
     }
 
     /// When the next call becomes due for aging.
-    pub fn next_aging(&self) -> Option<Instant> {
+    pub(crate) fn next_aging(&self) -> Option<Instant> {
         let aging = self.aging?;
         self.classes
             .iter()
@@ -265,7 +268,7 @@ impl Queue {
 
     /// The newest call of the lowest class strictly below `class`: the one
     /// to shed to make room for a call of `class`.
-    pub fn shed_candidate(&self, class: ClassId) -> Option<CallId> {
+    pub(crate) fn shed_candidate(&self, class: ClassId) -> Option<CallId> {
         let class = self.clamp(class);
         self.classes
             .iter()
@@ -276,7 +279,7 @@ impl Queue {
     }
 
     /// When the longest-waiting call arrived in its current class.
-    pub fn oldest_arrival(&self) -> Option<Instant> {
+    pub(crate) fn oldest_arrival(&self) -> Option<Instant> {
         self.entries.values().map(|e| e.entered_class).min()
     }
 
@@ -285,7 +288,10 @@ impl Queue {
     /// limiter refuses reserves the refusing buckets. `check` is the
     /// limiter's verdict for a lane and cost (plus the top-class reserve
     /// for lower classes).
-    pub fn select(&self, mut check: impl FnMut(&[BucketKey], u32) -> Option<Wait>) -> Selection {
+    pub(crate) fn select(
+        &self,
+        mut check: impl FnMut(&[BucketKey], u32) -> Option<Wait>,
+    ) -> Selection {
         let mut reserved: HashSet<&BucketKey> = HashSet::new();
         let mut earliest: Option<Instant> = None;
         for (index, class) in self.classes.iter().enumerate() {
@@ -322,7 +328,7 @@ impl Queue {
     }
 
     /// Takes a selected call out of the queue.
-    pub fn take(&mut self, call: CallId) {
+    pub(crate) fn take(&mut self, call: CallId) {
         if let Some(e) = self.entries.get(&call) {
             let c = &mut self.classes[e.class.0 as usize];
             c.round = c.round.max(e.round);
@@ -338,7 +344,7 @@ impl Queue {
     }
 
     /// Calls waiting on any of `buckets`.
-    pub fn calls_on(&self, buckets: &[BucketKey]) -> Vec<CallId> {
+    pub(crate) fn calls_on(&self, buckets: &[BucketKey]) -> Vec<CallId> {
         self.entries
             .iter()
             .filter(|(_, e)| e.lane.iter().any(|b| buckets.contains(b)))

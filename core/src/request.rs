@@ -20,7 +20,9 @@ use crate::config::ClassId;
 pub struct Method(String);
 
 impl Method {
+    /// The name of the GET method.
     pub const GET: &'static str = "GET";
+    /// The name of the HEAD method.
     pub const HEAD: &'static str = "HEAD";
 
     /// Builds a method from its name; the name is upper-cased, because HTTP
@@ -29,14 +31,17 @@ impl Method {
         Method(name.to_ascii_uppercase())
     }
 
+    /// GET.
     pub fn get() -> Self {
         Method(Self::GET.to_owned())
     }
 
+    /// POST.
     pub fn post() -> Self {
         Method("POST".to_owned())
     }
 
+    /// The method name, upper-cased.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -69,10 +74,12 @@ impl fmt::Display for Method {
 pub struct Credential(pub Arc<str>);
 
 impl Credential {
+    /// The credential with this identity.
     pub fn new(identity: &str) -> Self {
         Credential(Arc::from(identity))
     }
 
+    /// The identity.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -82,6 +89,8 @@ impl Credential {
 /// body, signature) is the host's payload.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The HTTP method: matched by route rules; decides whether the call
+    /// may be cached and whether it is safe to retry.
     pub method: Method,
     /// Path without the query, e.g. `/api/v3/brokerage/products/BTC-USD`.
     pub path: String,
@@ -105,6 +114,8 @@ impl Request {
         Self::new(Method::get(), path_and_query, client)
     }
 
+    /// A `method` request for `path_and_query` (split at the first `?`) from
+    /// `client`, with no credential, priority override or deadline.
     pub fn new(method: Method, path_and_query: &str, client: &str) -> Self {
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p.to_owned(), q.to_owned()),
@@ -121,16 +132,19 @@ impl Request {
         }
     }
 
+    /// Sets the credential identity (never a secret: see [`Credential`]).
     pub fn with_credential(mut self, identity: &str) -> Self {
         self.credential = Some(Credential::new(identity));
         self
     }
 
+    /// Overrides the route rule's priority class.
     pub fn with_priority(mut self, class: ClassId) -> Self {
         self.priority = Some(class);
         self
     }
 
+    /// Sets the latest instant at which the call may still be sent.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
@@ -141,13 +155,16 @@ impl Request {
 /// waiter that receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
     /// Header names as received; lookups are case-insensitive.
     pub headers: Vec<(String, String)>,
+    /// The body, as received.
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// A response with `status` and `body`, and no headers.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Response {
             status,
@@ -156,6 +173,7 @@ impl Response {
         }
     }
 
+    /// Adds a header (after any already there).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
@@ -183,6 +201,7 @@ impl Response {
 pub enum Outcome {
     /// Upstream answered (any status, including 429 and 5xx).
     Response {
+        /// What upstream answered.
         response: Response,
         /// Host wall clock in Unix seconds when the answer arrived; used
         /// only to read HTTP-date `Retry-After` values when upstream sent
@@ -194,6 +213,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Upstream answered `response`, arrival time unknown (`received_unix`
+    /// is `None`).
     pub fn response(response: Response) -> Self {
         Outcome::Response {
             response,
@@ -248,6 +269,7 @@ pub enum Source {
 }
 
 impl Source {
+    /// The name hosts report: `hit`, `stale`, `coalesced` or `miss`.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Cache => "hit",
@@ -262,7 +284,9 @@ impl Source {
 /// answer with, 4xx included) and how it was obtained.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The response, shared with the cache and every other waiter.
     pub response: Arc<Response>,
+    /// Where the response came from.
     pub source: Source,
     /// How old the response is (zero when it comes straight from upstream).
     pub age: Duration,
@@ -277,46 +301,67 @@ pub enum Failure {
         "shed: queue full ({depth} waiting), class `{class}` is lowest; retry in {retry_after:?}"
     )]
     Shed {
+        /// Name of the priority class of the request shed.
         class: String,
+        /// Calls queued at the time.
         depth: usize,
+        /// A suggested wait before trying again (1 s).
         retry_after: Duration,
     },
     /// The request could not be sent before its deadline.
     #[error("deadline passed after waiting {waited:?} without being sent upstream")]
-    Deadline { waited: Duration },
+    Deadline {
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The limiter cannot admit the call before its deadline.
     #[error(
         "deadline unreachable: the earliest send is in {earliest:?}, the deadline in {deadline:?}"
     )]
     DeadlineUnreachable {
+        /// Time from submission until the limiter could admit the call
+        /// (zero when the deadline had already passed).
         earliest: Duration,
+        /// Time from submission until the deadline (zero if already past).
         deadline: Duration,
     },
     /// Upstream kept answering 429 until retries ran out.
     #[error("upstream rate limit: still 429 after {attempts} attempt(s); scope `{scope}` paused for {retry_after:?}")]
     RateLimited {
+        /// The scope holding the call back: the first of its scopes that
+        /// refuses a call now.
         scope: String,
+        /// Attempts made, the first included.
         attempts: u32,
+        /// How long the last 429 paused the call's buckets.
         retry_after: Duration,
+        /// Upstream's last 429 response.
         response: Arc<Response>,
     },
     /// Upstream answered with a retryable error status until retries ran
     /// out (or the call was not safe to retry).
     #[error("upstream answered {} after {attempts} attempt(s)", response.status)]
     Upstream {
+        /// Attempts made, the first included.
         attempts: u32,
+        /// Upstream's last response.
         response: Arc<Response>,
     },
     /// No answer from upstream at all.
     #[error("{error} (after {attempts} attempt(s))")]
     Transport {
+        /// Attempts made, the first included.
         attempts: u32,
+        /// The last attempt's error.
         error: TransportError,
     },
     /// The scope's circuit breaker is open: upstream has been failing.
     #[error("circuit breaker for scope `{scope}` is open; next probe in {retry_after:?}")]
     BreakerOpen {
+        /// The scope holding the call back: the first of its scopes that
+        /// refuses a call now.
         scope: String,
+        /// Time until the breaker lets a probe through (zero if unknown).
         retry_after: Duration,
     },
     /// The host is shutting down and aborted the request.
@@ -352,6 +397,8 @@ impl Failure {
 /// A request that ended after `submit` returned.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// The request that ended.
     pub ticket: Ticket,
+    /// Its answer, or why it got none.
     pub result: Result<Answer, Failure>,
 }

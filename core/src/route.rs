@@ -3,13 +3,13 @@
 
 use web_time::Duration;
 
-use crate::config::{secs, ClassId, Config, RouteDefaults, RouteRule, ScopeId};
+use crate::config::{ClassId, PatternError, ScopeId};
 use crate::request::Method;
 
 /// A path pattern: `/`-separated literal segments, `*` for exactly one
 /// segment, `**` for any number of segments (including none).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathPattern {
+pub(crate) struct PathPattern {
     segments: Vec<Segment>,
 }
 
@@ -21,24 +21,30 @@ enum Segment {
 }
 
 impl PathPattern {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    /// Reads a pattern such as `/api/v3/brokerage/products/*/candles`.
+    pub(crate) fn parse(pattern: &str) -> Result<Self, PatternError> {
         if !pattern.starts_with('/') {
-            return Err(format!("`{pattern}` must start with `/`"));
+            return Err(PatternError::Relative {
+                pattern: pattern.to_owned(),
+            });
         }
         let segments = split(pattern)
             .map(|s| match s {
                 "*" => Ok(Segment::One),
                 "**" => Ok(Segment::Any),
-                s if s.contains('*') => Err(format!(
-                    "`{pattern}`: `*` must stand alone in a segment (`*` or `**`), found `{s}`"
-                )),
+                s if s.contains('*') => Err(PatternError::PartialWildcard {
+                    pattern: pattern.to_owned(),
+                    segment: s.to_owned(),
+                }),
                 s => Ok(Segment::Literal(s.to_owned())),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PathPattern { segments })
     }
 
-    pub fn matches(&self, path: &str) -> bool {
+    /// Whether `path` (without its query) falls under this pattern.
+    #[cfg(test)]
+    fn matches(&self, path: &str) -> bool {
         let parts: Vec<&str> = split(path).collect();
         self.matches_segments(&parts)
     }
@@ -74,98 +80,80 @@ fn match_segments(pattern: &[Segment], path: &[&str]) -> bool {
     }
 }
 
-/// How requests under one rule are handled.
+/// How requests under one rule are handled: the rule with every default
+/// filled in and every name resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// The rule's name (or its pattern); `"default"` when no rule matched.
     pub name: String,
+    /// Priority class of its calls (a request may ask for another).
     pub class: ClassId,
+    /// Tokens one call spends in each of its scopes.
     pub cost: u32,
+    /// How long an answer stays fresh in the cache.
     pub ttl: Duration,
+    /// The limiter scopes every call spends from.
     pub scopes: Vec<ScopeId>,
+    /// Whether GET/HEAD answers are cached.
     pub cacheable: bool,
+    /// Whether cached answers are keyed by credential.
     pub private: bool,
+    /// Whether identical in-flight reads are folded into one call.
     pub coalesce: bool,
+    /// Whether non-idempotent calls are retried after a 5xx or a broken
+    /// connection.
     pub retry_unsafe: bool,
 }
 
-/// The compiled rule list.
+/// One compiled rule: which requests it matches and how they are handled.
 #[derive(Debug, Clone)]
-pub struct RouteTable {
-    rules: Vec<(Vec<Method>, PathPattern)>,
-    routes: Vec<Route>,
-    fallback: Route,
+pub(crate) struct Rule {
+    /// Methods it applies to; empty means any.
+    pub(crate) methods: Vec<Method>,
+    pub(crate) pattern: PathPattern,
+    pub(crate) route: Route,
 }
 
-/// Index into the route table (`usize::MAX` is the fallback).
-pub type RouteIdx = usize;
-pub(crate) const FALLBACK: RouteIdx = usize::MAX;
+/// The compiled rule list, built only from a valid configuration
+/// ([`crate::Config::compile`]), so every rule it holds can match.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTable {
+    rules: Vec<Rule>,
+    /// What applies when no rule matches.
+    default: Route,
+}
+
+/// Which route a request fell under: a rule by position, or the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteId {
+    Rule(usize),
+    Default,
+}
 
 impl RouteTable {
-    /// Compiles a config that [`Config::validate`] accepted.
-    pub fn compile(config: &Config) -> Self {
-        let d = &config.defaults;
-        let fallback = resolve(config, d, &RouteRule::default(), "default".into());
-        let mut rules = Vec::new();
-        let mut routes = Vec::new();
-        for r in &config.routes {
-            // Validation has checked the pattern; an invalid one never matches.
-            let pattern = PathPattern::parse(&r.path).unwrap_or(PathPattern {
-                segments: vec![Segment::Literal(String::new())],
-            });
-            let methods = r.methods.iter().map(|m| Method::new(m)).collect();
-            rules.push((methods, pattern));
-            let name = r.name.clone().unwrap_or_else(|| r.path.clone());
-            routes.push(resolve(config, d, r, name));
-        }
-        RouteTable {
-            rules,
-            routes,
-            fallback,
-        }
+    pub(crate) fn new(rules: Vec<Rule>, default: Route) -> Self {
+        RouteTable { rules, default }
     }
 
-    pub fn lookup(&self, method: &Method, path: &str) -> RouteIdx {
+    /// The first rule matching `method` and `path`, else the defaults.
+    pub(crate) fn lookup(&self, method: &Method, path: &str) -> RouteId {
         let parts: Vec<&str> = split(path).collect();
         self.rules
             .iter()
-            .position(|(methods, pattern)| {
-                (methods.is_empty() || methods.contains(method)) && pattern.matches_segments(&parts)
+            .position(|r| {
+                (r.methods.is_empty() || r.methods.contains(method))
+                    && r.pattern.matches_segments(&parts)
             })
-            .unwrap_or(FALLBACK)
+            .map_or(RouteId::Default, RouteId::Rule)
     }
 
-    pub fn get(&self, idx: RouteIdx) -> &Route {
-        self.routes.get(idx).unwrap_or(&self.fallback)
-    }
-}
-
-fn resolve(config: &Config, d: &RouteDefaults, r: &RouteRule, name: String) -> Route {
-    let class = r
-        .priority
-        .as_deref()
-        .and_then(|p| config.class_id(p))
-        .or_else(|| config.class_id(&d.priority))
-        .unwrap_or(ClassId(0));
-    let scopes = r
-        .scopes
-        .as_ref()
-        .unwrap_or(&d.scopes)
-        .iter()
-        .filter_map(|s| config.scope_id(s))
-        .collect();
-    let methods_cacheable =
-        r.methods.is_empty() || r.methods.iter().all(|m| Method::new(m).is_cacheable());
-    Route {
-        name,
-        class,
-        cost: r.cost.unwrap_or(d.cost),
-        ttl: secs(r.ttl_secs.unwrap_or(d.ttl_secs)),
-        scopes,
-        cacheable: r.cacheable.unwrap_or(d.cacheable) && methods_cacheable,
-        private: r.private.unwrap_or(d.private),
-        coalesce: r.coalesce.unwrap_or(d.coalesce),
-        retry_unsafe: r.retry_unsafe.unwrap_or(d.retry_unsafe),
+    /// The route `id` names. Ids come from [`Self::lookup`] on this same
+    /// table, so a rule id is always in range.
+    pub(crate) fn get(&self, id: RouteId) -> &Route {
+        match id {
+            RouteId::Rule(i) => &self.rules[i].route,
+            RouteId::Default => &self.default,
+        }
     }
 }
 
@@ -196,14 +184,18 @@ mod tests {
     fn bad_patterns_are_explained() {
         assert!(PathPattern::parse("a/b")
             .unwrap_err()
+            .to_string()
             .contains("must start"));
-        assert!(PathPattern::parse("/a/b*").unwrap_err().contains("b*"));
+        assert!(PathPattern::parse("/a/b*")
+            .unwrap_err()
+            .to_string()
+            .contains("b*"));
     }
 
     #[test]
     fn first_matching_rule_wins_and_methods_filter() {
         let c = crate::config::coinbase::advanced_trade();
-        let t = RouteTable::compile(&c);
+        let t = c.compile().expect("valid").routes().clone();
         let at =
             |method: &str, path: &str| t.get(t.lookup(&Method::new(method), path)).name.clone();
         assert_eq!(at("POST", "/api/v3/brokerage/orders"), "orders-write");
@@ -228,6 +220,7 @@ mod tests {
 
     #[test]
     fn rules_for_writes_are_never_cacheable() {
+        use crate::config::{Config, RouteRule};
         let mut c = Config {
             routes: vec![RouteRule {
                 methods: vec![],
@@ -236,13 +229,13 @@ mod tests {
             }],
             ..Config::default()
         };
-        let t = RouteTable::compile(&c);
+        let t = c.compile().expect("valid").routes().clone();
         // A rule with no method list may still be cacheable, but only
         // cacheable methods use the cache: the coordinator checks the
         // method too.
         assert!(t.get(t.lookup(&Method::post(), "/x")).cacheable);
         c.routes[0].methods = vec!["GET".into(), "POST".into()];
-        let t = RouteTable::compile(&c);
+        let t = c.compile().expect("valid").routes().clone();
         assert!(!t.get(t.lookup(&Method::get(), "/x")).cacheable);
     }
 }

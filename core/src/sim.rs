@@ -25,7 +25,9 @@ pub struct Upstream {
     /// Its real limit: `rate` calls per `period` with `burst`, enforced as
     /// a lazy-fill token bucket (as Coinbase documents); over it, 429.
     pub rate: f64,
+    /// The period `rate` is counted over.
     pub period: Duration,
+    /// Calls a full bucket accepts at once.
     pub burst: u32,
     /// Round-trip latency, uniform between these.
     pub latency: (Duration, Duration),
@@ -38,7 +40,9 @@ pub struct Upstream {
 /// One simulated run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
+    /// Number of bots.
     pub bots: usize,
+    /// How long bots keep evaluating, in virtual time.
     pub duration: Duration,
     /// Each bot evaluates this often, give or take 20%.
     pub eval_every: Duration,
@@ -50,8 +54,11 @@ pub struct Scenario {
     pub order_chance: f64,
     /// Distinct API keys; bot `i` uses key `i % credentials`.
     pub credentials: usize,
+    /// The simulated upstream.
     pub upstream: Upstream,
+    /// The coordinator's configuration.
     pub config: Config,
+    /// Drives every random choice of the run (bots, upstream, coordinator).
     pub seed: u64,
 }
 
@@ -136,9 +143,13 @@ enum Event {
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Bots simulated.
     pub bots: usize,
+    /// Virtual time the bots ran for ([`Scenario::duration`]).
     pub simulated: Duration,
+    /// Requests the bots submitted.
     pub requests: u64,
+    /// Evaluations the bots started (a bot still busy skips its tick).
     pub evaluations: u64,
     /// Bots that completed evaluations and never saw a failure.
     pub bots_served: usize,
@@ -150,10 +161,12 @@ pub struct Report {
     pub bot_429s: u64,
     /// Answers whose body belonged to another credential.
     pub cross_credential: u64,
+    /// The coordinator's stats at the end of the run.
     pub stats: StatsSnapshot,
 }
 
 impl Report {
+    /// The coordinator's cache hit rate ([`StatsSnapshot::cache_hit_rate`]).
     pub fn cache_hit_rate(&self) -> f64 {
         self.stats.cache_hit_rate
     }
@@ -201,8 +214,8 @@ struct Sim<'a> {
 impl<'a> Sim<'a> {
     fn new(s: &'a Scenario) -> Self {
         let t0 = Instant::now();
-        let core = match Coordinator::new(s.config.clone(), t0, s.seed) {
-            Ok(c) => c,
+        let core = match s.config.compile() {
+            Ok(compiled) => Coordinator::new(compiled, t0, s.seed),
             Err(e) => panic!("scenario config is invalid:\n{e}"),
         };
         let mut rng = fastrand::Rng::with_seed(s.seed ^ 0x5eed);

@@ -11,21 +11,34 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
-use crate::cache::CacheSnapshot;
-use crate::health::Health;
-use crate::limiter::BucketSnapshot;
+pub use crate::breaker::BreakerState;
+pub use crate::cache::CacheSnapshot;
+pub use crate::health::{Health, Reason, Status};
+pub use crate::limiter::BucketSnapshot;
 
 /// How one request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
+    /// Answered from a fresh cache entry.
     Hit,
+    /// Answered from an expired cache entry (stale-if-error or
+    /// stale-while-revalidate).
     Stale,
+    /// Answered by an identical call another request started.
     Coalesced,
+    /// Answered by its own upstream call.
     Upstream,
+    /// Refused or dropped because the queue was full.
     Shed,
+    /// Could not be sent before its deadline.
     Expired,
+    /// Upstream failed or kept answering 429 (after retries), or a breaker
+    /// was open.
     Failed,
+    /// The caller gave up ([`crate::Coordinator::cancel`]).
     Cancelled,
+    /// Ended unsent by a host shutting down
+    /// ([`crate::Coordinator::abort_waiting`]).
     Aborted,
 }
 
@@ -45,6 +58,7 @@ impl From<crate::request::Source> for End {
 /// Requests by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
+    /// Requests submitted, including those answered or refused at once.
     pub submitted: u64,
     /// Fresh cache hits.
     pub hit: u64,
@@ -61,11 +75,14 @@ pub struct RequestCounts {
     pub expired: u64,
     /// Upstream failed (after retries) or its breaker was open.
     pub failed: u64,
+    /// Given up by their caller.
     pub cancelled: u64,
+    /// Ended unsent because the host shut down.
     pub aborted: u64,
 }
 
 impl RequestCounts {
+    /// Requests that have ended, whatever the outcome.
     pub fn ended(&self) -> u64 {
         self.hit
             + self.stale
@@ -101,62 +118,96 @@ pub struct UpstreamCounts {
     pub calls: u64,
     /// Of those, retries.
     pub retries: u64,
+    /// Answered 429 (each pauses the call's limiter buckets).
     pub rate_limited: u64,
+    /// Answered with a retryable status (`[retry] retry_statuses`, 5xx by
+    /// default).
     pub server_errors: u64,
+    /// Got no answer: connection errors and timeouts.
     pub transport_errors: u64,
     /// Calls with no outcome reported in time (counted in transport errors).
     pub timeouts: u64,
+    /// Times a bucket's circuit breaker opened (one failure may open several).
     pub breaker_opened: u64,
 }
 
 /// Queue wait of requests that reached upstream, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WaitSummary {
+    /// Requests whose wait was recorded: once each, when their call first
+    /// went upstream.
     pub count: u64,
+    /// Mean wait.
     pub mean_ms: f64,
+    /// Median wait.
     pub p50_ms: f64,
+    /// 90th percentile wait.
     pub p90_ms: f64,
+    /// 99th percentile wait.
     pub p99_ms: f64,
+    /// Longest wait (recorded up to one hour).
     pub max_ms: f64,
 }
 
+/// One priority class in the stats' `queue.classes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassSnapshot {
+    /// The class name, from `priorities`.
     pub class: String,
+    /// Calls queued in this class now (after any aging).
     pub depth: usize,
+    /// Queue waits of this class's requests since start.
     pub wait: WaitSummary,
 }
 
+/// One client's requests by outcome, since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientCounts {
+    /// Requests submitted.
     pub requests: u64,
+    /// Fresh cache hits.
     pub hit: u64,
+    /// Served from an expired cache entry.
     pub stale: u64,
+    /// Joined an identical call already queued or in flight.
     pub coalesced: u64,
+    /// Answered by their own upstream call.
     pub upstream: u64,
     /// Shed, expired, failed or aborted.
     pub failed: u64,
 }
 
+/// One row of the stats' `clients`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientSnapshot {
+    /// The client name the request was submitted under, or
+    /// [`OTHER_CLIENTS`] for those past `[stats] max_clients`.
     pub client: String,
+    /// Its counts, flattened into the row in JSON.
     #[serde(flatten)]
     pub counts: ClientCounts,
 }
 
+/// The stats' `queue`: calls waiting for the limiter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueSnapshot {
+    /// Calls queued now, over all classes (coalesced requests share one).
     pub depth: usize,
+    /// The limit, `[queue] max_len`.
     pub max_len: usize,
+    /// Seconds since the longest-waiting queued call entered its current
+    /// class; `None` when the queue is empty.
     pub oldest_wait_secs: Option<f64>,
+    /// Per priority class, highest first.
     pub classes: Vec<ClassSnapshot>,
 }
 
 /// Everything a host publishes about the coordinator at one instant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatsSnapshot {
+    /// Seconds since the coordinator started.
     pub uptime_secs: f64,
+    /// Requests by outcome, since start.
     pub requests: RequestCounts,
     /// Submitted requests not ended yet.
     pub in_progress: u64,
@@ -167,24 +218,36 @@ pub struct StatsSnapshot {
     pub served_without_upstream_rate: f64,
     /// 1 - upstream calls / submitted requests.
     pub api_call_reduction: f64,
+    /// Upstream calls and how they went, since start.
     pub upstream: UpstreamCounts,
     /// Upstream 429s within the health window.
     pub recent_rate_limited: u64,
+    /// Calls sent upstream and not yet answered.
     pub calls_in_flight: usize,
+    /// The queue now.
     pub queue: QueueSnapshot,
+    /// The response cache now.
     pub cache: CacheSnapshot,
+    /// Limiter buckets in use, sorted by scope, then credential (idle full
+    /// buckets are forgotten and not listed).
     pub scopes: Vec<BucketSnapshot>,
+    /// Per-client counts, sorted by client name.
     pub clients: Vec<ClientSnapshot>,
+    /// Health as [`crate::Coordinator::health`] reports it.
     pub health: Health,
 }
 
 /// Name under which clients past `max_clients` are counted.
 pub const OTHER_CLIENTS: &str = "(other)";
 
-pub struct Stats {
+/// The counters a coordinator keeps: request outcomes, upstream results,
+/// per-class queue waits, per-client counts and recent 429s.
+pub(crate) struct Stats {
     started: Instant,
-    pub requests: RequestCounts,
-    pub upstream: UpstreamCounts,
+    /// Requests by outcome.
+    pub(crate) requests: RequestCounts,
+    /// Upstream calls and how they went.
+    pub(crate) upstream: UpstreamCounts,
     waits: Vec<Histogram<u64>>,
     clients: HashMap<Arc<str>, ClientCounts>,
     max_clients: usize,
@@ -199,7 +262,9 @@ fn wait_histogram() -> Histogram<u64> {
 }
 
 impl Stats {
-    pub fn new(now: Instant, classes: usize, max_clients: usize, window: Duration) -> Self {
+    /// Empty counters started at `now`, for `classes` priority classes,
+    /// naming up to `max_clients` clients; 429s within `window` are recent.
+    pub(crate) fn new(now: Instant, classes: usize, max_clients: usize, window: Duration) -> Self {
         Stats {
             started: now,
             requests: RequestCounts::default(),
@@ -219,12 +284,14 @@ impl Stats {
         self.clients.entry(client.clone()).or_default()
     }
 
-    pub fn submitted(&mut self, client: &Arc<str>) {
+    /// Counts a request submitted by `client`.
+    pub(crate) fn submitted(&mut self, client: &Arc<str>) {
         self.requests.submitted += 1;
         self.client(client).requests += 1;
     }
 
-    pub fn ended(&mut self, client: &Arc<str>, end: End) {
+    /// Counts how a request of `client` ended; once per request.
+    pub(crate) fn ended(&mut self, client: &Arc<str>, end: End) {
         self.requests.count(end);
         let c = self.client(client);
         match end {
@@ -238,7 +305,7 @@ impl Stats {
     }
 
     /// A waiting request's call went upstream after `waited`.
-    pub fn waited(&mut self, class: usize, waited: Duration) {
+    pub(crate) fn waited(&mut self, class: usize, waited: Duration) {
         if let Some(h) = self.waits.get_mut(class) {
             let micros = (waited.as_micros() as u64).clamp(1, h.high());
             // Within bounds by the clamp above, so recording cannot fail.
@@ -246,7 +313,8 @@ impl Stats {
         }
     }
 
-    pub fn rate_limited(&mut self, now: Instant) {
+    /// Counts an upstream 429 received at `now`.
+    pub(crate) fn rate_limited(&mut self, now: Instant) {
         self.upstream.rate_limited += 1;
         self.recent_429s.push_back(now);
         self.prune(now);
@@ -262,16 +330,23 @@ impl Stats {
         }
     }
 
-    pub fn recent_rate_limited(&mut self, now: Instant) -> u64 {
-        self.prune(now);
-        self.recent_429s.len() as u64
+    /// 429s within the window before `now`. Older ones are pruned as new
+    /// ones arrive, so the list stays as short as the window's count.
+    pub(crate) fn recent_rate_limited(&self, now: Instant) -> u64 {
+        self.recent_429s
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= self.window)
+            .count() as u64
     }
 
-    pub fn uptime(&self, now: Instant) -> Duration {
+    /// Time since the counters started.
+    pub(crate) fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }
 
-    pub fn wait_summary(&self, class: usize) -> WaitSummary {
+    /// Queue waits of priority class `class` (its index); all zero when
+    /// none were recorded or there is no such class.
+    pub(crate) fn wait_summary(&self, class: usize) -> WaitSummary {
         let Some(h) = self.waits.get(class).filter(|h| !h.is_empty()) else {
             return WaitSummary::default();
         };
@@ -286,7 +361,8 @@ impl Stats {
         }
     }
 
-    pub fn clients(&self) -> Vec<ClientSnapshot> {
+    /// Per-client counts, sorted by client name.
+    pub(crate) fn clients(&self) -> Vec<ClientSnapshot> {
         let mut out: Vec<ClientSnapshot> = self
             .clients
             .iter()
@@ -301,7 +377,7 @@ impl Stats {
 }
 
 /// `part / whole`, 0 when there is no whole.
-pub fn ratio(part: u64, whole: u64) -> f64 {
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

@@ -19,7 +19,7 @@ fn queue_get(c: &mut Coordinator, now: Instant, product: &str) {
 fn an_exhausted_window_pauses_the_scope_until_its_reset() {
     let t0 = Instant::now();
     let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
-    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    let mut c = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
     queue_get(&mut c, t0, "BTC-USD");
     let d = c.poll_dispatch(t0).unwrap();
     let spent = Response::new(200, "{}")
@@ -47,7 +47,7 @@ fn an_exhausted_window_pauses_the_scope_until_its_reset() {
 #[test]
 fn remaining_calls_or_no_reset_mean_no_pause() {
     let t0 = Instant::now();
-    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    let mut c = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
     let answers = [
         Response::new(200, "{}")
             .with_header("X-RateLimit-Remaining", "4")

@@ -363,7 +363,7 @@ impl<'m> World<'m> {
         let t0 = Instant::now();
         World {
             m,
-            c: Coordinator::new(config(m), t0, seed).expect("valid config"),
+            c: Coordinator::new(config(m).compile().expect("valid config"), t0, seed),
             t0,
             host: t0,
             clock: t0,

@@ -27,7 +27,7 @@ fn private_calls(c: &mut Coordinator<&'static str>, now: Instant, credential: &s
 /// A coordinator in which bot A (credential `key:a`) waits for the ticker.
 fn creator_waiting() -> (Coordinator<&'static str>, Instant, Ticket) {
     let t0 = Instant::now();
-    let mut c = Coordinator::new(Config::default(), t0, 1).unwrap();
+    let mut c = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
     let a = waiting(c.submit(
         t0,
         Request::get(TICKER, "bot-a").with_credential("key:a"),

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncoord_core::{Config, Failure};
+use syncoord_core::{CompiledConfig, Failure};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig, ProxyResponse};
 
 use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, UpstreamOptions};
@@ -46,12 +46,12 @@ impl Daemon {
         let proxy =
             Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
         let mut hosts = Vec::with_capacity(config.upstreams.len());
-        for upstream in &config.upstreams {
+        for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
             hosts.push(start_host(
                 &settings,
                 upstream.name.clone(),
                 &upstream.url,
-                upstream.coordination.clone(),
+                coordination.clone(),
             )?);
         }
         let hosts = Arc::new(hosts);
@@ -144,7 +144,7 @@ fn start_host(
     settings: &proxy::ServerSettings,
     name: String,
     url: &str,
-    coordination: Config,
+    coordination: CompiledConfig,
 ) -> Result<Coordinator, DaemonError> {
     let fail = |error: String| DaemonError::Upstream {
         name: name.clone(),

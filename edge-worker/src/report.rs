@@ -59,7 +59,8 @@ mod tests {
     /// one cache hit.
     fn report(shard: &str) -> ShardReport {
         let t0 = Instant::now();
-        let mut core: Coordinator<()> = Coordinator::new(Config::default(), t0, 7).expect("valid");
+        let mut core: Coordinator<()> =
+            Coordinator::new(Config::default().compile().expect("valid"), t0, 7);
         let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
         assert!(matches!(
             core.submit(t0, Request::get(path, "bot-1"), ()),

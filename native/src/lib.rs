@@ -21,7 +21,7 @@
 //! // Any `Fn(&Outgoing) -> Outcome` is an upstream; `HttpUpstream` is the real one.
 //! let upstream: Arc<dyn Upstream> =
 //!     Arc::new(|_: &Outgoing| Outcome::response(Response::new(200, r#"{"price":"1"}"#)));
-//! let host = Coordinator::start(Config::default(), upstream, HostOptions::default())?;
+//! let host = Coordinator::start(Config::default().compile()?, upstream, HostOptions::default())?;
 //!
 //! let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
 //! let outgoing = Outgoing {

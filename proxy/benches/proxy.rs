@@ -18,17 +18,6 @@ fn body() -> Response {
     Response::new(200, vec![b'x'; 256]).with_header("content-type", "application/json")
 }
 
-fn group<'a>(
-    c: &'a mut Criterion,
-    name: &str,
-) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
-    let mut g = c.benchmark_group(name);
-    g.measurement_time(WallDuration::from_secs(3))
-        .warm_up_time(WallDuration::from_secs(1))
-        .sample_size(50);
-    g
-}
-
 /// What the proxy layer adds per request: routing a bot's request (target
 /// parsing, upstream selection, header filtering, the core `Request`) and
 /// shaping a cached answer into the response.
@@ -46,7 +35,7 @@ fn proxy_route(c: &mut Criterion) {
     .iter()
     .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
     .collect();
-    let mut g = group(c, "proxy");
+    let mut g = c.benchmark_group("proxy");
     g.throughput(Throughput::Elements(1));
     for (name, target) in [
         ("route_origin_form", TICKER.to_owned()),
@@ -83,5 +72,13 @@ fn proxy_route(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, proxy_route);
+criterion_group! {
+    name = benches;
+    // As in the core's benchmarks: 1 s warm-up, 3 s measurement, 50 samples.
+    config = Criterion::default()
+        .warm_up_time(WallDuration::from_secs(1))
+        .measurement_time(WallDuration::from_secs(3))
+        .sample_size(50);
+    targets = proxy_route
+}
 criterion_main!(benches);

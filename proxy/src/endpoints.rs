@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::response::ProxyResponse;
-use syncoord_core::health::{Health, Status};
 use syncoord_core::stats::StatsSnapshot;
+use syncoord_core::stats::{Health, Status};
 
 pub const STATS_PATH: &str = "/api/v1/sync-coordination/stats";
 pub const HEALTH_PATH: &str = "/api/v1/sync-coordination/health";
@@ -376,14 +376,15 @@ mod tests {
 
     fn snapshot() -> (StatsSnapshot, Health) {
         let t0 = Instant::now();
-        let mut core: Coordinator<()> = Coordinator::new(Config::default(), t0, 1).unwrap();
+        let mut core: Coordinator<()> =
+            Coordinator::new(Config::default().compile().unwrap(), t0, 1);
         let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
-        core.submit(t0, Request::get(path, "bot-1"), ());
+        let _ = core.submit(t0, Request::get(path, "bot-1"), ());
         let call = core.poll_dispatch(t0).unwrap();
         core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
             .unwrap();
-        core.submit(t0, Request::get(path, "bot-2"), ());
-        core.submit(t0, Request::get("/api/v3/brokerage/accounts", "bot-2"), ());
+        let _ = core.submit(t0, Request::get(path, "bot-2"), ());
+        let _ = core.submit(t0, Request::get("/api/v3/brokerage/accounts", "bot-2"), ());
         (core.stats(t0), core.health(t0))
     }
 
@@ -422,7 +423,7 @@ mod tests {
         let (s, mut h) = snapshot();
         let healthy = h.clone();
         h.status = Status::Unhealthy;
-        h.reasons.push(syncoord_core::health::Reason {
+        h.reasons.push(syncoord_core::stats::Reason {
             severity: Status::Unhealthy,
             code: "queue_wait",
             message: "slow".into(),

@@ -108,10 +108,7 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect()
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! // One coordinator per upstream, on that upstream's coordination config.
 //! let mut cores = (0..proxy.config().upstreams.len())
 //!     .map(|i| Coordinator::new(proxy.coordination(i).unwrap().clone(), now, i as u64))
-//!     .collect::<Result<Vec<_>, _>>()?;
+//!     .collect::<Vec<_>>();
 //!
 //! let (method, target) = ("GET", "/exchange/products/BTC-USD/ticker");
 //! assert!(endpoint(method, target).is_none(), "not one of our own endpoints");

@@ -30,9 +30,8 @@ use crate::config::ProxyConfig;
 use crate::http::{strip_hop_headers, HopHeaders};
 use crate::url::{split_absolute, BaseUrl, Origin};
 use crate::{ConfigFileErrors, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
-use syncoord_core::config::{Config, Keying};
-use syncoord_core::route::RouteTable;
-use syncoord_core::{Method, Request};
+use syncoord_core::config::Keying;
+use syncoord_core::{CompiledConfig, Method, Request};
 
 /// A request the proxy will not forward, and why. Hosts answer it with
 /// [`Rejection::into_response`].
@@ -83,9 +82,9 @@ impl ShardKey {
 struct Compiled {
     base: BaseUrl,
     prefix: Option<String>,
-    routes: RouteTable,
-    /// Keying of each scope, in [`syncoord_core::config::ScopeId`] order.
-    keying: Vec<Keying>,
+    /// The upstream's coordination rules, compiled once: the hosts run
+    /// their coordinators on it, and [`Proxy::shard`] reads its routes.
+    coordination: CompiledConfig,
 }
 
 /// The compiled proxy configuration: routes requests, pure and cheap to
@@ -116,11 +115,26 @@ impl Proxy {
                     message: e,
                 }])
             })?;
+            // `validate` checked it; compiling again cannot fail, but a
+            // failure would still be reported, never papered over.
+            let coordination = u.coordination.compile().map_err(|errors| {
+                ConfigFileErrors(
+                    errors
+                        .0
+                        .into_iter()
+                        .map(|e| crate::ConfigFileError {
+                            field: format!("upstreams[{i}].coordination.{}", e.field),
+                            line: None,
+                            column: None,
+                            message: e.problem.to_string(),
+                        })
+                        .collect(),
+                )
+            })?;
             upstreams.push(Compiled {
                 base,
                 prefix: u.prefix.clone(),
-                routes: RouteTable::compile(&u.coordination),
-                keying: u.coordination.scopes.values().map(|s| s.per).collect(),
+                coordination,
             });
         }
         let default = config.upstreams.iter().position(|u| u.prefix.is_none());
@@ -150,10 +164,15 @@ impl Proxy {
         out
     }
 
-    /// The coordination config of upstream `index` (what its
-    /// [`syncoord_core::Coordinator`] runs on).
-    pub fn coordination(&self, index: usize) -> Option<&Config> {
-        self.config.upstreams.get(index).map(|u| &u.coordination)
+    /// Every upstream's compiled coordination config, in config order.
+    pub fn coordinations(&self) -> impl Iterator<Item = &CompiledConfig> {
+        self.upstreams.iter().map(|u| &u.coordination)
+    }
+
+    /// The compiled coordination config of upstream `index`: what its
+    /// [`syncoord_core::Coordinator`] runs on.
+    pub fn coordination(&self, index: usize) -> Option<&CompiledConfig> {
+        self.upstreams.get(index).map(|u| &u.coordination)
     }
 
     /// Turns a bot's request into an upstream call, or says why not.
@@ -347,13 +366,12 @@ impl Proxy {
             return ShardKey(format!("{name}/global"));
         };
         let req = &forward.request;
-        let route = compiled
-            .routes
-            .get(compiled.routes.lookup(&req.method, &req.path));
-        let per_credential = route
+        let rules = &compiled.coordination;
+        let per_credential = rules
+            .route(&req.method, &req.path)
             .scopes
             .iter()
-            .any(|s| compiled.keying.get(s.0 as usize) == Some(&Keying::Credential));
+            .any(|s| rules.keying(*s) == Keying::Credential);
         if per_credential {
             let who = req.credential.as_ref().map_or("anonymous", |c| c.as_str());
             ShardKey(format!("{name}/cred/{who}"))

@@ -5,8 +5,9 @@
 //! daemon, `wrangler.toml` vars for the Worker). Every field has a default,
 //! and [`Config::default`] is Coinbase Advanced Trade as documented (see
 //! [`coinbase`]), so an empty file is a working configuration.
-//! [`Config::validate`] reports every problem at once, each naming the
-//! field it is about.
+//! [`Config::compile`] checks it, reporting every problem at once, each
+//! naming the field it is about, and compiles it into the
+//! [`CompiledConfig`](crate::CompiledConfig) a coordinator runs on.
 
 pub mod coinbase;
 
@@ -15,8 +16,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use web_time::Duration;
-
-use crate::route::PathPattern;
 
 /// Index of a priority class; 0 is the highest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -38,12 +37,19 @@ pub struct Config {
     pub defaults: RouteDefaults,
     /// Route rules; the first that matches a request wins.
     pub routes: Vec<RouteRule>,
+    /// `[queue]`: how many requests may wait, for how long, and aging.
     pub queue: QueueConfig,
+    /// `[cache]`: size limits and stale-serving windows of the response cache.
     pub cache: CacheConfig,
+    /// `[limiter]`: how scopes pause and throttle after an upstream 429.
     pub limiter: LimiterConfig,
+    /// `[retry]`: attempts and backoff for calls that fail or are refused.
     pub retry: RetryConfig,
+    /// `[breaker]`: when a bucket's circuit breaker opens and for how long.
     pub breaker: BreakerConfig,
+    /// `[health]`: thresholds for the degraded and unhealthy verdicts.
     pub health: HealthConfig,
+    /// `[stats]`: limits on what the stats track.
     pub stats: StatsConfig,
     /// Request headers that name the caller's credential (an API key id,
     /// not a secret), checked in order before `Authorization`. See
@@ -66,9 +72,16 @@ pub enum Keying {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScopeConfig {
+    /// Calls (cost units) allowed per `period_secs`, as documented upstream,
+    /// before `headroom`. Default 10.
     pub rate: f64,
+    /// The period `rate` is counted over, in seconds. Default 1.
     pub period_secs: f64,
+    /// Cost units a full bucket may spend at once, before `headroom` (at
+    /// least 1 remains usable). Default 10.
     pub burst: u32,
+    /// `global` (one bucket) or `credential` (one bucket per credential).
+    /// Default `global`.
     pub per: Keying,
     /// Fraction of the documented limit to actually use (0 < h <= 1), so
     /// clock drift and upstream's own accounting never tip us over.
@@ -91,9 +104,16 @@ impl Default for ScopeConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouteDefaults {
+    /// Priority class, one of `priorities` (case-insensitive). Default `market`.
     pub priority: String,
+    /// Cost units a call spends in each of its scopes' buckets; must fit in
+    /// each scope's usable burst. Default 1.
     pub cost: u32,
+    /// How long a cached response stays fresh, in seconds; 0 means it is
+    /// not cached. Default 90.
     pub ttl_secs: f64,
+    /// Scopes (names from `[scopes]`) a call spends from; it waits until
+    /// every one of them admits it. Default `["private"]`.
     pub scopes: Vec<String>,
     /// Keep GET/HEAD responses in the cache.
     pub cacheable: bool,
@@ -135,17 +155,28 @@ pub struct RouteRule {
     pub name: Option<String>,
     /// Methods this rule applies to; empty means any.
     pub methods: Vec<String>,
+    /// Path pattern matched against the request path (query excluded),
+    /// e.g. `/api/v3/brokerage/orders/**`.
     pub path: String,
+    /// Overrides `defaults.priority`.
     pub priority: Option<String>,
+    /// Overrides `defaults.cost`.
     pub cost: Option<u32>,
+    /// Overrides `defaults.ttl_secs` (seconds).
     pub ttl_secs: Option<f64>,
+    /// Overrides `defaults.scopes`.
     pub scopes: Option<Vec<String>>,
+    /// Overrides `defaults.cacheable`; only GET and HEAD are ever cached.
     pub cacheable: Option<bool>,
+    /// Overrides `defaults.private`.
     pub private: Option<bool>,
+    /// Overrides `defaults.coalesce`.
     pub coalesce: Option<bool>,
+    /// Overrides `defaults.retry_unsafe`.
     pub retry_unsafe: Option<bool>,
 }
 
+/// The `[queue]` table: requests waiting for the limiter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
@@ -176,10 +207,15 @@ impl Default for QueueConfig {
     }
 }
 
+/// The `[cache]` table: the response cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
+    /// Most responses kept; the least recently used is evicted first.
+    /// Default 10000.
     pub max_entries: usize,
+    /// Most bytes kept (estimated: body, headers and key); a larger response
+    /// is never stored. Default 64 MiB.
     pub max_bytes: usize,
     /// How long after expiry an entry may still be served, marked stale,
     /// when upstream fails or cannot be asked (stale-if-error).
@@ -213,6 +249,7 @@ pub struct LimiterConfig {
     /// Pause after a 429 without `Retry-After`; doubles with each
     /// consecutive 429, up to `max_pause_secs`.
     pub base_pause_secs: f64,
+    /// Cap on that doubling pause, in seconds. Default 60.
     pub max_pause_secs: f64,
     /// After a 429 the scope runs at this fraction of its rate...
     pub throttle_factor: f64,
@@ -231,12 +268,19 @@ impl Default for LimiterConfig {
     }
 }
 
+/// The `[retry]` table: retries of upstream calls that were refused (429)
+/// or failed (retryable status, transport error).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per call, the first included.
     pub max_attempts: u32,
+    /// Backoff ceiling after the first attempt, in seconds, doubling with
+    /// each attempt; the delay is a uniform draw below it (full jitter),
+    /// unless upstream said how long to wait (`Retry-After`,
+    /// `x-ratelimit-reset`). Default 0.25.
     pub base_delay_secs: f64,
+    /// Cap on that ceiling, in seconds. Default 8.
     pub max_delay_secs: f64,
     /// No retry starts later than this after the first attempt.
     pub max_total_secs: f64,
@@ -260,6 +304,7 @@ impl Default for RetryConfig {
     }
 }
 
+/// The `[breaker]` table: the circuit breaker each limiter bucket has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -268,6 +313,8 @@ pub struct BreakerConfig {
     /// How long it stays open before one probe is let through; doubles each
     /// time a probe fails, up to `max_open_secs`.
     pub open_secs: f64,
+    /// Cap on the open period as failed probes double it, in seconds.
+    /// Default 60.
     pub max_open_secs: f64,
 }
 
@@ -281,6 +328,8 @@ impl Default for BreakerConfig {
     }
 }
 
+/// The `[health]` table: when the health check reports degraded or
+/// unhealthy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
@@ -308,6 +357,7 @@ impl Default for HealthConfig {
     }
 }
 
+/// The `[stats]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatsConfig {
@@ -334,31 +384,87 @@ impl Default for Config {
 pub struct ConfigError {
     /// Dotted path of the field, e.g. `routes[2].scopes[0]`.
     pub field: String,
+    /// What is wrong with it.
     pub problem: Problem,
 }
 
+/// What is wrong with one field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Problem {
+    /// Must be positive and finite (durations at most 1e9 s); a zero count
+    /// is reported as `0`. Holds the value given.
     #[error("must be a positive, finite number (got {0})")]
     NotPositive(f64),
+    /// Must lie in `min..=max`.
     #[error("must be between {min} and {max} (got {value})")]
-    OutOfRange { value: f64, min: f64, max: f64 },
+    OutOfRange {
+        /// The value given.
+        value: f64,
+        /// The smallest value allowed.
+        min: f64,
+        /// The largest value allowed.
+        max: f64,
+    },
+    /// A list or name that must not be empty is.
     #[error("must not be empty")]
     Empty,
+    /// A list has more entries than allowed.
     #[error("too many entries ({count}; at most {max})")]
-    TooMany { count: usize, max: usize },
+    TooMany {
+        /// Entries given.
+        count: usize,
+        /// Most entries allowed.
+        max: usize,
+    },
+    /// A name that must be unique in its list is repeated; holds the name.
     #[error("`{0}` appears more than once")]
     Duplicate(String),
+    /// A priority class name that is not in `priorities`.
     #[error("unknown priority class `{name}` (known: {known})")]
-    UnknownPriority { name: String, known: String },
+    UnknownPriority {
+        /// The name given.
+        name: String,
+        /// The known classes, comma-separated.
+        known: String,
+    },
+    /// A scope name that is not in `scopes`.
     #[error("unknown scope `{name}` (known: {known})")]
-    UnknownScope { name: String, known: String },
+    UnknownScope {
+        /// The name given.
+        name: String,
+        /// The known scopes, comma-separated.
+        known: String,
+    },
+    /// A route `path` that is not a valid pattern.
     #[error("invalid path pattern: {0}")]
-    BadPattern(String),
+    BadPattern(PatternError),
+    /// A route method that is not a token of ASCII letters; holds it.
     #[error("invalid method `{0}`")]
     BadMethod(String),
+    /// A value that is well-formed but cannot work, alone or with another
+    /// setting (e.g. a cost above a scope's usable burst); holds the reason.
     #[error("{0}")]
     Conflict(String),
+}
+
+/// Why a path pattern is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Patterns are absolute, like the paths they match.
+    #[error("`{pattern}` must start with `/`")]
+    Relative {
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// `*` inside a segment (`/a/b*`): globbing within a segment is not
+    /// supported, so the rule would never match what its author meant.
+    #[error("`{pattern}`: `*` must stand alone in a segment (`*` or `**`), found `{segment}`")]
+    PartialWildcard {
+        /// The pattern as written.
+        pattern: String,
+        /// The offending segment.
+        segment: String,
+    },
 }
 
 /// Every problem found, one per line when displayed.
@@ -381,7 +487,7 @@ impl std::error::Error for ConfigErrors {}
 
 /// Longest duration a config may name (about 31 years): keeps instant
 /// arithmetic far from overflow.
-const MAX_SECS: f64 = 1e9;
+pub(crate) const MAX_SECS: f64 = 1e9;
 
 /// Turns validated seconds into a duration.
 pub fn secs(value: f64) -> Duration {
@@ -397,6 +503,7 @@ impl Config {
             .map(|i| ClassId(i as u8))
     }
 
+    /// The name of priority class `class`, or `?` if there is none.
     pub fn class_name(&self, class: ClassId) -> &str {
         self.priorities
             .get(class.0 as usize)
@@ -404,294 +511,12 @@ impl Config {
             .unwrap_or("?")
     }
 
+    /// Finds a scope by name (exact match).
     pub fn scope_id(&self, name: &str) -> Option<ScopeId> {
         self.scopes
             .keys()
             .position(|s| s == name)
             .map(|i| ScopeId(i as u16))
-    }
-
-    /// Checks everything a [`crate::Coordinator`] relies on and returns all
-    /// problems found.
-    pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut v = Validator::default();
-        self.validate_into(&mut v);
-        if v.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(v.errors))
-        }
-    }
-
-    fn validate_into(&self, v: &mut Validator) {
-        if self.priorities.is_empty() {
-            v.push("priorities", Problem::Empty);
-        }
-        if self.priorities.len() > 64 {
-            v.push(
-                "priorities",
-                Problem::TooMany {
-                    count: self.priorities.len(),
-                    max: 64,
-                },
-            );
-        }
-        for (i, p) in self.priorities.iter().enumerate() {
-            if p.trim().is_empty() {
-                v.push(format!("priorities[{i}]"), Problem::Empty);
-            }
-            if self.priorities[..i]
-                .iter()
-                .any(|q| q.eq_ignore_ascii_case(p))
-            {
-                v.push(format!("priorities[{i}]"), Problem::Duplicate(p.clone()));
-            }
-        }
-        if self.scopes.is_empty() {
-            v.push("scopes", Problem::Empty);
-        }
-        for (name, s) in &self.scopes {
-            let f = |k: &str| format!("scopes.{name}.{k}");
-            v.positive(f("rate"), s.rate);
-            v.positive(f("period_secs"), s.period_secs);
-            if s.burst == 0 {
-                v.push(f("burst"), Problem::NotPositive(0.0));
-            }
-            v.range(f("headroom"), s.headroom, f64::MIN_POSITIVE, 1.0);
-        }
-        self.validate_defaults(v);
-        for (i, r) in self.routes.iter().enumerate() {
-            self.validate_rule(v, i, r);
-        }
-        let q = &self.queue;
-        if q.max_len == 0 {
-            v.push("queue.max_len", Problem::NotPositive(0.0));
-        }
-        v.positive("queue.default_deadline_secs", q.default_deadline_secs);
-        if let Some(a) = q.aging_secs {
-            v.positive("queue.aging_secs", a);
-        }
-        let c = &self.cache;
-        if c.max_entries == 0 {
-            v.push("cache.max_entries", Problem::NotPositive(0.0));
-        }
-        if c.max_bytes == 0 {
-            v.push("cache.max_bytes", Problem::NotPositive(0.0));
-        }
-        v.non_negative("cache.stale_if_error_secs", c.stale_if_error_secs);
-        v.non_negative(
-            "cache.stale_while_revalidate_secs",
-            c.stale_while_revalidate_secs,
-        );
-        if c.stale_while_revalidate_secs > c.stale_if_error_secs {
-            v.push(
-                "cache.stale_while_revalidate_secs",
-                Problem::Conflict(format!(
-                    "{} exceeds cache.stale_if_error_secs ({}): entries are dropped before they could be served",
-                    c.stale_while_revalidate_secs, c.stale_if_error_secs
-                )),
-            );
-        }
-        for (i, s) in c.cacheable_statuses.iter().enumerate() {
-            v.status(format!("cache.cacheable_statuses[{i}]"), *s);
-            if *s == 429 || *s >= 500 {
-                v.push(
-                    format!("cache.cacheable_statuses[{i}]"),
-                    Problem::Conflict(format!("status {s} is an error to retry, not to cache")),
-                );
-            }
-        }
-        let l = &self.limiter;
-        v.positive("limiter.base_pause_secs", l.base_pause_secs);
-        v.positive("limiter.max_pause_secs", l.max_pause_secs);
-        v.range("limiter.throttle_factor", l.throttle_factor, 0.01, 1.0);
-        v.non_negative("limiter.recovery_secs", l.recovery_secs);
-        let r = &self.retry;
-        if r.max_attempts == 0 {
-            v.push("retry.max_attempts", Problem::NotPositive(0.0));
-        }
-        v.positive("retry.base_delay_secs", r.base_delay_secs);
-        v.positive("retry.max_delay_secs", r.max_delay_secs);
-        v.non_negative("retry.max_total_secs", r.max_total_secs);
-        v.positive("retry.call_timeout_secs", r.call_timeout_secs);
-        for (i, s) in r.retry_statuses.iter().enumerate() {
-            v.status(format!("retry.retry_statuses[{i}]"), *s);
-        }
-        let b = &self.breaker;
-        if b.failure_threshold == 0 {
-            v.push("breaker.failure_threshold", Problem::NotPositive(0.0));
-        }
-        v.positive("breaker.open_secs", b.open_secs);
-        v.positive("breaker.max_open_secs", b.max_open_secs);
-        let h = &self.health;
-        v.positive("health.window_secs", h.window_secs);
-        v.positive("health.degraded_wait_secs", h.degraded_wait_secs);
-        v.positive("health.unhealthy_wait_secs", h.unhealthy_wait_secs);
-        v.range(
-            "health.degraded_queue_fill",
-            h.degraded_queue_fill,
-            0.0,
-            1.0,
-        );
-        for (i, h) in self.credential_headers.iter().enumerate() {
-            let ok = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
-                v.push(
-                    format!("credential_headers[{i}]"),
-                    Problem::Conflict(format!("`{h}` is not a valid header name")),
-                );
-            }
-        }
-        if self.stats.max_clients == 0 {
-            v.push("stats.max_clients", Problem::NotPositive(0.0));
-        }
-    }
-
-    fn validate_defaults(&self, v: &mut Validator) {
-        let d = &self.defaults;
-        self.check_priority(v, "defaults.priority", &d.priority);
-        if d.cost == 0 {
-            v.push("defaults.cost", Problem::NotPositive(0.0));
-        }
-        v.non_negative("defaults.ttl_secs", d.ttl_secs);
-        self.check_scopes(v, "defaults.scopes", &d.scopes);
-        self.check_cost_fits(v, "defaults.cost", d.cost, &d.scopes);
-    }
-
-    fn validate_rule(&self, v: &mut Validator, i: usize, r: &RouteRule) {
-        let f = |k: &str| format!("routes[{i}].{k}");
-        if let Err(e) = PathPattern::parse(&r.path) {
-            v.push(f("path"), Problem::BadPattern(e));
-        }
-        for (j, m) in r.methods.iter().enumerate() {
-            let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic());
-            if !ok {
-                v.push(
-                    format!("routes[{i}].methods[{j}]"),
-                    Problem::BadMethod(m.clone()),
-                );
-            }
-        }
-        if let Some(p) = &r.priority {
-            self.check_priority(v, &f("priority"), p);
-        }
-        if r.cost == Some(0) {
-            v.push(f("cost"), Problem::NotPositive(0.0));
-        }
-        if let Some(t) = r.ttl_secs {
-            v.non_negative(f("ttl_secs"), t);
-        }
-        if let Some(s) = &r.scopes {
-            self.check_scopes(v, &f("scopes"), s);
-        }
-        let scopes = r.scopes.as_ref().unwrap_or(&self.defaults.scopes);
-        self.check_cost_fits(v, &f("cost"), r.cost.unwrap_or(self.defaults.cost), scopes);
-        if r.cacheable == Some(true) && !r.methods.is_empty() {
-            if let Some(m) = r
-                .methods
-                .iter()
-                .find(|m| !crate::request::Method::new(m).is_cacheable())
-            {
-                v.push(
-                    f("cacheable"),
-                    Problem::Conflict(format!(
-                        "only GET and HEAD responses can be cached, and this rule matches {m}"
-                    )),
-                );
-            }
-        }
-    }
-
-    fn check_priority(&self, v: &mut Validator, field: &str, name: &str) {
-        if self.class_id(name).is_none() {
-            v.push(
-                field,
-                Problem::UnknownPriority {
-                    name: name.to_owned(),
-                    known: self.priorities.join(", "),
-                },
-            );
-        }
-    }
-
-    fn check_scopes(&self, v: &mut Validator, field: &str, names: &[String]) {
-        for (j, s) in names.iter().enumerate() {
-            if !self.scopes.contains_key(s) {
-                v.push(
-                    format!("{field}[{j}]"),
-                    Problem::UnknownScope {
-                        name: s.clone(),
-                        known: self.scopes.keys().cloned().collect::<Vec<_>>().join(", "),
-                    },
-                );
-            }
-            if names[..j].contains(s) {
-                v.push(format!("{field}[{j}]"), Problem::Duplicate(s.clone()));
-            }
-        }
-    }
-
-    /// A call that costs more than a scope's burst could never be sent.
-    fn check_cost_fits(&self, v: &mut Validator, field: &str, cost: u32, scopes: &[String]) {
-        for s in scopes {
-            if let Some(sc) = self.scopes.get(s) {
-                let usable = crate::limiter::usable_burst(sc);
-                if cost > usable {
-                    v.push(
-                        field,
-                        Problem::Conflict(format!(
-                            "cost {cost} exceeds scope `{s}`'s usable burst of {usable} (burst {} at headroom {}), so such a call could never be sent",
-                            sc.burst, sc.headroom
-                        )),
-                    );
-                }
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Validator {
-    errors: Vec<ConfigError>,
-}
-
-impl Validator {
-    fn push(&mut self, field: impl Into<String>, problem: Problem) {
-        self.errors.push(ConfigError {
-            field: field.into(),
-            problem,
-        });
-    }
-
-    fn positive(&mut self, field: impl Into<String>, value: f64) {
-        if !(value.is_finite() && value > 0.0 && value <= MAX_SECS) {
-            self.push(field, Problem::NotPositive(value));
-        }
-    }
-
-    fn non_negative(&mut self, field: impl Into<String>, value: f64) {
-        self.range(field, value, 0.0, MAX_SECS);
-    }
-
-    fn range(&mut self, field: impl Into<String>, value: f64, min: f64, max: f64) {
-        if !(value.is_finite() && value >= min && value <= max) {
-            self.push(field, Problem::OutOfRange { value, min, max });
-        }
-    }
-
-    fn status(&mut self, field: impl Into<String>, status: u16) {
-        if !(100..=599).contains(&status) {
-            self.push(
-                field,
-                Problem::OutOfRange {
-                    value: status.into(),
-                    min: 100.0,
-                    max: 599.0,
-                },
-            );
-        }
     }
 }
 

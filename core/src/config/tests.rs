@@ -254,7 +254,7 @@ fn validation_covers_every_section() {
     );
     assert!(matches!(
         problem(&e, "routes[0].path"),
-        Problem::BadPattern(m) if m.contains("must start with `/`")
+        Problem::BadPattern(m) if m.to_string().contains("must start with `/`")
     ));
     assert!(matches!(
         problem(&e, "scopes.private.headroom"),

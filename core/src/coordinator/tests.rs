@@ -72,7 +72,10 @@ fn config(rate: f64, burst: u32) -> Config {
 
 fn coordinator(config: Config) -> (C, Instant) {
     let t0 = Instant::now();
-    (Coordinator::new(config, t0, 7).expect("valid config"), t0)
+    (
+        Coordinator::new(config.compile().expect("valid config"), t0, 7),
+        t0,
+    )
 }
 
 fn at(t0: Instant, secs: f64) -> Instant {
@@ -218,7 +221,7 @@ fn serve(c: &mut C, from: Instant, until: Instant, body: &str) {
 
 /// Sends one call to empty a 1-token bucket; returns its dispatch.
 fn drain_bucket(c: &mut C, now: Instant) -> Dispatch<u32> {
-    c.submit(now, get("/market/filler"), 0);
+    let _ = c.submit(now, get("/market/filler"), 0);
     let mut d = dispatch_all(c, now);
     assert_eq!(d.len(), 1);
     d.remove(0)
@@ -384,10 +387,10 @@ fn order(c: &mut C, t0: Instant) -> Vec<(u32, Duration)> {
 #[test]
 fn a_one_token_bucket_serves_classes_in_order() {
     let (mut c, t0) = coordinator(config(1.0, 1));
-    c.submit(t0, get("/analysis/a"), 4);
-    c.submit(t0, get("/market/m"), 3);
-    c.submit(t0, get("/account/x").with_credential("key:a"), 2);
-    c.submit(t0, post("/orders/o").with_credential("key:a"), 1);
+    let _ = c.submit(t0, get("/analysis/a"), 4);
+    let _ = c.submit(t0, get("/market/m"), 3);
+    let _ = c.submit(t0, get("/account/x").with_credential("key:a"), 2);
+    let _ = c.submit(t0, post("/orders/o").with_credential("key:a"), 1);
     let s = Duration::from_secs;
     assert_eq!(
         order(&mut c, t0),
@@ -398,11 +401,11 @@ fn a_one_token_bucket_serves_classes_in_order() {
 #[test]
 fn request_priority_overrides_the_route_class() {
     let (mut c, t0) = coordinator(config(1.0, 1));
-    c.submit(t0, get("/market/m"), 1);
-    c.submit(t0, get("/analysis/a").with_priority(TRADING), 2);
+    let _ = c.submit(t0, get("/market/m"), 1);
+    let _ = c.submit(t0, get("/analysis/a").with_priority(TRADING), 2);
     // Out of range: clamped to the lowest class.
-    c.submit(t0, get("/market/n").with_priority(ClassId(200)), 3);
-    c.submit(t0, get("/analysis/b"), 4);
+    let _ = c.submit(t0, get("/market/n").with_priority(ClassId(200)), 3);
+    let _ = c.submit(t0, get("/analysis/b"), 4);
     let got: Vec<u32> = order(&mut c, t0).into_iter().map(|(p, _)| p).collect();
     assert_eq!(got, [2, 1, 3, 4]);
 }
@@ -410,9 +413,9 @@ fn request_priority_overrides_the_route_class() {
 #[test]
 fn a_higher_class_joiner_promotes_the_queued_call() {
     let (mut c, t0) = coordinator(config(1.0, 1));
-    drain_bucket(&mut c, t0);
-    c.submit(t0, get("/analysis/x"), 1);
-    c.submit(t0, get("/market/y"), 2);
+    let _ = drain_bucket(&mut c, t0);
+    let _ = c.submit(t0, get("/analysis/x"), 1);
+    let _ = c.submit(t0, get("/market/y"), 2);
     let j = c.submit(t0, get("/analysis/x").with_priority(ACCOUNT), 3);
     assert!(joined(&j));
     let call = c.waiters[&ticket(j)].call;
@@ -425,9 +428,9 @@ fn a_higher_class_joiner_promotes_the_queued_call() {
 fn a_busy_client_cannot_starve_another_in_its_class() {
     let (mut c, t0) = coordinator(config(1.0, 1));
     for i in 1..=4 {
-        c.submit(t0, Request::get(&format!("/market/a{i}"), "bot-a"), i);
+        let _ = c.submit(t0, Request::get(&format!("/market/a{i}"), "bot-a"), i);
     }
-    c.submit(t0, Request::get("/market/b", "bot-b"), 10);
+    let _ = c.submit(t0, Request::get("/market/b", "bot-b"), 10);
     let got: Vec<u32> = order(&mut c, t0).into_iter().map(|(p, _)| p).collect();
     assert_eq!(got, [1, 10, 2, 3, 4]);
 }
@@ -437,8 +440,8 @@ fn a_full_queue_sheds_the_newest_lowest_class_call() {
     let mut cfg = config(1.0, 1);
     cfg.queue.max_len = 3;
     let (mut c, t0) = coordinator(cfg);
-    drain_bucket(&mut c, t0);
-    c.submit(t0, get("/market/m1"), 1);
+    let _ = drain_bucket(&mut c, t0);
+    let _ = c.submit(t0, get("/market/m1"), 1);
     let a1 = ticket(c.submit(t0, get("/analysis/a1"), 2));
     let a2 = ticket(c.submit(t0, get("/analysis/a2"), 3));
     assert_eq!(c.queue_len(), 3);
@@ -474,9 +477,9 @@ fn a_full_queue_sheds_the_newest_lowest_class_call() {
 #[test]
 fn deadlines_expire_queued_requests_and_refuse_unreachable_ones() {
     let (mut c, t0) = coordinator(config(1.0, 1));
-    drain_bucket(&mut c, t0);
-    c.submit(t0, post("/orders/1"), 1);
-    c.submit(t0, post("/orders/2"), 2);
+    let _ = drain_bucket(&mut c, t0);
+    let _ = c.submit(t0, post("/orders/1"), 1);
+    let _ = c.submit(t0, post("/orders/2"), 2);
     let late = ticket(c.submit(t0, get("/market/late").with_deadline(at(t0, 1.5)), 3));
     assert_eq!(c.poll_timeout(), Some(at(t0, 1.0)));
     let sent = run(&mut c, t0, at(t0, 1.0));
@@ -551,7 +554,7 @@ fn stale_data_is_served_at_once_while_the_scope_is_paused() {
     let (mut c, t0) = coordinator(config(10.0, 10));
     cached(&mut c, t0, "/market/s");
     let now = at(t0, 11.0);
-    c.submit(now, get("/market/other"), 1);
+    let _ = c.submit(now, get("/market/other"), 1);
     let d = dispatch_all(&mut c, now);
     c.complete(now, d[0].call, too_many(Some("5"))).unwrap();
     let a = answered(c.submit(at(t0, 12.0), get("/market/s"), 2));
@@ -631,7 +634,7 @@ fn a_429_without_retry_after_backs_off_exponentially_then_gives_up() {
 /// whether it was sent again, and its end if it ended.
 fn post_after(outcome: Outcome) -> (bool, Option<Finished>) {
     let (mut c, t0) = coordinator(config(10.0, 10));
-    c.submit(t0, post("/orders/x"), 1);
+    let _ = c.submit(t0, post("/orders/x"), 1);
     let d = dispatch_all(&mut c, t0);
     c.complete(t0, d[0].call, outcome).unwrap();
     let again = run(&mut c, t0, at(t0, 20.0));
@@ -704,11 +707,11 @@ fn an_open_breaker_fails_fast_then_a_probe_closes_it() {
     cfg.breaker.failure_threshold = 2;
     cfg.breaker.open_secs = 5.0;
     let (mut c, t0) = coordinator(cfg);
-    c.submit(t0, get("/market/a"), 1);
-    c.submit(t0, get("/market/b"), 2);
+    let _ = c.submit(t0, get("/market/a"), 1);
+    let _ = c.submit(t0, get("/market/b"), 2);
     let d = dispatch_all(&mut c, t0);
     assert_eq!(d.len(), 2);
-    c.submit(t0, get("/market/c"), 3); // queued, not yet polled
+    let _ = c.submit(t0, get("/market/c"), 3); // queued, not yet polled
     c.complete(t0, d[0].call, status(503)).unwrap();
     assert!(finished(&mut c).is_empty(), "first failure: retried later");
     c.complete(t0, d[1].call, status(500)).unwrap();
@@ -784,7 +787,7 @@ fn a_call_never_completed_times_out_and_is_retried() {
     assert_eq!((f[0].ticket, body(answer_of(&f[0]))), (t, "x"));
 
     // A POST that times out may have been placed: not retried.
-    c.submit(at(t0, 10.0), post("/orders/o"), 2);
+    let _ = c.submit(at(t0, 10.0), post("/orders/o"), 2);
     let d = dispatch_all(&mut c, at(t0, 10.0));
     c.handle_timeout(at(t0, 13.0));
     let f = finished(&mut c);
@@ -806,7 +809,7 @@ fn completing_an_unknown_call_is_an_error() {
         Err(UnknownCall(CallId(999)))
     );
     // A queued call not yet dispatched is not in flight either.
-    c.submit(t0, get("/market/x"), 1);
+    let _ = c.submit(t0, get("/market/x"), 1);
     let queued = *c.calls.keys().next().unwrap();
     assert!(c.complete(t0, queued, ok("?")).is_err());
     let d = dispatch_all(&mut c, t0);
@@ -819,7 +822,7 @@ fn completing_an_unknown_call_is_an_error() {
 #[test]
 fn cancel_ends_a_ticket_once_and_drops_unneeded_calls() {
     let (mut c, t0) = coordinator(config(1.0, 1));
-    drain_bucket(&mut c, t0);
+    let _ = drain_bucket(&mut c, t0);
     let q = ticket(c.submit(t0, get("/market/q"), 1));
     assert!(c.cancel(q));
     assert!(!c.cancel(q), "only once");
@@ -883,7 +886,7 @@ fn abort_waiting_ends_queued_requests_but_not_calls_in_flight() {
 fn time_going_backwards_is_clamped() {
     let (mut c, t0) = coordinator(config(1.0, 1));
     let t10 = at(t0, 10.0);
-    c.submit(t10, get("/market/a"), 1);
+    let _ = c.submit(t10, get("/market/a"), 1);
     let d = dispatch_all(&mut c, t10);
     assert_eq!(d.len(), 1);
     // The host's clock jumps back ten seconds.
@@ -914,11 +917,11 @@ fn stats_add_up_and_serialise() {
     let (mut c, t0) = coordinator(cfg);
     cached(&mut c, t0, "/market/hit"); // upstream
     answered(c.submit(t0, get("/market/hit"), 1)); // hit
-    c.submit(t0, Request::get("/market/x", "bot-2"), 2); // queued
-    c.submit(t0, Request::get("/market/x", "bot-3"), 3); // coalesced
+    let _ = c.submit(t0, Request::get("/market/x", "bot-2"), 2); // queued
+    let _ = c.submit(t0, Request::get("/market/x", "bot-3"), 3); // coalesced
     let cancel = ticket(c.submit(t0, get("/analysis/y"), 4));
     assert!(c.cancel(cancel));
-    c.submit(t0, get("/analysis/z"), 5); // queued
+    let _ = c.submit(t0, get("/analysis/z"), 5); // queued
     refused(c.submit(t0, get("/analysis/w"), 6)); // shed
     let s = c.stats(t0);
     let r = &s.requests;
@@ -954,7 +957,7 @@ fn stats_add_up_and_serialise() {
 fn health_degrades_after_a_429_and_fails_on_long_queue_waits() {
     let (mut c, t0) = coordinator(config(10.0, 10));
     assert_eq!(c.health(t0).status, Status::Healthy);
-    c.submit(t0, get("/market/x"), 1);
+    let _ = c.submit(t0, get("/market/x"), 1);
     let d = dispatch_all(&mut c, t0);
     c.complete(t0, d[0].call, too_many(Some("1"))).unwrap();
     let h = c.health(t0);
@@ -963,8 +966,8 @@ fn health_degrades_after_a_429_and_fails_on_long_queue_waits() {
 
     // One call per 100 s: the second waits.
     let (mut c, t0) = coordinator(config(0.01, 1));
-    drain_bucket(&mut c, t0);
-    c.submit(t0, get("/market/w").with_deadline(at(t0, 1000.0)), 1);
+    let _ = drain_bucket(&mut c, t0);
+    let _ = c.submit(t0, get("/market/w").with_deadline(at(t0, 1000.0)), 1);
     assert_eq!(c.health(at(t0, 4.0)).status, Status::Healthy);
     let h = c.health(at(t0, 6.0));
     assert_eq!(h.status, Status::Degraded);
@@ -978,7 +981,7 @@ fn health_degrades_after_a_429_and_fails_on_long_queue_waits() {
 fn shared_retry_after_creator_left(first: Outcome) {
     const TICKER: &str = "/api/v3/brokerage/products/BTC-USD/ticker";
     let t0 = Instant::now();
-    let mut c = Coordinator::<u32>::new(Config::default(), t0, 1).unwrap();
+    let mut c = Coordinator::<u32>::new(Config::default().compile().unwrap(), t0, 1);
     let a = ticket(c.submit(t0, get(TICKER).with_credential("key:a"), 1));
     let b = ticket(c.submit(t0, get(TICKER).with_credential("key:b"), 2));
     let d = dispatch_all(&mut c, t0);
@@ -1013,7 +1016,7 @@ fn a_probe_answered_with_429_does_not_wedge_the_scope() {
     cfg.breaker.failure_threshold = 1;
     cfg.breaker.open_secs = 2.0;
     let (mut c, t0) = coordinator(cfg);
-    c.submit(t0, get("/market/a"), 1);
+    let _ = c.submit(t0, get("/market/a"), 1);
     let d = dispatch_all(&mut c, t0);
     c.complete(t0, d[0].call, status(503)).unwrap();
     assert!(matches!(
@@ -1042,7 +1045,7 @@ fn a_probe_answered_with_429_does_not_wedge_the_scope() {
 #[test]
 fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
     let t0 = Instant::now();
-    let mut c = Coordinator::<u32>::new(Config::default(), t0, 1).unwrap();
+    let mut c = Coordinator::<u32>::new(Config::default().compile().unwrap(), t0, 1);
     let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
     let first = c.submit(t0, Request::get(path, "a"), 1);
     assert!(matches!(first, Admission::Waiting { joined: false, .. }));

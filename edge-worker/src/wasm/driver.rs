@@ -28,8 +28,8 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use syncoord_core::{
-    Admission, Answer, Config, ConfigErrors, Coordinator, Dispatch, Failure, Health, Instant,
-    Request, StatsSnapshot, Ticket,
+    Admission, Answer, CompiledConfig, Coordinator, Dispatch, Failure, Health, Instant, Request,
+    StatsSnapshot, Ticket,
 };
 use syncoord_proxy::Outgoing;
 use worker::wasm_bindgen_futures::spawn_local;
@@ -76,15 +76,11 @@ impl Drop for Waiting<'_> {
 }
 
 impl Driver {
-    pub fn new(
-        config: Config,
-        base_url: &str,
-        server: ServerSettings,
-    ) -> Result<Driver, ConfigErrors> {
+    pub fn new(config: CompiledConfig, base_url: &str, server: ServerSettings) -> Driver {
         // Seeds the core's jitter; need not be secret.
         let seed = (js_sys::Math::random() * (1u64 << 53) as f64) as u64;
-        let core = Coordinator::new(config, Instant::now(), seed)?;
-        Ok(Driver {
+        let core = Coordinator::new(config, Instant::now(), seed);
+        Driver {
             state: RefCell::new(State {
                 core,
                 waiters: HashMap::new(),
@@ -92,7 +88,7 @@ impl Driver {
             }),
             base_url: base_url.to_owned(),
             server,
-        })
+        }
     }
 
     /// Submits a bot's request and waits for its end, at most

@@ -71,20 +71,20 @@ impl ScopeCoordinator {
             ));
         }
         let proxy = proxy(&self.env)?;
-        let Some(u) = proxy.config().upstreams.get(upstream) else {
+        let (Some(u), Some(coordination)) = (
+            proxy.config().upstreams.get(upstream),
+            proxy.coordination(upstream),
+        ) else {
             return Err(error_response(
                 500,
                 "routed to an upstream the config lacks",
             ));
         };
-        let driver = match Driver::new(
-            u.coordination.clone(),
+        let driver = Rc::new(Driver::new(
+            coordination.clone(),
             &u.url,
             proxy.config().server.clone(),
-        ) {
-            Ok(d) => Rc::new(d),
-            Err(e) => return Err(error_response(500, &format!("upstream `{}`: {e}", u.name))),
-        };
+        ));
         // No other request can have created it meanwhile: there is no
         // await in this function.
         let registration = Rc::new(Cell::new(Registration::Needed));

@@ -19,7 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use syncoord_core::{
-    Answer, ClassId, Config, ConfigErrors, Coordinator as Core, Failure, Health, Instant, Request,
+    Answer, ClassId, CompiledConfig, Coordinator as Core, Failure, Health, Instant, Request,
     StatsSnapshot, Ticket,
 };
 use syncoord_proxy::Outgoing;
@@ -56,8 +56,6 @@ impl Default for HostOptions {
 /// Why [`Coordinator::start`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid coordination config: {0}")]
-    Config(#[from] ConfigErrors),
     #[error("HostOptions::upstream_threads is 0; at least one worker is needed to call upstream")]
     NoWorkers,
     #[error("could not spawn host thread `{name}`: {source}")]
@@ -103,10 +101,10 @@ struct Host {
 }
 
 impl Coordinator {
-    /// Validates `config`, then starts the dispatcher and
-    /// `options.upstream_threads` workers.
+    /// Starts the dispatcher and `options.upstream_threads` workers on
+    /// `config` (see [`syncoord_core::Config::compile`]).
     pub fn start(
-        config: Config,
+        config: CompiledConfig,
         upstream: Arc<dyn Upstream>,
         options: HostOptions,
     ) -> Result<Coordinator, StartError> {
@@ -114,7 +112,7 @@ impl Coordinator {
             return Err(StartError::NoWorkers);
         }
         let seed = options.seed.unwrap_or_else(clock_seed);
-        let core = Core::new(config, Instant::now(), seed)?;
+        let core = Core::new(config, Instant::now(), seed);
         let workers = options.upstream_threads;
         let shared = Arc::new(Shared::new(core, workers, workers + 1));
         let host = Host {

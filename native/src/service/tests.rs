@@ -75,7 +75,7 @@ fn setup(config: Config, answer: fn(&Outgoing) -> Response, gate_open: bool) -> 
         seed: Some(3),
         ..HostOptions::default()
     };
-    let host = Coordinator::start(config, upstream, options).unwrap();
+    let host = Coordinator::start(config.compile().unwrap(), upstream, options).unwrap();
     let signer = Arc::new(StaticHeaders::new(&[("CB-ACCESS-KEY", "key-1")]));
     let client = CoinbaseClient::new(host.clone(), signer, "bot-a").with_wait_limit(GUARD);
     Setup {

@@ -40,7 +40,13 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 /// A host with one worker, its dispatcher and worker running as loom
 /// threads; returns the shared state and the two thread handles.
 fn host() -> (Arc<Shared>, Vec<thread::JoinHandle<()>>) {
-    let core = Core::new(Config::default(), Instant::now(), 1).expect("default config is valid");
+    let core = Core::new(
+        Config::default()
+            .compile()
+            .expect("default config is valid"),
+        Instant::now(),
+        1,
+    );
     let shared = Arc::new(Shared::new(core, 1, 2));
     let d = shared.clone();
     let w = shared.clone();
