@@ -113,7 +113,7 @@ impl Proxy {
                     field: format!("upstreams[{i}].url"),
                     line: None,
                     column: None,
-                    message: e,
+                    message: e.to_string(),
                 }])
             })?;
             upstreams.push(Compiled {
