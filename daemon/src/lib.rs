@@ -252,7 +252,7 @@ impl ProxyHandler {
             Err(CallError::Invalid(why)) => proxy::Rejection {
                 status: 400,
                 kind: "bad_request",
-                message: why,
+                message: why.to_string(),
             }
             .into_response(),
         };
