@@ -225,7 +225,7 @@ mod tests {
     fn status_of(mock: &MockUpstream, path: &str) -> u16 {
         let mut client = Client::connect(mock.addr());
         client.send(format!("GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").as_bytes());
-        client.read_response(false).expect("an answer").status
+        client.read_response().expect("an answer").status
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn get(addr: SocketAddr, path: &str) -> Option<Seen> {
     TcpStream::connect(addr).ok()?;
     let mut client = Client::connect(addr);
     client.send(format!("GET {path} HTTP/1.1\r\nHost: syncoord\r\n\r\n").as_bytes());
-    client.read_response(false)
+    client.read_response()
 }
 
 #[test]

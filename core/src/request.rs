@@ -151,8 +151,9 @@ impl Request {
     }
 }
 
-/// A response as upstream sent it, shared between the cache and every
-/// waiter that receives it.
+/// An HTTP response: as upstream sent it (shared between the cache and
+/// every waiter that receives it), and as every host writes it back to a
+/// bot, so no host needs a copy of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// The HTTP status code.
@@ -171,6 +172,13 @@ impl Response {
             headers: Vec::new(),
             body: body.into(),
         }
+    }
+
+    /// A JSON answer with `Content-Type: application/json`. `json` is the
+    /// already serialised text: the core has no JSON serialiser of its own,
+    /// the hosts and the proxy layer that build JSON errors do.
+    pub fn json(status: u16, json: impl Into<Vec<u8>>) -> Self {
+        Response::new(status, json).with_header("Content-Type", "application/json")
     }
 
     /// Adds a header (after any already there).

@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncoord_core::{CompiledConfig, Failure};
-use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig, ProxyResponse};
+use syncoord_core::{CompiledConfig, Failure, Response};
+use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
 
 use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, UpstreamOptions};
-use syncoord_server::{Handler, HttpRequest, HttpResponse, Limits, Server, ShutdownHandle};
+use syncoord_server::{Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -179,16 +179,14 @@ struct ProxyHandler {
 }
 
 impl Handler for ProxyHandler {
-    fn handle(&self, request: HttpRequest) -> HttpResponse {
-        let response = match proxy::endpoint(&request.method, &request.target) {
-            Some(endpoint) => self.endpoint(endpoint),
-            None => match self.forward(request) {
-                Some(response) => response,
-                // Nobody to answer: the request was cancelled instead.
-                None => return HttpResponse::drop_connection(),
-            },
-        };
-        HttpResponse::new(response.status, response.headers, response.body)
+    fn handle(&self, request: HttpRequest) -> Reply {
+        match proxy::endpoint(&request.method, &request.target) {
+            Some(endpoint) => self.endpoint(endpoint).into(),
+            // `None`: nobody to answer, the request was cancelled instead.
+            None => self
+                .forward(request)
+                .map_or(Reply::DropConnection, Reply::from),
+        }
     }
 }
 
@@ -197,7 +195,7 @@ impl ProxyHandler {
     /// hung up while its request waited (the request is then cancelled, so
     /// a bot that gave up and retried never has its first order sent after
     /// all, and an abandoned read spends no upstream budget).
-    fn forward(&self, request: HttpRequest) -> Option<ProxyResponse> {
+    fn forward(&self, request: HttpRequest) -> Option<Response> {
         let HttpRequest {
             method,
             target,
@@ -254,7 +252,7 @@ impl ProxyHandler {
             Err(CallError::Invalid(why)) => proxy::Rejection {
                 status: 400,
                 kind: "bad_request",
-                message: why,
+                message: why.to_string(),
             }
             .into_response(),
         };
@@ -262,7 +260,7 @@ impl ProxyHandler {
         Some(response)
     }
 
-    fn endpoint(&self, endpoint: Endpoint) -> ProxyResponse {
+    fn endpoint(&self, endpoint: Endpoint) -> Response {
         let reports: Vec<_> = self
             .proxy
             .config()

@@ -4,7 +4,8 @@
 //! registration) go to [`INTERNAL_ORIGIN`] paths, which no bot request can
 //! reach because bots only reach objects through the Worker.
 
-use syncoord_proxy::{ProxyResponse, ERROR_HEADER};
+use syncoord_core::Response;
+use syncoord_proxy::error_response;
 
 /// Durable Object binding of the per-shard coordinators (wrangler.toml).
 pub const SCOPE_BINDING: &str = "SCOPE_COORDINATOR";
@@ -92,36 +93,30 @@ pub fn take_shard(headers: Vec<(String, String)>) -> (Option<String>, Vec<(Strin
 /// the same JSON and `X-Syncoord-Error` as every other syncoord error.
 /// 502, not 503 with `Retry-After`: a request that failed inside its object
 /// may already have reached upstream, so it must not look safe to retry.
-pub fn worker_failure(what: &str, error: &str) -> ProxyResponse {
-    let mut response = ProxyResponse::json(
+pub fn worker_failure(what: &str, error: &str) -> Response {
+    error_response(
         502,
+        WORKER_FAILURE,
         &serde_json::json!({
             "error": WORKER_FAILURE,
             "message": format!("{what}: {error}; the request may or may not have reached upstream"),
             "retry_after_secs": null,
         }),
-    );
-    response
-        .headers
-        .push((ERROR_HEADER.to_owned(), WORKER_FAILURE.to_owned()));
-    response
+    )
 }
 
 /// A request body over `max_body_bytes`: 413 with the body the native
 /// daemon sends (`"error": "payload_too_large"`), plus `X-Syncoord-Error`.
-pub fn too_large(max_body: usize) -> ProxyResponse {
+pub fn too_large(max_body: usize) -> Response {
     let kind = "payload_too_large";
-    let mut response = ProxyResponse::json(
+    error_response(
         413,
+        kind,
         &serde_json::json!({
             "error": kind,
             "message": format!("request body too large (limit {max_body} bytes)"),
         }),
-    );
-    response
-        .headers
-        .push((ERROR_HEADER.to_owned(), kind.to_owned()));
-    response
+    )
 }
 
 /// `X-Syncoord-Error` of [`worker_failure`].

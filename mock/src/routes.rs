@@ -12,7 +12,7 @@ use super::account::{self, NewOrder, Orders, Status};
 use super::limits::{Buckets, MockRates, Scope, WindowPeak};
 use super::market::{self, product, unix_now, Product};
 use super::{Faults, MockOptions, MockStats};
-use syncoord_server::{Handler, HttpRequest, HttpResponse};
+use syncoord_server::{Handler, HttpRequest, Reply, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Api {
@@ -471,7 +471,7 @@ impl MockHandler {
     /// exactly as received, headers in order, the body, and a sequence
     /// number. Counted and subject to faults like an API call, never rate
     /// limited: it is how tests see what a proxy forwarded.
-    fn echo(&self, req: &HttpRequest) -> HttpResponse {
+    fn echo(&self, req: &HttpRequest) -> Response {
         let seq = self
             .echo_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -490,13 +490,13 @@ impl MockHandler {
 }
 
 impl Handler for MockHandler {
-    fn handle(&self, req: HttpRequest) -> HttpResponse {
+    fn handle(&self, req: HttpRequest) -> Reply {
         let (path, query) = split_target(&req.target);
         if let Some(control) = path
             .strip_prefix("/__")
             .filter(|rest| !rest.starts_with("echo"))
         {
-            return self.control(&req.method, control, &req.body);
+            return self.control(&req.method, control, &req.body).into();
         }
         let state = &*self.state;
         let _flight = InFlight::enter(state);
@@ -509,35 +509,37 @@ impl Handler for MockHandler {
             identity.as_deref(),
             now,
         );
-        let response = self.answer(&req, path, query, route, identity.as_deref(), now);
-        *state
-            .counters()
-            .stats
-            .by_status
-            .entry(response.status.to_string())
-            .or_default() += 1;
-        response
+        let reply = self.answer(&req, path, query, route, identity.as_deref(), now);
+        let status = match &reply {
+            Reply::Respond(response) => response.status.to_string(),
+            Reply::DropConnection => DROPPED_STATUS.to_owned(),
+        };
+        *state.counters().stats.by_status.entry(status).or_default() += 1;
+        reply
     }
 }
 
-fn json(status: u16, value: Value) -> HttpResponse {
-    HttpResponse::json(status, &value)
+/// How [`MockStats::by_status`] counts a connection dropped unanswered.
+const DROPPED_STATUS: &str = "0";
+
+fn json(status: u16, value: Value) -> Response {
+    Response::json(status, value.to_string())
 }
 
 /// Exchange's error shape: `{"message": ...}`.
-fn ex_error(status: u16, message: &str) -> HttpResponse {
+fn ex_error(status: u16, message: &str) -> Response {
     json(status, json!({ "message": message }))
 }
 
 /// Advanced Trade's error shape.
-fn at_error(status: u16, error: &str, message: &str) -> HttpResponse {
+fn at_error(status: u16, error: &str, message: &str) -> Response {
     json(
         status,
         json!({ "error": error, "error_details": message, "message": message }),
     )
 }
 
-fn error(api: Api, status: u16, code: &str, message: &str) -> HttpResponse {
+fn error(api: Api, status: u16, code: &str, message: &str) -> Response {
     match api {
         Api::Exchange => ex_error(status, message),
         Api::Advanced => at_error(status, code, message),
@@ -553,7 +555,7 @@ impl MockHandler {
         route: Option<Route<'_>>,
         identity: Option<&str>,
         now: Instant,
-    ) -> HttpResponse {
+    ) -> Reply {
         let state = &*self.state;
         let api = api_of(path);
         let (fault, fault_latency) = lock(&state.faults).decide(now);
@@ -569,11 +571,11 @@ impl MockHandler {
                     c.stats.storm_429s += 1;
                     drop(c);
                     let private = route.as_ref().is_some_and(Route::private);
-                    return self.too_many(api, private);
+                    return self.too_many(api, private).into();
                 }
                 FaultAction::Drop => {
                     c.stats.dropped += 1;
-                    return HttpResponse::drop_connection();
+                    return Reply::DropConnection;
                 }
                 FaultAction::Status(status) => {
                     let message = match status {
@@ -583,29 +585,27 @@ impl MockHandler {
                         504 => "Gateway timeout",
                         _ => "Injected failure",
                     };
-                    return error(api, status, "INTERNAL", message);
+                    return error(api, status, "INTERNAL", message).into();
                 }
             }
         }
         // Under any base path, so a proxy's base-path handling shows too.
         if path.ends_with("/__echo") || path.contains("/__echo/") {
-            return self.echo(req);
+            return self.echo(req).into();
         }
         let Some(route) = route else {
-            return error(api, 404, "NOT_FOUND", "NotFound");
+            return error(api, 404, "NOT_FOUND", "NotFound").into();
         };
         if route.private() && identity.is_none() {
             state.counters().stats.unauthorized += 1;
-            return match api {
+            let response = match api {
                 // Advanced Trade answers a missing or bad JWT with a bare
                 // text body.
-                Api::Advanced => HttpResponse::new(
-                    401,
-                    vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
-                    b"Unauthorized\n".to_vec(),
-                ),
+                Api::Advanced => Response::new(401, "Unauthorized\n")
+                    .with_header("Content-Type", "text/plain; charset=utf-8"),
                 Api::Exchange => ex_error(401, "CB-ACCESS-KEY header is required"),
             };
+            return response.into();
         }
         let key = match (route.private(), identity) {
             (true, Some(id)) => id.to_owned(),
@@ -619,14 +619,14 @@ impl MockHandler {
         );
         if !admitted {
             state.counters().stats.rate_limited += 1;
-            return self.too_many(api, route.private());
+            return self.too_many(api, route.private()).into();
         }
         let identity = identity.unwrap_or("anonymous");
         let query = Query(query_pairs(query));
-        endpoint(state, route.endpoint, &query, &req.body, identity)
+        endpoint(state, route.endpoint, &query, &req.body, identity).into()
     }
 
-    fn too_many(&self, api: Api, private: bool) -> HttpResponse {
+    fn too_many(&self, api: Api, private: bool) -> Response {
         let response = match api {
             Api::Exchange if private => ex_error(429, "Private rate limit exceeded"),
             Api::Exchange => ex_error(429, "Public rate limit exceeded"),
@@ -638,7 +638,7 @@ impl MockHandler {
         }
     }
 
-    fn control(&self, method: &str, what: &str, body: &[u8]) -> HttpResponse {
+    fn control(&self, method: &str, what: &str, body: &[u8]) -> Response {
         let state = &*self.state;
         match (method, what) {
             ("GET", "stats") => match serde_json::to_value(state.stats()) {
@@ -672,14 +672,14 @@ impl MockHandler {
             },
             ("POST", "reset") => {
                 state.reset();
-                HttpResponse::new(204, Vec::new(), Vec::new())
+                Response::new(204, Vec::new())
             }
             _ => json(404, json!({ "message": "NotFound" })),
         }
     }
 }
 
-fn product_or_404(api: Api, id: &str) -> Result<&'static Product, HttpResponse> {
+fn product_or_404(api: Api, id: &str) -> Result<&'static Product, Response> {
     product(id).ok_or_else(|| match api {
         Api::Exchange => ex_error(404, "NotFound"),
         Api::Advanced => at_error(404, "NOT_FOUND", "ProductID is invalid"),
@@ -692,17 +692,17 @@ fn endpoint(
     q: &Query,
     body: &[u8],
     identity: &str,
-) -> HttpResponse {
+) -> Response {
     match answer_endpoint(state, endpoint, q, body, identity) {
         Ok(r) | Err(r) => r,
     }
 }
 
-fn bad_at(message: String) -> HttpResponse {
+fn bad_at(message: String) -> Response {
     at_error(400, "INVALID_ARGUMENT", &message)
 }
 
-fn bad_ex(message: String) -> HttpResponse {
+fn bad_ex(message: String) -> Response {
     ex_error(400, &message)
 }
 
@@ -712,7 +712,7 @@ fn answer_endpoint(
     q: &Query,
     body: &[u8],
     identity: &str,
-) -> Result<HttpResponse, HttpResponse> {
+) -> Result<Response, Response> {
     use Endpoint::*;
     let t = unix_now();
     Ok(match endpoint {
@@ -965,7 +965,7 @@ fn side(v: Option<&Value>) -> Option<&'static str> {
 
 /// `POST /api/v3/brokerage/orders`: market (`market_market_ioc`) and limit
 /// (`limit_limit_gtc`) configurations.
-fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpResponse {
+fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return bad_at("request body is not JSON".into());
     };
@@ -1053,7 +1053,7 @@ fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpRe
 }
 
 /// `POST /orders` (Exchange): `type` limit (default) or market.
-fn ex_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> HttpResponse {
+fn ex_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return bad_ex("request body is not JSON".into());
     };

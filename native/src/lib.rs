@@ -45,4 +45,4 @@ pub mod service;
 pub mod upstream;
 
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};
-pub use upstream::{HttpUpstream, Upstream, UpstreamError, UpstreamOptions};
+pub use upstream::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};

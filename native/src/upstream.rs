@@ -27,9 +27,25 @@ pub trait Upstream: Send + Sync + 'static {
     /// mistake, refused at once, not an upstream failure that is retried
     /// and opens a scope's circuit breaker for every caller. By default
     /// every call can be sent.
-    fn check(&self, _call: &Outgoing) -> Result<(), String> {
+    fn check(&self, _call: &Outgoing) -> Result<(), Unsendable> {
         Ok(())
     }
+}
+
+/// Why a call can never be sent upstream ([`Upstream::check`]): the bot's
+/// request is at fault, so it is refused, never retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsendable {
+    #[error("method `{0}` is not a valid token")]
+    Method(String),
+    #[error("request header name `{0}` is not valid")]
+    HeaderName(String),
+    /// The header's name (its value may be a secret).
+    #[error("request header `{0}` has an invalid value")]
+    HeaderValue(String),
+    /// The HTTP client refuses the request as a whole (its target, say).
+    #[error("the request cannot be sent upstream: {0}")]
+    Request(String),
 }
 
 /// Closures are upstreams: handy for tests and in-process fakes.
@@ -165,26 +181,27 @@ impl HttpUpstream {
         &self.base
     }
 
-    fn request(&self, call: &Outgoing) -> Result<http::request::Builder, TransportError> {
+    fn request(&self, call: &Outgoing) -> Result<http::request::Builder, Unsendable> {
         let uri = format!("{}{}", self.base, call.path_and_query);
-        let method = http::Method::from_bytes(call.method.as_bytes()).map_err(|_| {
-            TransportError::Broken(format!("method `{}` is not a valid token", call.method))
-        })?;
+        let method = http::Method::from_bytes(call.method.as_bytes())
+            .map_err(|_| Unsendable::Method(call.method.clone()))?;
         let mut builder = http::Request::builder().method(method).uri(uri.as_str());
         for (name, value) in &strip_hop_headers(&call.headers, &SET_BY_CONNECTION) {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                TransportError::Broken(format!("request header name `{name}` is not valid"))
-            })?;
-            let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
-                TransportError::Broken(format!("request header `{name}` has an invalid value"))
-            })?;
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Unsendable::HeaderName(name.clone()))?;
+            let value = http::HeaderValue::from_bytes(value.as_bytes())
+                .map_err(|_| Unsendable::HeaderValue(name.to_string()))?;
             builder = builder.header(name, value);
         }
         Ok(builder)
     }
 
     fn exchange(&self, call: &Outgoing) -> Result<Response, TransportError> {
-        let builder = self.request(call)?;
+        // `check` refused such a call at submission; should one get here
+        // anyway, it breaks like any other call that cannot be written.
+        let builder = self
+            .request(call)
+            .map_err(|e| TransportError::Broken(e.to_string()))?;
         let built = |e: http::Error| TransportError::Broken(format!("request not built: {e}"));
         let sent = if call.body.is_empty() && matches!(call.method.as_str(), "GET" | "HEAD") {
             self.agent.run(builder.body(()).map_err(built)?)
@@ -231,15 +248,11 @@ impl HttpUpstream {
 
 impl Upstream for HttpUpstream {
     /// Builds the request as [`Upstream::send`] would, without sending it.
-    fn check(&self, call: &Outgoing) -> Result<(), String> {
-        let builder = self.request(call).map_err(|e| match e {
-            TransportError::Broken(why) => why,
-            other => other.to_string(),
-        })?;
-        builder
+    fn check(&self, call: &Outgoing) -> Result<(), Unsendable> {
+        self.request(call)?
             .body(())
             .map(drop)
-            .map_err(|e| format!("the request cannot be sent upstream: {e}"))
+            .map_err(|e| Unsendable::Request(e.to_string()))
     }
 
     fn send(&self, call: &Outgoing) -> Outcome {

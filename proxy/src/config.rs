@@ -182,11 +182,10 @@ struct RawUpstream {
 }
 
 impl TryFrom<RawUpstream> for UpstreamConfig {
-    type Error = String;
+    type Error = CoordinationError;
 
-    fn try_from(raw: RawUpstream) -> Result<Self, String> {
-        let coordination = merged_coordination(raw.preset, raw.coordination)
-            .map_err(|(path, msg)| format!("coordination.{path}: {msg}"))?;
+    fn try_from(raw: RawUpstream) -> Result<Self, CoordinationError> {
+        let coordination = merged_coordination(raw.preset, raw.coordination)?;
         Ok(UpstreamConfig {
             name: raw.name,
             url: raw.url,
@@ -210,16 +209,34 @@ fn deep_merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-/// The preset with the user's table merged over it, deserialized. The
-/// error is (path within `coordination`, message).
-fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, (String, String)> {
+/// What is wrong with an upstream's `coordination` table once merged over
+/// its preset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("coordination.{path}: {message}")]
+struct CoordinationError {
+    /// Path of the field within `coordination`; empty for the table itself.
+    path: String,
+    message: String,
+}
+
+/// The preset with the user's table merged over it, deserialized.
+fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, CoordinationError> {
     let mut base = match toml::Table::try_from(preset.config()) {
         Ok(t) => t,
-        Err(e) => return Err((String::new(), format!("preset cannot be merged: {e}"))),
+        Err(e) => {
+            return Err(CoordinationError {
+                path: String::new(),
+                message: format!("preset cannot be merged: {e}"),
+            })
+        }
     };
     deep_merge(&mut base, user);
-    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base))
-        .map_err(|e| (path_string(e.path()), e.inner().message().to_owned()))
+    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base)).map_err(|e| {
+        CoordinationError {
+            path: path_string(e.path()),
+            message: e.inner().message().to_owned(),
+        }
+    })
 }
 
 fn path_string(path: &serde_path_to_error::Path) -> String {
@@ -349,7 +366,30 @@ impl fmt::Display for ConfigFileErrors {
 impl std::error::Error for ConfigFileErrors {}
 
 /// A field path and what is wrong with it, before it is located in a file.
-type Issue = (String, String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Issue {
+    field: String,
+    message: String,
+}
+
+impl Issue {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Issue {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The issue as reported, at `line` and `column` when known.
+    fn located(self, line: Option<usize>, column: Option<usize>) -> ConfigFileError {
+        ConfigFileError {
+            field: self.field,
+            line,
+            column,
+            message: self.message,
+        }
+    }
+}
 
 impl ProxyConfig {
     /// One upstream with the Advanced Trade preset at `url`, for the quick
@@ -405,10 +445,10 @@ impl ProxyConfig {
         let (config, index) = Self::from_table(root, &mut issues);
         // Upstreams that could not be read are left out; the rest are
         // still checked, under their index in the file.
-        let unread = issues.iter().any(|(f, _)| f.starts_with("upstreams["));
+        let unread = issues.iter().any(|i| i.field.starts_with("upstreams["));
         let mut checked = config.issues_at(&index);
         if unread {
-            checked.retain(|(field, _)| field != "upstreams");
+            checked.retain(|i| i.field != "upstreams");
         }
         issues.extend(checked);
         if edge {
@@ -431,16 +471,16 @@ impl ProxyConfig {
             match key.as_str() {
                 "server" => match serde_path_to_error::deserialize(value) {
                     Ok(s) => config.server = s,
-                    Err(e) => issues.push((
+                    Err(e) => issues.push(Issue::new(
                         join("server", &path_string(e.path())),
-                        e.inner().message().to_owned(),
+                        e.inner().message(),
                     )),
                 },
                 "upstreams" => {
                     let toml::Value::Array(items) = value else {
-                        issues.push((
-                            "upstreams".into(),
-                            "must be an array of tables ([[upstreams]])".into(),
+                        issues.push(Issue::new(
+                            "upstreams",
+                            "must be an array of tables ([[upstreams]])",
                         ));
                         continue;
                     };
@@ -451,9 +491,9 @@ impl ProxyConfig {
                         let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
                             Ok(r) => r,
                             Err(e) => {
-                                issues.push((
+                                issues.push(Issue::new(
                                     join(&at, &path_string(e.path())),
-                                    e.inner().message().to_owned(),
+                                    e.inner().message(),
                                 ));
                                 continue;
                             }
@@ -470,14 +510,15 @@ impl ProxyConfig {
                                     coordination,
                                 })
                             }
-                            Err((path, msg)) => {
-                                issues.push((join(&format!("{at}.coordination"), &path), msg))
-                            }
+                            Err(e) => issues.push(Issue::new(
+                                join(&format!("{at}.coordination"), &e.path),
+                                e.message,
+                            )),
                         }
                     }
                 }
-                other => issues.push((
-                    other.to_owned(),
+                other => issues.push(Issue::new(
+                    other,
                     format!("unknown section `{other}` (known: server, upstreams)"),
                 )),
             }
@@ -521,7 +562,7 @@ impl ProxyConfig {
                     let list = |v: Vec<&String>| {
                         v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                     };
-                    issues.push((
+                    issues.push(Issue::new(
                         field,
                         format!(
                             "route `{name}` mixes global scopes ({}) with per-credential scopes ({}); on the edge one Durable Object must own all of a request's buckets, so use one kind per route",
@@ -560,7 +601,7 @@ impl ProxyConfig {
     /// Every problem, upstream `k` named by `index[k]` (`k` when missing).
     fn issues_at(&self, index: &[usize]) -> Vec<Issue> {
         let mut out: Vec<Issue> = Vec::new();
-        let mut push = |field: &str, msg: String| out.push((field.to_owned(), msg));
+        let mut push = |field: &str, msg: String| out.push(Issue::new(field, msg));
         let s = &self.server;
         let server_addr = match s.listen.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -639,11 +680,11 @@ impl ProxyConfig {
                 );
             }
             if let Err(e) = crate::url::BaseUrl::parse(&u.url) {
-                push(&f("url"), e);
+                push(&f("url"), e.to_string());
             }
             if let Some(p) = &u.prefix {
                 if let Err(e) = check_prefix(p) {
-                    push(&f("prefix"), e);
+                    push(&f("prefix"), e.to_string());
                 }
                 if self.upstreams[..k]
                     .iter()
@@ -751,24 +792,30 @@ fn errors_without_positions(issues: Vec<Issue>) -> Result<(), ConfigFileErrors> 
     Err(ConfigFileErrors(
         issues
             .into_iter()
-            .map(|(field, message)| ConfigFileError {
-                field,
-                line: None,
-                column: None,
-                message,
-            })
+            .map(|issue| issue.located(None, None))
             .collect(),
     ))
 }
 
+/// Why an upstream's `prefix` is refused; the variants hold the prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PrefixError {
+    #[error("`{0}` must start with `/`")]
+    NoLeadingSlash(String),
+    #[error("`/` would capture every request; leave the prefix out instead")]
+    Root,
+    #[error("`{0}`: segments must be letters, digits, `-`, `_`, `.` or `~`, with no empty, `.` or `..` segment and no trailing `/`")]
+    Segments(String),
+}
+
 /// A path prefix: `/` then segments of unreserved characters, no trailing
 /// slash.
-pub(crate) fn check_prefix(p: &str) -> Result<(), String> {
+pub(crate) fn check_prefix(p: &str) -> Result<(), PrefixError> {
     let Some(rest) = p.strip_prefix('/') else {
-        return Err(format!("`{p}` must start with `/`"));
+        return Err(PrefixError::NoLeadingSlash(p.to_owned()));
     };
     if rest.is_empty() {
-        return Err("`/` would capture every request; leave the prefix out instead".into());
+        return Err(PrefixError::Root);
     }
     for seg in rest.split('/') {
         let ok = !seg.is_empty()
@@ -778,9 +825,7 @@ pub(crate) fn check_prefix(p: &str) -> Result<(), String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
         if !ok {
-            return Err(format!(
-                "`{p}`: segments must be letters, digits, `-`, `_`, `.` or `~`, with no empty, `.` or `..` segment and no trailing `/`"
-            ));
+            return Err(PrefixError::Segments(p.to_owned()));
         }
     }
     Ok(())
@@ -854,16 +899,11 @@ fn locate_all(text: &str, doc: &DeTable<'_>, issues: Vec<Issue>) -> ConfigFileEr
     ConfigFileErrors(
         issues
             .into_iter()
-            .map(|(field, message)| {
-                let (line, column) = locate(doc, &field)
+            .map(|issue| {
+                let (line, column) = locate(doc, &issue.field)
                     .map(|s| line_col(text, s.start))
                     .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-                ConfigFileError {
-                    field,
-                    line,
-                    column,
-                    message,
-                }
+                issue.located(line, column)
             })
             .collect(),
     )

@@ -14,9 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::response::ProxyResponse;
-use syncoord_core::stats::StatsSnapshot;
-use syncoord_core::stats::{Health, Status};
+use syncoord_core::stats::{Health, StatsSnapshot, Status};
+use syncoord_core::Response;
 
 pub const STATS_PATH: &str = "/api/v1/sync-coordination/stats";
 pub const HEALTH_PATH: &str = "/api/v1/sync-coordination/health";
@@ -60,7 +59,7 @@ pub(crate) fn is_endpoint_path(target: &str) -> bool {
 impl Endpoint {
     /// The endpoint's response for `upstreams` (name, stats, health), in
     /// configuration order.
-    pub fn render<N: AsRef<str>>(self, upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+    pub fn render<N: AsRef<str>>(self, upstreams: &[(N, StatsSnapshot, Health)]) -> Response {
         match self {
             Endpoint::Stats => stats_response(upstreams),
             Endpoint::Health => health_response(upstreams),
@@ -78,7 +77,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// Per-upstream snapshots plus totals over all upstreams.
-pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> Response {
     let mut t = syncoord_core::stats::RequestCounts::default();
     let (mut calls, mut retries, mut r429, mut e5xx, mut transport) = (0, 0, 0, 0, 0);
     let (mut in_progress, mut depth, mut in_flight, mut recent) = (0, 0, 0, 0);
@@ -131,12 +130,12 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
         },
         "upstreams": per,
     });
-    ProxyResponse::json(200, &body)
+    Response::json(200, body.to_string())
 }
 
 /// The worst status over all upstreams, with every reason named by its
 /// upstream; 503 when unhealthy.
-pub fn health_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+pub fn health_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> Response {
     let status = upstreams
         .iter()
         .map(|(_, _, h)| h.status)
@@ -164,9 +163,9 @@ pub fn health_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) 
     } else {
         200
     };
-    ProxyResponse::json(
+    Response::json(
         code,
-        &json!({ "status": status, "reasons": reasons, "upstreams": per }),
+        json!({ "status": status, "reasons": reasons, "upstreams": per }).to_string(),
     )
 }
 
@@ -207,7 +206,7 @@ fn status_value(s: Status) -> f64 {
 /// Prometheus text exposition (OpenMetrics) of every upstream, each series
 /// labelled `upstream`. Per-client and per-credential-bucket series are
 /// capped at [`MAX_SERIES_PER_UPSTREAM`] (busiest first).
-pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> ProxyResponse {
+pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> Response {
     let mut m = Families {
         registry: Registry::with_prefix("syncoord"),
     };
@@ -359,20 +358,16 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     let mut text = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut text, &m.registry);
-    ProxyResponse {
-        status: 200,
-        headers: vec![(
-            "Content-Type".into(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8".into(),
-        )],
-        body: text.into_bytes(),
-    }
+    Response::new(200, text).with_header(
+        "Content-Type",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncoord_core::{Config, Coordinator, Instant, Outcome, Request, Response};
+    use syncoord_core::{Config, Coordinator, Instant, Outcome, Request};
 
     fn snapshot() -> (StatsSnapshot, Health) {
         let t0 = Instant::now();

@@ -60,9 +60,9 @@ pub use config::{
 };
 pub use endpoints::{endpoint, Endpoint};
 pub use http::{credential_identity, strip_hop_headers, HopHeaders};
-pub use response::{answer_response, failure_response, ProxyResponse};
+pub use response::{answer_response, error_response, failure_response};
 pub use route::{forwardable_headers, redact, Forward, Proxy, Rejection, ShardKey};
-pub use url::{BaseUrl, Origin};
+pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
 
 /// Request header naming the bot (fairness, per-bot stats).
 pub const CLIENT_HEADER: &str = "X-Syncoord-Client";

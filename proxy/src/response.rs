@@ -4,38 +4,17 @@
 //! upstream enforces is our problem to pace, so they get 503 and
 //! `Retry-After` instead, which no client treats as "you were banned".
 
+//!
+//! Every function here returns a core [`Response`] for the host to write
+//! (it adds `Content-Length`, `Connection` and `Date`).
+
 use serde_json::json;
 use syncoord_core::Duration;
 
 use crate::http::{strip_hop_headers, HopHeaders};
 use crate::route::Rejection;
 use crate::{CACHE_HEADER, ERROR_HEADER};
-use syncoord_core::{Answer, Failure};
-
-/// An HTTP response for the host to write (it adds `Content-Length`,
-/// `Connection` and `Date`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl ProxyResponse {
-    /// First value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        syncoord_core::header(&self.headers, name)
-    }
-
-    /// A JSON body with its content type.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        ProxyResponse {
-            status,
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: value.to_string().into_bytes(),
-        }
-    }
-}
+use syncoord_core::{Answer, Failure, Response};
 
 /// Response headers that describe one connection, not the response, and
 /// those the host recomputes for its own connection; `Proxy-*`, our own
@@ -59,14 +38,14 @@ const HOP_BY_HOP: HopHeaders<'static> = HopHeaders {
 /// Upstream's response as the bot should see it: its status, headers and
 /// body, with `X-Syncoord-Cache` saying where it came from and `Age` (whole
 /// seconds) when it was not fresh from upstream.
-pub fn answer_response(answer: &Answer) -> ProxyResponse {
+pub fn answer_response(answer: &Answer) -> Response {
     let mut headers = strip_hop_headers(&answer.response.headers, &HOP_BY_HOP);
     if answer.age > Duration::ZERO {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("age"));
         headers.push(("Age".into(), answer.age.as_secs().to_string()));
     }
     headers.push((CACHE_HEADER.into(), answer.source.as_str().into()));
-    ProxyResponse {
+    Response {
         status: answer.response.status,
         headers,
         body: answer.response.body.clone(),
@@ -98,7 +77,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// (try again later, with `Retry-After` where we know when); deadlines are
 /// 504; upstream errors and transport failures are 502, quoting
 /// upstream's status and the start of its body.
-pub fn failure_response(failure: &Failure) -> ProxyResponse {
+pub fn failure_response(failure: &Failure) -> Response {
     let (status, retry) = match failure {
         Failure::Shed { retry_after, .. }
         | Failure::BreakerOpen { retry_after, .. }
@@ -119,10 +98,7 @@ pub fn failure_response(failure: &Failure) -> ProxyResponse {
         }
         _ => {}
     }
-    let mut response = ProxyResponse::json(status, &body);
-    response
-        .headers
-        .push((ERROR_HEADER.into(), failure.kind().into()));
+    let mut response = error_response(status, failure.kind(), &body);
     if let Some(secs) = retry {
         response
             .headers
@@ -134,16 +110,21 @@ pub fn failure_response(failure: &Failure) -> ProxyResponse {
 impl Rejection {
     /// `{"error": kind, "message": ...}` with the rejection's status and
     /// `X-Syncoord-Error: <kind>`.
-    pub fn into_response(self) -> ProxyResponse {
-        let mut response = ProxyResponse::json(
+    pub fn into_response(self) -> Response {
+        error_response(
             self.status,
+            self.kind,
             &json!({ "error": self.kind, "message": self.message }),
-        );
-        response
-            .headers
-            .push((ERROR_HEADER.into(), self.kind.into()));
-        response
+        )
     }
+}
+
+/// An error of our own: `body` as JSON, with `X-Syncoord-Error: <kind>` so
+/// a bot can tell it from an answer upstream sent. Hosts use it for the
+/// errors only they can have (the Worker's own failures), so every
+/// syncoord error looks alike.
+pub fn error_response(status: u16, kind: &str, body: &serde_json::Value) -> Response {
+    Response::json(status, body.to_string()).with_header(ERROR_HEADER, kind)
 }
 
 #[cfg(test)]
@@ -151,9 +132,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use syncoord_core::{Response, Source, TransportError};
+    use syncoord_core::{Source, TransportError};
 
-    fn body(r: &ProxyResponse) -> serde_json::Value {
+    fn body(r: &Response) -> serde_json::Value {
         serde_json::from_slice(&r.body).unwrap()
     }
 

@@ -112,7 +112,7 @@ impl Proxy {
                     field: format!("upstreams[{i}].url"),
                     line: None,
                     column: None,
-                    message: e,
+                    message: e.to_string(),
                 }])
             })?;
             // `validate` checked it; compiling again cannot fail, but a

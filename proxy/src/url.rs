@@ -22,6 +22,40 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Why an absolute URL's origin cannot be read ([`split_absolute`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("the scheme must be http:// or https://")]
+    Scheme,
+    #[error("no host")]
+    NoHost,
+    #[error("user info (`user@`) is not allowed in the URL")]
+    UserInfo,
+    #[error("unclosed `[` in the host")]
+    UnclosedBracket,
+    /// The bracketed part, without its brackets.
+    #[error("`[{0}]` is not an IPv6 address")]
+    Ipv6(String),
+    /// What follows `]` instead of `:port`.
+    #[error("unexpected `{0}` after the IPv6 address")]
+    AfterIpv6(String),
+    #[error("`{0}` is not a valid host name")]
+    Host(String),
+    #[error("`{0}` is not a port number (1 to 65535)")]
+    Port(String),
+}
+
+/// Why a configured base URL is refused; each message starts with the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("`{url}`: {error}")]
+    Origin { url: String, error: UrlError },
+    #[error("`{url}`: a base URL has no query or fragment (only scheme, host, port and an optional base path)")]
+    QueryOrFragment { url: String },
+    #[error("`{url}`: the base path may hold only plain segments (no empty, `.` or `..` segment, no percent-encoding)")]
+    BasePath { url: String },
+}
+
 /// A configured upstream's base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
@@ -32,12 +66,15 @@ pub struct BaseUrl {
 
 impl BaseUrl {
     /// `http(s)://host[:port][/base/path]`; no user info, query or fragment.
-    pub fn parse(url: &str) -> Result<BaseUrl, String> {
-        let (origin, rest) = split_absolute(url).map_err(|e| format!("`{url}`: {e}"))?;
+    pub fn parse(url: &str) -> Result<BaseUrl, BaseUrlError> {
+        let (origin, rest) = split_absolute(url).map_err(|error| BaseUrlError::Origin {
+            url: url.to_owned(),
+            error,
+        })?;
         if rest.contains(['?', '#']) {
-            return Err(format!(
-                "`{url}`: a base URL has no query or fragment (only scheme, host, port and an optional base path)"
-            ));
+            return Err(BaseUrlError::QueryOrFragment {
+                url: url.to_owned(),
+            });
         }
         let path = rest.trim_end_matches('/');
         for seg in path.split('/').skip(1) {
@@ -48,9 +85,9 @@ impl BaseUrl {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b));
             if !ok {
-                return Err(format!(
-                    "`{url}`: the base path may hold only plain segments (no empty, `.` or `..` segment, no percent-encoding)"
-                ));
+                return Err(BaseUrlError::BasePath {
+                    url: url.to_owned(),
+                });
             }
         }
         Ok(BaseUrl {
@@ -62,41 +99,39 @@ impl BaseUrl {
 
 /// Splits `http(s)://authority` from the rest of an absolute URL. The rest
 /// is empty or starts with `/`, `?` or `#`, and is returned untouched.
-pub fn split_absolute(url: &str) -> Result<(Origin, &str), String> {
+pub fn split_absolute(url: &str) -> Result<(Origin, &str), UrlError> {
     let lower_starts = |p: &str| url.len() >= p.len() && url[..p.len()].eq_ignore_ascii_case(p);
     let (https, after) = if lower_starts("https://") {
         (true, &url[8..])
     } else if lower_starts("http://") {
         (false, &url[7..])
     } else {
-        return Err("the scheme must be http:// or https://".into());
+        return Err(UrlError::Scheme);
     };
     let end = after.find(['/', '?', '#']).unwrap_or(after.len());
     let (authority, rest) = after.split_at(end);
     if authority.is_empty() {
-        return Err("no host".into());
+        return Err(UrlError::NoHost);
     }
     if authority.contains('@') {
-        return Err("user info (`user@`) is not allowed in the URL".into());
+        return Err(UrlError::UserInfo);
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let close = v6
-            .find(']')
-            .ok_or_else(|| "unclosed `[` in the host".to_owned())?;
+        let close = v6.find(']').ok_or(UrlError::UnclosedBracket)?;
         let addr = &v6[..close];
         if addr.is_empty()
             || !addr
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
-            return Err(format!("`[{addr}]` is not an IPv6 address"));
+            return Err(UrlError::Ipv6(addr.to_owned()));
         }
         let tail = &v6[close + 1..];
         let port = match tail {
             "" => None,
             t => Some(
                 t.strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected `{t}` after the IPv6 address"))?,
+                    .ok_or_else(|| UrlError::AfterIpv6(t.to_owned()))?,
             ),
         };
         (format!("[{}]", addr.to_ascii_lowercase()), port)
@@ -110,7 +145,7 @@ pub fn split_absolute(url: &str) -> Result<(Origin, &str), String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
         if !ok {
-            return Err(format!("`{host}` is not a valid host name"));
+            return Err(UrlError::Host(host.to_owned()));
         }
         (host.to_ascii_lowercase(), port)
     };
@@ -121,7 +156,7 @@ pub fn split_absolute(url: &str) -> Result<(Origin, &str), String> {
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0 && p.to_string().len() <= 5)
-            .ok_or_else(|| format!("`{p}` is not a port number (1 to 65535)"))?,
+            .ok_or_else(|| UrlError::Port(p.to_owned()))?,
     };
     Ok((Origin { https, host, port }, rest))
 }
@@ -162,6 +197,26 @@ mod tests {
         ] {
             assert!(split_absolute(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let said = |url: &str| split_absolute(url).map(drop).unwrap_err().to_string();
+        assert_eq!(said("ftp://h"), "the scheme must be http:// or https://");
+        assert_eq!(
+            said("https://[::1]x/"),
+            "unexpected `x` after the IPv6 address"
+        );
+        assert_eq!(said("https://h:0"), "`0` is not a port number (1 to 65535)");
+        let said = |url: &str| BaseUrl::parse(url).unwrap_err().to_string();
+        assert_eq!(
+            said("https://h h/"),
+            "`https://h h/`: `h h` is not a valid host name"
+        );
+        assert_eq!(
+            said("https://h/?q"),
+            "`https://h/?q`: a base URL has no query or fragment (only scheme, host, port and an optional base path)"
+        );
     }
 
     #[test]

@@ -47,28 +47,34 @@ enum State {
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_SIZE_LINE: usize = 1024;
 
+/// What one chunked body may cost, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkLimits {
+    /// The decoded body.
+    pub(crate) max_body: usize,
+    /// The trailer section.
+    pub(crate) max_trailers: usize,
+    /// Every byte that is not body data (size lines, extensions, CRLFs,
+    /// trailers), so the raw bytes of one chunked body stay within
+    /// `max_body + max_framing`.
+    pub(crate) max_framing: usize,
+}
+
 pub(crate) struct Decoder {
     state: State,
-    max_body: usize,
-    max_trailers: usize,
+    limits: ChunkLimits,
     trailer_bytes: usize,
-    /// Bytes consumed that were not body data, and their limit.
+    /// Bytes consumed that were not body data.
     framing_bytes: usize,
-    max_framing: usize,
 }
 
 impl Decoder {
-    /// `max_framing` bounds every byte that is not body data (size lines,
-    /// extensions, CRLFs, trailers), so the raw bytes of one chunked body
-    /// stay within `max_body + max_framing`.
-    pub(crate) fn new(max_body: usize, max_trailers: usize, max_framing: usize) -> Self {
+    pub(crate) fn new(limits: ChunkLimits) -> Self {
         Decoder {
             state: State::Size,
-            max_body,
-            max_trailers,
+            limits,
             trailer_bytes: 0,
             framing_bytes: 0,
-            max_framing,
         }
     }
 
@@ -84,7 +90,7 @@ impl Decoder {
         let (used, done) = self.decode(input, body)?;
         let data = body.len() - before;
         self.framing_bytes = self.framing_bytes.saturating_add(used - data);
-        if self.framing_bytes > self.max_framing {
+        if self.framing_bytes > self.limits.max_framing {
             return Err(ChunkError::TooMuchFraming);
         }
         Ok((used, done))
@@ -103,7 +109,7 @@ impl Decoder {
                             self.state = State::Trailers;
                         } else {
                             let total = (body.len() as u64).saturating_add(size);
-                            if total > self.max_body as u64 {
+                            if total > self.limits.max_body as u64 {
                                 return Err(ChunkError::TooLarge);
                             }
                             self.state = State::Data(size);
@@ -145,7 +151,7 @@ impl Decoder {
                     // Trailer fields are read and discarded: nothing in
                     // this project needs them.
                     let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-                        if self.trailer_bytes + rest.len() > self.max_trailers {
+                        if self.trailer_bytes + rest.len() > self.limits.max_trailers {
                             return Err(ChunkError::LineTooLong);
                         }
                         return Ok((pos, false));
@@ -153,7 +159,7 @@ impl Decoder {
                     let line = &rest[..nl];
                     pos += nl + 1;
                     self.trailer_bytes += nl + 1;
-                    if self.trailer_bytes > self.max_trailers {
+                    if self.trailer_bytes > self.limits.max_trailers {
                         return Err(ChunkError::LineTooLong);
                     }
                     if line.is_empty() || line == b"\r" {
@@ -169,8 +175,16 @@ impl Decoder {
 mod tests {
     use super::*;
 
+    fn limits(max_body: usize) -> ChunkLimits {
+        ChunkLimits {
+            max_body,
+            max_trailers: 1024,
+            max_framing: 1024,
+        }
+    }
+
     fn decode_in_pieces(input: &[u8], piece: usize) -> Result<Vec<u8>, ChunkError> {
-        let mut d = Decoder::new(1024, 1024, 1024);
+        let mut d = Decoder::new(limits(1024));
         let mut body = Vec::new();
         let mut buf = Vec::new();
         for part in input.chunks(piece) {
@@ -199,7 +213,7 @@ mod tests {
             decode_in_pieces(b"2\r\nabX\r\n0\r\n\r\n", 64),
             Err(ChunkError::MissingCrlf)
         );
-        let mut d = Decoder::new(4, 1024, 1024);
+        let mut d = Decoder::new(limits(4));
         assert_eq!(d.feed(b"5\r\n", &mut Vec::new()), Err(ChunkError::TooLarge));
     }
 
@@ -209,7 +223,7 @@ mod tests {
         // decoded body is tiny but the raw bytes are not.
         let chunk = format!("1;{}\r\nx\r\n", "e".repeat(600));
         let wire = format!("{}0\r\n\r\n", chunk.repeat(4));
-        let mut d = Decoder::new(1024, 1024, 1024);
+        let mut d = Decoder::new(limits(1024));
         let mut body = Vec::new();
         assert_eq!(
             d.feed(wire.as_bytes(), &mut body),
@@ -217,7 +231,7 @@ mod tests {
         );
         // Within the allowance the same shape decodes.
         let wire = format!("{}0\r\n\r\n", chunk);
-        let mut d = Decoder::new(1024, 1024, 1024);
+        let mut d = Decoder::new(limits(1024));
         let mut body = Vec::new();
         assert_eq!(d.feed(wire.as_bytes(), &mut body), Ok((wire.len(), true)));
         assert_eq!(body, b"x");

@@ -8,40 +8,88 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::chunked::Decoder;
-use super::{reason_phrase, ClientProbe, HttpRequest, HttpResponse, Shared};
+use super::chunked::{ChunkLimits, Decoder};
+use super::{reason_phrase, ClientProbe, HttpRequest, Reply, Response, Shared};
 
 /// Buffer capacity a connection keeps between requests.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// A request the server refuses before the handler sees it; the
-/// connection closes after the answer.
-struct Refusal {
-    status: u16,
-    message: String,
+/// connection closes after the answer, if any.
+enum Refusal {
+    /// Answered with a JSON error.
+    Answer { status: u16, message: String },
+    /// The client went away mid-request: nobody to answer.
+    ClientGone,
 }
 
 impl Refusal {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        Refusal {
+        Refusal::Answer {
             status,
             message: message.into(),
         }
     }
 
-    fn response(&self) -> HttpResponse {
-        let kind = match self.status {
+    /// The JSON error to write; `None` when nobody is left to read it.
+    fn response(&self) -> Option<Response> {
+        let Refusal::Answer { status, message } = self else {
+            return None;
+        };
+        let kind = match status {
             400 => "bad_request",
             408 => "request_timeout",
             413 => "payload_too_large",
             431 => "request_header_fields_too_large",
             _ => "error",
         };
-        HttpResponse::json(
-            self.status,
-            &serde_json::json!({ "error": kind, "message": self.message }),
-        )
+        Some(json_error(*status, kind, message))
     }
+}
+
+/// `{"error": kind, "message": message}`, the shape of every error the
+/// server answers on its own.
+fn json_error(status: u16, kind: &str, message: &str) -> Response {
+    Response::json(
+        status,
+        serde_json::json!({ "error": kind, "message": message }).to_string(),
+    )
+}
+
+/// The HTTP/1.x version a request was sent with: what the answer's
+/// `Connection` field must say and which defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    /// From the minor version httparse reports (it accepts only 1.0 and
+    /// 1.1).
+    fn from_minor(minor: u8) -> Self {
+        if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        }
+    }
+}
+
+/// Whether a response carries its body: a HEAD answer is the head alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyMode {
+    Full,
+    HeadOnly,
+}
+
+/// What becomes of the connection after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persistence {
+    /// Read the next request.
+    KeepAlive,
+    /// Close (said in the response's `Connection` field when it has one).
+    Close,
 }
 
 /// Why reading stopped.
@@ -58,7 +106,7 @@ enum ReadStop {
 struct Head {
     method: String,
     target: String,
-    minor_version: u8,
+    version: Version,
     headers: Vec<(String, String)>,
     len: usize,
 }
@@ -123,7 +171,7 @@ impl Conn<'_> {
                 }
             }
             match self.one_request() {
-                Ok(true) => {
+                Ok(Persistence::KeepAlive) => {
                     // One large body must not pin its buffer for the rest
                     // of a long keep-alive connection.
                     if self.buf.capacity() > KEEP_CAPACITY && self.buf.len() < KEEP_CAPACITY {
@@ -134,19 +182,25 @@ impl Conn<'_> {
                     }
                     continue;
                 }
-                Ok(false) => return self.linger(),
+                Ok(Persistence::Close) => return self.linger(),
                 Err(refusal) => {
-                    let response = refusal.response();
-                    let _ = self.write_response(&response, false, true, 1);
+                    if let Some(response) = refusal.response() {
+                        let _ = self.write_response(
+                            &response,
+                            BodyMode::Full,
+                            Persistence::Close,
+                            Version::Http11,
+                        );
+                    }
                     return self.linger();
                 }
             }
         }
     }
 
-    /// Reads, answers and consumes one request. `Ok(true)` keeps the
-    /// connection open for the next one.
-    fn one_request(&mut self) -> Result<bool, Refusal> {
+    /// Reads, answers and consumes one request, and says whether the
+    /// connection stays open for the next one.
+    fn one_request(&mut self) -> Result<Persistence, Refusal> {
         let limits = &self.shared.limits;
         let deadline = Instant::now() + limits.read_timeout;
         let head = loop {
@@ -165,8 +219,9 @@ impl Conn<'_> {
         // HTTP/1.0 has no Transfer-Encoding: such a message's framing is
         // suspect, so the connection closes after it (RFC 9112 6.1) and
         // nothing pipelined behind it is read with our framing.
-        let suspect_framing = head.minor_version == 0 && matches!(framing, Framing::Chunked);
-        let expect_continue = head.minor_version == 1
+        let suspect_framing =
+            head.version == Version::Http10 && matches!(framing, Framing::Chunked);
+        let expect_continue = head.version == Version::Http11
             && header(&head.headers, "expect")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
         let (body, consumed) = match framing {
@@ -186,11 +241,11 @@ impl Conn<'_> {
                 }
                 // Framing may take as much room as the body itself (or the
                 // header section, for small bodies), never a multiple of it.
-                let mut decoder = Decoder::new(
-                    limits.max_body_bytes,
-                    limits.max_header_bytes,
-                    limits.max_body_bytes.max(limits.max_header_bytes),
-                );
+                let mut decoder = Decoder::new(ChunkLimits {
+                    max_body: limits.max_body_bytes,
+                    max_trailers: limits.max_header_bytes,
+                    max_framing: limits.max_body_bytes.max(limits.max_header_bytes),
+                });
                 let mut body = Vec::new();
                 let mut pos = head.len;
                 loop {
@@ -217,8 +272,12 @@ impl Conn<'_> {
         };
         self.buf.drain(..consumed);
 
-        let wants_keep_alive = keep_alive(head.minor_version, &head.headers) && !suspect_framing;
-        let head_only = head.method == "HEAD";
+        let wants_keep_alive = keep_alive(head.version, &head.headers) && !suspect_framing;
+        let body_mode = if head.method == "HEAD" {
+            BodyMode::HeadOnly
+        } else {
+            BodyMode::Full
+        };
         let request = HttpRequest {
             method: head.method,
             target: head.target,
@@ -229,33 +288,36 @@ impl Conn<'_> {
             client: self.probe.clone(),
         };
         let handler = &self.shared.handler;
-        let response = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request)))
-        {
-            Ok(response) => response,
+        let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
+            Ok(reply) => reply,
             Err(_) => {
                 tracing::error!(peer = %self.peer, "handler panicked");
-                let response = HttpResponse::json(
-                    500,
-                    &serde_json::json!({"error": "internal", "message": "handler failed"}),
-                );
-                let _ = self.write_response(&response, head_only, true, head.minor_version);
-                return Ok(false);
+                let response = json_error(500, "internal", "handler failed");
+                let _ = self.write_response(&response, body_mode, Persistence::Close, head.version);
+                return Ok(Persistence::Close);
             }
         };
-        if response.is_drop() {
-            let _ = self.stream.shutdown(Shutdown::Both);
-            return Ok(false);
-        }
+        let response = match reply {
+            Reply::Respond(response) => response,
+            Reply::DropConnection => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+                return Ok(Persistence::Close);
+            }
+        };
         let handler_closes =
             header(&response.headers, "connection").is_some_and(|v| has_token(v, "close"));
-        let keep = wants_keep_alive && !handler_closes && !self.shared.stopping();
+        let persistence = if wants_keep_alive && !handler_closes && !self.shared.stopping() {
+            Persistence::KeepAlive
+        } else {
+            Persistence::Close
+        };
         if self
-            .write_response(&response, head_only, !keep, head.minor_version)
+            .write_response(&response, body_mode, persistence, head.version)
             .is_err()
         {
-            return Ok(false);
+            return Ok(Persistence::Close);
         }
-        Ok(keep)
+        Ok(persistence)
     }
 
     /// Reads more bytes within the request's deadline, or refuses it.
@@ -266,8 +328,7 @@ impl Conn<'_> {
                 408,
                 "request not received in time (headers and body must arrive within the read timeout)",
             )),
-            // The client went away mid-request: nobody to answer.
-            Err(ReadStop::Eof | ReadStop::Failed) => Err(Refusal::new(0, "")),
+            Err(ReadStop::Eof | ReadStop::Failed) => Err(Refusal::ClientGone),
         }
     }
 
@@ -311,17 +372,15 @@ impl Conn<'_> {
     }
 
     /// Serialises the response into the reused buffer and writes it in
-    /// one call. A refusal with status 0 (client gone) writes nothing.
+    /// one call.
     fn write_response(
         &mut self,
-        response: &HttpResponse,
-        head_only: bool,
-        close: bool,
-        minor_version: u8,
+        response: &Response,
+        body_mode: BodyMode,
+        persistence: Persistence,
+        version: Version,
     ) -> io::Result<()> {
-        if response.status == HttpResponse::DROP_CONNECTION {
-            return Ok(());
-        }
+        let head_only = body_mode == BodyMode::HeadOnly;
         let out = &mut self.out;
         out.clear();
         let status = response.status;
@@ -365,10 +424,13 @@ impl Conn<'_> {
             out.extend_from_slice(response.body.len().to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        } else if minor_version == 0 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        match (persistence, version) {
+            (Persistence::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
+            // HTTP/1.0 closes unless told otherwise; 1.1 keeps by default.
+            (Persistence::KeepAlive, Version::Http10) => {
+                out.extend_from_slice(b"Connection: keep-alive\r\n")
+            }
+            (Persistence::KeepAlive, Version::Http11) => {}
         }
         out.extend_from_slice(b"\r\n");
         if body_allowed && !head_only {
@@ -426,8 +488,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Refusal> {
         }
         Err(e) => return Err(Refusal::new(400, format!("malformed request: {e}"))),
     };
-    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
-    else {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Refusal::new(400, "malformed request line"));
     };
     let mut headers = Vec::with_capacity(req.headers.len());
@@ -443,7 +504,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Refusal> {
     Ok(Some(Head {
         method: method.to_owned(),
         target: target.to_owned(),
-        minor_version,
+        version: Version::from_minor(minor),
         headers,
         len,
     }))
@@ -498,7 +559,7 @@ fn framing(headers: &[(String, String)], max_body: usize) -> Result<Framing, Ref
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when
 /// asked `keep-alive`.
-fn keep_alive(minor_version: u8, headers: &[(String, String)]) -> bool {
+fn keep_alive(version: Version, headers: &[(String, String)]) -> bool {
     let mut close = false;
     let mut keep = false;
     for (name, value) in headers {
@@ -507,7 +568,7 @@ fn keep_alive(minor_version: u8, headers: &[(String, String)]) -> bool {
             keep |= has_token(value, "keep-alive");
         }
     }
-    !close && (minor_version >= 1 || keep)
+    !close && (version == Version::Http11 || keep)
 }
 
 fn has_token(value: &str, token: &str) -> bool {
@@ -553,7 +614,11 @@ mod proptests {
                     Ok(Some(head)) => {
                         prop_assert!(head.len <= buf.len());
                         if let Ok(Framing::Chunked) = framing(&head.headers, 64) {
-                            let mut d = Decoder::new(64, 64, 64);
+                            let mut d = Decoder::new(ChunkLimits {
+                                max_body: 64,
+                                max_trailers: 64,
+                                max_framing: 64,
+                            });
                             let mut body = Vec::new();
                             let mut pos = head.len;
                             while let Ok((used, done)) = d.feed(&buf[pos..], &mut body) {
@@ -569,7 +634,11 @@ mod proptests {
                     }
                     Ok(None) => {}
                     Err(refusal) => {
-                        prop_assert!([400, 431].contains(&refusal.status));
+                        prop_assert!(
+                            matches!(refusal, Refusal::Answer { status: 400 | 431, .. }),
+                            "refused with {:?}",
+                            refusal.response().map(|r| r.status)
+                        );
                         break;
                     }
                 }

@@ -17,9 +17,10 @@
 //! connection: it gets a short JSON error and is closed, and every other
 //! connection keeps being served.
 //!
-//! A handler can ask for the connection to be dropped without an answer
-//! (the mock upstream simulates broken connections that way): return
-//! [`HttpResponse::drop_connection`] (status [`HttpResponse::DROP_CONNECTION`]).
+//! A handler answers a [`Reply`]: a core [`Response`] (the one response
+//! type of every syncoord crate), or [`Reply::DropConnection`] to close
+//! the connection without an answer (the mock upstream simulates broken
+//! connections that way).
 
 mod chunked;
 mod conn;
@@ -35,6 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+pub use syncoord_core::Response;
 
 /// Bounds on what one client may cost the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,57 +141,27 @@ impl HttpRequest {
     }
 }
 
-/// What a handler answers. The server adds `Content-Length`, `Date` (unless
-/// the handler set one) and `Connection`; a handler's own `Content-Length`,
-/// `Transfer-Encoding` and `Connection` fields are not copied (framing is
-/// the server's job), except that `Connection: close` is honoured.
+/// What a handler answers: a response to write, or nothing at all.
+///
+/// For a [`Reply::Respond`] the server adds `Content-Length`, `Date`
+/// (unless the handler set one) and `Connection`; a handler's own
+/// `Content-Length`, `Transfer-Encoding` and `Connection` fields are not
+/// copied (framing is the server's job), except that `Connection: close`
+/// is honoured.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub enum Reply {
+    /// Write this response.
+    Respond(Response),
+    /// Close the connection without answering: a simulated network failure
+    /// (the mock upstream's broken connections), or a client that has
+    /// nobody left to answer.
+    DropConnection,
 }
 
-impl HttpResponse {
-    /// A status that is never sent: the server closes the connection
-    /// without answering (a simulated network failure).
-    pub const DROP_CONNECTION: u16 = 0;
-
-    pub fn new(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
-        HttpResponse {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// A JSON answer with `Content-Type: application/json`.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        HttpResponse {
-            status,
-            headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
-            body: value.to_string().into_bytes(),
-        }
-    }
-
-    /// Close the connection without answering.
-    pub fn drop_connection() -> Self {
-        HttpResponse {
-            status: Self::DROP_CONNECTION,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
-    }
-
-    /// Whether this response asks for the connection to be dropped.
-    pub fn is_drop(&self) -> bool {
-        self.status == Self::DROP_CONNECTION
-    }
-
-    /// The same response with one more header.
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
+/// Most handlers answer: they return a [`Response`] and write `.into()`.
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Reply::Respond(response)
     }
 }
 
@@ -196,15 +169,17 @@ impl HttpResponse {
 /// block (a proxy waiting for its turn upstream) without holding up any
 /// other connection.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: HttpRequest) -> HttpResponse;
+    fn handle(&self, req: HttpRequest) -> Reply;
 }
 
-impl<F> Handler for F
+/// Closures are handlers, answering a [`Response`] or a [`Reply`].
+impl<F, R> Handler for F
 where
-    F: Fn(HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    F: Fn(HttpRequest) -> R + Send + Sync + 'static,
+    R: Into<Reply>,
 {
-    fn handle(&self, req: HttpRequest) -> HttpResponse {
-        self(req)
+    fn handle(&self, req: HttpRequest) -> Reply {
+        self(req).into()
     }
 }
 

@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::conn::BodyMode;
+
 /// Hang guard for every client read: generous, never a timing assertion.
 pub const GUARD: Duration = Duration::from_secs(10);
 
@@ -48,9 +50,18 @@ impl Client {
         self.stream.write_all(bytes).unwrap();
     }
 
-    /// Next response; `None` when the server closed first. A HEAD response
-    /// is read with `head_only`.
-    pub fn read_response(&mut self, head_only: bool) -> Option<Seen> {
+    /// Next response; `None` when the server closed first.
+    pub fn read_response(&mut self) -> Option<Seen> {
+        self.read(BodyMode::Full)
+    }
+
+    /// Next response to a HEAD request, which has no body whatever its
+    /// `Content-Length` says; `None` when the server closed first.
+    pub fn read_head_response(&mut self) -> Option<Seen> {
+        self.read(BodyMode::HeadOnly)
+    }
+
+    fn read(&mut self, body_mode: BodyMode) -> Option<Seen> {
         loop {
             let mut slots = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut slots);
@@ -66,11 +77,10 @@ impl Client {
                         )
                     })
                     .collect();
-                let cl: usize = if head_only {
-                    0
-                } else {
-                    syncoord_core::header(&headers, "content-length")
-                        .map_or(0, |v| v.parse().unwrap())
+                let cl: usize = match body_mode {
+                    BodyMode::HeadOnly => 0,
+                    BodyMode::Full => syncoord_core::header(&headers, "content-length")
+                        .map_or(0, |v| v.parse().unwrap()),
                 };
                 while self.buf.len() < len + cl {
                     self.more()?;
@@ -125,7 +135,7 @@ pub fn keep_alive_load(
                 let mut c = Client::connect(addr);
                 for _ in 0..per_client {
                     c.send(request);
-                    assert_eq!(c.read_response(false).unwrap().status, 200);
+                    assert_eq!(c.read_response().unwrap().status, 200);
                 }
             })
         })

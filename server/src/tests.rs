@@ -16,7 +16,7 @@ fn echo() -> Arc<dyn Handler> {
         let n = served.fetch_add(1, Ordering::SeqCst) + 1;
         let mut body = format!("{} {} ", req.method, req.target).into_bytes();
         body.extend_from_slice(&req.body);
-        HttpResponse::new(200, vec![("X-Served".into(), n.to_string())], body)
+        Response::new(200, body).with_header("X-Served", &n.to_string())
     })
 }
 
@@ -35,7 +35,7 @@ fn keep_alive_reuses_one_connection_and_reports_date_and_length() {
     let mut c = Client::connect(server.local_addr());
     for i in 1..=3 {
         c.send(format!("GET /a?b=%20{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-        let r = c.read_response(false).unwrap();
+        let r = c.read_response().unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), format!("GET /a?b=%20{i} "));
         assert_eq!(r.header("x-served"), Some(i.to_string().as_str()));
@@ -44,7 +44,7 @@ fn keep_alive_reuses_one_connection_and_reports_date_and_length() {
     }
     // Connection: close is honoured.
     c.send(b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
-    let r = c.read_response(false).unwrap();
+    let r = c.read_response().unwrap();
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed());
     stop(server);
@@ -55,18 +55,18 @@ fn http10_closes_unless_asked_to_keep_alive() {
     let server = start(Limits::default(), echo());
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    let r = c.read_response(false).unwrap();
+    let r = c.read_response().unwrap();
     assert_eq!(r.header("connection"), Some("keep-alive"));
     // Transfer-Encoding in HTTP/1.0 is faulty framing: answered, then the
     // connection closes even though keep-alive was asked for.
     c.send(b"POST /te HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\n\r\n");
-    let r = c.read_response(false).unwrap();
+    let r = c.read_response().unwrap();
     assert_eq!(r.text(), "POST /te z");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed());
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET /y HTTP/1.0\r\n\r\n");
-    let r = c.read_response(false).unwrap();
+    let r = c.read_response().unwrap();
     assert_eq!(r.text(), "GET /y ");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed());
@@ -83,17 +83,17 @@ fn pipelined_requests_answer_in_order_and_targets_pass_verbatim() {
           GET http://example.test/three/../x%2F HTTP/1.1\r\n\r\n\
           HEAD /four HTTP/1.1\r\n\r\n",
     );
-    assert_eq!(c.read_response(false).unwrap().text(), "GET /one ");
-    assert_eq!(c.read_response(false).unwrap().text(), "POST /two abc");
+    assert_eq!(c.read_response().unwrap().text(), "GET /one ");
+    assert_eq!(c.read_response().unwrap().text(), "POST /two abc");
     assert_eq!(
-        c.read_response(false).unwrap().text(),
+        c.read_response().unwrap().text(),
         "GET http://example.test/three/../x%2F "
     );
-    let head = c.read_response(true).unwrap();
+    let head = c.read_head_response().unwrap();
     // HEAD: the length of the body a GET would get, and no body.
     assert_eq!(head.header("content-length"), Some("11"));
     c.send(b"GET /five HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().text(), "GET /five ");
+    assert_eq!(c.read_response().unwrap().text(), "GET /five ");
     stop(server);
 }
 
@@ -103,7 +103,7 @@ fn chunked_bodies_are_decoded_and_expect_continue_answered() {
     let mut c = Client::connect(server.local_addr());
     c.send(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n");
     c.send(b"5;x=y\r\npedia\r\n0\r\nTrailer: t\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().text(), "POST /c Wikipedia");
+    assert_eq!(c.read_response().unwrap().text(), "POST /c Wikipedia");
 
     c.send(b"PUT /e HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
     // The interim answer arrives before we send the body.
@@ -112,7 +112,7 @@ fn chunked_bodies_are_decoded_and_expect_continue_answered() {
         c.more().unwrap();
     }
     c.send(b"ok");
-    assert_eq!(c.read_response(false).unwrap().text(), "PUT /e ok");
+    assert_eq!(c.read_response().unwrap().text(), "PUT /e ok");
     stop(server);
 }
 
@@ -120,11 +120,7 @@ fn chunked_bodies_are_decoded_and_expect_continue_answered() {
 fn a_large_body_within_the_limit_arrives_whole() {
     let handler: Arc<dyn Handler> = Arc::new(|req: HttpRequest| {
         let sum: u64 = req.body.iter().map(|&b| u64::from(b)).sum();
-        HttpResponse::new(
-            200,
-            Vec::new(),
-            format!("{} {sum}", req.body.len()).into_bytes(),
-        )
+        Response::new(200, format!("{} {sum}", req.body.len()))
     });
     let server = start(Limits::default(), handler);
     let mut c = Client::connect(server.local_addr());
@@ -144,13 +140,13 @@ fn a_large_body_within_the_limit_arrives_whole() {
         writer.write_all(&body).unwrap();
     });
     assert_eq!(
-        c.read_response(false).unwrap().text(),
+        c.read_response().unwrap().text(),
         format!("300000 {expected}")
     );
     sender.join().unwrap();
     // The connection is still usable after the large request.
     c.send(b"GET / HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().status, 200);
+    assert_eq!(c.read_response().unwrap().status, 200);
     stop(server);
 }
 
@@ -159,7 +155,7 @@ fn a_large_body_within_the_limit_arrives_whole() {
 fn refused(addr: SocketAddr, request: &[u8], status: u16, needle: &str) {
     let mut c = Client::connect(addr);
     c.send(request);
-    let r = c.read_response(false).unwrap();
+    let r = c.read_response().unwrap();
     assert_eq!(r.status, status, "{}", r.text());
     assert!(r.text().contains(needle), "{}", r.text());
     assert_eq!(r.header("connection"), Some("close"));
@@ -266,7 +262,7 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
     // Still serving.
     let mut c = Client::connect(a);
     c.send(b"GET /fine HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().text(), "GET /fine ");
+    assert_eq!(c.read_response().unwrap().text(), "GET /fine ");
     stop(server);
 }
 
@@ -284,7 +280,7 @@ fn a_one_mebibyte_header_line_gets_431() {
         req.extend_from_slice(b"\r\n\r\n");
         let _ = writer.write_all(&req);
     });
-    let r = c.read_response(false).unwrap();
+    let r = c.read_response().unwrap();
     assert_eq!(r.status, 431);
     sender.join().unwrap();
     stop(server);
@@ -302,7 +298,7 @@ fn slowloris_hits_the_read_timeout_while_others_are_served() {
     // Another client is served meanwhile.
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET /ok HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().status, 200);
+    assert_eq!(c.read_response().unwrap().status, 200);
     // Trickling bytes does not extend the deadline: it is for the whole
     // request. The write may fail once the server has given up.
     for _ in 0..10 {
@@ -311,7 +307,7 @@ fn slowloris_hits_the_read_timeout_while_others_are_served() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let r = slow.read_response(false).unwrap();
+    let r = slow.read_response().unwrap();
     assert_eq!(r.status, 408);
     stop(server);
 }
@@ -324,7 +320,7 @@ fn concurrent_connections_are_served_in_parallel() {
     let handler_barrier = Arc::clone(&inside);
     let handler: Arc<dyn Handler> = Arc::new(move |_req: HttpRequest| {
         handler_barrier.wait();
-        HttpResponse::new(204, Vec::new(), Vec::new())
+        Response::new(204, Vec::new())
     });
     let server = start(Limits::default(), handler);
     let addr = server.local_addr();
@@ -333,7 +329,7 @@ fn concurrent_connections_are_served_in_parallel() {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 c.send(b"GET / HTTP/1.1\r\n\r\n");
-                let r = c.read_response(false).unwrap();
+                let r = c.read_response().unwrap();
                 (r.status, r.header("content-length").map(str::to_owned))
             })
         })
@@ -355,7 +351,7 @@ fn many_keep_alive_connections_each_get_their_own_answers() {
                 let mut c = Client::connect(addr);
                 for i in 0..20 {
                     c.send(format!("GET /c{n}/r{i} HTTP/1.1\r\n\r\n").as_bytes());
-                    let r = c.read_response(false).unwrap();
+                    let r = c.read_response().unwrap();
                     assert_eq!(r.text(), format!("GET /c{n}/r{i} "));
                 }
             })
@@ -376,9 +372,9 @@ fn connections_beyond_the_bound_get_503() {
     let server = start(limits, echo());
     let mut first = Client::connect(server.local_addr());
     first.send(b"GET / HTTP/1.1\r\n\r\n");
-    assert_eq!(first.read_response(false).unwrap().status, 200);
+    assert_eq!(first.read_response().unwrap().status, 200);
     let mut second = Client::connect(server.local_addr());
-    let r = second.read_response(false).unwrap();
+    let r = second.read_response().unwrap();
     assert_eq!(r.status, 503);
     assert!(second.closed());
     stop(server);
@@ -389,26 +385,26 @@ fn a_bodiless_head_answer_announces_no_false_length() {
     // What the proxy answers a HEAD with: upstream's headers, no body.
     let server = start(
         Limits::default(),
-        Arc::new(|_req: HttpRequest| HttpResponse::new(200, Vec::new(), Vec::new())),
+        Arc::new(|_req: HttpRequest| Response::new(200, Vec::new())),
     );
     let mut c = Client::connect(server.local_addr());
     c.send(b"HEAD /x HTTP/1.1\r\n\r\n");
-    let r = c.read_response(true).unwrap();
+    let r = c.read_head_response().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), None);
     // The connection stays usable: a HEAD answer never has a body.
     c.send(b"HEAD /y HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert_eq!(c.read_response(true).unwrap().status, 200);
+    assert_eq!(c.read_head_response().unwrap().status, 200);
     stop(server);
 }
 
 #[test]
 fn drop_connection_closes_without_an_answer() {
-    let handler: Arc<dyn Handler> = Arc::new(|_req: HttpRequest| HttpResponse::drop_connection());
+    let handler: Arc<dyn Handler> = Arc::new(|_req: HttpRequest| Reply::DropConnection);
     let server = start(Limits::default(), handler);
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET / HTTP/1.1\r\n\r\n");
-    assert!(c.read_response(false).is_none());
+    assert!(c.read_response().is_none());
     stop(server);
 }
 
@@ -421,7 +417,7 @@ fn shutdown_lets_a_slow_handler_answer_and_closes_idle_connections() {
             let _ = entered_tx.lock().unwrap().send(());
             std::thread::sleep(Duration::from_millis(300));
         }
-        HttpResponse::new(200, Vec::new(), b"done".to_vec())
+        Response::new(200, "done")
     });
     let server = start(Limits::default(), handler);
     let addr = server.local_addr();
@@ -429,7 +425,7 @@ fn shutdown_lets_a_slow_handler_answer_and_closes_idle_connections() {
     // An idle keep-alive connection (one request answered, then quiet).
     let mut idle = Client::connect(addr);
     idle.send(b"GET /quick HTTP/1.1\r\n\r\n");
-    assert_eq!(idle.read_response(false).unwrap().status, 200);
+    assert_eq!(idle.read_response().unwrap().status, 200);
     // A connection accepted but that never sent anything.
     let mut silent = Client::connect(addr);
 
@@ -442,7 +438,7 @@ fn shutdown_lets_a_slow_handler_answer_and_closes_idle_connections() {
     handle.shutdown();
     handle.shutdown(); // idempotent
 
-    let r = slow.read_response(false).unwrap();
+    let r = slow.read_response().unwrap();
     assert_eq!(r.text(), "done");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(slow.closed());
@@ -463,15 +459,15 @@ fn shutdown_lets_a_slow_handler_answer_and_closes_idle_connections() {
 fn a_panicking_handler_costs_only_its_request() {
     let handler: Arc<dyn Handler> = Arc::new(|req: HttpRequest| {
         assert!(req.target != "/panic", "handler panic on purpose");
-        HttpResponse::new(200, Vec::new(), Vec::new())
+        Response::new(200, Vec::new())
     });
     let server = start(Limits::default(), handler);
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET /panic HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().status, 500);
+    assert_eq!(c.read_response().unwrap().status, 500);
     let mut c = Client::connect(server.local_addr());
     c.send(b"GET /fine HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response(false).unwrap().status, 200);
+    assert_eq!(c.read_response().unwrap().status, 200);
     stop(server);
 }
 
@@ -481,8 +477,7 @@ fn a_panicking_handler_costs_only_its_request() {
 #[test]
 #[ignore = "measurement; run by hand in release mode"]
 fn throughput_keep_alive() {
-    let handler: Arc<dyn Handler> =
-        Arc::new(|_req: HttpRequest| HttpResponse::new(200, Vec::new(), b"ok".to_vec()));
+    let handler: Arc<dyn Handler> = Arc::new(|_req: HttpRequest| Response::new(200, "ok"));
     let server = start(Limits::default(), handler);
     let addr = server.local_addr();
     let (clients, per_client) = (4, 20_000);
@@ -528,7 +523,7 @@ mod arbitrary_input {
                 Arc::new(|req: HttpRequest| {
                     let mut body = format!("{} {} ", req.method, req.target).into_bytes();
                     body.extend_from_slice(&req.body);
-                    HttpResponse::new(200, vec![("X-Method".into(), req.method)], body)
+                    Response::new(200, body).with_header("X-Method", &req.method)
                 }),
             );
             let addr = server.local_addr();
@@ -613,7 +608,7 @@ mod arbitrary_input {
             // Still serving.
             let mut c = Client::connect(addr);
             c.send(b"GET /alive HTTP/1.1\r\nConnection: close\r\n\r\n");
-            prop_assert_eq!(c.read_response(false).unwrap().text(), "GET /alive ");
+            prop_assert_eq!(c.read_response().unwrap().text(), "GET /alive ");
         }
     }
 }

@@ -3,8 +3,6 @@
 
 use worker::{js_sys, web_sys, Headers, Request, Response, ResponseBuilder, Result};
 
-use syncoord_proxy::ProxyResponse;
-
 /// A request as plain values.
 pub struct Incoming {
     /// As the runtime reports it (upper case for the standard methods,
@@ -71,7 +69,11 @@ fn runtime_managed(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
 }
 
-pub fn to_response(r: ProxyResponse) -> Result<Response> {
+/// The runtime's response for one of ours (the core's [`Response`] that
+/// every syncoord host writes).
+///
+/// [`Response`]: syncoord_core::Response
+pub fn to_response(r: syncoord_core::Response) -> Result<Response> {
     let headers = Headers::new();
     for (n, v) in r.headers.iter().filter(|(n, _)| !runtime_managed(n)) {
         headers.append(n, v)?;

@@ -29,7 +29,7 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use syncoord_core::{
     Admission, Answer, CompiledConfig, Coordinator, Dispatch, Failure, Health, Instant, Request,
-    StatsSnapshot, Ticket,
+    Response, StatsSnapshot, Ticket,
 };
 use syncoord_proxy::Outgoing;
 use worker::wasm_bindgen_futures::spawn_local;
@@ -37,7 +37,7 @@ use worker::{js_sys, Delay};
 
 use super::upstream;
 use crate::timer;
-use syncoord_proxy::{answer_response, failure_response, ProxyResponse, ServerSettings};
+use syncoord_proxy::{answer_response, failure_response, ServerSettings};
 
 struct State {
     core: Coordinator<Outgoing>,
@@ -95,7 +95,7 @@ impl Driver {
     /// `request_timeout_secs`: then the ticket is cancelled (upstream may
     /// still answer; the answer goes to the cache and to any other waiter)
     /// and the bot gets the core's "deadline passed" answer, a 504.
-    pub async fn call(self: &Rc<Self>, request: Request, outgoing: Outgoing) -> ProxyResponse {
+    pub async fn call(self: &Rc<Self>, request: Request, outgoing: Outgoing) -> Response {
         let admission = self
             .state
             .borrow_mut()

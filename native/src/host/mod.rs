@@ -24,6 +24,7 @@ use syncoord_core::{
 };
 use syncoord_proxy::Outgoing;
 
+use crate::upstream::Unsendable;
 pub use crate::upstream::Upstream;
 use sync::{Ended, Shared, Slot, Submitted};
 
@@ -81,7 +82,7 @@ pub enum CallError {
     /// The request can never be sent upstream ([`Upstream::check`]); it
     /// was not submitted.
     #[error("the request cannot be sent upstream: {0}")]
-    Invalid(String),
+    Invalid(Unsendable),
 }
 
 /// A thread-safe handle to a running coordinator; clones share it. When

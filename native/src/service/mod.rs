@@ -17,6 +17,7 @@ use syncoord_core::{Answer, Failure, Method, Request};
 use syncoord_proxy::Outgoing;
 
 use crate::host::{CallError, Coordinator};
+use crate::upstream::Unsendable;
 
 /// Path prefix of the Advanced Trade REST API.
 pub const BROKERAGE: &str = "/api/v3/brokerage";
@@ -87,7 +88,7 @@ pub enum ServiceError {
     Decode { path: String, reason: String },
     /// The request can never be sent upstream (a malformed path, say).
     #[error("the request cannot be sent upstream: {0}")]
-    Invalid(String),
+    Invalid(Unsendable),
 }
 
 impl ServiceError {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use syncoord_core::{Outcome, Response, TransportError};
 use syncoord_proxy::Outgoing;
 
-use super::{HttpUpstream, Upstream, UpstreamError, UpstreamOptions};
+use super::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};
 
 /// Serves every connection with `respond`, given the raw request bytes
 /// (head and Content-Length body); reports each raw request on the channel.
@@ -308,4 +308,23 @@ fn a_bots_accept_encoding_is_not_forwarded() {
     );
     assert_eq!(got.header("content-encoding"), None);
     assert_eq!(got.body, b"plain");
+}
+
+#[test]
+fn an_unwritable_call_is_unsendable_before_anything_is_sent() {
+    let upstream = HttpUpstream::new("http://127.0.0.1:9", options()).unwrap();
+    assert_eq!(
+        upstream.check(&call("GET", "/time", &[], b"")),
+        Ok(()),
+        "a plain call can be sent"
+    );
+    let bad_method = upstream.check(&call("GE T", "/time", &[], b""));
+    assert_eq!(bad_method, Err(Unsendable::Method("GE T".into())));
+    let bad_value = upstream
+        .check(&call("GET", "/time", &[("X-Key", "a\nb")], b""))
+        .map_err(|e| e.to_string());
+    assert_eq!(
+        bad_value,
+        Err("request header `x-key` has an invalid value".into())
+    );
 }
