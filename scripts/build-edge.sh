@@ -7,7 +7,8 @@
 # Extra arguments go to worker-build (default: --release).
 #
 # Skips the build when edge-worker/build is newer than every input (the
-# sources of edge-worker and core, the manifests, Cargo.lock), because
+# sources of edge-worker and of the crates it builds on, core and proxy,
+# their manifests, Cargo.lock), because
 # `wrangler dev` runs this on every start (wrangler.toml [build]) and
 # worker-build always reruns wasm-bindgen and wasm-opt (~40 s) even when
 # cargo has nothing to do. SYNCOORD_EDGE_FORCE_BUILD=1 builds anyway.
@@ -23,8 +24,9 @@ fi
 source "$ENV_FILE"
 OUT="$ROOT/edge-worker/build/worker/shim.mjs"
 if [ -z "${SYNCOORD_EDGE_FORCE_BUILD:-}" ] && [ $# -eq 0 ] && [ -f "$OUT" ] &&
-    [ -z "$(find "$ROOT/edge-worker/src" "$ROOT/core/src" "$ROOT/edge-worker/Cargo.toml" \
-        "$ROOT/core/Cargo.toml" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$OUT" -print -quit)" ]; then
+    [ -z "$(find "$ROOT/edge-worker/src" "$ROOT/core/src" "$ROOT/proxy/src" \
+        "$ROOT/edge-worker/Cargo.toml" "$ROOT/core/Cargo.toml" "$ROOT/proxy/Cargo.toml" \
+        "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$OUT" -print -quit)" ]; then
     echo "build-edge: edge-worker/build is up to date" >&2
     exit 0
 fi

@@ -202,7 +202,7 @@ impl Driver {
     /// The core's stats and health now.
     pub fn report(&self) -> (StatsSnapshot, Health) {
         let now = Instant::now();
-        let mut s = self.state.borrow_mut();
+        let s = self.state.borrow();
         let stats = s.core.stats(now);
         let health = s.core.health(now);
         (stats, health)
