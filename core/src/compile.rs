@@ -38,9 +38,10 @@ impl CompiledConfig {
         self.0.routes.get(self.0.routes.lookup(method, path))
     }
 
-    /// Whose budget scope `scope` counts against.
-    pub fn keying(&self, scope: ScopeId) -> Keying {
-        self.0.keying[usize::from(scope.0)]
+    /// Whose budget scope `scope` counts against (`None` for an id that
+    /// names no scope of this config).
+    pub fn keying(&self, scope: ScopeId) -> Option<Keying> {
+        self.0.keying.get(usize::from(scope.0)).copied()
     }
 
     pub(crate) fn routes(&self) -> &RouteTable {
@@ -60,6 +61,7 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, r)| self.compile_rule(&mut v, i, r, default.as_ref()))
+            // Every rule is checked, not only those before the first bad one.
             .collect::<Vec<_>>()
             .into_iter()
             .collect();

@@ -371,7 +371,7 @@ impl Proxy {
             .route(&req.method, &req.path)
             .scopes
             .iter()
-            .any(|s| rules.keying(*s) == Keying::Credential);
+            .any(|s| rules.keying(*s) == Some(Keying::Credential));
         if per_credential {
             let who = req.credential.as_ref().map_or("anonymous", |c| c.as_str());
             ShardKey(format!("{name}/cred/{who}"))
