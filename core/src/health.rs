@@ -32,10 +32,10 @@ pub struct Reason {
     pub message: String,
 }
 
-/// Every [`Reason::code`] that [`assess`] gives. Deserialising a health
+/// Every [`Reason::code`] the coordinator gives. Deserialising a health
 /// report (the edge host carries them from its Durable Objects to the
 /// Worker as JSON) maps a code back to its `'static` name here.
-pub(crate) const CODES: &[&str] = &[
+pub const CODES: &[&str] = &[
     "upstream_rate_limited",
     "queue_wait",
     "queue_full",

@@ -1,8 +1,9 @@
 //! Counters and gauges, and the serde snapshot hosts publish at
 //! `/api/v1/sync-coordination/stats`.
 //!
-//! Every request ends exactly once, through [`Stats::ended`], so the
-//! outcome counters add up to the submissions (less those still waiting).
+//! Every request ends exactly once (the coordinator counts each end in one
+//! place), so the outcome counters add up to the submissions, less those
+//! still waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use web_time::{Duration, Instant};
 
 pub use crate::breaker::BreakerState;
 pub use crate::cache::CacheSnapshot;
-pub use crate::health::{Health, Reason, Status};
+pub use crate::health::{Health, Reason, Status, CODES};
 pub use crate::limiter::BucketSnapshot;
 
 /// How one request ended.

@@ -15,7 +15,7 @@ pub const REGISTRY_BINDING: &str = "SHARD_REGISTRY";
 pub const REGISTRY_NAME: &str = "registry";
 
 /// Names the shard a forwarded request belongs to. Set by the Worker only:
-/// a bot's own value is dropped by [`forwardable_headers`].
+/// a bot's own value is dropped by [`syncoord_proxy::forwardable_headers`].
 pub const SHARD_HEADER: &str = "x-syncoord-shard";
 /// Origin of internal Worker -> object calls (never fetched over a network).
 pub const INTERNAL_ORIGIN: &str = "https://syncoord.internal";

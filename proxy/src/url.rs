@@ -22,7 +22,7 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Why an absolute URL's origin cannot be read ([`split_absolute`]).
+/// Why an absolute URL's origin cannot be read (`split_absolute`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("the scheme must be http:// or https://")]
