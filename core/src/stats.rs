@@ -74,7 +74,8 @@ pub struct RequestCounts {
     pub shed: u64,
     /// Could not be sent before their deadline.
     pub expired: u64,
-    /// Upstream failed (after retries) or its breaker was open.
+    /// Upstream failed after retries (still 429, a 5xx, no answer at
+    /// all) or its breaker was open.
     pub failed: u64,
     /// Given up by their caller.
     pub cancelled: u64,

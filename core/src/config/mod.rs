@@ -246,7 +246,8 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimiterConfig {
-    /// Pause after a 429 without `Retry-After`; doubles with each
+    /// Pause after a 429 when upstream says nothing of its own (neither
+    /// `Retry-After` nor an `x-ratelimit-reset`); doubles with each
     /// consecutive 429, up to `max_pause_secs`.
     pub base_pause_secs: f64,
     /// Cap on that doubling pause, in seconds. Default 60.
