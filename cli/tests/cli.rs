@@ -1,7 +1,7 @@
 //! The `syncoord` command end to end: the real binary, run as a user runs
 //! it (`check-config`, `serve` until SIGTERM).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,7 @@ use syncoord_server::test_client::{Client, Seen};
 /// One GET of `path` on a fresh connection to `addr`; `None` while
 /// nothing listens there yet.
 fn get(addr: SocketAddr, path: &str) -> Option<Seen> {
-    TcpStream::connect(addr).ok()?;
-    let mut client = Client::connect(addr);
+    let mut client = Client::try_connect(addr)?;
     client.send(format!("GET {path} HTTP/1.1\r\nHost: syncoord\r\n\r\n").as_bytes());
     client.read_response()
 }

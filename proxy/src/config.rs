@@ -34,6 +34,20 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
+use syncoord_core::CompiledConfig;
+
+use crate::url::BaseUrl;
+
+/// One upstream as a [`crate::Proxy`] runs it: its base URL parsed and its
+/// coordination rules compiled, once.
+#[derive(Debug)]
+pub(crate) struct CheckedUpstream {
+    pub(crate) base: BaseUrl,
+    pub(crate) prefix: Option<String>,
+    /// What the hosts run their coordinators on, and what
+    /// [`crate::Proxy::shard`] reads the routes from.
+    pub(crate) coordination: CompiledConfig,
+}
 
 /// Host settings: where to listen, how much to accept, how long to wait.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -598,8 +612,25 @@ impl ProxyConfig {
         self.issues_at(&[])
     }
 
+    /// Every upstream with its base URL parsed and its coordination
+    /// compiled, in config order, or every problem found. The one pass
+    /// that both checks and compiles, so [`crate::Proxy::new`] neither
+    /// repeats the work nor words an error a second time.
+    pub(crate) fn checked_upstreams(&self) -> Result<Vec<CheckedUpstream>, ConfigFileErrors> {
+        let (issues, upstreams) = self.check_at(&[]);
+        errors_without_positions(issues)?;
+        Ok(upstreams)
+    }
+
     /// Every problem, upstream `k` named by `index[k]` (`k` when missing).
     fn issues_at(&self, index: &[usize]) -> Vec<Issue> {
+        self.check_at(index).0
+    }
+
+    /// [`Self::issues_at`], and each upstream that passed its own checks,
+    /// parsed and compiled (all of them when there is no issue).
+    fn check_at(&self, index: &[usize]) -> (Vec<Issue>, Vec<CheckedUpstream>) {
+        let mut checked = Vec::with_capacity(self.upstreams.len());
         let mut out: Vec<Issue> = Vec::new();
         let mut push = |field: &str, msg: String| out.push(Issue::new(field, msg));
         let s = &self.server;
@@ -679,9 +710,9 @@ impl ProxyConfig {
                     format!("`{}` names more than one upstream", u.name),
                 );
             }
-            if let Err(e) = crate::url::BaseUrl::parse(&u.url) {
-                push(&f("url"), e.to_string());
-            }
+            let base = BaseUrl::parse(&u.url)
+                .map_err(|e| push(&f("url"), e.to_string()))
+                .ok();
             if let Some(p) = &u.prefix {
                 if let Err(e) = check_prefix(p) {
                     push(&f("prefix"), e.to_string());
@@ -709,16 +740,27 @@ impl ProxyConfig {
                     }
                 }
             }
-            if let Err(errors) = u.coordination.validate() {
-                for e in errors.0 {
-                    push(
-                        &format!("upstreams[{i}].coordination.{}", e.field),
-                        e.problem.to_string(),
-                    );
-                }
+            let coordination = u
+                .coordination
+                .compile()
+                .map_err(|errors| {
+                    for e in errors.0 {
+                        push(
+                            &format!("upstreams[{i}].coordination.{}", e.field),
+                            e.problem.to_string(),
+                        );
+                    }
+                })
+                .ok();
+            if let (Some(base), Some(coordination)) = (base, coordination) {
+                checked.push(CheckedUpstream {
+                    base,
+                    prefix: u.prefix.clone(),
+                    coordination,
+                });
             }
         }
-        out
+        (out, checked)
     }
 
     /// Sets one value by its path, e.g. `server.listen` or

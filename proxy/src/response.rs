@@ -3,7 +3,6 @@
 //! status tells a bot what to do. Bots never see a 429 from us: a limit
 //! upstream enforces is our problem to pace, so they get 503 and
 //! `Retry-After` instead, which no client treats as "you were banned".
-
 //!
 //! Every function here returns a core [`Response`] for the host to write
 //! (it adds `Content-Length`, `Connection` and `Date`).

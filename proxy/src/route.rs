@@ -26,9 +26,9 @@ use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 
-use crate::config::ProxyConfig;
+use crate::config::{CheckedUpstream, ProxyConfig};
 use crate::http::{strip_hop_headers, HopHeaders};
-use crate::url::{split_absolute, BaseUrl, Origin};
+use crate::url::{split_absolute, Origin};
 use crate::{ConfigFileErrors, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
 use syncoord_core::config::Keying;
 use syncoord_core::{CompiledConfig, Method, Request};
@@ -78,21 +78,12 @@ impl ShardKey {
     }
 }
 
-#[derive(Debug)]
-struct Compiled {
-    base: BaseUrl,
-    prefix: Option<String>,
-    /// The upstream's coordination rules, compiled once: the hosts run
-    /// their coordinators on it, and [`Proxy::shard`] reads its routes.
-    coordination: CompiledConfig,
-}
-
 /// The compiled proxy configuration: routes requests, pure and cheap to
 /// share between threads.
 #[derive(Debug)]
 pub struct Proxy {
     config: Arc<ProxyConfig>,
-    upstreams: Vec<Compiled>,
+    upstreams: Vec<CheckedUpstream>,
     default: Option<usize>,
 }
 
@@ -104,39 +95,7 @@ const MAX_METHOD_LEN: usize = 32;
 impl Proxy {
     /// Checks the configuration and compiles its route tables.
     pub fn new(config: ProxyConfig) -> Result<Proxy, ConfigFileErrors> {
-        config.validate()?;
-        let mut upstreams = Vec::with_capacity(config.upstreams.len());
-        for (i, u) in config.upstreams.iter().enumerate() {
-            let base = BaseUrl::parse(&u.url).map_err(|e| {
-                ConfigFileErrors(vec![crate::ConfigFileError {
-                    field: format!("upstreams[{i}].url"),
-                    line: None,
-                    column: None,
-                    message: e.to_string(),
-                }])
-            })?;
-            // `validate` checked it; compiling again cannot fail, but a
-            // failure would still be reported, never papered over.
-            let coordination = u.coordination.compile().map_err(|errors| {
-                ConfigFileErrors(
-                    errors
-                        .0
-                        .into_iter()
-                        .map(|e| crate::ConfigFileError {
-                            field: format!("upstreams[{i}].coordination.{}", e.field),
-                            line: None,
-                            column: None,
-                            message: e.problem.to_string(),
-                        })
-                        .collect(),
-                )
-            })?;
-            upstreams.push(Compiled {
-                base,
-                prefix: u.prefix.clone(),
-                coordination,
-            });
-        }
+        let upstreams = config.checked_upstreams()?;
         let default = config.upstreams.iter().position(|u| u.prefix.is_none());
         Ok(Proxy {
             config: Arc::new(config),

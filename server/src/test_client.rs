@@ -38,12 +38,18 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
+        Client::try_connect(addr).unwrap_or_else(|| panic!("cannot connect to {addr}"))
+    }
+
+    /// A client, or `None` while nothing listens on `addr` (a server still
+    /// starting).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
         stream.set_read_timeout(Some(GUARD)).unwrap();
-        Client {
+        Some(Client {
             stream,
             buf: Vec::new(),
-        }
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
