@@ -8,7 +8,8 @@
 //! - [`config`]: the configuration file (`[server]`, `[[upstreams]]`);
 //! - [`route`]: which upstream a request goes to and what is sent;
 //! - [`response`]: what answers and failures look like to bots;
-//! - [`endpoints`]: stats, health and Prometheus metrics.
+//! - [`endpoints`]: stats, health and Prometheus metrics;
+//! - [`dashboard`]: the live dashboard page and its embedded assets.
 //!
 //! A host's request handler, in short:
 //!
@@ -49,6 +50,7 @@
 //! ```
 
 pub mod config;
+pub mod dashboard;
 pub mod endpoints;
 mod http;
 pub mod response;
