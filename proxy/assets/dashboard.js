@@ -114,15 +114,25 @@
   // bucket or shard appears or goes).
   var charts = {};
   function chartWidth(el) { return Math.max(240, el.clientWidth || 600); }
+  function clock(t) { return new Date(t * 1000).toLocaleTimeString("en-GB"); }
   function axisFor(fmt) {
     return {
       stroke: "#8b98a8",
       grid: { stroke: "#263140", width: 1 },
       ticks: { stroke: "#263140", width: 1 },
-      size: 56,
+      size: 64,
       values: function (u, vals) { return vals.map(fmt); }
     };
   }
+  var X_AXIS = {
+    stroke: "#8b98a8",
+    grid: { stroke: "#263140", width: 1 },
+    ticks: { stroke: "#263140", width: 1 },
+    space: 90,
+    values: function (u, vals) { return vals.map(clock); }
+  };
+  // Axis labels: whole percents, shorter rates.
+  function pctAxis(v) { return Math.round(v * 100) + "%"; }
   function shadeHook(marksKey) {
     // Shades the time ranges where series[marksKey] is 1 (paused) or 2
     // (breaker open).
@@ -150,7 +160,7 @@
     if (c && c.sig !== sig) { c.plot.destroy(); delete charts[id]; c = null; }
     var data = [times.slice()].concat(keys.map(function (k) { return (series[k] || []).slice(); }));
     if (!c) {
-      var s = [{}].concat(keys.map(function (k, i) {
+      var s = [{ label: "time", value: function (u, v) { return v == null ? "–" : clock(v); } }].concat(keys.map(function (k, i) {
         var color = (opts.colors && opts.colors[i]) || COLORS[i % COLORS.length];
         return {
           label: labels[i],
@@ -169,7 +179,7 @@
         height: opts.height || 190,
         series: s,
         scales: { x: { time: true }, y: yScale },
-        axes: [{ stroke: "#8b98a8", grid: { stroke: "#263140", width: 1 }, ticks: { stroke: "#263140", width: 1 } }, axisFor(fmt)],
+        axes: [X_AXIS, axisFor(opts.axis || fmt)],
         legend: { live: true },
         cursor: { drag: { x: false, y: false } },
         hooks: opts.marks ? { drawClear: [shadeHook(opts.marks)] } : {}
@@ -178,6 +188,10 @@
       el.dataset.series = String(keys.length);
     } else {
       c.plot.setData(data);
+    }
+    // With the pointer elsewhere, the legend shows the latest values.
+    if (c.plot.cursor.left == null || c.plot.cursor.left < 0) {
+      c.plot.setLegend({ idx: times.length - 1 });
     }
     el.dataset.points = String(times.length);
   }
@@ -243,10 +257,21 @@
   function sample(body, isWorker, shardHeaders) {
     var at = performance.now();
     var before = prev;
-    var dt = prev ? (at - prev.at) / 1000 : 0;
     var T = body.totals || {};
     var O = T.outcomes || {};
     var ups = Array.isArray(body.upstreams) ? body.upstreams : [];
+    // Rates are per second of the coordinator's own clock (each
+    // upstream's uptime), so a slow or throttled browser tab, or a
+    // headless browser's virtual time, does not skew them.
+    function elapsed(s, p) {
+      var d = p ? num(s.uptime_secs) - num(p.uptime_secs) : 0;
+      return d > 0 ? d : 0;
+    }
+    var dt = 0;
+    ups.forEach(function (u) {
+      dt = Math.max(dt, elapsed(u.stats || {}, prev && prev.upstreams[String(u.name)]));
+    });
+    if (!dt && prev) dt = (at - prev.at) / 1000;
     var v = {};
     var cur = { at: at, totals: T, upstreams: {}, clients: {}, buckets: {}, classes: {} };
 
@@ -279,8 +304,10 @@
       var name = String(u.name);
       cur.upstreams[name] = s;
       var p = prev && prev.upstreams[name];
-      var req = p ? delta(num(s.requests && s.requests.submitted), num(p.requests && p.requests.submitted), dt) : null;
-      var upCalls = p ? delta(num(s.upstream && s.upstream.calls), num(p.upstream && p.upstream.calls), dt) : null;
+      var udt = elapsed(s, p);
+      if (p && !udt) p = null; // restarted (evicted shard): no rate yet
+      var req = p ? delta(num(s.requests && s.requests.submitted), num(p.requests && p.requests.submitted), udt) : null;
+      var upCalls = p ? delta(num(s.upstream && s.upstream.calls), num(p.upstream && p.upstream.calls), udt) : null;
       upRows.push([td(name, "id"), td(String(u.status || "–"), "st-" + u.status),
         td(req == null ? "–" : rate(req), "n"), td(pct(s.cache_hit_rate), "n"),
         td(upCalls == null ? "–" : rate(upCalls), "n"), td(int(s.upstream && s.upstream.rate_limited), "n"),
@@ -300,8 +327,8 @@
       (s.scopes || []).forEach(function (b) {
         var key = bucketKey(name, b);
         cur.buckets[key] = b;
-        var pb = prev && prev.buckets[key];
-        var cps = pb ? delta(num(b.calls), num(pb.calls), dt) : null;
+        var pb = p && prev.buckets[key];
+        var cps = pb ? delta(num(b.calls), num(pb.calls), udt) : null;
         var budget = num(b.budget_per_sec) || num(b.rate_per_sec);
         var state = b.breaker === "open" ? "open" : b.paused_for_secs != null ? "paused"
           : b.breaker === "half_open" ? "half_open" : "ok";
@@ -381,14 +408,14 @@
     draw("c-requests", outcomeKeys, OUTCOMES, rate,
       { colors: OUTCOMES.map(function (o) { return OUTCOME_COLORS[o]; }), height: 210 });
     draw("c-ratios", ["ratio.hit", "ratio.reduction"], ["hit rate", "call reduction"], pct,
-      { range: [0, 1], colors: ["#3fb950", "#58a6ff"] });
+      { range: [0, 1.02], axis: pctAxis, colors: ["#3fb950", "#58a6ff"] });
     draw("c-upstream", ["up.calls", "up.429", "up.5xx"], ["calls", "429s", "5xx"], rate,
       { colors: ["#58a6ff", "#f85149", "#d29922"] });
     var bk = keysWith("budget.");
     draw("c-budget", bk, bk.map(function (k) { return k.slice(7); }), pct,
-      { range: rangeUpTo(0, 1), marks: "marks.buckets" });
+      { range: rangeUpTo(0, 0.1), axis: pctAxis, marks: "marks.buckets" });
     var tk = keysWith("tokens.");
-    draw("c-tokens", tk, tk.map(function (k) { return k.slice(7); }), pct, { range: [0, 1], marks: "marks.buckets" });
+    draw("c-tokens", tk, tk.map(function (k) { return k.slice(7); }), pct, { range: [0, 1.02], axis: pctAxis, marks: "marks.buckets" });
     var dk = classOrder.map(function (c) { return "depth." + c; });
     draw("c-depth", dk, classOrder, function (x) { return int(x); }, { range: rangeUpTo(0, 4) });
     var wk = classOrder.map(function (c) { return "wait." + c; });
