@@ -468,6 +468,8 @@
     }
     setText("where", location.host + " · " + ups.length + (isWorker ? " shard" : " upstream") + (ups.length === 1 ? "" : "s") +
       " · updated " + new Date().toLocaleTimeString("en-GB"));
+    // For the browser test: does the page fit the window's width?
+    document.body.dataset.overflow = document.documentElement.scrollWidth > window.innerWidth + 1 ? "yes" : "no";
   }
   var prevClients = null;
 
