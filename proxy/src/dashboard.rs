@@ -126,6 +126,11 @@ mod tests {
             endpoint("HEAD", "/dashboard/assets/uPlot.min.css"),
             Some(Endpoint::Asset(a)) if a.content_type.starts_with("text/css")
         ));
+        assert_eq!(
+            endpoint("GET", "/dashboard/assets/nope.js"),
+            Some(Endpoint::NoSuchAsset)
+        );
+        assert_eq!(Endpoint::NoSuchAsset.render::<&str>(&[]).status, 404);
         assert_eq!(endpoint("GET", "/dashboard/"), None);
         assert_eq!(endpoint("GET", "/dashboards"), None);
         assert_eq!(endpoint("POST", "/dashboard"), None);

@@ -36,6 +36,9 @@ pub enum Endpoint {
     Dashboard,
     /// One of the page's embedded assets.
     Asset(&'static crate::dashboard::Asset),
+    /// A path under [`crate::dashboard::ASSETS_PREFIX`] naming no asset:
+    /// 404 from the host itself (the prefix is ours, never upstream's).
+    NoSuchAsset,
 }
 
 /// The endpoint a request is for, if any (GET and HEAD only; the query is
@@ -56,7 +59,10 @@ fn endpoint_for_path(target: &str) -> Option<Endpoint> {
         HEALTH_PATH => Some(Endpoint::Health),
         METRICS_PATH => Some(Endpoint::Metrics),
         crate::dashboard::DASHBOARD_PATH => Some(Endpoint::Dashboard),
-        _ => crate::dashboard::asset(path).map(Endpoint::Asset),
+        _ if path.starts_with(crate::dashboard::ASSETS_PREFIX) => Some(
+            crate::dashboard::asset(path).map_or(Endpoint::NoSuchAsset, Endpoint::Asset),
+        ),
+        _ => None,
     }
 }
 
@@ -82,6 +88,15 @@ impl Endpoint {
             Endpoint::Metrics => metrics_response(upstreams),
             Endpoint::Dashboard => crate::dashboard::page_response(),
             Endpoint::Asset(asset) => crate::dashboard::asset_response(asset),
+            Endpoint::NoSuchAsset => crate::response::error_response(
+                404,
+                "not_found",
+                &json!({
+                    "error": "not_found",
+                    "message": "no such dashboard asset",
+                    "retry_after_secs": null,
+                }),
+            ),
         }
     }
 }

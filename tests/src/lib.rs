@@ -64,6 +64,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         response_too_large,
     ),
     ("stats, health and metrics endpoints", endpoints),
+    ("dashboard page and its embedded assets", dashboard),
 ];
 
 /// Runs every check against `target`; returns every failure at once.
@@ -697,6 +698,7 @@ fn endpoints(t: &Target) -> Result<(), String> {
     let stats = stats.json()?;
     let totals = &stats["totals"];
     for field in [
+        "status",
         "requests",
         "cache_hit_rate",
         "upstream_calls",
@@ -729,4 +731,66 @@ fn endpoints(t: &Target) -> Result<(), String> {
             )
         },
     )
+}
+
+/// `GET /dashboard` is the host's own page (never forwarded upstream),
+/// with a strict Content-Security-Policy, and every asset it references
+/// is served by the host with the right type.
+fn dashboard(t: &Target) -> Result<(), String> {
+    let page = get(&format!("{}/dashboard", t.base), &[])?;
+    expect_status(&page, 200, "dashboard")?;
+    expect(
+        page.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html")),
+        || format!("dashboard content-type {:?}", page.header("content-type")),
+    )?;
+    expect(page.header("x-syncoord-cache").is_none(), || {
+        "the dashboard went through the cache: it was forwarded".to_owned()
+    })?;
+    let csp = page.header("content-security-policy").unwrap_or("");
+    expect(
+        csp.contains("connect-src 'self'") && !csp.contains("unsafe"),
+        || format!("dashboard CSP: {csp:?}"),
+    )?;
+    let html = page.text();
+    let assets: Vec<&str> = html
+        .split("\"/dashboard/assets/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    for kind in [".js", ".css"] {
+        expect(assets.iter().any(|a| a.ends_with(kind)), || {
+            format!("the page references no {kind} asset: {html}")
+        })?;
+    }
+    for asset in &assets {
+        let reply = get(&format!("{}/dashboard/assets/{asset}", t.base), &[])?;
+        expect_status(&reply, 200, asset)?;
+        let want = match asset.rsplit('.').next() {
+            Some("js") => "text/javascript",
+            Some("css") => "text/css",
+            _ => "text/plain",
+        };
+        expect(
+            reply.header("content-type")
+                .is_some_and(|c| c.starts_with(want)),
+            || format!("{asset}: content-type {:?}", reply.header("content-type")),
+        )?;
+        expect(!reply.body.is_empty(), || format!("{asset} is empty"))?;
+        if asset.starts_with("dashboard") && asset.ends_with(".js") {
+            expect(
+                reply.text().contains("/api/v1/sync-coordination/stats"),
+                || format!("{asset} does not read the stats endpoint"),
+            )?;
+        }
+    }
+    // The asset prefix is the host's own: an unknown name is its 404,
+    // never a request upstream.
+    let missing = get(&format!("{}/dashboard/assets/nope.js", t.base), &[])?;
+    expect_status(&missing, 404, "an unknown dashboard asset")?;
+    expect(missing.header("x-syncoord-error") == Some("not_found"), || {
+        format!("unknown asset answered by upstream? {:?}", missing.headers)
+    })?;
+    let post = send("POST", &format!("{}/dashboard", t.base), &[], Some(b"x"))?;
+    expect_status(&post, 405, "POST /dashboard")
 }
