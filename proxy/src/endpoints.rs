@@ -361,6 +361,10 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "Upstream 429s within the health window.",
     );
     let health = m.gauge("health_status", "0 healthy, 1 degraded, 2 unhealthy.");
+    let reasons = m.gauge(
+        "health_reasons",
+        "Health reasons now, by code (every code listed, 0 when absent).",
+    );
     let uptime = m.gauge("uptime_seconds", "Seconds since the coordinator started.");
 
     for (name, s, h) in upstreams {
@@ -405,6 +409,12 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         cache_bytes.get_or_create(&l).set(s.cache.bytes as f64);
         recent.get_or_create(&l).set(s.recent_rate_limited as f64);
         health.get_or_create(&l).set(status_value(h.status));
+        for code in syncoord_core::stats::CODES {
+            let n = h.reasons.iter().filter(|r| r.code == *code).count();
+            reasons
+                .get_or_create(&labels(u, &[("code", code)]))
+                .set(n as f64);
+        }
         uptime.get_or_create(&l).set(s.uptime_secs);
         for c in &s.queue.classes {
             let cl = labels(u, &[("class", &c.class)]);
@@ -562,6 +572,7 @@ mod tests {
             "syncoord_queue_depth{upstream=\"advanced\",class=\"account\"} 1",
             "syncoord_client_requests_total{upstream=\"advanced\",client=\"bot-2\",outcome=\"hit\"} 1",
             "syncoord_health_status{upstream=\"advanced\"} 0",
+            "syncoord_health_reasons{upstream=\"advanced\",code=\"breaker_open\"} 0",
             "# TYPE syncoord_bucket_tokens gauge",
             "# EOF",
         ] {
@@ -591,5 +602,45 @@ mod tests {
                 assert!(!name.ends_with(unit), "{line}: not a base unit");
             }
         }
+    }
+
+    /// The Grafana dashboard in the repository queries only metrics the
+    /// coordinator exports (the served-age family excepted: the freshness
+    /// work exports it), so renaming one here breaks this test, not a
+    /// user's dashboard.
+    #[test]
+    fn the_grafana_dashboard_queries_exported_metrics() {
+        let (mut s, h) = snapshot();
+        s.clients.truncate(1);
+        let text = String::from_utf8(metrics_response(&[("a", s, h)]).body).unwrap();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let grafana: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+        let mut queried = 0;
+        for panel in grafana["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("syncoord_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if name.starts_with("syncoord_served_age") {
+                        continue;
+                    }
+                    queried += 1;
+                    assert!(
+                        exported.contains(name.as_str()),
+                        "panel `{}` queries {name}, which is not exported",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+        assert!(queried > 20, "{queried}");
     }
 }
