@@ -169,6 +169,8 @@
           fill: opts.fill ? color + "22" : undefined,
           dash: opts.dashed && opts.dashed[i] ? [6, 4] : undefined,
           spanGaps: false,
+          // Points only while there are too few samples to draw a line.
+          points: { show: function (u) { return u.data[0].length < 4; } },
           value: function (u, v) { return v == null ? "–" : fmt(v); }
         };
       }));
@@ -176,7 +178,7 @@
       if (opts.range) yScale = { range: opts.range };
       var plot = new uPlot({
         width: chartWidth(el),
-        height: opts.height || 190,
+        height: opts.height || 165,
         series: s,
         scales: { x: { time: true }, y: yScale },
         axes: [X_AXIS, axisFor(opts.axis || fmt)],
@@ -386,8 +388,8 @@
       var sent = pk ? k.count - pk.count : 0;
       var recentMean = sent > 0 ? (k.sum - pk.sum) / sent : null;
       setText("v-wait", dur(k.p99));
-      setText("v-wait-sub", int(k.depth) + " queued · last " + (recentMean == null ? "none sent" : "mean " + dur(recentMean)) +
-        " · " + int(k.count) + " sent");
+      setText("v-wait-sub", int(k.depth) + " queued · " + int(k.count) + " sent" +
+        (recentMean == null ? "" : " · just now: mean " + dur(recentMean)));
     } else {
       setText("v-wait", "–");
     }
@@ -406,7 +408,7 @@
     // --- charts ---
     var outcomeKeys = OUTCOMES.map(function (o) { return "req." + o; });
     draw("c-requests", outcomeKeys, OUTCOMES, rate,
-      { colors: OUTCOMES.map(function (o) { return OUTCOME_COLORS[o]; }), height: 210 });
+      { colors: OUTCOMES.map(function (o) { return OUTCOME_COLORS[o]; }), height: 180, fill: true });
     draw("c-ratios", ["ratio.hit", "ratio.reduction"], ["hit rate", "call reduction"], pct,
       { range: [0, 1.02], axis: pctAxis, colors: ["#3fb950", "#58a6ff"] });
     draw("c-upstream", ["up.calls", "up.429", "up.5xx"], ["calls", "429s", "5xx"], rate,
