@@ -59,9 +59,9 @@ fn endpoint_for_path(target: &str) -> Option<Endpoint> {
         HEALTH_PATH => Some(Endpoint::Health),
         METRICS_PATH => Some(Endpoint::Metrics),
         crate::dashboard::DASHBOARD_PATH => Some(Endpoint::Dashboard),
-        _ if path.starts_with(crate::dashboard::ASSETS_PREFIX) => Some(
-            crate::dashboard::asset(path).map_or(Endpoint::NoSuchAsset, Endpoint::Asset),
-        ),
+        _ if path.starts_with(crate::dashboard::ASSETS_PREFIX) => {
+            Some(crate::dashboard::asset(path).map_or(Endpoint::NoSuchAsset, Endpoint::Asset))
+        }
         _ => None,
     }
 }
@@ -532,7 +532,10 @@ mod tests {
         assert_eq!(v["upstreams"][1]["name"], "b");
         assert_eq!(v["totals"]["status"], "healthy");
         let bucket = &v["upstreams"][0]["stats"]["scopes"][0];
-        assert!(bucket["budget_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{bucket}");
+        assert!(
+            bucket["budget_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+            "{bucket}"
+        );
         assert_eq!(v["upstreams"][0]["stats"]["requests"]["submitted"], 3);
     }
 
@@ -594,7 +597,10 @@ mod tests {
             let mut words = line.split_whitespace().skip(2);
             let (name, kind) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             assert!(name.starts_with("syncoord_"), "{line}");
-            assert!(!name.ends_with("_total"), "the encoder appends _total: {line}");
+            assert!(
+                !name.ends_with("_total"),
+                "the encoder appends _total: {line}"
+            );
             if kind == "counter" {
                 assert!(text.contains(&format!("\n{name}_total")), "{line}");
             }

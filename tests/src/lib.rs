@@ -11,6 +11,8 @@
 //! The suite asserts behaviour, never speed: the only timing is hang
 //! guards and the TTLs the configuration sets.
 
+pub mod browser;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -772,7 +774,8 @@ fn dashboard(t: &Target) -> Result<(), String> {
             _ => "text/plain",
         };
         expect(
-            reply.header("content-type")
+            reply
+                .header("content-type")
                 .is_some_and(|c| c.starts_with(want)),
             || format!("{asset}: content-type {:?}", reply.header("content-type")),
         )?;
@@ -788,9 +791,10 @@ fn dashboard(t: &Target) -> Result<(), String> {
     // never a request upstream.
     let missing = get(&format!("{}/dashboard/assets/nope.js", t.base), &[])?;
     expect_status(&missing, 404, "an unknown dashboard asset")?;
-    expect(missing.header("x-syncoord-error") == Some("not_found"), || {
-        format!("unknown asset answered by upstream? {:?}", missing.headers)
-    })?;
+    expect(
+        missing.header("x-syncoord-error") == Some("not_found"),
+        || format!("unknown asset answered by upstream? {:?}", missing.headers),
+    )?;
     let post = send("POST", &format!("{}/dashboard", t.base), &[], Some(b"x"))?;
     expect_status(&post, 405, "POST /dashboard")
 }
