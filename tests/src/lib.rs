@@ -739,6 +739,7 @@ fn endpoints(t: &Target) -> Result<(), String> {
 /// with a strict Content-Security-Policy, and every asset it references
 /// is served by the host with the right type.
 fn dashboard(t: &Target) -> Result<(), String> {
+    let before = mock_counts(t)?;
     let page = get(&format!("{}/dashboard", t.base), &[])?;
     expect_status(&page, 200, "dashboard")?;
     expect(
@@ -796,5 +797,12 @@ fn dashboard(t: &Target) -> Result<(), String> {
         || format!("unknown asset answered by upstream? {:?}", missing.headers),
     )?;
     let post = send("POST", &format!("{}/dashboard", t.base), &[], Some(b"x"))?;
-    expect_status(&post, 405, "POST /dashboard")
+    expect_status(&post, 405, "POST /dashboard")?;
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        format!(
+            "the dashboard and its assets reached upstream: {} requests",
+            after.requests - before.requests
+        )
+    })
 }
