@@ -138,7 +138,7 @@ impl Preset {
             Preset::None => {
                 let mut c = coinbase::advanced_trade();
                 c.routes.clear();
-                c.credential_headers.clear();
+                c.credential = Default::default();
                 c.scopes = BTreeMap::from([(
                     "global".to_owned(),
                     ScopeConfig {
@@ -176,6 +176,12 @@ pub struct UpstreamConfig {
     /// paths arrive there as upstream knows them (no prefix to strip), so
     /// a bot can use it as the API's base URL unchanged.
     pub listen: Option<String>,
+    /// Forward request headers whose names hold an underscore. Off by
+    /// default, as in nginx (`underscores_in_headers off`): CGI-style
+    /// servers read `CB_ACCESS_KEY` and `CB-ACCESS-KEY` as one header,
+    /// so a name with `_` could carry the credential upstream reads while
+    /// the identity is taken from the `-` spelling.
+    pub underscores_in_headers: bool,
     pub coordination: Config,
 }
 
@@ -192,6 +198,8 @@ struct RawUpstream {
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
+    underscores_in_headers: bool,
+    #[serde(default)]
     coordination: toml::Table,
 }
 
@@ -206,6 +214,7 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
             preset: raw.preset,
             prefix: raw.prefix,
             listen: raw.listen,
+            underscores_in_headers: raw.underscores_in_headers,
             coordination,
         })
     }
@@ -305,6 +314,7 @@ impl UpstreamConfig {
             preset,
             prefix: None,
             listen: None,
+            underscores_in_headers: false,
             coordination: preset.config(),
         }
     }
@@ -521,6 +531,7 @@ impl ProxyConfig {
                                     preset: raw.preset,
                                     prefix: raw.prefix,
                                     listen: raw.listen,
+                                    underscores_in_headers: raw.underscores_in_headers,
                                     coordination,
                                 })
                             }
@@ -1004,12 +1015,13 @@ rate = 5.0
         assert_eq!(co.routes, preset.routes);
         // Arrays replace.
         let c = ProxyConfig::from_toml_str(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\ncredential_headers = [\"X-Key\"]\n",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination.credential]\nothers = [\"X-Key\"]\n",
         )
         .unwrap();
+        assert_eq!(c.upstreams[0].coordination.credential.others, ["X-Key"]);
         assert_eq!(
-            c.upstreams[0].coordination.credential_headers,
-            vec!["X-Key"]
+            c.upstreams[0].coordination.credential.header, "Authorization",
+            "the rest of the table is the preset's"
         );
     }
 
