@@ -909,10 +909,8 @@ fn oversized_in(
     out: &mut Vec<(String, Range<usize>, String)>,
 ) {
     match value.get_ref() {
-        DeValue::Integer(i) => {
-            if i64::from_str_radix(i.as_str(), i.radix()).is_err() {
-                out.push((field, value.span(), i.as_str().to_owned()));
-            }
+        DeValue::Integer(i) if i64::from_str_radix(i.as_str(), i.radix()).is_err() => {
+            out.push((field, value.span(), i.as_str().to_owned()));
         }
         DeValue::Table(t) => oversized_integers(t, &field, out),
         DeValue::Array(a) => {
