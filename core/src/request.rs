@@ -67,9 +67,11 @@ impl fmt::Display for Method {
     }
 }
 
-/// The identity a private response belongs to (an API key name, a JWT
-/// `sub`, a token fingerprint). Never the secret itself: it shows up in
-/// stats. See `syncoord_proxy::credential_identity`.
+/// The identity a private response belongs to: a stable alias of the key
+/// upstream authenticates (the proxy makes it `id:<hash of the key name>`
+/// or an operator's `name:<label>`). Never a secret, nor a key name: it
+/// shows up in stats, metrics and logs. See
+/// `syncoord_proxy::credential_identity`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Credential(pub Arc<str>);
 

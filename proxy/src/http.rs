@@ -1,5 +1,6 @@
 //! The pieces of HTTP semantics a proxy needs, written once: which headers
-//! stop at a hop, and whose credential a request carries.
+//! stop at a hop, and whose credential a request carries (per upstream:
+//! the credential that upstream authenticates, shown only as an alias).
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
