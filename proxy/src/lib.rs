@@ -61,9 +61,13 @@ pub use config::{
     ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};
-pub use http::{credential_identity, strip_hop_headers, HopHeaders};
+pub use http::{
+    credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
+};
 pub use response::{answer_response, error_response, failure_response};
-pub use route::{forwardable_headers, redact, Forward, Proxy, Rejection, ShardKey};
+pub use route::{
+    forwardable_headers, forwarded_headers, redact, Forward, Proxy, Rejection, ShardKey,
+};
 pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
 
 /// Request header naming the bot (fairness, per-bot stats).
