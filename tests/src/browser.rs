@@ -285,10 +285,12 @@ pub fn check_live(page: &Loaded, base: &str, upstream_label: &str, per: &str) {
         let clients = inner(dom, "t-clients", "</table>");
         assert!(clients.contains("dash-bot-"), "{clients}");
         let buckets = inner(dom, "t-buckets", "</table>");
+        // Per-credential buckets appear by alias, never by key name.
         assert!(
-            buckets.contains("public") && buckets.contains("dash-key-"),
+            buckets.contains("public") && buckets.contains(">id:"),
             "{buckets}"
         );
+        assert!(!dom.contains("dash-key-"), "a key name reached the page");
         let per_upstream = inner(dom, "t-upstreams", "</table>");
         assert!(
             per_upstream.contains(&format!(">{upstream_label}<")),
