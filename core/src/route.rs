@@ -103,6 +103,15 @@ pub struct Route {
     /// Whether non-idempotent calls are retried after a 5xx or a broken
     /// connection.
     pub retry_unsafe: bool,
+    /// Whether the rule set its own TTL: then upstream's lifetime
+    /// directives (`max-age`, `s-maxage`, `no-store`, `no-cache`) do not
+    /// change it.
+    pub ttl_pinned: bool,
+    /// Whether answers bots keep reading are refreshed ahead from spare
+    /// budget.
+    pub refresh_ahead: bool,
+    /// Refresh-ahead never refreshes an answer younger than this.
+    pub min_age: Duration,
 }
 
 /// One compiled rule: which requests it matches and how they are handled.

@@ -10,6 +10,10 @@
 //! private endpoints and 10 req/s per IP for public ones, burst unknown (so
 //! the burst here equals one second's worth). Every scope runs at 90% of the
 //! documented figure.
+//!
+//! Market data and balances are refreshed ahead from spare budget
+//! (`refresh_ahead`): prices and books at most once a second, balances
+//! once a second, candles once a minute (a candle changes once a granule).
 
 use std::collections::BTreeMap;
 
@@ -18,6 +22,9 @@ use super::{Config, Keying, RouteDefaults, RouteRule, ScopeConfig};
 /// Priority classes shared by both presets, highest first: orders before
 /// balances before market data before analysis.
 pub const PRIORITIES: [&str; 4] = ["trading", "account", "market", "analysis"];
+
+/// Candles change once a granule: refreshed at most this often, in seconds.
+const CANDLES_MIN_AGE: f64 = 60.0;
 
 fn scope(rate: f64, burst: u32, per: Keying) -> ScopeConfig {
     ScopeConfig {
@@ -57,6 +64,12 @@ impl RouteRule {
         self.private = Some(false);
         self
     }
+    /// Refreshed ahead from spare budget, at most every `min_age` seconds.
+    fn refreshed(mut self, min_age: f64) -> Self {
+        self.refresh_ahead = Some(true);
+        self.min_age_secs = Some(min_age);
+        self
+    }
     fn uncached(mut self) -> Self {
         self.cacheable = Some(false);
         self.coalesce = Some(false);
@@ -81,6 +94,7 @@ fn base(scopes: BTreeMap<String, ScopeConfig>, routes: Vec<RouteRule>) -> Config
         breaker: Default::default(),
         health: Default::default(),
         stats: Default::default(),
+        refresh: Default::default(),
         credential_headers: vec!["CB-ACCESS-KEY".into()],
     }
 }
@@ -101,7 +115,8 @@ pub fn advanced_trade() -> Config {
             .ttl(5.0),
         rule("accounts", &["GET"], &format!("{p}/accounts/**"))
             .priority("account")
-            .ttl(30.0),
+            .ttl(30.0)
+            .refreshed(1.0),
         rule("portfolios", &["GET"], &format!("{p}/portfolios/**"))
             .priority("account")
             .ttl(30.0),
@@ -115,20 +130,29 @@ pub fn advanced_trade() -> Config {
         )
         .priority("analysis")
         .scopes(&["public"])
-        .shared(),
+        .shared()
+        .refreshed(CANDLES_MIN_AGE),
         rule("public-market", &["GET"], &format!("{p}/market/**"))
             .scopes(&["public"])
-            .shared(),
+            .shared()
+            .refreshed(1.0),
         rule("server-time", &["GET"], &format!("{p}/time"))
             .scopes(&["public"])
             .shared()
             .ttl(1.0),
         rule("candles", &["GET"], &format!("{p}/products/*/candles"))
             .priority("analysis")
-            .shared(),
-        rule("products", &["GET"], &format!("{p}/products/**")).shared(),
-        rule("best-bid-ask", &["GET"], &format!("{p}/best_bid_ask")).shared(),
-        rule("product-book", &["GET"], &format!("{p}/product_book")).shared(),
+            .shared()
+            .refreshed(CANDLES_MIN_AGE),
+        rule("products", &["GET"], &format!("{p}/products/**"))
+            .shared()
+            .refreshed(1.0),
+        rule("best-bid-ask", &["GET"], &format!("{p}/best_bid_ask"))
+            .shared()
+            .refreshed(1.0),
+        rule("product-book", &["GET"], &format!("{p}/product_book"))
+            .shared()
+            .refreshed(1.0),
     ];
     base(scopes, routes)
 }
@@ -155,14 +179,17 @@ pub fn exchange() -> Config {
             .ttl(5.0),
         rule("accounts", &["GET"], "/accounts/**")
             .priority("account")
-            .ttl(30.0),
+            .ttl(30.0)
+            .refreshed(1.0),
         rule("candles", &["GET"], "/products/*/candles")
             .priority("analysis")
             .scopes(&["public"])
-            .shared(),
+            .shared()
+            .refreshed(CANDLES_MIN_AGE),
         rule("products", &["GET"], "/products/**")
             .scopes(&["public"])
-            .shared(),
+            .shared()
+            .refreshed(1.0),
         rule("currencies", &["GET"], "/currencies/**")
             .scopes(&["public"])
             .shared()
