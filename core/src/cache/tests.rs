@@ -298,7 +298,7 @@ fn replacing_a_key_is_not_an_eviction() {
         cost(&a, &Response::new(200, "a2-longer")) + cost(&b, &Response::new(200, "b"))
     );
     match c.lookup(t0 + s(1), &a) {
-        Lookup::Fresh { response, age } => {
+        Lookup::Fresh { response, age, .. } => {
             assert_eq!(response.body, b"a2-longer");
             assert_eq!(age, Duration::ZERO, "age restarts with the new response");
         }
