@@ -30,8 +30,8 @@ use crate::backoff::{RetryPolicy, Verdict};
 use crate::cache::{Cache, CacheKey, Lookup, Store};
 use crate::compile::CompiledConfig;
 use crate::config::{secs, ClassId, Config};
-use crate::health::{self, Health};
 use crate::freshness::Storable;
+use crate::health::{self, Health};
 use crate::http;
 use crate::limiter::{BucketKey, Limiter, Wait};
 use crate::queue::{Lane, Queue, Selection};
@@ -866,6 +866,13 @@ impl<P: Clone> Coordinator<P> {
         })
     }
 
+    /// Stops refresh-ahead for good (a host draining before shutdown:
+    /// what bots asked for finishes, nothing new starts).
+    /// [`Self::abort_waiting`] does it too.
+    pub fn stop_refreshing(&mut self) {
+        self.refresh_on = false;
+    }
+
     /// Whether refresh-ahead is keeping some key young (read within the
     /// idle window): a host that sleeps while idle should still keep its
     /// timer armed for [`Self::poll_timeout`] then.
@@ -873,9 +880,9 @@ impl<P: Clone> Coordinator<P> {
         let now = self.now;
         self.refresh_on
             && self.templates.keys().any(|k| {
-                self.cache
-                    .refresh_view(k)
-                    .is_some_and(|e| now.saturating_duration_since(e.last_read) <= self.refresh_idle)
+                self.cache.refresh_view(k).is_some_and(|e| {
+                    now.saturating_duration_since(e.last_read) <= self.refresh_idle
+                })
             })
     }
 
@@ -982,10 +989,10 @@ impl<P: Clone> Coordinator<P> {
                 renew_after,
             };
             let stored = self.cache.insert(now, key.clone(), response.clone(), store);
-            if call.refresh && !stored {
+            if !stored {
                 // Upstream would not give a storable answer to this request
-                // (an expired signature, a `no-store`): stop re-sending it.
-                // A later read of the entry lends a new one.
+                // (an expired signature, a `no-store`): never re-send it.
+                // A later read of a cached entry lends a new one.
                 self.templates.remove(&key);
             }
         }

@@ -245,7 +245,10 @@ mod tests {
         let secs = Duration::from_secs;
         // Unpinned: upstream's lifetime, s-maxage first.
         assert_eq!(read("max-age=5").ttl(ttl, false, false), secs(5));
-        assert_eq!(read("max-age=5, s-maxage=7").ttl(ttl, false, false), secs(7));
+        assert_eq!(
+            read("max-age=5, s-maxage=7").ttl(ttl, false, false),
+            secs(7)
+        );
         assert_eq!(read("no-store").ttl(ttl, false, false), Duration::ZERO);
         assert_eq!(read("no-cache").ttl(ttl, false, true), Duration::ZERO);
         assert_eq!(read("public").ttl(ttl, false, false), ttl);

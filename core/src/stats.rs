@@ -371,9 +371,7 @@ impl Stats {
             End::Coalesced => c.coalesced += 1,
             End::Upstream => c.upstream += 1,
             End::Cancelled => {}
-            End::Shed | End::Expired | End::Failed | End::Aborted | End::NotCached => {
-                c.failed += 1
-            }
+            End::Shed | End::Expired | End::Failed | End::Aborted | End::NotCached => c.failed += 1,
         }
     }
 

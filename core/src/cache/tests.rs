@@ -123,7 +123,12 @@ fn private_entries_are_never_returned_for_another_credential() {
     let mut c = Cache::new(&CacheConfig::default(), IDLE);
     let (alice, bob) = (cred("alice"), cred("bob"));
     let k = |who: Option<&Credential>| CacheKey::new(&get(), "/accounts", "", who);
-    assert!(c.insert(t0, k(Some(&alice)), ok("alice's balance"), Store::real(t0, s(30))));
+    assert!(c.insert(
+        t0,
+        k(Some(&alice)),
+        ok("alice's balance"),
+        Store::real(t0, s(30))
+    ));
     assert_eq!(c.lookup(t0, &k(Some(&bob))), Lookup::Miss);
     assert_eq!(c.lookup(t0, &k(None)), Lookup::Miss);
     assert_eq!(fallback(&mut c, t0 + s(31), &k(Some(&bob))), None);
@@ -228,16 +233,29 @@ fn refuses_uncacheable_statuses_and_zero_ttl() {
     assert!(!c.accepts_status(404) && !c.accepts_status(500) && !c.accepts_status(429));
     for status in [500, 429, 404, 304, 201] {
         let r = Arc::new(Response::new(status, "x"));
-        assert!(!c.insert(t0, k.clone(), r, Store::real(t0, s(10))), "{status}");
+        assert!(
+            !c.insert(t0, k.clone(), r, Store::real(t0, s(10))),
+            "{status}"
+        );
         assert_eq!(c.lookup(t0, &k), Lookup::Miss);
     }
     assert!(!c.insert(t0, k.clone(), ok("x"), Store::real(t0, Duration::ZERO)));
     assert_eq!(c.lookup(t0, &k), Lookup::Miss);
     assert_eq!(c.snapshot().inserts, 0);
-    assert!(c.insert(t0, k.clone(), Arc::new(Response::new(203, "x")), Store::real(t0, s(1))));
+    assert!(c.insert(
+        t0,
+        k.clone(),
+        Arc::new(Response::new(203, "x")),
+        Store::real(t0, s(1))
+    ));
     assert!(is_fresh(&c.lookup(t0, &k)));
     // A refused insert leaves an existing entry alone.
-    assert!(!c.insert(t0, k.clone(), Arc::new(Response::new(503, "err")), Store::real(t0, s(1))));
+    assert!(!c.insert(
+        t0,
+        k.clone(),
+        Arc::new(Response::new(503, "err")),
+        Store::real(t0, s(1))
+    ));
     match c.lookup(t0, &k) {
         Lookup::Fresh { response, .. } => assert_eq!(response.status, 203),
         other => panic!("{other:?}"),
@@ -290,7 +308,12 @@ fn replacing_a_key_is_not_an_eviction() {
     let (a, b) = (key("/a"), key("/b"));
     c.insert(t0, a.clone(), ok("a1"), Store::real(t0, s(60)));
     c.insert(t0, b.clone(), ok("b"), Store::real(t0, s(60)));
-    assert!(c.insert(t0 + s(1), a.clone(), ok("a2-longer"), Store::real(t0 + s(1), s(60))));
+    assert!(c.insert(
+        t0 + s(1),
+        a.clone(),
+        ok("a2-longer"),
+        Store::real(t0 + s(1), s(60))
+    ));
     let snap = c.snapshot();
     assert_eq!((snap.entries, snap.evictions, snap.inserts), (2, 0, 3));
     assert_eq!(
@@ -375,7 +398,12 @@ fn purge_drops_only_entries_past_their_stale_window() {
         (0, 0, 3, 0)
     );
     // Bytes accounting survives a refill after everything went.
-    assert!(c.insert(t0 + s(110), a.clone(), ok("a"), Store::real(t0 + s(110), s(5))));
+    assert!(c.insert(
+        t0 + s(110),
+        a.clone(),
+        ok("a"),
+        Store::real(t0 + s(110), s(5))
+    ));
     assert_eq!(c.snapshot().bytes, cost(&a, &Response::new(200, "a")));
 }
 
