@@ -12,8 +12,8 @@
 //! documented figure.
 //!
 //! Market data and balances are refreshed ahead from spare budget
-//! (`refresh_ahead`): prices and books at most once a second, balances
-//! once a second, candles once a minute (a candle changes once a granule).
+//! (`refresh_ahead`): prices, books, balances and candles at most once a
+//! second (see `CANDLES_MIN_AGE` for why candles too).
 
 use std::collections::BTreeMap;
 
@@ -23,8 +23,12 @@ use super::{Config, Keying, RouteDefaults, RouteRule, ScopeConfig};
 /// balances before market data before analysis.
 pub const PRIORITIES: [&str; 4] = ["trading", "account", "market", "analysis"];
 
-/// Candles change once a granule: refreshed at most this often, in seconds.
-const CANDLES_MIN_AGE: f64 = 60.0;
+/// How often candles are refreshed at most, in seconds. The newest candle
+/// of a series changes with every trade (its close is the last price), so
+/// bots that read candles to trade want them as young as a price; a
+/// configuration whose bots only read closed candles can set
+/// `min_age_secs = 60` (once a one-minute granule) on these routes.
+const CANDLES_MIN_AGE: f64 = 1.0;
 
 fn scope(rate: f64, burst: u32, per: Keying) -> ScopeConfig {
     ScopeConfig {
