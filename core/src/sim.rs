@@ -581,11 +581,7 @@ impl fmt::Display for Report {
             "  API call reduction    {:>9.2}%",
             s.api_call_reduction * 100.0
         )?;
-        writeln!(
-            f,
-            "  of which refreshes    {:>10}",
-            s.upstream.refreshes
-        )?;
+        writeln!(f, "  of which refreshes    {:>10}", s.upstream.refreshes)?;
         writeln!(f, "  upstream 429s         {:>10}", self.upstream_429s)?;
         writeln!(f, "  429s reaching bots    {:>10}", self.bot_429s)?;
         writeln!(f, "  cross-credential      {:>10}", self.cross_credential)?;

@@ -136,7 +136,19 @@ fn coinbase_limits_keep_hot_answers_young() {
         assert!(r.cache_hit_rate() >= REFERENCE_HIT_RATE);
     }
     // Every read key (min_age 1 s) stays about a second old.
-    assert!(on.stats.served_age.all.p50_secs <= 1.0, "{:?}", on.stats.served_age);
-    assert!(on.stats.served_age.all.p99_secs <= 2.0, "{:?}", on.stats.served_age);
-    assert!(off.stats.served_age.all.p50_secs >= 10.0, "{:?}", off.stats.served_age);
+    assert!(
+        on.stats.served_age.all.p50_secs <= 1.0,
+        "{:?}",
+        on.stats.served_age
+    );
+    assert!(
+        on.stats.served_age.all.p99_secs <= 2.0,
+        "{:?}",
+        on.stats.served_age
+    );
+    assert!(
+        off.stats.served_age.all.p50_secs >= 10.0,
+        "{:?}",
+        off.stats.served_age
+    );
 }

@@ -641,3 +641,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_presets_refresh_every_read_key() {
+    let (mut c, t0) = coordinator(Config::default());
+    let paths = [
+        "/api/v3/brokerage/market/products/BTC-USD/ticker?limit=1",
+        "/api/v3/brokerage/best_bid_ask?product_ids=BTC-USD",
+        "/api/v3/brokerage/accounts",
+        "/api/v3/brokerage/market/products/BTC-USD/candles?granularity=ONE_MINUTE",
+    ];
+    let (refreshes, real, answers) = drive(
+        &mut c,
+        t0,
+        at(t0, 10.0),
+        &paths,
+        Some(Duration::from_millis(500)),
+    );
+    assert_eq!(real.len(), 4);
+    assert!(refreshes.len() >= 30, "{}", refreshes.len());
+    let oldest = answers.iter().map(|a| a.age).max().unwrap();
+    assert!(oldest <= Duration::from_millis(1200), "{oldest:?}");
+}
