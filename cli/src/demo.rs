@@ -380,6 +380,19 @@ fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".into(), |r| format!("{:.2}%", r * 100.0))
 }
 
+/// Served age p50 and p99 in seconds over every answer of every upstream
+/// (the worst upstream's, when there are several).
+pub fn served_age(stats: &Value) -> Option<(f64, f64)> {
+    stats["upstreams"]
+        .as_array()?
+        .iter()
+        .filter_map(|u| {
+            let all = &u["stats"]["served_age"]["all"];
+            Some((all["p50_secs"].as_f64()?, all["p99_secs"].as_f64()?))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
 fn print_report(r: &DemoReport) {
     let totals = &r.stats["totals"];
     let d = r.direct.as_ref();
@@ -397,6 +410,12 @@ fn print_report(r: &DemoReport) {
         "| cache hit rate | 93.8% | {} |{}",
         percent(totals["cache_hit_rate"].as_f64()),
         without(&|_| "-".into())
+    );
+    let age = served_age(&r.stats);
+    println!(
+        "| served age p50 / p99 | up to the TTL (90 s) | {} |{}",
+        age.map_or_else(|| "-".into(), |(p50, p99)| format!("{p50:.1} / {p99:.1} s")),
+        without(&|_| "0 s (every call upstream)".into())
     );
     println!(
         "| upstream 429s | 0 | {} |{}",
@@ -487,6 +506,8 @@ mod tests {
         })
         .expect("demo runs");
         assert!(report.passed(), "{report:?}");
+        let (_, p99) = served_age(&report.stats).expect("the stats report served age");
+        assert!(p99 <= 2.0, "served age p99 {p99} s");
         assert_eq!((report.bot_429s, report.upstream_429s), (0, 0));
         let direct = report
             .direct

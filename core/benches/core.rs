@@ -16,7 +16,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use syncoord_core::config::{Keying, RouteRule, ScopeConfig};
 use syncoord_core::LimiterBench;
 use syncoord_core::{
-    Admission, ClassId, Config, Coordinator, Duration, Instant, Outcome, Request, Response, Source,
+    Admission, ClassId, Config, Coordinator, Duration, Freshness, Instant, Outcome, Request,
+    Response, Source,
 };
 
 const TICKER: &str = "/api/v3/brokerage/market/products/BTC-USD/ticker";
@@ -119,6 +120,38 @@ fn cache_hit(c: &mut Criterion) {
         });
         assert_hit(&coord.submit(now, request.clone(), ()));
     }
+    // The ticker hit again, with the bot's request directives parsed in the
+    // timed section: `Cache-Control: max-age=5` among a ccxt-like header set.
+    let headers: Vec<(String, String)> = [
+        ("Host", "127.0.0.1:8787"),
+        ("User-Agent", "ccxt/4"),
+        ("Accept", "application/json"),
+        ("Accept-Encoding", "gzip"),
+        ("Cache-Control", "max-age=5"),
+        ("X-Syncoord-Client", "bot-7"),
+    ]
+    .iter()
+    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+    .collect();
+    let request = Request::get(TICKER, "bot-1");
+    let t0 = Instant::now();
+    let mut coord: Coordinator = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
+    warm(&mut coord, t0, request.clone());
+    let mut now = t0;
+    g.bench_function("public_ticker_with_directives", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |mut r| {
+                now += Duration::from_nanos(1);
+                r.freshness = Freshness::from_headers(black_box(&headers));
+                coord.submit(now, r, ())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut r = request.clone();
+    r.freshness = Freshness::from_headers(&headers);
+    assert_hit(&coord.submit(now, r, ()));
     g.finish();
 }
 

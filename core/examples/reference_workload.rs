@@ -1,5 +1,7 @@
 //! Runs the reference workload in virtual time and prints the figures:
-//! `cargo run --release -p syncoord-core --example reference_workload [BOTS] [HOURS]`
+//! `cargo run --release -p syncoord-core --example reference_workload [BOTS] [HOURS] [on|off|coinbase|coinbase-off]`
+//! (the third argument: refresh-ahead on (default) or off, or the
+//! Coinbase-limits workload with it on or off)
 use syncoord_core::sim::{self, Scenario};
 use syncoord_core::Duration;
 
@@ -21,7 +23,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut scenario = Scenario::reference(bots);
+    let mut scenario = match args.next().as_deref() {
+        None | Some("on") => Scenario::reference(bots),
+        Some("off") => Scenario::reference(bots).without_refresh(),
+        Some("coinbase") => Scenario::coinbase(bots),
+        Some("coinbase-off") => Scenario::coinbase(bots).without_refresh(),
+        Some(other) => {
+            eprintln!("unknown mode `{other}` (on, off, coinbase, coinbase-off)");
+            std::process::exit(2);
+        }
+    };
     scenario.duration = Duration::from_secs_f64(hours * 3600.0);
     let started = std::time::Instant::now();
     let report = sim::run(&scenario);

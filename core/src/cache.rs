@@ -65,13 +65,42 @@ pub(crate) enum Lookup {
     Fresh {
         response: Arc<Response>,
         age: Duration,
+        /// A refreshed entry nobody had read for the idle window: refresh
+        /// may resume.
+        woke: bool,
+        /// A refreshed entry whose stored request is due for renewal: the
+        /// reader should lend its own (see `[refresh] resend_max_age_secs`).
+        renew: bool,
     },
     /// Expired but within the stale-if-error window.
     Stale {
         response: Arc<Response>,
         age: Duration,
+        /// How long ago it expired.
+        past_expiry: Duration,
     },
     Miss,
+}
+
+/// What refresh-ahead needs to know of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RefreshView {
+    pub(crate) stored: Instant,
+    pub(crate) last_read: Instant,
+}
+
+/// How an answer enters the cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Store {
+    /// How long it stays fresh.
+    pub(crate) ttl: Duration,
+    /// When the call that fetched it left: an answer to an older call
+    /// never replaces one to a newer call.
+    pub(crate) sent: Instant,
+    /// Whether a request read it (a real call) or not (a refresh).
+    pub(crate) read: bool,
+    /// For refreshed routes: when a reader should lend its request.
+    pub(crate) renew_after: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -79,6 +108,9 @@ struct Entry {
     response: Arc<Response>,
     stored: Instant,
     expires: Instant,
+    sent: Instant,
+    last_read: Instant,
+    renew_after: Option<Instant>,
     bytes: usize,
     /// Position in the recency order.
     touched: u64,
@@ -112,13 +144,15 @@ pub(crate) struct Cache {
     max_bytes: usize,
     stale_window: Duration,
     revalidate_window: Duration,
+    /// Refresh-ahead's idle window (`[refresh] idle_secs`).
+    idle: Duration,
     statuses: Vec<u16>,
     inserts: u64,
     evictions: u64,
 }
 
 impl Cache {
-    pub(crate) fn new(config: &CacheConfig) -> Self {
+    pub(crate) fn new(config: &CacheConfig, idle: Duration) -> Self {
         Cache {
             entries: HashMap::new(),
             recency: BTreeMap::new(),
@@ -128,6 +162,7 @@ impl Cache {
             max_bytes: config.max_bytes,
             stale_window: secs(config.stale_if_error_secs),
             revalidate_window: secs(config.stale_while_revalidate_secs),
+            idle,
             statuses: config.cacheable_statuses.clone(),
             inserts: 0,
             evictions: 0,
@@ -141,20 +176,29 @@ impl Cache {
             return Lookup::Miss;
         };
         let age = now.saturating_duration_since(entry.stored);
+        let unread = now.saturating_duration_since(entry.last_read);
+        entry.last_read = entry.last_read.max(now);
         if now < entry.expires {
             self.clock += 1;
             self.recency.remove(&entry.touched);
             entry.touched = self.clock;
             self.recency.insert(self.clock, key.clone());
+            let (woke, renew) = match entry.renew_after {
+                Some(t) => (unread > self.idle, now >= t),
+                None => (false, false),
+            };
             return Lookup::Fresh {
                 response: entry.response.clone(),
                 age,
+                woke,
+                renew,
             };
         }
         if now < entry.expires + self.stale_window {
             return Lookup::Stale {
                 response: entry.response.clone(),
                 age,
+                past_expiry: now - entry.expires,
             };
         }
         self.remove(key);
@@ -182,23 +226,31 @@ impl Cache {
         self.statuses.contains(&status)
     }
 
-    /// Stores `response` for `ttl` if its status is cacheable, the TTL is
-    /// positive and it fits; evicts least recently used entries to make
-    /// room. Returns whether it was stored.
+    /// Stores `response` as `store` says if its status is cacheable, the
+    /// TTL is positive, it fits, and no answer to a newer call is held;
+    /// evicts least recently used entries to make room. Returns whether
+    /// it was stored.
     pub(crate) fn insert(
         &mut self,
         now: Instant,
         key: CacheKey,
         response: Arc<Response>,
-        ttl: Duration,
+        store: Store,
     ) -> bool {
-        if ttl.is_zero() || !self.accepts_status(response.status) {
+        if store.ttl.is_zero() || !self.accepts_status(response.status) {
             return false;
         }
         let bytes = response.size_bytes() + key.size_bytes();
         if bytes > self.max_bytes {
             return false;
         }
+        let last_read = match self.entries.get(&key) {
+            Some(e) if e.sent > store.sent => return false,
+            Some(e) if !store.read => e.last_read,
+            // A refresh of an entry evicted meanwhile: nobody has read it.
+            None if !store.read => now.checked_sub(self.idle).unwrap_or(now),
+            _ => now,
+        };
         self.remove(&key);
         while self.entries.len() >= self.max_entries || self.bytes + bytes > self.max_bytes {
             let Some((_, oldest)) = self.recency.pop_first() else {
@@ -216,12 +268,30 @@ impl Cache {
             Entry {
                 response,
                 stored: now,
-                expires: now + ttl,
+                expires: now + store.ttl,
+                sent: store.sent,
+                last_read,
+                renew_after: store.renew_after,
                 bytes,
                 touched: self.clock,
             },
         );
         true
+    }
+
+    /// The entry's times, for refresh-ahead.
+    pub(crate) fn refresh_view(&self, key: &CacheKey) -> Option<RefreshView> {
+        self.entries.get(key).map(|e| RefreshView {
+            stored: e.stored,
+            last_read: e.last_read,
+        })
+    }
+
+    /// When a reader of `key` should next lend its request.
+    pub(crate) fn set_renew_after(&mut self, key: &CacheKey, at: Instant) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.renew_after = Some(at);
+        }
     }
 
     fn remove(&mut self, key: &CacheKey) {

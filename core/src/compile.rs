@@ -196,6 +196,10 @@ impl Config {
             1.0,
         );
         self.check_credential(v);
+        let f = &self.refresh;
+        v.range("refresh.reserve", f.reserve, 0.0, 1.0);
+        v.positive("refresh.idle_secs", f.idle_secs);
+        v.positive("refresh.resend_max_age_secs", f.resend_max_age_secs);
         if self.stats.max_clients == 0 {
             v.push("stats.max_clients", Problem::NotPositive(0.0));
         }
@@ -270,6 +274,7 @@ impl Config {
             v.push("defaults.cost", Problem::NotPositive(0.0));
         }
         v.non_negative("defaults.ttl_secs", d.ttl_secs);
+        v.non_negative("defaults.min_age_secs", d.min_age_secs);
         let scopes = self.check_scopes(v, "defaults.scopes", &d.scopes);
         self.check_cost_fits(v, "defaults.cost", d.cost, &d.scopes);
         Some(Route {
@@ -283,6 +288,9 @@ impl Config {
             coalesce: d.coalesce,
             retry_unsafe: d.retry_unsafe,
             credential_required: d.credential_required,
+            ttl_pinned: false,
+            refresh_ahead: d.refresh_ahead,
+            min_age: secs(d.min_age_secs),
         })
     }
 
@@ -322,6 +330,9 @@ impl Config {
         if let Some(t) = r.ttl_secs {
             v.non_negative(f("ttl_secs"), t);
         }
+        if let Some(t) = r.min_age_secs {
+            v.non_negative(f("min_age_secs"), t);
+        }
         let scopes = match &r.scopes {
             Some(s) => self.check_scopes(v, &f("scopes"), s),
             None => default.map(|d| d.scopes.clone()),
@@ -351,6 +362,9 @@ impl Config {
             coalesce: r.coalesce.unwrap_or(d.coalesce),
             retry_unsafe: r.retry_unsafe.unwrap_or(d.retry_unsafe),
             credential_required: r.credential_required.unwrap_or(d.credential_required),
+            ttl_pinned: r.ttl_secs.is_some(),
+            refresh_ahead: r.refresh_ahead.unwrap_or(d.refresh_ahead),
+            min_age: secs(r.min_age_secs.unwrap_or(d.min_age_secs)),
         };
         (methods.len() == r.methods.len()).then_some(Rule {
             methods,

@@ -27,9 +27,10 @@ use std::sync::Arc;
 use web_time::{Duration, Instant};
 
 use crate::backoff::{RetryPolicy, Verdict};
-use crate::cache::{Cache, CacheKey, Lookup};
+use crate::cache::{Cache, CacheKey, Lookup, Store};
 use crate::compile::CompiledConfig;
 use crate::config::{secs, ClassId, Config};
+use crate::freshness::Storable;
 use crate::health::{self, Health};
 use crate::http;
 use crate::limiter::{BucketKey, Limiter, Wait};
@@ -81,6 +82,10 @@ pub struct Dispatch<P> {
     /// call as a timeout on its own. Hosts should set their upstream
     /// timeouts below it.
     pub timeout: Duration,
+    /// A refresh-ahead call: it re-sends the stored request of a key bots
+    /// keep reading, from spare budget. Send and complete it like any
+    /// other; its answer only refreshes the cache and ends no request.
+    pub refresh: bool,
 }
 
 /// `complete` was told about a call the core is not waiting on (already
@@ -114,6 +119,25 @@ struct Call {
     state: CallState,
     attempts: u32,
     first_sent: Option<Instant>,
+    /// When the latest attempt left: whether a request that needs an
+    /// answer at most so old may join it.
+    sent: Option<Instant>,
+    /// A refresh-ahead call: no waiters, never joined.
+    refresh: bool,
+}
+
+/// What refresh-ahead re-sends for one key: the request of the latest
+/// real call (or of a read that lent it), as the host made it.
+#[derive(Debug)]
+struct Template<P> {
+    payload: P,
+    /// When that request was submitted (its signature is at least this old).
+    at: Instant,
+    route: RouteId,
+    lane: Lane,
+    cost: u32,
+    /// The refresh call underway, if any.
+    in_flight: Option<CallId>,
 }
 
 #[derive(Debug)]
@@ -144,6 +168,18 @@ pub struct Coordinator<P = ()> {
     waiters: HashMap<Ticket, Waiter<P>>,
     /// Calls that identical reads may join.
     by_key: HashMap<CacheKey, CallId>,
+    /// Refresh-ahead: the request to re-send, per key of a refreshed route.
+    templates: HashMap<CacheKey, Template<P>>,
+    /// Refresh-ahead has something new to consider (a template, an answer,
+    /// a call that left the queue, a key read again after idling).
+    refresh_dirty: bool,
+    /// The earliest instant a refresh may become due, as of the last scan.
+    next_refresh: Option<Instant>,
+    /// False once a host shuts down ([`Self::abort_waiting`]).
+    refresh_on: bool,
+    /// `[refresh]`, as durations.
+    refresh_idle: Duration,
+    refresh_resend: Duration,
     /// Send-by deadlines of tickets whose call is not in flight.
     deadlines: BTreeSet<(Instant, Ticket)>,
     /// Backoff ends and in-flight timeouts.
@@ -169,12 +205,18 @@ impl<P: Clone> Coordinator<P> {
         Coordinator {
             retry: RetryPolicy::new(&config.retry),
             limiter: Limiter::new(config),
-            cache: Cache::new(&config.cache),
+            cache: Cache::new(&config.cache, secs(config.refresh.idle_secs)),
             queue: Queue::new(classes, config.queue.aging_secs.map(secs))
                 .with_top_class_reserve(config.queue.top_class_reserve),
             calls: HashMap::new(),
             waiters: HashMap::new(),
             by_key: HashMap::new(),
+            templates: HashMap::new(),
+            refresh_dirty: false,
+            next_refresh: None,
+            refresh_on: true,
+            refresh_idle: secs(config.refresh.idle_secs),
+            refresh_resend: secs(config.refresh.resend_max_age_secs),
             deadlines: BTreeSet::new(),
             timers: BTreeSet::new(),
             finished: VecDeque::new(),
@@ -213,6 +255,13 @@ impl<P: Clone> Coordinator<P> {
 
     /// Takes a request: answers it from the cache, joins it to an identical
     /// call, queues it, or refuses it.
+    ///
+    /// The request's [`Freshness`](crate::Freshness) decides which cached
+    /// answer will do: `max-age` / `no-cache` turn an older hit into a
+    /// call (joining an identical one only if it left late enough),
+    /// `max-stale` takes an expired entry instead of waiting, and
+    /// `only-if-cached` ends here, answered or [`Failure::NotCached`].
+    /// A call made for freshness is queued and paced like any other.
     pub fn submit(&mut self, now: Instant, request: Request, payload: P) -> Admission {
         let now = self.advance(now);
         let client: Arc<str> = Arc::from(request.client.as_str());
@@ -235,17 +284,52 @@ impl<P: Clone> Coordinator<P> {
                 credential.filter(|_| private),
             )
         });
-        let ttl_zero = route.ttl.is_zero();
+        let fresh = request.freshness;
+        let limit = fresh.age_limit();
 
-        if let (true, Some(k)) = (cacheable && !ttl_zero, &key) {
-            if let Lookup::Fresh { response, age } = self.cache.lookup(now, k) {
-                let answer = Answer {
+        if let (true, Some(k)) = (cacheable, &key) {
+            match self.cache.lookup(now, k) {
+                Lookup::Fresh {
                     response,
-                    source: Source::Cache,
                     age,
-                };
-                return self.answered(&client, answer);
+                    woke,
+                    renew,
+                } => {
+                    self.refresh_dirty |= woke;
+                    if limit.is_none_or(|l| age <= l) {
+                        if renew {
+                            self.lend_template(now, k, route_id, credential, payload);
+                        }
+                        let answer = Answer {
+                            response,
+                            source: Source::Cache,
+                            age,
+                        };
+                        return self.answered(&client, answer);
+                    }
+                }
+                Lookup::Stale {
+                    response,
+                    age,
+                    past_expiry,
+                } => {
+                    let accepted = fresh.max_stale.is_some_and(|m| past_expiry <= m)
+                        && limit.is_none_or(|l| age <= l);
+                    if accepted {
+                        let answer = Answer {
+                            response,
+                            source: Source::Stale,
+                            age,
+                        };
+                        return self.answered(&client, answer);
+                    }
+                }
+                Lookup::Miss => {}
             }
+        }
+        if fresh.only_if_cached {
+            self.stats.ended(&client, End::NotCached);
+            return Admission::Refused(Failure::NotCached);
         }
         let ticket = Ticket(self.next_id());
         let deadline = request.deadline.unwrap_or(now + self.default_deadline);
@@ -273,16 +357,21 @@ impl<P: Clone> Coordinator<P> {
             };
             return self.refuse(now, &client, cache_key, failure);
         }
-        if let Some(&call_id) = key
+        // An answer at most `limit` old: a call that left before
+        // `not_before` cannot give it.
+        let not_before = limit.map(|l| now.checked_sub(l).unwrap_or(now));
+        let joinable = key
             .as_ref()
             .filter(|_| coalesce)
             .and_then(|k| self.by_key.get(k))
-        {
-            let refresh_waiting = self
-                .calls
-                .get(&call_id)
-                .is_some_and(|c| !matches!(c.state, CallState::InFlight { .. }));
-            if let (true, true, Some(k)) = (refresh_waiting, cacheable, &key) {
+            .and_then(|id| self.calls.get(id).map(|c| (*id, c)))
+            .filter(|(_, c)| match (not_before, c.state) {
+                (Some(t), CallState::InFlight { .. }) => c.sent.is_some_and(|s| s >= t),
+                _ => true,
+            })
+            .map(|(id, c)| (id, !matches!(c.state, CallState::InFlight { .. })));
+        if let Some((call_id, refresh_waiting)) = joinable {
+            if let (true, true, None, Some(k)) = (refresh_waiting, cacheable, limit, &key) {
                 if let Some((response, age)) = self.cache.while_revalidating(now, k) {
                     let answer = Answer {
                         response,
@@ -326,6 +415,8 @@ impl<P: Clone> Coordinator<P> {
 
         let call_id = CallId(self.next_id());
         if let (true, Some(k)) = (coalesce, &key) {
+            // A call made because an older one was too old becomes the one
+            // later reads join; the older one still lands in the cache.
             self.by_key.insert(k.clone(), call_id);
         }
         self.queue
@@ -346,6 +437,8 @@ impl<P: Clone> Coordinator<P> {
                 state: CallState::Queued,
                 attempts: 0,
                 first_sent: None,
+                sent: None,
+                refresh: false,
             },
         );
         self.deadlines.insert((deadline, ticket));
@@ -422,8 +515,8 @@ impl<P: Clone> Coordinator<P> {
 
     fn stale_answer(&mut self, now: Instant, key: &CacheKey) -> Option<Answer> {
         let (response, age, source) = match self.cache.lookup(now, key) {
-            Lookup::Fresh { response, age } => (response, age, Source::Cache),
-            Lookup::Stale { response, age } => (response, age, Source::Stale),
+            Lookup::Fresh { response, age, .. } => (response, age, Source::Cache),
+            Lookup::Stale { response, age, .. } => (response, age, Source::Stale),
             Lookup::Miss => return None,
         };
         Some(Answer {
@@ -461,6 +554,7 @@ impl<P: Clone> Coordinator<P> {
     /// Ends a request at once with `answer`.
     fn answered(&mut self, client: &Arc<str>, answer: Answer) -> Admission {
         self.stats.ended(client, answer.source.into());
+        self.stats.served(answer.source, answer.age);
         Admission::Answered(answer)
     }
 
@@ -473,6 +567,9 @@ impl<P: Clone> Coordinator<P> {
     ) -> Admission {
         let (result, end) = self.fallback(now, key, failure);
         self.stats.ended(client, end);
+        if let Ok(answer) = &result {
+            self.stats.served(answer.source, answer.age);
+        }
         match result {
             Ok(answer) => Admission::Answered(answer),
             Err(failure) => Admission::Refused(failure),
@@ -485,6 +582,9 @@ impl<P: Clone> Coordinator<P> {
         if let Some(w) = self.waiters.remove(&ticket) {
             self.deadlines.remove(&(w.deadline, ticket));
             self.stats.ended(&w.client, end);
+            if let Ok(answer) = &result {
+                self.stats.served(answer.source, answer.age);
+            }
             self.finished.push_back(Finished { ticket, result });
         }
     }
@@ -519,7 +619,13 @@ impl<P: Clone> Coordinator<P> {
             if self.by_key.get(k) == Some(&call_id) {
                 self.by_key.remove(k);
             }
+            if let Some(t) = self.templates.get_mut(k) {
+                if t.in_flight == Some(call_id) {
+                    t.in_flight = None;
+                }
+            }
         }
+        self.refresh_dirty = true;
         Some(call)
     }
 
@@ -535,9 +641,10 @@ impl<P: Clone> Coordinator<P> {
                 .select(|lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)))
             {
                 Selection::Go(call) => call,
-                Selection::Wait(_) => return None,
+                Selection::Wait(_) => return self.poll_refresh(now),
             };
             self.queue.take(call_id);
+            self.refresh_dirty = true;
             if let Some(d) = self.dispatch(now, call_id) {
                 return Some(d);
             }
@@ -568,6 +675,7 @@ impl<P: Clone> Coordinator<P> {
         self.limiter.acquire(now, &call.lane, call.cost);
         call.attempts += 1;
         call.first_sent.get_or_insert(now);
+        call.sent = Some(now);
         let timeout_at = now + self.call_timeout;
         call.state = CallState::InFlight { timeout_at };
         self.timers.insert((timeout_at, call_id));
@@ -584,14 +692,198 @@ impl<P: Clone> Coordinator<P> {
                 }
             }
         }
-        let payload = self.waiters.get(&sender)?.payload.clone();
+        let sender = self.waiters.get(&sender)?;
+        let payload = sender.payload.clone();
+        let route = self.config.routes().get(call.route);
+        if let (true, true, Some(key)) = (route.refresh_ahead, call.cacheable, &call.key) {
+            let template = Template {
+                payload: payload.clone(),
+                at: sender.submitted,
+                route: call.route,
+                lane: call.lane.clone(),
+                cost: call.cost,
+                in_flight: None,
+            };
+            match self.templates.get_mut(key) {
+                Some(t) => {
+                    let in_flight = t.in_flight;
+                    *t = Template {
+                        in_flight,
+                        ..template
+                    };
+                }
+                None => {
+                    self.templates.insert(key.clone(), template);
+                }
+            }
+        }
         Some(Dispatch {
             call: call_id,
             attempt: call.attempts,
             payload,
-            route: self.config.routes().get(call.route).name.clone(),
+            route: route.name.clone(),
             timeout: self.call_timeout,
+            refresh: false,
         })
+    }
+
+    /// A read of a refreshed entry whose stored request is getting old
+    /// lends its own: refreshes then re-send a request young enough that
+    /// its signature is still valid.
+    fn lend_template(
+        &mut self,
+        now: Instant,
+        key: &CacheKey,
+        route: RouteId,
+        credential: Option<&crate::request::Credential>,
+        payload: P,
+    ) {
+        let r = self.config.routes().get(route);
+        let lane: Lane = self.limiter.keys(&r.scopes, credential).into();
+        let cost = r.cost;
+        let in_flight = self.templates.get(key).and_then(|t| t.in_flight);
+        self.templates.insert(
+            key.clone(),
+            Template {
+                payload,
+                at: now,
+                route,
+                lane,
+                cost,
+                in_flight,
+            },
+        );
+        self.cache
+            .set_renew_after(key, now + self.refresh_resend / 2);
+        self.refresh_dirty = true;
+    }
+
+    /// The next refresh-ahead call, if one is due and the budget has room:
+    /// the oldest entry among keys read within the idle window, older than
+    /// its route's `min_age`, with no real call for it underway, whose
+    /// buckets no real call waits on and would each keep their reserve.
+    fn poll_refresh(&mut self, now: Instant) -> Option<Dispatch<P>> {
+        if self.templates.is_empty() || !self.refresh_on {
+            return None;
+        }
+        if !self.refresh_dirty && self.next_refresh.is_none_or(|t| now < t) {
+            return None;
+        }
+        self.refresh_dirty = false;
+        self.next_refresh = None;
+        let reserve = self.config().refresh.reserve;
+        let floor = self.config().queue.top_class_reserve;
+        let routes = self.config.routes();
+        let mut best: Option<(Instant, &CacheKey)> = None;
+        let mut next: Option<Instant> = None;
+        let mut dead = Vec::new();
+        for (key, t) in &self.templates {
+            if t.in_flight.is_some() || self.by_key.contains_key(key) {
+                continue;
+            }
+            let Some(entry) = self.cache.refresh_view(key) else {
+                dead.push(key.clone());
+                continue;
+            };
+            // Nobody reads it, or its request is too old to re-send: a
+            // read (which marks refresh dirty) starts it again.
+            if now.saturating_duration_since(entry.last_read) > self.refresh_idle
+                || now.saturating_duration_since(t.at) > self.refresh_resend
+            {
+                continue;
+            }
+            let due = entry.stored + routes.get(t.route).min_age;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            if best.is_some_and(|(stored, _)| stored <= entry.stored) {
+                continue;
+            }
+            let waited_on = self.calls.values().any(|c| {
+                !c.refresh
+                    && !matches!(c.state, CallState::InFlight { .. })
+                    && c.lane.iter().any(|b| t.lane.contains(b))
+            });
+            if waited_on {
+                continue;
+            }
+            match self
+                .limiter
+                .check_spare(now, &t.lane, t.cost, reserve, floor)
+            {
+                Ok(()) => best = Some((entry.stored, key)),
+                Err(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
+                Err(None) => {}
+            }
+        }
+        let key = best.map(|(_, k)| k.clone());
+        for k in dead {
+            self.templates.remove(&k);
+        }
+        self.next_refresh = next;
+        let key = key?;
+        // The refresh itself changes what the next scan finds.
+        self.refresh_dirty = true;
+        let call_id = CallId(self.next_id());
+        let t = self.templates.get_mut(&key)?;
+        t.in_flight = Some(call_id);
+        let (lane, cost, route_id) = (t.lane.clone(), t.cost, t.route);
+        let payload = t.payload.clone();
+        self.limiter.acquire(now, &lane, cost);
+        let timeout_at = now + self.call_timeout;
+        self.timers.insert((timeout_at, call_id));
+        self.stats.upstream.calls += 1;
+        self.stats.upstream.refreshes += 1;
+        let lowest = ClassId(self.config().priorities.len().saturating_sub(1) as u8);
+        self.calls.insert(
+            call_id,
+            Call {
+                route: route_id,
+                idempotent: true,
+                key: Some(key),
+                cacheable: true,
+                lane,
+                cost,
+                class: lowest,
+                client: Arc::from("(refresh)"),
+                origin: Ticket(0),
+                waiters: Vec::new(),
+                state: CallState::InFlight { timeout_at },
+                attempts: 1,
+                first_sent: Some(now),
+                sent: Some(now),
+                refresh: true,
+            },
+        );
+        Some(Dispatch {
+            call: call_id,
+            attempt: 1,
+            payload,
+            route: self.config.routes().get(route_id).name.clone(),
+            timeout: self.call_timeout,
+            refresh: true,
+        })
+    }
+
+    /// Stops refresh-ahead for good (a host draining before shutdown:
+    /// what bots asked for finishes, nothing new starts).
+    /// [`Self::abort_waiting`] does it too.
+    pub fn stop_refreshing(&mut self) {
+        self.refresh_on = false;
+    }
+
+    /// Whether refresh-ahead is keeping some key young (read within the
+    /// idle window): a host that sleeps while idle should still keep its
+    /// timer armed for [`Self::poll_timeout`] then.
+    pub fn refreshing(&self) -> bool {
+        let now = self.now;
+        self.refresh_on
+            && self.templates.keys().any(|k| {
+                self.cache.refresh_view(k).is_some_and(|e| {
+                    now.saturating_duration_since(e.last_read) <= self.refresh_idle
+                })
+            })
     }
 
     /// Reports what upstream answered for a dispatched call.
@@ -676,8 +968,33 @@ impl<P: Clone> Coordinator<P> {
         };
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
-            let ttl = self.config.routes().get(call.route).ttl;
-            self.cache.insert(now, key, response.clone(), ttl);
+            let route = self.config.routes().get(call.route);
+            let ttl = Storable::from_headers(&response.headers).ttl(
+                route.ttl,
+                route.ttl_pinned,
+                route.private,
+            );
+            let renew_after = route
+                .refresh_ahead
+                .then(|| {
+                    self.templates
+                        .get(&key)
+                        .map(|t| t.at + self.refresh_resend / 2)
+                })
+                .flatten();
+            let store = Store {
+                ttl,
+                sent: call.sent.unwrap_or(now),
+                read: !call.refresh,
+                renew_after,
+            };
+            let stored = self.cache.insert(now, key.clone(), response.clone(), store);
+            if !stored {
+                // Upstream would not give a storable answer to this request
+                // (an expired signature, a `no-store`): never re-send it.
+                // A later read of a cached entry lends a new one.
+                self.templates.remove(&key);
+            }
         }
         for ticket in call.waiters {
             let source = if ticket == call.origin {
@@ -958,12 +1275,20 @@ impl<P: Clone> Coordinator<P> {
         };
         let housekeeping = (!self.calls.is_empty() || self.limiter.bucket_count() > 0)
             .then_some(self.next_housekeeping);
+        let refresh = if self.templates.is_empty() || !self.refresh_on {
+            None
+        } else if self.refresh_dirty {
+            Some(now)
+        } else {
+            self.next_refresh
+        };
         [
             self.deadlines.first().map(|(t, _)| *t),
             self.timers.first().map(|(t, _)| *t),
             self.queue.next_aging(),
             dispatch,
             housekeeping,
+            refresh,
         ]
         .into_iter()
         .flatten()
@@ -992,6 +1317,8 @@ impl<P: Clone> Coordinator<P> {
     /// `Aborted`), for a host shutting down; calls in flight still finish.
     pub fn abort_waiting(&mut self, now: Instant, reason: &str) {
         let now = self.advance(now);
+        // A host shutting down sends nothing new.
+        self.refresh_on = false;
         let mut ids: Vec<CallId> = self
             .calls
             .iter()
@@ -1070,6 +1397,7 @@ impl<P: Clone> Coordinator<P> {
             api_call_reduction: 1.0 - stats::ratio(self.stats.upstream.calls, r.submitted).min(1.0),
             requests: r,
             upstream: self.stats.upstream.clone(),
+            served_age: self.stats.served_age(),
             recent_rate_limited: self.stats.recent_rate_limited(now),
             calls_in_flight: self.calls_in_flight(),
             queue: QueueSnapshot {

@@ -65,6 +65,7 @@ mod cache;
 mod compile;
 pub mod config;
 mod coordinator;
+mod freshness;
 mod health;
 mod http;
 mod limiter;
@@ -77,6 +78,7 @@ pub mod stats;
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};
+pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,

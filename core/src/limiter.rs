@@ -320,6 +320,41 @@ impl Limiter {
         (need > now + tolerance).then(|| Wait::Until(need - tolerance))
     }
 
+    /// Whether a call of `cost` may go now on all of `keys` and still
+    /// leave each bucket at least `reserve` of its usable burst (rounded up
+    /// to whole cost units, and at least `floor`): refresh-ahead's test.
+    /// `Err(Some(t))`: not before `t`; `Err(None)`: not now, and no
+    /// instant is known (a breaker probe in flight, or the reserve leaves
+    /// no room at all).
+    pub(crate) fn check_spare(
+        &self,
+        now: Instant,
+        keys: &[BucketKey],
+        cost: u32,
+        reserve: f64,
+        floor: u32,
+    ) -> Result<(), Option<Instant>> {
+        let mut latest = None;
+        for key in keys {
+            let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
+                return Err(None);
+            };
+            let keep = ((scope.burst as f64 * reserve).ceil() as u32).max(floor);
+            let need = cost.saturating_add(keep);
+            if need > scope.burst {
+                return Err(None);
+            }
+            match self.check_one(now, key, need) {
+                None => {}
+                Some(w) => match w.instant() {
+                    Some(t) => latest = Some(latest.map_or(t, |l: Instant| l.max(t))),
+                    None => return Err(None),
+                },
+            }
+        }
+        latest.map_or(Ok(()), |t| Err(Some(t)))
+    }
+
     /// Spends `cost` on every bucket in `keys` (after a successful check).
     pub(crate) fn acquire(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
         for key in keys {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 use crate::config::ClassId;
+use crate::freshness::Freshness;
 
 /// An HTTP method. Only what the core decides on is modelled: whether a
 /// method may be cached and whether it is safe to repeat.
@@ -110,6 +111,8 @@ pub struct Request {
     /// Latest instant at which the call may still be sent upstream (signed
     /// requests expire). `None` takes the config's default.
     pub deadline: Option<Instant>,
+    /// How fresh the answer must be (the request's `Cache-Control`).
+    pub freshness: Freshness,
 }
 
 impl Request {
@@ -133,6 +136,7 @@ impl Request {
             client: client.to_owned(),
             priority: None,
             deadline: None,
+            freshness: Freshness::default(),
         }
     }
 
@@ -151,6 +155,12 @@ impl Request {
     /// Sets the latest instant at which the call may still be sent.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets how fresh the answer must be.
+    pub fn with_freshness(mut self, freshness: Freshness) -> Self {
+        self.freshness = freshness;
         self
     }
 }
@@ -379,6 +389,10 @@ pub enum Failure {
     /// The host is shutting down and aborted the request.
     #[error("aborted: {0}")]
     Aborted(String),
+    /// `only-if-cached`: the cache holds no answer the request accepts, and
+    /// it asked not to wait for one.
+    #[error("only-if-cached: no cached answer fresh enough for this request")]
+    NotCached,
 }
 
 impl Failure {
@@ -402,6 +416,7 @@ impl Failure {
             Failure::Transport { .. } => "transport",
             Failure::BreakerOpen { .. } => "breaker_open",
             Failure::Aborted(_) => "aborted",
+            Failure::NotCached => "not_cached",
         }
     }
 }

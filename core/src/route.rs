@@ -106,6 +106,15 @@ pub struct Route {
     /// Whether a request needs a credential to be answered at all (hosts
     /// refuse one without, before the cache or upstream sees it).
     pub credential_required: bool,
+    /// Whether the rule set its own TTL: then upstream's lifetime
+    /// directives (`max-age`, `s-maxage`, `no-store`, `no-cache`) do not
+    /// change it.
+    pub ttl_pinned: bool,
+    /// Whether answers bots keep reading are refreshed ahead from spare
+    /// budget.
+    pub refresh_ahead: bool,
+    /// Refresh-ahead never refreshes an answer younger than this.
+    pub min_age: Duration,
 }
 
 /// One compiled rule: which requests it matches and how they are handled.

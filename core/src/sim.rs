@@ -6,10 +6,13 @@
 //! [`Scenario::reference`] is the reference workload: 25 bots sharing one
 //! API key, each evaluating every ~30 s (ticker, balances, candles every
 //! fourth time, an occasional order), an upstream budget of 8 calls per
-//! minute with a burst of 8, and a 90 s cache TTL.
+//! minute with a burst of 8, and a 90 s cache TTL. [`Scenario::coinbase`]
+//! is the same bots at Coinbase Advanced Trade's own limits, evaluating
+//! every second. Both run with the presets' refresh-ahead on;
+//! [`Scenario::without_refresh`] turns it off for comparison.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 
 use web_time::{Duration, Instant};
@@ -122,6 +125,54 @@ impl Scenario {
             seed: 2026,
         }
     }
+
+    /// `bots` bots evaluating every second for an hour against Coinbase
+    /// Advanced Trade's limits (the preset as shipped: the sim's reads and
+    /// orders all draw on the per-key `private` scope, 30/s with a burst
+    /// of 30, run at 90%), the upstream enforcing 30/s, burst 30.
+    pub fn coinbase(bots: usize) -> Self {
+        let mut s = Scenario::reference(bots);
+        s.duration = Duration::from_secs(3600);
+        s.eval_every = Duration::from_secs(1);
+        s.upstream.rate = 30.0;
+        s.upstream.period = Duration::from_secs(1);
+        s.upstream.burst = 30;
+        s.config = coinbase::advanced_trade();
+        s
+    }
+
+    /// The same scenario with refresh-ahead off on every route.
+    pub fn without_refresh(mut self) -> Self {
+        self.config.defaults.refresh_ahead = false;
+        for r in &mut self.config.routes {
+            r.refresh_ahead = Some(false);
+        }
+        self
+    }
+
+    fn min_age_floor(&self) -> f64 {
+        let d = &self.config.defaults;
+        self.config
+            .routes
+            .iter()
+            .filter(|r| r.refresh_ahead.unwrap_or(d.refresh_ahead))
+            .map(|r| r.min_age_secs.unwrap_or(d.min_age_secs))
+            .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.min(a))))
+            .map_or(0.0, |m| m / 2.0)
+    }
+
+    /// Calls per second the coordinator paces the bots' reads at: the
+    /// upstream's rate after the headroom of the first default scope.
+    fn paced_rate(&self) -> f64 {
+        let headroom = self
+            .config
+            .defaults
+            .scopes
+            .first()
+            .and_then(|name| self.config.scopes.get(name))
+            .map_or(1.0, |s| s.headroom);
+        self.upstream.rate / self.upstream.period.as_secs_f64().max(1e-9) * headroom
+    }
 }
 
 /// The simulated host's payload: what the upstream needs to answer.
@@ -161,6 +212,14 @@ pub struct Report {
     pub bot_429s: u64,
     /// Answers whose body belonged to another credential.
     pub cross_credential: u64,
+    /// Distinct cache keys the bots read (K).
+    pub hot_keys: usize,
+    /// Calls per second left for reads (B): the paced rate less the orders
+    /// the bots placed.
+    pub spare_per_sec: f64,
+    /// Half the smallest `min_age` of a refreshed route (0 when nothing is
+    /// refreshed): refresh-ahead cannot bring the mean age below it either.
+    pub min_age_floor_secs: f64,
     /// The coordinator's stats at the end of the run.
     pub stats: StatsSnapshot,
 }
@@ -169,6 +228,13 @@ impl Report {
     /// The coordinator's cache hit rate ([`StatsSnapshot::cache_hit_rate`]).
     pub fn cache_hit_rate(&self) -> f64 {
         self.stats.cache_hit_rate
+    }
+
+    /// The lowest mean age the budget allows, in seconds: with B spare calls
+    /// per second over K hot keys, each key can be refreshed every K/B s,
+    /// so answers are on average at least K/(2B) old.
+    pub fn age_bound_secs(&self) -> f64 {
+        self.hot_keys as f64 / (2.0 * self.spare_per_sec.max(1e-9))
     }
 }
 
@@ -209,6 +275,8 @@ struct Sim<'a> {
     upstream_429s: u64,
     bot_429s: u64,
     cross_credential: u64,
+    hot_keys: BTreeSet<String>,
+    orders: u64,
 }
 
 impl<'a> Sim<'a> {
@@ -245,6 +313,8 @@ impl<'a> Sim<'a> {
             upstream_429s: 0,
             bot_429s: 0,
             cross_credential: 0,
+            hot_keys: BTreeSet::new(),
+            orders: 0,
             rng: fastrand::Rng::with_seed(rng.u64(..)),
         };
         for bot in 0..s.bots {
@@ -295,6 +365,11 @@ impl<'a> Sim<'a> {
             upstream_429s: self.upstream_429s,
             bot_429s: self.bot_429s,
             cross_credential: self.cross_credential,
+            hot_keys: self.hot_keys.len(),
+            min_age_floor_secs: self.s.min_age_floor(),
+            spare_per_sec: (self.s.paced_rate()
+                - self.orders as f64 / self.s.duration.as_secs_f64().max(1e-9))
+            .max(0.0),
             stats,
         }
     }
@@ -433,6 +508,16 @@ impl<'a> Sim<'a> {
         };
         self.requests += 1;
         let credential = self.bots[bot].credential;
+        if method.is_cacheable() {
+            let key = if path.ends_with("/accounts") {
+                format!("{path}#{credential}")
+            } else {
+                path.clone()
+            };
+            self.hot_keys.insert(key);
+        } else {
+            self.orders += 1;
+        }
         let request = Request::new(method.clone(), &path, &format!("bot-{bot:03}"))
             .with_credential(&format!("key:{credential}"));
         let sent = Sent {
@@ -511,6 +596,7 @@ impl fmt::Display for Report {
             "  API call reduction    {:>9.2}%",
             s.api_call_reduction * 100.0
         )?;
+        writeln!(f, "  of which refreshes    {:>10}", s.upstream.refreshes)?;
         writeln!(f, "  upstream 429s         {:>10}", self.upstream_429s)?;
         writeln!(f, "  429s reaching bots    {:>10}", self.bot_429s)?;
         writeln!(f, "  cross-credential      {:>10}", self.cross_credential)?;
@@ -525,6 +611,40 @@ impl fmt::Display for Report {
             "  bots served           {:>6} / {}",
             self.bots_served, self.bots
         )?;
+        let a = &s.served_age;
+        writeln!(
+            f,
+            "  served age (s):               source      n      p50      p99      max     mean"
+        )?;
+        for (name, sum) in [
+            ("all", &a.all),
+            ("hit", &a.hit),
+            ("stale", &a.stale),
+            ("upstream", &a.upstream),
+        ] {
+            writeln!(
+                f,
+                "                                {:<9} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                name, sum.count, sum.p50_secs, sum.p99_secs, sum.max_secs, sum.mean_secs
+            )?;
+        }
+        writeln!(
+            f,
+            "  age bound K/(2B)      {:>9.2}s  (K = {} keys, B = {:.3} spare calls/s; mean served age {:.2} s = {:.2}x the bound)",
+            self.age_bound_secs(),
+            self.hot_keys,
+            self.spare_per_sec,
+            a.all.mean_secs,
+            a.all.mean_secs / self.age_bound_secs().max(1e-9)
+        )?;
+        if self.min_age_floor_secs > self.age_bound_secs() {
+            writeln!(
+                f,
+                "  min_age floor         {:>9.2}s  (half the smallest refreshed min_age; mean = {:.2}x it)",
+                self.min_age_floor_secs,
+                a.all.mean_secs / self.min_age_floor_secs.max(1e-9)
+            )?;
+        }
         writeln!(
             f,
             "  queue wait by priority (ms):  class       n      p50      p99      max"

@@ -41,6 +41,8 @@ pub(crate) enum End {
     /// Ended unsent by a host shutting down
     /// ([`crate::Coordinator::abort_waiting`]).
     Aborted,
+    /// `only-if-cached` with nothing in the cache it accepts.
+    NotCached,
 }
 
 impl From<crate::request::Source> for End {
@@ -81,6 +83,9 @@ pub struct RequestCounts {
     pub cancelled: u64,
     /// Ended unsent because the host shut down.
     pub aborted: u64,
+    /// `only-if-cached` requests the cache had no answer for (504).
+    #[serde(default)]
+    pub not_cached: u64,
 }
 
 impl RequestCounts {
@@ -95,6 +100,7 @@ impl RequestCounts {
             + self.failed
             + self.cancelled
             + self.aborted
+            + self.not_cached
     }
 
     fn count(&mut self, end: End) {
@@ -108,6 +114,7 @@ impl RequestCounts {
             End::Failed => &mut self.failed,
             End::Cancelled => &mut self.cancelled,
             End::Aborted => &mut self.aborted,
+            End::NotCached => &mut self.not_cached,
         };
         *c += 1;
     }
@@ -131,6 +138,10 @@ pub struct UpstreamCounts {
     pub timeouts: u64,
     /// Times a bucket's circuit breaker opened (one failure may open several).
     pub breaker_opened: u64,
+    /// Of `calls`, refresh-ahead calls: sent from spare budget to keep a
+    /// cached answer young, answering no request directly.
+    #[serde(default)]
+    pub refreshes: u64,
 }
 
 /// Queue wait of requests that reached upstream, in milliseconds.
@@ -149,6 +160,37 @@ pub struct WaitSummary {
     pub p99_ms: f64,
     /// Longest wait (recorded up to one hour).
     pub max_ms: f64,
+}
+
+/// Ages of answers served, in seconds: how old the data a bot got was
+/// (zero for an answer straight from upstream).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgeSummary {
+    /// Answers counted.
+    pub count: u64,
+    /// Mean age.
+    pub mean_secs: f64,
+    /// Median age.
+    pub p50_secs: f64,
+    /// 99th percentile age.
+    pub p99_secs: f64,
+    /// Oldest answer served.
+    pub max_secs: f64,
+}
+
+/// The stats' `served_age`: the age of answers served, by where they came
+/// from, and over all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServedAge {
+    /// Every answer.
+    pub all: AgeSummary,
+    /// Fresh cache hits.
+    pub hit: AgeSummary,
+    /// Expired entries served (stale-if-error, stale-while-revalidate,
+    /// `max-stale`, a deadline's fallback).
+    pub stale: AgeSummary,
+    /// Answers from upstream, own call or coalesced (age zero).
+    pub upstream: AgeSummary,
 }
 
 /// One priority class in the stats' `queue.classes`.
@@ -222,6 +264,9 @@ pub struct StatsSnapshot {
     pub api_call_reduction: f64,
     /// Upstream calls and how they went, since start.
     pub upstream: UpstreamCounts,
+    /// The age of answers served, since start.
+    #[serde(default)]
+    pub served_age: ServedAge,
     /// Upstream 429s within the health window.
     pub recent_rate_limited: u64,
     /// Calls sent upstream and not yet answered.
@@ -251,6 +296,8 @@ pub(crate) struct Stats {
     /// Upstream calls and how they went.
     pub(crate) upstream: UpstreamCounts,
     waits: Vec<Histogram<u64>>,
+    /// Served ages in milliseconds: hits, stale, upstream.
+    ages: [Histogram<u64>; 3],
     clients: HashMap<Arc<str>, ClientCounts>,
     max_clients: usize,
     recent_429s: VecDeque<Instant>,
@@ -263,6 +310,27 @@ fn wait_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Ages are recorded in milliseconds, up to 30 days, 2 significant digits
+/// (1% resolution keeps the three histograms small).
+fn age_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: this cannot fail.
+    Histogram::new_with_bounds(1, 30 * 86_400_000, 2).expect("valid histogram bounds")
+}
+
+fn age_summary(h: &Histogram<u64>) -> AgeSummary {
+    if h.is_empty() {
+        return AgeSummary::default();
+    }
+    let s = |ms: u64| ms as f64 / 1000.0;
+    AgeSummary {
+        count: h.len(),
+        mean_secs: h.mean() / 1000.0,
+        p50_secs: s(h.value_at_quantile(0.5)),
+        p99_secs: s(h.value_at_quantile(0.99)),
+        max_secs: s(h.max()),
+    }
+}
+
 impl Stats {
     /// Empty counters started at `now`, for `classes` priority classes,
     /// naming up to `max_clients` clients; 429s within `window` are recent.
@@ -272,6 +340,7 @@ impl Stats {
             requests: RequestCounts::default(),
             upstream: UpstreamCounts::default(),
             waits: (0..classes).map(|_| wait_histogram()).collect(),
+            ages: [age_histogram(), age_histogram(), age_histogram()],
             clients: HashMap::new(),
             max_clients,
             recent_429s: VecDeque::new(),
@@ -302,7 +371,7 @@ impl Stats {
             End::Coalesced => c.coalesced += 1,
             End::Upstream => c.upstream += 1,
             End::Cancelled => {}
-            End::Shed | End::Expired | End::Failed | End::Aborted => c.failed += 1,
+            End::Shed | End::Expired | End::Failed | End::Aborted | End::NotCached => c.failed += 1,
         }
     }
 
@@ -312,6 +381,35 @@ impl Stats {
             let micros = (waited.as_micros() as u64).clamp(1, h.high());
             // Within bounds by the clamp above, so recording cannot fail.
             let _ = h.record(micros);
+        }
+    }
+
+    /// An answer from `source`, `age` old, was served.
+    pub(crate) fn served(&mut self, source: crate::request::Source, age: Duration) {
+        use crate::request::Source;
+        let h = match source {
+            Source::Cache => &mut self.ages[0],
+            Source::Stale => &mut self.ages[1],
+            Source::Coalesced | Source::Upstream => &mut self.ages[2],
+        };
+        let ms = (age.as_millis() as u64).min(h.high());
+        // Within bounds by the clamp above (zero is recordable), so this
+        // cannot fail.
+        let _ = h.record(ms);
+    }
+
+    /// Served ages so far.
+    pub(crate) fn served_age(&self) -> ServedAge {
+        let mut all = self.ages[0].clone();
+        for h in &self.ages[1..] {
+            // Same bounds, so adding cannot fail.
+            let _ = all.add(h);
+        }
+        ServedAge {
+            all: age_summary(&all),
+            hit: age_summary(&self.ages[0]),
+            stale: age_summary(&self.ages[1]),
+            upstream: age_summary(&self.ages[2]),
         }
     }
 

@@ -98,3 +98,59 @@ fn several_credentials_never_see_each_others_balances() {
     // Four credentials' balances are four cache keys.
     assert!(report.stats.requests.upstream > 4);
 }
+
+#[test]
+fn refresh_ahead_uses_only_the_budget_left_over() {
+    // The reference workload with refresh-ahead off (the figures above are
+    // with it on, as the presets ship).
+    let mut on = Scenario::reference(25);
+    on.duration = Duration::from_secs(6 * 3600);
+    let off = on.clone().without_refresh();
+    let (on, off) = (sim::run(&on), sim::run(&off));
+    println!("refresh-ahead on:\n{on}\nrefresh-ahead off:\n{off}");
+    for r in [&on, &off] {
+        assert_eq!(r.upstream_429s, 0);
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        assert!(r.cache_hit_rate() >= REFERENCE_HIT_RATE);
+        // Never more than the paced budget: a burst of 7 (8 at 90%) plus
+        // 7.2 calls a minute.
+        let calls = r.stats.upstream.calls as f64;
+        assert!(calls <= 7.0 + 7.2 * 6.0 * 60.0, "{calls} calls in 6 h");
+    }
+    assert!(on.stats.upstream.refreshes > 0 && off.stats.upstream.refreshes == 0);
+    let (a_on, a_off) = (&on.stats.served_age.all, &off.stats.served_age.all);
+    assert!(a_on.mean_secs < a_off.mean_secs, "{a_on:?} vs {a_off:?}");
+    // The budget allows no better than K/(2B) on average.
+    assert!(a_on.mean_secs >= 0.8 * on.age_bound_secs(), "{a_on:?}");
+}
+
+#[test]
+fn coinbase_limits_keep_hot_answers_young() {
+    let mut on = Scenario::coinbase(25);
+    on.duration = Duration::from_secs(15 * 60);
+    let off = on.clone().without_refresh();
+    let (on, off) = (sim::run(&on), sim::run(&off));
+    println!("refresh-ahead on:\n{on}\nrefresh-ahead off:\n{off}");
+    for r in [&on, &off] {
+        assert_eq!(r.upstream_429s, 0);
+        assert_eq!(r.bot_429s, 0);
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        assert!(r.cache_hit_rate() >= REFERENCE_HIT_RATE);
+    }
+    // Every read key (min_age 1 s) stays about a second old.
+    assert!(
+        on.stats.served_age.all.p50_secs <= 1.0,
+        "{:?}",
+        on.stats.served_age
+    );
+    assert!(
+        on.stats.served_age.all.p99_secs <= 2.0,
+        "{:?}",
+        on.stats.served_age
+    );
+    assert!(
+        off.stats.served_age.all.p50_secs >= 10.0,
+        "{:?}",
+        off.stats.served_age
+    );
+}

@@ -22,7 +22,8 @@ pub const MAX_TIMER: Duration = Duration::from_secs(86_400);
 
 /// The instant to arm a new timer for, if one is needed: the core's
 /// `poll_timeout()` (`next`), only while requests wait or calls are in
-/// flight (`busy`; an idle object sleeps until its next request), and only
+/// flight or refresh-ahead keeps keys young (`busy`; an idle object sleeps
+/// until its next request), and only
 /// if it is earlier than the timer already `armed`.
 pub fn to_arm(next: Option<Instant>, busy: bool, armed: Option<Instant>) -> Option<Instant> {
     let at = next.filter(|_| busy)?;

@@ -61,6 +61,18 @@ fn proxy_route(c: &mut Criterion) {
             })
         });
     }
+    // The same origin-form request with request directives to parse.
+    let mut directed = headers.clone();
+    directed.push(("Cache-Control".into(), "max-age=5, max-stale=30".into()));
+    g.bench_function("route_origin_form_with_directives", |b| {
+        b.iter(|| {
+            black_box(
+                proxy
+                    .route(None, "GET", black_box(TICKER), &directed, Vec::new())
+                    .expect("routable"),
+            )
+        })
+    });
     let answer = syncoord_core::Answer {
         response: std::sync::Arc::new(body()),
         source: Source::Cache,

@@ -114,6 +114,7 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
     let mut t = syncoord_core::stats::RequestCounts::default();
     let (mut calls, mut retries, mut r429, mut e5xx, mut transport) = (0, 0, 0, 0, 0);
     let (mut in_progress, mut depth, mut in_flight, mut recent) = (0, 0, 0, 0);
+    let mut refreshes = 0;
     let mut per = Vec::new();
     for (name, s, h) in upstreams {
         let r = &s.requests;
@@ -127,6 +128,8 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
         t.failed += r.failed;
         t.cancelled += r.cancelled;
         t.aborted += r.aborted;
+        t.not_cached += r.not_cached;
+        refreshes += s.upstream.refreshes;
         calls += s.upstream.calls;
         retries += s.upstream.retries;
         r429 += s.upstream.rate_limited;
@@ -160,6 +163,7 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
             "served_without_upstream_rate": ratio(t.hit + t.stale + t.coalesced, ended),
             "upstream_calls": calls,
             "upstream_retries": retries,
+            "upstream_refreshes": refreshes,
             "upstream_429s": r429,
             "upstream_server_errors": e5xx,
             "upstream_transport_errors": transport,
@@ -366,6 +370,14 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "Health reasons now, by code (every code listed, 0 when absent).",
     );
     let uptime = m.gauge("uptime_seconds", "Seconds since the coordinator started.");
+    let refreshes = m.counter(
+        "upstream_refreshes",
+        "Refresh-ahead calls (counted in upstream_calls too).",
+    );
+    let served_age = m.gauge(
+        "served_age_seconds",
+        "Age of answers served, by source (all, hit, stale, upstream) and quantile.",
+    );
 
     for (name, s, h) in upstreams {
         let u = name.as_ref();
@@ -382,6 +394,7 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
             ("failed", r.failed),
             ("cancelled", r.cancelled),
             ("aborted", r.aborted),
+            ("not_cached", r.not_cached),
         ] {
             requests
                 .get_or_create(&labels(u, &[("outcome", outcome)]))
@@ -389,6 +402,24 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         }
         let up = &s.upstream;
         calls.get_or_create(&l).inc_by(up.calls);
+        refreshes.get_or_create(&l).inc_by(up.refreshes);
+        let a = &s.served_age;
+        for (source, sum) in [
+            ("all", &a.all),
+            ("hit", &a.hit),
+            ("stale", &a.stale),
+            ("upstream", &a.upstream),
+        ] {
+            for (q, secs) in [
+                ("0.5", sum.p50_secs),
+                ("0.99", sum.p99_secs),
+                ("1", sum.max_secs),
+            ] {
+                served_age
+                    .get_or_create(&labels(u, &[("source", source), ("quantile", q)]))
+                    .set(secs);
+            }
+        }
         retries.get_or_create(&l).inc_by(up.retries);
         r429.get_or_create(&l).inc_by(up.rate_limited);
         e5xx.get_or_create(&l).inc_by(up.server_errors);
@@ -576,6 +607,8 @@ mod tests {
             "syncoord_client_requests_total{upstream=\"advanced\",client=\"bot-2\",outcome=\"hit\"} 1",
             "syncoord_health_status{upstream=\"advanced\"} 0",
             "syncoord_health_reasons{upstream=\"advanced\",code=\"breaker_open\"} 0",
+            "syncoord_upstream_refreshes_total{upstream=\"advanced\"} 0",
+            "syncoord_served_age_seconds{upstream=\"advanced\",source=\"hit\",quantile=\"0.99\"}",
             "# TYPE syncoord_bucket_tokens gauge",
             "# EOF",
         ] {

@@ -13,7 +13,7 @@ use syncoord_core::Duration;
 use crate::http::{strip_hop_headers, HopHeaders};
 use crate::route::Rejection;
 use crate::{CACHE_HEADER, ERROR_HEADER};
-use syncoord_core::{Answer, Failure, Response};
+use syncoord_core::{Answer, Failure, Response, Source};
 
 /// Response headers that describe one connection, not the response, and
 /// those the host recomputes for its own connection; `Proxy-*`, our own
@@ -35,11 +35,12 @@ const HOP_BY_HOP: HopHeaders<'static> = HopHeaders {
 };
 
 /// Upstream's response as the bot should see it: its status, headers and
-/// body, with `X-Syncoord-Cache` saying where it came from and `Age` (whole
-/// seconds) when it was not fresh from upstream.
+/// body, with `X-Syncoord-Cache` saying where it came from and, on every
+/// answer from the cache (fresh or stale), `Age` in whole seconds.
 pub fn answer_response(answer: &Answer) -> Response {
     let mut headers = strip_hop_headers(&answer.response.headers, &HOP_BY_HOP);
-    if answer.age > Duration::ZERO {
+    let cached = matches!(answer.source, Source::Cache | Source::Stale);
+    if cached || answer.age > Duration::ZERO {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("age"));
         headers.push(("Age".into(), answer.age.as_secs().to_string()));
     }
@@ -74,7 +75,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 ///
 /// Statuses: shed, open breaker, upstream rate limit and abort are 503
 /// (try again later, with `Retry-After` where we know when); deadlines are
-/// 504; upstream errors and transport failures are 502, quoting
+/// 504, and so is `only-if-cached` with nothing cached (RFC 9111
+/// §5.2.1.7); upstream errors and transport failures are 502, quoting
 /// upstream's status and the start of its body.
 pub fn failure_response(failure: &Failure) -> Response {
     let (status, retry) = match failure {
@@ -82,7 +84,9 @@ pub fn failure_response(failure: &Failure) -> Response {
         | Failure::BreakerOpen { retry_after, .. }
         | Failure::RateLimited { retry_after, .. } => (503, Some(retry_after_secs(*retry_after))),
         Failure::Aborted(_) => (503, Some(1)),
-        Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } => (504, None),
+        Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } | Failure::NotCached => {
+            (504, None)
+        }
         Failure::Upstream { .. } | Failure::Transport { .. } => (502, None),
     };
     let mut body = json!({

@@ -236,6 +236,7 @@ impl Proxy {
         let mut request = Request::new(method_id, &path_and_query, &client);
         request.credential = credential;
         request.priority = priority;
+        request.freshness = syncoord_core::Freshness::from_headers(headers);
 
         let body = if matches!(method.as_str(), "GET" | "HEAD") {
             Vec::new()

@@ -51,6 +51,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
     ),
     ("cache hit and TTL expiry", cache_and_ttl),
     ("coalescing of identical reads", coalescing),
+    ("request freshness directives", freshness_directives),
     ("credential isolation", credential_isolation),
     (
         "identity is what upstream authenticates",
@@ -458,6 +459,96 @@ fn coalescing(t: &Target) -> Result<(), String> {
     let calls = after.requests - before.requests;
     expect(calls == 1, || {
         format!("{READERS} identical reads reached upstream {calls} times")
+    })
+}
+
+/// `Cache-Control` on a bot's request (RFC 9111 §5.2.1) and
+/// `X-Syncoord-Max-Age`: `Age` on every cached answer, `no-cache` and a
+/// zero max-age go upstream, a lenient max-age takes the cache,
+/// `only-if-cached` never waits, and fresh reads still coalesce.
+fn freshness_directives(t: &Target) -> Result<(), String> {
+    let url = format!("{}{}", t.base, unique("/__echo/fresh/"));
+    let first = get(&url, &[])?;
+    expect_status(&first, 200, "first read")?;
+    let hit = get(&url, &[])?;
+    expect(hit.source() == "hit" && hit.header("age").is_some(), || {
+        format!(
+            "a cached answer carries Age, got {} with {:?}",
+            hit.source(),
+            hit.headers
+        )
+    })?;
+    let seq = |r: &Reply| echo_of(r).map(|e| e["seq"].clone());
+    let lenient = get(&url, &[("Cache-Control", "max-age=60")])?;
+    expect(lenient.source() == "hit", || {
+        format!("max-age=60 takes a young entry, got {}", lenient.source())
+    })?;
+    let fresh = get(&url, &[("Cache-Control", "no-cache")])?;
+    expect(
+        fresh.source() == "miss" && seq(&fresh)? != seq(&first)?,
+        || format!("no-cache must ask upstream, got {}", fresh.source()),
+    )?;
+    // The fresh answer replaced the entry.
+    let after = get(&url, &[])?;
+    expect(
+        after.source() == "hit" && seq(&after)? == seq(&fresh)?,
+        || "the no-cache answer is what later reads get".into(),
+    )?;
+    std::thread::sleep(Duration::from_millis(50));
+    let header = get(&url, &[("X-Syncoord-Max-Age", "0")])?;
+    expect(header.source() == "miss", || {
+        format!(
+            "X-Syncoord-Max-Age: 0 must ask upstream, got {}",
+            header.source()
+        )
+    })?;
+    expect(
+        echoed_header(&echo_of(&header)?, "x-syncoord-max-age").is_none(),
+        || "X-Syncoord-Max-Age must not reach upstream".into(),
+    )?;
+    // only-if-cached: the cache, or 504 at once without a call.
+    let cached = get(&url, &[("Cache-Control", "only-if-cached")])?;
+    expect(cached.status == 200 && cached.source() == "hit", || {
+        format!(
+            "only-if-cached on a cached entry: {} {}",
+            cached.status,
+            cached.source()
+        )
+    })?;
+    let before = mock_counts(t)?;
+    let started = Instant::now();
+    let missing = get(
+        &format!("{}{}", t.base, unique("/__echo/fresh/none-")),
+        &[("Cache-Control", "only-if-cached")],
+    )?;
+    expect_status(&missing, 504, "only-if-cached with nothing cached")?;
+    expect(started.elapsed() < Duration::from_secs(2), || {
+        "only-if-cached must not wait".into()
+    })?;
+    expect(mock_counts(t)?.requests == before.requests, || {
+        "only-if-cached must not call upstream".into()
+    })?;
+    // Identical reads that need fresh data share one call.
+    const READERS: usize = 8;
+    let url = format!("{}{}", t.base, unique("/__echo/fresh/coalesce-"));
+    let before = mock_counts(t)?;
+    set_faults(t, r#"{"latency_ms": 400}"#)?;
+    let replies: Vec<Result<Reply, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..READERS)
+            .map(|_| s.spawn(|| get(&url, &[("Cache-Control", "max-age=5")])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("reader panicked".into())))
+            .collect()
+    });
+    set_faults(t, "{}")?;
+    for reply in &replies {
+        expect_status(reply.as_ref().map_err(Clone::clone)?, 200, "max-age read")?;
+    }
+    let calls = mock_counts(t)?.requests - before.requests;
+    expect(calls == 1, || {
+        format!("{READERS} identical max-age=5 reads reached upstream {calls} times")
     })
 }
 

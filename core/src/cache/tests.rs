@@ -3,8 +3,24 @@ use super::*;
 /// A fresh or stale entry, as the coordinator falls back on one.
 fn fallback(c: &mut Cache, now: Instant, key: &CacheKey) -> Option<(Arc<Response>, Duration)> {
     match c.lookup(now, key) {
-        Lookup::Fresh { response, age } | Lookup::Stale { response, age } => Some((response, age)),
+        Lookup::Fresh { response, age, .. } | Lookup::Stale { response, age, .. } => {
+            Some((response, age))
+        }
         Lookup::Miss => None,
+    }
+}
+
+const IDLE: Duration = Duration::from_secs(30);
+
+impl Store {
+    /// A real call's answer, sent at `sent`, kept for `ttl`.
+    fn real(sent: Instant, ttl: Duration) -> Self {
+        Store {
+            ttl,
+            sent,
+            read: true,
+            renew_after: None,
+        }
     }
 }
 
@@ -100,10 +116,15 @@ fn key_distinguishes_method_and_credential() {
 #[test]
 fn private_entries_are_never_returned_for_another_credential() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&CacheConfig::default());
+    let mut c = Cache::new(&CacheConfig::default(), IDLE);
     let (alice, bob) = (cred("alice"), cred("bob"));
     let k = |who: Option<&Credential>| CacheKey::new(&get(), "/accounts", None, who);
-    assert!(c.insert(t0, k(Some(&alice)), ok("alice's balance"), s(30)));
+    assert!(c.insert(
+        t0,
+        k(Some(&alice)),
+        ok("alice's balance"),
+        Store::real(t0, s(30))
+    ));
     assert_eq!(c.lookup(t0, &k(Some(&bob))), Lookup::Miss);
     assert_eq!(c.lookup(t0, &k(None)), Lookup::Miss);
     assert_eq!(fallback(&mut c, t0 + s(31), &k(Some(&bob))), None);
@@ -112,7 +133,7 @@ fn private_entries_are_never_returned_for_another_credential() {
         other => panic!("{other:?}"),
     }
     // A shared (public) entry is not someone's private one either.
-    assert!(c.insert(t0, k(None), ok("public"), s(30)));
+    assert!(c.insert(t0, k(None), ok("public"), Store::real(t0, s(30))));
     match c.lookup(t0, &k(Some(&alice))) {
         Lookup::Fresh { response, .. } => assert_eq!(response.body, b"alice's balance"),
         other => panic!("{other:?}"),
@@ -125,15 +146,17 @@ fn private_entries_are_never_returned_for_another_credential() {
 #[test]
 fn fresh_then_stale_then_gone() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(100, 1 << 20, 5.0));
+    let mut c = Cache::new(&config(100, 1 << 20, 5.0), IDLE);
     let k = key("/products");
     let r = ok("x");
-    assert!(c.insert(t0, k.clone(), r.clone(), s(10)));
+    assert!(c.insert(t0, k.clone(), r.clone(), Store::real(t0, s(10))));
     assert_eq!(
         c.lookup(t0, &k),
         Lookup::Fresh {
             response: r.clone(),
-            age: Duration::ZERO
+            age: Duration::ZERO,
+            woke: false,
+            renew: false
         }
     );
     let almost = t0 + s(10) - Duration::from_nanos(1);
@@ -141,7 +164,9 @@ fn fresh_then_stale_then_gone() {
         c.lookup(almost, &k),
         Lookup::Fresh {
             response: r.clone(),
-            age: s(10) - Duration::from_nanos(1)
+            age: s(10) - Duration::from_nanos(1),
+            woke: false,
+            renew: false
         }
     );
     // Expired: stale for the next five seconds, with its true age.
@@ -149,7 +174,8 @@ fn fresh_then_stale_then_gone() {
         c.lookup(t0 + s(10), &k),
         Lookup::Stale {
             response: r.clone(),
-            age: s(10)
+            age: s(10),
+            past_expiry: Duration::ZERO
         }
     );
     let last = t0 + s(15) - Duration::from_nanos(1);
@@ -157,7 +183,8 @@ fn fresh_then_stale_then_gone() {
         c.lookup(last, &k),
         Lookup::Stale {
             response: r.clone(),
-            age: s(15) - Duration::from_nanos(1)
+            age: s(15) - Duration::from_nanos(1),
+            past_expiry: s(5) - Duration::from_nanos(1)
         }
     );
     assert_eq!(c.snapshot().entries, 1);
@@ -171,9 +198,9 @@ fn fresh_then_stale_then_gone() {
 #[test]
 fn no_stale_window_means_expired_is_a_miss() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(100, 1 << 20, 0.0));
+    let mut c = Cache::new(&config(100, 1 << 20, 0.0), IDLE);
     let k = key("/p");
-    assert!(c.insert(t0, k.clone(), ok("x"), s(1)));
+    assert!(c.insert(t0, k.clone(), ok("x"), Store::real(t0, s(1))));
     assert!(is_fresh(&c.lookup(t0, &k)));
     assert_eq!(c.lookup(t0 + s(1), &k), Lookup::Miss);
     assert_eq!(c.snapshot().entries, 0);
@@ -182,11 +209,11 @@ fn no_stale_window_means_expired_is_a_miss() {
 #[test]
 fn fallback_serves_fresh_or_stale_with_age() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(100, 1 << 20, 60.0));
+    let mut c = Cache::new(&config(100, 1 << 20, 60.0), IDLE);
     let k = key("/p");
     let r = ok("body");
     assert_eq!(fallback(&mut c, t0, &k), None);
-    c.insert(t0, k.clone(), r.clone(), s(10));
+    c.insert(t0, k.clone(), r.clone(), Store::real(t0, s(10)));
     assert_eq!(fallback(&mut c, t0 + s(3), &k), Some((r.clone(), s(3))));
     assert_eq!(fallback(&mut c, t0 + s(40), &k), Some((r.clone(), s(40))));
     assert_eq!(fallback(&mut c, t0 + s(70), &k), None);
@@ -196,22 +223,35 @@ fn fallback_serves_fresh_or_stale_with_age() {
 #[test]
 fn refuses_uncacheable_statuses_and_zero_ttl() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&CacheConfig::default());
+    let mut c = Cache::new(&CacheConfig::default(), IDLE);
     let k = key("/p");
     assert!(c.accepts_status(200) && c.accepts_status(203));
     assert!(!c.accepts_status(404) && !c.accepts_status(500) && !c.accepts_status(429));
     for status in [500, 429, 404, 304, 201] {
         let r = Arc::new(Response::new(status, "x"));
-        assert!(!c.insert(t0, k.clone(), r, s(10)), "{status}");
+        assert!(
+            !c.insert(t0, k.clone(), r, Store::real(t0, s(10))),
+            "{status}"
+        );
         assert_eq!(c.lookup(t0, &k), Lookup::Miss);
     }
-    assert!(!c.insert(t0, k.clone(), ok("x"), Duration::ZERO));
+    assert!(!c.insert(t0, k.clone(), ok("x"), Store::real(t0, Duration::ZERO)));
     assert_eq!(c.lookup(t0, &k), Lookup::Miss);
     assert_eq!(c.snapshot().inserts, 0);
-    assert!(c.insert(t0, k.clone(), Arc::new(Response::new(203, "x")), s(1)));
+    assert!(c.insert(
+        t0,
+        k.clone(),
+        Arc::new(Response::new(203, "x")),
+        Store::real(t0, s(1))
+    ));
     assert!(is_fresh(&c.lookup(t0, &k)));
     // A refused insert leaves an existing entry alone.
-    assert!(!c.insert(t0, k.clone(), Arc::new(Response::new(503, "err")), s(1)));
+    assert!(!c.insert(
+        t0,
+        k.clone(),
+        Arc::new(Response::new(503, "err")),
+        Store::real(t0, s(1))
+    ));
     match c.lookup(t0, &k) {
         Lookup::Fresh { response, .. } => assert_eq!(response.status, 203),
         other => panic!("{other:?}"),
@@ -221,19 +261,19 @@ fn refuses_uncacheable_statuses_and_zero_ttl() {
 #[test]
 fn evicts_least_recently_looked_up_by_entry_count() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(3, 1 << 20, 0.0));
+    let mut c = Cache::new(&config(3, 1 << 20, 0.0), IDLE);
     let (a, b, d, e, f) = (key("/a"), key("/b"), key("/d"), key("/e"), key("/f"));
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    c.insert(at(0), a.clone(), ok("a"), s(60));
-    c.insert(at(1), b.clone(), ok("b"), s(60));
-    c.insert(at(2), d.clone(), ok("d"), s(60));
+    c.insert(at(0), a.clone(), ok("a"), Store::real(at(0), s(60)));
+    c.insert(at(1), b.clone(), ok("b"), Store::real(at(1), s(60)));
+    c.insert(at(2), d.clone(), ok("d"), Store::real(at(2), s(60)));
     // Reading `a` makes `b` the least recently used.
     assert!(is_fresh(&c.lookup(at(3), &a)));
-    assert!(c.insert(at(4), e.clone(), ok("e"), s(60)));
+    assert!(c.insert(at(4), e.clone(), ok("e"), Store::real(at(4), s(60))));
     assert_eq!(c.lookup(at(5), &b), Lookup::Miss, "b was evicted");
     assert!(is_fresh(&c.lookup(at(5), &a)));
     // Now `d` is the oldest untouched.
-    assert!(c.insert(at(6), f.clone(), ok("f"), s(60)));
+    assert!(c.insert(at(6), f.clone(), ok("f"), Store::real(at(6), s(60))));
     assert_eq!(c.lookup(at(7), &d), Lookup::Miss);
     for k in [&a, &e, &f] {
         assert!(is_fresh(&c.lookup(at(7), k)), "{k:?}");
@@ -246,13 +286,13 @@ fn evicts_least_recently_looked_up_by_entry_count() {
 #[test]
 fn stale_reads_do_not_count_as_use() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(2, 1 << 20, 100.0));
+    let mut c = Cache::new(&config(2, 1 << 20, 100.0), IDLE);
     let (a, b, d) = (key("/a"), key("/b"), key("/d"));
-    c.insert(t0, a.clone(), ok("a"), s(1));
-    c.insert(t0, b.clone(), ok("b"), s(60));
+    c.insert(t0, a.clone(), ok("a"), Store::real(t0, s(1)));
+    c.insert(t0, b.clone(), ok("b"), Store::real(t0, s(60)));
     // `a` is read stale: it stays least recently used and goes first.
     assert!(matches!(c.lookup(t0 + s(2), &a), Lookup::Stale { .. }));
-    c.insert(t0 + s(2), d.clone(), ok("d"), s(60));
+    c.insert(t0 + s(2), d.clone(), ok("d"), Store::real(t0 + s(2), s(60)));
     assert_eq!(c.lookup(t0 + s(2), &a), Lookup::Miss);
     assert!(is_fresh(&c.lookup(t0 + s(2), &b)));
 }
@@ -260,11 +300,16 @@ fn stale_reads_do_not_count_as_use() {
 #[test]
 fn replacing_a_key_is_not_an_eviction() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(2, 1 << 20, 0.0));
+    let mut c = Cache::new(&config(2, 1 << 20, 0.0), IDLE);
     let (a, b) = (key("/a"), key("/b"));
-    c.insert(t0, a.clone(), ok("a1"), s(60));
-    c.insert(t0, b.clone(), ok("b"), s(60));
-    assert!(c.insert(t0 + s(1), a.clone(), ok("a2-longer"), s(60)));
+    c.insert(t0, a.clone(), ok("a1"), Store::real(t0, s(60)));
+    c.insert(t0, b.clone(), ok("b"), Store::real(t0, s(60)));
+    assert!(c.insert(
+        t0 + s(1),
+        a.clone(),
+        ok("a2-longer"),
+        Store::real(t0 + s(1), s(60))
+    ));
     let snap = c.snapshot();
     assert_eq!((snap.entries, snap.evictions, snap.inserts), (2, 0, 3));
     assert_eq!(
@@ -272,7 +317,7 @@ fn replacing_a_key_is_not_an_eviction() {
         cost(&a, &Response::new(200, "a2-longer")) + cost(&b, &Response::new(200, "b"))
     );
     match c.lookup(t0 + s(1), &a) {
-        Lookup::Fresh { response, age } => {
+        Lookup::Fresh { response, age, .. } => {
             assert_eq!(response.body, b"a2-longer");
             assert_eq!(age, Duration::ZERO, "age restarts with the new response");
         }
@@ -289,14 +334,14 @@ fn byte_bound_refuses_oversized_and_evicts_enough() {
     let one = cost(&a, &Response::new(200, body.as_str()));
     assert_eq!(one, cost(&d, &Response::new(200, body.as_str())));
     let max = 3 * one + 10;
-    let mut c = Cache::new(&config(100, max, 0.0));
+    let mut c = Cache::new(&config(100, max, 0.0), IDLE);
     for k in [&a, &b, &d] {
-        assert!(c.insert(t0, k.clone(), ok(&body), s(60)));
+        assert!(c.insert(t0, k.clone(), ok(&body), Store::real(t0, s(60))));
     }
     assert_eq!(c.snapshot().bytes, 3 * one);
     // Too large on its own: refused, and nothing is evicted for it.
     let huge = "x".repeat(max);
-    assert!(!c.insert(t0, big.clone(), ok(&huge), s(60)));
+    assert!(!c.insert(t0, big.clone(), ok(&huge), Store::real(t0, s(60))));
     assert_eq!(c.snapshot().entries, 3);
     assert_eq!(c.snapshot().evictions, 0);
     // Exactly the bound fits (after evicting everything else).
@@ -310,7 +355,7 @@ fn byte_bound_refuses_oversized_and_evicts_enough() {
     let double = Response::new(200, double_body.as_str());
     let double_cost = cost(&big, &double);
     assert!(double_cost > one + 10 && double_cost <= 2 * one + 10);
-    assert!(c.insert(t0, big.clone(), Arc::new(double), s(60)));
+    assert!(c.insert(t0, big.clone(), Arc::new(double), Store::real(t0, s(60))));
     assert_eq!(c.lookup(t0, &b), Lookup::Miss);
     assert_eq!(c.lookup(t0, &d), Lookup::Miss);
     assert!(is_fresh(&c.lookup(t0, &a)));
@@ -318,7 +363,7 @@ fn byte_bound_refuses_oversized_and_evicts_enough() {
     assert_eq!(snap.evictions, 2);
     assert_eq!(snap.bytes, one + double_cost);
     assert!(snap.bytes <= max);
-    assert!(c.insert(t0, big.clone(), Arc::new(exact), s(60)));
+    assert!(c.insert(t0, big.clone(), Arc::new(exact), Store::real(t0, s(60))));
     let snap = c.snapshot();
     assert_eq!((snap.entries, snap.bytes), (1, max));
     assert_eq!(c.lookup(t0, &a), Lookup::Miss);
@@ -327,11 +372,11 @@ fn byte_bound_refuses_oversized_and_evicts_enough() {
 #[test]
 fn purge_drops_only_entries_past_their_stale_window() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(100, 1 << 20, 10.0));
+    let mut c = Cache::new(&config(100, 1 << 20, 10.0), IDLE);
     let (a, b, d) = (key("/a"), key("/b"), key("/d"));
-    c.insert(t0, a.clone(), ok("a"), s(5)); // gone at 15 s
-    c.insert(t0, b.clone(), ok("b"), s(20)); // stale from 20 s
-    c.insert(t0, d.clone(), ok("d"), s(100));
+    c.insert(t0, a.clone(), ok("a"), Store::real(t0, s(5))); // gone at 15 s
+    c.insert(t0, b.clone(), ok("b"), Store::real(t0, s(20))); // stale from 20 s
+    c.insert(t0, d.clone(), ok("d"), Store::real(t0, s(100)));
     c.purge(t0 + s(15) - Duration::from_nanos(1));
     assert_eq!(c.snapshot().entries, 3);
     c.purge(t0 + s(15));
@@ -349,21 +394,26 @@ fn purge_drops_only_entries_past_their_stale_window() {
         (0, 0, 3, 0)
     );
     // Bytes accounting survives a refill after everything went.
-    assert!(c.insert(t0 + s(110), a.clone(), ok("a"), s(5)));
+    assert!(c.insert(
+        t0 + s(110),
+        a.clone(),
+        ok("a"),
+        Store::real(t0 + s(110), s(5))
+    ));
     assert_eq!(c.snapshot().bytes, cost(&a, &Response::new(200, "a")));
 }
 
 #[test]
 fn snapshot_counts_bytes_and_returns_to_zero() {
     let t0 = Instant::now();
-    let mut c = Cache::new(&config(2, 1 << 20, 0.0));
+    let mut c = Cache::new(&config(2, 1 << 20, 0.0), IDLE);
     assert_eq!(c.snapshot().bytes, 0);
     let alice = cred("alice");
     let ka = CacheKey::new(&get(), "/a", Some("x=1"), Some(&alice));
     let kb = key("/b");
     let ra = Response::new(200, "hello").with_header("Content-Type", "application/json");
-    c.insert(t0, ka.clone(), Arc::new(ra.clone()), s(1));
-    c.insert(t0, kb.clone(), ok("b"), s(2));
+    c.insert(t0, ka.clone(), Arc::new(ra.clone()), Store::real(t0, s(1)));
+    c.insert(t0, kb.clone(), ok("b"), Store::real(t0, s(2)));
     let snap = c.snapshot();
     assert_eq!(
         snap.bytes,
@@ -374,7 +424,7 @@ fn snapshot_counts_bytes_and_returns_to_zero() {
         "credential bytes count"
     );
     assert_eq!(snap.max_bytes, 1 << 20);
-    c.insert(t0, key("/c"), ok("c"), s(3)); // evicts `ka`
+    c.insert(t0, key("/c"), ok("c"), Store::real(t0, s(3))); // evicts `ka`
     assert_eq!(c.snapshot().evictions, 1);
     assert_eq!(c.lookup(t0 + s(2), &kb), Lookup::Miss);
     assert_eq!(c.lookup(t0 + s(3), &key("/c")), Lookup::Miss);

@@ -10,6 +10,10 @@
 //! private endpoints and 10 req/s per IP for public ones, burst unknown (so
 //! the burst here equals one second's worth). Every scope runs at 90% of the
 //! documented figure.
+//!
+//! Market data and balances are refreshed ahead from spare budget
+//! (`refresh_ahead`): prices, books, balances and candles at most once a
+//! second (see `CANDLES_MIN_AGE` for why candles too).
 
 use std::collections::BTreeMap;
 
@@ -18,6 +22,13 @@ use super::{Config, CredentialConfig, Keying, RouteDefaults, RouteRule, ScopeCon
 /// Priority classes shared by both presets, highest first: orders before
 /// balances before market data before analysis.
 pub const PRIORITIES: [&str; 4] = ["trading", "account", "market", "analysis"];
+
+/// How often candles are refreshed at most, in seconds. The newest candle
+/// of a series changes with every trade (its close is the last price), so
+/// bots that read candles to trade want them as young as a price; a
+/// configuration whose bots only read closed candles can set
+/// `min_age_secs = 60` (once a one-minute granule) on these routes.
+const CANDLES_MIN_AGE: f64 = 1.0;
 
 fn scope(rate: f64, burst: u32, per: Keying) -> ScopeConfig {
     ScopeConfig {
@@ -64,6 +75,12 @@ impl RouteRule {
         self.credential_required = Some(true);
         self
     }
+    /// Refreshed ahead from spare budget, at most every `min_age` seconds.
+    fn refreshed(mut self, min_age: f64) -> Self {
+        self.refresh_ahead = Some(true);
+        self.min_age_secs = Some(min_age);
+        self
+    }
     fn uncached(mut self) -> Self {
         self.cacheable = Some(false);
         self.coalesce = Some(false);
@@ -103,6 +120,7 @@ fn base(
         health: Default::default(),
         stats: Default::default(),
         credential,
+        refresh: Default::default(),
     }
 }
 
@@ -128,7 +146,8 @@ pub fn advanced_trade() -> Config {
         rule("accounts", &["GET"], &format!("{p}/accounts/**"))
             .priority("account")
             .ttl(30.0)
-            .authenticated(),
+            .authenticated()
+            .refreshed(1.0),
         rule("portfolios", &["GET"], &format!("{p}/portfolios/**"))
             .priority("account")
             .ttl(30.0)
@@ -144,10 +163,12 @@ pub fn advanced_trade() -> Config {
         )
         .priority("analysis")
         .scopes(&["public"])
-        .shared(),
+        .shared()
+        .refreshed(CANDLES_MIN_AGE),
         rule("public-market", &["GET"], &format!("{p}/market/**"))
             .scopes(&["public"])
-            .shared(),
+            .shared()
+            .refreshed(1.0),
         rule("server-time", &["GET"], &format!("{p}/time"))
             .scopes(&["public"])
             .shared()
@@ -155,16 +176,20 @@ pub fn advanced_trade() -> Config {
         rule("candles", &["GET"], &format!("{p}/products/*/candles"))
             .priority("analysis")
             .shared()
-            .authenticated(),
+            .authenticated()
+            .refreshed(CANDLES_MIN_AGE),
         rule("products", &["GET"], &format!("{p}/products/**"))
             .shared()
-            .authenticated(),
+            .authenticated()
+            .refreshed(1.0),
         rule("best-bid-ask", &["GET"], &format!("{p}/best_bid_ask"))
             .shared()
-            .authenticated(),
+            .authenticated()
+            .refreshed(1.0),
         rule("product-book", &["GET"], &format!("{p}/product_book"))
             .shared()
-            .authenticated(),
+            .authenticated()
+            .refreshed(1.0),
     ];
     // Advanced Trade authenticates the `Authorization: Bearer` JWT; a
     // legacy `CB-ACCESS-KEY` beside it is a second credential.
@@ -199,14 +224,17 @@ pub fn exchange() -> Config {
         rule("accounts", &["GET"], "/accounts/**")
             .priority("account")
             .ttl(30.0)
-            .authenticated(),
+            .authenticated()
+            .refreshed(1.0),
         rule("candles", &["GET"], "/products/*/candles")
             .priority("analysis")
             .scopes(&["public"])
-            .shared(),
+            .shared()
+            .refreshed(CANDLES_MIN_AGE),
         rule("products", &["GET"], "/products/**")
             .scopes(&["public"])
-            .shared(),
+            .shared()
+            .refreshed(1.0),
         rule("currencies", &["GET"], "/currencies/**")
             .scopes(&["public"])
             .shared()

@@ -51,6 +51,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[stats]`: limits on what the stats track.
     pub stats: StatsConfig,
+    /// `[refresh]`: how refresh-ahead spends spare budget.
+    pub refresh: RefreshConfig,
     /// `[credential]`: which credential upstream authenticates, so that a
     /// private answer is filed under (and a per-credential budget charged
     /// to) the account upstream answered for. See
@@ -171,6 +173,12 @@ pub struct RouteDefaults {
     /// and without a cached answer, even when the route's answers are
     /// shared between credentials (`private = false`). Default false.
     pub credential_required: bool,
+    /// Refresh cached answers that bots keep reading before they age, from
+    /// spare budget only (see [`RefreshConfig`]). Default false.
+    pub refresh_ahead: bool,
+    /// Refresh-ahead never refreshes an entry younger than this, in
+    /// seconds: how often the data really changes. Default 1.
+    pub min_age_secs: f64,
 }
 
 impl Default for RouteDefaults {
@@ -187,6 +195,8 @@ impl Default for RouteDefaults {
             coalesce: true,
             retry_unsafe: false,
             credential_required: false,
+            refresh_ahead: false,
+            min_age_secs: 1.0,
         }
     }
 }
@@ -210,7 +220,10 @@ pub struct RouteRule {
     pub priority: Option<String>,
     /// Overrides `defaults.cost`.
     pub cost: Option<u32>,
-    /// Overrides `defaults.ttl_secs` (seconds).
+    /// Overrides `defaults.ttl_secs` (seconds). A rule that sets it *pins*
+    /// its TTL: upstream's `Cache-Control: max-age`, `s-maxage`, `no-store`
+    /// and `no-cache` no longer change how long its answers are kept
+    /// (`private` still keeps them out of a shared entry).
     pub ttl_secs: Option<f64>,
     /// Overrides `defaults.scopes`.
     pub scopes: Option<Vec<String>>,
@@ -224,6 +237,10 @@ pub struct RouteRule {
     pub retry_unsafe: Option<bool>,
     /// Overrides `defaults.credential_required`.
     pub credential_required: Option<bool>,
+    /// Overrides `defaults.refresh_ahead`.
+    pub refresh_ahead: Option<bool>,
+    /// Overrides `defaults.min_age_secs`.
+    pub min_age_secs: Option<f64>,
 }
 
 /// The `[queue]` table: requests waiting for the limiter.
@@ -404,6 +421,41 @@ impl Default for HealthConfig {
             unhealthy_wait_secs: 20.0,
             degraded_queue_fill: 0.8,
             unhealthy_429s: 10,
+        }
+    }
+}
+
+/// The `[refresh]` table: refresh-ahead, which keeps the answers bots
+/// keep reading young with budget that no real request needs.
+///
+/// A refresh re-sends the last request upstream saw for that key (or the
+/// request of a later read, see `resend_max_age_secs`), exactly as it was
+/// signed, at the lowest priority: only when no real call waits on any of
+/// its buckets, and only if each bucket keeps at least `reserve` of its
+/// burst afterwards. Its answer only ever lands in the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// Fraction of each bucket's usable burst a refresh never spends
+    /// (0..=1), rounded up to whole cost units: what is left for real
+    /// requests that arrive next. Default 0.5.
+    pub reserve: f64,
+    /// A key nobody has read for this long, in seconds, is no longer
+    /// refreshed. Default 30.
+    pub idle_secs: f64,
+    /// A refresh never re-sends a request older than this, in seconds
+    /// (signatures expire: Coinbase Exchange's after 30 s, Advanced
+    /// Trade's JWTs after 120 s). A read of an entry whose stored request
+    /// is older than half of it lends its own request instead. Default 20.
+    pub resend_max_age_secs: f64,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        RefreshConfig {
+            reserve: 0.5,
+            idle_secs: 30.0,
+            resend_max_age_secs: 20.0,
         }
     }
 }

@@ -1061,3 +1061,5 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
     }
     assert_eq!(c.waiting(), 1, "only the first request waits");
 }
+
+mod freshness;

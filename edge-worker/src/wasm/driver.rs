@@ -156,7 +156,8 @@ impl Driver {
                     let _ = tx.send(finished.result);
                 }
             }
-            let busy = s.core.waiting() > 0 || s.core.calls_in_flight() > 0;
+            // Refresh-ahead keeps keys bots read young between requests.
+            let busy = s.core.waiting() > 0 || s.core.calls_in_flight() > 0 || s.core.refreshing();
             wake = timer::to_arm(s.core.poll_timeout(), busy, s.timer_at);
             if wake.is_some() {
                 s.timer_at = wake;

@@ -261,7 +261,11 @@ impl Shared {
         let mut s = lock(&self.state);
         let until = after(Instant::now(), drain);
         match s.phase {
-            Phase::Running => s.phase = Phase::Draining { until },
+            Phase::Running => {
+                // Draining finishes what bots asked for; nothing new starts.
+                s.core.stop_refreshing();
+                s.phase = Phase::Draining { until }
+            }
             Phase::Draining { until: before } if until < before => {
                 s.phase = Phase::Draining { until }
             }

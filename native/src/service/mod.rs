@@ -63,6 +63,9 @@ pub enum ServiceError {
     /// The call could not be sent before its deadline.
     #[error("the call could not be sent before its deadline")]
     Deadline,
+    /// `only-if-cached`: nothing in the cache was fresh enough.
+    #[error("only-if-cached: no cached answer fresh enough")]
+    NotCached,
     /// The coordinator's queue was full and this call had the lowest
     /// priority.
     #[error("shed by a full queue; retry in {retry_after:?}")]
@@ -103,9 +106,10 @@ impl ServiceError {
             | ServiceError::BreakerOpen { .. }
             | ServiceError::TimedOut { .. } => true,
             ServiceError::UpstreamStatus { status, .. } => *status == 429 || *status >= 500,
-            ServiceError::ShuttingDown | ServiceError::Decode { .. } | ServiceError::Invalid(_) => {
-                false
-            }
+            ServiceError::ShuttingDown
+            | ServiceError::NotCached
+            | ServiceError::Decode { .. }
+            | ServiceError::Invalid(_) => false,
         }
     }
 
@@ -135,6 +139,7 @@ impl From<Failure> for ServiceError {
             Failure::Transport { error, .. } => ServiceError::Transport(error.to_string()),
             Failure::BreakerOpen { retry_after, .. } => ServiceError::BreakerOpen { retry_after },
             Failure::Aborted(_) => ServiceError::ShuttingDown,
+            Failure::NotCached => ServiceError::NotCached,
         }
     }
 }

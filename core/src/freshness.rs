@@ -1,0 +1,263 @@
+//! How fresh an answer must be, and how long upstream lets us keep one:
+//! the `Cache-Control` directives (RFC 9111 §5.2) the coordinator acts on.
+//!
+//! On a bot's request ([`Freshness::from_headers`], §5.2.1): `max-age=N`
+//! (only an answer at most N s old), `no-cache` (only an answer from a call
+//! that left after the request arrived), `max-stale[=N]` (an expired answer
+//! will do, up to N s past expiry, rather than wait), `only-if-cached`
+//! (the cache or nothing, never a wait), and `X-Syncoord-Max-Age: N` for
+//! clients that cannot set `Cache-Control`. The stricter of two ages wins.
+//!
+//! On upstream's answer ([`Storable::from_headers`], §5.2.2): `no-store`,
+//! `no-cache`, `private`, `s-maxage` and `max-age`. Which wins over the
+//! route's own TTL is decided in [`Storable::ttl`].
+//!
+//! Parsing never fails: a directive that is malformed or unknown is
+//! ignored, as RFC 9111 §5.2 asks, so a bot's odd header never costs it
+//! its answer.
+
+use web_time::Duration;
+
+use crate::http::header;
+
+/// The header for clients that cannot set `Cache-Control`: whole or
+/// fractional seconds, like `max-age`.
+pub const MAX_AGE_HEADER: &str = "X-Syncoord-Max-Age";
+
+/// What a request asks of the age of its answer. The default asks nothing:
+/// any fresh cache entry will do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freshness {
+    /// Only an answer at most this old (`max-age`, `X-Syncoord-Max-Age`).
+    pub max_age: Option<Duration>,
+    /// Only an answer from a call that left after the request arrived
+    /// (`no-cache`; the same as `max-age=0`).
+    pub no_cache: bool,
+    /// An expired answer up to this long past its expiry will do instead
+    /// of waiting (`max-stale`; without a value, any expired entry still
+    /// held).
+    pub max_stale: Option<Duration>,
+    /// The cache or a 504, never a wait (`only-if-cached`).
+    pub only_if_cached: bool,
+}
+
+/// The longest age a directive may name: more than any entry can reach,
+/// far from `Instant` overflow.
+const MAX_DIRECTIVE: Duration = Duration::from_secs(1_000_000_000);
+
+impl Freshness {
+    /// Reads the request's `Cache-Control` (every such header, comma
+    /// separated directives, case-insensitive names) and
+    /// `X-Syncoord-Max-Age`.
+    pub fn from_headers(headers: &[(String, String)]) -> Self {
+        let mut f = Freshness::default();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("cache-control") {
+                for (directive, arg) in directives(value) {
+                    if directive.eq_ignore_ascii_case("max-age") {
+                        f.tighten(arg.and_then(seconds));
+                    } else if directive.eq_ignore_ascii_case("no-cache") {
+                        f.no_cache = true;
+                    } else if directive.eq_ignore_ascii_case("max-stale") {
+                        f.max_stale = match arg {
+                            None => Some(MAX_DIRECTIVE),
+                            Some(a) => seconds(a).or(f.max_stale),
+                        };
+                    } else if directive.eq_ignore_ascii_case("only-if-cached") {
+                        f.only_if_cached = true;
+                    }
+                }
+            }
+        }
+        if let Some(v) = header(headers, MAX_AGE_HEADER) {
+            f.tighten(seconds(v));
+        }
+        f
+    }
+
+    fn tighten(&mut self, age: Option<Duration>) {
+        if let Some(age) = age {
+            self.max_age = Some(self.max_age.map_or(age, |m| m.min(age)));
+        }
+    }
+
+    /// Whether the request asks for anything a plain read does not.
+    pub fn is_default(&self) -> bool {
+        *self == Freshness::default()
+    }
+
+    /// The oldest an answer may be, if the request bounds it (`no-cache`
+    /// bounds it at zero).
+    pub fn age_limit(&self) -> Option<Duration> {
+        if self.no_cache {
+            Some(Duration::ZERO)
+        } else {
+            self.max_age
+        }
+    }
+}
+
+/// `name[=value]` pairs of a `Cache-Control` value; quoted values lose
+/// their quotes.
+fn directives(value: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    value.split(',').filter_map(|d| {
+        let d = d.trim();
+        if d.is_empty() {
+            return None;
+        }
+        Some(match d.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (d, None),
+        })
+    })
+}
+
+/// Delta-seconds (RFC 9111 §1.2.2): digits, read as seconds; a fraction
+/// is accepted from `X-Syncoord-Max-Age`. Anything else is ignored.
+fn seconds(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let n: f64 = v.parse().ok()?;
+    n.is_finite()
+        .then(|| Duration::from_secs_f64(n.min(MAX_DIRECTIVE.as_secs_f64())))
+}
+
+/// What upstream's `Cache-Control` says about keeping its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Storable {
+    /// `no-store`, or `no-cache` (which asks for revalidation before every
+    /// use; the cache does not revalidate, so it does not keep it).
+    no_store: bool,
+    /// `private`: for one user's cache only.
+    private: bool,
+    /// `s-maxage`, else `max-age`: the lifetime upstream gives a shared
+    /// cache.
+    lifetime: Option<Duration>,
+}
+
+impl Storable {
+    pub(crate) fn from_headers(headers: &[(String, String)]) -> Self {
+        let mut s = Storable::default();
+        let mut max_age = None;
+        let mut s_maxage = None;
+        for (name, value) in headers {
+            if !name.eq_ignore_ascii_case("cache-control") {
+                continue;
+            }
+            for (directive, arg) in directives(value) {
+                if directive.eq_ignore_ascii_case("no-store")
+                    || directive.eq_ignore_ascii_case("no-cache")
+                {
+                    s.no_store = true;
+                } else if directive.eq_ignore_ascii_case("private") {
+                    s.private = true;
+                } else if directive.eq_ignore_ascii_case("s-maxage") {
+                    s_maxage = arg.and_then(seconds).or(s_maxage);
+                } else if directive.eq_ignore_ascii_case("max-age") {
+                    max_age = arg.and_then(seconds).or(max_age);
+                }
+            }
+        }
+        s.lifetime = s_maxage.or(max_age);
+        s
+    }
+
+    /// How long to keep the answer (zero: not at all), given the route's
+    /// `ttl`, whether the route pinned it, and whether the cache entry is
+    /// keyed by credential (`per_credential`).
+    ///
+    /// Which wins:
+    /// 1. `private` on a shared route: never stored (the answer may be one
+    ///    account's; a per-credential route keeps it, keyed by credential);
+    /// 2. a pinned TTL (the rule set `ttl_secs`): the route's TTL, whatever
+    ///    upstream says about lifetime;
+    /// 3. `no-store` / `no-cache`: not stored;
+    /// 4. `s-maxage`, else `max-age`: upstream's lifetime;
+    /// 5. otherwise the route's TTL (from `[defaults]`).
+    pub(crate) fn ttl(&self, ttl: Duration, pinned: bool, per_credential: bool) -> Duration {
+        if self.private && !per_credential {
+            return Duration::ZERO;
+        }
+        if pinned {
+            return ttl;
+        }
+        if self.no_store {
+            return Duration::ZERO;
+        }
+        self.lifetime.unwrap_or(ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn request_directives_are_read_case_insensitively() {
+        let f = Freshness::from_headers(&h(&[("cache-control", "Max-Age=5, only-if-cached")]));
+        assert_eq!(f.max_age, Some(Duration::from_secs(5)));
+        assert!(f.only_if_cached && !f.no_cache);
+        let f = Freshness::from_headers(&h(&[("Cache-Control", "no-cache")]));
+        assert!(f.no_cache);
+        assert_eq!(f.age_limit(), Some(Duration::ZERO));
+        let f = Freshness::from_headers(&h(&[("Cache-Control", "max-stale=30")]));
+        assert_eq!(f.max_stale, Some(Duration::from_secs(30)));
+        let f = Freshness::from_headers(&h(&[("Cache-Control", "max-stale")]));
+        assert_eq!(f.max_stale, Some(MAX_DIRECTIVE));
+        assert!(Freshness::from_headers(&h(&[("Accept", "x")])).is_default());
+    }
+
+    #[test]
+    fn the_stricter_age_wins_and_garbage_is_ignored() {
+        let f = Freshness::from_headers(&h(&[
+            ("Cache-Control", "max-age=10"),
+            ("X-Syncoord-Max-Age", "2.5"),
+        ]));
+        assert_eq!(f.max_age, Some(Duration::from_millis(2500)));
+        let f = Freshness::from_headers(&h(&[
+            ("Cache-Control", "max-age=1"),
+            ("Cache-Control", "max-age=9"),
+        ]));
+        assert_eq!(f.max_age, Some(Duration::from_secs(1)));
+        for bad in ["max-age=-1", "max-age=soon", "max-age", "max-age=1e3", "="] {
+            let f = Freshness::from_headers(&h(&[("Cache-Control", bad)]));
+            assert_eq!(f.max_age, None, "{bad}");
+        }
+        let f = Freshness::from_headers(&h(&[("X-Syncoord-Max-Age", "NaN")]));
+        assert!(f.is_default());
+        let f = Freshness::from_headers(&h(&[("Cache-Control", "max-age=\"3\"")]));
+        assert_eq!(f.max_age, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn which_ttl_wins() {
+        let ttl = Duration::from_secs(90);
+        let read = |v: &str| Storable::from_headers(&h(&[("Cache-Control", v)]));
+        let secs = Duration::from_secs;
+        // Unpinned: upstream's lifetime, s-maxage first.
+        assert_eq!(read("max-age=5").ttl(ttl, false, false), secs(5));
+        assert_eq!(
+            read("max-age=5, s-maxage=7").ttl(ttl, false, false),
+            secs(7)
+        );
+        assert_eq!(read("no-store").ttl(ttl, false, false), Duration::ZERO);
+        assert_eq!(read("no-cache").ttl(ttl, false, true), Duration::ZERO);
+        assert_eq!(read("public").ttl(ttl, false, false), ttl);
+        // Pinned: the route's TTL, whatever upstream says of lifetime...
+        assert_eq!(read("max-age=5").ttl(ttl, true, false), ttl);
+        assert_eq!(read("no-store").ttl(ttl, true, false), ttl);
+        // ...but `private` never enters a shared entry.
+        assert_eq!(read("private").ttl(ttl, true, false), Duration::ZERO);
+        assert_eq!(read("private, max-age=3").ttl(ttl, false, true), secs(3));
+        assert_eq!(Storable::from_headers(&[]).ttl(ttl, false, false), ttl);
+    }
+}
