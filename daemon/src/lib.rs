@@ -38,6 +38,16 @@ pub struct Daemon {
     drain: Duration,
 }
 
+/// The status of the answer to a call that was sent upstream when the
+/// daemon had to stop before upstream answered: `422` with
+/// `X-Syncoord-Error: outcome_unknown` and no `Retry-After`. Not a 5xx, a
+/// 408 or a 429, because client libraries retry those on their own
+/// (urllib3's `Retry` honours `Retry-After` on 413/429/503 and is commonly
+/// given `status_forcelist=[429, 500, 502, 503, 504]`; ccxt maps 5xx, 408
+/// and 409 to network errors that `maxRetriesOnFailure` retries), while
+/// ccxt maps 422 to a plain `ExchangeError` and no retry rule lists it.
+pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
+
 impl Daemon {
     /// Binds every listener (`server.listen`, which fronts all upstreams,
     /// plus each upstream's own `listen`) and starts the coordinators.
@@ -55,13 +65,7 @@ impl Daemon {
             )?);
         }
         let hosts = Arc::new(hosts);
-        let limits = Limits {
-            max_header_bytes: settings.max_header_bytes,
-            max_headers: settings.max_headers,
-            max_body_bytes: settings.max_body_bytes,
-            idle_timeout: settings.idle_timeout(),
-            ..Limits::default()
-        };
+        let limits = server_limits(&settings);
         let request_timeout = settings.request_timeout();
         let listeners = proxy.listeners();
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
@@ -110,17 +114,32 @@ impl Daemon {
 
     /// A handle that stops the daemon from another thread (a signal handler).
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.servers.iter().map(Server::shutdown_handle).collect())
+        Stopper {
+            servers: self.servers.iter().map(Server::shutdown_handle).collect(),
+            hosts: Arc::clone(&self.hosts),
+        }
     }
 
-    /// Stops accepting connections, lets every queued request finish or
-    /// answers it (within the drain deadline), then waits for every
-    /// connection to end.
+    /// The shutdown contract (README, "Shutdown"): listeners close at once,
+    /// and so does every connection that has not sent a complete request.
+    /// Requests still queued get until `server.drain_secs` to be sent;
+    /// then those never sent are answered `503 aborted` with `Retry-After`
+    /// (nothing reached upstream: retrying is safe). A call already sent
+    /// upstream gets its real answer, waiting up to
+    /// `server.upstream_timeout_secs` past the drain (the upstream client's
+    /// own bound on a call); only a [`Stopper::force`] ends it sooner, with
+    /// `422 outcome_unknown` and no retry hint. So this returns within
+    /// `drain_secs + upstream_timeout_secs` (plus a moment to write the
+    /// last answers).
     pub fn shutdown(self) {
         self.stopper().stop();
-        for host in self.hosts.iter() {
-            host.shutdown(self.drain);
-        }
+        // Every upstream drains at the same time: the bound is one drain,
+        // not one per upstream.
+        std::thread::scope(|scope| {
+            for host in self.hosts.iter() {
+                scope.spawn(|| host.shutdown(self.drain));
+            }
+        });
         for server in self.servers {
             server.join();
         }
@@ -128,15 +147,45 @@ impl Daemon {
     }
 }
 
-/// Stops a daemon's listeners; see [`Daemon::shutdown`] for the rest.
+/// Stops a daemon from another thread; see [`Daemon::shutdown`].
 #[derive(Clone)]
-pub struct Stopper(Vec<ShutdownHandle>);
+pub struct Stopper {
+    servers: Vec<ShutdownHandle>,
+    hosts: Arc<Vec<Coordinator>>,
+}
 
 impl Stopper {
+    /// Closes the listeners and every connection without a complete
+    /// request; requests being handled are still answered.
     pub fn stop(&self) {
-        for handle in &self.0 {
+        for handle in &self.servers {
             handle.shutdown();
         }
+    }
+
+    /// Stops without waiting (a second signal): [`Self::stop`], then every
+    /// open request is answered now. Queued ones get `503 aborted` with
+    /// `Retry-After`; one whose call is inside upstream gets `422
+    /// outcome_unknown` without it (upstream may have acted on it).
+    pub fn force(&self) {
+        self.stop();
+        for host in self.hosts.iter() {
+            host.stop_now();
+        }
+    }
+}
+
+/// The server's limits, every one from `[server]`.
+fn server_limits(settings: &proxy::ServerSettings) -> Limits {
+    Limits {
+        max_header_bytes: settings.max_header_bytes,
+        max_headers: settings.max_headers,
+        max_body_bytes: settings.max_body_bytes,
+        idle_timeout: settings.idle_timeout(),
+        header_timeout: settings.header_timeout(),
+        body_timeout: settings.body_timeout(),
+        write_timeout: settings.write_timeout(),
+        max_connections: settings.max_connections,
     }
 }
 
@@ -161,6 +210,9 @@ fn start_host(
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
         thread_name: name.clone(),
+        // A call that left gets its real answer unless upstream gives none
+        // within the client's own timeout (which covers the whole call).
+        in_flight_grace: settings.upstream_timeout(),
         ..HostOptions::default()
     };
     Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
@@ -248,6 +300,15 @@ impl ProxyHandler {
             Err(CallError::ShuttingDown) => {
                 proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
             }
+            // Sent, and the daemon was forced to stop before the answer.
+            Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
+                status: OUTCOME_UNKNOWN_STATUS,
+                kind: "outcome_unknown",
+                message: format!(
+                    "{why}; check its outcome (an order by its client order id) before sending it again"
+                ),
+            }
+            .into_response(),
             // Nothing went upstream: the bot's request is at fault.
             Err(CallError::Invalid(why)) => proxy::Rejection {
                 status: 400,

@@ -479,3 +479,90 @@ fn a_request_that_cannot_be_sent_is_refused_without_touching_the_breaker() {
     daemon.shutdown();
     mock.shutdown();
 }
+
+/// An Advanced Trade order, as a raw request that closes its connection.
+fn order_request(client_order_id: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"client_order_id":"{client_order_id}","product_id":"BTC-USD","side":"BUY","order_configuration":{{"market_market_ioc":{{"quote_size":"10"}}}}}}"#
+    );
+    format!(
+        "POST /api/v3/brokerage/orders HTTP/1.1\r\nHost: syncoord\r\nCB-ACCESS-KEY: order-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn orders_placed(mock: &MockUpstream) -> u64 {
+    mock.stats()
+        .by_route
+        .get("POST /api/v3/brokerage/orders")
+        .copied()
+        .unwrap_or(0)
+}
+
+fn header_of<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn an_order_in_flight_at_shutdown_gets_upstreams_answer_not_a_retry_hint() {
+    // Upstream takes 2 s; the drain is 1 s. The order left for upstream
+    // before the drain ran out, so its bot must get upstream's answer.
+    let mock = MockUpstream::start(MockOptions {
+        latency: Duration::from_secs(2),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (daemon, base) = daemon(&mock, "");
+    let addr = daemon.local_addr();
+    std::thread::scope(|s| {
+        let bot = s.spawn(move || raw(addr, &order_request("in-flight-1")));
+        wait_for_stats(&base, "the order in flight", |s| s["calls_in_flight"] == 1);
+        let started = Instant::now();
+        daemon.shutdown();
+        let took = started.elapsed();
+        let answer = bot.join().expect("bot thread");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(header_of(&answer, "retry-after"), None, "{answer}");
+        assert!(answer.contains("\"success\":true"), "{answer}");
+        // Upstream's 2 s, not the 20 s upstream timeout.
+        assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    });
+    assert_eq!(orders_placed(&mock), 1);
+    mock.shutdown();
+}
+
+#[test]
+fn a_forced_stop_says_the_orders_outcome_is_unknown_and_never_to_retry() {
+    let mock = MockUpstream::start(MockOptions {
+        latency: Duration::from_secs(4),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (daemon, base) = daemon(&mock, "");
+    let addr = daemon.local_addr();
+    let stopper = daemon.stopper();
+    std::thread::scope(|s| {
+        let bot = s.spawn(move || raw(addr, &order_request("forced-1")));
+        wait_for_stats(&base, "the order in flight", |s| s["calls_in_flight"] == 1);
+        let stopping = s.spawn(move || daemon.shutdown());
+        // The second signal.
+        std::thread::sleep(Duration::from_millis(100));
+        stopper.force();
+        let answer = bot.join().expect("bot thread");
+        assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+        assert_eq!(header_of(&answer, "retry-after"), None, "{answer}");
+        assert_eq!(
+            header_of(&answer, "x-syncoord-error"),
+            Some("outcome_unknown"),
+            "{answer}"
+        );
+        assert!(answer.contains("client order id"), "{answer}");
+        stopping.join().expect("shutdown");
+    });
+    mock.shutdown();
+}

@@ -135,7 +135,7 @@ struct Conn<'a> {
 pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: &AtomicBool) {
     let _ = stream.set_nodelay(true);
     // A client that never reads its response must not pin the thread.
-    let _ = stream.set_write_timeout(Some(shared.limits.read_timeout));
+    let _ = stream.set_write_timeout(Some(shared.limits.write_timeout));
     let local = stream.local_addr().unwrap_or(shared.local);
     let probe = stream
         .try_clone()
@@ -202,7 +202,7 @@ impl Conn<'_> {
     /// connection stays open for the next one.
     fn one_request(&mut self) -> Result<Persistence, Refusal> {
         let limits = &self.shared.limits;
-        let deadline = Instant::now() + limits.read_timeout;
+        let deadline = Instant::now() + limits.header_timeout + limits.body_timeout;
         let head = loop {
             match parse_head(&self.buf, limits.max_headers)? {
                 Some(head) if head.len > limits.max_header_bytes => {

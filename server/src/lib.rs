@@ -51,11 +51,19 @@ pub struct Limits {
     /// How long a keep-alive connection may sit idle between requests
     /// before it is closed.
     pub idle_timeout: Duration,
-    /// Once the first byte of a request has arrived, the whole request
-    /// (headers and body) must arrive within this; otherwise `408` and
-    /// close (a slowloris client pins one thread for this long at most).
-    pub read_timeout: Duration,
-    /// Most connections served at once; beyond it, `503` and close.
+    /// A request's header section must be complete this long after its
+    /// first byte (after the connection opened, for the first request);
+    /// otherwise `408` and close. A slowloris client holds its connection
+    /// this long at most.
+    pub header_timeout: Duration,
+    /// A request's body must be complete this long after its header
+    /// section; otherwise `408` and close.
+    pub body_timeout: Duration,
+    /// A client must take its answer within this long; otherwise the
+    /// connection is closed.
+    pub write_timeout: Duration,
+    /// Most connections open at once. At the bound the connection idle the
+    /// longest is closed to make room; with none idle, `503` and close.
     pub max_connections: usize,
 }
 
@@ -66,8 +74,10 @@ impl Default for Limits {
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
-            read_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }

@@ -289,7 +289,7 @@ fn a_one_mebibyte_header_line_gets_431() {
 #[test]
 fn slowloris_hits_the_read_timeout_while_others_are_served() {
     let limits = Limits {
-        read_timeout: Duration::from_millis(300),
+        header_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
     let server = start(limits, echo());
@@ -512,7 +512,8 @@ mod arbitrary_input {
                 max_body_bytes: 64,
                 max_header_bytes: 512,
                 max_headers: 8,
-                read_timeout: Duration::from_secs(5),
+                header_timeout: Duration::from_secs(5),
+                body_timeout: Duration::from_secs(5),
                 ..Limits::default()
             };
             // Echoes, and names the method so a HEAD answer (announced

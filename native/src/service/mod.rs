@@ -89,6 +89,11 @@ pub enum ServiceError {
     /// The request can never be sent upstream (a malformed path, say).
     #[error("the request cannot be sent upstream: {0}")]
     Invalid(Unsendable),
+    /// The call was sent and the coordinator stopped before upstream
+    /// answered: it may have been acted on. Never retried blindly; look it
+    /// up (an order by its client order id) first.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl ServiceError {
@@ -103,9 +108,10 @@ impl ServiceError {
             | ServiceError::BreakerOpen { .. }
             | ServiceError::TimedOut { .. } => true,
             ServiceError::UpstreamStatus { status, .. } => *status == 429 || *status >= 500,
-            ServiceError::ShuttingDown | ServiceError::Decode { .. } | ServiceError::Invalid(_) => {
-                false
-            }
+            ServiceError::ShuttingDown
+            | ServiceError::Decode { .. }
+            | ServiceError::Invalid(_)
+            | ServiceError::OutcomeUnknown(_) => false,
         }
     }
 
@@ -146,6 +152,7 @@ impl From<CallError> for ServiceError {
             CallError::TimedOut { waited } => ServiceError::TimedOut { waited },
             CallError::ShuttingDown => ServiceError::ShuttingDown,
             CallError::Invalid(why) => ServiceError::Invalid(why),
+            CallError::OutcomeUnknown(why) => ServiceError::OutcomeUnknown(why),
         }
     }
 }
