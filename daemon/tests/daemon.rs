@@ -417,13 +417,13 @@ priority = "trading"
     let addr = daemon.local_addr();
     let first = raw(
         addr,
-        b"POST /__echo/slow/a HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        b"POST /__echo/slow/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
     );
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
 
     // A bot sends its order, then gives up (its own timeout) and hangs up.
     let mut bot = TcpStream::connect(addr).expect("connect");
-    bot.write_all(b"POST /__echo/slow/b HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+    bot.write_all(b"POST /__echo/slow/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         .expect("send");
     wait_for_stats(&base, "the order queued", |s| s["queue"]["depth"] == 1);
     drop(bot);
@@ -452,7 +452,7 @@ fn a_request_that_cannot_be_sent_is_refused_without_touching_the_breaker() {
     let daemon = Daemon::start(config).expect("daemon starts");
     let base = format!("http://{}", daemon.local_addr());
     let long = format!(
-        "GET /api/v3/brokerage/market/products?pad={} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /api/v3/brokerage/market/products?pad={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "a".repeat(70 * 1024)
     );
     for _ in 0..3 {
