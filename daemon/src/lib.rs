@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use syncoord_core::{CompiledConfig, Failure, Response};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
 
-use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, UpstreamOptions};
-use syncoord_server::{Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle};
+use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions};
+use syncoord_server::{
+    ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
+};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -232,22 +234,120 @@ struct ProxyHandler {
 
 impl Handler for ProxyHandler {
     fn handle(&self, request: HttpRequest) -> Reply {
-        match proxy::endpoint(&request.method, &request.target) {
-            Some(endpoint) => self.endpoint(endpoint).into(),
-            // `None`: nobody to answer, the request was cancelled instead.
-            None => self
-                .forward(request)
-                .map_or(Reply::DropConnection, Reply::from),
+        match self.handle_nonblocking(request) {
+            Handled::Now(reply) => reply,
+            Handled::Later(wait) => wait(),
+            // Never returned by `handle_nonblocking` below.
+            Handled::Blocking(_) => Reply::DropConnection,
+        }
+    }
+
+    /// Routing, submitting and the endpoints never block: a cache hit or
+    /// a refusal is answered on the server's event loop, and only a
+    /// request that must wait for its turn upstream takes a pool thread.
+    fn handle_nonblocking(&self, request: HttpRequest) -> Handled {
+        if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+            return Handled::Now(self.endpoint(endpoint).into());
+        }
+        match self.submit(request) {
+            Submitted::Now(response) => Handled::Now(response.into()),
+            // `None`: nobody to answer, the request was cancelled.
+            Submitted::Waiting(waiting) => Handled::Later(Box::new(move || {
+                waiting.wait().map_or(Reply::DropConnection, Reply::from)
+            })),
         }
     }
 }
 
+/// A request submitted to its coordinator.
+enum Submitted {
+    /// Answered at once: a cache hit, a refusal.
+    Now(Response),
+    /// Waiting for its turn upstream.
+    Waiting(Waiting),
+}
+
+/// A request waiting for its answer, and what waiting needs.
+struct Waiting {
+    pending: Pending,
+    probe: ClientProbe,
+    request_timeout: Duration,
+    peer: std::net::SocketAddr,
+    client: String,
+    method: String,
+    path: String,
+}
+
+impl Waiting {
+    /// Waits for the answer; `None` when the client hung up while its
+    /// request waited (the request is then cancelled, so a bot that gave
+    /// up and retried never has its first order sent after all, and an
+    /// abandoned read spends no upstream budget).
+    fn wait(self) -> Option<Response> {
+        let Waiting {
+            mut pending,
+            probe,
+            request_timeout,
+            peer,
+            client,
+            method,
+            path,
+        } = self;
+        let started = Instant::now();
+        let result = loop {
+            let left = request_timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break pending.wait_timeout(Duration::ZERO);
+            }
+            if let Some(result) = pending.wait_for(left.min(CLIENT_CHECK)) {
+                break result;
+            }
+            if probe.gone() {
+                drop(pending);
+                tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+                return None;
+            }
+        };
+        let response = call_response(result);
+        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        Some(response)
+    }
+}
+
+/// The answer to a bot, from how its call ended.
+fn call_response(result: Result<syncoord_core::Answer, CallError>) -> Response {
+    match result {
+        Ok(answer) => proxy::answer_response(&answer),
+        Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
+        // The bot's own wait (`server.request_timeout_secs`) ran out.
+        Err(CallError::TimedOut { waited }) => {
+            proxy::failure_response(&Failure::Deadline { waited })
+        }
+        Err(CallError::ShuttingDown) => {
+            proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
+        }
+        // Sent, and the daemon was forced to stop before the answer.
+        Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
+            status: OUTCOME_UNKNOWN_STATUS,
+            kind: "outcome_unknown",
+            message: format!(
+                "{why}; check its outcome (an order by its client order id) before sending it again"
+            ),
+        }
+        .into_response(),
+        // Nothing went upstream: the bot's request is at fault.
+        Err(CallError::Invalid(why)) => proxy::Rejection {
+            status: 400,
+            kind: "bad_request",
+            message: why.to_string(),
+        }
+        .into_response(),
+    }
+}
+
 impl ProxyHandler {
-    /// Routes, submits and waits for the answer; `None` when the client
-    /// hung up while its request waited (the request is then cancelled, so
-    /// a bot that gave up and retried never has its first order sent after
-    /// all, and an abandoned read spends no upstream budget).
-    fn forward(&self, request: HttpRequest) -> Option<Response> {
+    /// Routes and submits, without blocking.
+    fn submit(&self, request: HttpRequest) -> Submitted {
         let HttpRequest {
             method,
             target,
@@ -264,61 +364,33 @@ impl ProxyHandler {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
-                return Some(rejection.into_response());
+                return Submitted::Now(rejection.into_response());
             }
         };
         let Some(host) = self.hosts.get(forward.upstream) else {
             // Hosts are built from the same configuration as the proxy.
             let failure = Failure::Aborted("no coordinator for the routed upstream".into());
-            return Some(proxy::failure_response(&failure));
+            return Submitted::Now(proxy::failure_response(&failure));
         };
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         let mut pending = host.submit(forward.request, forward.outgoing);
-        let started = Instant::now();
-        let result = loop {
-            let left = self.request_timeout.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break pending.wait_timeout(Duration::ZERO);
-            }
-            if let Some(result) = pending.wait_for(left.min(CLIENT_CHECK)) {
-                break result;
-            }
-            if probe.gone() {
-                drop(pending);
-                tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
-                return None;
-            }
-        };
-        let response = match result {
-            Ok(answer) => proxy::answer_response(&answer),
-            Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
-            // The bot's own wait (`server.request_timeout_secs`) ran out.
-            Err(CallError::TimedOut { waited }) => {
-                proxy::failure_response(&Failure::Deadline { waited })
-            }
-            Err(CallError::ShuttingDown) => {
-                proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
-            }
-            // Sent, and the daemon was forced to stop before the answer.
-            Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
-                status: OUTCOME_UNKNOWN_STATUS,
-                kind: "outcome_unknown",
-                message: format!(
-                    "{why}; check its outcome (an order by its client order id) before sending it again"
-                ),
-            }
-            .into_response(),
-            // Nothing went upstream: the bot's request is at fault.
-            Err(CallError::Invalid(why)) => proxy::Rejection {
-                status: 400,
-                kind: "bad_request",
-                message: why.to_string(),
-            }
-            .into_response(),
-        };
-        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
-        Some(response)
+        if pending.ticket().is_none() {
+            // Answered or refused at once.
+            let result = pending
+                .wait_for(Duration::ZERO)
+                .unwrap_or(Err(CallError::ShuttingDown));
+            return Submitted::Now(call_response(result));
+        }
+        Submitted::Waiting(Waiting {
+            pending,
+            probe,
+            request_timeout: self.request_timeout,
+            peer,
+            client,
+            method,
+            path,
+        })
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> Response {
