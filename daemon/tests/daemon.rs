@@ -566,3 +566,51 @@ fn a_forced_stop_says_the_orders_outcome_is_unknown_and_never_to_retry() {
     });
     mock.shutdown();
 }
+
+#[test]
+fn silent_and_slowloris_clients_never_lock_out_health_or_cached_answers() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    // A bound of 100 connections and a 1 s header timeout; 300 silent
+    // connections and 100 slowloris ones (a header byte every 200 ms).
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\nmax_connections = 100\nheader_timeout_secs = 1.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let addr = daemon.local_addr();
+    let base = format!("http://{addr}");
+    let ticker = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    assert_eq!(get(&agent(), &ticker, &[]).status, 200);
+    let silent: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            let _ = s.write_all(b"GET /api/v1/sync-coordination/health HTTP/1.1\r\nHost: x\r\n");
+            s
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut answered = 0;
+    while Instant::now() < until {
+        for s in &mut slow {
+            let _ = s.write_all(b"X");
+        }
+        // A fresh connection each time: a new client must get in.
+        let health = raw(
+            addr,
+            b"GET /api/v1/sync-coordination/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let hit = get(&agent(), &ticker, &[]);
+        assert_eq!(hit.status, 200, "{}", hit.body);
+        answered += 2;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answered >= 10, "{answered}");
+    drop((silent, slow));
+    daemon.shutdown();
+    mock.shutdown();
+}

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::conn::{
     handler_closes, json_error, serialize_response, BodyMode, Complete, Persistence, Polled,
@@ -176,7 +177,7 @@ impl EventLoop {
         handler: Arc<dyn Handler>,
         max_connections: usize,
     ) -> io::Result<(EventLoop, Arc<Shared>)> {
-        let listener = TcpListener::bind(addr)?;
+        let listener = listen(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -220,6 +221,9 @@ impl EventLoop {
         loop {
             let now = Instant::now();
             let mut wait = next_sweep.saturating_duration_since(now);
+            if !self.rearm.is_empty() {
+                wait = Duration::ZERO;
+            }
             if let Some(until) = self.accept_paused_until {
                 wait = wait.min(until.saturating_duration_since(now));
             }
@@ -250,6 +254,7 @@ impl EventLoop {
                 }
             }
             self.take_done();
+            self.take_rearmed();
             let now = Instant::now();
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
@@ -445,7 +450,6 @@ impl EventLoop {
             }
         } else if read >= READ_BUDGET {
             // More is waiting; no new edge will say so.
-            let _ = self.shared.waker.wake();
             self.rearm.push_back(key);
         }
     }
@@ -592,7 +596,13 @@ impl EventLoop {
                 }
             }
         }
-        while let Some(key) = self.rearm.pop_front() {
+    }
+
+    /// Reads the connections that may have bytes waiting without a new
+    /// readiness edge (answered, or over their read budget); those that
+    /// come back during this turn wait for the next one.
+    fn take_rearmed(&mut self) {
+        for key in std::mem::take(&mut self.rearm) {
             self.on_readable(key);
         }
     }
@@ -685,9 +695,10 @@ impl EventLoop {
         conn.deadline = Some(now + self.shared.limits.idle_timeout);
         conn.reader.shrink();
         // A pipelined request may be in the buffer, and more may wait in
-        // the socket (no new edge will say so).
-        self.process(key);
-        self.on_readable(key);
+        // the socket (no new edge will say so): read on the loop's next
+        // turn, not from here, so that a client answered at once, request
+        // after request, never deepens the stack.
+        self.rearm.push_back(key);
     }
 
     // ---- closing ----
@@ -795,6 +806,34 @@ impl EventLoop {
             self.close(key);
         }
     }
+}
+
+/// Pending connections the kernel may queue for `accept`: a burst of new
+/// clients (a flood reconnecting) waits in the queue instead of having
+/// its SYNs dropped and retried a second later. Linux caps it at
+/// `net.core.somaxconn` (4096 by default); nginx asks for 511, std for
+/// 128.
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr` (the first of its addresses that binds) and listens.
+fn listen(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        let bound = (|| {
+            let socket = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&a.into())?;
+            socket.listen(BACKLOG)?;
+            Ok::<TcpListener, io::Error>(socket.into())
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address to bind"))
+    }))
 }
 
 fn deliver(shared: &Shared, key: usize, generation: u64, reply: Reply) {
