@@ -117,7 +117,11 @@ fn flood(a: &Args, stop: Instant) -> (usize, usize, u64) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let held = |v: &Vec<Option<TcpStream>>| v.iter().filter(|s| s.as_ref().is_some_and(|c| !closed(c))).count();
+    let held = |v: &Vec<Option<TcpStream>>| {
+        v.iter()
+            .filter(|s| s.as_ref().is_some_and(|c| !closed(c)))
+            .count()
+    };
     (held(&idle), held(&slow), reconnects)
 }
 

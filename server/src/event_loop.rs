@@ -832,7 +832,10 @@ fn listen(addr: &str) -> io::Result<TcpListener> {
         }
     }
     Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address to bind"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr}: no address to bind"),
+        )
     }))
 }
 

@@ -666,3 +666,39 @@ mod arbitrary_input {
         }
     }
 }
+
+/// Answers every request on the event loop itself.
+struct AtOnce;
+
+impl Handler for AtOnce {
+    fn handle(&self, _req: HttpRequest) -> Reply {
+        Response::new(500, "never on a pool thread").into()
+    }
+    fn handle_nonblocking(&self, req: HttpRequest) -> Handled {
+        Handled::Now(Response::new(200, req.target.into_bytes()).into())
+    }
+}
+
+#[test]
+fn thousands_of_pipelined_requests_answered_at_once_all_get_answers_in_order() {
+    let server = start(Limits::default(), Arc::new(AtOnce));
+    let mut c = Client::connect(server.local_addr());
+    let n = 20_000;
+    let writer = {
+        let mut stream = c.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            for i in 0..n {
+                all.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            }
+            stream.write_all(&all).unwrap();
+        })
+    };
+    for i in 0..n {
+        let r = c.read_response().expect("an answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("/{i}"));
+    }
+    writer.join().unwrap();
+    stop(server);
+}
