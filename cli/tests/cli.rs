@@ -86,9 +86,21 @@ fn serve_quick_start_and_sigterm_exit_zero() {
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
 }
 
+/// A daemon process, killed if a test fails before it exits.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `syncoord serve` with `config` (TOML) under `sh -c 'ulimit -n LIMIT'`
 /// when a limit is given; stderr piped.
-fn serve(config: &str, fd_limit: Option<u32>) -> (std::process::Child, std::path::PathBuf) {
+fn serve(config: &str, fd_limit: Option<u32>) -> (Running, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "syncoord-serve-{}-{}",
         std::process::id(),
@@ -109,7 +121,7 @@ fn serve(config: &str, fd_limit: Option<u32>) -> (std::process::Child, std::path
         .stderr(Stdio::piped())
         .spawn()
         .expect("start syncoord serve");
-    (child, dir)
+    (Running(child), dir)
 }
 
 fn free_port() -> u16 {
@@ -149,7 +161,8 @@ fn under_a_low_fd_limit_the_daemon_keeps_serving_past_the_limit() {
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
         mock.base_url()
     );
-    let (mut child, dir) = serve(&config, Some(256));
+    let (mut running, dir) = serve(&config, Some(256));
+    let child = &mut running.0;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
     assert_eq!(first_answer(addr, ticker).status, 200);
@@ -174,7 +187,7 @@ fn under_a_low_fd_limit_the_daemon_keeps_serving_past_the_limit() {
         }
     });
     drop(silent);
-    sigterm(&child);
+    sigterm(child);
     let exit = child.wait().expect("daemon exits");
     let mut stderr = String::new();
     use std::io::Read as _;
@@ -211,7 +224,8 @@ fn sigterm_exits_within_the_drain_plus_the_in_flight_allowance() {
         "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_secs = 1.0\nupstream_timeout_secs = 3.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
         mock.base_url()
     );
-    let (mut child, dir) = serve(&config, None);
+    let (mut running, dir) = serve(&config, None);
+    let child = &mut running.0;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(
         first_answer(addr, "/api/v1/sync-coordination/health").status,
@@ -236,7 +250,7 @@ fn sigterm_exits_within_the_drain_plus_the_in_flight_allowance() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
-    sigterm(&child);
+    sigterm(child);
     // Closed at once: the half request and the idle connection.
     assert!(half.closed());
     assert!(idle.closed());

@@ -131,8 +131,8 @@ impl Daemon {
     /// `server.upstream_timeout_secs` past the drain (the upstream client's
     /// own bound on a call); only a [`Stopper::force`] ends it sooner, with
     /// `422 outcome_unknown` and no retry hint. So this returns within
-    /// `drain_secs + upstream_timeout_secs` (plus a moment to write the
-    /// last answers).
+    /// `drain_secs + upstream_timeout_secs`, plus at most 1.3 s to hand
+    /// over the last answers.
     pub fn shutdown(self) {
         self.stopper().stop();
         // Every upstream drains at the same time: the bound is one drain,

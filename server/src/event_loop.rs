@@ -54,6 +54,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The same while the server stops: shorter, it counts against the
 /// shutdown bound.
 const LINGER_STOPPING: Duration = Duration::from_millis(300);
+/// While the server stops, the longest a client may take to read its
+/// last answer.
+const WRITE_STOPPING: Duration = Duration::from_secs(1);
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one "out of descriptors" warning this often.
@@ -650,7 +653,14 @@ impl EventLoop {
         let now = Instant::now();
         conn.phase = Phase::Writing(persistence);
         conn.since = now;
-        conn.deadline = Some(now + self.shared.limits.write_timeout);
+        // While stopping, a client that does not take its answer must not
+        // hold the exit for the whole write timeout.
+        let timeout = if stopping {
+            self.shared.limits.write_timeout.min(WRITE_STOPPING)
+        } else {
+            self.shared.limits.write_timeout
+        };
+        conn.deadline = Some(now + timeout);
         self.write(key);
     }
 
@@ -804,6 +814,12 @@ impl EventLoop {
             .collect();
         for key in waiting {
             self.close(key);
+        }
+        let cap = Instant::now() + WRITE_STOPPING;
+        for (_, conn) in self.conns.iter_mut() {
+            if matches!(conn.phase, Phase::Writing(_)) {
+                conn.deadline = Some(conn.deadline.map_or(cap, |d| d.min(cap)));
+            }
         }
     }
 }
