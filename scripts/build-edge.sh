@@ -24,7 +24,7 @@ fi
 source "$ENV_FILE"
 OUT="$ROOT/edge-worker/build/worker/shim.mjs"
 if [ -z "${SYNCOORD_EDGE_FORCE_BUILD:-}" ] && [ $# -eq 0 ] && [ -f "$OUT" ] &&
-    [ -z "$(find "$ROOT/edge-worker/src" "$ROOT/core/src" "$ROOT/proxy/src" \
+    [ -z "$(find "$ROOT/edge-worker/src" "$ROOT/core/src" "$ROOT/proxy/src" "$ROOT/proxy/assets" \
         "$ROOT/edge-worker/Cargo.toml" "$ROOT/core/Cargo.toml" "$ROOT/proxy/Cargo.toml" \
         "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$OUT" -print -quit)" ]; then
     echo "build-edge: edge-worker/build is up to date" >&2

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use syncoord_proxy::dashboard::DASHBOARD_PATH;
 use syncoord_proxy::ProxyConfig;
 
 use syncoord_daemon::Daemon;
@@ -37,6 +38,10 @@ pub struct DemoArgs {
     /// without syncoord, and show both side by side.
     #[arg(long)]
     pub compare: bool,
+    /// Where the daemon listens (a free loopback port by default); its
+    /// live dashboard is at `http://ADDR/dashboard` while the demo runs.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
 }
 
 /// What the demo measured.
@@ -125,7 +130,7 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     }
     let mock = MockUpstream::start(MockOptions::default()).map_err(DemoError::Mock)?;
     let mut config = ProxyConfig::single_upstream(&mock.base_url());
-    config.server.listen = "127.0.0.1:0".into();
+    config.server.listen = args.listen.clone();
     let daemon = Daemon::start(config)?;
     let base = format!("http://{}", daemon.local_addr());
     eprintln!(
@@ -134,6 +139,7 @@ pub fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         args.duration,
         mock.base_url()
     );
+    eprintln!("demo: live dashboard at {base}{DASHBOARD_PATH} (while the demo runs)");
 
     let agent = client();
     let stats_url = format!("{base}/api/v1/sync-coordination/stats");
@@ -477,6 +483,7 @@ mod tests {
             interval: 0.5,
             keys: 1,
             compare: true,
+            listen: "127.0.0.1:0".into(),
         })
         .expect("demo runs");
         assert!(report.passed(), "{report:?}");

@@ -26,28 +26,23 @@ pub(crate) struct CacheKey {
 }
 
 impl CacheKey {
-    /// Builds the key: the path with empty segments dropped (`//a/` is
-    /// `/a`), query parameters sorted by name (values of a repeated name
-    /// keep their order), and the credential for private routes.
+    /// Builds the key from exactly what is sent upstream: the path and
+    /// the query byte for byte (`//a`, `/a` and `/a/` reach upstream as
+    /// different targets, and so do `?a=1&b=2` and `?b=2&a=1`; a server
+    /// may answer them differently, so they never share an entry; `/a?`
+    /// is `/a` with an empty query, which is not `/a`), and the
+    /// credential for private routes.
     pub(crate) fn new(
         method: &Method,
         path: &str,
-        query: &str,
+        query: Option<&str>,
         credential: Option<&Credential>,
     ) -> Self {
-        let mut target = String::with_capacity(path.len() + query.len() + 2);
-        for seg in path.split('/').filter(|s| !s.is_empty()) {
-            target.push('/');
-            target.push_str(seg);
-        }
-        if target.is_empty() {
-            target.push('/');
-        }
-        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-        if !params.is_empty() {
-            params.sort_by_key(|p| p.split('=').next().unwrap_or(p));
+        let mut target = String::with_capacity(path.len() + query.map_or(0, str::len) + 1);
+        target.push_str(path);
+        if let Some(q) = query {
             target.push('?');
-            target.push_str(&params.join("&"));
+            target.push_str(q);
         }
         CacheKey {
             method: method.clone(),

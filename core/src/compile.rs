@@ -195,19 +195,70 @@ impl Config {
             0.0,
             1.0,
         );
-        for (i, h) in self.credential_headers.iter().enumerate() {
-            let ok = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
-                v.push(
-                    format!("credential_headers[{i}]"),
-                    Problem::Conflict(format!("`{h}` is not a valid header name")),
-                );
-            }
-        }
+        self.check_credential(v);
         if self.stats.max_clients == 0 {
             v.push("stats.max_clients", Problem::NotPositive(0.0));
+        }
+    }
+
+    /// The `[credential]` table: header names that are tokens, named once,
+    /// and labels that are short, printable and unique (a label stands
+    /// for one key in stats; two keys under one label would read as one).
+    fn check_credential(&self, v: &mut Validator) {
+        let c = &self.credential;
+        let is_name = |h: &str| {
+            !h.is_empty()
+                && h.len() <= 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if !is_name(&c.header) {
+            v.push(
+                "credential.header",
+                Problem::Conflict(format!(
+                    "`{}` is not a header name (1 to 64 token characters)",
+                    c.header.escape_debug()
+                )),
+            );
+        }
+        for (i, h) in c.others.iter().enumerate() {
+            let field = format!("credential.others[{i}]");
+            if !is_name(h) {
+                v.push(
+                    field,
+                    Problem::Conflict(format!(
+                        "`{}` is not a header name (1 to 64 token characters)",
+                        h.escape_debug()
+                    )),
+                );
+            } else if h.eq_ignore_ascii_case(&c.header)
+                || c.others[..i].iter().any(|o| o.eq_ignore_ascii_case(h))
+            {
+                v.push(field, Problem::Duplicate(h.clone()));
+            }
+        }
+        let mut labels: Vec<&str> = Vec::with_capacity(c.aliases.len());
+        for (key, label) in &c.aliases {
+            let field = format!("credential.aliases.{key}");
+            let ok = !label.is_empty()
+                && label.len() <= 64
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if key.is_empty() {
+                v.push(field, Problem::Empty);
+            } else if !ok {
+                v.push(
+                    field,
+                    Problem::Conflict(format!(
+                        "label `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+                        label.escape_debug()
+                    )),
+                );
+            } else if labels.contains(&label.as_str()) {
+                v.push(field, Problem::Duplicate(label.clone()));
+            }
+            labels.push(label);
         }
     }
 
@@ -231,6 +282,7 @@ impl Config {
             private: d.private,
             coalesce: d.coalesce,
             retry_unsafe: d.retry_unsafe,
+            credential_required: d.credential_required,
         })
     }
 
@@ -298,6 +350,7 @@ impl Config {
             private: r.private.unwrap_or(d.private),
             coalesce: r.coalesce.unwrap_or(d.coalesce),
             retry_unsafe: r.retry_unsafe.unwrap_or(d.retry_unsafe),
+            credential_required: r.credential_required.unwrap_or(d.credential_required),
         };
         (methods.len() == r.methods.len()).then_some(Rule {
             methods,

@@ -231,7 +231,7 @@ impl<P: Clone> Coordinator<P> {
             CacheKey::new(
                 &request.method,
                 &request.path,
-                &request.query,
+                request.query.as_deref(),
                 credential.filter(|_| private),
             )
         });

@@ -213,6 +213,7 @@ mod tests {
             tokens: 1.0,
             burst: 10,
             rate_per_sec: 9.0,
+            budget_per_sec: 9.0,
             paused_for_secs: paused,
             breaker,
             calls: 1,

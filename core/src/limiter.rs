@@ -192,6 +192,11 @@ pub struct BucketSnapshot {
     pub burst: u32,
     /// Current calls per second (lower while recovering from a 429).
     pub rate_per_sec: f64,
+    /// The scope's full rate in calls per second, after headroom: the
+    /// budget `rate_per_sec` recovers to (absent in reports from older
+    /// hosts, read as 0).
+    #[serde(default)]
+    pub budget_per_sec: f64,
     /// Seconds until the bucket's pause ends (after a 429, or when upstream
     /// said its window is spent); `None` when not paused.
     pub paused_for_secs: Option<f64>,
@@ -428,6 +433,7 @@ impl Limiter {
                     tokens: (tolerance.saturating_sub(debt).as_secs_f64() / unit).max(0.0),
                     burst: scope.burst,
                     rate_per_sec: 1.0 / unit,
+                    budget_per_sec: 1.0 / scope.interval.as_secs_f64(),
                     paused_for_secs: b
                         .paused_until
                         .filter(|&p| p > now)

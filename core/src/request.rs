@@ -67,9 +67,11 @@ impl fmt::Display for Method {
     }
 }
 
-/// The identity a private response belongs to (an API key name, a JWT
-/// `sub`, a token fingerprint). Never the secret itself: it shows up in
-/// stats. See `syncoord_proxy::credential_identity`.
+/// The identity a private response belongs to: a stable alias of the key
+/// upstream authenticates (the proxy makes it `id:<hash of the key name>`
+/// or an operator's `name:<label>`). Never a secret, nor a key name: it
+/// shows up in stats, metrics and logs. See
+/// `syncoord_proxy::credential_identity`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Credential(pub Arc<str>);
 
@@ -94,8 +96,10 @@ pub struct Request {
     pub method: Method,
     /// Path without the query, e.g. `/api/v3/brokerage/products/BTC-USD`.
     pub path: String,
-    /// Raw query string without the `?` (may be empty).
-    pub query: String,
+    /// Raw query string without the `?`, exactly as sent: `None` when the
+    /// target has no `?`, `Some("")` for a bare `?` (upstream receives the
+    /// two differently, so the cache keys them apart).
+    pub query: Option<String>,
     /// Whose call this is, for private endpoints and per-credential limits.
     pub credential: Option<Credential>,
     /// Which bot asked: fairness within a priority class and per-bot stats.
@@ -118,8 +122,8 @@ impl Request {
     /// `client`, with no credential, priority override or deadline.
     pub fn new(method: Method, path_and_query: &str, client: &str) -> Self {
         let (path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p.to_owned(), q.to_owned()),
-            None => (path_and_query.to_owned(), String::new()),
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (path_and_query.to_owned(), None),
         };
         Request {
             method,

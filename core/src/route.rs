@@ -103,6 +103,9 @@ pub struct Route {
     /// Whether non-idempotent calls are retried after a 5xx or a broken
     /// connection.
     pub retry_unsafe: bool,
+    /// Whether a request needs a credential to be answered at all (hosts
+    /// refuse one without, before the cache or upstream sees it).
+    pub credential_required: bool,
 }
 
 /// One compiled rule: which requests it matches and how they are handled.

@@ -394,6 +394,10 @@ impl ProxyHandler {
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> Response {
+        if !endpoint.reads_stats() {
+            // The dashboard page and its assets: static, no snapshots.
+            return endpoint.render::<&str>(&[]);
+        }
         let reports: Vec<_> = self
             .proxy
             .config()

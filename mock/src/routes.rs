@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use syncoord_proxy::credential_identity;
+use syncoord_core::config::CredentialConfig;
+use syncoord_proxy::presented;
 
 use super::account::{self, NewOrder, Orders, Status};
 use super::limits::{Buckets, MockRates, Scope, WindowPeak};
@@ -502,8 +503,19 @@ impl Handler for MockHandler {
         let _flight = InFlight::enter(state);
         let now = Instant::now();
         let route = resolve(&req.method, path);
-        let identity = credential_identity(&req.headers, &["CB-ACCESS-KEY".to_owned()])
-            .map(|c| c.as_str().to_owned());
+        // Each API authenticates what Coinbase's does: Advanced Trade the
+        // Bearer JWT (a legacy CB-ACCESS-KEY only without one), Exchange
+        // CB-ACCESS-KEY. The key name, not an alias: this is upstream.
+        let (header, other) = match api_of(path) {
+            Api::Advanced => ("Authorization", "CB-ACCESS-KEY"),
+            Api::Exchange => ("CB-ACCESS-KEY", "Authorization"),
+        };
+        let rules = CredentialConfig {
+            header: header.into(),
+            others: vec![other.into()],
+            ..CredentialConfig::default()
+        };
+        let identity = presented(&req.headers, &rules).key_name;
         state.count(
             route.as_ref().map_or("unmatched", |r| r.pattern),
             identity.as_deref(),

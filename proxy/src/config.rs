@@ -167,7 +167,7 @@ impl Preset {
             Preset::None => {
                 let mut c = coinbase::advanced_trade();
                 c.routes.clear();
-                c.credential_headers.clear();
+                c.credential = Default::default();
                 c.scopes = BTreeMap::from([(
                     "global".to_owned(),
                     ScopeConfig {
@@ -205,6 +205,12 @@ pub struct UpstreamConfig {
     /// paths arrive there as upstream knows them (no prefix to strip), so
     /// a bot can use it as the API's base URL unchanged.
     pub listen: Option<String>,
+    /// Forward request headers whose names hold an underscore. Off by
+    /// default, as in nginx (`underscores_in_headers off`): CGI-style
+    /// servers read `CB_ACCESS_KEY` and `CB-ACCESS-KEY` as one header,
+    /// so a name with `_` could carry the credential upstream reads while
+    /// the identity is taken from the `-` spelling.
+    pub underscores_in_headers: bool,
     pub coordination: Config,
 }
 
@@ -221,6 +227,8 @@ struct RawUpstream {
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
+    underscores_in_headers: bool,
+    #[serde(default)]
     coordination: toml::Table,
 }
 
@@ -235,6 +243,7 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
             preset: raw.preset,
             prefix: raw.prefix,
             listen: raw.listen,
+            underscores_in_headers: raw.underscores_in_headers,
             coordination,
         })
     }
@@ -277,7 +286,7 @@ fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, Coor
     serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base)).map_err(|e| {
         CoordinationError {
             path: path_string(e.path()),
-            message: e.inner().message().to_owned(),
+            message: reword(e.inner().message()),
         }
     })
 }
@@ -334,6 +343,7 @@ impl UpstreamConfig {
             preset,
             prefix: None,
             listen: None,
+            underscores_in_headers: false,
             coordination: preset.config(),
         }
     }
@@ -480,9 +490,44 @@ impl ProxyConfig {
                 .collect();
             return Err(ConfigFileErrors(errors));
         }
+        // The parser keeps integers as text; one past 64 bits only fails
+        // when the document is converted, with neither a position nor a
+        // readable message. Found here first, each with its field and place.
+        let mut oversized = Vec::new();
+        oversized_integers(doc.get_ref(), "", &mut oversized);
+        if !oversized.is_empty() {
+            let errors = oversized
+                .into_iter()
+                .map(|(field, span, digits)| {
+                    let (line, column) = line_col(text, span.start);
+                    ConfigFileError {
+                        field,
+                        line: Some(line),
+                        column: Some(column),
+                        message: format!(
+                            "`{digits}` does not fit in a 64-bit integer (from {} to {})",
+                            i64::MIN,
+                            i64::MAX
+                        ),
+                    }
+                })
+                .collect();
+            return Err(ConfigFileErrors(errors));
+        }
         let root: toml::Table = match toml::from_str(text) {
             Ok(t) => t,
-            Err(e) => return Err(ConfigFileErrors::single("", e.message().trim())),
+            Err(e) => {
+                let (line, column) = e
+                    .span()
+                    .map(|s| line_col(text, s.start))
+                    .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                return Err(ConfigFileErrors(vec![ConfigFileError {
+                    field: String::new(),
+                    line,
+                    column,
+                    message: reword(e.message().trim()),
+                }]));
+            }
         };
         let mut issues = Vec::new();
         let (config, index) = Self::from_table(root, &mut issues);
@@ -516,7 +561,7 @@ impl ProxyConfig {
                     Ok(s) => config.server = s,
                     Err(e) => issues.push(Issue::new(
                         join("server", &path_string(e.path())),
-                        e.inner().message(),
+                        reword(e.inner().message()),
                     )),
                 },
                 "upstreams" => {
@@ -536,11 +581,15 @@ impl ProxyConfig {
                             Err(e) => {
                                 issues.push(Issue::new(
                                     join(&at, &path_string(e.path())),
-                                    e.inner().message(),
+                                    reword(e.inner().message()),
                                 ));
                                 continue;
                             }
                         };
+                        if let Some(issue) = emptied_routes(&at, &raw) {
+                            issues.push(issue);
+                            continue;
+                        }
                         match merged_coordination(raw.preset, raw.coordination) {
                             Ok(coordination) => {
                                 index.push(i);
@@ -550,6 +599,7 @@ impl ProxyConfig {
                                     preset: raw.preset,
                                     prefix: raw.prefix,
                                     listen: raw.listen,
+                                    underscores_in_headers: raw.underscores_in_headers,
                                     coordination,
                                 })
                             }
@@ -850,6 +900,99 @@ impl ProxyConfig {
     }
 }
 
+/// `routes = []` over a preset that has rules: arrays replace, so this
+/// silently drops every rule of the preset (orders would be cached and
+/// coalesced like reads, market data keyed per credential). Refused, since
+/// an empty list is almost always a slip; `preset = "none"` is the way to
+/// start without rules.
+fn emptied_routes(at: &str, raw: &RawUpstream) -> Option<Issue> {
+    let empty =
+        matches!(raw.coordination.get("routes"), Some(toml::Value::Array(a)) if a.is_empty());
+    let preset_rules = raw.preset.config().routes.len();
+    (empty && preset_rules > 0).then(|| {
+        Issue::new(
+            format!("{at}.coordination.routes"),
+            format!(
+                "an empty list would drop all {preset_rules} route rules of the preset (a list replaces the preset's): remove `routes` to keep them, list the rules you want, or use preset = \"none\" to start without any"
+            ),
+        )
+    })
+}
+
+/// Every integer in `table` (at `path`) that does not fit in an `i64`:
+/// its field, span and digits.
+fn oversized_integers(
+    table: &DeTable<'_>,
+    path: &str,
+    out: &mut Vec<(String, Range<usize>, String)>,
+) {
+    for (key, value) in table.iter() {
+        let field = if path.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            join(path, key.get_ref())
+        };
+        oversized_in(value, field, out);
+    }
+}
+
+fn oversized_in(
+    value: &Spanned<DeValue<'_>>,
+    field: String,
+    out: &mut Vec<(String, Range<usize>, String)>,
+) {
+    match value.get_ref() {
+        DeValue::Integer(i) if i64::from_str_radix(i.as_str(), i.radix()).is_err() => {
+            out.push((field, value.span(), i.as_str().to_owned()));
+        }
+        DeValue::Table(t) => oversized_integers(t, &field, out),
+        DeValue::Array(a) => {
+            for (k, v) in a.iter().enumerate() {
+                oversized_in(v, format!("{field}[{k}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// serde's wording of a type or range mistake, in the file's terms:
+/// `invalid value: integer `-1`, expected usize` says what a Rust type
+/// wants, not what the field takes.
+fn reword(message: &str) -> String {
+    let range = |ty: &str| -> Option<String> {
+        let (min, max): (i128, i128) = match ty {
+            "u8" => (0, u8::MAX.into()),
+            "u16" => (0, u16::MAX.into()),
+            "u32" => (0, u32::MAX.into()),
+            "u64" | "usize" => (0, i64::MAX.into()),
+            "i64" | "isize" => (i64::MIN.into(), i64::MAX.into()),
+            _ => return None,
+        };
+        Some(format!("a whole number from {min} to {max}"))
+    };
+    let kind = |expected: &str| -> String {
+        match expected {
+            "a sequence" => "an array".to_owned(),
+            "f64" | "f32" => "a number".to_owned(),
+            "a boolean" => "true or false".to_owned(),
+            other => range(other).unwrap_or_else(|| other.to_owned()),
+        }
+    };
+    if let Some(rest) = message.strip_prefix("invalid value: integer `") {
+        if let Some((value, expected)) = rest.split_once("`, expected ") {
+            if let Some(r) = range(expected) {
+                return format!("`{value}` is out of range: expected {r}");
+            }
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+            return format!("expected {}, found {found}", kind(expected));
+        }
+    }
+    message.to_owned()
+}
+
 fn join(base: &str, rest: &str) -> String {
     if rest.is_empty() {
         base.to_owned()
@@ -1037,12 +1180,13 @@ rate = 5.0
         assert_eq!(co.routes, preset.routes);
         // Arrays replace.
         let c = ProxyConfig::from_toml_str(
-            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\ncredential_headers = [\"X-Key\"]\n",
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination.credential]\nothers = [\"X-Key\"]\n",
         )
         .unwrap();
+        assert_eq!(c.upstreams[0].coordination.credential.others, ["X-Key"]);
         assert_eq!(
-            c.upstreams[0].coordination.credential_headers,
-            vec!["X-Key"]
+            c.upstreams[0].coordination.credential.header, "Authorization",
+            "the rest of the table is the preset's"
         );
     }
 
@@ -1276,6 +1420,148 @@ scopes = ["public", "private"]
         assert_eq!(ProxyConfig::from_toml_str(&text).unwrap(), c);
         let direct: ProxyConfig = toml::from_str(&text).unwrap();
         assert_eq!(direct, c);
+    }
+
+    /// Every config error names its field, line and column, and says what
+    /// is wrong in the file's terms (issue 9: overflowing integers had no
+    /// position and a garbled message; `routes = []` passed silently).
+    #[test]
+    fn bad_configs_are_located_and_worded() {
+        const UP: &str =
+            "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n";
+        let table: &[(&str, &str, usize, usize, &str)] = &[
+            (
+                "[server]\nmax_headers = 99999999999999999999\n",
+                "server.max_headers",
+                2,
+                15,
+                "`99999999999999999999` does not fit in a 64-bit integer",
+            ),
+            (
+                "[server]\nmax_headers = -1\n",
+                "server.max_headers",
+                2,
+                1,
+                "`-1` is out of range: expected a whole number from 0 to 9223372036854775807",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.scopes.private]\nburst = 5000000000\n"),
+                "upstreams[0].coordination.scopes.private.burst",
+                6,
+                1,
+                "`5000000000` is out of range: expected a whole number from 0 to 4294967295",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.queue]\nmax_len = 0x7fffffffffffffffff\n"),
+                "upstreams[0].coordination.queue.max_len",
+                6,
+                11,
+                "does not fit in a 64-bit integer",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination]\nroutes = []\n"),
+                "upstreams[0].coordination.routes",
+                6,
+                1,
+                "an empty list would drop all 12 route rules of the preset",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.defaults]\nscopes = \"global\"\n"),
+                "upstreams[0].coordination.defaults.scopes",
+                6,
+                1,
+                "expected an array, found string \"global\"",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.scopes.private]\nrate = \"fast\"\n"),
+                "upstreams[0].coordination.scopes.private.rate",
+                6,
+                1,
+                "expected a number, found string \"fast\"",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.defaults]\nprivate = 1\n"),
+                "upstreams[0].coordination.defaults.private",
+                6,
+                1,
+                "expected true or false, found integer `1`",
+            ),
+            (
+                "[server]\nlisten = 5\n",
+                "server.listen",
+                2,
+                1,
+                "expected a string, found integer `5`",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.credential]\nheader = \"bad header\"\n"),
+                "upstreams[0].coordination.credential.header",
+                6,
+                1,
+                "`bad header` is not a header name",
+            ),
+            (
+                &format!("{UP}[upstreams.coordination.credential.aliases]\nk1 = \"t\"\nk2 = \"t\"\n"),
+                "upstreams[0].coordination.credential.aliases.k2",
+                7,
+                1,
+                "`t` appears more than once",
+            ),
+            (
+                &format!("{UP}[[upstreams.coordination.routes]]\npath = \"/x\"\ncredential_required = \"yes\"\n"),
+                "upstreams[0].coordination.routes[0].credential_required",
+                7,
+                1,
+                "expected true or false",
+            ),
+            (
+                "upstreams = []\n",
+                "upstreams",
+                1,
+                1,
+                "at least one upstream is needed",
+            ),
+        ];
+        for (text, field, line, column, message) in table {
+            let err = ProxyConfig::from_toml_str(text).expect_err(text);
+            let e = err
+                .0
+                .iter()
+                .find(|e| e.field == *field)
+                .unwrap_or_else(|| panic!("no error for {field} in:\n{err}\n---\n{text}"));
+            assert_eq!(
+                (e.line, e.column),
+                (Some(*line), Some(*column)),
+                "{field}: {err}"
+            );
+            assert!(e.message.contains(message), "{field}: {}", e.message);
+            assert!(e.message.len() < 300, "too long: {}", e.message);
+            for e in &err.0 {
+                assert!(
+                    !e.field.is_empty() && e.line.is_some() && e.column.is_some(),
+                    "{err}"
+                );
+            }
+            let shown = err.display_with("f.toml").to_string();
+            assert!(
+                shown.starts_with(&format!("f.toml:{line}:{column}: ")) || err.0.len() > 1,
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_replaced_by_rules_or_on_preset_none_are_fine() {
+        let c = ProxyConfig::from_toml_str(
+            "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\n[upstreams.coordination]\nroutes = []\n",
+        )
+        .expect("preset none has no rules to drop");
+        assert!(c.upstreams[0].coordination.routes.is_empty());
+        let c = ProxyConfig::from_toml_str(
+            "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n[[upstreams.coordination.routes]]\npath = \"/x\"\n",
+        )
+        .expect("a list of rules replaces the preset's");
+        assert_eq!(c.upstreams[0].coordination.routes.len(), 1);
     }
 
     #[test]

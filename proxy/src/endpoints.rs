@@ -3,7 +3,9 @@
 //! - `GET /api/v1/sync-coordination/stats`: JSON, per upstream plus totals;
 //! - `GET /api/v1/sync-coordination/health`: JSON, 200 healthy or degraded,
 //!   503 unhealthy (the worst upstream decides);
-//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /metrics`: Prometheus text exposition;
+//! - `GET /dashboard` and its assets: the live dashboard page
+//!   ([`crate::dashboard`]), the same bytes from both hosts.
 
 use std::sync::atomic::AtomicU64;
 
@@ -30,6 +32,13 @@ pub enum Endpoint {
     Stats,
     Health,
     Metrics,
+    /// The dashboard page, [`crate::dashboard::DASHBOARD_PATH`].
+    Dashboard,
+    /// One of the page's embedded assets.
+    Asset(&'static crate::dashboard::Asset),
+    /// A path under [`crate::dashboard::ASSETS_PREFIX`] naming no asset:
+    /// 404 from the host itself (the prefix is ours, never upstream's).
+    NoSuchAsset,
 }
 
 /// The endpoint a request is for, if any (GET and HEAD only; the query is
@@ -44,10 +53,15 @@ pub fn endpoint(method: &str, target: &str) -> Option<Endpoint> {
 }
 
 fn endpoint_for_path(target: &str) -> Option<Endpoint> {
-    match target.split('?').next().unwrap_or(target) {
+    let path = target.split('?').next().unwrap_or(target);
+    match path {
         STATS_PATH => Some(Endpoint::Stats),
         HEALTH_PATH => Some(Endpoint::Health),
         METRICS_PATH => Some(Endpoint::Metrics),
+        crate::dashboard::DASHBOARD_PATH => Some(Endpoint::Dashboard),
+        _ if path.starts_with(crate::dashboard::ASSETS_PREFIX) => {
+            Some(crate::dashboard::asset(path).map_or(Endpoint::NoSuchAsset, Endpoint::Asset))
+        }
         _ => None,
     }
 }
@@ -57,6 +71,14 @@ pub(crate) fn is_endpoint_path(target: &str) -> bool {
 }
 
 impl Endpoint {
+    /// Whether rendering reads the upstreams' stats. The dashboard and its
+    /// assets are static: a host answers them with `render(&[])` and
+    /// skips collecting snapshots (on the Worker, one subrequest per
+    /// shard).
+    pub fn reads_stats(self) -> bool {
+        matches!(self, Endpoint::Stats | Endpoint::Health | Endpoint::Metrics)
+    }
+
     /// The endpoint's response for `upstreams` (name, stats, health), in
     /// configuration order.
     pub fn render<N: AsRef<str>>(self, upstreams: &[(N, StatsSnapshot, Health)]) -> Response {
@@ -64,6 +86,17 @@ impl Endpoint {
             Endpoint::Stats => stats_response(upstreams),
             Endpoint::Health => health_response(upstreams),
             Endpoint::Metrics => metrics_response(upstreams),
+            Endpoint::Dashboard => crate::dashboard::page_response(),
+            Endpoint::Asset(asset) => crate::dashboard::asset_response(asset),
+            Endpoint::NoSuchAsset => crate::response::error_response(
+                404,
+                "not_found",
+                &json!({
+                    "error": "not_found",
+                    "message": "no such dashboard asset",
+                    "retry_after_secs": null,
+                }),
+            ),
         }
     }
 }
@@ -110,8 +143,15 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
         }));
     }
     let ended = t.ended();
+    let status = upstreams
+        .iter()
+        .map(|(_, _, h)| h.status)
+        .max()
+        .unwrap_or(Status::Healthy);
     let body = json!({
         "totals": {
+            // The worst upstream's, as the health endpoint answers it.
+            "status": status,
             "requests": t.submitted,
             "ended": ended,
             "in_progress": in_progress,
@@ -171,6 +211,7 @@ pub fn health_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) 
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
 
 struct Families {
     registry: Registry,
@@ -179,6 +220,11 @@ struct Families {
 impl Families {
     fn counter(&mut self, name: &str, help: &str) -> Family<Labels, Counter> {
         let f = Family::<Labels, Counter>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+    fn float_counter(&mut self, name: &str, help: &str) -> Family<Labels, FloatCounter> {
+        let f = Family::<Labels, FloatCounter>::default();
         self.registry.register(name, help, f.clone());
         f
     }
@@ -203,30 +249,67 @@ fn status_value(s: Status) -> f64 {
     }
 }
 
+fn breaker_value(b: syncoord_core::stats::BreakerState) -> f64 {
+    use syncoord_core::stats::BreakerState;
+    match b {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    }
+}
+
 /// Prometheus text exposition (OpenMetrics) of every upstream, each series
 /// labelled `upstream`. Per-client and per-credential-bucket series are
 /// capped at [`MAX_SERIES_PER_UPSTREAM`] (busiest first).
+///
+/// Names follow Prometheus conventions: counters end in `_total` (the
+/// encoder appends it), durations are `_seconds`, ratios `_ratio` (0 to
+/// 1), and labels are bounded: `upstream` (configured upstreams; on the
+/// Worker, shards, at most 47 per scrape), `outcome`, `class`, `scope`,
+/// `quantile` (fixed sets), `client` and `credential` (at most
+/// [`MAX_SERIES_PER_UPSTREAM`] per upstream). Every metric is listed in
+/// `docs/metrics.md`; `docs/grafana-dashboard.json` charts them.
 pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -> Response {
     let mut m = Families {
         registry: Registry::with_prefix("syncoord"),
     };
+    let submitted = m.counter("requests_submitted", "Requests received.");
     let requests = m.counter(
         "requests",
-        "Requests by how they ended (submitted: all received).",
+        "Requests that ended, by how (hit, stale, coalesced, upstream, shed, expired, failed, cancelled, aborted).",
     );
     let calls = m.counter("upstream_calls", "Calls sent upstream, retries included.");
     let retries = m.counter("upstream_retries", "Retried upstream calls.");
     let r429 = m.counter("upstream_rate_limited", "Upstream 429 answers.");
-    let e5xx = m.counter("upstream_server_errors", "Upstream 5xx answers.");
+    let e5xx = m.counter(
+        "upstream_server_errors",
+        "Upstream answers with a retryable status (5xx).",
+    );
     let transport = m.counter(
         "upstream_transport_errors",
-        "Upstream calls without an answer.",
+        "Upstream calls without an answer (connection errors and timeouts).",
+    );
+    let timeouts = m.counter(
+        "upstream_timeouts",
+        "Upstream calls with no outcome in time (also counted as transport errors).",
     );
     let breaker_opened = m.counter("breaker_opened", "Times a scope's circuit breaker opened.");
     let cache_inserts = m.counter("cache_inserts", "Responses stored in the cache.");
     let cache_evictions = m.counter("cache_evictions", "Cache entries evicted for space.");
     let client_requests = m.counter("client_requests", "Requests by client and how they ended.");
     let bucket_calls = m.counter("bucket_calls", "Calls admitted by a limiter bucket.");
+    let bucket_429 = m.counter(
+        "bucket_rate_limited",
+        "Upstream 429s on calls that drew on a limiter bucket.",
+    );
+    let waited_sum = m.float_counter(
+        "queue_waited_seconds",
+        "Queue waits of requests sent upstream, summed, by class (over queue_waited_requests: the mean wait in any interval).",
+    );
+    let waited_count = m.counter(
+        "queue_waited_requests",
+        "Requests whose queue wait was recorded (once each, when first sent), by class.",
+    );
     let in_progress = m.gauge("in_progress", "Requests received and not ended.");
     let in_flight = m.gauge("calls_in_flight", "Upstream calls in flight.");
     let queue_depth = m.gauge("queue_depth", "Requests waiting to be sent, by class.");
@@ -237,37 +320,59 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     );
     let wait = m.gauge(
         "queue_wait_seconds",
-        "Queue wait of sent requests, by class and quantile.",
+        "Queue wait of requests sent upstream since start, by class and quantile.",
     );
     let hit_rate = m.gauge(
-        "cache_hit_rate",
-        "Fresh and stale hits over ended requests.",
+        "cache_hit_ratio",
+        "Fresh and stale hits over ended requests, since start.",
     );
-    let reduction = m.gauge("api_call_reduction", "1 - upstream calls / requests.");
+    let reduction = m.gauge(
+        "api_call_reduction_ratio",
+        "1 - upstream calls / requests, since start.",
+    );
     let cache_entries = m.gauge("cache_entries", "Responses in the cache.");
     let cache_bytes = m.gauge("cache_bytes", "Bytes held by the cache.");
     let tokens = m.gauge(
         "bucket_tokens",
         "Cost units a limiter bucket could spend now.",
     );
-    let rate = m.gauge("bucket_rate_per_second", "A limiter bucket's current rate.");
+    let burst = m.gauge(
+        "bucket_burst",
+        "A limiter bucket's usable burst (after headroom).",
+    );
+    let rate = m.gauge(
+        "bucket_rate_per_second",
+        "A limiter bucket's current rate (lower while recovering from a 429).",
+    );
+    let budget = m.gauge(
+        "bucket_budget_per_second",
+        "A limiter bucket's full rate after headroom.",
+    );
     let paused = m.gauge(
-        "bucket_paused_seconds",
-        "How long a paused bucket stays paused.",
+        "bucket_pause_remaining_seconds",
+        "Seconds until a paused bucket's pause ends; 0 when not paused.",
+    );
+    let breaker = m.gauge(
+        "bucket_breaker_state",
+        "A bucket's circuit breaker: 0 closed, 1 half-open, 2 open.",
     );
     let recent = m.gauge(
         "recent_rate_limited",
         "Upstream 429s within the health window.",
     );
     let health = m.gauge("health_status", "0 healthy, 1 degraded, 2 unhealthy.");
+    let reasons = m.gauge(
+        "health_reasons",
+        "Health reasons now, by code (every code listed, 0 when absent).",
+    );
     let uptime = m.gauge("uptime_seconds", "Seconds since the coordinator started.");
 
     for (name, s, h) in upstreams {
         let u = name.as_ref();
         let l = labels(u, &[]);
         let r = &s.requests;
+        submitted.get_or_create(&l).inc_by(r.submitted);
         for (outcome, v) in [
-            ("submitted", r.submitted),
             ("hit", r.hit),
             ("stale", r.stale),
             ("coalesced", r.coalesced),
@@ -288,6 +393,7 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         r429.get_or_create(&l).inc_by(up.rate_limited);
         e5xx.get_or_create(&l).inc_by(up.server_errors);
         transport.get_or_create(&l).inc_by(up.transport_errors);
+        timeouts.get_or_create(&l).inc_by(up.timeouts);
         breaker_opened.get_or_create(&l).inc_by(up.breaker_opened);
         cache_inserts.get_or_create(&l).inc_by(s.cache.inserts);
         cache_evictions.get_or_create(&l).inc_by(s.cache.evictions);
@@ -303,10 +409,20 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         cache_bytes.get_or_create(&l).set(s.cache.bytes as f64);
         recent.get_or_create(&l).set(s.recent_rate_limited as f64);
         health.get_or_create(&l).set(status_value(h.status));
+        for code in syncoord_core::stats::CODES {
+            let n = h.reasons.iter().filter(|r| r.code == *code).count();
+            reasons
+                .get_or_create(&labels(u, &[("code", code)]))
+                .set(n as f64);
+        }
         uptime.get_or_create(&l).set(s.uptime_secs);
         for c in &s.queue.classes {
             let cl = labels(u, &[("class", &c.class)]);
             queue_depth.get_or_create(&cl).set(c.depth as f64);
+            waited_count.get_or_create(&cl).inc_by(c.wait.count);
+            waited_sum
+                .get_or_create(&cl)
+                .inc_by(c.wait.mean_ms * c.wait.count as f64 / 1000.0);
             for (q, ms) in [
                 ("0.5", c.wait.p50_ms),
                 ("0.9", c.wait.p90_ms),
@@ -347,11 +463,15 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
                 ],
             );
             tokens.get_or_create(&bl).set(b.tokens);
+            burst.get_or_create(&bl).set(f64::from(b.burst));
             rate.get_or_create(&bl).set(b.rate_per_sec);
+            budget.get_or_create(&bl).set(b.budget_per_sec);
             paused
                 .get_or_create(&bl)
                 .set(b.paused_for_secs.unwrap_or(0.0));
+            breaker.get_or_create(&bl).set(breaker_value(b.breaker));
             bucket_calls.get_or_create(&bl).inc_by(b.calls);
+            bucket_429.get_or_create(&bl).inc_by(b.rate_limited);
         }
     }
 
@@ -410,6 +530,12 @@ mod tests {
         // 2 hits over 4 ended requests.
         assert_eq!(v["totals"]["cache_hit_rate"], 0.5);
         assert_eq!(v["upstreams"][1]["name"], "b");
+        assert_eq!(v["totals"]["status"], "healthy");
+        let bucket = &v["upstreams"][0]["stats"]["scopes"][0];
+        assert!(
+            bucket["budget_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+            "{bucket}"
+        );
         assert_eq!(v["upstreams"][0]["stats"]["requests"]["submitted"], 3);
     }
 
@@ -440,10 +566,16 @@ mod tests {
         let text = String::from_utf8(r.body).unwrap();
         for line in [
             "syncoord_requests_total{upstream=\"advanced\",outcome=\"hit\"} 1",
+            "syncoord_requests_submitted_total{upstream=\"advanced\"} 3",
+            "syncoord_queue_waited_requests_total{upstream=\"advanced\",class=\"market\"} 1",
+            "# TYPE syncoord_queue_waited_seconds counter",
+            "# TYPE syncoord_cache_hit_ratio gauge",
+            "syncoord_bucket_breaker_state{upstream=\"advanced\",scope=\"public\",credential=\"\"} 0",
             "syncoord_upstream_calls_total{upstream=\"advanced\"} 1",
             "syncoord_queue_depth{upstream=\"advanced\",class=\"account\"} 1",
             "syncoord_client_requests_total{upstream=\"advanced\",client=\"bot-2\",outcome=\"hit\"} 1",
             "syncoord_health_status{upstream=\"advanced\"} 0",
+            "syncoord_health_reasons{upstream=\"advanced\",code=\"breaker_open\"} 0",
             "# TYPE syncoord_bucket_tokens gauge",
             "# EOF",
         ] {
@@ -455,5 +587,66 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            !text.contains("outcome=\"submitted\""),
+            "submissions are not an outcome: sum(syncoord_requests_total) must not count a request twice"
+        );
+        // Conventions: every counter's samples end in `_total`, and no
+        // name carries a unit other than the base ones.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut words = line.split_whitespace().skip(2);
+            let (name, kind) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            assert!(name.starts_with("syncoord_"), "{line}");
+            assert!(
+                !name.ends_with("_total"),
+                "the encoder appends _total: {line}"
+            );
+            if kind == "counter" {
+                assert!(text.contains(&format!("\n{name}_total")), "{line}");
+            }
+            for unit in ["_ms", "_millis", "_rate", "_percent", "_secs"] {
+                assert!(!name.ends_with(unit), "{line}: not a base unit");
+            }
+        }
+    }
+
+    /// The Grafana dashboard in the repository queries only metrics the
+    /// coordinator exports (the served-age family excepted: the freshness
+    /// work exports it), so renaming one here breaks this test, not a
+    /// user's dashboard.
+    #[test]
+    fn the_grafana_dashboard_queries_exported_metrics() {
+        let (mut s, h) = snapshot();
+        s.clients.truncate(1);
+        let text = String::from_utf8(metrics_response(&[("a", s, h)]).body).unwrap();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let grafana: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+        let mut queried = 0;
+        for panel in grafana["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("syncoord_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if name.starts_with("syncoord_served_age") {
+                        continue;
+                    }
+                    queried += 1;
+                    assert!(
+                        exported.contains(name.as_str()),
+                        "panel `{}` queries {name}, which is not exported",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+        assert!(queried > 20, "{queried}");
     }
 }

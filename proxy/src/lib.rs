@@ -8,7 +8,8 @@
 //! - [`config`]: the configuration file (`[server]`, `[[upstreams]]`);
 //! - [`route`]: which upstream a request goes to and what is sent;
 //! - [`response`]: what answers and failures look like to bots;
-//! - [`endpoints`]: stats, health and Prometheus metrics.
+//! - [`endpoints`]: stats, health and Prometheus metrics;
+//! - [`dashboard`]: the live dashboard page and its embedded assets.
 //!
 //! A host's request handler, in short:
 //!
@@ -49,6 +50,7 @@
 //! ```
 
 pub mod config;
+pub mod dashboard;
 pub mod endpoints;
 mod http;
 pub mod response;
@@ -59,9 +61,13 @@ pub use config::{
     ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};
-pub use http::{credential_identity, strip_hop_headers, HopHeaders};
+pub use http::{
+    credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
+};
 pub use response::{answer_response, error_response, failure_response};
-pub use route::{forwardable_headers, redact, Forward, Proxy, Rejection, ShardKey};
+pub use route::{
+    forwardable_headers, forwarded_headers, redact, Forward, Proxy, Rejection, ShardKey,
+};
 pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
 
 /// Request header naming the bot (fairness, per-bot stats).

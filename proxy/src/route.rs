@@ -30,7 +30,7 @@ use crate::config::{CheckedUpstream, ProxyConfig};
 use crate::http::{strip_hop_headers, HopHeaders};
 use crate::url::{split_absolute, Origin};
 use crate::{ConfigFileErrors, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
-use syncoord_core::config::Keying;
+use syncoord_core::config::{CredentialConfig, Keying};
 use syncoord_core::{CompiledConfig, Method, Request};
 
 /// A request the proxy will not forward, and why. Hosts answer it with
@@ -168,8 +168,48 @@ impl Proxy {
         check_path_and_query(&path_and_query)?;
         let config = &self.config.upstreams[upstream].coordination;
 
-        check_credential_unambiguous(headers, &config.credential_headers)?;
-        let credential = crate::http::credential_identity(headers, &config.credential_headers);
+        let rules = &config.credential;
+        check_connection(headers, rules)?;
+        let underscores = self.config.upstreams[upstream].underscores_in_headers;
+        // Identity is computed from exactly what upstream will receive:
+        // a header a hop strips (or that is not forwarded at all) cannot
+        // name the account upstream answers for.
+        let forwarded = forwarded_headers(headers, underscores);
+        check_credential_unambiguous(&forwarded, rules)?;
+        let presented = crate::http::presented(&forwarded, rules);
+        let compiled = &self.upstreams[upstream].coordination;
+        let method_id = Method::new(&method);
+        let path_only = path_and_query.split('?').next().unwrap_or("");
+        let rule = compiled.route(&method_id, path_only);
+        let per_credential = rule
+            .scopes
+            .iter()
+            .any(|s| compiled.keying(*s) == Some(Keying::Credential));
+        if let Some((read, other)) = &presented.mixed {
+            if rule.private || per_credential || rule.credential_required {
+                return Err(Rejection::bad(
+                    "ambiguous_credential",
+                    format!(
+                        "the request carries two credentials, `{read}` and `{other}`; upstream `{}` authenticates `{}`, and an answer must be filed under the account upstream answered for: send one",
+                        self.config.upstreams[upstream].name, rules.header
+                    ),
+                ));
+            }
+        }
+        let credential = presented
+            .key_name
+            .as_deref()
+            .map(|name| crate::http::identity_of(name, rules));
+        if credential.is_none() && rule.credential_required {
+            return Err(Rejection::new(
+                401,
+                "credential_required",
+                format!(
+                    "{method} {path_only}: upstream `{}` answers only authenticated requests here (route `{}`), and this one carries no `{}`",
+                    self.config.upstreams[upstream].name, rule.name, rules.header
+                ),
+            ));
+        }
         let client = syncoord_core::header(headers, CLIENT_HEADER)
             .map(sanitize_client)
             .filter(|c| !c.is_empty())
@@ -193,7 +233,7 @@ impl Proxy {
             })?),
         };
 
-        let mut request = Request::new(Method::new(&method), &path_and_query, &client);
+        let mut request = Request::new(method_id, &path_and_query, &client);
         request.credential = credential;
         request.priority = priority;
 
@@ -205,7 +245,7 @@ impl Proxy {
         let outgoing = Outgoing {
             method,
             path_and_query,
-            headers: forwardable_headers(headers),
+            headers: forwarded,
             body,
         };
         Ok(Forward {
@@ -443,11 +483,10 @@ fn check_headers(headers: &[(String, String)]) -> Result<(), Rejection> {
 /// other, and then serve one key's private data to the other key's bots.
 fn check_credential_unambiguous(
     headers: &[(String, String)],
-    key_headers: &[String],
+    rules: &CredentialConfig,
 ) -> Result<(), Rejection> {
-    let names = key_headers
-        .iter()
-        .map(String::as_str)
+    let names = std::iter::once(rules.header.as_str())
+        .chain(rules.others.iter().map(String::as_str))
         .chain(std::iter::once("authorization"));
     for name in names {
         let mut values = headers
@@ -461,6 +500,37 @@ fn check_credential_unambiguous(
                     format!("`{name}` is sent more than once with different values"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A `Connection` header naming a credential header (or any header that
+/// may carry a secret) would have it dropped at this hop: the identity
+/// would then be computed from one credential while upstream
+/// authenticates another. Refused rather than guessed.
+fn check_connection(
+    headers: &[(String, String)],
+    rules: &CredentialConfig,
+) -> Result<(), Rejection> {
+    let listed = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim_matches([' ', '\t']));
+    for token in listed {
+        let credential = token.eq_ignore_ascii_case(&rules.header)
+            || token.eq_ignore_ascii_case("authorization")
+            || rules.others.iter().any(|o| token.eq_ignore_ascii_case(o))
+            || may_carry_secret(token);
+        if credential {
+            return Err(Rejection::bad(
+                "credential_hop_by_hop",
+                format!(
+                    "`Connection` names `{}`, a header that carries a credential: it would be dropped here while the identity is read from it; credentials are end-to-end",
+                    sanitize_client(token)
+                ),
+            ));
         }
     }
     Ok(())
@@ -613,9 +683,45 @@ const NOT_FORWARDED: HopHeaders<'static> = HopHeaders {
 
 /// The bot's headers as they go upstream: without hop-by-hop headers
 /// (and those `Connection` names), `Proxy-*`, `Host` and `Content-Length`
-/// (the host sets both), and our own `X-Syncoord-*`.
+/// (the host sets both), our own `X-Syncoord-*`, and names with an
+/// underscore (see [`forwarded_headers`]).
 pub fn forwardable_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
-    strip_hop_headers(headers, &NOT_FORWARDED)
+    forwarded_headers(headers, false)
+}
+
+/// [`forwardable_headers`], keeping names with an underscore when
+/// `underscores` (an upstream's `underscores_in_headers`). By default they
+/// are dropped, as nginx does (`underscores_in_headers off`): CGI-style
+/// servers map `-` and `_` to the same name, so `CB_ACCESS_KEY` could be
+/// what upstream authenticates while the identity is read from
+/// `CB-ACCESS-KEY`.
+pub fn forwarded_headers(headers: &[(String, String)], underscores: bool) -> Vec<(String, String)> {
+    let mut out = strip_hop_headers(headers, &NOT_FORWARDED);
+    if !underscores {
+        out.retain(|(n, _)| !n.contains('_'));
+    }
+    out
+}
+
+/// Whether a header of this name may carry a secret: `Authorization`,
+/// cookies, `CB-ACCESS-*`, names with key, secret, sign, token,
+/// passphrase, password, auth or session in them.
+fn may_carry_secret(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("cb-access-")
+        || lower.contains("cookie")
+        || [
+            "auth",
+            "key",
+            "secret",
+            "sign",
+            "token",
+            "passphrase",
+            "password",
+            "session",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
 }
 
 /// Headers safe to log: values of anything that may carry a secret
@@ -625,22 +731,7 @@ pub fn redact(headers: &[(String, String)]) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(n, v)| {
-            let lower = n.to_ascii_lowercase();
-            let secret = lower.starts_with("cb-access-")
-                || lower.contains("cookie")
-                || [
-                    "auth",
-                    "key",
-                    "secret",
-                    "sign",
-                    "token",
-                    "passphrase",
-                    "password",
-                    "session",
-                ]
-                .iter()
-                .any(|w| lower.contains(w));
-            let shown = if secret {
+            let shown = if may_carry_secret(n) {
                 "[redacted]".to_owned()
             } else {
                 v.clone()

@@ -11,6 +11,8 @@
 //! The suite asserts behaviour, never speed: the only timing is hang
 //! guards and the TTLs the configuration sets.
 
+pub mod browser;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +52,19 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
     ("cache hit and TTL expiry", cache_and_ttl),
     ("coalescing of identical reads", coalescing),
     ("credential isolation", credential_isolation),
+    (
+        "identity is what upstream authenticates",
+        identity_per_upstream,
+    ),
+    ("cache key is the forwarded target", key_is_forwarded_target),
+    (
+        "credential required on authenticated routes",
+        credential_required,
+    ),
+    (
+        "underscored header names not forwarded",
+        underscored_headers_dropped,
+    ),
     ("priority under overload", priority_under_overload),
     ("zero 429s at Coinbase's limits", zero_429s),
     ("stale-if-error", stale_if_error),
@@ -64,6 +79,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         response_too_large,
     ),
     ("stats, health and metrics endpoints", endpoints),
+    ("dashboard page and its embedded assets", dashboard),
 ];
 
 /// Runs every check against `target`; returns every failure at once.
@@ -474,6 +490,141 @@ fn credential_isolation(t: &Target) -> Result<(), String> {
     })
 }
 
+/// A JWT shaped as Advanced Trade's for key `sub` (never verified).
+fn bearer(sub: &str, nonce: &str) -> String {
+    fn b64(s: &str) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = s.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+    format!(
+        "Bearer {}.{}.sig",
+        b64(r#"{"alg":"ES256"}"#),
+        b64(&format!(r#"{{"sub":"{sub}","nonce":"{nonce}"}}"#))
+    )
+}
+
+/// Advanced Trade authenticates the Bearer JWT: its scheme in any case is
+/// one identity, and a legacy key beside it is refused, never guessed.
+fn identity_per_upstream(t: &Target) -> Result<(), String> {
+    let url = format!("{}/api/v3/brokerage/accounts", t.base);
+    let sub = unique("organizations/conf/apiKeys/");
+    for (i, scheme) in ["Bearer ", "BEARER ", "bearer ", "BeArEr "]
+        .iter()
+        .enumerate()
+    {
+        let token = bearer(&sub, &i.to_string()).replacen("Bearer ", scheme, 1);
+        let r = get(&url, &[("Authorization", &token)])?;
+        expect_status(&r, 200, scheme)?;
+        let want = if i == 0 { "miss" } else { "hit" };
+        expect(r.source() == want, || {
+            format!(
+                "`{scheme}`: one key must be one identity, got {}",
+                r.source()
+            )
+        })?;
+        expect(r.text().contains(&sub), || {
+            format!("upstream must answer for the JWT's key: {}", r.text())
+        })?;
+    }
+    let mallory = bearer(&unique("organizations/conf/apiKeys/mallory-"), "1");
+    let before = mock_counts(t)?;
+    let r = get(
+        &url,
+        &[("CB-ACCESS-KEY", "conf-alice"), ("Authorization", &mallory)],
+    )?;
+    expect_status(&r, 400, "two credentials on a private route")?;
+    expect(
+        r.header("x-syncoord-error") == Some("ambiguous_credential"),
+        || format!("error kind: {:?}", r.header("x-syncoord-error")),
+    )?;
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        "a refused request reached upstream".into()
+    })
+}
+
+/// `//x`, `/x/` and a reordered query reach upstream as other targets
+/// than `/x`: each its own entry.
+fn key_is_forwarded_target(t: &Target) -> Result<(), String> {
+    let path = unique("/__echo/target/");
+    let first = get(&format!("{}{path}?a=1&b=2", t.base), &[])?;
+    expect_status(&first, 200, "echo")?;
+    let again = get(&format!("{}{path}?a=1&b=2", t.base), &[])?;
+    expect(again.source() == "hit", || {
+        format!("the same target twice must hit, got {}", again.source())
+    })?;
+    for other in [
+        format!("/{path}?a=1&b=2"),
+        format!("{path}/?a=1&b=2"),
+        format!("{path}?b=2&a=1"),
+    ] {
+        let r = get(&format!("{}{other}", t.base), &[])?;
+        expect_status(&r, 200, &other)?;
+        expect(r.source() != "hit", || {
+            format!("`{other}` shared the entry of `{path}?a=1&b=2`")
+        })?;
+        let echo = echo_of(&r)?;
+        expect(echo["target"].as_str() == Some(other.as_str()), || {
+            format!("forwarded {:?}, sent {other}", echo["target"])
+        })?;
+    }
+    Ok(())
+}
+
+/// A route upstream authenticates answers an anonymous request 401 itself,
+/// even after another bot's authenticated answer was cached there.
+fn credential_required(t: &Target) -> Result<(), String> {
+    let url = format!(
+        "{}/api/v3/brokerage/products/BTC-USD?conf={}",
+        t.base,
+        unique("req")
+    );
+    let token = bearer(&unique("organizations/conf/apiKeys/req-"), "1");
+    let r = get(&url, &[("Authorization", &token)])?;
+    expect_status(&r, 200, "products with a JWT")?;
+    let before = mock_counts(t)?;
+    let r = get(&url, &[])?;
+    expect_status(&r, 401, "products without a credential")?;
+    expect(
+        r.header("x-syncoord-error") == Some("credential_required"),
+        || format!("error kind: {:?}", r.header("x-syncoord-error")),
+    )?;
+    expect(r.header("x-syncoord-cache").is_none(), || {
+        "a 401 of ours is not a cached answer".into()
+    })?;
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        "the anonymous request reached upstream".into()
+    })
+}
+
+/// Names with `_` are dropped (nginx's `underscores_in_headers off`).
+fn underscored_headers_dropped(t: &Target) -> Result<(), String> {
+    let r = get(
+        &format!("{}{}", t.base, unique("/__echo/underscore/")),
+        &[("X_Conf", "1"), ("X-Conf", "2")],
+    )?;
+    expect_status(&r, 200, "echo")?;
+    let echo = echo_of(&r)?;
+    expect(echoed_header(&echo, "x-conf") == Some("2"), || {
+        format!("X-Conf must be forwarded: {echo}")
+    })?;
+    expect(echoed_header(&echo, "x_conf").is_none(), || {
+        format!("X_Conf must not be forwarded: {echo}")
+    })
+}
+
 /// With a scope paced at 2 calls/s, a trading call sent after a burst of
 /// analysis calls overtakes them.
 fn priority_under_overload(t: &Target) -> Result<(), String> {
@@ -697,6 +848,7 @@ fn endpoints(t: &Target) -> Result<(), String> {
     let stats = stats.json()?;
     let totals = &stats["totals"];
     for field in [
+        "status",
         "requests",
         "cache_hit_rate",
         "upstream_calls",
@@ -720,6 +872,21 @@ fn endpoints(t: &Target) -> Result<(), String> {
     let metrics = get(&format!("{}/metrics", t.base), &[])?;
     expect_status(&metrics, 200, "metrics")?;
     let text = metrics.text();
+    // Key names are never published (the credential isolation check ran
+    // as `conf-iso-alice`): under the trust model a key name is all one
+    // needs to read that key's cache.
+    let json = stats.to_string();
+    for shown in [&json, &text] {
+        expect(
+            !shown.contains("conf-iso-alice") && !shown.contains("apiKeys"),
+            || {
+                format!(
+                    "stats or metrics show a key name: {}",
+                    &shown[..shown.len().min(2000)]
+                )
+            },
+        )?;
+    }
     expect(
         text.contains("# TYPE") && text.contains("syncoord_"),
         || {
@@ -729,4 +896,76 @@ fn endpoints(t: &Target) -> Result<(), String> {
             )
         },
     )
+}
+
+/// `GET /dashboard` is the host's own page (never forwarded upstream),
+/// with a strict Content-Security-Policy, and every asset it references
+/// is served by the host with the right type.
+fn dashboard(t: &Target) -> Result<(), String> {
+    let before = mock_counts(t)?;
+    let page = get(&format!("{}/dashboard", t.base), &[])?;
+    expect_status(&page, 200, "dashboard")?;
+    expect(
+        page.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html")),
+        || format!("dashboard content-type {:?}", page.header("content-type")),
+    )?;
+    expect(page.header("x-syncoord-cache").is_none(), || {
+        "the dashboard went through the cache: it was forwarded".to_owned()
+    })?;
+    let csp = page.header("content-security-policy").unwrap_or("");
+    expect(
+        csp.contains("connect-src 'self'") && !csp.contains("unsafe"),
+        || format!("dashboard CSP: {csp:?}"),
+    )?;
+    let html = page.text();
+    let assets: Vec<&str> = html
+        .split("\"/dashboard/assets/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    for kind in [".js", ".css"] {
+        expect(assets.iter().any(|a| a.ends_with(kind)), || {
+            format!("the page references no {kind} asset: {html}")
+        })?;
+    }
+    for asset in &assets {
+        let reply = get(&format!("{}/dashboard/assets/{asset}", t.base), &[])?;
+        expect_status(&reply, 200, asset)?;
+        let want = match asset.rsplit('.').next() {
+            Some("js") => "text/javascript",
+            Some("css") => "text/css",
+            _ => "text/plain",
+        };
+        expect(
+            reply
+                .header("content-type")
+                .is_some_and(|c| c.starts_with(want)),
+            || format!("{asset}: content-type {:?}", reply.header("content-type")),
+        )?;
+        expect(!reply.body.is_empty(), || format!("{asset} is empty"))?;
+        if asset.starts_with("dashboard") && asset.ends_with(".js") {
+            expect(
+                reply.text().contains("/api/v1/sync-coordination/stats"),
+                || format!("{asset} does not read the stats endpoint"),
+            )?;
+        }
+    }
+    // The asset prefix is the host's own: an unknown name is its 404,
+    // never a request upstream.
+    let missing = get(&format!("{}/dashboard/assets/nope.js", t.base), &[])?;
+    expect_status(&missing, 404, "an unknown dashboard asset")?;
+    expect(
+        missing.header("x-syncoord-error") == Some("not_found"),
+        || format!("unknown asset answered by upstream? {:?}", missing.headers),
+    )?;
+    let post = send("POST", &format!("{}/dashboard", t.base), &[], Some(b"x"))?;
+    expect_status(&post, 405, "POST /dashboard")?;
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        format!(
+            "the dashboard and its assets reached upstream: {} requests",
+            after.requests - before.requests
+        )
+    })
 }

@@ -5,11 +5,16 @@
 //! Needs the edge toolchain (`bash scripts/install-edge-toolchain.sh`, which
 //! `.ci/run` runs first). Without it this test fails and says so; set
 //! `SYNCOORD_SKIP_EDGE=1` to skip it knowingly on a machine without Node.
+//! Before the suite, the Worker's `/dashboard` is loaded in headless
+//! chromium under load and checked as the native one is
+//! (`tests/tests/dashboard.rs`); `SYNCOORD_SKIP_BROWSER=1` skips that part.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use syncoord_conformance::{config_for, run_all, Target};
+use std::sync::atomic::Ordering;
+
+use syncoord_conformance::{browser, config_for, run_all, Target};
 use syncoord_mock::{MockOptions, MockUpstream};
 
 fn repo_root() -> PathBuf {
@@ -77,6 +82,17 @@ fn edge_worker_conforms() {
              (`.ci/run` does it); set SYNCOORD_SKIP_EDGE=1 to skip this test knowingly."
         ),
     };
+    // The dashboard in a browser first, while the Worker has only the
+    // bots' shards (an endpoint call reports at most 47).
+    if let Some(chromium) = browser::chromium() {
+        let (stop, bots) = browser::bots(&base);
+        let page = browser::load(chromium, &format!("{base}/dashboard"), 1400, 900, 12_000);
+        stop.store(true, Ordering::Relaxed);
+        for bot in bots {
+            bot.join().expect("bot thread");
+        }
+        browser::check_live(&page, &base, "mock/global", "Per shard");
+    }
     let target = Target {
         name: "edge".into(),
         base,

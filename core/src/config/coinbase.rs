@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, Keying, RouteDefaults, RouteRule, ScopeConfig};
+use super::{Config, CredentialConfig, Keying, RouteDefaults, RouteRule, ScopeConfig};
 
 /// Priority classes shared by both presets, highest first: orders before
 /// balances before market data before analysis.
@@ -57,6 +57,13 @@ impl RouteRule {
         self.private = Some(false);
         self
     }
+    /// Coinbase answers only authenticated requests here (401 otherwise):
+    /// a request without a credential is refused before the cache, so a
+    /// shared answer another bot paid for never reaches it.
+    fn authenticated(mut self) -> Self {
+        self.credential_required = Some(true);
+        self
+    }
     fn uncached(mut self) -> Self {
         self.cacheable = Some(false);
         self.coalesce = Some(false);
@@ -64,7 +71,21 @@ impl RouteRule {
     }
 }
 
-fn base(scopes: BTreeMap<String, ScopeConfig>, routes: Vec<RouteRule>) -> Config {
+/// Which credential an upstream authenticates (`header`), and the other
+/// one a Coinbase client may send along (`other`).
+fn credential(header: &str, other: &str) -> CredentialConfig {
+    CredentialConfig {
+        header: header.to_owned(),
+        others: vec![other.to_owned()],
+        ..CredentialConfig::default()
+    }
+}
+
+fn base(
+    scopes: BTreeMap<String, ScopeConfig>,
+    routes: Vec<RouteRule>,
+    credential: CredentialConfig,
+) -> Config {
     Config {
         priorities: PRIORITIES.iter().map(|p| (*p).to_owned()).collect(),
         scopes,
@@ -81,7 +102,7 @@ fn base(scopes: BTreeMap<String, ScopeConfig>, routes: Vec<RouteRule>) -> Config
         breaker: Default::default(),
         health: Default::default(),
         stats: Default::default(),
-        credential_headers: vec!["CB-ACCESS-KEY".into()],
+        credential,
     }
 }
 
@@ -92,22 +113,30 @@ pub fn advanced_trade() -> Config {
         ("public".to_owned(), scope(10.0, 10, Keying::Global)),
         ("private".to_owned(), scope(30.0, 30, Keying::Credential)),
     ]);
+    // Which routes Coinbase serves without a JWT: `/market/...` and
+    // `/time` (the SDKs' "public" endpoints); everything else, `/products`
+    // included, answers 401 without one.
     let routes = vec![
         rule("orders-write", &["POST"], &format!("{p}/orders/**"))
             .priority("trading")
-            .uncached(),
+            .uncached()
+            .authenticated(),
         rule("orders-read", &["GET"], &format!("{p}/orders/**"))
             .priority("account")
-            .ttl(5.0),
+            .ttl(5.0)
+            .authenticated(),
         rule("accounts", &["GET"], &format!("{p}/accounts/**"))
             .priority("account")
-            .ttl(30.0),
+            .ttl(30.0)
+            .authenticated(),
         rule("portfolios", &["GET"], &format!("{p}/portfolios/**"))
             .priority("account")
-            .ttl(30.0),
+            .ttl(30.0)
+            .authenticated(),
         rule("fees", &["GET"], &format!("{p}/transaction_summary"))
             .priority("account")
-            .ttl(300.0),
+            .ttl(300.0)
+            .authenticated(),
         rule(
             "public-candles",
             &["GET"],
@@ -125,12 +154,21 @@ pub fn advanced_trade() -> Config {
             .ttl(1.0),
         rule("candles", &["GET"], &format!("{p}/products/*/candles"))
             .priority("analysis")
-            .shared(),
-        rule("products", &["GET"], &format!("{p}/products/**")).shared(),
-        rule("best-bid-ask", &["GET"], &format!("{p}/best_bid_ask")).shared(),
-        rule("product-book", &["GET"], &format!("{p}/product_book")).shared(),
+            .shared()
+            .authenticated(),
+        rule("products", &["GET"], &format!("{p}/products/**"))
+            .shared()
+            .authenticated(),
+        rule("best-bid-ask", &["GET"], &format!("{p}/best_bid_ask"))
+            .shared()
+            .authenticated(),
+        rule("product-book", &["GET"], &format!("{p}/product_book"))
+            .shared()
+            .authenticated(),
     ];
-    base(scopes, routes)
+    // Advanced Trade authenticates the `Authorization: Bearer` JWT; a
+    // legacy `CB-ACCESS-KEY` beside it is a second credential.
+    base(scopes, routes, credential("Authorization", "CB-ACCESS-KEY"))
 }
 
 /// Coinbase Exchange (`https://api.exchange.coinbase.com/...`).
@@ -140,22 +178,28 @@ pub fn exchange() -> Config {
         ("private".to_owned(), scope(15.0, 30, Keying::Credential)),
         ("fills".to_owned(), scope(10.0, 20, Keying::Credential)),
     ]);
+    // Exchange's market data (`/products`, `/currencies`, `/time`) is
+    // public; orders, fills and accounts need the CB-ACCESS-* headers.
     let routes = vec![
         rule("orders-write", &["POST", "DELETE"], "/orders/**")
             .priority("trading")
-            .uncached(),
+            .uncached()
+            .authenticated(),
         // /fills has its own limit; drawing from `private` as well keeps
         // the coordinator safe whichever way Coinbase counts it.
         rule("fills", &["GET"], "/fills")
             .priority("account")
             .scopes(&["private", "fills"])
-            .ttl(5.0),
+            .ttl(5.0)
+            .authenticated(),
         rule("orders-read", &["GET"], "/orders/**")
             .priority("account")
-            .ttl(5.0),
+            .ttl(5.0)
+            .authenticated(),
         rule("accounts", &["GET"], "/accounts/**")
             .priority("account")
-            .ttl(30.0),
+            .ttl(30.0)
+            .authenticated(),
         rule("candles", &["GET"], "/products/*/candles")
             .priority("analysis")
             .scopes(&["public"])
@@ -172,5 +216,8 @@ pub fn exchange() -> Config {
             .shared()
             .ttl(1.0),
     ];
-    base(scopes, routes)
+    // Exchange authenticates CB-ACCESS-KEY (with CB-ACCESS-SIGN,
+    // -TIMESTAMP and -PASSPHRASE); an `Authorization` beside it is a
+    // second credential.
+    base(scopes, routes, credential("CB-ACCESS-KEY", "Authorization"))
 }

@@ -51,10 +51,52 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[stats]`: limits on what the stats track.
     pub stats: StatsConfig,
-    /// Request headers that name the caller's credential (an API key id,
-    /// not a secret), checked in order before `Authorization`. See
+    /// `[credential]`: which credential upstream authenticates, so that a
+    /// private answer is filed under (and a per-credential budget charged
+    /// to) the account upstream answered for. See
     /// `syncoord_proxy::credential_identity`.
-    pub credential_headers: Vec<String>,
+    pub credential: CredentialConfig,
+}
+
+/// The `[credential]` table: what upstream authenticates a request by.
+///
+/// The identity of a request is computed from exactly this, so that what
+/// the cache files an answer under is what upstream answered for: Advanced
+/// Trade reads the `Authorization: Bearer` JWT, Exchange the `CB-ACCESS-*`
+/// headers (identified by `CB-ACCESS-KEY`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// The header upstream authenticates requests by: `Authorization` (a
+    /// `Bearer` JWT is identified by its `sub` claim, the key it was
+    /// signed with; any other value by a fingerprint), or a header naming
+    /// the key, e.g. Exchange's `CB-ACCESS-KEY` (identified by its value).
+    /// Default `Authorization`.
+    pub header: String,
+    /// Other headers that carry a credential clients may send this
+    /// upstream, which it may or may not read (Advanced Trade's legacy
+    /// `CB-ACCESS-KEY`; `Authorization` on Exchange). A request carrying
+    /// one of them besides `header`, on a route where the identity counts
+    /// (private answers, a per-credential budget, a required credential),
+    /// is refused with 400: which of two credentials upstream would
+    /// authenticate is not something to guess. A request carrying only
+    /// one of them is identified by it. Default: none.
+    pub others: Vec<String>,
+    /// Labels shown for key names in stats, metrics and logs: key name
+    /// (the `header` value, or a JWT's `sub`) to label, e.g.
+    /// `"organizations/o/apiKeys/k1" = "trader-1"`. A key without one is
+    /// shown as `id:` and a hash of its name, never the name itself.
+    pub aliases: BTreeMap<String, String>,
+}
+
+impl Default for CredentialConfig {
+    fn default() -> Self {
+        CredentialConfig {
+            header: "Authorization".into(),
+            others: Vec::new(),
+            aliases: BTreeMap::new(),
+        }
+    }
 }
 
 /// Whose budget a scope counts against.
@@ -124,6 +166,11 @@ pub struct RouteDefaults {
     /// Retry non-idempotent calls after 5xx or a broken connection (a 429
     /// or a refused connection is always safe to retry).
     pub retry_unsafe: bool,
+    /// Upstream answers only authenticated requests here: one without a
+    /// credential is answered 401 by the proxy, without an upstream call
+    /// and without a cached answer, even when the route's answers are
+    /// shared between credentials (`private = false`). Default false.
+    pub credential_required: bool,
 }
 
 impl Default for RouteDefaults {
@@ -139,6 +186,7 @@ impl Default for RouteDefaults {
             private: true,
             coalesce: true,
             retry_unsafe: false,
+            credential_required: false,
         }
     }
 }
@@ -174,6 +222,8 @@ pub struct RouteRule {
     pub coalesce: Option<bool>,
     /// Overrides `defaults.retry_unsafe`.
     pub retry_unsafe: Option<bool>,
+    /// Overrides `defaults.credential_required`.
+    pub credential_required: Option<bool>,
 }
 
 /// The `[queue]` table: requests waiting for the limiter.

@@ -43,7 +43,11 @@ fn default_is_coinbase_advanced_trade_and_valid() {
     assert_eq!(c.defaults.ttl_secs, 90.0);
     assert_eq!(c.defaults.priority, "market");
     assert!(c.defaults.private, "private by default: never leak");
-    assert_eq!(c.credential_headers, ["CB-ACCESS-KEY"]);
+    assert_eq!(c.credential.header, "Authorization");
+    assert_eq!(c.credential.others, ["CB-ACCESS-KEY"]);
+    let ex = coinbase::exchange();
+    assert_eq!(ex.credential.header, "CB-ACCESS-KEY");
+    assert_eq!(ex.credential.others, ["Authorization"]);
     // Placing an order is the top class and is never cached.
     let orders = c
         .routes
@@ -203,7 +207,12 @@ fn validation_covers_every_section() {
     c.retry.retry_statuses = vec![600];
     c.breaker.failure_threshold = 0;
     c.health.degraded_queue_fill = 1.5;
-    c.credential_headers = vec!["X-Key".into(), "bad header".into()];
+    c.credential.header = "bad header".into();
+    c.credential.others = vec!["X-Key".into(), "x-key".into(), "".into()];
+    c.credential.aliases = [("k1", "a"), ("k2", "a"), ("k3", "no spaces")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     c.stats.max_clients = 0;
     let e = errors_of(&c);
     let f = fields(&e);
@@ -231,13 +240,26 @@ fn validation_covers_every_section() {
         "retry.retry_statuses[0]",
         "breaker.failure_threshold",
         "health.degraded_queue_fill",
-        "credential_headers[1]",
+        "credential.header",
+        "credential.others[1]",
+        "credential.others[2]",
+        "credential.aliases.k2",
+        "credential.aliases.k3",
         "stats.max_clients",
     ] {
         assert!(f.contains(&expected), "missing {expected} in:\n{e}");
     }
     assert!(!f.contains(&"routes[0].methods[0]"), "GET is fine");
-    assert!(!f.contains(&"credential_headers[0]"), "X-Key is fine");
+    assert!(!f.contains(&"credential.others[0]"), "X-Key is fine");
+    assert!(
+        !f.contains(&"credential.aliases.k1"),
+        "the first `a` is fine"
+    );
+    assert_eq!(
+        problem(&e, "credential.others[1]"),
+        &Problem::Duplicate("x-key".into()),
+        "header names are case-insensitive"
+    );
     assert!(!f.contains(&"cache.cacheable_statuses[0]"), "200 is fine");
     assert_eq!(
         problem(&e, "priorities[1]"),
@@ -407,7 +429,7 @@ fn a_short_toml_document_gets_defaults_for_the_rest() {
     assert_eq!(c.breaker, d.breaker);
     assert_eq!(c.health, d.health);
     assert_eq!(c.stats, d.stats);
-    assert_eq!(c.credential_headers, d.credential_headers);
+    assert_eq!(c.credential, d.credential);
 }
 
 #[test]
@@ -481,4 +503,48 @@ fn secs_clamps_to_a_safe_range() {
     assert_eq!(secs(1.5), Duration::from_millis(1500));
     assert_eq!(secs(-3.0), Duration::ZERO);
     assert_eq!(secs(1e30), Duration::from_secs(1_000_000_000));
+}
+
+#[test]
+fn presets_require_a_credential_where_coinbase_does() {
+    let at = coinbase::advanced_trade().compile().expect("valid");
+    let ex = coinbase::exchange().compile().expect("valid");
+    let required = |c: &crate::CompiledConfig, method: &str, path: &str| {
+        c.route(&crate::Method::new(method), path)
+            .credential_required
+    };
+    let b = "/api/v3/brokerage";
+    for path in [
+        "/products",
+        "/products/BTC-USD",
+        "/products/BTC-USD/candles",
+        "/best_bid_ask",
+        "/product_book",
+        "/accounts",
+        "/orders/historical/batch",
+    ] {
+        assert!(required(&at, "GET", &format!("{b}{path}")), "{path}");
+    }
+    assert!(required(&at, "POST", &format!("{b}/orders")));
+    for path in [
+        "/market/products",
+        "/market/products/BTC-USD/ticker",
+        "/market/products/BTC-USD/candles",
+        "/time",
+    ] {
+        assert!(!required(&at, "GET", &format!("{b}{path}")), "{path}");
+    }
+    for path in ["/accounts", "/fills", "/orders"] {
+        assert!(required(&ex, "GET", path), "{path}");
+    }
+    for path in [
+        "/products",
+        "/products/BTC-USD/ticker",
+        "/currencies",
+        "/time",
+    ] {
+        assert!(!required(&ex, "GET", path), "{path}");
+    }
+    // A route the preset does not know is left to upstream.
+    assert!(!required(&at, "GET", &format!("{b}/unknown")));
 }

@@ -244,25 +244,30 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     assert_eq!(answer_of(&f[0]).source, Source::Upstream);
     assert_eq!(body(answer_of(&f[0])), "v1");
 
-    // Fresh (stored at t0+1 for 10 s); query order does not matter.
-    let hit = answered(c.submit(at(t0, 5.0), get("/market/ticker?y=2&x=1"), 2));
+    // Fresh (stored at t0+1 for 10 s).
+    let hit = answered(c.submit(at(t0, 5.0), get("/market/ticker?x=1&y=2"), 2));
     assert_eq!(hit.source, Source::Cache);
     assert_eq!(body(&hit), "v1");
     assert_eq!(hit.age, Duration::from_secs(4));
     let s = c.stats(at(t0, 5.0));
     assert_eq!((s.requests.hit, s.requests.upstream), (1, 1));
     assert!(dispatch_all(&mut c, at(t0, 5.0)).is_empty());
-    // A different query is a different entry.
+    // A different query is a different entry, and so is the same one in
+    // another order: upstream receives the target byte for byte.
     let other = c.submit(at(t0, 5.0), get("/market/ticker?x=2&y=2"), 3);
     assert!(!joined(&other));
+    let reordered = c.submit(at(t0, 5.0), get("/market/ticker?y=2&x=1"), 5);
+    assert!(!joined(&reordered));
 
     // Expired at exactly t0+11: a miss, a new upstream call.
     let late = c.submit(at(t0, 11.0), get("/market/ticker?x=1&y=2"), 4);
     assert!(!joined(&late));
     let d = dispatch_all(&mut c, at(t0, 11.0));
-    assert_eq!(d.iter().map(|d| d.payload).collect::<Vec<_>>(), [3, 4]);
-    assert_eq!(c.stats(at(t0, 11.0)).requests.hit, 1);
-    assert_eq!(c.stats(at(t0, 11.0)).upstream.calls, 3);
+    assert_eq!(d.iter().map(|d| d.payload).collect::<Vec<_>>(), [3, 5]);
+    let d = dispatch_all(&mut c, at(t0, 12.0));
+    assert_eq!(d.iter().map(|d| d.payload).collect::<Vec<_>>(), [4]);
+    assert_eq!(c.stats(at(t0, 12.0)).requests.hit, 1);
+    assert_eq!(c.stats(at(t0, 12.0)).upstream.calls, 4);
 }
 
 #[test]

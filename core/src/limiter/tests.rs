@@ -379,6 +379,11 @@ fn rate_is_throttled_after_a_pause_then_recovers_linearly() {
         approx(rate(&l, t0), full * 0.5),
         "throttled during the pause"
     );
+    let budget = l.snapshot(t0)[0].budget_per_sec;
+    assert!(
+        approx(budget, full),
+        "the budget stays the full rate: {budget}"
+    );
     assert!(approx(rate(&l, end), full * 0.5));
     assert!(approx(rate(&l, end + s(15)), full * 0.625));
     assert!(approx(rate(&l, end + s(30)), full * 0.75));

@@ -1,6 +1,7 @@
 //! The Worker's fetch handler: answers the stats, health and metrics
-//! endpoints from the shards' reports, and forwards every other request to
-//! the `ScopeCoordinator` object of its shard.
+//! endpoints from the shards' reports and the dashboard page from the
+//! binary, and forwards every other request to the `ScopeCoordinator`
+//! object of its shard.
 
 use futures_util::future::join_all;
 use syncoord_proxy::{endpoint, Endpoint};
@@ -79,6 +80,14 @@ async fn handle(mut req: Request, env: &Env) -> Result<Response> {
 /// An endpoint over every shard's report, rendered as the native daemon
 /// renders it over its upstreams.
 async fn render(env: &Env, ep: Endpoint, head: bool) -> Result<Response> {
+    if !ep.reads_stats() {
+        // The dashboard page and its assets are static: no shard is asked.
+        let mut response = ep.render::<&str>(&[]);
+        if head {
+            response.body.clear();
+        }
+        return to_response(response);
+    }
     let (reports, unreachable, omitted) = collect_reports(env).await?;
     let mut response = ep.render(&rows(reports));
     response

@@ -185,7 +185,7 @@ pub struct CoinbaseClient {
     coordinator: Coordinator,
     signer: Arc<dyn Signer>,
     client: String,
-    key_headers: Vec<String>,
+    credential: syncoord_core::config::CredentialConfig,
     wait_limit: Option<Duration>,
 }
 
@@ -205,7 +205,7 @@ impl CoinbaseClient {
             coordinator,
             signer,
             client: client.to_owned(),
-            key_headers: vec!["CB-ACCESS-KEY".into()],
+            credential: syncoord_core::config::coinbase::advanced_trade().credential,
             wait_limit: None,
         }
     }
@@ -217,10 +217,12 @@ impl CoinbaseClient {
         self
     }
 
-    /// Headers naming the credential (as in the coordinator config's
-    /// `credential_headers`); `Authorization: Bearer` JWTs are always read.
-    pub fn with_credential_headers(mut self, names: &[&str]) -> Self {
-        self.key_headers = names.iter().map(|n| (*n).to_owned()).collect();
+    /// What upstream authenticates, as in the coordinator config's
+    /// `[credential]` table (default: Advanced Trade's, the
+    /// `Authorization: Bearer` JWT), so the identity is the account
+    /// upstream answers for.
+    pub fn with_credential(mut self, rules: syncoord_core::config::CredentialConfig) -> Self {
+        self.credential = rules;
         self
     }
 
@@ -377,7 +379,7 @@ impl CoinbaseClient {
             headers.push(("Content-Type".into(), "application/json".into()));
         }
         let mut request = Request::new(Method::new(method), &path_and_query, &self.client);
-        request.credential = syncoord_proxy::credential_identity(&headers, &self.key_headers);
+        request.credential = syncoord_proxy::credential_identity(&headers, &self.credential);
         // The preset's route rules give the same classes; saying it here
         // keeps the intent when a custom config routes differently.
         if let Some(id) = class.and_then(|c| self.coordinator.class_id(c.name())) {

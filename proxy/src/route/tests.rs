@@ -39,14 +39,14 @@ fn listeners_name_their_upstream() {
 
 #[test]
 fn origin_form_goes_to_the_default_upstream() {
-    let f = get(&proxy(), "/api/v3/brokerage/products/BTC-USD?x=%20a").unwrap();
+    let f = get(&proxy(), "/api/v3/brokerage/market/products/BTC-USD?x=%20a").unwrap();
     assert_eq!(f.upstream, 0);
     assert_eq!(
         f.outgoing.path_and_query,
-        "/api/v3/brokerage/products/BTC-USD?x=%20a"
+        "/api/v3/brokerage/market/products/BTC-USD?x=%20a"
     );
-    assert_eq!(f.request.path, "/api/v3/brokerage/products/BTC-USD");
-    assert_eq!(f.request.query, "x=%20a");
+    assert_eq!(f.request.path, "/api/v3/brokerage/market/products/BTC-USD");
+    assert_eq!(f.request.query.as_deref(), Some("x=%20a"));
     assert_eq!(f.request.client, "anonymous");
 }
 
@@ -266,10 +266,9 @@ fn client_priority_and_credential() {
         .unwrap();
     assert_eq!(f.request.client, "bot_1__script_");
     assert_eq!(f.request.priority, Some(ClassId(0)));
-    assert_eq!(
-        f.request.credential.as_ref().map(|c| c.as_str()),
-        Some("key:k1")
-    );
+    let k1 = crate::identity_of("key:k1", &p.config().upstreams[1].coordination.credential);
+    assert_eq!(f.request.credential.as_ref(), Some(&k1));
+    assert!(k1.as_str().starts_with("id:"), "never the key name: {k1:?}");
     // Without a client header the credential names the client.
     let f = p
         .route(
@@ -280,7 +279,7 @@ fn client_priority_and_credential() {
             vec![],
         )
         .unwrap();
-    assert_eq!(f.request.client, "key:k1");
+    assert_eq!(f.request.client, k1.as_str());
     let long = "x".repeat(500);
     let f = p
         .route(
@@ -384,18 +383,20 @@ fn shards_follow_route_keying() {
         key("/api/v3/brokerage/market/products", &[]),
         "advanced/global"
     );
+    let id =
+        |i: usize| crate::identity_of("key:k", &p.config().upstreams[i].coordination.credential);
     assert_eq!(
         key("/api/v3/brokerage/accounts", &[("CB-ACCESS-KEY", "k")]),
-        "advanced/cred/key:k"
+        format!("advanced/cred/{}", id(0).as_str())
     );
     assert_eq!(
-        key("/api/v3/brokerage/accounts", &[]),
+        key("/api/v3/brokerage/unknown", &[]),
         "advanced/cred/anonymous"
     );
     assert_eq!(key("/exchange/products/BTC-USD", &[]), "exchange/global");
     assert_eq!(
         key("/exchange/fills", &[("CB-ACCESS-KEY", "k")]),
-        "exchange/cred/key:k"
+        format!("exchange/cred/{}", id(1).as_str())
     );
 }
 
@@ -448,5 +449,216 @@ proptest! {
         let p = proxy();
         let _ = p.route(None, "POST", "/exchange/orders", &headers, b"x".to_vec());
         let _ = redact(&headers);
+    }
+}
+
+fn jwt(sub: &str) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.sig",
+        e.encode(r#"{"alg":"ES256"}"#),
+        e.encode(format!(r#"{{"sub":"{sub}"}}"#))
+    )
+}
+
+/// Issue 9, item 3: `CB-ACCESS-KEY: alice` with mallory's JWT was filed as
+/// `key:alice` while Advanced Trade answers for the JWT.
+#[test]
+fn two_credentials_on_a_private_route_are_refused() {
+    let p = proxy();
+    let mallory = format!("Bearer {}", jwt("organizations/o/apiKeys/mallory"));
+    let both = h(&[("CB-ACCESS-KEY", "alice"), ("Authorization", &mallory)]);
+    for target in ["/api/v3/brokerage/accounts", "/exchange/accounts"] {
+        let err = p.route(None, "GET", target, &both, vec![]).unwrap_err();
+        assert_eq!(
+            (err.status, err.kind),
+            (400, "ambiguous_credential"),
+            "{target}"
+        );
+        assert!(err.message.contains("send one"), "{}", err.message);
+    }
+    // On a public, shared route with a global budget, the identity does
+    // not count: forwarded as sent.
+    assert!(p
+        .route(
+            None,
+            "GET",
+            "/api/v3/brokerage/market/products",
+            &both,
+            vec![]
+        )
+        .is_ok());
+    // Each credential alone is identified by what the upstream reads.
+    let at = &p.config().upstreams[0].coordination.credential;
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/api/v3/brokerage/accounts",
+            &h(&[("authorization", &mallory)]),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(
+        f.request.credential,
+        Some(crate::identity_of(
+            "jwt:organizations/o/apiKeys/mallory",
+            at
+        ))
+    );
+}
+
+/// Issue 9, item 4: a credential header listed in `Connection` was read
+/// for the identity and then stripped as hop-by-hop.
+#[test]
+fn connection_naming_a_credential_header_is_refused() {
+    let p = proxy();
+    let t = format!("Bearer {}", jwt("organizations/o/apiKeys/k"));
+    for listed in [
+        "CB-ACCESS-KEY",
+        "close, cb-access-key",
+        "Authorization",
+        "keep-alive,\tAUTHORIZATION",
+        "CB-ACCESS-SIGN",
+        "X-Api-Token",
+    ] {
+        let headers = h(&[
+            ("Connection", listed),
+            ("CB-ACCESS-KEY", "alice"),
+            ("Authorization", &t),
+        ]);
+        for target in [
+            "/api/v3/brokerage/accounts",
+            "/exchange/accounts",
+            "/api/v3/brokerage/market/products",
+        ] {
+            let err = p.route(None, "GET", target, &headers, vec![]).unwrap_err();
+            assert_eq!(
+                (err.status, err.kind),
+                (400, "credential_hop_by_hop"),
+                "{listed} {target}"
+            );
+        }
+    }
+    // Ordinary hop-by-hop names are fine.
+    let ok = h(&[
+        ("Connection", "close, X-Trace"),
+        ("X-Trace", "1"),
+        ("Authorization", &t),
+    ]);
+    let f = p
+        .route(None, "GET", "/api/v3/brokerage/accounts", &ok, vec![])
+        .unwrap();
+    assert!(f.outgoing.headers.iter().all(|(n, _)| n != "X-Trace"));
+}
+
+/// The identity is read from the headers as forwarded: a credential
+/// header that is not forwarded cannot name the account.
+#[test]
+fn identity_comes_from_forwarded_headers_only() {
+    let p = proxy();
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/api/v3/brokerage/unknown",
+            &h(&[
+                ("CB_ACCESS_KEY", "alice"),
+                ("Proxy-Authorization", "Bearer x"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(f.request.credential, None);
+    assert!(f.outgoing.headers.is_empty(), "{:?}", f.outgoing.headers);
+}
+
+/// Underscored names are dropped unless the upstream allows them (nginx's
+/// `underscores_in_headers`).
+#[test]
+fn underscored_header_names_are_not_forwarded_by_default() {
+    let headers = h(&[
+        ("X_Custom", "1"),
+        ("X-Custom", "2"),
+        ("CB_ACCESS_KEY", "alice"),
+    ]);
+    let f = get_with(&proxy(), "/api/v3/brokerage/market/products", &headers);
+    assert_eq!(f.outgoing.headers, h(&[("X-Custom", "2")]));
+    let mut c = ProxyConfig::default();
+    c.upstreams[0].underscores_in_headers = true;
+    let f = get_with(
+        &Proxy::new(c).unwrap(),
+        "/api/v3/brokerage/market/products",
+        &headers,
+    );
+    assert_eq!(f.outgoing.headers, headers);
+}
+
+fn get_with(p: &Proxy, target: &str, headers: &[(String, String)]) -> Forward {
+    p.route(None, "GET", target, headers, vec![]).unwrap()
+}
+
+/// Issue 9, item 7: a route upstream authenticates answers an anonymous
+/// request 401 itself, even when its cache is shared.
+#[test]
+fn anonymous_requests_on_authenticated_routes_get_401() {
+    let p = proxy();
+    for target in [
+        "/api/v3/brokerage/products",
+        "/api/v3/brokerage/products/BTC-USD",
+        "/api/v3/brokerage/best_bid_ask?product_ids=BTC-USD",
+        "/api/v3/brokerage/accounts",
+        "/exchange/accounts",
+        "/exchange/fills",
+    ] {
+        let err = get(&p, target).unwrap_err();
+        assert_eq!(
+            (err.status, err.kind),
+            (401, "credential_required"),
+            "{target}"
+        );
+        let r = err.into_response();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("x-syncoord-error"), Some("credential_required"));
+    }
+    for target in [
+        "/api/v3/brokerage/market/products",
+        "/api/v3/brokerage/time",
+        "/exchange/products/BTC-USD/ticker",
+        "/exchange/time",
+    ] {
+        assert!(get(&p, target).is_ok(), "{target}");
+    }
+    let t = format!("Bearer {}", jwt("organizations/o/apiKeys/k"));
+    assert!(p
+        .route(
+            None,
+            "GET",
+            "/api/v3/brokerage/products",
+            &h(&[("Authorization", &t)]),
+            vec![]
+        )
+        .is_ok());
+}
+
+/// Issue 9, item 6: what the core keys on is what is forwarded.
+#[test]
+fn the_request_the_core_keys_is_the_target_forwarded() {
+    let p = proxy();
+    for target in [
+        "/api/v3/brokerage/market/products",
+        "//api/v3/brokerage/market/products",
+        "/api/v3/brokerage/market/products/",
+        "/api/v3/brokerage/market/products?",
+        "/api/v3/brokerage/market/products?b=1&a=2",
+    ] {
+        let f = get(&p, target).unwrap();
+        let keyed = match &f.request.query {
+            Some(q) => format!("{}?{q}", f.request.path),
+            None => f.request.path.clone(),
+        };
+        assert_eq!(keyed, f.outgoing.path_and_query, "{target}");
+        assert_eq!(f.outgoing.path_and_query, target);
     }
 }
