@@ -25,8 +25,8 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get inst
 need wrk wrk
 need nginx nginx-light
 
-cargo build --release -p syncoord-cli >/dev/null
-BIN=target/release/syncoord
+[ -n "${SYNCOORD_BIN:-}" ] || cargo build --release -p syncoord-cli >/dev/null
+BIN=${SYNCOORD_BIN:-target/release/syncoord}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -134,6 +134,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping: draining queued requests");
     }
+    // A second signal stops without waiting for upstream: calls still in
+    // flight are answered `outcome_unknown` (never a retry hint).
+    let stopper = daemon.stopper();
+    let forced = std::thread::Builder::new()
+        .name("signal-force".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::warn!(
+                    signal,
+                    "second signal: stopping now; calls in flight are answered outcome_unknown"
+                );
+                stopper.force();
+            }
+        });
+    if let Err(e) = forced {
+        tracing::warn!(error = %e, "cannot watch for a second signal");
+    }
     daemon.shutdown();
     Ok(ExitCode::SUCCESS)
 }

@@ -95,7 +95,8 @@ pub struct MockArgs {
     /// Keep-alive idle timeout, in seconds.
     #[arg(long, default_value_t = 60)]
     pub idle_timeout_secs: u64,
-    /// Time a started request has to arrive completely, in seconds.
+    /// Time a request's header section, then its body, has to arrive, and
+    /// a client has to take its answer, in seconds.
     #[arg(long, default_value_t = 30)]
     pub read_timeout_secs: u64,
 }
@@ -173,7 +174,9 @@ impl MockArgs {
                 max_headers: Limits::default().max_headers,
                 max_body_bytes: self.max_body_bytes,
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-                read_timeout: Duration::from_secs(self.read_timeout_secs),
+                header_timeout: Duration::from_secs(self.read_timeout_secs),
+                body_timeout: Duration::from_secs(self.read_timeout_secs),
+                write_timeout: Duration::from_secs(self.read_timeout_secs),
                 max_connections: self.max_connections,
             },
             latency: Duration::from_millis(self.latency_ms),

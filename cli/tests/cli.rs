@@ -85,3 +85,215 @@ fn serve_quick_start_and_sigterm_exit_zero() {
     mock.shutdown();
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
 }
+
+/// A daemon process, killed if a test fails before it exits.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `syncoord serve` with `config` (TOML) under `sh -c 'ulimit -n LIMIT'`
+/// when a limit is given; stderr piped.
+fn serve(config: &str, fd_limit: Option<u32>) -> (Running, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "syncoord-serve-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("syncoord.toml");
+    std::fs::write(&file, config).expect("write config");
+    let limit = fd_limit.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{limit}exec \"$0\" --log warn serve --config \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_syncoord"))
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start syncoord serve");
+    (Running(child), dir)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits until the daemon answers `path` (hang-guarded).
+fn first_answer(addr: SocketAddr, path: &str) -> Seen {
+    let started = Instant::now();
+    loop {
+        match get(addr, path) {
+            Some(r) => return r,
+            None if started.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            None => panic!("daemon never answered"),
+        }
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn under_a_low_fd_limit_the_daemon_keeps_serving_past_the_limit() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    );
+    let (mut running, dir) = serve(&config, Some(256));
+    let child = &mut running.0;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+    assert_eq!(first_answer(addr, ticker).status, 200);
+    // More silent connections than the daemon has descriptors.
+    let silent: Vec<_> = (0..400)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Everyone else is still served: the longest-silent give way.
+    for path in ["/api/v1/sync-coordination/health", ticker, "/metrics"] {
+        let r = get(addr, path).unwrap_or_else(|| panic!("{path} unanswered"));
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    std::thread::scope(|s| {
+        for _ in 0..50 {
+            s.spawn(|| {
+                let mut c = Client::connect(addr);
+                for _ in 0..5 {
+                    c.send(format!("GET {ticker} HTTP/1.1\r\nHost: bot\r\n\r\n").as_bytes());
+                    assert_eq!(c.read_response().expect("an answer").status, 200);
+                }
+            });
+        }
+    });
+    drop(silent);
+    sigterm(child);
+    let exit = child.wait().expect("daemon exits");
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    let stderr = without_colours(&stderr);
+    mock.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(exit.success(), "{exit:?}: {stderr}");
+    // The bound was fitted to the limit (said once), and accept never
+    // spun on EMFILE.
+    assert!(stderr.contains("lowered_to=192"), "{stderr}");
+    let accept_warnings = stderr.matches("accept").count();
+    assert!(
+        accept_warnings <= 2,
+        "{accept_warnings} accept warnings: {stderr}"
+    );
+}
+
+#[test]
+fn sigterm_exits_within_the_drain_plus_the_in_flight_allowance() {
+    // Upstream answers in 2 s. drain_secs = 1, upstream_timeout_secs = 3:
+    // the documented bound is 1 + 3 s.
+    let mock = MockUpstream::start(MockOptions {
+        latency: Duration::from_secs(2),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_secs = 1.0\nupstream_timeout_secs = 3.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    );
+    let (mut running, dir) = serve(&config, None);
+    let child = &mut running.0;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        first_answer(addr, "/api/v1/sync-coordination/health").status,
+        200
+    );
+    // Half a header section (the header timeout is 10 s).
+    let mut half = Client::connect(addr);
+    half.send(b"GET /api/v1/sync-coordination/health HTTP/1.1\r\nHost: x\r\nX-Half: ");
+    // An idle keep-alive connection.
+    let mut idle = Client::connect(addr);
+    idle.send(b"GET /api/v1/sync-coordination/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(idle.read_response().expect("health").status, 200);
+    // An order on its way upstream.
+    let body = r#"{"client_order_id":"shutdown-1","product_id":"BTC-USD","side":"BUY","order_configuration":{"market_market_ioc":{"quote_size":"10"}}}"#;
+    let mut order = Client::connect(addr);
+    order.send(
+        format!(
+            "POST /api/v3/brokerage/orders HTTP/1.1\r\nHost: x\r\nCB-ACCESS-KEY: k\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    sigterm(child);
+    // Closed at once: the half request and the idle connection.
+    assert!(half.closed());
+    assert!(idle.closed());
+    let closed_after = signalled.elapsed();
+    let answer = order.read_response().expect("the order's answer");
+    let exit = child.wait().expect("daemon exits");
+    let took = signalled.elapsed();
+    mock.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(exit.success(), "{exit:?}");
+    // Upstream's own answer (placed), never a retry hint.
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        answer.text().contains("\"success\":true"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.header("retry-after"), None);
+    // Generous margins: behaviour, not speed.
+    assert!(
+        closed_after < Duration::from_secs(2),
+        "connections without a request closed after {closed_after:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4 + 2),
+        "exit took {took:?}, past drain_secs + upstream_timeout_secs"
+    );
+}
+
+/// The log without its ANSI colour sequences.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use syncoord_core::{CompiledConfig, Failure, Response};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
 
-use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, UpstreamOptions};
-use syncoord_server::{Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle};
+use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions};
+use syncoord_server::{
+    ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
+};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,16 @@ pub struct Daemon {
     drain: Duration,
 }
 
+/// The status of the answer to a call that was sent upstream when the
+/// daemon had to stop before upstream answered: `422` with
+/// `X-Syncoord-Error: outcome_unknown` and no `Retry-After`. Not a 5xx, a
+/// 408 or a 429, because client libraries retry those on their own
+/// (urllib3's `Retry` honours `Retry-After` on 413/429/503 and is commonly
+/// given `status_forcelist=[429, 500, 502, 503, 504]`; ccxt maps 5xx, 408
+/// and 409 to network errors that `maxRetriesOnFailure` retries), while
+/// ccxt maps 422 to a plain `ExchangeError` and no retry rule lists it.
+pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
+
 impl Daemon {
     /// Binds every listener (`server.listen`, which fronts all upstreams,
     /// plus each upstream's own `listen`) and starts the coordinators.
@@ -55,13 +67,7 @@ impl Daemon {
             )?);
         }
         let hosts = Arc::new(hosts);
-        let limits = Limits {
-            max_header_bytes: settings.max_header_bytes,
-            max_headers: settings.max_headers,
-            max_body_bytes: settings.max_body_bytes,
-            idle_timeout: settings.idle_timeout(),
-            ..Limits::default()
-        };
+        let limits = server_limits(&settings);
         let request_timeout = settings.request_timeout();
         let listeners = proxy.listeners();
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
@@ -110,17 +116,32 @@ impl Daemon {
 
     /// A handle that stops the daemon from another thread (a signal handler).
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.servers.iter().map(Server::shutdown_handle).collect())
+        Stopper {
+            servers: self.servers.iter().map(Server::shutdown_handle).collect(),
+            hosts: Arc::clone(&self.hosts),
+        }
     }
 
-    /// Stops accepting connections, lets every queued request finish or
-    /// answers it (within the drain deadline), then waits for every
-    /// connection to end.
+    /// The shutdown contract (README, "Shutdown"): listeners close at once,
+    /// and so does every connection that has not sent a complete request.
+    /// Requests still queued get until `server.drain_secs` to be sent;
+    /// then those never sent are answered `503 aborted` with `Retry-After`
+    /// (nothing reached upstream: retrying is safe). A call already sent
+    /// upstream gets its real answer, waiting up to
+    /// `server.upstream_timeout_secs` past the drain (the upstream client's
+    /// own bound on a call); only a [`Stopper::force`] ends it sooner, with
+    /// `422 outcome_unknown` and no retry hint. So this returns within
+    /// `drain_secs + upstream_timeout_secs`, plus at most 1.3 s to hand
+    /// over the last answers.
     pub fn shutdown(self) {
         self.stopper().stop();
-        for host in self.hosts.iter() {
-            host.shutdown(self.drain);
-        }
+        // Every upstream drains at the same time: the bound is one drain,
+        // not one per upstream.
+        std::thread::scope(|scope| {
+            for host in self.hosts.iter() {
+                scope.spawn(|| host.shutdown(self.drain));
+            }
+        });
         for server in self.servers {
             server.join();
         }
@@ -128,15 +149,45 @@ impl Daemon {
     }
 }
 
-/// Stops a daemon's listeners; see [`Daemon::shutdown`] for the rest.
+/// Stops a daemon from another thread; see [`Daemon::shutdown`].
 #[derive(Clone)]
-pub struct Stopper(Vec<ShutdownHandle>);
+pub struct Stopper {
+    servers: Vec<ShutdownHandle>,
+    hosts: Arc<Vec<Coordinator>>,
+}
 
 impl Stopper {
+    /// Closes the listeners and every connection without a complete
+    /// request; requests being handled are still answered.
     pub fn stop(&self) {
-        for handle in &self.0 {
+        for handle in &self.servers {
             handle.shutdown();
         }
+    }
+
+    /// Stops without waiting (a second signal): [`Self::stop`], then every
+    /// open request is answered now. Queued ones get `503 aborted` with
+    /// `Retry-After`; one whose call is inside upstream gets `422
+    /// outcome_unknown` without it (upstream may have acted on it).
+    pub fn force(&self) {
+        self.stop();
+        for host in self.hosts.iter() {
+            host.stop_now();
+        }
+    }
+}
+
+/// The server's limits, every one from `[server]`.
+fn server_limits(settings: &proxy::ServerSettings) -> Limits {
+    Limits {
+        max_header_bytes: settings.max_header_bytes,
+        max_headers: settings.max_headers,
+        max_body_bytes: settings.max_body_bytes,
+        idle_timeout: settings.idle_timeout(),
+        header_timeout: settings.header_timeout(),
+        body_timeout: settings.body_timeout(),
+        write_timeout: settings.write_timeout(),
+        max_connections: settings.max_connections,
     }
 }
 
@@ -161,6 +212,9 @@ fn start_host(
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
         thread_name: name.clone(),
+        // A call that left gets its real answer unless upstream gives none
+        // within the client's own timeout (which covers the whole call).
+        in_flight_grace: settings.upstream_timeout(),
         ..HostOptions::default()
     };
     Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
@@ -180,22 +234,120 @@ struct ProxyHandler {
 
 impl Handler for ProxyHandler {
     fn handle(&self, request: HttpRequest) -> Reply {
-        match proxy::endpoint(&request.method, &request.target) {
-            Some(endpoint) => self.endpoint(endpoint).into(),
-            // `None`: nobody to answer, the request was cancelled instead.
-            None => self
-                .forward(request)
-                .map_or(Reply::DropConnection, Reply::from),
+        match self.handle_nonblocking(request) {
+            Handled::Now(reply) => reply,
+            Handled::Later(wait) => wait(),
+            // Never returned by `handle_nonblocking` below.
+            Handled::Blocking(_) => Reply::DropConnection,
+        }
+    }
+
+    /// Routing, submitting and the endpoints never block: a cache hit or
+    /// a refusal is answered on the server's event loop, and only a
+    /// request that must wait for its turn upstream takes a pool thread.
+    fn handle_nonblocking(&self, request: HttpRequest) -> Handled {
+        if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+            return Handled::Now(self.endpoint(endpoint).into());
+        }
+        match self.submit(request) {
+            Submitted::Now(response) => Handled::Now(response.into()),
+            // `None`: nobody to answer, the request was cancelled.
+            Submitted::Waiting(waiting) => Handled::Later(Box::new(move || {
+                waiting.wait().map_or(Reply::DropConnection, Reply::from)
+            })),
         }
     }
 }
 
+/// A request submitted to its coordinator.
+enum Submitted {
+    /// Answered at once: a cache hit, a refusal.
+    Now(Response),
+    /// Waiting for its turn upstream.
+    Waiting(Waiting),
+}
+
+/// A request waiting for its answer, and what waiting needs.
+struct Waiting {
+    pending: Pending,
+    probe: ClientProbe,
+    request_timeout: Duration,
+    peer: std::net::SocketAddr,
+    client: String,
+    method: String,
+    path: String,
+}
+
+impl Waiting {
+    /// Waits for the answer; `None` when the client hung up while its
+    /// request waited (the request is then cancelled, so a bot that gave
+    /// up and retried never has its first order sent after all, and an
+    /// abandoned read spends no upstream budget).
+    fn wait(self) -> Option<Response> {
+        let Waiting {
+            mut pending,
+            probe,
+            request_timeout,
+            peer,
+            client,
+            method,
+            path,
+        } = self;
+        let started = Instant::now();
+        let result = loop {
+            let left = request_timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break pending.wait_timeout(Duration::ZERO);
+            }
+            if let Some(result) = pending.wait_for(left.min(CLIENT_CHECK)) {
+                break result;
+            }
+            if probe.gone() {
+                drop(pending);
+                tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+                return None;
+            }
+        };
+        let response = call_response(result);
+        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        Some(response)
+    }
+}
+
+/// The answer to a bot, from how its call ended.
+fn call_response(result: Result<syncoord_core::Answer, CallError>) -> Response {
+    match result {
+        Ok(answer) => proxy::answer_response(&answer),
+        Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
+        // The bot's own wait (`server.request_timeout_secs`) ran out.
+        Err(CallError::TimedOut { waited }) => {
+            proxy::failure_response(&Failure::Deadline { waited })
+        }
+        Err(CallError::ShuttingDown) => {
+            proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
+        }
+        // Sent, and the daemon was forced to stop before the answer.
+        Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
+            status: OUTCOME_UNKNOWN_STATUS,
+            kind: "outcome_unknown",
+            message: format!(
+                "{why}; check its outcome (an order by its client order id) before sending it again"
+            ),
+        }
+        .into_response(),
+        // Nothing went upstream: the bot's request is at fault.
+        Err(CallError::Invalid(why)) => proxy::Rejection {
+            status: 400,
+            kind: "bad_request",
+            message: why.to_string(),
+        }
+        .into_response(),
+    }
+}
+
 impl ProxyHandler {
-    /// Routes, submits and waits for the answer; `None` when the client
-    /// hung up while its request waited (the request is then cancelled, so
-    /// a bot that gave up and retried never has its first order sent after
-    /// all, and an abandoned read spends no upstream budget).
-    fn forward(&self, request: HttpRequest) -> Option<Response> {
+    /// Routes and submits, without blocking.
+    fn submit(&self, request: HttpRequest) -> Submitted {
         let HttpRequest {
             method,
             target,
@@ -212,52 +364,33 @@ impl ProxyHandler {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
-                return Some(rejection.into_response());
+                return Submitted::Now(rejection.into_response());
             }
         };
         let Some(host) = self.hosts.get(forward.upstream) else {
             // Hosts are built from the same configuration as the proxy.
             let failure = Failure::Aborted("no coordinator for the routed upstream".into());
-            return Some(proxy::failure_response(&failure));
+            return Submitted::Now(proxy::failure_response(&failure));
         };
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         let mut pending = host.submit(forward.request, forward.outgoing);
-        let started = Instant::now();
-        let result = loop {
-            let left = self.request_timeout.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break pending.wait_timeout(Duration::ZERO);
-            }
-            if let Some(result) = pending.wait_for(left.min(CLIENT_CHECK)) {
-                break result;
-            }
-            if probe.gone() {
-                drop(pending);
-                tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
-                return None;
-            }
-        };
-        let response = match result {
-            Ok(answer) => proxy::answer_response(&answer),
-            Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
-            // The bot's own wait (`server.request_timeout_secs`) ran out.
-            Err(CallError::TimedOut { waited }) => {
-                proxy::failure_response(&Failure::Deadline { waited })
-            }
-            Err(CallError::ShuttingDown) => {
-                proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
-            }
-            // Nothing went upstream: the bot's request is at fault.
-            Err(CallError::Invalid(why)) => proxy::Rejection {
-                status: 400,
-                kind: "bad_request",
-                message: why.to_string(),
-            }
-            .into_response(),
-        };
-        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
-        Some(response)
+        if pending.ticket().is_none() {
+            // Answered or refused at once.
+            let result = pending
+                .wait_for(Duration::ZERO)
+                .unwrap_or(Err(CallError::ShuttingDown));
+            return Submitted::Now(call_response(result));
+        }
+        Submitted::Waiting(Waiting {
+            pending,
+            probe,
+            request_timeout: self.request_timeout,
+            peer,
+            client,
+            method,
+            path,
+        })
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> Response {

@@ -417,13 +417,13 @@ priority = "trading"
     let addr = daemon.local_addr();
     let first = raw(
         addr,
-        b"POST /__echo/slow/a HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        b"POST /__echo/slow/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
     );
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
 
     // A bot sends its order, then gives up (its own timeout) and hangs up.
     let mut bot = TcpStream::connect(addr).expect("connect");
-    bot.write_all(b"POST /__echo/slow/b HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+    bot.write_all(b"POST /__echo/slow/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         .expect("send");
     wait_for_stats(&base, "the order queued", |s| s["queue"]["depth"] == 1);
     drop(bot);
@@ -452,7 +452,7 @@ fn a_request_that_cannot_be_sent_is_refused_without_touching_the_breaker() {
     let daemon = Daemon::start(config).expect("daemon starts");
     let base = format!("http://{}", daemon.local_addr());
     let long = format!(
-        "GET /api/v3/brokerage/market/products?pad={} HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /api/v3/brokerage/market/products?pad={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "a".repeat(70 * 1024)
     );
     for _ in 0..3 {
@@ -476,6 +476,141 @@ fn a_request_that_cannot_be_sent_is_refused_without_touching_the_breaker() {
         "the scope's breaker stays closed: {}",
         market.body
     );
+    daemon.shutdown();
+    mock.shutdown();
+}
+
+/// An Advanced Trade order, as a raw request that closes its connection.
+fn order_request(client_order_id: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"client_order_id":"{client_order_id}","product_id":"BTC-USD","side":"BUY","order_configuration":{{"market_market_ioc":{{"quote_size":"10"}}}}}}"#
+    );
+    format!(
+        "POST /api/v3/brokerage/orders HTTP/1.1\r\nHost: syncoord\r\nCB-ACCESS-KEY: order-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn orders_placed(mock: &MockUpstream) -> u64 {
+    mock.stats()
+        .by_route
+        .get("POST /api/v3/brokerage/orders")
+        .copied()
+        .unwrap_or(0)
+}
+
+fn header_of<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn an_order_in_flight_at_shutdown_gets_upstreams_answer_not_a_retry_hint() {
+    // Upstream takes 2 s; the drain is 1 s. The order left for upstream
+    // before the drain ran out, so its bot must get upstream's answer.
+    let mock = MockUpstream::start(MockOptions {
+        latency: Duration::from_secs(2),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (daemon, base) = daemon(&mock, "");
+    let addr = daemon.local_addr();
+    std::thread::scope(|s| {
+        let bot = s.spawn(move || raw(addr, &order_request("in-flight-1")));
+        wait_for_stats(&base, "the order in flight", |s| s["calls_in_flight"] == 1);
+        let started = Instant::now();
+        daemon.shutdown();
+        let took = started.elapsed();
+        let answer = bot.join().expect("bot thread");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(header_of(&answer, "retry-after"), None, "{answer}");
+        assert!(answer.contains("\"success\":true"), "{answer}");
+        // Upstream's 2 s, not the 20 s upstream timeout.
+        assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    });
+    assert_eq!(orders_placed(&mock), 1);
+    mock.shutdown();
+}
+
+#[test]
+fn a_forced_stop_says_the_orders_outcome_is_unknown_and_never_to_retry() {
+    let mock = MockUpstream::start(MockOptions {
+        latency: Duration::from_secs(4),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (daemon, base) = daemon(&mock, "");
+    let addr = daemon.local_addr();
+    let stopper = daemon.stopper();
+    std::thread::scope(|s| {
+        let bot = s.spawn(move || raw(addr, &order_request("forced-1")));
+        wait_for_stats(&base, "the order in flight", |s| s["calls_in_flight"] == 1);
+        let stopping = s.spawn(move || daemon.shutdown());
+        // The second signal.
+        std::thread::sleep(Duration::from_millis(100));
+        stopper.force();
+        let answer = bot.join().expect("bot thread");
+        assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+        assert_eq!(header_of(&answer, "retry-after"), None, "{answer}");
+        assert_eq!(
+            header_of(&answer, "x-syncoord-error"),
+            Some("outcome_unknown"),
+            "{answer}"
+        );
+        assert!(answer.contains("client order id"), "{answer}");
+        stopping.join().expect("shutdown");
+    });
+    mock.shutdown();
+}
+
+#[test]
+fn silent_and_slowloris_clients_never_lock_out_health_or_cached_answers() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    // A bound of 100 connections and a 1 s header timeout; 300 silent
+    // connections and 100 slowloris ones (a header byte every 200 ms).
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\nmax_connections = 100\nheader_timeout_secs = 1.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let addr = daemon.local_addr();
+    let base = format!("http://{addr}");
+    let ticker = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    assert_eq!(get(&agent(), &ticker, &[]).status, 200);
+    let silent: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            let _ = s.write_all(b"GET /api/v1/sync-coordination/health HTTP/1.1\r\nHost: x\r\n");
+            s
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut answered = 0;
+    while Instant::now() < until {
+        for s in &mut slow {
+            let _ = s.write_all(b"X");
+        }
+        // A fresh connection each time: a new client must get in.
+        let health = raw(
+            addr,
+            b"GET /api/v1/sync-coordination/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let hit = get(&agent(), &ticker, &[]);
+        assert_eq!(hit.status, 200, "{}", hit.body);
+        answered += 2;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answered >= 10, "{answered}");
+    drop((silent, slow));
     daemon.shutdown();
     mock.shutdown();
 }

@@ -515,7 +515,7 @@ fn concurrent_requests_are_counted() {
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(GUARD)).unwrap();
-                s.write_all(b"GET /time HTTP/1.1\r\nConnection: close\r\n\r\n")
+                s.write_all(b"GET /time HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     .unwrap();
                 let mut out = Vec::new();
                 s.read_to_end(&mut out).unwrap();

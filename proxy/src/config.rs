@@ -56,13 +56,29 @@ pub struct ServerSettings {
     /// Address of the main listener: an IP address and port (names such
     /// as `localhost` are not resolved); port 0 picks a free one.
     pub listen: String,
-    /// Request line plus headers, at most.
+    /// Request line plus headers, at most (beyond it, `431`).
     pub max_header_bytes: usize,
+    /// Header fields in one request, at most (beyond it, `431`).
     pub max_headers: usize,
-    /// Request body, at most.
+    /// Request body, at most (beyond it, `413`).
     pub max_body_bytes: usize,
-    /// How long a kept-alive connection may sit idle.
+    /// Client connections open at once, at most. At the bound the
+    /// connection idle the longest is closed for a new one; with none
+    /// idle, the new one is answered `503`. Lowered to what the process's
+    /// file descriptor limit allows.
+    pub max_connections: usize,
+    /// How long a kept-alive connection may sit idle between requests.
     pub idle_timeout_secs: f64,
+    /// A request's header section must be complete this long after its
+    /// first byte (or after the connection opened, for its first request);
+    /// otherwise the connection is closed (`408`).
+    pub header_timeout_secs: f64,
+    /// A request's body must be complete this long after its header
+    /// section; otherwise `408` and close.
+    pub body_timeout_secs: f64,
+    /// A client must take an answer within this long; otherwise its
+    /// connection is closed.
+    pub write_timeout_secs: f64,
     /// How long a bot's request may wait for its answer (queueing, retries
     /// and the upstream call included) before the host answers 504.
     pub request_timeout_secs: f64,
@@ -84,7 +100,11 @@ impl Default for ServerSettings {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
+            max_connections: 10_000,
             idle_timeout_secs: 60.0,
+            header_timeout_secs: 10.0,
+            body_timeout_secs: 30.0,
+            write_timeout_secs: 30.0,
             request_timeout_secs: 30.0,
             drain_secs: 10.0,
             upstream_threads: 8,
@@ -98,6 +118,15 @@ impl Default for ServerSettings {
 impl ServerSettings {
     pub fn idle_timeout(&self) -> Duration {
         secs(self.idle_timeout_secs)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        secs(self.header_timeout_secs)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        secs(self.body_timeout_secs)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        secs(self.write_timeout_secs)
     }
     pub fn request_timeout(&self) -> Duration {
         secs(self.request_timeout_secs)
@@ -694,10 +723,11 @@ impl ProxyConfig {
                 None
             }
         };
-        let sizes: [(&str, usize, usize, usize); 5] = [
+        let sizes: [(&str, usize, usize, usize); 6] = [
             ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
             ("max_headers", s.max_headers, 1, 10_000),
             ("max_body_bytes", s.max_body_bytes, 1, 1 << 30),
+            ("max_connections", s.max_connections, 1, 1_000_000),
             ("upstream_threads", s.upstream_threads, 1, 1024),
             ("max_response_bytes", s.max_response_bytes, 1024, 1 << 30),
         ];
@@ -711,6 +741,9 @@ impl ProxyConfig {
         }
         let times = [
             ("idle_timeout_secs", s.idle_timeout_secs, false),
+            ("header_timeout_secs", s.header_timeout_secs, false),
+            ("body_timeout_secs", s.body_timeout_secs, false),
+            ("write_timeout_secs", s.write_timeout_secs, false),
             ("request_timeout_secs", s.request_timeout_secs, false),
             ("drain_secs", s.drain_secs, true),
             (
@@ -1293,6 +1326,43 @@ prefix = "/p"
             ["server.max_headers", "server.request_timeout_secs"]
         );
         assert_eq!(err.0[0].line, Some(2));
+    }
+
+    #[test]
+    fn connection_limits_are_settings_and_bad_ones_are_located() {
+        let ok = ProxyConfig::from_toml_str(
+            "[server]\nmax_connections = 50\nheader_timeout_secs = 2.5\nbody_timeout_secs = 4.0\nwrite_timeout_secs = 6.0\nidle_timeout_secs = 7.0\n",
+        )
+        .unwrap();
+        assert_eq!(ok.server.max_connections, 50);
+        assert_eq!(ok.server.header_timeout(), Duration::from_millis(2500));
+        assert_eq!(ok.server.body_timeout(), Duration::from_secs(4));
+        assert_eq!(ok.server.write_timeout(), Duration::from_secs(6));
+        assert_eq!(ok.server.idle_timeout(), Duration::from_secs(7));
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 0\nheader_timeout_secs = 0.0\nbody_timeout_secs = -2.0\nwrite_timeout_secs = 1e9\n";
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let found: Vec<(&str, Option<usize>, Option<usize>)> = err
+            .0
+            .iter()
+            .map(|e| (e.field.as_str(), e.line, e.column))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("server.max_connections", Some(3), Some(1)),
+                ("server.header_timeout_secs", Some(4), Some(1)),
+                ("server.body_timeout_secs", Some(5), Some(1)),
+                ("server.write_timeout_secs", Some(6), Some(1)),
+            ],
+            "{err}"
+        );
+        let shown = err.display_with("syncoord.toml").to_string();
+        assert!(
+            shown.contains(
+                "syncoord.toml:3:1: server.max_connections: must be between 1 and 1000000 (got 0)"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]

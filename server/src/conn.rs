@@ -1,55 +1,46 @@
-//! One connection's life: read a request, call the handler, write the
-//! response, repeat while keep-alive lasts.
+//! One connection's bytes, without I/O: reading requests out of what has
+//! arrived (the header section, then the body, with every limit), and
+//! writing answers. The event loop (`event_loop.rs`) does the I/O.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::chunked::{ChunkLimits, Decoder};
-use super::{reason_phrase, ClientProbe, HttpRequest, Reply, Response, Shared};
+use super::{reason_phrase, Limits, Response};
 
 /// Buffer capacity a connection keeps between requests.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-/// A request the server refuses before the handler sees it; the
-/// connection closes after the answer, if any.
-enum Refusal {
-    /// Answered with a JSON error.
-    Answer { status: u16, message: String },
-    /// The client went away mid-request: nobody to answer.
-    ClientGone,
+/// A request the server refuses before the handler sees it, with a JSON
+/// error; the connection closes after the answer.
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    message: String,
 }
 
 impl Refusal {
-    fn new(status: u16, message: impl Into<String>) -> Self {
-        Refusal::Answer {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
+        Refusal {
             status,
             message: message.into(),
         }
     }
 
-    /// The JSON error to write; `None` when nobody is left to read it.
-    fn response(&self) -> Option<Response> {
-        let Refusal::Answer { status, message } = self else {
-            return None;
-        };
-        let kind = match status {
+    /// The JSON error to write.
+    pub(crate) fn response(&self) -> Response {
+        let kind = match self.status {
             400 => "bad_request",
             408 => "request_timeout",
             413 => "payload_too_large",
             431 => "request_header_fields_too_large",
             _ => "error",
         };
-        Some(json_error(*status, kind, message))
+        json_error(self.status, kind, &self.message)
     }
 }
 
 /// `{"error": kind, "message": message}`, the shape of every error the
 /// server answers on its own.
-fn json_error(status: u16, kind: &str, message: &str) -> Response {
+pub(crate) fn json_error(status: u16, kind: &str, message: &str) -> Response {
     Response::json(
         status,
         serde_json::json!({ "error": kind, "message": message }).to_string(),
@@ -59,7 +50,7 @@ fn json_error(status: u16, kind: &str, message: &str) -> Response {
 /// The HTTP/1.x version a request was sent with: what the answer's
 /// `Connection` field must say and which defaults apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+pub(crate) enum Version {
     Http10,
     Http11,
 }
@@ -85,30 +76,20 @@ pub(crate) enum BodyMode {
 
 /// What becomes of the connection after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Persistence {
+pub(crate) enum Persistence {
     /// Read the next request.
     KeepAlive,
     /// Close (said in the response's `Connection` field when it has one).
     Close,
 }
 
-/// Why reading stopped.
-enum ReadStop {
-    /// The peer closed (or shutdown woke an idle reader).
-    Eof,
-    /// The applicable timeout passed.
-    Timeout,
-    /// Any other socket error.
-    Failed,
-}
-
 /// The parsed request line and header section.
-struct Head {
-    method: String,
-    target: String,
-    version: Version,
-    headers: Vec<(String, String)>,
-    len: usize,
+pub(crate) struct Head {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) version: Version,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) len: usize,
 }
 
 enum Framing {
@@ -117,349 +98,315 @@ enum Framing {
     Chunked,
 }
 
-struct Conn<'a> {
-    shared: &'a Shared,
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    /// Bytes received and not yet consumed (a request being read, and any
-    /// pipelined requests after it).
-    buf: Vec<u8>,
-    /// The response being written; reused so each response is one write
-    /// of an already-allocated buffer.
-    out: Vec<u8>,
-    /// Handed to each request (one socket clone per connection).
-    probe: ClientProbe,
+/// One complete request, read off a connection's buffer.
+pub(crate) struct Complete {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) version: Version,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) body_mode: BodyMode,
+    /// Whether the client may send another request on the connection.
+    pub(crate) keep_alive: bool,
 }
 
-pub(super) fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, idle: &AtomicBool) {
-    let _ = stream.set_nodelay(true);
-    // A client that never reads its response must not pin the thread.
-    let _ = stream.set_write_timeout(Some(shared.limits.read_timeout));
-    let local = stream.local_addr().unwrap_or(shared.local);
-    let probe = stream
-        .try_clone()
-        .map(|s| ClientProbe::new(Arc::new(s)))
-        .unwrap_or_default();
-    let mut conn = Conn {
-        shared,
-        stream,
-        peer,
-        local,
-        buf: Vec::with_capacity(4096),
-        out: Vec::with_capacity(4096),
-        probe,
-    };
-    conn.run(idle);
+/// Where the request being read stands.
+enum Stage {
+    /// Waiting for the end of the header section; `scanned` bytes of the
+    /// buffer are known not to hold it.
+    Head { scanned: usize },
+    /// The header section is in; the body (if any) is arriving.
+    Body {
+        head: Head,
+        framing: Framing,
+        keep_alive: bool,
+        /// Chunked: the decoder, the body so far and how far the buffer has
+        /// been decoded.
+        chunked: Option<(Decoder, Vec<u8>, usize)>,
+    },
 }
 
-impl Conn<'_> {
-    fn run(&mut self, idle: &AtomicBool) {
-        loop {
-            if self.buf.is_empty() {
-                // Mark idle before looking at the flag: shutdown sets the
-                // flag before sweeping idle connections, so one of the two
-                // always sees the other.
-                idle.store(true, Ordering::SeqCst);
-                if self.shared.stopping() {
-                    return;
-                }
-                let waited = self.fill(None);
-                idle.store(false, Ordering::SeqCst);
-                if waited.is_err() {
-                    return;
-                }
-            }
-            match self.one_request() {
-                Ok(Persistence::KeepAlive) => {
-                    // One large body must not pin its buffer for the rest
-                    // of a long keep-alive connection.
-                    if self.buf.capacity() > KEEP_CAPACITY && self.buf.len() < KEEP_CAPACITY {
-                        self.buf.shrink_to(KEEP_CAPACITY);
-                    }
-                    if self.out.capacity() > KEEP_CAPACITY {
-                        self.out = Vec::with_capacity(4096);
-                    }
-                    continue;
-                }
-                Ok(Persistence::Close) => return self.linger(),
-                Err(refusal) => {
-                    if let Some(response) = refusal.response() {
-                        let _ = self.write_response(
-                            &response,
-                            BodyMode::Full,
-                            Persistence::Close,
-                            Version::Http11,
-                        );
-                    }
-                    return self.linger();
-                }
-            }
+/// Reads requests out of the bytes a connection has received, without
+/// doing any I/O: the event loop appends what arrives to `buf` and asks
+/// [`Reader::poll`] for the next complete request. The header section is
+/// parsed once, when its end has arrived (never again per byte, so a
+/// client trickling bytes costs no more than one that sends them at once),
+/// and a chunked body is decoded as it arrives.
+pub(crate) struct Reader {
+    pub(crate) buf: Vec<u8>,
+    stage: Stage,
+}
+
+/// What [`Reader::poll`] found.
+pub(crate) enum Polled {
+    /// More bytes are needed.
+    Incomplete,
+    /// The client wants `100 Continue` before it sends the body (said once).
+    Continue,
+    /// A whole request, consumed from the buffer.
+    Request(Complete),
+}
+
+impl Reader {
+    pub(crate) fn new() -> Self {
+        Reader {
+            buf: Vec::with_capacity(4096),
+            stage: Stage::Head { scanned: 0 },
         }
     }
 
-    /// Reads, answers and consumes one request, and says whether the
-    /// connection stays open for the next one.
-    fn one_request(&mut self) -> Result<Persistence, Refusal> {
-        let limits = &self.shared.limits;
-        let deadline = Instant::now() + limits.read_timeout;
-        let head = loop {
-            match parse_head(&self.buf, limits.max_headers)? {
-                Some(head) if head.len > limits.max_header_bytes => {
-                    return Err(header_too_large(limits.max_header_bytes))
+    /// Whether the header section is complete (the body may be arriving).
+    pub(crate) fn in_body(&self) -> bool {
+        matches!(self.stage, Stage::Body { .. })
+    }
+
+    /// Gives back the memory one large request took, between requests.
+    pub(crate) fn shrink(&mut self) {
+        if self.buf.capacity() > KEEP_CAPACITY && self.buf.len() < KEEP_CAPACITY {
+            self.buf.shrink_to(KEEP_CAPACITY);
+        }
+    }
+
+    pub(crate) fn poll(&mut self, limits: &Limits) -> Result<Polled, Refusal> {
+        if let Stage::Head { scanned } = &mut self.stage {
+            let Some(_end) = head_end(&self.buf, scanned) else {
+                if self.buf.len() > limits.max_header_bytes {
+                    return Err(header_too_large(limits.max_header_bytes));
                 }
-                Some(head) => break head,
-                None if self.buf.len() > limits.max_header_bytes => {
-                    return Err(header_too_large(limits.max_header_bytes))
-                }
-                None => self.fill_or_refuse(deadline)?,
+                return Ok(Polled::Incomplete);
+            };
+            let head = match parse_head(&self.buf, limits.max_headers)? {
+                Some(head) => head,
+                // The blank line ends the head, so httparse must finish; a
+                // stray bare LF sequence it does not accept is malformed.
+                None => return Err(Refusal::new(400, "malformed request: header section")),
+            };
+            if head.len > limits.max_header_bytes {
+                return Err(header_too_large(limits.max_header_bytes));
             }
+            check_host(&head)?;
+            let framing = framing(&head.headers, limits.max_body_bytes)?;
+            // HTTP/1.0 has no Transfer-Encoding: such a message's framing
+            // is suspect, so the connection closes after it (RFC 9112 6.1)
+            // and nothing pipelined behind it is read with our framing.
+            let suspect_framing =
+                head.version == Version::Http10 && matches!(framing, Framing::Chunked);
+            let keep_alive = keep_alive(head.version, &head.headers) && !suspect_framing;
+            let expect_continue = head.version == Version::Http11
+                && header(&head.headers, "expect")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+            let body_pending = match framing {
+                Framing::None => false,
+                Framing::Length(n) => self.buf.len() < head.len + n,
+                Framing::Chunked => self.buf.len() == head.len,
+            };
+            let chunked = matches!(framing, Framing::Chunked).then(|| {
+                let decoder = Decoder::new(ChunkLimits {
+                    max_body: limits.max_body_bytes,
+                    max_trailers: limits.max_header_bytes,
+                    // Framing may take as much room as the body itself (or
+                    // the header section, for small bodies), never a
+                    // multiple of it.
+                    max_framing: limits.max_body_bytes.max(limits.max_header_bytes),
+                });
+                (decoder, Vec::new(), head.len)
+            });
+            self.stage = Stage::Body {
+                head,
+                framing,
+                keep_alive,
+                chunked,
+            };
+            if expect_continue && body_pending && self.buf.len() == self.head_len() {
+                return Ok(Polled::Continue);
+            }
+        }
+        self.poll_body(limits)
+    }
+
+    fn head_len(&self) -> usize {
+        match &self.stage {
+            Stage::Body { head, .. } => head.len,
+            Stage::Head { .. } => 0,
+        }
+    }
+
+    fn poll_body(&mut self, limits: &Limits) -> Result<Polled, Refusal> {
+        let Stage::Body {
+            head,
+            framing,
+            chunked,
+            ..
+        } = &mut self.stage
+        else {
+            return Ok(Polled::Incomplete);
         };
-        let framing = framing(&head.headers, limits.max_body_bytes)?;
-        // HTTP/1.0 has no Transfer-Encoding: such a message's framing is
-        // suspect, so the connection closes after it (RFC 9112 6.1) and
-        // nothing pipelined behind it is read with our framing.
-        let suspect_framing =
-            head.version == Version::Http10 && matches!(framing, Framing::Chunked);
-        let expect_continue = head.version == Version::Http11
-            && header(&head.headers, "expect")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
         let (body, consumed) = match framing {
             Framing::None => (Vec::new(), head.len),
             Framing::Length(n) => {
-                if expect_continue && n > 0 && self.buf.len() == head.len {
-                    self.send_continue();
+                if self.buf.len() < head.len + *n {
+                    return Ok(Polled::Incomplete);
                 }
-                while self.buf.len() < head.len + n {
-                    self.fill_or_refuse(deadline)?;
-                }
-                (self.buf[head.len..head.len + n].to_vec(), head.len + n)
+                (self.buf[head.len..head.len + *n].to_vec(), head.len + *n)
             }
             Framing::Chunked => {
-                if expect_continue && self.buf.len() == head.len {
-                    self.send_continue();
+                let Some((decoder, body, pos)) = chunked.as_mut() else {
+                    return Err(Refusal::new(500, "chunked body without a decoder"));
+                };
+                let (used, done) = decoder.feed(&self.buf[*pos..], body).map_err(|e| match e {
+                    super::chunked::ChunkError::TooLarge => body_too_large(limits.max_body_bytes),
+                    super::chunked::ChunkError::TooMuchFraming => Refusal::new(413, e.message()),
+                    other => Refusal::new(400, other.message()),
+                })?;
+                *pos += used;
+                if !done {
+                    return Ok(Polled::Incomplete);
                 }
-                // Framing may take as much room as the body itself (or the
-                // header section, for small bodies), never a multiple of it.
-                let mut decoder = Decoder::new(ChunkLimits {
-                    max_body: limits.max_body_bytes,
-                    max_trailers: limits.max_header_bytes,
-                    max_framing: limits.max_body_bytes.max(limits.max_header_bytes),
-                });
-                let mut body = Vec::new();
-                let mut pos = head.len;
-                loop {
-                    let (used, done) =
-                        decoder
-                            .feed(&self.buf[pos..], &mut body)
-                            .map_err(|e| match e {
-                                super::chunked::ChunkError::TooLarge => {
-                                    body_too_large(limits.max_body_bytes)
-                                }
-                                super::chunked::ChunkError::TooMuchFraming => {
-                                    Refusal::new(413, e.message())
-                                }
-                                other => Refusal::new(400, other.message()),
-                            })?;
-                    pos += used;
-                    if done {
-                        break;
-                    }
-                    self.fill_or_refuse(deadline)?;
-                }
-                (body, pos)
+                (std::mem::take(body), *pos)
             }
         };
+        let Stage::Body {
+            head, keep_alive, ..
+        } = std::mem::replace(&mut self.stage, Stage::Head { scanned: 0 })
+        else {
+            return Ok(Polled::Incomplete);
+        };
         self.buf.drain(..consumed);
-
-        let wants_keep_alive = keep_alive(head.version, &head.headers) && !suspect_framing;
         let body_mode = if head.method == "HEAD" {
             BodyMode::HeadOnly
         } else {
             BodyMode::Full
         };
-        let request = HttpRequest {
+        Ok(Polled::Request(Complete {
             method: head.method,
             target: head.target,
+            version: head.version,
             headers: head.headers,
             body,
-            peer: self.peer,
-            local: self.local,
-            client: self.probe.clone(),
-        };
-        let handler = &self.shared.handler;
-        let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
-            Ok(reply) => reply,
-            Err(_) => {
-                tracing::error!(peer = %self.peer, "handler panicked");
-                let response = json_error(500, "internal", "handler failed");
-                let _ = self.write_response(&response, body_mode, Persistence::Close, head.version);
-                return Ok(Persistence::Close);
-            }
-        };
-        let response = match reply {
-            Reply::Respond(response) => response,
-            Reply::DropConnection => {
-                let _ = self.stream.shutdown(Shutdown::Both);
-                return Ok(Persistence::Close);
-            }
-        };
-        let handler_closes =
-            header(&response.headers, "connection").is_some_and(|v| has_token(v, "close"));
-        let persistence = if wants_keep_alive && !handler_closes && !self.shared.stopping() {
-            Persistence::KeepAlive
-        } else {
-            Persistence::Close
-        };
-        if self
-            .write_response(&response, body_mode, persistence, head.version)
-            .is_err()
+            body_mode,
+            keep_alive,
+        }))
+    }
+}
+
+/// Where the header section ends, if it has arrived: the blank line
+/// (CRLF CRLF, or bare LF LF which httparse also accepts). `scanned`
+/// remembers how far the search got, so it resumes there.
+fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+    // Leading blank lines before a request line are allowed (RFC 9112
+    // 2.2); httparse skips them, so the search starts after them.
+    let start = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let from = (*scanned).max(start).saturating_sub(3).max(start);
+    let mut i = from;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let at = i + off;
+        let rest = &buf[at + 1..];
+        if rest.first() == Some(&b'\n') {
+            return Some(at + 2);
+        }
+        if rest.len() >= 2 && rest[0] == b'\r' && rest[1] == b'\n' {
+            return Some(at + 3);
+        }
+        if rest.is_empty() || (rest.len() == 1 && rest[0] == b'\r') {
+            break;
+        }
+        i = at + 1;
+    }
+    *scanned = buf.len();
+    None
+}
+
+/// HTTP/1.1 requires exactly one `Host` field (RFC 9112 3.2); nginx
+/// answers 400 without one or with two, and so do we.
+fn check_host(head: &Head) -> Result<(), Refusal> {
+    if head.version != Version::Http11 {
+        return Ok(());
+    }
+    let hosts = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .count();
+    match hosts {
+        1 => Ok(()),
+        0 => Err(Refusal::new(400, "HTTP/1.1 request without a Host header")),
+        _ => Err(Refusal::new(400, "more than one Host header")),
+    }
+}
+
+/// Serialises a response: status line, the handler's fields (framing
+/// fields left out: they are the server's job), `Date`,
+/// `Content-Length` and `Connection` as `persistence` says.
+pub(crate) fn serialize_response(
+    out: &mut Vec<u8>,
+    response: &Response,
+    body_mode: BodyMode,
+    persistence: Persistence,
+    version: Version,
+) {
+    let head_only = body_mode == BodyMode::HeadOnly;
+    let status = response.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in &response.headers {
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("connection")
         {
-            return Ok(Persistence::Close);
+            continue;
         }
-        Ok(persistence)
-    }
-
-    /// Reads more bytes within the request's deadline, or refuses it.
-    fn fill_or_refuse(&mut self, deadline: Instant) -> Result<(), Refusal> {
-        match self.fill(Some(deadline)) {
-            Ok(()) => Ok(()),
-            Err(ReadStop::Timeout) => Err(Refusal::new(
-                408,
-                "request not received in time (headers and body must arrive within the read timeout)",
-            )),
-            Err(ReadStop::Eof | ReadStop::Failed) => Err(Refusal::ClientGone),
+        // Never let a header value (perhaps relayed from upstream) split
+        // the response.
+        if name.is_empty() || [name, value].iter().any(|s| s.contains(['\r', '\n'])) {
+            continue;
         }
-    }
-
-    /// Appends whatever arrives next to `buf`. With no deadline, waits up
-    /// to the idle timeout (between requests).
-    fn fill(&mut self, deadline: Option<Instant>) -> Result<(), ReadStop> {
-        let timeout = match deadline {
-            Some(at) => at.saturating_duration_since(Instant::now()),
-            None => self.shared.limits.idle_timeout,
-        };
-        if timeout.is_zero() {
-            return Err(ReadStop::Timeout);
-        }
-        if self.stream.set_read_timeout(Some(timeout)).is_err() {
-            return Err(ReadStop::Failed);
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            return match self.stream.read(&mut chunk) {
-                Ok(0) => Err(ReadStop::Eof),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    Ok(())
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    Err(ReadStop::Timeout)
-                }
-                Err(_) => Err(ReadStop::Failed),
-            };
-        }
-    }
-
-    fn send_continue(&mut self) {
-        let _ = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-    }
-
-    /// Serialises the response into the reused buffer and writes it in
-    /// one call.
-    fn write_response(
-        &mut self,
-        response: &Response,
-        body_mode: BodyMode,
-        persistence: Persistence,
-        version: Version,
-    ) -> io::Result<()> {
-        let head_only = body_mode == BodyMode::HeadOnly;
-        let out = &mut self.out;
-        out.clear();
-        let status = response.status;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(status).as_bytes());
+        has_date |= name.eq_ignore_ascii_case("date");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-        let mut has_date = false;
-        for (name, value) in &response.headers {
-            if name.eq_ignore_ascii_case("content-length")
-                || name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("connection")
-            {
-                continue;
-            }
-            // Never let a header value (perhaps relayed from upstream)
-            // split the response.
-            if name.is_empty() || [name, value].iter().any(|s| s.contains(['\r', '\n'])) {
-                continue;
-            }
-            has_date |= name.eq_ignore_ascii_case("date");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if !has_date {
-            out.extend_from_slice(b"Date: ");
-            out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let body_allowed = !(100..200).contains(&status) && status != 204 && status != 304;
-        // A HEAD answer's Content-Length must be what a GET would get
-        // (RFC 9110 8.6). A handler that relays upstream's HEAD answer has
-        // no body to measure, so an empty one announces no length rather
-        // than a false `0`.
-        let length_known = !(head_only && response.body.is_empty());
-        if body_allowed && length_known {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(response.body.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        match (persistence, version) {
-            (Persistence::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
-            // HTTP/1.0 closes unless told otherwise; 1.1 keeps by default.
-            (Persistence::KeepAlive, Version::Http10) => {
-                out.extend_from_slice(b"Connection: keep-alive\r\n")
-            }
-            (Persistence::KeepAlive, Version::Http11) => {}
-        }
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
-        if body_allowed && !head_only {
-            out.extend_from_slice(&response.body);
-        }
-        self.stream.write_all(&self.out)
     }
+    let body_allowed = !(100..200).contains(&status) && status != 204 && status != 304;
+    // A HEAD answer's Content-Length must be what a GET would get (RFC
+    // 9110 8.6). A handler that relays upstream's HEAD answer has no body
+    // to measure, so an empty one announces no length rather than a false
+    // `0`.
+    let length_known = !(head_only && response.body.is_empty());
+    if body_allowed && length_known {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(response.body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match (persistence, version) {
+        (Persistence::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
+        // HTTP/1.0 closes unless told otherwise; 1.1 keeps by default.
+        (Persistence::KeepAlive, Version::Http10) => {
+            out.extend_from_slice(b"Connection: keep-alive\r\n")
+        }
+        (Persistence::KeepAlive, Version::Http11) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    if body_allowed && !head_only {
+        out.extend_from_slice(&response.body);
+    }
+}
 
-    /// Closes gracefully: stop sending, then read and discard what the
-    /// client still sends for a moment, so the kernel does not answer
-    /// unread data with a reset that could destroy the response before the
-    /// client reads it (the "lingering close" of HTTP servers).
-    fn linger(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let started = Instant::now();
-        let budget = Duration::from_secs(2);
-        let max_bytes = 2 * self.shared.limits.max_body_bytes.max(1024 * 1024);
-        let _ = self
-            .stream
-            .set_read_timeout(Some(Duration::from_millis(500)));
-        let mut scratch = [0u8; 16 * 1024];
-        let mut drained = 0usize;
-        while started.elapsed() < budget && drained < max_bytes {
-            match self.stream.read(&mut scratch) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    }
+/// Whether the handler asked for the connection to close after this
+/// response.
+pub(crate) fn handler_closes(response: &Response) -> bool {
+    header(&response.headers, "connection").is_some_and(|v| has_token(v, "close"))
 }
 
 fn header_too_large(max: usize) -> Refusal {
@@ -635,9 +582,9 @@ mod proptests {
                     Ok(None) => {}
                     Err(refusal) => {
                         prop_assert!(
-                            matches!(refusal, Refusal::Answer { status: 400 | 431, .. }),
-                            "refused with {:?}",
-                            refusal.response().map(|r| r.status)
+                            matches!(refusal.status, 400 | 431),
+                            "refused with {}",
+                            refusal.status
                         );
                         break;
                     }

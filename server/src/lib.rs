@@ -1,11 +1,16 @@
-//! A small synchronous HTTP/1.1 server: the front door of the proxy daemon
-//! and of the mock upstream.
+//! A small HTTP/1.1 server: the front door of the proxy daemon and of the
+//! mock upstream.
 //!
-//! One accept thread and one named thread per connection, bounded by
-//! [`Limits::max_connections`]. Thread-per-connection keeps the code
-//! obvious and a slow handler (a call waiting for its turn upstream) costs
-//! one parked thread, nothing more; the bound keeps a flood from exhausting
-//! the machine (beyond it a client gets `503` and the connection closes).
+//! One event-loop thread accepts connections and reads requests for all
+//! of them (epoll through `mio`; see `event_loop.rs`); handlers run on a
+//! pool of threads that grows with the requests being handled, so a slow
+//! handler (a call waiting for its turn upstream) costs one parked thread
+//! and nothing else, while an idle or slow client costs one file
+//! descriptor and its buffer, never a thread. No client can lock the
+//! others out: header sections must arrive within
+//! [`Limits::header_timeout`], and at [`Limits::max_connections`] the
+//! connection waiting longest without a request in progress gives way to
+//! the new one.
 //!
 //! What the server guarantees to a [`Handler`]: one complete request at a
 //! time per connection, in the order the client sent them (pipelining),
@@ -13,9 +18,10 @@
 //! request-target exactly as received, never normalised or decoded (an
 //! absolute-form `http://host/path` target is passed through too: the
 //! proxy layer decides what it means). Whatever a client sends (garbage, a
-//! header that never ends, a body too large) costs at most that client's
-//! connection: it gets a short JSON error and is closed, and every other
-//! connection keeps being served.
+//! header that never ends, a body too large, an HTTP/1.1 request without
+//! exactly one `Host`) costs at most that client's connection: it gets a
+//! short JSON error and is closed, and every other connection keeps being
+//! served.
 //!
 //! A handler answers a [`Reply`]: a core [`Response`] (the one response
 //! type of every syncoord crate), or [`Reply::DropConnection`] to close
@@ -24,16 +30,18 @@
 
 mod chunked;
 mod conn;
+mod event_loop;
+mod fds;
 #[cfg(any(test, feature = "test-client"))]
 pub mod test_client;
 #[cfg(test)]
 mod tests;
+mod workers;
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -51,11 +59,19 @@ pub struct Limits {
     /// How long a keep-alive connection may sit idle between requests
     /// before it is closed.
     pub idle_timeout: Duration,
-    /// Once the first byte of a request has arrived, the whole request
-    /// (headers and body) must arrive within this; otherwise `408` and
-    /// close (a slowloris client pins one thread for this long at most).
-    pub read_timeout: Duration,
-    /// Most connections served at once; beyond it, `503` and close.
+    /// A request's header section must be complete this long after its
+    /// first byte (after the connection opened, for the first request);
+    /// otherwise `408` and close. A slowloris client holds its connection
+    /// this long at most.
+    pub header_timeout: Duration,
+    /// A request's body must be complete this long after its header
+    /// section; otherwise `408` and close.
+    pub body_timeout: Duration,
+    /// A client must take its answer within this long; otherwise the
+    /// connection is closed.
+    pub write_timeout: Duration,
+    /// Most connections open at once. At the bound the connection idle the
+    /// longest is closed to make room; with none idle, `503` and close.
     pub max_connections: usize,
 }
 
@@ -66,8 +82,10 @@ impl Default for Limits {
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
-            read_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -110,20 +128,14 @@ impl ClientProbe {
     /// Whether the client closed the connection (or it broke). Pipelined
     /// bytes waiting to be read mean the client is still there; a client
     /// that half-closed after sending its request counts as gone, as it
-    /// does for other proxies. Call it from the handler's own thread: the
-    /// look briefly makes the socket non-blocking, which only that thread
-    /// could notice.
+    /// does for other proxies. Never blocks (the socket is non-blocking),
+    /// callable from any thread.
     pub fn gone(&self) -> bool {
         let Some(stream) = &self.stream else {
             return false;
         };
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
         let mut byte = [0u8; 1];
-        let seen = stream.peek(&mut byte);
-        let _ = stream.set_nonblocking(false);
-        match seen {
+        match stream.peek(&mut byte) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => !matches!(
@@ -165,11 +177,32 @@ impl From<Response> for Reply {
     }
 }
 
-/// Answers requests. Called from the connection's own thread, so it may
-/// block (a proxy waiting for its turn upstream) without holding up any
-/// other connection.
+/// What [`Handler::handle_nonblocking`] made of a request.
+pub enum Handled {
+    /// The answer, at once.
+    Now(Reply),
+    /// The request back, for [`Handler::handle`] on a pool thread.
+    Blocking(HttpRequest),
+    /// Work that may block, run on a pool thread; its result is the reply
+    /// (a request already submitted somewhere, waiting for its answer).
+    Later(Box<dyn FnOnce() -> Reply + Send>),
+}
+
+/// Answers requests.
 pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Called on a pool thread, so it may block (a
+    /// proxy waiting for its turn upstream) without holding up any other
+    /// connection.
     fn handle(&self, req: HttpRequest) -> Reply;
+
+    /// A first look at the request on the event-loop thread, which must
+    /// not block there: the answer if it is at hand (a cache hit, a health
+    /// check), otherwise the request back ([`Handled::Blocking`]) or the
+    /// rest of the work ([`Handled::Later`]) for a pool thread. The
+    /// default hands every request to [`Handler::handle`].
+    fn handle_nonblocking(&self, req: HttpRequest) -> Handled {
+        Handled::Blocking(req)
+    }
 }
 
 /// Closures are handlers, answering a [`Response`] or a [`Reply`].
@@ -186,74 +219,35 @@ where
 /// A running server. Dropping it does not stop it: call
 /// [`ShutdownHandle::shutdown`] then [`Server::join`].
 pub struct Server {
-    shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    shared: Arc<event_loop::Shared>,
+    thread: Option<JoinHandle<()>>,
 }
 
-/// Stops a server: no new connections, in-flight requests still answered,
-/// idle keep-alive connections closed. Cloneable, callable from any thread
-/// (a signal handler thread, a test), idempotent.
+/// Stops a server: the listener closes at once, and so does every
+/// connection without a complete request; requests being handled are
+/// still answered, then their connections close. Cloneable, callable from
+/// any thread (a signal handler thread, a test), idempotent.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    shared: Arc<Shared>,
-}
-
-/// One tracked connection: a handle to its socket so shutdown can wake an
-/// idle reader, and whether it is idle (waiting for a request to start).
-struct Tracked {
-    stream: TcpStream,
-    idle: Arc<AtomicBool>,
-}
-
-#[derive(Default)]
-struct Registry {
-    next_id: u64,
-    conns: HashMap<u64, Tracked>,
-}
-
-pub(crate) struct Shared {
-    limits: Limits,
-    handler: Arc<dyn Handler>,
-    local: SocketAddr,
-    stopping: AtomicBool,
-    registry: Mutex<Registry>,
-    /// Signalled when a connection ends, for `join`.
-    ended: Condvar,
-}
-
-impl Shared {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // A poisoned registry only means a thread panicked while holding
-        // the lock; the map itself is still consistent (single inserts and
-        // removes), so keep serving.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
+    shared: Arc<event_loop::Shared>,
 }
 
 impl Server {
-    /// Binds `addr` (e.g. `127.0.0.1:0`) and starts accepting.
+    /// Binds `addr` (e.g. `127.0.0.1:0`) and starts accepting. The first
+    /// server of the process raises its soft limit of open files to the
+    /// hard limit; [`Limits::max_connections`] is lowered to what that
+    /// limit leaves room for (one descriptor per connection).
     pub fn bind(addr: &str, limits: Limits, handler: Arc<dyn Handler>) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
-        let local = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            limits,
-            handler,
-            local,
-            stopping: AtomicBool::new(false),
-            registry: Mutex::new(Registry::default()),
-            ended: Condvar::new(),
-        });
-        let accept_shared = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name(format!("http-accept-{}", local.port()))
-            .spawn(move || accept_loop(&accept_shared, &listener))?;
+        let max_connections = fds::connection_bound(limits.max_connections);
+        let (event_loop, shared) =
+            event_loop::EventLoop::bind(addr, limits, handler, max_connections)?;
+        let local = shared.local;
+        let thread = std::thread::Builder::new()
+            .name(format!("http-loop-{}", local.port()))
+            .spawn(move || event_loop.run())?;
         Ok(Server {
             shared,
-            accept: Some(accept),
+            thread: Some(thread),
         })
     }
 
@@ -268,26 +262,24 @@ impl Server {
         }
     }
 
-    /// Connections being served right now.
+    /// Connections open right now.
     pub fn connections(&self) -> usize {
-        self.shared.registry().conns.len()
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
-    /// Blocks until the server has been shut down and every connection
-    /// thread has ended.
+    /// The connection bound in force ([`Limits::max_connections`], or
+    /// less when the descriptor limit is lower).
+    pub fn max_connections(&self) -> usize {
+        self.shared.max_connections
+    }
+
+    /// Blocks until the server has been shut down and every connection has
+    /// ended.
     pub fn join(mut self) {
-        if let Some(accept) = self.accept.take() {
-            if accept.join().is_err() {
-                tracing::error!("http accept thread panicked");
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("http event loop panicked");
             }
-        }
-        let mut reg = self.shared.registry();
-        while !reg.conns.is_empty() {
-            reg = self
-                .shared
-                .ended
-                .wait(reg)
-                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -298,128 +290,9 @@ impl ShutdownHandle {
         if shared.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept loop, blocked in accept(), with a connection of
-        // our own; it sees the flag and exits.
-        let wake = match shared.local.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), shared.local.port())
-            }
-            IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), shared.local.port())
-            }
-            _ => shared.local,
-        };
-        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-            tracing::warn!(error = %e, "could not wake the accept loop");
+        if let Err(e) = shared.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the event loop to stop it");
         }
-        // Idle connections are blocked reading the next request: shutting
-        // their read side makes that read return end-of-file at once.
-        // Busy ones notice the flag after answering and close themselves.
-        // A connection that becomes idle after this sweep checks the flag
-        // itself (it marks itself idle before looking).
-        for tracked in shared.registry().conns.values() {
-            if tracked.idle.load(Ordering::SeqCst) {
-                let _ = tracked.stream.shutdown(Shutdown::Read);
-            }
-        }
-    }
-}
-
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
-    loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                if shared.stopping() {
-                    return;
-                }
-                // Out of file descriptors and the like: back off a little
-                // rather than spin; the error may clear as connections end.
-                tracing::warn!(error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        };
-        if shared.stopping() {
-            return;
-        }
-        admit(shared, stream, peer);
-    }
-}
-
-/// Registers and spawns the connection's thread, or turns it away.
-fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let idle = Arc::new(AtomicBool::new(true));
-    let id = {
-        let mut reg = shared.registry();
-        if reg.conns.len() >= shared.limits.max_connections {
-            drop(reg);
-            turn_away(stream);
-            return;
-        }
-        let Ok(handle) = stream.try_clone() else {
-            return;
-        };
-        let id = reg.next_id;
-        reg.next_id += 1;
-        reg.conns.insert(
-            id,
-            Tracked {
-                stream: handle,
-                idle: Arc::clone(&idle),
-            },
-        );
-        id
-    };
-    let conn_shared = Arc::clone(shared);
-    let spawned = std::thread::Builder::new()
-        .name(format!("http-conn-{id}"))
-        .spawn(move || {
-            let _guard = Deregister {
-                shared: &conn_shared,
-                id,
-            };
-            conn::serve(&conn_shared, stream, peer, &idle);
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not spawn a connection thread");
-        shared.registry().conns.remove(&id);
-        shared.ended.notify_all();
-    }
-}
-
-/// Over the connection bound: a `503` written from the accept thread (a
-/// fresh socket's send buffer takes it at once) and close.
-fn turn_away(mut stream: TcpStream) {
-    let body = br#"{"error":"service_unavailable","message":"too many connections"}"#;
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = stream.write_all(&out);
-    let _ = stream.shutdown(Shutdown::Write);
-    // Read what the client already sent, without blocking, so closing does
-    // not reset the connection before the 503 is read.
-    if stream.set_nonblocking(true).is_ok() {
-        let mut scratch = [0u8; 4096];
-        while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
-    }
-}
-
-/// Removes a connection from the registry when its thread ends, even by
-/// panic, so `join` and the connection bound stay right.
-struct Deregister<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for Deregister<'_> {
-    fn drop(&mut self) {
-        self.shared.registry().conns.remove(&self.id);
-        self.shared.ended.notify_all();
     }
 }
 

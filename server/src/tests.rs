@@ -2,10 +2,11 @@
 
 use super::*;
 use crate::test_client::{keep_alive_load, Client, GUARD};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Echoes what it received: `METHOD TARGET BODY`, and the connection
@@ -43,7 +44,7 @@ fn keep_alive_reuses_one_connection_and_reports_date_and_length() {
         assert!(r.header("connection").is_none());
     }
     // Connection: close is honoured.
-    c.send(b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
+    c.send(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let r = c.read_response().unwrap();
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed());
@@ -78,10 +79,10 @@ fn pipelined_requests_answer_in_order_and_targets_pass_verbatim() {
     let server = start(Limits::default(), echo());
     let mut c = Client::connect(server.local_addr());
     c.send(
-        b"GET /one HTTP/1.1\r\n\r\n\
-          POST /two HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
-          GET http://example.test/three/../x%2F HTTP/1.1\r\n\r\n\
-          HEAD /four HTTP/1.1\r\n\r\n",
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+          GET http://example.test/three/../x%2F HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /four HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     assert_eq!(c.read_response().unwrap().text(), "GET /one ");
     assert_eq!(c.read_response().unwrap().text(), "POST /two abc");
@@ -92,7 +93,7 @@ fn pipelined_requests_answer_in_order_and_targets_pass_verbatim() {
     let head = c.read_head_response().unwrap();
     // HEAD: the length of the body a GET would get, and no body.
     assert_eq!(head.header("content-length"), Some("11"));
-    c.send(b"GET /five HTTP/1.1\r\n\r\n");
+    c.send(b"GET /five HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().unwrap().text(), "GET /five ");
     stop(server);
 }
@@ -101,11 +102,11 @@ fn pipelined_requests_answer_in_order_and_targets_pass_verbatim() {
 fn chunked_bodies_are_decoded_and_expect_continue_answered() {
     let server = start(Limits::default(), echo());
     let mut c = Client::connect(server.local_addr());
-    c.send(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n");
+    c.send(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n");
     c.send(b"5;x=y\r\npedia\r\n0\r\nTrailer: t\r\n\r\n");
     assert_eq!(c.read_response().unwrap().text(), "POST /c Wikipedia");
 
-    c.send(b"PUT /e HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    c.send(b"PUT /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
     // The interim answer arrives before we send the body.
     while !c.buf.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n") {
         assert!(c.buf.len() < 25, "unexpected bytes {:?}", c.buf);
@@ -131,7 +132,7 @@ fn a_large_body_within_the_limit_arrives_whole() {
         writer
             .write_all(
                 format!(
-                    "POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                    "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 )
                 .as_bytes(),
@@ -145,7 +146,7 @@ fn a_large_body_within_the_limit_arrives_whole() {
     );
     sender.join().unwrap();
     // The connection is still usable after the large request.
-    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().unwrap().status, 200);
     stop(server);
 }
@@ -173,64 +174,72 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
     let server = start(limits, echo());
     let a = server.local_addr();
     refused(a, b"\x00\x01garbage\r\n\r\n", 400, "malformed");
-    refused(a, b"G(T / HTTP/1.1\r\n\r\n", 400, "malformed");
+    // HTTP/1.1 needs exactly one Host (RFC 9112 3.2), as nginx enforces.
+    refused(a, b"GET / HTTP/1.1\r\n\r\n", 400, "without a Host");
     refused(
         a,
-        b"GET / HTTP/1.1\r\nX-Bin: \xff\xfe\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        400,
+        "more than one Host",
+    );
+    refused(a, b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed");
+    refused(
+        a,
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Bin: \xff\xfe\r\n\r\n",
         400,
         "not UTF-8",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
         400,
         "Content-Length",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
         400,
         "conflicting",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         400,
         "both",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc",
         400,
         "empty Transfer-Encoding",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n",
         400,
         "empty Transfer-Encoding",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
         400,
         "Transfer-Encoding",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         400,
         "chunk",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n",
         413,
         "too large",
     );
     refused(
         a,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n1\r\nx\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n1\r\nx\r\n0\r\n\r\n",
         413,
         "too large",
     );
@@ -241,7 +250,7 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
     let ext = "e".repeat(600);
     refused(
         a,
-        format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;{ext}\r\nx\r\n1;{ext}\r\ny\r\n0\r\n\r\n")
+        format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;{ext}\r\nx\r\n1;{ext}\r\ny\r\n0\r\n\r\n")
             .as_bytes(),
         413,
         "too much framing",
@@ -249,19 +258,23 @@ fn bad_requests_get_400_413_431_and_the_server_keeps_serving() {
     let many: String = (0..9).map(|i| format!("X-H{i}: v\r\n")).collect();
     refused(
         a,
-        format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(),
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
         431,
         "too many",
     );
     refused(
         a,
-        format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2000)).as_bytes(),
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(2000)
+        )
+        .as_bytes(),
         431,
         "too large",
     );
     // Still serving.
     let mut c = Client::connect(a);
-    c.send(b"GET /fine HTTP/1.1\r\n\r\n");
+    c.send(b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().unwrap().text(), "GET /fine ");
     stop(server);
 }
@@ -275,7 +288,7 @@ fn a_one_mebibyte_header_line_gets_431() {
     // Written from another thread: the server stops reading early, and the
     // client must still be able to read the answer.
     let sender = std::thread::spawn(move || {
-        let mut req = b"GET / HTTP/1.1\r\nX-Huge: ".to_vec();
+        let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Huge: ".to_vec();
         req.extend(std::iter::repeat_n(b'a', 1024 * 1024));
         req.extend_from_slice(b"\r\n\r\n");
         let _ = writer.write_all(&req);
@@ -289,15 +302,15 @@ fn a_one_mebibyte_header_line_gets_431() {
 #[test]
 fn slowloris_hits_the_read_timeout_while_others_are_served() {
     let limits = Limits {
-        read_timeout: Duration::from_millis(300),
+        header_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
     let server = start(limits, echo());
     let mut slow = Client::connect(server.local_addr());
-    slow.send(b"GET / HTTP/1.1\r\nX-Slow: ");
+    slow.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
     // Another client is served meanwhile.
     let mut c = Client::connect(server.local_addr());
-    c.send(b"GET /ok HTTP/1.1\r\n\r\n");
+    c.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().unwrap().status, 200);
     // Trickling bytes does not extend the deadline: it is for the whole
     // request. The write may fail once the server has given up.
@@ -328,7 +341,7 @@ fn concurrent_connections_are_served_in_parallel() {
         .map(|_| {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
-                c.send(b"GET / HTTP/1.1\r\n\r\n");
+                c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
                 let r = c.read_response().unwrap();
                 (r.status, r.header("content-length").map(str::to_owned))
             })
@@ -350,7 +363,7 @@ fn many_keep_alive_connections_each_get_their_own_answers() {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 for i in 0..20 {
-                    c.send(format!("GET /c{n}/r{i} HTTP/1.1\r\n\r\n").as_bytes());
+                    c.send(format!("GET /c{n}/r{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
                     let r = c.read_response().unwrap();
                     assert_eq!(r.text(), format!("GET /c{n}/r{i} "));
                 }
@@ -364,19 +377,54 @@ fn many_keep_alive_connections_each_get_their_own_answers() {
 }
 
 #[test]
-fn connections_beyond_the_bound_get_503() {
+fn at_the_bound_the_longest_idle_connection_gives_way() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = start(limits, echo());
+    let addr = server.local_addr();
+    let mut oldest = Client::connect(addr);
+    oldest.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(oldest.read_response().unwrap().status, 200);
+    // Silent since it connected, after `oldest` went idle.
+    let mut silent = Client::connect(addr);
+    // Arrives at the bound: `oldest` has been idle longest and is closed.
+    let mut newcomer = Client::connect(addr);
+    newcomer.send(b"GET /new HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(newcomer.read_response().unwrap().text(), "GET /new ");
+    assert!(oldest.closed());
+    silent.send(b"GET /silent HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(silent.read_response().unwrap().text(), "GET /silent ");
+    stop(server);
+}
+
+#[test]
+fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let gate = Mutex::new((entered_tx, release_rx));
+    let handler: Arc<dyn Handler> = Arc::new(move |_req: HttpRequest| {
+        let gate = gate.lock().unwrap();
+        let _ = gate.0.send(());
+        let _ = gate.1.recv_timeout(GUARD);
+        Response::new(200, "slow")
+    });
     let limits = Limits {
         max_connections: 1,
         ..Limits::default()
     };
-    let server = start(limits, echo());
-    let mut first = Client::connect(server.local_addr());
-    first.send(b"GET / HTTP/1.1\r\n\r\n");
-    assert_eq!(first.read_response().unwrap().status, 200);
+    let server = start(limits, handler);
+    let mut busy = Client::connect(server.local_addr());
+    busy.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    entered_rx.recv_timeout(GUARD).unwrap();
     let mut second = Client::connect(server.local_addr());
     let r = second.read_response().unwrap();
     assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
     assert!(second.closed());
+    release_tx.send(()).unwrap();
+    assert_eq!(busy.read_response().unwrap().text(), "slow");
     stop(server);
 }
 
@@ -388,12 +436,12 @@ fn a_bodiless_head_answer_announces_no_false_length() {
         Arc::new(|_req: HttpRequest| Response::new(200, Vec::new())),
     );
     let mut c = Client::connect(server.local_addr());
-    c.send(b"HEAD /x HTTP/1.1\r\n\r\n");
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n");
     let r = c.read_head_response().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), None);
     // The connection stays usable: a HEAD answer never has a body.
-    c.send(b"HEAD /y HTTP/1.1\r\nConnection: close\r\n\r\n");
+    c.send(b"HEAD /y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(c.read_head_response().unwrap().status, 200);
     stop(server);
 }
@@ -403,7 +451,7 @@ fn drop_connection_closes_without_an_answer() {
     let handler: Arc<dyn Handler> = Arc::new(|_req: HttpRequest| Reply::DropConnection);
     let server = start(Limits::default(), handler);
     let mut c = Client::connect(server.local_addr());
-    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(c.read_response().is_none());
     stop(server);
 }
@@ -424,13 +472,17 @@ fn shutdown_lets_a_slow_handler_answer_and_closes_idle_connections() {
 
     // An idle keep-alive connection (one request answered, then quiet).
     let mut idle = Client::connect(addr);
-    idle.send(b"GET /quick HTTP/1.1\r\n\r\n");
+    idle.send(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(idle.read_response().unwrap().status, 200);
     // A connection accepted but that never sent anything.
     let mut silent = Client::connect(addr);
+    // One that sent half a header section (the header timeout is 10 s:
+    // shutdown must not wait for it).
+    let mut partial = Client::connect(addr);
+    partial.send(b"GET /half HTTP/1.1\r\nHost: x\r\nX-Half: ");
 
     let mut slow = Client::connect(addr);
-    slow.send(b"GET /slow HTTP/1.1\r\n\r\n");
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
     entered_rx.recv_timeout(GUARD).unwrap();
 
     let handle = server.shutdown_handle();
@@ -444,6 +496,7 @@ fn shutdown_lets_a_slow_handler_answer_and_closes_idle_connections() {
     assert!(slow.closed());
     assert!(idle.closed());
     assert!(silent.closed());
+    assert!(partial.closed());
 
     let started = Instant::now();
     while !joiner.is_finished() {
@@ -463,10 +516,10 @@ fn a_panicking_handler_costs_only_its_request() {
     });
     let server = start(Limits::default(), handler);
     let mut c = Client::connect(server.local_addr());
-    c.send(b"GET /panic HTTP/1.1\r\n\r\n");
+    c.send(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().unwrap().status, 500);
     let mut c = Client::connect(server.local_addr());
-    c.send(b"GET /fine HTTP/1.1\r\n\r\n");
+    c.send(b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.read_response().unwrap().status, 200);
     stop(server);
 }
@@ -512,7 +565,8 @@ mod arbitrary_input {
                 max_body_bytes: 64,
                 max_header_bytes: 512,
                 max_headers: 8,
-                read_timeout: Duration::from_secs(5),
+                header_timeout: Duration::from_secs(5),
+                body_timeout: Duration::from_secs(5),
                 ..Limits::default()
             };
             // Echoes, and names the method so a HEAD answer (announced
@@ -536,8 +590,8 @@ mod arbitrary_input {
         crate::test_client::arbitrary_requests(
             vec![
                 &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n\r\n"[..],
-                    b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\n\r\n",
-                    b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcHEAD /h HTTP/1.1\r\n\r\n",
+                    b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\n\r\n",
+                    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcHEAD /h HTTP/1.1\r\n\r\n",
                     b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
             ],
             12,
@@ -607,8 +661,44 @@ mod arbitrary_input {
             }
             // Still serving.
             let mut c = Client::connect(addr);
-            c.send(b"GET /alive HTTP/1.1\r\nConnection: close\r\n\r\n");
+            c.send(b"GET /alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
             prop_assert_eq!(c.read_response().unwrap().text(), "GET /alive ");
         }
     }
+}
+
+/// Answers every request on the event loop itself.
+struct AtOnce;
+
+impl Handler for AtOnce {
+    fn handle(&self, _req: HttpRequest) -> Reply {
+        Response::new(500, "never on a pool thread").into()
+    }
+    fn handle_nonblocking(&self, req: HttpRequest) -> Handled {
+        Handled::Now(Response::new(200, req.target.into_bytes()).into())
+    }
+}
+
+#[test]
+fn thousands_of_pipelined_requests_answered_at_once_all_get_answers_in_order() {
+    let server = start(Limits::default(), Arc::new(AtOnce));
+    let mut c = Client::connect(server.local_addr());
+    let n = 20_000;
+    let writer = {
+        let mut stream = c.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            for i in 0..n {
+                all.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            }
+            stream.write_all(&all).unwrap();
+        })
+    };
+    for i in 0..n {
+        let r = c.read_response().expect("an answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("/{i}"));
+    }
+    writer.join().unwrap();
+    stop(server);
 }

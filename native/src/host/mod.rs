@@ -26,7 +26,7 @@ use syncoord_proxy::Outgoing;
 
 use crate::upstream::Unsendable;
 pub use crate::upstream::Upstream;
-use sync::{Ended, Shared, Slot, Submitted};
+use sync::{Shared, Slot, Submitted};
 
 /// Threads and timing of the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +35,12 @@ pub struct HostOptions {
     pub upstream_threads: usize,
     /// Seeds the core's jitter; `None` takes one from the clock.
     pub seed: Option<u64>,
-    /// How long `shutdown` waits, past its drain deadline, for worker
-    /// threads still inside an upstream call before leaving them behind
-    /// (they exit when the call returns).
-    pub join_grace: Duration,
+    /// How long a call already sent upstream may still take, past the
+    /// drain deadline of `shutdown`, to bring back its real answer. Set it
+    /// to the upstream client's own timeout, so that every call that left
+    /// gets its answer unless upstream never gives one. When it runs out,
+    /// the call's waiters get [`CallError::OutcomeUnknown`].
+    pub in_flight_grace: Duration,
     /// Prefix of the host's thread names (`<name>-dispatch`, `<name>-up-3`).
     pub thread_name: String,
 }
@@ -48,7 +50,7 @@ impl Default for HostOptions {
         HostOptions {
             upstream_threads: 8,
             seed: None,
-            join_grace: Duration::from_secs(5),
+            in_flight_grace: Duration::from_secs(5),
             thread_name: "syncoord".into(),
         }
     }
@@ -83,6 +85,12 @@ pub enum CallError {
     /// was not submitted.
     #[error("the request cannot be sent upstream: {0}")]
     Invalid(Unsendable),
+    /// The call had been sent upstream, and the host stopped before the
+    /// answer came back ([`Coordinator::stop_now`], or the in-flight grace
+    /// of a shutdown ran out). Upstream may have acted on it: check (an
+    /// order by its client order id) before sending it again.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// A thread-safe handle to a running coordinator; clones share it. When
@@ -98,7 +106,7 @@ struct Host {
     /// workers own the upstream, and once they are joined nothing does.
     upstream: Weak<dyn Upstream>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    join_grace: Duration,
+    in_flight_grace: Duration,
 }
 
 impl Coordinator {
@@ -120,7 +128,7 @@ impl Coordinator {
             shared: shared.clone(),
             upstream: Arc::downgrade(&upstream),
             threads: Mutex::new(Vec::with_capacity(workers + 1)),
-            join_grace: options.join_grace,
+            in_flight_grace: options.in_flight_grace,
         };
         // From here on, dropping `coordinator` (on a spawn error) stops
         // whatever threads did start.
@@ -215,12 +223,26 @@ impl Coordinator {
             .with_core(|core| core.config().class_id(name))
     }
 
-    /// Refuses new requests ([`CallError::ShuttingDown`]), lets queued and
-    /// in-flight work finish for up to `drain`, then ends every request
-    /// still open (each waiter gets exactly one answer) and joins the
-    /// host's threads. Idempotent; later calls never extend the deadline.
+    /// Refuses new requests ([`CallError::ShuttingDown`]) and lets queued
+    /// and in-flight work finish for up to `drain`. Then every request not
+    /// yet sent upstream is aborted ([`syncoord_core::Failure::Aborted`]),
+    /// and calls already sent get up to [`HostOptions::in_flight_grace`]
+    /// more for their real answer; only past that is a waiter told
+    /// [`CallError::OutcomeUnknown`]. Each waiter gets exactly one answer.
+    /// Returns once every waiter has it, joining the host's threads
+    /// (a worker still inside an upstream call nobody waits for is left to
+    /// finish on its own). Idempotent; later calls never extend the
+    /// deadline. So it returns within `drain + in_flight_grace`.
     pub fn shutdown(&self, drain: Duration) {
         self.host.shutdown(drain);
+    }
+
+    /// Ends every open request now, from any thread (a second signal):
+    /// requests not yet sent are aborted, requests whose call is inside
+    /// upstream get [`CallError::OutcomeUnknown`]. A [`Self::shutdown`]
+    /// under way returns at once.
+    pub fn stop_now(&self) {
+        self.host.shared.stop_now();
     }
 }
 
@@ -230,8 +252,15 @@ impl Host {
     }
 
     fn shutdown(&self, drain: Duration) {
-        self.shared.begin_shutdown(drain);
-        let deadline = sync::after(Instant::now(), drain.saturating_add(self.join_grace));
+        self.shared.begin_shutdown(drain, self.in_flight_grace);
+        // The dispatcher ends everything by this deadline; the margin only
+        // covers its wake-up.
+        let deadline = sync::after(
+            Instant::now(),
+            drain
+                .saturating_add(self.in_flight_grace)
+                .saturating_add(Duration::from_secs(1)),
+        );
         let all_left = self.shared.wait_exited(deadline);
         let threads = std::mem::take(&mut *self.lock_threads());
         if all_left {
@@ -242,7 +271,7 @@ impl Host {
             }
         } else {
             tracing::warn!(
-                "host threads still inside an upstream call after the drain and join grace; leaving them to finish on their own"
+                "host threads still inside an upstream call nobody waits for; leaving them to finish on their own"
             );
         }
     }
@@ -250,6 +279,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        self.shared.stop_now();
         self.shutdown(Duration::ZERO);
     }
 }
@@ -292,7 +322,7 @@ impl Pending {
     pub fn wait(mut self) -> Result<Answer, CallError> {
         match self.state.take() {
             Some(PendingState::Ready(result)) => result,
-            Some(PendingState::Waiting { slot, .. }) => failed(slot.wait()),
+            Some(PendingState::Waiting { slot, .. }) => slot.wait(),
             None => Err(CallError::ShuttingDown),
         }
     }
@@ -307,7 +337,7 @@ impl Pending {
             Some(PendingState::Waiting { slot, .. }) => {
                 let ended = slot.wait_until(sync::after(Instant::now(), timeout))?;
                 self.state = None;
-                Some(failed(ended))
+                Some(ended)
             }
             Some(PendingState::Ready(_)) => match self.state.take() {
                 Some(PendingState::Ready(result)) => Some(result),
@@ -330,10 +360,10 @@ impl Pending {
             }) => {
                 let deadline = sync::after(Instant::now(), timeout);
                 if let Some(ended) = slot.wait_until(deadline) {
-                    return failed(ended);
+                    return ended;
                 }
                 match shared.cancel(ticket, &slot) {
-                    Some(ended) => failed(ended),
+                    Some(ended) => ended,
                     None => Err(CallError::TimedOut {
                         waited: since.elapsed(),
                     }),
@@ -342,10 +372,6 @@ impl Pending {
             None => Err(CallError::ShuttingDown),
         }
     }
-}
-
-fn failed(ended: Ended) -> Result<Answer, CallError> {
-    ended.map_err(CallError::Failed)
 }
 
 impl Drop for Pending {

@@ -37,10 +37,16 @@ use syncoord_core::{
 };
 use syncoord_proxy::Outgoing;
 
+use super::CallError;
 use crate::upstream::{unix_now, Upstream};
 
 /// What a request ends with.
-pub(crate) type Ended = Result<Answer, Failure>;
+pub(crate) type Ended = Result<Answer, CallError>;
+
+/// What a request whose call had left for upstream is told when the host
+/// stops before upstream answered: upstream may have acted on it.
+const OUTCOME_UNKNOWN: &str =
+    "syncoord stopped before upstream answered this call; upstream may have acted on it";
 
 /// While every worker is busy the dispatcher cannot send what the core
 /// says is due, so `poll_timeout` would say "now" over and over. It then
@@ -126,8 +132,17 @@ impl Slot {
 enum Phase {
     Running,
     /// No new requests; queued and in-flight work may finish until `until`.
+    /// After it, calls already sent upstream still get until
+    /// `until + grace` for their real answer.
     Draining {
         until: Instant,
+        grace: Duration,
+    },
+    /// The drain deadline passed: every request not yet sent has been
+    /// aborted and nothing more is sent; calls in flight may finish until
+    /// `by`, after which their waiters are told the outcome is unknown.
+    Finishing {
+        by: Instant,
     },
     /// Every waiter has its answer; threads are leaving.
     Stopped,
@@ -151,7 +166,7 @@ impl State {
     fn deliver(&mut self) {
         while let Some(finished) = self.core.poll_finished() {
             if let Some(slot) = self.slots.remove(&finished.ticket) {
-                slot.put(finished.result);
+                slot.put(finished.result.map_err(CallError::Failed));
             }
         }
     }
@@ -160,18 +175,30 @@ impl State {
         self.jobs.len() + self.busy < self.workers
     }
 
-    /// Ends everything still open: queued work through the core (stale
-    /// data where the core has some), in-flight tickets as aborted.
-    fn stop(&mut self, now: Instant) {
+    /// Ends every request that has not left for upstream: queued ones
+    /// through the core (stale data where it has some, else `Aborted`),
+    /// and calls handed to a worker that has not sent them yet, reported
+    /// to the core as never sent (then aborted in turn if it would retry).
+    fn abort_unsent(&mut self, now: Instant) {
+        for job in std::mem::take(&mut self.jobs) {
+            let never_sent = Outcome::Transport(TransportError::Connect(
+                "not sent: the host is shutting down".into(),
+            ));
+            let _ = self.core.complete(now, job.call, never_sent);
+        }
         self.core.abort_waiting(now, "the host is shutting down");
         self.deliver();
+    }
+
+    /// Ends everything still open. Requests never sent are aborted; a
+    /// request whose call is still inside upstream is told its outcome is
+    /// unknown (never a retry hint: upstream may have acted on it).
+    fn stop(&mut self, now: Instant) {
+        self.abort_unsent(now);
         for (ticket, slot) in self.slots.drain() {
             self.core.cancel(ticket);
-            slot.put(Err(Failure::Aborted(
-                "the host shut down before upstream answered".into(),
-            )));
+            slot.put(Err(CallError::OutcomeUnknown(OUTCOME_UNKNOWN.into())));
         }
-        self.jobs.clear();
         self.phase = Phase::Stopped;
     }
 }
@@ -255,19 +282,24 @@ impl Shared {
         }
     }
 
-    /// Stops taking requests and lets work finish until `drain` from now
-    /// (an earlier deadline from a previous call stands).
-    pub(crate) fn begin_shutdown(&self, drain: Duration) {
+    /// Stops taking requests and lets work finish until `drain` from now;
+    /// calls already sent upstream then get `grace` more for their real
+    /// answer. An earlier deadline from a previous call stands.
+    pub(crate) fn begin_shutdown(&self, drain: Duration, grace: Duration) {
         let mut s = lock(&self.state);
-        let until = after(Instant::now(), drain);
+        let now = Instant::now();
+        let until = after(now, drain);
         match s.phase {
             Phase::Running => {
                 // Draining finishes what bots asked for; nothing new starts.
                 s.core.stop_refreshing();
-                s.phase = Phase::Draining { until }
+                s.phase = Phase::Draining { until, grace }
             }
-            Phase::Draining { until: before } if until < before => {
-                s.phase = Phase::Draining { until }
+            Phase::Draining { until: before, .. } if until < before => {
+                s.phase = Phase::Draining { until, grace }
+            }
+            Phase::Finishing { by } if until < by && drain.is_zero() && grace.is_zero() => {
+                s.phase = Phase::Finishing { by: now }
             }
             _ => {}
         }
@@ -275,13 +307,31 @@ impl Shared {
         self.dispatcher.notify_one();
     }
 
-    /// Waits until every host thread has left its loop, or `deadline`
-    /// passes (`false`: some thread is still inside an upstream call).
+    /// Ends everything now: no drain, no grace. Requests not yet sent are
+    /// aborted; requests inside upstream are told the outcome is unknown.
+    pub(crate) fn stop_now(&self) {
+        let mut s = lock(&self.state);
+        if s.phase != Phase::Stopped {
+            s.stop(Instant::now());
+        }
+        drop(s);
+        self.dispatcher.notify_one();
+        self.work.notify_all();
+        self.exited.notify_all();
+    }
+
+    /// Waits until every host thread has left its loop (`true`), or
+    /// `deadline` passes, or the host has stopped and the only threads
+    /// left are workers inside an upstream call (`false`: they leave when
+    /// their call returns; nobody waits for its answer any more).
     pub(crate) fn wait_exited(&self, deadline: Instant) -> bool {
         let mut s = lock(&self.state);
         loop {
             if s.live == 0 {
                 return true;
+            }
+            if s.phase == Phase::Stopped && s.live <= s.busy {
+                return false;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -310,17 +360,32 @@ impl Shared {
         loop {
             let now = Instant::now();
             s.core.handle_timeout(now);
-            if let Phase::Draining { until } = s.phase {
-                let idle = s.core.waiting() == 0 && s.jobs.is_empty() && s.busy == 0;
-                if now >= until || idle {
-                    s.stop(now);
+            s.deliver();
+            // Nobody waits for anything: a call still inside upstream whose
+            // waiters all gave up holds nothing back.
+            let idle = s.core.waiting() == 0 && s.jobs.is_empty();
+            match s.phase {
+                Phase::Draining { .. } | Phase::Finishing { .. } if idle => s.stop(now),
+                Phase::Draining { until, grace } if now >= until => {
+                    s.abort_unsent(now);
+                    s.phase = Phase::Finishing {
+                        by: after(until, grace),
+                    };
+                    if s.core.waiting() == 0 {
+                        s.stop(now);
+                    }
                 }
+                // A call that came back for a retry is not sent again.
+                Phase::Finishing { by } if now < by => s.abort_unsent(now),
+                Phase::Finishing { .. } => s.stop(now),
+                _ => {}
             }
             if s.phase == Phase::Stopped {
                 self.work.notify_all();
                 break;
             }
-            while s.has_capacity() {
+            let sending = matches!(s.phase, Phase::Running | Phase::Draining { .. });
+            while sending && s.has_capacity() {
                 match s.core.poll_dispatch(now) {
                     Some(call) => {
                         s.jobs.push_back(call);
@@ -331,8 +396,13 @@ impl Shared {
             }
             s.deliver();
             let mut wake = s.core.poll_timeout();
-            if let Phase::Draining { until } = s.phase {
-                wake = Some(wake.map_or(until, |w| w.min(until)));
+            let phase_end = match s.phase {
+                Phase::Draining { until, .. } => Some(until),
+                Phase::Finishing { by } => Some(by),
+                _ => None,
+            };
+            if let Some(end) = phase_end {
+                wake = Some(wake.map_or(end, |w| w.min(end)));
             }
             if !s.has_capacity() {
                 wake = wake.map(|w| w.max(now + SATURATED_RECHECK));

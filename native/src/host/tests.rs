@@ -112,7 +112,7 @@ fn start(config: Config, fake: &Arc<Fake>, threads: usize) -> Coordinator {
     let options = HostOptions {
         upstream_threads: threads,
         seed: Some(7),
-        join_grace: Duration::from_millis(200),
+        in_flight_grace: Duration::from_millis(200),
         ..HostOptions::default()
     };
     Coordinator::start(config.compile().unwrap(), upstream, options).unwrap()
@@ -311,11 +311,18 @@ fn shutdown_answers_every_open_request_exactly_once() {
         let host = host.clone();
         thread::spawn(move || host.shutdown(Duration::from_millis(20)))
     };
-    for p in queued.into_iter().chain([in_flight]) {
+    // Never sent: aborted at the drain deadline (a bot may retry those).
+    for p in queued {
         match p.wait() {
             Err(CallError::Failed(Failure::Aborted(_))) => {}
             other => panic!("expected an abort, got {other:?}"),
         }
+    }
+    // Sent, and upstream never answered within the in-flight grace: the
+    // outcome is unknown, never an abort a bot would retry.
+    match in_flight.wait() {
+        Err(CallError::OutcomeUnknown(_)) => {}
+        other => panic!("expected an unknown outcome, got {other:?}"),
     }
     stopper.join().unwrap();
     assert_eq!(host.waiting(), 0);
@@ -323,6 +330,74 @@ fn shutdown_answers_every_open_request_exactly_once() {
     assert_eq!(stats.requests.submitted, 6);
     assert_eq!(stats.in_progress, 0);
     // The worker was left inside the call; it leaves once the call returns.
+    fake.open_gate();
+}
+
+/// A host whose calls in flight may take `grace` past the drain deadline.
+fn start_with_grace(config: Config, fake: &Arc<Fake>, grace: Duration) -> Coordinator {
+    let upstream: Arc<dyn Upstream> = fake.clone();
+    let options = HostOptions {
+        upstream_threads: 1,
+        seed: Some(7),
+        in_flight_grace: grace,
+        ..HostOptions::default()
+    };
+    Coordinator::start(config.compile().unwrap(), upstream, options).unwrap()
+}
+
+#[test]
+fn an_order_in_flight_at_the_drain_deadline_gets_its_real_answer() {
+    let (fake, rx) = Fake::new(false);
+    let host = start_with_grace(tight(1000.0), &fake, GUARD);
+    let (r, o) = post(&format!("{P}/orders/slow"));
+    let order = host.submit(r, o);
+    entered(&rx);
+    let (r, o) = get(&format!("{P}/products/queued"));
+    let queued = host.submit(r, o);
+    let stopper = {
+        let host = host.clone();
+        thread::spawn(move || host.shutdown(Duration::from_millis(20)))
+    };
+    // The queued read is aborted at the drain deadline, while the order
+    // is still inside upstream...
+    match queued.wait() {
+        Err(CallError::Failed(Failure::Aborted(_))) => {}
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    assert!(!stopper.is_finished(), "shutdown waits for the order");
+    // ...which, once upstream answers, gets that answer.
+    fake.open_gate();
+    let answer = order.wait().expect("the order's real answer");
+    assert_eq!(answer.response.status, 200);
+    assert_eq!(answer.response.body, format!("{P}/orders/slow").as_bytes());
+    stopper.join().unwrap();
+    assert_eq!(fake.calls(), 1);
+}
+
+#[test]
+fn stop_now_tells_an_order_in_flight_its_outcome_is_unknown() {
+    let (fake, rx) = Fake::new(false);
+    let host = start_with_grace(tight(1000.0), &fake, GUARD);
+    let (r, o) = post(&format!("{P}/orders/stuck"));
+    let order = host.submit(r, o);
+    entered(&rx);
+    let (r, o) = get(&format!("{P}/products/queued"));
+    let queued = host.submit(r, o);
+    let stopper = {
+        let host = host.clone();
+        thread::spawn(move || host.shutdown(GUARD))
+    };
+    host.stop_now();
+    match queued.wait() {
+        Err(CallError::Failed(Failure::Aborted(_))) => {}
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    match order.wait() {
+        Err(CallError::OutcomeUnknown(why)) => assert!(why.contains("may have"), "{why}"),
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+    // The shutdown under way returns without waiting for upstream.
+    stopper.join().unwrap();
     fake.open_gate();
 }
 

@@ -92,6 +92,11 @@ pub enum ServiceError {
     /// The request can never be sent upstream (a malformed path, say).
     #[error("the request cannot be sent upstream: {0}")]
     Invalid(Unsendable),
+    /// The call was sent and the coordinator stopped before upstream
+    /// answered: it may have been acted on. Never retried blindly; look it
+    /// up (an order by its client order id) first.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl ServiceError {
@@ -109,7 +114,8 @@ impl ServiceError {
             ServiceError::ShuttingDown
             | ServiceError::NotCached
             | ServiceError::Decode { .. }
-            | ServiceError::Invalid(_) => false,
+            | ServiceError::Invalid(_)
+            | ServiceError::OutcomeUnknown(_) => false,
         }
     }
 
@@ -151,6 +157,7 @@ impl From<CallError> for ServiceError {
             CallError::TimedOut { waited } => ServiceError::TimedOut { waited },
             CallError::ShuttingDown => ServiceError::ShuttingDown,
             CallError::Invalid(why) => ServiceError::Invalid(why),
+            CallError::OutcomeUnknown(why) => ServiceError::OutcomeUnknown(why),
         }
     }
 }

@@ -71,7 +71,7 @@ fn get() -> (Request, Outgoing) {
 }
 
 fn stop(shared: &Shared, threads: Vec<thread::JoinHandle<()>>) {
-    shared.begin_shutdown(Duration::ZERO);
+    shared.begin_shutdown(Duration::ZERO, Duration::ZERO);
     assert!(shared.wait_exited(Instant::now() + Duration::from_secs(3600)));
     for t in threads {
         t.join().expect("host thread");
