@@ -1089,6 +1089,11 @@ impl<P: Clone> Coordinator<P> {
                         attempts,
                         response: Arc::new(response),
                     },
+                    // An order that reached upstream and got no answer:
+                    // nobody may be told it simply failed.
+                    Outcome::Transport(error) if !call.idempotent && !error.never_sent() => {
+                        Failure::OutcomeUnknown { attempts, error }
+                    }
                     Outcome::Transport(error) => Failure::Transport { attempts, error },
                 };
                 self.fail_call(now, call_id, failure);

@@ -377,6 +377,20 @@ pub enum Failure {
         /// The last attempt's error.
         error: TransportError,
     },
+    /// A call that is not idempotent (an order) reached upstream, and no
+    /// answer came back (a timeout, a broken connection). Upstream may
+    /// have acted on it, so it is never retried and never answered with a
+    /// retry hint: the caller must check (an order by its client order id)
+    /// before sending it again.
+    #[error(
+        "outcome unknown: {error} (after {attempts} attempt(s)); upstream may have acted on it"
+    )]
+    OutcomeUnknown {
+        /// Attempts made, the first included.
+        attempts: u32,
+        /// The last attempt's error.
+        error: TransportError,
+    },
     /// The scope's circuit breaker is open: upstream has been failing.
     #[error("circuit breaker for scope `{scope}` is open; next probe in {retry_after:?}")]
     BreakerOpen {
@@ -414,6 +428,7 @@ impl Failure {
             Failure::RateLimited { .. } => "rate_limited",
             Failure::Upstream { .. } => "upstream",
             Failure::Transport { .. } => "transport",
+            Failure::OutcomeUnknown { .. } => "outcome_unknown",
             Failure::BreakerOpen { .. } => "breaker_open",
             Failure::Aborted(_) => "aborted",
             Failure::NotCached => "not_cached",

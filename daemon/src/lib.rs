@@ -40,15 +40,9 @@ pub struct Daemon {
     drain: Duration,
 }
 
-/// The status of the answer to a call that was sent upstream when the
-/// daemon had to stop before upstream answered: `422` with
-/// `X-Syncoord-Error: outcome_unknown` and no `Retry-After`. Not a 5xx, a
-/// 408 or a 429, because client libraries retry those on their own
-/// (urllib3's `Retry` honours `Retry-After` on 413/429/503 and is commonly
-/// given `status_forcelist=[429, 500, 502, 503, 504]`; ccxt maps 5xx, 408
-/// and 409 to network errors that `maxRetriesOnFailure` retries), while
-/// ccxt maps 422 to a plain `ExchangeError` and no retry rule lists it.
-pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
+/// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
+/// upstream when the daemon had to stop before upstream answered.
+pub use proxy::OUTCOME_UNKNOWN_STATUS;
 
 impl Daemon {
     /// Binds every listener (`server.listen`, which fronts all upstreams,

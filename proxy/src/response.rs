@@ -70,6 +70,17 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     whole.max(1)
 }
 
+/// The status of the answer to a call that was sent upstream and whose
+/// answer never came (upstream timed out or the connection broke, or the
+/// host had to stop first): `422` with `X-Syncoord-Error: outcome_unknown`
+/// and no `Retry-After`. Not a 5xx, a 408 or a 429, because client
+/// libraries retry those on their own (urllib3's `Retry` honours
+/// `Retry-After` on 413/429/503 and is commonly given
+/// `status_forcelist=[429, 500, 502, 503, 504]`; ccxt maps 5xx, 408 and 409
+/// to network errors that `maxRetriesOnFailure` retries), while ccxt maps
+/// 422 to a plain `ExchangeError` and no retry rule lists it.
+pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
+
 /// A failure as a JSON error: `{"error", "message", "retry_after_secs"}`
 /// with `X-Syncoord-Error: <kind>`.
 ///
@@ -77,7 +88,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// (try again later, with `Retry-After` where we know when); deadlines are
 /// 504, and so is `only-if-cached` with nothing cached (RFC 9111
 /// §5.2.1.7); upstream errors and transport failures are 502, quoting
-/// upstream's status and the start of its body.
+/// upstream's status and the start of its body; an order sent without an
+/// answer is [`OUTCOME_UNKNOWN_STATUS`], with no retry hint.
 pub fn failure_response(failure: &Failure) -> Response {
     let (status, retry) = match failure {
         Failure::Shed { retry_after, .. }
@@ -88,6 +100,7 @@ pub fn failure_response(failure: &Failure) -> Response {
             (504, None)
         }
         Failure::Upstream { .. } | Failure::Transport { .. } => (502, None),
+        Failure::OutcomeUnknown { .. } => (OUTCOME_UNKNOWN_STATUS, None),
     };
     let mut body = json!({
         "error": failure.kind(),
@@ -229,6 +242,14 @@ mod tests {
                     error: TransportError::Connect("refused".into()),
                 },
                 502,
+                None,
+            ),
+            (
+                Failure::OutcomeUnknown {
+                    attempts: 1,
+                    error: TransportError::Timeout("30 s".into()),
+                },
+                422,
                 None,
             ),
             (Failure::Aborted("shutting down".into()), 503, Some(1)),

@@ -76,7 +76,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
     ),
     ("body over max_body_bytes refused with 413", body_too_large),
     (
-        "upstream answer over max_response_bytes is a 502",
+        "upstream answer over max_response_bytes: an order's outcome is unknown",
         response_too_large,
     ),
     ("stats, health and metrics endpoints", endpoints),
@@ -917,8 +917,9 @@ fn body_too_large(t: &Target) -> Result<(), String> {
 }
 
 /// An upstream answer over `max_response_bytes` (256 KiB in the suite's
-/// config) is a transport failure, 502, not passed on; the host keeps
-/// serving.
+/// config) is not passed on; the host keeps serving. The call was a POST
+/// that upstream received, so its outcome is unknown: `422
+/// outcome_unknown` with no retry hint, never a 502 a client retries.
 fn response_too_large(t: &Target) -> Result<(), String> {
     // The mock echoes the body back inside a JSON answer.
     let body = vec![b'y'; 300 * 1024];
@@ -928,7 +929,18 @@ fn response_too_large(t: &Target) -> Result<(), String> {
         &[("content-type", "application/octet-stream")],
         Some(&body),
     )?;
-    expect_status(&reply, 502, "answer over max_response_bytes")?;
+    expect_status(&reply, 422, "answer over max_response_bytes")?;
+    expect(
+        reply.header("x-syncoord-error") == Some("outcome_unknown")
+            && reply.header("retry-after").is_none(),
+        || {
+            format!(
+                "error kind {:?}, retry-after {:?}",
+                reply.header("x-syncoord-error"),
+                reply.header("retry-after")
+            )
+        },
+    )?;
     let still = get(&format!("{}{}", t.base, unique("/__echo/after-huge/")), &[])?;
     expect_status(&still, 200, "a normal request after an oversized answer")
 }

@@ -659,13 +659,16 @@ fn posts_are_retried_only_when_upstream_cannot_have_acted() {
     let broken = Outcome::Transport(TransportError::Broken("reset".into()));
     let (again, f) = post_after(broken);
     assert!(!again);
+    // Sent, no answer: its outcome is unknown, never a plain failure.
+    let f = f.unwrap();
     assert!(matches!(
-        failure_of(&f.unwrap()),
-        Failure::Transport {
+        failure_of(&f),
+        Failure::OutcomeUnknown {
             attempts: 1,
             error: TransportError::Broken(_)
         }
     ));
+    assert_eq!(failure_of(&f).retry_after(), None);
     let (again, f) = post_after(too_many(Some("1")));
     assert!(again && f.is_none(), "a 429 was not processed: retry");
     let refused = Outcome::Transport(TransportError::Connect("refused".into()));
@@ -791,14 +794,15 @@ fn a_call_never_completed_times_out_and_is_retried() {
     let f = finished(&mut c);
     assert_eq!((f[0].ticket, body(answer_of(&f[0]))), (t, "x"));
 
-    // A POST that times out may have been placed: not retried.
+    // A POST that times out may have been placed: not retried, and its
+    // outcome is unknown.
     let _ = c.submit(at(t0, 10.0), post("/orders/o"), 2);
     let d = dispatch_all(&mut c, at(t0, 10.0));
     c.handle_timeout(at(t0, 13.0));
     let f = finished(&mut c);
     assert!(matches!(
         failure_of(&f[0]),
-        Failure::Transport {
+        Failure::OutcomeUnknown {
             attempts: 1,
             error: TransportError::Timeout(_)
         }

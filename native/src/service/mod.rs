@@ -143,6 +143,7 @@ impl From<Failure> for ServiceError {
                 body: String::from_utf8_lossy(&response.body).into_owned(),
             },
             Failure::Transport { error, .. } => ServiceError::Transport(error.to_string()),
+            f @ Failure::OutcomeUnknown { .. } => ServiceError::OutcomeUnknown(f.to_string()),
             Failure::BreakerOpen { retry_after, .. } => ServiceError::BreakerOpen { retry_after },
             Failure::Aborted(_) => ServiceError::ShuttingDown,
             Failure::NotCached => ServiceError::NotCached,
