@@ -20,64 +20,12 @@ MOCK=127.0.0.1:19110
 PROXY=127.0.0.1:19111
 NGINX=127.0.0.1:19112
 
-[ -n "${SYNCOORD_BIN:-}" ] || cargo build --release -p syncoord-cli >/dev/null
 cargo build --release -p syncoord-daemon --example flood >/dev/null
-BIN=${SYNCOORD_BIN:-target/release/syncoord}
 FLOOD=target/release/examples/flood
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
+. scripts/bench-lib.sh
 ulimit -n "$(ulimit -Hn)"
-
-"$BIN" --log warn mock-upstream --listen "$MOCK" --unlimited >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
-wait_port "$MOCK"
-sed "s#@MOCK@#http://$MOCK#; s#@LISTEN@#$PROXY#" scripts/bench-daemon.toml >"$WORK/syncoord.toml"
-"$BIN" --log warn serve --config "$WORK/syncoord.toml" >"$WORK/syncoord.log" 2>&1 &
-PIDS+=($!)
-wait_port "$PROXY"
-
-mkdir -p "$WORK/nginx-cache"
-cat >"$WORK/nginx.conf" <<NGINX
-user root;
-worker_processes 2;
-worker_rlimit_nofile 20000;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    proxy_cache_path $WORK/nginx-cache keys_zone=bench:10m;
-    upstream mock { server $MOCK; keepalive 64; }
-    server {
-        listen $NGINX;
-        client_header_timeout 10s;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache bench;
-            proxy_cache_valid 200 90s;
-            proxy_cache_lock on;
-        }
-    }
-}
-NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK"
-wait_port "$NGINX"
+start_mock_and_daemon
+start_nginx 8192 "worker_rlimit_nofile 20000;" "client_header_timeout 10s;"
 
 HIT_PATH=/api/v3/brokerage/market/products/BTC-USD/ticker
 curl -fsS "http://$PROXY$HIT_PATH" >/dev/null

@@ -14,41 +14,8 @@ use syncoord_daemon::Daemon;
 use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    body: String,
-}
-
-fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = agent.get(url);
-    for (n, v) in headers {
-        request = request.header(*n, *v);
-    }
-    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let retry_after = header("retry-after");
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    Reply {
-        status: response.status().as_u16(),
-        retry_after,
-        body,
-    }
-}
+mod common;
+use common::{agent, get};
 
 /// A daemon with `extra` TOML appended to a one-upstream configuration in
 /// front of `mock`.

@@ -4,49 +4,13 @@
 //! Exchange: CB-ACCESS-KEY) and names the account in every private answer
 //! (`mock_credential`), so a cross-account answer is visible.
 
-use std::time::Duration;
-
 use base64::Engine;
 use syncoord_daemon::Daemon;
 use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-struct Reply {
-    status: u16,
-    cache: Option<String>,
-    error: Option<String>,
-    body: String,
-}
-
-fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = agent.get(url);
-    for (n, v) in headers {
-        request = request.header(*n, *v);
-    }
-    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (cache, error) = (header("x-syncoord-cache"), header("x-syncoord-error"));
-    Reply {
-        status: response.status().as_u16(),
-        cache,
-        error,
-        body: response.body_mut().read_to_string().unwrap_or_default(),
-    }
-}
+mod common;
+use common::{agent, get};
 
 /// The default two upstreams (Advanced Trade, Exchange under `/exchange`),
 /// both in front of `mock`, plus `extra` TOML.

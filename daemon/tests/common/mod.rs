@@ -1,0 +1,52 @@
+//! What the daemon's end-to-end test files share: an HTTP client that
+//! treats every status as an answer, and a GET that keeps the headers the
+//! tests read.
+
+use std::time::Duration;
+
+/// A client that returns 4xx and 5xx as answers, not errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// An answer with the headers the tests look at.
+#[allow(dead_code)] // each test file reads its own subset
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub cache: Option<String>,
+    pub error: Option<String>,
+    pub body: String,
+}
+
+/// `GET url` with `headers`; panics only if no answer came at all.
+pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent.get(url);
+    for (n, v) in headers {
+        request = request.header(*n, *v);
+    }
+    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (retry_after, cache, error) = (
+        header("retry-after"),
+        header("x-syncoord-cache"),
+        header("x-syncoord-error"),
+    );
+    Reply {
+        status: response.status().as_u16(),
+        retry_after,
+        cache,
+        error,
+        body: response.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
