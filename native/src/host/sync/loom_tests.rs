@@ -15,7 +15,7 @@ use loom::thread;
 use syncoord_core::{Config, Coordinator as Core, Instant, Outcome, Request, Response, Ticket};
 use syncoord_proxy::Outgoing;
 
-use super::{Shared, Slot, Submitted};
+use super::{lock, Shared, Slot, Submitted};
 
 const PATH: &str = "/api/v3/brokerage/products/BTC-USD";
 
@@ -70,12 +70,19 @@ fn get() -> (Request, Outgoing) {
     (Request::get(PATH, "bot"), out)
 }
 
+/// Stops with no drain and no grace, and proves every host thread leaves.
+/// `wait_exited` may answer `false` here: when the host stops while the
+/// worker is still inside an upstream call that nobody waits for any more
+/// (its waiter cancelled), it does not wait for that call. The worker
+/// leaves as soon as the call returns; the joins prove it (a lost wake-up
+/// would hang them, which loom reports as a deadlock).
 fn stop(shared: &Shared, threads: Vec<thread::JoinHandle<()>>) {
     shared.begin_shutdown(Duration::ZERO, Duration::ZERO);
-    assert!(shared.wait_exited(Instant::now() + Duration::from_secs(3600)));
+    let _ = shared.wait_exited(Instant::now() + Duration::from_secs(3600));
     for t in threads {
         t.join().expect("host thread");
     }
+    assert_eq!(lock(&shared.state).live, 0, "a host thread never left");
 }
 
 fn waiting(shared: &Shared) -> usize {
