@@ -431,20 +431,30 @@ fn cache_and_ttl(t: &Target) -> Result<(), String> {
     })
 }
 
-fn coalescing(t: &Target) -> Result<(), String> {
-    const READERS: usize = 16;
-    let url = format!("{}{}", t.base, unique("/__echo/coalesce/"));
-    let before = mock_counts(t)?;
-    set_faults(t, r#"{"latency_ms": 400}"#)?;
-    let replies: Vec<Result<Reply, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..READERS)
-            .map(|_| s.spawn(|| get(&url, &[("CB-ACCESS-KEY", "conf-key-coalesce")])))
+/// `readers` identical GETs of `url` at once, one thread each; every
+/// reader's reply (a panicked reader is an error, not a lost answer).
+fn concurrent_gets(
+    readers: usize,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Vec<Result<Reply, String>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..readers)
+            .map(|_| s.spawn(|| get(url, headers)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err("reader panicked".into())))
             .collect()
-    });
+    })
+}
+
+fn coalescing(t: &Target) -> Result<(), String> {
+    const READERS: usize = 16;
+    let url = format!("{}{}", t.base, unique("/__echo/coalesce/"));
+    let before = mock_counts(t)?;
+    set_faults(t, r#"{"latency_ms": 400}"#)?;
+    let replies = concurrent_gets(READERS, &url, &[("CB-ACCESS-KEY", "conf-key-coalesce")]);
     set_faults(t, "{}")?;
     let after = mock_counts(t)?;
     let mut misses = 0;
@@ -533,15 +543,7 @@ fn freshness_directives(t: &Target) -> Result<(), String> {
     let url = format!("{}{}", t.base, unique("/__echo/fresh/coalesce-"));
     let before = mock_counts(t)?;
     set_faults(t, r#"{"latency_ms": 400}"#)?;
-    let replies: Vec<Result<Reply, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..READERS)
-            .map(|_| s.spawn(|| get(&url, &[("Cache-Control", "max-age=5")])))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("reader panicked".into())))
-            .collect()
-    });
+    let replies = concurrent_gets(READERS, &url, &[("Cache-Control", "max-age=5")]);
     set_faults(t, "{}")?;
     for reply in &replies {
         expect_status(reply.as_ref().map_err(Clone::clone)?, 200, "max-age read")?;
