@@ -75,6 +75,12 @@ mod route;
 pub mod sim;
 pub mod stats;
 
+/// The maps of the hot path (cache entries, clients, calls, buckets):
+/// foldhash is several times faster than std's SipHash on the short keys
+/// they hold, and is seeded per process, so keys a client chooses (paths)
+/// cannot be aimed at one bucket from outside.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};
