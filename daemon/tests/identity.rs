@@ -158,6 +158,49 @@ fn the_bearer_scheme_is_case_insensitive_end_to_end() {
     assert_eq!(buckets, 1, "one key, one bucket: {stats}");
 }
 
+/// Item 5, as the probe measured it: 90 concurrent orders of one key, its
+/// `Authorization` scheme spelled five ways, against the mock's Advanced
+/// Trade private limit (30/s, burst 30). One key is one bucket, paced
+/// under the limit, so upstream answers no 429 (the probe saw 54-60 when
+/// each spelling was an identity of its own).
+#[test]
+fn ninety_concurrent_orders_of_one_key_in_five_spellings_get_no_429() {
+    let mock = mock();
+    let (_daemon, base) = daemon(&mock, "");
+    let url = format!("{base}/api/v3/brokerage/orders");
+    let spellings = ["Bearer ", "BEARER ", "bearer ", "BeArEr ", "Bearer\t"];
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..90u32)
+            .map(|i| {
+                let url = url.as_str();
+                let scheme = spellings[i as usize % spellings.len()];
+                s.spawn(move || {
+                    let token = bearer(ALICE_SUB, 1000 + i);
+                    let value = token.replacen("Bearer ", scheme, 1);
+                    let body = format!(
+                        r#"{{"client_order_id":"o-{i}","product_id":"BTC-USD","side":"BUY","order_configuration":{{"market_market_ioc":{{"quote_size":"10"}}}}}}"#
+                    );
+                    agent()
+                        .post(url)
+                        .header("Authorization", &value)
+                        .header("Content-Type", "application/json")
+                        .send(body.as_bytes())
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or_else(|e| panic!("order {i}: {e}"))
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| c.join().expect("caller"))
+            .collect()
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let upstream = mock.stats();
+    assert_eq!(upstream.rate_limited, 0, "upstream 429s: {upstream:?}");
+    assert_eq!(upstream.requests_total, 90);
+}
+
 /// Item 6: `//x`, `/x` and `/x/` reach upstream as different targets, and
 /// so do reordered queries: no shared entry.
 #[test]
