@@ -91,7 +91,7 @@ fn failing_upstream_degrades_to_stale_without_429s() {
 fn several_credentials_never_see_each_others_balances() {
     let mut s = Scenario::reference(12);
     s.duration = Duration::from_secs(2 * 3600);
-    s.credentials = 4;
+    s.groups[0].credentials = syncoord_core::sim::Credentials::Keys(4);
     let report = sim::run(&s);
     assert_eq!(report.cross_credential, 0);
     assert_eq!(report.upstream_429s, 0);
