@@ -635,6 +635,8 @@ struct Sent {
     method: Method,
     credential: usize,
     route: usize,
+    /// Its priority class (the override, else the route's).
+    class: usize,
     /// The request it was submitted for (its first dispatch ends its
     /// queue wait).
     request: u64,
@@ -730,11 +732,15 @@ pub struct LimitUse {
 pub struct Report {
     /// Bots simulated.
     pub bots: usize,
+    /// The run's seed ([`Scenario::seed`]).
+    pub seed: u64,
     /// Virtual time the bots ran for ([`Scenario::duration`]).
     #[serde(serialize_with = "as_secs")]
     pub simulated: Duration,
     /// Requests the bots submitted.
     pub requests: u64,
+    /// Of them, reads (`GET` and `HEAD`: the ones a cache can answer).
+    pub reads: u64,
     /// Evaluations the bots started (a bot still busy skips its tick).
     pub evaluations: u64,
     /// Bots that completed evaluations and never saw a failure.
@@ -936,7 +942,8 @@ struct Sim<'a> {
     routes: Vec<Acc>,
     route_index: HashMap<String, usize>,
     classes: Vec<Acc>,
-    buckets: BTreeMap<(String, Option<String>), BucketAcc>,
+    /// By scope id, then credential (`None`: a global scope).
+    buckets: BTreeMap<(u16, Option<usize>), BucketAcc>,
     limits: Vec<LimitUse>,
 }
 
@@ -1111,8 +1118,10 @@ impl<'a> Sim<'a> {
             .collect();
         Report {
             bots: self.bots.len(),
+            seed: self.s.seed,
             simulated: self.s.duration,
             requests: self.requests,
+            reads: self.requests - self.orders,
             evaluations: self.evaluations,
             bots_served,
             failures: self.failures,
@@ -1162,6 +1171,9 @@ impl<'a> Sim<'a> {
                     };
                     if response.as_ref().is_some_and(|r| r.status == 429) {
                         self.routes[sent.route].b.upstream_429s += 1;
+                        if let Some(c) = self.classes.get_mut(sent.class) {
+                            c.b.upstream_429s += 1;
+                        }
                     }
                     self.answers.insert(id, (call, response));
                     self.schedule(at, Event::UpstreamAnswers(id));
@@ -1233,25 +1245,30 @@ impl<'a> Sim<'a> {
     /// One call leaves: its route's count and each of its buckets'.
     fn count_call(&mut self, now: Instant, sent: &Sent) {
         self.routes[sent.route].b.upstream_calls += 1;
+        if let Some(c) = self.classes.get_mut(sent.class) {
+            c.b.upstream_calls += 1;
+        }
         let route = self.p.config.route(&sent.method, &sent.path);
         let minute = (now.saturating_duration_since(self.t0).as_secs() / 60) as usize;
         for scope in &route.scopes {
-            let config = self.p.config.config();
-            let Some((name, sc)) = config.scopes.iter().nth(scope.0 as usize) else {
-                continue;
+            let per_credential = self.p.config.keying(*scope) == Some(Keying::Credential);
+            let key = (scope.0, per_credential.then_some(sent.credential));
+            let b = match self.buckets.get_mut(&key) {
+                Some(b) => b,
+                None => {
+                    let config = self.p.config.config();
+                    let Some((name, sc)) = config.scopes.iter().nth(usize::from(scope.0)) else {
+                        continue;
+                    };
+                    self.buckets.entry(key).or_insert(BucketAcc {
+                        scope: name.clone(),
+                        credential: key.1.map(|c| format!("key:{c}")),
+                        budget_per_min: sc.rate * 60.0 / sc.period_secs.max(1e-9) * sc.headroom,
+                        per_minute: Vec::new(),
+                        calls: 0,
+                    })
+                }
             };
-            let credential = (self.p.config.keying(*scope) == Some(Keying::Credential))
-                .then(|| format!("key:{}", sent.credential));
-            let b = self
-                .buckets
-                .entry((name.clone(), credential.clone()))
-                .or_insert_with(|| BucketAcc {
-                    scope: name.clone(),
-                    credential,
-                    budget_per_min: sc.rate * 60.0 / sc.period_secs.max(1e-9) * sc.headroom,
-                    per_minute: Vec::new(),
-                    calls: 0,
-                });
             b.calls += u64::from(route.cost);
             if b.per_minute.len() <= minute {
                 b.per_minute.resize(minute + 1, 0);
@@ -1442,6 +1459,7 @@ impl<'a> Sim<'a> {
             method,
             credential,
             route: r,
+            class,
             request: id,
             submitted: now,
         };
