@@ -45,7 +45,14 @@ pub(crate) fn sweep(path: &Path, key: &str, runs: &[(String, Report)]) -> anyhow
         ),
         (
             "upstream calls per minute",
-            vec![("calls/min", BLUE, col(|s| s.calls_per_min))],
+            vec![
+                ("calls/min", BLUE, col(|s| s.calls_per_min)),
+                (
+                    "busiest bucket's budget",
+                    RGBColor(120, 120, 120),
+                    col(|s| s.budget_per_min),
+                ),
+            ],
         ),
         (
             "upstream 429s",

@@ -203,6 +203,8 @@ pub(crate) struct Summary {
     pub(crate) age_p50: f64,
     pub(crate) age_p99: f64,
     pub(crate) calls_per_min: f64,
+    /// The budget per minute of the bucket closest to its budget.
+    pub(crate) budget_per_min: f64,
     pub(crate) upstream_429s: u64,
     /// The highest class used, and its queue wait p99 and max in ms.
     pub(crate) top_class: String,
@@ -223,12 +225,14 @@ impl Summary {
             .classes
             .iter()
             .find(|c| c.queue_wait.count > 0 || c.requests > 0);
+        let busiest = busiest_bucket(r);
         Summary {
             hit_rate: s.cache_hit_rate,
             stale_share: s.requests.stale as f64 / (r.reads as f64).max(1.0),
             age_p50: s.served_age.all.p50_secs,
             age_p99: s.served_age.all.p99_secs,
             calls_per_min: s.upstream.calls as f64 / minutes,
+            budget_per_min: busiest.map_or(0.0, |b| b.budget_per_min),
             upstream_429s: r.upstream_429s,
             top_class: top.map_or_else(String::new, |c| c.name.clone()),
             top_wait_p99: top.map_or(0.0, |c| c.queue_wait.p99_ms),
@@ -240,6 +244,14 @@ impl Summary {
             bots: r.bots,
         }
     }
+}
+
+/// The bucket that used the largest share of its budget.
+fn busiest_bucket(r: &Report) -> Option<&sim::BucketUse> {
+    r.buckets.iter().max_by(|a, b| {
+        (a.per_min_mean / a.budget_per_min.max(1e-9))
+            .total_cmp(&(b.per_min_mean / b.budget_per_min.max(1e-9)))
+    })
 }
 
 fn ms(v: f64) -> String {
@@ -260,10 +272,7 @@ fn pct(v: f64) -> String {
 fn verdicts(r: &Report) -> Vec<String> {
     let s = Summary::of(r);
     let mut v = Vec::new();
-    let busiest = r.buckets.iter().max_by(|a, b| {
-        (a.per_min_mean / a.budget_per_min.max(1e-9))
-            .total_cmp(&(b.per_min_mean / b.budget_per_min.max(1e-9)))
-    });
+    let busiest = busiest_bucket(r);
     let budget = busiest.map_or_else(String::new, |b| {
         format!(
             " (busiest bucket `{}`{}: {:.2} of its {:.2} calls/min, {:.0}%)",

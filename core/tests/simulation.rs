@@ -3,6 +3,8 @@
 //! Run with `cargo test -p syncoord-core --test simulation -- --nocapture`
 //! to see the figures.
 
+use std::sync::OnceLock;
+
 use syncoord_core::sim::{self, Report, Scenario};
 use syncoord_core::Duration;
 
@@ -33,15 +35,26 @@ fn check_reference(report: &Report) {
     assert!(report.evaluations as usize > report.bots * 2800);
 }
 
+/// The reference runs, each simulated once for every test that reads it:
+/// 25 and 100 bots, refresh-ahead on and off.
+fn reference(bots: usize, refresh: bool) -> &'static Report {
+    static RUNS: [OnceLock<Report>; 4] = [const { OnceLock::new() }; 4];
+    let i = usize::from(bots == 100) * 2 + usize::from(!refresh);
+    RUNS[i].get_or_init(|| {
+        let s = Scenario::reference(bots);
+        sim::run(&if refresh { s } else { s.without_refresh() })
+    })
+}
+
 #[test]
 fn reference_workload_25_bots_for_24_hours() {
-    check_reference(&sim::run(&Scenario::reference(25)));
+    check_reference(reference(25, true));
 }
 
 #[test]
 fn reference_workload_100_bots_for_24_hours() {
-    let report = sim::run(&Scenario::reference(100));
-    check_reference(&report);
+    let report = reference(100, true);
+    check_reference(report);
     // Four times the bots, nearly the same upstream traffic: the budget
     // (8/min at 90%) is the ceiling, and it is never exceeded.
     let per_minute = report.stats.upstream.calls as f64 / (24.0 * 60.0);
@@ -153,4 +166,107 @@ fn coinbase_limits_keep_hot_answers_young() {
         "{:?}",
         off.stats.served_age
     );
+}
+
+/// `1234567` as `1,234,567`, as the README writes counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn wait(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// The README's table of the reference workload is this run's output,
+/// figure for figure (the seed is fixed, so the figures are exact).
+#[test]
+fn readme_states_the_reference_figures() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let (a, b) = (reference(25, true), reference(100, true));
+    let (a_off, b_off) = (reference(25, false), reference(100, false));
+    let col = |f: &dyn Fn(&Report) -> String| [f(a), f(b)];
+    let age = |r: &Report, off: &Report| {
+        let (x, y) = (&r.stats.served_age.all, &off.stats.served_age.all);
+        format!(
+            "{:.1} / {:.1} s ({:.1} / {:.1} s)",
+            x.p50_secs, x.p99_secs, y.p50_secs, y.p99_secs
+        )
+    };
+    let trading = |r: &Report| {
+        wait(
+            r.stats
+                .queue
+                .classes
+                .iter()
+                .find(|c| c.class == "trading")
+                .map_or(0.0, |c| c.wait.p99_ms),
+        )
+    };
+    let rows: Vec<(&str, &str, [String; 2])> = vec![
+        (
+            "cache hit rate (fresh + stale)",
+            "93.8%",
+            col(&|r| format!("**{:.2}%**", r.cache_hit_rate() * 100.0)),
+        ),
+        (
+            "upstream 429s",
+            "0",
+            col(&|r| format!("**{}**", r.upstream_429s)),
+        ),
+        (
+            "failed requests",
+            "",
+            col(&|r| r.failures.values().sum::<u64>().to_string()),
+        ),
+        (
+            "bots served",
+            "",
+            col(&|r| format!("{} / {}", r.bots_served, r.bots)),
+        ),
+        ("requests", "", col(&|r| thousands(r.requests))),
+        (
+            "upstream calls (per min), of which refresh-ahead",
+            "",
+            col(&|r| {
+                format!(
+                    "{} ({:.2}), {}",
+                    thousands(r.stats.upstream.calls),
+                    r.stats.upstream.calls as f64 / (24.0 * 60.0),
+                    thousands(r.stats.upstream.refreshes)
+                )
+            }),
+        ),
+        (
+            "API call reduction",
+            "",
+            col(&|r| format!("{:.2}%", r.stats.api_call_reduction * 100.0)),
+        ),
+        (
+            "served age p50 / p99 (refresh-ahead off)",
+            "up to the TTL",
+            [age(a, a_off), age(b, b_off)],
+        ),
+        ("trading queue wait p99", "", col(&trading)),
+    ];
+    for (label, reference, [x, y]) in rows {
+        let sep = if reference.is_empty() { "" } else { " " };
+        let row = format!("| {label} |{sep}{reference} | {x} | {y} |");
+        assert!(
+            readme.lines().any(|l| l.trim() == row),
+            "README.md lacks the row\n{row}"
+        );
+    }
 }

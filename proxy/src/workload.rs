@@ -606,6 +606,19 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
     }
 
     #[test]
+    fn the_example_reference_file_is_the_reference_config() {
+        let text = include_str!("../../examples/reference.toml");
+        let file = ProxyConfig::from_toml_str(text).unwrap();
+        let mut want = sim::reference_config();
+        // A file merges over the preset and cannot drop its scopes; no
+        // route draws on them.
+        want.scopes
+            .extend(Preset::CoinbaseAdvanced.config().scopes.into_iter());
+        assert_eq!(file.upstreams.len(), 1);
+        assert_eq!(file.upstreams[0].coordination, want);
+    }
+
+    #[test]
     fn reference_config_is_the_sims() {
         let c = reference_config();
         c.validate().unwrap();
