@@ -220,7 +220,7 @@ pub(crate) struct Summary {
 impl Summary {
     pub(crate) fn of(r: &Report) -> Self {
         let s = &r.stats;
-        let minutes = (r.simulated.as_secs_f64() / 60.0).max(1e-9);
+        let minutes = (r.span.as_secs_f64() / 60.0).max(1e-9);
         let top = r
             .classes
             .iter()
@@ -360,7 +360,7 @@ pub(crate) fn render(config: &str, workload: &str, r: &Report) -> String {
     let hours = r.simulated.as_secs_f64() / 3600.0;
     let _ = writeln!(
         o,
-        "syncoord simulate: {hours:.1} virtual hours, {} bots, workload {workload}, config {config}, seed {}",
+        "syncoord simulate: {hours} virtual hours, {} bots, workload {workload}, config {config}, seed {}",
         r.bots,
         r.seed
     );
@@ -369,9 +369,10 @@ pub(crate) fn render(config: &str, workload: &str, r: &Report) -> String {
         let _ = writeln!(o, "  * {v}");
     }
     o.push('\n');
-    breakdown_table(&mut o, "route", &r.routes, hours);
+    let span = r.span.as_secs_f64() / 3600.0;
+    breakdown_table(&mut o, "route", &r.routes, span);
     o.push('\n');
-    breakdown_table(&mut o, "priority", &r.classes, hours);
+    breakdown_table(&mut o, "priority", &r.classes, span);
     o.push('\n');
     let _ = writeln!(
         o,
@@ -433,12 +434,13 @@ pub(crate) fn render(config: &str, workload: &str, r: &Report) -> String {
 fn breakdown_table(o: &mut String, what: &str, rows: &[sim::Breakdown], hours: f64) {
     let _ = writeln!(
         o,
-        "{:<16} {:>9} {:>7} {:>6} {:>6} {:>15} {:>7} {:>5} {:>22} {:>5} {:>7} {:>6} {:>7}",
+        "{:<16} {:>9} {:>7} {:>6} {:>6} {:>6} {:>15} {:>7} {:>5} {:>22} {:>5} {:>7} {:>6} {:>7}",
         what,
         "requests",
         "hit",
         "fresh",
         "stale",
+        "coal.",
         "age p50/p99 s",
         "up/min",
         "429s",
@@ -453,12 +455,13 @@ fn breakdown_table(o: &mut String, what: &str, rows: &[sim::Breakdown], hours: f
         let n = (b.requests as f64).max(1.0);
         let _ = writeln!(
             o,
-            "{:<16} {:>9} {:>6.1}% {:>5.1}% {:>5.1}% {:>15} {:>7.2} {:>5} {:>22} {:>5} {:>7} {:>6} {:>7}",
+            "{:<16} {:>9} {:>6.1}% {:>5.1}% {:>5.1}% {:>5.1}% {:>15} {:>7.2} {:>5} {:>22} {:>5} {:>7} {:>6} {:>7}",
             b.name,
             b.requests,
             100.0 * b.hit_rate(),
             100.0 * b.hit as f64 / n,
             100.0 * b.stale as f64 / n,
+            100.0 * b.coalesced as f64 / n,
             format!("{:.1}/{:.1}", b.served_age.p50_secs, b.served_age.p99_secs),
             b.upstream_calls as f64 / minutes,
             b.upstream_429s,

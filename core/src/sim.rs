@@ -737,6 +737,11 @@ pub struct Report {
     /// Virtual time the bots ran for ([`Scenario::duration`]).
     #[serde(serialize_with = "as_secs")]
     pub simulated: Duration,
+    /// Virtual time until the last call left (at least `simulated`: what
+    /// was queued when the bots stopped is still sent). Rates per minute
+    /// are over this.
+    #[serde(serialize_with = "as_secs")]
+    pub span: Duration,
     /// Requests the bots submitted.
     pub requests: u64,
     /// Of them, reads (`GET` and `HEAD`: the ones a cache can answer).
@@ -945,6 +950,8 @@ struct Sim<'a> {
     /// By scope id, then credential (`None`: a global scope).
     buckets: BTreeMap<(u16, Option<usize>), BucketAcc>,
     limits: Vec<LimitUse>,
+    /// When the last call was dispatched.
+    last_call: Instant,
 }
 
 impl<'a> Sim<'a> {
@@ -1032,6 +1039,7 @@ impl<'a> Sim<'a> {
             classes,
             buckets: BTreeMap::new(),
             limits,
+            last_call: t0,
             rng: fastrand::Rng::with_seed(rng.u64(..)),
         };
         for bot in 0..sim.bots.len() {
@@ -1103,7 +1111,11 @@ impl<'a> Sim<'a> {
             b.queue_wait = c.wait.clone();
         }
         classes.retain(|c| c.requests > 0 || c.upstream_calls > 0);
-        let minutes = (self.s.duration.as_secs_f64() / 60.0).max(1e-9);
+        let span = self
+            .s
+            .duration
+            .max(self.last_call.saturating_duration_since(self.t0));
+        let minutes = (span.as_secs_f64() / 60.0).max(1e-9);
         let buckets = self
             .buckets
             .into_values()
@@ -1120,6 +1132,7 @@ impl<'a> Sim<'a> {
             bots: self.bots.len(),
             seed: self.s.seed,
             simulated: self.s.duration,
+            span,
             requests: self.requests,
             reads: self.requests - self.orders,
             evaluations: self.evaluations,
@@ -1250,6 +1263,7 @@ impl<'a> Sim<'a> {
         }
         let route = self.p.config.route(&sent.method, &sent.path);
         let minute = (now.saturating_duration_since(self.t0).as_secs() / 60) as usize;
+        self.last_call = now;
         for scope in &route.scopes {
             let per_credential = self.p.config.keying(*scope) == Some(Keying::Credential);
             let key = (scope.0, per_credential.then_some(sent.credential));
