@@ -30,7 +30,7 @@ pub(crate) fn sweep(path: &Path, key: &str, runs: &[(String, Report)]) -> anyhow
             vec![
                 ("fresh + stale", BLUE, col(|s| s.hit_rate * 100.0)),
                 (
-                    "stale",
+                    "stale (of reads)",
                     RGBColor(230, 140, 0),
                     col(|s| s.stale_share * 100.0),
                 ),
@@ -46,12 +46,12 @@ pub(crate) fn sweep(path: &Path, key: &str, runs: &[(String, Report)]) -> anyhow
         (
             "upstream calls per minute",
             vec![
-                ("calls/min", BLUE, col(|s| s.calls_per_min)),
                 (
                     "busiest bucket's budget",
                     RGBColor(120, 120, 120),
                     col(|s| s.budget_per_min),
                 ),
+                ("calls/min", BLUE, col(|s| s.calls_per_min)),
             ],
         ),
         (
@@ -109,10 +109,19 @@ pub(crate) fn sweep(path: &Path, key: &str, runs: &[(String, Report)]) -> anyhow
         mesh.draw()?;
         for (name, color, values) in series {
             let points: Vec<(f64, f64)> = xs.iter().copied().zip(values).collect();
+            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 18, y)], color);
+            if name.contains("budget") {
+                // A limit, not a measurement: dashed, no points.
+                chart
+                    .draw_series(DashedLineSeries::new(points, 8, 5, color.stroke_width(2)))?
+                    .label(name)
+                    .legend(legend);
+                continue;
+            }
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+                .legend(legend);
             chart.draw_series(PointSeries::of_element(
                 points,
                 4,
