@@ -109,7 +109,8 @@ pub(crate) fn sweep(path: &Path, key: &str, runs: &[(String, Report)]) -> anyhow
         mesh.draw()?;
         for (name, color, values) in series {
             let points: Vec<(f64, f64)> = xs.iter().copied().zip(values).collect();
-            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 18, y)], color);
+            let legend =
+                move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 18, y)], color);
             if name.contains("budget") {
                 // A limit, not a measurement: dashed, no points.
                 chart

@@ -424,7 +424,7 @@ impl Scenario {
                 "there are no bots: give a group a count".into(),
             );
         }
-        if !(self.duration > Duration::ZERO) {
+        if self.duration.is_zero() {
             push("duration".into(), "must be more than 0".into());
         }
         let mut priorities = Vec::new();

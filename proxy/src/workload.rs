@@ -612,8 +612,7 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
         let mut want = sim::reference_config();
         // A file merges over the preset and cannot drop its scopes; no
         // route draws on them.
-        want.scopes
-            .extend(Preset::CoinbaseAdvanced.config().scopes.into_iter());
+        want.scopes.extend(Preset::CoinbaseAdvanced.config().scopes);
         assert_eq!(file.upstreams.len(), 1);
         assert_eq!(file.upstreams[0].coordination, want);
     }
