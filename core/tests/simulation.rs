@@ -270,3 +270,122 @@ fn readme_states_the_reference_figures() {
         );
     }
 }
+
+/// A small Coinbase-limits scenario for the workload features below: 10
+/// bots on one key reading a ticker and balances every 2 s.
+fn small() -> Scenario {
+    let mut s = Scenario::coinbase(10);
+    s.duration = Duration::from_secs(1800);
+    s.groups[0].every = Duration::from_secs(2);
+    s
+}
+
+#[test]
+fn a_429_storm_is_answered_by_upstream_not_by_a_misjudged_budget() {
+    let mut s = small();
+    s.upstream.faults = vec![sim::Fault {
+        kind: sim::FaultKind::RateLimited {
+            retry_after: Some(Duration::from_secs(5)),
+        },
+        start: Duration::from_secs(600),
+        duration: Duration::from_secs(60),
+    }];
+    let storm = sim::run(&s);
+    assert!(storm.fault_429s > 0, "the storm answered 429s");
+    assert_eq!(storm.upstream_429s, 0, "none past the documented limits");
+    // The coordinator backs off: far fewer calls reach a storming upstream
+    // than a minute of refreshes and reads would make.
+    assert!(storm.fault_429s < 60 * 27, "{}", storm.fault_429s);
+    let calm = sim::run(&small());
+    assert_eq!(calm.fault_429s, 0);
+    assert!(storm.stats.upstream.rate_limited > calm.stats.upstream.rate_limited);
+}
+
+#[test]
+fn an_outage_is_bridged_with_stale_answers() {
+    let mut s = small();
+    // Long enough for every entry to expire (Coinbase routes: TTL up to 30 s).
+    s.upstream.faults = vec![sim::Fault {
+        kind: sim::FaultKind::Outage,
+        start: Duration::from_secs(600),
+        duration: Duration::from_secs(120),
+    }];
+    let r = sim::run(&s);
+    assert!(
+        r.stats.upstream.transport_errors > 0,
+        "{:?}",
+        r.stats.upstream
+    );
+    assert!(
+        r.stats.requests.stale > 0,
+        "stale-if-error bridged the outage"
+    );
+    assert_eq!(r.upstream_429s, 0);
+}
+
+#[test]
+fn priority_overrides_and_request_directives_reach_the_core() {
+    let mut s = small();
+    let g = &mut s.groups[0];
+    // Balances asked for as trading, and never older than 100 ms.
+    g.calls[1].priority = Some("trading".into());
+    g.calls[1].cache_control = Some("max-age=0".into());
+    let r = sim::run(&s);
+    let class = |name: &str| r.classes.iter().find(|c| c.name == name).cloned();
+    let trading = class("trading").expect("trading class");
+    let route = r
+        .routes
+        .iter()
+        .find(|b| b.name == "accounts")
+        .expect("accounts");
+    // Every balances read is a trading request (plus the orders).
+    assert!(trading.requests >= route.requests, "{trading:?}");
+    assert!(class("account").is_none(), "nothing left in `account`");
+    // max-age=0: no balances answer comes from a fresh cache entry older
+    // than the request allows.
+    assert!(route.served_age.max_secs <= 0.001, "{:?}", route.served_age);
+    assert!(route.hit_rate() < 0.5, "{route:?}");
+    let plain = sim::run(&small());
+    let before = plain
+        .routes
+        .iter()
+        .find(|b| b.name == "accounts")
+        .expect("accounts");
+    assert!(before.hit_rate() > 0.9, "{before:?}");
+}
+
+#[test]
+fn bots_on_the_clock_arrive_together() {
+    let spread = small();
+    let mut aligned = small();
+    aligned.groups[0].aligned = true;
+    aligned.groups[0].jitter = 0.01;
+    aligned.groups[0].every = Duration::from_secs(60);
+    let mut spread_60 = spread.clone();
+    spread_60.groups[0].every = Duration::from_secs(60);
+    let (a, b) = (sim::run(&aligned), sim::run(&spread_60));
+    // Same demand, but at the top of the minute every bot asks at once:
+    // answers fold into one call (coalesced) instead of hitting the cache.
+    assert!(
+        a.stats.requests.coalesced > 3 * b.stats.requests.coalesced.max(1),
+        "aligned {} vs spread {}",
+        a.stats.requests.coalesced,
+        b.stats.requests.coalesced
+    );
+}
+
+#[test]
+fn a_bad_scenario_names_its_fields() {
+    let mut s = small();
+    s.groups[0].calls[0].priority = Some("urgent".into());
+    s.groups[0].calls[1].path = "/api/v3/brokerage/{nope}".into();
+    s.upstream.limits[0].scope = Some("missing".into());
+    let errors = s.check().expect_err("refused").to_string();
+    for want in [
+        "groups[0].calls[0].priority: no priority class `urgent`",
+        "groups[0].calls[1].path: `{nope}` is not a variable",
+        "upstream.limits[0].scope: no scope `missing`",
+    ] {
+        assert!(errors.contains(want), "{errors}");
+    }
+}
