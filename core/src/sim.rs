@@ -194,6 +194,10 @@ pub struct BotGroup {
     /// `jitter * every` after it, so the whole group arrives at once (the
     /// candle-close stampede).
     pub aligned: bool,
+    /// Market hours: the bots evaluate only between these two offsets
+    /// into each simulated day (the run starts at 00:00), e.g. 13:30 to
+    /// 20:00; `None`: around the clock. A window may wrap past midnight.
+    pub active: Option<(Duration, Duration)>,
     /// Which keys the bots use.
     pub credentials: Credentials,
     /// Per-bot variables: bot `i` of the group takes value `i % len`.
@@ -263,6 +267,7 @@ pub fn reference_group(bots: usize) -> BotGroup {
         every: Duration::from_secs(30),
         jitter: 0.2,
         aligned: false,
+        active: None,
         credentials: Credentials::Shared,
         vars: BTreeMap::from([(
             "product".to_owned(),
@@ -433,6 +438,15 @@ impl Scenario {
             if group.every < Duration::from_millis(1) {
                 push(at("every_secs"), "must be at least 0.001 s".into());
             }
+            if let Some((from, until)) = group.active {
+                let day = Duration::from_secs(86_400);
+                if from > day || until > day || from == until {
+                    push(
+                        at("active_hours"),
+                        "needs two different times of day, from 0 to 24 hours".into(),
+                    );
+                }
+            }
             if !(0.0..=1.0).contains(&group.jitter) {
                 push(
                     at("jitter"),
@@ -582,6 +596,20 @@ impl Scenario {
             }),
             _ => Err(ScenarioErrors(problems)),
         }
+    }
+}
+
+/// Whether `at` (since the start) falls in the daily window `active`.
+fn in_window(active: Option<(Duration, Duration)>, at: Duration) -> bool {
+    let Some((from, until)) = active else {
+        return true;
+    };
+    let day = Duration::from_secs(86_400);
+    let t = Duration::from_nanos((at.as_nanos() % day.as_nanos()) as u64);
+    if from <= until {
+        from <= t && t < until
+    } else {
+        t >= from || t < until
     }
 }
 
@@ -1159,7 +1187,10 @@ impl<'a> Sim<'a> {
         match event {
             Event::BotWakes(bot) => {
                 if now < self.end {
-                    self.evaluate(now, bot);
+                    let g = &self.s.groups[self.bots[bot].group];
+                    if in_window(g.active, now.saturating_duration_since(self.t0)) {
+                        self.evaluate(now, bot);
+                    }
                     let g = &self.s.groups[self.bots[bot].group];
                     let next = if g.aligned {
                         // The next tick of the clock, then within the jitter.

@@ -389,3 +389,15 @@ fn a_bad_scenario_names_its_fields() {
         assert!(errors.contains(want), "{errors}");
     }
 }
+
+#[test]
+fn market_hours_keep_bots_quiet_outside_them() {
+    let mut s = small();
+    s.duration = Duration::from_secs(2 * 3600);
+    let all_day = sim::run(&s);
+    // Active 00:30 to 01:00 of the day: a quarter of the two hours.
+    s.groups[0].active = Some((Duration::from_secs(1800), Duration::from_secs(3600)));
+    let r = sim::run(&s);
+    let share = r.evaluations as f64 / all_day.evaluations as f64;
+    assert!((0.2..0.3).contains(&share), "{share}");
+}

@@ -23,6 +23,7 @@
 //! jitter = 0.2                   # 80% to 120% of every_secs
 //! credentials = "shared"         # "one-each", or a number of keys
 //! vars = { product = ["BTC-USD", "ETH-USD"] }   # bot i takes value i % len
+//! active_hours = [13.5, 20]     # market hours of each simulated day (default: always)
 //!
 //! [[groups.calls]]
 //! path = "/api/v3/brokerage/products/{product}/ticker"
@@ -161,6 +162,8 @@ struct RawGroup {
     jitter: f64,
     #[serde(default)]
     aligned: bool,
+    /// `[from, until]` in hours of each simulated day.
+    active_hours: Option<Vec<f64>>,
     #[serde(default)]
     credentials: RawCredentials,
     #[serde(default)]
@@ -354,6 +357,24 @@ impl Workload {
                         format!("must be more than 0 (got {})", r.every_secs),
                     );
                 }
+                let active = match r.active_hours.as_deref() {
+                    None => None,
+                    Some([from, until])
+                        if [from, until]
+                            .iter()
+                            .all(|h| h.is_finite() && (0.0..=24.0).contains(*h)) =>
+                    {
+                        Some((secs(from * 3600.0), secs(until * 3600.0)))
+                    }
+                    Some(_) => {
+                        issue(
+                            at("active_hours"),
+                            "expected [from, until] in hours of the day (0 to 24), e.g. [13.5, 20]"
+                                .into(),
+                        );
+                        None
+                    }
+                };
                 let credentials = match r.credentials {
                     RawCredentials::Keys(0) => {
                         issue(at("credentials"), "must be at least 1 key".into());
@@ -405,6 +426,7 @@ impl Workload {
                     every: secs(r.every_secs),
                     jitter: r.jitter,
                     aligned: r.aligned,
+                    active,
                     credentials,
                     vars: r.vars,
                     calls,
@@ -565,6 +587,15 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
         let names: Vec<&str> = s.upstream.limits.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["private", "public"]);
         assert_eq!(s.upstream.limits[0].rate, 30.0);
+        let w = Workload::from_toml_str(&GOOD.replace(
+            "every_secs = 10",
+            "every_secs = 10\nactive_hours = [13.5, 20]",
+        ))
+        .unwrap();
+        assert_eq!(
+            w.groups[0].active,
+            Some((Duration::from_secs(48_600), Duration::from_secs(72_000)))
+        );
         let r = sim::run(&s);
         assert_eq!(r.bots, 3);
         assert_eq!(r.upstream_429s, 0);
@@ -597,6 +628,10 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
             (
                 "[[groups]]\ncount = 1\nevery_secs = 1\nspeed = 3\n",
                 "w.toml:4:1: groups[0].speed: unknown field `speed`, expected one of",
+            ),
+            (
+                "[[groups]]\ncount = 1\nevery_secs = 1\nactive_hours = [25, 3]\n[[groups.calls]]\npath = \"/p\"\n",
+                "w.toml:4:1: groups[0].active_hours: expected [from, until] in hours of the day",
             ),
             ("[[groups]\n", "w.toml:1:"),
         ] {
