@@ -297,3 +297,41 @@ fn compare_runs_one_workload_through_two_configs() {
         "a 15 s TTL hits less than 90 s"
     );
 }
+
+/// The README's chart and table are this binary's output: regenerated
+/// here, byte for byte (rerun the README's command when the core's figures
+/// change on purpose).
+#[test]
+fn the_readme_sweep_chart_is_current() {
+    let svg = std::env::temp_dir().join(format!("syncoord-readme-{}.svg", std::process::id()));
+    let out = syncoord(&[
+        "simulate",
+        "--workload",
+        "reference",
+        "--sweep",
+        "upstreams.advanced.coordination.defaults.ttl_secs=5,15,30,60,90,180,300",
+        "--plot",
+        svg.to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let committed = std::fs::read(root.join("docs/simulate-ttl-sweep.svg"))
+        .expect("docs/simulate-ttl-sweep.svg");
+    let fresh = std::fs::read(&svg).expect("the chart");
+    let _ = std::fs::remove_file(&svg);
+    assert!(
+        committed == fresh,
+        "docs/simulate-ttl-sweep.svg is stale: rerun the command in README's \"Tune before you deploy\""
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+    {
+        assert!(
+            readme.lines().any(|l| l == line),
+            "README's sweep table lacks\n{line}"
+        );
+    }
+}
