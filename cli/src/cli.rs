@@ -1,4 +1,4 @@
-//! Subcommands: `serve`, `check-config`, `mock-upstream`, `demo`.
+//! Subcommands: `serve`, `check-config`, `mock-upstream`, `demo`, `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use syncoord_daemon::Daemon;
 
-use crate::{demo, mock_upstream};
+use crate::{demo, mock_upstream, simulate};
 use syncoord_proxy::ProxyConfig;
 
 /// Many bots, one rate-limited API: a coordinating proxy for REST APIs
@@ -38,6 +38,10 @@ enum Command {
     /// Mock upstream + daemon + simulated bots in one process; prints a
     /// report and exits 0 only if no bot saw a rate-limit error.
     Demo(demo::DemoArgs),
+    /// Run a configuration against a workload in virtual time (hours in
+    /// seconds) with an upstream enforcing its limits; prints a report and
+    /// exits 0 only if upstream never answered 429 past its limits.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,7 +72,7 @@ struct ServeArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo prints its own progress; the daemon's info lines would
     // drown it.
-    let quiet = matches!(cli.command, Command::Demo(_)).then_some("warn");
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_)).then_some("warn");
     init_logging(cli.log.as_deref().or(quiet));
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -78,6 +82,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => Ok(if demo::run(args)?.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Simulate(args) => Ok(if simulate::run(args)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -98,11 +107,24 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
-fn load_config(path: &Path) -> anyhow::Result<ProxyConfig> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<ProxyConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     ProxyConfig::from_toml_str(&text)
         .map_err(|errors| anyhow::anyhow!("{}", errors.display_with(&path.display().to_string())))
+}
+
+/// `--set KEY=VALUE` items, in order (`serve` and `simulate` alike).
+pub(crate) fn apply_overrides(config: &mut ProxyConfig, items: &[String]) -> anyhow::Result<()> {
+    for item in items {
+        let Some((key, value)) = item.split_once('=') else {
+            anyhow::bail!("--set {item}: expected KEY=VALUE, e.g. server.listen=127.0.0.1:8787");
+        };
+        config
+            .apply_override(key.trim(), value.trim())
+            .map_err(|errors| anyhow::anyhow!("--set {item}: {errors}"))?;
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -118,14 +140,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    for item in &args.overrides {
-        let Some((key, value)) = item.split_once('=') else {
-            anyhow::bail!("--set {item}: expected KEY=VALUE, e.g. server.listen=127.0.0.1:8787");
-        };
-        config
-            .apply_override(key.trim(), value.trim())
-            .map_err(|errors| anyhow::anyhow!("--set {item}: {errors}"))?;
-    }
+    apply_overrides(&mut config, &args.overrides)?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;

@@ -9,6 +9,8 @@ use clap::Parser;
 mod cli;
 mod demo;
 mod mock_upstream;
+mod plot;
+mod simulate;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

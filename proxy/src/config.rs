@@ -295,7 +295,7 @@ fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, Coor
     })
 }
 
-fn path_string(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn path_string(path: &serde_path_to_error::Path) -> String {
     let s = path.to_string();
     if s == "." {
         String::new()
@@ -475,64 +475,8 @@ impl ProxyConfig {
     }
 
     fn parse(text: &str, edge: bool) -> Result<ProxyConfig, ConfigFileErrors> {
-        let (doc, syntax) = DeTable::parse_recoverable(text);
-        if !syntax.is_empty() {
-            let errors = syntax
-                .iter()
-                .map(|e| {
-                    let (line, column) = e
-                        .span()
-                        .map(|s| line_col(text, s.start))
-                        .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-                    ConfigFileError {
-                        field: String::new(),
-                        line,
-                        column,
-                        message: e.message().trim().to_owned(),
-                    }
-                })
-                .collect();
-            return Err(ConfigFileErrors(errors));
-        }
-        // The parser keeps integers as text; one past 64 bits only fails
-        // when the document is converted, with neither a position nor a
-        // readable message. Found here first, each with its field and place.
-        let mut oversized = Vec::new();
-        oversized_integers(doc.get_ref(), "", &mut oversized);
-        if !oversized.is_empty() {
-            let errors = oversized
-                .into_iter()
-                .map(|(field, span, digits)| {
-                    let (line, column) = line_col(text, span.start);
-                    ConfigFileError {
-                        field,
-                        line: Some(line),
-                        column: Some(column),
-                        message: format!(
-                            "`{digits}` does not fit in a 64-bit integer (from {} to {})",
-                            i64::MIN,
-                            i64::MAX
-                        ),
-                    }
-                })
-                .collect();
-            return Err(ConfigFileErrors(errors));
-        }
-        let root: toml::Table = match toml::from_str(text) {
-            Ok(t) => t,
-            Err(e) => {
-                let (line, column) = e
-                    .span()
-                    .map(|s| line_col(text, s.start))
-                    .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-                return Err(ConfigFileErrors(vec![ConfigFileError {
-                    field: String::new(),
-                    line,
-                    column,
-                    message: reword(e.message().trim()),
-                }]));
-            }
-        };
+        let root = read_toml(text)?;
+        let (doc, _) = DeTable::parse_recoverable(text);
         let mut issues = Vec::new();
         let (config, index) = Self::from_table(root, &mut issues);
         // Upstreams that could not be read are left out; the rest are
@@ -905,6 +849,81 @@ impl ProxyConfig {
     }
 }
 
+/// A file of ours read as TOML: its table, or its syntax errors (and
+/// integers too large for 64 bits), each located.
+pub(crate) fn read_toml(text: &str) -> Result<toml::Table, ConfigFileErrors> {
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let errors = syntax
+            .iter()
+            .map(|e| {
+                let (line, column) = e
+                    .span()
+                    .map(|s| line_col(text, s.start))
+                    .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                ConfigFileError {
+                    field: String::new(),
+                    line,
+                    column,
+                    message: e.message().trim().to_owned(),
+                }
+            })
+            .collect();
+        return Err(ConfigFileErrors(errors));
+    }
+    // The parser keeps integers as text; one past 64 bits only fails
+    // when the document is converted, with neither a position nor a
+    // readable message. Found here first, each with its field and place.
+    let mut oversized = Vec::new();
+    oversized_integers(doc.get_ref(), "", &mut oversized);
+    if !oversized.is_empty() {
+        let errors = oversized
+            .into_iter()
+            .map(|(field, span, digits)| {
+                let (line, column) = line_col(text, span.start);
+                ConfigFileError {
+                    field,
+                    line: Some(line),
+                    column: Some(column),
+                    message: format!(
+                        "`{digits}` does not fit in a 64-bit integer (from {} to {})",
+                        i64::MIN,
+                        i64::MAX
+                    ),
+                }
+            })
+            .collect();
+        return Err(ConfigFileErrors(errors));
+    }
+    let root: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            return Err(ConfigFileErrors(vec![ConfigFileError {
+                field: String::new(),
+                line,
+                column,
+                message: reword(e.message().trim()),
+            }]));
+        }
+    };
+    Ok(root)
+}
+
+/// Each `(field, message)` located in `text` (at the field, or its nearest
+/// parent present in the file).
+pub(crate) fn locate_fields(text: &str, issues: Vec<(String, String)>) -> ConfigFileErrors {
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let issues = issues
+        .into_iter()
+        .map(|(field, message)| Issue::new(field, message))
+        .collect();
+    locate_all(text, doc.get_ref(), issues)
+}
+
 /// `routes = []` over a preset that has rules: arrays replace, so this
 /// silently drops every rule of the preset (orders would be cached and
 /// coalesced like reads, market data keyed per credential). Refused, since
@@ -963,7 +982,7 @@ fn oversized_in(
 /// serde's wording of a type or range mistake, in the file's terms:
 /// `invalid value: integer `-1`, expected usize` says what a Rust type
 /// wants, not what the field takes.
-fn reword(message: &str) -> String {
+pub(crate) fn reword(message: &str) -> String {
     let range = |ty: &str| -> Option<String> {
         let (min, max): (i128, i128) = match ty {
             "u8" => (0, u8::MAX.into()),
@@ -998,7 +1017,7 @@ fn reword(message: &str) -> String {
     message.to_owned()
 }
 
-fn join(base: &str, rest: &str) -> String {
+pub(crate) fn join(base: &str, rest: &str) -> String {
     if rest.is_empty() {
         base.to_owned()
     } else if rest.starts_with('[') {

@@ -9,7 +9,8 @@
 //! - [`route`]: which upstream a request goes to and what is sent;
 //! - [`response`]: what answers and failures look like to bots;
 //! - [`endpoints`]: stats, health and Prometheus metrics;
-//! - [`dashboard`]: the live dashboard page and its embedded assets.
+//! - [`dashboard`]: the live dashboard page and its embedded assets;
+//! - [`workload`]: the workload file `syncoord simulate` reads.
 //!
 //! A host's request handler, in short:
 //!
@@ -56,6 +57,7 @@ mod http;
 pub mod response;
 pub mod route;
 mod url;
+pub mod workload;
 
 pub use config::{
     ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
