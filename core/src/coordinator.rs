@@ -784,6 +784,14 @@ impl<P: Clone> Coordinator<P> {
         let mut best: Option<(Instant, &CacheKey)> = None;
         let mut next: Option<Instant> = None;
         let mut dead = Vec::new();
+        // The buckets real requests wait on, gathered once (not once per
+        // template): a refresh never takes a token one of them needs.
+        let waited_on: std::collections::HashSet<&BucketKey> = self
+            .calls
+            .values()
+            .filter(|c| !c.refresh && !matches!(c.state, CallState::InFlight { .. }))
+            .flat_map(|c| c.lane.iter())
+            .collect();
         for (key, t) in &self.templates {
             if t.in_flight.is_some() || self.by_key.contains_key(key) {
                 continue;
@@ -807,12 +815,7 @@ impl<P: Clone> Coordinator<P> {
             if best.is_some_and(|(stored, _)| stored <= entry.stored) {
                 continue;
             }
-            let waited_on = self.calls.values().any(|c| {
-                !c.refresh
-                    && !matches!(c.state, CallState::InFlight { .. })
-                    && c.lane.iter().any(|b| t.lane.contains(b))
-            });
-            if waited_on {
+            if t.lane.iter().any(|b| waited_on.contains(b)) {
                 continue;
             }
             match self
