@@ -898,17 +898,7 @@ impl Acc {
     }
 
     fn finish(mut self) -> Breakdown {
-        let h = &self.ages;
-        if !h.is_empty() {
-            let s = |ms: u64| ms as f64 / 1000.0;
-            self.b.served_age = AgeSummary {
-                count: h.len(),
-                mean_secs: h.mean() / 1000.0,
-                p50_secs: s(h.value_at_quantile(0.5)),
-                p99_secs: s(h.value_at_quantile(0.99)),
-                max_secs: s(h.max()),
-            };
-        }
+        self.b.served_age = crate::stats::age_summary(&self.ages);
         let h = &self.waits;
         if !h.is_empty() {
             let ms = |us: u64| us as f64 / 1000.0;

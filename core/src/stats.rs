@@ -321,7 +321,7 @@ fn age_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 30 * 86_400_000, 2).expect("valid histogram bounds")
 }
 
-fn age_summary(h: &Histogram<u64>) -> AgeSummary {
+pub(crate) fn age_summary(h: &Histogram<u64>) -> AgeSummary {
     if h.is_empty() {
         return AgeSummary::default();
     }
