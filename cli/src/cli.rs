@@ -48,9 +48,12 @@ struct ServeArgs {
     /// Address of the main listener (overrides `server.listen`).
     #[arg(long, env = "SYNCOORD_LISTEN")]
     listen: Option<String>,
-    /// Front just this upstream base URL with the default Coinbase Advanced
-    /// Trade rules (replaces the configured upstreams), e.g. a local mock
-    /// at http://127.0.0.1:9000.
+    /// Send both Coinbase presets to this base URL, e.g. a local mock at
+    /// http://127.0.0.1:9000: Advanced Trade unprefixed, Exchange under
+    /// `/exchange`, each still answering for its real host (`origins`), so
+    /// bots signing for api.coinbase.com reach the mock through
+    /// HTTPS_PROXY or proxyUrl. Replaces the configured upstreams; what it
+    /// replaced is printed.
     #[arg(long, env = "SYNCOORD_UPSTREAM")]
     upstream: Option<String>,
     /// Override one configuration value, e.g. `--set server.drain_secs=30`
@@ -112,8 +115,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(url) = &args.upstream {
         let server = config.server.clone();
-        config = ProxyConfig::single_upstream(url);
+        let before = config.describe_upstreams();
+        config = ProxyConfig::presets_at(url);
         config.server = server;
+        // Loud on purpose: a preset silently dropped shows up later as a
+        // confusing upstream 401.
+        eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
+        for line in before {
+            eprintln!("  was: {line}");
+        }
+        for line in config.describe_upstreams() {
+            eprintln!("  now: {line}");
+        }
     }
     if let Some(listen) = args.listen {
         config.server.listen = listen;

@@ -53,12 +53,7 @@ impl Daemon {
             Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
         let mut hosts = Vec::with_capacity(config.upstreams.len());
         for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
-            hosts.push(start_host(
-                &settings,
-                upstream.name.clone(),
-                &upstream.url,
-                coordination.clone(),
-            )?);
+            hosts.push(start_host(&settings, upstream, coordination.clone())?);
         }
         let hosts = Arc::new(hosts);
         let limits = server_limits(&settings);
@@ -187,19 +182,30 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
 
 fn start_host(
     settings: &proxy::ServerSettings,
-    name: String,
-    url: &str,
+    upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
 ) -> Result<Coordinator, DaemonError> {
+    let name = upstream.name.clone();
+    let url = upstream.url.as_str();
     let fail = |error: String| DaemonError::Upstream {
         name: name.clone(),
         url: url.to_owned(),
         error,
     };
+    // `ca_file`: extra roots beside the public ones (a sandbox, a
+    // corporate proxy).
+    let extra_roots_pem = match &upstream.ca_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| fail(format!("ca_file `{path}`: cannot read it: {e}")))?,
+        ),
+    };
     let options = UpstreamOptions {
         connect_timeout: settings.upstream_connect_timeout(),
         timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes as u64,
+        extra_roots_pem,
         ..UpstreamOptions::default()
     };
     let upstream = HttpUpstream::new(url, options).map_err(|e| fail(e.to_string()))?;

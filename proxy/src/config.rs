@@ -38,11 +38,13 @@ use syncoord_core::CompiledConfig;
 
 use crate::url::BaseUrl;
 
-/// One upstream as a [`crate::Proxy`] runs it: its base URL parsed and its
+/// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its
 /// coordination rules compiled, once.
 #[derive(Debug)]
 pub(crate) struct CheckedUpstream {
-    pub(crate) base: BaseUrl,
+    /// What absolute-form, `proxyUrl`-form and CONNECT requests must name
+    /// to reach this upstream: `origins` parsed, or `base` alone.
+    pub(crate) origins: Vec<BaseUrl>,
     pub(crate) prefix: Option<String>,
     /// What the hosts run their coordinators on, and what
     /// [`crate::Proxy::shard`] reads the routes from.
@@ -91,6 +93,20 @@ pub struct ServerSettings {
     pub upstream_timeout_secs: f64,
     /// Upstream response body, at most (a bigger one is a transport error).
     pub max_response_bytes: usize,
+    /// Where the local certificate authority lives (`ca.pem`, the
+    /// certificate clients trust; `ca.key`, mode 0600), created on first
+    /// use. It mints the leaf certificates of CONNECT interception and,
+    /// without `tls_cert`, of `tls_listen`. Default: a per-user data
+    /// folder (`$XDG_DATA_HOME/syncoord/ca`, else `~/.local/share/syncoord/ca`).
+    pub ca_dir: Option<String>,
+    /// A TLS listener (`ip:port`) for clients that insist on an `https`
+    /// base URL; requests on it are routed as on `listen`.
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for `tls_listen` (with `tls_key`); without
+    /// them the local CA's leaf for `localhost` and `127.0.0.1` is used.
+    pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -111,6 +127,10 @@ impl Default for ServerSettings {
             upstream_connect_timeout_secs: 5.0,
             upstream_timeout_secs: 20.0,
             max_response_bytes: 16 * 1024 * 1024,
+            ca_dir: None,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -211,6 +231,15 @@ pub struct UpstreamConfig {
     /// so a name with `_` could carry the credential upstream reads while
     /// the identity is taken from the `-` spelling.
     pub underscores_in_headers: bool,
+    /// The origins (`scheme://host[:port]`, optionally a base path) this
+    /// upstream answers for in absolute-form, `proxyUrl`-form and CONNECT
+    /// requests. Empty: its own `url`. `url = "http://127.0.0.1:9000"`
+    /// with `origins = ["https://api.coinbase.com"]` lets bots that sign
+    /// for the real host run against a local mock or a sandbox.
+    pub origins: Vec<String>,
+    /// Extra trusted roots (PEM) for this upstream's TLS: a sandbox, a
+    /// corporate proxy. Native host only.
+    pub ca_file: Option<String>,
     pub coordination: Config,
 }
 
@@ -229,6 +258,10 @@ struct RawUpstream {
     #[serde(default)]
     underscores_in_headers: bool,
     #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
     coordination: toml::Table,
 }
 
@@ -244,6 +277,8 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
             prefix: raw.prefix,
             listen: raw.listen,
             underscores_in_headers: raw.underscores_in_headers,
+            origins: raw.origins,
+            ca_file: raw.ca_file,
             coordination,
         })
     }
@@ -344,6 +379,8 @@ impl UpstreamConfig {
             prefix: None,
             listen: None,
             underscores_in_headers: false,
+            origins: Vec::new(),
+            ca_file: None,
             coordination: preset.config(),
         }
     }
@@ -456,6 +493,40 @@ impl ProxyConfig {
                 Preset::CoinbaseAdvanced,
             )],
         }
+    }
+
+    /// Both Coinbase presets at one base URL (`--upstream URL`, a local
+    /// mock that serves both APIs): Advanced Trade unprefixed, Exchange
+    /// under `/exchange`, each still answering for its real host
+    /// (`origins`), so bots that sign for `api.coinbase.com` or
+    /// `api.exchange.coinbase.com` and reach syncoord through
+    /// `HTTPS_PROXY` or `proxyUrl` keep working against the mock.
+    /// [`Self::describe_upstreams`] says what this replaced.
+    pub fn presets_at(url: &str) -> Self {
+        let mut config = ProxyConfig::default();
+        for u in &mut config.upstreams {
+            u.origins = vec![u.url.clone()];
+            u.url = url.to_owned();
+        }
+        config
+    }
+
+    /// One line per upstream: name, base URL, prefix, origins; what
+    /// `syncoord serve` logs at start so a replaced preset is never silent.
+    pub fn describe_upstreams(&self) -> Vec<String> {
+        self.upstreams
+            .iter()
+            .map(|u| {
+                let mut line = format!("upstream `{}` ({:?}) -> {}", u.name, u.preset, u.url);
+                if let Some(p) = &u.prefix {
+                    line.push_str(&format!(", prefix {p}"));
+                }
+                if !u.origins.is_empty() {
+                    line.push_str(&format!(", answers for {}", u.origins.join(", ")));
+                }
+                line
+            })
+            .collect()
     }
 
     /// Reads and checks a configuration file. Every problem found is
@@ -600,6 +671,8 @@ impl ProxyConfig {
                                     prefix: raw.prefix,
                                     listen: raw.listen,
                                     underscores_in_headers: raw.underscores_in_headers,
+                                    origins: raw.origins,
+                                    ca_file: raw.ca_file,
                                     coordination,
                                 })
                             }
@@ -645,6 +718,12 @@ impl ProxyConfig {
         let mut issues = Vec::new();
         for (k, u) in self.upstreams.iter().enumerate() {
             let i = index.get(k).copied().unwrap_or(k);
+            if u.ca_file.is_some() {
+                issues.push(Issue::new(
+                    format!("upstreams[{i}].ca_file"),
+                    "the Worker's fetch() trusts Cloudflare's roots only: extra roots are a native-host setting",
+                ));
+            }
             let c = &u.coordination;
             let mut check = |field: String, name: &str, scopes: &[String]| {
                 let (global, per_cred): (Vec<&String>, Vec<&String>) = scopes
@@ -723,6 +802,37 @@ impl ProxyConfig {
                 None
             }
         };
+        let tls_addr = match s.tls_listen.as_deref().map(str::parse::<SocketAddr>) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                push(
+                    "server.tls_listen",
+                    format!(
+                        "`{}` is not an ip:port address",
+                        s.tls_listen.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            }
+        };
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => push(
+                "server.tls_key",
+                "`tls_cert` is set without `tls_key`: give both, or neither for the local CA's leaf".into(),
+            ),
+            (None, Some(_)) => push(
+                "server.tls_cert",
+                "`tls_key` is set without `tls_cert`: give both, or neither for the local CA's leaf".into(),
+            ),
+            _ => {}
+        }
+        if s.tls_cert.is_some() && s.tls_listen.is_none() {
+            push(
+                "server.tls_cert",
+                "`tls_cert` is set but there is no `tls_listen` to serve it on".into(),
+            );
+        }
         let sizes: [(&str, usize, usize, usize); 6] = [
             ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
             ("max_headers", s.max_headers, 1, 10_000),
@@ -770,6 +880,15 @@ impl ProxyConfig {
         let mut listens: Vec<(SocketAddr, String)> = server_addr
             .map(|a| vec![(a, "server.listen".to_owned())])
             .unwrap_or_default();
+        if let Some(a) = tls_addr {
+            if let Some((_, other)) = listens.iter().find(|(o, _)| a.port() != 0 && *o == a) {
+                push(
+                    "server.tls_listen",
+                    format!("`{a}` is also used by {other}"),
+                );
+            }
+            listens.push((a, "server.tls_listen".to_owned()));
+        }
         for (k, u) in self.upstreams.iter().enumerate() {
             let i = index.get(k).copied().unwrap_or(k);
             let f = |field: &str| format!("upstreams[{i}].{field}");
@@ -796,6 +915,50 @@ impl ProxyConfig {
             let base = BaseUrl::parse(&u.url)
                 .map_err(|e| push(&f("url"), e.to_string()))
                 .ok();
+            let mut origins = Vec::with_capacity(u.origins.len());
+            for (j, o) in u.origins.iter().enumerate() {
+                match BaseUrl::parse(o) {
+                    Ok(parsed) => {
+                        if origins.contains(&parsed) {
+                            push(
+                                &f(&format!("origins[{j}]")),
+                                format!("`{o}` is listed twice"),
+                            );
+                        } else {
+                            origins.push(parsed);
+                        }
+                    }
+                    Err(e) => push(&f(&format!("origins[{j}]")), e.to_string()),
+                }
+            }
+            for (j, parsed) in origins.iter().enumerate() {
+                let clash = self.upstreams[..k].iter().find(|other| {
+                    let theirs: Vec<BaseUrl> = if other.origins.is_empty() {
+                        BaseUrl::parse(&other.url).into_iter().collect()
+                    } else {
+                        other
+                            .origins
+                            .iter()
+                            .filter_map(|x| BaseUrl::parse(x).ok())
+                            .collect()
+                    };
+                    theirs.contains(parsed)
+                });
+                if let Some(other) = clash {
+                    push(
+                        &f(&format!("origins[{j}]")),
+                        format!(
+                            "`{}` is also an origin of upstream `{}`: a request naming it must reach one upstream",
+                            u.origins[j], other.name
+                        ),
+                    );
+                }
+            }
+            if let Some(file) = &u.ca_file {
+                if file.trim().is_empty() {
+                    push(&f("ca_file"), "must name a PEM file".into());
+                }
+            }
             if let Some(p) = &u.prefix {
                 if let Err(e) = check_prefix(p) {
                     push(&f("prefix"), e.to_string());
@@ -836,8 +999,11 @@ impl ProxyConfig {
                 })
                 .ok();
             if let (Some(base), Some(coordination)) = (base, coordination) {
+                if origins.is_empty() {
+                    origins.push(base);
+                }
                 checked.push(CheckedUpstream {
-                    base,
+                    origins,
                     prefix: u.prefix.clone(),
                     coordination,
                 });

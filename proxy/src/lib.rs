@@ -66,7 +66,8 @@ pub use http::{
 };
 pub use response::{answer_response, error_response, failure_response, OUTCOME_UNKNOWN_STATUS};
 pub use route::{
-    forwardable_headers, forwarded_headers, redact, Forward, Proxy, Rejection, ShardKey,
+    forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, Proxy, Rejection,
+    ShardKey,
 };
 pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
 
