@@ -276,6 +276,8 @@ struct Waiting {
     client: String,
     method: String,
     path: String,
+    /// How our own errors look to this upstream's client libraries.
+    shape: proxy::ErrorShape,
 }
 
 impl Waiting {
@@ -292,6 +294,7 @@ impl Waiting {
             client,
             method,
             path,
+            shape,
         } = self;
         let started = Instant::now();
         let result = loop {
@@ -308,24 +311,28 @@ impl Waiting {
                 return None;
             }
         };
-        let response = call_response(result);
+        let response = call_response(result, shape);
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
         Some(response)
     }
 }
 
 /// The answer to a bot, from how its call ended.
-fn call_response(result: Result<syncoord_core::Answer, CallError>) -> Response {
+fn call_response(
+    result: Result<syncoord_core::Answer, CallError>,
+    shape: proxy::ErrorShape,
+) -> Response {
     match result {
         Ok(answer) => proxy::answer_response(&answer),
-        Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
+        Err(CallError::Failed(failure)) => proxy::failure_response_shaped(&failure, shape),
         // The bot's own wait (`server.request_timeout_secs`) ran out.
         Err(CallError::TimedOut { waited }) => {
-            proxy::failure_response(&Failure::Deadline { waited })
+            proxy::failure_response_shaped(&Failure::Deadline { waited }, shape)
         }
-        Err(CallError::ShuttingDown) => {
-            proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
-        }
+        Err(CallError::ShuttingDown) => proxy::failure_response_shaped(
+            &Failure::Aborted("syncoord is shutting down".into()),
+            shape,
+        ),
         // Sent, and the daemon was forced to stop before the answer.
         Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
             status: OUTCOME_UNKNOWN_STATUS,
@@ -334,14 +341,14 @@ fn call_response(result: Result<syncoord_core::Answer, CallError>) -> Response {
                 "{why}; check its outcome (an order by its client order id) before sending it again"
             ),
         }
-        .into_response(),
+        .into_response_shaped(shape),
         // Nothing went upstream: the bot's request is at fault.
         Err(CallError::Invalid(why)) => proxy::Rejection {
             status: 400,
             kind: "bad_request",
             message: why.to_string(),
         }
-        .into_response(),
+        .into_response_shaped(shape),
     }
 }
 
@@ -364,7 +371,8 @@ impl ProxyHandler {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
-                return Submitted::Now(rejection.into_response());
+                let shape = self.proxy.error_shape_for(self.listener, &target);
+                return Submitted::Now(rejection.into_response_shaped(shape));
             }
         };
         let Some(host) = self.hosts.get(forward.upstream) else {
@@ -372,6 +380,7 @@ impl ProxyHandler {
             let failure = Failure::Aborted("no coordinator for the routed upstream".into());
             return Submitted::Now(proxy::failure_response(&failure));
         };
+        let shape = self.proxy.error_shape(forward.upstream);
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         let mut pending = host.submit(forward.request, forward.outgoing);
@@ -380,7 +389,7 @@ impl ProxyHandler {
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            return Submitted::Now(call_response(result));
+            return Submitted::Now(call_response(result, shape));
         }
         Submitted::Waiting(Waiting {
             pending,
@@ -390,6 +399,7 @@ impl ProxyHandler {
             client,
             method,
             path,
+            shape,
         })
     }
 

@@ -360,6 +360,25 @@ impl Proxy {
         }
     }
 
+    /// How our own errors for upstream `index` are shaped (by its preset).
+    pub fn error_shape(&self, index: usize) -> crate::ErrorShape {
+        self.config
+            .upstreams
+            .get(index)
+            .map_or(crate::ErrorShape::Syncoord, |u| {
+                crate::ErrorShape::for_preset(u.preset)
+            })
+    }
+
+    /// The error shape for a request refused before it had an upstream:
+    /// that of the upstream its target would pick, if any.
+    pub fn error_shape_for(&self, listener: Option<usize>, target: &str) -> crate::ErrorShape {
+        match self.select(listener, target) {
+            Ok((i, _)) => self.error_shape(i),
+            Err(_) => crate::ErrorShape::Syncoord,
+        }
+    }
+
     /// The origins upstream `i` answers for, as written (`origins`, or its `url`).
     fn origins_of(&self, i: usize) -> String {
         let u = &self.config.upstreams[i];
