@@ -1,4 +1,4 @@
-//! Subcommands: `serve`, `check-config`, `mock-upstream`, `demo`.
+//! Subcommands: `serve`, `check-config`, `ca`, `mock-upstream`, `demo`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +32,16 @@ enum Command {
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
+    },
+    /// Print where the local CA's certificate is (creating the CA if it is
+    /// missing) and how to make clients trust it, for HTTPS_PROXY.
+    Ca {
+        /// The CA folder (overrides `server.ca_dir`).
+        #[arg(long, env = "SYNCOORD_CA_DIR")]
+        ca_dir: Option<PathBuf>,
+        /// A configuration file to read `server.ca_dir` from.
+        #[arg(long, short, env = "SYNCOORD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Run a local Coinbase-like upstream for testing bots and the daemon.
     MockUpstream(mock_upstream::MockArgs),
@@ -76,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::MockUpstream(args) => {
             mock_upstream::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -165,6 +176,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "cannot watch for a second signal");
     }
     daemon.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let dir = match (dir, config) {
+        (Some(dir), _) => dir,
+        (None, Some(path)) => load_config(path)?
+            .server
+            .ca_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(syncoord_daemon::ca::default_ca_dir),
+        (None, None) => syncoord_daemon::ca::default_ca_dir(),
+    };
+    let ca = syncoord_daemon::ca::LocalCa::open(&dir)?;
+    let pem = ca.cert_path();
+    let pem = pem.display();
+    println!("{pem}");
+    eprintln!(
+        "\nThe local CA that signs syncoord's certificates for the hosts it intercepts.\n\
+         Clients sending through `HTTPS_PROXY=http://<listen>` must trust it:\n\
+         \x20 Python (requests, coinbase-advanced-py, ccxt): REQUESTS_CA_BUNDLE={pem} and SSL_CERT_FILE={pem}\n\
+         \x20   (these replace the system roots for that process; syncoord only ever intercepts configured hosts)\n\
+         \x20 Node: NODE_EXTRA_CA_CERTS={pem}\n\
+         \x20 curl: --cacert {pem}  (or CURL_CA_BUNDLE={pem})\n\
+         \x20 Go: SSL_CERT_FILE={pem}\n\
+         Its key ({}) is readable by its owner only.",
+        dir.join("ca.key").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

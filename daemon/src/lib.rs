@@ -7,6 +7,8 @@
 //! upstream paces, caches and retries. A connection thread waits for its
 //! own answer; no lock is held while it does.
 
+pub mod ca;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,16 +60,55 @@ impl Daemon {
         let hosts = Arc::new(hosts);
         let limits = server_limits(&settings);
         let request_timeout = settings.request_timeout();
-        let listeners = proxy.listeners();
+        let ca_dir = settings
+            .ca_dir
+            .as_deref()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(ca::default_ca_dir);
+        let ca = Arc::new(ca::LazyCa::new(ca_dir));
+        // `tls_listen`: its certificate from files, or the local CA's leaf
+        // for the loopback names.
+        let tls = match &settings.tls_listen {
+            None => None,
+            Some(addr) => {
+                let config = match (&settings.tls_cert, &settings.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        ca::server_config_from_files(cert.as_ref(), key.as_ref())
+                            .map_err(|e| DaemonError::Config(format!("server.tls_cert: {e}")))?
+                    }
+                    _ => ca
+                        .get()
+                        .and_then(|ca| {
+                            ca.mint(&["localhost", "127.0.0.1", "::1"])
+                                .map_err(|e| e.to_string())
+                        })
+                        .map_err(|e| DaemonError::Config(format!("server.tls_listen: {e}")))?,
+                };
+                Some((addr.clone(), config))
+            }
+        };
+        let mut listeners: Vec<(Option<usize>, &str, Option<_>)> = proxy
+            .listeners()
+            .into_iter()
+            .map(|(l, a)| (l, a, None))
+            .collect();
+        if let Some((addr, config)) = &tls {
+            listeners.push((None, addr.as_str(), Some(Arc::clone(config))));
+        }
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
-        for (listener, addr) in listeners {
+        for (listener, addr, tls) in listeners {
             let handler = Arc::new(ProxyHandler {
                 proxy: Arc::clone(&proxy),
                 hosts: Arc::clone(&hosts),
                 listener,
                 request_timeout,
+                ca: Arc::clone(&ca),
             });
-            let server = match Server::bind(addr, limits.clone(), handler) {
+            let bound = match tls {
+                None => Server::bind(addr, limits.clone(), handler),
+                Some(config) => Server::bind_tls(addr, limits.clone(), handler, config),
+            };
+            let server = match bound {
                 Ok(server) => server,
                 Err(error) => {
                     // Release the listeners already bound; the hosts stop
@@ -230,10 +271,15 @@ struct ProxyHandler {
     /// The upstream this listener is dedicated to, if any.
     listener: Option<usize>,
     request_timeout: Duration,
+    /// Mints the leaves of intercepted CONNECTs.
+    ca: Arc<ca::LazyCa>,
 }
 
 impl Handler for ProxyHandler {
     fn handle(&self, request: HttpRequest) -> Reply {
+        if request.method.eq_ignore_ascii_case("CONNECT") {
+            return self.connect(&request);
+        }
         match self.handle_nonblocking(request) {
             Handled::Now(reply) => reply,
             Handled::Later(wait) => wait(),
@@ -246,8 +292,16 @@ impl Handler for ProxyHandler {
     /// a refusal is answered on the server's event loop, and only a
     /// request that must wait for its turn upstream takes a pool thread.
     fn handle_nonblocking(&self, request: HttpRequest) -> Handled {
-        if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
-            return Handled::Now(self.endpoint(endpoint).into());
+        if request.method.eq_ignore_ascii_case("CONNECT") && request.tunnel.is_none() {
+            // Minting a leaf is a signature: done on a pool thread.
+            return Handled::Blocking(request);
+        }
+        // Inside a tunnel every request is for the real host, never for
+        // our own endpoints.
+        if request.tunnel.is_none() {
+            if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+                return Handled::Now(self.endpoint(endpoint).into());
+            }
         }
         match self.submit(request) {
             Submitted::Now(response) => Handled::Now(response.into()),
@@ -353,6 +407,44 @@ fn call_response(
 }
 
 impl ProxyHandler {
+    /// A CONNECT: intercepted (`200`, then TLS with a leaf for the host)
+    /// when a configured upstream answers for `https://host:port`,
+    /// otherwise refused; never a tunnel, and no connection is opened
+    /// for it.
+    fn connect(&self, request: &HttpRequest) -> Reply {
+        let peer = request.peer;
+        let target = match self.proxy.connect(&request.target) {
+            Ok(target) => target,
+            Err(rejection) => {
+                tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status, "CONNECT refused");
+                return rejection.into_response().into();
+            }
+        };
+        let config = self
+            .ca
+            .get()
+            .and_then(|ca| ca.server_config(&target.host).map_err(|e| e.to_string()));
+        match config {
+            Ok(config) => {
+                tracing::debug!(%peer, host = %target.host, "CONNECT intercepted");
+                Reply::Intercept {
+                    config,
+                    tunnel: target.base.into(),
+                }
+            }
+            Err(why) => {
+                tracing::error!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
+                proxy::Rejection {
+                    status: 502,
+                    kind: "ca_unavailable",
+                    message: format!("the local CA is not usable: {why}"),
+                }
+                .into_response()
+                .into()
+            }
+        }
+    }
+
     /// Routes and submits, without blocking.
     fn submit(&self, request: HttpRequest) -> Submitted {
         let HttpRequest {
@@ -362,8 +454,16 @@ impl ProxyHandler {
             body,
             peer,
             client: probe,
+            tunnel,
             ..
         } = request;
+        // Inside an intercepted CONNECT an origin-form target is relative
+        // to the tunnel's host: `https://api.coinbase.com` + `/api/v3/...`,
+        // routed like any absolute-form request.
+        let target = match tunnel {
+            Some(base) if target.starts_with('/') => format!("{base}{target}"),
+            _ => target,
+        };
         let forward = match self
             .proxy
             .route(self.listener, &method, &target, &headers, body)

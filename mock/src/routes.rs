@@ -524,6 +524,7 @@ impl Handler for MockHandler {
         let reply = self.answer(&req, path, query, route, identity.as_deref(), now);
         let status = match &reply {
             Reply::Respond(response) => response.status.to_string(),
+            Reply::Intercept { .. } => "200".to_owned(),
             Reply::DropConnection => DROPPED_STATUS.to_owned(),
         };
         *state.counters().stats.by_status.entry(status).or_default() += 1;
