@@ -198,7 +198,10 @@ impl LocalCa {
             .collect();
         let mut params = CertificateParams::new(names.clone())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        dn.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.distinguished_name = dn;
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![
@@ -269,7 +272,11 @@ impl LazyCa {
     /// The CA, or why it cannot be had (said once, kept).
     pub fn get(&self) -> Result<Arc<LocalCa>, String> {
         self.ca
-            .get_or_init(|| LocalCa::open(&self.dir).map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                LocalCa::open(&self.dir)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone()
     }
 }
@@ -292,7 +299,11 @@ mod tests {
     fn created_once_key_private_leaves_cached_and_reloaded() {
         let dir = temp_dir("basic");
         let ca = LocalCa::open(&dir).unwrap();
-        let mode = fs::metadata(dir.join("ca.key")).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let pem = fs::read_to_string(ca.cert_path()).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));

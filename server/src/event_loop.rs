@@ -638,11 +638,8 @@ impl EventLoop {
             Reply::Intercept { config, tunnel } => {
                 if conn.transport.is_tls() {
                     // No tunnel inside a tunnel.
-                    let response = json_error(
-                        400,
-                        "bad_request",
-                        "CONNECT is not accepted inside TLS",
-                    );
+                    let response =
+                        json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
                     return self.respond(key, &response, meta);
                 }
                 conn.upgrade = Some((config, tunnel));
@@ -718,7 +715,10 @@ impl EventLoop {
             return;
         };
         while conn.written < conn.out.len() {
-            match conn.transport.write(&conn.stream, &conn.out[conn.written..]) {
+            match conn
+                .transport
+                .write(&conn.stream, &conn.out[conn.written..])
+            {
                 Ok(0) => return self.close(key),
                 Ok(n) => conn.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
