@@ -153,6 +153,48 @@ check(
 )
 mock("/__faults", {})
 
+# ---- ccxt proxyUrl, with the workaround for ccxt 4.5.90 ----------------------
+PROXY = os.environ["HTTPS_PROXY"].rstrip("/")
+mock("/__reset")
+viaurl = ccxt.coinbase({"apiKey": KEY_NAME + "-proxyurl", "secret": PEM, "proxyUrl": PROXY + "/"})
+e = raises(lambda: viaurl.v3PrivateGetBrokerageAccounts(), ccxt.InvalidProxySettings)
+check(isinstance(e, ccxt.InvalidProxySettings), f"ccxt 4.5.90 proxyUrl alone raises InvalidProxySettings (the bug the README works around), got {e!r}")
+# The README's recipe:
+viaurl.check_conflicting_proxies = lambda *args, **kwargs: None
+r = viaurl.v3PrivateGetBrokerageAccounts()
+check(len(r["accounts"]) > 0, "ccxt proxyUrl with check_conflicting_proxies disabled")
+check(
+    jwt_uris() == ["GET api.coinbase.com/api/v3/brokerage/accounts"],
+    f"ccxt proxyUrl: the JWT names the real host: {jwt_uris()}",
+)
+
+# ---- coinbase-advanced-py through a transport adapter (no environment) -----
+from requests.adapters import HTTPAdapter  # noqa: E402
+
+
+class Syncoord(HTTPAdapter):
+    """Sends each signed request to syncoord in proxyUrl form: the URL the
+    client signed for is unchanged, only the connection goes elsewhere."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base.rstrip("/")
+
+    def send(self, request, **kwargs):
+        request.url = f"{self.base}/{request.url}"
+        return super().send(request, **kwargs)
+
+
+mock("/__reset")
+adapted = RESTClient(api_key=KEY_NAME + "-adapter", api_secret=PEM)
+adapted.session.trust_env = False  # prove it needs no HTTPS_PROXY
+adapted.session.mount("https://", Syncoord(PROXY))
+check(len(adapted.get_accounts()["accounts"]) > 0, "coinbase-advanced-py through a transport adapter")
+check(
+    jwt_uris() == ["GET api.coinbase.com/api/v3/brokerage/accounts"],
+    f"transport adapter: the JWT names the real host: {jwt_uris()}",
+)
+
 # ---- ccxt coinbaseexchange ---------------------------------------------------
 mock("/__reset")
 ex = ccxt.coinbaseexchange(
