@@ -1481,6 +1481,49 @@ prefix = "/p"
     }
 
     #[test]
+    fn origins_and_tls_settings_are_checked_and_located() {
+        let text = r#"
+[server]
+tls_listen = "localhost:8443"
+tls_key = "k.pem"
+
+[[upstreams]]
+name = "a"
+url = "http://127.0.0.1:9000"
+origins = ["https://api.coinbase.com", "ftp://x", "https://api.coinbase.com"]
+
+[[upstreams]]
+name = "b"
+url = "http://127.0.0.1:9001"
+prefix = "/b"
+origins = ["https://api.coinbase.com"]
+ca_file = ""
+"#;
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.tls_listen",
+                "server.tls_cert",
+                "upstreams[0].origins[1]",
+                "upstreams[0].origins[2]",
+                "upstreams[1].origins[0]",
+                "upstreams[1].ca_file",
+            ],
+            "{err}"
+        );
+        assert!(err.0.iter().all(|e| e.line.is_some()), "{err}");
+        let ok = ProxyConfig::from_toml_str(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\norigins = [\"https://api.coinbase.com\"]\nca_file = \"x.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.upstreams[0].origins, ["https://api.coinbase.com"]);
+        // The Worker cannot add roots to fetch().
+        assert!(ok.validate_for_edge().unwrap_err().to_string().contains("ca_file"));
+    }
+
+    #[test]
     fn server_ranges() {
         let err = ProxyConfig::from_toml_str(
             "[server]\nmax_headers = 0\nrequest_timeout_secs = -1.0\ndrain_secs = 0.0\n",
@@ -1629,7 +1672,7 @@ scopes = ["public", "private"]
                 "upstreams[0].coordination.routes",
                 6,
                 1,
-                "an empty list would drop all 12 route rules of the preset",
+                "an empty list would drop all 17 route rules of the preset",
             ),
             (
                 &format!("{UP}[upstreams.coordination.defaults]\nscopes = \"global\"\n"),

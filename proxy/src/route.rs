@@ -11,10 +11,12 @@
 //!    (`/https://api.coinbase.com/api/v3/...`) or percent-encoded once
 //!    (`/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3...`, decoded once as a
 //!    whole), or an absolute-form request-target (`http://host/...`, what
-//!    an HTTP proxy client sends). Its scheme, host and port must be a
-//!    configured upstream's (and its path under that upstream's base
-//!    path), else the request is refused with 403: this is never an open
-//!    proxy.
+//!    an HTTP proxy client sends, and what a host makes of a request inside
+//!    an intercepted CONNECT). Its scheme, host and port must be one of a
+//!    configured upstream's `origins` (default: its `url`; its path under
+//!    that origin's base path), else the request is refused with 403:
+//!    this is never an open proxy. [`Proxy::connect`] says which CONNECTs
+//!    may be intercepted: those to an `https` origin, nothing else.
 //! 3. **A path prefix** (`prefix = "/exchange"`): the longest configured
 //!    prefix that is a whole-segment prefix of the path; it is stripped.
 //! 4. **The default upstream**: the first one without a prefix.
