@@ -142,14 +142,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    let mut overrides = Vec::with_capacity(args.overrides.len());
     for item in &args.overrides {
         let Some((key, value)) = item.split_once('=') else {
             anyhow::bail!("--set {item}: expected KEY=VALUE, e.g. server.listen=127.0.0.1:8787");
         };
-        config
-            .apply_override(key.trim(), value.trim())
-            .map_err(|errors| anyhow::anyhow!("--set {item}: {errors}"))?;
+        overrides.push((key.trim(), value.trim()));
     }
+    // Checked once, after all of them: pairs such as server.tls_cert and
+    // server.tls_key can be given one by one.
+    config
+        .apply_overrides(&overrides)
+        .map_err(|errors| anyhow::anyhow!("--set: {errors}"))?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;

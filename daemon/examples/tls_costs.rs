@@ -85,11 +85,16 @@ fn main() {
     });
     let kept = agent(Some(&proxy), Some(root.clone()));
     let tls_kept = per_call(n, || {
-        kept.get(&https_url).call().expect("intercepted, kept alive");
+        kept.get(&https_url)
+            .call()
+            .expect("intercepted, kept alive");
     });
     let plain_agent = agent(None, None);
     let plain_kept = per_call(n, || {
-        plain_agent.get(&plain_url).call().expect("plain, kept alive");
+        plain_agent
+            .get(&plain_url)
+            .call()
+            .expect("plain, kept alive");
     });
 
     println!("| what (cache hit, one client thread, {n} calls) | per call |");

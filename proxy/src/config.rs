@@ -1018,8 +1018,30 @@ impl ProxyConfig {
     /// (`500`, `true`, `"text"`), or as a plain string when it is not one.
     /// The whole configuration is checked again; on error nothing changes.
     pub fn apply_override(&mut self, key_path: &str, value: &str) -> Result<(), ConfigFileErrors> {
+        self.apply_overrides(&[(key_path, value)])
+    }
+
+    /// [`Self::apply_override`] for several values at once, checked once
+    /// at the end: settings that only make sense together
+    /// (`server.tls_cert` and `server.tls_key`) can be set one by one.
+    pub fn apply_overrides(&mut self, items: &[(&str, &str)]) -> Result<(), ConfigFileErrors> {
         let mut root = toml::Table::try_from(&*self)
-            .map_err(|e| ConfigFileErrors::single(key_path, format!("cannot override: {e}")))?;
+            .map_err(|e| ConfigFileErrors::single("", format!("cannot override: {e}")))?;
+        for (key_path, value) in items {
+            Self::set_in(&mut root, key_path, value)?;
+        }
+        let mut issues = Vec::new();
+        let (config, _) = Self::from_table(root, &mut issues);
+        if issues.is_empty() {
+            issues = config.issues();
+        }
+        errors_without_positions(issues)?;
+        *self = config;
+        Ok(())
+    }
+
+    /// Sets `key_path` to `value` in the serialized config.
+    fn set_in(root: &mut toml::Table, key_path: &str, value: &str) -> Result<(), ConfigFileErrors> {
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
@@ -1055,13 +1077,6 @@ impl ProxyConfig {
             .ok_or_else(|| ConfigFileErrors::single(key_path, "no such field"))?;
         }
         *slot = parsed;
-        let mut issues = Vec::new();
-        let (config, _) = Self::from_table(root, &mut issues);
-        if issues.is_empty() {
-            issues = config.issues();
-        }
-        errors_without_positions(issues)?;
-        *self = config;
         Ok(())
     }
 }
@@ -1520,7 +1535,11 @@ ca_file = ""
         .unwrap();
         assert_eq!(ok.upstreams[0].origins, ["https://api.coinbase.com"]);
         // The Worker cannot add roots to fetch().
-        assert!(ok.validate_for_edge().unwrap_err().to_string().contains("ca_file"));
+        assert!(ok
+            .validate_for_edge()
+            .unwrap_err()
+            .to_string()
+            .contains("ca_file"));
     }
 
     #[test]
@@ -1620,6 +1639,20 @@ scopes = ["public", "private"]
         assert!(c.apply_override("server.nope", "1").is_err());
         assert!(c.apply_override("upstreams.zzz.url", "x").is_err());
         assert_eq!(c, before);
+        // A pair is checked once both are in (`--set` given one by one).
+        let pair = [
+            ("server.tls_listen", "127.0.0.1:0"),
+            ("server.tls_cert", "c.pem"),
+            ("server.tls_key", "k.pem"),
+            (
+                "upstreams.advanced.origins",
+                r#"["https://api.coinbase.com"]"#,
+            ),
+        ];
+        assert!(c.apply_override(pair[1].0, pair[1].1).is_err());
+        c.apply_overrides(&pair).unwrap();
+        assert_eq!(c.server.tls_key.as_deref(), Some("k.pem"));
+        assert_eq!(c.upstreams[0].origins, ["https://api.coinbase.com"]);
     }
 
     #[test]
