@@ -55,6 +55,13 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
         u.coordination.retry.max_attempts = 2;
         u.coordination.retry.base_delay_secs = 0.05;
         u.coordination.breaker.failure_threshold = 1000;
+        // Refresh-ahead re-sends stored (signed) requests from spare
+        // budget: right, but it would make the mock's counts and JWT
+        // lists depend on timing.
+        u.coordination.defaults.refresh_ahead = false;
+        for rule in &mut u.coordination.routes {
+            rule.refresh_ahead = Some(false);
+        }
     }
     let daemon = Daemon::start(config).expect("daemon starts");
     let ca_pem = ca.cert_path();
