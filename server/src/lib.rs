@@ -24,9 +24,16 @@
 //! served.
 //!
 //! A handler answers a [`Reply`]: a core [`Response`] (the one response
-//! type of every syncoord crate), or [`Reply::DropConnection`] to close
+//! type of every syncoord crate), [`Reply::DropConnection`] to close
 //! the connection without an answer (the mock upstream simulates broken
-//! connections that way).
+//! connections that way), or [`Reply::Intercept`] to answer a CONNECT with
+//! `200` and terminate TLS on that connection (never a blind tunnel: each
+//! request inside comes to the handler, with [`HttpRequest::tunnel`]).
+//!
+//! TLS (rustls) is per-connection state (`tls.rs`): a listener bound with
+//! [`Server::bind_tls`] starts every connection with a handshake, an
+//! intercepted CONNECT switches to one; a failed handshake costs that
+//! connection only.
 
 mod chunked;
 mod conn;
