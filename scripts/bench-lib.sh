@@ -23,20 +23,21 @@ wait_port() {
     exit 1
 }
 
-# The mock (no rate limits) and syncoord serve (scripts/bench-daemon.toml).
+# The mock (no rate limits) and syncoord serve (scripts/bench-daemon.toml);
+# any arguments go to `syncoord serve` (e.g. `--set server.tls_listen=...`).
 start_mock_and_daemon() {
     "$BIN" --log warn mock-upstream --listen "$MOCK" --unlimited >"$WORK/mock.log" 2>&1 &
     PIDS+=($!)
     wait_port "$MOCK"
     sed "s#@MOCK@#http://$MOCK#; s#@LISTEN@#$PROXY#" scripts/bench-daemon.toml >"$WORK/syncoord.toml"
-    "$BIN" --log warn serve --config "$WORK/syncoord.toml" >"$WORK/syncoord.log" 2>&1 &
+    "$BIN" --log warn serve --config "$WORK/syncoord.toml" "$@" >"$WORK/syncoord.log" 2>&1 &
     PIDS+=($!)
     wait_port "$PROXY"
 }
 
 # nginx proxy_cache in front of the same mock: start_nginx CONNECTIONS
-# [MAIN_LINES] [SERVER_LINES] (extra nginx.conf lines for the main and the
-# server context).
+# [MAIN_LINES] [SERVER_LINES] [LISTEN_FLAGS] (extra nginx.conf lines for
+# the main and the server context; `ssl` for a TLS listener).
 start_nginx() {
     mkdir -p "$WORK/nginx-cache"
     cat >"$WORK/nginx.conf" <<NGINX
@@ -51,7 +52,7 @@ http {
     proxy_cache_path $WORK/nginx-cache keys_zone=bench:10m;
     upstream mock { server $MOCK; keepalive 64; }
     server {
-        listen $NGINX;
+        listen $NGINX ${4:-};
         ${3:-}
         location / {
             proxy_pass http://mock;

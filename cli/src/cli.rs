@@ -1,4 +1,5 @@
-//! Subcommands: `serve`, `check-config`, `mock-upstream`, `demo`, `simulate`.
+//! Subcommands: `serve`, `check-config`, `ca`, `mock-upstream`, `demo`,
+//! `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +34,16 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Print where the local CA's certificate is (creating the CA if it is
+    /// missing) and how to make clients trust it, for HTTPS_PROXY.
+    Ca {
+        /// The CA folder (overrides `server.ca_dir`).
+        #[arg(long, env = "SYNCOORD_CA_DIR")]
+        ca_dir: Option<PathBuf>,
+        /// A configuration file to read `server.ca_dir` from.
+        #[arg(long, short, env = "SYNCOORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run a local Coinbase-like upstream for testing bots and the daemon.
     MockUpstream(mock_upstream::MockArgs),
     /// Mock upstream + daemon + simulated bots in one process; prints a
@@ -52,9 +63,12 @@ struct ServeArgs {
     /// Address of the main listener (overrides `server.listen`).
     #[arg(long, env = "SYNCOORD_LISTEN")]
     listen: Option<String>,
-    /// Front just this upstream base URL with the default Coinbase Advanced
-    /// Trade rules (replaces the configured upstreams), e.g. a local mock
-    /// at http://127.0.0.1:9000.
+    /// Send both Coinbase presets to this base URL, e.g. a local mock at
+    /// http://127.0.0.1:9000: Advanced Trade unprefixed, Exchange under
+    /// `/exchange`, each still answering for its real host (`origins`), so
+    /// bots signing for api.coinbase.com reach the mock through
+    /// HTTPS_PROXY or proxyUrl. Replaces the configured upstreams; what it
+    /// replaced is printed.
     #[arg(long, env = "SYNCOORD_UPSTREAM")]
     upstream: Option<String>,
     /// Override one configuration value, e.g. `--set server.drain_secs=30`
@@ -77,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::MockUpstream(args) => {
             mock_upstream::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -116,15 +131,18 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<ProxyConfig> {
 
 /// `--set KEY=VALUE` items, in order (`serve` and `simulate` alike).
 pub(crate) fn apply_overrides(config: &mut ProxyConfig, items: &[String]) -> anyhow::Result<()> {
+    let mut overrides = Vec::with_capacity(items.len());
     for item in items {
         let Some((key, value)) = item.split_once('=') else {
             anyhow::bail!("--set {item}: expected KEY=VALUE, e.g. server.listen=127.0.0.1:8787");
         };
-        config
-            .apply_override(key.trim(), value.trim())
-            .map_err(|errors| anyhow::anyhow!("--set {item}: {errors}"))?;
+        overrides.push((key.trim(), value.trim()));
     }
-    Ok(())
+    // Checked once, after all of them: pairs such as server.tls_cert and
+    // server.tls_key can be given one by one.
+    config
+        .apply_overrides(&overrides)
+        .map_err(|errors| anyhow::anyhow!("--set: {errors}"))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -134,8 +152,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(url) = &args.upstream {
         let server = config.server.clone();
-        config = ProxyConfig::single_upstream(url);
+        let before = config.describe_upstreams();
+        config = ProxyConfig::presets_at(url);
         config.server = server;
+        // Loud on purpose: a preset silently dropped shows up later as a
+        // confusing upstream 401.
+        eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
+        for line in before {
+            eprintln!("  was: {line}");
+        }
+        for line in config.describe_upstreams() {
+            eprintln!("  now: {line}");
+        }
     }
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -167,6 +195,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "cannot watch for a second signal");
     }
     daemon.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let dir = match (dir, config) {
+        (Some(dir), _) => dir,
+        (None, Some(path)) => load_config(path)?
+            .server
+            .ca_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(syncoord_daemon::ca::default_ca_dir),
+        (None, None) => syncoord_daemon::ca::default_ca_dir(),
+    };
+    let ca = syncoord_daemon::ca::LocalCa::open(&dir)?;
+    let pem = ca.cert_path();
+    let pem = pem.display();
+    println!("{pem}");
+    eprintln!(
+        "\nThe local CA that signs syncoord's certificates for the hosts it intercepts.\n\
+         Clients sending through `HTTPS_PROXY=http://<listen>` must trust it:\n\
+         \x20 Python (requests, coinbase-advanced-py, ccxt): REQUESTS_CA_BUNDLE={pem} and SSL_CERT_FILE={pem}\n\
+         \x20   (these replace the system roots for that process; syncoord only ever intercepts configured hosts)\n\
+         \x20 Node: NODE_EXTRA_CA_CERTS={pem}\n\
+         \x20 curl: --cacert {pem}  (or CURL_CA_BUNDLE={pem})\n\
+         \x20 Go: SSL_CERT_FILE={pem}\n\
+         Its key ({}) is readable by its owner only.",
+        dir.join("ca.key").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

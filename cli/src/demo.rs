@@ -359,7 +359,14 @@ fn run_bot(
                 Ok((s, body)) => {
                     let error = serde_json::from_str::<Value>(&body)
                         .ok()
-                        .and_then(|v| v["error"].as_str().map(str::to_owned))
+                        // `syncoord_error` where the preset shapes errors
+                        // for Coinbase's clients (no `error` field).
+                        .and_then(|v| {
+                            v["error"]
+                                .as_str()
+                                .or_else(|| v["syncoord_error"].as_str())
+                                .map(str::to_owned)
+                        })
                         .unwrap_or_default();
                     counters.failed(format!("{method} {s} {error}"));
                 }

@@ -76,14 +76,28 @@ fn serve_quick_start_and_sigterm_exit_zero() {
     assert_eq!(first.status, 200);
     let again = get(addr, ticker).expect("an answer");
     assert_eq!(again.header("x-syncoord-cache"), Some("hit"));
+    // `--upstream` keeps the Exchange preset too (at the same URL, under
+    // `/exchange`), instead of silently dropping it.
+    let exchange = get(addr, "/exchange/products/BTC-USD/ticker").expect("an answer");
+    assert_eq!(exchange.status, 200);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
     let exit = child.wait().expect("daemon exits");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
     mock.shutdown();
     assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    // ... and says what it replaced, loudly.
+    assert!(
+        stderr.contains("replaces the configured upstreams")
+            && stderr.contains("answers for https://api.exchange.coinbase.com"),
+        "{stderr}"
+    );
 }
 
 /// A daemon process, killed if a test fails before it exits.

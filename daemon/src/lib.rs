@@ -7,6 +7,8 @@
 //! upstream paces, caches and retries. A connection thread waits for its
 //! own answer; no lock is held while it does.
 
+pub mod ca;
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,26 +56,60 @@ impl Daemon {
             Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
         let mut hosts = Vec::with_capacity(config.upstreams.len());
         for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
-            hosts.push(start_host(
-                &settings,
-                upstream.name.clone(),
-                &upstream.url,
-                coordination.clone(),
-            )?);
+            hosts.push(start_host(&settings, upstream, coordination.clone())?);
         }
         let hosts = Arc::new(hosts);
         let limits = server_limits(&settings);
         let request_timeout = settings.request_timeout();
-        let listeners = proxy.listeners();
+        let ca_dir = settings
+            .ca_dir
+            .as_deref()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(ca::default_ca_dir);
+        let ca = Arc::new(ca::LazyCa::new(ca_dir));
+        // `tls_listen`: its certificate from files, or the local CA's leaf
+        // for the loopback names.
+        let tls = match &settings.tls_listen {
+            None => None,
+            Some(addr) => {
+                let config = match (&settings.tls_cert, &settings.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        ca::server_config_from_files(cert.as_ref(), key.as_ref())
+                            .map_err(|e| DaemonError::Config(format!("server.tls_cert: {e}")))?
+                    }
+                    _ => ca
+                        .get()
+                        .and_then(|ca| {
+                            ca.mint(&["localhost", "127.0.0.1", "::1"])
+                                .map_err(|e| e.to_string())
+                        })
+                        .map_err(|e| DaemonError::Config(format!("server.tls_listen: {e}")))?,
+                };
+                Some((addr.clone(), config))
+            }
+        };
+        let mut listeners: Vec<(Option<usize>, &str, Option<_>)> = proxy
+            .listeners()
+            .into_iter()
+            .map(|(l, a)| (l, a, None))
+            .collect();
+        if let Some((addr, config)) = &tls {
+            listeners.push((None, addr.as_str(), Some(Arc::clone(config))));
+        }
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
-        for (listener, addr) in listeners {
+        for (listener, addr, tls) in listeners {
             let handler = Arc::new(ProxyHandler {
                 proxy: Arc::clone(&proxy),
                 hosts: Arc::clone(&hosts),
                 listener,
                 request_timeout,
+                ca: Arc::clone(&ca),
             });
-            let server = match Server::bind(addr, limits.clone(), handler) {
+            let bound = match tls {
+                None => Server::bind(addr, limits.clone(), handler),
+                Some(config) => Server::bind_tls(addr, limits.clone(), handler, config),
+            };
+            let server = match bound {
                 Ok(server) => server,
                 Err(error) => {
                     // Release the listeners already bound; the hosts stop
@@ -192,19 +228,30 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
 
 fn start_host(
     settings: &proxy::ServerSettings,
-    name: String,
-    url: &str,
+    upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
 ) -> Result<Coordinator, DaemonError> {
+    let name = upstream.name.clone();
+    let url = upstream.url.as_str();
     let fail = |error: String| DaemonError::Upstream {
         name: name.clone(),
         url: url.to_owned(),
         error,
     };
+    // `ca_file`: extra roots beside the public ones (a sandbox, a
+    // corporate proxy).
+    let extra_roots_pem = match &upstream.ca_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| fail(format!("ca_file `{path}`: cannot read it: {e}")))?,
+        ),
+    };
     let options = UpstreamOptions {
         connect_timeout: settings.upstream_connect_timeout(),
         timeout: settings.upstream_timeout(),
         max_response_bytes: settings.max_response_bytes as u64,
+        extra_roots_pem,
         ..UpstreamOptions::default()
     };
     let upstream = HttpUpstream::new(url, options).map_err(|e| fail(e.to_string()))?;
@@ -229,10 +276,15 @@ struct ProxyHandler {
     /// The upstream this listener is dedicated to, if any.
     listener: Option<usize>,
     request_timeout: Duration,
+    /// Mints the leaves of intercepted CONNECTs.
+    ca: Arc<ca::LazyCa>,
 }
 
 impl Handler for ProxyHandler {
     fn handle(&self, request: HttpRequest) -> Reply {
+        if request.method.eq_ignore_ascii_case("CONNECT") {
+            return self.connect(&request);
+        }
         match self.handle_nonblocking(request) {
             Handled::Now(reply) => reply,
             Handled::Later(wait) => wait(),
@@ -245,8 +297,16 @@ impl Handler for ProxyHandler {
     /// a refusal is answered on the server's event loop, and only a
     /// request that must wait for its turn upstream takes a pool thread.
     fn handle_nonblocking(&self, request: HttpRequest) -> Handled {
-        if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
-            return Handled::Now(self.endpoint(endpoint).into());
+        if request.method.eq_ignore_ascii_case("CONNECT") && request.tunnel.is_none() {
+            // Minting a leaf is a signature: done on a pool thread.
+            return Handled::Blocking(request);
+        }
+        // Inside a tunnel every request is for the real host, never for
+        // our own endpoints.
+        if request.tunnel.is_none() {
+            if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+                return Handled::Now(self.endpoint(endpoint).into());
+            }
         }
         match self.submit(request) {
             Submitted::Now(response) => Handled::Now(response.into()),
@@ -275,6 +335,8 @@ struct Waiting {
     client: String,
     method: String,
     path: String,
+    /// How our own errors look to this upstream's client libraries.
+    shape: proxy::ErrorShape,
 }
 
 impl Waiting {
@@ -291,6 +353,7 @@ impl Waiting {
             client,
             method,
             path,
+            shape,
         } = self;
         let started = Instant::now();
         let result = loop {
@@ -307,24 +370,28 @@ impl Waiting {
                 return None;
             }
         };
-        let response = call_response(result);
+        let response = call_response(result, shape);
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
         Some(response)
     }
 }
 
 /// The answer to a bot, from how its call ended.
-fn call_response(result: Result<syncoord_core::Answer, CallError>) -> Response {
+fn call_response(
+    result: Result<syncoord_core::Answer, CallError>,
+    shape: proxy::ErrorShape,
+) -> Response {
     match result {
         Ok(answer) => proxy::answer_response(&answer),
-        Err(CallError::Failed(failure)) => proxy::failure_response(&failure),
+        Err(CallError::Failed(failure)) => proxy::failure_response_shaped(&failure, shape),
         // The bot's own wait (`server.request_timeout_secs`) ran out.
         Err(CallError::TimedOut { waited }) => {
-            proxy::failure_response(&Failure::Deadline { waited })
+            proxy::failure_response_shaped(&Failure::Deadline { waited }, shape)
         }
-        Err(CallError::ShuttingDown) => {
-            proxy::failure_response(&Failure::Aborted("syncoord is shutting down".into()))
-        }
+        Err(CallError::ShuttingDown) => proxy::failure_response_shaped(
+            &Failure::Aborted("syncoord is shutting down".into()),
+            shape,
+        ),
         // Sent, and the daemon was forced to stop before the answer.
         Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
             status: OUTCOME_UNKNOWN_STATUS,
@@ -333,18 +400,56 @@ fn call_response(result: Result<syncoord_core::Answer, CallError>) -> Response {
                 "{why}; check its outcome (an order by its client order id) before sending it again"
             ),
         }
-        .into_response(),
+        .into_response_shaped(shape),
         // Nothing went upstream: the bot's request is at fault.
         Err(CallError::Invalid(why)) => proxy::Rejection {
             status: 400,
             kind: "bad_request",
             message: why.to_string(),
         }
-        .into_response(),
+        .into_response_shaped(shape),
     }
 }
 
 impl ProxyHandler {
+    /// A CONNECT: intercepted (`200`, then TLS with a leaf for the host)
+    /// when a configured upstream answers for `https://host:port`,
+    /// otherwise refused; never a tunnel, and no connection is opened
+    /// for it.
+    fn connect(&self, request: &HttpRequest) -> Reply {
+        let peer = request.peer;
+        let target = match self.proxy.connect(&request.target) {
+            Ok(target) => target,
+            Err(rejection) => {
+                tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status, "CONNECT refused");
+                return rejection.into_response().into();
+            }
+        };
+        let config = self
+            .ca
+            .get()
+            .and_then(|ca| ca.server_config(&target.host).map_err(|e| e.to_string()));
+        match config {
+            Ok(config) => {
+                tracing::debug!(%peer, host = %target.host, "CONNECT intercepted");
+                Reply::Intercept {
+                    config,
+                    tunnel: target.base.into(),
+                }
+            }
+            Err(why) => {
+                tracing::error!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
+                proxy::Rejection {
+                    status: 502,
+                    kind: "ca_unavailable",
+                    message: format!("the local CA is not usable: {why}"),
+                }
+                .into_response()
+                .into()
+            }
+        }
+    }
+
     /// Routes and submits, without blocking.
     fn submit(&self, request: HttpRequest) -> Submitted {
         let HttpRequest {
@@ -354,8 +459,16 @@ impl ProxyHandler {
             body,
             peer,
             client: probe,
+            tunnel,
             ..
         } = request;
+        // Inside an intercepted CONNECT an origin-form target is relative
+        // to the tunnel's host: `https://api.coinbase.com` + `/api/v3/...`,
+        // routed like any absolute-form request.
+        let target = match tunnel {
+            Some(base) if target.starts_with('/') => format!("{base}{target}"),
+            _ => target,
+        };
         let forward = match self
             .proxy
             .route(self.listener, &method, &target, &headers, body)
@@ -363,7 +476,8 @@ impl ProxyHandler {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
-                return Submitted::Now(rejection.into_response());
+                let shape = self.proxy.error_shape_for(self.listener, &target);
+                return Submitted::Now(rejection.into_response_shaped(shape));
             }
         };
         let Some(host) = self.hosts.get(forward.upstream) else {
@@ -371,6 +485,7 @@ impl ProxyHandler {
             let failure = Failure::Aborted("no coordinator for the routed upstream".into());
             return Submitted::Now(proxy::failure_response(&failure));
         };
+        let shape = self.proxy.error_shape(forward.upstream);
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         let mut pending = host.submit(forward.request, forward.outgoing);
@@ -379,7 +494,7 @@ impl ProxyHandler {
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            return Submitted::Now(call_response(result));
+            return Submitted::Now(call_response(result, shape));
         }
         Submitted::Waiting(Waiting {
             pending,
@@ -389,6 +504,7 @@ impl ProxyHandler {
             client,
             method,
             path,
+            shape,
         })
     }
 

@@ -128,7 +128,15 @@ pub struct MockStats {
     /// window. A lazy-fill bucket admits at most `burst + per_second` in
     /// one second, so a test compares against that.
     pub max_admitted_in_1s: BTreeMap<String, u64>,
+    /// The `uri` claim of each Advanced Trade JWT received (the latest
+    /// [`JWT_URIS_KEPT`]), e.g. `GET api.coinbase.com/api/v3/brokerage/accounts`:
+    /// what the client signed for. Coinbase checks it against the request,
+    /// so a client that signed for the proxy's address would get 401.
+    pub jwt_uris: Vec<String>,
 }
+
+/// How many JWT `uri` claims [`MockStats::jwt_uris`] keeps.
+pub const JWT_URIS_KEPT: usize = 256;
 
 /// A running mock upstream.
 pub struct MockUpstream {

@@ -516,6 +516,13 @@ impl Handler for MockHandler {
             ..CredentialConfig::default()
         };
         let identity = presented(&req.headers, &rules).key_name;
+        if let Some(uri) = jwt_uri(&req.headers) {
+            let mut c = state.counters();
+            if c.stats.jwt_uris.len() >= crate::JWT_URIS_KEPT {
+                c.stats.jwt_uris.remove(0);
+            }
+            c.stats.jwt_uris.push(uri);
+        }
         state.count(
             route.as_ref().map_or("unmatched", |r| r.pattern),
             identity.as_deref(),
@@ -524,11 +531,29 @@ impl Handler for MockHandler {
         let reply = self.answer(&req, path, query, route, identity.as_deref(), now);
         let status = match &reply {
             Reply::Respond(response) => response.status.to_string(),
+            Reply::Intercept { .. } => "200".to_owned(),
             Reply::DropConnection => DROPPED_STATUS.to_owned(),
         };
         *state.counters().stats.by_status.entry(status).or_default() += 1;
         reply
     }
+}
+
+/// The `uri` claim of a `Bearer` JWT in `Authorization`, if there is one
+/// (read, never verified, like every credential here).
+fn jwt_uri(headers: &[(String, String)]) -> Option<String> {
+    use base64::Engine;
+    let value = syncoord_core::header(headers, "authorization")?;
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("uri")?.as_str().map(str::to_owned)
 }
 
 /// How [`MockStats::by_status`] counts a connection dropped unanswered.

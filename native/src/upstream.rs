@@ -73,6 +73,10 @@ pub struct UpstreamOptions {
     /// Sent when the bot's request carries no `User-Agent`; `None` keeps
     /// ureq's own.
     pub user_agent: Option<String>,
+    /// Extra trusted roots (PEM, one or more certificates) beside the
+    /// public ones (Mozilla's, as `webpki-root-certs` ships them): a
+    /// sandbox's or a corporate proxy's CA. An upstream's `ca_file`.
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl Default for UpstreamOptions {
@@ -82,6 +86,7 @@ impl Default for UpstreamOptions {
             timeout: Duration::from_secs(20),
             max_response_bytes: 16 * 1024 * 1024,
             user_agent: None,
+            extra_roots_pem: None,
         }
     }
 }
@@ -91,6 +96,9 @@ impl Default for UpstreamOptions {
 pub enum UpstreamError {
     #[error("upstream base URL `{url}` is not usable: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The extra roots are not PEM certificates.
+    #[error("extra trusted roots: {0}")]
+    BadRoots(String),
 }
 
 /// Request headers the upstream connection sets itself: forwarding a
@@ -125,6 +133,30 @@ const HOP_RESPONSE: HopHeaders<'static> = HopHeaders {
     prefixes: &[],
     connection_listed: false,
 };
+
+/// The public roots plus the certificates in `pem` (at least one).
+fn roots_with(pem: &[u8]) -> Result<ureq::tls::RootCerts, UpstreamError> {
+    use ureq::tls::{Certificate, PemItem};
+    let mut extra = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => extra.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(UpstreamError::BadRoots(format!("not PEM: {e}"))),
+        }
+    }
+    if extra.is_empty() {
+        return Err(UpstreamError::BadRoots(
+            "no `BEGIN CERTIFICATE` block in the file".into(),
+        ));
+    }
+    let mut all: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    all.extend(extra);
+    Ok(ureq::tls::RootCerts::new_with_certs(&all))
+}
 
 /// The real upstream: HTTP/1.1 over one ureq agent (pooled, reused
 /// connections; rustls for https).
@@ -169,6 +201,13 @@ impl HttpUpstream {
             .save_redirect_history(false);
         if let Some(ua) = &options.user_agent {
             config = config.user_agent(ua.as_str());
+        }
+        if let Some(pem) = &options.extra_roots_pem {
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(roots_with(pem)?)
+                    .build(),
+            );
         }
         Ok(HttpUpstream {
             agent: config.build().new_agent(),

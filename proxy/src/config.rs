@@ -38,11 +38,13 @@ use syncoord_core::CompiledConfig;
 
 use crate::url::BaseUrl;
 
-/// One upstream as a [`crate::Proxy`] runs it: its base URL parsed and its
+/// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its
 /// coordination rules compiled, once.
 #[derive(Debug)]
 pub(crate) struct CheckedUpstream {
-    pub(crate) base: BaseUrl,
+    /// What absolute-form, `proxyUrl`-form and CONNECT requests must name
+    /// to reach this upstream: `origins` parsed, or `base` alone.
+    pub(crate) origins: Vec<BaseUrl>,
     pub(crate) prefix: Option<String>,
     /// What the hosts run their coordinators on, and what
     /// [`crate::Proxy::shard`] reads the routes from.
@@ -94,6 +96,20 @@ pub struct ServerSettings {
     pub upstream_timeout_secs: f64,
     /// Upstream response body, at most (a bigger one is a transport error).
     pub max_response_bytes: usize,
+    /// Where the local certificate authority lives (`ca.pem`, the
+    /// certificate clients trust; `ca.key`, mode 0600), created on first
+    /// use. It mints the leaf certificates of CONNECT interception and,
+    /// without `tls_cert`, of `tls_listen`. Default: a per-user data
+    /// folder (`$XDG_DATA_HOME/syncoord/ca`, else `~/.local/share/syncoord/ca`).
+    pub ca_dir: Option<String>,
+    /// A TLS listener (`ip:port`) for clients that insist on an `https`
+    /// base URL; requests on it are routed as on `listen`.
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for `tls_listen` (with `tls_key`); without
+    /// them the local CA's leaf for `localhost` and `127.0.0.1` is used.
+    pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -115,6 +131,10 @@ impl Default for ServerSettings {
             upstream_connect_timeout_secs: 5.0,
             upstream_timeout_secs: 20.0,
             max_response_bytes: 16 * 1024 * 1024,
+            ca_dir: None,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -215,6 +235,15 @@ pub struct UpstreamConfig {
     /// so a name with `_` could carry the credential upstream reads while
     /// the identity is taken from the `-` spelling.
     pub underscores_in_headers: bool,
+    /// The origins (`scheme://host[:port]`, optionally a base path) this
+    /// upstream answers for in absolute-form, `proxyUrl`-form and CONNECT
+    /// requests. Empty: its own `url`. `url = "http://127.0.0.1:9000"`
+    /// with `origins = ["https://api.coinbase.com"]` lets bots that sign
+    /// for the real host run against a local mock or a sandbox.
+    pub origins: Vec<String>,
+    /// Extra trusted roots (PEM) for this upstream's TLS: a sandbox, a
+    /// corporate proxy. Native host only.
+    pub ca_file: Option<String>,
     pub coordination: Config,
 }
 
@@ -233,6 +262,10 @@ struct RawUpstream {
     #[serde(default)]
     underscores_in_headers: bool,
     #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
     coordination: toml::Table,
 }
 
@@ -248,6 +281,8 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
             prefix: raw.prefix,
             listen: raw.listen,
             underscores_in_headers: raw.underscores_in_headers,
+            origins: raw.origins,
+            ca_file: raw.ca_file,
             coordination,
         })
     }
@@ -348,6 +383,8 @@ impl UpstreamConfig {
             prefix: None,
             listen: None,
             underscores_in_headers: false,
+            origins: Vec::new(),
+            ca_file: None,
             coordination: preset.config(),
         }
     }
@@ -462,6 +499,40 @@ impl ProxyConfig {
         }
     }
 
+    /// Both Coinbase presets at one base URL (`--upstream URL`, a local
+    /// mock that serves both APIs): Advanced Trade unprefixed, Exchange
+    /// under `/exchange`, each still answering for its real host
+    /// (`origins`), so bots that sign for `api.coinbase.com` or
+    /// `api.exchange.coinbase.com` and reach syncoord through
+    /// `HTTPS_PROXY` or `proxyUrl` keep working against the mock.
+    /// [`Self::describe_upstreams`] says what this replaced.
+    pub fn presets_at(url: &str) -> Self {
+        let mut config = ProxyConfig::default();
+        for u in &mut config.upstreams {
+            u.origins = vec![u.url.clone()];
+            u.url = url.to_owned();
+        }
+        config
+    }
+
+    /// One line per upstream: name, base URL, prefix, origins; what
+    /// `syncoord serve` logs at start so a replaced preset is never silent.
+    pub fn describe_upstreams(&self) -> Vec<String> {
+        self.upstreams
+            .iter()
+            .map(|u| {
+                let mut line = format!("upstream `{}` ({:?}) -> {}", u.name, u.preset, u.url);
+                if let Some(p) = &u.prefix {
+                    line.push_str(&format!(", prefix {p}"));
+                }
+                if !u.origins.is_empty() {
+                    line.push_str(&format!(", answers for {}", u.origins.join(", ")));
+                }
+                line
+            })
+            .collect()
+    }
+
     /// Reads and checks a configuration file. Every problem found is
     /// reported, each with the field's path and position.
     pub fn from_toml_str(text: &str) -> Result<ProxyConfig, ConfigFileErrors> {
@@ -548,6 +619,8 @@ impl ProxyConfig {
                                     prefix: raw.prefix,
                                     listen: raw.listen,
                                     underscores_in_headers: raw.underscores_in_headers,
+                                    origins: raw.origins,
+                                    ca_file: raw.ca_file,
                                     coordination,
                                 })
                             }
@@ -593,6 +666,12 @@ impl ProxyConfig {
         let mut issues = Vec::new();
         for (k, u) in self.upstreams.iter().enumerate() {
             let i = index.get(k).copied().unwrap_or(k);
+            if u.ca_file.is_some() {
+                issues.push(Issue::new(
+                    format!("upstreams[{i}].ca_file"),
+                    "the Worker's fetch() trusts Cloudflare's roots only: extra roots are a native-host setting",
+                ));
+            }
             let c = &u.coordination;
             let mut check = |field: String, name: &str, scopes: &[String]| {
                 let (global, per_cred): (Vec<&String>, Vec<&String>) = scopes
@@ -671,6 +750,37 @@ impl ProxyConfig {
                 None
             }
         };
+        let tls_addr = match s.tls_listen.as_deref().map(str::parse::<SocketAddr>) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                push(
+                    "server.tls_listen",
+                    format!(
+                        "`{}` is not an ip:port address",
+                        s.tls_listen.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            }
+        };
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => push(
+                "server.tls_key",
+                "`tls_cert` is set without `tls_key`: give both, or neither for the local CA's leaf".into(),
+            ),
+            (None, Some(_)) => push(
+                "server.tls_cert",
+                "`tls_key` is set without `tls_cert`: give both, or neither for the local CA's leaf".into(),
+            ),
+            _ => {}
+        }
+        if s.tls_cert.is_some() && s.tls_listen.is_none() {
+            push(
+                "server.tls_cert",
+                "`tls_cert` is set but there is no `tls_listen` to serve it on".into(),
+            );
+        }
         let sizes: [(&str, usize, usize, usize); 7] = [
             ("event_loops", s.event_loops.unwrap_or(1), 1, 1024),
             ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
@@ -719,6 +829,15 @@ impl ProxyConfig {
         let mut listens: Vec<(SocketAddr, String)> = server_addr
             .map(|a| vec![(a, "server.listen".to_owned())])
             .unwrap_or_default();
+        if let Some(a) = tls_addr {
+            if let Some((_, other)) = listens.iter().find(|(o, _)| a.port() != 0 && *o == a) {
+                push(
+                    "server.tls_listen",
+                    format!("`{a}` is also used by {other}"),
+                );
+            }
+            listens.push((a, "server.tls_listen".to_owned()));
+        }
         for (k, u) in self.upstreams.iter().enumerate() {
             let i = index.get(k).copied().unwrap_or(k);
             let f = |field: &str| format!("upstreams[{i}].{field}");
@@ -745,6 +864,50 @@ impl ProxyConfig {
             let base = BaseUrl::parse(&u.url)
                 .map_err(|e| push(&f("url"), e.to_string()))
                 .ok();
+            let mut origins = Vec::with_capacity(u.origins.len());
+            for (j, o) in u.origins.iter().enumerate() {
+                match BaseUrl::parse(o) {
+                    Ok(parsed) => {
+                        if origins.contains(&parsed) {
+                            push(
+                                &f(&format!("origins[{j}]")),
+                                format!("`{o}` is listed twice"),
+                            );
+                        } else {
+                            origins.push(parsed);
+                        }
+                    }
+                    Err(e) => push(&f(&format!("origins[{j}]")), e.to_string()),
+                }
+            }
+            for (j, parsed) in origins.iter().enumerate() {
+                let clash = self.upstreams[..k].iter().find(|other| {
+                    let theirs: Vec<BaseUrl> = if other.origins.is_empty() {
+                        BaseUrl::parse(&other.url).into_iter().collect()
+                    } else {
+                        other
+                            .origins
+                            .iter()
+                            .filter_map(|x| BaseUrl::parse(x).ok())
+                            .collect()
+                    };
+                    theirs.contains(parsed)
+                });
+                if let Some(other) = clash {
+                    push(
+                        &f(&format!("origins[{j}]")),
+                        format!(
+                            "`{}` is also an origin of upstream `{}`: a request naming it must reach one upstream",
+                            u.origins[j], other.name
+                        ),
+                    );
+                }
+            }
+            if let Some(file) = &u.ca_file {
+                if file.trim().is_empty() {
+                    push(&f("ca_file"), "must name a PEM file".into());
+                }
+            }
             if let Some(p) = &u.prefix {
                 if let Err(e) = check_prefix(p) {
                     push(&f("prefix"), e.to_string());
@@ -785,8 +948,11 @@ impl ProxyConfig {
                 })
                 .ok();
             if let (Some(base), Some(coordination)) = (base, coordination) {
+                if origins.is_empty() {
+                    origins.push(base);
+                }
                 checked.push(CheckedUpstream {
-                    base,
+                    origins,
                     prefix: u.prefix.clone(),
                     coordination,
                 });
@@ -801,8 +967,30 @@ impl ProxyConfig {
     /// (`500`, `true`, `"text"`), or as a plain string when it is not one.
     /// The whole configuration is checked again; on error nothing changes.
     pub fn apply_override(&mut self, key_path: &str, value: &str) -> Result<(), ConfigFileErrors> {
+        self.apply_overrides(&[(key_path, value)])
+    }
+
+    /// [`Self::apply_override`] for several values at once, checked once
+    /// at the end: settings that only make sense together
+    /// (`server.tls_cert` and `server.tls_key`) can be set one by one.
+    pub fn apply_overrides(&mut self, items: &[(&str, &str)]) -> Result<(), ConfigFileErrors> {
         let mut root = toml::Table::try_from(&*self)
-            .map_err(|e| ConfigFileErrors::single(key_path, format!("cannot override: {e}")))?;
+            .map_err(|e| ConfigFileErrors::single("", format!("cannot override: {e}")))?;
+        for (key_path, value) in items {
+            Self::set_in(&mut root, key_path, value)?;
+        }
+        let mut issues = Vec::new();
+        let (config, _) = Self::from_table(root, &mut issues);
+        if issues.is_empty() {
+            issues = config.issues();
+        }
+        errors_without_positions(issues)?;
+        *self = config;
+        Ok(())
+    }
+
+    /// Sets `key_path` to `value` in the serialized config.
+    fn set_in(root: &mut toml::Table, key_path: &str, value: &str) -> Result<(), ConfigFileErrors> {
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
@@ -838,13 +1026,6 @@ impl ProxyConfig {
             .ok_or_else(|| ConfigFileErrors::single(key_path, "no such field"))?;
         }
         *slot = parsed;
-        let mut issues = Vec::new();
-        let (config, _) = Self::from_table(root, &mut issues);
-        if issues.is_empty() {
-            issues = config.issues();
-        }
-        errors_without_positions(issues)?;
-        *self = config;
         Ok(())
     }
 }
@@ -1339,6 +1520,53 @@ prefix = "/p"
     }
 
     #[test]
+    fn origins_and_tls_settings_are_checked_and_located() {
+        let text = r#"
+[server]
+tls_listen = "localhost:8443"
+tls_key = "k.pem"
+
+[[upstreams]]
+name = "a"
+url = "http://127.0.0.1:9000"
+origins = ["https://api.coinbase.com", "ftp://x", "https://api.coinbase.com"]
+
+[[upstreams]]
+name = "b"
+url = "http://127.0.0.1:9001"
+prefix = "/b"
+origins = ["https://api.coinbase.com"]
+ca_file = ""
+"#;
+        let err = ProxyConfig::from_toml_str(text).unwrap_err();
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "server.tls_listen",
+                "server.tls_cert",
+                "upstreams[0].origins[1]",
+                "upstreams[0].origins[2]",
+                "upstreams[1].origins[0]",
+                "upstreams[1].ca_file",
+            ],
+            "{err}"
+        );
+        assert!(err.0.iter().all(|e| e.line.is_some()), "{err}");
+        let ok = ProxyConfig::from_toml_str(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\norigins = [\"https://api.coinbase.com\"]\nca_file = \"x.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.upstreams[0].origins, ["https://api.coinbase.com"]);
+        // The Worker cannot add roots to fetch().
+        assert!(ok
+            .validate_for_edge()
+            .unwrap_err()
+            .to_string()
+            .contains("ca_file"));
+    }
+
+    #[test]
     fn server_ranges() {
         let err = ProxyConfig::from_toml_str(
             "[server]\nmax_headers = 0\nrequest_timeout_secs = -1.0\ndrain_secs = 0.0\n",
@@ -1435,6 +1663,20 @@ scopes = ["public", "private"]
         assert!(c.apply_override("server.nope", "1").is_err());
         assert!(c.apply_override("upstreams.zzz.url", "x").is_err());
         assert_eq!(c, before);
+        // A pair is checked once both are in (`--set` given one by one).
+        let pair = [
+            ("server.tls_listen", "127.0.0.1:0"),
+            ("server.tls_cert", "c.pem"),
+            ("server.tls_key", "k.pem"),
+            (
+                "upstreams.advanced.origins",
+                r#"["https://api.coinbase.com"]"#,
+            ),
+        ];
+        assert!(c.apply_override(pair[1].0, pair[1].1).is_err());
+        c.apply_overrides(&pair).unwrap();
+        assert_eq!(c.server.tls_key.as_deref(), Some("k.pem"));
+        assert_eq!(c.upstreams[0].origins, ["https://api.coinbase.com"]);
     }
 
     #[test]
@@ -1487,7 +1729,7 @@ scopes = ["public", "private"]
                 "upstreams[0].coordination.routes",
                 6,
                 1,
-                "an empty list would drop all 12 route rules of the preset",
+                "an empty list would drop all 17 route rules of the preset",
             ),
             (
                 &format!("{UP}[upstreams.coordination.defaults]\nscopes = \"global\"\n"),

@@ -66,9 +66,13 @@ pub use endpoints::{endpoint, Endpoint};
 pub use http::{
     credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
 };
-pub use response::{answer_response, error_response, failure_response, OUTCOME_UNKNOWN_STATUS};
+pub use response::{
+    answer_response, error_response, failure_response, failure_response_shaped, ErrorShape,
+    OUTCOME_UNKNOWN_STATUS,
+};
 pub use route::{
-    forwardable_headers, forwarded_headers, redact, Forward, Proxy, Rejection, ShardKey,
+    forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, Proxy, Rejection,
+    ShardKey,
 };
 pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
 

@@ -36,10 +36,19 @@ const HOP_BY_HOP: HopHeaders<'static> = HopHeaders {
 
 /// Upstream's response as the bot should see it: its status, headers and
 /// body, with `X-Syncoord-Cache` saying where it came from and, on every
-/// answer from the cache (fresh or stale), `Age` in whole seconds.
+/// answer from the cache (fresh or stale), `Age` in whole seconds and no
+/// `x-ratelimit-*` headers (upstream's figures from when the call was
+/// made; syncoord's own view of each bucket is in the stats endpoint).
 pub fn answer_response(answer: &Answer) -> Response {
     let mut headers = strip_hop_headers(&answer.response.headers, &HOP_BY_HOP);
     let cached = matches!(answer.source, Source::Cache | Source::Stale);
+    if cached {
+        // Upstream's count of calls left was true when the call was made,
+        // not now: a bot (an SDK's `rate_limit_remaining`) reading it
+        // from a cached answer would pace itself on a stale figure. The
+        // budget syncoord holds is in the stats endpoint, per bucket.
+        headers.retain(|(n, _)| !is_rate_limit_header(n));
+    }
     if cached || answer.age > Duration::ZERO {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("age"));
         headers.push(("Age".into(), answer.age.as_secs().to_string()));
@@ -50,6 +59,15 @@ pub fn answer_response(answer: &Answer) -> Response {
         headers,
         body: answer.response.body.clone(),
     }
+}
+
+/// `x-ratelimit-*` and `ratelimit-*` (the IETF draft's names): upstream's
+/// view of a budget at the moment it answered.
+fn is_rate_limit_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("x-ratelimit-")
+        || lower.starts_with("ratelimit")
+        || lower.starts_with("x-rate-limit")
 }
 
 /// Most bytes of an upstream error body quoted in our error.
@@ -81,8 +99,81 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// 422 to a plain `ExchangeError` and no retry rule lists it.
 pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
 
+/// How our own errors are shaped for the client libraries of one API, so
+/// that they classify a refusal the way it should be handled: retryable
+/// (a network error, a rate limit) or the bot's mistake. Chosen by the
+/// upstream's preset ([`ErrorShape::for_preset`]); syncoord's own kind is
+/// always in `X-Syncoord-Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorShape {
+    /// `{"error": kind, "message", "retry_after_secs"}`: generic APIs, and
+    /// Coinbase Exchange, whose ccxt class reads `message` on 400/404
+    /// only and otherwise classifies by status (503 `ExchangeNotAvailable`,
+    /// 504 `RequestTimeout`, 502 `ExchangeNotAvailable`).
+    #[default]
+    Syncoord,
+    /// Coinbase Advanced Trade: ccxt's `coinbase.handle_errors` reads the
+    /// body's `error` field before the status and turns any value it does
+    /// not know into a plain `ExchangeError`, which bots treat as fatal. So
+    /// there is no `error` field: the kind is in `syncoord_error`, and
+    /// where ccxt has a better class than the status gives, Coinbase's own
+    /// `errors: [{"id", "message"}]` names it: `rate_limit_exceeded`
+    /// (`RateLimitExceeded`) for an upstream rate limit and a full queue,
+    /// `unauthorized` (`AuthenticationError`) for a missing credential,
+    /// `PERMISSION_DENIED` for a host that is not configured,
+    /// `invalid_request` (`ExchangeError`) for the other 4xx. The rest is
+    /// classified by status: 503 `ExchangeNotAvailable`, 504
+    /// `RequestTimeout`, 502 `ExchangeNotAvailable` (network errors, which
+    /// ccxt's `maxRetriesOnFailure` retries), 422 `ExchangeError`.
+    /// coinbase-advanced-py raises `HTTPError` with the status either way.
+    CoinbaseAdvanced,
+}
+
+impl ErrorShape {
+    /// The shape an upstream's clients understand.
+    pub fn for_preset(preset: crate::Preset) -> ErrorShape {
+        match preset {
+            crate::Preset::CoinbaseAdvanced => ErrorShape::CoinbaseAdvanced,
+            crate::Preset::CoinbaseExchange | crate::Preset::None => ErrorShape::Syncoord,
+        }
+    }
+
+    /// `body` (with `"error": kind`) reshaped; `status` picks the
+    /// Coinbase error id.
+    fn shape(self, status: u16, kind: &str, mut body: serde_json::Value) -> serde_json::Value {
+        match self {
+            ErrorShape::Syncoord => body,
+            ErrorShape::CoinbaseAdvanced => {
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("error");
+                    map.insert("syncoord_error".into(), json!(kind));
+                    let id = match (status, kind) {
+                        (_, "rate_limited" | "shed") => Some("rate_limit_exceeded"),
+                        (401, _) => Some("unauthorized"),
+                        (403, _) => Some("PERMISSION_DENIED"),
+                        (OUTCOME_UNKNOWN_STATUS, _) => None,
+                        (400..=499, _) => Some("invalid_request"),
+                        _ => None,
+                    };
+                    if let Some(id) = id {
+                        let message = map.get("message").cloned().unwrap_or(json!(kind));
+                        map.insert("errors".into(), json!([{ "id": id, "message": message }]));
+                    }
+                }
+                body
+            }
+        }
+    }
+}
+
+/// [`failure_response_shaped`] in the [`ErrorShape::Syncoord`] shape.
+pub fn failure_response(failure: &Failure) -> Response {
+    failure_response_shaped(failure, ErrorShape::Syncoord)
+}
+
 /// A failure as a JSON error: `{"error", "message", "retry_after_secs"}`
-/// with `X-Syncoord-Error: <kind>`.
+/// (reshaped for the upstream's clients, see [`ErrorShape`]) with
+/// `X-Syncoord-Error: <kind>`.
 ///
 /// Statuses: shed, open breaker, upstream rate limit and abort are 503
 /// (try again later, with `Retry-After` where we know when); deadlines are
@@ -90,7 +181,7 @@ pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
 /// §5.2.1.7); upstream errors and transport failures are 502, quoting
 /// upstream's status and the start of its body; an order sent without an
 /// answer is [`OUTCOME_UNKNOWN_STATUS`], with no retry hint.
-pub fn failure_response(failure: &Failure) -> Response {
+pub fn failure_response_shaped(failure: &Failure, shape: ErrorShape) -> Response {
     let (status, retry) = match failure {
         Failure::Shed { retry_after, .. }
         | Failure::BreakerOpen { retry_after, .. }
@@ -114,6 +205,7 @@ pub fn failure_response(failure: &Failure) -> Response {
         }
         _ => {}
     }
+    let body = shape.shape(status, failure.kind(), body);
     let mut response = error_response(status, failure.kind(), &body);
     if let Some(secs) = retry {
         response
@@ -127,11 +219,17 @@ impl Rejection {
     /// `{"error": kind, "message": ...}` with the rejection's status and
     /// `X-Syncoord-Error: <kind>`.
     pub fn into_response(self) -> Response {
-        error_response(
+        self.into_response_shaped(ErrorShape::Syncoord)
+    }
+
+    /// [`Self::into_response`] shaped for an upstream's clients.
+    pub fn into_response_shaped(self, shape: ErrorShape) -> Response {
+        let body = shape.shape(
             self.status,
             self.kind,
-            &json!({ "error": self.kind, "message": self.message }),
-        )
+            json!({ "error": self.kind, "message": self.message }),
+        );
+        error_response(self.status, self.kind, &body)
     }
 }
 
@@ -267,6 +365,113 @@ mod tests {
             assert_eq!(r.header("x-syncoord-error"), Some(failure.kind()));
             assert_eq!(b["message"], failure.to_string());
             assert_eq!(b["retry_after_secs"].as_u64(), retry);
+        }
+    }
+
+    /// ccxt's `coinbase.handle_errors` reads `error` first (any value it
+    /// does not know is a fatal `ExchangeError`), then `errors[0].id`;
+    /// with neither, the status decides (503 `ExchangeNotAvailable`, 504
+    /// `RequestTimeout`). The Python test runs the real ccxt on these.
+    #[test]
+    fn coinbase_advanced_shape_has_no_error_field_and_coinbase_ids() {
+        let shape = ErrorShape::CoinbaseAdvanced;
+        let cases: [(Failure, Option<&str>); 4] = [
+            (
+                Failure::RateLimited {
+                    scope: "private".into(),
+                    attempts: 4,
+                    retry_after: Duration::from_secs(2),
+                    response: Arc::new(Response::new(429, "{}")),
+                },
+                Some("rate_limit_exceeded"),
+            ),
+            (
+                Failure::Shed {
+                    class: "market".into(),
+                    depth: 3,
+                    retry_after: Duration::from_secs(1),
+                },
+                Some("rate_limit_exceeded"),
+            ),
+            (
+                Failure::BreakerOpen {
+                    scope: "public".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+                None,
+            ),
+            (
+                Failure::OutcomeUnknown {
+                    attempts: 1,
+                    error: TransportError::Timeout("20 s".into()),
+                },
+                None,
+            ),
+        ];
+        for (failure, id) in cases {
+            let r = failure_response_shaped(&failure, shape);
+            let b = body(&r);
+            assert!(b.get("error").is_none(), "{b}");
+            assert_eq!(b["syncoord_error"], failure.kind());
+            assert_eq!(r.header("x-syncoord-error"), Some(failure.kind()));
+            assert_eq!(b["errors"][0]["id"].as_str(), id, "{b}");
+            // The syncoord shape keeps `error`.
+            assert_eq!(body(&failure_response(&failure))["error"], failure.kind());
+        }
+        for (status, id) in [
+            (400, "invalid_request"),
+            (401, "unauthorized"),
+            (403, "PERMISSION_DENIED"),
+            (404, "invalid_request"),
+        ] {
+            let r = Rejection {
+                status,
+                kind: "k",
+                message: "m".into(),
+            }
+            .into_response_shaped(shape);
+            let b = body(&r);
+            assert!(b.get("error").is_none());
+            assert_eq!(
+                (b["errors"][0]["id"].as_str(), b["syncoord_error"].as_str()),
+                (Some(id), Some("k"))
+            );
+        }
+    }
+
+    #[test]
+    fn cached_answers_carry_no_stale_rate_limit_headers() {
+        let upstream = Arc::new(
+            Response::new(200, "{}")
+                .with_header("x-ratelimit-remaining", "3")
+                .with_header("X-RateLimit-Limit", "30")
+                .with_header("RateLimit-Reset", "1")
+                .with_header("x-rate-limit-remaining", "3")
+                .with_header("CB-After", "abc"),
+        );
+        for (source, kept) in [
+            (Source::Cache, false),
+            (Source::Stale, false),
+            (Source::Upstream, true),
+        ] {
+            let r = answer_response(&Answer {
+                response: Arc::clone(&upstream),
+                source,
+                age: Duration::ZERO,
+            });
+            assert_eq!(
+                r.header("x-ratelimit-remaining").is_some(),
+                kept,
+                "{source:?}"
+            );
+            assert_eq!(r.header("x-ratelimit-limit").is_some(), kept, "{source:?}");
+            assert_eq!(r.header("ratelimit-reset").is_some(), kept, "{source:?}");
+            assert_eq!(
+                r.header("x-rate-limit-remaining").is_some(),
+                kept,
+                "{source:?}"
+            );
+            assert_eq!(r.header("cb-after"), Some("abc"));
         }
     }
 

@@ -11,10 +11,12 @@
 //!    (`/https://api.coinbase.com/api/v3/...`) or percent-encoded once
 //!    (`/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3...`, decoded once as a
 //!    whole), or an absolute-form request-target (`http://host/...`, what
-//!    an HTTP proxy client sends). Its scheme, host and port must be a
-//!    configured upstream's (and its path under that upstream's base
-//!    path), else the request is refused with 403: this is never an open
-//!    proxy.
+//!    an HTTP proxy client sends, and what a host makes of a request inside
+//!    an intercepted CONNECT). Its scheme, host and port must be one of a
+//!    configured upstream's `origins` (default: its `url`; its path under
+//!    that origin's base path), else the request is refused with 403:
+//!    this is never an open proxy. [`Proxy::connect`] says which CONNECTs
+//!    may be intercepted: those to an `https` origin, nothing else.
 //! 3. **A path prefix** (`prefix = "/exchange"`): the longest configured
 //!    prefix that is a whole-segment prefix of the path; it is stripped.
 //! 4. **The default upstream**: the first one without a prefix.
@@ -65,6 +67,17 @@ pub struct Forward {
     pub upstream: usize,
     pub request: Request,
     pub outgoing: Outgoing,
+}
+
+/// A CONNECT that may be intercepted ([`Proxy::connect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// The host the client's TLS must be answered for (the leaf
+    /// certificate's name), lower-case, without brackets' contents changed.
+    pub host: String,
+    /// `https://host` (or `https://host:port` off 443): what an
+    /// origin-form target inside the tunnel is prefixed with.
+    pub base: String,
 }
 
 /// Names the Durable Object that owns a request's rate-limit buckets on
@@ -153,7 +166,7 @@ impl Proxy {
             return Err(Rejection::new(
                 405,
                 "method_not_allowed",
-                "CONNECT tunnels are not supported: send requests to this proxy directly, or as `/https://host/path` (ccxt proxyUrl)",
+                "CONNECT is not intercepted by this host: send requests to this proxy directly, or as `/https://host/path` (ccxt proxyUrl)",
             ));
         }
         if crate::endpoints::is_endpoint_path(target) && !matches!(method.as_str(), "GET" | "HEAD")
@@ -280,10 +293,10 @@ impl Proxy {
             // base path that matches wins, as with prefixes.
             let best = candidates
                 .into_iter()
-                .filter(|&i| self.upstreams[i].base.origin == origin)
-                .filter_map(|i| {
-                    let base = &self.upstreams[i].base;
-                    strip_segment_prefix(rest, &base.path).map(|rel| (base.path.len(), i, rel))
+                .flat_map(|i| self.upstreams[i].origins.iter().map(move |o| (i, o)))
+                .filter(|(_, o)| o.origin == origin)
+                .filter_map(|(i, o)| {
+                    strip_segment_prefix(rest, &o.path).map(|rel| (o.path.len(), i, rel))
                 })
                 .max_by_key(|&(len, i, _)| (len, std::cmp::Reverse(i)));
             if let Some((_, i, rel)) = best {
@@ -292,14 +305,13 @@ impl Proxy {
             let why = match listener {
                 Some(i) => format!(
                     "this listener fronts only upstream `{}` ({})",
-                    self.config.upstreams[i].name, self.config.upstreams[i].url
+                    self.config.upstreams[i].name,
+                    self.origins_of(i)
                 ),
                 None => format!(
                     "configured: {}",
-                    self.config
-                        .upstreams
-                        .iter()
-                        .map(|u| u.url.as_str())
+                    (0..self.upstreams.len())
+                        .map(|i| self.origins_of(i))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -348,6 +360,90 @@ impl Proxy {
                 ),
             )),
         }
+    }
+
+    /// How our own errors for upstream `index` are shaped (by its preset).
+    pub fn error_shape(&self, index: usize) -> crate::ErrorShape {
+        self.config
+            .upstreams
+            .get(index)
+            .map_or(crate::ErrorShape::Syncoord, |u| {
+                crate::ErrorShape::for_preset(u.preset)
+            })
+    }
+
+    /// The error shape for a request refused before it had an upstream:
+    /// that of the upstream its target would pick, if any.
+    pub fn error_shape_for(&self, listener: Option<usize>, target: &str) -> crate::ErrorShape {
+        match self.select(listener, target) {
+            Ok((i, _)) => self.error_shape(i),
+            Err(_) => crate::ErrorShape::Syncoord,
+        }
+    }
+
+    /// The origins upstream `i` answers for, as written (`origins`, or its `url`).
+    fn origins_of(&self, i: usize) -> String {
+        let u = &self.config.upstreams[i];
+        if u.origins.is_empty() {
+            u.url.clone()
+        } else {
+            u.origins.join(", ")
+        }
+    }
+
+    /// Whether a `CONNECT` to `authority` (`host:port`, as the request
+    /// line names it) may be intercepted: some upstream answers for
+    /// `https://host:port`. Returns the host as it will appear in the
+    /// absolute URLs of the tunnel's requests (`https://host[:port]`),
+    /// lower-case. Any other host or port is `403`: syncoord never opens
+    /// a tunnel, and never reaches a host that is not configured.
+    pub fn connect(&self, authority: &str) -> Result<ConnectTarget, Rejection> {
+        check_target_chars(authority, "CONNECT authority")?;
+        let bad = || {
+            Rejection::bad(
+                "bad_target",
+                format!(
+                    "CONNECT needs `host:port` (e.g. `api.coinbase.com:443`), not `{}`",
+                    authority.escape_debug()
+                ),
+            )
+        };
+        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let url = format!("https://{host}:{port}");
+        let (origin, rest) = split_absolute(&url)
+            .map_err(|e| Rejection::bad("bad_target", format!("CONNECT {authority}: {e}")))?;
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        let known = self
+            .upstreams
+            .iter()
+            .any(|u| u.origins.iter().any(|o| o.origin == origin));
+        if !known {
+            let https: Vec<String> = self
+                .upstreams
+                .iter()
+                .flat_map(|u| u.origins.iter())
+                .filter(|o| o.origin.https)
+                .map(|o| format!("{}:{}", o.origin.host, o.origin.port))
+                .collect();
+            return Err(Rejection::new(
+                403,
+                "host_not_configured",
+                format!(
+                    "CONNECT {}: not an https origin of a configured upstream (syncoord intercepts only those and never opens a tunnel); configured: {}",
+                    sanitize_client(authority),
+                    if https.is_empty() { "none".to_owned() } else { https.join(", ") }
+                ),
+            ));
+        }
+        Ok(ConnectTarget {
+            base: describe(&origin),
+            host: origin.host,
+        })
     }
 
     /// The Durable Object owning `forward`'s buckets: `<upstream>/global`

@@ -47,6 +47,7 @@ use super::conn::{
     handler_closes, json_error, serialize_response, BodyMode, Complete, Persistence, Polled,
     Reader, Refusal, Version,
 };
+use super::tls::Transport;
 use super::workers::{Job, Pool};
 use super::{ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Response};
 
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     /// The connection bound in force: [`Limits::max_connections`], lowered
     /// to what the descriptor limit allows.
     pub(crate) max_connections: usize,
+    /// A TLS listener: every connection starts with this handshake.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -185,6 +188,12 @@ struct Conn {
     out: Vec<u8>,
     written: usize,
     lingered: usize,
+    /// Plain or TLS (`tls.rs`).
+    transport: Transport,
+    /// A CONNECT answered `200`: TLS begins once that is written.
+    upgrade: Option<(Arc<rustls::ServerConfig>, Arc<str>)>,
+    /// The intercepted CONNECT this connection carries, for its requests.
+    tunnel: Option<Arc<str>>,
 }
 
 pub(crate) struct EventLoop {
@@ -231,6 +240,7 @@ impl EventLoop {
         limits: Limits,
         handler: Arc<dyn Handler>,
         max_connections: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<(Vec<EventLoop>, Arc<Shared>)> {
         let listener = listen(addr)?;
         listener.set_nonblocking(true)?;
@@ -265,6 +275,7 @@ impl EventLoop {
             mailboxes,
             running: AtomicUsize::new(count),
             max_connections,
+            tls,
         });
         let mut listener = Some(listener);
         let loops = polls
@@ -508,6 +519,16 @@ impl EventLoop {
         }
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.shared.local);
+        let transport = match &self.shared.tls {
+            None => Transport::Plain,
+            Some(config) => match Transport::tls(Arc::clone(config)) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start TLS for a connection");
+                    return;
+                }
+            },
+        };
         let now = Instant::now();
         self.next_generation += 1;
         let entry = self.conns.vacant_entry();
@@ -540,6 +561,9 @@ impl EventLoop {
             out: Vec::new(),
             written: 0,
             lingered: 0,
+            transport,
+            upgrade: None,
+            tunnel: None,
         });
         self.shared.connections.fetch_add(1, Ordering::SeqCst);
         // Edge-triggered: bytes that came with the connection are read now.
@@ -591,29 +615,14 @@ impl EventLoop {
         let cap = self.shared.limits.max_header_bytes
             + self.shared.limits.max_body_bytes.saturating_mul(2)
             + 64 * 1024;
-        let mut read = 0;
-        let mut eof = false;
-        loop {
-            if conn.reader.buf.len() >= cap || read >= READ_BUDGET {
-                break;
-            }
-            match (&*conn.stream).read(&mut self.scratch) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    conn.reader.buf.extend_from_slice(&self.scratch[..n]);
-                    read += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
+        let room = cap.saturating_sub(conn.reader.buf.len());
+        let turn = conn.transport.read(
+            &conn.stream,
+            &mut self.scratch,
+            &mut conn.reader.buf,
+            READ_BUDGET.min(room),
+        );
+        let (read, eof) = (turn.raw, turn.eof);
         self.process(key);
         if eof {
             // Whatever complete request was in the buffer is being
@@ -659,7 +668,9 @@ impl EventLoop {
                     return;
                 }
                 Ok(Polled::Continue) => {
-                    let _ = (&*conn.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    let _ = conn
+                        .transport
+                        .write(&conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n");
                 }
                 Ok(Polled::Request(complete)) => return self.dispatch(key, complete),
                 Err(refusal) => return self.refuse(key, refusal),
@@ -703,6 +714,8 @@ impl EventLoop {
             peer: conn.peer,
             local: conn.local,
             client: ClientProbe::new(Arc::clone(&conn.stream)),
+            tunnel: conn.tunnel.clone(),
+            tls: conn.transport.is_tls(),
         };
         let generation = conn.generation;
         let peer = conn.peer;
@@ -790,6 +803,24 @@ impl EventLoop {
         });
         match reply {
             Reply::Respond(response) => self.respond(key, &response, meta),
+            Reply::Intercept { config, tunnel } => {
+                if conn.transport.is_tls() {
+                    // No tunnel inside a tunnel.
+                    let response =
+                        json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
+                    return self.respond(key, &response, meta);
+                }
+                conn.upgrade = Some((config, tunnel));
+                conn.out.clear();
+                conn.out
+                    .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                conn.written = 0;
+                let now = Instant::now();
+                conn.phase = Phase::Writing(Persistence::KeepAlive);
+                conn.since = now;
+                conn.deadline = Some(now + self.shared.limits.write_timeout);
+                self.write(key);
+            }
             Reply::DropConnection => {
                 let _ = conn.stream.shutdown(Shutdown::Both);
                 self.close(key);
@@ -833,12 +864,14 @@ impl EventLoop {
     }
 
     fn on_writable(&mut self, key: usize) {
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|c| matches!(c.phase, Phase::Writing(_)))
-        {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Writing(_)) {
             self.write(key);
+        } else if conn.transport.is_tls() && conn.transport.flush(&conn.stream).is_err() {
+            // A handshake answer (or an alert) the socket could not take.
+            self.close(key);
         }
     }
 
@@ -850,13 +883,21 @@ impl EventLoop {
             return;
         };
         while conn.written < conn.out.len() {
-            match (&*conn.stream).write(&conn.out[conn.written..]) {
+            match conn
+                .transport
+                .write(&conn.stream, &conn.out[conn.written..])
+            {
                 Ok(0) => return self.close(key),
                 Ok(n) => conn.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(key),
             }
+        }
+        match conn.transport.flush(&conn.stream) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => return self.close(key),
         }
         if conn.out.capacity() > 64 * 1024 {
             conn.out = Vec::new();
@@ -871,6 +912,27 @@ impl EventLoop {
         conn.phase = Phase::Idle;
         conn.since = now;
         conn.deadline = Some(now + self.shared.limits.idle_timeout);
+        if let Some((config, tunnel)) = conn.upgrade.take() {
+            // The `200` to a CONNECT is out: TLS from here on. The
+            // handshake and the first request must come within the header
+            // timeout, as on a new connection.
+            let early = std::mem::take(&mut conn.reader.buf);
+            let started = Transport::tls(config).and_then(|mut t| {
+                t.feed(&conn.stream, &early)?;
+                Ok(t)
+            });
+            match started {
+                Ok(t) => conn.transport = t,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS after CONNECT failed");
+                    return self.close(key);
+                }
+            }
+            conn.tunnel = Some(tunnel);
+            conn.fresh = true;
+            conn.opened = now;
+            conn.deadline = Some(now + self.shared.limits.header_timeout);
+        }
         conn.reader.shrink();
         // A pipelined request may be in the buffer, and more may wait in
         // the socket (no new edge will say so): read on the loop's next
@@ -886,6 +948,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        conn.transport.close_notify(&conn.stream);
         let _ = conn.stream.shutdown(Shutdown::Write);
         let now = Instant::now();
         conn.phase = Phase::Lingering;

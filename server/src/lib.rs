@@ -25,9 +25,16 @@
 //! served.
 //!
 //! A handler answers a [`Reply`]: a core [`Response`] (the one response
-//! type of every syncoord crate), or [`Reply::DropConnection`] to close
+//! type of every syncoord crate), [`Reply::DropConnection`] to close
 //! the connection without an answer (the mock upstream simulates broken
-//! connections that way).
+//! connections that way), or [`Reply::Intercept`] to answer a CONNECT with
+//! `200` and terminate TLS on that connection (never a blind tunnel: each
+//! request inside comes to the handler, with [`HttpRequest::tunnel`]).
+//!
+//! TLS (rustls) is per-connection state (`tls.rs`): a listener bound with
+//! [`Server::bind_tls`] starts every connection with a handshake, an
+//! intercepted CONNECT switches to one; a failed handshake costs that
+//! connection only.
 
 mod chunked;
 mod conn;
@@ -37,7 +44,12 @@ mod fds;
 pub mod test_client;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod workers;
+
+/// The rustls this server terminates TLS with, for handlers that build a
+/// [`rustls::ServerConfig`] ([`Reply::Intercept`], [`Server::bind_tls`]).
+pub use rustls;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -120,6 +132,12 @@ pub struct HttpRequest {
     pub local: SocketAddr,
     /// Tells whether the client has hung up while its request is handled.
     pub client: ClientProbe,
+    /// Set on requests that arrive inside a CONNECT the handler
+    /// intercepted ([`Reply::Intercept`]): the label it gave that tunnel
+    /// (the daemon's is `https://host`).
+    pub tunnel: Option<Arc<str>>,
+    /// Whether the request came over TLS (a TLS listener or a tunnel).
+    pub tls: bool,
 }
 
 /// Looks at a request's connection without reading from it, so a handler
@@ -172,15 +190,43 @@ impl HttpRequest {
 /// `Content-Length`, `Transfer-Encoding` and `Connection` fields are not
 /// copied (framing is the server's job), except that `Connection: close`
 /// is honoured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Reply {
     /// Write this response.
     Respond(Response),
+    /// Answer a CONNECT with `200 Connection established`, then terminate
+    /// TLS on the connection with `config` and read HTTP/1.1 requests out
+    /// of it, each carrying `tunnel` ([`HttpRequest::tunnel`]). Never a
+    /// blind tunnel: every request inside is the handler's to answer.
+    Intercept {
+        config: Arc<rustls::ServerConfig>,
+        tunnel: Arc<str>,
+    },
     /// Close the connection without answering: a simulated network failure
     /// (the mock upstream's broken connections), or a client that has
     /// nobody left to answer.
     DropConnection,
 }
+
+/// Intercepts are equal when they share one TLS configuration.
+impl PartialEq for Reply {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Reply::Respond(a), Reply::Respond(b)) => a == b,
+            (
+                Reply::Intercept { config, tunnel },
+                Reply::Intercept {
+                    config: c,
+                    tunnel: t,
+                },
+            ) => Arc::ptr_eq(config, c) && tunnel == t,
+            (Reply::DropConnection, Reply::DropConnection) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Reply {}
 
 /// Most handlers answer: they return a [`Response`] and write `.into()`.
 impl From<Response> for Reply {
@@ -250,8 +296,30 @@ impl Server {
     /// hard limit; [`Limits::max_connections`] is lowered to what that
     /// limit leaves room for (one descriptor per connection).
     pub fn bind(addr: &str, limits: Limits, handler: Arc<dyn Handler>) -> io::Result<Server> {
+        Self::bind_with(addr, limits, handler, None)
+    }
+
+    /// [`Self::bind`] for a TLS listener: every connection begins with a
+    /// handshake answered with `tls` (a failed one costs that connection
+    /// only), then carries HTTP/1.1 as on a plain listener.
+    pub fn bind_tls(
+        addr: &str,
+        limits: Limits,
+        handler: Arc<dyn Handler>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Server> {
+        Self::bind_with(addr, limits, handler, Some(tls))
+    }
+
+    fn bind_with(
+        addr: &str,
+        limits: Limits,
+        handler: Arc<dyn Handler>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Server> {
         let max_connections = fds::connection_bound(limits.max_connections);
-        let (loops, shared) = event_loop::EventLoop::bind(addr, limits, handler, max_connections)?;
+        let (loops, shared) =
+            event_loop::EventLoop::bind(addr, limits, handler, max_connections, tls)?;
         let port = shared.local.port();
         let mut server = Server {
             shared,

@@ -70,6 +70,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
     ("zero 429s at Coinbase's limits", zero_429s),
     ("stale-if-error", stale_if_error),
     ("unknown hosts refused", unknown_host_refused),
+    ("origins: the real host reaches the mock", origins),
     (
         "malformed input refused, host keeps serving",
         malformed_input,
@@ -862,6 +863,65 @@ fn unknown_host_refused(t: &Target) -> Result<(), String> {
     let after = mock_counts(t)?;
     expect(after.requests == before.requests, || {
         "a refused request reached upstream".into()
+    })
+}
+
+/// `origins = ["https://api.coinbase.com"]` on an upstream whose `url` is
+/// the mock: a bot that signs for the real host and names it (ccxt's
+/// `proxyUrl`, raw or percent-encoded; an absolute-form target natively)
+/// reaches the mock with the path and its signature untouched, cached
+/// like any request; another port or scheme of that host is still 403.
+fn origins(t: &Target) -> Result<(), String> {
+    let path = unique("/__echo/origins/");
+    let jwt = bearer("organizations/o/apiKeys/origins", "1");
+    let forms = [
+        format!("{}/https://api.coinbase.com{path}?q=1", t.base),
+        format!(
+            "{}/https%3A%2F%2Fapi.coinbase.com{}%3Fq%3D1",
+            t.base,
+            path.replace('/', "%2F")
+        ),
+    ];
+    for (i, url) in forms.iter().enumerate() {
+        let reply = get(url, &[("Authorization", &jwt)])?;
+        let echo = echo_of(&reply)?;
+        expect(echo["target"] == format!("{path}?q=1").as_str(), || {
+            format!("{url}: upstream saw {}", echo["target"])
+        })?;
+        expect(
+            echoed_header(&echo, "authorization") == Some(jwt.as_str()),
+            || format!("{url}: the JWT must reach upstream unchanged"),
+        )?;
+        let want = if i == 0 { "miss" } else { "hit" };
+        expect(reply.source() == want, || {
+            format!(
+                "{url}: expected {want} (one cache for both forms), got {}",
+                reply.source()
+            )
+        })?;
+    }
+    if t.name == "native" {
+        let addr = t.base.trim_start_matches("http://");
+        let raw = format!(
+            "GET https://api.coinbase.com{path}?q=1 HTTP/1.1\r\nHost: api.coinbase.com\r\nAuthorization: {jwt}\r\nConnection: close\r\n\r\n"
+        );
+        let status = raw_status(&format!("http://{addr}"), raw.as_bytes())?;
+        expect(status == Some(200), || {
+            format!("absolute-form target for an origin: expected 200, got {status:?}")
+        })?;
+    }
+    let before = mock_counts(t)?;
+    for refused in [
+        format!("{}/https://api.coinbase.com:444{path}", t.base),
+        format!("{}/http://api.coinbase.com{path}", t.base),
+        format!("{}/https://api.exchange.coinbase.com{path}", t.base),
+    ] {
+        let reply = get(&refused, &[])?;
+        expect_status(&reply, 403, &refused)?;
+    }
+    let after = mock_counts(t)?;
+    expect(after.requests == before.requests, || {
+        "a refused origin reached upstream".into()
     })
 }
 

@@ -190,6 +190,32 @@ pub fn advanced_trade() -> Config {
             .shared()
             .authenticated()
             .refreshed(1.0),
+        // The v2 App API on the same host, which ccxt's `coinbase` calls
+        // in `load_markets` (currencies, exchange rates), in
+        // `fetch_ticker` with `fetchTickerV2` (prices) and in
+        // `fetch_balance` with `v2PrivateGetAccounts`. Its documented
+        // limit is 10,000 calls an hour per key; the public ones are
+        // paced on the `public` budget, the accounts on `private`.
+        rule("v2-currencies", &["GET"], "/v2/currencies/**")
+            .scopes(&["public"])
+            .shared()
+            .ttl(3600.0),
+        rule("v2-exchange-rates", &["GET"], "/v2/exchange-rates")
+            .scopes(&["public"])
+            .shared()
+            .refreshed(1.0),
+        rule("v2-prices", &["GET"], "/v2/prices/**")
+            .scopes(&["public"])
+            .shared()
+            .refreshed(1.0),
+        rule("v2-time", &["GET"], "/v2/time")
+            .scopes(&["public"])
+            .shared()
+            .ttl(1.0),
+        rule("v2-accounts", &["GET"], "/v2/accounts/**")
+            .priority("account")
+            .ttl(30.0)
+            .authenticated(),
     ];
     // Advanced Trade authenticates the `Authorization: Bearer` JWT; a
     // legacy `CB-ACCESS-KEY` beside it is a second credential.
@@ -248,4 +274,80 @@ pub fn exchange() -> Config {
     // -TIMESTAMP and -PASSPHRASE); an `Authorization` beside it is a
     // second credential.
     base(scopes, routes, credential("CB-ACCESS-KEY", "Authorization"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Method;
+
+    /// Every call ccxt 4.5.90 makes with its default options in
+    /// `load_markets`, `fetch_ticker`, `fetch_balance`, `create_order` and
+    /// `fetch_my_trades` (read from `ccxt/coinbase.py` and
+    /// `ccxt/coinbaseexchange.py`; the Python test in
+    /// `daemon/tests/python_clients.rs` records what the real library sends
+    /// and checks it against this list), plus the v2 variants ccxt's
+    /// options select. Each must fall under a rule chosen for it, never the
+    /// defaults, and under the rule named here.
+    pub(crate) const CCXT_COINBASE: &[(&str, &str, &str)] = &[
+        ("GET", "/api/v3/brokerage/market/products", "public-market"),
+        ("GET", "/api/v3/brokerage/products", "products"),
+        ("GET", "/api/v3/brokerage/transaction_summary", "fees"),
+        ("GET", "/v2/currencies", "v2-currencies"),
+        ("GET", "/v2/currencies/crypto", "v2-currencies"),
+        ("GET", "/v2/exchange-rates", "v2-exchange-rates"),
+        (
+            "GET",
+            "/api/v3/brokerage/market/products/BTC-USD/ticker",
+            "public-market",
+        ),
+        (
+            "GET",
+            "/api/v3/brokerage/products/BTC-USD/ticker",
+            "products",
+        ),
+        ("GET", "/v2/prices/BTC-USD/spot", "v2-prices"),
+        ("GET", "/v2/prices/BTC-USD/buy", "v2-prices"),
+        ("GET", "/v2/prices/BTC-USD/sell", "v2-prices"),
+        ("GET", "/api/v3/brokerage/accounts", "accounts"),
+        ("GET", "/v2/accounts", "v2-accounts"),
+        ("POST", "/api/v3/brokerage/orders", "orders-write"),
+        (
+            "GET",
+            "/api/v3/brokerage/orders/historical/fills",
+            "orders-read",
+        ),
+        (
+            "GET",
+            "/api/v3/brokerage/orders/historical/abc-123",
+            "orders-read",
+        ),
+        ("GET", "/api/v3/brokerage/time", "server-time"),
+        ("GET", "/v2/time", "v2-time"),
+    ];
+
+    /// The same for ccxt's `coinbaseexchange`.
+    pub(crate) const CCXT_COINBASE_EXCHANGE: &[(&str, &str, &str)] = &[
+        ("GET", "/products", "products"),
+        ("GET", "/currencies", "currencies"),
+        ("GET", "/products/BTC-USD/ticker", "products"),
+        ("GET", "/accounts", "accounts"),
+        ("POST", "/orders", "orders-write"),
+        ("GET", "/fills", "fills"),
+        ("GET", "/time", "server-time"),
+    ];
+
+    #[test]
+    fn every_path_ccxt_calls_falls_under_a_deliberate_rule() {
+        for (config, paths) in [
+            (advanced_trade(), CCXT_COINBASE),
+            (exchange(), CCXT_COINBASE_EXCHANGE),
+        ] {
+            let compiled = config.compile().expect("preset compiles");
+            for (method, path, want) in paths {
+                let route = compiled.route(&Method::new(method), path);
+                assert_eq!(route.name, *want, "{method} {path}");
+            }
+        }
+    }
 }

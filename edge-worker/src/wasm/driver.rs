@@ -37,7 +37,7 @@ use worker::{js_sys, Delay};
 
 use super::upstream;
 use crate::timer;
-use syncoord_proxy::{answer_response, failure_response, ServerSettings};
+use syncoord_proxy::{answer_response, failure_response_shaped, ErrorShape, ServerSettings};
 
 struct State {
     core: Coordinator<Outgoing>,
@@ -52,6 +52,8 @@ pub struct Driver {
     base_url: String,
     /// The config file's `[server]` limits that apply on the edge too.
     server: ServerSettings,
+    /// How our own errors look to this upstream's client libraries.
+    shape: ErrorShape,
 }
 
 /// Ends a waiting request the bot gave up on: if the handler's future is
@@ -76,7 +78,12 @@ impl Drop for Waiting<'_> {
 }
 
 impl Driver {
-    pub fn new(config: CompiledConfig, base_url: &str, server: ServerSettings) -> Driver {
+    pub fn new(
+        config: CompiledConfig,
+        base_url: &str,
+        server: ServerSettings,
+        shape: ErrorShape,
+    ) -> Driver {
         // Seeds the core's jitter; need not be secret.
         let seed = (js_sys::Math::random() * (1u64 << 53) as f64) as u64;
         let core = Coordinator::new(config, Instant::now(), seed);
@@ -88,6 +95,7 @@ impl Driver {
             }),
             base_url: base_url.to_owned(),
             server,
+            shape,
         }
     }
 
@@ -103,7 +111,7 @@ impl Driver {
             .submit(Instant::now(), request, outgoing);
         let ticket = match admission {
             Admission::Answered(answer) => return answer_response(&answer),
-            Admission::Refused(failure) => return failure_response(&failure),
+            Admission::Refused(failure) => return failure_response_shaped(&failure, self.shape),
             Admission::Waiting { ticket, .. } => ticket,
         };
         let (tx, rx) = oneshot::channel();
@@ -121,19 +129,20 @@ impl Driver {
             Either::Left((result, _)) => result,
             // The guard cancels the ticket when it goes out of scope.
             Either::Right(((), _)) => {
-                return failure_response(&Failure::Deadline { waited: limit });
+                return failure_response_shaped(&Failure::Deadline { waited: limit }, self.shape);
             }
         };
         guard.done = true;
         match result {
             Ok(Ok(answer)) => answer_response(&answer),
-            Ok(Err(failure)) => failure_response(&failure),
+            Ok(Err(failure)) => failure_response_shaped(&failure, self.shape),
             // The sender is dropped only with the waiter entry, which only
             // the guard above removes: unreachable in practice, but a
             // response is still owed.
-            Err(oneshot::Canceled) => failure_response(&Failure::Aborted(
-                "the coordinator lost track of this request".into(),
-            )),
+            Err(oneshot::Canceled) => failure_response_shaped(
+                &Failure::Aborted("the coordinator lost track of this request".into()),
+                self.shape,
+            ),
         }
     }
 

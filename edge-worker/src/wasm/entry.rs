@@ -56,7 +56,10 @@ async fn handle(mut req: Request, env: &Env) -> Result<Response> {
         incoming.body.clone(),
     ) {
         Ok(f) => f,
-        Err(rejection) => return to_response(rejection.into_response()),
+        Err(rejection) => {
+            let shape = proxy.error_shape_for(None, &incoming.target);
+            return to_response(rejection.into_response_shaped(shape));
+        }
     };
     let shard = proxy.shard(&forward);
     headers.push((SHARD_HEADER.to_owned(), shard.as_str().to_owned()));

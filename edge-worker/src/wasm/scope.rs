@@ -84,6 +84,7 @@ impl ScopeCoordinator {
             coordination.clone(),
             &u.url,
             proxy.config().server.clone(),
+            proxy.error_shape(upstream),
         ));
         // No other request can have created it meanwhile: there is no
         // await in this function.
@@ -175,7 +176,10 @@ impl DurableObject for ScopeCoordinator {
             incoming.body,
         ) {
             Ok(f) => f,
-            Err(rejection) => return to_response(rejection.into_response()),
+            Err(rejection) => {
+                let shape = proxy.error_shape_for(None, &incoming.target);
+                return to_response(rejection.into_response_shaped(shape));
+            }
         };
         let driver = match self.driver(&shard, forward.upstream) {
             Ok(d) => d,

@@ -62,6 +62,7 @@ fn options() -> UpstreamOptions {
         timeout: Duration::from_secs(5),
         max_response_bytes: 1024,
         user_agent: Some("syncoord-test".into()),
+        extra_roots_pem: None,
     }
 }
 
@@ -269,9 +270,31 @@ fn base_urls_must_be_http() {
                 assert!(reason.contains(needle), "{url}: {reason}");
             }
             Ok(_) => panic!("{url} accepted"),
+            Err(other) => panic!("{url}: {other}"),
         }
     }
     assert!(HttpUpstream::new("https://api.coinbase.com", options()).is_ok());
+}
+
+#[test]
+fn extra_roots_must_be_pem_certificates() {
+    for (pem, needle) in [
+        (&b"not pem at all"[..], "BEGIN CERTIFICATE"),
+        (
+            &b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"[..],
+            "BEGIN CERTIFICATE",
+        ),
+    ] {
+        let options = UpstreamOptions {
+            extra_roots_pem: Some(pem.to_vec()),
+            ..options()
+        };
+        match HttpUpstream::new("https://api.coinbase.com", options) {
+            Err(UpstreamError::BadRoots(why)) => assert!(why.contains(needle), "{why}"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("accepted roots without a certificate"),
+        }
+    }
 }
 
 #[test]

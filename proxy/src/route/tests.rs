@@ -662,3 +662,110 @@ fn the_request_the_core_keys_is_the_target_forwarded() {
         assert_eq!(f.outgoing.path_and_query, target);
     }
 }
+
+/// `--upstream URL`: both presets at the mock, each answering for its real
+/// host, so clients signing for the real hosts reach the mock.
+fn mocked() -> Proxy {
+    Proxy::new(ProxyConfig::presets_at("http://127.0.0.1:9000")).unwrap()
+}
+
+#[test]
+fn origins_route_the_real_hosts_to_the_configured_url() {
+    let p = mocked();
+    for target in [
+        "https://api.coinbase.com/api/v3/brokerage/market/products?limit=1",
+        "/https://api.coinbase.com/api/v3/brokerage/market/products?limit=1",
+        "/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3%2Fbrokerage%2Fmarket%2Fproducts%3Flimit%3D1",
+        "https://API.Coinbase.com:443/api/v3/brokerage/market/products?limit=1",
+    ] {
+        let f = get(&p, target).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert_eq!(
+            (f.upstream, f.outgoing.path_and_query.as_str()),
+            (0, "/api/v3/brokerage/market/products?limit=1"),
+            "{target}"
+        );
+    }
+    let f = get(
+        &p,
+        "https://api.exchange.coinbase.com/products/BTC-USD/ticker",
+    )
+    .unwrap();
+    assert_eq!(
+        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (1, "/products/BTC-USD/ticker")
+    );
+    // The prefix still works; the mock's own address is not an origin
+    // any more (origins replace the url as what absolute URLs must name).
+    assert_eq!(get(&p, "/exchange/products").unwrap().upstream, 1);
+    let e = get(&p, "http://127.0.0.1:9000/api/v3/brokerage/accounts").unwrap_err();
+    assert_eq!((e.status, e.kind), (403, "host_not_configured"));
+    assert!(e.message.contains("https://api.coinbase.com"), "{e}");
+    let e = get(&p, "https://evil.example/api/v3/brokerage/accounts").unwrap_err();
+    assert_eq!(e.status, 403);
+    // http:// of a host that is only configured as https:// is another origin.
+    assert_eq!(
+        get(&p, "http://api.coinbase.com/api/v3/brokerage/accounts")
+            .unwrap_err()
+            .status,
+        403
+    );
+}
+
+#[test]
+fn connect_is_allowed_only_to_https_origins() {
+    let p = mocked();
+    let t = p.connect("api.coinbase.com:443").unwrap();
+    assert_eq!(t.host, "api.coinbase.com");
+    assert_eq!(t.base, "https://api.coinbase.com");
+    assert_eq!(
+        p.connect("API.EXCHANGE.coinbase.com:443").unwrap().base,
+        "https://api.exchange.coinbase.com"
+    );
+    for refused in [
+        "api.coinbase.com:444",
+        "api.coinbase.com:80",
+        "example.com:443",
+        "127.0.0.1:9000",
+    ] {
+        let e = p.connect(refused).unwrap_err();
+        assert_eq!(
+            (e.status, e.kind),
+            (403, "host_not_configured"),
+            "{refused}"
+        );
+    }
+    for bad in [
+        "api.coinbase.com",
+        "api.coinbase.com:",
+        ":443",
+        "a b:443",
+        "h:44x3",
+    ] {
+        assert_eq!(p.connect(bad).unwrap_err().status, 400, "{bad}");
+    }
+    // Default config: the real hosts are the urls themselves.
+    assert!(proxy().connect("api.coinbase.com:443").is_ok());
+    // A plain-http upstream is not something a CONNECT can reach.
+    let plain = Proxy::new(ProxyConfig::single_upstream("http://127.0.0.1:9000")).unwrap();
+    assert_eq!(plain.connect("127.0.0.1:9000").unwrap_err().status, 403);
+    // CONNECT through route() (a host that does not intercept): 405.
+    assert_eq!(
+        p.route(None, "CONNECT", "api.coinbase.com:443", &[], vec![])
+            .unwrap_err()
+            .status,
+        405
+    );
+}
+
+#[test]
+fn origins_are_checked() {
+    let mut c = ProxyConfig::presets_at("http://127.0.0.1:9000");
+    c.upstreams[1].origins = vec!["https://api.coinbase.com".into(), "ftp://x".into()];
+    let e = Proxy::new(c).unwrap_err().to_string();
+    assert!(
+        e.contains("upstreams[1].origins[0]")
+            && e.contains("also an origin of upstream `advanced`"),
+        "{e}"
+    );
+    assert!(e.contains("upstreams[1].origins[1]"), "{e}");
+}

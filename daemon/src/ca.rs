@@ -1,0 +1,335 @@
+//! The local certificate authority behind CONNECT interception and the
+//! TLS listener.
+//!
+//! A client that sends its calls through syncoord with `HTTPS_PROXY`
+//! opens a TLS session for the real host (`api.coinbase.com`) inside the
+//! CONNECT: syncoord answers it with a leaf certificate for that host,
+//! signed by this CA, which the client has been told to trust
+//! (`<ca_dir>/ca.pem`). Only hosts a configured upstream answers for are
+//! ever given a leaf (the proxy refuses any other CONNECT with 403).
+//!
+//! As mitmproxy does (`certs.py`): one key pair for every leaf (minting a
+//! leaf is then one signature, no key generation), leaves kept in memory
+//! (at most [`MAX_LEAVES`]), the CA created on first use and its key
+//! readable by the owner only (mode 0600, in a 0700 folder).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use syncoord_server::rustls::{self, ServerConfig};
+
+/// Leaves kept at most (mitmproxy keeps about 100); past it the oldest
+/// goes.
+pub const MAX_LEAVES: usize = 100;
+/// A leaf is re-minted after this long (it is valid for 397 days, the most
+/// browsers and Apple's clients accept).
+const LEAF_REMINT: std::time::Duration = std::time::Duration::from_secs(300 * 86_400);
+/// The CA's name; fixed, so the issuer of a leaf can be rebuilt from the
+/// key on disk without parsing the certificate.
+const CA_NAME: &str = "syncoord local CA";
+
+/// Why the CA or a leaf could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("CA folder {path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("CA key {path} is readable by others (mode {mode:o}); it must be 0600")]
+    KeyMode { path: PathBuf, mode: u32 },
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Pem(String),
+}
+
+/// The default CA folder: `$XDG_DATA_HOME/syncoord/ca`, else
+/// `~/.local/share/syncoord/ca`, else `./syncoord-ca`.
+pub fn default_ca_dir() -> PathBuf {
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(data).join("syncoord").join("ca");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/syncoord/ca");
+    }
+    PathBuf::from("syncoord-ca")
+}
+
+/// A loaded CA and the leaves it minted.
+pub struct LocalCa {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    /// The one key pair of every leaf.
+    leaf_key: KeyPair,
+    leaves: Mutex<HashMap<String, (Arc<ServerConfig>, Instant)>>,
+    minted: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCa").field("dir", &self.dir).finish()
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, CA_NAME);
+    name.push(DnType::OrganizationName, "syncoord");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    params
+}
+
+impl LocalCa {
+    /// Loads the CA in `dir`, creating it (and the folder) on first use.
+    pub fn open(dir: &Path) -> Result<LocalCa, CaError> {
+        let io = |error| CaError::Io {
+            path: dir.to_owned(),
+            error,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
+        let key = if key_path.exists() && cert_path.exists() {
+            let mode = fs::metadata(&key_path).map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(CaError::KeyMode {
+                    path: key_path,
+                    mode,
+                });
+            }
+            let pem = fs::read_to_string(&key_path).map_err(io)?;
+            KeyPair::from_pem(&pem)?
+        } else {
+            let key = KeyPair::generate()?;
+            let cert = ca_params().self_signed(&key)?;
+            // The key first, created with 0600 so it is never readable by
+            // others, not even for a moment.
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key_path)
+                .map_err(io)?;
+            file.write_all(key.serialize_pem().as_bytes()).map_err(io)?;
+            fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+            fs::write(&cert_path, cert.pem()).map_err(io)?;
+            tracing::info!(ca = %cert_path.display(), "created the local CA: clients that go through syncoord's CONNECT must trust this certificate");
+            key
+        };
+        Ok(LocalCa {
+            dir: dir.to_owned(),
+            issuer: Issuer::new(ca_params(), key),
+            leaf_key: KeyPair::generate()?,
+            leaves: Mutex::new(HashMap::new()),
+            minted: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The certificate clients must trust.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Leaves minted since start (a cached one is not counted again).
+    pub fn minted(&self) -> u64 {
+        self.minted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A TLS server configuration whose certificate names `host`: cached,
+    /// minted on first use.
+    pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
+        let now = Instant::now();
+        {
+            let leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((config, at)) = leaves.get(host) {
+                if now.duration_since(*at) < LEAF_REMINT {
+                    return Ok(Arc::clone(config));
+                }
+            }
+        }
+        let config = self.mint(&[host])?;
+        let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
+        if leaves.len() >= MAX_LEAVES && !leaves.contains_key(host) {
+            if let Some(oldest) = leaves
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(h, _)| h.clone())
+            {
+                leaves.remove(&oldest);
+            }
+        }
+        leaves.insert(host.to_owned(), (Arc::clone(&config), now));
+        Ok(config)
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses), not cached.
+    pub fn mint(&self, names: &[&str]) -> Result<Arc<ServerConfig>, CaError> {
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| n.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .collect();
+        let mut params = CertificateParams::new(names.clone())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        params.distinguished_name = dn;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(397);
+        let leaf = params.signed_by(&self.leaf_key, &self.issuer)?;
+        self.minted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
+        server_config(vec![leaf.der().clone()], key)
+    }
+}
+
+/// HTTP/1.1 over TLS with this chain, on rustls' ring provider.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, CaError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    // Clients that offer h2 get HTTP/1.1, which is what this server speaks.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS configuration from PEM files (`server.tls_cert`, `tls_key`).
+pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, CaError> {
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| CaError::Pem(format!("{}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| CaError::Pem(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(CaError::Pem(format!(
+            "{}: no certificate in the file",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| CaError::Pem(format!("{}: {e}", key.display())))?;
+    server_config(chain, key)
+}
+
+/// The CA, opened on first use (the first intercepted CONNECT), so a
+/// daemon nobody uses as a forward proxy never writes a key to disk.
+#[derive(Debug)]
+pub struct LazyCa {
+    dir: PathBuf,
+    ca: OnceLock<Result<Arc<LocalCa>, String>>,
+}
+
+impl LazyCa {
+    pub fn new(dir: PathBuf) -> LazyCa {
+        LazyCa {
+            dir,
+            ca: OnceLock::new(),
+        }
+    }
+
+    /// The CA, or why it cannot be had (said once, kept).
+    pub fn get(&self) -> Result<Arc<LocalCa>, String> {
+        self.ca
+            .get_or_init(|| {
+                LocalCa::open(&self.dir)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "syncoord-ca-test-{name}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn created_once_key_private_leaves_cached_and_reloaded() {
+        let dir = temp_dir("basic");
+        let ca = LocalCa::open(&dir).unwrap();
+        let mode = fs::metadata(dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let pem = fs::read_to_string(ca.cert_path()).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        let a = ca.server_config("api.coinbase.com").unwrap();
+        let b = ca.server_config("api.coinbase.com").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(ca.minted(), 1);
+        ca.server_config("api.exchange.coinbase.com").unwrap();
+        assert_eq!(ca.minted(), 2);
+        // Opened again: the same CA (its certificate is not rewritten).
+        let again = LocalCa::open(&dir).unwrap();
+        assert_eq!(fs::read_to_string(again.cert_path()).unwrap(), pem);
+        // A key others can read is refused, not used.
+        fs::set_permissions(dir.join("ca.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(LocalCa::open(&dir), Err(CaError::KeyMode { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_leaf_cache_is_bounded() {
+        let dir = temp_dir("bound");
+        let ca = LocalCa::open(&dir).unwrap();
+        for i in 0..MAX_LEAVES + 5 {
+            ca.server_config(&format!("h{i}.example")).unwrap();
+        }
+        assert_eq!(ca.leaves.lock().unwrap().len(), MAX_LEAVES);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
