@@ -142,6 +142,15 @@ pub struct UpstreamCounts {
     /// cached answer young, answering no request directly.
     #[serde(default)]
     pub refreshes: u64,
+    /// Dispatches the shared store refused before they left (another
+    /// coordinator had spent the shared budget): back in the queue, not
+    /// counted in `calls`.
+    #[serde(default)]
+    pub shared_refusals: u64,
+    /// Dispatches answered from the shared store instead of upstream (not
+    /// counted in `calls`).
+    #[serde(default)]
+    pub shared_answers: u64,
 }
 
 /// Queue wait of requests that reached upstream, in milliseconds.
