@@ -49,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
@@ -57,6 +58,7 @@ pub mod response;
 pub mod route;
 mod url;
 
+pub use cluster::ClusterSettings;
 pub use config::{
     ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
 };
