@@ -1616,6 +1616,7 @@ impl<P: Clone> Coordinator<P> {
             scopes,
             clients: self.stats.clients(),
             health,
+            cluster: None,
         }
     }
 }
