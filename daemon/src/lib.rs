@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use syncoord_core::{CompiledConfig, Failure, Response};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
 
-use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions};
+use syncoord::{
+    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
+};
 use syncoord_server::{
     ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
 };
@@ -55,6 +57,7 @@ impl Daemon {
         for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
             hosts.push(start_host(
                 &settings,
+                config.cluster.as_ref(),
                 upstream.name.clone(),
                 &upstream.url,
                 coordination.clone(),
@@ -187,6 +190,7 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
 
 fn start_host(
     settings: &proxy::ServerSettings,
+    cluster: Option<&proxy::ClusterSettings>,
     name: String,
     url: &str,
     coordination: CompiledConfig,
@@ -211,7 +215,20 @@ fn start_host(
         in_flight_grace: settings.upstream_timeout(),
         ..HostOptions::default()
     };
-    Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
+    // In a cluster each upstream has budgets of its own: its keys live
+    // under `<cluster name>:<upstream name>:`.
+    let cluster = cluster
+        .map(|c| {
+            let settings = proxy::ClusterSettings {
+                name: format!("{}:{name}", c.name),
+                ..c.clone()
+            };
+            Cluster::new(settings, options.upstream_threads + 1)
+        })
+        .transpose()
+        .map_err(|e| fail(e.to_string()))?;
+    Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// How often a waiting request looks whether its client is still there.

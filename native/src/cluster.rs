@@ -33,9 +33,7 @@ use base64::Engine;
 use redis::{Client, Connection, Script};
 use serde::{Deserialize, Serialize};
 use syncoord_core::stats::ClusterStats;
-use syncoord_core::{
-    Response, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState,
-};
+use syncoord_core::{Response, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
 use syncoord_proxy::ClusterSettings;
 
 /// The shared GCRA: `KEYS` = n bucket keys then their n pause keys;
@@ -219,13 +217,9 @@ impl Cluster {
     /// host whose store is down starts limiting locally and joins when
     /// it comes up.
     pub fn new(settings: ClusterSettings, pool_size: usize) -> Result<Arc<Cluster>, ClusterError> {
-        let client =
-            Client::open(settings.redis_url.as_str()).map_err(|e| ClusterError::Url(e.to_string()))?;
-        let id = format!(
-            "{}-{:016x}",
-            std::process::id(),
-            fastrand::u64(..)
-        );
+        let client = Client::open(settings.redis_url.as_str())
+            .map_err(|e| ClusterError::Url(e.to_string()))?;
+        let id = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
         let cluster = Arc::new(Cluster {
             prefix: format!("{}:", settings.name),
             store: settings.store_name(),
@@ -272,9 +266,10 @@ impl Cluster {
         if self.is_up() {
             StoreState::Shared
         } else {
-            let share = self.settings.fallback_share.unwrap_or_else(|| {
-                1.0 / self.alive.load(Ordering::Relaxed).max(1) as f64
-            });
+            let share = self
+                .settings
+                .fallback_share
+                .unwrap_or_else(|| 1.0 / self.alive.load(Ordering::Relaxed).max(1) as f64);
             StoreState::Fallback {
                 store: self.store.clone(),
                 share,
@@ -310,7 +305,9 @@ impl Cluster {
 
     fn run<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Option<T> {
         let started = Instant::now();
-        let result = self.connection().and_then(|mut c| f(&mut c).map(|v| (v, c)));
+        let result = self
+            .connection()
+            .and_then(|mut c| f(&mut c).map(|v| (v, c)));
         let took = started.elapsed();
         let mut k = lock(&self.counters);
         k.round_trips += 1;
@@ -368,13 +365,8 @@ impl Cluster {
     fn beat(&self) -> bool {
         let window = (self.settings.heartbeat().as_millis() as u64 * 3).max(1);
         let key = self.key("alive", "").trim_end_matches(':').to_owned();
-        let alive: Option<u64> = self.run(|c| {
-            self.heartbeat
-                .key(&key)
-                .arg(&self.id)
-                .arg(window)
-                .invoke(c)
-        });
+        let alive: Option<u64> =
+            self.run(|c| self.heartbeat.key(&key).arg(&self.id).arg(window).invoke(c));
         match alive {
             Some(n) => {
                 self.alive.store(n.max(1), Ordering::Relaxed);
@@ -396,7 +388,11 @@ impl Cluster {
         let mut was_up = self.is_up();
         changed();
         loop {
-            let wait = if self.is_up() { beat } else { backoff.min(beat) };
+            let wait = if self.is_up() {
+                beat
+            } else {
+                backoff.min(beat)
+            };
             {
                 let stopping = lock(&self.stopping);
                 if *stopping {
@@ -690,7 +686,11 @@ enum Lookup {
 }
 
 fn encode(r: &Response, ttl_ms: u64, max: usize) -> Option<Vec<u8>> {
-    let size = r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let size = r.body.len()
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     if size > max {
         return None;
     }
@@ -700,7 +700,9 @@ fn encode(r: &Response, ttl_ms: u64, max: usize) -> Option<Vec<u8>> {
         b: base64::engine::general_purpose::STANDARD.encode(&r.body),
         t: ttl_ms,
     };
-    serde_json::to_vec(&stored).ok().filter(|v| v.len() <= max * 2 + 1024)
+    serde_json::to_vec(&stored)
+        .ok()
+        .filter(|v| v.len() <= max * 2 + 1024)
 }
 
 fn decode(v: &[u8], pttl_ms: i64) -> Option<SharedAnswer> {

@@ -479,10 +479,9 @@ impl Shared {
                 let _ = match sent {
                     Ok(outcome) => s.core.complete(now, job.call, outcome),
                     Err(Before::Refused(r)) => s.core.handle_shared_refusal(now, job.call, r),
-                    Err(Before::Answered(a)) => {
-                        s.core
-                            .handle_shared_answer(now, job.call, a.response, a.age, a.ttl_left)
-                    }
+                    Err(Before::Answered(a)) => s
+                        .core
+                        .handle_shared_answer(now, job.call, a.response, a.age, a.ttl_left),
                     Err(Before::Send { .. }) => Ok(()),
                 };
                 s.deliver();
