@@ -353,6 +353,39 @@ fn a_ticker_one_daemon_fetched_is_answered_to_another_from_redis() {
 }
 
 #[test]
+fn concurrent_misses_on_two_daemons_make_one_upstream_call() {
+    let redis = Redis::start();
+    let mock = MockUpstream::start(MockOptions {
+        latency: Duration::from_millis(300),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (a, base_a) = daemon(&mock, Some(&redis.url()), "lease");
+    let (b, base_b) = daemon(&mock, Some(&redis.url()), "lease");
+    let ticker = "/api/v3/brokerage/market/products/SOL-USD/ticker";
+    let replies: Vec<common::Reply> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let base = if i % 2 == 0 { &base_a } else { &base_b };
+                s.spawn(move || {
+                    // The second daemon's reads arrive while the first's call is out.
+                    std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 0 } else { 100 }));
+                    get(&agent(), &format!("{base}{ticker}"), &[])
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(mock.stats().requests_total, 1, "both daemons fetched");
+    let c = &cluster_stats(&base_b)["cluster"];
+    assert_eq!(c["lease_waits"], 1, "{c}");
+    a.shutdown();
+    b.shutdown();
+    mock.shutdown();
+}
+
+#[test]
 fn redis_killed_mid_run_fails_no_bot_and_sharing_resumes() {
     let mut redis = Redis::start();
     let port = redis.port;
