@@ -96,6 +96,20 @@ end
 return 0
 ";
 
+/// A local miss: the shared answer `KEYS[1]` with its TTL left (`{1,
+/// value, pttl}`), else the lease `KEYS[2]` taken for `ARGV[1]` for
+/// `ARGV[2]` ms (`{2, '', 0}`: fetch it) or held by another (`{3, '', 0}`).
+const LOOKUP_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, '', 0} end
+return {3, '', 0}
+";
+
+/// Deletes lease `KEYS[1]` if daemon `ARGV[1]` still holds it.
+const RELEASE_LUA: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0";
+
 /// Records daemon `ARGV[1]` alive in the sorted set `KEYS[1]` on Redis's
 /// clock, forgets daemons silent for `ARGV[2]` ms, returns how many are left.
 const HEARTBEAT_LUA: &str = r"
@@ -185,6 +199,8 @@ pub struct Cluster {
     gcra: Script,
     pause: Script,
     heartbeat: Script,
+    lookup: Script,
+    release: Script,
     stopping: Mutex<bool>,
     wake: Condvar,
 }
@@ -239,6 +255,8 @@ impl Cluster {
             gcra: Script::new(GCRA_LUA),
             pause: Script::new(PAUSE_LUA),
             heartbeat: Script::new(HEARTBEAT_LUA),
+            lookup: Script::new(LOOKUP_LUA),
+            release: Script::new(RELEASE_LUA),
             stopping: Mutex::new(false),
             wake: Condvar::new(),
             settings,
@@ -506,33 +524,27 @@ impl Cluster {
         let answer_key = self.key("ans", key);
         let lease_key = self.key("lease", key);
         let lease_ms = (self.settings.lease().as_millis() as u64).max(1);
-        // One round trip: the answer, its TTL, and the lease if nobody holds it.
-        let reply: Option<(Option<Vec<u8>>, i64, Option<String>)> = self.round_trip(|c| {
-            redis::pipe()
-                .get(&answer_key)
-                .pttl(&answer_key)
-                .cmd("SET")
-                .arg(&lease_key)
+        // One round trip: the answer and its TTL, else the lease.
+        let reply: Option<(u8, Vec<u8>, i64)> = self.round_trip(|c| {
+            self.lookup
+                .key(&answer_key)
+                .key(&lease_key)
                 .arg(&self.id)
-                .arg("NX")
-                .arg("PX")
                 .arg(lease_ms)
-                .query(c)
+                .invoke(c)
         });
-        let Some((value, pttl, lease)) = reply else {
-            return Lookup::Off;
-        };
-        if let Some(answer) = value.and_then(|v| decode(&v, pttl)) {
-            if lease.is_some() {
-                self.release(key);
-            }
-            lock(&self.counters).answers_found += 1;
-            return Lookup::Found(answer);
-        }
-        if lease.is_some() {
-            Lookup::Lead
-        } else {
-            Lookup::Leased
+        match reply {
+            None => Lookup::Off,
+            Some((1, value, pttl)) => match decode(&value, pttl) {
+                Some(answer) => {
+                    lock(&self.counters).answers_found += 1;
+                    Lookup::Found(answer)
+                }
+                // Unreadable or expiring this very moment: fetch it.
+                None => Lookup::Lead,
+            },
+            Some((2, _, _)) => Lookup::Lead,
+            Some(_) => Lookup::Leased,
         }
     }
 
@@ -567,15 +579,8 @@ impl Cluster {
     /// Releases the lease this daemon holds on `key` (if it still does).
     fn release(&self, key: &str) {
         let lease_key = self.key("lease", key);
-        let _: Option<()> = self.round_trip(|c| {
-            redis::Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",
-            )
-            .key(&lease_key)
-            .arg(&self.id)
-            .invoke::<i64>(c)
-            .map(|_| ())
-        });
+        let _: Option<i64> =
+            self.round_trip(|c| self.release.key(&lease_key).arg(&self.id).invoke(c));
     }
 
     /// Writes what the core says the others should hear of. `leader`: the
