@@ -70,6 +70,9 @@ impl Redis {
                 "no",
                 "--loglevel",
                 "warning",
+                // DEBUG SLEEP makes a slow Redis (from loopback only).
+                "--enable-debug-command",
+                "local",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -95,6 +98,18 @@ impl Redis {
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Blocks the server for `secs` (a slow Redis), from another thread.
+    fn stall(&self, secs: f64) -> std::thread::JoinHandle<()> {
+        let port = self.port;
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("redis");
+            s.write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes())
+                .expect("sent");
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).expect("+OK after the sleep");
+        })
     }
 
     fn url(&self) -> String {
@@ -451,6 +466,54 @@ fn redis_killed_mid_run_fails_no_bot_and_sharing_resumes() {
         calls,
         "not shared after the restart"
     );
+    for (d, _) in daemons {
+        d.shutdown();
+    }
+    mock.shutdown();
+}
+
+#[test]
+fn a_slow_redis_times_out_into_local_limiting_without_failing_a_bot() {
+    let redis = Redis::start();
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let daemons: Vec<_> = (0..2)
+        .map(|_| daemon(&mock, Some(&redis.url()), "slow"))
+        .collect();
+    let bases: Vec<String> = daemons.iter().map(|(_, b)| b.clone()).collect();
+    let mut degraded = Vec::new();
+    let mut recovered = false;
+    let bots = place_orders(&bases, 10, Duration::from_secs(4), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let stall = redis.stall(1.5);
+        std::thread::sleep(Duration::from_millis(700));
+        degraded = bases.iter().map(|b| store_unreachable(b)).collect();
+        stall.join().expect("stall ended");
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if bases.iter().all(|b| !store_unreachable(b)) {
+                recovered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert_eq!(bots.errors.load(Ordering::Relaxed), 0, "a bot saw an error");
+    assert_eq!(degraded, vec![true; 2], "health while Redis was slow");
+    assert!(recovered, "still degraded after Redis answered again");
+    assert!(
+        mock.stats().rate_limited <= 5,
+        "{:?}",
+        mock.stats().rate_limited
+    );
+    let timeouts: u64 = bases
+        .iter()
+        .map(|b| {
+            cluster_stats(b)["cluster"]["timeouts"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(timeouts >= 1, "no Redis call timed out");
     for (d, _) in daemons {
         d.shutdown();
     }
