@@ -1008,7 +1008,9 @@ impl<P: Clone> Coordinator<P> {
         let Some(call) = self.calls.get(&call_id) else {
             return Ok(());
         };
-        if call.refresh {
+        // A refresh is optional, and a call whose waiters all left while
+        // the store was asked has nobody to send it for.
+        if call.refresh || call.waiters.is_empty() {
             self.remove_call(call_id);
             return Ok(());
         }

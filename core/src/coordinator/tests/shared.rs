@@ -134,6 +134,19 @@ fn a_refusal_requeues_the_call_without_an_attempt_or_backoff() {
 }
 
 #[test]
+fn a_refused_call_nobody_waits_for_any_more_is_dropped() {
+    let (mut c, t0) = sharing(config(10.0, 4));
+    let t = ticket(c.submit(t0, post("/orders/1"), 1));
+    let d = c.poll_dispatch(t0).expect("dispatched");
+    assert!(c.cancel(t));
+    c.handle_shared_refusal(t0, d.call, SharedRefusal::Until(Duration::from_millis(100)))
+        .unwrap();
+    assert_eq!(c.queue_len(), 0);
+    assert!(run(&mut c, t0, at(t0, 1.0)).is_empty(), "sent for nobody");
+    assert!(finished(&mut c).is_empty());
+}
+
+#[test]
 fn after_a_refusal_priority_order_holds() {
     let (mut c, t0) = sharing(config(10.0, 4));
     let _ = c.submit(t0, get("/analysis/x"), 1);
