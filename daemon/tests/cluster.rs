@@ -264,6 +264,10 @@ fn three_daemons_share_one_order_budget_without_a_429() {
     let secs = started.elapsed().as_secs_f64();
     let stats = mock.stats();
     let placed = orders_placed(&mock);
+    eprintln!(
+        "cluster: {placed} orders upstream in {secs:.1} s, {} upstream 429s; alone: {alone_429s} 429s",
+        stats.rate_limited
+    );
     assert_eq!(
         stats.rate_limited, 0,
         "upstream 429s in a cluster (alone: {alone_429s})"
@@ -453,6 +457,12 @@ fn redis_killed_mid_run_fails_no_bot_and_sharing_resumes() {
     assert_eq!(degraded, vec![true; 3], "health while Redis was down");
     assert!(recovered, "health still degraded after Redis came back");
     let limited = mock.stats().rate_limited;
+    eprintln!(
+        "outage: {} orders answered, {} bot errors, {limited} upstream 429s, {} orders upstream",
+        bots.ok.load(Ordering::Relaxed),
+        bots.errors.load(Ordering::Relaxed),
+        orders_placed(&mock)
+    );
     assert!(limited <= 10, "{limited} upstream 429s around the outage");
     for b in &bases {
         let c = &cluster_stats(b)["cluster"];
