@@ -940,11 +940,7 @@ impl<P: Clone> Coordinator<P> {
         let Some(call) = self.calls.get(&call_id).filter(|_| self.sharing) else {
             return (SharedSpend::default(), None);
         };
-        let reserve = if call.class == ClassId(0) {
-            0
-        } else {
-            self.config().queue.top_class_reserve
-        };
+        let reserve = self.class_reserve(call.class);
         let spend = SharedSpend {
             buckets: self.limiter.shared_buckets(&call.lane),
             cost: call.cost,
@@ -956,6 +952,16 @@ impl<P: Clone> Coordinator<P> {
             .filter(|_| call.cacheable)
             .map(|k| k.shared_name());
         (spend, key)
+    }
+
+    /// Cost units a call of `class` must leave in every bucket: the
+    /// top-class reserve, for every class but the highest.
+    fn class_reserve(&self, class: ClassId) -> u32 {
+        if class == ClassId(0) {
+            0
+        } else {
+            self.config().queue.top_class_reserve
+        }
     }
 
     /// Undoes a dispatch that never left (the shared store refused it or
@@ -1000,8 +1006,14 @@ impl<P: Clone> Coordinator<P> {
         self.stats.upstream.shared_refusals += 1;
         match refusal {
             SharedRefusal::Until(wait) => {
-                let cost = self.limiter.fit_cost(&lane, cost);
-                self.limiter.hold_until(&lane, cost, now + wait);
+                // The store's wait is for the cost plus the reserve this
+                // class must leave: locally, that much fits at T exactly.
+                let reserve = self
+                    .calls
+                    .get(&call_id)
+                    .map_or(0, |c| self.class_reserve(c.class));
+                let need = self.limiter.fit_cost(&lane, cost.saturating_add(reserve));
+                self.limiter.hold_until(&lane, need, now + wait);
             }
             SharedRefusal::Paused(wait) => self.limiter.pause_shared(&lane, now + wait),
         }

@@ -134,6 +134,21 @@ fn a_refusal_requeues_the_call_without_an_attempt_or_backoff() {
 }
 
 #[test]
+fn a_lower_class_refused_goes_when_the_store_said_not_a_reserve_later() {
+    let mut cfg = config(10.0, 4);
+    cfg.queue.top_class_reserve = 1;
+    let (mut c, t0) = sharing(cfg);
+    let _ = c.submit(t0, get("/analysis/x"), 1);
+    let d = c.poll_dispatch(t0).expect("dispatched");
+    assert_eq!(d.shared.reserve, 1);
+    c.handle_shared_refusal(t0, d.call, SharedRefusal::Until(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(c.poll_timeout(), Some(at(t0, 0.3)));
+    assert!(c.poll_dispatch(at(t0, 0.299)).is_none());
+    assert!(c.poll_dispatch(at(t0, 0.3)).is_some());
+}
+
+#[test]
 fn a_refused_call_nobody_waits_for_any_more_is_dropped() {
     let (mut c, t0) = sharing(config(10.0, 4));
     let t = ticket(c.submit(t0, post("/orders/1"), 1));
