@@ -47,7 +47,14 @@ run() { # name url conns
 
 echo "| path | connections | requests/s | p50 | p99 | errors |"
 echo "|---|---|---|---|---|---|"
-for c in "${CONNS[@]}"; do run "syncoord cache hit" "http://$PROXY$HIT_PATH" "$c"; done
-for c in "${CONNS[@]}"; do run "nginx proxy_cache hit" "http://$NGINX$HIT_PATH" "$c"; done
+# The hit runs alternate (syncoord, nginx) per connection count, so a
+# shift in the machine's load falls on both sides alike; printed grouped.
+HITS=()
+for c in "${CONNS[@]}"; do
+    HITS+=("$(run "syncoord cache hit" "http://$PROXY$HIT_PATH" "$c")")
+    HITS+=("$(run "nginx proxy_cache hit" "http://$NGINX$HIT_PATH" "$c")")
+done
+for i in "${!HITS[@]}"; do (( i % 2 == 0 )) && echo "${HITS[$i]}"; done
+for i in "${!HITS[@]}"; do (( i % 2 == 1 )) && echo "${HITS[$i]}"; done
 for c in "${CONNS[@]}"; do run "syncoord miss (upstream round trip)" "http://$PROXY$MISS_PATH" "$c"; done
 for c in "${CONNS[@]}"; do run "mock upstream direct" "http://$MOCK$MISS_PATH" "$c"; done

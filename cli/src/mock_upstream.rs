@@ -178,6 +178,7 @@ impl MockArgs {
                 body_timeout: Duration::from_secs(self.read_timeout_secs),
                 write_timeout: Duration::from_secs(self.read_timeout_secs),
                 max_connections: self.max_connections,
+                ..Limits::default()
             },
             latency: Duration::from_millis(self.latency_ms),
             rates,

@@ -6,7 +6,9 @@
 //! Keys are structured, not concatenated strings, so no crafted path or
 //! query can collide with another credential's key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -122,8 +124,12 @@ struct Entry {
     last_read: Instant,
     renew_after: Option<Instant>,
     bytes: usize,
-    /// Position in the recency order.
+    /// When it was last used (stored or read fresh), on the cache's clock.
     touched: u64,
+    /// Its place in the recency order: `touched` as of when it was last
+    /// placed there. A hit only moves `touched`; eviction moves the entry
+    /// to its real place when it comes up (see [`Cache::evict_oldest`]).
+    placed: u64,
 }
 
 /// Cache figures for stats.
@@ -146,7 +152,7 @@ pub struct CacheSnapshot {
 
 pub(crate) struct Cache {
     entries: HashMap<CacheKey, Entry>,
-    /// Recency order: oldest touch first.
+    /// Recency order, by each entry's `placed`: oldest first.
     recency: BTreeMap<u64, CacheKey>,
     clock: u64,
     bytes: usize,
@@ -164,7 +170,7 @@ pub(crate) struct Cache {
 impl Cache {
     pub(crate) fn new(config: &CacheConfig, idle: Duration) -> Self {
         Cache {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             recency: BTreeMap::new(),
             clock: 0,
             bytes: 0,
@@ -190,9 +196,7 @@ impl Cache {
         entry.last_read = entry.last_read.max(now);
         if now < entry.expires {
             self.clock += 1;
-            self.recency.remove(&entry.touched);
             entry.touched = self.clock;
-            self.recency.insert(self.clock, key.clone());
             let (woke, renew) = match entry.renew_after {
                 Some(t) => (unread > self.idle, now >= t),
                 None => (false, false),
@@ -263,11 +267,9 @@ impl Cache {
         };
         self.remove(&key);
         while self.entries.len() >= self.max_entries || self.bytes + bytes > self.max_bytes {
-            let Some((_, oldest)) = self.recency.pop_first() else {
+            if !self.evict_oldest() {
                 break;
-            };
-            self.remove(&oldest);
-            self.evictions += 1;
+            }
         }
         self.clock += 1;
         self.recency.insert(self.clock, key.clone());
@@ -284,9 +286,36 @@ impl Cache {
                 renew_after: store.renew_after,
                 bytes,
                 touched: self.clock,
+                placed: self.clock,
             },
         );
         true
+    }
+
+    /// Evicts the least recently used entry. The first in the recency
+    /// order may have been read since it was placed: it moves to its real
+    /// place, and the next is looked at. The one whose place is current
+    /// is the least recently used: every other entry was placed later and
+    /// used no earlier than placed. Each hit costs one such move at most,
+    /// here, instead of two tree operations and a key copy when it
+    /// happens. `false` when the cache is empty.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((place, key)) = self.recency.pop_first() {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if entry.touched > place {
+                entry.placed = entry.touched;
+                self.recency.insert(entry.touched, key);
+                continue;
+            }
+            let bytes = entry.bytes;
+            self.entries.remove(&key);
+            self.bytes -= bytes;
+            self.evictions += 1;
+            return true;
+        }
+        false
     }
 
     /// The entry's times, for refresh-ahead.
@@ -306,7 +335,7 @@ impl Cache {
 
     fn remove(&mut self, key: &CacheKey) {
         if let Some(e) = self.entries.remove(key) {
-            self.recency.remove(&e.touched);
+            self.recency.remove(&e.placed);
             self.bytes -= e.bytes;
         }
     }

@@ -21,7 +21,9 @@
 //! The payload `P` is the host's own request data (headers, body,
 //! signature), carried per ticket and handed back at dispatch.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::HashMap;
 use std::sync::Arc;
 
 use web_time::{Duration, Instant};
@@ -38,7 +40,7 @@ use crate::queue::{Lane, Queue, Selection};
 use crate::request::{
     Answer, CallId, Failure, Finished, Outcome, Request, Source, Ticket, TransportError,
 };
-use crate::route::RouteId;
+use crate::route::{RouteId, RouteMemo};
 use crate::shared::{SharedOutput, SharedRefusal, SharedSpend, StoreState};
 use crate::stats::{self, ClassSnapshot, End, QueueSnapshot, Stats, StatsSnapshot};
 
@@ -177,6 +179,8 @@ pub struct Coordinator<P = ()> {
     by_key: HashMap<CacheKey, CallId>,
     /// Refresh-ahead: the request to re-send, per key of a refreshed route.
     templates: HashMap<CacheKey, Template<P>>,
+    /// The routes of GET paths seen lately.
+    route_memo: RouteMemo,
     /// Refresh-ahead has something new to consider (a template, an answer,
     /// a call that left the queue, a key read again after idling).
     refresh_dirty: bool,
@@ -224,10 +228,11 @@ impl<P: Clone> Coordinator<P> {
             cache: Cache::new(&config.cache, secs(config.refresh.idle_secs)),
             queue: Queue::new(classes, config.queue.aging_secs.map(secs))
                 .with_top_class_reserve(config.queue.top_class_reserve),
-            calls: HashMap::new(),
-            waiters: HashMap::new(),
-            by_key: HashMap::new(),
-            templates: HashMap::new(),
+            calls: HashMap::default(),
+            waiters: HashMap::default(),
+            by_key: HashMap::default(),
+            templates: HashMap::default(),
+            route_memo: RouteMemo::default(),
             refresh_dirty: false,
             next_refresh: None,
             refresh_on: true,
@@ -283,10 +288,12 @@ impl<P: Clone> Coordinator<P> {
     /// A call made for freshness is queued and paced like any other.
     pub fn submit(&mut self, now: Instant, request: Request, payload: P) -> Admission {
         let now = self.advance(now);
-        let client: Arc<str> = Arc::from(request.client.as_str());
+        let client = self.stats.intern(&request.client);
         self.stats.submitted(&client);
         let routes = self.config.routes();
-        let route_id = routes.lookup(&request.method, &request.path);
+        let route_id = self
+            .route_memo
+            .lookup(routes, &request.method, &request.path);
         let route = routes.get(route_id);
         let (route_class, private, cost) = (route.class, route.private, route.cost);
         let class = request.priority.unwrap_or(route_class);

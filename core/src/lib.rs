@@ -76,6 +76,15 @@ mod shared;
 pub mod sim;
 pub mod stats;
 
+/// The maps of the hot path (cache entries, clients, calls, buckets):
+/// foldhash is several times faster than std's SipHash on the short keys
+/// they hold. It is seeded per process (address-space layout, time), which
+/// keeps a remote client from predicting collisions among the paths it
+/// chooses, though foldhash claims no strong HashDoS resistance; the maps
+/// keyed by what clients send are bounded (`[cache] max_entries`, `[stats]
+/// max_clients`, the route memo), and clients are the operator's bots.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};

@@ -19,7 +19,7 @@
 //! stays measured at the full rate, so a throttled bucket is strictly
 //! slower than a healthy one.
 
-use std::collections::HashMap;
+use crate::HashMap;
 
 use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
@@ -241,7 +241,7 @@ impl Limiter {
         let b = &config.breaker;
         Limiter {
             scopes,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             base_pause: secs(l.base_pause_secs),
             max_pause: secs(l.max_pause_secs),
             recovery: Recovery {

@@ -18,7 +18,9 @@
 //!   up one class, so low priority is never starved forever. It stops below
 //!   the top class, which stays reserved for urgent calls (orders).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use crate::HashMap;
 use std::sync::Arc;
 
 use web_time::{Duration, Instant};
@@ -77,7 +79,7 @@ impl Queue {
     pub(crate) fn new(classes: usize, aging: Option<Duration>) -> Self {
         Queue {
             classes: (0..classes.max(1)).map(|_| Class::default()).collect(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             seq: 0,
             aging,
             top_reserve: 0,

@@ -17,8 +17,24 @@ use crate::freshness::Freshness;
 
 /// An HTTP method. Only what the core decides on is modelled: whether a
 /// method may be cached and whether it is safe to repeat.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Method(String);
+///
+/// The standard methods are held as static names, so making, cloning and
+/// comparing one (every request's cache key holds one) never allocates.
+#[derive(Debug, Clone)]
+pub struct Method(MethodName);
+
+#[derive(Debug, Clone)]
+enum MethodName {
+    /// Its place in [`STANDARD_METHODS`].
+    Standard(u8),
+    /// Never one of those.
+    Other(Arc<str>),
+}
+
+/// The methods of RFC 9110 and PATCH.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
 
 impl Method {
     /// The name of the GET method.
@@ -29,42 +45,83 @@ impl Method {
     /// Builds a method from its name; the name is upper-cased, because HTTP
     /// methods are case-sensitive on the wire but bots are sloppy.
     pub fn new(name: &str) -> Self {
-        Method(name.to_ascii_uppercase())
+        match STANDARD_METHODS
+            .iter()
+            .position(|m| m.eq_ignore_ascii_case(name))
+        {
+            Some(i) => Method(MethodName::Standard(i as u8)),
+            None => Method(MethodName::Other(Arc::from(name.to_ascii_uppercase()))),
+        }
     }
 
     /// GET.
     pub fn get() -> Self {
-        Method(Self::GET.to_owned())
+        Method(MethodName::Standard(0))
     }
 
     /// POST.
     pub fn post() -> Self {
-        Method("POST".to_owned())
+        Method(MethodName::Standard(2))
     }
 
     /// The method name, upper-cased.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            MethodName::Standard(i) => STANDARD_METHODS[usize::from(*i)],
+            MethodName::Other(m) => m,
+        }
     }
 
     /// GET and HEAD: the only methods whose responses the cache may keep.
     pub fn is_cacheable(&self) -> bool {
-        matches!(self.0.as_str(), "GET" | "HEAD")
+        matches!(self.as_str(), "GET" | "HEAD")
     }
 
     /// RFC 9110 idempotent methods: repeating them after a lost answer
     /// cannot do twice what was meant once.
     pub fn is_idempotent(&self) -> bool {
         matches!(
-            self.0.as_str(),
+            self.as_str(),
             "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
         )
     }
 }
 
+impl PartialEq for Method {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (MethodName::Standard(a), MethodName::Standard(b)) => a == b,
+            (MethodName::Other(a), MethodName::Other(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Method {}
+
+impl std::hash::Hash for Method {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// As its name, like the string it was before.
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(Method::new(&name))
+    }
+}
+
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

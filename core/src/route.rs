@@ -11,6 +11,13 @@ use crate::request::Method;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PathPattern {
     segments: Vec<Segment>,
+    /// Fewest path segments it can match (its non-`**` segments).
+    min_len: usize,
+    /// The number it matches when it has no `**`; `None` with one.
+    max_len: Option<usize>,
+    /// Its one `**` is its last segment (`/api/v3/brokerage/orders/**`):
+    /// a fixed prefix of `min_len` segments, then anything.
+    open_ended: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +46,16 @@ impl PathPattern {
                 s => Ok(Segment::Literal(s.to_owned())),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(PathPattern { segments })
+        let min_len = segments.iter().filter(|s| **s != Segment::Any).count();
+        let max_len = (!segments.contains(&Segment::Any)).then_some(min_len);
+        let open_ended = segments.last() == Some(&Segment::Any)
+            && segments.iter().filter(|s| **s == Segment::Any).count() == 1;
+        Ok(PathPattern {
+            segments,
+            min_len,
+            max_len,
+            open_ended,
+        })
     }
 
     /// Whether `path` (without its query) falls under this pattern.
@@ -52,13 +68,54 @@ impl PathPattern {
     /// Matches a path already split into segments (split once, try every
     /// rule).
     fn matches_segments(&self, parts: &[&str]) -> bool {
-        match_segments(&self.segments, parts)
+        // One segment per part over the first `n`, compared from the end,
+        // where rules under one prefix (`/api/v3/brokerage/...`) differ.
+        let fixed = |n: usize| {
+            self.segments[..n]
+                .iter()
+                .zip(&parts[..n])
+                .rev()
+                .all(|(seg, part)| match seg {
+                    Segment::Literal(l) => l == part,
+                    _ => true,
+                })
+        };
+        // Most rules differ from a path in length: no segment compared.
+        match self.max_len {
+            Some(len) => parts.len() == len && fixed(len),
+            None if self.open_ended => parts.len() >= self.min_len && fixed(self.min_len),
+            None => parts.len() >= self.min_len && match_segments(&self.segments, parts),
+        }
     }
 }
 
 /// Path segments, ignoring empty ones (so `//a/` is `/a`).
 fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
+}
+
+/// [`split`], by a byte loop: `str::split` looks for the next `/` with
+/// a general searcher, costly on segments a few bytes long.
+fn split_fast(path: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut bytes = path.bytes().enumerate();
+    std::iter::from_fn(move || loop {
+        match bytes.next() {
+            Some((i, b'/')) => {
+                let part = &path[start..i];
+                start = i + 1;
+                if !part.is_empty() {
+                    return Some(part);
+                }
+            }
+            Some(_) => {}
+            None => {
+                let part = &path[start.min(path.len())..];
+                start = path.len() + 1;
+                return (!part.is_empty()).then_some(part);
+            }
+        }
+    })
 }
 
 fn match_segments(pattern: &[Segment], path: &[&str]) -> bool {
@@ -149,12 +206,31 @@ impl RouteTable {
 
     /// The first rule matching `method` and `path`, else the defaults.
     pub(crate) fn lookup(&self, method: &Method, path: &str) -> RouteId {
-        let parts: Vec<&str> = split(path).collect();
+        // On the stack for the paths APIs have; a longer one spills.
+        let mut stack = [""; 16];
+        let mut spilled = Vec::new();
+        let mut n = 0;
+        for part in split_fast(path) {
+            if n < stack.len() {
+                stack[n] = part;
+            } else {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&stack);
+                }
+                spilled.push(part);
+            }
+            n += 1;
+        }
+        let parts: &[&str] = if n <= stack.len() {
+            &stack[..n]
+        } else {
+            &spilled
+        };
         self.rules
             .iter()
             .position(|r| {
                 (r.methods.is_empty() || r.methods.contains(method))
-                    && r.pattern.matches_segments(&parts)
+                    && r.pattern.matches_segments(parts)
             })
             .map_or(RouteId::Default, RouteId::Rule)
     }
@@ -166,6 +242,35 @@ impl RouteTable {
             RouteId::Rule(i) => &self.rules[i].route,
             RouteId::Default => &self.default,
         }
+    }
+}
+
+/// The routes of GET paths seen lately: bots read the same few paths over
+/// and over, and matching one against every rule costs more than the rest
+/// of a cache hit. Bounded in entries and path length, emptied when full.
+#[derive(Debug, Default)]
+pub(crate) struct RouteMemo {
+    seen: crate::HashMap<Box<str>, RouteId>,
+}
+
+impl RouteMemo {
+    const MAX_ENTRIES: usize = 4096;
+    const MAX_PATH: usize = 256;
+
+    /// [`RouteTable::lookup`], remembered for GET paths.
+    pub(crate) fn lookup(&mut self, table: &RouteTable, method: &Method, path: &str) -> RouteId {
+        if *method != Method::get() || path.len() > Self::MAX_PATH {
+            return table.lookup(method, path);
+        }
+        if let Some(id) = self.seen.get(path) {
+            return *id;
+        }
+        let id = table.lookup(method, path);
+        if self.seen.len() >= Self::MAX_ENTRIES {
+            self.seen.clear();
+        }
+        self.seen.insert(path.into(), id);
+        id
     }
 }
 
@@ -190,6 +295,93 @@ mod tests {
         assert!(m("/a/**/z", "/a/z"));
         assert!(!m("/a/**/z", "/a/x/y"));
         assert!(!m("/a/**", "/b/a"));
+    }
+
+    #[test]
+    fn lookup_matches_paths_longer_than_its_stack_buffer() {
+        let rule = |pattern: &str, name: &str| Rule {
+            methods: Vec::new(),
+            pattern: PathPattern::parse(pattern).unwrap(),
+            route: Route {
+                name: name.to_owned(),
+                ..crate::config::coinbase::advanced_trade()
+                    .compile()
+                    .expect("valid")
+                    .routes()
+                    .default
+                    .clone()
+            },
+        };
+        let default = rule("/", "default").route;
+        let t = RouteTable::new(
+            vec![rule("/a/*/*", "three"), rule("/a/**/z", "deep")],
+            default,
+        );
+        let name = |path: &str| t.get(t.lookup(&Method::get(), path)).name.clone();
+        let deep = format!("/a{}/z", "/x".repeat(30));
+        assert_eq!(name(&deep), "deep");
+        assert_eq!(name(&format!("{deep}/more")), "default");
+        assert_eq!(name("/a/b/c"), "three");
+        assert_eq!(name("//a//b/c/"), "three");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_split_is_the_split(path in "[/ab]{0,12}") {
+            let fast: Vec<&str> = split_fast(&path).collect();
+            let plain: Vec<&str> = split(&path).collect();
+            proptest::prop_assert_eq!(fast, plain);
+        }
+
+        /// The shortcuts (length checks, comparing from the end) decide
+        /// exactly as the plain recursive matcher does.
+        #[test]
+        fn shortcuts_agree_with_the_plain_matcher(
+            pattern in proptest::collection::vec(
+                proptest::prop_oneof!["a", "b", "\\*", "\\*\\*"], 0..6),
+            path in proptest::collection::vec(proptest::prop_oneof!["a", "b", "c"], 0..8),
+        ) {
+            let p = PathPattern::parse(&format!("/{}", pattern.join("/"))).unwrap();
+            let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+            proptest::prop_assert_eq!(
+                p.matches_segments(&parts),
+                match_segments(&p.segments, &parts),
+                "{:?} against {:?}", pattern, path
+            );
+        }
+    }
+
+    #[test]
+    fn the_memo_answers_as_the_table_does() {
+        let c = crate::config::coinbase::advanced_trade();
+        let t = c.compile().expect("valid").routes().clone();
+        let mut memo = RouteMemo::default();
+        let paths = [
+            "/api/v3/brokerage/orders",
+            "/api/v3/brokerage/products/BTC-USD/candles",
+            "/api/v3/brokerage/products/BTC-USD",
+            "/nowhere",
+        ];
+        for _ in 0..2 {
+            for method in [Method::get(), Method::post(), Method::new("DELETE")] {
+                for path in paths {
+                    assert_eq!(
+                        memo.lookup(&t, &method, path),
+                        t.lookup(&method, path),
+                        "{method} {path}"
+                    );
+                }
+            }
+        }
+        // Only GET paths are kept, and never more than the bound.
+        assert_eq!(memo.seen.len(), paths.len());
+        for i in 0..RouteMemo::MAX_ENTRIES + 10 {
+            memo.lookup(&t, &Method::get(), &format!("/x/{i}"));
+        }
+        assert!(memo.seen.len() <= RouteMemo::MAX_ENTRIES);
+        let long = format!("/{}", "a".repeat(RouteMemo::MAX_PATH));
+        memo.lookup(&t, &Method::get(), &long);
+        assert!(!memo.seen.contains_key(long.as_str()));
     }
 
     #[test]

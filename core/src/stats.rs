@@ -5,7 +5,9 @@
 //! place), so the outcome counters add up to the submissions, less those
 //! still waiting.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::HashMap;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -349,6 +351,8 @@ pub(crate) struct Stats {
     ages: [Histogram<u64>; 3],
     clients: HashMap<Arc<str>, ClientCounts>,
     max_clients: usize,
+    /// [`OTHER_CLIENTS`], allocated once.
+    other: Arc<str>,
     recent_429s: VecDeque<Instant>,
     window: Duration,
 }
@@ -390,18 +394,30 @@ impl Stats {
             upstream: UpstreamCounts::default(),
             waits: (0..classes).map(|_| wait_histogram()).collect(),
             ages: [age_histogram(), age_histogram(), age_histogram()],
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             max_clients,
+            other: Arc::from(OTHER_CLIENTS),
             recent_429s: VecDeque::new(),
             window,
         }
     }
 
     fn client(&mut self, client: &Arc<str>) -> &mut ClientCounts {
-        if !self.clients.contains_key(client) && self.clients.len() >= self.max_clients {
-            return self.clients.entry(Arc::from(OTHER_CLIENTS)).or_default();
+        let name = if self.clients.len() >= self.max_clients && !self.clients.contains_key(client) {
+            self.other.clone()
+        } else {
+            client.clone()
+        };
+        self.clients.entry(name).or_default()
+    }
+
+    /// The shared name of `client`: the one already counted (no
+    /// allocation for a client seen before), else a new one.
+    pub(crate) fn intern(&self, client: &str) -> Arc<str> {
+        match self.clients.get_key_value(client) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(client),
         }
-        self.clients.entry(client.clone()).or_default()
     }
 
     /// Counts a request submitted by `client`.

@@ -7,6 +7,7 @@
 //! upstream paces, caches and retries. A connection thread waits for its
 //! own answer; no lock is held while it does.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -185,6 +186,10 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
         body_timeout: settings.body_timeout(),
         write_timeout: settings.write_timeout(),
         max_connections: settings.max_connections,
+        event_loops: settings
+            .event_loops
+            .and_then(NonZeroUsize::new)
+            .unwrap_or_else(syncoord_server::default_event_loops),
     }
 }
 

@@ -68,6 +68,9 @@ pub struct ServerSettings {
     /// idle, the new one is answered `503`. Lowered to what the process's
     /// file descriptor limit allows.
     pub max_connections: usize,
+    /// Event-loop threads that read and answer connections (cache hits
+    /// are answered there). Unset: one per core.
+    pub event_loops: Option<usize>,
     /// How long a kept-alive connection may sit idle between requests.
     pub idle_timeout_secs: f64,
     /// A request's header section must be complete this long after its
@@ -102,6 +105,7 @@ impl Default for ServerSettings {
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
             max_connections: 10_000,
+            event_loops: None,
             idle_timeout_secs: 60.0,
             header_timeout_secs: 10.0,
             body_timeout_secs: 30.0,
@@ -738,7 +742,8 @@ impl ProxyConfig {
                 None
             }
         };
-        let sizes: [(&str, usize, usize, usize); 6] = [
+        let sizes: [(&str, usize, usize, usize); 7] = [
+            ("event_loops", s.event_loops.unwrap_or(1), 1, 1024),
             ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
             ("max_headers", s.max_headers, 1, 10_000),
             ("max_body_bytes", s.max_body_bytes, 1, 1 << 30),

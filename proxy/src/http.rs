@@ -167,8 +167,14 @@ fn jwt_subject(token: &str) -> Option<String> {
 
 /// First 128 bits of SHA-256, hex.
 fn fingerprint(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(secret.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(32);
+    for b in &digest[..16] {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 #[cfg(test)]
@@ -225,6 +231,12 @@ mod tests {
             others: others.iter().map(|o| (*o).to_owned()).collect(),
             ..CredentialConfig::default()
         }
+    }
+
+    #[test]
+    fn fingerprints_are_the_first_128_bits_of_sha256_in_lowercase_hex() {
+        // SHA-256("abc") = ba7816bf 8f01cfea 414140de 5dae2223 b00361a3...
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01cfea414140de5dae2223");
     }
 
     #[test]

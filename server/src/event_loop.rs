@@ -1,14 +1,22 @@
-//! The front door: one thread that accepts connections and reads requests
-//! for all of them (epoll through `mio`), and hands each complete request
-//! to its handler. A connection costs one file descriptor and its buffer,
-//! never a thread, so idle and slow clients cannot lock anybody out:
+//! The front door: a few event-loop threads (epoll through `mio`, one per
+//! core by default, [`Limits::event_loops`]) that read requests for every
+//! connection and hand each complete request to its handler. Loop 0 also
+//! accepts, and gives each new connection to the loop holding the fewest,
+//! so a cache hit answered on a loop thread costs one core's share of the
+//! work and the cores serve side by side. A connection costs one file
+//! descriptor and its buffer, never a thread, so idle and slow clients
+//! cannot lock anybody out:
 //!
 //! - a connection that has not sent a complete header section within
 //!   [`Limits::header_timeout`] is closed (`408` when it sent part of one);
 //! - at [`Limits::max_connections`] the connection waiting longest without
 //!   a request in progress (lingering, idle, or still sending its header
 //!   section) is closed to make room; only when every connection has a
-//!   request being handled or answered is a new one refused (`503`);
+//!   request being handled or answered is a new one refused (`503`). New
+//!   connections go to the loop holding the fewest, so an idle flood is
+//!   spread over every loop; at the bound that loop closes its own
+//!   longest-waiting connection, or passes the newcomer to the next loop
+//!   when it has none to give up;
 //! - when the process runs out of file descriptors, the loop answers the
 //!   waiting client `503` from a descriptor it kept in reserve and stops
 //!   accepting for a moment, instead of spinning on `accept`.
@@ -17,7 +25,8 @@
 //! ([`Handler::handle_nonblocking`], for answers it has at hand: a cache
 //! hit, `/health`); otherwise the request goes to a pool thread
 //! (`workers.rs`) where the handler may block, and the reply comes back
-//! through a queue and a [`Waker`]. Replies are written by the loop.
+//! through its loop's queue and [`Waker`]. Replies are written by the loop
+//! that owns the connection.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -66,16 +75,17 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 /// loop comes back to it).
 const READ_BUDGET: usize = 256 * 1024;
 
-/// What the rest of the server shares with the loop.
+/// What the rest of the server shares with the loops.
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) local: SocketAddr,
     pub(crate) stopping: AtomicBool,
     pub(crate) connections: AtomicUsize,
-    pub(crate) waker: Waker,
-    /// Replies from pool threads, for the loop to write.
-    done: Mutex<VecDeque<Done>>,
+    /// One per loop, indexed like the loops.
+    mailboxes: Vec<Mailbox>,
+    /// Loops still running; the last one out stops the handler pool.
+    running: AtomicUsize,
     /// The connection bound in force: [`Limits::max_connections`], lowered
     /// to what the descriptor limit allows.
     pub(crate) max_connections: usize,
@@ -85,6 +95,44 @@ impl Shared {
     pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+
+    /// Wakes every loop (to stop).
+    pub(crate) fn wake_all(&self) {
+        for mailbox in &self.mailboxes {
+            if let Err(e) = mailbox.waker.wake() {
+                tracing::error!(error = %e, "cannot wake an event loop");
+            }
+        }
+    }
+}
+
+/// What reaches a loop from other threads.
+struct Mailbox {
+    waker: Waker,
+    /// Replies from pool threads, for the loop to write.
+    done: Mutex<VecDeque<Done>>,
+    /// Connections loop 0 accepted for this loop.
+    incoming: Mutex<Incoming>,
+    /// Connections given to this loop and not yet closed (counted when
+    /// given, so a burst of accepts spreads before any is admitted).
+    assigned: AtomicUsize,
+}
+
+/// A connection accepted for a loop.
+struct Arrival {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// It arrived at the connection bound: the loop makes room for it.
+    at_bound: bool,
+    /// Loops that had no connection to give up for it.
+    passed: usize,
+}
+
+#[derive(Default)]
+struct Incoming {
+    streams: Vec<Arrival>,
+    /// The loop has ended: a connection given now is closed at once.
+    closed: bool,
 }
 
 /// A handler's reply to a request handled on a pool thread.
@@ -141,7 +189,10 @@ struct Conn {
 
 pub(crate) struct EventLoop {
     shared: Arc<Shared>,
+    /// This loop's place in [`Shared::mailboxes`]; loop 0 accepts.
+    index: usize,
     poll: Poll,
+    /// Loop 0's only.
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     next_generation: u64,
@@ -173,48 +224,73 @@ fn sweep_interval(limits: &Limits) -> Duration {
 }
 
 impl EventLoop {
-    /// Binds and registers; the loop runs in [`EventLoop::run`].
+    /// Binds and registers; each loop runs in [`EventLoop::run`], on a
+    /// thread of its own.
     pub(crate) fn bind(
         addr: &str,
         limits: Limits,
         handler: Arc<dyn Handler>,
         max_connections: usize,
-    ) -> io::Result<(EventLoop, Arc<Shared>)> {
+    ) -> io::Result<(Vec<EventLoop>, Arc<Shared>)> {
         let listener = listen(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        let poll = Poll::new()?;
-        poll.registry().register(
+        let count = limits.event_loops.get();
+        let polls = (0..count)
+            .map(|_| Poll::new())
+            .collect::<io::Result<Vec<Poll>>>()?;
+        polls[0].registry().register(
             &mut SourceFd(&listener.as_raw_fd()),
             LISTENER,
             Interest::READABLE,
         )?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mailboxes = polls
+            .iter()
+            .map(|poll| {
+                Ok(Mailbox {
+                    waker: Waker::new(poll.registry(), WAKER)?,
+                    done: Mutex::new(VecDeque::new()),
+                    incoming: Mutex::new(Incoming::default()),
+                    assigned: AtomicUsize::new(0),
+                })
+            })
+            .collect::<io::Result<Vec<Mailbox>>>()?;
+        let pool = Pool::new(format!("http-{}", local.port()));
         let shared = Arc::new(Shared {
             limits,
             handler,
             local,
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
-            waker,
-            done: Mutex::new(VecDeque::new()),
+            mailboxes,
+            running: AtomicUsize::new(count),
             max_connections,
         });
-        let event_loop = EventLoop {
-            shared: Arc::clone(&shared),
-            poll,
-            listener: Some(listener),
-            conns: Slab::new(),
-            next_generation: 0,
-            pool: Pool::new(format!("http-{}", local.port())),
-            reserve: File::open("/dev/null").ok(),
-            accept_paused_until: None,
-            last_fd_warning: None,
-            stopped: false,
-            scratch: vec![0; 16 * 1024],
-            rearm: VecDeque::new(),
-        };
-        Ok((event_loop, shared))
+        let mut listener = Some(listener);
+        let loops = polls
+            .into_iter()
+            .enumerate()
+            .map(|(index, poll)| EventLoop {
+                shared: Arc::clone(&shared),
+                index,
+                poll,
+                listener: listener.take(),
+                conns: Slab::new(),
+                next_generation: 0,
+                pool: Arc::clone(&pool),
+                reserve: if index == 0 {
+                    File::open("/dev/null").ok()
+                } else {
+                    None
+                },
+                accept_paused_until: None,
+                last_fd_warning: None,
+                stopped: false,
+                scratch: vec![0; 16 * 1024],
+                rearm: VecDeque::new(),
+            })
+            .collect();
+        Ok((loops, shared))
     }
 
     pub(crate) fn run(mut self) {
@@ -256,6 +332,7 @@ impl EventLoop {
                     }
                 }
             }
+            self.take_incoming();
             self.take_done();
             self.take_rearmed();
             let now = Instant::now();
@@ -274,9 +351,29 @@ impl EventLoop {
                 break;
             }
         }
-        self.pool.stop();
     }
+}
 
+impl Drop for EventLoop {
+    /// The loop is done (or never ran: its thread could not start):
+    /// connections still handed to it are closed, and the last loop out
+    /// stops the handler pool.
+    fn drop(&mut self) {
+        let mailbox = &self.shared.mailboxes[self.index];
+        let late = {
+            let mut incoming = lock(&mailbox.incoming);
+            incoming.closed = true;
+            std::mem::take(&mut incoming.streams)
+        };
+        mailbox.assigned.fetch_sub(late.len(), Ordering::SeqCst);
+        drop(late);
+        if self.shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.pool.stop();
+        }
+    }
+}
+
+impl EventLoop {
     // ---- accepting ----
 
     fn accept_all(&mut self) {
@@ -285,7 +382,7 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.hand_over(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_out_of_fds(&e) => {
@@ -326,12 +423,87 @@ impl EventLoop {
         self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
-        if self.conns.len() >= self.shared.max_connections && !self.evict_one() {
-            turn_away(stream);
+    /// Gives a new connection to the loop holding the fewest (this one
+    /// on a tie), telling it whether the connection arrived at the bound.
+    /// Only this loop accepts, so the count it reads includes every
+    /// connection given and not yet closed.
+    fn hand_over(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let mailboxes = &self.shared.mailboxes;
+        let mut open = 0;
+        let mut target = (usize::MAX, self.index);
+        for (i, mailbox) in mailboxes.iter().enumerate() {
+            let assigned = mailbox.assigned.load(Ordering::SeqCst);
+            open += assigned;
+            if (assigned, i != self.index) < (target.0, target.1 != self.index) {
+                target = (assigned, i);
+            }
+        }
+        let arrival = Arrival {
+            stream,
+            peer,
+            at_bound: open >= self.shared.max_connections,
+            passed: 0,
+        };
+        self.give(target.1, arrival);
+    }
+
+    /// Gives a connection to loop `target` (this one, or through its
+    /// mailbox), counting it there.
+    fn give(&mut self, target: usize, arrival: Arrival) {
+        let mailbox = &self.shared.mailboxes[target];
+        mailbox.assigned.fetch_add(1, Ordering::SeqCst);
+        if target == self.index {
+            return self.admit(arrival);
+        }
+        {
+            let mut incoming = lock(&mailbox.incoming);
+            if incoming.closed {
+                drop(incoming);
+                mailbox.assigned.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            incoming.streams.push(arrival);
+        }
+        if let Err(e) = mailbox.waker.wake() {
+            tracing::error!(error = %e, "cannot wake an event loop");
+        }
+    }
+
+    /// Admits the connections other loops handed to this one.
+    fn take_incoming(&mut self) {
+        let streams =
+            std::mem::take(&mut lock(&self.shared.mailboxes[self.index].incoming).streams);
+        for arrival in streams {
+            if self.stopped {
+                self.unassign();
+                continue;
+            }
+            self.admit(arrival);
+        }
+    }
+
+    fn unassign(&self) {
+        self.shared.mailboxes[self.index]
+            .assigned
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Takes a connection given to this loop (counted in its `assigned`).
+    fn admit(&mut self, arrival: Arrival) {
+        if arrival.at_bound && !self.evict_one() {
+            self.unassign();
+            let loops = self.shared.mailboxes.len();
+            if arrival.passed + 1 < loops {
+                let next = (self.index + 1) % loops;
+                let passed = arrival.passed + 1;
+                return self.give(next, Arrival { passed, ..arrival });
+            }
+            turn_away(arrival.stream);
             return;
         }
+        let Arrival { stream, peer, .. } = arrival;
         if stream.set_nonblocking(true).is_err() {
+            self.unassign();
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -350,6 +522,7 @@ impl EventLoop {
             )
             .is_err()
         {
+            self.unassign();
             return;
         }
         entry.insert(Conn {
@@ -533,6 +706,7 @@ impl EventLoop {
         };
         let generation = conn.generation;
         let peer = conn.peer;
+        let index = self.index;
         let handler = Arc::clone(&self.shared.handler);
         let first =
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_nonblocking(request)));
@@ -551,7 +725,7 @@ impl EventLoop {
                                 tracing::error!(%peer, "handler panicked");
                                 panic_reply()
                             });
-                    deliver(&shared, key, generation, reply);
+                    deliver(&shared, index, key, generation, reply);
                 })
             }
             Ok(Handled::Later(later)) => {
@@ -562,7 +736,7 @@ impl EventLoop {
                             tracing::error!(%peer, "handler panicked");
                             panic_reply()
                         });
-                    deliver(&shared, key, generation, reply);
+                    deliver(&shared, index, key, generation, reply);
                 })
             }
         };
@@ -578,14 +752,8 @@ impl EventLoop {
 
     fn take_done(&mut self) {
         loop {
-            let batch: VecDeque<Done> = {
-                let mut done = self
-                    .shared
-                    .done
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                std::mem::take(&mut *done)
-            };
+            let batch: VecDeque<Done> =
+                std::mem::take(&mut *lock(&self.shared.mailboxes[self.index].done));
             if batch.is_empty() {
                 break;
             }
@@ -760,6 +928,7 @@ impl EventLoop {
         // A ClientProbe may still hold the socket: make it see the end.
         let _ = conn.stream.shutdown(Shutdown::Both);
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+        self.unassign();
     }
 
     /// Ends connections whose phase ran past its deadline.
@@ -855,19 +1024,21 @@ fn listen(addr: &str) -> io::Result<TcpListener> {
     }))
 }
 
-fn deliver(shared: &Shared, key: usize, generation: u64, reply: Reply) {
-    shared
-        .done
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push_back(Done {
-            key,
-            generation,
-            reply,
-        });
-    if let Err(e) = shared.waker.wake() {
+/// A reply from a pool thread, to the loop that owns its connection.
+fn deliver(shared: &Shared, index: usize, key: usize, generation: u64, reply: Reply) {
+    let mailbox = &shared.mailboxes[index];
+    lock(&mailbox.done).push_back(Done {
+        key,
+        generation,
+        reply,
+    });
+    if let Err(e) = mailbox.waker.wake() {
         tracing::error!(error = %e, "cannot wake the event loop");
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn panic_reply() -> Reply {

@@ -1,8 +1,9 @@
 //! A small HTTP/1.1 server: the front door of the proxy daemon and of the
 //! mock upstream.
 //!
-//! One event-loop thread accepts connections and reads requests for all
-//! of them (epoll through `mio`; see `event_loop.rs`); handlers run on a
+//! A few event-loop threads (one per core by default) read requests for
+//! every connection (epoll through `mio`; see `event_loop.rs`); handlers
+//! run on a
 //! pool of threads that grows with the requests being handled, so a slow
 //! handler (a call waiting for its turn upstream) costs one parked thread
 //! and nothing else, while an idle or slow client costs one file
@@ -40,6 +41,7 @@ mod workers;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -73,6 +75,15 @@ pub struct Limits {
     /// Most connections open at once. At the bound the connection idle the
     /// longest is closed to make room; with none idle, `503` and close.
     pub max_connections: usize,
+    /// Event-loop threads reading and writing connections (and answering
+    /// what a handler has at hand, such as cache hits). One per core by
+    /// default: a loop is one core's worth of answering.
+    pub event_loops: NonZeroUsize,
+}
+
+/// One event loop per core the process may use.
+pub fn default_event_loops() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
 impl Default for Limits {
@@ -86,6 +97,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            event_loops: default_event_loops(),
         }
     }
 }
@@ -220,7 +232,7 @@ where
 /// [`ShutdownHandle::shutdown`] then [`Server::join`].
 pub struct Server {
     shared: Arc<event_loop::Shared>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// Stops a server: the listener closes at once, and so does every
@@ -239,16 +251,27 @@ impl Server {
     /// limit leaves room for (one descriptor per connection).
     pub fn bind(addr: &str, limits: Limits, handler: Arc<dyn Handler>) -> io::Result<Server> {
         let max_connections = fds::connection_bound(limits.max_connections);
-        let (event_loop, shared) =
-            event_loop::EventLoop::bind(addr, limits, handler, max_connections)?;
-        let local = shared.local;
-        let thread = std::thread::Builder::new()
-            .name(format!("http-loop-{}", local.port()))
-            .spawn(move || event_loop.run())?;
-        Ok(Server {
+        let (loops, shared) = event_loop::EventLoop::bind(addr, limits, handler, max_connections)?;
+        let port = shared.local.port();
+        let mut server = Server {
             shared,
-            thread: Some(thread),
-        })
+            threads: Vec::with_capacity(loops.len()),
+        };
+        for (i, event_loop) in loops.into_iter().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("http-loop-{port}-{i}"))
+                .spawn(move || event_loop.run());
+            match spawned {
+                Ok(thread) => server.threads.push(thread),
+                Err(e) => {
+                    // Loops already running stop; so would the rest.
+                    server.shutdown_handle().shutdown();
+                    server.join();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(server)
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -275,8 +298,8 @@ impl Server {
 
     /// Blocks until the server has been shut down and every connection has
     /// ended.
-    pub fn join(mut self) {
-        if let Some(thread) = self.thread.take() {
+    pub fn join(self) {
+        for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("http event loop panicked");
             }
@@ -290,9 +313,7 @@ impl ShutdownHandle {
         if shared.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = shared.waker.wake() {
-            tracing::error!(error = %e, "cannot wake the event loop to stop it");
-        }
+        shared.wake_all();
     }
 }
 

@@ -376,10 +376,24 @@ fn many_keep_alive_connections_each_get_their_own_answers() {
     stop(server);
 }
 
+fn loops(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap()
+}
+
 #[test]
 fn at_the_bound_the_longest_idle_connection_gives_way() {
+    for n in [1, 2, 3] {
+        longest_idle_gives_way(loops(n));
+    }
+}
+
+/// With several loops, the newcomer goes to the loop with the fewest
+/// connections, which may hold none that can give way: it is passed on
+/// to one that does.
+fn longest_idle_gives_way(event_loops: NonZeroUsize) {
     let limits = Limits {
         max_connections: 2,
+        event_loops,
         ..Limits::default()
     };
     let server = start(limits, echo());
@@ -401,6 +415,12 @@ fn at_the_bound_the_longest_idle_connection_gives_way() {
 
 #[test]
 fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
+    for n in [1, 3] {
+        every_connection_busy_gets_503(loops(n));
+    }
+}
+
+fn every_connection_busy_gets_503(event_loops: NonZeroUsize) {
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let gate = Mutex::new((entered_tx, release_rx));
@@ -412,6 +432,7 @@ fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
     });
     let limits = Limits {
         max_connections: 1,
+        event_loops,
         ..Limits::default()
     };
     let server = start(limits, handler);
@@ -425,6 +446,49 @@ fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
     assert!(second.closed());
     release_tx.send(()).unwrap();
     assert_eq!(busy.read_response().unwrap().text(), "slow");
+    stop(server);
+}
+
+/// Answers on the loop thread, naming it.
+struct LoopName;
+
+impl Handler for LoopName {
+    fn handle(&self, _req: HttpRequest) -> Reply {
+        Response::new(500, "not on a loop").into()
+    }
+    fn handle_nonblocking(&self, _req: HttpRequest) -> Handled {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        Handled::Now(Response::new(200, name).into())
+    }
+}
+
+#[test]
+fn connections_are_spread_over_every_event_loop() {
+    let server = start(
+        Limits {
+            event_loops: loops(3),
+            ..Limits::default()
+        },
+        Arc::new(LoopName),
+    );
+    let mut clients: Vec<Client> = (0..6)
+        .map(|_| Client::connect(server.local_addr()))
+        .collect();
+    let mut per_loop = std::collections::BTreeMap::<String, usize>::new();
+    for c in &mut clients {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 200);
+        *per_loop.entry(r.text()).or_default() += 1;
+    }
+    // Two connections on each of the three loops, whichever order the
+    // accepts and hand-overs happened in.
+    assert_eq!(per_loop.len(), 3, "{per_loop:?}");
+    assert!(per_loop.values().all(|&n| n == 2), "{per_loop:?}");
+    assert!(
+        per_loop.keys().all(|k| k.starts_with("http-loop-")),
+        "{per_loop:?}"
+    );
     stop(server);
 }
 

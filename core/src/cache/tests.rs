@@ -436,3 +436,55 @@ fn snapshot_counts_bytes_and_returns_to_zero() {
         "expiry is not eviction"
     );
 }
+
+mod lru_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8),
+        Read(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![(0u8..12).prop_map(Op::Insert), (0u8..12).prop_map(Op::Read)]
+    }
+
+    proptest! {
+        /// Whatever the mix of stores and fresh reads, the cache holds
+        /// exactly the entries a textbook LRU list of the same capacity
+        /// holds (reads only reorder where the entry is; eviction sorts
+        /// the order out lazily).
+        #[test]
+        fn holds_what_a_plain_lru_list_holds(ops in proptest::collection::vec(op(), 1..200)) {
+            let t0 = Instant::now();
+            let mut c = Cache::new(&config(4, 1 << 20, 0.0), IDLE);
+            // Most recently used last.
+            let mut model: Vec<u8> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                let now = t0 + Duration::from_millis(i as u64);
+                match *op {
+                    Op::Insert(k) => {
+                        let path = format!("/k{k}");
+                        prop_assert!(c.insert(now, key(&path), ok("x"), Store::real(now, s(3600))));
+                        model.retain(|&m| m != k);
+                        if model.len() == 4 {
+                            model.remove(0);
+                        }
+                        model.push(k);
+                    }
+                    Op::Read(k) => {
+                        let hit = is_fresh(&c.lookup(now, &key(&format!("/k{k}"))));
+                        prop_assert_eq!(hit, model.contains(&k), "read of {}", k);
+                        if hit {
+                            model.retain(|&m| m != k);
+                            model.push(k);
+                        }
+                    }
+                }
+                prop_assert_eq!(c.snapshot().entries, model.len());
+            }
+        }
+    }
+}
