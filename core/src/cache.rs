@@ -53,6 +53,16 @@ impl CacheKey {
         }
     }
 
+    /// The key as a shared store names it: method, target and, for a
+    /// private route, the credential identity, space-separated (a method
+    /// and a request target hold no space, so it reads back unambiguously).
+    pub(crate) fn shared_name(&self) -> String {
+        match &self.credential {
+            Some(c) => format!("{} {} {}", self.method.as_str(), self.target, c.as_str()),
+            None => format!("{} {}", self.method.as_str(), self.target),
+        }
+    }
+
     fn size_bytes(&self) -> usize {
         self.target.len()
             + self.method.as_str().len()

@@ -41,6 +41,7 @@ use crate::request::{
     Answer, CallId, Failure, Finished, Outcome, Request, Source, Ticket, TransportError,
 };
 use crate::route::{RouteId, RouteMemo};
+use crate::shared::{SharedOutput, SharedRefusal, SharedSpend, StoreState};
 use crate::stats::{self, ClassSnapshot, End, QueueSnapshot, Stats, StatsSnapshot};
 
 /// How often idle limiter buckets and dead cache entries are swept.
@@ -88,6 +89,12 @@ pub struct Dispatch<P> {
     /// keep reading, from spare budget. Send and complete it like any
     /// other; its answer only refreshes the cache and ends no request.
     pub refresh: bool,
+    /// What the call must spend in the shared buckets before it leaves
+    /// (empty unless [`Coordinator::enable_sharing`]).
+    pub shared: SharedSpend,
+    /// The call's cache key as a shared store names it, for a cacheable
+    /// read when sharing: look there before calling upstream.
+    pub shared_key: Option<String>,
 }
 
 /// `complete` was told about a call the core is not waiting on (already
@@ -197,7 +204,16 @@ pub struct Coordinator<P = ()> {
     default_deadline: Duration,
     call_timeout: Duration,
     next_housekeeping: Instant,
+    /// The host shares budgets and answers through a store.
+    sharing: bool,
+    /// What the other coordinators should hear of, for the host to send.
+    shared_out: VecDeque<SharedOutput>,
+    /// The store cannot be reached: its name and our share of the budget.
+    fallback: Option<(String, f64)>,
 }
+
+/// Outputs for the store kept at most, should a host not drain them.
+const SHARED_OUT_MAX: usize = 4096;
 
 impl<P: Clone> Coordinator<P> {
     /// A coordinator running on `compiled` (see [`Config::compile`]) whose
@@ -237,6 +253,9 @@ impl<P: Clone> Coordinator<P> {
             default_deadline: secs(config.queue.default_deadline_secs),
             call_timeout: secs(config.retry.call_timeout_secs),
             next_housekeeping: now + HOUSEKEEPING,
+            sharing: false,
+            shared_out: VecDeque::new(),
+            fallback: None,
             config: compiled,
         }
     }
@@ -724,13 +743,17 @@ impl<P: Clone> Coordinator<P> {
                 }
             }
         }
+        let (attempt, route) = (call.attempts, route.name.clone());
+        let (shared, shared_key) = self.shared_spend(call_id);
         Some(Dispatch {
             call: call_id,
-            attempt: call.attempts,
+            attempt,
             payload,
-            route: route.name.clone(),
+            route,
             timeout: self.call_timeout,
             refresh: false,
+            shared,
+            shared_key,
         })
     }
 
@@ -866,6 +889,7 @@ impl<P: Clone> Coordinator<P> {
                 refresh: true,
             },
         );
+        let (shared, shared_key) = self.shared_spend(call_id);
         Some(Dispatch {
             call: call_id,
             attempt: 1,
@@ -873,6 +897,8 @@ impl<P: Clone> Coordinator<P> {
             route: self.config.routes().get(route_id).name.clone(),
             timeout: self.call_timeout,
             refresh: true,
+            shared,
+            shared_key,
         })
     }
 
@@ -894,6 +920,169 @@ impl<P: Clone> Coordinator<P> {
                     now.saturating_duration_since(e.last_read) <= self.refresh_idle
                 })
             })
+    }
+
+    /// Shares budgets and answers through a store the host talks to: from
+    /// now on each [`Dispatch`] carries what the store must be asked
+    /// ([`Dispatch::shared`], [`Dispatch::shared_key`]), and what the other
+    /// coordinators must hear of comes out of [`Self::poll_shared`].
+    pub fn enable_sharing(&mut self) {
+        self.sharing = true;
+    }
+
+    /// The next thing the other coordinators should hear of (a 429's
+    /// pause, an answer to share), for the host to write to its store.
+    #[must_use = "a shared output must be written to the store"]
+    pub fn poll_shared(&mut self) -> Option<SharedOutput> {
+        self.shared_out.pop_front()
+    }
+
+    fn push_shared(&mut self, out: SharedOutput) {
+        if self.shared_out.len() >= SHARED_OUT_MAX {
+            self.shared_out.pop_front();
+        }
+        self.shared_out.push_back(out);
+    }
+
+    /// What a call must spend in the shared buckets, and its shared cache
+    /// key (nothing unless sharing).
+    fn shared_spend(&self, call_id: CallId) -> (SharedSpend, Option<String>) {
+        let Some(call) = self.calls.get(&call_id).filter(|_| self.sharing) else {
+            return (SharedSpend::default(), None);
+        };
+        let reserve = self.class_reserve(call.class);
+        let spend = SharedSpend {
+            buckets: self.limiter.shared_buckets(&call.lane),
+            cost: call.cost,
+            reserve,
+        };
+        let key = call
+            .key
+            .as_ref()
+            .filter(|_| call.cacheable)
+            .map(|k| k.shared_name());
+        (spend, key)
+    }
+
+    /// Cost units a call of `class` must leave in every bucket: the
+    /// top-class reserve, for every class but the highest.
+    fn class_reserve(&self, class: ClassId) -> u32 {
+        if class == ClassId(0) {
+            0
+        } else {
+            self.config().queue.top_class_reserve
+        }
+    }
+
+    /// Undoes a dispatch that never left (the shared store refused it or
+    /// answered it): no attempt, no upstream call counted, its local
+    /// tokens back. Returns the call's lane and cost.
+    fn undispatch(&mut self, now: Instant, call_id: CallId) -> Option<(Vec<BucketKey>, u32)> {
+        let call = self.calls.get_mut(&call_id)?;
+        let CallState::InFlight { timeout_at } = call.state else {
+            return None;
+        };
+        self.timers.remove(&(timeout_at, call_id));
+        self.stats.upstream.calls = self.stats.upstream.calls.saturating_sub(1);
+        if call.attempts > 1 {
+            self.stats.upstream.retries = self.stats.upstream.retries.saturating_sub(1);
+        }
+        if call.refresh {
+            self.stats.upstream.refreshes = self.stats.upstream.refreshes.saturating_sub(1);
+        }
+        call.attempts = call.attempts.saturating_sub(1);
+        if call.attempts == 0 {
+            call.first_sent = None;
+            call.sent = None;
+        }
+        let (lane, cost) = (call.lane.to_vec(), call.cost);
+        self.limiter.refund(now, &lane, cost);
+        Some((lane, cost))
+    }
+
+    /// The shared store refused a dispatched call before it left ("not
+    /// yet, try after T"): the call goes back to its queue, costing no
+    /// attempt and no backoff, and its local buckets hold it until then,
+    /// so priority order among what waits here still decides who goes
+    /// first when tokens come. A refresh-ahead call is simply dropped.
+    pub fn handle_shared_refusal(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        refusal: SharedRefusal,
+    ) -> Result<(), UnknownCall> {
+        let now = self.advance(now);
+        let (lane, cost) = self.undispatch(now, call_id).ok_or(UnknownCall(call_id))?;
+        self.stats.upstream.shared_refusals += 1;
+        match refusal {
+            SharedRefusal::Until(wait) => {
+                // The store's wait is for the cost plus the reserve this
+                // class must leave: locally, that much fits at T exactly.
+                let reserve = self
+                    .calls
+                    .get(&call_id)
+                    .map_or(0, |c| self.class_reserve(c.class));
+                let need = self.limiter.fit_cost(&lane, cost.saturating_add(reserve));
+                self.limiter.hold_until(&lane, need, now + wait);
+            }
+            SharedRefusal::Paused(wait) => self.limiter.pause_shared(&lane, now + wait),
+        }
+        let Some(call) = self.calls.get(&call_id) else {
+            return Ok(());
+        };
+        // A refresh is optional, and a call whose waiters all left while
+        // the store was asked has nobody to send it for.
+        if call.refresh || call.waiters.is_empty() {
+            self.remove_call(call_id);
+            return Ok(());
+        }
+        for t in call.waiters.clone() {
+            if let Some(w) = self.waiters.get(&t) {
+                self.deadlines.insert((w.deadline, t));
+            }
+        }
+        self.requeue(now, call_id);
+        self.relane(call_id);
+        self.refresh_dirty = true;
+        Ok(())
+    }
+
+    /// The shared store had an answer for a dispatched read
+    /// ([`Dispatch::shared_key`]), `age` old with `ttl_left` of freshness
+    /// left: the call never leaves (no upstream call, its tokens back), the
+    /// answer goes into the local cache for `ttl_left` and every waiter
+    /// gets it as a cache hit.
+    pub fn handle_shared_answer(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        response: crate::request::Response,
+        age: Duration,
+        ttl_left: Duration,
+    ) -> Result<(), UnknownCall> {
+        let now = self.advance(now);
+        self.undispatch(now, call_id).ok_or(UnknownCall(call_id))?;
+        self.stats.upstream.shared_answers += 1;
+        self.answer_call(now, call_id, response, Some((age, ttl_left)));
+        Ok(())
+    }
+
+    /// Whether the shared store is reached. While it is not, every bucket
+    /// is limited locally at the given share of its rate and burst, and
+    /// health is degraded naming the store; once it is again, the local
+    /// limiter runs at the full rate in front of the shared buckets.
+    pub fn set_store_state(&mut self, now: Instant, state: StoreState) {
+        self.advance(now);
+        match state {
+            StoreState::Shared => {
+                self.limiter.set_share(1.0);
+                self.fallback = None;
+            }
+            StoreState::Fallback { store, share } => {
+                self.limiter.set_share(share);
+                self.fallback = Some((store, share));
+            }
+        }
     }
 
     /// Reports what upstream answered for a dispatched call.
@@ -943,11 +1132,14 @@ impl<P: Clone> Coordinator<P> {
             }
             Verdict::RateLimited => {
                 self.stats.rate_limited(now);
-                pause =
-                    Some(
-                        self.limiter
-                            .on_rate_limited(now, &lane, upstream_wait, &mut self.rng),
-                    );
+                let p = self
+                    .limiter
+                    .on_rate_limited(now, &lane, upstream_wait, &mut self.rng);
+                if self.sharing {
+                    let buckets = self.limiter.shared_buckets(&lane);
+                    self.push_shared(SharedOutput::Pause { buckets, pause: p });
+                }
+                pause = Some(p);
             }
             Verdict::ServerError | Verdict::Transport { .. } => {
                 if verdict == Verdict::ServerError {
@@ -962,7 +1154,7 @@ impl<P: Clone> Coordinator<P> {
 
         if verdict == Verdict::Answer {
             if let Outcome::Response { response, .. } = outcome {
-                self.answer_call(now, call_id, response);
+                self.answer_call(now, call_id, response, None);
             }
         } else {
             self.retry_or_fail(now, call_id, verdict, outcome, upstream_wait, pause);
@@ -972,18 +1164,30 @@ impl<P: Clone> Coordinator<P> {
         }
     }
 
-    fn answer_call(&mut self, now: Instant, call_id: CallId, response: crate::request::Response) {
+    /// Answers every waiter of a call and caches the answer. `shared`:
+    /// the answer came from the shared store, `(age, ttl left)`: waiters
+    /// get it as a cache hit of that age, kept for what is left of its TTL.
+    fn answer_call(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        response: crate::request::Response,
+        shared: Option<(Duration, Duration)>,
+    ) {
         let Some(call) = self.remove_call(call_id) else {
             return;
         };
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
             let route = self.config.routes().get(call.route);
-            let ttl = Storable::from_headers(&response.headers).ttl(
-                route.ttl,
-                route.ttl_pinned,
-                route.private,
-            );
+            let ttl = match shared {
+                Some((_, left)) => left,
+                None => Storable::from_headers(&response.headers).ttl(
+                    route.ttl,
+                    route.ttl_pinned,
+                    route.private,
+                ),
+            };
             let renew_after = route
                 .refresh_ahead
                 .then(|| {
@@ -999,6 +1203,13 @@ impl<P: Clone> Coordinator<P> {
                 renew_after,
             };
             let stored = self.cache.insert(now, key.clone(), response.clone(), store);
+            if stored && self.sharing && shared.is_none() {
+                self.push_shared(SharedOutput::Store {
+                    key: key.shared_name(),
+                    response: response.clone(),
+                    ttl,
+                });
+            }
             if !stored {
                 // Upstream would not give a storable answer to this request
                 // (an expired signature, a `no-store`): never re-send it.
@@ -1007,15 +1218,15 @@ impl<P: Clone> Coordinator<P> {
             }
         }
         for ticket in call.waiters {
-            let source = if ticket == call.origin {
-                Source::Upstream
-            } else {
-                Source::Coalesced
+            let (source, age) = match shared {
+                Some((age, _)) => (Source::Cache, age),
+                None if ticket == call.origin => (Source::Upstream, Duration::ZERO),
+                None => (Source::Coalesced, Duration::ZERO),
             };
             let answer = Answer {
                 response: response.clone(),
                 source,
-                age: Duration::ZERO,
+                age,
             };
             self.end_waiter(ticket, Ok(answer), source.into());
         }
@@ -1381,6 +1592,10 @@ impl<P: Clone> Coordinator<P> {
             queue_depth: self.queue.len(),
             queue_max: self.config().queue.max_len,
             scopes,
+            store: self
+                .fallback
+                .as_ref()
+                .map(|(s, share)| (s.as_str(), *share)),
         };
         health::assess(&self.config().health, &inputs)
     }
@@ -1425,6 +1640,7 @@ impl<P: Clone> Coordinator<P> {
             scopes,
             clients: self.stats.clients(),
             health,
+            cluster: None,
         }
     }
 }

@@ -41,6 +41,7 @@ pub const CODES: &[&str] = &[
     "queue_full",
     "breaker_open",
     "scope_paused",
+    "shared_store_unreachable",
 ];
 
 impl<'de> Deserialize<'de> for Reason {
@@ -82,6 +83,9 @@ pub(crate) struct Inputs<'a> {
     pub queue_depth: usize,
     pub queue_max: usize,
     pub scopes: &'a [BucketSnapshot],
+    /// The shared store this coordinator cannot reach, and the share of the
+    /// budget it limits itself to meanwhile.
+    pub store: Option<(&'a str, f64)>,
 }
 
 pub(crate) fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
@@ -98,6 +102,16 @@ pub(crate) fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
         })
     };
 
+    if let Some((store, share)) = inputs.store {
+        push(
+            Status::Degraded,
+            "shared_store_unreachable",
+            format!(
+                "shared store {store} unreachable: limiting locally at {:.0}% of the budget",
+                share * 100.0
+            ),
+        );
+    }
     let n = inputs.recent_rate_limited;
     if n > 0 {
         let severity = if n >= config.unhealthy_429s {
@@ -228,6 +242,7 @@ mod tests {
             queue_depth: 0,
             queue_max: 100,
             scopes,
+            store: None,
         }
     }
 

@@ -72,6 +72,7 @@ mod limiter;
 mod queue;
 mod request;
 mod route;
+mod shared;
 pub mod sim;
 pub mod stats;
 
@@ -94,6 +95,9 @@ pub use request::{
     Ticket, TransportError,
 };
 pub use route::Route;
+pub use shared::{
+    gcra, micros_ceil, Gcra, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState,
+};
 pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
 

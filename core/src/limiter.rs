@@ -28,6 +28,7 @@ use crate::backoff::exponential;
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::{secs, Config, Keying, ScopeConfig, ScopeId};
 use crate::request::Credential;
+use crate::shared::SharedBucket;
 
 /// Calls a scope may make at once after headroom (at least one).
 pub(crate) fn usable_burst(scope: &ScopeConfig) -> u32 {
@@ -52,9 +53,13 @@ pub(crate) struct BucketKey {
 #[derive(Debug, Clone)]
 struct Scope {
     name: String,
-    /// Time one unit of cost takes at the full (headroom-adjusted) rate.
+    /// Time one unit of cost takes at the full (headroom-adjusted) rate,
+    /// times 1 / the share of the budget this coordinator may use.
     interval: Duration,
     burst: u32,
+    /// `interval` and `burst` at the whole budget (share 1).
+    full_interval: Duration,
+    full_burst: u32,
     keying: Keying,
 }
 
@@ -227,6 +232,8 @@ impl Limiter {
                 name: name.clone(),
                 interval: interval(s),
                 burst: usable_burst(s),
+                full_interval: interval(s),
+                full_burst: usable_burst(s),
                 keying: s.per,
             })
             .collect();
@@ -268,6 +275,86 @@ impl Limiter {
         keys.sort();
         keys.dedup();
         keys
+    }
+
+    /// Limits at `share` (in (0, 1]) of every scope's rate and burst (a
+    /// burst of at least 1), while a shared store cannot be reached; 1
+    /// restores the whole budget. Debts already owed stay as they are.
+    pub(crate) fn set_share(&mut self, share: f64) {
+        let share = if share.is_finite() {
+            share.clamp(1e-6, 1.0)
+        } else {
+            1.0
+        };
+        for s in &mut self.scopes {
+            if share >= 1.0 {
+                s.interval = s.full_interval;
+                s.burst = s.full_burst;
+            } else {
+                let nanos = (s.full_interval.as_nanos() as f64 / share).ceil();
+                s.interval = Duration::from_nanos(nanos.clamp(1.0, 1e18) as u64);
+                s.burst = ((s.full_burst as f64 * share).floor() as u32).max(1);
+            }
+        }
+    }
+
+    /// `keys` as a shared store keeps them: at the whole budget.
+    pub(crate) fn shared_buckets(&self, keys: &[BucketKey]) -> Vec<SharedBucket> {
+        keys.iter()
+            .filter_map(|k| {
+                let s = self.scopes.get(k.scope.0 as usize)?;
+                Some(SharedBucket {
+                    scope: s.name.clone(),
+                    credential: k.credential.clone(),
+                    interval: s.full_interval,
+                    burst: s.full_burst,
+                })
+            })
+            .collect()
+    }
+
+    /// The shared buckets said a call of `cost` on `keys` may go at `at`
+    /// and not before: each local bucket is made to agree (a call of that
+    /// cost conforms at `at` exactly), replacing what the refused call had
+    /// spent (refunded first). Another coordinator's spending is what the
+    /// store knows and this limiter did not.
+    pub(crate) fn hold_until(&mut self, keys: &[BucketKey], cost: u32, at: Instant) {
+        for key in keys {
+            let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
+                continue;
+            };
+            let tolerance = scope.interval * scope.burst;
+            let spend = scope.interval * cost.min(scope.burst);
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let tat = (at + tolerance).checked_sub(spend).unwrap_or(at);
+            bucket.tat = Some(bucket.tat.map_or(tat, |t| t.max(tat)));
+        }
+    }
+
+    /// Another coordinator's 429 paused these buckets until `until`: hold
+    /// them too (no strike here: the throttle is the one who saw it).
+    pub(crate) fn pause_shared(&mut self, keys: &[BucketKey], until: Instant) {
+        for key in keys {
+            bucket_mut(&mut self.buckets, &self.breaker_template, key).pause_until(until);
+        }
+    }
+
+    /// Gives back what a call of `cost` on `keys` spent at dispatch, when
+    /// it never left (answered from the shared store instead).
+    pub(crate) fn refund(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
+        for key in keys {
+            let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
+                continue;
+            };
+            let spent = scope.interval * cost;
+            if let Some(b) = self.buckets.get_mut(key) {
+                b.tat = b
+                    .tat
+                    .and_then(|t| t.checked_sub(spent))
+                    .filter(|t| *t > now);
+                b.calls = b.calls.saturating_sub(1);
+            }
+        }
     }
 
     pub(crate) fn scope_name(&self, scope: ScopeId) -> &str {

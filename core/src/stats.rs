@@ -144,6 +144,15 @@ pub struct UpstreamCounts {
     /// cached answer young, answering no request directly.
     #[serde(default)]
     pub refreshes: u64,
+    /// Dispatches the shared store refused before they left (another
+    /// coordinator had spent the shared budget): back in the queue, not
+    /// counted in `calls`.
+    #[serde(default)]
+    pub shared_refusals: u64,
+    /// Dispatches answered from the shared store instead of upstream (not
+    /// counted in `calls`).
+    #[serde(default)]
+    pub shared_answers: u64,
 }
 
 /// Queue wait of requests that reached upstream, in milliseconds.
@@ -284,6 +293,46 @@ pub struct StatsSnapshot {
     pub clients: Vec<ClientSnapshot>,
     /// Health as [`crate::Coordinator::health`] reports it.
     pub health: Health,
+    /// The shared store, for a host in a cluster (`None` alone). The core
+    /// leaves it empty; the host that talks to the store fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// A host's traffic with its shared store (Redis), since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// The store, without credentials.
+    pub store: String,
+    /// Whether the store is reached now (false: limiting locally).
+    pub connected: bool,
+    /// Daemons of the cluster last seen alive (this one included).
+    pub daemons_alive: u64,
+    /// The share of each budget used while the store is not reached.
+    pub fallback_share: f64,
+    /// Round trips to the store (scripts, reads, writes; a pipeline is one).
+    pub round_trips: u64,
+    /// Of those, failed ones (timeouts included), and the connects that
+    /// failed.
+    pub errors: u64,
+    /// Of the errors, timeouts.
+    pub timeouts: u64,
+    /// Times the host fell back to local limiting.
+    pub fallbacks: u64,
+    /// Seconds spent limiting locally, since start.
+    pub fallback_secs: f64,
+    /// Round-trip time, median and 99th percentile, in milliseconds.
+    pub round_trip_p50_ms: f64,
+    /// See `round_trip_p50_ms`.
+    pub round_trip_p99_ms: f64,
+    /// Answers written to the store for the other daemons.
+    pub answers_stored: u64,
+    /// Answers not shared: too large for `max_answer_bytes`.
+    pub answers_too_large: u64,
+    /// Local misses answered from the store.
+    pub answers_found: u64,
+    /// Reads that waited on another daemon's lease (shared coalescing).
+    pub lease_waits: u64,
 }
 
 /// Name under which clients past `max_clients` are counted.

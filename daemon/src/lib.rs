@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use syncoord_core::{CompiledConfig, Failure, Response};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
 
-use syncoord::{CallError, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions};
+use syncoord::{
+    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
+};
 use syncoord_server::{
     ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
 };
@@ -56,7 +58,12 @@ impl Daemon {
             Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
         let mut hosts = Vec::with_capacity(config.upstreams.len());
         for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
-            hosts.push(start_host(&settings, upstream, coordination.clone())?);
+            hosts.push(start_host(
+                &settings,
+                config.cluster.as_ref(),
+                upstream,
+                coordination.clone(),
+            )?);
         }
         let hosts = Arc::new(hosts);
         let limits = server_limits(&settings);
@@ -228,6 +235,7 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
 
 fn start_host(
     settings: &proxy::ServerSettings,
+    cluster: Option<&proxy::ClusterSettings>,
     upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
 ) -> Result<Coordinator, DaemonError> {
@@ -263,7 +271,20 @@ fn start_host(
         in_flight_grace: settings.upstream_timeout(),
         ..HostOptions::default()
     };
-    Coordinator::start(coordination, Arc::new(upstream), options).map_err(|e| fail(e.to_string()))
+    // In a cluster each upstream has budgets of its own: its keys live
+    // under `<cluster name>:<upstream name>:`.
+    let cluster = cluster
+        .map(|c| {
+            let settings = proxy::ClusterSettings {
+                name: format!("{}:{name}", c.name),
+                ..c.clone()
+            };
+            Cluster::new(settings, options.upstream_threads + 1)
+        })
+        .transpose()
+        .map_err(|e| fail(e.to_string()))?;
+    Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// How often a waiting request looks whether its client is still there.

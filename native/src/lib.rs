@@ -40,9 +40,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod host;
 pub mod service;
 pub mod upstream;
 
+pub use cluster::{Cluster, ClusterError};
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};
 pub use upstream::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};

@@ -36,6 +36,7 @@ use toml::Spanned;
 use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
 use syncoord_core::CompiledConfig;
 
+use crate::cluster::ClusterSettings;
 use crate::url::BaseUrl;
 
 /// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its
@@ -345,6 +346,11 @@ pub(crate) fn path_string(path: &serde_path_to_error::Path) -> String {
 pub struct ProxyConfig {
     pub server: ServerSettings,
     pub upstreams: Vec<UpstreamConfig>,
+    /// Daemons that share budgets and answers through Redis; absent, a
+    /// daemon coordinates alone. The Worker ignores it (its Durable
+    /// Objects already hold one global budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for ProxyConfig {
@@ -369,6 +375,7 @@ impl Default for ProxyConfig {
                     )
                 },
             ],
+            cluster: None,
         }
     }
 }
@@ -496,6 +503,7 @@ impl ProxyConfig {
                 url,
                 Preset::CoinbaseAdvanced,
             )],
+            cluster: None,
         }
     }
 
@@ -576,6 +584,13 @@ impl ProxyConfig {
         let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
         for (key, value) in root {
             match key.as_str() {
+                "cluster" => match serde_path_to_error::deserialize(value) {
+                    Ok(c) => config.cluster = Some(c),
+                    Err(e) => issues.push(Issue::new(
+                        join("cluster", &path_string(e.path())),
+                        reword(e.inner().message()),
+                    )),
+                },
                 "server" => match serde_path_to_error::deserialize(value) {
                     Ok(s) => config.server = s,
                     Err(e) => issues.push(Issue::new(
@@ -633,7 +648,7 @@ impl ProxyConfig {
                 }
                 other => issues.push(Issue::new(
                     other,
-                    format!("unknown section `{other}` (known: server, upstreams)"),
+                    format!("unknown section `{other}` (known: server, upstreams, cluster)"),
                 )),
             }
         }
@@ -825,6 +840,11 @@ impl ProxyConfig {
         }
         if self.upstreams.is_empty() {
             push("upstreams", "at least one upstream is needed".into());
+        }
+        if let Some(c) = &self.cluster {
+            for (field, message) in c.issues() {
+                push(&format!("cluster.{field}"), message);
+            }
         }
         let mut listens: Vec<(SocketAddr, String)> = server_addr
             .map(|a| vec![(a, "server.listen".to_owned())])
@@ -1786,6 +1806,48 @@ scopes = ["public", "private"]
                 1,
                 1,
                 "at least one upstream is needed",
+            ),
+            (
+                "[cluster]\nredis_url = \"http://h:6379\"\nname = \"a\"\n",
+                "cluster.redis_url",
+                2,
+                1,
+                "scheme `http` is not supported (redis:// or rediss:// for TLS)",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://h:6379\"\nname = \"a b\"\n",
+                "cluster.name",
+                3,
+                1,
+                "it prefixes every Redis key",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://h\"\nname = \"a\"\nfallback_share = 1.5\n",
+                "cluster.fallback_share",
+                4,
+                1,
+                "must be more than 0 and at most 1 (got 1.5)",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://h\"\nname = \"a\"\ncall_timeout_secs = 0\n",
+                "cluster.call_timeout_secs",
+                4,
+                1,
+                "must be more than 0",
+            ),
+            (
+                "[cluster]\nname = \"a\"\n",
+                "cluster.redis_url",
+                1,
+                2,
+                "is required",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://h\"\nname = \"a\"\nheartbeat = 1\n",
+                "cluster.heartbeat",
+                4,
+                1,
+                "unknown field",
             ),
         ];
         for (text, field, line, column, message) in table {

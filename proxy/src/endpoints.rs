@@ -379,8 +379,11 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "Age of answers served, by source (all, hit, stale, upstream) and quantile.",
     );
 
+    let cluster = ClusterFamilies::new(&mut m);
+
     for (name, s, h) in upstreams {
         let u = name.as_ref();
+        cluster.record(u, s);
         let l = labels(u, &[]);
         let r = &s.requests;
         submitted.get_or_create(&l).inc_by(r.submitted);
@@ -515,6 +518,118 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     )
 }
 
+/// The shared store of a cluster (`[cluster]`): how the daemon's traffic
+/// with Redis goes. Series appear only for a daemon in a cluster.
+struct ClusterFamilies {
+    refusals: Family<Labels, Counter>,
+    answers_used: Family<Labels, Counter>,
+    connected: Family<Labels, FloatGauge>,
+    alive: Family<Labels, FloatGauge>,
+    share: Family<Labels, FloatGauge>,
+    round_trips: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    timeouts: Family<Labels, Counter>,
+    fallbacks: Family<Labels, Counter>,
+    fallback_secs: Family<Labels, FloatCounter>,
+    rtt: Family<Labels, FloatGauge>,
+    answers: Family<Labels, Counter>,
+    lease_waits: Family<Labels, Counter>,
+}
+
+impl ClusterFamilies {
+    fn new(m: &mut Families) -> Self {
+        ClusterFamilies {
+            refusals: m.counter(
+                "upstream_shared_refusals",
+                "Dispatches the shared store refused before they left (back in the queue; not upstream calls).",
+            ),
+            answers_used: m.counter(
+                "upstream_shared_answers",
+                "Dispatches answered from the shared store instead of upstream.",
+            ),
+            connected: m.gauge(
+                "cluster_connected",
+                "1 while the shared store is reached, 0 while limiting locally.",
+            ),
+            alive: m.gauge(
+                "cluster_daemons_alive",
+                "Daemons of the cluster last seen alive (heartbeats).",
+            ),
+            share: m.gauge(
+                "cluster_fallback_share_ratio",
+                "Share of each budget this daemon uses while the store is not reached.",
+            ),
+            round_trips: m.counter("cluster_round_trips", "Round trips to the shared store."),
+            errors: m.counter(
+                "cluster_errors",
+                "Failed round trips or connects to the shared store (timeouts included).",
+            ),
+            timeouts: m.counter(
+                "cluster_timeouts",
+                "Shared store calls that timed out (also counted as errors).",
+            ),
+            fallbacks: m.counter(
+                "cluster_fallbacks",
+                "Times the daemon fell back to local limiting.",
+            ),
+            fallback_secs: m.float_counter(
+                "cluster_fallback_seconds",
+                "Seconds spent limiting locally because the store was not reached.",
+            ),
+            rtt: m.gauge(
+                "cluster_round_trip_seconds",
+                "Shared store round-trip time since start, by quantile.",
+            ),
+            answers: m.counter(
+                "cluster_answers",
+                "Shared answers by outcome (stored, found, too_large).",
+            ),
+            lease_waits: m.counter(
+                "cluster_lease_waits",
+                "Local misses that waited on another daemon's lease (shared coalescing).",
+            ),
+        }
+    }
+
+    fn record(&self, u: &str, s: &StatsSnapshot) {
+        let Some(c) = &s.cluster else {
+            return;
+        };
+        let l = labels(u, &[]);
+        self.refusals
+            .get_or_create(&l)
+            .inc_by(s.upstream.shared_refusals);
+        self.answers_used
+            .get_or_create(&l)
+            .inc_by(s.upstream.shared_answers);
+        self.connected
+            .get_or_create(&l)
+            .set(if c.connected { 1.0 } else { 0.0 });
+        self.alive.get_or_create(&l).set(c.daemons_alive as f64);
+        self.share.get_or_create(&l).set(c.fallback_share);
+        self.round_trips.get_or_create(&l).inc_by(c.round_trips);
+        self.errors.get_or_create(&l).inc_by(c.errors);
+        self.timeouts.get_or_create(&l).inc_by(c.timeouts);
+        self.fallbacks.get_or_create(&l).inc_by(c.fallbacks);
+        self.fallback_secs.get_or_create(&l).inc_by(c.fallback_secs);
+        for (q, ms) in [("0.5", c.round_trip_p50_ms), ("0.99", c.round_trip_p99_ms)] {
+            self.rtt
+                .get_or_create(&labels(u, &[("quantile", q)]))
+                .set(ms / 1000.0);
+        }
+        for (outcome, n) in [
+            ("stored", c.answers_stored),
+            ("found", c.answers_found),
+            ("too_large", c.answers_too_large),
+        ] {
+            self.answers
+                .get_or_create(&labels(u, &[("outcome", outcome)]))
+                .inc_by(n);
+        }
+        self.lease_waits.get_or_create(&l).inc_by(c.lease_waits);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,6 +755,52 @@ mod tests {
             for unit in ["_ms", "_millis", "_rate", "_percent", "_secs"] {
                 assert!(!name.ends_with(unit), "{line}: not a base unit");
             }
+        }
+    }
+
+    /// A daemon in a cluster exports the cluster families, each listed in
+    /// docs/metrics.md; one alone exports none of them.
+    #[test]
+    fn cluster_metrics_only_in_a_cluster_and_all_documented() {
+        let (s, h) = snapshot();
+        let alone =
+            String::from_utf8(metrics_response(&[("a", s.clone(), h.clone())]).body).unwrap();
+        assert!(!alone.contains("syncoord_cluster_"), "{alone}");
+        let mut s = s;
+        s.cluster = Some(syncoord_core::stats::ClusterStats {
+            store: "redis://127.0.0.1:1".into(),
+            connected: true,
+            daemons_alive: 3,
+            round_trips: 7,
+            answers_found: 2,
+            ..Default::default()
+        });
+        let text = String::from_utf8(metrics_response(&[("a", s, h)]).body).unwrap();
+        assert!(
+            text.contains("syncoord_cluster_round_trips_total{upstream=\"a\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("syncoord_cluster_daemons_alive{upstream=\"a\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("syncoord_cluster_answers_total{upstream=\"a\",outcome=\"found\"} 2"),
+            "{text}"
+        );
+        let doc = include_str!("../../docs/metrics.md");
+        let names: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .filter(|n| n.starts_with("syncoord_cluster_") || n.contains("_shared_"))
+            .collect();
+        assert!(names.len() >= 13, "{names:?}");
+        for name in names {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} is not in docs/metrics.md"
+            );
         }
     }
 

@@ -50,6 +50,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
@@ -59,6 +60,7 @@ pub mod route;
 mod url;
 pub mod workload;
 
+pub use cluster::ClusterSettings;
 pub use config::{
     ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
 };

@@ -1067,3 +1067,4 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
 }
 
 mod freshness;
+mod shared;

@@ -107,6 +107,8 @@ struct Host {
     upstream: Weak<dyn Upstream>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     in_flight_grace: Duration,
+    /// The cluster's heartbeat and reconnect thread, if in a cluster.
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Coordinator {
@@ -117,18 +119,37 @@ impl Coordinator {
         upstream: Arc<dyn Upstream>,
         options: HostOptions,
     ) -> Result<Coordinator, StartError> {
+        Self::start_in_cluster(config, upstream, options, None)
+    }
+
+    /// [`Self::start`] for one of several hosts that share budgets and
+    /// answers through `cluster` (none: alone, as [`Self::start`]). Its
+    /// workers consult the store before each call leaves, with no lock
+    /// held; a thread keeps the heartbeat and reconnects.
+    pub fn start_in_cluster(
+        config: CompiledConfig,
+        upstream: Arc<dyn Upstream>,
+        options: HostOptions,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Result<Coordinator, StartError> {
         if options.upstream_threads == 0 {
             return Err(StartError::NoWorkers);
         }
         let seed = options.seed.unwrap_or_else(clock_seed);
         let core = Core::new(config, Instant::now(), seed);
         let workers = options.upstream_threads;
-        let shared = Arc::new(Shared::new(core, workers, workers + 1));
+        let shared = Arc::new(Shared::with_cluster(
+            core,
+            workers,
+            workers + 1,
+            cluster.clone(),
+        ));
         let host = Host {
             shared: shared.clone(),
             upstream: Arc::downgrade(&upstream),
             threads: Mutex::new(Vec::with_capacity(workers + 1)),
             in_flight_grace: options.in_flight_grace,
+            heartbeat: Mutex::new(None),
         };
         // From here on, dropping `coordinator` (on a spawn error) stops
         // whatever threads did start.
@@ -161,6 +182,19 @@ impl Coordinator {
                 format!("{}-up-{i}", options.thread_name),
                 Box::new(move || worker.run_worker(upstream.as_ref())),
             )?;
+        }
+        if let Some(cluster) = cluster {
+            let name = format!("{}-cluster", options.thread_name);
+            let beat = shared.clone();
+            let handle = thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || cluster.run_heartbeat(&|| beat.store_changed()))
+                .map_err(|source| StartError::Spawn { name, source })?;
+            *coordinator
+                .host
+                .heartbeat
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(handle);
         }
         Ok(coordinator)
     }
@@ -198,9 +232,12 @@ impl Coordinator {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.host
+        let mut stats = self
+            .host
             .shared
-            .with_core(|core| core.stats(Instant::now()))
+            .with_core(|core| core.stats(Instant::now()));
+        stats.cluster = self.host.shared.cluster().map(|c| c.stats());
+        stats
     }
 
     pub fn health(&self) -> Health {
@@ -262,6 +299,19 @@ impl Host {
                 .saturating_add(Duration::from_secs(1)),
         );
         let all_left = self.shared.wait_exited(deadline);
+        if let Some(cluster) = self.shared.cluster() {
+            cluster.stop();
+        }
+        let heartbeat = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = heartbeat {
+            if handle.join().is_err() {
+                tracing::error!("the cluster heartbeat thread panicked");
+            }
+        }
         let threads = std::mem::take(&mut *self.lock_threads());
         if all_left {
             for handle in threads {

@@ -38,6 +38,7 @@ use syncoord_core::{
 use syncoord_proxy::Outgoing;
 
 use super::CallError;
+use crate::cluster::{Before, Cluster};
 use crate::upstream::{unix_now, Upstream};
 
 /// What a request ends with.
@@ -213,6 +214,9 @@ pub(crate) enum Submitted {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// The shared store of a cluster, consulted by workers with no lock
+    /// held.
+    cluster: Option<Arc<Cluster>>,
     /// The dispatcher sleeps here: new work, a free worker, shutdown.
     dispatcher: Condvar,
     /// Idle workers sleep here: a job, or shutdown.
@@ -224,8 +228,25 @@ pub(crate) struct Shared {
 impl Shared {
     /// `threads` is how many host threads (dispatcher + workers) will run
     /// the loops below; `shutdown` waits for that many to leave.
+    #[cfg(loom)]
     pub(crate) fn new(core: Core<Outgoing>, workers: usize, threads: usize) -> Shared {
+        Self::with_cluster(core, workers, threads, None)
+    }
+
+    /// [`Self::new`] for a host in a cluster: the core shares through
+    /// `cluster`.
+    pub(crate) fn with_cluster(
+        mut core: Core<Outgoing>,
+        workers: usize,
+        threads: usize,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Shared {
+        if let Some(c) = &cluster {
+            core.enable_sharing();
+            core.set_store_state(Instant::now(), c.state());
+        }
         Shared {
+            cluster,
             state: Mutex::new(State {
                 core,
                 slots: HashMap::new(),
@@ -434,18 +455,64 @@ impl Shared {
             };
             s.busy += 1;
             drop(s);
-            let outcome = send_guarded(upstream, &job.payload);
+            let before = match &self.cluster {
+                Some(c) if !job.shared.buckets.is_empty() || job.shared_key.is_some() => {
+                    c.before(&job.shared, job.shared_key.as_deref())
+                }
+                _ => Before::Send { leader: None },
+            };
+            let mut leader = None;
+            // Ok: sent, with this outcome; Err: the store refused or answered.
+            let sent = match before {
+                Before::Send { leader: l } => {
+                    leader = l;
+                    Ok(send_guarded(upstream, &job.payload))
+                }
+                other => Err(other),
+            };
             s = lock(&self.state);
             s.busy -= 1;
             if s.phase != Phase::Stopped {
+                let now = Instant::now();
                 // `Err`: the core already gave up on the call (its call
                 // timeout); the outcome is stale and ignored.
-                let _ = s.core.complete(Instant::now(), job.call, outcome);
+                let _ = match sent {
+                    Ok(outcome) => s.core.complete(now, job.call, outcome),
+                    Err(Before::Refused(r)) => s.core.handle_shared_refusal(now, job.call, r),
+                    Err(Before::Answered(a)) => s
+                        .core
+                        .handle_shared_answer(now, job.call, a.response, a.age, a.ttl_left),
+                    Err(Before::Send { .. }) => Ok(()),
+                };
                 s.deliver();
+            }
+            if let Some(cluster) = &self.cluster {
+                s.core.set_store_state(Instant::now(), cluster.state());
+                let outputs: Vec<_> = std::iter::from_fn(|| s.core.poll_shared()).collect();
+                if !outputs.is_empty() || leader.is_some() {
+                    drop(s);
+                    cluster.publish(outputs, leader.as_deref());
+                    s = lock(&self.state);
+                }
             }
             self.dispatcher.notify_one();
         }
         self.leave(s);
+    }
+
+    /// Tells the core whether the cluster's store is reached (the
+    /// heartbeat thread, after a change), and wakes the dispatcher.
+    pub(crate) fn store_changed(&self) {
+        if let Some(cluster) = &self.cluster {
+            let mut s = lock(&self.state);
+            s.core.set_store_state(Instant::now(), cluster.state());
+            drop(s);
+            self.dispatcher.notify_one();
+        }
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Core<Outgoing>) -> R) -> R {
