@@ -133,6 +133,10 @@ struct Call {
     sent: Option<Instant>,
     /// A refresh-ahead call: no waiters, never joined.
     refresh: bool,
+    /// A waiter bounds the age of its answer (`max-age`, `no-cache`): an
+    /// answer another coordinator stored may be older than it accepts, so
+    /// the shared store is not asked for one (its budget still is).
+    age_bounded: bool,
 }
 
 /// What refresh-ahead re-sends for one key: the request of the latest
@@ -407,6 +411,11 @@ impl<P: Clone> Coordinator<P> {
                     return self.answered(&client, answer);
                 }
             }
+            if limit.is_some() {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.age_bounded = true;
+                }
+            }
             waiter.call = call_id;
             self.join(now, ticket, waiter);
             return Admission::Waiting {
@@ -465,6 +474,7 @@ impl<P: Clone> Coordinator<P> {
                 first_sent: None,
                 sent: None,
                 refresh: false,
+                age_bounded: limit.is_some(),
             },
         );
         self.deadlines.insert((deadline, ticket));
@@ -887,6 +897,9 @@ impl<P: Clone> Coordinator<P> {
                 first_sent: Some(now),
                 sent: Some(now),
                 refresh: true,
+                // It exists to bring a younger answer than the one held:
+                // from upstream, not from another coordinator's store.
+                age_bounded: true,
             },
         );
         let (shared, shared_key) = self.shared_spend(call_id);
@@ -959,7 +972,7 @@ impl<P: Clone> Coordinator<P> {
         let key = call
             .key
             .as_ref()
-            .filter(|_| call.cacheable)
+            .filter(|_| call.cacheable && !call.age_bounded)
             .map(|k| k.shared_name());
         (spend, key)
     }

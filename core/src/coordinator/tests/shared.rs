@@ -7,6 +7,7 @@ use super::*;
 use std::collections::HashMap;
 
 use crate::shared::{gcra, micros_ceil, Gcra, SharedOutput, SharedRefusal, StoreState};
+use crate::Freshness;
 use proptest::prelude::*;
 
 fn sharing(config: Config) -> (C, Instant) {
@@ -77,6 +78,37 @@ fn a_dispatch_carries_its_buckets_cost_and_reserve_only_when_sharing() {
     let read = &sent[1];
     assert_eq!(read.shared.reserve, 1, "a lower class leaves the reserve");
     assert_eq!(read.shared_key.as_deref(), Some("GET /market/btc"));
+}
+
+/// A shared answer may be older than a bot's `max-age` or `no-cache`
+/// accepts: a read bounded so (or joined by one such) is not looked up in
+/// the store, while a plain read is.
+#[test]
+fn a_read_that_bounds_its_age_is_not_answered_from_the_store() {
+    let (mut c, t0) = sharing(config(10.0, 4));
+    let mut fresh = get("/market/btc");
+    fresh.freshness = Freshness::from_headers(&[("Cache-Control".into(), "no-cache".into())]);
+    let _ = c.submit(t0, fresh, 1);
+    let d = c.poll_dispatch(t0).expect("dispatched");
+    assert_eq!(d.shared_key, None, "no-cache");
+    assert!(
+        !d.shared.buckets.is_empty(),
+        "the shared budget still applies"
+    );
+
+    let _ = c.submit(t0, get("/market/eth"), 2);
+    let mut bounded = get("/market/eth");
+    bounded.freshness = Freshness::from_headers(&[("Cache-Control".into(), "max-age=5".into())]);
+    assert!(matches!(
+        c.submit(t0, bounded, 3),
+        Admission::Waiting { joined: true, .. }
+    ));
+    let d = c.poll_dispatch(t0).expect("dispatched");
+    assert_eq!(d.shared_key, None, "joined by a max-age read");
+
+    let _ = c.submit(t0, get("/market/sol"), 4);
+    let d = c.poll_dispatch(t0).expect("dispatched");
+    assert_eq!(d.shared_key.as_deref(), Some("GET /market/sol"));
 }
 
 #[test]
