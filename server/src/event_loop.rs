@@ -194,6 +194,9 @@ struct Conn {
     upgrade: Option<(Arc<rustls::ServerConfig>, Arc<str>)>,
     /// The intercepted CONNECT this connection carries, for its requests.
     tunnel: Option<Arc<str>>,
+    /// Readiness came while a request was handled or answered: what it
+    /// announced is still in the socket, and no new edge will say so.
+    edge_missed: bool,
 }
 
 pub(crate) struct EventLoop {
@@ -564,6 +567,7 @@ impl EventLoop {
             transport,
             upgrade: None,
             tunnel: None,
+            edge_missed: false,
         });
         self.shared.connections.fetch_add(1, Ordering::SeqCst);
         // Edge-triggered: bytes that came with the connection are read now.
@@ -608,7 +612,10 @@ impl EventLoop {
             // The request is being handled or answered: what the client
             // sends next waits in the socket (a hang-up is seen by the
             // handler's ClientProbe). Reading resumes after the answer.
-            Phase::Handling | Phase::Writing(_) => return,
+            Phase::Handling | Phase::Writing(_) => {
+                conn.edge_missed = true;
+                return;
+            }
             Phase::Lingering => return self.linger_read(key),
             Phase::Idle | Phase::Head | Phase::Body => {}
         }
@@ -934,11 +941,19 @@ impl EventLoop {
             conn.deadline = Some(now + self.shared.limits.header_timeout);
         }
         conn.reader.shrink();
-        // A pipelined request may be in the buffer, and more may wait in
-        // the socket (no new edge will say so): read on the loop's next
-        // turn, not from here, so that a client answered at once, request
-        // after request, never deepens the stack.
-        self.rearm.push_back(key);
+        // A pipelined request may be in the buffer, or more may wait in
+        // the socket with no new edge to say so (it came while the request
+        // was handled; TLS may hold records already read): read on the
+        // loop's next turn, not from here, so that a client answered at
+        // once, request after request, never deepens the stack. Otherwise
+        // the socket was drained by the last read, and the next bytes
+        // bring an edge: no read that would only say `EAGAIN`.
+        if std::mem::take(&mut conn.edge_missed)
+            || !conn.reader.buf.is_empty()
+            || conn.transport.is_tls()
+        {
+            self.rearm.push_back(key);
+        }
     }
 
     // ---- closing ----

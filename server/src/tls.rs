@@ -89,6 +89,12 @@ impl Transport {
                     Ok(n) => {
                         buf.extend_from_slice(&scratch[..n]);
                         turn.raw += n;
+                        // Less than asked for: the socket is drained, and
+                        // bytes that come later bring a new edge (as nginx
+                        // reads). Saves a read that would say `EAGAIN`.
+                        if n < scratch.len() {
+                            return turn;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return turn,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
