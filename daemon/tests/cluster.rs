@@ -23,7 +23,7 @@ use syncoord::Cluster;
 use syncoord_core::{gcra, Gcra, SharedBucket, SharedRefusal, SharedSpend};
 use syncoord_daemon::Daemon;
 use syncoord_mock::{MockOptions, MockUpstream};
-use syncoord_proxy::{ClusterSettings, ProxyConfig};
+use syncoord_proxy::ClusterSettings;
 
 mod common;
 use common::{agent, get};
@@ -135,14 +135,7 @@ fn daemon(mock: &MockUpstream, redis: Option<&str>, name: &str) -> (Daemon, Stri
     let cluster = redis.map_or(String::new(), |url| {
         format!("\n[cluster]\nredis_url = \"{url}\"\nname = \"{name}\"\nheartbeat_secs = 0.2\n")
     });
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\n{cluster}\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
-        mock.base_url()
-    );
-    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let daemon = Daemon::start(config).expect("daemon starts");
-    let base = format!("http://{}", daemon.local_addr());
-    (daemon, base)
+    common::daemon(mock, &cluster)
 }
 
 fn orders_placed(mock: &MockUpstream) -> u64 {

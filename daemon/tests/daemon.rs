@@ -15,20 +15,7 @@ use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
 mod common;
-use common::{agent, get};
-
-/// A daemon with `extra` TOML appended to a one-upstream configuration in
-/// front of `mock`.
-fn daemon(mock: &MockUpstream, extra: &str) -> (Daemon, String) {
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n{extra}",
-        mock.base_url()
-    );
-    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let daemon = Daemon::start(config).expect("daemon starts");
-    let base = format!("http://{}", daemon.local_addr());
-    (daemon, base)
-}
+use common::{agent, daemon, get};
 
 /// A scope that lets one call through per second, for tests that need a
 /// queue.

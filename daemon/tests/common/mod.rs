@@ -4,6 +4,24 @@
 
 use std::time::Duration;
 
+use syncoord_daemon::Daemon;
+use syncoord_mock::MockUpstream;
+use syncoord_proxy::ProxyConfig;
+
+/// A daemon with `extra` TOML appended to a one-upstream configuration in
+/// front of `mock`, and its base URL.
+#[allow(dead_code)] // not every test file starts this one
+pub fn daemon(mock: &MockUpstream, extra: &str) -> (Daemon, String) {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n{extra}",
+        mock.base_url()
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let base = format!("http://{}", daemon.local_addr());
+    (daemon, base)
+}
+
 /// A client that returns 4xx and 5xx as answers, not errors.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
