@@ -442,15 +442,13 @@ impl EventLoop {
     /// Only this loop accepts, so the count it reads includes every
     /// connection given and not yet closed.
     fn hand_over(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let mailboxes = &self.shared.mailboxes;
         let mut open = 0;
-        let mut target = (usize::MAX, self.index);
-        for (i, mailbox) in mailboxes.iter().enumerate() {
+        // (connections, not this loop, index): the fewest, this loop first.
+        let mut target = (usize::MAX, true, self.index);
+        for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
             let assigned = mailbox.assigned.load(Ordering::SeqCst);
             open += assigned;
-            if (assigned, i != self.index) < (target.0, target.1 != self.index) {
-                target = (assigned, i);
-            }
+            target = target.min((assigned, i != self.index, i));
         }
         let arrival = Arrival {
             stream,
@@ -458,7 +456,7 @@ impl EventLoop {
             at_bound: open >= self.shared.max_connections,
             passed: 0,
         };
-        self.give(target.1, arrival);
+        self.give(target.2, arrival);
     }
 
     /// Gives a connection to loop `target` (this one, or through its
@@ -528,6 +526,7 @@ impl EventLoop {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start TLS for a connection");
+                    self.unassign();
                     return;
                 }
             },
