@@ -21,11 +21,9 @@ MOCK=127.0.0.1:19100
 PROXY=127.0.0.1:19101
 NGINX=127.0.0.1:19102
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y --no-install-recommends "$2" >/dev/null; }; }
+. scripts/bench-lib.sh
 need wrk wrk
 need nginx nginx-light
-
-. scripts/bench-lib.sh
 start_mock_and_daemon
 start_nginx 4096
 
@@ -34,16 +32,6 @@ MISS_PATH=/__echo/bench-miss
 # Warm both caches.
 curl -fsS "http://$PROXY$HIT_PATH" >/dev/null
 curl -fsS "http://$NGINX$HIT_PATH" >/dev/null
-
-run() { # name url conns
-    local out rps p50 p99
-    out=$(wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DURATION}s" --latency "$2")
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99" "${errors:-none}"
-}
 
 echo "| path | connections | requests/s | p50 | p99 | errors |"
 echo "|---|---|---|---|---|---|"

@@ -14,6 +14,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Installs Debian package $2 when command $1 is missing (apt must be usable).
+need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y --no-install-recommends "$2" >/dev/null; }; }
+
+# One wrk run as a Markdown row: run NAME URL CONNECTIONS [extra wrk args]
+# (the caller sets DURATION, in seconds).
+run() { # name url conns [extra wrk args]
+    local out rps p50 p99 errors
+    out=$(wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DURATION}s" --latency "${@:4}" "$2")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99" "${errors:-none}"
+}
+
 wait_port() {
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi

@@ -22,12 +22,10 @@ PROXY=127.0.0.1:19111
 NGINX=127.0.0.1:19112
 TLS=127.0.0.1:19113
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y --no-install-recommends "$2" >/dev/null; }; }
+. scripts/bench-lib.sh
 need wrk wrk
 need nginx nginx-light
 need openssl openssl
-
-. scripts/bench-lib.sh
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
@@ -39,16 +37,6 @@ start_nginx 4096 "" "ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/k
 HIT_PATH=/api/v3/brokerage/market/products/BTC-USD/ticker
 curl -fsS "http://$PROXY$HIT_PATH" >/dev/null
 curl -fsSk "https://$NGINX$HIT_PATH" >/dev/null
-
-run() { # name url conns [extra wrk args]
-    local out rps p50 p99 errors
-    out=$(wrk -t"$(( $3 < 2 ? 1 : 2 ))" -c"$3" -d"${DURATION}s" --latency "${@:4}" "$2")
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99" "${errors:-none}"
-}
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

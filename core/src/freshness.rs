@@ -211,13 +211,7 @@ impl Storable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::http::h;
 
     #[test]
     fn request_directives_are_read_case_insensitively() {

@@ -98,16 +98,18 @@ pub(crate) fn window_exhausted(headers: &[(String, String)]) -> bool {
         .is_some_and(|n| n <= 0.0)
 }
 
+/// Header fields from `(name, value)` pairs, for this crate's tests.
+#[cfg(test)]
+pub(crate) fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

@@ -891,26 +891,14 @@ impl Acc {
                 name,
                 ..Breakdown::default()
             },
-            // Constant, valid bounds: these cannot fail.
-            ages: Histogram::new_with_bounds(1, 30 * 86_400_000, 2).expect("valid bounds"),
-            waits: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            ages: crate::stats::age_histogram(),
+            waits: crate::stats::wait_histogram(),
         }
     }
 
     fn finish(mut self) -> Breakdown {
         self.b.served_age = crate::stats::age_summary(&self.ages);
-        let h = &self.waits;
-        if !h.is_empty() {
-            let ms = |us: u64| us as f64 / 1000.0;
-            self.b.queue_wait = WaitSummary {
-                count: h.len(),
-                mean_ms: h.mean() / 1000.0,
-                p50_ms: ms(h.value_at_quantile(0.5)),
-                p90_ms: ms(h.value_at_quantile(0.9)),
-                p99_ms: ms(h.value_at_quantile(0.99)),
-                max_ms: ms(h.max()),
-            };
-        }
+        self.b.queue_wait = crate::stats::wait_summary(&self.waits);
         self.b
     }
 }

@@ -358,18 +358,37 @@ pub(crate) struct Stats {
 }
 
 /// Waits are recorded in microseconds, up to an hour, 3 significant digits.
-fn wait_histogram() -> Histogram<u64> {
+pub(crate) fn wait_histogram() -> Histogram<u64> {
     // Constant, valid bounds: this cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Ages are recorded in milliseconds, up to 30 days, 2 significant digits
 /// (1% resolution keeps the three histograms small).
-fn age_histogram() -> Histogram<u64> {
+pub(crate) fn age_histogram() -> Histogram<u64> {
     // Constant, valid bounds: this cannot fail.
     Histogram::new_with_bounds(1, 30 * 86_400_000, 2).expect("valid histogram bounds")
 }
 
+/// A histogram of waits in microseconds, summarised in milliseconds (all
+/// zero when it is empty).
+pub(crate) fn wait_summary(h: &Histogram<u64>) -> WaitSummary {
+    if h.is_empty() {
+        return WaitSummary::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    WaitSummary {
+        count: h.len(),
+        mean_ms: h.mean() / 1000.0,
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p90_ms: ms(h.value_at_quantile(0.9)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+    }
+}
+
+/// A histogram of ages in milliseconds, summarised in seconds (all zero
+/// when it is empty).
 pub(crate) fn age_summary(h: &Histogram<u64>) -> AgeSummary {
     if h.is_empty() {
         return AgeSummary::default();
@@ -512,18 +531,9 @@ impl Stats {
     /// Queue waits of priority class `class` (its index); all zero when
     /// none were recorded or there is no such class.
     pub(crate) fn wait_summary(&self, class: usize) -> WaitSummary {
-        let Some(h) = self.waits.get(class).filter(|h| !h.is_empty()) else {
-            return WaitSummary::default();
-        };
-        let ms = |us: u64| us as f64 / 1000.0;
-        WaitSummary {
-            count: h.len(),
-            mean_ms: h.mean() / 1000.0,
-            p50_ms: ms(h.value_at_quantile(0.5)),
-            p90_ms: ms(h.value_at_quantile(0.9)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-        }
+        self.waits
+            .get(class)
+            .map_or_else(WaitSummary::default, wait_summary)
     }
 
     /// Per-client counts, sorted by client name.

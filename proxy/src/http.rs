@@ -177,13 +177,15 @@ fn fingerprint(secret: &str) -> String {
     hex
 }
 
+/// Header fields from `(name, value)` pairs, for this crate's tests.
+#[cfg(test)]
+pub(crate) fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect()
-    }
 
     #[test]
     fn strip_hop_headers_drops_names_prefixes_and_connection_listed_only_when_asked() {

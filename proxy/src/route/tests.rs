@@ -4,12 +4,7 @@ use super::*;
 use crate::config::{Preset, UpstreamConfig};
 use syncoord_core::config::ClassId;
 
-fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-        .collect()
-}
+use crate::http::h;
 
 fn proxy() -> Proxy {
     Proxy::new(ProxyConfig::default()).unwrap()
