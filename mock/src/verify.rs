@@ -306,6 +306,16 @@ impl Verifier {
         self
     }
 
+    /// How many CDP keys it knows.
+    pub fn cdp_keys(&self) -> usize {
+        self.cdp.len()
+    }
+
+    /// How many Exchange keys it knows.
+    pub fn exchange_keys(&self) -> usize {
+        self.exchange.len()
+    }
+
     /// Runs the mock's clock this many seconds ahead of the wall clock
     /// (behind when negative).
     pub fn clock_offset(self, secs: f64) -> Self {
