@@ -29,6 +29,7 @@
 //!     path_and_query: path.into(),
 //!     headers: vec![],
 //!     body: vec![],
+//!     sign_as: None,
 //! };
 //! let first = host.call(Request::get(path, "bot-1"), outgoing.clone())?;
 //! assert_eq!(first.source, Source::Upstream);
