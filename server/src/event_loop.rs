@@ -191,9 +191,10 @@ struct Conn {
     /// Plain or TLS (`tls.rs`).
     transport: Transport,
     /// A CONNECT answered `200`: TLS begins once that is written.
-    upgrade: Option<(Arc<rustls::ServerConfig>, Arc<str>)>,
-    /// The intercepted CONNECT this connection carries, for its requests.
-    tunnel: Option<Arc<str>>,
+    upgrade: Option<(Arc<rustls::ServerConfig>, Arc<str>, Arc<[(String, String)]>)>,
+    /// The intercepted CONNECT this connection carries, for its requests,
+    /// and the CONNECT's headers they inherit.
+    tunnel: Option<(Arc<str>, Arc<[(String, String)]>)>,
     /// Readiness came while a request was handled or answered: what it
     /// announced is still in the socket, and no new edge will say so.
     edge_missed: bool,
@@ -712,15 +713,23 @@ impl EventLoop {
         conn.fresh = false;
         conn.deadline = None;
         conn.meta = Some(meta);
+        let mut headers = complete.headers;
+        if let Some((_, inherited)) = &conn.tunnel {
+            for (name, value) in inherited.iter() {
+                if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                    headers.push((name.clone(), value.clone()));
+                }
+            }
+        }
         let request = HttpRequest {
             method: complete.method,
             target: complete.target,
-            headers: complete.headers,
+            headers,
             body: complete.body,
             peer: conn.peer,
             local: conn.local,
             client: ClientProbe::new(Arc::clone(&conn.stream)),
-            tunnel: conn.tunnel.clone(),
+            tunnel: conn.tunnel.as_ref().map(|(label, _)| Arc::clone(label)),
             tls: conn.transport.is_tls(),
         };
         let generation = conn.generation;
@@ -809,14 +818,18 @@ impl EventLoop {
         });
         match reply {
             Reply::Respond(response) => self.respond(key, &response, meta),
-            Reply::Intercept { config, tunnel } => {
+            Reply::Intercept {
+                config,
+                tunnel,
+                inherited,
+            } => {
                 if conn.transport.is_tls() {
                     // No tunnel inside a tunnel.
                     let response =
                         json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
                     return self.respond(key, &response, meta);
                 }
-                conn.upgrade = Some((config, tunnel));
+                conn.upgrade = Some((config, tunnel, inherited));
                 conn.out.clear();
                 conn.out
                     .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
@@ -918,7 +931,7 @@ impl EventLoop {
         conn.phase = Phase::Idle;
         conn.since = now;
         conn.deadline = Some(now + self.shared.limits.idle_timeout);
-        if let Some((config, tunnel)) = conn.upgrade.take() {
+        if let Some((config, tunnel, inherited)) = conn.upgrade.take() {
             // The `200` to a CONNECT is out: TLS from here on. The
             // handshake and the first request must come within the header
             // timeout, as on a new connection.
@@ -934,7 +947,7 @@ impl EventLoop {
                     return self.close(key);
                 }
             }
-            conn.tunnel = Some(tunnel);
+            conn.tunnel = Some((tunnel, inherited));
             conn.fresh = true;
             conn.opened = now;
             conn.deadline = Some(now + self.shared.limits.header_timeout);
