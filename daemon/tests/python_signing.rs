@@ -56,8 +56,11 @@ fn python_clients_with_only_a_token_are_signed_for_and_verified() {
     {
         use std::os::unix::fs::PermissionsExt;
         let key = dir.join("cdp.json");
-        std::fs::write(&key, serde_json::json!({"name": CDP_KEY, "privateKey": pem}).to_string())
-            .unwrap();
+        std::fs::write(
+            &key,
+            serde_json::json!({"name": CDP_KEY, "privateKey": pem}).to_string(),
+        )
+        .unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let secret = dir.join("ex.secret");
         std::fs::write(&secret, EX_SECRET).unwrap();
@@ -128,19 +131,24 @@ credentials = ["exchange-main"]
     struct WithPassphrase(HostSecrets);
     impl syncoord_proxy::signing::SecretSource for WithPassphrase {
         fn env(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
-            (name == "SYNCOORD_TEST_NEVER_SET").then(|| zeroize::Zeroizing::new("py-pass".to_owned()))
+            (name == "SYNCOORD_TEST_NEVER_SET")
+                .then(|| zeroize::Zeroizing::new("py-pass".to_owned()))
         }
         fn file(&self, path: &str) -> Result<syncoord_proxy::signing::SecretFile, String> {
             self.0.file(path)
         }
     }
-    let daemon = Daemon::start_with_secrets(config, &WithPassphrase(HostSecrets::relative_to(&dir)))
-        .expect("daemon starts");
+    let daemon =
+        Daemon::start_with_secrets(config, &WithPassphrase(HostSecrets::relative_to(&dir)))
+            .expect("daemon starts");
     let ca_pem = ca.cert_path();
     let out = Command::new(&python)
         .arg(repo().join("scripts/python/signing_mode.py"))
         .env("SYNCOORD_TEST_MOCK", mock.base_url())
-        .env("SYNCOORD_TEST_DAEMON", format!("http://{}", daemon.local_addr()))
+        .env(
+            "SYNCOORD_TEST_DAEMON",
+            format!("http://{}", daemon.local_addr()),
+        )
         .env("SYNCOORD_TEST_TOKEN", TOKEN)
         .env("SYNCOORD_TEST_EX_TOKEN", EX_TOKEN)
         .env("SYNCOORD_TEST_CDP_KEY", CDP_KEY)
@@ -162,5 +170,8 @@ credentials = ["exchange-main"]
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
-    assert!(!stdout.contains(&pem[40..80]), "no key material in the output");
+    assert!(
+        !stdout.contains(&pem[40..80]),
+        "no key material in the output"
+    );
 }

@@ -169,6 +169,10 @@ enum Phase {
     Lingering,
 }
 
+/// An intercepted CONNECT's label ([`HttpRequest::tunnel`]) and the
+/// headers of the CONNECT its requests inherit ([`Reply::Intercept`]).
+type Tunnel = (Arc<str>, Arc<[(String, String)]>);
+
 struct Conn {
     stream: Arc<TcpStream>,
     peer: SocketAddr,
@@ -191,10 +195,9 @@ struct Conn {
     /// Plain or TLS (`tls.rs`).
     transport: Transport,
     /// A CONNECT answered `200`: TLS begins once that is written.
-    upgrade: Option<(Arc<rustls::ServerConfig>, Arc<str>, Arc<[(String, String)]>)>,
-    /// The intercepted CONNECT this connection carries, for its requests,
-    /// and the CONNECT's headers they inherit.
-    tunnel: Option<(Arc<str>, Arc<[(String, String)]>)>,
+    upgrade: Option<(Arc<rustls::ServerConfig>, Tunnel)>,
+    /// The intercepted CONNECT this connection carries, for its requests.
+    tunnel: Option<Tunnel>,
     /// Readiness came while a request was handled or answered: what it
     /// announced is still in the socket, and no new edge will say so.
     edge_missed: bool,
@@ -829,7 +832,7 @@ impl EventLoop {
                         json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
                     return self.respond(key, &response, meta);
                 }
-                conn.upgrade = Some((config, tunnel, inherited));
+                conn.upgrade = Some((config, (tunnel, inherited)));
                 conn.out.clear();
                 conn.out
                     .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
@@ -931,7 +934,7 @@ impl EventLoop {
         conn.phase = Phase::Idle;
         conn.since = now;
         conn.deadline = Some(now + self.shared.limits.idle_timeout);
-        if let Some((config, tunnel, inherited)) = conn.upgrade.take() {
+        if let Some((config, tunnel)) = conn.upgrade.take() {
             // The `200` to a CONNECT is out: TLS from here on. The
             // handshake and the first request must come within the header
             // timeout, as on a new connection.
@@ -947,7 +950,7 @@ impl EventLoop {
                     return self.close(key);
                 }
             }
-            conn.tunnel = Some((tunnel, inherited));
+            conn.tunnel = Some(tunnel);
             conn.fresh = true;
             conn.opened = now;
             conn.deadline = Some(now + self.shared.limits.header_timeout);
