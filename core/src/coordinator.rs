@@ -362,7 +362,9 @@ impl<P: Clone> Coordinator<P> {
             return Admission::Refused(Failure::NotCached);
         }
         let ticket = Ticket(self.next_id());
-        let deadline = request.deadline.unwrap_or(now + self.default_deadline);
+        let deadline = request
+            .deadline
+            .unwrap_or_else(|| now + request.max_wait.unwrap_or(self.default_deadline));
         let lane: Lane = self
             .limiter
             .keys(&self.config.routes().get(route_id).scopes, credential)

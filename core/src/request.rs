@@ -166,8 +166,14 @@ pub struct Request {
     /// its own priority).
     pub priority: Option<ClassId>,
     /// Latest instant at which the call may still be sent upstream (signed
-    /// requests expire). `None` takes the config's default.
+    /// requests expire). `None` takes [`Self::max_wait`] from submission.
     pub deadline: Option<Instant>,
+    /// How long the call may wait to be sent, counted from submission,
+    /// when it has no [`Self::deadline`]. `None` takes the config's
+    /// `queue.default_deadline_secs`, sized for a signature that ages in
+    /// the queue; a call signed when it is sent (signing mode) has no such
+    /// clock and may wait as long as its bot does.
+    pub max_wait: Option<Duration>,
     /// How fresh the answer must be (the request's `Cache-Control`).
     pub freshness: Freshness,
 }
@@ -193,6 +199,7 @@ impl Request {
             client: client.to_owned(),
             priority: None,
             deadline: None,
+            max_wait: None,
             freshness: Freshness::default(),
         }
     }

@@ -81,6 +81,7 @@ fn read(host: &Coordinator, i: usize, bot: usize) -> Source {
         path_and_query: path.clone(),
         headers: vec![],
         body: vec![],
+        sign_as: None,
     };
     host.call(Request::get(&path, &format!("bot-{bot}")), out)
         .expect("answered")

@@ -29,6 +29,7 @@
 //!     path_and_query: path.into(),
 //!     headers: vec![],
 //!     body: vec![],
+//!     sign_as: None,
 //! };
 //! let first = host.call(Request::get(path, "bot-1"), outgoing.clone())?;
 //! assert_eq!(first.source, Source::Upstream);
@@ -42,9 +43,11 @@
 
 pub mod cluster;
 pub mod host;
+pub mod secrets;
 pub mod service;
 pub mod upstream;
 
 pub use cluster::{Cluster, ClusterError};
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};
+pub use secrets::HostSecrets;
 pub use upstream::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};

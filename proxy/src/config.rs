@@ -37,12 +37,15 @@ use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
 use syncoord_core::CompiledConfig;
 
 use crate::cluster::ClusterSettings;
+use crate::signing::{ClientSpec, CredentialSpec, SigningSettings};
 use crate::url::BaseUrl;
 
 /// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its
 /// coordination rules compiled, once.
 #[derive(Debug)]
 pub(crate) struct CheckedUpstream {
+    /// Its `url`: what signing mode signs for.
+    pub(crate) base: BaseUrl,
     /// What absolute-form, `proxyUrl`-form and CONNECT requests must name
     /// to reach this upstream: `origins` parsed, or `base` alone.
     pub(crate) origins: Vec<BaseUrl>,
@@ -245,6 +248,9 @@ pub struct UpstreamConfig {
     /// Extra trusted roots (PEM) for this upstream's TLS: a sandbox, a
     /// corporate proxy. Native host only.
     pub ca_file: Option<String>,
+    /// Signing mode on this upstream (`[upstreams.signing]`): whether
+    /// bots without a token pass, how long signed calls may wait.
+    pub signing: SigningSettings,
     pub coordination: Config,
 }
 
@@ -267,6 +273,8 @@ struct RawUpstream {
     #[serde(default)]
     ca_file: Option<String>,
     #[serde(default)]
+    signing: SigningSettings,
+    #[serde(default)]
     coordination: toml::Table,
 }
 
@@ -284,6 +292,7 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
             underscores_in_headers: raw.underscores_in_headers,
             origins: raw.origins,
             ca_file: raw.ca_file,
+            signing: raw.signing,
             coordination,
         })
     }
@@ -351,6 +360,13 @@ pub struct ProxyConfig {
     /// Objects already hold one global budget).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSettings>,
+    /// Keys syncoord holds and signs with (signing mode); each names where
+    /// its secret is, never the secret.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialSpec>,
+    /// Bots that authenticate with a token, and the credentials each may use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientSpec>,
 }
 
 impl Default for ProxyConfig {
@@ -376,6 +392,8 @@ impl Default for ProxyConfig {
                 },
             ],
             cluster: None,
+            credentials: Vec::new(),
+            clients: Vec::new(),
         }
     }
 }
@@ -392,6 +410,7 @@ impl UpstreamConfig {
             underscores_in_headers: false,
             origins: Vec::new(),
             ca_file: None,
+            signing: SigningSettings::default(),
             coordination: preset.config(),
         }
     }
@@ -418,6 +437,22 @@ impl ConfigFileErrors {
     /// Displays each problem as `file:line:column: field: message`.
     pub fn display_with<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
         DisplayWith { errors: self, file }
+    }
+
+    /// `(field, message)` pairs found after parsing (secrets that cannot
+    /// be read), without positions.
+    pub(crate) fn unlocated(pairs: Vec<(String, String)>) -> Self {
+        ConfigFileErrors(
+            pairs
+                .into_iter()
+                .map(|(field, message)| ConfigFileError {
+                    field,
+                    line: None,
+                    column: None,
+                    message,
+                })
+                .collect(),
+        )
     }
 
     fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -504,6 +539,8 @@ impl ProxyConfig {
                 Preset::CoinbaseAdvanced,
             )],
             cluster: None,
+            credentials: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
@@ -584,6 +621,20 @@ impl ProxyConfig {
         let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
         for (key, value) in root {
             match key.as_str() {
+                "credentials" => match serde_path_to_error::deserialize(value) {
+                    Ok(c) => config.credentials = c,
+                    Err(e) => issues.push(Issue::new(
+                        join("credentials", &path_string(e.path())),
+                        reword(e.inner().message()),
+                    )),
+                },
+                "clients" => match serde_path_to_error::deserialize(value) {
+                    Ok(c) => config.clients = c,
+                    Err(e) => issues.push(Issue::new(
+                        join("clients", &path_string(e.path())),
+                        reword(e.inner().message()),
+                    )),
+                },
                 "cluster" => match serde_path_to_error::deserialize(value) {
                     Ok(c) => config.cluster = Some(c),
                     Err(e) => issues.push(Issue::new(
@@ -636,6 +687,7 @@ impl ProxyConfig {
                                     underscores_in_headers: raw.underscores_in_headers,
                                     origins: raw.origins,
                                     ca_file: raw.ca_file,
+                                    signing: raw.signing,
                                     coordination,
                                 })
                             }
@@ -648,7 +700,7 @@ impl ProxyConfig {
                 }
                 other => issues.push(Issue::new(
                     other,
-                    format!("unknown section `{other}` (known: server, upstreams, cluster)"),
+                    format!("unknown section `{other}` (known: server, upstreams, cluster, credentials, clients)"),
                 )),
             }
         }
@@ -678,7 +730,10 @@ impl ProxyConfig {
     /// `index[k]` is upstream `k`'s index in the file (`k` itself when
     /// missing).
     fn edge_issues_at(&self, index: &[usize]) -> Vec<Issue> {
-        let mut issues = Vec::new();
+        let mut issues: Vec<Issue> = crate::signing::spec::edge_issues(&self.credentials)
+            .into_iter()
+            .map(|(field, message)| Issue::new(field, message))
+            .collect();
         for (k, u) in self.upstreams.iter().enumerate() {
             let i = index.get(k).copied().unwrap_or(k);
             if u.ca_file.is_some() {
@@ -969,13 +1024,32 @@ impl ProxyConfig {
                 .ok();
             if let (Some(base), Some(coordination)) = (base, coordination) {
                 if origins.is_empty() {
-                    origins.push(base);
+                    origins.push(base.clone());
                 }
                 checked.push(CheckedUpstream {
+                    base,
                     origins,
                     prefix: u.prefix.clone(),
                     coordination,
                 });
+            }
+        }
+        let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+        for (field, message) in
+            crate::signing::spec::check(&self.credentials, &self.clients, &names)
+        {
+            out.push(Issue::new(field, message));
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let d = u.signing.deadline_secs;
+            if !(d.is_finite() && d > 0.0 && d <= 86_400.0) {
+                out.push(Issue::new(
+                    format!(
+                        "upstreams[{}].signing.deadline_secs",
+                        index.get(i).copied().unwrap_or(i)
+                    ),
+                    format!("{d} must be more than 0 and at most 86400 seconds"),
+                ));
             }
         }
         (out, checked)

@@ -7,6 +7,7 @@
 //!
 //! - [`config`]: the configuration file (`[server]`, `[[upstreams]]`);
 //! - [`route`]: which upstream a request goes to and what is sent;
+//! - [`signing`]: signing mode, keys held here and each call signed at dispatch;
 //! - [`response`]: what answers and failures look like to bots;
 //! - [`endpoints`]: stats, health and Prometheus metrics;
 //! - [`dashboard`]: the live dashboard page and its embedded assets;
@@ -57,6 +58,7 @@ pub mod endpoints;
 mod http;
 pub mod response;
 pub mod route;
+pub mod signing;
 mod url;
 pub mod workload;
 
@@ -102,4 +104,8 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
     /// Request body (empty for GET and HEAD).
     pub body: Vec<u8>,
+    /// Signing mode: the credential ([`signing::Keyring`]) to sign each
+    /// attempt with, just before it is sent. `None`: sent as the bot
+    /// signed it.
+    pub sign_as: Option<std::sync::Arc<str>>,
 }

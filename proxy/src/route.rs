@@ -30,10 +30,11 @@ use percent_encoding::percent_decode_str;
 
 use crate::config::{CheckedUpstream, ProxyConfig};
 use crate::http::{strip_hop_headers, HopHeaders};
-use crate::url::{split_absolute, Origin};
+use crate::signing::{self, Keyring, Loaded, NoSecrets, SecretSource};
+use crate::url::{split_absolute, BaseUrl, Origin};
 use crate::{ConfigFileErrors, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
 use syncoord_core::config::{CredentialConfig, Keying};
-use syncoord_core::{CompiledConfig, Method, Request};
+use syncoord_core::{CompiledConfig, Credential, Duration, Method, Request};
 
 /// A request the proxy will not forward, and why. Hosts answer it with
 /// [`Rejection::into_response`].
@@ -98,6 +99,10 @@ pub struct Proxy {
     config: Arc<ProxyConfig>,
     upstreams: Vec<CheckedUpstream>,
     default: Option<usize>,
+    /// Signing mode: the keys, the clients, and what loading warned of.
+    signing: Loaded,
+    /// Per upstream: whether it has `[[credentials]]` (signing mode).
+    signed: Vec<bool>,
 }
 
 /// Longest client name kept from `X-Syncoord-Client`.
@@ -107,14 +112,57 @@ const MAX_METHOD_LEN: usize = 32;
 
 impl Proxy {
     /// Checks the configuration and compiles its route tables.
+    ///
+    /// A config with `[[credentials]]` or `token_env` clients needs its
+    /// secrets: use [`Self::with_secrets`].
     pub fn new(config: ProxyConfig) -> Result<Proxy, ConfigFileErrors> {
+        Self::with_secrets(config, &NoSecrets)
+    }
+
+    /// [`Self::new`], reading the secrets `[[credentials]]` and
+    /// `[[clients]]` point at (env vars, files) through `secrets`. Every
+    /// problem at once, none quoting a secret; problems that do not stop
+    /// the host (a key file others may read) are in [`Self::warnings`].
+    pub fn with_secrets(
+        config: ProxyConfig,
+        secrets: &dyn SecretSource,
+    ) -> Result<Proxy, ConfigFileErrors> {
         let upstreams = config.checked_upstreams()?;
         let default = config.upstreams.iter().position(|u| u.prefix.is_none());
+        let signing = signing::load(&config.credentials, &config.clients, secrets)
+            .map_err(ConfigFileErrors::unlocated)?;
+        let signed = config
+            .upstreams
+            .iter()
+            .map(|u| config.credentials.iter().any(|c| c.upstream == u.name))
+            .collect();
         Ok(Proxy {
             config: Arc::new(config),
             upstreams,
             default,
+            signing,
+            signed,
         })
+    }
+
+    /// The credentials loaded for signing mode (empty without any).
+    pub fn keyring(&self) -> &Keyring {
+        &self.signing.keyring
+    }
+
+    /// Upstream `index`'s base URL, parsed: what its calls are signed for.
+    pub fn base_url(&self, index: usize) -> Option<&BaseUrl> {
+        self.upstreams.get(index).map(|u| &u.base)
+    }
+
+    /// What loading the secrets warned of, as `field: message` lines (a
+    /// key file other users may read). Hosts log them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        self.signing
+            .warnings
+            .iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect()
     }
 
     pub fn config(&self) -> &ProxyConfig {
@@ -182,37 +230,59 @@ impl Proxy {
         let config = &self.config.upstreams[upstream].coordination;
 
         let rules = &config.credential;
-        check_connection(headers, rules)?;
-        let underscores = self.config.upstreams[upstream].underscores_in_headers;
-        // Identity is computed from exactly what upstream will receive:
-        // a header a hop strips (or that is not forwarded at all) cannot
-        // name the account upstream answers for.
-        let forwarded = forwarded_headers(headers, underscores);
-        check_credential_unambiguous(&forwarded, rules)?;
-        let presented = crate::http::presented(&forwarded, rules);
         let compiled = &self.upstreams[upstream].coordination;
         let method_id = Method::new(&method);
         let path_only = path_and_query.split('?').next().unwrap_or("");
         let rule = compiled.route(&method_id, path_only);
-        let per_credential = rule
-            .scopes
-            .iter()
-            .any(|s| compiled.keying(*s) == Some(Keying::Credential));
-        if let Some((read, other)) = &presented.mixed {
-            if rule.private || per_credential || rule.credential_required {
-                return Err(Rejection::bad(
-                    "ambiguous_credential",
-                    format!(
-                        "the request carries two credentials, `{read}` and `{other}`; upstream `{}` authenticates `{}`, and an answer must be filed under the account upstream answered for: send one",
-                        self.config.upstreams[upstream].name, rules.header
-                    ),
-                ));
+        let underscores = self.config.upstreams[upstream].underscores_in_headers;
+        let token_client = self.authenticate(headers)?;
+        let signer = self.signer_for(upstream, token_client, headers)?;
+        let (forwarded, credential) = match signer {
+            // Signing mode: the bot's own signature headers are dropped
+            // (syncoord signs at dispatch) and the identity is the
+            // credential the token proved.
+            Some(signer) => {
+                let mut forwarded = forwarded_headers(headers, underscores);
+                forwarded.retain(|(n, _)| {
+                    !(signing::SIGNATURE_HEADERS
+                        .iter()
+                        .any(|s| n.eq_ignore_ascii_case(s))
+                        || n.eq_ignore_ascii_case(&rules.header)
+                        || rules.others.iter().any(|o| n.eq_ignore_ascii_case(o)))
+                });
+                let identity = Credential::new(&format!("signed:{}", signer.name()));
+                (forwarded, Some(identity))
             }
-        }
-        let credential = presented
-            .key_name
-            .as_deref()
-            .map(|name| crate::http::identity_of(name, rules));
+            None => {
+                check_connection(headers, rules)?;
+                // Identity is computed from exactly what upstream will
+                // receive: a header a hop strips (or that is not forwarded
+                // at all) cannot name the account upstream answers for.
+                let forwarded = forwarded_headers(headers, underscores);
+                check_credential_unambiguous(&forwarded, rules)?;
+                let presented = crate::http::presented(&forwarded, rules);
+                let per_credential = rule
+                    .scopes
+                    .iter()
+                    .any(|s| compiled.keying(*s) == Some(Keying::Credential));
+                if let Some((read, other)) = &presented.mixed {
+                    if rule.private || per_credential || rule.credential_required {
+                        return Err(Rejection::bad(
+                            "ambiguous_credential",
+                            format!(
+                                "the request carries two credentials, `{read}` and `{other}`; upstream `{}` authenticates `{}`, and an answer must be filed under the account upstream answered for: send one",
+                                self.config.upstreams[upstream].name, rules.header
+                            ),
+                        ));
+                    }
+                }
+                let credential = presented
+                    .key_name
+                    .as_deref()
+                    .map(|name| crate::http::identity_of(name, rules));
+                (forwarded, credential)
+            }
+        };
         if credential.is_none() && rule.credential_required {
             return Err(Rejection::new(
                 401,
@@ -226,6 +296,7 @@ impl Proxy {
         let client = syncoord_core::header(headers, CLIENT_HEADER)
             .map(sanitize_client)
             .filter(|c| !c.is_empty())
+            .or_else(|| token_client.map(|c| c.name.to_string()))
             .or_else(|| {
                 credential
                     .as_ref()
@@ -248,6 +319,11 @@ impl Proxy {
 
         let mut request = Request::new(method_id, &path_and_query, &client);
         request.credential = credential;
+        if signer.is_some() {
+            request.max_wait = Some(Duration::from_secs_f64(
+                self.config.upstreams[upstream].signing.deadline_secs,
+            ));
+        }
         request.priority = priority;
         request.freshness = syncoord_core::Freshness::from_headers(headers);
 
@@ -261,12 +337,130 @@ impl Proxy {
             path_and_query,
             headers: forwarded,
             body,
+            sign_as: signer.map(|s| Arc::from(s.name())),
         };
         Ok(Forward {
             upstream,
             request,
             outgoing,
         })
+    }
+
+    /// The `[[clients]]` entry whose token the request presents
+    /// (`X-Syncoord-Token`, or the password of `Proxy-Authorization:
+    /// Basic`), `None` without a token. A token that is not a client's is
+    /// refused here, before anything reaches upstream. Without any
+    /// `[[clients]]` configured, always `None`.
+    pub fn authenticate(
+        &self,
+        headers: &[(String, String)],
+    ) -> Result<Option<&signing::Client>, Rejection> {
+        // Without `[[clients]]` nothing is authenticated here: a
+        // `Proxy-Authorization` is then for no one and stops at this hop,
+        // as it always has.
+        if self.signing.clients.0.is_empty() {
+            return Ok(None);
+        }
+        let token = signing::presented_token(headers)
+            .map_err(|e| Rejection::new(401, "bad_token", e.to_string()))?;
+        match token {
+            None => Ok(None),
+            Some(token) => self.signing.clients.authenticate(&token).map(Some).ok_or_else(|| {
+                Rejection::new(
+                    401,
+                    "unknown_token",
+                    format!(
+                        "the token ({} or the password of Proxy-Authorization) is not a configured client's",
+                        signing::TOKEN_HEADER
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// The credential a request to `upstream` is signed with: `None` when
+    /// the upstream has no `[[credentials]]` or lets unsigned bots pass.
+    fn signer_for(
+        &self,
+        upstream: usize,
+        client: Option<&signing::Client>,
+        headers: &[(String, String)],
+    ) -> Result<Option<&signing::Signer>, Rejection> {
+        if !self.signed[upstream] {
+            return Ok(None);
+        }
+        let up = &self.config.upstreams[upstream];
+        let Some(client) = client else {
+            if up.signing.pass_through {
+                return Ok(None);
+            }
+            return Err(Rejection::new(
+                401,
+                "token_required",
+                format!(
+                    "upstream `{}` is signed by syncoord: present a client token as {} (or as the password of HTTPS_PROXY, http://NAME:TOKEN@host)",
+                    up.name,
+                    signing::TOKEN_HEADER
+                ),
+            ));
+        };
+        let usable: Vec<&signing::Signer> = client
+            .credentials
+            .iter()
+            .filter_map(|n| self.signing.keyring.get(n))
+            .filter(|s| s.upstream() == up.name)
+            .collect();
+        let names = || {
+            usable
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match syncoord_core::header(headers, signing::CREDENTIAL_HEADER)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            Some(asked) => usable
+                .iter()
+                .find(|s| s.name() == asked)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| {
+                    Rejection::new(
+                        403,
+                        "credential_not_allowed",
+                        format!(
+                            "client `{}` may not use credential `{}` on upstream `{}` (it may use: {})",
+                            client.name,
+                            sanitize_client(asked),
+                            up.name,
+                            names()
+                        ),
+                    )
+                }),
+            None => match usable.as_slice() {
+                [one] => Ok(Some(*one)),
+                [] => Err(Rejection::new(
+                    403,
+                    "no_credential",
+                    format!(
+                        "client `{}` has no credential for upstream `{}`",
+                        client.name, up.name
+                    ),
+                )),
+                _ => Err(Rejection::bad(
+                    "choose_credential",
+                    format!(
+                        "client `{}` has several credentials for upstream `{}`: choose one with {}: {}",
+                        client.name,
+                        up.name,
+                        signing::CREDENTIAL_HEADER,
+                        names()
+                    ),
+                )),
+            },
+        }
     }
 
     /// Picks the upstream (see the module docs) and returns the path and

@@ -15,6 +15,19 @@ pub struct Origin {
     pub port: u16,
 }
 
+impl Origin {
+    /// `host`, or `host:port` when the port is not the scheme's default:
+    /// what a `Host` header, and a Coinbase JWT's `uri`, name.
+    pub fn authority(&self) -> String {
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.https { "https" } else { "http" };

@@ -520,6 +520,39 @@ fn deadlines_expire_queued_requests_and_refuse_unreachable_ones() {
     assert_eq!(c.stats(at(t0, 1.5)).requests.expired, 3);
 }
 
+/// A call signed when it is sent carries a `max_wait` longer than the
+/// default deadline: one that waits 150 s behind a slow limiter is sent,
+/// while the same wait with the default deadline (25 s) expires.
+#[test]
+fn max_wait_replaces_the_default_deadline_from_submission() {
+    let (mut c, t0) = coordinator(config(1.0 / 160.0, 1));
+    let _ = drain_bucket(&mut c, t0);
+    let mut patient = post("/orders/patient");
+    patient.max_wait = Some(Duration::from_secs(200));
+    let patient = ticket(c.submit(t0, patient, 1));
+    let hasty = post("/orders/hasty");
+    match c.submit(t0, hasty, 2) {
+        Admission::Refused(Failure::DeadlineUnreachable { deadline, .. }) => {
+            assert_eq!(deadline, Duration::from_secs_f64(25.0))
+        }
+        other => panic!("the default deadline cannot wait 160 s: {other:?}"),
+    }
+    assert!(run(&mut c, t0, at(t0, 150.0)).is_empty());
+    assert!(
+        finished(&mut c).iter().all(|f| f.ticket != patient),
+        "still waiting at 150 s"
+    );
+    let sent = run(&mut c, at(t0, 150.0), at(t0, 170.0));
+    assert_eq!(sent.len(), 1, "sent when the token comes, within its 200 s");
+    assert_eq!(sent[0].0, at(t0, 160.0));
+    assert_eq!(sent[0].1.payload, 1);
+    c.complete(sent[0].0, sent[0].1.call, ok("filled")).unwrap();
+    let f = finished(&mut c);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ticket, patient);
+    assert!(f[0].result.is_ok());
+}
+
 /// Caches `path` with body `old` at t0.
 fn cached(c: &mut C, t0: Instant, path: &str) {
     ticket(c.submit(t0, get(path), 100));

@@ -135,6 +135,7 @@ fn outgoing(method: &str, path: &str) -> Outgoing {
         path_and_query: path.into(),
         headers: vec![],
         body: vec![],
+        sign_as: None,
     }
 }
 

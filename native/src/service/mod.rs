@@ -396,6 +396,7 @@ impl CoinbaseClient {
             path_and_query: path_and_query.clone(),
             headers,
             body,
+            sign_as: None,
         };
         let pending = self.coordinator.submit(request, outgoing);
         let answer = match self.wait_limit {

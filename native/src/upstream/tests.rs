@@ -75,6 +75,7 @@ fn call(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Outg
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect(),
         body: body.to_vec(),
+        sign_as: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn get() -> (Request, Outgoing) {
         path_and_query: PATH.into(),
         headers: vec![],
         body: vec![],
+        sign_as: None,
     };
     (Request::get(PATH, "bot"), out)
 }

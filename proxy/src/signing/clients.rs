@@ -1,0 +1,214 @@
+//! Bots that authenticate to syncoord: a token per `[[clients]]` entry,
+//! presented as `X-Syncoord-Token`, or as the password of
+//! `Proxy-Authorization: Basic` (what `HTTPS_PROXY=http://bot7:TOKEN@host`
+//! makes an unmodified HTTP client send).
+//!
+//! Only the token's SHA-256 is kept. A presented token is hashed and
+//! compared with every client's hash in constant time, all of them, so
+//! neither the comparison nor which entry matched shows in the timing.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use syncoord_core::header;
+
+/// Request header carrying a client's token.
+pub const TOKEN_HEADER: &str = "X-Syncoord-Token";
+/// Request header choosing one of the client's credentials.
+pub const CREDENTIAL_HEADER: &str = "X-Syncoord-Credential";
+
+/// Longest token accepted (a token is a random string, not a document).
+const MAX_TOKEN_LEN: usize = 512;
+
+/// Hex SHA-256 of `token`: a client's `token_sha256`.
+pub fn token_sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 64 hex digits as 32 bytes.
+pub(crate) fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A `[[clients]]` entry, ready to authenticate.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) name: Arc<str>,
+    hash: [u8; 32],
+    /// The credentials it may use, by name.
+    pub(crate) credentials: Vec<String>,
+}
+
+impl Client {
+    /// The client's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn new(name: &str, hash: [u8; 32], credentials: Vec<String>) -> Self {
+        Client {
+            name: Arc::from(name),
+            hash,
+            credentials,
+        }
+    }
+}
+
+/// Every configured client.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Clients(pub(crate) Vec<Client>);
+
+impl Clients {
+    /// The client whose token this is. Every entry is compared, in
+    /// constant time, whatever matches.
+    pub(crate) fn authenticate(&self, token: &str) -> Option<&Client> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for client in &self.0 {
+            if bool::from(client.hash.ct_eq(&digest)) {
+                found = Some(client);
+            }
+        }
+        found
+    }
+}
+
+/// Why the token a request presents cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TokenError {
+    #[error("`Proxy-Authorization` must be `Basic` with the token as its password (as `http://NAME:TOKEN@host` makes clients send it)")]
+    NotBasic,
+    #[error("`Proxy-Authorization: Basic` is not base64 of `name:token`")]
+    BadBasic,
+    #[error("the token is empty or longer than {MAX_TOKEN_LEN} bytes")]
+    Length,
+    #[error("`X-Syncoord-Token` and `Proxy-Authorization` carry different tokens: send one")]
+    TwoTokens,
+}
+
+/// The token a request presents, if any.
+pub(crate) fn presented_token(
+    headers: &[(String, String)],
+) -> Result<Option<Zeroizing<String>>, TokenError> {
+    let direct = header(headers, TOKEN_HEADER).map(|t| Zeroizing::new(t.trim().to_owned()));
+    let basic = match header(headers, "proxy-authorization") {
+        None => None,
+        Some(value) => Some(basic_password(value)?),
+    };
+    let token = match (direct, basic) {
+        (Some(a), Some(b)) if *a != *b => return Err(TokenError::TwoTokens),
+        (Some(a), _) => Some(a),
+        (None, b) => b,
+    };
+    match token {
+        Some(t) if t.is_empty() || t.len() > MAX_TOKEN_LEN => Err(TokenError::Length),
+        other => Ok(other),
+    }
+}
+
+/// The password of a `Basic` credential (RFC 7617: `user-id:password`,
+/// the user-id holds no `:`).
+fn basic_password(value: &str) -> Result<Zeroizing<String>, TokenError> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once([' ', '\t']).ok_or(TokenError::NotBasic)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(TokenError::NotBasic);
+    }
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .map_err(|_| TokenError::BadBasic)?,
+    );
+    let text = std::str::from_utf8(&decoded).map_err(|_| TokenError::BadBasic)?;
+    let (_user, password) = text.split_once(':').ok_or(TokenError::BadBasic)?;
+    // `user:pass@` in a URL is percent-encoded; clients decode it before
+    // they build the header, so what arrives is the token itself.
+    Ok(Zeroizing::new(password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn basic(user_pass: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    }
+
+    #[test]
+    fn a_token_comes_from_the_header_or_the_basic_password() {
+        let t = presented_token(&h(&[("x-syncoord-token", " tok ")])).unwrap();
+        assert_eq!(t.as_deref().map(String::as_str), Some("tok"));
+        let t = presented_token(&h(&[("Proxy-Authorization", &basic("bot7:s3:cr3t"))])).unwrap();
+        assert_eq!(t.as_deref().map(String::as_str), Some("s3:cr3t"));
+        assert_eq!(presented_token(&h(&[])).unwrap(), None);
+        assert_eq!(
+            presented_token(&h(&[("Proxy-Authorization", "Bearer x")])).err(),
+            Some(TokenError::NotBasic)
+        );
+        assert_eq!(
+            presented_token(&h(&[("Proxy-Authorization", "Basic !!")])).err(),
+            Some(TokenError::BadBasic)
+        );
+        assert_eq!(
+            presented_token(&h(&[
+                ("X-Syncoord-Token", "a"),
+                ("Proxy-Authorization", &basic("u:b"))
+            ]))
+            .err(),
+            Some(TokenError::TwoTokens)
+        );
+        assert_eq!(
+            presented_token(&h(&[("X-Syncoord-Token", "")])).err(),
+            Some(TokenError::Length)
+        );
+    }
+
+    #[test]
+    fn only_the_right_token_authenticates_its_client() {
+        let hash = |t: &str| parse_sha256_hex(&token_sha256_hex(t)).unwrap();
+        let clients = Clients(vec![
+            Client::new("a", hash("token-a"), vec!["x".into()]),
+            Client::new("b", hash("token-b"), vec!["y".into()]),
+        ]);
+        assert_eq!(&*clients.authenticate("token-b").unwrap().name, "b");
+        assert_eq!(&*clients.authenticate("token-a").unwrap().name, "a");
+        assert!(clients.authenticate("token-c").is_none());
+        assert!(clients.authenticate("token-a ").is_none());
+    }
+
+    #[test]
+    fn sha256_hex_round_trips_and_rejects_bad_digits() {
+        // printf %s test | sha256sum
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert_eq!(token_sha256_hex("test"), hex);
+        assert!(parse_sha256_hex(hex).is_some());
+        assert!(parse_sha256_hex(&hex.to_uppercase()).is_some());
+        assert!(parse_sha256_hex(&hex[1..]).is_none());
+        assert!(parse_sha256_hex(&hex.replace('9', "g")).is_none());
+    }
+}

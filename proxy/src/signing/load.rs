@@ -1,0 +1,231 @@
+//! Loading what `[[credentials]]` and `[[clients]]` point at. The host
+//! reads env vars and files (a [`SecretSource`]); everything else about
+//! loading is here, once, for both hosts.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::clients::parse_sha256_hex;
+use super::key::{parse_cdp_json, parse_cdp_private_key, parse_exchange_secret};
+use super::spec::{ClientSpec, CredentialKind, CredentialSpec, SpecIssue};
+use super::{Client, Clients, Keyring, Material, Signer};
+
+/// A file's contents, and its Unix permission bits when the host knows
+/// them (to warn about a key readable by others).
+pub struct SecretFile {
+    pub text: Zeroizing<String>,
+    pub mode: Option<u32>,
+}
+
+/// Where a host finds secrets: the process environment and files
+/// natively, the Worker's secrets and vars on the edge.
+pub trait SecretSource {
+    /// The value of env var (or Worker secret) `name`, if set.
+    fn env(&self, name: &str) -> Option<Zeroizing<String>>;
+    /// The contents of file `path`, or why it cannot be read (without its
+    /// contents).
+    fn file(&self, path: &str) -> Result<SecretFile, String>;
+}
+
+/// No secrets at all: a config with `[[credentials]]` fails to load with
+/// it, naming what it lacks.
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn env(&self, _name: &str) -> Option<Zeroizing<String>> {
+        None
+    }
+
+    fn file(&self, _path: &str) -> Result<SecretFile, String> {
+        Err("this host reads no files".into())
+    }
+}
+
+/// What signing mode runs on: the keys, the clients, and per upstream
+/// whether it has credentials.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Loaded {
+    pub(crate) keyring: Keyring,
+    pub(crate) clients: Clients,
+    /// Problems that do not stop the host (a key file others may read).
+    pub(crate) warnings: Vec<SpecIssue>,
+}
+
+/// Reads every credential's and client's secret through `source`.
+/// Every problem at once; none quotes a secret.
+pub(crate) fn load(
+    credentials: &[CredentialSpec],
+    clients: &[ClientSpec],
+    source: &dyn SecretSource,
+) -> Result<Loaded, Vec<SpecIssue>> {
+    let mut issues = Vec::new();
+    let mut warnings = Vec::new();
+    let mut signers = Vec::new();
+    for (i, c) in credentials.iter().enumerate() {
+        let mut reader = Reader {
+            source,
+            at: format!("credentials[{i}]"),
+            issues: &mut issues,
+            warnings: &mut warnings,
+        };
+        if let Some(material) = reader.material(c) {
+            signers.push(Signer {
+                name: Arc::from(c.name.as_str()),
+                upstream: c.upstream.clone(),
+                material,
+            });
+        }
+    }
+    let mut table = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let hash = match (&c.token_sha256, &c.token_env) {
+            (Some(hex), _) => parse_sha256_hex(hex),
+            (None, Some(env)) => match source.env(env) {
+                Some(token) if !token.trim().is_empty() => {
+                    parse_sha256_hex(&super::token_sha256_hex(token.trim()))
+                }
+                _ => {
+                    issues.push((
+                        format!("clients[{i}].token_env"),
+                        format!("`{env}` is not set (or empty) on this host"),
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if let Some(hash) = hash {
+            table.push(Client::new(&c.name, hash, c.credentials.clone()));
+        }
+    }
+    if issues.is_empty() {
+        Ok(Loaded {
+            keyring: Keyring::from_signers(signers),
+            clients: Clients(table),
+            warnings,
+        })
+    } else {
+        Err(issues)
+    }
+}
+
+struct Reader<'a> {
+    source: &'a dyn SecretSource,
+    at: String,
+    issues: &'a mut Vec<SpecIssue>,
+    warnings: &'a mut Vec<SpecIssue>,
+}
+
+impl Reader<'_> {
+    fn field(&self, f: &str) -> String {
+        format!("{}.{f}", self.at)
+    }
+
+    /// The secret from `env` or `file` (config checks made sure there is
+    /// exactly one).
+    fn read(
+        &mut self,
+        env: (&str, &Option<String>),
+        file: (&str, &Option<String>),
+    ) -> Option<Zeroizing<String>> {
+        if let Some(name) = env.1 {
+            return match self.source.env(name) {
+                Some(v) if !v.trim().is_empty() => Some(v),
+                _ => {
+                    self.issues.push((
+                        self.field(env.0),
+                        format!("`{name}` is not set (or empty) on this host"),
+                    ));
+                    None
+                }
+            };
+        }
+        let path = file.1.as_deref()?;
+        match self.source.file(path) {
+            Ok(f) => {
+                if let Some(mode) = f.mode.filter(|m| m & 0o077 != 0) {
+                    self.warnings.push((
+                        self.field(file.0),
+                        format!(
+                            "`{path}` may be read by other users (mode {:o}): `chmod 600` it",
+                            mode & 0o777
+                        ),
+                    ));
+                }
+                Some(f.text)
+            }
+            Err(why) => {
+                self.issues
+                    .push((self.field(file.0), format!("`{path}`: {why}")));
+                None
+            }
+        }
+    }
+
+    fn material(&mut self, c: &CredentialSpec) -> Option<Material> {
+        match c.kind {
+            CredentialKind::CoinbaseCdp => {
+                if c.key_file.is_some() {
+                    let text = self.read(("", &None), ("key_file", &c.key_file))?;
+                    return match parse_cdp_json(&text) {
+                        Ok((key_name, key)) => Some(Material::Cdp { key_name, key }),
+                        Err(e) => {
+                            self.issues.push((self.field("key_file"), e.to_string()));
+                            None
+                        }
+                    };
+                }
+                let text = self.read(
+                    ("private_key_env", &c.private_key_env),
+                    ("private_key_file", &c.private_key_file),
+                )?;
+                let field = if c.private_key_env.is_some() {
+                    "private_key_env"
+                } else {
+                    "private_key_file"
+                };
+                match parse_cdp_private_key(&text) {
+                    Ok(key) => Some(Material::Cdp {
+                        key_name: c.key_name.clone().unwrap_or_default().trim().to_owned(),
+                        key,
+                    }),
+                    Err(e) => {
+                        self.issues.push((self.field(field), e.to_string()));
+                        None
+                    }
+                }
+            }
+            CredentialKind::CoinbaseExchange => {
+                let secret = self.read(
+                    ("secret_env", &c.secret_env),
+                    ("secret_file", &c.secret_file),
+                );
+                let passphrase = self.read(
+                    ("passphrase_env", &c.passphrase_env),
+                    ("passphrase_file", &c.passphrase_file),
+                );
+                let field = if c.secret_env.is_some() {
+                    "secret_env"
+                } else {
+                    "secret_file"
+                };
+                let secret = match parse_exchange_secret(&secret?) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.issues.push((self.field(field), e.to_string()));
+                        return None;
+                    }
+                };
+                Some(Material::Exchange {
+                    key: c.key.clone().unwrap_or_default().trim().to_owned(),
+                    secret,
+                    // A passphrase file usually ends with a newline.
+                    passphrase: Zeroizing::new(
+                        passphrase?.trim_end_matches(['\n', '\r']).to_owned(),
+                    ),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The signing-mode sections of the config file: `[[credentials]]` (keys
+//! syncoord holds), `[[clients]]` (bots and the tokens they prove
+//! themselves with), and an upstream's `[upstreams.signing]`.
+//!
+//! ```toml
+//! [[credentials]]
+//! name = "desk"                     # what stats, the cache and fairness call it
+//! upstream = "advanced"
+//! kind = "coinbase-cdp"
+//! key_file = "/etc/syncoord/cdp_api_key.json"   # the portal's download
+//!
+//! [[credentials]]
+//! name = "exchange-main"
+//! upstream = "exchange"
+//! kind = "coinbase-exchange"
+//! key = "f2a1..."                   # the API key id (not a secret)
+//! secret_env = "CB_EXCHANGE_SECRET"
+//! passphrase_file = "/etc/syncoord/exchange.passphrase"
+//!
+//! [[clients]]
+//! name = "bot7"
+//! token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! credentials = ["desk", "exchange-main"]
+//! ```
+//!
+//! What is written here names where secrets are (an env var, a file),
+//! never a secret itself, so the parsed config may be printed whole.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// What a credential signs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// Coinbase Developer Platform keys (Advanced Trade, and CDP APIs):
+    /// a JWT per request, ES256 or Ed25519.
+    CoinbaseCdp,
+    /// Coinbase Exchange keys: `CB-ACCESS-*` headers, HMAC-SHA256.
+    CoinbaseExchange,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::CoinbaseCdp => "coinbase-cdp",
+            CredentialKind::CoinbaseExchange => "coinbase-exchange",
+        }
+    }
+}
+
+/// One `[[credentials]]` entry: a key syncoord holds and signs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSpec {
+    /// Names the credential for clients (`X-Syncoord-Credential`), the
+    /// cache, the limiter, fairness and stats.
+    pub name: String,
+    /// The `[[upstreams]]` name it signs for.
+    pub upstream: String,
+    pub kind: CredentialKind,
+    /// `coinbase-cdp`: the JSON file the CDP portal downloads (`name` and
+    /// `privateKey`). Or give `key_name` and the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// `coinbase-cdp`: the key name, `organizations/.../apiKeys/...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// `coinbase-cdp`: env var holding the private key (PEM or base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_env: Option<String>,
+    /// `coinbase-cdp`: file holding the private key (PEM or base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+    /// `coinbase-exchange`: the API key (`CB-ACCESS-KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `coinbase-exchange`: env var holding the base64 secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// `coinbase-exchange`: file holding the base64 secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// `coinbase-exchange`: env var holding the passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_env: Option<String>,
+    /// `coinbase-exchange`: file holding the passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<String>,
+}
+
+/// One `[[clients]]` entry: a bot that proves who it is with a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The bot's name in stats and fairness (unless it sends its own
+    /// `X-Syncoord-Client`).
+    pub name: String,
+    /// Hex SHA-256 of the token (`syncoord token` prints a token and
+    /// this line). The token itself need not be stored anywhere here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    /// Or: env var holding the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// The `[[credentials]]` this client may have its calls signed with.
+    pub credentials: Vec<String>,
+}
+
+/// An upstream's `[upstreams.signing]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningSettings {
+    /// On an upstream that has `[[credentials]]`, let requests without a
+    /// token through as they are (bots that sign for themselves). Off by
+    /// default: such a request is refused with 401.
+    pub pass_through: bool,
+    /// How long a call syncoord signs may wait in the queue. It has no
+    /// signature to expire, so this is about the bot: a bot that gives up
+    /// and hangs up cancels its call anyway. Requests a bot signs keep
+    /// `coordination.queue.default_deadline_secs` (25 s by default, under
+    /// the 30 s an Exchange signature lives).
+    pub deadline_secs: f64,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        SigningSettings {
+            pass_through: false,
+            deadline_secs: 600.0,
+        }
+    }
+}
+
+/// A field path and what is wrong with it.
+pub(crate) type SpecIssue = (String, String);
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+/// Checks the `[[credentials]]` and `[[clients]]` against each other and
+/// against the upstreams' names. Every problem at once.
+pub(crate) fn check(
+    credentials: &[CredentialSpec],
+    clients: &[ClientSpec],
+    upstreams: &[&str],
+) -> Vec<SpecIssue> {
+    let mut out: Vec<SpecIssue> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, c) in credentials.iter().enumerate() {
+        let at = |f: &str| format!("credentials[{i}].{f}");
+        if !valid_name(&c.name) {
+            out.push((at("name"), format!("`{}` must be 1 to 64 letters, digits, `-`, `_` or `.` (clients name it in X-Syncoord-Credential)", c.name)));
+        } else if !seen.insert(c.name.as_str()) {
+            out.push((at("name"), format!("`{}` names two credentials", c.name)));
+        }
+        if !upstreams.contains(&c.upstream.as_str()) {
+            out.push((
+                at("upstream"),
+                format!(
+                    "`{}` is not a configured upstream (configured: {})",
+                    c.upstream,
+                    upstreams.join(", ")
+                ),
+            ));
+        }
+        let cdp_fields = [
+            ("key_file", c.key_file.is_some()),
+            ("key_name", c.key_name.is_some()),
+            ("private_key_env", c.private_key_env.is_some()),
+            ("private_key_file", c.private_key_file.is_some()),
+        ];
+        let exchange_fields = [
+            ("key", c.key.is_some()),
+            ("secret_env", c.secret_env.is_some()),
+            ("secret_file", c.secret_file.is_some()),
+            ("passphrase_env", c.passphrase_env.is_some()),
+            ("passphrase_file", c.passphrase_file.is_some()),
+        ];
+        let (issues, foreign, theirs) = match c.kind {
+            CredentialKind::CoinbaseCdp => (
+                cdp_issues(c, &at),
+                &exchange_fields[..],
+                CredentialKind::CoinbaseExchange,
+            ),
+            CredentialKind::CoinbaseExchange => (
+                exchange_issues(c, &at),
+                &cdp_fields[..],
+                CredentialKind::CoinbaseCdp,
+            ),
+        };
+        out.extend(issues);
+        for (field, set) in foreign {
+            if *set {
+                out.push((
+                    at(field),
+                    format!(
+                        "is a `{}` field; this credential's kind is `{}`",
+                        theirs.as_str(),
+                        c.kind.as_str()
+                    ),
+                ));
+            }
+        }
+        for (field, env) in [
+            ("private_key_env", &c.private_key_env),
+            ("secret_env", &c.secret_env),
+            ("passphrase_env", &c.passphrase_env),
+        ] {
+            if let Some(name) = env.as_deref().filter(|n| !valid_env_name(n)) {
+                out.push((
+                    at(field),
+                    format!("`{name}` is not an environment variable name (letters, digits, `_`)"),
+                ));
+            }
+        }
+    }
+    let mut client_names = BTreeSet::new();
+    let mut hashes = BTreeSet::new();
+    for (i, c) in clients.iter().enumerate() {
+        let at = |f: &str| format!("clients[{i}].{f}");
+        if !valid_name(&c.name) {
+            out.push((
+                at("name"),
+                format!(
+                    "`{}` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+                    c.name
+                ),
+            ));
+        } else if !client_names.insert(c.name.as_str()) {
+            out.push((at("name"), format!("`{}` names two clients", c.name)));
+        }
+        match (&c.token_sha256, &c.token_env) {
+            (Some(_), Some(_)) => out.push((
+                at("token_env"),
+                "give `token_sha256` or `token_env`, not both".into(),
+            )),
+            (None, None) => out.push((
+                at("name"),
+                "a client needs `token_sha256` (hex SHA-256 of its token; `syncoord token` makes one) or `token_env`".into(),
+            )),
+            (Some(hex), None) => match super::clients::parse_sha256_hex(hex) {
+                Some(h) => {
+                    if !hashes.insert(h) {
+                        out.push((at("token_sha256"), "another client has the same token: each client needs its own".into()));
+                    }
+                }
+                None => out.push((
+                    at("token_sha256"),
+                    "must be 64 hex digits (the SHA-256 of the token, e.g. `printf %s TOKEN | sha256sum`)".into(),
+                )),
+            },
+            (None, Some(env)) => {
+                if !valid_env_name(env) {
+                    out.push((at("token_env"), format!("`{env}` is not an environment variable name (letters, digits, `_`)")));
+                }
+            }
+        }
+        if c.credentials.is_empty() {
+            out.push((
+                at("credentials"),
+                "list the `[[credentials]]` this client may use".into(),
+            ));
+        }
+        for (k, name) in c.credentials.iter().enumerate() {
+            if !credentials.iter().any(|cred| &cred.name == name) {
+                out.push((
+                    format!("clients[{i}].credentials[{k}]"),
+                    format!(
+                        "`{name}` is not a configured credential (configured: {})",
+                        credentials
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn cdp_issues(c: &CredentialSpec, at: &dyn Fn(&str) -> String) -> Vec<SpecIssue> {
+    let mut out = Vec::new();
+    let sources = [&c.private_key_env, &c.private_key_file]
+        .iter()
+        .filter(|s| s.is_some())
+        .count();
+    match (&c.key_file, &c.key_name) {
+        (Some(_), None) => {
+            if sources > 0 {
+                out.push((at("key_file"), "the key file holds the private key: drop `private_key_env`/`private_key_file`, or use them with `key_name` instead of `key_file`".into()));
+            }
+        }
+        (Some(_), Some(_)) => out.push((
+            at("key_name"),
+            "the key file names the key: give `key_file` alone, or `key_name` with `private_key_env` or `private_key_file`".into(),
+        )),
+        (None, Some(name)) => {
+            if name.trim().is_empty() {
+                out.push((at("key_name"), "is empty".into()));
+            }
+            if sources != 1 {
+                out.push((at("key_name"), "needs exactly one of `private_key_env` or `private_key_file`".into()));
+            }
+        }
+        (None, None) => out.push((
+            at("kind"),
+            "a `coinbase-cdp` credential needs `key_file` (the CDP portal's JSON) or `key_name` with `private_key_env` or `private_key_file`".into(),
+        )),
+    }
+    out
+}
+
+fn exchange_issues(c: &CredentialSpec, at: &dyn Fn(&str) -> String) -> Vec<SpecIssue> {
+    let mut out = Vec::new();
+    match c.key.as_deref() {
+        None => out.push((
+            at("kind"),
+            "a `coinbase-exchange` credential needs `key` (the API key)".into(),
+        )),
+        Some(k) if k.trim().is_empty() || k.contains(|ch: char| ch.is_control()) => {
+            out.push((at("key"), "must be the API key as Coinbase shows it".into()))
+        }
+        Some(_) => {}
+    }
+    for (what, env, file) in [
+        ("secret", &c.secret_env, &c.secret_file),
+        ("passphrase", &c.passphrase_env, &c.passphrase_file),
+    ] {
+        match (env, file) {
+            (Some(_), Some(_)) => out.push((
+                at(&format!("{what}_file")),
+                format!("give `{what}_env` or `{what}_file`, not both"),
+            )),
+            (None, None) => out.push((
+                at("kind"),
+                format!("a `coinbase-exchange` credential needs `{what}_env` or `{what}_file`"),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Fields that read files: the Worker has no files (its secrets come from
+/// `wrangler secret put`, read like vars).
+pub(crate) fn edge_issues(credentials: &[CredentialSpec]) -> Vec<SpecIssue> {
+    let mut out = Vec::new();
+    for (i, c) in credentials.iter().enumerate() {
+        for (field, set) in [
+            ("key_file", c.key_file.is_some()),
+            ("private_key_file", c.private_key_file.is_some()),
+            ("secret_file", c.secret_file.is_some()),
+            ("passphrase_file", c.passphrase_file.is_some()),
+        ] {
+            if set {
+                let instead = match field {
+                    "key_file" => "`key_name` and `private_key_env`",
+                    "private_key_file" => "`private_key_env`",
+                    "secret_file" => "`secret_env`",
+                    _ => "`passphrase_env`",
+                };
+                out.push((
+                    format!("credentials[{i}].{field}"),
+                    format!(
+                        "the Worker reads no files: use {instead}, set with `wrangler secret put`"
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,448 @@
+//! Signing mode through the proxy: config, tokens, identity, what is
+//! forwarded, and the signature each attempt gets.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use p256::ecdsa::signature::Verifier as _;
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::{Proxy, ProxyConfig};
+
+/// Env vars and files from maps, as a host would read them.
+#[derive(Default)]
+struct Secrets {
+    env: BTreeMap<String, String>,
+    files: BTreeMap<String, (String, u32)>,
+}
+
+impl SecretSource for Secrets {
+    fn env(&self, name: &str) -> Option<Zeroizing<String>> {
+        self.env.get(name).map(|v| Zeroizing::new(v.clone()))
+    }
+    fn file(&self, path: &str) -> Result<SecretFile, String> {
+        self.files
+            .get(path)
+            .map(|(t, mode)| SecretFile {
+                text: Zeroizing::new(t.clone()),
+                mode: Some(*mode),
+            })
+            .ok_or_else(|| "no such file".to_owned())
+    }
+}
+
+fn es256_pem() -> String {
+    p256::SecretKey::from_slice(&[11; 32])
+        .unwrap()
+        .to_sec1_pem(Default::default())
+        .unwrap()
+        .to_string()
+}
+
+fn ed25519_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode([13u8; 32])
+}
+
+const EXCHANGE_SECRET: &str = "c2VjcmV0LWtleS1ieXRlcw=="; // "secret-key-bytes"
+
+const CONFIG: &str = r#"
+[[upstreams]]
+name = "advanced"
+url = "http://127.0.0.1:9000/base"
+preset = "coinbase-advanced"
+
+[[upstreams]]
+name = "exchange"
+url = "https://api.exchange.coinbase.com"
+preset = "coinbase-exchange"
+prefix = "/exchange"
+
+[[upstreams]]
+name = "open"
+url = "http://127.0.0.1:9001"
+preset = "coinbase-exchange"
+prefix = "/open"
+[upstreams.signing]
+pass_through = true
+
+[[credentials]]
+name = "desk"
+upstream = "advanced"
+kind = "coinbase-cdp"
+key_file = "/keys/cdp.json"
+
+[[credentials]]
+name = "ed"
+upstream = "advanced"
+kind = "coinbase-cdp"
+key_name = "organizations/o/apiKeys/ed"
+private_key_env = "ED_KEY"
+
+[[credentials]]
+name = "ex"
+upstream = "exchange"
+kind = "coinbase-exchange"
+key = "exkey"
+secret_env = "EX_SECRET"
+passphrase_file = "/keys/pass"
+
+[[credentials]]
+name = "open-signed"
+upstream = "open"
+kind = "coinbase-exchange"
+key = "openkey"
+secret_env = "EX_SECRET"
+passphrase_env = "PASS"
+
+[[clients]]
+name = "bot1"
+token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+credentials = ["desk", "ex"]
+
+[[clients]]
+name = "bot2"
+token_env = "BOT2_TOKEN"
+credentials = ["desk", "ed", "open-signed"]
+"#;
+
+fn secrets() -> Secrets {
+    let json = serde_json::json!({
+        "name": "organizations/o/apiKeys/desk",
+        "privateKey": es256_pem(),
+    });
+    Secrets {
+        env: BTreeMap::from([
+            ("ED_KEY".into(), ed25519_b64()),
+            ("EX_SECRET".into(), EXCHANGE_SECRET.into()),
+            ("PASS".into(), "open-pass".into()),
+            ("BOT2_TOKEN".into(), "token-two".into()),
+        ]),
+        files: BTreeMap::from([
+            ("/keys/cdp.json".into(), (json.to_string(), 0o600)),
+            ("/keys/pass".into(), ("pass-phrase\n".into(), 0o644)),
+        ]),
+    }
+}
+
+fn proxy() -> Proxy {
+    let config = ProxyConfig::from_toml_str(CONFIG).unwrap();
+    Proxy::with_secrets(config, &secrets()).unwrap()
+}
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+const ACCOUNTS: &str = "/api/v3/brokerage/accounts";
+
+#[test]
+fn a_token_signs_as_its_credential_and_the_bots_own_signature_is_dropped() {
+    let p = proxy();
+    let f = p
+        .route(
+            None,
+            "GET",
+            &format!("{ACCOUNTS}?limit=5"),
+            &h(&[
+                ("X-Syncoord-Token", "test"),
+                ("Authorization", "Bearer forged.jwt.here"),
+                ("CB-ACCESS-KEY", "someone-else"),
+                ("Accept", "application/json"),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(f.outgoing.sign_as.as_deref(), Some("desk"));
+    assert_eq!(
+        f.request.credential.as_ref().map(|c| c.as_str()),
+        Some("signed:desk")
+    );
+    assert_eq!(f.request.client, "bot1");
+    assert_eq!(
+        f.request.max_wait,
+        Some(syncoord_core::Duration::from_secs(600))
+    );
+    assert_eq!(f.outgoing.headers, h(&[("Accept", "application/json")]));
+}
+
+#[test]
+fn wrong_missing_and_unusable_tokens_are_refused_before_upstream() {
+    let p = proxy();
+    let route = |headers: &[(&str, &str)]| {
+        p.route(None, "GET", ACCOUNTS, &h(headers), Vec::new())
+            .map(|f| f.outgoing.sign_as)
+            .map_err(|r| (r.status, r.kind))
+    };
+    assert_eq!(
+        route(&[("X-Syncoord-Token", "nope")]),
+        Err((401, "unknown_token"))
+    );
+    assert_eq!(route(&[]), Err((401, "token_required")));
+    assert_eq!(
+        route(&[("Authorization", "Bearer a.b.c")]),
+        Err((401, "token_required")),
+        "a bot that signs for itself is refused on a signed upstream"
+    );
+    // bot2 has two credentials on `advanced`: it must choose.
+    assert_eq!(
+        route(&[("X-Syncoord-Token", "token-two")]),
+        Err((400, "choose_credential"))
+    );
+    assert_eq!(
+        route(&[
+            ("X-Syncoord-Token", "token-two"),
+            ("X-Syncoord-Credential", "ed")
+        ]),
+        Ok(Some("ed".into()))
+    );
+    assert_eq!(
+        route(&[
+            ("X-Syncoord-Token", "token-two"),
+            ("X-Syncoord-Credential", "ex")
+        ]),
+        Err((403, "credential_not_allowed")),
+        "`ex` is not bot2's, and not for this upstream"
+    );
+    // The token as the password of HTTPS_PROXY=http://bot1:test@...
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("bot1:test")
+    );
+    assert_eq!(
+        route(&[("Proxy-Authorization", &basic)]),
+        Ok(Some("desk".into()))
+    );
+}
+
+#[test]
+fn pass_through_lets_unsigned_bots_through_as_they_are() {
+    let p = proxy();
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/open/accounts",
+            &h(&[("CB-ACCESS-KEY", "mine"), ("CB-ACCESS-SIGN", "s")]),
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(f.outgoing.sign_as, None);
+    assert_eq!(f.request.max_wait, None);
+    assert_eq!(
+        f.request.credential.as_ref().map(|c| c.as_str()),
+        Some(
+            crate::identity_of("key:mine", &p.config().upstreams[2].coordination.credential)
+                .as_str()
+        )
+    );
+    // With a token, the same upstream signs.
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/open/accounts",
+            &h(&[("X-Syncoord-Token", "token-two")]),
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(f.outgoing.sign_as.as_deref(), Some("open-signed"));
+}
+
+fn b64url_json(part: &str) -> serde_json::Value {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn each_attempt_is_signed_for_the_upstreams_real_host_and_full_path() {
+    let p = proxy();
+    let f = p
+        .route(
+            None,
+            "GET",
+            &format!("{ACCOUNTS}?limit=5"),
+            &h(&[("X-Syncoord-Token", "test")]),
+            Vec::new(),
+        )
+        .unwrap();
+    let base = p.base_url(f.upstream).unwrap();
+    let headers = p
+        .keyring()
+        .sign(&f.outgoing, base, 1_700_000_000, [7; 16])
+        .unwrap();
+    let auth = syncoord_core::header(&headers, "authorization").unwrap();
+    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let claims = b64url_json(parts[1]);
+    assert_eq!(
+        claims["uri"], "GET 127.0.0.1:9000/base/api/v3/brokerage/accounts",
+        "host with its port, the base path, no query"
+    );
+    assert_eq!(claims["sub"], "organizations/o/apiKeys/desk");
+    assert_eq!(b64url_json(parts[0])["kid"], "organizations/o/apiKeys/desk");
+    let vk = p256::ecdsa::VerifyingKey::from(
+        p256::SecretKey::from_slice(&[11; 32]).unwrap().public_key(),
+    );
+    let sig = p256::ecdsa::Signature::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[2])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(vk
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+        .is_ok());
+    // A second attempt a second later is a new token.
+    let again = p
+        .keyring()
+        .sign(&f.outgoing, base, 1_700_000_001, [8; 16])
+        .unwrap();
+    assert_ne!(again, headers);
+}
+
+#[test]
+fn an_exchange_call_gets_the_four_cb_access_headers() {
+    let p = proxy();
+    let f = p
+        .route(
+            None,
+            "POST",
+            "/exchange/orders",
+            &h(&[
+                ("X-Syncoord-Token", "test"),
+                ("Content-Type", "application/json"),
+            ]),
+            br#"{"size":"1"}"#.to_vec(),
+        )
+        .unwrap();
+    assert_eq!(f.outgoing.sign_as.as_deref(), Some("ex"));
+    let base = p.base_url(f.upstream).unwrap();
+    let headers = p
+        .keyring()
+        .sign(&f.outgoing, base, 1_700_000_000, [0; 16])
+        .unwrap();
+    let get = |n| syncoord_core::header(&headers, n).unwrap();
+    assert_eq!(get("cb-access-key"), "exkey");
+    assert_eq!(get("cb-access-timestamp"), "1700000000");
+    assert_eq!(
+        get("cb-access-passphrase"),
+        "pass-phrase",
+        "the file's newline is not part of it"
+    );
+    // python3: base64.b64encode(hmac.new(b"secret-key-bytes",
+    //   b'1700000000POST/orders{"size":"1"}', hashlib.sha256).digest())
+    assert_eq!(get("cb-access-sign"), EXPECTED_ORDER_SIGN);
+}
+
+const EXPECTED_ORDER_SIGN: &str = "r+yxqYXCMMvvY/R+/hU9wyTPqrKmWDnZYlDb5ojZqEE=";
+
+#[test]
+fn loading_names_every_missing_secret_and_warns_of_open_key_files() {
+    let config = ProxyConfig::from_toml_str(CONFIG).unwrap();
+    let errors = Proxy::with_secrets(config.clone(), &Secrets::default()).unwrap_err();
+    let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "credentials[0].key_file",
+            "credentials[1].private_key_env",
+            "credentials[2].secret_env",
+            "credentials[2].passphrase_file",
+            "credentials[3].secret_env",
+            "credentials[3].passphrase_env",
+            "clients[1].token_env",
+        ]
+    );
+    let p = Proxy::with_secrets(config, &secrets()).unwrap();
+    assert_eq!(
+        p.warnings(),
+        ["credentials[2].passphrase_file: `/keys/pass` may be read by other users (mode 644): `chmod 600` it"]
+    );
+}
+
+#[test]
+fn bad_signing_config_is_located() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[[credentials]]\nname = \"a\"\nupstream = \"advanced\"\nkind = \"coinbase-cdp\"\n",
+            "credentials[0].kind",
+            "needs `key_file`",
+        ),
+        (
+            "[[credentials]]\nname = \"a\"\nupstream = \"nowhere\"\nkind = \"coinbase-cdp\"\nkey_file = \"k\"\n",
+            "credentials[0].upstream",
+            "not a configured upstream",
+        ),
+        (
+            "[[credentials]]\nname = \"a\"\nupstream = \"advanced\"\nkind = \"coinbase-cdp\"\nkey_file = \"k\"\nsecret_env = \"S\"\n",
+            "credentials[0].secret_env",
+            "is a `coinbase-exchange` field",
+        ),
+        (
+            "[[credentials]]\nname = \"a\"\nupstream = \"advanced\"\nkind = \"hmac\"\n",
+            "credentials[0].kind",
+            "unknown variant",
+        ),
+        (
+            "[[clients]]\nname = \"b\"\ntoken_sha256 = \"abc\"\ncredentials = [\"zz\"]\n",
+            "clients[0].token_sha256",
+            "64 hex digits",
+        ),
+        (
+            "[[clients]]\nname = \"b\"\ntoken_env = \"T\"\ncredentials = [\"zz\"]\n",
+            "clients[0].credentials[0]",
+            "not a configured credential",
+        ),
+    ];
+    for (text, field, words) in cases {
+        let errors = ProxyConfig::from_toml_str(text).unwrap_err();
+        let e = errors
+            .0
+            .iter()
+            .find(|e| e.field == *field)
+            .unwrap_or_else(|| panic!("{field} not in {errors}"));
+        assert!(e.message.contains(words), "{field}: {}", e.message);
+        assert!(e.line.is_some(), "{field} is located: {errors}");
+    }
+}
+
+#[test]
+fn no_key_material_shows_in_debug_output_or_the_printed_config() {
+    let p = proxy();
+    let shown = format!(
+        "{p:?} {:?} {}",
+        p.keyring(),
+        toml::to_string(p.config()).unwrap()
+    );
+    let pem = es256_pem();
+    let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for secret in [
+        &pem_body[..24],
+        &ed25519_b64()[..24],
+        EXCHANGE_SECRET,
+        "pass-phrase",
+        "token-two",
+    ] {
+        assert!(!shown.contains(secret), "`{secret}` shows");
+    }
+    assert!(
+        shown.contains("organizations/o/apiKeys/desk"),
+        "key ids do show"
+    );
+}
+
+#[test]
+fn the_edge_refuses_file_sources() {
+    let errors = ProxyConfig::from_toml_str_for_edge(CONFIG).unwrap_err();
+    let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["credentials[0].key_file", "credentials[2].passphrase_file"]
+    );
+}
