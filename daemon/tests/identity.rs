@@ -15,25 +15,7 @@ use common::{agent, get};
 /// The default two upstreams (Advanced Trade, Exchange under `/exchange`),
 /// both in front of `mock`, plus `extra` TOML.
 fn daemon(mock: &MockUpstream, extra: &str) -> (Daemon, String) {
-    let text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-drain_secs = 1.0
-
-[[upstreams]]
-name = "advanced"
-url = "{url}"
-preset = "coinbase-advanced"
-{extra}
-
-[[upstreams]]
-name = "exchange"
-url = "{url}"
-preset = "coinbase-exchange"
-prefix = "/exchange"
-"#,
-        url = mock.base_url()
-    );
+    let text = common::two_upstreams_toml(mock, extra);
     let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let daemon = Daemon::start(config).expect("daemon starts");
     let base = format!("http://{}", daemon.local_addr());

@@ -120,23 +120,9 @@ fn strict_mock(keys: &Keys, options: MockOptions) -> MockUpstream {
 /// three credentials, twenty bots on `desk`, one on `ed`, one on the
 /// Exchange key; `extra` TOML goes in the first upstream's table.
 fn config(mock: &MockUpstream, extra: &str) -> ProxyConfig {
-    let mut text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-drain_secs = 1.0
-
-[[upstreams]]
-name = "advanced"
-url = "{url}"
-preset = "coinbase-advanced"
-{extra}
-
-[[upstreams]]
-name = "exchange"
-url = "{url}"
-preset = "coinbase-exchange"
-prefix = "/exchange"
-
+    let mut text = common::two_upstreams_toml(mock, extra);
+    text.push_str(&format!(
+        r#"
 [[credentials]]
 name = "desk"
 upstream = "advanced"
@@ -168,10 +154,9 @@ name = "exchange-bot"
 token_sha256 = "{ex}"
 credentials = ["exchange-main"]
 "#,
-        url = mock.base_url(),
         other = token_sha256_hex(OTHER_TOKEN),
         ex = token_sha256_hex(EX_TOKEN),
-    );
+    ));
     for i in 0..20 {
         text.push_str(&format!(
             "\n[[clients]]\nname = \"bot{i:02}\"\ntoken_sha256 = \"{}\"\ncredentials = [\"desk\"]\n",

@@ -1426,8 +1426,9 @@ fn locate_all(text: &str, doc: &DeTable<'_>, issues: Vec<Issue>) -> ConfigFileEr
     )
 }
 
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column (in characters) of byte `offset` in `text`:
+/// how a TOML span is reported (here, and in the mock's keys file).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;

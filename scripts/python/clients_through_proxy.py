@@ -20,24 +20,11 @@ Prints one `python clients: N passed, M failed` line; exits 1 on a failure.
 import base64
 import json
 import os
-import sys
 import urllib.request
 import uuid
 
 MOCK = os.environ["SYNCOORD_TEST_MOCK"]
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-passed = 0
-failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {what}")
-    else:
-        failed += 1
-        print(f"FAIL {what}")
+from harness import DIRECT, check, finish
 
 
 def mock(path, body=None):
@@ -214,5 +201,4 @@ e = raises(lambda: ex.publicGetProductsIdTicker({"id": "ETH-USD"}), ccxt.Network
 check(isinstance(e, ccxt.ExchangeNotAvailable), f"ccxt coinbaseexchange: syncoord 502 is ExchangeNotAvailable, got {e!r}")
 mock("/__faults", {})
 
-print(f"python clients: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("python clients")

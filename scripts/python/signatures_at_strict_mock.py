@@ -18,7 +18,6 @@ Prints one `strict mock: N passed, M failed` line; exits 1 on a failure.
 
 import json
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,19 +26,7 @@ import uuid
 MOCK = os.environ["SYNCOORD_TEST_MOCK"].rstrip("/")
 MOCK_HOST = urllib.parse.urlsplit(MOCK).netloc
 KEYS = os.environ["SYNCOORD_TEST_KEYS"]
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-passed = 0
-failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {what}")
-    else:
-        failed += 1
-        print(f"FAIL {what}")
+from harness import DIRECT, check, finish
 
 
 def load(name):
@@ -202,5 +189,4 @@ wrong.urls["api"] = {"public": MOCK, "private": MOCK}
 to_mock(wrong.session)
 refused("ccxt coinbaseexchange with a wrong passphrase", wrong.privateGetAccounts, "bad_passphrase")
 
-print(f"strict mock: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("strict mock")

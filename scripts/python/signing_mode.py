@@ -20,10 +20,7 @@ REQUESTS_CA_BUNDLE, SSL_CERT_FILE.
 Prints one `python signing: N passed, M failed` line; exits 1 on a failure.
 """
 
-import json
 import os
-import sys
-import urllib.request
 
 MOCK = os.environ["SYNCOORD_TEST_MOCK"]
 DAEMON = os.environ["SYNCOORD_TEST_DAEMON"]
@@ -31,24 +28,11 @@ TOKEN = os.environ["SYNCOORD_TEST_TOKEN"]
 EX_TOKEN = os.environ["SYNCOORD_TEST_EX_TOKEN"]
 CDP_KEY = os.environ["SYNCOORD_TEST_CDP_KEY"]
 EX_KEY = os.environ["SYNCOORD_TEST_EX_KEY"]
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-passed = 0
-failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {what}")
-    else:
-        failed += 1
-        print(f"FAIL {what}")
+from harness import check, finish, get_json
 
 
 def mock_stats():
-    with DIRECT.open(MOCK + "/__stats", timeout=10) as r:
-        return json.loads(r.read().decode())
+    return get_json(MOCK + "/__stats")
 
 
 def credentials_in(value):
@@ -133,5 +117,4 @@ for test in (ccxt_advanced, ccxt_exchange, advanced_py):
 stats = mock_stats()
 check(stats.get("signature_failures") == {}, f"the strict mock rejected no signature ({stats.get('signature_failures')})")
 check(stats.get("signatures_verified", 0) >= 3, f"and verified every one that reached it (the second desk read is a cache hit) ({stats.get('signatures_verified')})")
-print(f"python signing: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish("python signing")

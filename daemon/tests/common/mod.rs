@@ -22,6 +22,31 @@ pub fn daemon(mock: &MockUpstream, extra: &str) -> (Daemon, String) {
     (daemon, base)
 }
 
+/// The TOML of both Coinbase upstreams (Advanced Trade, Exchange under
+/// `/exchange`) in front of `mock`, `extra` in the first one's table.
+#[allow(dead_code)] // not every test file starts this one
+pub fn two_upstreams_toml(mock: &MockUpstream, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+drain_secs = 1.0
+
+[[upstreams]]
+name = "advanced"
+url = "{url}"
+preset = "coinbase-advanced"
+{extra}
+
+[[upstreams]]
+name = "exchange"
+url = "{url}"
+preset = "coinbase-exchange"
+prefix = "/exchange"
+"#,
+        url = mock.base_url()
+    )
+}
+
 /// A client that returns 4xx and 5xx as answers, not errors.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

@@ -20,7 +20,6 @@
 //!
 //! Relative paths are read from the directory given (the file's own).
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -28,65 +27,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{keys, KeyError, Verifier};
+use syncoord_proxy::config::line_col;
 
-/// One problem in a keys file, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeysFileError {
-    /// The field, e.g. `cdp[1].private_key_file`; empty for TOML syntax
-    /// errors.
-    pub field: String,
-    /// 1-based line and column, when known.
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
+/// One problem in a keys file, and where: the same shape (and display,
+/// `file:line:column: field: message`) as a syncoord config file's.
+pub type KeysFileError = syncoord_proxy::ConfigFileError;
 
 /// Every problem found, one per line when displayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeysFileErrors(pub Vec<KeysFileError>);
-
-impl KeysFileErrors {
-    /// Displays each problem as `file:line:column: field: message`.
-    pub fn display_with<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
-        DisplayWith { errors: self, file }
-    }
-}
-
-struct DisplayWith<'a> {
-    errors: &'a KeysFileErrors,
-    file: &'a str,
-}
-
-impl fmt::Display for DisplayWith<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            f.write_str(self.file)?;
-            if let Some(line) = e.line {
-                write!(f, ":{line}")?;
-                if let Some(column) = e.column {
-                    write!(f, ":{column}")?;
-                }
-            }
-            f.write_str(": ")?;
-            if !e.field.is_empty() {
-                write!(f, "{}: ", e.field)?;
-            }
-            f.write_str(&e.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for KeysFileErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.display_with("verify keys").fmt(f)
-    }
-}
-
-impl std::error::Error for KeysFileErrors {}
+pub type KeysFileErrors = syncoord_proxy::ConfigFileErrors;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +106,7 @@ impl Verifier {
                 .span()
                 .map(|s| line_col(text, s.start))
                 .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-            KeysFileErrors(vec![KeysFileError {
+            syncoord_proxy::ConfigFileErrors(vec![KeysFileError {
                 field: String::new(),
                 line,
                 column,
@@ -246,7 +194,7 @@ impl Verifier {
         if problems.found.is_empty() {
             Ok(verifier)
         } else {
-            Err(KeysFileErrors(problems.found))
+            Err(syncoord_proxy::ConfigFileErrors(problems.found))
         }
     }
 
@@ -254,7 +202,7 @@ impl Verifier {
     /// directory.
     pub fn from_toml_file(path: &Path) -> Result<Verifier, KeysFileErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            KeysFileErrors(vec![KeysFileError {
+            syncoord_proxy::ConfigFileErrors(vec![KeysFileError {
                 field: String::new(),
                 line: None,
                 column: None,
@@ -304,16 +252,4 @@ fn named(
         }
         Err(message) => problems.at(format!("cdp[{i}].{field}"), file.span(), message),
     }
-}
-
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, text[line_start..offset].chars().count() + 1)
 }
