@@ -192,6 +192,7 @@ impl MockArgs {
                 latency_ms: 0,
                 storm_ms: self.storm_ms,
             },
+            verify: None,
         })
     }
 }

@@ -25,6 +25,7 @@ mod market;
 mod routes;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -37,6 +38,11 @@ use serde::{Deserialize, Serialize};
 use syncoord_server::{Limits, Server, ShutdownHandle};
 
 pub use limits::{BucketSpec, MockRates};
+pub use verify::{KeyError, KeysFileErrors, Rejection, Verifier};
+/// The key types [`Verifier`] takes, re-exported so a test builds keys
+/// with the same versions (`p256::ecdsa::SigningKey`,
+/// `ed25519_dalek::SigningKey`).
+pub use {ed25519_dalek, p256};
 
 /// How to run a mock.
 #[derive(Debug, Clone)]
@@ -52,6 +58,10 @@ pub struct MockOptions {
     pub retry_after: Option<u64>,
     /// Faults active from the start.
     pub faults: Faults,
+    /// Strict mode: verify every credential against these keys and answer
+    /// `401` as Coinbase does when one fails ([`verify`]). `None`: any
+    /// credential is accepted unverified.
+    pub verify: Option<Arc<Verifier>>,
 }
 
 impl Default for MockOptions {
@@ -63,6 +73,7 @@ impl Default for MockOptions {
             rates: MockRates::default(),
             retry_after: None,
             faults: Faults::default(),
+            verify: None,
         }
     }
 }
@@ -133,6 +144,13 @@ pub struct MockStats {
     /// what the client signed for. Coinbase checks it against the request,
     /// so a client that signed for the proxy's address would get 401.
     pub jwt_uris: Vec<String>,
+    /// Strict mode: credentials that verified.
+    #[serde(default)]
+    pub signatures_verified: u64,
+    /// Strict mode: credentials refused, by [`Rejection::reason`] (e.g.
+    /// `expired`, `bad_signature`, `wrong_uri`).
+    #[serde(default)]
+    pub signature_failures: BTreeMap<String, u64>,
 }
 
 /// How many JWT `uri` claims [`MockStats::jwt_uris`] keeps.

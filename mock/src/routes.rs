@@ -12,6 +12,7 @@ use syncoord_proxy::presented;
 use super::account::{self, NewOrder, Orders, Status};
 use super::limits::{Buckets, MockRates, Scope, WindowPeak};
 use super::market::{self, product, unix_now, Product};
+use super::verify::{Rejection, Scheme, Verifier};
 use super::{Faults, MockOptions, MockStats};
 use syncoord_server::{Handler, HttpRequest, Reply, Response};
 
@@ -378,6 +379,8 @@ pub(crate) struct State {
     counters: Mutex<Counters>,
     orders: Mutex<Orders>,
     in_flight: AtomicU64,
+    /// Strict mode's keys.
+    verify: Option<Arc<Verifier>>,
 }
 
 /// A poisoned lock only means a handler panicked mid-update of plain
@@ -399,6 +402,7 @@ impl State {
             counters: Mutex::new(Counters::default()),
             orders: Mutex::new(Orders::default()),
             in_flight: AtomicU64::new(0),
+            verify: options.verify.clone(),
         }
     }
 
@@ -515,7 +519,36 @@ impl Handler for MockHandler {
             others: vec![other.into()],
             ..CredentialConfig::default()
         };
-        let identity = presented(&req.headers, &rules).key_name;
+        // Strict mode verifies the credential of every API route (public
+        // ones too, when a credential is sent); the identity is then what
+        // it proved. Otherwise it is read, unverified.
+        let (identity, rejection) = match (&state.verify, &route) {
+            (Some(verifier), Some(_)) => {
+                let scheme = match api_of(path) {
+                    Api::Advanced => Scheme::AdvancedTrade,
+                    Api::Exchange => Scheme::Exchange,
+                };
+                let outcome =
+                    verifier.verify(scheme, &req.method, &req.target, &req.headers, &req.body);
+                let mut c = state.counters();
+                match outcome {
+                    Ok(identity) => {
+                        if identity.is_some() {
+                            c.stats.signatures_verified += 1;
+                        }
+                        (identity, None)
+                    }
+                    Err(rejection) => {
+                        *c.stats
+                            .signature_failures
+                            .entry(rejection.reason().to_owned())
+                            .or_default() += 1;
+                        (None, Some(rejection))
+                    }
+                }
+            }
+            _ => (presented(&req.headers, &rules).key_name, None),
+        };
         if let Some(uri) = jwt_uri(&req.headers) {
             let mut c = state.counters();
             if c.stats.jwt_uris.len() >= crate::JWT_URIS_KEPT {
@@ -528,7 +561,17 @@ impl Handler for MockHandler {
             identity.as_deref(),
             now,
         );
-        let reply = self.answer(&req, path, query, route, identity.as_deref(), now);
+        let reply = self.answer(
+            &req,
+            path,
+            query,
+            route,
+            Credential {
+                identity: identity.as_deref(),
+                rejection,
+            },
+            now,
+        );
         let status = match &reply {
             Reply::Respond(response) => response.status.to_string(),
             Reply::Intercept { .. } => "200".to_owned(),
@@ -540,7 +583,7 @@ impl Handler for MockHandler {
 }
 
 /// The `uri` claim of a `Bearer` JWT in `Authorization`, if there is one
-/// (read, never verified, like every credential here).
+/// (read here; strict mode verifies it in [`crate::verify`]).
 fn jwt_uri(headers: &[(String, String)]) -> Option<String> {
     use base64::Engine;
     let value = syncoord_core::header(headers, "authorization")?;
@@ -583,6 +626,19 @@ fn error(api: Api, status: u16, code: &str, message: &str) -> Response {
     }
 }
 
+/// What a request's credential came to.
+struct Credential<'a> {
+    /// Whose it is: verified in strict mode, else as presented.
+    identity: Option<&'a str>,
+    /// Strict mode: why it was refused.
+    rejection: Option<Rejection>,
+}
+
+/// Advanced Trade answers a missing or bad JWT with a bare text body.
+fn at_unauthorized() -> Response {
+    Response::new(401, "Unauthorized\n").with_header("Content-Type", "text/plain; charset=utf-8")
+}
+
 impl MockHandler {
     fn answer(
         &self,
@@ -590,9 +646,10 @@ impl MockHandler {
         path: &str,
         query: &str,
         route: Option<Route<'_>>,
-        identity: Option<&str>,
+        credential: Credential<'_>,
         now: Instant,
     ) -> Reply {
+        let identity = credential.identity;
         let state = &*self.state;
         let api = api_of(path);
         let (fault, fault_latency) = lock(&state.faults).decide(now);
@@ -633,13 +690,17 @@ impl MockHandler {
         let Some(route) = route else {
             return error(api, 404, "NOT_FOUND", "NotFound").into();
         };
+        if let Some(rejection) = credential.rejection {
+            let response = match api {
+                Api::Advanced => at_unauthorized(),
+                Api::Exchange => ex_error(401, rejection.exchange_message()),
+            };
+            return response.into();
+        }
         if route.private() && identity.is_none() {
             state.counters().stats.unauthorized += 1;
             let response = match api {
-                // Advanced Trade answers a missing or bad JWT with a bare
-                // text body.
-                Api::Advanced => Response::new(401, "Unauthorized\n")
-                    .with_header("Content-Type", "text/plain; charset=utf-8"),
+                Api::Advanced => at_unauthorized(),
                 Api::Exchange => ex_error(401, "CB-ACCESS-KEY header is required"),
             };
             return response.into();
