@@ -12,6 +12,7 @@
 //! guards and the TTLs the configuration sets.
 
 pub mod browser;
+pub mod signing;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
