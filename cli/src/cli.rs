@@ -1,5 +1,5 @@
-//! Subcommands: `serve`, `check-config`, `ca`, `mock-upstream`, `demo`,
-//! `simulate`.
+//! Subcommands: `serve`, `check-config`, `ca`, `token`, `mock-upstream`,
+//! `demo`, `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use syncoord_daemon::Daemon;
+use syncoord_daemon::{Daemon, HostSecrets};
 
 use crate::{demo, mock_upstream, simulate};
-use syncoord_proxy::ProxyConfig;
+use syncoord_proxy::{Proxy, ProxyConfig};
 
 /// Many bots, one rate-limited API: a coordinating proxy for REST APIs
 /// (Coinbase Advanced Trade and Exchange by default).
@@ -43,6 +43,16 @@ enum Command {
         /// A configuration file to read `server.ca_dir` from.
         #[arg(long, short, env = "SYNCOORD_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Make a client token for signing mode: prints the token (give it to
+    /// the bot) and the `[[clients]]` entry holding only its SHA-256.
+    Token {
+        /// The client's name in the printed entry.
+        #[arg(long, default_value = "bot")]
+        name: String,
+        /// The credentials the printed entry lists.
+        #[arg(long = "credential", value_name = "NAME")]
+        credentials: Vec<String>,
     },
     /// Run a local Coinbase-like upstream for testing bots and the daemon.
     MockUpstream(mock_upstream::MockArgs),
@@ -92,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
+        Command::Token { name, credentials } => token(&name, &credentials),
         Command::MockUpstream(args) => {
             mock_upstream::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -172,7 +183,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Register for signals before binding, so a signal during start-up is
     // not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let daemon = Daemon::start(config)?;
+    let daemon = Daemon::start_with_secrets(config, &secrets_for(args.config.as_deref()))?;
     tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "stopping: draining queued requests");
@@ -226,21 +237,78 @@ fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Secrets (signing mode) from this process's env, and files relative to
+/// the config file's folder.
+fn secrets_for(config: Option<&Path>) -> HostSecrets {
+    match config.and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => HostSecrets::relative_to(dir),
+        _ => HostSecrets::default(),
+    }
+}
+
+/// Checks the file, then loads the secrets it names (signing mode), as
+/// `serve` would: a key that is missing or unreadable fails here too.
+/// Prints what each credential is, never a secret.
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    match load_config(path) {
-        Ok(config) => {
-            let names: Vec<_> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
-            println!(
-                "{}: OK ({} upstream(s): {})",
-                path.display(),
-                names.len(),
-                names.join(", ")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let shown = path.display().to_string();
+    let config = match load_config(path) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
-            Ok(ExitCode::FAILURE)
+            return Ok(ExitCode::FAILURE);
         }
+    };
+    let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
+    let clients = config.clients.len();
+    let proxy = match Proxy::with_secrets(config, &secrets_for(Some(path))) {
+        Ok(proxy) => proxy,
+        Err(errors) => {
+            eprintln!("{}", errors.display_with(&shown));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for warning in proxy.warnings() {
+        eprintln!("{shown}: warning: {warning}");
     }
+    println!(
+        "{shown}: OK ({} upstream(s): {})",
+        names.len(),
+        names.join(", ")
+    );
+    for signer in proxy.keyring().iter() {
+        println!(
+            "  credential `{}`: signs for upstream `{}` with {} key `{}`",
+            signer.name(),
+            signer.upstream(),
+            signer.algorithm(),
+            signer.key_id()
+        );
+    }
+    if clients > 0 {
+        println!("  {clients} client(s) authenticate with tokens");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `syncoord token`: 32 random bytes, hex, and the entry for the config.
+fn token(name: &str, credentials: &[String]) -> anyhow::Result<ExitCode> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let list = credentials
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("{token}");
+    eprintln!(
+        "\nGive the token above to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
+         Put this in the config; it holds only the token's SHA-256:\n\n\
+         [[clients]]\n\
+         name = {name:?}\n\
+         token_sha256 = \"{}\"\n\
+         credentials = [{list}]",
+        syncoord_proxy::signing::token_sha256_hex(&token)
+    );
+    Ok(ExitCode::SUCCESS)
 }

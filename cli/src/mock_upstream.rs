@@ -2,9 +2,11 @@
 //! mean as [`MockOptions`], and running it until a signal.
 
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use syncoord_mock::{BucketSpec, Faults, MockOptions, MockRates, MockUpstream};
+use syncoord_mock::{BucketSpec, Faults, MockOptions, MockRates, MockUpstream, Verifier};
 use syncoord_server::Limits;
 
 /// Why `mock-upstream` could not run.
@@ -15,6 +17,9 @@ pub enum MockUpstreamError {
         option: &'static str,
         reason: String,
     },
+    /// The `--verify-keys` file, every problem as `file:line:column: ...`.
+    #[error("invalid --verify-keys file:\n{0}")]
+    VerifyKeys(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
     #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
@@ -27,6 +32,13 @@ pub struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: String,
+    /// Strict mode: verify every credential against the keys this TOML
+    /// file lists (`[[cdp]]` keys, `[[exchange]]` secrets, `accept_hosts`)
+    /// and answer 401 as Coinbase does for a bad signature, an expired
+    /// JWT, a `uri` naming another host or path, or a stale Exchange
+    /// timestamp. The format is in the README's mock section.
+    #[arg(long, value_name = "FILE")]
+    pub verify_keys: Option<PathBuf>,
     /// Latency added to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -136,6 +148,14 @@ impl MockArgs {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        let verify = match &self.verify_keys {
+            Some(file) => Some(Arc::new(Verifier::from_toml_file(file).map_err(|e| {
+                MockUpstreamError::VerifyKeys(
+                    e.display_with(&file.display().to_string()).to_string(),
+                )
+            })?)),
+            None => None,
+        };
         let rates = if self.unlimited {
             MockRates::uniform(BucketSpec::new(1e9, 1e9))
         } else {
@@ -192,7 +212,7 @@ impl MockArgs {
                 latency_ms: 0,
                 storm_ms: self.storm_ms,
             },
-            verify: None,
+            verify,
         })
     }
 }
@@ -201,6 +221,7 @@ impl MockArgs {
 pub fn run(args: MockArgs) -> Result<(), MockUpstreamError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let options = args.options()?;
+    let strict = options.verify.clone();
     // Install the handler before binding, so a signal that arrives while
     // the server starts is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -211,6 +232,13 @@ pub fn run(args: MockArgs) -> Result<(), MockUpstreamError> {
     })?;
     tracing::info!(url = %mock.base_url(), "mock upstream listening");
     println!("mock upstream listening on {}", mock.base_url());
+    if let Some(verifier) = &strict {
+        println!(
+            "strict mode: verifying signatures of {} CDP and {} Exchange keys",
+            verifier.cdp_keys(),
+            verifier.exchange_keys()
+        );
+    }
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down the mock upstream");
     }
@@ -268,5 +296,67 @@ mod tests {
         let bad = Cli::try_parse_from(["mock", "--drop-fraction", "2"]).unwrap();
         let err = bad.args.options().unwrap_err();
         assert!(err.to_string().contains("drop-fraction"), "{err}");
+    }
+
+    #[test]
+    fn verify_keys_makes_the_mock_strict_and_a_bad_file_is_located() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: MockArgs,
+        }
+        let dir = std::env::temp_dir().join(format!("syncoord-cli-verify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ex.secret"), "c2VjcmV0\n").unwrap();
+        let keys = dir.join("keys.toml");
+        std::fs::write(
+            &keys,
+            "[[exchange]]\nkey = \"abc\"\nsecret_file = \"ex.secret\"\npassphrase = \"p\"\n",
+        )
+        .unwrap();
+        let parse = |file: &std::path::Path| {
+            Cli::try_parse_from([
+                "mock".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--verify-keys".as_ref(),
+                file.as_os_str(),
+            ])
+            .unwrap()
+            .args
+            .options()
+        };
+        let options = parse(&keys).unwrap();
+        assert_eq!(options.verify.as_ref().map(|v| v.exchange_keys()), Some(1));
+        let mock = MockUpstream::start(options).expect("mock starts");
+        // An unsigned key is refused as Coinbase refuses it; public routes
+        // stay open.
+        let mut client = Client::connect(mock.addr());
+        client.send(b"GET /accounts HTTP/1.1\r\nHost: m\r\nCB-ACCESS-KEY: abc\r\n\r\n");
+        let seen = client.read_response().expect("an answer");
+        assert_eq!(seen.status, 401, "{}", seen.text());
+        assert_eq!(status_of(&mock, "/time"), 200);
+        assert_eq!(
+            mock.stats().signature_failures.get("missing_header"),
+            Some(&1)
+        );
+        mock.shutdown();
+
+        std::fs::write(
+            &keys,
+            "[[exchange]]\nkey = \"abc\"\nsecret_file = \"nope\"\npassphrase = \"p\"\n",
+        )
+        .unwrap();
+        let err = parse(&keys).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            err.contains(&format!(
+                "{}:3:15: exchange[0].secret_file: cannot read ",
+                keys.display()
+            )),
+            "{err}"
+        );
     }
 }

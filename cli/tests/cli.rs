@@ -311,3 +311,77 @@ fn without_colours(text: &str) -> String {
     }
     out
 }
+
+/// `check-config` loads the keys a signing-mode config names (relative to
+/// the file), lists each credential by name and key id, warns of a key
+/// file others may read, fails naming a missing secret, and never prints
+/// key material; `token` prints a token and the entry with its SHA-256.
+#[test]
+fn check_config_loads_signing_keys_and_shows_no_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("syncoord-check-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let seed_b64 = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="; // 32 bytes: an Ed25519 seed
+    std::fs::write(dir.join("ed.key"), seed_b64).expect("write");
+    std::fs::set_permissions(dir.join("ed.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let token = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+        .args(["token", "--name", "bot1", "--credential", "desk"])
+        .output()
+        .expect("run syncoord token");
+    assert!(token.status.success());
+    let minted = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    assert_eq!(minted.len(), 64, "32 random bytes in hex: {minted}");
+    let entry = String::from_utf8_lossy(&token.stderr).into_owned();
+    let sha = syncoord_proxy::signing::token_sha256_hex(&minted);
+    assert!(
+        entry.contains(&format!("token_sha256 = \"{sha}\"")),
+        "{entry}"
+    );
+    assert!(
+        !entry.contains(&minted),
+        "the entry holds the hash only: {entry}"
+    );
+    let config = format!(
+        "[[upstreams]]\nname = \"advanced\"\nurl = \"https://api.coinbase.com\"\npreset = \"coinbase-advanced\"\n\n\
+         [[credentials]]\nname = \"desk\"\nupstream = \"advanced\"\nkind = \"coinbase-cdp\"\nkey_name = \"organizations/o/apiKeys/k\"\nprivate_key_file = \"ed.key\"\n\n\
+         [[clients]]\nname = \"bot1\"\ntoken_sha256 = \"{sha}\"\ncredentials = [\"desk\"]\n"
+    );
+    let file = dir.join("signing.toml");
+    std::fs::write(&file, &config).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+        .args(["check-config"])
+        .arg(&file)
+        .output()
+        .expect("run syncoord");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("credential `desk`: signs for upstream `advanced` with EdDSA key `organizations/o/apiKeys/k`"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("chmod 600"), "warns of mode 644: {stderr}");
+    assert!(!stdout.contains(&seed_b64[..20]) && !stderr.contains(&seed_b64[..20]));
+
+    std::fs::write(
+        &file,
+        config.replace(
+            "private_key_file = \"ed.key\"",
+            "private_key_env = \"SYNCOORD_TEST_UNSET_KEY\"",
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+        .args(["check-config"])
+        .arg(&file)
+        .env_remove("SYNCOORD_TEST_UNSET_KEY")
+        .output()
+        .expect("run syncoord");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("credentials[0].private_key_env: `SYNCOORD_TEST_UNSET_KEY` is not set"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncoord_core::{CompiledConfig, Failure, Response};
+use syncoord_proxy::signing::{Keyring, SecretSource};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
 
 use syncoord::{
@@ -49,13 +50,41 @@ pub struct Daemon {
 /// upstream when the daemon had to stop before upstream answered.
 pub use proxy::OUTCOME_UNKNOWN_STATUS;
 
+/// Where [`Daemon::start_with_secrets`] usually reads secrets from.
+pub use syncoord::HostSecrets;
+
 impl Daemon {
     /// Binds every listener (`server.listen`, which fronts all upstreams,
     /// plus each upstream's own `listen`) and starts the coordinators.
+    /// Secrets (signing mode) come from this process's env and from
+    /// files relative to the working directory.
     pub fn start(config: ProxyConfig) -> Result<Daemon, DaemonError> {
+        Self::start_with_secrets(config, &HostSecrets::default())
+    }
+
+    /// [`Self::start`], reading the secrets `[[credentials]]` and
+    /// `[[clients]]` name through `secrets`.
+    pub fn start_with_secrets(
+        config: ProxyConfig,
+        secrets: &dyn SecretSource,
+    ) -> Result<Daemon, DaemonError> {
         let settings = config.server.clone();
-        let proxy =
-            Arc::new(Proxy::new(config.clone()).map_err(|e| DaemonError::Config(e.to_string()))?);
+        let proxy = Arc::new(
+            Proxy::with_secrets(config.clone(), secrets)
+                .map_err(|e| DaemonError::Config(e.to_string()))?,
+        );
+        for warning in proxy.warnings() {
+            tracing::warn!("{warning}");
+        }
+        for signer in proxy.keyring().iter() {
+            tracing::info!(
+                credential = signer.name(),
+                upstream = signer.upstream(),
+                algorithm = signer.algorithm(),
+                key = signer.key_id(),
+                "signing mode: calls with this credential are signed here"
+            );
+        }
         let mut hosts = Vec::with_capacity(config.upstreams.len());
         for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
             hosts.push(start_host(
@@ -63,6 +92,7 @@ impl Daemon {
                 config.cluster.as_ref(),
                 upstream,
                 coordination.clone(),
+                proxy.keyring(),
             )?);
         }
         let hosts = Arc::new(hosts);
@@ -238,6 +268,7 @@ fn start_host(
     cluster: Option<&proxy::ClusterSettings>,
     upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
+    keyring: &Keyring,
 ) -> Result<Coordinator, DaemonError> {
     let name = upstream.name.clone();
     let url = upstream.url.as_str();
@@ -262,7 +293,9 @@ fn start_host(
         extra_roots_pem,
         ..UpstreamOptions::default()
     };
-    let upstream = HttpUpstream::new(url, options).map_err(|e| fail(e.to_string()))?;
+    let upstream = HttpUpstream::new(url, options)
+        .map_err(|e| fail(e.to_string()))?
+        .with_keyring(keyring.clone());
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
         thread_name: name.clone(),
@@ -285,6 +318,21 @@ fn start_host(
         .map_err(|e| fail(e.to_string()))?;
     Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
         .map_err(|e| fail(e.to_string()))
+}
+
+/// A CONNECT whose token is wrong: `407` with `Proxy-Authenticate`, what
+/// proxy clients expect (the 401 a request gets means the same).
+fn proxy_auth_required(rejection: proxy::Rejection) -> Response {
+    let mut response = proxy::Rejection {
+        status: 407,
+        ..rejection
+    }
+    .into_response();
+    response.headers.push((
+        "Proxy-Authenticate".into(),
+        "Basic realm=\"syncoord\"".into(),
+    ));
+    response
 }
 
 /// How often a waiting request looks whether its client is still there.
@@ -439,6 +487,19 @@ impl ProxyHandler {
     /// for it.
     fn connect(&self, request: &HttpRequest) -> Reply {
         let peer = request.peer;
+        // A proxy client authenticates the tunnel once, on the CONNECT;
+        // the requests inside inherit its `Proxy-Authorization` (and are
+        // each authenticated again by `route`).
+        if let Err(rejection) = self.proxy.authenticate(&request.headers) {
+            tracing::info!(%peer, status = rejection.status, kind = rejection.kind, "CONNECT refused: bad client token");
+            return proxy_auth_required(rejection).into();
+        }
+        let inherited: Arc<[(String, String)]> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
+            .cloned()
+            .collect();
         let target = match self.proxy.connect(&request.target) {
             Ok(target) => target,
             Err(rejection) => {
@@ -456,6 +517,7 @@ impl ProxyHandler {
                 Reply::Intercept {
                     config,
                     tunnel: target.base.into(),
+                    inherited,
                 }
             }
             Err(why) => {
@@ -509,6 +571,15 @@ impl ProxyHandler {
         let shape = self.proxy.error_shape(forward.upstream);
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
+        // A call syncoord signs at dispatch has no signature to expire: it
+        // may wait its `max_wait` to be sent, plus the call itself, and
+        // ends sooner only when its bot hangs up (which cancels it).
+        let request_timeout = match forward.request.max_wait {
+            Some(wait) => self
+                .request_timeout
+                .max(wait + self.proxy.config().server.upstream_timeout()),
+            None => self.request_timeout,
+        };
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
@@ -520,7 +591,7 @@ impl ProxyHandler {
         Submitted::Waiting(Waiting {
             pending,
             probe,
-            request_timeout: self.request_timeout,
+            request_timeout,
             peer,
             client,
             method,

@@ -12,12 +12,19 @@
 //! Advanced Trade (`Authorization: Bearer <JWT>`), checked in this order:
 //! header `alg` ES256 or EdDSA and a `nonce`, `kid` = `sub`; `sub` a known
 //! key and `alg` its type; the signature over `header.claims` (ES256 as
-//! the 64-byte `r||s` of JWS, not DER); `iss = "cdp"`; `nbf <= now + 5 s`,
-//! `exp > now`, `exp - nbf <= 120`; `uri` exactly `"METHOD host/path"`:
-//! the request's method, a host that is the `Host` header as received
-//! (port included when it has one) or one of [`Verifier::accept_host`],
-//! and the path without the query. A `CB-ACCESS-KEY` without a JWT is the
-//! retired legacy scheme: refused.
+//! the 64-byte `r||s` of JWS, not DER); `iss` `cdp` (or `coinbase-cloud`,
+//! the Cloud API keys' issuer); `nbf <= now + 5 s`, `exp > now`,
+//! `exp - nbf <= 120`; `uri` exactly `"METHOD host/path"`: the request's
+//! method, a host that is the `Host` header as received (port included
+//! when it has one) or one of [`Verifier::accept_host`], and the path
+//! without the query. `aud` and `iat` are not checked. A `CB-ACCESS-KEY`
+//! without a JWT is the retired legacy scheme: refused.
+//!
+//! Why two issuers and a `uris` list: ccxt 4.5.90, which bots use against
+//! Coinbase every day, signs ES256 tokens with `iss = "coinbase-cloud"`
+//! (and `aud = ["retail_rest_api_proxy"]`) and Ed25519 ones with a `uris`
+//! list instead of `uri`, as the CDP v2 scheme does; Coinbase accepts
+//! both, so a mock that refused them would fail real clients.
 //!
 //! Exchange (`CB-ACCESS-KEY`, `-SIGN`, `-TIMESTAMP`, `-PASSPHRASE`): a
 //! known key, a timestamp (decimal seconds, a fraction allowed) within
@@ -105,7 +112,7 @@ pub enum Rejection {
     WrongAlgorithm,
     /// The signature or MAC does not verify.
     BadSignature,
-    /// `iss` is not `cdp`.
+    /// `iss` is not `cdp` (or `coinbase-cloud`).
     WrongIssuer,
     /// `nbf` is in the future (beyond the leeway).
     NotYetValid,
@@ -306,6 +313,16 @@ impl Verifier {
         self
     }
 
+    /// How many CDP keys it knows.
+    pub fn cdp_keys(&self) -> usize {
+        self.cdp.len()
+    }
+
+    /// How many Exchange keys it knows.
+    pub fn exchange_keys(&self) -> usize {
+        self.exchange.len()
+    }
+
     /// Runs the mock's clock this many seconds ahead of the wall clock
     /// (behind when negative).
     pub fn clock_offset(self, secs: f64) -> Self {
@@ -412,7 +429,10 @@ impl Verifier {
         if !valid {
             return Err(Rejection::BadSignature);
         }
-        if claims.get("iss").and_then(Value::as_str) != Some("cdp") {
+        if !matches!(
+            claims.get("iss").and_then(Value::as_str),
+            Some("cdp" | "coinbase-cloud")
+        ) {
             return Err(Rejection::WrongIssuer);
         }
         let number = |name: &str| {
@@ -432,11 +452,16 @@ impl Verifier {
         if exp - nbf > MAX_JWT_LIFETIME_SECS {
             return Err(Rejection::LifetimeTooLong);
         }
-        let uri = claims
-            .get("uri")
-            .and_then(Value::as_str)
-            .ok_or(Rejection::WrongUri)?;
-        if !self.uri_matches(uri, method, target, headers) {
+        // `uri`, or a `uris` list (ccxt's Ed25519 tokens) naming it.
+        let uris: Vec<&str> = match (claims.get("uri"), claims.get("uris")) {
+            (Some(Value::String(uri)), _) => vec![uri.as_str()],
+            (None, Some(Value::Array(list))) => list.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !uris
+            .iter()
+            .any(|uri| self.uri_matches(uri, method, target, headers))
+        {
             return Err(Rejection::WrongUri);
         }
         Ok(Some(format!("jwt:{sub}")))

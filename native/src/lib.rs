@@ -43,9 +43,11 @@
 
 pub mod cluster;
 pub mod host;
+pub mod secrets;
 pub mod service;
 pub mod upstream;
 
 pub use cluster::{Cluster, ClusterError};
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};
+pub use secrets::HostSecrets;
 pub use upstream::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};

@@ -11,8 +11,9 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use syncoord_core::{Outcome, Response, TransportError};
-use syncoord_proxy::Outgoing;
+use syncoord_proxy::signing::Keyring;
 use syncoord_proxy::{strip_hop_headers, HopHeaders};
+use syncoord_proxy::{BaseUrl, Outgoing};
 use ureq::http;
 
 /// Sends one call upstream and reports the outcome. Called from a pool of
@@ -165,7 +166,11 @@ pub struct HttpUpstream {
     agent: ureq::Agent,
     /// `scheme://authority` plus any path prefix, without a trailing `/`.
     base: String,
+    /// `base`, parsed: the host and base path a signature names.
+    base_url: BaseUrl,
     max_response_bytes: u64,
+    /// Signing mode: the credentials a call's `sign_as` names.
+    keyring: Keyring,
 }
 
 impl HttpUpstream {
@@ -209,23 +214,37 @@ impl HttpUpstream {
                     .build(),
             );
         }
+        let base_url = BaseUrl::parse(&base).map_err(|e| bad(&e.to_string()))?;
         Ok(HttpUpstream {
             agent: config.build().new_agent(),
             base,
+            base_url,
             max_response_bytes: options.max_response_bytes,
+            keyring: Keyring::default(),
         })
+    }
+
+    /// Signs each call whose `sign_as` names one of `keyring`'s
+    /// credentials, just before each attempt is sent (signing mode).
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    fn request(&self, call: &Outgoing) -> Result<http::request::Builder, Unsendable> {
+    fn request(
+        &self,
+        call: &Outgoing,
+        headers: &[(String, String)],
+    ) -> Result<http::request::Builder, Unsendable> {
         let uri = format!("{}{}", self.base, call.path_and_query);
         let method = http::Method::from_bytes(call.method.as_bytes())
             .map_err(|_| Unsendable::Method(call.method.clone()))?;
         let mut builder = http::Request::builder().method(method).uri(uri.as_str());
-        for (name, value) in &strip_hop_headers(&call.headers, &SET_BY_CONNECTION) {
+        for (name, value) in &strip_hop_headers(headers, &SET_BY_CONNECTION) {
             let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Unsendable::HeaderName(name.clone()))?;
             let value = http::HeaderValue::from_bytes(value.as_bytes())
@@ -235,11 +254,31 @@ impl HttpUpstream {
         Ok(builder)
     }
 
+    /// The headers of this attempt: signed now, for this attempt only,
+    /// when the call is to be signed. A call that cannot be signed never
+    /// leaves (`Connect`).
+    fn attempt_headers(&self, call: &Outgoing) -> Result<Vec<(String, String)>, TransportError> {
+        if call.sign_as.is_none() {
+            return Ok(call.headers.clone());
+        }
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| TransportError::Connect("the clock is before 1970: cannot sign".into()))?
+            .as_secs();
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce)
+            .map_err(|e| TransportError::Connect(format!("no random nonce to sign with: {e}")))?;
+        self.keyring
+            .sign(call, &self.base_url, unix_now, nonce)
+            .map_err(|e| TransportError::Connect(format!("not signed: {e}")))
+    }
+
     fn exchange(&self, call: &Outgoing) -> Result<Response, TransportError> {
+        let headers = self.attempt_headers(call)?;
         // `check` refused such a call at submission; should one get here
         // anyway, it breaks like any other call that cannot be written.
         let builder = self
-            .request(call)
+            .request(call, &headers)
             .map_err(|e| TransportError::Broken(e.to_string()))?;
         let built = |e: http::Error| TransportError::Broken(format!("request not built: {e}"));
         let sent = if call.body.is_empty() && matches!(call.method.as_str(), "GET" | "HEAD") {
@@ -288,7 +327,14 @@ impl HttpUpstream {
 impl Upstream for HttpUpstream {
     /// Builds the request as [`Upstream::send`] would, without sending it.
     fn check(&self, call: &Outgoing) -> Result<(), Unsendable> {
-        self.request(call)?
+        if let Some(name) = call.sign_as.as_deref() {
+            if self.keyring.get(name).is_none() {
+                return Err(Unsendable::Request(format!(
+                    "no credential named `{name}` is loaded"
+                )));
+            }
+        }
+        self.request(call, &call.headers)?
             .body(())
             .map(drop)
             .map_err(|e| Unsendable::Request(e.to_string()))

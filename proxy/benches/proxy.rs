@@ -84,6 +84,119 @@ fn proxy_route(c: &mut Criterion) {
     g.finish();
 }
 
+/// Signing mode: what signing one attempt costs the host just before it
+/// sends it (JWT claims, ES256 or Ed25519, or the Exchange HMAC), on top of
+/// routing. Keys are fixed test keys; time and nonce are passed in.
+fn signing(c: &mut Criterion) {
+    use base64::Engine;
+    use syncoord_proxy::signing::{SecretFile, SecretSource};
+    struct Keys;
+    impl SecretSource for Keys {
+        fn env(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
+            let value = match name {
+                "ES256" => p256::SecretKey::from_slice(&[3; 32])
+                    .ok()?
+                    .to_sec1_pem(Default::default())
+                    .ok()?
+                    .to_string(),
+                "ED25519" => base64::engine::general_purpose::STANDARD.encode([5u8; 32]),
+                "SECRET" => base64::engine::general_purpose::STANDARD.encode([7u8; 64]),
+                "PASS" => "passphrase".to_owned(),
+                _ => return None,
+            };
+            Some(zeroize::Zeroizing::new(value))
+        }
+        fn file(&self, _: &str) -> Result<SecretFile, String> {
+            Err("none".into())
+        }
+    }
+    let text = r#"
+[[upstreams]]
+name = "advanced"
+url = "https://api.coinbase.com"
+preset = "coinbase-advanced"
+[[upstreams]]
+name = "exchange"
+url = "https://api.exchange.coinbase.com"
+preset = "coinbase-exchange"
+prefix = "/exchange"
+[[credentials]]
+name = "es256"
+upstream = "advanced"
+kind = "coinbase-cdp"
+key_name = "organizations/o/apiKeys/es"
+private_key_env = "ES256"
+[[credentials]]
+name = "ed25519"
+upstream = "advanced"
+kind = "coinbase-cdp"
+key_name = "organizations/o/apiKeys/ed"
+private_key_env = "ED25519"
+[[credentials]]
+name = "hmac"
+upstream = "exchange"
+kind = "coinbase-exchange"
+key = "k"
+secret_env = "SECRET"
+passphrase_env = "PASS"
+[[clients]]
+name = "bot"
+token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+credentials = ["es256", "ed25519", "hmac"]
+"#;
+    let config = ProxyConfig::from_toml_str(text).expect("bench config");
+    let proxy = Proxy::with_secrets(config, &Keys).expect("bench keys");
+    let mut g = c.benchmark_group("signing");
+    g.throughput(Throughput::Elements(1));
+    let cases = [
+        ("jwt_es256", "/api/v3/brokerage/accounts", "es256"),
+        ("jwt_ed25519", "/api/v3/brokerage/accounts", "ed25519"),
+        ("exchange_hmac", "/exchange/accounts", "hmac"),
+    ];
+    for (name, target, credential) in cases {
+        let headers: Vec<(String, String)> = [
+            ("X-Syncoord-Token", "test"),
+            ("X-Syncoord-Credential", credential),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let forward = proxy
+            .route(None, "GET", target, &headers, Vec::new())
+            .expect("routes");
+        let base = proxy.base_url(forward.upstream).expect("base").clone();
+        let keyring = proxy.keyring().clone();
+        let mut now = 1_700_000_000u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                now += 1;
+                black_box(keyring.sign(black_box(&forward.outgoing), &base, now, [9; 16]))
+            })
+        });
+    }
+    // What a signed request's routing adds: the token's SHA-256 and the
+    // constant-time comparison with every client.
+    let headers: Vec<(String, String)> = [
+        ("X-Syncoord-Token", "test"),
+        ("X-Syncoord-Credential", "es256"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    g.bench_function("route_with_token", |b| {
+        b.iter(|| {
+            black_box(proxy.route(
+                None,
+                "GET",
+                black_box("/api/v3/brokerage/accounts"),
+                &headers,
+                Vec::new(),
+            ))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // As in the core's benchmarks: 1 s warm-up, 3 s measurement, 50 samples.
@@ -91,6 +204,6 @@ criterion_group! {
         .warm_up_time(WallDuration::from_secs(1))
         .measurement_time(WallDuration::from_secs(3))
         .sample_size(50);
-    targets = proxy_route
+    targets = proxy_route, signing
 }
 criterion_main!(benches);

@@ -169,6 +169,10 @@ enum Phase {
     Lingering,
 }
 
+/// An intercepted CONNECT's label ([`HttpRequest::tunnel`]) and the
+/// headers of the CONNECT its requests inherit ([`Reply::Intercept`]).
+type Tunnel = (Arc<str>, Arc<[(String, String)]>);
+
 struct Conn {
     stream: Arc<TcpStream>,
     peer: SocketAddr,
@@ -191,9 +195,9 @@ struct Conn {
     /// Plain or TLS (`tls.rs`).
     transport: Transport,
     /// A CONNECT answered `200`: TLS begins once that is written.
-    upgrade: Option<(Arc<rustls::ServerConfig>, Arc<str>)>,
+    upgrade: Option<(Arc<rustls::ServerConfig>, Tunnel)>,
     /// The intercepted CONNECT this connection carries, for its requests.
-    tunnel: Option<Arc<str>>,
+    tunnel: Option<Tunnel>,
     /// Readiness came while a request was handled or answered: what it
     /// announced is still in the socket, and no new edge will say so.
     edge_missed: bool,
@@ -712,15 +716,23 @@ impl EventLoop {
         conn.fresh = false;
         conn.deadline = None;
         conn.meta = Some(meta);
+        let mut headers = complete.headers;
+        if let Some((_, inherited)) = &conn.tunnel {
+            for (name, value) in inherited.iter() {
+                if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                    headers.push((name.clone(), value.clone()));
+                }
+            }
+        }
         let request = HttpRequest {
             method: complete.method,
             target: complete.target,
-            headers: complete.headers,
+            headers,
             body: complete.body,
             peer: conn.peer,
             local: conn.local,
             client: ClientProbe::new(Arc::clone(&conn.stream)),
-            tunnel: conn.tunnel.clone(),
+            tunnel: conn.tunnel.as_ref().map(|(label, _)| Arc::clone(label)),
             tls: conn.transport.is_tls(),
         };
         let generation = conn.generation;
@@ -809,14 +821,18 @@ impl EventLoop {
         });
         match reply {
             Reply::Respond(response) => self.respond(key, &response, meta),
-            Reply::Intercept { config, tunnel } => {
+            Reply::Intercept {
+                config,
+                tunnel,
+                inherited,
+            } => {
                 if conn.transport.is_tls() {
                     // No tunnel inside a tunnel.
                     let response =
                         json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
                     return self.respond(key, &response, meta);
                 }
-                conn.upgrade = Some((config, tunnel));
+                conn.upgrade = Some((config, (tunnel, inherited)));
                 conn.out.clear();
                 conn.out
                     .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");

@@ -201,6 +201,11 @@ pub enum Reply {
     Intercept {
         config: Arc<rustls::ServerConfig>,
         tunnel: Arc<str>,
+        /// Headers of the CONNECT that each request inside the tunnel
+        /// carries too, unless it has its own: a proxy's
+        /// `Proxy-Authorization` authenticates the tunnel, and the
+        /// requests inside come without it.
+        inherited: Arc<[(String, String)]>,
     },
     /// Close the connection without answering: a simulated network failure
     /// (the mock upstream's broken connections), or a client that has
@@ -214,12 +219,17 @@ impl PartialEq for Reply {
         match (self, other) {
             (Reply::Respond(a), Reply::Respond(b)) => a == b,
             (
-                Reply::Intercept { config, tunnel },
+                Reply::Intercept {
+                    config,
+                    tunnel,
+                    inherited,
+                },
                 Reply::Intercept {
                     config: c,
                     tunnel: t,
+                    inherited: i,
                 },
-            ) => Arc::ptr_eq(config, c) && tunnel == t,
+            ) => Arc::ptr_eq(config, c) && tunnel == t && inherited == i,
             (Reply::DropConnection, Reply::DropConnection) => true,
             _ => false,
         }

@@ -199,6 +199,33 @@ fn es256_ed25519_and_exchange_hmac_signatures_verify() {
         "",
     );
     assert_eq!(seen.status, 200, "{}", seen.text());
+    // ccxt's shapes: ES256 with the Cloud keys' issuer and audience;
+    // Ed25519 with a `uris` list.
+    let uri = format!("GET {host}{ACCOUNTS}");
+    type Edit = Box<dyn FnOnce(&mut Value, &mut Value)>;
+    let cloud: Edit = Box::new(|_, c| {
+        c["iss"] = json!("coinbase-cloud");
+        c["aud"] = json!(["retail_rest_api_proxy"]);
+    });
+    let uris: Edit = Box::new(|_, c| {
+        let uri = c.as_object_mut().unwrap().remove("uri").unwrap();
+        c["uris"] = json!([uri]);
+        c["aud"] = json!(["cdp_service"]);
+    });
+    for (signer, name, edit) in [
+        (Signer::Es(es_key()), ES_NAME, cloud),
+        (Signer::Ed(ed_key()), ED_NAME, uris),
+    ] {
+        let token = jwt_with(&signer, name, &uri, edit);
+        let seen = send(&mock, "GET", ACCOUNTS, &bearer(&token), "");
+        assert_eq!(
+            seen.status,
+            200,
+            "ccxt-shaped {}: {}",
+            signer.alg(),
+            seen.text()
+        );
+    }
     // A POST: the body is not in a JWT.
     let order = r#"{"client_order_id":"c1","product_id":"BTC-USD","side":"BUY","order_configuration":{"market_market_ioc":{"quote_size":"10"}}}"#;
     let uri = format!("POST {host}/api/v3/brokerage/orders");
@@ -247,7 +274,7 @@ fn es256_ed25519_and_exchange_hmac_signatures_verify() {
     assert_eq!(send(&mock, "GET", public, &[], "").status, 200);
 
     let stats = mock.stats();
-    assert_eq!(stats.signatures_verified, 7);
+    assert_eq!(stats.signatures_verified, 9);
     assert_eq!(stats.signature_failures, BTreeMap::new());
     // Identities stay per credential.
     for id in [
@@ -342,10 +369,16 @@ fn every_bad_jwt_is_a_401_counted_under_its_reason() {
         ),
         (
             "iss not cdp",
-            jwt_with(&es, ES_NAME, &uri, |_, c| {
-                c["iss"] = json!("coinbase-cloud")
-            }),
+            jwt_with(&es, ES_NAME, &uri, |_, c| c["iss"] = json!("someone")),
             "wrong_issuer",
+        ),
+        (
+            "uris naming another path only",
+            jwt_with(&es, ES_NAME, &uri, |_, c| {
+                c.as_object_mut().unwrap().remove("uri");
+                c["uris"] = json!([format!("GET {host}/api/v3/brokerage/products")]);
+            }),
+            "wrong_uri",
         ),
         (
             "alg not the key's",
