@@ -12,7 +12,6 @@ use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
 #[test]
-#[ignore = "needs the daemon's signing at dispatch (issue 11, the lead's part): run with --ignored once it reads secrets from the environment"]
 fn native_daemon_signs() {
     for (name, value) in signing::SECRETS {
         std::env::set_var(name, value);
