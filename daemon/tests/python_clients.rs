@@ -5,14 +5,20 @@
 //! it checks (JWT `uri` claims name the real host and path, the cache
 //! answers repeats, syncoord's refusals are classified as retryable).
 //!
-//! `SYNCOORD_SKIP_PYTHON=1` skips it knowingly (no venv on this machine).
+//! The same clients' own signatures also verify at the mock's strict
+//! mode (`scripts/python/signatures_at_strict_mock.py`), so the verifier
+//! is proven against real clients, not only against the project's signer.
+//!
+//! `SYNCOORD_SKIP_PYTHON=1` skips them knowingly (no venv on this machine).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use syncoord_daemon::ca::LocalCa;
 use syncoord_daemon::Daemon;
-use syncoord_mock::{MockOptions, MockUpstream};
+use syncoord_mock::{MockOptions, MockUpstream, Verifier};
 use syncoord_proxy::ProxyConfig;
 
 fn repo() -> PathBuf {
@@ -22,11 +28,12 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-#[test]
-fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
+/// The venv's python, or `None` when `SYNCOORD_SKIP_PYTHON=1`; a missing
+/// venv fails the test (it is part of the suite).
+fn python(test: &str) -> Option<PathBuf> {
     if std::env::var_os("SYNCOORD_SKIP_PYTHON").is_some_and(|v| v == "1") {
-        eprintln!("SYNCOORD_SKIP_PYTHON=1: the Python client test is skipped");
-        return;
+        eprintln!("SYNCOORD_SKIP_PYTHON=1: the Python client test {test} is skipped");
+        return None;
     }
     let venv = std::env::var_os("SYNCOORD_PYTHON_VENV")
         .map(PathBuf::from)
@@ -38,6 +45,14 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
         "{} is missing: run `bash scripts/install-python-venv.sh` (or set SYNCOORD_SKIP_PYTHON=1)",
         python.display()
     );
+    Some(python)
+}
+
+#[test]
+fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
+    let Some(python) = python("ccxt_and_coinbase_advanced_py_through_https_proxy") else {
+        return;
+    };
     let mock = MockUpstream::start(MockOptions {
         listen: "127.0.0.1:0".into(),
         ..MockOptions::default()
@@ -84,4 +99,110 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+/// coinbase-advanced-py 1.8.4 (its JWT builder and its RESTClient, from
+/// the portal's key files) and ccxt 4.5.90 (coinbase ES256 and Ed25519,
+/// coinbaseexchange HMAC) sign calls to a strict mock loaded from a keys
+/// file as `syncoord mock-upstream --verify-keys` loads it: every one
+/// verifies, and the two signed wrongly on purpose are refused.
+#[test]
+fn real_clients_signatures_verify_at_the_strict_mock() {
+    use base64::Engine;
+    use syncoord_mock::{ed25519_dalek, p256};
+    let Some(python) = python("real_clients_signatures_verify_at_the_strict_mock") else {
+        return;
+    };
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let dir = std::env::temp_dir().join(format!("syncoord-strict-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    // Fresh test keys, in the formats Coinbase hands out: an ES256 key as
+    // the portal's JSON with an `EC PRIVATE KEY` PEM, an Ed25519 key as
+    // base64 of seed and public key under `id`.
+    let es = p256::SecretKey::from_slice(&[0x5a; 32]).unwrap();
+    let es_pem = syncoord_mock::verify::sec1_pem(&es);
+    let es_name = "organizations/o-strict/apiKeys/es256";
+    write(
+        "es.json",
+        &serde_json::json!({ "name": es_name, "privateKey": es_pem.as_str() }).to_string(),
+    );
+    let ed = ed25519_dalek::SigningKey::from_bytes(&[0x6b; 32]);
+    let mut ed_bytes = ed.to_bytes().to_vec();
+    ed_bytes.extend_from_slice(ed.verifying_key().as_bytes());
+    let ed_name = "7c3e0a52-0d0f-4a0e-9d3c-2f8f6f5b1e01";
+    write(
+        "ed.json",
+        &serde_json::json!({ "id": ed_name, "privateKey": b64(&ed_bytes) }).to_string(),
+    );
+    let secret = b64(&(0u8..64).map(|i| i.wrapping_mul(37)).collect::<Vec<_>>());
+    write(
+        "ex.json",
+        &serde_json::json!({ "key": "ex-strict", "secret": secret, "passphrase": "pp-strict" })
+            .to_string(),
+    );
+    write("ex.secret", &secret);
+    write(
+        "keys.toml",
+        "accept_hosts = [\"api.coinbase.com\"]\n\n[[cdp]]\nkey_file = \"es.json\"\n\n\
+         [[cdp]]\nkey_file = \"ed.json\"\n\n[[exchange]]\nkey = \"ex-strict\"\n\
+         secret_file = \"ex.secret\"\npassphrase = \"pp-strict\"\n",
+    );
+    let verifier = Verifier::from_toml_file(&dir.join("keys.toml"))
+        .unwrap_or_else(|e| panic!("{}", e.display_with("keys.toml")));
+    assert_eq!((verifier.cdp_keys(), verifier.exchange_keys()), (2, 1));
+    let mock = MockUpstream::start(MockOptions {
+        listen: "127.0.0.1:0".into(),
+        verify: Some(Arc::new(verifier)),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let out = Command::new(&python)
+        .arg(repo().join("scripts/python/signatures_at_strict_mock.py"))
+        .env("SYNCOORD_TEST_MOCK", mock.base_url())
+        .env("SYNCOORD_TEST_KEYS", &dir)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .expect("python runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    // The script never prints key material; check rather than trust.
+    for secret_text in [
+        es_pem.lines().nth(1).unwrap_or(""),
+        &b64(&ed_bytes),
+        &secret,
+    ] {
+        assert!(
+            !stdout.contains(secret_text) && !stderr.contains(secret_text),
+            "the Python script printed key material"
+        );
+    }
+    assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    let stats = mock.stats();
+    let want: BTreeMap<String, u64> = [
+        ("bad_passphrase".to_owned(), 1),
+        ("wrong_uri".to_owned(), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(stats.signature_failures, want, "{stdout}");
+    assert_eq!(stats.signatures_verified, 22, "{stdout}");
+    for id in [
+        format!("jwt:{es_name}"),
+        format!("jwt:{ed_name}"),
+        "key:ex-strict".to_owned(),
+    ] {
+        assert!(
+            stats.by_credential.contains_key(&id),
+            "{id}: {:?}",
+            stats.by_credential
+        );
+    }
 }

@@ -6,8 +6,19 @@
 //! What it checks and what it does not:
 //! - Private endpoints need a credential (`CB-ACCESS-KEY`, or
 //!   `Authorization: Bearer <JWT>` whose `sub` names the key); without one,
-//!   `401`. Signatures and JWTs are NOT verified: any value is accepted, the
-//!   identity is only used to pick balances, orders and rate-limit buckets.
+//!   `401`. By default signatures and JWTs are NOT verified: any value is
+//!   accepted, the identity is only used to pick balances, orders and
+//!   rate-limit buckets.
+//! - In strict mode ([`MockOptions::verify`], `syncoord mock-upstream
+//!   --verify-keys FILE`) every credential sent is verified as Coinbase
+//!   does ([`verify`] lists each check): the JWT's ES256 or Ed25519
+//!   signature, `kid`/`sub`, `iss`, `nbf`/`exp` and a lifetime of at most
+//!   120 s, and a `uri` naming this request's method, host and path; the
+//!   Exchange HMAC over timestamp, method, path with query and body, a
+//!   timestamp within 30 s, the passphrase. A failure is a `401` in the
+//!   API's own shape, counted in [`MockStats::signature_failures`] by
+//!   reason; the identity is then the one the signature proved. Nothing
+//!   guards against replay (Coinbase documents no nonce check).
 //! - Balances depend on the credential and every private answer echoes it
 //!   (`mock_credential`), so a proxy leaking one credential's cached answer
 //!   to another is detectable.

@@ -58,7 +58,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 pub use file::{KeysFileError, KeysFileErrors};
-pub use keys::KeyError;
+pub use keys::{sec1_pem, KeyError};
 
 /// How far a JWT's `nbf` may lie in the mock's future (clocks differ a
 /// little; Coinbase tolerates a few seconds).

@@ -120,6 +120,35 @@ pub(crate) fn exchange_secret(text: &str) -> Result<Vec<u8>, KeyError> {
         .map_err(|_| KeyError::SecretNotBase64)
 }
 
+/// A P-256 private key as an `EC PRIVATE KEY` PEM the way OpenSSL and
+/// Coinbase's portal write it, with the curve's OID: what a test hands a
+/// real client (RustCrypto's `to_sec1_pem` leaves the OID out, and
+/// Python's `cryptography`, under coinbase-advanced-py and ccxt, refuses
+/// a key without it).
+pub fn sec1_pem(secret: &p256::SecretKey) -> String {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    // RFC 5915 ECPrivateKey: SEQUENCE { version 1, privateKey OCTET
+    // STRING (32), [0] namedCurve prime256v1 (1.2.840.10045.3.1.7),
+    // [1] publicKey BIT STRING (the uncompressed point, 65) }: 119 bytes.
+    let mut der = vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
+    der.extend_from_slice(&secret.to_bytes());
+    der.extend_from_slice(&[
+        0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ]);
+    der.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00]);
+    der.extend_from_slice(secret.public_key().to_encoded_point(false).as_bytes());
+    let body = base64::engine::general_purpose::STANDARD.encode(&der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +188,15 @@ mod tests {
         assert_eq!(es256(&cdp_from_private(&escaped).unwrap()), want);
         let public = want.to_public_key_pem(LineEnding::LF).unwrap();
         assert_eq!(es256(&cdp_from_public_pem(&public).unwrap()), want);
+    }
+
+    #[test]
+    fn sec1_with_the_curve_oid_as_coinbase_writes_it() {
+        let secret = p256_secret();
+        let want = p256::ecdsa::VerifyingKey::from(secret.public_key());
+        let pem = sec1_pem(&secret);
+        assert_ne!(pem, secret.to_sec1_pem(LineEnding::LF).unwrap().as_str());
+        assert_eq!(es256(&cdp_from_private(&pem).unwrap()), want);
     }
 
     #[test]

@@ -212,6 +212,21 @@ mod tests {
         );
     }
 
+    /// What the CDP portal and `openssl ecparam -genkey` write: SEC1 with
+    /// the curve's OID among its parameters (p256's own writer leaves it
+    /// out). A throwaway test key.
+    #[test]
+    fn a_sec1_pem_with_the_curve_oid_parses() {
+        let pem = "-----BEGIN EC PRIVATE KEY-----\n\
+MHcCAQEEIJ46w/v0jvsQ/3F7akgJ9mOtAZmgzVGilOn0hcPoOSK2oAoGCCqGSM49\n\
+AwEHoUQDQgAEP1nEx70OBRdKjZOQH61QSkcTsmNrpOM2ZfLlqtLZ/ikN/tjg8nv9\n\
+5au0Wiy26maTWfETKEYRrpefjjfkZQVbXA==\n\
+-----END EC PRIVATE KEY-----\n";
+        let key = parse_cdp_private_key(pem).unwrap();
+        assert_eq!(key.alg(), "ES256");
+        assert_eq!(key.public_bytes().len(), 65, "an uncompressed P-256 point");
+    }
+
     #[test]
     fn ed25519_base64_of_32_or_64_bytes_and_pkcs8_parse() {
         let key = ed25519_dalek::SigningKey::from_bytes(&SEED);
