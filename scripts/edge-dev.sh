@@ -2,7 +2,7 @@
 # Runs the Worker locally under `wrangler dev` (workerd, no network needed),
 # for tests and trying it out.
 #
-#   scripts/edge-dev.sh start [--port N] [--upstream URL | --config FILE]
+#   scripts/edge-dev.sh start [--port N] [--upstream URL | --config FILE] [--env-file FILE]
 #       Builds if needed, starts wrangler dev on 127.0.0.1 in the background,
 #       waits until it answers, prints its base URL (http://127.0.0.1:N) on
 #       stdout and exits. Durable Object state goes to a fresh temporary
@@ -15,6 +15,8 @@
 # --upstream URL sets SYNCOORD_UPSTREAM_URL (one upstream, e.g. a local mock);
 # --config FILE sets SYNCOORD_CONFIG to the file's text (the ProxyConfig TOML).
 # Neither: the vars in wrangler.toml (the built-in Coinbase defaults).
+# --env-file FILE: Worker secrets (NAME="value" lines, as .dev.vars), e.g.
+# the keys a signing-mode config names in its *_env fields.
 # Port: --port, else $SYNCOORD_EDGE_PORT, else a free ephemeral port.
 # Logs: .wrangler/edge-dev/wrangler.log. Ready timeout: $SYNCOORD_EDGE_READY_SECS (120).
 set -euo pipefail
@@ -63,13 +65,14 @@ cmd_stop() {
 }
 
 start_wrangler() { # mode (start|run), remaining args
-    local mode=$1 port="${SYNCOORD_EDGE_PORT:-}" upstream="" config=""
+    local mode=$1 port="${SYNCOORD_EDGE_PORT:-}" upstream="" config="" env_file_arg=""
     shift
     while [ $# -gt 0 ]; do
         case "$1" in
         --port) port=${2:?--port needs a value}; shift 2 ;;
         --upstream) upstream=${2:?--upstream needs a URL}; shift 2 ;;
         --config) config=${2:?--config needs a file}; shift 2 ;;
+        --env-file) env_file_arg=${2:?--env-file needs a file}; shift 2 ;;
         *) usage ;;
         esac
     done
@@ -93,6 +96,11 @@ start_wrangler() { # mode (start|run), remaining args
     elif [ -n "$config" ]; then
         [ -r "$config" ] || die "cannot read config file $config"
         vars+=(--var "SYNCOORD_CONFIG:$(cat "$config")")
+    fi
+    if [ -n "$env_file_arg" ]; then
+        [ -r "$env_file_arg" ] || die "cannot read env file $env_file_arg"
+        env_file_arg=$(cd "$(dirname "$env_file_arg")" && pwd)/$(basename "$env_file_arg")
+        vars+=(--env-file "$env_file_arg")
     fi
 
     mkdir -p "$RUN_DIR"

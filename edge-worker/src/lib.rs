@@ -16,6 +16,7 @@
 pub mod protocol;
 pub mod report;
 pub mod settings;
+pub mod sign;
 pub mod timer;
 
 #[cfg(target_arch = "wasm32")]

@@ -7,11 +7,15 @@
 //! let the suite see what actually reached upstream). Both hosts run with
 //! `tests/conformance.toml`. Checks run one after another; each uses its
 //! own paths and credentials so that none depends on another's cache.
+//! Signing mode's cases ([`signing`]) run on each host too, with their own
+//! config (`tests/conformance-signing.toml`) in front of a strict mock
+//! that verifies every signature.
 //!
 //! The suite asserts behaviour, never speed: the only timing is hang
 //! guards and the TTLs the configuration sets.
 
 pub mod browser;
+pub mod signing;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

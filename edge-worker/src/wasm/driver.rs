@@ -36,6 +36,7 @@ use worker::wasm_bindgen_futures::spawn_local;
 use worker::{js_sys, Delay};
 
 use super::upstream;
+use crate::sign::Signing;
 use crate::timer;
 use syncoord_proxy::{answer_response, failure_response_shaped, ErrorShape, ServerSettings};
 
@@ -50,6 +51,8 @@ struct State {
 pub struct Driver {
     state: RefCell<State>,
     base_url: String,
+    /// The keys and base URL each attempt is signed with (signing mode).
+    signing: Signing,
     /// The config file's `[server]` limits that apply on the edge too.
     server: ServerSettings,
     /// How our own errors look to this upstream's client libraries.
@@ -81,6 +84,7 @@ impl Driver {
     pub fn new(
         config: CompiledConfig,
         base_url: &str,
+        signing: Signing,
         server: ServerSettings,
         shape: ErrorShape,
     ) -> Driver {
@@ -94,6 +98,7 @@ impl Driver {
                 timer_at: None,
             }),
             base_url: base_url.to_owned(),
+            signing,
             server,
             shape,
         }
@@ -183,6 +188,7 @@ impl Driver {
     async fn send(self: Rc<Self>, call: Dispatch<Outgoing>) {
         let outcome = upstream::send(
             &self.base_url,
+            &self.signing,
             &call.payload,
             call.timeout.min(self.server.upstream_timeout()),
             self.server.max_response_bytes,

@@ -20,6 +20,7 @@ use super::driver::Driver;
 use super::settings::proxy;
 use crate::protocol::{take_shard, REGISTER_PATH, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH};
 use crate::report::ShardReport;
+use crate::sign::Signing;
 
 struct Active {
     shard: String,
@@ -71,9 +72,10 @@ impl ScopeCoordinator {
             ));
         }
         let proxy = proxy(&self.env)?;
-        let (Some(u), Some(coordination)) = (
+        let (Some(u), Some(coordination), Some(base)) = (
             proxy.config().upstreams.get(upstream),
             proxy.coordination(upstream),
+            proxy.base_url(upstream),
         ) else {
             return Err(error_response(
                 500,
@@ -83,6 +85,10 @@ impl ScopeCoordinator {
         let driver = Rc::new(Driver::new(
             coordination.clone(),
             &u.url,
+            Signing {
+                keyring: proxy.keyring().clone(),
+                base: base.clone(),
+            },
             proxy.config().server.clone(),
             proxy.error_shape(upstream),
         ));

@@ -1,12 +1,15 @@
-//! The proxy this isolate runs, built once from the Worker's vars.
+//! The proxy this isolate runs, built once from the Worker's vars and
+//! secrets.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use worker::{Env, Response, Result};
+use worker::{console_warn, Env, Response, Result};
+use zeroize::Zeroizing;
 
 use super::convert::error_response;
 use crate::settings::{load, SettingsError, CONFIG_VAR, UPSTREAM_URL_VAR};
+use syncoord_proxy::signing::{SecretFile, SecretSource};
 use syncoord_proxy::Proxy;
 
 thread_local! {
@@ -21,6 +24,26 @@ fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
 }
 
+/// Signing mode's secrets: Worker secrets (`wrangler secret put`), or
+/// vars, which the runtime hands over the same way.
+struct WorkerSecrets<'a>(&'a Env);
+
+impl SecretSource for WorkerSecrets<'_> {
+    fn env(&self, name: &str) -> Option<Zeroizing<String>> {
+        self.0
+            .secret(name)
+            .or_else(|_| self.0.var(name))
+            .ok()
+            .map(|v| Zeroizing::new(v.to_string()))
+    }
+
+    fn file(&self, path: &str) -> std::result::Result<SecretFile, String> {
+        Err(format!(
+            "a Worker reads no files (`{path}`): give the secret with `wrangler secret put` and its `*_env` field"
+        ))
+    }
+}
+
 /// The proxy, or the response explaining why the config is unusable.
 pub fn proxy(env: &Env) -> std::result::Result<Rc<Proxy>, Result<Response>> {
     PROXY
@@ -28,9 +51,13 @@ pub fn proxy(env: &Env) -> std::result::Result<Rc<Proxy>, Result<Response>> {
             cell.get_or_init(|| {
                 let config = var(env, CONFIG_VAR);
                 let url = var(env, UPSTREAM_URL_VAR);
-                load(config.as_deref(), url.as_deref())
-                    .map(Rc::new)
-                    .map_err(Rc::new)
+                let loaded = load(config.as_deref(), url.as_deref(), &WorkerSecrets(env));
+                if let Ok(proxy) = &loaded {
+                    for warning in proxy.warnings() {
+                        console_warn!("syncoord edge config: {warning}");
+                    }
+                }
+                loaded.map(Rc::new).map_err(Rc::new)
             })
             .clone()
         })

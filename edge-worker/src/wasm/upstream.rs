@@ -1,5 +1,6 @@
 //! One upstream call with the runtime's `fetch`, reported as a core
-//! [`Outcome`].
+//! [`Outcome`]. In signing mode each attempt is signed here, just before
+//! it is sent.
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -8,6 +9,7 @@ use syncoord_proxy::Outgoing;
 use worker::{js_sys, AbortController, Delay, Fetch};
 
 use super::convert::build_request;
+use crate::sign::Signing;
 
 /// `base` (e.g. `https://api.coinbase.com`) followed by the call's path
 /// and query.
@@ -15,10 +17,30 @@ fn url(base: &str, call: &Outgoing) -> String {
     format!("{}{}", base.trim_end_matches('/'), call.path_and_query)
 }
 
+/// 16 bytes from `crypto.getRandomValues`: a JWT's `nonce`.
+fn nonce() -> std::result::Result<[u8; 16], String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
 /// Sends `call` and reads the whole answer, giving up after `timeout`; an
-/// answer with a body over `max_body` bytes is a transport error.
-pub async fn send(base: &str, call: &Outgoing, timeout: Duration, max_body: usize) -> Outcome {
-    let request = match build_request(&url(base, call), &call.method, &call.headers, &call.body) {
+/// answer with a body over `max_body` bytes is a transport error. A call
+/// to be signed is signed now, for this attempt; one that cannot be
+/// signed is not sent.
+pub async fn send(
+    base: &str,
+    signing: &Signing,
+    call: &Outgoing,
+    timeout: Duration,
+    max_body: usize,
+) -> Outcome {
+    let unix_now = (js_sys::Date::now() / 1000.0) as u64;
+    let headers = match signing.headers(call, unix_now, nonce()) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Transport(e),
+    };
+    let request = match build_request(&url(base, call), &call.method, &headers, &call.body) {
         Ok(r) => r,
         // Refused before anything left (an invalid header value, a bad
         // URL): upstream cannot have seen it.
