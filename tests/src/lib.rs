@@ -90,11 +90,39 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
 
 /// Runs every check against `target`; returns every failure at once.
 pub fn run_all(target: &Target) -> Result<(), String> {
+    let failures = run_checks(
+        target,
+        CHECKS
+            .iter()
+            .map(|(name, check)| (*name, move || check(target))),
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} checks failed against {}:\n  {}",
+            failures.len(),
+            CHECKS.len(),
+            target.name,
+            failures.join("\n  ")
+        ))
+    }
+}
+
+/// Runs each named check, printing how it went, and clears the mock's
+/// faults after each (they are global: one check's faults must never leak
+/// into the next). Returns the failures, `name: why`.
+pub(crate) fn run_checks<F>(
+    target: &Target,
+    checks: impl IntoIterator<Item = (&'static str, F)>,
+) -> Vec<String>
+where
+    F: FnOnce() -> Result<(), String>,
+{
     let mut failures = Vec::new();
-    for (name, check) in CHECKS {
+    for (name, check) in checks {
         let started = Instant::now();
-        let result = check(target);
-        // The mock's faults are global: never let one check's faults leak.
+        let result = check();
         let _ = post_json(&format!("{}/__faults", target.mock), "{}");
         match result {
             Ok(()) => eprintln!(
@@ -108,17 +136,7 @@ pub fn run_all(target: &Target) -> Result<(), String> {
             }
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} of {} checks failed against {}:\n  {}",
-            failures.len(),
-            CHECKS.len(),
-            target.name,
-            failures.join("\n  ")
-        ))
-    }
+    failures
 }
 
 // --- HTTP helpers -------------------------------------------------------------

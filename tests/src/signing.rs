@@ -112,23 +112,12 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
 /// [`config_for`] in front of a mock with [`verifier`]); then the mock
 /// must have refused no signature at all.
 pub fn run_all(target: &Target, verifier: &Arc<Verifier>) -> Result<(), String> {
-    let mut failures = Vec::new();
-    for (name, check) in CHECKS {
-        let started = std::time::Instant::now();
-        let result = check(target, verifier);
-        let _ = super::post_json(&format!("{}/__faults", target.mock), "{}");
-        match result {
-            Ok(()) => eprintln!(
-                "[{}] ok    {name} ({:.1} s)",
-                target.name,
-                started.elapsed().as_secs_f64()
-            ),
-            Err(why) => {
-                eprintln!("[{}] FAIL  {name}: {why}", target.name);
-                failures.push(format!("{name}: {why}"));
-            }
-        }
-    }
+    let mut failures = super::run_checks(
+        target,
+        CHECKS
+            .iter()
+            .map(|(name, check)| (*name, move || check(target, verifier))),
+    );
     match signature_counts(target) {
         Ok((_, refused)) if refused.as_object().is_some_and(|m| m.is_empty()) => {}
         Ok((_, refused)) => failures.push(format!(
