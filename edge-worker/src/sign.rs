@@ -21,7 +21,8 @@ pub struct Signing {
 
 impl Signing {
     /// The headers to send for one attempt of `call`: its own, plus a
-    /// signature made at `unix_now` when the call is to be signed. A
+    /// signature made at `unix_now` when the call is to be signed (only
+    /// then is a `nonce` drawn). A
     /// call that cannot be signed (a credential this isolate did not
     /// load, or no random nonce to be had) ends as a failure to connect:
     /// nothing has left, which the core knows is safe to tell the bot.
@@ -29,17 +30,12 @@ impl Signing {
         &self,
         call: &Outgoing,
         unix_now: u64,
-        nonce: Result<[u8; 16], String>,
+        nonce: impl FnOnce() -> Result<[u8; 16], String>,
     ) -> Result<Vec<(String, String)>, TransportError> {
-        if call.sign_as.is_none() {
-            return Ok(call.headers.clone());
-        }
-        let nonce = nonce.map_err(|e| {
-            TransportError::Connect(format!("not signed, so not sent: no random nonce: {e}"))
-        })?;
-        self.keyring
-            .sign(call, &self.base, unix_now, nonce)
-            .map_err(|e| TransportError::Connect(format!("not signed, so not sent: {e}")))
+        self.keyring.attempt_headers(call, &self.base, || {
+            let nonce = nonce().map_err(|e| format!("no random nonce: {e}"))?;
+            Ok((unix_now, nonce))
+        })
     }
 }
 
@@ -90,7 +86,7 @@ mod tests {
         );
         assert_eq!(call.sign_as.as_deref(), Some("desk-es"));
         let headers = signing
-            .headers(&call, 1_764_000_000, Ok([7; 16]))
+            .headers(&call, 1_764_000_000, || Ok([7; 16]))
             .expect("signed");
         let auth = header(&headers, "authorization").expect("signed");
         assert_ne!(auth, "Bearer bot's own");
@@ -114,7 +110,7 @@ mod tests {
         assert_eq!(header(&headers, "x-syncoord-token"), None);
         // A retry passes through here again: a fresh signature each time.
         let again = signing
-            .headers(&call, 1_764_000_001, Ok([8; 16]))
+            .headers(&call, 1_764_000_001, || Ok([8; 16]))
             .expect("signed");
         assert_ne!(header(&again, "authorization"), Some(auth));
     }
@@ -129,7 +125,7 @@ mod tests {
         );
         assert_eq!(call.sign_as.as_deref(), Some("exch"));
         let headers = signing
-            .headers(&call, 1_764_000_000, Ok([1; 16]))
+            .headers(&call, 1_764_000_000, || Ok([1; 16]))
             .expect("signed");
         assert_eq!(header(&headers, "cb-access-key"), Some("exchange-key"));
         assert_eq!(header(&headers, "cb-access-timestamp"), Some("1764000000"));
@@ -157,7 +153,7 @@ mod tests {
         );
         assert_eq!(call.sign_as, None);
         let headers = signing
-            .headers(&call, 0, Err("no entropy".into()))
+            .headers(&call, 0, || panic!("an unsigned call draws no nonce"))
             .expect("not signed, so sent as is");
         assert_eq!(headers, call.headers);
     }
@@ -170,13 +166,13 @@ mod tests {
             "/api/v3/brokerage/accounts",
             &[("x-syncoord-token", "token-ed")],
         );
-        let no_nonce = signing.headers(&call, 0, Err("getRandomValues threw".into()));
+        let no_nonce = signing.headers(&call, 0, || Err("getRandomValues threw".into()));
         assert!(
             matches!(&no_nonce, Err(TransportError::Connect(m)) if m.contains("getRandomValues threw")),
             "{no_nonce:?}"
         );
         call.sign_as = Some("gone".into());
-        let unknown = signing.headers(&call, 0, Ok([0; 16]));
+        let unknown = signing.headers(&call, 0, || Ok([0; 16]));
         assert!(
             matches!(&unknown, Err(TransportError::Connect(m)) if m.contains("`gone`")),
             "{unknown:?}"

@@ -255,22 +255,17 @@ impl HttpUpstream {
     }
 
     /// The headers of this attempt: signed now, for this attempt only,
-    /// when the call is to be signed. A call that cannot be signed never
-    /// leaves (`Connect`).
+    /// when the call is to be signed (see [`Keyring::attempt_headers`]).
     fn attempt_headers(&self, call: &Outgoing) -> Result<Vec<(String, String)>, TransportError> {
-        if call.sign_as.is_none() {
-            return Ok(call.headers.clone());
-        }
-        let unix_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| TransportError::Connect("the clock is before 1970: cannot sign".into()))?
-            .as_secs();
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce)
-            .map_err(|e| TransportError::Connect(format!("no random nonce to sign with: {e}")))?;
-        self.keyring
-            .sign(call, &self.base_url, unix_now, nonce)
-            .map_err(|e| TransportError::Connect(format!("not signed: {e}")))
+        self.keyring.attempt_headers(call, &self.base_url, || {
+            let unix_now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| "the clock is before 1970".to_owned())?
+                .as_secs();
+            let mut nonce = [0u8; 16];
+            getrandom::getrandom(&mut nonce).map_err(|e| format!("no random nonce: {e}"))?;
+            Ok((unix_now, nonce))
+        })
     }
 
     fn exchange(&self, call: &Outgoing) -> Result<Response, TransportError> {

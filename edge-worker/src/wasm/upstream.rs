@@ -36,7 +36,7 @@ pub async fn send(
     max_body: usize,
 ) -> Outcome {
     let unix_now = (js_sys::Date::now() / 1000.0) as u64;
-    let headers = match signing.headers(call, unix_now, nonce()) {
+    let headers = match signing.headers(call, unix_now, nonce) {
         Ok(h) => h,
         Err(e) => return Outcome::Transport(e),
     };

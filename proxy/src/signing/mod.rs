@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use syncoord_core::TransportError;
 use zeroize::Zeroizing;
 
 pub(crate) use clients::{presented_token, Clients};
@@ -239,6 +240,28 @@ impl Keyring {
         let mut headers = call.headers.clone();
         headers.extend(signer.headers(&target, unix_now, nonce));
         Ok(headers)
+    }
+
+    /// What a host sends for one attempt of `call` to `base`: [`Self::sign`]
+    /// with the time and a nonce from `clock_and_nonce` (the host's wall
+    /// clock in Unix seconds and 16 random bytes), asked for only when the
+    /// call is to be signed. A call that cannot be signed (no clock or
+    /// nonce, a credential not loaded) never leaves: it ends as
+    /// [`TransportError::Connect`], which the core knows is safe to report.
+    pub fn attempt_headers(
+        &self,
+        call: &Outgoing,
+        base: &BaseUrl,
+        clock_and_nonce: impl FnOnce() -> Result<(u64, [u8; 16]), String>,
+    ) -> Result<Vec<(String, String)>, TransportError> {
+        if call.sign_as.is_none() {
+            return Ok(call.headers.clone());
+        }
+        let not_signed =
+            |why: String| TransportError::Connect(format!("not signed, so not sent: {why}"));
+        let (unix_now, nonce) = clock_and_nonce().map_err(not_signed)?;
+        self.sign(call, base, unix_now, nonce)
+            .map_err(|e| not_signed(e.to_string()))
     }
 
     pub(crate) fn from_signers(signers: Vec<Signer>) -> Self {
