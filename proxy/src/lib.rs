@@ -21,10 +21,12 @@
 //!
 //! let proxy = Proxy::new(ProxyConfig::default())?;
 //! let now = Instant::now();
-//! // One coordinator per upstream, on that upstream's coordination config.
-//! let mut cores = (0..proxy.config().upstreams.len())
-//!     .map(|i| Coordinator::new(proxy.coordination(i).unwrap().clone(), now, i as u64))
-//!     .collect::<Vec<_>>();
+//! // One coordinator per upstream, on that upstream's coordination config,
+//! // keyed by the upstream's id (a `RefCell` here: a host shares them).
+//! let cores = proxy.per_upstream(|id, _, coordination| {
+//!     let core = Coordinator::new(coordination.clone(), now, id.index() as u64);
+//!     Ok::<_, std::convert::Infallible>(std::cell::RefCell::new(core))
+//! })?;
 //!
 //! let (method, target) = ("GET", "/exchange/products/BTC-USD/ticker");
 //! assert!(endpoint(method, target).is_none(), "not one of our own endpoints");
@@ -32,7 +34,7 @@
 //!     Ok(f) => f,
 //!     Err(rejection) => panic!("answer {:?}", rejection.into_response()),
 //! };
-//! let core = &mut cores[forward.upstream];
+//! let mut core = cores[forward.upstream].borrow_mut();
 //! let Admission::Waiting { ticket, .. } = core.submit(now, forward.request, forward.outgoing) else {
 //!     panic!("nothing cached yet");
 //! };
@@ -56,6 +58,7 @@ pub mod config;
 pub mod dashboard;
 pub mod endpoints;
 mod http;
+mod rejection;
 pub mod response;
 pub mod route;
 pub mod signing;
@@ -74,9 +77,10 @@ pub use response::{
     answer_response, error_response, failure_response, failure_response_shaped, ErrorShape,
     OUTCOME_UNKNOWN_STATUS,
 };
+pub use rejection::{Rejection, RejectionKind};
 pub use route::{
-    forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, Proxy, Rejection,
-    ShardKey,
+    forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, PerUpstream, Proxy,
+    ShardKey, UpstreamId,
 };
 pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
 

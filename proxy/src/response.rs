@@ -11,7 +11,8 @@ use serde_json::json;
 use syncoord_core::Duration;
 
 use crate::http::{strip_hop_headers, HopHeaders};
-use crate::route::Rejection;
+pub use crate::rejection::OUTCOME_UNKNOWN_STATUS;
+use crate::rejection::Rejection;
 use crate::{CACHE_HEADER, ERROR_HEADER};
 use syncoord_core::{Answer, Failure, Response, Source};
 
@@ -88,16 +89,6 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     whole.max(1)
 }
 
-/// The status of the answer to a call that was sent upstream and whose
-/// answer never came (upstream timed out or the connection broke, or the
-/// host had to stop first): `422` with `X-Syncoord-Error: outcome_unknown`
-/// and no `Retry-After`. Not a 5xx, a 408 or a 429, because client
-/// libraries retry those on their own (urllib3's `Retry` honours
-/// `Retry-After` on 413/429/503 and is commonly given
-/// `status_forcelist=[429, 500, 502, 503, 504]`; ccxt maps 5xx, 408 and 409
-/// to network errors that `maxRetriesOnFailure` retries), while ccxt maps
-/// 422 to a plain `ExchangeError` and no retry rule lists it.
-pub const OUTCOME_UNKNOWN_STATUS: u16 = 422;
 
 /// How our own errors are shaped for the client libraries of one API, so
 /// that they classify a refusal the way it should be handled: retryable
@@ -224,12 +215,27 @@ impl Rejection {
 
     /// [`Self::into_response`] shaped for an upstream's clients.
     pub fn into_response_shaped(self, shape: ErrorShape) -> Response {
+        let (status, kind) = (self.status(), self.kind().as_str());
         let body = shape.shape(
-            self.status,
-            self.kind,
-            json!({ "error": self.kind, "message": self.message }),
+            status,
+            kind,
+            json!({ "error": kind, "message": self.message() }),
         );
-        error_response(self.status, self.kind, &body)
+        error_response(status, kind, &body)
+    }
+
+    /// The answer to a CONNECT whose client token is refused: `407` with
+    /// `Proxy-Authenticate`, what proxy clients expect (the 401 a request
+    /// gets means the same), and the refusal's kind and message.
+    pub fn into_proxy_auth_response(self) -> Response {
+        let kind = self.kind().as_str();
+        let body = json!({ "error": kind, "message": self.message() });
+        let mut response = error_response(407, kind, &body);
+        response.headers.push((
+            "Proxy-Authenticate".into(),
+            "Basic realm=\"syncoord\"".into(),
+        ));
+        response
     }
 }
 
@@ -246,6 +252,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::rejection::RejectionKind;
     use syncoord_core::{Source, TransportError};
 
     fn body(r: &Response) -> serde_json::Value {
@@ -418,23 +425,19 @@ mod tests {
             // The syncoord shape keeps `error`.
             assert_eq!(body(&failure_response(&failure))["error"], failure.kind());
         }
-        for (status, id) in [
-            (400, "invalid_request"),
-            (401, "unauthorized"),
-            (403, "PERMISSION_DENIED"),
-            (404, "invalid_request"),
+        for (status, kind, id) in [
+            (400, RejectionKind::BadTarget, "invalid_request"),
+            (401, RejectionKind::TokenRequired, "unauthorized"),
+            (403, RejectionKind::HostNotConfigured, "PERMISSION_DENIED"),
+            (404, RejectionKind::NoUpstream, "invalid_request"),
         ] {
-            let r = Rejection {
-                status,
-                kind: "k",
-                message: "m".into(),
-            }
-            .into_response_shaped(shape);
+            assert_eq!(kind.status(), status);
+            let r = Rejection::new(kind, "m").into_response_shaped(shape);
             let b = body(&r);
             assert!(b.get("error").is_none());
             assert_eq!(
                 (b["errors"][0]["id"].as_str(), b["syncoord_error"].as_str()),
-                (Some(id), Some("k"))
+                (Some(id), Some(kind.as_str()))
             );
         }
     }
@@ -499,12 +502,7 @@ mod tests {
 
     #[test]
     fn rejections_are_json() {
-        let r = Rejection {
-            status: 403,
-            kind: "host_not_configured",
-            message: "no".into(),
-        }
-        .into_response();
+        let r = Rejection::new(RejectionKind::HostNotConfigured, "no").into_response();
         assert_eq!(r.status, 403);
         assert_eq!(body(&r)["error"], "host_not_configured");
         assert_eq!(r.header("content-type"), Some("application/json"));

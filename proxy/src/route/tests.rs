@@ -28,14 +28,14 @@ fn listeners_name_their_upstream() {
     let p = Proxy::new(c).unwrap();
     assert_eq!(
         p.listeners(),
-        [(None, "127.0.0.1:8787"), (Some(1), "127.0.0.1:8788")]
+        [(None, "127.0.0.1:8787"), (p.upstream_id(1), "127.0.0.1:8788")]
     );
 }
 
 #[test]
 fn origin_form_goes_to_the_default_upstream() {
     let f = get(&proxy(), "/api/v3/brokerage/market/products/BTC-USD?x=%20a").unwrap();
-    assert_eq!(f.upstream, 0);
+    assert_eq!(f.upstream.index(), 0);
     assert_eq!(
         f.outgoing.path_and_query,
         "/api/v3/brokerage/market/products/BTC-USD?x=%20a"
@@ -50,7 +50,7 @@ fn prefix_is_stripped_on_whole_segments() {
     let p = proxy();
     let f = get(&p, "/exchange/products/BTC-USD/ticker?a=1").unwrap();
     assert_eq!(
-        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (f.upstream.index(), f.outgoing.path_and_query.as_str()),
         (1, "/products/BTC-USD/ticker?a=1")
     );
     assert_eq!(get(&p, "/exchange").unwrap().outgoing.path_and_query, "/");
@@ -61,7 +61,7 @@ fn prefix_is_stripped_on_whole_segments() {
     // Not a whole segment: the default upstream.
     let f = get(&p, "/exchanges/x").unwrap();
     assert_eq!(
-        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (f.upstream.index(), f.outgoing.path_and_query.as_str()),
         (0, "/exchanges/x")
     );
 }
@@ -76,7 +76,7 @@ fn absolute_urls_in_all_three_spellings() {
         "https://api.exchange.coinbase.com/products?limit=2",
     ] {
         let f = get(&p, target).unwrap_or_else(|e| panic!("{target}: {e}"));
-        assert_eq!(f.upstream, 1, "{target}");
+        assert_eq!(f.upstream.index(), 1, "{target}");
         assert_eq!(f.outgoing.path_and_query, "/products?limit=2", "{target}");
     }
     // Percent-encoding inside the encoded URL survives one decode.
@@ -87,7 +87,7 @@ fn absolute_urls_in_all_three_spellings() {
     .unwrap();
     assert_eq!(f.outgoing.path_and_query, "/api/v3?q=a%20b");
     let f = get(&p, "/https://api.coinbase.com").unwrap();
-    assert_eq!((f.upstream, f.outgoing.path_and_query.as_str()), (0, "/"));
+    assert_eq!((f.upstream.index(), f.outgoing.path_and_query.as_str()), (0, "/"));
 }
 
 #[test]
@@ -102,26 +102,26 @@ fn unknown_hosts_are_refused_never_proxied() {
     ] {
         let e = get(&p, target).unwrap_err();
         assert_eq!(
-            (e.status, e.kind),
+            (e.status(), e.kind().as_str()),
             (403, "host_not_configured"),
             "{target}: {e}"
         );
     }
     // A dedicated listener fronts its own upstream only.
     let e = p
-        .route(Some(1), "GET", "/https://api.coinbase.com/x", &[], vec![])
+        .route(p.upstream_id(1), "GET", "/https://api.coinbase.com/x", &[], vec![])
         .unwrap_err();
-    assert_eq!(e.status, 403);
-    assert!(e.message.contains("only upstream `exchange`"), "{e}");
-    let f = p.route(Some(1), "GET", "/exchange/x", &[], vec![]).unwrap();
+    assert_eq!(e.status(), 403);
+    assert!(e.message().contains("only upstream `exchange`"), "{e}");
+    let f = p.route(p.upstream_id(1), "GET", "/exchange/x", &[], vec![]).unwrap();
     assert_eq!(
-        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (f.upstream.index(), f.outgoing.path_and_query.as_str()),
         (1, "/exchange/x")
     );
     assert_eq!(
-        p.route(Some(7), "GET", "/", &[], vec![])
+        p.route(Some(UpstreamId(7)), "GET", "/", &[], vec![])
             .unwrap_err()
-            .status,
+            .status(),
         500
     );
 }
@@ -136,19 +136,19 @@ fn base_paths_are_matched_and_stripped() {
     let p = Proxy::new(c).unwrap();
     let f = get(&p, "/http://127.0.0.1:9000/v1/a?b").unwrap();
     assert_eq!(
-        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (f.upstream.index(), f.outgoing.path_and_query.as_str()),
         (0, "/a?b")
     );
     assert_eq!(
-        get(&p, "/http://127.0.0.1:9000/v2/a").unwrap_err().status,
+        get(&p, "/http://127.0.0.1:9000/v2/a").unwrap_err().status(),
         403
     );
     assert_eq!(
-        get(&p, "/http://127.0.0.1:9000/v1x").unwrap_err().status,
+        get(&p, "/http://127.0.0.1:9000/v1x").unwrap_err().status(),
         403
     );
     let f = get(&p, "/http://127.0.0.1:9001/z").unwrap();
-    assert_eq!(f.upstream, 1);
+    assert_eq!(f.upstream.index(), 1);
 }
 
 #[test]
@@ -193,8 +193,8 @@ fn bad_targets_say_what_is_wrong() {
     ];
     for (target, says) in cases {
         let e = get(&p, target).unwrap_err();
-        assert_eq!(e.status, 400, "{target:?}: {e}");
-        assert!(e.message.contains(says), "{target:?}: {e}");
+        assert_eq!(e.status(), 400, "{target:?}: {e}");
+        assert!(e.message().contains(says), "{target:?}: {e}");
     }
 }
 
@@ -203,7 +203,7 @@ fn methods_and_headers_are_checked() {
     let p = proxy();
     for m in ["", "GE T", "G\r\nET", "GET/", &"A".repeat(33)] {
         let e = p.route(None, m, "/", &[], vec![]).unwrap_err();
-        assert_eq!((e.status, e.kind), (400, "bad_method"), "{m:?}");
+        assert_eq!((e.status(), e.kind().as_str()), (400, "bad_method"), "{m:?}");
     }
     let f = p.route(None, "get", "/", &[], vec![]).unwrap();
     assert_eq!(
@@ -213,7 +213,7 @@ fn methods_and_headers_are_checked() {
     let e = p
         .route(None, "CONNECT", "api.coinbase.com:443", &[], vec![])
         .unwrap_err();
-    assert_eq!(e.status, 405);
+    assert_eq!(e.status(), 405);
     for bad in [
         h(&[("X-A", "a\r\nb")]),
         h(&[("X A", "v")]),
@@ -221,10 +221,10 @@ fn methods_and_headers_are_checked() {
         h(&[("X", "a\0")]),
     ] {
         let e = p.route(None, "GET", "/", &bad, vec![]).unwrap_err();
-        assert_eq!((e.status, e.kind), (400, "bad_header"), "{bad:?}");
+        assert_eq!((e.status(), e.kind().as_str()), (400, "bad_header"), "{bad:?}");
     }
     let e = p.route(None, "POST", "/metrics", &[], vec![]).unwrap_err();
-    assert_eq!(e.status, 405);
+    assert_eq!(e.status(), 405);
     // A credential header twice with different values: which one upstream
     // authenticates is unknowable, so the cache could file one key's
     // private answer under the other's identity.
@@ -235,7 +235,7 @@ fn methods_and_headers_are_checked() {
         let e = p
             .route(None, "GET", "/api/v3/brokerage/accounts", &bad, vec![])
             .unwrap_err();
-        assert_eq!((e.status, e.kind), (400, "ambiguous_credential"), "{bad:?}");
+        assert_eq!((e.status(), e.kind().as_str()), (400, "ambiguous_credential"), "{bad:?}");
     }
     let same = h(&[("CB-ACCESS-KEY", "k1"), ("CB-ACCESS-KEY", "k1")]);
     assert!(p
@@ -295,9 +295,9 @@ fn client_priority_and_credential() {
             vec![],
         )
         .unwrap_err();
-    assert_eq!(e.status, 400);
+    assert_eq!(e.status(), 400);
     assert!(
-        e.message.contains("trading, account, market, analysis"),
+        e.message().contains("trading, account, market, analysis"),
         "{e}"
     );
 }
@@ -407,8 +407,8 @@ fn config_errors_stop_construction() {
     c.upstreams[1].prefix = Some("/ex".into());
     let p = Proxy::new(c).unwrap();
     let e = get(&p, "/api").unwrap_err();
-    assert_eq!(e.status, 404);
-    assert!(e.message.contains("/exchange, /ex"), "{e}");
+    assert_eq!(e.status(), 404);
+    assert!(e.message().contains("/exchange, /ex"), "{e}");
 }
 
 proptest! {
@@ -432,7 +432,7 @@ proptest! {
         let target = format!("{}{scheme}{host}{rest}", if lead { "/" } else { "" });
         let p = proxy();
         let _ = p.route(None, "GET", &target, &[], vec![]);
-        let _ = p.route(Some(0), "GET", &target, &[], vec![]);
+        let _ = p.route(p.upstream_id(0), "GET", &target, &[], vec![]);
     }
 
     #[test]
@@ -467,11 +467,11 @@ fn two_credentials_on_a_private_route_are_refused() {
     for target in ["/api/v3/brokerage/accounts", "/exchange/accounts"] {
         let err = p.route(None, "GET", target, &both, vec![]).unwrap_err();
         assert_eq!(
-            (err.status, err.kind),
+            (err.status(), err.kind().as_str()),
             (400, "ambiguous_credential"),
             "{target}"
         );
-        assert!(err.message.contains("send one"), "{}", err.message);
+        assert!(err.message().contains("send one"), "{}", err.message());
     }
     // On a public, shared route with a global budget, the identity does
     // not count: forwarded as sent.
@@ -530,7 +530,7 @@ fn connection_naming_a_credential_header_is_refused() {
         ] {
             let err = p.route(None, "GET", target, &headers, vec![]).unwrap_err();
             assert_eq!(
-                (err.status, err.kind),
+                (err.status(), err.kind().as_str()),
                 (400, "credential_hop_by_hop"),
                 "{listed} {target}"
             );
@@ -609,7 +609,7 @@ fn anonymous_requests_on_authenticated_routes_get_401() {
     ] {
         let err = get(&p, target).unwrap_err();
         assert_eq!(
-            (err.status, err.kind),
+            (err.status(), err.kind().as_str()),
             (401, "credential_required"),
             "{target}"
         );
@@ -675,7 +675,7 @@ fn origins_route_the_real_hosts_to_the_configured_url() {
     ] {
         let f = get(&p, target).unwrap_or_else(|e| panic!("{target}: {e}"));
         assert_eq!(
-            (f.upstream, f.outgoing.path_and_query.as_str()),
+            (f.upstream.index(), f.outgoing.path_and_query.as_str()),
             (0, "/api/v3/brokerage/market/products?limit=1"),
             "{target}"
         );
@@ -686,22 +686,22 @@ fn origins_route_the_real_hosts_to_the_configured_url() {
     )
     .unwrap();
     assert_eq!(
-        (f.upstream, f.outgoing.path_and_query.as_str()),
+        (f.upstream.index(), f.outgoing.path_and_query.as_str()),
         (1, "/products/BTC-USD/ticker")
     );
     // The prefix still works; the mock's own address is not an origin
     // any more (origins replace the url as what absolute URLs must name).
-    assert_eq!(get(&p, "/exchange/products").unwrap().upstream, 1);
+    assert_eq!(get(&p, "/exchange/products").unwrap().upstream.index(), 1);
     let e = get(&p, "http://127.0.0.1:9000/api/v3/brokerage/accounts").unwrap_err();
-    assert_eq!((e.status, e.kind), (403, "host_not_configured"));
-    assert!(e.message.contains("https://api.coinbase.com"), "{e}");
+    assert_eq!((e.status(), e.kind().as_str()), (403, "host_not_configured"));
+    assert!(e.message().contains("https://api.coinbase.com"), "{e}");
     let e = get(&p, "https://evil.example/api/v3/brokerage/accounts").unwrap_err();
-    assert_eq!(e.status, 403);
+    assert_eq!(e.status(), 403);
     // http:// of a host that is only configured as https:// is another origin.
     assert_eq!(
         get(&p, "http://api.coinbase.com/api/v3/brokerage/accounts")
             .unwrap_err()
-            .status,
+            .status(),
         403
     );
 }
@@ -724,7 +724,7 @@ fn connect_is_allowed_only_to_https_origins() {
     ] {
         let e = p.connect(refused).unwrap_err();
         assert_eq!(
-            (e.status, e.kind),
+            (e.status(), e.kind().as_str()),
             (403, "host_not_configured"),
             "{refused}"
         );
@@ -736,18 +736,18 @@ fn connect_is_allowed_only_to_https_origins() {
         "a b:443",
         "h:44x3",
     ] {
-        assert_eq!(p.connect(bad).unwrap_err().status, 400, "{bad}");
+        assert_eq!(p.connect(bad).unwrap_err().status(), 400, "{bad}");
     }
     // Default config: the real hosts are the urls themselves.
     assert!(proxy().connect("api.coinbase.com:443").is_ok());
     // A plain-http upstream is not something a CONNECT can reach.
     let plain = Proxy::new(ProxyConfig::single_upstream("http://127.0.0.1:9000")).unwrap();
-    assert_eq!(plain.connect("127.0.0.1:9000").unwrap_err().status, 403);
+    assert_eq!(plain.connect("127.0.0.1:9000").unwrap_err().status(), 403);
     // CONNECT through route() (a host that does not intercept): 405.
     assert_eq!(
         p.route(None, "CONNECT", "api.coinbase.com:443", &[], vec![])
             .unwrap_err()
-            .status,
+            .status(),
         405
     );
 }

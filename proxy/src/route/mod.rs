@@ -1,0 +1,400 @@
+//! From a bot's HTTP request to an upstream call: which upstream, which
+//! core [`Request`], which bytes go out.
+//!
+//! # Which upstream
+//!
+//! Checked in this order:
+//! 1. **A dedicated listener** (`listener = Some(i)`, an upstream's own
+//!    `listen` address) fronts upstream `i` only; an absolute URL sent
+//!    there must name that upstream too.
+//! 2. **An absolute URL**, as ccxt's `proxyUrl` sends it, raw
+//!    (`/https://api.coinbase.com/api/v3/...`) or percent-encoded once
+//!    (`/https%3A%2F%2Fapi.coinbase.com%2Fapi%2Fv3...`, decoded once as a
+//!    whole), or an absolute-form request-target (`http://host/...`, what
+//!    an HTTP proxy client sends, and what a host makes of a request inside
+//!    an intercepted CONNECT). Its scheme, host and port must be one of a
+//!    configured upstream's `origins` (default: its `url`; its path under
+//!    that origin's base path), else the request is refused with 403:
+//!    this is never an open proxy. [`Proxy::connect`] says which CONNECTs
+//!    may be intercepted: those to an `https` origin, nothing else.
+//! 3. **A path prefix** (`prefix = "/exchange"`): the longest configured
+//!    prefix that is a whole-segment prefix of the path; it is stripped.
+//! 4. **The default upstream**: the first one without a prefix.
+//!
+//! What remains is the path and query relative to the upstream's base URL,
+//! forwarded byte for byte (signatures cover it).
+
+mod credentials;
+mod headers;
+mod select;
+mod upstreams;
+mod validate;
+
+use std::sync::Arc;
+
+use crate::config::{CheckedUpstream, ProxyConfig, UpstreamConfig};
+use crate::rejection::{Rejection, RejectionKind};
+use crate::signing::{self, Keyring, Loaded, NoSecrets, SecretSource};
+use crate::url::BaseUrl;
+use crate::{ConfigFileErrors, ErrorShape, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
+use syncoord_core::config::Keying;
+use syncoord_core::{CompiledConfig, Credential, Duration, Method, Request};
+
+pub use headers::{forwardable_headers, forwarded_headers, redact};
+pub use upstreams::{PerUpstream, UpstreamId};
+pub use validate::MAX_CLIENT_LEN;
+use validate::{
+    check_connection, check_credential_unambiguous, check_headers, check_method,
+    check_path_and_query, check_target_chars, sanitize_client,
+};
+use select::path_of;
+
+/// A request ready for an upstream's coordinator.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The upstream it goes to: the key of that upstream's coordinator in
+    /// the host's [`PerUpstream`].
+    pub upstream: UpstreamId,
+    /// What the upstream's coordinator decides on.
+    pub request: Request,
+    /// What is sent upstream if a call is made.
+    pub outgoing: Outgoing,
+}
+
+/// A CONNECT that may be intercepted ([`Proxy::connect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// The host the client's TLS must be answered for (the leaf
+    /// certificate's name), lower-case, without brackets' contents changed.
+    pub host: String,
+    /// `https://host` (or `https://host:port` off 443): what an
+    /// origin-form target inside the tunnel is prefixed with.
+    pub base: String,
+}
+
+/// Names the Durable Object that owns a request's rate-limit buckets on
+/// the edge: `<upstream>/global` or `<upstream>/cred/<identity>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardKey(pub String);
+
+impl ShardKey {
+    /// The Durable Object's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The compiled proxy configuration: routes requests, pure and cheap to
+/// share between threads.
+#[derive(Debug)]
+pub struct Proxy {
+    config: Arc<ProxyConfig>,
+    upstreams: Vec<CheckedUpstream>,
+    default: Option<UpstreamId>,
+    /// Signing mode: the keys, the clients, and what loading warned of.
+    signing: Loaded,
+    /// Per upstream: whether it has `[[credentials]]` (signing mode).
+    signed: Vec<bool>,
+}
+
+
+impl Proxy {
+    /// Checks the configuration and compiles its route tables.
+    ///
+    /// A config with `[[credentials]]` or `token_env` clients needs its
+    /// secrets: use [`Self::with_secrets`].
+    pub fn new(config: ProxyConfig) -> Result<Proxy, ConfigFileErrors> {
+        Self::with_secrets(config, &NoSecrets)
+    }
+
+    /// [`Self::new`], reading the secrets `[[credentials]]` and
+    /// `[[clients]]` point at (env vars, files) through `secrets`. Every
+    /// problem at once, none quoting a secret; problems that do not stop
+    /// the host (a key file others may read) are in [`Self::warnings`].
+    pub fn with_secrets(
+        config: ProxyConfig,
+        secrets: &dyn SecretSource,
+    ) -> Result<Proxy, ConfigFileErrors> {
+        let upstreams = config.checked_upstreams()?;
+        let default = config
+            .upstreams
+            .iter()
+            .position(|u| u.prefix.is_none())
+            .map(UpstreamId);
+        let signing = signing::load(&config.credentials, &config.clients, secrets)
+            .map_err(ConfigFileErrors::unlocated)?;
+        let signed = config
+            .upstreams
+            .iter()
+            .map(|u| config.credentials.iter().any(|c| c.upstream == u.name))
+            .collect();
+        Ok(Proxy {
+            config: Arc::new(config),
+            upstreams,
+            default,
+            signing,
+            signed,
+        })
+    }
+
+    /// The credentials loaded for signing mode (empty without any).
+    pub fn keyring(&self) -> &Keyring {
+        &self.signing.keyring
+    }
+
+    /// What loading the secrets warned of, as `field: message` lines (a
+    /// key file other users may read). Hosts log them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        self.signing
+            .warnings
+            .iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect()
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// Every upstream's id, in config order.
+    pub fn upstream_ids(&self) -> impl ExactSizeIterator<Item = UpstreamId> {
+        (0..self.upstreams.len()).map(UpstreamId)
+    }
+
+    /// The id of the upstream at `index` in [`ProxyConfig::upstreams`].
+    pub fn upstream_id(&self, index: usize) -> Option<UpstreamId> {
+        (index < self.upstreams.len()).then_some(UpstreamId(index))
+    }
+
+    /// One `T` per upstream, made by `make` in config order; the first
+    /// error stops it. What a host keys its coordinators by, so that a
+    /// routed request always finds its own.
+    pub fn per_upstream<T, E>(
+        &self,
+        mut make: impl FnMut(UpstreamId, &UpstreamConfig, &CompiledConfig) -> Result<T, E>,
+    ) -> Result<PerUpstream<T>, E> {
+        self.config
+            .upstreams
+            .iter()
+            .zip(&self.upstreams)
+            .enumerate()
+            .map(|(i, (config, checked))| make(UpstreamId(i), config, &checked.coordination))
+            .collect::<Result<Vec<T>, E>>()
+            .map(PerUpstream::new)
+    }
+
+    /// Upstream `id` as configured.
+    pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {
+        &self.config.upstreams[id.0]
+    }
+
+    /// Upstream `id`'s base URL, parsed: what its calls are signed for.
+    pub fn base_url(&self, id: UpstreamId) -> &BaseUrl {
+        &self.upstreams[id.0].base
+    }
+
+    /// Every address to listen on: the main listener (`None`, all
+    /// upstreams) then each dedicated one (`Some(upstream)`), as the
+    /// `listener` argument of [`Self::route`] expects.
+    pub fn listeners(&self) -> Vec<(Option<UpstreamId>, &str)> {
+        let mut out = vec![(None, self.config.server.listen.as_str())];
+        out.extend(
+            self.config
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, u)| u.listen.as_deref().map(|l| (Some(UpstreamId(i)), l))),
+        );
+        out
+    }
+
+    /// Every upstream's compiled coordination config, in config order.
+    pub fn coordinations(&self) -> impl Iterator<Item = &CompiledConfig> {
+        self.upstreams.iter().map(|u| &u.coordination)
+    }
+
+    /// The compiled coordination config of upstream `id`: what its
+    /// [`syncoord_core::Coordinator`] runs on.
+    pub fn coordination(&self, id: UpstreamId) -> &CompiledConfig {
+        &self.upstreams[id.0].coordination
+    }
+
+    /// How our own errors for upstream `id` are shaped (by its preset).
+    pub fn error_shape(&self, id: UpstreamId) -> ErrorShape {
+        ErrorShape::for_preset(self.upstream(id).preset)
+    }
+
+    /// Turns a bot's request into an upstream call, or says why not.
+    ///
+    /// `listener` is `Some(id)` when the request arrived on upstream `id`'s
+    /// dedicated listener; `target` is the request-target exactly as sent.
+    pub fn route(
+        &self,
+        listener: Option<UpstreamId>,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<Forward, Rejection> {
+        let method = check_method(method)?;
+        check_headers(headers)?;
+        check_target_chars(target, "request-target")?;
+        if method == "CONNECT" {
+            return Err(Rejection::new(
+                RejectionKind::MethodNotAllowed,
+                "CONNECT is not intercepted by this host: send requests to this proxy directly, or as `/https://host/path` (ccxt proxyUrl)",
+            ));
+        }
+        if crate::endpoints::is_endpoint_path(target) && !matches!(method.as_str(), "GET" | "HEAD")
+        {
+            return Err(Rejection::new(
+                RejectionKind::MethodNotAllowed,
+                format!("{} accepts only GET and HEAD", path_of(target)),
+            ));
+        }
+        let (upstream, path_and_query) = self.select(listener, target)?;
+        check_path_and_query(&path_and_query)?;
+        let up = self.upstream(upstream);
+        let config = &up.coordination;
+        let rules = &config.credential;
+        let compiled = self.coordination(upstream);
+        let method_id = Method::new(&method);
+        let path_only = path_and_query.split('?').next().unwrap_or("");
+        let rule = compiled.route(&method_id, path_only);
+        let underscores = up.underscores_in_headers;
+        let token_client = self.authenticate(headers)?;
+        let signer = self.signer_for(upstream, token_client, headers)?;
+        let (forwarded, credential) = match signer {
+            // Signing mode: the bot's own signature headers are dropped
+            // (syncoord signs at dispatch) and the identity is the
+            // credential the token proved.
+            Some(signer) => {
+                let mut forwarded = forwarded_headers(headers, underscores);
+                forwarded.retain(|(n, _)| {
+                    !(signing::SIGNATURE_HEADERS
+                        .iter()
+                        .any(|s| n.eq_ignore_ascii_case(s))
+                        || n.eq_ignore_ascii_case(&rules.header)
+                        || rules.others.iter().any(|o| n.eq_ignore_ascii_case(o)))
+                });
+                let identity = Credential::new(&format!("signed:{}", signer.name()));
+                (forwarded, Some(identity))
+            }
+            None => {
+                check_connection(headers, rules)?;
+                // Identity is computed from exactly what upstream will
+                // receive: a header a hop strips (or that is not forwarded
+                // at all) cannot name the account upstream answers for.
+                let forwarded = forwarded_headers(headers, underscores);
+                check_credential_unambiguous(&forwarded, rules)?;
+                let presented = crate::http::presented(&forwarded, rules);
+                let per_credential = rule
+                    .scopes
+                    .iter()
+                    .any(|s| compiled.keying(*s) == Some(Keying::Credential));
+                if let Some((read, other)) = &presented.mixed {
+                    if rule.private || per_credential || rule.credential_required {
+                        return Err(Rejection::new(
+                            RejectionKind::AmbiguousCredential,
+                            format!(
+                                "the request carries two credentials, `{read}` and `{other}`; upstream `{}` authenticates `{}`, and an answer must be filed under the account upstream answered for: send one",
+                                up.name, rules.header
+                            ),
+                        ));
+                    }
+                }
+                let credential = presented
+                    .key_name
+                    .as_deref()
+                    .map(|name| crate::http::identity_of(name, rules));
+                (forwarded, credential)
+            }
+        };
+        if credential.is_none() && rule.credential_required {
+            return Err(Rejection::new(
+                RejectionKind::CredentialRequired,
+                format!(
+                    "{method} {path_only}: upstream `{}` answers only authenticated requests here (route `{}`), and this one carries no `{}`",
+                    up.name, rule.name, rules.header
+                ),
+            ));
+        }
+        let client = syncoord_core::header(headers, CLIENT_HEADER)
+            .map(sanitize_client)
+            .filter(|c| !c.is_empty())
+            .or_else(|| token_client.map(|c| c.name.to_string()))
+            .or_else(|| {
+                credential
+                    .as_ref()
+                    .map(|c| c.as_str().chars().take(128).collect())
+            })
+            .unwrap_or_else(|| "anonymous".to_owned());
+        let priority = match syncoord_core::header(headers, PRIORITY_HEADER) {
+            None | Some("") => None,
+            Some(name) => Some(config.class_id(name).ok_or_else(|| {
+                Rejection::new(
+                    RejectionKind::UnknownPriority,
+                    format!(
+                        "{PRIORITY_HEADER}: unknown class `{}` (known: {})",
+                        sanitize_client(name),
+                        config.priorities.join(", ")
+                    ),
+                )
+            })?),
+        };
+
+        let mut request = Request::new(method_id, &path_and_query, &client);
+        request.credential = credential;
+        if signer.is_some() {
+            request.max_wait = Some(Duration::from_secs_f64(up.signing.deadline_secs));
+        }
+        request.priority = priority;
+        request.freshness = syncoord_core::Freshness::from_headers(headers);
+
+        let body = if matches!(method.as_str(), "GET" | "HEAD") {
+            Vec::new()
+        } else {
+            body
+        };
+        let outgoing = Outgoing {
+            method,
+            path_and_query,
+            headers: forwarded,
+            body,
+            sign_as: signer.map(|s| Arc::from(s.name())),
+        };
+        Ok(Forward {
+            upstream,
+            request,
+            outgoing,
+        })
+    }
+
+    /// The Durable Object owning `forward`'s buckets: `<upstream>/global`
+    /// when the matched route draws only from global scopes (or none),
+    /// `<upstream>/cred/<identity>` (`anonymous` without a credential) when
+    /// only from per-credential ones. Routes mixing both are refused by
+    /// [`ProxyConfig::validate_for_edge`]; for them this names the
+    /// credential's shard.
+    pub fn shard(&self, forward: &Forward) -> ShardKey {
+        let name = &self.upstream(forward.upstream).name;
+        let req = &forward.request;
+        let rules = self.coordination(forward.upstream);
+        let per_credential = rules
+            .route(&req.method, &req.path)
+            .scopes
+            .iter()
+            .any(|s| rules.keying(*s) == Some(Keying::Credential));
+        if per_credential {
+            let who = req.credential.as_ref().map_or("anonymous", |c| c.as_str());
+            ShardKey(format!("{name}/cred/{who}"))
+        } else {
+            ShardKey(format!("{name}/global"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
