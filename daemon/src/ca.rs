@@ -258,7 +258,7 @@ pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerCon
 #[derive(Debug)]
 pub struct LazyCa {
     dir: PathBuf,
-    ca: OnceLock<Result<Arc<LocalCa>, String>>,
+    ca: OnceLock<Result<Arc<LocalCa>, Arc<CaError>>>,
 }
 
 impl LazyCa {
@@ -270,13 +270,9 @@ impl LazyCa {
     }
 
     /// The CA, or why it cannot be had (said once, kept).
-    pub fn get(&self) -> Result<Arc<LocalCa>, String> {
+    pub fn get(&self) -> Result<Arc<LocalCa>, Arc<CaError>> {
         self.ca
-            .get_or_init(|| {
-                LocalCa::open(&self.dir)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
+            .get_or_init(|| LocalCa::open(&self.dir).map(Arc::new).map_err(Arc::new))
             .clone()
     }
 }

@@ -13,9 +13,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncoord_core::{CompiledConfig, Failure, Response};
+use syncoord_core::{CompiledConfig, Response};
 use syncoord_proxy::signing::{Keyring, SecretSource};
-use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
+use syncoord_proxy::{self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, UpstreamId};
 
 use syncoord::{
     CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
@@ -27,22 +27,48 @@ use syncoord_server::{
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The configuration does not make a daemon.
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// An upstream's client or coordinator could not be set up.
     #[error("upstream `{name}` ({url}): {error}")]
     Upstream {
+        /// The upstream's `name`.
         name: String,
+        /// Its `url`.
         url: String,
+        /// What went wrong.
         error: String,
     },
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
-    Listen { addr: String, error: std::io::Error },
+    Listen {
+        /// The address as configured.
+        addr: String,
+        /// Why the system refused it.
+        error: std::io::Error,
+    },
+}
+
+/// What in the configuration stops the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The proxy configuration (every problem found, each located).
+    #[error(transparent)]
+    Proxy(#[from] proxy::ConfigFileErrors),
+    /// `server.tls_cert` / `server.tls_key` do not make a TLS setup.
+    #[error("server.tls_cert: {0}")]
+    TlsCert(#[source] ca::CaError),
+    /// `server.tls_listen` without certificate files, and the local CA
+    /// cannot make one.
+    #[error("server.tls_listen: {0}")]
+    TlsListen(#[source] Arc<ca::CaError>),
 }
 
 /// A running daemon: its listeners and one coordinator per upstream.
 pub struct Daemon {
     servers: Vec<Server>,
-    hosts: Arc<Vec<Coordinator>>,
+    hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
 }
 
@@ -70,8 +96,7 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         let settings = config.server.clone();
         let proxy = Arc::new(
-            Proxy::with_secrets(config.clone(), secrets)
-                .map_err(|e| DaemonError::Config(e.to_string()))?,
+            Proxy::with_secrets(config.clone(), secrets).map_err(ConfigError::from)?,
         );
         for warning in proxy.warnings() {
             tracing::warn!("{warning}");
@@ -85,17 +110,15 @@ impl Daemon {
                 "signing mode: calls with this credential are signed here"
             );
         }
-        let mut hosts = Vec::with_capacity(config.upstreams.len());
-        for (upstream, coordination) in config.upstreams.iter().zip(proxy.coordinations()) {
-            hosts.push(start_host(
+        let hosts = Arc::new(proxy.per_upstream(|_, upstream, coordination| {
+            start_host(
                 &settings,
                 config.cluster.as_ref(),
                 upstream,
                 coordination.clone(),
                 proxy.keyring(),
-            )?);
-        }
-        let hosts = Arc::new(hosts);
+            )
+        })?);
         let limits = server_limits(&settings);
         let request_timeout = settings.request_timeout();
         let ca_dir = settings
@@ -112,20 +135,20 @@ impl Daemon {
                 let config = match (&settings.tls_cert, &settings.tls_key) {
                     (Some(cert), Some(key)) => {
                         ca::server_config_from_files(cert.as_ref(), key.as_ref())
-                            .map_err(|e| DaemonError::Config(format!("server.tls_cert: {e}")))?
+                            .map_err(ConfigError::TlsCert)?
                     }
                     _ => ca
                         .get()
                         .and_then(|ca| {
                             ca.mint(&["localhost", "127.0.0.1", "::1"])
-                                .map_err(|e| e.to_string())
+                                .map_err(Arc::new)
                         })
-                        .map_err(|e| DaemonError::Config(format!("server.tls_listen: {e}")))?,
+                        .map_err(ConfigError::TlsListen)?,
                 };
                 Some((addr.clone(), config))
             }
         };
-        let mut listeners: Vec<(Option<usize>, &str, Option<_>)> = proxy
+        let mut listeners: Vec<(Option<UpstreamId>, &str, Option<_>)> = proxy
             .listeners()
             .into_iter()
             .map(|(l, a)| (l, a, None))
@@ -161,7 +184,7 @@ impl Daemon {
                     });
                 }
             };
-            tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|i| &config.upstreams[i].name), "listening");
+            tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|id| &proxy.upstream(id).name), "listening");
             servers.push(server);
         }
         Ok(Daemon {
@@ -206,7 +229,7 @@ impl Daemon {
         // Every upstream drains at the same time: the bound is one drain,
         // not one per upstream.
         std::thread::scope(|scope| {
-            for host in self.hosts.iter() {
+            for host in self.hosts.values() {
                 scope.spawn(|| host.shutdown(self.drain));
             }
         });
@@ -221,7 +244,7 @@ impl Daemon {
 #[derive(Clone)]
 pub struct Stopper {
     servers: Vec<ShutdownHandle>,
-    hosts: Arc<Vec<Coordinator>>,
+    hosts: Arc<PerUpstream<Coordinator>>,
 }
 
 impl Stopper {
@@ -239,7 +262,7 @@ impl Stopper {
     /// outcome_unknown` without it (upstream may have acted on it).
     pub fn force(&self) {
         self.stop();
-        for host in self.hosts.iter() {
+        for host in self.hosts.values() {
             host.stop_now();
         }
     }
@@ -320,30 +343,15 @@ fn start_host(
         .map_err(|e| fail(e.to_string()))
 }
 
-/// A CONNECT whose token is wrong: `407` with `Proxy-Authenticate`, what
-/// proxy clients expect (the 401 a request gets means the same).
-fn proxy_auth_required(rejection: proxy::Rejection) -> Response {
-    let mut response = proxy::Rejection {
-        status: 407,
-        ..rejection
-    }
-    .into_response();
-    response.headers.push((
-        "Proxy-Authenticate".into(),
-        "Basic realm=\"syncoord\"".into(),
-    ));
-    response
-}
-
 /// How often a waiting request looks whether its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_millis(250);
 
 /// Answers one listener's requests.
 struct ProxyHandler {
     proxy: Arc<Proxy>,
-    hosts: Arc<Vec<Coordinator>>,
+    hosts: Arc<PerUpstream<Coordinator>>,
     /// The upstream this listener is dedicated to, if any.
-    listener: Option<usize>,
+    listener: Option<UpstreamId>,
     request_timeout: Duration,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
@@ -354,11 +362,9 @@ impl Handler for ProxyHandler {
         if request.method.eq_ignore_ascii_case("CONNECT") {
             return self.connect(&request);
         }
-        match self.handle_nonblocking(request) {
-            Handled::Now(reply) => reply,
-            Handled::Later(wait) => wait(),
-            // Never returned by `handle_nonblocking` below.
-            Handled::Blocking(_) => Reply::DropConnection,
+        match self.answer(request) {
+            Submitted::Now(response) => response.into(),
+            Submitted::Waiting(waiting) => waiting.wait().map_or(Reply::DropConnection, Reply::from),
         }
     }
 
@@ -370,14 +376,7 @@ impl Handler for ProxyHandler {
             // Minting a leaf is a signature: done on a pool thread.
             return Handled::Blocking(request);
         }
-        // Inside a tunnel every request is for the real host, never for
-        // our own endpoints.
-        if request.tunnel.is_none() {
-            if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
-                return Handled::Now(self.endpoint(endpoint).into());
-            }
-        }
-        match self.submit(request) {
+        match self.answer(request) {
             Submitted::Now(response) => Handled::Now(response.into()),
             // `None`: nobody to answer, the request was cancelled.
             Submitted::Waiting(waiting) => Handled::Later(Box::new(move || {
@@ -454,29 +453,14 @@ fn call_response(
         Ok(answer) => proxy::answer_response(&answer),
         Err(CallError::Failed(failure)) => proxy::failure_response_shaped(&failure, shape),
         // The bot's own wait (`server.request_timeout_secs`) ran out.
-        Err(CallError::TimedOut { waited }) => {
-            proxy::failure_response_shaped(&Failure::Deadline { waited }, shape)
-        }
-        Err(CallError::ShuttingDown) => proxy::failure_response_shaped(
-            &Failure::Aborted("syncoord is shutting down".into()),
-            shape,
-        ),
+        Err(CallError::TimedOut { waited }) => proxy::timed_out_response(waited, shape),
+        Err(CallError::ShuttingDown) => proxy::aborted_response("syncoord is shutting down", shape),
         // Sent, and the daemon was forced to stop before the answer.
-        Err(CallError::OutcomeUnknown(why)) => proxy::Rejection {
-            status: OUTCOME_UNKNOWN_STATUS,
-            kind: "outcome_unknown",
-            message: format!(
-                "{why}; check its outcome (an order by its client order id) before sending it again"
-            ),
+        Err(CallError::OutcomeUnknown(why)) => {
+            Rejection::outcome_unknown(why).into_response_shaped(shape)
         }
-        .into_response_shaped(shape),
         // Nothing went upstream: the bot's request is at fault.
-        Err(CallError::Invalid(why)) => proxy::Rejection {
-            status: 400,
-            kind: "bad_request",
-            message: why.to_string(),
-        }
-        .into_response_shaped(shape),
+        Err(CallError::Invalid(why)) => Rejection::bad_request(why).into_response_shaped(shape),
     }
 }
 
@@ -491,8 +475,8 @@ impl ProxyHandler {
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
         if let Err(rejection) = self.proxy.authenticate(&request.headers) {
-            tracing::info!(%peer, status = rejection.status, kind = rejection.kind, "CONNECT refused: bad client token");
-            return proxy_auth_required(rejection).into();
+            tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused: bad client token");
+            return rejection.into_proxy_auth_response().into();
         }
         let inherited: Arc<[(String, String)]> = request
             .headers
@@ -503,14 +487,14 @@ impl ProxyHandler {
         let target = match self.proxy.connect(&request.target) {
             Ok(target) => target,
             Err(rejection) => {
-                tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status, "CONNECT refused");
+                tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
                 return rejection.into_response().into();
             }
         };
         let config = self
             .ca
             .get()
-            .and_then(|ca| ca.server_config(&target.host).map_err(|e| e.to_string()));
+            .and_then(|ca| ca.server_config(&target.host).map_err(Arc::new));
         match config {
             Ok(config) => {
                 tracing::debug!(%peer, host = %target.host, "CONNECT intercepted");
@@ -522,15 +506,22 @@ impl ProxyHandler {
             }
             Err(why) => {
                 tracing::error!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
-                proxy::Rejection {
-                    status: 502,
-                    kind: "ca_unavailable",
-                    message: format!("the local CA is not usable: {why}"),
-                }
-                .into_response()
-                .into()
+                Rejection::ca_unavailable(why).into_response().into()
             }
         }
+    }
+
+    /// Any request but a CONNECT outside a tunnel, without blocking: our
+    /// own endpoints are answered here, the rest routed and submitted.
+    fn answer(&self, request: HttpRequest) -> Submitted {
+        // Inside a tunnel every request is for the real host, never for
+        // our own endpoints.
+        if request.tunnel.is_none() {
+            if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+                return Submitted::Now(self.endpoint(endpoint));
+            }
+        }
+        self.submit(request)
     }
 
     /// Routes and submits, without blocking.
@@ -558,16 +549,12 @@ impl ProxyHandler {
         {
             Ok(forward) => forward,
             Err(rejection) => {
-                tracing::info!(%peer, %method, status = rejection.status, reason = %rejection.message, "refused");
+                tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
                 let shape = self.proxy.error_shape_for(self.listener, &target);
                 return Submitted::Now(rejection.into_response_shaped(shape));
             }
         };
-        let Some(host) = self.hosts.get(forward.upstream) else {
-            // Hosts are built from the same configuration as the proxy.
-            let failure = Failure::Aborted("no coordinator for the routed upstream".into());
-            return Submitted::Now(proxy::failure_response(&failure));
-        };
+        let host = &self.hosts[forward.upstream];
         let shape = self.proxy.error_shape(forward.upstream);
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
@@ -606,15 +593,12 @@ impl ProxyHandler {
             return endpoint.render::<&str>(&[]);
         }
         let reports: Vec<_> = self
-            .proxy
-            .config()
-            .upstreams
+            .hosts
             .iter()
-            .zip(self.hosts.iter())
-            .map(|(upstream, host)| {
+            .map(|(id, host)| {
                 let stats = host.stats();
                 let health = stats.health.clone();
-                (upstream.name.as_str(), stats, health)
+                (self.proxy.upstream(id).name.as_str(), stats, health)
             })
             .collect();
         endpoint.render(&reports)

@@ -64,7 +64,7 @@ mod tests {
             .expect("routed");
         let signing = Signing {
             keyring: proxy.keyring().clone(),
-            base: proxy.base_url(forward.upstream).expect("upstream").clone(),
+            base: proxy.base_url(forward.upstream).clone(),
         };
         (forward.outgoing, signing)
     }

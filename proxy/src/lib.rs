@@ -74,8 +74,8 @@ pub use http::{
     credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
 };
 pub use response::{
-    answer_response, error_response, failure_response, failure_response_shaped, ErrorShape,
-    OUTCOME_UNKNOWN_STATUS,
+    aborted_response, answer_response, error_response, failure_response, failure_response_shaped,
+    timed_out_response, ErrorShape, OUTCOME_UNKNOWN_STATUS,
 };
 pub use rejection::{Rejection, RejectionKind};
 pub use route::{

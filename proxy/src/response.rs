@@ -206,6 +206,21 @@ pub fn failure_response_shaped(failure: &Failure, shape: ErrorShape) -> Response
     response
 }
 
+/// The answer to a request whose bot's own wait
+/// (`server.request_timeout_secs`) ran out before the core answered: the
+/// core's "deadline passed" failure, a 504. Both hosts end such waits
+/// alike.
+pub fn timed_out_response(waited: Duration, shape: ErrorShape) -> Response {
+    failure_response_shaped(&Failure::Deadline { waited }, shape)
+}
+
+/// The answer to a request a host ends without the core's answer and
+/// before anything of it was sent upstream (it is shutting down): `503
+/// aborted` with `Retry-After`, so retrying is safe.
+pub fn aborted_response(why: &str, shape: ErrorShape) -> Response {
+    failure_response_shaped(&Failure::Aborted(why.into()), shape)
+}
+
 impl Rejection {
     /// `{"error": kind, "message": ...}` with the rejection's status and
     /// `X-Syncoord-Error: <kind>`.

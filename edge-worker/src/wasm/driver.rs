@@ -38,7 +38,10 @@ use worker::{js_sys, Delay};
 use super::upstream;
 use crate::sign::Signing;
 use crate::timer;
-use syncoord_proxy::{answer_response, failure_response_shaped, ErrorShape, ServerSettings};
+use syncoord_proxy::{
+    aborted_response, answer_response, failure_response_shaped, timed_out_response, ErrorShape,
+    ServerSettings,
+};
 
 struct State {
     core: Coordinator<Outgoing>,
@@ -134,7 +137,7 @@ impl Driver {
             Either::Left((result, _)) => result,
             // The guard cancels the ticket when it goes out of scope.
             Either::Right(((), _)) => {
-                return failure_response_shaped(&Failure::Deadline { waited: limit }, self.shape);
+                return timed_out_response(limit, self.shape);
             }
         };
         guard.done = true;
@@ -144,10 +147,9 @@ impl Driver {
             // The sender is dropped only with the waiter entry, which only
             // the guard above removes: unreachable in practice, but a
             // response is still owed.
-            Err(oneshot::Canceled) => failure_response_shaped(
-                &Failure::Aborted("the coordinator lost track of this request".into()),
-                self.shape,
-            ),
+            Err(oneshot::Canceled) => {
+                aborted_response("the coordinator lost track of this request", self.shape)
+            }
         }
     }
 

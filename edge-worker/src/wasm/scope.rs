@@ -21,10 +21,11 @@ use super::settings::proxy;
 use crate::protocol::{take_shard, REGISTER_PATH, REGISTRY_BINDING, REGISTRY_NAME, REPORT_PATH};
 use crate::report::ShardReport;
 use crate::sign::Signing;
+use syncoord_proxy::UpstreamId;
 
 struct Active {
     shard: String,
-    upstream: usize,
+    upstream: UpstreamId,
     driver: Rc<Driver>,
     registration: Rc<Cell<Registration>>,
 }
@@ -56,7 +57,7 @@ impl ScopeCoordinator {
     fn driver(
         &self,
         shard: &str,
-        upstream: usize,
+        upstream: UpstreamId,
     ) -> std::result::Result<Rc<Driver>, Result<Response>> {
         if let Some(a) = self.active.borrow().as_ref() {
             if a.shard == shard && a.upstream == upstream {
@@ -72,22 +73,12 @@ impl ScopeCoordinator {
             ));
         }
         let proxy = proxy(&self.env)?;
-        let (Some(u), Some(coordination), Some(base)) = (
-            proxy.config().upstreams.get(upstream),
-            proxy.coordination(upstream),
-            proxy.base_url(upstream),
-        ) else {
-            return Err(error_response(
-                500,
-                "routed to an upstream the config lacks",
-            ));
-        };
         let driver = Rc::new(Driver::new(
-            coordination.clone(),
-            &u.url,
+            proxy.coordination(upstream).clone(),
+            &proxy.upstream(upstream).url,
             Signing {
                 keyring: proxy.keyring().clone(),
-                base: base.clone(),
+                base: proxy.base_url(upstream).clone(),
             },
             proxy.config().server.clone(),
             proxy.error_shape(upstream),
