@@ -73,11 +73,11 @@ pub use endpoints::{endpoint, Endpoint};
 pub use http::{
     credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
 };
+pub use rejection::{Rejection, RejectionKind};
 pub use response::{
     aborted_response, answer_response, error_response, failure_response, failure_response_shaped,
     timed_out_response, ErrorShape, OUTCOME_UNKNOWN_STATUS,
 };
-pub use rejection::{Rejection, RejectionKind};
 pub use route::{
     forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, PerUpstream, Proxy,
     ShardKey, UpstreamId,

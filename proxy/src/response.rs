@@ -11,8 +11,8 @@ use serde_json::json;
 use syncoord_core::Duration;
 
 use crate::http::{strip_hop_headers, HopHeaders};
-pub use crate::rejection::OUTCOME_UNKNOWN_STATUS;
 use crate::rejection::Rejection;
+pub use crate::rejection::OUTCOME_UNKNOWN_STATUS;
 use crate::{CACHE_HEADER, ERROR_HEADER};
 use syncoord_core::{Answer, Failure, Response, Source};
 
@@ -88,7 +88,6 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     whole.max(1)
 }
-
 
 /// How our own errors are shaped for the client libraries of one API, so
 /// that they classify a refusal the way it should be handled: retryable

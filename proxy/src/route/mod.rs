@@ -41,13 +41,13 @@ use syncoord_core::config::Keying;
 use syncoord_core::{CompiledConfig, Credential, Duration, Method, Request};
 
 pub use headers::{forwardable_headers, forwarded_headers, redact};
+use select::path_of;
 pub use upstreams::{PerUpstream, UpstreamId};
 pub use validate::MAX_CLIENT_LEN;
 use validate::{
     check_connection, check_credential_unambiguous, check_headers, check_method,
     check_path_and_query, check_target_chars, sanitize_client,
 };
-use select::path_of;
 
 /// A request ready for an upstream's coordinator.
 #[derive(Debug, Clone)]
@@ -96,7 +96,6 @@ pub struct Proxy {
     /// Per upstream: whether it has `[[credentials]]` (signing mode).
     signed: Vec<bool>,
 }
-
 
 impl Proxy {
     /// Checks the configuration and compiles its route tables.
@@ -397,4 +396,3 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests;
-

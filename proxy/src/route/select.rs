@@ -28,7 +28,10 @@ impl Proxy {
         }
         if let Some(absolute) = absolute_url(target)? {
             let (origin, rest) = split_absolute(&absolute).map_err(|e| {
-                Rejection::new(RejectionKind::BadUrl, format!("absolute URL in the request: {e}"))
+                Rejection::new(
+                    RejectionKind::BadUrl,
+                    format!("absolute URL in the request: {e}"),
+                )
             })?;
             let candidates: Vec<usize> = match listener {
                 Some(i) => vec![i],
@@ -146,8 +149,12 @@ impl Proxy {
             return Err(bad());
         }
         let url = format!("https://{host}:{port}");
-        let (origin, rest) = split_absolute(&url)
-            .map_err(|e| Rejection::new(RejectionKind::BadTarget, format!("CONNECT {authority}: {e}")))?;
+        let (origin, rest) = split_absolute(&url).map_err(|e| {
+            Rejection::new(
+                RejectionKind::BadTarget,
+                format!("CONNECT {authority}: {e}"),
+            )
+        })?;
         if !rest.is_empty() {
             return Err(bad());
         }
@@ -212,7 +219,12 @@ fn absolute_url(target: &str) -> Result<Option<String>, Rejection> {
         })?;
         let decoded = percent_decode_str(inner)
             .decode_utf8()
-            .map_err(|_| Rejection::new(RejectionKind::BadUrl, "the encoded URL does not decode to UTF-8"))?
+            .map_err(|_| {
+                Rejection::new(
+                    RejectionKind::BadUrl,
+                    "the encoded URL does not decode to UTF-8",
+                )
+            })?
             .into_owned();
         check_target_chars(&decoded, "decoded URL")?;
         return Ok(Some(decoded));

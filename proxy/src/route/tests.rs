@@ -28,7 +28,10 @@ fn listeners_name_their_upstream() {
     let p = Proxy::new(c).unwrap();
     assert_eq!(
         p.listeners(),
-        [(None, "127.0.0.1:8787"), (p.upstream_id(1), "127.0.0.1:8788")]
+        [
+            (None, "127.0.0.1:8787"),
+            (p.upstream_id(1), "127.0.0.1:8788")
+        ]
     );
 }
 
@@ -87,7 +90,10 @@ fn absolute_urls_in_all_three_spellings() {
     .unwrap();
     assert_eq!(f.outgoing.path_and_query, "/api/v3?q=a%20b");
     let f = get(&p, "/https://api.coinbase.com").unwrap();
-    assert_eq!((f.upstream.index(), f.outgoing.path_and_query.as_str()), (0, "/"));
+    assert_eq!(
+        (f.upstream.index(), f.outgoing.path_and_query.as_str()),
+        (0, "/")
+    );
 }
 
 #[test]
@@ -109,11 +115,19 @@ fn unknown_hosts_are_refused_never_proxied() {
     }
     // A dedicated listener fronts its own upstream only.
     let e = p
-        .route(p.upstream_id(1), "GET", "/https://api.coinbase.com/x", &[], vec![])
+        .route(
+            p.upstream_id(1),
+            "GET",
+            "/https://api.coinbase.com/x",
+            &[],
+            vec![],
+        )
         .unwrap_err();
     assert_eq!(e.status(), 403);
     assert!(e.message().contains("only upstream `exchange`"), "{e}");
-    let f = p.route(p.upstream_id(1), "GET", "/exchange/x", &[], vec![]).unwrap();
+    let f = p
+        .route(p.upstream_id(1), "GET", "/exchange/x", &[], vec![])
+        .unwrap();
     assert_eq!(
         (f.upstream.index(), f.outgoing.path_and_query.as_str()),
         (1, "/exchange/x")
@@ -203,7 +217,11 @@ fn methods_and_headers_are_checked() {
     let p = proxy();
     for m in ["", "GE T", "G\r\nET", "GET/", &"A".repeat(33)] {
         let e = p.route(None, m, "/", &[], vec![]).unwrap_err();
-        assert_eq!((e.status(), e.kind().as_str()), (400, "bad_method"), "{m:?}");
+        assert_eq!(
+            (e.status(), e.kind().as_str()),
+            (400, "bad_method"),
+            "{m:?}"
+        );
     }
     let f = p.route(None, "get", "/", &[], vec![]).unwrap();
     assert_eq!(
@@ -221,7 +239,11 @@ fn methods_and_headers_are_checked() {
         h(&[("X", "a\0")]),
     ] {
         let e = p.route(None, "GET", "/", &bad, vec![]).unwrap_err();
-        assert_eq!((e.status(), e.kind().as_str()), (400, "bad_header"), "{bad:?}");
+        assert_eq!(
+            (e.status(), e.kind().as_str()),
+            (400, "bad_header"),
+            "{bad:?}"
+        );
     }
     let e = p.route(None, "POST", "/metrics", &[], vec![]).unwrap_err();
     assert_eq!(e.status(), 405);
@@ -235,7 +257,11 @@ fn methods_and_headers_are_checked() {
         let e = p
             .route(None, "GET", "/api/v3/brokerage/accounts", &bad, vec![])
             .unwrap_err();
-        assert_eq!((e.status(), e.kind().as_str()), (400, "ambiguous_credential"), "{bad:?}");
+        assert_eq!(
+            (e.status(), e.kind().as_str()),
+            (400, "ambiguous_credential"),
+            "{bad:?}"
+        );
     }
     let same = h(&[("CB-ACCESS-KEY", "k1"), ("CB-ACCESS-KEY", "k1")]);
     assert!(p
@@ -693,7 +719,10 @@ fn origins_route_the_real_hosts_to_the_configured_url() {
     // any more (origins replace the url as what absolute URLs must name).
     assert_eq!(get(&p, "/exchange/products").unwrap().upstream.index(), 1);
     let e = get(&p, "http://127.0.0.1:9000/api/v3/brokerage/accounts").unwrap_err();
-    assert_eq!((e.status(), e.kind().as_str()), (403, "host_not_configured"));
+    assert_eq!(
+        (e.status(), e.kind().as_str()),
+        (403, "host_not_configured")
+    );
     assert!(e.message().contains("https://api.coinbase.com"), "{e}");
     let e = get(&p, "https://evil.example/api/v3/brokerage/accounts").unwrap_err();
     assert_eq!(e.status(), 403);

@@ -34,7 +34,10 @@ impl<T> PerUpstream<T> {
 
     /// Every upstream's entry with its id, in config order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (UpstreamId, &T)> {
-        self.items.iter().enumerate().map(|(i, t)| (UpstreamId(i), t))
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (UpstreamId(i), t))
     }
 
     /// Every upstream's entry, in config order.

@@ -110,7 +110,10 @@ pub(super) fn check_connection(
 /// Request-targets are printable ASCII without spaces (RFC 9112 3.2).
 pub(super) fn check_target_chars(target: &str, what: &str) -> Result<(), Rejection> {
     if target.is_empty() {
-        return Err(Rejection::new(RejectionKind::BadTarget, format!("empty {what}")));
+        return Err(Rejection::new(
+            RejectionKind::BadTarget,
+            format!("empty {what}"),
+        ));
     }
     if let Some((at, b)) = target
         .bytes()
@@ -183,7 +186,10 @@ pub(super) fn check_path_and_query(pq: &str) -> Result<(), Rejection> {
     }
     let path = pq.split('?').next().unwrap_or(pq);
     if !path.starts_with('/') {
-        return Err(Rejection::new(RejectionKind::BadTarget, "the path must start with `/`"));
+        return Err(Rejection::new(
+            RejectionKind::BadTarget,
+            "the path must start with `/`",
+        ));
     }
     check_percent_encoding(path).map_err(|at| {
         Rejection::new(
