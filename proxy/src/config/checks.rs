@@ -109,16 +109,41 @@ impl ProxyConfig {
     }
 
     /// [`Self::issues_at`], and each upstream that passed its own checks,
-    /// parsed and compiled (all of them when there is no issue).
+    /// parsed and compiled (all of them when there is no issue). The
+    /// checks run in the order their problems are reported.
     fn check_at(&self, index: &[usize]) -> (Vec<Issue>, Vec<CheckedUpstream>) {
+        let mut out = Issues::default();
+        let (server_addr, tls_addr) = self.check_server_addresses(&mut out);
+        self.check_tls_files(&mut out);
+        self.check_server_limits(&mut out);
+        self.check_server_times(&mut out);
+        if self.upstreams.is_empty() {
+            out.push("upstreams", "at least one upstream is needed".into());
+        }
+        if let Some(c) = &self.cluster {
+            for (field, message) in c.issues() {
+                out.push(&format!("cluster.{field}"), message);
+            }
+        }
+        let mut listens = main_listeners(server_addr, tls_addr, &mut out);
         let mut checked = Vec::with_capacity(self.upstreams.len());
-        let mut out: Vec<Issue> = Vec::new();
-        let mut push = |field: &str, msg: String| out.push(Issue::new(field, msg));
+        for k in 0..self.upstreams.len() {
+            let i = index.get(k).copied().unwrap_or(k);
+            if let Some(upstream) = self.check_upstream(k, i, &mut listens, &mut out) {
+                checked.push(upstream);
+            }
+        }
+        self.check_signing(index, &mut out);
+        (out.0, checked)
+    }
+
+    /// `server.listen` and `server.tls_listen` as addresses.
+    fn check_server_addresses(&self, out: &mut Issues) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let s = &self.server;
         let server_addr = match s.listen.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                push(
+                out.push(
                     "server.listen",
                     format!("`{}` is not an ip:port address", s.listen),
                 );
@@ -129,7 +154,7 @@ impl ProxyConfig {
             None => None,
             Some(Ok(a)) => Some(a),
             Some(Err(_)) => {
-                push(
+                out.push(
                     "server.tls_listen",
                     format!(
                         "`{}` is not an ip:port address",
@@ -139,23 +164,35 @@ impl ProxyConfig {
                 None
             }
         };
+        (server_addr, tls_addr)
+    }
+
+    /// `tls_cert` and `tls_key` come together, and only with a
+    /// `tls_listen` to serve them on.
+    fn check_tls_files(&self, out: &mut Issues) {
+        let s = &self.server;
         match (&s.tls_cert, &s.tls_key) {
-            (Some(_), None) => push(
+            (Some(_), None) => out.push(
                 "server.tls_key",
                 "`tls_cert` is set without `tls_key`: give both, or neither for the local CA's leaf".into(),
             ),
-            (None, Some(_)) => push(
+            (None, Some(_)) => out.push(
                 "server.tls_cert",
                 "`tls_key` is set without `tls_cert`: give both, or neither for the local CA's leaf".into(),
             ),
             _ => {}
         }
         if s.tls_cert.is_some() && s.tls_listen.is_none() {
-            push(
+            out.push(
                 "server.tls_cert",
                 "`tls_cert` is set but there is no `tls_listen` to serve it on".into(),
             );
         }
+    }
+
+    /// The server's counts and sizes, each within its range.
+    fn check_server_limits(&self, out: &mut Issues) {
+        let s = &self.server;
         let sizes: [(&str, usize, usize, usize); 7] = [
             ("event_loops", s.event_loops.unwrap_or(1), 1, 1024),
             ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
@@ -167,12 +204,18 @@ impl ProxyConfig {
         ];
         for (name, value, min, max) in sizes {
             if !(min..=max).contains(&value) {
-                push(
+                out.push(
                     &format!("server.{name}"),
                     format!("must be between {min} and {max} (got {value})"),
                 );
             }
         }
+    }
+
+    /// The server's timeouts: finite, at most a day, more than 0 (the
+    /// drain may be 0).
+    fn check_server_times(&self, out: &mut Issues) {
+        let s = &self.server;
         let times = [
             ("idle_timeout_secs", s.idle_timeout_secs, false),
             ("header_timeout_secs", s.header_timeout_secs, false),
@@ -192,163 +235,174 @@ impl ProxyConfig {
                 value.is_finite() && value <= 86_400.0 && (value > 0.0 || zero_ok && value == 0.0);
             if !ok {
                 let low = if zero_ok { "0" } else { "more than 0" };
-                push(
+                out.push(
                     &format!("server.{name}"),
                     format!("must be {low} and at most 86400 seconds (got {value})"),
                 );
             }
         }
-        if self.upstreams.is_empty() {
-            push("upstreams", "at least one upstream is needed".into());
-        }
-        if let Some(c) = &self.cluster {
-            for (field, message) in c.issues() {
-                push(&format!("cluster.{field}"), message);
+    }
+
+    /// Upstream `k` (`upstreams[i]` in the file): its own fields, and
+    /// those it must not share with the upstreams before it. Parsed and
+    /// compiled when its URL and coordination are sound.
+    fn check_upstream(
+        &self,
+        k: usize,
+        i: usize,
+        listens: &mut Vec<(SocketAddr, String)>,
+        out: &mut Issues,
+    ) -> Option<CheckedUpstream> {
+        let u = &self.upstreams[k];
+        let f = |field: &str| format!("upstreams[{i}].{field}");
+        self.check_upstream_name(k, &f, out);
+        let base = BaseUrl::parse(&u.url)
+            .map_err(|e| out.push(&f("url"), e.to_string()))
+            .ok();
+        let mut origins = self.check_origins(k, &f, out);
+        if let Some(file) = &u.ca_file {
+            if file.trim().is_empty() {
+                out.push(&f("ca_file"), "must name a PEM file".into());
             }
         }
-        let mut listens: Vec<(SocketAddr, String)> = server_addr
-            .map(|a| vec![(a, "server.listen".to_owned())])
-            .unwrap_or_default();
-        if let Some(a) = tls_addr {
-            if let Some((_, other)) = listens.iter().find(|(o, _)| a.port() != 0 && *o == a) {
-                push(
-                    "server.tls_listen",
-                    format!("`{a}` is also used by {other}"),
-                );
-            }
-            listens.push((a, "server.tls_listen".to_owned()));
+        self.check_upstream_prefix(k, &f, out);
+        if let Some(l) = &u.listen {
+            check_listen(l, f("listen"), listens, out);
         }
-        for (k, u) in self.upstreams.iter().enumerate() {
-            let i = index.get(k).copied().unwrap_or(k);
-            let f = |field: &str| format!("upstreams[{i}].{field}");
-            let name_ok = !u.name.is_empty()
-                && u.name.len() <= 64
-                && u.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !name_ok {
-                push(
-                    &f("name"),
+        let coordination = u
+            .coordination
+            .compile()
+            .map_err(|errors| {
+                for e in errors.0 {
+                    out.push(
+                        &format!("upstreams[{i}].coordination.{}", e.field),
+                        e.problem.to_string(),
+                    );
+                }
+            })
+            .ok();
+        let (base, coordination) = (base?, coordination?);
+        if origins.is_empty() {
+            origins.push(base.clone());
+        }
+        Some(CheckedUpstream {
+            base,
+            origins,
+            prefix: u.prefix.clone(),
+            coordination,
+        })
+    }
+
+    /// Upstream `k`'s name: well formed (it names the upstream in
+    /// metrics) and its own.
+    fn check_upstream_name(&self, k: usize, f: &dyn Fn(&str) -> String, out: &mut Issues) {
+        let u = &self.upstreams[k];
+        let name_ok = !u.name.is_empty()
+            && u.name.len() <= 64
+            && u.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            out.push(
+                &f("name"),
+                format!(
+                    "`{}` must be 1 to 64 letters, digits, `-` or `_` (it names the upstream in metrics)",
+                    u.name
+                ),
+            );
+        }
+        if self.upstreams[..k].iter().any(|o| o.name == u.name) {
+            out.push(
+                &f("name"),
+                format!("`{}` names more than one upstream", u.name),
+            );
+        }
+    }
+
+    /// Upstream `k`'s `origins`, parsed: each once, and none that an
+    /// upstream before it answers for (a request naming it must reach
+    /// one upstream).
+    fn check_origins(
+        &self,
+        k: usize,
+        f: &dyn Fn(&str) -> String,
+        out: &mut Issues,
+    ) -> Vec<BaseUrl> {
+        let u = &self.upstreams[k];
+        let mut origins = Vec::with_capacity(u.origins.len());
+        for (j, o) in u.origins.iter().enumerate() {
+            match BaseUrl::parse(o) {
+                Ok(parsed) => {
+                    if origins.contains(&parsed) {
+                        out.push(
+                            &f(&format!("origins[{j}]")),
+                            format!("`{o}` is listed twice"),
+                        );
+                    } else {
+                        origins.push(parsed);
+                    }
+                }
+                Err(e) => out.push(&f(&format!("origins[{j}]")), e.to_string()),
+            }
+        }
+        for (j, parsed) in origins.iter().enumerate() {
+            let clash = self.upstreams[..k].iter().find(|other| {
+                let theirs: Vec<BaseUrl> = if other.origins.is_empty() {
+                    BaseUrl::parse(&other.url).into_iter().collect()
+                } else {
+                    other
+                        .origins
+                        .iter()
+                        .filter_map(|x| BaseUrl::parse(x).ok())
+                        .collect()
+                };
+                theirs.contains(parsed)
+            });
+            if let Some(other) = clash {
+                out.push(
+                    &f(&format!("origins[{j}]")),
                     format!(
-                        "`{}` must be 1 to 64 letters, digits, `-` or `_` (it names the upstream in metrics)",
-                        u.name
+                        "`{}` is also an origin of upstream `{}`: a request naming it must reach one upstream",
+                        u.origins[j], other.name
                     ),
                 );
             }
-            if self.upstreams[..k].iter().any(|o| o.name == u.name) {
-                push(
-                    &f("name"),
-                    format!("`{}` names more than one upstream", u.name),
-                );
-            }
-            let base = BaseUrl::parse(&u.url)
-                .map_err(|e| push(&f("url"), e.to_string()))
-                .ok();
-            let mut origins = Vec::with_capacity(u.origins.len());
-            for (j, o) in u.origins.iter().enumerate() {
-                match BaseUrl::parse(o) {
-                    Ok(parsed) => {
-                        if origins.contains(&parsed) {
-                            push(
-                                &f(&format!("origins[{j}]")),
-                                format!("`{o}` is listed twice"),
-                            );
-                        } else {
-                            origins.push(parsed);
-                        }
-                    }
-                    Err(e) => push(&f(&format!("origins[{j}]")), e.to_string()),
-                }
-            }
-            for (j, parsed) in origins.iter().enumerate() {
-                let clash = self.upstreams[..k].iter().find(|other| {
-                    let theirs: Vec<BaseUrl> = if other.origins.is_empty() {
-                        BaseUrl::parse(&other.url).into_iter().collect()
-                    } else {
-                        other
-                            .origins
-                            .iter()
-                            .filter_map(|x| BaseUrl::parse(x).ok())
-                            .collect()
-                    };
-                    theirs.contains(parsed)
-                });
-                if let Some(other) = clash {
-                    push(
-                        &f(&format!("origins[{j}]")),
-                        format!(
-                            "`{}` is also an origin of upstream `{}`: a request naming it must reach one upstream",
-                            u.origins[j], other.name
-                        ),
-                    );
-                }
-            }
-            if let Some(file) = &u.ca_file {
-                if file.trim().is_empty() {
-                    push(&f("ca_file"), "must name a PEM file".into());
-                }
-            }
-            if let Some(p) = &u.prefix {
-                if let Err(e) = check_prefix(p) {
-                    push(&f("prefix"), e.to_string());
-                }
-                if self.upstreams[..k]
-                    .iter()
-                    .any(|o| o.prefix.as_deref() == Some(p.as_str()))
-                {
-                    push(
-                        &f("prefix"),
-                        format!("`{p}` is the prefix of another upstream"),
-                    );
-                }
-            }
-            if let Some(l) = &u.listen {
-                match l.parse::<SocketAddr>() {
-                    Err(_) => push(&f("listen"), format!("`{l}` is not an ip:port address")),
-                    Ok(a) => {
-                        if let Some((_, other)) =
-                            listens.iter().find(|(o, _)| a.port() != 0 && *o == a)
-                        {
-                            push(&f("listen"), format!("`{l}` is also used by {other}"));
-                        }
-                        listens.push((a, f("listen")));
-                    }
-                }
-            }
-            let coordination = u
-                .coordination
-                .compile()
-                .map_err(|errors| {
-                    for e in errors.0 {
-                        push(
-                            &format!("upstreams[{i}].coordination.{}", e.field),
-                            e.problem.to_string(),
-                        );
-                    }
-                })
-                .ok();
-            if let (Some(base), Some(coordination)) = (base, coordination) {
-                if origins.is_empty() {
-                    origins.push(base.clone());
-                }
-                checked.push(CheckedUpstream {
-                    base,
-                    origins,
-                    prefix: u.prefix.clone(),
-                    coordination,
-                });
-            }
         }
+        origins
+    }
+
+    /// Upstream `k`'s `prefix`: a path prefix, and no other upstream's.
+    fn check_upstream_prefix(&self, k: usize, f: &dyn Fn(&str) -> String, out: &mut Issues) {
+        let Some(p) = &self.upstreams[k].prefix else {
+            return;
+        };
+        if let Err(e) = check_prefix(p) {
+            out.push(&f("prefix"), e.to_string());
+        }
+        if self.upstreams[..k]
+            .iter()
+            .any(|o| o.prefix.as_deref() == Some(p.as_str()))
+        {
+            out.push(
+                &f("prefix"),
+                format!("`{p}` is the prefix of another upstream"),
+            );
+        }
+    }
+
+    /// Signing mode: `[[credentials]]` and `[[clients]]` against the
+    /// upstreams, and each upstream's `signing.deadline_secs`.
+    fn check_signing(&self, index: &[usize], out: &mut Issues) {
         let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
         for (field, message) in
             crate::signing::spec::check(&self.credentials, &self.clients, &names)
         {
-            out.push(Issue::new(field, message));
+            out.0.push(Issue::new(field, message));
         }
         for (i, u) in self.upstreams.iter().enumerate() {
             let d = u.signing.deadline_secs;
             if !(d.is_finite() && d > 0.0 && d <= 86_400.0) {
-                out.push(Issue::new(
+                out.0.push(Issue::new(
                     format!(
                         "upstreams[{}].signing.deadline_secs",
                         index.get(i).copied().unwrap_or(i)
@@ -357,7 +411,52 @@ impl ProxyConfig {
                 ));
             }
         }
-        (out, checked)
+    }
+}
+
+/// Problems found so far, in the order they are reported.
+#[derive(Default)]
+struct Issues(Vec<Issue>);
+
+impl Issues {
+    fn push(&mut self, field: &str, message: String) {
+        self.0.push(Issue::new(field, message));
+    }
+}
+
+/// The main listeners' addresses, each named by its field; a `tls_listen`
+/// on the main listener's address is refused.
+fn main_listeners(
+    server_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    out: &mut Issues,
+) -> Vec<(SocketAddr, String)> {
+    let mut listens: Vec<(SocketAddr, String)> = server_addr
+        .map(|a| vec![(a, "server.listen".to_owned())])
+        .unwrap_or_default();
+    if let Some(a) = tls_addr {
+        if let Some((_, other)) = listens.iter().find(|(o, _)| a.port() != 0 && *o == a) {
+            out.push(
+                "server.tls_listen",
+                format!("`{a}` is also used by {other}"),
+            );
+        }
+        listens.push((a, "server.tls_listen".to_owned()));
+    }
+    listens
+}
+
+/// An upstream's own `listen` (`field`): an address no other listener
+/// uses (port 0 excepted), added to `listens`.
+fn check_listen(l: &str, field: String, listens: &mut Vec<(SocketAddr, String)>, out: &mut Issues) {
+    match l.parse::<SocketAddr>() {
+        Err(_) => out.push(&field, format!("`{l}` is not an ip:port address")),
+        Ok(a) => {
+            if let Some((_, other)) = listens.iter().find(|(o, _)| a.port() != 0 && *o == a) {
+                out.push(&field, format!("`{l}` is also used by {other}"));
+            }
+            listens.push((a, field));
+        }
     }
 }
 
