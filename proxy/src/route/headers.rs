@@ -1,6 +1,6 @@
 //! Which of a bot's headers go upstream, and which may be logged.
 
-use crate::http::{strip_hop_headers, HopHeaders};
+use crate::http::HopHeaders;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), the ones the host sets itself,
 /// `Proxy-*` and our own `X-Syncoord-*`, plus whatever `Connection` names.
@@ -38,20 +38,58 @@ pub fn forwardable_headers(headers: &[(String, String)]) -> Vec<(String, String)
 /// what upstream authenticates while the identity is read from
 /// `CB-ACCESS-KEY`.
 pub fn forwarded_headers(headers: &[(String, String)], underscores: bool) -> Vec<(String, String)> {
-    let mut out = strip_hop_headers(headers, &NOT_FORWARDED);
-    if !underscores {
-        out.retain(|(n, _)| !n.contains('_'));
-    }
-    out
+    forwarded_where(headers, underscores, |_| true)
+}
+
+/// [`forwarded_headers`] that `keep` also keeps. Every header is judged
+/// before any is copied, and names are compared without lower-casing
+/// copies of them: this runs for every request, hits included.
+pub(super) fn forwarded_where(
+    headers: &[(String, String)],
+    underscores: bool,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let hop = &NOT_FORWARDED;
+    let listed: Vec<&str> = if hop.connection_listed {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(',').map(str::trim))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    headers
+        .iter()
+        .filter(|(n, _)| {
+            (underscores || !n.contains('_'))
+                && !(hop.names.iter().any(|h| n.eq_ignore_ascii_case(h))
+                    || hop.prefixes.iter().any(|p| starts_with_ignore_case(n, p))
+                    || listed.iter().any(|t| t.eq_ignore_ascii_case(n)))
+                && keep(n)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether `s` starts with `prefix` (lower-case ASCII), whatever its case.
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Whether `s` contains `needle` (lower-case ASCII), whatever its case.
+fn contains_ignore_case(s: &str, needle: &str) -> bool {
+    s.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Whether a header of this name may carry a secret: `Authorization`,
 /// cookies, `CB-ACCESS-*`, names with key, secret, sign, token,
 /// passphrase, password, auth or session in them.
 pub(super) fn may_carry_secret(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("cb-access-")
-        || lower.contains("cookie")
+    starts_with_ignore_case(name, "cb-access-")
+        || contains_ignore_case(name, "cookie")
         || [
             "auth",
             "key",
@@ -63,7 +101,7 @@ pub(super) fn may_carry_secret(name: &str) -> bool {
             "session",
         ]
         .iter()
-        .any(|w| lower.contains(w))
+        .any(|w| contains_ignore_case(name, w))
 }
 
 /// Headers safe to log: values of anything that may carry a secret

@@ -40,6 +40,7 @@ use crate::{ConfigFileErrors, ErrorShape, Outgoing, CLIENT_HEADER, PRIORITY_HEAD
 use syncoord_core::config::Keying;
 use syncoord_core::{CompiledConfig, Credential, Duration, Method, Request};
 
+use headers::forwarded_where;
 pub use headers::{forwardable_headers, forwarded_headers, redact};
 use select::path_of;
 pub use upstreams::{PerUpstream, UpstreamId};
@@ -95,6 +96,10 @@ pub struct Proxy {
     signing: Loaded,
     /// Per upstream: whether it has `[[credentials]]` (signing mode).
     signed: Vec<bool>,
+    /// Per upstream: whether any of its routes (or its defaults) answers
+    /// only authenticated requests; without one, an anonymous request
+    /// needs no route lookup here.
+    may_require_credential: Vec<bool>,
 }
 
 impl Proxy {
@@ -127,12 +132,22 @@ impl Proxy {
             .iter()
             .map(|u| config.credentials.iter().any(|c| c.upstream == u.name))
             .collect();
+        let may_require_credential = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let c = &u.coordination;
+                c.defaults.credential_required
+                    || c.routes.iter().any(|r| r.credential_required == Some(true))
+            })
+            .collect();
         Ok(Proxy {
             config: Arc::new(config),
             upstreams,
             default,
             signing,
             signed,
+            may_require_credential,
         })
     }
 
@@ -260,7 +275,11 @@ impl Proxy {
         let compiled = self.coordination(upstream);
         let method_id = Method::new(&method);
         let path_only = path_and_query.split('?').next().unwrap_or("");
-        let rule = compiled.route(&method_id, path_only);
+        // The route is looked up here only when its answer decides (two
+        // credentials at once, or none where one may be required): the
+        // coordinator looks it up anyway, remembered, and that is the one
+        // lookup a hit pays.
+        let rule = || compiled.route(&method_id, path_only);
         let underscores = up.underscores_in_headers;
         let token_client = self.authenticate(headers)?;
         let signer = self.signer_for(upstream, token_client, headers)?;
@@ -269,8 +288,7 @@ impl Proxy {
             // (syncoord signs at dispatch) and the identity is the
             // credential the token proved.
             Some(signer) => {
-                let mut forwarded = forwarded_headers(headers, underscores);
-                forwarded.retain(|(n, _)| {
+                let forwarded = forwarded_where(headers, underscores, |n| {
                     !(signing::SIGNATURE_HEADERS
                         .iter()
                         .any(|s| n.eq_ignore_ascii_case(s))
@@ -288,11 +306,12 @@ impl Proxy {
                 let forwarded = forwarded_headers(headers, underscores);
                 check_credential_unambiguous(&forwarded, rules)?;
                 let presented = crate::http::presented(&forwarded, rules);
-                let per_credential = rule
-                    .scopes
-                    .iter()
-                    .any(|s| compiled.keying(*s) == Some(Keying::Credential));
                 if let Some((read, other)) = &presented.mixed {
+                    let rule = rule();
+                    let per_credential = rule
+                        .scopes
+                        .iter()
+                        .any(|s| compiled.keying(*s) == Some(Keying::Credential));
                     if rule.private || per_credential || rule.credential_required {
                         return Err(Rejection::new(
                             RejectionKind::AmbiguousCredential,
@@ -310,14 +329,17 @@ impl Proxy {
                 (forwarded, credential)
             }
         };
-        if credential.is_none() && rule.credential_required {
-            return Err(Rejection::new(
-                RejectionKind::CredentialRequired,
-                format!(
-                    "{method} {path_only}: upstream `{}` answers only authenticated requests here (route `{}`), and this one carries no `{}`",
-                    up.name, rule.name, rules.header
-                ),
-            ));
+        if credential.is_none() && self.may_require_credential[upstream.index()] {
+            let rule = rule();
+            if rule.credential_required {
+                return Err(Rejection::new(
+                    RejectionKind::CredentialRequired,
+                    format!(
+                        "{method} {path_only}: upstream `{}` answers only authenticated requests here (route `{}`), and this one carries no `{}`",
+                        up.name, rule.name, rules.header
+                    ),
+                ));
+            }
         }
         let client = syncoord_core::header(headers, CLIENT_HEADER)
             .map(sanitize_client)

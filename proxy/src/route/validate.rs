@@ -198,6 +198,16 @@ pub(super) fn check_path_and_query(pq: &str) -> Result<(), Rejection> {
         )
     })?;
     for seg in path.split('/') {
+        if !seg.contains('%') {
+            // Nothing to decode (the common case, copied nowhere).
+            if seg == "." || seg == ".." {
+                return Err(Rejection::new(
+                    RejectionKind::BadTarget,
+                    format!("the path `{path}` contains a `.` or `..` segment"),
+                ));
+            }
+            continue;
+        }
         let decoded = percent_decode_str(seg).collect::<Vec<u8>>();
         if decoded == b"." || decoded == b".." {
             return Err(Rejection::new(
