@@ -10,7 +10,7 @@ use super::errors::{ConfigFileErrors, Issue};
 
 /// Each `(field, message)` located in `text` (at the field, or its nearest
 /// parent present in the file).
-pub(crate) fn locate_fields(text: &str, issues: Vec<(String, String)>) -> ConfigFileErrors {
+pub fn locate_fields(text: &str, issues: Vec<(String, String)>) -> ConfigFileErrors {
     let (doc, _) = DeTable::parse_recoverable(text);
     let issues = issues
         .into_iter()

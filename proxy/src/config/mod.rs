@@ -35,9 +35,8 @@ use syncoord_core::CompiledConfig;
 use crate::url::BaseUrl;
 
 pub use errors::{ConfigFileError, ConfigFileErrors};
-pub use locations::line_col;
-pub(crate) use locations::locate_fields;
-pub(crate) use parse::{join, path_string, read_toml, reword};
+pub use locations::{line_col, locate_fields};
+pub use parse::{join, path_string, read_toml, reword};
 pub use schema::{Preset, ProxyConfig, ServerSettings, UpstreamConfig};
 
 /// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its
