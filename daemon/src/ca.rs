@@ -41,17 +41,29 @@ const CA_NAME: &str = "syncoord local CA";
 /// Why the CA or a leaf could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
+    /// The CA folder or a file in it cannot be made or read.
     #[error("CA folder {path}: {error}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
+    /// The CA key may be read by other users: refused.
     #[error("CA key {path} is readable by others (mode {mode:o}); it must be 0600")]
-    KeyMode { path: PathBuf, mode: u32 },
+    KeyMode {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A certificate cannot be made.
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
+    /// rustls refuses the chain or key.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A PEM file holds no usable certificate or key.
     #[error("{0}")]
     Pem(String),
 }
@@ -262,6 +274,7 @@ pub struct LazyCa {
 }
 
 impl LazyCa {
+    /// The CA in `dir`, not yet opened.
     pub fn new(dir: PathBuf) -> LazyCa {
         LazyCa {
             dir,

@@ -7,6 +7,9 @@
 //! upstream paces, caches and retries. A connection thread waits for its
 //! own answer; no lock is held while it does.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod ca;
 
 use std::num::NonZeroUsize;
@@ -15,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use syncoord_core::{CompiledConfig, Response};
 use syncoord_proxy::signing::{Keyring, SecretSource};
-use syncoord_proxy::{self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, UpstreamId};
+use syncoord_proxy::{
+    self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, UpstreamId,
+};
 
 use syncoord::{
     CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
@@ -95,9 +100,8 @@ impl Daemon {
         secrets: &dyn SecretSource,
     ) -> Result<Daemon, DaemonError> {
         let settings = config.server.clone();
-        let proxy = Arc::new(
-            Proxy::with_secrets(config.clone(), secrets).map_err(ConfigError::from)?,
-        );
+        let proxy =
+            Arc::new(Proxy::with_secrets(config.clone(), secrets).map_err(ConfigError::from)?);
         for warning in proxy.warnings() {
             tracing::warn!("{warning}");
         }
@@ -364,7 +368,9 @@ impl Handler for ProxyHandler {
         }
         match self.answer(request) {
             Submitted::Now(response) => response.into(),
-            Submitted::Waiting(waiting) => waiting.wait().map_or(Reply::DropConnection, Reply::from),
+            Submitted::Waiting(waiting) => {
+                waiting.wait().map_or(Reply::DropConnection, Reply::from)
+            }
         }
     }
 

@@ -19,18 +19,25 @@ use serde_json::json;
 use syncoord_core::stats::{Health, StatsSnapshot, Status};
 use syncoord_core::Response;
 
+/// Every upstream's stats, as JSON.
 pub const STATS_PATH: &str = "/api/v1/sync-coordination/stats";
+/// Every upstream's health, as JSON (503 when one is down).
 pub const HEALTH_PATH: &str = "/api/v1/sync-coordination/health";
+/// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
 
 /// Most per-client and per-bucket series exported per upstream, so a
 /// crowd of bots or credentials cannot blow up a metrics store.
 pub const MAX_SERIES_PER_UPSTREAM: usize = 50;
 
+/// One of our own endpoints, answered by the host without upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// [`STATS_PATH`].
     Stats,
+    /// [`HEALTH_PATH`].
     Health,
+    /// [`METRICS_PATH`].
     Metrics,
     /// The dashboard page, [`crate::dashboard::DASHBOARD_PATH`].
     Dashboard,

@@ -52,6 +52,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod cluster;
 pub mod config;
 pub mod dashboard;
@@ -60,7 +63,9 @@ mod http;
 mod rejection;
 pub mod response;
 pub mod route;
+#[allow(missing_docs)] // moves to syncoord-wire
 pub mod signing;
+#[allow(missing_docs)] // moves to syncoord-wire
 mod url;
 
 pub use cluster::ClusterSettings;

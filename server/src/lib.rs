@@ -36,6 +36,9 @@
 //! intercepted CONNECT switches to one; a failed handshake costs that
 //! connection only.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod chunked;
 mod conn;
 mod event_loop;
@@ -199,7 +202,10 @@ pub enum Reply {
     /// of it, each carrying `tunnel` ([`HttpRequest::tunnel`]). Never a
     /// blind tunnel: every request inside is the handler's to answer.
     Intercept {
+        /// The TLS setup the client's session is answered with (a leaf
+        /// for the CONNECT's host).
         config: Arc<rustls::ServerConfig>,
+        /// What each request inside is tagged with: the tunnel's origin.
         tunnel: Arc<str>,
         /// Headers of the CONNECT that each request inside the tunnel
         /// carries too, unless it has its own: a proxy's
@@ -357,6 +363,7 @@ impl Server {
         self.shared.local
     }
 
+    /// A handle that stops this server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             shared: Arc::clone(&self.shared),
@@ -386,6 +393,8 @@ impl Server {
 }
 
 impl ShutdownHandle {
+    /// Closes the listener and every connection without a complete
+    /// request; requests being handled are still answered.
     pub fn shutdown(&self) {
         let shared = &self.shared;
         if shared.stopping.swap(true, Ordering::SeqCst) {

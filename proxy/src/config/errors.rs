@@ -12,7 +12,9 @@ pub struct ConfigFileError {
     /// 1-based line and column of the field (or of its nearest parent
     /// present in the file), when known.
     pub line: Option<usize>,
+    /// See `line`.
     pub column: Option<usize>,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -101,6 +101,8 @@ fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, Coor
     })
 }
 
+/// A serde field path as the file spells it (`a.b[2]`), empty for the
+/// root.
 pub fn path_string(path: &serde_path_to_error::Path) -> String {
     let s = path.to_string();
     if s == "." {
@@ -401,6 +403,7 @@ pub fn reword(message: &str) -> String {
     message.to_owned()
 }
 
+/// `rest` (a field path within `base`) as a path from the root.
 pub fn join(base: &str, rest: &str) -> String {
     if rest.is_empty() {
         base.to_owned()

@@ -51,6 +51,7 @@ pub struct ServerSettings {
     pub drain_secs: f64,
     /// Threads (native) making upstream calls concurrently.
     pub upstream_threads: usize,
+    /// Connecting to upstream (TCP and TLS), per attempt.
     pub upstream_connect_timeout_secs: f64,
     /// One upstream call, from sending to the last byte of the answer.
     pub upstream_timeout_secs: f64,
@@ -99,28 +100,37 @@ impl Default for ServerSettings {
     }
 }
 
+/// The `*_secs` fields as durations, as the hosts use them.
 impl ServerSettings {
+    /// `idle_timeout_secs`.
     pub fn idle_timeout(&self) -> Duration {
         secs(self.idle_timeout_secs)
     }
+    /// `header_timeout_secs`.
     pub fn header_timeout(&self) -> Duration {
         secs(self.header_timeout_secs)
     }
+    /// `body_timeout_secs`.
     pub fn body_timeout(&self) -> Duration {
         secs(self.body_timeout_secs)
     }
+    /// `write_timeout_secs`.
     pub fn write_timeout(&self) -> Duration {
         secs(self.write_timeout_secs)
     }
+    /// `request_timeout_secs`.
     pub fn request_timeout(&self) -> Duration {
         secs(self.request_timeout_secs)
     }
+    /// `drain_secs`.
     pub fn drain(&self) -> Duration {
         secs(self.drain_secs)
     }
+    /// `upstream_connect_timeout_secs`.
     pub fn upstream_connect_timeout(&self) -> Duration {
         secs(self.upstream_connect_timeout_secs)
     }
+    /// `upstream_timeout_secs`.
     pub fn upstream_timeout(&self) -> Duration {
         secs(self.upstream_timeout_secs)
     }
@@ -144,6 +154,7 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The coordination rules the preset starts an upstream with.
     pub fn config(self) -> Config {
         match self {
             Preset::CoinbaseAdvanced => coinbase::advanced_trade(),
@@ -181,6 +192,7 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Base URL: `http(s)://host[:port][/base/path]`, no query.
     pub url: String,
+    /// The rules `coordination` is merged over (default `none`).
     pub preset: Preset,
     /// Requests whose path starts with this segment prefix (e.g.
     /// `/exchange`) go to this upstream, prefix stripped.
@@ -207,6 +219,8 @@ pub struct UpstreamConfig {
     /// Signing mode on this upstream (`[upstreams.signing]`): whether
     /// bots without a token pass, how long signed calls may wait.
     pub signing: SigningSettings,
+    /// The effective coordination rules: the preset's, with the file's
+    /// `coordination` table merged over them.
     pub coordination: Config,
 }
 
@@ -214,7 +228,9 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// `[server]`: the host's listeners and limits.
     pub server: ServerSettings,
+    /// `[[upstreams]]`: the APIs requests are forwarded to.
     pub upstreams: Vec<UpstreamConfig>,
     /// Daemons that share budgets and answers through Redis; absent, a
     /// daemon coordinates alone. The Worker ignores it (its Durable
