@@ -77,19 +77,27 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
-/// Whether `s` contains `needle` (lower-case ASCII), whatever its case.
-fn contains_ignore_case(s: &str, needle: &str) -> bool {
-    s.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
 /// Whether a header of this name may carry a secret: `Authorization`,
 /// cookies, `CB-ACCESS-*`, names with key, secret, sign, token,
 /// passphrase, password, auth or session in them.
 pub(super) fn may_carry_secret(name: &str) -> bool {
-    starts_with_ignore_case(name, "cb-access-")
-        || contains_ignore_case(name, "cookie")
+    // Lower-cased on the stack for names of usual length.
+    let mut buf = [0u8; 64];
+    let owned;
+    let lower: &[u8] = match buf.get_mut(..name.len()) {
+        Some(b) => {
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_lowercase();
+            b
+        }
+        None => {
+            owned = name.to_ascii_lowercase();
+            owned.as_bytes()
+        }
+    };
+    let contains = |w: &str| lower.windows(w.len()).any(|x| x == w.as_bytes());
+    lower.starts_with(b"cb-access-")
+        || contains("cookie")
         || [
             "auth",
             "key",
@@ -101,7 +109,7 @@ pub(super) fn may_carry_secret(name: &str) -> bool {
             "session",
         ]
         .iter()
-        .any(|w| contains_ignore_case(name, w))
+        .any(|w| contains(w))
 }
 
 /// Headers safe to log: values of anything that may carry a secret
