@@ -44,6 +44,7 @@ mod conn;
 mod event_loop;
 mod fds;
 #[cfg(any(test, feature = "test-client"))]
+#[allow(missing_docs)] // test helpers, never in a release build
 pub mod test_client;
 #[cfg(test)]
 mod tests;
