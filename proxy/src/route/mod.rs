@@ -26,6 +26,7 @@
 
 mod credentials;
 mod headers;
+mod identity;
 mod select;
 mod upstreams;
 mod validate;
@@ -36,19 +37,16 @@ use crate::config::{CheckedUpstream, ProxyConfig, UpstreamConfig};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::signing::{self, Keyring, Loaded, NoSecrets, SecretSource};
 use crate::url::BaseUrl;
-use crate::{ConfigFileErrors, ErrorShape, Outgoing, CLIENT_HEADER, PRIORITY_HEADER};
+use crate::{ConfigFileErrors, ErrorShape, Outgoing};
 use syncoord_core::config::Keying;
-use syncoord_core::{CompiledConfig, Credential, Duration, Method, Request};
+use syncoord_core::{CompiledConfig, Duration, Method, Request};
 
-use headers::forwarded_where;
 pub use headers::{forwardable_headers, forwarded_headers, redact};
+use identity::{client_name, priority};
 use select::path_of;
 pub use upstreams::{PerUpstream, UpstreamId};
 pub use validate::MAX_CLIENT_LEN;
-use validate::{
-    check_connection, check_credential_unambiguous, check_headers, check_method,
-    check_path_and_query, check_target_chars, sanitize_client,
-};
+use validate::{check_headers, check_method, check_path_and_query, check_target_chars};
 
 /// A request ready for an upstream's coordinator.
 #[derive(Debug, Clone)]
@@ -270,8 +268,6 @@ impl Proxy {
         let (upstream, path_and_query) = self.select(listener, target)?;
         check_path_and_query(&path_and_query)?;
         let up = self.upstream(upstream);
-        let config = &up.coordination;
-        let rules = &config.credential;
         let compiled = self.coordination(upstream);
         let method_id = Method::new(&method);
         let path_only = path_and_query.split('?').next().unwrap_or("");
@@ -280,90 +276,12 @@ impl Proxy {
         // coordinator looks it up anyway, remembered, and that is the one
         // lookup a hit pays.
         let rule = || compiled.route(&method_id, path_only);
-        let underscores = up.underscores_in_headers;
         let token_client = self.authenticate(headers)?;
         let signer = self.signer_for(upstream, token_client, headers)?;
-        let (forwarded, credential) = match signer {
-            // Signing mode: the bot's own signature headers are dropped
-            // (syncoord signs at dispatch) and the identity is the
-            // credential the token proved.
-            Some(signer) => {
-                let forwarded = forwarded_where(headers, underscores, |n| {
-                    !(signing::SIGNATURE_HEADERS
-                        .iter()
-                        .any(|s| n.eq_ignore_ascii_case(s))
-                        || n.eq_ignore_ascii_case(&rules.header)
-                        || rules.others.iter().any(|o| n.eq_ignore_ascii_case(o)))
-                });
-                let identity = Credential::new(&format!("signed:{}", signer.name()));
-                (forwarded, Some(identity))
-            }
-            None => {
-                check_connection(headers, rules)?;
-                // Identity is computed from exactly what upstream will
-                // receive: a header a hop strips (or that is not forwarded
-                // at all) cannot name the account upstream answers for.
-                let forwarded = forwarded_headers(headers, underscores);
-                check_credential_unambiguous(&forwarded, rules)?;
-                let presented = crate::http::presented(&forwarded, rules);
-                if let Some((read, other)) = &presented.mixed {
-                    let rule = rule();
-                    let per_credential = rule
-                        .scopes
-                        .iter()
-                        .any(|s| compiled.keying(*s) == Some(Keying::Credential));
-                    if rule.private || per_credential || rule.credential_required {
-                        return Err(Rejection::new(
-                            RejectionKind::AmbiguousCredential,
-                            format!(
-                                "the request carries two credentials, `{read}` and `{other}`; upstream `{}` authenticates `{}`, and an answer must be filed under the account upstream answered for: send one",
-                                up.name, rules.header
-                            ),
-                        ));
-                    }
-                }
-                let credential = presented
-                    .key_name
-                    .as_deref()
-                    .map(|name| crate::http::identity_of(name, rules));
-                (forwarded, credential)
-            }
-        };
-        if credential.is_none() && self.may_require_credential[upstream.index()] {
-            let rule = rule();
-            if rule.credential_required {
-                return Err(Rejection::new(
-                    RejectionKind::CredentialRequired,
-                    format!(
-                        "{method} {path_only}: upstream `{}` answers only authenticated requests here (route `{}`), and this one carries no `{}`",
-                        up.name, rule.name, rules.header
-                    ),
-                ));
-            }
-        }
-        let client = syncoord_core::header(headers, CLIENT_HEADER)
-            .map(sanitize_client)
-            .filter(|c| !c.is_empty())
-            .or_else(|| token_client.map(|c| c.name.to_string()))
-            .or_else(|| {
-                credential
-                    .as_ref()
-                    .map(|c| c.as_str().chars().take(128).collect())
-            })
-            .unwrap_or_else(|| "anonymous".to_owned());
-        let priority = match syncoord_core::header(headers, PRIORITY_HEADER) {
-            None | Some("") => None,
-            Some(name) => Some(config.class_id(name).ok_or_else(|| {
-                Rejection::new(
-                    RejectionKind::UnknownPriority,
-                    format!(
-                        "{PRIORITY_HEADER}: unknown class `{}` (known: {})",
-                        sanitize_client(name),
-                        config.priorities.join(", ")
-                    ),
-                )
-            })?),
-        };
+        let (forwarded, credential) = self.identify(upstream, signer, headers, &rule)?;
+        self.check_credential_present(upstream, credential.as_ref(), (&method, path_only), &rule)?;
+        let client = client_name(headers, token_client, credential.as_ref());
+        let priority = priority(&up.coordination, headers)?;
 
         let mut request = Request::new(method_id, &path_and_query, &client);
         request.credential = credential;
