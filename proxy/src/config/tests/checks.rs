@@ -1,141 +1,6 @@
+//! What the checks refuse, each problem named by field and place.
+
 use super::*;
-use syncoord_core::config::coinbase;
-use syncoord_core::Duration;
-
-#[test]
-fn empty_file_is_the_default() {
-    let c = ProxyConfig::from_toml_str("").unwrap();
-    assert_eq!(c, ProxyConfig::default());
-    assert_eq!(c.upstreams[0].coordination, coinbase::advanced_trade());
-    assert_eq!(c.upstreams[1].coordination, coinbase::exchange());
-    c.validate().unwrap();
-    c.validate_for_edge().unwrap();
-}
-
-#[test]
-fn coordination_merges_over_the_preset() {
-    let text = r#"
-[[upstreams]]
-name = "ex"
-url = "https://api.exchange.coinbase.com"
-preset = "coinbase-exchange"
-[upstreams.coordination.queue]
-max_len = 500
-[upstreams.coordination.scopes.public]
-rate = 5.0
-"#;
-    let c = ProxyConfig::from_toml_str(text).unwrap();
-    assert_eq!(c.upstreams.len(), 1);
-    let co = &c.upstreams[0].coordination;
-    let preset = coinbase::exchange();
-    assert_eq!(co.queue.max_len, 500);
-    assert_eq!(
-        co.queue.default_deadline_secs,
-        preset.queue.default_deadline_secs
-    );
-    assert_eq!(co.scopes["public"].rate, 5.0);
-    // The rest of the table keeps the preset's values.
-    assert_eq!(co.scopes["public"].burst, preset.scopes["public"].burst);
-    assert_eq!(co.routes, preset.routes);
-    // Arrays replace.
-    let c = ProxyConfig::from_toml_str(
-        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination.credential]\nothers = [\"X-Key\"]\n",
-    )
-    .unwrap();
-    assert_eq!(c.upstreams[0].coordination.credential.others, ["X-Key"]);
-    assert_eq!(
-        c.upstreams[0].coordination.credential.header, "Authorization",
-        "the rest of the table is the preset's"
-    );
-}
-
-#[test]
-fn errors_name_field_and_position() {
-    let text = r#"[server]
-listen = "nowhere"
-
-[[upstreams]]
-name = "advanced"
-url = "https://api.coinbase.com"
-preset = "coinbase-advanced"
-
-[[upstreams.coordination.routes]]
-path = "/x"
-scopes = ["public", "fils"]
-"#;
-    let err = ProxyConfig::from_toml_str(text).unwrap_err();
-    let shown = err.display_with("config.toml").to_string();
-    assert!(
-        shown.contains("config.toml:2:1: server.listen: `nowhere` is not an ip:port address"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("config.toml:11:21: upstreams[0].coordination.routes[0].scopes[1]: unknown scope `fils` (known: private, public)"),
-        "{shown}"
-    );
-    assert_eq!(err.0.len(), 2, "{shown}");
-}
-
-#[test]
-fn unknown_fields_and_bad_types_are_located() {
-    let text = "[server]\nlisen = \"x\"\n\n[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\n[upstreams.coordination.queue]\nmax_len = \"many\"\n\n[[upstreams]]\nname = \"b\"\n";
-    let err = ProxyConfig::from_toml_str(text).unwrap_err();
-    let shown = err.display_with("f").to_string();
-    assert_eq!(err.0.len(), 3, "{shown}");
-    assert!(shown.contains("unknown field `lisen`"), "{shown}");
-    let e = err.0.iter().find(|e| e.message.contains("lisen")).unwrap();
-    assert_eq!(
-        (e.field.as_str(), e.line, e.column),
-        ("server.lisen", Some(2), Some(1))
-    );
-    let e = err
-        .0
-        .iter()
-        .find(|e| e.field == "upstreams[0].coordination.queue.max_len");
-    assert_eq!(e.map(|e| e.line), Some(Some(8)), "{shown}");
-    let e = err
-        .0
-        .iter()
-        .find(|e| e.message.contains("missing field `url`"));
-    assert_eq!(e.map(|e| e.field.as_str()), Some("upstreams[1]"), "{shown}");
-}
-
-#[test]
-fn fields_from_the_preset_point_at_the_nearest_parent_in_the_file() {
-    let text = "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n[upstreams.coordination]\npriorities = [\"a\", \"b\"]\n";
-    let err = ProxyConfig::from_toml_str(text).unwrap_err();
-    let e = err
-        .0
-        .iter()
-        .find(|e| e.field == "upstreams[0].coordination.routes[0].priority")
-        .unwrap_or_else(|| panic!("{err}"));
-    // The preset's route is not in the file; `[upstreams.coordination]` is.
-    assert_eq!(e.line, Some(5), "{err}");
-    assert!(e
-        .message
-        .contains("unknown priority class `trading` (known: a, b)"));
-}
-
-#[test]
-fn unreadable_upstreams_do_not_hide_problems_of_the_others() {
-    let text = "[[upstreams]]\nname = \"a\"\nurl = 3\n[[upstreams]]\nname = \"b b\"\nurl = \"https://h\"\n";
-    let err = ProxyConfig::from_toml_str(text).unwrap_err();
-    let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
-    assert_eq!(fields, ["upstreams[0].url", "upstreams[1].name"], "{err}");
-    assert_eq!(err.0[1].line, Some(5));
-}
-
-#[test]
-fn syntax_errors_have_positions() {
-    let err = ProxyConfig::from_toml_str("[server]\nlisten = \n").unwrap_err();
-    assert_eq!(err.0[0].line, Some(2), "{err}");
-    assert!(err.0[0].field.is_empty());
-    let shown = err.display_with("c.toml").to_string();
-    assert!(shown.starts_with("c.toml:2:"), "{shown}");
-    // Several syntax errors are reported together.
-    let err = ProxyConfig::from_toml_str("a = \nb = [\n[x\n").unwrap_err();
-    assert!(err.0.len() >= 2, "{err}");
-}
 
 #[test]
 fn upstream_checks() {
@@ -272,17 +137,6 @@ fn connection_limits_are_settings_and_bad_ones_are_located() {
 }
 
 #[test]
-fn preset_none_is_generic_and_valid() {
-    let c = ProxyConfig::from_toml_str(
-        "[[upstreams]]\nname = \"x\"\nurl = \"http://127.0.0.1:1234/v1\"\n",
-    )
-    .unwrap();
-    let co = &c.upstreams[0].coordination;
-    assert!(co.routes.is_empty());
-    assert_eq!(co.scopes.keys().collect::<Vec<_>>(), ["global"]);
-}
-
-#[test]
 fn edge_refuses_mixed_routes() {
     let text = r#"
 [[upstreams]]
@@ -299,47 +153,6 @@ scopes = ["public", "private"]
     assert!(err.to_string().contains("route `mixed` mixes"), "{err}");
     let err = ProxyConfig::from_toml_str_for_edge(text).unwrap_err();
     assert_eq!(err.0[0].line, Some(9), "{err}");
-}
-
-#[test]
-fn overrides() {
-    let mut c = ProxyConfig::default();
-    c.apply_override("server.listen", "127.0.0.1:0").unwrap();
-    assert_eq!(c.server.listen, "127.0.0.1:0");
-    c.apply_override("upstreams.exchange.url", "http://127.0.0.1:9")
-        .unwrap();
-    assert_eq!(c.upstreams[1].url, "http://127.0.0.1:9");
-    c.apply_override("upstreams[0].coordination.queue.max_len", "7")
-        .unwrap();
-    assert_eq!(c.upstreams[0].coordination.queue.max_len, 7);
-    let before = c.clone();
-    assert!(c.apply_override("server.max_headers", "0").is_err());
-    assert!(c.apply_override("server.nope", "1").is_err());
-    assert!(c.apply_override("upstreams.zzz.url", "x").is_err());
-    assert_eq!(c, before);
-    // A pair is checked once both are in (`--set` given one by one).
-    let pair = [
-        ("server.tls_listen", "127.0.0.1:0"),
-        ("server.tls_cert", "c.pem"),
-        ("server.tls_key", "k.pem"),
-        (
-            "upstreams.advanced.origins",
-            r#"["https://api.coinbase.com"]"#,
-        ),
-    ];
-    assert!(c.apply_override(pair[1].0, pair[1].1).is_err());
-    c.apply_overrides(&pair).unwrap();
-    assert_eq!(c.server.tls_key.as_deref(), Some("k.pem"));
-    assert_eq!(c.upstreams[0].origins, ["https://api.coinbase.com"]);
-}
-
-#[test]
-fn serde_round_trip_keeps_the_effective_config() {
-    let c = ProxyConfig::default();
-    let text = toml::to_string(&c).unwrap();
-    assert_eq!(ProxyConfig::from_toml_str(&text).unwrap(), c);
-    let direct: ProxyConfig = toml::from_str(&text).unwrap();
-    assert_eq!(direct, c);
 }
 
 /// Every config error names its field, line and column, and says what
@@ -510,18 +323,4 @@ fn bad_configs_are_located_and_worded() {
             "{shown}"
         );
     }
-}
-
-#[test]
-fn routes_replaced_by_rules_or_on_preset_none_are_fine() {
-    let c = ProxyConfig::from_toml_str(
-        "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\n[upstreams.coordination]\nroutes = []\n",
-    )
-    .expect("preset none has no rules to drop");
-    assert!(c.upstreams[0].coordination.routes.is_empty());
-    let c = ProxyConfig::from_toml_str(
-        "[[upstreams]]\nname = \"a\"\nurl = \"https://h\"\npreset = \"coinbase-advanced\"\n[[upstreams.coordination.routes]]\npath = \"/x\"\n",
-    )
-    .expect("a list of rules replaces the preset's");
-    assert_eq!(c.upstreams[0].coordination.routes.len(), 1);
 }

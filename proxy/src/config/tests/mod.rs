@@ -1,0 +1,8 @@
+use super::*;
+use syncoord_core::config::coinbase;
+use syncoord_core::Duration;
+
+mod checks;
+mod overrides;
+mod parse;
+mod schema;
