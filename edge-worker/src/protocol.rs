@@ -5,7 +5,7 @@
 //! reach because bots only reach objects through the Worker.
 
 use syncoord_core::Response;
-use syncoord_proxy::error_response;
+use syncoord_proxy::{edge_failure_response, Rejection};
 
 /// Durable Object binding of the per-shard coordinators (wrangler.toml).
 pub const SCOPE_BINDING: &str = "SCOPE_COORDINATOR";
@@ -94,33 +94,17 @@ pub fn take_shard(headers: Vec<(String, String)>) -> (Option<String>, Vec<(Strin
 /// 502, not 503 with `Retry-After`: a request that failed inside its object
 /// may already have reached upstream, so it must not look safe to retry.
 pub fn worker_failure(what: &str, error: &str) -> Response {
-    error_response(
-        502,
-        WORKER_FAILURE,
-        &serde_json::json!({
-            "error": WORKER_FAILURE,
-            "message": format!("{what}: {error}; the request may or may not have reached upstream"),
-            "retry_after_secs": null,
-        }),
-    )
+    edge_failure_response(what, error)
 }
 
 /// A request body over `max_body_bytes`: 413 with the body the native
 /// daemon sends (`"error": "payload_too_large"`), plus `X-Syncoord-Error`.
 pub fn too_large(max_body: usize) -> Response {
-    let kind = "payload_too_large";
-    error_response(
-        413,
-        kind,
-        &serde_json::json!({
-            "error": kind,
-            "message": format!("request body too large (limit {max_body} bytes)"),
-        }),
-    )
+    Rejection::payload_too_large(max_body).into_response()
 }
 
 /// `X-Syncoord-Error` of [`worker_failure`].
-pub const WORKER_FAILURE: &str = "edge_failure";
+pub const WORKER_FAILURE: &str = syncoord_proxy::response::EDGE_FAILURE;
 
 /// Whether the registry may store `name`.
 pub fn valid_shard_name(name: &str) -> bool {

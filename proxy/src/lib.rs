@@ -78,8 +78,8 @@ pub use http::{
 };
 pub use rejection::{Rejection, RejectionKind};
 pub use response::{
-    aborted_response, answer_response, error_response, failure_response, failure_response_shaped,
-    timed_out_response, ErrorShape, OUTCOME_UNKNOWN_STATUS,
+    aborted_response, answer_response, edge_failure_response, error_response, failure_response,
+    failure_response_shaped, timed_out_response, ErrorShape, OUTCOME_UNKNOWN_STATUS,
 };
 pub use route::{
     forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, PerUpstream, Proxy,

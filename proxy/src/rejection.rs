@@ -77,6 +77,9 @@ pub enum RejectionKind {
     /// `ca_unavailable` (502): the local CA cannot mint the leaf an
     /// intercepted CONNECT needs.
     CaUnavailable,
+    /// `payload_too_large` (413): a request body over `max_body_bytes`
+    /// (the Worker's refusal; the native server words its own alike).
+    PayloadTooLarge,
 }
 
 impl RejectionKind {
@@ -104,6 +107,7 @@ impl RejectionKind {
             RejectionKind::OutcomeUnknown => "outcome_unknown",
             RejectionKind::BadRequest => "bad_request",
             RejectionKind::CaUnavailable => "ca_unavailable",
+            RejectionKind::PayloadTooLarge => "payload_too_large",
         }
     }
 
@@ -127,6 +131,7 @@ impl RejectionKind {
             | RejectionKind::CredentialNotAllowed
             | RejectionKind::NoCredential => 403,
             RejectionKind::NoUpstream => 404,
+            RejectionKind::PayloadTooLarge => 413,
             RejectionKind::MethodNotAllowed => 405,
             RejectionKind::OutcomeUnknown => OUTCOME_UNKNOWN_STATUS,
             RejectionKind::BadListener => 500,
@@ -192,6 +197,14 @@ impl Rejection {
     /// the bot's request is at fault.
     pub fn bad_request(why: impl fmt::Display) -> Self {
         Self::new(RejectionKind::BadRequest, why.to_string())
+    }
+
+    /// A request body over `max_body` bytes.
+    pub fn payload_too_large(max_body: usize) -> Self {
+        Self::new(
+            RejectionKind::PayloadTooLarge,
+            format!("request body too large (limit {max_body} bytes)"),
+        )
     }
 
     /// An intercepted CONNECT whose leaf certificate cannot be minted.

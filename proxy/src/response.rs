@@ -253,6 +253,28 @@ impl Rejection {
     }
 }
 
+/// `X-Syncoord-Error` of [`edge_failure_response`].
+pub const EDGE_FAILURE: &str = "edge_failure";
+
+/// The bot's answer when the Worker itself fails: its call to the shard's
+/// object failed (the object threw, was reset by a deployment, or could
+/// not be reached) or the request could not be read. Without it the
+/// runtime would answer with its own HTML error page; with it the bot gets
+/// the same JSON and `X-Syncoord-Error` as every other syncoord error.
+/// 502, not 503 with `Retry-After`: a request that failed inside its object
+/// may already have reached upstream, so it must not look safe to retry.
+pub fn edge_failure_response(what: &str, error: &str) -> Response {
+    error_response(
+        502,
+        EDGE_FAILURE,
+        &json!({
+            "error": EDGE_FAILURE,
+            "message": format!("{what}: {error}; the request may or may not have reached upstream"),
+            "retry_after_secs": null,
+        }),
+    )
+}
+
 /// An error of our own: `body` as JSON, with `X-Syncoord-Error: <kind>` so
 /// a bot can tell it from an answer upstream sent. Hosts use it for the
 /// errors only they can have (the Worker's own failures), so every
