@@ -12,6 +12,9 @@ use crate::rejection::{Rejection, RejectionKind};
 use crate::signing::{self, Client, Signer};
 use crate::{CLIENT_HEADER, PRIORITY_HEADER};
 
+/// The headers that go upstream, and whose request it is.
+type Identified = (Vec<(String, String)>, Option<Credential>);
+
 impl Proxy {
     /// The headers that go upstream and the credential identity of the
     /// request. `rule` looks the route up, only when its answer decides.
@@ -21,7 +24,7 @@ impl Proxy {
         signer: Option<&Signer>,
         headers: &[(String, String)],
         rule: &dyn Fn() -> &'a Route,
-    ) -> Result<(Vec<(String, String)>, Option<Credential>), Rejection> {
+    ) -> Result<Identified, Rejection> {
         let up = self.upstream(upstream);
         let rules = &up.coordination.credential;
         let underscores = up.underscores_in_headers;
