@@ -29,6 +29,7 @@ mod locations;
 mod overrides;
 mod parse;
 mod schema;
+mod wording;
 
 use syncoord_core::CompiledConfig;
 
@@ -36,8 +37,9 @@ use crate::url::BaseUrl;
 
 pub use errors::{ConfigFileError, ConfigFileErrors};
 pub use locations::{line_col, locate_fields};
-pub use parse::{join, path_string, read_toml, reword};
+pub use parse::read_toml;
 pub use schema::{Preset, ProxyConfig, ServerSettings, UpstreamConfig};
+pub use wording::{join, path_string, reword};
 
 /// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its
 /// coordination rules compiled, once.

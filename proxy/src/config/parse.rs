@@ -1,116 +1,16 @@
 //! From the file's text to the types: TOML read with every syntax error
 //! located, each section read on its own so one mistake hides no other,
-//! presets merged under each upstream's `coordination`, and serde's
-//! wording put in the file's terms.
+//! presets merged under each upstream's `coordination`.
 
 use std::ops::Range;
 
-use serde::Deserialize;
-use syncoord_core::config::Config;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::errors::{ConfigFileError, ConfigFileErrors, Issue};
 use super::locations::{line_col, locate_all};
-use super::schema::{Preset, ProxyConfig, UpstreamConfig};
-use crate::signing::SigningSettings;
-
-/// An upstream as written in the file, before the preset merge.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawUpstream {
-    name: String,
-    url: String,
-    #[serde(default)]
-    preset: Preset,
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    listen: Option<String>,
-    #[serde(default)]
-    underscores_in_headers: bool,
-    #[serde(default)]
-    origins: Vec<String>,
-    #[serde(default)]
-    ca_file: Option<String>,
-    #[serde(default)]
-    signing: SigningSettings,
-    #[serde(default)]
-    coordination: toml::Table,
-}
-
-impl TryFrom<RawUpstream> for UpstreamConfig {
-    type Error = CoordinationError;
-
-    fn try_from(raw: RawUpstream) -> Result<Self, CoordinationError> {
-        let coordination = merged_coordination(raw.preset, raw.coordination)?;
-        Ok(UpstreamConfig {
-            name: raw.name,
-            url: raw.url,
-            preset: raw.preset,
-            prefix: raw.prefix,
-            listen: raw.listen,
-            underscores_in_headers: raw.underscores_in_headers,
-            origins: raw.origins,
-            ca_file: raw.ca_file,
-            signing: raw.signing,
-            coordination,
-        })
-    }
-}
-
-/// `over` merged into `base`: tables key by key, anything else replaced.
-fn deep_merge(base: &mut toml::Table, over: toml::Table) {
-    for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
-
-/// What is wrong with an upstream's `coordination` table once merged over
-/// its preset.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("coordination.{path}: {message}")]
-pub(super) struct CoordinationError {
-    /// Path of the field within `coordination`; empty for the table itself.
-    path: String,
-    message: String,
-}
-
-/// The preset with the user's table merged over it, deserialized.
-fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, CoordinationError> {
-    let mut base = match toml::Table::try_from(preset.config()) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(CoordinationError {
-                path: String::new(),
-                message: format!("preset cannot be merged: {e}"),
-            })
-        }
-    };
-    deep_merge(&mut base, user);
-    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base)).map_err(|e| {
-        CoordinationError {
-            path: path_string(e.path()),
-            message: reword(e.inner().message()),
-        }
-    })
-}
-
-/// A serde field path as the file spells it (`a.b[2]`), empty for the
-/// root.
-pub fn path_string(path: &serde_path_to_error::Path) -> String {
-    let s = path.to_string();
-    if s == "." {
-        String::new()
-    } else {
-        s
-    }
-}
+use super::schema::{merged_coordination, ProxyConfig, RawUpstream, UpstreamConfig};
+use super::wording::{join, path_string, reword};
 
 impl ProxyConfig {
     /// Reads and checks a configuration file. Every problem found is
@@ -362,54 +262,5 @@ fn oversized_in(
             }
         }
         _ => {}
-    }
-}
-
-/// serde's wording of a type or range mistake, in the file's terms:
-/// `invalid value: integer `-1`, expected usize` says what a Rust type
-/// wants, not what the field takes.
-pub fn reword(message: &str) -> String {
-    let range = |ty: &str| -> Option<String> {
-        let (min, max): (i128, i128) = match ty {
-            "u8" => (0, u8::MAX.into()),
-            "u16" => (0, u16::MAX.into()),
-            "u32" => (0, u32::MAX.into()),
-            "u64" | "usize" => (0, i64::MAX.into()),
-            "i64" | "isize" => (i64::MIN.into(), i64::MAX.into()),
-            _ => return None,
-        };
-        Some(format!("a whole number from {min} to {max}"))
-    };
-    let kind = |expected: &str| -> String {
-        match expected {
-            "a sequence" => "an array".to_owned(),
-            "f64" | "f32" => "a number".to_owned(),
-            "a boolean" => "true or false".to_owned(),
-            other => range(other).unwrap_or_else(|| other.to_owned()),
-        }
-    };
-    if let Some(rest) = message.strip_prefix("invalid value: integer `") {
-        if let Some((value, expected)) = rest.split_once("`, expected ") {
-            if let Some(r) = range(expected) {
-                return format!("`{value}` is out of range: expected {r}");
-            }
-        }
-    }
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.rsplit_once(", expected ") {
-            return format!("expected {}, found {found}", kind(expected));
-        }
-    }
-    message.to_owned()
-}
-
-/// `rest` (a field path within `base`) as a path from the root.
-pub fn join(base: &str, rest: &str) -> String {
-    if rest.is_empty() {
-        base.to_owned()
-    } else if rest.starts_with('[') {
-        format!("{base}{rest}")
-    } else {
-        format!("{base}.{rest}")
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
 use syncoord_core::Duration;
 
-use super::parse::RawUpstream;
+use super::wording::{path_string, reword};
 use crate::cluster::ClusterSettings;
 use crate::signing::{ClientSpec, CredentialSpec, SigningSettings};
 
@@ -343,4 +343,93 @@ impl ProxyConfig {
             })
             .collect()
     }
+}
+
+/// An upstream as written in the file, before the preset merge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) name: String,
+    pub(super) url: String,
+    #[serde(default)]
+    pub(super) preset: Preset,
+    #[serde(default)]
+    pub(super) prefix: Option<String>,
+    #[serde(default)]
+    pub(super) listen: Option<String>,
+    #[serde(default)]
+    pub(super) underscores_in_headers: bool,
+    #[serde(default)]
+    pub(super) origins: Vec<String>,
+    #[serde(default)]
+    pub(super) ca_file: Option<String>,
+    #[serde(default)]
+    pub(super) signing: SigningSettings,
+    #[serde(default)]
+    pub(super) coordination: toml::Table,
+}
+
+impl TryFrom<RawUpstream> for UpstreamConfig {
+    type Error = CoordinationError;
+
+    fn try_from(raw: RawUpstream) -> Result<Self, CoordinationError> {
+        let coordination = merged_coordination(raw.preset, raw.coordination)?;
+        Ok(UpstreamConfig {
+            name: raw.name,
+            url: raw.url,
+            preset: raw.preset,
+            prefix: raw.prefix,
+            listen: raw.listen,
+            underscores_in_headers: raw.underscores_in_headers,
+            origins: raw.origins,
+            ca_file: raw.ca_file,
+            signing: raw.signing,
+            coordination,
+        })
+    }
+}
+
+/// `over` merged into `base`: tables key by key, anything else replaced.
+fn deep_merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// What is wrong with an upstream's `coordination` table once merged over
+/// its preset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("coordination.{path}: {message}")]
+pub(super) struct CoordinationError {
+    /// Path of the field within `coordination`; empty for the table itself.
+    pub(super) path: String,
+    pub(super) message: String,
+}
+
+/// The preset with the user's table merged over it, deserialized.
+pub(super) fn merged_coordination(
+    preset: Preset,
+    user: toml::Table,
+) -> Result<Config, CoordinationError> {
+    let mut base = match toml::Table::try_from(preset.config()) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(CoordinationError {
+                path: String::new(),
+                message: format!("preset cannot be merged: {e}"),
+            })
+        }
+    };
+    deep_merge(&mut base, user);
+    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base)).map_err(|e| {
+        CoordinationError {
+            path: path_string(e.path()),
+            message: reword(e.inner().message()),
+        }
+    })
 }
