@@ -69,22 +69,20 @@ pub mod workload;
 /// in `syncoord-wire`; this module keeps the paths the proxy has always
 /// offered (`syncoord_proxy::signing::Keyring`, ...).
 pub mod signing {
+    pub(crate) use syncoord_wire::{load_signing as load, presented_token, SigningSetup as Loaded};
     pub use syncoord_wire::{
         token_sha256_hex, Client, ClientSpec, CredentialKind, CredentialSpec, KeyError, Keyring,
         NoSecrets, SecretFile, SecretFileError, SecretSource, SignError, SignTarget, Signer,
         SigningSettings, CREDENTIAL_HEADER, JWT_LIFETIME_SECS, SIGNATURE_HEADERS, TOKEN_HEADER,
     };
-    pub(crate) use syncoord_wire::{
-        load_signing as load, presented_token, SigningSetup as Loaded,
-    };
 
     /// The signing-mode sections of the config file: `[[credentials]]`,
     /// `[[clients]]` and an upstream's `[upstreams.signing]`.
     pub mod spec {
-        pub use syncoord_wire::{ClientSpec, CredentialKind, CredentialSpec, SigningSettings};
         pub(crate) use syncoord_wire::{
             check_signing_specs as check, edge_signing_issues as edge_issues,
         };
+        pub use syncoord_wire::{ClientSpec, CredentialKind, CredentialSpec, SigningSettings};
     }
 
     #[cfg(test)]

@@ -67,7 +67,9 @@ impl SecretSource for NoSecrets {
     }
 
     fn file(&self, _path: &str) -> Result<SecretFile, SecretFileError> {
-        Err(SecretFileError::Unavailable("this host reads no files".into()))
+        Err(SecretFileError::Unavailable(
+            "this host reads no files".into(),
+        ))
     }
 }
 

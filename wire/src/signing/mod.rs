@@ -36,8 +36,7 @@ use syncoord_core::TransportError;
 use zeroize::Zeroizing;
 
 pub use clients::{
-    presented_token, token_sha256_hex, Client, Clients, TokenError, CREDENTIAL_HEADER,
-    TOKEN_HEADER,
+    presented_token, token_sha256_hex, Client, Clients, TokenError, CREDENTIAL_HEADER, TOKEN_HEADER,
 };
 pub use jwt::JWT_LIFETIME_SECS;
 pub use key::KeyError;
@@ -155,12 +154,7 @@ impl Signer {
 
     /// The headers that authenticate `target`, signed at `unix_now` with a
     /// fresh `nonce` (random bytes the host draws per attempt).
-    pub fn headers(
-        &self,
-        target: &SignTarget<'_>,
-        unix_now: u64,
-        nonce: [u8; 16],
-    ) -> Headers {
+    pub fn headers(&self, target: &SignTarget<'_>, unix_now: u64, nonce: [u8; 16]) -> Headers {
         match &self.material {
             Material::Cdp { key_name, key } => {
                 let token = jwt::token(key_name, key, target, unix_now, nonce);
@@ -287,4 +281,3 @@ impl Keyring {
         }
     }
 }
-
