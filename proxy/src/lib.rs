@@ -12,7 +12,6 @@
 //! - [`response`]: what answers and failures look like to bots;
 //! - [`endpoints`]: stats, health and Prometheus metrics;
 //! - [`dashboard`]: the live dashboard page and its embedded assets;
-//! - [`workload`]: the workload file `syncoord simulate` reads.
 //!
 //! What leaves for upstream ([`Outgoing`], identity, signing, [`BaseUrl`],
 //! [`ClusterSettings`]) is decided in `syncoord-wire`, below this crate, so
@@ -62,7 +61,6 @@ pub mod dashboard;
 pub mod endpoints;
 pub mod response;
 pub mod route;
-pub mod workload;
 
 /// Signing mode: syncoord holds the API keys and signs each call just
 /// before the host sends it; bots present only a token. The pieces live
