@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncoord_core::{CompiledConfig, Response};
-use syncoord_proxy::signing::{Keyring, SecretSource};
 use syncoord_proxy::{
     self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, UpstreamId,
 };
+use syncoord_wire::{Keyring, SecretSource};
 
 use syncoord::{
     CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
