@@ -35,7 +35,7 @@ use syncoord_core::{
     Admission, Answer, Coordinator as Core, Dispatch, Failure, Instant, Outcome, Request, Ticket,
     TransportError,
 };
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use super::CallError;
 use crate::cluster::{Before, Cluster};
