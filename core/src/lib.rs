@@ -70,6 +70,7 @@ mod health;
 mod http;
 mod limiter;
 mod queue;
+mod quota;
 mod request;
 mod route;
 mod shared;
@@ -90,14 +91,13 @@ pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
+pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
     Ticket, TransportError,
 };
 pub use route::Route;
-pub use shared::{
-    gcra, micros_ceil, Gcra, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState,
-};
+pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
 pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
 

@@ -237,7 +237,7 @@ impl<P: Clone> Coordinator<P> {
         let classes = config.priorities.len();
         Coordinator {
             retry: RetryPolicy::new(&config.retry),
-            limiter: Limiter::new(config),
+            limiter: Limiter::with_quotas(config, compiled.quotas()),
             cache: Cache::new(&config.cache, secs(config.refresh.idle_secs)),
             queue: Queue::new(classes, config.queue.aging_secs.map(secs))
                 .with_top_class_reserve(config.queue.top_class_reserve),
