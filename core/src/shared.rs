@@ -14,7 +14,7 @@
 //! ([`Coordinator::handle_shared_answer`](crate::Coordinator::handle_shared_answer)).
 //! What the others must hear of (a 429 pauses a bucket for everyone; an
 //! answer worth sharing) comes out of
-//! [`Coordinator::poll_shared`](crate::Coordinator::poll_shared). When the
+//! [`Output::Shared`](crate::Output::Shared). When the
 //! store cannot be reached, [`StoreState::Fallback`] makes the local
 //! limiter run at a share of the budget and health say so.
 //!

@@ -6,7 +6,7 @@ use super::*;
 impl<P: Clone> Coordinator<P> {
     /// The next call to send upstream now, paced and in priority order.
     #[must_use = "a dispatched call must be sent and completed"]
-    pub fn poll_dispatch(&mut self, now: Instant) -> Option<Dispatch<P>> {
+    pub(crate) fn poll_dispatch(&mut self, now: Instant) -> Option<Dispatch<P>> {
         let now = self.advance(now);
         self.expire(now);
         loop {

@@ -1,20 +1,28 @@
 //! The coordinator: the state machine hosts drive.
 //!
 //! ```text
-//!   submit(now, request, payload) -> Admission      a bot asks
-//!   poll_dispatch(now)            -> Option<Dispatch> what to send upstream now
-//!   complete(now, call, outcome)                    what upstream said
-//!   poll_finished()               -> Option<Finished> requests that ended
-//!   poll_timeout()                -> Option<Instant>  when to wake next
-//!   handle_timeout(now)                             time passed
-//!   cancel(ticket)                                  a bot gave up
+//!   inputs                                          a bot asks, upstream says, time passes
+//!     submit(now, request, payload) -> Admission
+//!     complete(now, call, outcome)
+//!     cancel(ticket)
+//!     handle_timeout(now)
+//!     handle_shared_refusal / handle_shared_answer / set_store_state
+//!   output, one method (output.rs)
+//!     poll_output(now) -> Output::{Dispatch, Finished, Shared, WakeAt, Idle}
 //! ```
 //!
-//! A host loop: after any input, drain `poll_dispatch` (send each call),
-//! drain `poll_finished` (answer each waiter), then sleep until
-//! `poll_timeout` or the next input. Nothing here reads a clock, sleeps or
-//! does I/O; the same inputs give the same outputs, which is what makes
-//! hours of traffic testable in milliseconds.
+//! A host loop: after any input, call `poll_output` until it returns
+//! `WakeAt` or `Idle` (sending each `Dispatch`, answering each `Finished`,
+//! writing each `Shared` to the store), then sleep until that instant or
+//! the next input, and call `handle_timeout` on waking. Nothing here reads
+//! a clock, sleeps or does I/O; the same inputs give the same outputs,
+//! which is what makes hours of traffic testable in milliseconds.
+//!
+//! One submodule per phase of a request's life, each an `impl` block of
+//! its own: `admission` (submit), `dispatch`, `refresh` (refresh-ahead),
+//! `sharing` (the shared store), `settling` (upstream's outcome), `tickets`
+//! (ending, cancelling, re-laning), `timers`, `output` (the output loop)
+//! and `reporting` (stats and health).
 //!
 //! Vocabulary: a *ticket* is one submitted request; a *call* is one piece
 //! of upstream work, which answers every ticket waiting on it (coalescing).
@@ -23,12 +31,15 @@
 
 mod admission;
 mod dispatch;
+mod output;
 mod refresh;
 mod reporting;
 mod settling;
 mod sharing;
 mod tickets;
 mod timers;
+
+pub use output::Output;
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -58,12 +69,12 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 /// What became of a submitted request.
 #[derive(Debug, Clone)]
-#[must_use = "a request that is Waiting ends later through poll_finished; Answered and Refused must be passed on to the caller"]
+#[must_use = "a request that is Waiting ends later as Output::Finished; Answered and Refused must be passed on to the caller"]
 pub enum Admission {
     /// Answered at once (fresh cache, or stale cache when upstream cannot
     /// be asked). The request has ended.
     Answered(Answer),
-    /// Waiting; it ends later through [`Coordinator::poll_finished`].
+    /// Waiting; it ends later as an [`Output::Finished`].
     /// `joined` is true when it joined an identical call already waiting
     /// or in flight.
     Waiting {
@@ -217,6 +228,8 @@ pub struct Coordinator<P = ()> {
     default_deadline: Duration,
     call_timeout: Duration,
     next_housekeeping: Instant,
+    /// Where the current round of [`Coordinator::poll_output`] is.
+    round: output::Round,
     /// The host shares budgets and answers through a store.
     sharing: bool,
     /// What the other coordinators should hear of, for the host to send.
@@ -266,6 +279,7 @@ impl<P: Clone> Coordinator<P> {
             default_deadline: secs(config.queue.default_deadline_secs),
             call_timeout: secs(config.retry.call_timeout_secs),
             next_housekeeping: now + HOUSEKEEPING,
+            round: output::Round::default(),
             sharing: false,
             shared_out: VecDeque::new(),
             fallback: None,

@@ -161,7 +161,7 @@ impl<P: Clone> Coordinator<P> {
 
     /// Whether refresh-ahead is keeping some key young (read within the
     /// idle window): a host that sleeps while idle should still keep its
-    /// timer armed for [`Self::poll_timeout`] then.
+    /// timer armed for [`Output::WakeAt`] then.
     pub fn refreshing(&self) -> bool {
         let now = self.now;
         self.refresh_on

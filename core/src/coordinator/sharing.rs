@@ -7,7 +7,7 @@ impl<P: Clone> Coordinator<P> {
     /// Shares budgets and answers through a store the host talks to: from
     /// now on each [`Dispatch`] carries what the store must be asked
     /// ([`Dispatch::shared`], [`Dispatch::shared_key`]), and what the other
-    /// coordinators must hear of comes out of [`Self::poll_shared`].
+    /// coordinators must hear of comes out as [`Output::Shared`].
     pub fn enable_sharing(&mut self) {
         self.sharing = true;
     }
@@ -15,7 +15,7 @@ impl<P: Clone> Coordinator<P> {
     /// The next thing the other coordinators should hear of (a 429's
     /// pause, an answer to share), for the host to write to its store.
     #[must_use = "a shared output must be written to the store"]
-    pub fn poll_shared(&mut self) -> Option<SharedOutput> {
+    pub(crate) fn poll_shared(&mut self) -> Option<SharedOutput> {
         self.shared_out.pop_front()
     }
 

@@ -3,8 +3,11 @@
 use super::*;
 
 impl<P: Clone> Coordinator<P> {
-    /// Lets time pass: deadlines, backoffs, call timeouts, aging.
+    /// Lets time pass: deadlines, backoffs, call timeouts, aging. It
+    /// starts a new round of [`Self::poll_output`]: call it when
+    /// [`Output::WakeAt`]'s instant comes.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.round = output::Round::Dispatching;
         let now = self.advance(now);
         self.expire(now);
         while let Some(&(t, call_id)) = self.timers.first() {
@@ -39,7 +42,7 @@ impl<P: Clone> Coordinator<P> {
     /// When the host must call [`Self::handle_timeout`] or
     /// [`Self::poll_dispatch`] next, if nothing else happens first.
     #[must_use = "the host must wake at this instant and call handle_timeout"]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let limiter = &self.limiter;
         let now = self.now;
         let dispatch = match self
@@ -73,7 +76,7 @@ impl<P: Clone> Coordinator<P> {
 
     /// The next request that ended.
     #[must_use = "a finished request must be answered"]
-    pub fn poll_finished(&mut self) -> Option<Finished> {
+    pub(crate) fn poll_finished(&mut self) -> Option<Finished> {
         self.finished.pop_front()
     }
 }
