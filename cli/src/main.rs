@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod config_file;
 mod demo;
 mod mock_upstream;
 mod plot;
 mod simulate;
+mod summary;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -36,7 +36,7 @@ pub struct MockArgs {
     /// file lists (`[[cdp]]` keys, `[[exchange]]` secrets, `accept_hosts`)
     /// and answer 401 as Coinbase does for a bad signature, an expired
     /// JWT, a `uri` naming another host or path, or a stale Exchange
-    /// timestamp. The format is in the README's mock section.
+    /// timestamp. The format is in docs/mock.md.
     #[arg(long, value_name = "FILE")]
     pub verify_keys: Option<PathBuf>,
     /// Latency added to every answer, in milliseconds.

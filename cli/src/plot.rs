@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use syncoord_core::sim::Report;
+use syncoord_sim::Report;
 
-use crate::simulate::Summary;
+use crate::summary::Summary;
 
 /// One line of a panel: its name, colour and a value per run.
 type Series = (&'static str, RGBColor, Vec<f64>);

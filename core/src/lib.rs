@@ -48,11 +48,11 @@
 //! ```
 //!
 //! The public surface is this page: the [`Coordinator`] and what goes in
-//! and out of it, re-exported here. Three modules are public because their
+//! and out of it, re-exported here. Two modules are public because their
 //! contents are families of plain data: [`config`] (the schema hosts
-//! deserialise, and the Coinbase presets), [`stats`] (the snapshots hosts
-//! publish) and [`sim`] (tooling: a virtual-time simulation of bots and an
-//! upstream, for tests, benchmarks and tuning).
+//! deserialise, and the Coinbase presets) and [`stats`] (the snapshots
+//! hosts publish). The virtual-time simulation of bots and an upstream is
+//! tooling beside the core, in the `syncoord-sim` crate.
 //!
 //! Inside, one private module per concept: `compile` (checking a config
 //! and compiling it), `route` (which rule a request falls under), `queue`
@@ -79,7 +79,6 @@ mod quota;
 mod request;
 mod route;
 mod shared;
-pub mod sim;
 pub mod stats;
 
 /// The maps of the hot path (cache entries, clients, calls, buckets):

@@ -358,21 +358,21 @@ pub(crate) struct Stats {
 }
 
 /// Waits are recorded in microseconds, up to an hour, 3 significant digits.
-pub(crate) fn wait_histogram() -> Histogram<u64> {
+pub fn wait_histogram() -> Histogram<u64> {
     // Constant, valid bounds: this cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Ages are recorded in milliseconds, up to 30 days, 2 significant digits
 /// (1% resolution keeps the three histograms small).
-pub(crate) fn age_histogram() -> Histogram<u64> {
+pub fn age_histogram() -> Histogram<u64> {
     // Constant, valid bounds: this cannot fail.
     Histogram::new_with_bounds(1, 30 * 86_400_000, 2).expect("valid histogram bounds")
 }
 
 /// A histogram of waits in microseconds, summarised in milliseconds (all
 /// zero when it is empty).
-pub(crate) fn wait_summary(h: &Histogram<u64>) -> WaitSummary {
+pub fn wait_summary(h: &Histogram<u64>) -> WaitSummary {
     if h.is_empty() {
         return WaitSummary::default();
     }
@@ -389,7 +389,7 @@ pub(crate) fn wait_summary(h: &Histogram<u64>) -> WaitSummary {
 
 /// A histogram of ages in milliseconds, summarised in seconds (all zero
 /// when it is empty).
-pub(crate) fn age_summary(h: &Histogram<u64>) -> AgeSummary {
+pub fn age_summary(h: &Histogram<u64>) -> AgeSummary {
     if h.is_empty() {
         return AgeSummary::default();
     }

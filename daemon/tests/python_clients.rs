@@ -227,7 +227,7 @@ fn real_clients_signatures_verify_at_the_strict_mock() {
 }
 
 /// Signing mode with these clients holding no exchange secret: the
-/// README's "keys in one place" snippets, run by
+/// "keys in one place" snippets of docs/signing.md, run by
 /// `scripts/python/signing_mode.py` against the daemon that holds the keys,
 /// in front of the strict mock.
 const CDP_KEY: &str = "organizations/py/apiKeys/desk";

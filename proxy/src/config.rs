@@ -340,7 +340,7 @@ fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, Coor
     })
 }
 
-pub(crate) fn path_string(path: &serde_path_to_error::Path) -> String {
+pub fn path_string(path: &serde_path_to_error::Path) -> String {
     let s = path.to_string();
     if s == "." {
         String::new()
@@ -1126,7 +1126,7 @@ impl ProxyConfig {
 
 /// A file of ours read as TOML: its table, or its syntax errors (and
 /// integers too large for 64 bits), each located.
-pub(crate) fn read_toml(text: &str) -> Result<toml::Table, ConfigFileErrors> {
+pub fn read_toml(text: &str) -> Result<toml::Table, ConfigFileErrors> {
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let errors = syntax
@@ -1190,7 +1190,7 @@ pub(crate) fn read_toml(text: &str) -> Result<toml::Table, ConfigFileErrors> {
 
 /// Each `(field, message)` located in `text` (at the field, or its nearest
 /// parent present in the file).
-pub(crate) fn locate_fields(text: &str, issues: Vec<(String, String)>) -> ConfigFileErrors {
+pub fn locate_fields(text: &str, issues: Vec<(String, String)>) -> ConfigFileErrors {
     let (doc, _) = DeTable::parse_recoverable(text);
     let issues = issues
         .into_iter()
@@ -1257,7 +1257,7 @@ fn oversized_in(
 /// serde's wording of a type or range mistake, in the file's terms:
 /// `invalid value: integer `-1`, expected usize` says what a Rust type
 /// wants, not what the field takes.
-pub(crate) fn reword(message: &str) -> String {
+pub fn reword(message: &str) -> String {
     let range = |ty: &str| -> Option<String> {
         let (min, max): (i128, i128) = match ty {
             "u8" => (0, u8::MAX.into()),
@@ -1292,7 +1292,7 @@ pub(crate) fn reword(message: &str) -> String {
     message.to_owned()
 }
 
-pub(crate) fn join(base: &str, rest: &str) -> String {
+pub fn join(base: &str, rest: &str) -> String {
     if rest.is_empty() {
         base.to_owned()
     } else if rest.starts_with('[') {

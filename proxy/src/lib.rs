@@ -11,7 +11,6 @@
 //! - [`response`]: what answers and failures look like to bots;
 //! - [`endpoints`]: stats, health and Prometheus metrics;
 //! - [`dashboard`]: the live dashboard page and its embedded assets;
-//! - [`workload`]: the workload file `syncoord simulate` reads.
 //!
 //! A host's request handler, in short:
 //!
@@ -60,7 +59,6 @@ pub mod response;
 pub mod route;
 pub mod signing;
 mod url;
-pub mod workload;
 
 pub use cluster::ClusterSettings;
 pub use config::{

@@ -145,8 +145,8 @@ PROXY = os.environ["HTTPS_PROXY"].rstrip("/")
 mock("/__reset")
 viaurl = ccxt.coinbase({"apiKey": KEY_NAME + "-proxyurl", "secret": PEM, "proxyUrl": PROXY + "/"})
 e = raises(lambda: viaurl.v3PrivateGetBrokerageAccounts(), ccxt.InvalidProxySettings)
-check(isinstance(e, ccxt.InvalidProxySettings), f"ccxt 4.5.90 proxyUrl alone raises InvalidProxySettings (the bug the README works around), got {e!r}")
-# The README's recipe:
+check(isinstance(e, ccxt.InvalidProxySettings), f"ccxt 4.5.90 proxyUrl alone raises InvalidProxySettings (the bug docs/connecting-bots.md works around), got {e!r}")
+# The recipe in docs/connecting-bots.md:
 viaurl.check_conflicting_proxies = lambda *args, **kwargs: None
 r = viaurl.v3PrivateGetBrokerageAccounts()
 check(len(r["accounts"]) > 0, "ccxt proxyUrl with check_conflicting_proxies disabled")

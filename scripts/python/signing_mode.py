@@ -1,8 +1,8 @@
 """Bots with no exchange secret, through syncoord in signing mode.
 
-Run by daemon/tests/python_signing.rs against a daemon that holds the keys
+Run by daemon/tests/python_clients.rs against a daemon that holds the keys
 (`[[credentials]]`) in front of the project's mock in strict mode, which
-verifies every signature as Coinbase does. The clients are the README's
+verifies every signature as Coinbase does. The clients are docs/signing.md's
 "keys in one place" snippets, unmodified:
 - ccxt `coinbase` with a plain base URL and `X-Syncoord-Token`;
 - ccxt `coinbaseexchange` likewise, under `/exchange`;

@@ -40,15 +40,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::{BotGroup, Call, Credentials, Fault, FaultKind, Latency, Limit, Scenario, When};
 use serde::Deserialize;
 use syncoord_core::config::secs;
-use syncoord_core::sim::{
-    self, BotGroup, Call, Credentials, Fault, FaultKind, Latency, Limit, Scenario, When,
-};
 use syncoord_core::{Duration, Method};
 
-use crate::config::{join, locate_fields, path_string, read_toml, reword};
-use crate::{ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, UpstreamConfig};
+use syncoord_proxy::config::{join, locate_fields, path_string, read_toml, reword};
+use syncoord_proxy::{ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, UpstreamConfig};
 
 /// The seed a run uses when neither the workload nor the caller names one.
 pub const DEFAULT_SEED: u64 = 2026;
@@ -68,7 +66,7 @@ pub struct Workload {
     pub limits: Option<Vec<Limit>>,
     /// Latency, background failure rates and fault windows (its limits are
     /// set by [`Workload::scenario`]).
-    pub behaviour: sim::Upstream,
+    pub behaviour: crate::Upstream,
     /// The file's text, to locate problems found later.
     source: String,
 }
@@ -225,14 +223,14 @@ impl Workload {
     }
 
     /// The reference workload (`--workload reference`): 25 bots of
-    /// [`sim::reference_group`] against [`sim::reference_upstream`]'s
+    /// [`crate::reference_group`] against [`crate::reference_upstream`]'s
     /// 8 calls a minute. Run it with [`reference_config`].
     pub fn reference() -> Workload {
-        let upstream = sim::reference_upstream();
+        let upstream = crate::reference_upstream();
         Workload {
             upstream: None,
             seed: None,
-            groups: vec![sim::reference_group(25)],
+            groups: vec![crate::reference_group(25)],
             limits: Some(upstream.limits.clone()),
             behaviour: upstream,
             source: String::new(),
@@ -438,7 +436,7 @@ impl Workload {
             seed: raw.seed,
             groups,
             limits,
-            behaviour: sim::Upstream {
+            behaviour: crate::Upstream {
                 limits: Vec::new(),
                 rules: None,
                 latency,
@@ -467,7 +465,7 @@ impl Workload {
             Some(limits) => behaviour.limits = limits.clone(),
             None if upstream.preset != Preset::None => {
                 let rules = upstream.preset.config();
-                behaviour.limits = sim::documented_limits(&rules);
+                behaviour.limits = crate::documented_limits(&rules);
                 behaviour.rules = Some(rules);
             }
             None => {
@@ -540,14 +538,14 @@ impl Workload {
 
 /// The reference workload's configuration as a file would give it: one
 /// upstream, `advanced`, on the Advanced Trade preset with
-/// [`sim::reference_config`]'s rules.
+/// [`crate::reference_config`]'s rules.
 pub fn reference_config() -> ProxyConfig {
     let mut upstream = UpstreamConfig::preset(
         "advanced",
         "https://api.coinbase.com",
         Preset::CoinbaseAdvanced,
     );
-    upstream.coordination = sim::reference_config();
+    upstream.coordination = crate::reference_config();
     ProxyConfig {
         upstreams: vec![upstream],
         ..ProxyConfig::default()
@@ -596,7 +594,7 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
             w.groups[0].active,
             Some((Duration::from_secs(48_600), Duration::from_secs(72_000)))
         );
-        let r = sim::run(&s);
+        let r = crate::run(&s);
         assert_eq!(r.bots, 3);
         assert_eq!(r.upstream_429s, 0);
         assert!(r.requests > 100);
@@ -644,7 +642,7 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
     fn the_example_reference_file_is_the_reference_config() {
         let text = include_str!("../../examples/reference.toml");
         let file = ProxyConfig::from_toml_str(text).unwrap();
-        let mut want = sim::reference_config();
+        let mut want = crate::reference_config();
         // A file merges over the preset and cannot drop its scopes; no
         // route draws on them.
         want.scopes.extend(Preset::CoinbaseAdvanced.config().scopes);
@@ -656,6 +654,6 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
     fn reference_config_is_the_sims() {
         let c = reference_config();
         c.validate().unwrap();
-        assert_eq!(c.upstreams[0].coordination, sim::reference_config());
+        assert_eq!(c.upstreams[0].coordination, crate::reference_config());
     }
 }

@@ -1,9 +1,9 @@
 //! Runs the reference workload in virtual time and prints the figures:
-//! `cargo run --release -p syncoord-core --example reference_workload [BOTS] [HOURS] [on|off|coinbase|coinbase-off]`
+//! `cargo run --release -p syncoord-sim --example reference_workload [BOTS] [HOURS] [on|off|coinbase|coinbase-off]`
 //! (the third argument: refresh-ahead on (default) or off, or the
 //! Coinbase-limits workload with it on or off)
-use syncoord_core::sim::{self, Scenario};
 use syncoord_core::Duration;
+use syncoord_sim::{self as sim, Scenario};
 
 fn main() {
     let mut args = std::env::args().skip(1);

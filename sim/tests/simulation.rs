@@ -5,8 +5,8 @@
 
 use std::sync::OnceLock;
 
-use syncoord_core::sim::{self, Report, Scenario};
 use syncoord_core::Duration;
+use syncoord_sim::{self as sim, Report, Scenario};
 
 /// The bar the reference system set.
 const REFERENCE_HIT_RATE: f64 = 0.938;
@@ -104,7 +104,7 @@ fn failing_upstream_degrades_to_stale_without_429s() {
 fn several_credentials_never_see_each_others_balances() {
     let mut s = Scenario::reference(12);
     s.duration = Duration::from_secs(2 * 3600);
-    s.groups[0].credentials = syncoord_core::sim::Credentials::Keys(4);
+    s.groups[0].credentials = sim::Credentials::Keys(4);
     let report = sim::run(&s);
     assert_eq!(report.cross_credential, 0);
     assert_eq!(report.upstream_429s, 0);
