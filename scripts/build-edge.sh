@@ -7,7 +7,7 @@
 # Extra arguments go to worker-build (default: --release).
 #
 # Skips the build when edge-worker/build is newer than every input (the
-# sources of edge-worker and of the crates it builds on, core and proxy,
+# sources of edge-worker and of the crates it builds on, core, wire and proxy,
 # their manifests, Cargo.lock), because
 # `wrangler dev` runs this on every start (wrangler.toml [build]) and
 # worker-build always reruns wasm-bindgen and wasm-opt (~40 s) even when
@@ -24,8 +24,8 @@ fi
 source "$ENV_FILE"
 OUT="$ROOT/edge-worker/build/worker/shim.mjs"
 if [ -z "${SYNCOORD_EDGE_FORCE_BUILD:-}" ] && [ $# -eq 0 ] && [ -f "$OUT" ] &&
-    [ -z "$(find "$ROOT/edge-worker/src" "$ROOT/core/src" "$ROOT/proxy/src" "$ROOT/proxy/assets" \
-        "$ROOT/edge-worker/Cargo.toml" "$ROOT/core/Cargo.toml" "$ROOT/proxy/Cargo.toml" \
+    [ -z "$(find "$ROOT/edge-worker/src" "$ROOT/core/src" "$ROOT/wire/src" "$ROOT/proxy/src" "$ROOT/proxy/assets" \
+        "$ROOT/edge-worker/Cargo.toml" "$ROOT/core/Cargo.toml" "$ROOT/wire/Cargo.toml" "$ROOT/proxy/Cargo.toml" \
         "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$OUT" -print -quit)" ]; then
     echo "build-edge: edge-worker/build is up to date" >&2
     exit 0

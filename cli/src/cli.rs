@@ -286,7 +286,7 @@ fn token(name: &str, credentials: &[String]) -> anyhow::Result<ExitCode> {
          name = {name:?}\n\
          token_sha256 = \"{}\"\n\
          credentials = [{list}]",
-        syncoord_proxy::signing::token_sha256_hex(&token)
+        syncoord_wire::token_sha256_hex(&token)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -332,7 +332,7 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
     let minted = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     assert_eq!(minted.len(), 64, "32 random bytes in hex: {minted}");
     let entry = String::from_utf8_lossy(&token.stderr).into_owned();
-    let sha = syncoord_proxy::signing::token_sha256_hex(&minted);
+    let sha = syncoord_wire::token_sha256_hex(&minted);
     assert!(
         entry.contains(&format!("token_sha256 = \"{sha}\"")),
         "{entry}"

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncoord_core::{CompiledConfig, Failure, Response};
-use syncoord_proxy::signing::{Keyring, SecretSource};
 use syncoord_proxy::{self as proxy, Endpoint, Proxy, ProxyConfig};
+use syncoord_wire::{Keyring, SecretSource};
 
 use syncoord::{
     CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,

@@ -23,7 +23,7 @@ use syncoord::Cluster;
 use syncoord_core::{gcra, Gcra, SharedBucket, SharedRefusal, SharedSpend};
 use syncoord_daemon::Daemon;
 use syncoord_mock::{MockOptions, MockUpstream};
-use syncoord_proxy::ClusterSettings;
+use syncoord_wire::ClusterSettings;
 
 mod common;
 use common::{agent, get};

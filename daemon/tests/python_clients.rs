@@ -22,8 +22,8 @@ use std::sync::Arc;
 use syncoord_daemon::ca::LocalCa;
 use syncoord_daemon::{Daemon, HostSecrets};
 use syncoord_mock::{MockOptions, MockUpstream, Verifier};
-use syncoord_proxy::signing::token_sha256_hex;
 use syncoord_proxy::ProxyConfig;
+use syncoord_wire::token_sha256_hex;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -326,12 +326,15 @@ credentials = ["exchange-main"]
     // The passphrase comes from the environment a host sees: a source
     // that adds it to the files of `dir`.
     struct WithPassphrase(HostSecrets);
-    impl syncoord_proxy::signing::SecretSource for WithPassphrase {
+    impl syncoord_wire::SecretSource for WithPassphrase {
         fn env(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
             (name == "SYNCOORD_TEST_NEVER_SET")
                 .then(|| zeroize::Zeroizing::new("py-pass".to_owned()))
         }
-        fn file(&self, path: &str) -> Result<syncoord_proxy::signing::SecretFile, String> {
+        fn file(
+            &self,
+            path: &str,
+        ) -> Result<syncoord_wire::SecretFile, syncoord_wire::SecretFileError> {
             self.0.file(path)
         }
     }

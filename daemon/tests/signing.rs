@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use base64::Engine;
 use syncoord_daemon::{Daemon, HostSecrets};
 use syncoord_mock::{Faults, MockOptions, MockUpstream, Verifier};
-use syncoord_proxy::signing::token_sha256_hex;
 use syncoord_proxy::ProxyConfig;
+use syncoord_wire::token_sha256_hex;
 
 mod common;
 use common::{agent, get};

@@ -15,8 +15,8 @@
 //! Pure: the Worker reads the vars and hands their text here, so the rules
 //! are unit-tested natively.
 
-use syncoord_proxy::signing::SecretSource;
 use syncoord_proxy::{ConfigFileErrors, Proxy, ProxyConfig};
+use syncoord_wire::SecretSource;
 
 /// wrangler var holding the whole config file (TOML).
 pub const CONFIG_VAR: &str = "SYNCOORD_CONFIG";
@@ -118,7 +118,7 @@ fn cache_sizes_set(text: &str) -> Vec<bool> {
 pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
-    use syncoord_proxy::signing::{NoSecrets, SecretFile};
+    use syncoord_wire::{NoSecrets, SecretFile, SecretFileError};
     use zeroize::Zeroizing;
 
     /// Worker secrets, as a map.
@@ -128,7 +128,7 @@ pub(crate) mod tests {
         fn env(&self, name: &str) -> Option<Zeroizing<String>> {
             self.0.get(name).map(|v| Zeroizing::new((*v).to_owned()))
         }
-        fn file(&self, path: &str) -> Result<SecretFile, String> {
+        fn file(&self, path: &str) -> Result<SecretFile, SecretFileError> {
             panic!("the Worker read file {path}")
         }
     }

@@ -8,8 +8,7 @@
 //! `crypto.getRandomValues`.
 
 use syncoord_core::TransportError;
-use syncoord_proxy::signing::Keyring;
-use syncoord_proxy::{BaseUrl, Outgoing};
+use syncoord_wire::{BaseUrl, Headers, Keyring, Outgoing};
 
 /// What an upstream's calls are signed with: the keys this isolate
 /// loaded, and the base URL whose host and path the signatures name.
@@ -31,7 +30,7 @@ impl Signing {
         call: &Outgoing,
         unix_now: u64,
         nonce: impl FnOnce() -> Result<[u8; 16], String>,
-    ) -> Result<Vec<(String, String)>, TransportError> {
+    ) -> Result<Headers, TransportError> {
         self.keyring.attempt_headers(call, &self.base, || {
             let nonce = nonce().map_err(|e| format!("no random nonce: {e}"))?;
             Ok((unix_now, nonce))

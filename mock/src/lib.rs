@@ -31,6 +31,7 @@
 //! `GET /__stats`, `GET|POST /__faults` (JSON [`Faults`]), `POST /__reset`.
 
 mod account;
+mod caller;
 mod limits;
 mod market;
 mod routes;

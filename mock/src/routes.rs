@@ -6,10 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use syncoord_core::config::CredentialConfig;
-use syncoord_proxy::presented;
 
 use super::account::{self, NewOrder, Orders, Status};
+use super::caller::{caller, Authenticates};
 use super::limits::{Buckets, MockRates, Scope, WindowPeak};
 use super::market::{self, product, unix_now, Product};
 use super::verify::{Rejection, Scheme, Verifier};
@@ -510,14 +509,9 @@ impl Handler for MockHandler {
         // Each API authenticates what Coinbase's does: Advanced Trade the
         // Bearer JWT (a legacy CB-ACCESS-KEY only without one), Exchange
         // CB-ACCESS-KEY. The key name, not an alias: this is upstream.
-        let (header, other) = match api_of(path) {
-            Api::Advanced => ("Authorization", "CB-ACCESS-KEY"),
-            Api::Exchange => ("CB-ACCESS-KEY", "Authorization"),
-        };
-        let rules = CredentialConfig {
-            header: header.into(),
-            others: vec![other.into()],
-            ..CredentialConfig::default()
+        let authenticates = match api_of(path) {
+            Api::Advanced => Authenticates::Jwt,
+            Api::Exchange => Authenticates::Key,
         };
         // Strict mode verifies the credential of every API route (public
         // ones too, when a credential is sent); the identity is then what
@@ -547,7 +541,7 @@ impl Handler for MockHandler {
                     }
                 }
             }
-            _ => (presented(&req.headers, &rules).key_name, None),
+            _ => (caller(&req.headers, authenticates), None),
         };
         if let Some(uri) = jwt_uri(&req.headers) {
             let mut c = state.counters();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use syncoord::{Cluster, Coordinator, HostOptions, Upstream};
 use syncoord_core::config::{Keying, ScopeConfig};
 use syncoord_core::{Config, Outcome, Request, Response, SharedBucket, SharedSpend, Source};
-use syncoord_proxy::{ClusterSettings, Outgoing};
+use syncoord_wire::{ClusterSettings, Outgoing};
 
 const KEYS: usize = 20_000;
 
@@ -79,7 +79,7 @@ fn read(host: &Coordinator, i: usize, bot: usize) -> Source {
     let out = Outgoing {
         method: "GET".into(),
         path_and_query: path.clone(),
-        headers: vec![],
+        headers: Default::default(),
         body: vec![],
         sign_as: None,
     };

@@ -34,7 +34,7 @@ use redis::{Client, Connection, Script};
 use serde::{Deserialize, Serialize};
 use syncoord_core::stats::ClusterStats;
 use syncoord_core::{Response, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
-use syncoord_proxy::ClusterSettings;
+use syncoord_wire::ClusterSettings;
 
 /// The shared GCRA: `KEYS` = n bucket keys then their n pause keys;
 /// `ARGV` = now in µs (`""`: Redis's own clock), cost, reserve, then per
@@ -128,27 +128,7 @@ pub enum ClusterError {
     Url(String),
 }
 
-/// An answer as another daemon stored it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SharedAnswer {
-    pub response: Response,
-    /// How long ago it was stored.
-    pub age: Duration,
-    /// Freshness left.
-    pub ttl_left: Duration,
-}
-
-/// What the store says before a call leaves.
-#[derive(Debug)]
-pub enum Before {
-    /// Send it upstream. `leader`: this daemon holds the key's lease and
-    /// must release it (storing the answer does).
-    Send { leader: Option<String> },
-    /// Not yet.
-    Refused(SharedRefusal),
-    /// Another daemon's answer.
-    Answered(SharedAnswer),
-}
+pub use crate::store::{Before, SharedAnswer};
 
 #[derive(Serialize, Deserialize)]
 struct Stored {

@@ -4,7 +4,13 @@
 //! - [`host::Coordinator`]: the synchronous, thread-safe library API;
 //! - [`upstream::HttpUpstream`]: the upstream HTTP client (ureq);
 //! - [`service::CoinbaseClient`]: a coordinated Coinbase client for bots
-//!   written in Rust.
+//!   written in Rust;
+//! - [`Cluster`]: the shared store (Redis) daemons coordinate through, with
+//!   the `cluster` feature (off by default; the daemon turns it on).
+//!
+//! What leaves for upstream ([`Outgoing`](syncoord_wire::Outgoing), identity,
+//! signing) comes from `syncoord-wire`; this crate depends on that and on
+//! the core only, not on the proxy's config file or metrics.
 //!
 //! This is what a Rust bot depends on. The daemon (`syncoord-daemon`),
 //! the HTTP server it stands on (`syncoord-server`), the mock upstream
@@ -15,7 +21,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use syncoord::{Coordinator, HostOptions, Upstream};
-//! use syncoord_proxy::Outgoing;
+//! use syncoord_wire::Outgoing;
 //! use syncoord_core::{Config, Outcome, Request, Response, Source};
 //!
 //! // Any `Fn(&Outgoing) -> Outcome` is an upstream; `HttpUpstream` is the real one.
@@ -27,7 +33,7 @@
 //! let outgoing = Outgoing {
 //!     method: "GET".into(),
 //!     path_and_query: path.into(),
-//!     headers: vec![],
+//!     headers: Default::default(),
 //!     body: vec![],
 //!     sign_as: None,
 //! };
@@ -41,13 +47,20 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "no_cluster.rs"]
 pub mod cluster;
 pub mod host;
 pub mod secrets;
 pub mod service;
+mod store;
 pub mod upstream;
 
-pub use cluster::{Cluster, ClusterError};
+pub use cluster::Cluster;
+#[cfg(feature = "cluster")]
+pub use cluster::ClusterError;
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};
 pub use secrets::HostSecrets;
 pub use upstream::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use syncoord_proxy::signing::{SecretFile, SecretSource};
+use syncoord_wire::{SecretFile, SecretFileError, SecretSource};
 use zeroize::Zeroizing;
 
 /// Env vars of this process, and files (a relative path is taken from
@@ -39,22 +39,21 @@ impl SecretSource for HostSecrets {
         std::env::var(name).ok().map(Zeroizing::new)
     }
 
-    fn file(&self, path: &str) -> Result<SecretFile, String> {
+    fn file(&self, path: &str) -> Result<SecretFile, SecretFileError> {
         let full = self.path(path);
-        let meta = std::fs::metadata(&full).map_err(|e| format!("cannot read it: {e}"))?;
+        let meta = std::fs::metadata(&full).map_err(SecretFileError::Read)?;
         if !meta.is_file() {
-            return Err("is not a file".into());
+            return Err(SecretFileError::NotAFile);
         }
         if meta.len() > MAX_SECRET_FILE {
-            return Err(format!(
-                "is {} bytes; a key file is at most {MAX_SECRET_FILE}",
-                meta.len()
-            ));
+            return Err(SecretFileError::TooLarge {
+                size: meta.len(),
+                max: MAX_SECRET_FILE,
+            });
         }
-        let bytes =
-            Zeroizing::new(std::fs::read(&full).map_err(|e| format!("cannot read it: {e}"))?);
+        let bytes = Zeroizing::new(std::fs::read(&full).map_err(SecretFileError::Read)?);
         let text = std::str::from_utf8(&bytes)
-            .map_err(|_| "is not UTF-8 text".to_owned())?
+            .map_err(|_| SecretFileError::NotUtf8)?
             .to_owned();
         Ok(SecretFile {
             text: Zeroizing::new(text),
@@ -90,9 +89,12 @@ mod tests {
         let read = secrets.file("key.txt").unwrap();
         assert_eq!(read.text.as_str(), "abc");
         assert_eq!(read.mode.map(|m| m & 0o777), Some(0o640));
-        let missing = secrets.file("nope.txt").err().unwrap();
+        let missing = secrets.file("nope.txt").err().unwrap().to_string();
         assert!(missing.starts_with("cannot read it"), "{missing}");
-        assert_eq!(secrets.file(".").err().as_deref(), Some("is not a file"));
+        assert_eq!(
+            secrets.file(".").err().map(|e| e.to_string()).as_deref(),
+            Some("is not a file")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,9 +11,9 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use syncoord_core::{Outcome, Response, TransportError};
-use syncoord_proxy::signing::Keyring;
-use syncoord_proxy::{strip_hop_headers, HopHeaders};
-use syncoord_proxy::{BaseUrl, Outgoing};
+use syncoord_wire::Keyring;
+use syncoord_wire::{strip_hop_headers, HopHeaders};
+use syncoord_wire::{BaseUrl, Headers, Outgoing};
 use ureq::http;
 
 /// Sends one call upstream and reports the outcome. Called from a pool of
@@ -256,7 +256,7 @@ impl HttpUpstream {
 
     /// The headers of this attempt: signed now, for this attempt only,
     /// when the call is to be signed (see [`Keyring::attempt_headers`]).
-    fn attempt_headers(&self, call: &Outgoing) -> Result<Vec<(String, String)>, TransportError> {
+    fn attempt_headers(&self, call: &Outgoing) -> Result<Headers, TransportError> {
         self.keyring.attempt_headers(call, &self.base_url, || {
             let unix_now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

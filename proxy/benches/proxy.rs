@@ -89,7 +89,7 @@ fn proxy_route(c: &mut Criterion) {
 /// routing. Keys are fixed test keys; time and nonce are passed in.
 fn signing(c: &mut Criterion) {
     use base64::Engine;
-    use syncoord_proxy::signing::{SecretFile, SecretSource};
+    use syncoord_proxy::signing::{SecretFile, SecretFileError, SecretSource};
     struct Keys;
     impl SecretSource for Keys {
         fn env(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
@@ -106,8 +106,8 @@ fn signing(c: &mut Criterion) {
             };
             Some(zeroize::Zeroizing::new(value))
         }
-        fn file(&self, _: &str) -> Result<SecretFile, String> {
-            Err("none".into())
+        fn file(&self, _: &str) -> Result<SecretFile, SecretFileError> {
+            Err(SecretFileError::Unavailable("none".into()))
         }
     }
     let text = r#"

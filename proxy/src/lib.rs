@@ -7,10 +7,16 @@
 //!
 //! - [`config`]: the configuration file (`[server]`, `[[upstreams]]`);
 //! - [`route`]: which upstream a request goes to and what is sent;
-//! - [`signing`]: signing mode, keys held here and each call signed at dispatch;
+//! - [`signing`]: signing mode's config sections and keys (re-exported from
+//!   `syncoord-wire`, where the keys are loaded and each call is signed);
 //! - [`response`]: what answers and failures look like to bots;
 //! - [`endpoints`]: stats, health and Prometheus metrics;
 //! - [`dashboard`]: the live dashboard page and its embedded assets;
+//!
+//! What leaves for upstream ([`Outgoing`], identity, signing, [`BaseUrl`],
+//! [`ClusterSettings`]) is decided in `syncoord-wire`, below this crate, so
+//! the library a Rust bot embeds needs none of the config file; it is
+//! re-exported here under the names it always had.
 //!
 //! A host's request handler, in short:
 //!
@@ -50,24 +56,63 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
-mod http;
 pub mod response;
 pub mod route;
-pub mod signing;
-mod url;
 
-pub use cluster::ClusterSettings;
+/// Signing mode: syncoord holds the API keys and signs each call just
+/// before the host sends it; bots present only a token. The pieces live
+/// in `syncoord-wire`; this module keeps the paths the proxy has always
+/// offered (`syncoord_proxy::signing::Keyring`, ...).
+pub mod signing {
+    pub(crate) use syncoord_wire::{load_signing as load, presented_token, SigningSetup as Loaded};
+    pub use syncoord_wire::{
+        token_sha256_hex, Client, ClientSpec, CredentialKind, CredentialSpec, KeyError, Keyring,
+        NoSecrets, SecretFile, SecretFileError, SecretSource, SignError, SignTarget, Signer,
+        SigningSettings, CREDENTIAL_HEADER, JWT_LIFETIME_SECS, SIGNATURE_HEADERS, TOKEN_HEADER,
+    };
+
+    /// The signing-mode sections of the config file: `[[credentials]]`,
+    /// `[[clients]]` and an upstream's `[upstreams.signing]`.
+    pub mod spec {
+        pub(crate) use syncoord_wire::{
+            check_signing_specs as check, edge_signing_issues as edge_issues,
+        };
+        pub use syncoord_wire::{ClientSpec, CredentialKind, CredentialSpec, SigningSettings};
+    }
+
+    #[cfg(test)]
+    mod tests;
+}
+
+/// Identity and hop-by-hop headers, from `syncoord-wire`, under the paths
+/// this crate's modules use.
+mod http {
+    pub(crate) use syncoord_wire::{identity_of, presented, strip_hop_headers, HopHeaders};
+
+    /// Header fields from `(name, value)` pairs, for this crate's tests.
+    #[cfg(test)]
+    pub(crate) fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect()
+    }
+}
+
+/// URL pieces from `syncoord-wire`, under the paths this crate's modules use.
+mod url {
+    pub(crate) use syncoord_wire::{split_absolute, BaseUrl, Origin};
+}
+
+/// `[cluster]`, from `syncoord-wire`, under the path this crate's modules use.
+mod cluster {
+    pub(crate) use syncoord_wire::ClusterSettings;
+}
+
 pub use config::{
     ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};
-pub use http::{
-    credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
-};
 pub use response::{
     answer_response, error_response, failure_response, failure_response_shaped, ErrorShape,
     OUTCOME_UNKNOWN_STATUS,
@@ -76,7 +121,10 @@ pub use route::{
     forwardable_headers, forwarded_headers, redact, ConnectTarget, Forward, Proxy, Rejection,
     ShardKey,
 };
-pub use url::{BaseUrl, BaseUrlError, Origin, UrlError};
+pub use syncoord_wire::{
+    credential_identity, identity_of, key_name, presented, strip_hop_headers, BaseUrl,
+    BaseUrlError, ClusterSettings, HopHeaders, Origin, Outgoing, Presented, UrlError,
+};
 
 /// Request header naming the bot (fairness, per-bot stats).
 pub const CLIENT_HEADER: &str = "X-Syncoord-Client";
@@ -86,24 +134,3 @@ pub const PRIORITY_HEADER: &str = "X-Syncoord-Priority";
 pub const CACHE_HEADER: &str = "X-Syncoord-Cache";
 /// Response header on errors of our own: the failure's kind.
 pub const ERROR_HEADER: &str = "X-Syncoord-Error";
-
-/// The request a host sends upstream: the core's payload `P` in
-/// [`Coordinator<Outgoing>`](syncoord_core::Coordinator). Method, path, query,
-/// headers and body pass through byte for byte (signatures cover them),
-/// minus hop-by-hop headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    /// Upper-case method as the bot sent it.
-    pub method: String,
-    /// Path and query relative to the upstream's base URL, e.g.
-    /// `/api/v3/brokerage/market/products/BTC-USD/ticker?limit=1`.
-    pub path_and_query: String,
-    /// Headers to send, in the bot's order and spelling.
-    pub headers: Vec<(String, String)>,
-    /// Request body (empty for GET and HEAD).
-    pub body: Vec<u8>,
-    /// Signing mode: the credential ([`signing::Keyring`]) to sign each
-    /// attempt with, just before it is sent. `None`: sent as the bot
-    /// signed it.
-    pub sign_as: Option<std::sync::Arc<str>>,
-}

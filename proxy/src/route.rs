@@ -335,7 +335,7 @@ impl Proxy {
         let outgoing = Outgoing {
             method,
             path_and_query,
-            headers: forwarded,
+            headers: forwarded.into(),
             body,
             sign_as: signer.map(|s| Arc::from(s.name())),
         };

@@ -60,7 +60,7 @@ pub const SECRETS: &[(&str, &str)] = &[
 pub fn config_for(mock_url: &str) -> String {
     CONFIG_TEMPLATE.replace("@MOCK@", mock_url).replace(
         "@TOKEN_ES_SHA256@",
-        &syncoord_proxy::signing::token_sha256_hex(TOKEN_ES),
+        &syncoord_wire::token_sha256_hex(TOKEN_ES),
     )
 }
 

@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 
 use super::convert::error_response;
 use crate::settings::{load, SettingsError, CONFIG_VAR, UPSTREAM_URL_VAR};
-use syncoord_proxy::signing::{SecretFile, SecretSource};
 use syncoord_proxy::Proxy;
+use syncoord_wire::{SecretFile, SecretFileError, SecretSource};
 
 thread_local! {
     /// Vars are fixed for the life of an isolate (a new deployment or a
@@ -37,10 +37,10 @@ impl SecretSource for WorkerSecrets<'_> {
             .map(|v| Zeroizing::new(v.to_string()))
     }
 
-    fn file(&self, path: &str) -> std::result::Result<SecretFile, String> {
-        Err(format!(
+    fn file(&self, path: &str) -> std::result::Result<SecretFile, SecretFileError> {
+        Err(SecretFileError::Unavailable(format!(
             "a Worker reads no files (`{path}`): give the secret with `wrangler secret put` and its `*_env` field"
-        ))
+        )))
     }
 }
 

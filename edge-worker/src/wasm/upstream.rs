@@ -5,7 +5,7 @@
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use syncoord_core::{Duration, Outcome, Response, TransportError};
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 use worker::{js_sys, AbortController, Delay, Fetch};
 
 use super::convert::build_request;

@@ -22,7 +22,7 @@ use syncoord_core::{
     Answer, ClassId, CompiledConfig, Coordinator as Core, Failure, Health, Instant, Request,
     StatsSnapshot, Ticket,
 };
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use crate::upstream::Unsendable;
 pub use crate::upstream::Upstream;

@@ -36,7 +36,7 @@ use syncoord_core::{
     Admission, Answer, Coordinator as Core, Dispatch, Failure, Finished, Instant, Outcome, Output,
     Request, SharedOutput, Ticket, TransportError,
 };
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use super::CallError;
 use crate::cluster::{Before, Cluster};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use syncoord_core::config::{coinbase, Keying, ScopeConfig};
 use syncoord_core::{Config, Failure, Method, Outcome, Request, Response, Source, TransportError};
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use super::{CallError, Coordinator, HostOptions, Upstream};
 
@@ -133,7 +133,7 @@ fn outgoing(method: &str, path: &str) -> Outgoing {
     Outgoing {
         method: method.into(),
         path_and_query: path.into(),
-        headers: vec![],
+        headers: Default::default(),
         body: vec![],
         sign_as: None,
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use syncoord_core::{Answer, Failure, Method, Request};
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use crate::host::{CallError, Coordinator};
 use crate::upstream::Unsendable;
@@ -385,7 +385,7 @@ impl CoinbaseClient {
             headers.push(("Content-Type".into(), "application/json".into()));
         }
         let mut request = Request::new(Method::new(method), &path_and_query, &self.client);
-        request.credential = syncoord_proxy::credential_identity(&headers, &self.credential);
+        request.credential = syncoord_wire::credential_identity(&headers, &self.credential);
         // The preset's route rules give the same classes; saying it here
         // keeps the intent when a custom config routes differently.
         if let Some(id) = class.and_then(|c| self.coordinator.class_id(c.name())) {
@@ -394,7 +394,7 @@ impl CoinbaseClient {
         let outgoing = Outgoing {
             method: method.to_owned(),
             path_and_query: path_and_query.clone(),
-            headers,
+            headers: headers.into(),
             body,
             sign_as: None,
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use syncoord_core::config::coinbase;
 use syncoord_core::{Config, Outcome, Response};
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use super::{CoinbaseClient, ServiceError, StaticHeaders, BROKERAGE};
 use crate::host::{Coordinator, HostOptions, Upstream};

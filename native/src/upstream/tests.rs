@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use syncoord_core::{Outcome, Response, TransportError};
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use super::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};
 

@@ -21,14 +21,14 @@ impl SecretSource for Secrets {
     fn env(&self, name: &str) -> Option<Zeroizing<String>> {
         self.env.get(name).map(|v| Zeroizing::new(v.clone()))
     }
-    fn file(&self, path: &str) -> Result<SecretFile, String> {
+    fn file(&self, path: &str) -> Result<SecretFile, SecretFileError> {
         self.files
             .get(path)
             .map(|(t, mode)| SecretFile {
                 text: Zeroizing::new(t.clone()),
                 mode: Some(*mode),
             })
-            .ok_or_else(|| "no such file".to_owned())
+            .ok_or_else(|| SecretFileError::Unavailable("no such file".to_owned()))
     }
 }
 

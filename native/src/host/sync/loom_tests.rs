@@ -13,7 +13,7 @@ use std::time::Duration;
 use loom::thread;
 
 use syncoord_core::{Config, Coordinator as Core, Instant, Outcome, Request, Response, Ticket};
-use syncoord_proxy::Outgoing;
+use syncoord_wire::Outgoing;
 
 use super::{lock, Shared, Slot, Submitted};
 
@@ -64,7 +64,7 @@ fn get() -> (Request, Outgoing) {
     let out = Outgoing {
         method: "GET".into(),
         path_and_query: PATH.into(),
-        headers: vec![],
+        headers: Default::default(),
         body: vec![],
         sign_as: None,
     };

@@ -93,7 +93,7 @@ impl ClusterSettings {
     }
 
     /// Every problem, as `(field under cluster, message)`.
-    pub(crate) fn issues(&self) -> Vec<(&'static str, String)> {
+    pub fn issues(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Err(why) = check_redis_url(&self.redis_url) {
             out.push(("redis_url", why));

@@ -48,10 +48,11 @@ pub(crate) fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
 /// A `[[clients]]` entry, ready to authenticate.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) name: Arc<str>,
+    /// The client's configured name.
+    pub name: Arc<str>,
     hash: [u8; 32],
     /// The credentials it may use, by name.
-    pub(crate) credentials: Vec<String>,
+    pub credentials: Vec<String>,
 }
 
 impl Client {
@@ -71,12 +72,12 @@ impl Client {
 
 /// Every configured client.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Clients(pub(crate) Vec<Client>);
+pub struct Clients(pub Vec<Client>);
 
 impl Clients {
     /// The client whose token this is. Every entry is compared, in
     /// constant time, whatever matches.
-    pub(crate) fn authenticate(&self, token: &str) -> Option<&Client> {
+    pub fn authenticate(&self, token: &str) -> Option<&Client> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for client in &self.0 {
@@ -90,19 +91,23 @@ impl Clients {
 
 /// Why the token a request presents cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum TokenError {
+pub enum TokenError {
+    /// `Proxy-Authorization` with another scheme than `Basic`.
     #[error("`Proxy-Authorization` must be `Basic` with the token as its password (as `http://NAME:TOKEN@host` makes clients send it)")]
     NotBasic,
+    /// A `Basic` value that does not decode to `name:token`.
     #[error("`Proxy-Authorization: Basic` is not base64 of `name:token`")]
     BadBasic,
+    /// Empty, or longer than any token issued.
     #[error("the token is empty or longer than {MAX_TOKEN_LEN} bytes")]
     Length,
+    /// Both places carry a token, and they differ.
     #[error("`X-Syncoord-Token` and `Proxy-Authorization` carry different tokens: send one")]
     TwoTokens,
 }
 
 /// The token a request presents, if any.
-pub(crate) fn presented_token(
+pub fn presented_token(
     headers: &[(String, String)],
 ) -> Result<Option<Zeroizing<String>>, TokenError> {
     let direct = header(headers, TOKEN_HEADER).map(|t| Zeroizing::new(t.trim().to_owned()));

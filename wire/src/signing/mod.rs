@@ -12,8 +12,9 @@
 //! Pieces, all pure (no clock, no randomness, no I/O: the host passes the
 //! time and a nonce, and reads env vars and files through a
 //! [`SecretSource`]):
-//! - [`spec`]: the `[[credentials]]`, `[[clients]]` and
-//!   `[upstreams.signing]` config sections;
+//! - `spec`: the `[[credentials]]`, `[[clients]]` and
+//!   `[upstreams.signing]` config sections (the proxy's config file
+//!   embeds them; their checks are here so the sections travel whole);
 //! - `key`: key material in the forms Coinbase hands out;
 //! - `jwt`, `exchange`: what is signed, the claims, the HMAC message;
 //! - `clients`: tokens and who they belong to;
@@ -25,7 +26,7 @@ mod exchange;
 mod jwt;
 mod key;
 mod load;
-pub mod spec;
+mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,16 +35,19 @@ use std::sync::Arc;
 use syncoord_core::TransportError;
 use zeroize::Zeroizing;
 
-pub(crate) use clients::{presented_token, Clients};
-pub use clients::{token_sha256_hex, Client, CREDENTIAL_HEADER, TOKEN_HEADER};
+pub use clients::{
+    presented_token, token_sha256_hex, Client, Clients, TokenError, CREDENTIAL_HEADER, TOKEN_HEADER,
+};
 pub use jwt::JWT_LIFETIME_SECS;
 pub use key::KeyError;
-pub(crate) use load::{load, Loaded};
-pub use load::{NoSecrets, SecretFile, SecretSource};
-pub use spec::{ClientSpec, CredentialKind, CredentialSpec, SigningSettings};
+pub use load::{load_signing, NoSecrets, SecretFile, SecretFileError, SecretSource, SigningSetup};
+pub use spec::{
+    check_signing_specs, edge_signing_issues, ClientSpec, CredentialKind, CredentialSpec,
+    SigningSettings, SpecIssue,
+};
 
 use crate::url::BaseUrl;
-use crate::Outgoing;
+use crate::{Headers, Outgoing};
 use key::CdpKey;
 
 /// Request headers that carry a signature, dropped from a bot's request
@@ -59,6 +63,7 @@ pub const SIGNATURE_HEADERS: &[&str] = &[
 /// What a signature covers: one attempt as it goes upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct SignTarget<'a> {
+    /// Upper-case method.
     pub method: &'a str,
     /// `host` or `host:port` (the port only when it is not the scheme's
     /// default): the upstream's real host, as the `Host` header names it.
@@ -67,6 +72,7 @@ pub struct SignTarget<'a> {
     pub path: &'a str,
     /// The query without `?`, if the target has one.
     pub query: Option<&'a str>,
+    /// The body, byte for byte.
     pub body: &'a [u8],
 }
 
@@ -112,6 +118,7 @@ impl Signer {
         &self.upstream
     }
 
+    /// What the credential signs for.
     pub fn kind(&self) -> CredentialKind {
         match self.material {
             Material::Cdp { .. } => CredentialKind::CoinbaseCdp,
@@ -147,16 +154,11 @@ impl Signer {
 
     /// The headers that authenticate `target`, signed at `unix_now` with a
     /// fresh `nonce` (random bytes the host draws per attempt).
-    pub fn headers(
-        &self,
-        target: &SignTarget<'_>,
-        unix_now: u64,
-        nonce: [u8; 16],
-    ) -> Vec<(String, String)> {
+    pub fn headers(&self, target: &SignTarget<'_>, unix_now: u64, nonce: [u8; 16]) -> Headers {
         match &self.material {
             Material::Cdp { key_name, key } => {
                 let token = jwt::token(key_name, key, target, unix_now, nonce);
-                vec![("Authorization".to_owned(), format!("Bearer {token}"))]
+                vec![("Authorization".to_owned(), format!("Bearer {token}"))].into()
             }
             Material::Exchange {
                 key,
@@ -173,6 +175,7 @@ impl Signer {
                     ("CB-ACCESS-TIMESTAMP".to_owned(), timestamp),
                     ("CB-ACCESS-PASSPHRASE".to_owned(), passphrase.to_string()),
                 ]
+                .into()
             }
         }
     }
@@ -195,14 +198,17 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// The credential named `name`, if loaded.
     pub fn get(&self, name: &str) -> Option<&Signer> {
         self.signers.get(name).map(|s| &**s)
     }
 
+    /// Whether no credential is loaded (signing mode is off).
     pub fn is_empty(&self) -> bool {
         self.signers.is_empty()
     }
 
+    /// Every credential, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Signer> {
         self.signers.values().map(|s| &**s)
     }
@@ -217,7 +223,7 @@ impl Keyring {
         base: &BaseUrl,
         unix_now: u64,
         nonce: [u8; 16],
-    ) -> Result<Vec<(String, String)>, SignError> {
+    ) -> Result<Headers, SignError> {
         let Some(name) = call.sign_as.as_deref() else {
             return Ok(call.headers.clone());
         };
@@ -253,7 +259,7 @@ impl Keyring {
         call: &Outgoing,
         base: &BaseUrl,
         clock_and_nonce: impl FnOnce() -> Result<(u64, [u8; 16]), String>,
-    ) -> Result<Vec<(String, String)>, TransportError> {
+    ) -> Result<Headers, TransportError> {
         if call.sign_as.is_none() {
             return Ok(call.headers.clone());
         }
@@ -275,6 +281,3 @@ impl Keyring {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -8,6 +8,7 @@ use std::fmt;
 /// configured upstream to be forwarded to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// `https://` (else `http://`).
     pub https: bool,
     /// Lower-case; IPv6 addresses keep their brackets.
     pub host: String,
@@ -38,12 +39,16 @@ impl fmt::Display for Origin {
 /// Why an absolute URL's origin cannot be read (`split_absolute`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
+    /// Neither `http://` nor `https://`.
     #[error("the scheme must be http:// or https://")]
     Scheme,
+    /// Nothing between the scheme and the path.
     #[error("no host")]
     NoHost,
+    /// `user@host`: credentials do not belong in a URL here.
     #[error("user info (`user@`) is not allowed in the URL")]
     UserInfo,
+    /// `[` without `]`.
     #[error("unclosed `[` in the host")]
     UnclosedBracket,
     /// The bracketed part, without its brackets.
@@ -52,8 +57,10 @@ pub enum UrlError {
     /// What follows `]` instead of `:port`.
     #[error("unexpected `{0}` after the IPv6 address")]
     AfterIpv6(String),
+    /// The host as written.
     #[error("`{0}` is not a valid host name")]
     Host(String),
+    /// The port as written.
     #[error("`{0}` is not a port number (1 to 65535)")]
     Port(String),
 }
@@ -61,17 +68,32 @@ pub enum UrlError {
 /// Why a configured base URL is refused; each message starts with the URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BaseUrlError {
+    /// Its origin cannot be read.
     #[error("`{url}`: {error}")]
-    Origin { url: String, error: UrlError },
+    Origin {
+        /// The URL as configured.
+        url: String,
+        /// What is wrong with its origin.
+        error: UrlError,
+    },
+    /// A `?query` or `#fragment` (a base URL is only a prefix).
     #[error("`{url}`: a base URL has no query or fragment (only scheme, host, port and an optional base path)")]
-    QueryOrFragment { url: String },
+    QueryOrFragment {
+        /// The URL as configured.
+        url: String,
+    },
+    /// A base path that could be read two ways.
     #[error("`{url}`: the base path may hold only plain segments (no empty, `.` or `..` segment, no percent-encoding)")]
-    BasePath { url: String },
+    BasePath {
+        /// The URL as configured.
+        url: String,
+    },
 }
 
 /// A configured upstream's base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    /// Scheme, host and port.
     pub origin: Origin,
     /// Base path without a trailing `/` (empty for none), e.g. `/v1`.
     pub path: String,

@@ -42,6 +42,7 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
+    /// The name the config file uses.
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::CoinbaseCdp => "coinbase-cdp",
@@ -59,6 +60,7 @@ pub struct CredentialSpec {
     pub name: String,
     /// The `[[upstreams]]` name it signs for.
     pub upstream: String,
+    /// What it signs for: which scheme, which material.
     pub kind: CredentialKind,
     /// `coinbase-cdp`: the JSON file the CDP portal downloads (`name` and
     /// `privateKey`). Or give `key_name` and the private key.
@@ -134,7 +136,7 @@ impl Default for SigningSettings {
 }
 
 /// A field path and what is wrong with it.
-pub(crate) type SpecIssue = (String, String);
+pub type SpecIssue = (String, String);
 
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -151,7 +153,7 @@ fn valid_env_name(name: &str) -> bool {
 
 /// Checks the `[[credentials]]` and `[[clients]]` against each other and
 /// against the upstreams' names. Every problem at once.
-pub(crate) fn check(
+pub fn check_signing_specs(
     credentials: &[CredentialSpec],
     clients: &[ClientSpec],
     upstreams: &[&str],
@@ -357,7 +359,7 @@ fn exchange_issues(c: &CredentialSpec, at: &dyn Fn(&str) -> String) -> Vec<SpecI
 
 /// Fields that read files: the Worker has no files (its secrets come from
 /// `wrangler secret put`, read like vars).
-pub(crate) fn edge_issues(credentials: &[CredentialSpec]) -> Vec<SpecIssue> {
+pub fn edge_signing_issues(credentials: &[CredentialSpec]) -> Vec<SpecIssue> {
     let mut out = Vec::new();
     for (i, c) in credentials.iter().enumerate() {
         for (field, set) in [

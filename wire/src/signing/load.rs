@@ -14,8 +14,37 @@ use super::{Client, Clients, Keyring, Material, Signer};
 /// A file's contents, and its Unix permission bits when the host knows
 /// them (to warn about a key readable by others).
 pub struct SecretFile {
+    /// The whole file, as text; wiped from memory when dropped.
     pub text: Zeroizing<String>,
+    /// Unix permission bits, if the host has them.
     pub mode: Option<u32>,
+}
+
+/// Why a host could not read a secret file. Shown after the file's path
+/// in the config's issue list; never carries the file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// Opening or reading it failed (missing, no permission, ...).
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
+    /// The path names a directory or another non-file.
+    #[error("is not a file")]
+    NotAFile,
+    /// Larger than any key file (so not read into memory).
+    #[error("is {size} bytes; a key file is at most {max}")]
+    TooLarge {
+        /// The file's size in bytes.
+        size: u64,
+        /// The largest secret file a host reads.
+        max: u64,
+    },
+    /// Key material is text (PEM, base64, JSON).
+    #[error("is not UTF-8 text")]
+    NotUtf8,
+    /// The host reads no files at all (the Worker, [`NoSecrets`]) or
+    /// does not have this one: its explanation.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Where a host finds secrets: the process environment and files
@@ -25,7 +54,7 @@ pub trait SecretSource {
     fn env(&self, name: &str) -> Option<Zeroizing<String>>;
     /// The contents of file `path`, or why it cannot be read (without its
     /// contents).
-    fn file(&self, path: &str) -> Result<SecretFile, String>;
+    fn file(&self, path: &str) -> Result<SecretFile, SecretFileError>;
 }
 
 /// No secrets at all: a config with `[[credentials]]` fails to load with
@@ -37,28 +66,32 @@ impl SecretSource for NoSecrets {
         None
     }
 
-    fn file(&self, _path: &str) -> Result<SecretFile, String> {
-        Err("this host reads no files".into())
+    fn file(&self, _path: &str) -> Result<SecretFile, SecretFileError> {
+        Err(SecretFileError::Unavailable(
+            "this host reads no files".into(),
+        ))
     }
 }
 
-/// What signing mode runs on: the keys, the clients, and per upstream
-/// whether it has credentials.
+/// What signing mode runs on: the keys and the clients, loaded by
+/// [`load_signing`].
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Loaded {
-    pub(crate) keyring: Keyring,
-    pub(crate) clients: Clients,
+pub struct SigningSetup {
+    /// The credentials syncoord signs with.
+    pub keyring: Keyring,
+    /// The bots that authenticate with a token.
+    pub clients: Clients,
     /// Problems that do not stop the host (a key file others may read).
-    pub(crate) warnings: Vec<SpecIssue>,
+    pub warnings: Vec<SpecIssue>,
 }
 
 /// Reads every credential's and client's secret through `source`.
 /// Every problem at once; none quotes a secret.
-pub(crate) fn load(
+pub fn load_signing(
     credentials: &[CredentialSpec],
     clients: &[ClientSpec],
     source: &dyn SecretSource,
-) -> Result<Loaded, Vec<SpecIssue>> {
+) -> Result<SigningSetup, Vec<SpecIssue>> {
     let mut issues = Vec::new();
     let mut warnings = Vec::new();
     let mut signers = Vec::new();
@@ -100,7 +133,7 @@ pub(crate) fn load(
         }
     }
     if issues.is_empty() {
-        Ok(Loaded {
+        Ok(SigningSetup {
             keyring: Keyring::from_signers(signers),
             clients: Clients(table),
             warnings,

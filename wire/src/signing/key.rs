@@ -19,20 +19,35 @@ use zeroize::Zeroizing;
 /// Why key material could not be used. Never carries the material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// The CDP portal's JSON file is not what it should be (the parse
+    /// error, which quotes no material).
     #[error("the key file is not JSON with string fields `name` and `privateKey` (as the CDP portal downloads it): {0}")]
     NotCdpJson(String),
+    /// A PEM block of a kind no Coinbase key comes in.
     #[error("a PEM `{label}` block that is not a P-256 or Ed25519 private key")]
-    UnsupportedPem { label: String },
+    UnsupportedPem {
+        /// The PEM block's label (`BEGIN <label>`).
+        label: String,
+    },
+    /// A PEM block that does not parse.
     #[error("a PEM block whose contents do not parse as its `{label}` label says")]
-    BadPem { label: String },
+    BadPem {
+        /// The PEM block's label (`BEGIN <label>`).
+        label: String,
+    },
+    /// Neither PEM nor base64.
     #[error("neither a PEM private key nor base64 (an Ed25519 key is base64 of 32 or 64 bytes)")]
     NotBase64,
+    /// Base64 of a length no Ed25519 key has (the length).
     #[error("an Ed25519 key is base64 of 32 bytes (seed) or 64 bytes (seed and public key); this one decodes to {0} bytes")]
     Ed25519Length(usize),
+    /// Seed and public key that do not belong together.
     #[error("the 64-byte Ed25519 key's second half is not the public key of its first half")]
     Ed25519Mismatch,
+    /// An Exchange secret that is not base64.
     #[error("the Exchange secret is not base64 (it is used decoded, as the HMAC key)")]
     SecretNotBase64,
+    /// Nothing at all.
     #[error("the value is empty")]
     Empty,
 }

@@ -128,8 +128,8 @@ pub fn key_name(header_name: &str, value: &str) -> String {
 /// logs and shard names show a stable alias and never a key name (which,
 /// under the trust model, is all one needs to read another bot's cache).
 /// With two credentials at once it is the one `rules.header` names; a
-/// host refuses such a request where the identity counts
-/// ([`crate::Proxy::route`] does).
+/// host refuses such a request where the identity counts (the proxy's
+/// `Proxy::route` does).
 pub fn credential_identity(
     headers: &[(String, String)],
     rules: &CredentialConfig,
