@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use syncoord_core::config::{Keying, RouteRule, ScopeConfig};
 use syncoord_core::LimiterBench;
 use syncoord_core::{
-    Admission, ClassId, Config, Coordinator, Duration, Freshness, Instant, Outcome, Request,
-    Response, Source,
+    Admission, ClassId, Config, Coordinator, Dispatch, Duration, Finished, Freshness, Instant,
+    Outcome, Output, Request, Response, Source,
 };
 
 const TICKER: &str = "/api/v3/brokerage/market/products/BTC-USD/ticker";
@@ -62,17 +62,34 @@ fn unlimited_config() -> Config {
     c
 }
 
+/// The next output, if it is a call to send.
+fn dispatch(coord: &mut Coordinator, now: Instant) -> Option<Dispatch<()>> {
+    match coord.poll_output(now) {
+        Output::Dispatch(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// The next request that ended, if any.
+fn finished(coord: &mut Coordinator, now: Instant) -> Option<Finished> {
+    match coord.poll_output(now) {
+        Output::Finished(f) => Some(f),
+        Output::Dispatch(d) => panic!("unexpected dispatch {d:?}"),
+        _ => None,
+    }
+}
+
 /// Submits, dispatches and completes `request` once (fills the cache).
 fn warm(coord: &mut Coordinator, now: Instant, request: Request) {
     match coord.submit(now, request, ()) {
         Admission::Waiting { .. } => {}
         other => panic!("warm-up submit not queued: {other:?}"),
     }
-    let d = coord.poll_dispatch(now).expect("warm-up dispatch");
+    let d = dispatch(coord, now).expect("warm-up dispatch");
     coord
         .complete(now, d.call, Outcome::response(body()))
         .expect("warm-up complete");
-    while coord.poll_finished().is_some() {}
+    while finished(coord, now).is_some() {}
 }
 
 fn assert_hit(a: &Admission) {
@@ -155,8 +172,9 @@ fn cache_hit(c: &mut Criterion) {
     g.finish();
 }
 
-/// One request's whole life on a cache miss: submit, poll_dispatch,
-/// complete, poll_finished, on limiters that never block.
+/// One request's whole life on a cache miss: submit, poll_output
+/// (dispatch), complete, poll_output (finished), on limiters that never
+/// block.
 /// One request's whole life: submit, dispatch, complete, finished.
 fn full_cycle(
     coord: &mut Coordinator,
@@ -167,11 +185,11 @@ fn full_cycle(
     let Admission::Waiting { .. } = coord.submit(now, request, ()) else {
         panic!("not queued");
     };
-    let d = coord.poll_dispatch(now).expect("dispatch");
+    let d = dispatch(coord, now).expect("dispatch");
     coord
         .complete(now, d.call, Outcome::response(response))
         .expect("complete");
-    coord.poll_finished().expect("finished")
+    finished(coord, now).expect("finished")
 }
 
 fn cycle(c: &mut Criterion) {
@@ -294,7 +312,7 @@ fn coalesced_join(c: &mut Criterion) {
             panic!("first submit not queued");
         };
         if in_flight {
-            let _ = coord.poll_dispatch(t0).expect("dispatch");
+            let _ = dispatch(&mut coord, t0).expect("dispatch");
         }
         let mut now = t0;
         g.bench_function(name, |b| {
@@ -353,9 +371,9 @@ fn lanes_config() -> Config {
     c
 }
 
-/// `poll_dispatch` when `blocked` per-credential lanes wait on spent
+/// `poll_output` (a dispatch) when `blocked` per-credential lanes wait on spent
 /// buckets, spread over the four classes, and one lane (lowest class,
-/// newest, so scanned last) can go. Only `poll_dispatch` is timed. The
+/// newest, so scanned last) can go. Only `poll_output` is timed. The
 /// `N_lanes` variants hold N-1 blocked lanes plus the ready one, so
 /// comparing them shows how the scan grows with the number of lanes.
 fn dispatch_select(c: &mut Criterion) {
@@ -383,7 +401,7 @@ fn dispatch_select(c: &mut Criterion) {
                 panic!("blocked call not queued");
             };
         }
-        assert!(coord.poll_dispatch(t0).is_none(), "a blocked lane went");
+        assert!(dispatch(&mut coord, t0).is_none(), "a blocked lane went");
         assert_eq!(coord.queue_len(), blocked);
 
         let ready = Request::get("/bench/fast/x", "bot-ready").with_credential("key:ready");
@@ -397,13 +415,13 @@ fn dispatch_select(c: &mut Criterion) {
                         panic!("ready call not queued");
                     };
                     let start = WallClock::now();
-                    let d = black_box(coord.poll_dispatch(now));
+                    let d = black_box(dispatch(&mut coord, now));
                     total += start.elapsed();
                     let d = d.expect("the ready lane did not go");
                     coord
                         .complete(now, d.call, Outcome::response(body()))
                         .expect("complete");
-                    while coord.poll_finished().is_some() {}
+                    while finished(&mut coord, now).is_some() {}
                 }
                 total
             })

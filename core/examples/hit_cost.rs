@@ -9,7 +9,8 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use syncoord_core::{
-    Admission, Config, Coordinator, Duration, Freshness, Instant, Outcome, Request, Response,
+    Admission, Config, Coordinator, Duration, Freshness, Instant, Outcome, Output, Request,
+    Response,
 };
 
 const TICKER: &str = "/api/v3/brokerage/market/products/BTC-USD/ticker";
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         eprintln!("hit_cost: the warm-up request was not queued");
         return ExitCode::FAILURE;
     }
-    let Some(dispatch) = coord.poll_dispatch(t0) else {
+    let Output::Dispatch(dispatch) = coord.poll_output(t0) else {
         eprintln!("hit_cost: the warm-up request was not dispatched");
         return ExitCode::FAILURE;
     };
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
         eprintln!("hit_cost: the warm-up call could not complete");
         return ExitCode::FAILURE;
     }
-    while coord.poll_finished().is_some() {}
+    while matches!(coord.poll_output(t0), Output::Finished(_)) {}
     let requests: Vec<Request> = (0..n).map(|_| request.clone()).collect();
     let mut now = t0;
     let mut hits = 0;

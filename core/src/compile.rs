@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::{
     secs, ClassId, Config, ConfigError, ConfigErrors, Keying, Problem, RouteRule, ScopeId, MAX_SECS,
 };
-use crate::limiter::usable_burst;
+use crate::quota::{usable_burst, Quota};
 use crate::request::Method;
 use crate::route::{PathPattern, Route, RouteTable, Rule};
 
@@ -24,6 +24,8 @@ struct Compiled {
     routes: RouteTable,
     /// Keying of each scope, in [`ScopeId`] order.
     keying: Vec<Keying>,
+    /// The budget of each scope, in [`ScopeId`] order.
+    quotas: Vec<Quota>,
 }
 
 impl CompiledConfig {
@@ -47,6 +49,11 @@ impl CompiledConfig {
     pub(crate) fn routes(&self) -> &RouteTable {
         &self.0.routes
     }
+
+    /// The budget of each scope, in [`ScopeId`] order.
+    pub(crate) fn quotas(&self) -> &[Quota] {
+        &self.0.quotas
+    }
 }
 
 impl Config {
@@ -66,9 +73,17 @@ impl Config {
             .into_iter()
             .collect();
         self.check_settings(&mut v);
-        match (default, rules) {
-            (Some(default), Some(rules)) if v.errors.is_empty() => {
+        // The checks above reported every bad number by field; a scope
+        // that passed them makes a quota.
+        let quotas: Option<Vec<Quota>> = self
+            .scopes
+            .values()
+            .map(|s| Quota::for_scope(s).ok())
+            .collect();
+        match (default, rules, quotas) {
+            (Some(default), Some(rules), Some(quotas)) if v.errors.is_empty() => {
                 Ok(CompiledConfig(Arc::new(Compiled {
+                    quotas,
                     keying: self.scopes.values().map(|s| s.per).collect(),
                     routes: RouteTable::new(rules, default),
                     config: self.clone(),
@@ -422,7 +437,7 @@ impl Config {
     fn check_cost_fits(&self, v: &mut Validator, field: &str, cost: u32, scopes: &[String]) {
         for s in scopes {
             if let Some(sc) = self.scopes.get(s) {
-                let usable = usable_burst(sc);
+                let usable = usable_burst(sc.burst, sc.headroom).get();
                 if cost > usable {
                     v.push(
                         field,

@@ -8,11 +8,12 @@
 //!
 //! It never reads a clock, sleeps, spawns or touches a socket: time comes
 //! in as an argument (`now`), randomness from a seeded generator, and the
-//! hosts (the native daemon, the Cloudflare Worker) do the I/O. See
-//! [`Coordinator`] for the driving loop.
+//! hosts (the native daemon, the Cloudflare Worker) do the I/O. A host
+//! feeds inputs and then asks [`Coordinator::poll_output`] what to do
+//! until it says to sleep.
 //!
 //! ```
-//! use syncoord_core::{Admission, Config, Coordinator, Duration, Instant, Outcome, Request, Response, Source};
+//! use syncoord_core::{Admission, Config, Coordinator, Duration, Instant, Outcome, Output, Request, Response, Source};
 //!
 //! let t0 = Instant::now();
 //! // The payload is the host's own request data; here just a name.
@@ -23,13 +24,17 @@
 //! let Admission::Waiting { ticket, .. } = core.submit(t0, Request::get(ticker, "bot-1"), "req-1") else {
 //!     panic!("expected to wait");
 //! };
-//! // The host sends what is due (never holding a lock across the I/O)...
-//! let call = core.poll_dispatch(t0).expect("the limiter has tokens");
+//! // The host asks what to do: send this call (never holding a lock across the I/O)...
+//! let Output::Dispatch(call) = core.poll_output(t0) else {
+//!     panic!("the limiter has tokens");
+//! };
 //! assert_eq!(call.payload, "req-1");
 //! // ...and reports upstream's answer; the waiting request ends.
 //! let later = t0 + Duration::from_millis(80);
 //! core.complete(later, call.call, Outcome::response(Response::new(200, r#"{"price":"1"}"#)))?;
-//! let finished = core.poll_finished().expect("answered");
+//! let Output::Finished(finished) = core.poll_output(later) else {
+//!     panic!("answered");
+//! };
 //! assert_eq!((finished.ticket, finished.result.unwrap().source), (ticket, Source::Upstream));
 //!
 //! // The next bot is answered from the cache at once.
@@ -38,7 +43,7 @@
 //! };
 //! assert_eq!(answer.source, Source::Cache);
 //! // The host sleeps until the core's next timer, or until a new request arrives.
-//! let _wake_at: Option<Instant> = core.poll_timeout();
+//! assert!(matches!(core.poll_output(later), Output::WakeAt(_) | Output::Idle));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -70,6 +75,7 @@ mod health;
 mod http;
 mod limiter;
 mod queue;
+mod quota;
 mod request;
 mod route;
 mod shared;
@@ -86,17 +92,16 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
-pub use coordinator::{Admission, Coordinator, Dispatch, UnknownCall};
+pub use coordinator::{Admission, Coordinator, Dispatch, Output, UnknownCall};
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
+pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
     Ticket, TransportError,
 };
 pub use route::Route;
-pub use shared::{
-    gcra, micros_ceil, Gcra, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState,
-};
+pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
 pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
 

@@ -26,21 +26,17 @@ use web_time::{Duration, Instant};
 
 use crate::backoff::exponential;
 use crate::breaker::{Breaker, BreakerState};
-use crate::config::{secs, Config, Keying, ScopeConfig, ScopeId};
+#[cfg(test)]
+use crate::config::ScopeConfig;
+use crate::config::{secs, Config, Keying, ScopeId};
+use crate::quota::{gcra_step, Quota};
 use crate::request::Credential;
 use crate::shared::SharedBucket;
 
 /// Calls a scope may make at once after headroom (at least one).
+#[cfg(test)]
 pub(crate) fn usable_burst(scope: &ScopeConfig) -> u32 {
-    ((scope.burst as f64 * scope.headroom).floor() as u32).max(1)
-}
-
-/// Time one unit of cost takes at the headroom-adjusted rate, rounded up
-/// to whole nanoseconds: never faster than configured, so the window bound
-/// stays exact when the interval is not a whole number of nanoseconds.
-fn interval(scope: &ScopeConfig) -> Duration {
-    let nanos = (scope.period_secs / (scope.rate * scope.headroom) * 1e9).ceil();
-    Duration::from_nanos(nanos.clamp(0.0, 1e18) as u64)
+    crate::quota::usable_burst(scope.burst, scope.headroom).get()
 }
 
 /// One bucket: a scope, and for per-credential scopes, whose.
@@ -53,13 +49,10 @@ pub(crate) struct BucketKey {
 #[derive(Debug, Clone)]
 struct Scope {
     name: String,
-    /// Time one unit of cost takes at the full (headroom-adjusted) rate,
-    /// times 1 / the share of the budget this coordinator may use.
-    interval: Duration,
-    burst: u32,
-    /// `interval` and `burst` at the whole budget (share 1).
-    full_interval: Duration,
-    full_burst: u32,
+    /// The budget at the share this coordinator may use.
+    quota: Quota,
+    /// The budget at the whole share (1).
+    full: Quota,
     keying: Keying,
 }
 
@@ -137,7 +130,7 @@ impl Recovery {
 
     /// `cost * T`, stretched while the bucket recovers from a 429.
     fn cost_time(self, bucket: &Bucket, scope: &Scope, now: Instant, cost: u32) -> Duration {
-        let base = scope.interval * cost;
+        let base = scope.quota.interval() * cost;
         match self.factor(bucket, now) {
             f if f >= 1.0 => base,
             f => base.div_f64(f),
@@ -224,16 +217,29 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
+    /// A limiter for an unchecked `config` (tests and benchmarks, whose
+    /// configurations are valid by construction).
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn new(config: &Config) -> Self {
+        let quotas: Vec<Quota> = config
+            .scopes
+            .values()
+            .map(|s| Quota::for_scope(s).expect("a valid scope"))
+            .collect();
+        Self::with_quotas(config, &quotas)
+    }
+
+    /// A limiter over `config`'s scopes, whose quotas (in scope order)
+    /// config compilation built.
+    pub(crate) fn with_quotas(config: &Config, quotas: &[Quota]) -> Self {
         let scopes = config
             .scopes
             .iter()
-            .map(|(name, s)| Scope {
+            .zip(quotas)
+            .map(|((name, s), &quota)| Scope {
                 name: name.clone(),
-                interval: interval(s),
-                burst: usable_burst(s),
-                full_interval: interval(s),
-                full_burst: usable_burst(s),
+                quota,
+                full: quota,
                 keying: s.per,
             })
             .collect();
@@ -287,14 +293,7 @@ impl Limiter {
             1.0
         };
         for s in &mut self.scopes {
-            if share >= 1.0 {
-                s.interval = s.full_interval;
-                s.burst = s.full_burst;
-            } else {
-                let nanos = (s.full_interval.as_nanos() as f64 / share).ceil();
-                s.interval = Duration::from_nanos(nanos.clamp(1.0, 1e18) as u64);
-                s.burst = ((s.full_burst as f64 * share).floor() as u32).max(1);
-            }
+            s.quota = s.full.share(share);
         }
     }
 
@@ -306,8 +305,8 @@ impl Limiter {
                 Some(SharedBucket {
                     scope: s.name.clone(),
                     credential: k.credential.clone(),
-                    interval: s.full_interval,
-                    burst: s.full_burst,
+                    interval: s.full.interval(),
+                    burst: s.full.burst(),
                 })
             })
             .collect()
@@ -323,8 +322,8 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 continue;
             };
-            let tolerance = scope.interval * scope.burst;
-            let spend = scope.interval * cost.min(scope.burst);
+            let tolerance = scope.quota.tolerance();
+            let spend = scope.quota.interval() * cost.min(scope.quota.burst());
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
             let tat = (at + tolerance).checked_sub(spend).unwrap_or(at);
             bucket.tat = Some(bucket.tat.map_or(tat, |t| t.max(tat)));
@@ -346,7 +345,7 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 continue;
             };
-            let spent = scope.interval * cost;
+            let spent = scope.quota.interval() * cost;
             if let Some(b) = self.buckets.get_mut(key) {
                 b.tat = b
                     .tat
@@ -369,7 +368,7 @@ impl Limiter {
     pub(crate) fn fit_cost(&self, keys: &[BucketKey], cost: u32) -> u32 {
         keys.iter()
             .filter_map(|k| self.scopes.get(k.scope.0 as usize))
-            .map(|s| s.burst)
+            .map(|s| s.quota.burst())
             .fold(cost, u32::min)
     }
 
@@ -401,10 +400,10 @@ impl Limiter {
         let scope = &self.scopes[key.scope.0 as usize];
         // Conforms iff max(tat, now) + cost*T_eff - now <= burst*T. Checked
         // even for a full bucket: a throttled T_eff may not fit at once.
-        let start = bucket.tat.map_or(now, |t| t.max(now));
-        let need = start + self.recovery.cost_time(bucket, scope, now, cost);
-        let tolerance = scope.interval * scope.burst;
-        (need > now + tolerance).then(|| Wait::Until(need - tolerance))
+        let fit = self.recovery.cost_time(bucket, scope, now, cost);
+        gcra_step(bucket.tat, now, fit, fit, scope.quota.tolerance())
+            .conforms_at
+            .map(Wait::Until)
     }
 
     /// Whether a call of `cost` may go now on all of `keys` and still
@@ -426,9 +425,10 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 return Err(None);
             };
-            let keep = ((scope.burst as f64 * reserve).ceil() as u32).max(floor);
+            let burst = scope.quota.burst();
+            let keep = ((burst as f64 * reserve).ceil() as u32).max(floor);
             let need = cost.saturating_add(keep);
-            if need > scope.burst {
+            if need > burst {
                 return Err(None);
             }
             match self.check_one(now, key, need) {
@@ -447,8 +447,9 @@ impl Limiter {
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
-            let start = bucket.tat.map_or(now, |t| t.max(now));
-            bucket.tat = Some(start + self.recovery.cost_time(bucket, scope, now, cost));
+            let spend = self.recovery.cost_time(bucket, scope, now, cost);
+            let step = gcra_step(bucket.tat, now, spend, spend, scope.quota.tolerance());
+            bucket.tat = Some(step.tat);
             bucket.breaker.on_dispatch(now);
             bucket.calls += 1;
         }
@@ -480,7 +481,7 @@ impl Limiter {
             let until = bucket.pause_until(now + pause);
             bucket.recovering_from = Some(until);
             // Empty: at `until` the bucket holds no tokens.
-            bucket.tat = Some(until + scope.interval * scope.burst);
+            bucket.tat = Some(until + scope.quota.tolerance());
             longest = longest.max(until - now);
         }
         longest
@@ -544,18 +545,18 @@ impl Limiter {
             .map(|(key, b)| {
                 let scope = &self.scopes[key.scope.0 as usize];
                 let factor = self.recovery.factor(b, now);
-                let tolerance = scope.interval * scope.burst;
+                let tolerance = scope.quota.tolerance();
                 let debt = b
                     .tat
                     .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-                let unit = scope.interval.as_secs_f64() / factor;
+                let unit = scope.quota.interval().as_secs_f64() / factor;
                 BucketSnapshot {
                     scope: scope.name.clone(),
                     credential: key.credential.as_ref().map(|c| c.as_str().to_owned()),
                     tokens: (tolerance.saturating_sub(debt).as_secs_f64() / unit).max(0.0),
-                    burst: scope.burst,
+                    burst: scope.quota.burst(),
                     rate_per_sec: 1.0 / unit,
-                    budget_per_sec: 1.0 / scope.interval.as_secs_f64(),
+                    budget_per_sec: 1.0 / scope.quota.interval().as_secs_f64(),
                     paused_for_secs: b
                         .paused_until
                         .filter(|&p| p > now)

@@ -14,11 +14,11 @@
 //! ([`Coordinator::handle_shared_answer`](crate::Coordinator::handle_shared_answer)).
 //! What the others must hear of (a 429 pauses a bucket for everyone; an
 //! answer worth sharing) comes out of
-//! [`Coordinator::poll_shared`](crate::Coordinator::poll_shared). When the
+//! [`Output::Shared`](crate::Output::Shared). When the
 //! store cannot be reached, [`StoreState::Fallback`] makes the local
 //! limiter run at a share of the budget and health say so.
 //!
-//! [`gcra`] is the shared bucket's arithmetic, in whole microseconds: the
+//! [`gcra`](crate::gcra) is the shared bucket's arithmetic, in whole microseconds: the
 //! host's store script computes exactly this, and the tests hold both to
 //! it and it to the core's own limiter.
 
@@ -109,54 +109,6 @@ pub enum StoreState {
     },
 }
 
-/// One shared bucket's state change, in whole microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gcra {
-    /// The call conforms: the bucket's new theoretical arrival time.
-    Spend {
-        /// New `tat`.
-        tat: u64,
-    },
-    /// The call does not conform: it may go in `wait` microseconds.
-    Wait {
-        /// Microseconds until it conforms.
-        wait: u64,
-    },
-}
-
-/// The shared bucket's arithmetic (GCRA, as the local limiter's), in whole
-/// microseconds, which a store's script computes exactly (integers below
-/// 2^53 are exact in Lua's doubles).
-///
-/// `tat` is the bucket's theoretical arrival time (`None`: never used or
-/// expired, a full bucket), `interval` one cost unit's time, `burst` the
-/// usable burst. A call of `cost` that must leave `reserve` conforms when
-/// `max(tat, now) + min(cost + reserve, burst) * interval - now <= burst *
-/// interval`; it spends only `cost`.
-pub fn gcra(
-    tat: Option<u64>,
-    now: u64,
-    interval: u64,
-    burst: u32,
-    cost: u32,
-    reserve: u32,
-) -> Gcra {
-    let start = tat.map_or(now, |t| t.max(now));
-    let need = cost.saturating_add(reserve).min(burst.max(1));
-    let tolerance = interval.saturating_mul(u64::from(burst.max(1)));
-    let reach = start.saturating_add(interval.saturating_mul(u64::from(need)));
-    let limit = now.saturating_add(tolerance);
-    if reach > limit {
-        Gcra::Wait {
-            wait: reach - limit,
-        }
-    } else {
-        Gcra::Spend {
-            tat: start.saturating_add(interval.saturating_mul(u64::from(cost))),
-        }
-    }
-}
-
 /// `d` in whole microseconds, rounded up (a shared interval is never
 /// shorter than the local one, so the budget bound stays exact).
 pub fn micros_ceil(d: Duration) -> u64 {
@@ -172,6 +124,7 @@ pub fn micros_ceil(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::{gcra, Gcra};
 
     #[test]
     fn a_full_bucket_takes_a_burst_then_paces() {

@@ -2,7 +2,7 @@
 //! `x-ratelimit-reset`) are paced by what they announce, before a 429.
 
 use syncoord_core::{
-    Admission, Config, Coordinator, Duration, Instant, Outcome, Request, Response,
+    Admission, Config, Coordinator, Dispatch, Duration, Instant, Outcome, Output, Request, Response,
 };
 
 const MARKET: &str = "/api/v3/brokerage/market/products";
@@ -15,24 +15,38 @@ fn queue_get(c: &mut Coordinator, now: Instant, product: &str) {
     ));
 }
 
+/// The next output, if it is a call to send.
+fn dispatch(c: &mut Coordinator, now: Instant) -> Option<Dispatch<()>> {
+    match c.poll_output(now) {
+        Output::Dispatch(d) => Some(d),
+        _ => None,
+    }
+}
+
 #[test]
 fn an_exhausted_window_pauses_the_scope_until_its_reset() {
     let t0 = Instant::now();
     let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
     let mut c = Coordinator::new(Config::default().compile().unwrap(), t0, 1);
     queue_get(&mut c, t0, "BTC-USD");
-    let d = c.poll_dispatch(t0).unwrap();
+    let d = dispatch(&mut c, t0).unwrap();
     let spent = Response::new(200, "{}")
         .with_header("X-RateLimit-Remaining", "0")
         .with_header("X-RateLimit-Reset", "5");
     c.complete(t0, d.call, Outcome::response(spent)).unwrap();
-    assert!(c.poll_finished().unwrap().result.is_ok());
+    let Output::Finished(f) = c.poll_output(t0) else {
+        panic!("the request ended");
+    };
+    assert!(f.result.is_ok());
 
     // The public scope has tokens, but upstream said the window is spent.
     queue_get(&mut c, t0, "ETH-USD");
-    assert!(c.poll_dispatch(at(4.999)).is_none());
-    assert_eq!(c.poll_timeout(), Some(at(5.0)));
-    assert!(c.poll_dispatch(at(5.0)).is_some());
+    // Nothing to send at 4.999 s; wake at 5 s.
+    match c.poll_output(at(4.999)) {
+        Output::WakeAt(t) => assert_eq!(Some(t), Some(at(5.0))),
+        other => panic!("expected to sleep until the reset, got {other:?}"),
+    }
+    assert!(dispatch(&mut c, at(5.0)).is_some());
     // Not a 429: no strike, no throttle.
     let stats = c.stats(at(5.0));
     assert_eq!(stats.upstream.rate_limited, 0);
@@ -56,9 +70,9 @@ fn remaining_calls_or_no_reset_mean_no_pause() {
     ];
     for (i, answer) in answers.into_iter().enumerate() {
         queue_get(&mut c, t0, &format!("P{i}"));
-        let d = c.poll_dispatch(t0).unwrap();
+        let d = dispatch(&mut c, t0).unwrap();
         c.complete(t0, d.call, Outcome::response(answer)).unwrap();
     }
     queue_get(&mut c, t0, "NEXT");
-    assert!(c.poll_dispatch(t0).is_some(), "nothing to wait for");
+    assert!(dispatch(&mut c, t0).is_some(), "nothing to wait for");
 }

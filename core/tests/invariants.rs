@@ -4,8 +4,9 @@
 //! not at all, or backwards) and does one thing: a bot submits, cancels,
 //! upstream answers a call in flight (any status, or a transport error), or
 //! time just passes. After every step the harness runs one round of the
-//! host loop: `handle_timeout`, drain `poll_finished`, drain
-//! `poll_dispatch`, drain `poll_finished`. Checked throughout:
+//! host loop: `handle_timeout`, then `poll_output_unsent` until it says to
+//! sleep (what ended), then `poll_output` until it says to sleep (calls
+//! due, then what ended). Checked throughout:
 //!
 //! - (a) every request ends exactly once (at submit, by one `Finished`, or
 //!   by a successful `cancel`), and nothing is left once the schedule is
@@ -27,8 +28,8 @@ use std::collections::{BTreeMap, HashMap};
 use proptest::prelude::*;
 use syncoord_core::config::{Keying, RouteRule, ScopeConfig};
 use syncoord_core::{
-    Admission, Answer, CallId, ClassId, Config, Coordinator, Duration, Failure, Instant, Method,
-    Outcome, Request, Response, Ticket, TransportError,
+    Admission, Answer, CallId, ClassId, Config, Coordinator, Dispatch, Duration, Failure, Finished,
+    Instant, Method, Outcome, Output, Request, Response, Ticket, TransportError,
 };
 
 /// How long the default deadline is in both configs.
@@ -356,6 +357,8 @@ struct World<'m> {
     /// Requests whose call got a 429 this step: queued again if still
     /// waiting once the step's ends are drained.
     requeued: Vec<usize>,
+    /// When the core asked to be woken, at the end of the latest round.
+    wake: Option<Instant>,
 }
 
 impl<'m> World<'m> {
@@ -374,6 +377,7 @@ impl<'m> World<'m> {
             auto_answer: false,
             dispatches: 0,
             requeued: Vec::new(),
+            wake: None,
         }
     }
 
@@ -560,24 +564,35 @@ impl<'m> World<'m> {
         self.complete(call, reply);
     }
 
+    /// Hands out what ended (the host cannot send now), to the round's end.
     fn drain_finished(&mut self) {
-        while let Some(f) = self.c.poll_finished() {
-            let idx = *self
-                .by_ticket
-                .get(&f.ticket)
-                .unwrap_or_else(|| panic!("Finished for unknown {:?}", f.ticket));
-            assert_eq!(
-                self.subs[idx].state,
-                State::Waiting,
-                "{:?} (request {idx}) ended twice",
-                f.ticket
-            );
-            self.subs[idx].state = State::Finished;
-            self.subs[idx].answered = f.result.is_ok();
-            match &f.result {
-                Ok(a) => self.check_answer(idx, a, "finished"),
-                Err(e) => self.check_failure(idx, e),
+        loop {
+            match self.c.poll_output_unsent() {
+                Output::Finished(f) => self.finished(f),
+                Output::Dispatch(_) => panic!("a call handed out to a host that cannot send"),
+                Output::Shared(_) => panic!("shared output without sharing"),
+                Output::WakeAt(t) => return self.wake = Some(t),
+                Output::Idle => return self.wake = None,
             }
+        }
+    }
+
+    fn finished(&mut self, f: Finished) {
+        let idx = *self
+            .by_ticket
+            .get(&f.ticket)
+            .unwrap_or_else(|| panic!("Finished for unknown {:?}", f.ticket));
+        assert_eq!(
+            self.subs[idx].state,
+            State::Waiting,
+            "{:?} (request {idx}) ended twice",
+            f.ticket
+        );
+        self.subs[idx].state = State::Finished;
+        self.subs[idx].answered = f.result.is_ok();
+        match &f.result {
+            Ok(a) => self.check_answer(idx, a, "finished"),
+            Err(e) => self.check_failure(idx, e),
         }
     }
 
@@ -630,33 +645,44 @@ impl<'m> World<'m> {
         }
     }
 
-    fn drain_dispatch(&mut self) {
-        while let Some(d) = self.c.poll_dispatch(self.host) {
-            self.dispatches += 1;
-            let sub = d.payload as usize;
-            assert!(sub < self.subs.len(), "unknown payload");
-            assert_eq!(
-                self.subs[sub].state,
-                State::Waiting,
-                "sent with the payload of request {sub}, which has ended"
-            );
-            assert_eq!(d.route, self.m.kinds[self.subs[sub].kind].prefix);
-            self.replay(sub);
-            if self.m.check_priority {
-                self.check_priority(sub);
+    /// Sends what is due, then hands out what ended, to the round's end.
+    fn drain_outputs(&mut self) {
+        loop {
+            match self.c.poll_output(self.host) {
+                Output::Dispatch(d) => self.dispatched(d),
+                Output::Finished(f) => self.finished(f),
+                Output::Shared(_) => panic!("shared output without sharing"),
+                Output::WakeAt(t) => return self.wake = Some(t),
+                Output::Idle => return self.wake = None,
             }
-            self.subs[sub].queued = false;
-            let sent = Sent {
-                sub,
-                at: self.clock,
-                timeout: d.timeout,
-            };
-            if self.auto_answer {
-                let outcome = self.outcome(sub, Reply::Ok);
-                self.c.complete(self.host, d.call, outcome).unwrap();
-            } else {
-                self.in_flight.insert(d.call, sent);
-            }
+        }
+    }
+
+    fn dispatched(&mut self, d: Dispatch<u32>) {
+        self.dispatches += 1;
+        let sub = d.payload as usize;
+        assert!(sub < self.subs.len(), "unknown payload");
+        assert_eq!(
+            self.subs[sub].state,
+            State::Waiting,
+            "sent with the payload of request {sub}, which has ended"
+        );
+        assert_eq!(d.route, self.m.kinds[self.subs[sub].kind].prefix);
+        self.replay(sub);
+        if self.m.check_priority {
+            self.check_priority(sub);
+        }
+        self.subs[sub].queued = false;
+        let sent = Sent {
+            sub,
+            at: self.clock,
+            timeout: d.timeout,
+        };
+        if self.auto_answer {
+            let outcome = self.outcome(sub, Reply::Ok);
+            self.c.complete(self.host, d.call, outcome).unwrap();
+        } else {
+            self.in_flight.insert(d.call, sent);
         }
     }
 
@@ -669,13 +695,12 @@ impl<'m> World<'m> {
                 self.subs[sub].queued = true;
             }
         }
-        self.drain_dispatch();
-        self.drain_finished();
+        self.drain_outputs();
         // (e) nothing overdue is left, and the core's clock is ours.
-        if let Some(t) = self.c.poll_timeout() {
+        if let Some(t) = self.wake {
             assert!(
                 t > self.clock,
-                "poll_timeout {:?} not after the clock {:?}",
+                "WakeAt {:?} not after the clock {:?}",
                 t - self.t0,
                 self.clock - self.t0
             );
@@ -751,7 +776,7 @@ impl<'m> World<'m> {
         let limit = self.clock + Duration::from_secs(600);
         for _ in 0..10_000 {
             self.round();
-            match self.c.poll_timeout() {
+            match self.wake {
                 Some(t) if t <= limit => self.set_host(t.max(self.host)),
                 _ => return,
             }

@@ -3,7 +3,8 @@
 //! charged to, even when the waiters hold different credentials.
 
 use syncoord_core::{
-    Admission, Config, Coordinator, Duration, Instant, Outcome, Request, Response, Source, Ticket,
+    Admission, Config, Coordinator, Dispatch, Duration, Finished, Instant, Outcome, Output,
+    Request, Response, Source, Ticket,
 };
 
 const TICKER: &str = "/api/v3/brokerage/products/BTC-USD/ticker";
@@ -22,6 +23,23 @@ fn private_calls(c: &mut Coordinator<&'static str>, now: Instant, credential: &s
         .filter(|s| s.scope == "private" && s.credential.as_deref() == Some(credential))
         .map(|s| s.calls)
         .sum()
+}
+
+/// The next output, if it is a call to send.
+fn dispatch(c: &mut Coordinator<&'static str>, now: Instant) -> Option<Dispatch<&'static str>> {
+    match c.poll_output(now) {
+        Output::Dispatch(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// The next request that ended, if any (no call may be due).
+fn finished(c: &mut Coordinator<&'static str>, now: Instant) -> Option<Finished> {
+    match c.poll_output(now) {
+        Output::Finished(f) => Some(f),
+        Output::Dispatch(d) => panic!("unexpected dispatch {d:?}"),
+        _ => None,
+    }
 }
 
 /// A coordinator in which bot A (credential `key:a`) waits for the ticker.
@@ -45,11 +63,11 @@ fn the_creators_payload_is_sent_and_its_bucket_charged() {
         .with_credential("key:b")
         .with_deadline(t0 + Duration::from_secs(29));
     let b = waiting(c.submit(t0, late, "b"));
-    let d = c.poll_dispatch(t0).expect("dispatch");
+    let d = dispatch(&mut c, t0).expect("dispatch");
     assert_eq!(d.payload, "a");
     c.complete(t0, d.call, Outcome::response(Response::new(200, "{}")))
         .unwrap();
-    let mut ended: Vec<(Ticket, Source)> = std::iter::from_fn(|| c.poll_finished())
+    let mut ended: Vec<(Ticket, Source)> = std::iter::from_fn(|| finished(&mut c, t0))
         .map(|f| (f.ticket, f.result.unwrap().source))
         .collect();
     ended.sort_by_key(|(t, _)| *t);
@@ -67,17 +85,17 @@ fn when_the_creator_leaves_the_call_moves_to_a_remaining_credential() {
         "b",
     ));
     assert!(c.cancel(a));
-    let d = c.poll_dispatch(t0).expect("dispatch");
+    let d = dispatch(&mut c, t0).expect("dispatch");
     assert_eq!(
         d.payload, "b",
         "sent with a payload of the credential it is charged to"
     );
     c.complete(t0, d.call, Outcome::response(Response::new(200, "{}")))
         .unwrap();
-    let f = c.poll_finished().expect("b answered");
+    let f = finished(&mut c, t0).expect("b answered");
     assert_eq!(f.ticket, b);
     assert!(
-        c.poll_finished().is_none(),
+        finished(&mut c, t0).is_none(),
         "the cancelled ticket gets no answer"
     );
     assert_eq!(private_calls(&mut c, t0, "key:a"), 0);

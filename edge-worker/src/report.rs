@@ -52,7 +52,9 @@ pub fn shards_to_ask(mut shards: Vec<String>, max: usize) -> (Vec<String>, usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncoord_core::{Admission, Config, Coordinator, Instant, Outcome, Request, Response};
+    use syncoord_core::{
+        Admission, Config, Coordinator, Instant, Outcome, Output, Request, Response,
+    };
     use syncoord_proxy::Endpoint;
 
     /// A report as an object would make it, after one call upstream and
@@ -66,7 +68,9 @@ mod tests {
             core.submit(t0, Request::get(path, "bot-1"), ()),
             Admission::Waiting { .. }
         ));
-        let call = core.poll_dispatch(t0).expect("due");
+        let Output::Dispatch(call) = core.poll_output(t0) else {
+            panic!("due");
+        };
         core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
             .expect("in flight");
         assert!(matches!(

@@ -1,5 +1,5 @@
-//! When a scope object arms its next timer (the `poll_timeout` step of the
-//! driver loop in `wasm/driver.rs`), kept pure so it is tested natively.
+//! When a scope object arms its next timer (the `Output::WakeAt` step of
+//! the driver loop in `wasm/driver.rs`), kept pure so it is tested natively.
 //!
 //! Timers are `setTimeout`, with millisecond resolution, and cannot be
 //! cancelled cheaply from the loop, so the driver keeps at most one
@@ -21,7 +21,7 @@ pub const MIN_TIMER: Duration = Duration::from_millis(1);
 pub const MAX_TIMER: Duration = Duration::from_secs(86_400);
 
 /// The instant to arm a new timer for, if one is needed: the core's
-/// `poll_timeout()` (`next`), only while requests wait or calls are in
+/// `Output::WakeAt` (`next`), only while requests wait or calls are in
 /// flight or refresh-ahead keeps keys young (`busy`; an idle object sleeps
 /// until its next request), and only
 /// if it is earlier than the timer already `armed`.

@@ -640,7 +640,7 @@ impl ClusterFamilies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncoord_core::{Config, Coordinator, Instant, Outcome, Request};
+    use syncoord_core::{Config, Coordinator, Instant, Outcome, Output, Request};
 
     fn snapshot() -> (StatsSnapshot, Health) {
         let t0 = Instant::now();
@@ -648,7 +648,9 @@ mod tests {
             Coordinator::new(Config::default().compile().unwrap(), t0, 1);
         let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
         let _ = core.submit(t0, Request::get(path, "bot-1"), ());
-        let call = core.poll_dispatch(t0).unwrap();
+        let Output::Dispatch(call) = core.poll_output(t0) else {
+            panic!("due");
+        };
         core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
             .unwrap();
         let _ = core.submit(t0, Request::get(path, "bot-2"), ());

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use syncoord_proxy::{answer_response, endpoint, failure_response, Proxy, ProxyConfig};
-//! use syncoord_core::{Admission, Coordinator, Instant, Outcome, Response};
+//! use syncoord_core::{Admission, Coordinator, Instant, Outcome, Output, Response};
 //!
 //! let proxy = Proxy::new(ProxyConfig::default())?;
 //! let now = Instant::now();
@@ -44,11 +44,11 @@
 //!     panic!("nothing cached yet");
 //! };
 //! // The host sends `call.payload` (an `Outgoing`) to the upstream's base URL...
-//! let call = core.poll_dispatch(now).unwrap();
+//! let Output::Dispatch(call) = core.poll_output(now) else { panic!("due") };
 //! assert_eq!(call.payload.path_and_query, "/products/BTC-USD/ticker");
 //! core.complete(now, call.call, Outcome::response(Response::new(200, "{}")))?;
 //! // ...and answers the bot.
-//! let finished = core.poll_finished().unwrap();
+//! let Output::Finished(finished) = core.poll_output(now) else { panic!("ended") };
 //! assert_eq!(finished.ticket, ticket);
 //! let response = match &finished.result {
 //!     Ok(answer) => answer_response(answer),

@@ -2,7 +2,9 @@
 //! arrived (the header section, then the body, with every limit), and
 //! writing answers. The event loop (`event_loop.rs`) does the I/O.
 
-use std::time::SystemTime;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::chunked::{ChunkLimits, Decoder};
 use super::{reason_phrase, Limits, Response};
@@ -350,7 +352,7 @@ pub(crate) fn serialize_response(
     let head_only = body_mode == BodyMode::HeadOnly;
     let status = response.status;
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -375,7 +377,7 @@ pub(crate) fn serialize_response(
     }
     if !has_date {
         out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        with_http_date(|date| out.extend_from_slice(date));
         out.extend_from_slice(b"\r\n");
     }
     let body_allowed = !(100..200).contains(&status) && status != 204 && status != 304;
@@ -386,7 +388,7 @@ pub(crate) fn serialize_response(
     let length_known = !(head_only && response.body.is_empty());
     if body_allowed && length_known {
         out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(response.body.len().to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(response.body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     match (persistence, version) {
@@ -401,6 +403,24 @@ pub(crate) fn serialize_response(
     if body_allowed && !head_only {
         out.extend_from_slice(&response.body);
     }
+}
+
+/// Calls `f` with the current time as an HTTP-date (`Date` field value).
+/// The text only changes once a second, so each thread formats it once a
+/// second rather than once per response.
+fn with_http_date(f: impl FnOnce(&[u8])) {
+    thread_local! {
+        static DATE: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|cached| {
+        let date = match cached {
+            Some((at, text)) if *at == second => text,
+            _ => &mut cached.insert((second, httpdate::fmt_http_date(now))).1,
+        };
+        f(date.as_bytes());
+    });
 }
 
 /// Whether the handler asked for the connection to close after this
@@ -420,11 +440,24 @@ fn body_too_large(max: usize) -> Refusal {
     Refusal::new(413, format!("request body too large (limit {max} bytes)"))
 }
 
+/// Header slots kept on the stack while parsing (the default limit is 100);
+/// a larger [`Limits::max_headers`] parses into a vector instead.
+const STACK_HEADERS: usize = 128;
+
 /// Parses the request line and headers if they are complete.
 fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Refusal> {
-    let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
+    // The header slots live on the stack for the usual limits: the parse
+    // of every request on the hit path allocates nothing for them.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let slots = if max_headers <= STACK_HEADERS {
+        &mut on_stack[..max_headers]
+    } else {
+        on_heap.resize_with(max_headers, MaybeUninit::uninit);
+        &mut on_heap[..]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

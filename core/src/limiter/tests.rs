@@ -133,7 +133,7 @@ fn headroom_scales_rate_and_floors_burst() {
     let cfg = config(&[("p", one(10.0, 15, 0.9))]);
     let mut l = Limiter::new(&cfg);
     let k = vec![key(&cfg, "p", None)];
-    let interval = l.scopes[0].interval;
+    let interval = l.scopes[0].quota.interval();
     // 9 calls per second: one every 1/9 s (to the nanosecond, never faster).
     let exact = 1e9 / 9.0;
     let nanos = interval.as_nanos() as f64;

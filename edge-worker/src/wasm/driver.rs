@@ -4,14 +4,14 @@
 //! `await`; concurrency comes from the object handling many requests at
 //! once, each suspended at an `await`.
 //!
-//! The loop ([`Driver::pump`]), run after every input:
-//! 1. `handle_timeout(now)`, then `poll_dispatch(now)` until empty: each
-//!    call is sent by its own spawned task (`fetch`), which reports with
-//!    `complete` and pumps again;
-//! 2. `poll_finished()` until empty: each ticket's oneshot is resolved,
-//!    waking the request handler waiting on it;
-//! 3. while requests wait or calls are in flight, a timer (`setTimeout`
-//!    through [`worker::Delay`]) is armed for `poll_timeout()`.
+//! The loop ([`Driver::pump`]), run after every input: `handle_timeout(now)`,
+//! then `poll_output(now)` until it says to sleep:
+//! 1. each `Output::Dispatch` is sent by its own spawned task (`fetch`),
+//!    which reports with `complete` and pumps again;
+//! 2. each `Output::Finished` resolves its ticket's oneshot, waking the
+//!    request handler waiting on it;
+//! 3. on `Output::WakeAt`, while requests wait or calls are in flight, a
+//!    timer (`setTimeout` through [`worker::Delay`]) is armed for it.
 //!
 //! Time: `now` is `Instant::now()` (`performance.now()`). The Workers
 //! runtime freezes the clock during execution and advances it only across
@@ -28,8 +28,8 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use syncoord_core::{
-    Admission, Answer, CompiledConfig, Coordinator, Dispatch, Failure, Health, Instant, Request,
-    Response, StatsSnapshot, Ticket,
+    Admission, Answer, CompiledConfig, Coordinator, Dispatch, Failure, Health, Instant, Output,
+    Request, Response, StatsSnapshot, Ticket,
 };
 use syncoord_proxy::Outgoing;
 use worker::wasm_bindgen_futures::spawn_local;
@@ -162,19 +162,25 @@ impl Driver {
             let mut guard = self.state.borrow_mut();
             let s = &mut *guard;
             s.core.handle_timeout(now);
-            while let Some(call) = s.core.poll_dispatch(now) {
-                calls.push(call);
-            }
-            while let Some(finished) = s.core.poll_finished() {
-                if let Some(tx) = s.waiters.remove(&finished.ticket) {
-                    // The receiver is gone only if the handler was dropped,
-                    // and then there is nobody left to tell.
-                    let _ = tx.send(finished.result);
+            let next = loop {
+                match s.core.poll_output(now) {
+                    Output::Dispatch(call) => calls.push(call),
+                    Output::Finished(finished) => {
+                        if let Some(tx) = s.waiters.remove(&finished.ticket) {
+                            // The receiver is gone only if the handler was
+                            // dropped, and then there is nobody left to tell.
+                            let _ = tx.send(finished.result);
+                        }
+                    }
+                    // An object shares nothing with others (no store).
+                    Output::Shared(_) => {}
+                    Output::WakeAt(at) => break Some(at),
+                    Output::Idle => break None,
                 }
-            }
+            };
             // Refresh-ahead keeps keys bots read young between requests.
             let busy = s.core.waiting() > 0 || s.core.calls_in_flight() > 0 || s.core.refreshing();
-            wake = timer::to_arm(s.core.poll_timeout(), busy, s.timer_at);
+            wake = timer::to_arm(next, busy, s.timer_at);
             if wake.is_some() {
                 s.timer_at = wake;
             }

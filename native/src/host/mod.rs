@@ -2,9 +2,9 @@
 //!
 //! ```text
 //!  bot threads ──submit──▶ [ Mutex: core + result slots + jobs ] ◀──complete── workers
-//!       ▲                         │ poll_dispatch                        │ Upstream::send
+//!       ▲                         │ poll_output: Dispatch                │ Upstream::send
 //!       └──── one-shot slot ◀─────┘ dispatcher thread (Condvar sleep     │ (no lock held)
-//!                                   until poll_timeout or a notify) ─────┘
+//!             (Output::Finished)    until Output::WakeAt or a notify) ───┘
 //! ```
 //!
 //! A dispatcher thread sleeps until the core's next timer or a new

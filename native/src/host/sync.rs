@@ -5,7 +5,8 @@
 //! Three rules make the protocol hold:
 //!
 //! 1. Every change to the core is followed, before the lock is released,
-//!    by [`State::deliver`]: finished tickets go into their slots. So a
+//!    by [`State::deliver`]: finished tickets go into their slots (the
+//!    core's output loop, run without taking calls). So a
 //!    ticket the core no longer knows already has its answer in its slot,
 //!    and a waiter that gives up ([`Shared::cancel`]) either cancels it in
 //!    the core or finds the answer: exactly one of the two, never both,
@@ -32,8 +33,8 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use syncoord_core::{
-    Admission, Answer, Coordinator as Core, Dispatch, Failure, Instant, Outcome, Request, Ticket,
-    TransportError,
+    Admission, Answer, Coordinator as Core, Dispatch, Failure, Finished, Instant, Outcome, Output,
+    Request, SharedOutput, Ticket, TransportError,
 };
 use syncoord_wire::Outgoing;
 
@@ -50,7 +51,8 @@ const OUTCOME_UNKNOWN: &str =
     "syncoord stopped before upstream answered this call; upstream may have acted on it";
 
 /// While every worker is busy the dispatcher cannot send what the core
-/// says is due, so `poll_timeout` would say "now" over and over. It then
+/// says is due, so its wake-up ([`Output::WakeAt`]) would say "now" over
+/// and over. It then
 /// waits for a worker to report, re-checking the core's other timers
 /// (deadlines, call timeouts) this often.
 const SATURATED_RECHECK: Duration = Duration::from_millis(20);
@@ -160,15 +162,45 @@ pub(crate) struct State {
     /// Host threads that have not yet left their loop.
     live: usize,
     phase: Phase,
+    /// What the other coordinators must hear of, for a worker to publish
+    /// with no lock held (empty unless in a cluster).
+    outbox: Vec<SharedOutput>,
 }
 
 impl State {
-    /// Hands every finished ticket its answer (rule 1 of the module doc).
+    /// Hands every finished ticket its answer (rule 1 of the module doc),
+    /// and keeps what the store must hear for a worker to publish: one
+    /// round of the core's output loop that takes no calls.
     fn deliver(&mut self) {
-        while let Some(finished) = self.core.poll_finished() {
-            if let Some(slot) = self.slots.remove(&finished.ticket) {
-                slot.put(finished.result.map_err(CallError::Failed));
+        loop {
+            let output = self.core.poll_output_unsent();
+            if self.take(output).is_err() {
+                return;
             }
+        }
+    }
+
+    /// Acts on one output of the core: `Ok(true)` a call was queued for a
+    /// worker, `Ok(false)` something else was done, `Err(wake)` the round
+    /// is over and the core wants to be woken then.
+    fn take(&mut self, output: Output<Outgoing>) -> Result<bool, Option<Instant>> {
+        match output {
+            // Only the dispatcher's round, with a worker free, hands out calls.
+            Output::Dispatch(call) => {
+                self.jobs.push_back(call);
+                return Ok(true);
+            }
+            Output::Finished(finished) => self.finished(finished),
+            Output::Shared(out) => self.outbox.push(out),
+            Output::WakeAt(at) => return Err(Some(at)),
+            Output::Idle => return Err(None),
+        }
+        Ok(false)
+    }
+
+    fn finished(&mut self, finished: Finished) {
+        if let Some(slot) = self.slots.remove(&finished.ticket) {
+            slot.put(finished.result.map_err(CallError::Failed));
         }
     }
 
@@ -255,6 +287,7 @@ impl Shared {
                 workers,
                 live: threads,
                 phase: Phase::Running,
+                outbox: Vec::new(),
             }),
             dispatcher: Condvar::new(),
             work: Condvar::new(),
@@ -406,17 +439,20 @@ impl Shared {
                 break;
             }
             let sending = matches!(s.phase, Phase::Running | Phase::Draining { .. });
-            while sending && s.has_capacity() {
-                match s.core.poll_dispatch(now) {
-                    Some(call) => {
-                        s.jobs.push_back(call);
-                        self.work.notify_one();
-                    }
-                    None => break,
+            // One round of the core's output loop: calls due while a
+            // worker is free, then what ended, then when to wake.
+            let mut wake = loop {
+                let output = if sending && s.has_capacity() {
+                    s.core.poll_output(now)
+                } else {
+                    s.core.poll_output_unsent()
+                };
+                match s.take(output) {
+                    Ok(true) => self.work.notify_one(),
+                    Ok(false) => {}
+                    Err(wake) => break wake,
                 }
-            }
-            s.deliver();
-            let mut wake = s.core.poll_timeout();
+            };
             let phase_end = match s.phase {
                 Phase::Draining { until, .. } => Some(until),
                 Phase::Finishing { by } => Some(by),
@@ -488,7 +524,7 @@ impl Shared {
             }
             if let Some(cluster) = &self.cluster {
                 s.core.set_store_state(Instant::now(), cluster.state());
-                let outputs: Vec<_> = std::iter::from_fn(|| s.core.poll_shared()).collect();
+                let outputs = std::mem::take(&mut s.outbox);
                 if !outputs.is_empty() || leader.is_some() {
                     drop(s);
                     cluster.publish(outputs, leader.as_deref());

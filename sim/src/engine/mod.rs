@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use syncoord_core::config::secs;
 use syncoord_core::{
-    Admission, CallId, Coordinator, Duration, Freshness, Instant, Method, Outcome, Request,
-    Response, Ticket, TransportError,
+    Admission, CallId, Coordinator, Dispatch, Duration, Finished, Freshness, Instant, Method,
+    Outcome, Output, Request, Response, Ticket, TransportError,
 };
 
 use crate::prepare::in_window;
@@ -72,6 +72,9 @@ pub(crate) struct Sim<'a> {
     t0: Instant,
     end: Instant,
     core: Coordinator<Sent>,
+    /// When the core asked to be woken, at the end of the latest round of
+    /// its output loop (a new core asks for nothing).
+    wake: Option<Instant>,
     rng: fastrand::Rng,
     events: BinaryHeap<Reverse<(Instant, u64, Event)>>,
     seq: u64,
@@ -169,6 +172,7 @@ impl<'a> Sim<'a> {
             t0,
             end: t0 + s.duration,
             core,
+            wake: None,
             events: BinaryHeap::new(),
             seq: 0,
             bots,
@@ -217,7 +221,7 @@ impl<'a> Sim<'a> {
         let mut reported = Duration::ZERO;
         loop {
             let next_event = self.events.peek().map(|Reverse((t, _, _))| *t);
-            let next = match (next_event, self.core.poll_timeout()) {
+            let next = match (next_event, self.wake) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
                 (None, Some(b)) if self.core.waiting() > 0 || self.core.calls_in_flight() > 0 => b,
@@ -364,35 +368,48 @@ impl<'a> Sim<'a> {
         self.pump(now);
     }
 
-    /// Sends what is due upstream and hands finished requests to bots.
+    /// One round of the core's output loop: sends what is due upstream,
+    /// then hands finished requests to bots, then notes when to wake.
     fn pump(&mut self, now: Instant) {
-        while let Some(d) = self.core.poll_dispatch(now) {
-            let rtt = self.latency();
-            if !d.refresh {
-                if let Some(route) = self.unsent.remove(&d.payload.request) {
-                    let wait = now.saturating_duration_since(d.payload.submitted);
-                    let us = (wait.as_micros() as u64).max(1);
-                    let _ = self.routes[route].waits.record(us);
-                }
+        self.wake = loop {
+            match self.core.poll_output(now) {
+                Output::Dispatch(d) => self.send(now, d),
+                Output::Finished(f) => self.finish(now, f),
+                // The simulated coordinator shares with nobody.
+                Output::Shared(_) => {}
+                Output::WakeAt(at) => break Some(at),
+                Output::Idle => break None,
             }
-            self.count_call(now, &d.payload);
-            self.seq += 1;
-            let id = self.seq;
-            self.wire.insert(id, (d.call, d.payload, rtt));
-            self.schedule(now + rtt / 2, Event::UpstreamReceives(id));
+        };
+    }
+
+    fn send(&mut self, now: Instant, d: Dispatch<Sent>) {
+        let rtt = self.latency();
+        if !d.refresh {
+            if let Some(route) = self.unsent.remove(&d.payload.request) {
+                let wait = now.saturating_duration_since(d.payload.submitted);
+                let us = (wait.as_micros() as u64).max(1);
+                let _ = self.routes[route].waits.record(us);
+            }
         }
-        while let Some(f) = self.core.poll_finished() {
-            if let Some(w) = self.tickets.remove(&f.ticket) {
-                // Answered by another request's call: it never waited for
-                // one of its own.
-                self.unsent.remove(&w.request);
-                match f.result {
-                    Ok(answer) => {
-                        self.record(&w, End::Answered(answer.source, answer.age));
-                        self.answered(now, w.bot, &answer.response)
-                    }
-                    Err(failure) => self.failed(now, &w, failure.kind()),
+        self.count_call(now, &d.payload);
+        self.seq += 1;
+        let id = self.seq;
+        self.wire.insert(id, (d.call, d.payload, rtt));
+        self.schedule(now + rtt / 2, Event::UpstreamReceives(id));
+    }
+
+    fn finish(&mut self, now: Instant, f: Finished) {
+        if let Some(w) = self.tickets.remove(&f.ticket) {
+            // Answered by another request's call: it never waited for
+            // one of its own.
+            self.unsent.remove(&w.request);
+            match f.result {
+                Ok(answer) => {
+                    self.record(&w, End::Answered(answer.source, answer.age));
+                    self.answered(now, w.bot, &answer.response)
                 }
+                Err(failure) => self.failed(now, &w, failure.kind()),
             }
         }
     }

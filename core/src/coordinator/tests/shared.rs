@@ -6,7 +6,8 @@ use super::*;
 
 use std::collections::HashMap;
 
-use crate::shared::{gcra, micros_ceil, Gcra, SharedOutput, SharedRefusal, StoreState};
+use crate::quota::{gcra, Gcra};
+use crate::shared::{micros_ceil, SharedOutput, SharedRefusal, StoreState};
 use crate::Freshness;
 use proptest::prelude::*;
 

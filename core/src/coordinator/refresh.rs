@@ -1,0 +1,174 @@
+//! Refresh-ahead: re-sending the stored request of keys bots keep
+//! reading, from spare budget, so their cache entries stay young.
+
+use super::*;
+
+impl<P: Clone> Coordinator<P> {
+    /// A read of a refreshed entry whose stored request is getting old
+    /// lends its own: refreshes then re-send a request young enough that
+    /// its signature is still valid.
+    pub(super) fn lend_template(
+        &mut self,
+        now: Instant,
+        key: &CacheKey,
+        route: RouteId,
+        credential: Option<&crate::request::Credential>,
+        payload: P,
+    ) {
+        let r = self.config.routes().get(route);
+        let lane: Lane = self.limiter.keys(&r.scopes, credential).into();
+        let cost = r.cost;
+        let in_flight = self.templates.get(key).and_then(|t| t.in_flight);
+        self.templates.insert(
+            key.clone(),
+            Template {
+                payload,
+                at: now,
+                route,
+                lane,
+                cost,
+                in_flight,
+            },
+        );
+        self.cache
+            .set_renew_after(key, now + self.refresh_resend / 2);
+        self.refresh_dirty = true;
+    }
+
+    /// The next refresh-ahead call, if one is due and the budget has room:
+    /// the oldest entry among keys read within the idle window, older than
+    /// its route's `min_age`, with no real call for it underway, whose
+    /// buckets no real call waits on and would each keep their reserve.
+    pub(super) fn poll_refresh(&mut self, now: Instant) -> Option<Dispatch<P>> {
+        if self.templates.is_empty() || !self.refresh_on {
+            return None;
+        }
+        if !self.refresh_dirty && self.next_refresh.is_none_or(|t| now < t) {
+            return None;
+        }
+        self.refresh_dirty = false;
+        self.next_refresh = None;
+        let reserve = self.config().refresh.reserve;
+        let floor = self.config().queue.top_class_reserve;
+        let routes = self.config.routes();
+        let mut best: Option<(Instant, &CacheKey)> = None;
+        let mut next: Option<Instant> = None;
+        let mut dead = Vec::new();
+        // The buckets real requests wait on, gathered once (not once per
+        // template): a refresh never takes a token one of them needs.
+        let waited_on: std::collections::HashSet<&BucketKey> = self
+            .calls
+            .values()
+            .filter(|c| !c.refresh && !matches!(c.state, CallState::InFlight { .. }))
+            .flat_map(|c| c.lane.iter())
+            .collect();
+        for (key, t) in &self.templates {
+            if t.in_flight.is_some() || self.by_key.contains_key(key) {
+                continue;
+            }
+            let Some(entry) = self.cache.refresh_view(key) else {
+                dead.push(key.clone());
+                continue;
+            };
+            // Nobody reads it, or its request is too old to re-send: a
+            // read (which marks refresh dirty) starts it again.
+            if now.saturating_duration_since(entry.last_read) > self.refresh_idle
+                || now.saturating_duration_since(t.at) > self.refresh_resend
+            {
+                continue;
+            }
+            let due = entry.stored + routes.get(t.route).min_age;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            if best.is_some_and(|(stored, _)| stored <= entry.stored) {
+                continue;
+            }
+            if t.lane.iter().any(|b| waited_on.contains(b)) {
+                continue;
+            }
+            match self
+                .limiter
+                .check_spare(now, &t.lane, t.cost, reserve, floor)
+            {
+                Ok(()) => best = Some((entry.stored, key)),
+                Err(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
+                Err(None) => {}
+            }
+        }
+        let key = best.map(|(_, k)| k.clone());
+        for k in dead {
+            self.templates.remove(&k);
+        }
+        self.next_refresh = next;
+        let key = key?;
+        // The refresh itself changes what the next scan finds.
+        self.refresh_dirty = true;
+        let call_id = CallId(self.next_id());
+        let t = self.templates.get_mut(&key)?;
+        t.in_flight = Some(call_id);
+        let (lane, cost, route_id) = (t.lane.clone(), t.cost, t.route);
+        let payload = t.payload.clone();
+        self.limiter.acquire(now, &lane, cost);
+        let timeout_at = now + self.call_timeout;
+        self.timers.insert((timeout_at, call_id));
+        self.stats.upstream.calls += 1;
+        self.stats.upstream.refreshes += 1;
+        let lowest = ClassId(self.config().priorities.len().saturating_sub(1) as u8);
+        self.calls.insert(
+            call_id,
+            Call {
+                route: route_id,
+                idempotent: true,
+                key: Some(key),
+                cacheable: true,
+                lane,
+                cost,
+                class: lowest,
+                client: Arc::from("(refresh)"),
+                origin: Ticket(0),
+                waiters: Vec::new(),
+                state: CallState::InFlight { timeout_at },
+                attempts: 1,
+                first_sent: Some(now),
+                sent: Some(now),
+                refresh: true,
+                // It exists to bring a younger answer than the one held:
+                // from upstream, not from another coordinator's store.
+                age_bounded: true,
+            },
+        );
+        let (shared, shared_key) = self.shared_spend(call_id);
+        Some(Dispatch {
+            call: call_id,
+            attempt: 1,
+            payload,
+            route: self.config.routes().get(route_id).name.clone(),
+            timeout: self.call_timeout,
+            refresh: true,
+            shared,
+            shared_key,
+        })
+    }
+
+    /// Stops refresh-ahead for good (a host draining before shutdown:
+    /// what bots asked for finishes, nothing new starts).
+    /// [`Self::abort_waiting`] does it too.
+    pub fn stop_refreshing(&mut self) {
+        self.refresh_on = false;
+    }
+
+    /// Whether refresh-ahead is keeping some key young (read within the
+    /// idle window): a host that sleeps while idle should still keep its
+    /// timer armed for [`Output::WakeAt`] then.
+    pub fn refreshing(&self) -> bool {
+        let now = self.now;
+        self.refresh_on
+            && self.templates.keys().any(|k| {
+                self.cache.refresh_view(k).is_some_and(|e| {
+                    now.saturating_duration_since(e.last_read) <= self.refresh_idle
+                })
+            })
+    }
+}

@@ -1,0 +1,92 @@
+//! Reporting: counts, health and the stats snapshot, read-only.
+
+use super::*;
+
+impl<P: Clone> Coordinator<P> {
+    /// Requests submitted and not yet ended.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Calls dispatched whose outcome has not been reported (or timed out).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| matches!(c.state, CallState::InFlight { .. }))
+            .count()
+    }
+
+    /// Calls queued for the limiter (coalesced requests share one; calls in
+    /// backoff or in flight are not counted).
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Health as of `now`: healthy, degraded or unhealthy, with reasons.
+    /// Reads state only; an instant before the latest one seen reads as
+    /// that one (time never moves backwards in here).
+    pub fn health(&self, now: Instant) -> Health {
+        let now = now.max(self.now);
+        let scopes = self.limiter.snapshot(now);
+        self.assess(now, &scopes)
+    }
+
+    pub(super) fn assess(&self, now: Instant, scopes: &[crate::limiter::BucketSnapshot]) -> Health {
+        let inputs = health::Inputs {
+            recent_rate_limited: self.stats.recent_rate_limited(now),
+            oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
+            queue_depth: self.queue.len(),
+            queue_max: self.config().queue.max_len,
+            scopes,
+            store: self
+                .fallback
+                .as_ref()
+                .map(|(s, share)| (s.as_str(), *share)),
+        };
+        health::assess(&self.config().health, &inputs)
+    }
+
+    /// Everything the coordinator counts, as of `now`, with its health.
+    /// Reads state only, like [`Self::health`].
+    pub fn stats(&self, now: Instant) -> StatsSnapshot {
+        let now = now.max(self.now);
+        let scopes = self.limiter.snapshot(now);
+        let health = self.assess(now, &scopes);
+        let r = self.stats.requests.clone();
+        let ended = r.ended();
+        let classes = self
+            .config()
+            .priorities
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ClassSnapshot {
+                class: name.clone(),
+                depth: self.queue.depth(ClassId(i as u8)),
+                wait: self.stats.wait_summary(i),
+            })
+            .collect();
+        StatsSnapshot {
+            uptime_secs: self.stats.uptime(now).as_secs_f64(),
+            in_progress: r.submitted - ended,
+            cache_hit_rate: stats::ratio(r.hit + r.stale, ended),
+            served_without_upstream_rate: stats::ratio(r.hit + r.stale + r.coalesced, ended),
+            api_call_reduction: 1.0 - stats::ratio(self.stats.upstream.calls, r.submitted).min(1.0),
+            requests: r,
+            upstream: self.stats.upstream.clone(),
+            served_age: self.stats.served_age(),
+            recent_rate_limited: self.stats.recent_rate_limited(now),
+            calls_in_flight: self.calls_in_flight(),
+            queue: QueueSnapshot {
+                depth: self.queue.len(),
+                max_len: self.config().queue.max_len,
+                oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
+                classes,
+            },
+            cache: self.cache.snapshot(),
+            scopes,
+            clients: self.stats.clients(),
+            health,
+            cluster: None,
+        }
+    }
+}

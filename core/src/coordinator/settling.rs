@@ -1,0 +1,288 @@
+//! Settling: what upstream's answer (or its absence) does to a call:
+//! answer and cache it, retry it, or fail it, and trip breakers.
+
+use super::*;
+
+impl<P: Clone> Coordinator<P> {
+    /// Reports what upstream answered for a dispatched call.
+    pub fn complete(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        outcome: Outcome,
+    ) -> Result<(), UnknownCall> {
+        let now = self.advance(now);
+        match self.calls.get(&call_id).map(|c| c.state) {
+            Some(CallState::InFlight { timeout_at }) => {
+                self.timers.remove(&(timeout_at, call_id));
+                self.settle(now, call_id, outcome);
+                Ok(())
+            }
+            _ => Err(UnknownCall(call_id)),
+        }
+    }
+
+    pub(super) fn settle(&mut self, now: Instant, call_id: CallId, outcome: Outcome) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        let lane = call.lane.clone();
+        let verdict = self.retry.verdict(&outcome);
+        let upstream_wait = match &outcome {
+            Outcome::Response {
+                response,
+                received_unix,
+            } => http::upstream_wait(&response.headers, *received_unix),
+            Outcome::Transport(_) => None,
+        };
+        let mut opened = Vec::new();
+        let mut pause = None;
+        match verdict {
+            Verdict::Answer => {
+                self.limiter.on_success(&lane);
+                // Upstream says its window is spent: wait for the reset
+                // rather than spend the next call on a 429.
+                if let (Outcome::Response { response, .. }, Some(wait)) = (&outcome, upstream_wait)
+                {
+                    if http::window_exhausted(&response.headers) {
+                        self.limiter.pause_until_reset(now, &lane, wait);
+                    }
+                }
+            }
+            Verdict::RateLimited => {
+                self.stats.rate_limited(now);
+                let p = self
+                    .limiter
+                    .on_rate_limited(now, &lane, upstream_wait, &mut self.rng);
+                if self.sharing {
+                    let buckets = self.limiter.shared_buckets(&lane);
+                    self.push_shared(SharedOutput::Pause { buckets, pause: p });
+                }
+                pause = Some(p);
+            }
+            Verdict::ServerError | Verdict::Transport { .. } => {
+                if verdict == Verdict::ServerError {
+                    self.stats.upstream.server_errors += 1;
+                } else {
+                    self.stats.upstream.transport_errors += 1;
+                }
+                opened = self.limiter.on_failure(now, &lane);
+                self.stats.upstream.breaker_opened += opened.len() as u64;
+            }
+        }
+
+        if verdict == Verdict::Answer {
+            if let Outcome::Response { response, .. } = outcome {
+                self.answer_call(now, call_id, response, None);
+            }
+        } else {
+            self.retry_or_fail(now, call_id, verdict, outcome, upstream_wait, pause);
+        }
+        if !opened.is_empty() {
+            self.trip(now, &opened);
+        }
+    }
+
+    /// Answers every waiter of a call and caches the answer. `shared`:
+    /// the answer came from the shared store, `(age, ttl left)`: waiters
+    /// get it as a cache hit of that age, kept for what is left of its TTL.
+    pub(super) fn answer_call(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        response: crate::request::Response,
+        shared: Option<(Duration, Duration)>,
+    ) {
+        let Some(call) = self.remove_call(call_id) else {
+            return;
+        };
+        let response = Arc::new(response);
+        if let (true, Some(key)) = (call.cacheable, call.key) {
+            let route = self.config.routes().get(call.route);
+            let ttl = match shared {
+                Some((_, left)) => left,
+                None => Storable::from_headers(&response.headers).ttl(
+                    route.ttl,
+                    route.ttl_pinned,
+                    route.private,
+                ),
+            };
+            let renew_after = route
+                .refresh_ahead
+                .then(|| {
+                    self.templates
+                        .get(&key)
+                        .map(|t| t.at + self.refresh_resend / 2)
+                })
+                .flatten();
+            let store = Store {
+                ttl,
+                sent: call.sent.unwrap_or(now),
+                read: !call.refresh,
+                renew_after,
+            };
+            let stored = self.cache.insert(now, key.clone(), response.clone(), store);
+            if stored && self.sharing && shared.is_none() {
+                self.push_shared(SharedOutput::Store {
+                    key: key.shared_name(),
+                    response: response.clone(),
+                    ttl,
+                });
+            }
+            if !stored {
+                // Upstream would not give a storable answer to this request
+                // (an expired signature, a `no-store`): never re-send it.
+                // A later read of a cached entry lends a new one.
+                self.templates.remove(&key);
+            }
+        }
+        for ticket in call.waiters {
+            let (source, age) = match shared {
+                Some((age, _)) => (Source::Cache, age),
+                None if ticket == call.origin => (Source::Upstream, Duration::ZERO),
+                None => (Source::Coalesced, Duration::ZERO),
+            };
+            let answer = Answer {
+                response: response.clone(),
+                source,
+                age,
+            };
+            self.end_waiter(ticket, Ok(answer), source.into());
+        }
+    }
+
+    pub(super) fn retry_or_fail(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        verdict: Verdict,
+        outcome: Outcome,
+        upstream_wait: Option<Duration>,
+        pause: Option<Duration>,
+    ) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if call.waiters.is_empty() {
+            self.remove_call(call_id);
+            return;
+        }
+        let route = self.config.routes().get(call.route);
+        let idempotent = call.idempotent || route.retry_unsafe;
+        let latest_deadline = call
+            .waiters
+            .iter()
+            .filter_map(|t| self.waiters.get(t).map(|w| w.deadline))
+            .max()
+            .unwrap_or(now);
+        // After a 429 the limiter's pause is the wait; the call goes back in
+        // the queue at once and the paused buckets hold it.
+        let wait = pause.or(upstream_wait);
+        let delay = self.retry.retry_delay(
+            verdict,
+            call.attempts,
+            idempotent,
+            call.first_sent.unwrap_or(now),
+            now,
+            wait,
+            &mut self.rng,
+        );
+        match delay {
+            Some(d) if now + d <= latest_deadline => {
+                // Each attempt has its own id: a late outcome of this one
+                // must not be taken for the retry's.
+                let call_id = self.renumber(call_id);
+                let Some(call) = self.calls.get(&call_id) else {
+                    return;
+                };
+                let waiters = call.waiters.clone();
+                for t in waiters {
+                    if let Some(w) = self.waiters.get(&t) {
+                        self.deadlines.insert((w.deadline, t));
+                    }
+                }
+                let Some(call) = self.calls.get_mut(&call_id) else {
+                    return;
+                };
+                if verdict == Verdict::RateLimited {
+                    self.requeue(now, call_id);
+                } else {
+                    let until = now + d;
+                    call.state = CallState::Backoff { until };
+                    self.timers.insert((until, call_id));
+                }
+                // Waiters who left while it was in flight were not re-laned.
+                self.relane(call_id);
+            }
+            _ => {
+                let attempts = call.attempts;
+                let failure = match outcome {
+                    Outcome::Response { response, .. } if verdict == Verdict::RateLimited => {
+                        Failure::RateLimited {
+                            scope: self.blocking_scope(now, &call.lane),
+                            attempts,
+                            retry_after: pause.unwrap_or_default(),
+                            response: Arc::new(response),
+                        }
+                    }
+                    Outcome::Response { response, .. } => Failure::Upstream {
+                        attempts,
+                        response: Arc::new(response),
+                    },
+                    // An order that reached upstream and got no answer:
+                    // nobody may be told it simply failed.
+                    Outcome::Transport(error) if !call.idempotent && !error.never_sent() => {
+                        Failure::OutcomeUnknown { attempts, error }
+                    }
+                    Outcome::Transport(error) => Failure::Transport { attempts, error },
+                };
+                self.fail_call(now, call_id, failure);
+            }
+        }
+    }
+
+    /// Moves a call (not queued, no timer) to a fresh id.
+    pub(super) fn renumber(&mut self, old: CallId) -> CallId {
+        let Some(call) = self.calls.remove(&old) else {
+            return old;
+        };
+        let new = CallId(self.next_id());
+        if let Some(k) = &call.key {
+            if self.by_key.get(k) == Some(&old) {
+                self.by_key.insert(k.clone(), new);
+            }
+        }
+        for t in &call.waiters {
+            if let Some(w) = self.waiters.get_mut(t) {
+                w.call = new;
+            }
+        }
+        self.calls.insert(new, call);
+        new
+    }
+
+    /// Breakers opened on `buckets`: waiting calls that need them fail now
+    /// (or get stale data) instead of waiting out the open period.
+    pub(super) fn trip(&mut self, now: Instant, buckets: &[BucketKey]) {
+        let mut victims = self.queue.calls_on(buckets);
+        victims.extend(self.calls.iter().filter_map(|(id, c)| {
+            let waiting = matches!(c.state, CallState::Backoff { .. });
+            (waiting && c.lane.iter().any(|b| buckets.contains(b))).then_some(*id)
+        }));
+        victims.sort();
+        for call_id in victims {
+            let Some(lane) = self.calls.get(&call_id).map(|c| c.lane.clone()) else {
+                continue;
+            };
+            let retry_after = match self.limiter.check(now, &lane, 1) {
+                Some(Wait::BreakerOpen(Some(t))) => t - now,
+                _ => Duration::ZERO,
+            };
+            let failure = Failure::BreakerOpen {
+                scope: self.blocking_scope(now, &lane),
+                retry_after,
+            };
+            self.fail_call(now, call_id, failure);
+        }
+    }
+}

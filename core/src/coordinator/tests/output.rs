@@ -1,0 +1,54 @@
+//! The output loop: one round hands out calls, then what ended, then when
+//! to wake, whatever the host does in between.
+
+use super::*;
+
+#[test]
+fn a_round_hands_out_calls_then_ends_then_the_wake_up() {
+    // Burst 1: one call goes, the second waits a second for its token.
+    let (mut c, t0) = coordinator(config(1.0, 1));
+    let first = ticket(c.submit(t0, get("/market/a"), 1));
+    let _second = ticket(c.submit(t0, get("/market/b"), 2));
+    let Output::Dispatch(call) = c.poll_output(t0) else {
+        panic!("the first call is due");
+    };
+    c.complete(t0, call.call, ok("a")).unwrap();
+    // The round is past nothing yet: the second call is tried (not due),
+    // then what ended comes out, then the wake-up for the second call.
+    match c.poll_output(t0) {
+        Output::Finished(f) => assert_eq!(f.ticket, first),
+        other => panic!("expected the first request to end, got {other:?}"),
+    }
+    match c.poll_output(t0) {
+        Output::WakeAt(t) => assert_eq!(t, at(t0, 1.0)),
+        other => panic!("expected to sleep until the next token, got {other:?}"),
+    }
+    assert!(matches!(c.poll_output(at(t0, 1.0)), Output::Dispatch(_)));
+}
+
+#[test]
+fn once_its_calls_are_out_a_round_hands_out_no_more() {
+    let (mut c, t0) = coordinator(config(10.0, 10));
+    let a = ticket(c.submit(t0, get("/market/a"), 1));
+    let Output::Dispatch(call) = c.poll_output(t0) else {
+        panic!("due");
+    };
+    c.complete(t0, call.call, ok("a")).unwrap();
+    let Output::Finished(f) = c.poll_output(t0) else {
+        panic!("ended");
+    };
+    assert_eq!(f.ticket, a);
+    // A request arriving while the round hands out what ended waits for
+    // the next round, as a host's loop would have it.
+    let _b = ticket(c.submit(t0, get("/market/b"), 2));
+    assert!(matches!(c.poll_output(t0), Output::WakeAt(t) if t == t0));
+    assert!(matches!(c.poll_output(t0), Output::Dispatch(_)));
+}
+
+#[test]
+fn a_host_that_cannot_send_gets_no_calls() {
+    let (mut c, t0) = coordinator(config(10.0, 10));
+    let _a = ticket(c.submit(t0, get("/market/a"), 1));
+    assert!(matches!(c.poll_output_unsent(), Output::WakeAt(t) if t == t0));
+    assert!(matches!(c.poll_output(t0), Output::Dispatch(_)));
+}
