@@ -287,6 +287,7 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
             .event_loops
             .and_then(NonZeroUsize::new)
             .unwrap_or_else(syncoord_server::default_event_loops),
+        busy_poll: Duration::from_micros(settings.busy_poll_us as u64),
     }
 }
 

@@ -315,6 +315,8 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let sweep_every = sweep_interval(&self.shared.limits);
         let mut next_sweep = Instant::now() + sweep_every;
+        let busy_poll = self.shared.limits.busy_poll;
+        let mut busy_until = Instant::now();
         loop {
             let now = Instant::now();
             let mut wait = next_sweep.saturating_duration_since(now);
@@ -324,12 +326,23 @@ impl EventLoop {
             if let Some(until) = self.accept_paused_until {
                 wait = wait.min(until.saturating_duration_since(now));
             }
+            // Busy polling (see `Limits::busy_poll`): shortly after an
+            // event, look again instead of sleeping.
+            let polling = now < busy_until;
+            if polling {
+                wait = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "event loop poll failed");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
+            }
+            if !events.is_empty() {
+                busy_until = Instant::now() + busy_poll;
+            } else if polling {
+                std::thread::yield_now();
             }
             for event in events.iter() {
                 match event.token() {

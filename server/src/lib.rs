@@ -95,6 +95,15 @@ pub struct Limits {
     /// what a handler has at hand, such as cache hits). One per core by
     /// default: a loop is one core's worth of answering.
     pub event_loops: NonZeroUsize,
+    /// After answering, an event loop keeps polling its sockets (yielding
+    /// the CPU between polls) this long before it goes to sleep, so a
+    /// client that sends its next request within it is read without a
+    /// thread wake-up. On a loopback client that answers at once this
+    /// more than doubles the requests one connection gets through (see
+    /// BENCHMARKS.md); the cost is CPU while traffic flows (at most this
+    /// long per burst, per loop), and nothing when idle. Zero: sleep at
+    /// once.
+    pub busy_poll: Duration,
 }
 
 /// One event loop per core the process may use.
@@ -114,6 +123,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             event_loops: default_event_loops(),
+            busy_poll: Duration::ZERO,
         }
     }
 }

@@ -193,8 +193,9 @@ impl ProxyConfig {
     /// The server's counts and sizes, each within its range.
     fn check_server_limits(&self, out: &mut Issues) {
         let s = &self.server;
-        let sizes: [(&str, usize, usize, usize); 7] = [
+        let sizes: [(&str, usize, usize, usize); 8] = [
             ("event_loops", s.event_loops.unwrap_or(1), 1, 1024),
+            ("busy_poll_us", s.busy_poll_us, 0, 10_000),
             ("max_header_bytes", s.max_header_bytes, 1024, 1 << 20),
             ("max_headers", s.max_headers, 1, 10_000),
             ("max_body_bytes", s.max_body_bytes, 1, 1 << 30),

@@ -137,6 +137,19 @@ fn connection_limits_are_settings_and_bad_ones_are_located() {
 }
 
 #[test]
+fn busy_polling_is_a_setting_and_a_bad_one_is_located() {
+    assert_eq!(ProxyConfig::default().server.busy_poll_us, 100);
+    let off = ProxyConfig::from_toml_str("[server]\nbusy_poll_us = 0\n").unwrap();
+    assert_eq!(off.server.busy_poll_us, 0);
+    let err = ProxyConfig::from_toml_str("[server]\nbusy_poll_us = 20000\n").unwrap_err();
+    let shown = err.display_with("syncoord.toml").to_string();
+    assert_eq!(
+        shown,
+        "syncoord.toml:2:1: server.busy_poll_us: must be between 0 and 10000 (got 20000)"
+    );
+}
+
+#[test]
 fn edge_refuses_mixed_routes() {
     let text = r#"
 [[upstreams]]
