@@ -129,7 +129,7 @@ impl fmt::Display for Method {
 /// upstream authenticates (the proxy makes it `id:<hash of the key name>`
 /// or an operator's `name:<label>`). Never a secret, nor a key name: it
 /// shows up in stats, metrics and logs. See
-/// `syncoord_proxy::credential_identity`.
+/// `syncoord_wire::credential_identity`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Credential(pub Arc<str>);
 

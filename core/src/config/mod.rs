@@ -56,7 +56,7 @@ pub struct Config {
     /// `[credential]`: which credential upstream authenticates, so that a
     /// private answer is filed under (and a per-credential budget charged
     /// to) the account upstream answered for. See
-    /// `syncoord_proxy::credential_identity`.
+    /// `syncoord_wire::credential_identity`.
     pub credential: CredentialConfig,
 }
 
