@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::errors::{ConfigFileError, ConfigFileErrors, Issue};
 use super::locations::{line_col, locate_all};
-use super::schema::{merged_coordination, ProxyConfig, RawUpstream, UpstreamConfig};
+use super::schema::{ProxyConfig, RawUpstream, UpstreamConfig};
 use super::wording::{join, path_string, reword};
 
 impl ProxyConfig {
@@ -113,21 +113,10 @@ impl ProxyConfig {
                             issues.push(issue);
                             continue;
                         }
-                        match merged_coordination(raw.preset, raw.coordination) {
-                            Ok(coordination) => {
+                        match UpstreamConfig::try_from(raw) {
+                            Ok(upstream) => {
                                 index.push(i);
-                                config.upstreams.push(UpstreamConfig {
-                                    name: raw.name,
-                                    url: raw.url,
-                                    preset: raw.preset,
-                                    prefix: raw.prefix,
-                                    listen: raw.listen,
-                                    underscores_in_headers: raw.underscores_in_headers,
-                                    origins: raw.origins,
-                                    ca_file: raw.ca_file,
-                                    signing: raw.signing,
-                                    coordination,
-                                })
+                                config.upstreams.push(upstream)
                             }
                             Err(e) => issues.push(Issue::new(
                                 join(&format!("{at}.coordination"), &e.path),

@@ -418,10 +418,7 @@ pub(super) struct CoordinationError {
 }
 
 /// The preset with the user's table merged over it, deserialized.
-pub(super) fn merged_coordination(
-    preset: Preset,
-    user: toml::Table,
-) -> Result<Config, CoordinationError> {
+fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, CoordinationError> {
     let mut base = match toml::Table::try_from(preset.config()) {
         Ok(t) => t,
         Err(e) => {
