@@ -77,8 +77,8 @@ pub(crate) enum Lookup {
     Fresh {
         response: Arc<Response>,
         age: Duration,
-        /// A refreshed entry nobody had read for the idle window: refresh
-        /// may resume.
+        /// A refreshed entry nobody had read since it was stored (or for
+        /// the idle window): if this read is served, refresh may resume.
         woke: bool,
         /// A refreshed entry whose stored request is due for renewal: the
         /// reader should lend its own (see `[refresh] resend_max_age_secs`).
@@ -99,6 +99,14 @@ pub(crate) enum Lookup {
 pub(crate) struct RefreshView {
     pub(crate) stored: Instant,
     pub(crate) last_read: Instant,
+    /// Reads this answer served since it was stored: a refresh is only
+    /// worth making when the answer it replaces was read (see
+    /// `Coordinator::poll_refresh`).
+    pub(crate) reads: u32,
+    /// The shortest refresh interval its readers asked for (from their
+    /// `max-age`; zero for a reader who asked nothing, so the route's
+    /// `min_age` decides); `Duration::MAX` while nobody read it.
+    pub(crate) wanted: Duration,
 }
 
 /// How an answer enters the cache.
@@ -122,6 +130,10 @@ struct Entry {
     expires: Instant,
     sent: Instant,
     last_read: Instant,
+    /// Reads served from this answer (see [`RefreshView::reads`]).
+    reads: u32,
+    /// See [`RefreshView::wanted`].
+    wanted: Duration,
     renew_after: Option<Instant>,
     bytes: usize,
     /// When it was last used (stored or read fresh), on the cache's clock.
@@ -198,7 +210,7 @@ impl Cache {
             self.clock += 1;
             entry.touched = self.clock;
             let (woke, renew) = match entry.renew_after {
-                Some(t) => (unread > self.idle, now >= t),
+                Some(t) => (entry.reads == 0 || unread > self.idle, now >= t),
                 None => (false, false),
             };
             return Lookup::Fresh {
@@ -283,6 +295,8 @@ impl Cache {
                 expires: now + store.ttl,
                 sent: store.sent,
                 last_read,
+                reads: 0,
+                wanted: Duration::MAX,
                 renew_after: store.renew_after,
                 bytes,
                 touched: self.clock,
@@ -323,7 +337,19 @@ impl Cache {
         self.entries.get(key).map(|e| RefreshView {
             stored: e.stored,
             last_read: e.last_read,
+            reads: e.reads,
+            wanted: e.wanted,
         })
+    }
+
+    /// A fresh read of `key` was served from its entry. `wanted`: the
+    /// refresh interval that reader's freshness asks for (see
+    /// [`RefreshView::wanted`]).
+    pub(crate) fn served(&mut self, key: &CacheKey, wanted: Duration) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.reads = e.reads.saturating_add(1);
+            e.wanted = e.wanted.min(wanted);
+        }
     }
 
     /// When a reader of `key` should next lend its request.

@@ -139,8 +139,12 @@ impl<P: Clone> Coordinator<P> {
                 woke,
                 renew,
             } => {
-                self.refresh_dirty |= woke;
                 if limit.is_none_or(|l| age <= l) {
+                    // Only a read this answer served counts towards a
+                    // refresh of it (one the age rejected makes its own
+                    // call): what keeps refresh calls below the reads.
+                    self.refresh_dirty |= woke;
+                    self.cache.served(k, refresh_wanted(limit));
                     if renew {
                         self.lend_template(now, k, a.route, request.credential.as_ref(), payload);
                     }
@@ -450,3 +454,15 @@ impl<P: Clone> Coordinator<P> {
         }
     }
 }
+
+/// The refresh interval a reader's age limit asks for: a little under the
+/// limit, so the refreshed answer lands before the reader would reject
+/// the one held; zero (the route's `min_age` decides) for a reader who
+/// set none.
+fn refresh_wanted(limit: Option<Duration>) -> Duration {
+    limit.map_or(Duration::ZERO, |l| l.mul_f64(REFRESH_MARGIN))
+}
+
+/// See [`refresh_wanted`]: a refresh leaves at 80% of the readers'
+/// `max-age`, leaving a fifth of it for the round trip.
+const REFRESH_MARGIN: f64 = 0.8;

@@ -2,6 +2,7 @@
 //! reading, from spare budget, so their cache entries stay young.
 
 use super::*;
+use crate::cache::RefreshView;
 
 impl<P: Clone> Coordinator<P> {
     /// A read of a refreshed entry whose stored request is getting old
@@ -70,14 +71,21 @@ impl<P: Clone> Coordinator<P> {
                 dead.push(key.clone());
                 continue;
             };
-            // Nobody reads it, or its request is too old to re-send: a
-            // read (which marks refresh dirty) starts it again.
-            if now.saturating_duration_since(entry.last_read) > self.refresh_idle
+            // A refresh must pay for itself: only an answer that served
+            // a read since it was stored predicts a read of the next one
+            // (each refresh follows at least one read that made no call,
+            // so calls never outnumber requests). A key whose reads
+            // stopped a whole interval ago is left alone, as is one whose
+            // request is too old to re-send; a served read (which marks
+            // refresh dirty) starts it again.
+            let interval = refresh_interval(&entry, routes.get(t.route).min_age);
+            if entry.reads == 0
+                || now.saturating_duration_since(entry.last_read) > interval.min(self.refresh_idle)
                 || now.saturating_duration_since(t.at) > self.refresh_resend
             {
                 continue;
             }
-            let due = entry.stored + routes.get(t.route).min_age;
+            let due = entry.stored + interval;
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
@@ -159,16 +167,27 @@ impl<P: Clone> Coordinator<P> {
         self.refresh_on = false;
     }
 
-    /// Whether refresh-ahead is keeping some key young (read within the
-    /// idle window): a host that sleeps while idle should still keep its
-    /// timer armed for [`Output::WakeAt`] then.
+    /// Whether refresh-ahead is keeping some key young (its answer read,
+    /// and read within its interval): a host that sleeps while idle should
+    /// still keep its timer armed for [`Output::WakeAt`] then.
     pub fn refreshing(&self) -> bool {
         let now = self.now;
+        let routes = self.config.routes();
         self.refresh_on
-            && self.templates.keys().any(|k| {
+            && self.templates.iter().any(|(k, t)| {
                 self.cache.refresh_view(k).is_some_and(|e| {
-                    now.saturating_duration_since(e.last_read) <= self.refresh_idle
+                    let interval = refresh_interval(&e, routes.get(t.route).min_age);
+                    e.reads > 0
+                        && now.saturating_duration_since(e.last_read)
+                            <= interval.min(self.refresh_idle)
                 })
             })
     }
+}
+
+/// How often a key is refreshed: as often as its strictest reader asks
+/// (its `max-age`, less a margin), never more often than the route's
+/// `min_age`; a reader who asks nothing gets `min_age`.
+fn refresh_interval(entry: &RefreshView, min_age: Duration) -> Duration {
+    entry.wanted.max(min_age)
 }
