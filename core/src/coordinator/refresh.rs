@@ -78,9 +78,9 @@ impl<P: Clone> Coordinator<P> {
             // stopped a whole interval ago is left alone, as is one whose
             // request is too old to re-send; a served read (which marks
             // refresh dirty) starts it again.
-            let interval = refresh_interval(&entry, routes.get(t.route).min_age);
+            let interval = refresh_interval(&entry, routes.get(t.route).min_age, self.refresh_idle);
             if entry.reads == 0
-                || now.saturating_duration_since(entry.last_read) > interval.min(self.refresh_idle)
+                || now.saturating_duration_since(entry.last_read) > interval
                 || now.saturating_duration_since(t.at) > self.refresh_resend
             {
                 continue;
@@ -176,10 +176,9 @@ impl<P: Clone> Coordinator<P> {
         self.refresh_on
             && self.templates.iter().any(|(k, t)| {
                 self.cache.refresh_view(k).is_some_and(|e| {
-                    let interval = refresh_interval(&e, routes.get(t.route).min_age);
-                    e.reads > 0
-                        && now.saturating_duration_since(e.last_read)
-                            <= interval.min(self.refresh_idle)
+                    let interval =
+                        refresh_interval(&e, routes.get(t.route).min_age, self.refresh_idle);
+                    e.reads > 0 && now.saturating_duration_since(e.last_read) <= interval
                 })
             })
     }
@@ -187,7 +186,9 @@ impl<P: Clone> Coordinator<P> {
 
 /// How often a key is refreshed: as often as its strictest reader asks
 /// (its `max-age`, less a margin), never more often than the route's
-/// `min_age`; a reader who asks nothing gets `min_age`.
-fn refresh_interval(entry: &RefreshView, min_age: Duration) -> Duration {
-    entry.wanted.max(min_age)
+/// `min_age`; a reader who asks nothing gets `min_age`. Never longer
+/// than `[refresh] idle_secs`, the longest a key stays refreshed after
+/// its last read.
+fn refresh_interval(entry: &RefreshView, min_age: Duration, idle: Duration) -> Duration {
+    entry.wanted.max(min_age).min(idle.max(min_age))
 }
