@@ -125,8 +125,12 @@ impl RequestCounts {
 /// What went upstream and how it answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamCounts {
-    /// Calls sent, retries included.
+    /// Calls sent, retries included: `bot_calls + refreshes`.
     pub calls: u64,
+    /// Of `calls`, those bots' requests made (a miss, or a retry of one);
+    /// the rest are refreshes.
+    #[serde(default)]
+    pub bot_calls: u64,
     /// Of those, retries.
     pub retries: u64,
     /// Answered 429 (each pauses the call's limiter buckets).
@@ -271,7 +275,8 @@ pub struct StatsSnapshot {
     /// Share of requests that needed no upstream call of their own (hits,
     /// stale hits and coalesced), over ended requests.
     pub served_without_upstream_rate: f64,
-    /// 1 - upstream calls / submitted requests.
+    /// 1 - upstream calls / submitted requests, never negative (see
+    /// [`call_reduction`]).
     pub api_call_reduction: f64,
     /// Upstream calls and how they went, since start.
     pub upstream: UpstreamCounts,
@@ -552,6 +557,17 @@ impl Stats {
 }
 
 /// `part / whole`, 0 when there is no whole.
+/// The API call reduction: `1 - calls / requests`, over the same span.
+/// Every upstream call counts, refreshes and retries included, so it is
+/// what upstream saw against what the bots sent. Never negative: refresh
+/// calls never outnumber the reads they serve, and no request makes more
+/// than one call and its retries; should retries alone ever outnumber the
+/// requests spared, it reads 0 rather than a negative share. 0 with no
+/// requests. Stats, metrics and the dashboard all show this one figure.
+pub fn call_reduction(calls: u64, requests: u64) -> f64 {
+    (1.0 - ratio(calls, requests).min(1.0)).max(0.0) * f64::from(u8::from(requests > 0))
+}
+
 pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -670,5 +686,14 @@ mod tests {
     fn ratio_of_nothing_is_zero() {
         assert_eq!(ratio(0, 0), 0.0);
         assert_eq!(ratio(1, 4), 0.25);
+    }
+
+    #[test]
+    fn call_reduction_is_a_share_never_negative() {
+        assert_eq!(call_reduction(0, 0), 0.0);
+        assert_eq!(call_reduction(5, 0), 0.0);
+        assert_eq!(call_reduction(1, 4), 0.75);
+        assert_eq!(call_reduction(4, 4), 0.0);
+        assert_eq!(call_reduction(40, 10), 0.0);
     }
 }

@@ -378,7 +378,7 @@
     setText("v-429", int(recent));
     setText("v-429-sub", int(T.upstream_429s) + " since start · " + int(T.upstream_server_errors) + " 5xx");
     setText("v-hit", pct(T.cache_hit_rate));
-    setText("v-hit-sub", "API call reduction " + pct(T.api_call_reduction) + " · " + int(T.requests) + " requests");
+    setText("v-hit-sub", "API call reduction " + pct(T.api_call_reduction) + " · " + int(T.requests) + " requests · upstream " + int(T.upstream_bot_calls) + " for bots + " + int(T.upstream_refreshes) + " refreshes");
     var top = classOrder[0];
     setText("v-top-class", top || "top class");
     if (top) {

@@ -121,7 +121,7 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
     let mut t = syncoord_core::stats::RequestCounts::default();
     let (mut calls, mut retries, mut r429, mut e5xx, mut transport) = (0, 0, 0, 0, 0);
     let (mut in_progress, mut depth, mut in_flight, mut recent) = (0, 0, 0, 0);
-    let mut refreshes = 0;
+    let (mut refreshes, mut bot_calls) = (0, 0);
     let mut per = Vec::new();
     for (name, s, h) in upstreams {
         let r = &s.requests;
@@ -137,6 +137,7 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
         t.aborted += r.aborted;
         t.not_cached += r.not_cached;
         refreshes += s.upstream.refreshes;
+        bot_calls += s.upstream.bot_calls;
         calls += s.upstream.calls;
         retries += s.upstream.retries;
         r429 += s.upstream.rate_limited;
@@ -169,12 +170,15 @@ pub fn stats_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)]) -
             "cache_hit_rate": ratio(t.hit + t.stale, ended),
             "served_without_upstream_rate": ratio(t.hit + t.stale + t.coalesced, ended),
             "upstream_calls": calls,
+            // Of those, made for bots' requests (misses and their
+            // retries); the rest are refreshes.
+            "upstream_bot_calls": bot_calls,
             "upstream_retries": retries,
             "upstream_refreshes": refreshes,
             "upstream_429s": r429,
             "upstream_server_errors": e5xx,
             "upstream_transport_errors": transport,
-            "api_call_reduction": if t.submitted == 0 { 0.0 } else { 1.0 - ratio(calls, t.submitted) },
+            "api_call_reduction": syncoord_core::stats::call_reduction(calls, t.submitted),
             "recent_rate_limited": recent,
             "queue_depth": depth,
             "calls_in_flight": in_flight,
@@ -339,7 +343,7 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     );
     let reduction = m.gauge(
         "api_call_reduction_ratio",
-        "1 - upstream calls / requests, since start.",
+        "1 - upstream calls (refreshes and retries included) / requests, since start; never negative.",
     );
     let cache_entries = m.gauge("cache_entries", "Responses in the cache.");
     let cache_bytes = m.gauge("cache_bytes", "Bytes held by the cache.");
@@ -381,6 +385,10 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "upstream_refreshes",
         "Refresh-ahead calls (counted in upstream_calls too).",
     );
+    let bot_calls = m.counter(
+        "upstream_bot_calls",
+        "Calls made for bots' requests, retries included (upstream_calls less refreshes).",
+    );
     let served_age = m.gauge(
         "served_age_seconds",
         "Age of answers served, by source (all, hit, stale, upstream) and quantile.",
@@ -413,6 +421,7 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         let up = &s.upstream;
         calls.get_or_create(&l).inc_by(up.calls);
         refreshes.get_or_create(&l).inc_by(up.refreshes);
+        bot_calls.get_or_create(&l).inc_by(up.bot_calls);
         let a = &s.served_age;
         for (source, sum) in [
             ("all", &a.all),

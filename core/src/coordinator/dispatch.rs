@@ -55,6 +55,7 @@ impl<P: Clone> Coordinator<P> {
         call.state = CallState::InFlight { timeout_at };
         self.timers.insert((timeout_at, call_id));
         self.stats.upstream.calls += 1;
+        self.stats.upstream.bot_calls += 1;
         if call.attempts > 1 {
             self.stats.upstream.retries += 1;
         }

@@ -70,7 +70,7 @@ impl<P: Clone> Coordinator<P> {
             in_progress: r.submitted - ended,
             cache_hit_rate: stats::ratio(r.hit + r.stale, ended),
             served_without_upstream_rate: stats::ratio(r.hit + r.stale + r.coalesced, ended),
-            api_call_reduction: 1.0 - stats::ratio(self.stats.upstream.calls, r.submitted).min(1.0),
+            api_call_reduction: stats::call_reduction(self.stats.upstream.calls, r.submitted),
             requests: r,
             upstream: self.stats.upstream.clone(),
             served_age: self.stats.served_age(),

@@ -75,6 +75,8 @@ impl<P: Clone> Coordinator<P> {
         }
         if call.refresh {
             self.stats.upstream.refreshes = self.stats.upstream.refreshes.saturating_sub(1);
+        } else {
+            self.stats.upstream.bot_calls = self.stats.upstream.bot_calls.saturating_sub(1);
         }
         call.attempts = call.attempts.saturating_sub(1);
         if call.attempts == 0 {
