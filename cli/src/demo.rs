@@ -421,7 +421,7 @@ fn print_report(r: &DemoReport) {
     let age = served_age(&r.stats);
     println!(
         "| served age p50 / p99 | up to the TTL (90 s) | {} |{}",
-        age.map_or_else(|| "-".into(), |(p50, p99)| format!("{p50:.1} / {p99:.1} s")),
+        age.map_or_else(|| "-".into(), |(p50, p99)| format!("{p50:.2} / {p99:.2} s")),
         without(&|_| "0 s (every call upstream)".into())
     );
     println!(

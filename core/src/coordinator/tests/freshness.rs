@@ -660,8 +660,10 @@ fn the_presets_refresh_every_read_key() {
         &paths,
         Some(Duration::from_millis(500)),
     );
+    // Every 2 s (the presets' `min_age`) for each of the 4 keys over
+    // 10 s, after the first real calls.
     assert_eq!(real.len(), 4);
-    assert!(refreshes.len() >= 30, "{}", refreshes.len());
+    assert!((16..=20).contains(&refreshes.len()), "{}", refreshes.len());
     let oldest = answers.iter().map(|a| a.age).max().unwrap();
-    assert!(oldest <= Duration::from_millis(1200), "{oldest:?}");
+    assert!(oldest <= Duration::from_millis(2200), "{oldest:?}");
 }
