@@ -63,6 +63,24 @@ impl CacheKey {
         }
     }
 
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path and query, as sent upstream.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path alone (what routes match).
+    pub(crate) fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+    }
+
+    pub(crate) fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
+    }
+
     fn size_bytes(&self) -> usize {
         self.target.len()
             + self.method.as_str().len()
@@ -160,6 +178,9 @@ pub struct CacheSnapshot {
     /// Entries evicted (least recently used first) to make room; expired
     /// entries that are dropped are not counted.
     pub evictions: u64,
+    /// Entries dropped because a write changed what they held.
+    #[serde(default)]
+    pub invalidated: u64,
 }
 
 pub(crate) struct Cache {
@@ -177,6 +198,7 @@ pub(crate) struct Cache {
     statuses: Vec<u16>,
     inserts: u64,
     evictions: u64,
+    invalidated: u64,
 }
 
 impl Cache {
@@ -194,6 +216,7 @@ impl Cache {
             statuses: config.cacheable_statuses.clone(),
             inserts: 0,
             evictions: 0,
+            invalidated: 0,
         }
     }
 
@@ -366,6 +389,17 @@ impl Cache {
         }
     }
 
+    /// Drops every entry `doomed` picks (a write changed what it holds);
+    /// returns how many.
+    pub(crate) fn invalidate_where(&mut self, mut doomed: impl FnMut(&CacheKey) -> bool) -> usize {
+        let dead: Vec<CacheKey> = self.entries.keys().filter(|k| doomed(k)).cloned().collect();
+        for k in &dead {
+            self.remove(k);
+        }
+        self.invalidated += dead.len() as u64;
+        dead.len()
+    }
+
     /// Drops every entry past its stale window.
     pub(crate) fn purge(&mut self, now: Instant) {
         let window = self.stale_window;
@@ -388,6 +422,7 @@ impl Cache {
             max_bytes: self.max_bytes,
             inserts: self.inserts,
             evictions: self.evictions,
+            invalidated: self.invalidated,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::config::{
 };
 use crate::quota::{usable_burst, Quota};
 use crate::request::Method;
-use crate::route::{PathPattern, Route, RouteTable, Rule};
+use crate::route::{PathPattern, Route, RouteId, RouteTable, Rule};
 
 /// A configuration that passed every check, compiled: route rules parsed,
 /// names resolved. The only way to build a [`crate::Coordinator`]; cheap to
@@ -306,6 +306,7 @@ impl Config {
             ttl_pinned: false,
             refresh_ahead: d.refresh_ahead,
             min_age: secs(d.min_age_secs),
+            invalidates: Vec::new(),
         })
     }
 
@@ -380,12 +381,36 @@ impl Config {
             ttl_pinned: r.ttl_secs.is_some(),
             refresh_ahead: r.refresh_ahead.unwrap_or(d.refresh_ahead),
             min_age: secs(r.min_age_secs.unwrap_or(d.min_age_secs)),
+            invalidates: self.check_invalidates(v, i, r),
         };
         (methods.len() == r.methods.len()).then_some(Rule {
             methods,
             pattern: pattern?,
             route,
         })
+    }
+
+    /// The rules rule `i`'s `invalidates` names (every rule of that name:
+    /// names need not be unique); a name no rule has is an error.
+    fn check_invalidates(&self, v: &mut Validator, i: usize, r: &RouteRule) -> Vec<RouteId> {
+        let mut ids = Vec::new();
+        for (j, name) in r.invalidates.iter().enumerate() {
+            let before = ids.len();
+            ids.extend(
+                self.routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.name.as_deref().unwrap_or(&o.path) == name)
+                    .map(|(k, _)| RouteId::Rule(k)),
+            );
+            if ids.len() == before {
+                v.push(
+                    format!("routes[{i}].invalidates[{j}]"),
+                    Problem::Conflict(format!("no route is named `{name}`")),
+                );
+            }
+        }
+        ids
     }
 
     fn check_priority(&self, v: &mut Validator, field: &str, name: &str) -> Option<ClassId> {

@@ -77,6 +77,13 @@ impl Method {
         matches!(self.as_str(), "GET" | "HEAD")
     }
 
+    /// RFC 9110 §9.2.1 safe methods (GET, HEAD, OPTIONS, TRACE): read-only
+    /// by definition. Any other method, an unknown one included, may
+    /// change what the server holds (RFC 9111 §4.4 invalidates on it).
+    pub fn is_safe(&self) -> bool {
+        matches!(self.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
+    }
+
     /// RFC 9110 idempotent methods: repeating them after a lost answer
     /// cannot do twice what was meant once.
     pub fn is_idempotent(&self) -> bool {

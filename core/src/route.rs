@@ -168,6 +168,9 @@ pub struct Route {
     pub refresh_ahead: bool,
     /// Refresh-ahead never refreshes an answer younger than this.
     pub min_age: Duration,
+    /// The routes a successful call of this one invalidates (its
+    /// `invalidates`, resolved by name).
+    pub(crate) invalidates: Vec<RouteId>,
 }
 
 /// One compiled rule: which requests it matches and how they are handled.
@@ -189,7 +192,7 @@ pub(crate) struct RouteTable {
 }
 
 /// Which route a request fell under: a rule by position, or the defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum RouteId {
     Rule(usize),
     Default,

@@ -241,6 +241,12 @@ pub struct RouteRule {
     pub refresh_ahead: Option<bool>,
     /// Overrides `defaults.min_age_secs`.
     pub min_age_secs: Option<f64>,
+    /// Names of the routes whose cached answers a successful (2xx/3xx)
+    /// call of this route changes, e.g. `["orders-read", "accounts"]` on
+    /// an order-placing route: they are dropped for the same credential
+    /// (for every caller where the named route is shared), and no call
+    /// that left before the write may store or answer later reads.
+    pub invalidates: Vec<String>,
 }
 
 /// The `[queue]` table: requests waiting for the limiter.

@@ -15,6 +15,9 @@ struct Admit {
     key: Option<CacheKey>,
     /// The oldest answer the request accepts.
     limit: Option<Duration>,
+    /// When a write lately changed what it reads: no call that left
+    /// before then may answer it.
+    written: Option<Instant>,
 }
 
 impl<P: Clone> Coordinator<P> {
@@ -106,6 +109,7 @@ impl<P: Clone> Coordinator<P> {
                 credential.filter(|_| private),
             )
         });
+        let written = key.as_ref().and_then(|k| self.marks.since(k, route_id));
         Admit {
             client,
             route: route_id,
@@ -115,6 +119,7 @@ impl<P: Clone> Coordinator<P> {
             coalesce,
             key,
             limit: request.freshness.age_limit(),
+            written,
         }
     }
 
@@ -190,6 +195,8 @@ impl<P: Clone> Coordinator<P> {
         // An answer at most `limit` old: a call that left before
         // `not_before` cannot give it.
         let not_before = a.limit.map(|l| now.checked_sub(l).unwrap_or(now));
+        // Nor can one that left before a write changed what it reads.
+        let not_before = not_before.max(a.written);
         let joinable = a
             .key
             .as_ref()
@@ -214,7 +221,7 @@ impl<P: Clone> Coordinator<P> {
                 return Ok(self.answered(&a.client, answer));
             }
         }
-        if a.limit.is_some() {
+        if a.limit.is_some() || a.written.is_some() {
             if let Some(call) = self.calls.get_mut(&call_id) {
                 call.age_bounded = true;
             }
@@ -316,7 +323,8 @@ impl<P: Clone> Coordinator<P> {
                 first_sent: None,
                 sent: None,
                 refresh: false,
-                age_bounded: a.limit.is_some(),
+                age_bounded: a.limit.is_some() || a.written.is_some(),
+                write: invalidation::WriteTarget::of(request),
             },
         );
         self.deadlines.insert((waiter.deadline, ticket));

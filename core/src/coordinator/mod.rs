@@ -31,6 +31,7 @@
 
 mod admission;
 mod dispatch;
+mod invalidation;
 mod output;
 mod refresh;
 mod reporting;
@@ -157,6 +158,8 @@ struct Call {
     /// answer another coordinator stored may be older than it accepts, so
     /// the shared store is not asked for one (its budget still is).
     age_bounded: bool,
+    /// An unsafe call: what it writes to, invalidated when it succeeds.
+    write: Option<invalidation::WriteTarget>,
 }
 
 /// What refresh-ahead re-sends for one key: the request of the latest
@@ -205,6 +208,8 @@ pub struct Coordinator<P = ()> {
     templates: HashMap<CacheKey, Template<P>>,
     /// The routes of GET paths seen lately.
     route_memo: RouteMemo,
+    /// What writes changed lately (see `invalidation`).
+    marks: invalidation::Marks,
     /// Refresh-ahead has something new to consider (a template, an answer,
     /// a call that left the queue, a key read again after idling).
     refresh_dirty: bool,
@@ -259,6 +264,7 @@ impl<P: Clone> Coordinator<P> {
             by_key: HashMap::default(),
             templates: HashMap::default(),
             route_memo: RouteMemo::default(),
+            marks: invalidation::Marks::default(),
             refresh_dirty: false,
             next_refresh: None,
             refresh_on: true,

@@ -145,6 +145,7 @@ impl<P: Clone> Coordinator<P> {
                 // It exists to bring a younger answer than the one held:
                 // from upstream, not from another coordinator's store.
                 age_bounded: true,
+                write: None,
             },
         );
         let (shared, shared_key) = self.shared_spend(call_id);

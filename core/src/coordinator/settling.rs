@@ -73,6 +73,13 @@ impl<P: Clone> Coordinator<P> {
 
         if verdict == Verdict::Answer {
             if let Outcome::Response { response, .. } = outcome {
+                let write = self
+                    .calls
+                    .get(&call_id)
+                    .and_then(|c| c.write.clone().map(|w| (c.route, w)));
+                if let Some((route, write)) = write {
+                    self.invalidate(now, route, &write, &response);
+                }
                 self.answer_call(now, call_id, response, None);
             }
         } else {
@@ -115,9 +122,17 @@ impl<P: Clone> Coordinator<P> {
                         .map(|t| t.at + self.refresh_resend / 2)
                 })
                 .flatten();
+            let sent = call.sent.unwrap_or(now);
+            // A call that left before a write changed its answer's source
+            // brings what upstream held before: it answers its own
+            // waiters (they asked before the write), but is not kept.
+            let ttl = match self.marks.since(&key, call.route) {
+                Some(written) if sent < written => Duration::ZERO,
+                _ => ttl,
+            };
             let store = Store {
                 ttl,
-                sent: call.sent.unwrap_or(now),
+                sent,
                 read: !call.refresh,
                 renew_after,
             };

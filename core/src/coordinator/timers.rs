@@ -35,6 +35,9 @@ impl<P: Clone> Coordinator<P> {
         if now >= self.next_housekeeping {
             self.limiter.forget_idle(now);
             self.cache.purge(now);
+            if let Some(t) = now.checked_sub(self.call_timeout) {
+                self.marks.forget_before(t);
+            }
             self.next_housekeeping = now + HOUSEKEEPING;
         }
     }
