@@ -31,7 +31,10 @@ impl Marks {
         if self.routes.is_empty() && self.targets.is_empty() {
             return None;
         }
-        let by_route = self.routes.get(&(route, key.credential().cloned())).copied();
+        let by_route = self
+            .routes
+            .get(&(route, key.credential().cloned()))
+            .copied();
         let by_target = self.targets.get(key.target()).copied();
         by_route.max(by_target)
     }
@@ -85,7 +88,8 @@ impl<P: Clone> Coordinator<P> {
         let routes = self.config.routes();
         let mut targets = vec![write.target.clone()];
         for (name, value) in &response.headers {
-            if name.eq_ignore_ascii_case("location") || name.eq_ignore_ascii_case("content-location")
+            if name.eq_ignore_ascii_case("location")
+                || name.eq_ignore_ascii_case("content-location")
             {
                 if let Some(t) = same_origin_target(value) {
                     targets.push(t);
@@ -97,7 +101,11 @@ impl<P: Clone> Coordinator<P> {
         }
         let mut named = Vec::new();
         for &r in &routes.get(route).invalidates {
-            let credential = routes.get(r).private.then(|| write.credential.clone()).flatten();
+            let credential = routes
+                .get(r)
+                .private
+                .then(|| write.credential.clone())
+                .flatten();
             self.marks.routes.insert((r, credential.clone()), now);
             named.push((r, credential));
         }

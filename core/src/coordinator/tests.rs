@@ -1103,3 +1103,4 @@ mod freshness;
 mod output;
 mod paying;
 mod shared;
+mod writes;

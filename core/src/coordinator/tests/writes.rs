@@ -1,0 +1,211 @@
+//! Writes invalidate what they change (RFC 9111 §4.4 and a route's
+//! `invalidates`), in virtual time.
+//!
+//! RFC 9111 §4.4: "A cache MUST invalidate the target URI when it receives
+//! a non-error status code in response to an unsafe request method
+//! (including methods whose safety is unknown)"; the URIs in `Location`
+//! and `Content-Location` are candidates too, but "a cache MUST NOT
+//! trigger an invalidation under these conditions if the origin of the URI
+//! to be invalidated differs from that of the target URI". A non-error
+//! status is 2xx or 3xx.
+
+use super::*;
+
+/// The test config, with `POST /orders/**` invalidating `account` (private,
+/// keyed by credential).
+fn orders_invalidate_account() -> Config {
+    let mut c = config(100.0, 100);
+    c.routes[0].invalidates = vec!["account".into()];
+    c
+}
+
+fn as_key(req: Request, key: &str) -> Request {
+    req.with_credential(key)
+}
+
+/// Submits `req` and answers its call at once with `outcome`.
+fn call(c: &mut C, now: Instant, req: Request, outcome: Outcome) {
+    let _ = ticket(c.submit(now, req, 0));
+    let d = dispatch_all(c, now);
+    assert_eq!(d.len(), 1);
+    c.complete(now, d[0].call, outcome).unwrap();
+    let _ = finished(c);
+}
+
+fn source_of(c: &mut C, now: Instant, req: Request) -> Source {
+    match c.submit(now, req, 0) {
+        Admission::Answered(a) => a.source,
+        Admission::Waiting { .. } => {
+            let d = dispatch_all(c, now);
+            for d in d {
+                c.complete(now, d.call, ok("after")).unwrap();
+            }
+            let f = finished(c);
+            answer_of(&f[0]).source
+        }
+        Admission::Refused(f) => panic!("{f}"),
+    }
+}
+
+#[test]
+fn an_order_drops_the_named_routes_answers_for_its_credential_only() {
+    let (mut c, t0) = coordinator(orders_invalidate_account());
+    call(&mut c, t0, as_key(get("/account/open"), "a"), ok("before"));
+    call(&mut c, t0, as_key(get("/account/open"), "b"), ok("before"));
+    call(&mut c, t0, get("/market/x"), ok("before"));
+    let t1 = at(t0, 1.0);
+    call(&mut c, t1, as_key(post("/orders"), "a"), ok("placed"));
+    let t2 = at(t0, 1.5);
+    // Key a's open orders go upstream; b's and the market's stay cached.
+    assert_eq!(
+        source_of(&mut c, t2, as_key(get("/account/open"), "a")),
+        Source::Upstream
+    );
+    assert_eq!(
+        source_of(&mut c, t2, as_key(get("/account/open"), "b")),
+        Source::Cache
+    );
+    assert_eq!(source_of(&mut c, t2, get("/market/x")), Source::Cache);
+    assert_eq!(c.stats(t2).cache.invalidated, 1);
+}
+
+#[test]
+fn a_failed_write_invalidates_nothing() {
+    let (mut c, t0) = coordinator(orders_invalidate_account());
+    call(&mut c, t0, as_key(get("/account/open"), "a"), ok("before"));
+    // A 4xx is an error status (RFC 9111 §4.4 acts on 2xx and 3xx only);
+    // a 5xx is not retried for a POST and fails.
+    call(&mut c, t0, as_key(post("/orders"), "a"), status(400));
+    assert_eq!(
+        source_of(&mut c, at(t0, 1.0), as_key(get("/account/open"), "a")),
+        Source::Cache
+    );
+}
+
+#[test]
+fn an_unsafe_method_invalidates_its_target_uri_and_same_origin_locations() {
+    let (mut c, t0) = coordinator(config(100.0, 100));
+    for p in [
+        "/market/a",
+        "/market/b",
+        "/market/c",
+        "/market/d",
+        "/market/a?x=1",
+    ] {
+        call(&mut c, t0, get(p), ok("before"));
+    }
+    // PUT (an unknown method would do the same) of /market/a, answered
+    // 201 with a Location on this origin and a Content-Location on another.
+    let put = Request::new(Method::new("PUT"), "/market/a", "bot-1");
+    let answer = Response::new(201, "ok")
+        .with_header("Location", "/market/b")
+        .with_header("Content-Location", "https://elsewhere.example/market/c");
+    call(&mut c, at(t0, 1.0), put, Outcome::response(answer));
+    let t = at(t0, 2.0);
+    assert_eq!(source_of(&mut c, t, get("/market/a")), Source::Upstream);
+    assert_eq!(source_of(&mut c, t, get("/market/b")), Source::Upstream);
+    // Another origin's URI, an untouched one and another target (the
+    // query is part of the target URI) stay.
+    assert_eq!(source_of(&mut c, t, get("/market/c")), Source::Cache);
+    assert_eq!(source_of(&mut c, t, get("/market/d")), Source::Cache);
+    assert_eq!(source_of(&mut c, t, get("/market/a?x=1")), Source::Cache);
+}
+
+#[test]
+fn a_safe_method_invalidates_nothing() {
+    let mut config = config(100.0, 100);
+    config.routes.push(RouteRule {
+        name: Some("options".into()),
+        methods: vec!["OPTIONS".into()],
+        path: "/market/**".into(),
+        cacheable: Some(false),
+        ..Default::default()
+    });
+    let (mut c, t0) = coordinator(config);
+    call(&mut c, t0, get("/market/a"), ok("before"));
+    let options = Request::new(Method::new("OPTIONS"), "/market/a", "bot-1");
+    call(&mut c, t0, options, ok("allowed"));
+    assert_eq!(
+        source_of(&mut c, at(t0, 1.0), get("/market/a")),
+        Source::Cache
+    );
+}
+
+#[test]
+fn a_read_that_left_before_the_write_neither_stores_nor_answers_later_reads() {
+    let (mut c, t0) = coordinator(orders_invalidate_account());
+    // A read leaves, and is still in flight when the order is answered.
+    let early = ticket(c.submit(t0, as_key(get("/account/open"), "a"), 0));
+    let read = dispatch_all(&mut c, t0);
+    assert_eq!(read.len(), 1);
+    let t1 = at(t0, 0.1);
+    call(&mut c, t1, as_key(post("/orders"), "a"), ok("placed"));
+    // A read after the write does not join the early call: its own call.
+    let t2 = at(t0, 0.2);
+    let late = c.submit(t2, as_key(get("/account/open"), "a"), 0);
+    assert!(!joined(&late));
+    let late = ticket(late);
+    let second = dispatch_all(&mut c, t2);
+    assert_eq!(second.len(), 1);
+    // The early read answers (with what upstream held before the order)
+    // its own waiter only, and is not kept.
+    c.complete(at(t0, 0.3), read[0].call, ok("before")).unwrap();
+    let f = finished(&mut c);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].ticket, early);
+    c.complete(at(t0, 0.4), second[0].call, ok("after"))
+        .unwrap();
+    let f = finished(&mut c);
+    assert_eq!((f[0].ticket, body(answer_of(&f[0]))), (late, "after"));
+    let hit = answered(c.submit(at(t0, 0.5), as_key(get("/account/open"), "a"), 0));
+    assert_eq!(body(&hit), "after");
+}
+
+#[test]
+fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
+    let mut config = orders_invalidate_account();
+    config.routes[1].refresh_ahead = Some(true);
+    config.routes[1].min_age_secs = Some(1.0);
+    let (mut c, t0) = coordinator(config);
+    call(&mut c, t0, as_key(get("/account/open"), "a"), ok("v1"));
+    // Read, so that a refresh is worth making; it leaves at 1 s.
+    let _ = answered(c.submit(at(t0, 0.5), as_key(get("/account/open"), "a"), 0));
+    let t1 = at(t0, 1.0);
+    c.handle_timeout(t1);
+    let refresh = dispatch_all(&mut c, t1);
+    assert!(refresh.len() == 1 && refresh[0].refresh, "{refresh:?}");
+    // The order is answered while the refresh is out, and the refresh
+    // comes back after it with the state before the order.
+    call(
+        &mut c,
+        at(t0, 1.1),
+        as_key(post("/orders"), "a"),
+        ok("placed"),
+    );
+    c.complete(at(t0, 1.15), refresh[0].call, ok("v1-stale"))
+        .unwrap();
+    // A read after the order fetches the new state.
+    let t2 = at(t0, 1.2);
+    let _ = ticket(c.submit(t2, as_key(get("/account/open"), "a"), 0));
+    let fresh = dispatch_all(&mut c, t2);
+    assert!(fresh.len() == 1 && !fresh[0].refresh, "{fresh:?}");
+    c.complete(at(t0, 1.3), fresh[0].call, ok("v2")).unwrap();
+    let _ = finished(&mut c);
+    let hit = answered(c.submit(at(t0, 1.5), as_key(get("/account/open"), "a"), 0));
+    assert_eq!(body(&hit), "v2");
+}
+
+#[test]
+fn invalidates_must_name_a_route() {
+    let mut config = config(100.0, 100);
+    config.routes[0].invalidates = vec!["acount".into()];
+    let err = config
+        .compile()
+        .err()
+        .expect("a typo is an error")
+        .to_string();
+    assert!(
+        err.contains("routes[0].invalidates[0]") && err.contains("acount"),
+        "{err}"
+    );
+}
