@@ -99,6 +99,12 @@ impl RouteRule {
         self.min_age_secs = Some(min_age);
         self
     }
+    /// What a successful call changes: those routes' answers for the
+    /// same credential are dropped (see `RouteRule::invalidates`).
+    fn invalidates(mut self, routes: &[&str]) -> Self {
+        self.invalidates = routes.iter().map(|r| (*r).to_owned()).collect();
+        self
+    }
     fn uncached(mut self) -> Self {
         self.cacheable = Some(false);
         self.coalesce = Some(false);
@@ -153,10 +159,31 @@ pub fn advanced_trade() -> Config {
     // `/time` (the SDKs' "public" endpoints); everything else, `/products`
     // included, answers 401 without one.
     let routes = vec![
+        // Placing, cancelling (`orders/batch_cancel`) and editing orders
+        // change the open orders and the balances: a bot that checks them
+        // right after must see the change, or it may place it again.
         rule("orders-write", &["POST"], &format!("{p}/orders/**"))
             .priority("trading")
             .uncached()
-            .authenticated(),
+            .authenticated()
+            .invalidates(&["orders-read", "accounts", "portfolios", "v2-accounts"]),
+        // Converting moves funds between accounts.
+        rule("convert-write", &["POST"], &format!("{p}/convert/**"))
+            .priority("trading")
+            .uncached()
+            .authenticated()
+            .invalidates(&["accounts", "portfolios", "v2-accounts"]),
+        // Creating, editing, deleting portfolios and moving funds between
+        // them (`portfolios/move_funds`).
+        rule(
+            "portfolios-write",
+            &["POST", "PUT", "DELETE"],
+            &format!("{p}/portfolios/**"),
+        )
+        .priority("trading")
+        .uncached()
+        .authenticated()
+        .invalidates(&["accounts", "portfolios", "v2-accounts"]),
         rule("orders-read", &["GET"], &format!("{p}/orders/**"))
             .priority("account")
             .ttl(5.0)
@@ -250,10 +277,25 @@ pub fn exchange() -> Config {
     // Exchange's market data (`/products`, `/currencies`, `/time`) is
     // public; orders, fills and accounts need the CB-ACCESS-* headers.
     let routes = vec![
+        // Placing and cancelling orders change the open orders, the
+        // fills and the balances (see Advanced Trade's `orders-write`).
         rule("orders-write", &["POST", "DELETE"], "/orders/**")
             .priority("trading")
             .uncached()
-            .authenticated(),
+            .authenticated()
+            .invalidates(&["orders-read", "fills", "accounts"]),
+        // Stablecoin conversions and transfers between profiles move
+        // funds.
+        rule("conversions-write", &["POST"], "/conversions")
+            .priority("trading")
+            .uncached()
+            .authenticated()
+            .invalidates(&["accounts"]),
+        rule("profiles-write", &["POST"], "/profiles/transfer")
+            .priority("trading")
+            .uncached()
+            .authenticated()
+            .invalidates(&["accounts"]),
         // /fills has its own limit; drawing from `private` as well keeps
         // the coordinator safe whichever way Coinbase counts it.
         rule("fills", &["GET"], "/fills")

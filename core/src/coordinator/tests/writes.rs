@@ -209,3 +209,59 @@ fn invalidates_must_name_a_route() {
         "{err}"
     );
 }
+
+#[test]
+fn the_presets_orders_invalidate_open_orders_and_balances() {
+    let (mut c, t0) = coordinator(Config::default());
+    let p = "/api/v3/brokerage";
+    let reads = [
+        format!("{p}/orders/historical/batch?order_status=OPEN"),
+        format!("{p}/accounts"),
+    ];
+    for r in &reads {
+        call(&mut c, t0, as_key(get(r), "a"), ok("before"));
+        assert_eq!(
+            source_of(&mut c, at(t0, 0.5), as_key(get(r), "a")),
+            Source::Cache
+        );
+    }
+    call(
+        &mut c,
+        at(t0, 1.0),
+        as_key(post(&format!("{p}/orders")), "a"),
+        ok("placed"),
+    );
+    for r in &reads {
+        assert_eq!(
+            source_of(&mut c, at(t0, 1.5), as_key(get(r), "a")),
+            Source::Upstream,
+            "{r}"
+        );
+    }
+    let exchange = crate::config::coinbase::exchange();
+    let (mut c, t0) = coordinator(exchange);
+    for r in [
+        "/orders?status=open",
+        "/fills?product_id=BTC-USD",
+        "/accounts",
+    ] {
+        call(&mut c, t0, as_key(get(r), "a"), ok("before"));
+        assert_eq!(
+            source_of(&mut c, at(t0, 0.5), as_key(get(r), "a")),
+            Source::Cache
+        );
+    }
+    let cancel = Request::new(Method::new("DELETE"), "/orders/1", "bot-1").with_credential("a");
+    call(&mut c, at(t0, 1.0), cancel, ok("cancelled"));
+    for r in [
+        "/orders?status=open",
+        "/fills?product_id=BTC-USD",
+        "/accounts",
+    ] {
+        assert_eq!(
+            source_of(&mut c, at(t0, 1.5), as_key(get(r), "a")),
+            Source::Upstream,
+            "{r}"
+        );
+    }
+}
