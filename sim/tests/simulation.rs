@@ -148,24 +148,34 @@ fn coinbase_limits_keep_hot_answers_young() {
         assert_eq!(r.upstream_429s, 0);
         assert_eq!(r.bot_429s, 0);
         assert!(r.failures.is_empty(), "{:?}", r.failures);
-        assert!(r.cache_hit_rate() >= REFERENCE_HIT_RATE);
+        // Refresh never costs more calls than the bots would make.
+        assert!(r.stats.api_call_reduction > 0.0);
     }
-    // Every read key (min_age 1 s) stays about a second old.
+    assert!(on.cache_hit_rate() >= REFERENCE_HIT_RATE);
+    // Every read key (min_age 2 s) stays about a second old on average.
+    // A key read less often than every 2 s is only refreshed once its
+    // answer was read (a refresh must pay for itself), so its first read
+    // after 2 s gets an older answer, within the presets' 5 s TTL (30 s
+    // for balances): the tail is longer than the interval.
     assert!(
-        on.stats.served_age.all.p50_secs <= 1.0,
+        on.stats.served_age.all.p50_secs <= 1.2,
         "{:?}",
         on.stats.served_age
     );
     assert!(
-        on.stats.served_age.all.p99_secs <= 2.0,
+        on.stats.served_age.all.p99_secs <= 5.0,
         "{:?}",
         on.stats.served_age
     );
+    // Without refresh, answers are as old as the TTL lets them be, and
+    // more reads miss.
     assert!(
-        off.stats.served_age.all.p50_secs >= 10.0,
+        off.stats.served_age.all.p50_secs >= 2.0,
         "{:?}",
         off.stats.served_age
     );
+    assert!(on.cache_hit_rate() > off.cache_hit_rate());
+    assert!(on.stats.served_age.all.mean_secs < off.stats.served_age.all.mean_secs);
 }
 
 /// `1234567` as `1,234,567`, as the README writes counts.

@@ -48,6 +48,16 @@ const CANDLES_MIN_AGE: f64 = MIN_AGE;
 /// old and spends a tenth of a point of reduction for it.
 const MIN_AGE: f64 = 2.0;
 
+/// How long a refreshed answer is served, in seconds. Refresh keeps a key
+/// young only while bots read it (it stops within one interval of the
+/// last read), so the TTL decides what a bot that comes back later gets:
+/// candle-close bots reading once a minute got answers 58 s old with the
+/// 90 s of `[defaults]`, and get a fresh (coalesced) answer with 5 s.
+/// Keys read all the time are refreshed every `MIN_AGE` and never reach
+/// it; when upstream cannot be asked, `stale_if_error_secs` still serves
+/// what is held.
+const REFRESHED_TTL: f64 = 5.0;
+
 fn scope(rate: f64, burst: u32, per: Keying) -> ScopeConfig {
     ScopeConfig {
         rate,
@@ -93,10 +103,13 @@ impl RouteRule {
         self.credential_required = Some(true);
         self
     }
-    /// Refreshed ahead from spare budget, at most every `min_age` seconds.
+    /// Refreshed ahead from spare budget, at most every `min_age` seconds,
+    /// while bots read it; kept `REFRESHED_TTL` unless the rule says
+    /// otherwise.
     fn refreshed(mut self, min_age: f64) -> Self {
         self.refresh_ahead = Some(true);
         self.min_age_secs = Some(min_age);
+        self.ttl_secs.get_or_insert(REFRESHED_TTL);
         self
     }
     /// What a successful call changes: those routes' answers for the

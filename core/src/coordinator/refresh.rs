@@ -74,13 +74,16 @@ impl<P: Clone> Coordinator<P> {
             // A refresh must pay for itself: only an answer that served
             // a read since it was stored predicts a read of the next one
             // (each refresh follows at least one read that made no call,
-            // so calls never outnumber requests). A key whose reads
-            // stopped a whole interval ago is left alone, as is one whose
-            // request is too old to re-send; a served read (which marks
-            // refresh dirty) starts it again.
+            // so calls never outnumber requests). When reads stop, the
+            // answer the last one saw is refreshed once (at most one
+            // interval after that read, budget allowing), and then no
+            // more: nobody read that one. A read older than the idle
+            // window pays for nothing (the budget was too short to use
+            // it), nor does a request too old to re-send; a served read
+            // (which marks refresh dirty) starts it again.
             let interval = refresh_interval(&entry, routes.get(t.route).min_age, self.refresh_idle);
             if entry.reads == 0
-                || now.saturating_duration_since(entry.last_read) > interval
+                || now.saturating_duration_since(entry.last_read) > self.refresh_idle
                 || now.saturating_duration_since(t.at) > self.refresh_resend
             {
                 continue;
@@ -168,18 +171,15 @@ impl<P: Clone> Coordinator<P> {
         self.refresh_on = false;
     }
 
-    /// Whether refresh-ahead is keeping some key young (its answer read,
-    /// and read within its interval): a host that sleeps while idle should
+    /// Whether refresh-ahead is keeping some key young (its answer read
+    /// since stored, within the idle window): a host that sleeps while idle should
     /// still keep its timer armed for [`Output::WakeAt`] then.
     pub fn refreshing(&self) -> bool {
         let now = self.now;
-        let routes = self.config.routes();
         self.refresh_on
-            && self.templates.iter().any(|(k, t)| {
+            && self.templates.keys().any(|k| {
                 self.cache.refresh_view(k).is_some_and(|e| {
-                    let interval =
-                        refresh_interval(&e, routes.get(t.route).min_age, self.refresh_idle);
-                    e.reads > 0 && now.saturating_duration_since(e.last_read) <= interval
+                    e.reads > 0 && now.saturating_duration_since(e.last_read) <= self.refresh_idle
                 })
             })
     }
