@@ -201,8 +201,7 @@ fn invalidates_must_name_a_route() {
     config.routes[0].invalidates = vec!["acount".into()];
     let err = config
         .compile()
-        .err()
-        .expect("a typo is an error")
+        .expect_err("a typo is an error")
         .to_string();
     assert!(
         err.contains("routes[0].invalidates[0]") && err.contains("acount"),
