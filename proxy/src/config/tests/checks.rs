@@ -209,7 +209,7 @@ fn bad_configs_are_located_and_worded() {
             "upstreams[0].coordination.routes",
             6,
             1,
-            "an empty list would drop all 17 route rules of the preset",
+            "an empty list would drop all 19 route rules of the preset",
         ),
         (
             &format!("{UP}[upstreams.coordination.defaults]\nscopes = \"global\"\n"),
