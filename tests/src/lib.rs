@@ -54,6 +54,10 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         get_body_dropped,
     ),
     ("cache hit and TTL expiry", cache_and_ttl),
+    (
+        "an unsafe method invalidates its target URI (RFC 9111 4.4)",
+        writes_invalidate,
+    ),
     ("coalescing of identical reads", coalescing),
     ("request freshness directives", freshness_directives),
     ("credential isolation", credential_isolation),
@@ -451,6 +455,39 @@ fn cache_and_ttl(t: &Target) -> Result<(), String> {
     })?;
     expect(echo_of(&third)?["seq"] != echo_of(&first)?["seq"], || {
         "after the TTL upstream must be asked again".into()
+    })
+}
+
+/// RFC 9111 §4.4: "A cache MUST invalidate the target URI when it
+/// receives a non-error status code in response to an unsafe request
+/// method (including methods whose safety is unknown)".
+fn writes_invalidate(t: &Target) -> Result<(), String> {
+    let url = format!("{}{}", t.base, unique("/__echo/written/"));
+    let first = get(&url, &[])?;
+    let second = get(&url, &[])?;
+    expect((first.source(), second.source()) == ("miss", "hit"), || {
+        format!(
+            "expected miss then hit, got {} then {}",
+            first.source(),
+            second.source()
+        )
+    })?;
+    let written = send(
+        "PUT",
+        &url,
+        &[("content-type", "application/json")],
+        Some(b"{}"),
+    )?;
+    expect_status(&written, 200, "PUT of the cached target")?;
+    let after = get(&url, &[])?;
+    expect(after.source() == "miss", || {
+        format!(
+            "a read after a successful PUT must go upstream, got {}",
+            after.source()
+        )
+    })?;
+    expect(echo_of(&after)?["seq"] != echo_of(&first)?["seq"], || {
+        "the read after the write must not get the answer stored before it".into()
     })
 }
 
