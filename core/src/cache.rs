@@ -139,6 +139,10 @@ pub(crate) struct Store {
     pub(crate) read: bool,
     /// For refreshed routes: when a reader should lend its request.
     pub(crate) renew_after: Option<Instant>,
+    /// Never served once expired (`must-revalidate`, `proxy-revalidate`,
+    /// `s-maxage`): no stale-if-error, stale-while-revalidate or
+    /// `max-stale` for it.
+    pub(crate) no_stale: bool,
 }
 
 #[derive(Debug)]
@@ -150,6 +154,8 @@ struct Entry {
     last_read: Instant,
     /// Reads served from this answer (see [`RefreshView::reads`]).
     reads: u32,
+    /// See [`Store::no_stale`].
+    no_stale: bool,
     /// See [`RefreshView::wanted`].
     wanted: Duration,
     renew_after: Option<Instant>,
@@ -243,7 +249,7 @@ impl Cache {
                 renew,
             };
         }
-        if now < entry.expires + self.stale_window {
+        if now < entry.expires + self.stale_window && !entry.no_stale {
             return Lookup::Stale {
                 response: entry.response.clone(),
                 age,
@@ -262,7 +268,8 @@ impl Cache {
         key: &CacheKey,
     ) -> Option<(Arc<Response>, Duration)> {
         let entry = self.entries.get(key)?;
-        (now >= entry.expires && now < entry.expires + self.revalidate_window).then(|| {
+        let window = now >= entry.expires && now < entry.expires + self.revalidate_window;
+        (window && !entry.no_stale).then(|| {
             (
                 entry.response.clone(),
                 now.saturating_duration_since(entry.stored),
@@ -319,6 +326,7 @@ impl Cache {
                 sent: store.sent,
                 last_read,
                 reads: 0,
+                no_stale: store.no_stale,
                 wanted: Duration::MAX,
                 renew_after: store.renew_after,
                 bytes,

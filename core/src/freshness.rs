@@ -150,17 +150,33 @@ pub(crate) struct Storable {
     no_store: bool,
     /// `private`: for one user's cache only.
     private: bool,
-    /// `s-maxage`, else `max-age`: the lifetime upstream gives a shared
-    /// cache.
+    /// `s-maxage`, else `max-age`, else `Expires` less `Date` (RFC 9111
+    /// §4.2.1), less upstream's `Age`: how much longer upstream lets a
+    /// shared cache keep it.
     lifetime: Option<Duration>,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: once stale it
+    /// must not be served (RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10), not
+    /// even when upstream fails.
+    pub(crate) no_stale: bool,
 }
 
 impl Storable {
-    pub(crate) fn from_headers(headers: &[(String, String)]) -> Self {
+    /// Reads upstream's `Cache-Control`, `Expires`, `Date` and `Age`;
+    /// `received_unix`: when the answer arrived, for an `Expires` without
+    /// a `Date`.
+    pub(crate) fn from_headers(headers: &[(String, String)], received_unix: Option<u64>) -> Self {
         let mut s = Storable::default();
         let mut max_age = None;
         let mut s_maxage = None;
+        let (mut expires, mut date, mut age) = (None, None, None);
         for (name, value) in headers {
+            if name.eq_ignore_ascii_case("expires") {
+                expires.get_or_insert(value.as_str());
+            } else if name.eq_ignore_ascii_case("date") {
+                date.get_or_insert(value.as_str());
+            } else if name.eq_ignore_ascii_case("age") {
+                age = age.or_else(|| seconds(value).filter(|_| !value.contains('.')));
+            }
             if !name.eq_ignore_ascii_case("cache-control") {
                 continue;
             }
@@ -175,10 +191,31 @@ impl Storable {
                     s_maxage = arg.and_then(seconds).or(s_maxage);
                 } else if directive.eq_ignore_ascii_case("max-age") {
                     max_age = arg.and_then(seconds).or(max_age);
+                } else if directive.eq_ignore_ascii_case("must-revalidate")
+                    || directive.eq_ignore_ascii_case("proxy-revalidate")
+                {
+                    s.no_stale = true;
                 }
             }
         }
-        s.lifetime = s_maxage.or(max_age);
+        s.no_stale |= s_maxage.is_some();
+        let from_expires = || {
+            let expires = expires?;
+            // "A cache recipient MUST interpret invalid date formats,
+            // especially the value "0", as representing a time in the
+            // past (i.e., "already expired")" (§5.3).
+            let Some(at) = unix(expires) else {
+                return Some(Duration::ZERO);
+            };
+            let now = date.and_then(unix).or(received_unix)?;
+            Some(Duration::from_secs(at.saturating_sub(now)))
+        };
+        // max-age and s-maxage win over Expires (§5.3), and the time the
+        // answer already spent in caches upstream (`Age`, §5.1) counts.
+        s.lifetime = s_maxage
+            .or(max_age)
+            .or_else(from_expires)
+            .map(|l| l.saturating_sub(age.unwrap_or_default()));
         s
     }
 
@@ -206,6 +243,15 @@ impl Storable {
         }
         self.lifetime.unwrap_or(ttl)
     }
+}
+
+/// An HTTP-date as Unix seconds.
+fn unix(v: &str) -> Option<u64> {
+    httpdate::parse_http_date(ows(v))
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -253,7 +299,7 @@ mod tests {
     #[test]
     fn which_ttl_wins() {
         let ttl = Duration::from_secs(90);
-        let read = |v: &str| Storable::from_headers(&h(&[("Cache-Control", v)]));
+        let read = |v: &str| Storable::from_headers(&h(&[("Cache-Control", v)]), None);
         let secs = Duration::from_secs;
         // Unpinned: upstream's lifetime, s-maxage first.
         assert_eq!(read("max-age=5").ttl(ttl, false, false), secs(5));
@@ -270,6 +316,84 @@ mod tests {
         // ...but `private` never enters a shared entry.
         assert_eq!(read("private").ttl(ttl, true, false), Duration::ZERO);
         assert_eq!(read("private, max-age=3").ttl(ttl, false, true), secs(3));
-        assert_eq!(Storable::from_headers(&[]).ttl(ttl, false, false), ttl);
+        assert_eq!(
+            Storable::from_headers(&[], None).ttl(ttl, false, false),
+            ttl
+        );
+    }
+
+    /// RFC 9111 §4.2.1: "If the max-age response directive is present,
+    /// use its value, or if the Expires response header field is present,
+    /// use its value minus the value of the Date response header field
+    /// (using the time the message was received if it is not present)";
+    /// §5.3: invalid dates, "0" among them, are already expired; §5.1:
+    /// `Age` is time already spent in caches.
+    #[test]
+    fn expires_date_and_age() {
+        let ttl = Duration::from_secs(90);
+        let secs = Duration::from_secs;
+        let date = "Sun, 06 Dec 2026 12:00:00 GMT";
+        let later = "Sun, 06 Dec 2026 12:00:30 GMT";
+        let read =
+            |hs: &[(&str, &str)], rx| Storable::from_headers(&h(hs), rx).ttl(ttl, false, false);
+        assert_eq!(read(&[("Expires", later), ("Date", date)], None), secs(30));
+        assert_eq!(
+            read(&[("Expires", date), ("Date", later)], None),
+            Duration::ZERO
+        );
+        assert_eq!(
+            read(&[("Expires", "0"), ("Date", date)], None),
+            Duration::ZERO
+        );
+        assert_eq!(read(&[("Expires", "soon")], None), Duration::ZERO);
+        // No Date: the time it was received.
+        let received = unix(date);
+        assert_eq!(read(&[("Expires", later)], received), secs(30));
+        assert_eq!(
+            read(&[("Expires", later)], None),
+            ttl,
+            "nothing to measure against"
+        );
+        // max-age wins over Expires.
+        assert_eq!(
+            read(
+                &[
+                    ("Expires", later),
+                    ("Date", date),
+                    ("Cache-Control", "max-age=5")
+                ],
+                None
+            ),
+            secs(5)
+        );
+        // Age is time already spent in caches upstream.
+        assert_eq!(
+            read(&[("Cache-Control", "max-age=60"), ("Age", "45")], None),
+            secs(15)
+        );
+        assert_eq!(
+            read(&[("Cache-Control", "max-age=60"), ("Age", "75")], None),
+            Duration::ZERO
+        );
+        assert_eq!(
+            read(&[("Cache-Control", "max-age=60"), ("Age", "x")], None),
+            secs(60)
+        );
+        // A pinned TTL still wins.
+        let pinned = Storable::from_headers(&h(&[("Expires", "0")]), None).ttl(ttl, true, false);
+        assert_eq!(pinned, ttl);
+    }
+
+    /// §5.2.2.2 must-revalidate, §5.2.2.8 proxy-revalidate, §5.2.2.10
+    /// s-maxage ("incorporates the semantics of the proxy-revalidate
+    /// response directive"): no stale serving.
+    #[test]
+    fn revalidation_directives_forbid_stale_serving() {
+        let read = |v: &str| Storable::from_headers(&h(&[("Cache-Control", v)]), None).no_stale;
+        assert!(read("max-age=5, must-revalidate"));
+        assert!(read("Proxy-Revalidate"));
+        assert!(read("s-maxage=5"));
+        assert!(!read("max-age=5"));
+        assert!(!read("public"));
     }
 }

@@ -20,6 +20,7 @@ impl Store {
             sent,
             read: true,
             renew_after: None,
+            no_stale: false,
         }
     }
 }

@@ -72,7 +72,11 @@ impl<P: Clone> Coordinator<P> {
         }
 
         if verdict == Verdict::Answer {
-            if let Outcome::Response { response, .. } = outcome {
+            if let Outcome::Response {
+                response,
+                received_unix,
+            } = outcome
+            {
                 let write = self
                     .calls
                     .get(&call_id)
@@ -80,7 +84,7 @@ impl<P: Clone> Coordinator<P> {
                 if let Some((route, write)) = write {
                     self.invalidate(now, route, &write, &response);
                 }
-                self.answer_call(now, call_id, response, None);
+                self.answer_call(now, call_id, response, None, received_unix);
             }
         } else {
             self.retry_or_fail(now, call_id, verdict, outcome, upstream_wait, pause);
@@ -99,6 +103,7 @@ impl<P: Clone> Coordinator<P> {
         call_id: CallId,
         response: crate::request::Response,
         shared: Option<(Duration, Duration)>,
+        received_unix: Option<u64>,
     ) {
         let Some(call) = self.remove_call(call_id) else {
             return;
@@ -106,13 +111,15 @@ impl<P: Clone> Coordinator<P> {
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
             let route = self.config.routes().get(call.route);
-            let ttl = match shared {
-                Some((_, left)) => left,
-                None => Storable::from_headers(&response.headers).ttl(
-                    route.ttl,
-                    route.ttl_pinned,
-                    route.private,
-                ),
+            let (ttl, no_stale) = match shared {
+                Some((_, left)) => (left, false),
+                None => {
+                    let s = Storable::from_headers(&response.headers, received_unix);
+                    let ttl = s.ttl(route.ttl, route.ttl_pinned, route.private);
+                    // A pinned TTL wins over upstream's directives, this
+                    // one included (see `Storable::ttl`).
+                    (ttl, s.no_stale && !route.ttl_pinned)
+                }
             };
             let renew_after = route
                 .refresh_ahead
@@ -135,6 +142,7 @@ impl<P: Clone> Coordinator<P> {
                 sent,
                 read: !call.refresh,
                 renew_after,
+                no_stale,
             };
             let stored = self.cache.insert(now, key.clone(), response.clone(), store);
             if stored && self.sharing && shared.is_none() {

@@ -151,7 +151,7 @@ impl<P: Clone> Coordinator<P> {
         let now = self.advance(now);
         self.undispatch(now, call_id).ok_or(UnknownCall(call_id))?;
         self.stats.upstream.shared_answers += 1;
-        self.answer_call(now, call_id, response, Some((age, ttl_left)));
+        self.answer_call(now, call_id, response, Some((age, ttl_left)), None);
         Ok(())
     }
 
