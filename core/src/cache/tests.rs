@@ -489,3 +489,29 @@ mod lru_model {
         }
     }
 }
+
+/// RFC 9111 §5.2.2.2: "once the response has become stale, a cache MUST
+/// NOT reuse that response to satisfy another request until it has been
+/// successfully validated by the origin" (must-revalidate; proxy-revalidate
+/// and s-maxage say the same to a shared cache): no stale window, no
+/// stale-while-revalidate.
+#[test]
+fn an_entry_that_must_revalidate_is_never_served_stale() {
+    let t0 = Instant::now();
+    let mut config = config(100, 1 << 20, 300.0);
+    config.stale_while_revalidate_secs = 60.0;
+    let mut c = Cache::new(&config, IDLE);
+    let (strict, lax) = (key("/strict"), key("/lax"));
+    let store = Store {
+        no_stale: true,
+        ..Store::real(t0, s(10))
+    };
+    assert!(c.insert(t0, strict.clone(), ok("x"), store));
+    assert!(c.insert(t0, lax.clone(), ok("y"), Store::real(t0, s(10))));
+    assert!(is_fresh(&c.lookup(t0 + s(5), &strict)));
+    let expired = t0 + s(11);
+    assert!(c.while_revalidating(expired, &strict).is_none());
+    assert!(c.while_revalidating(expired, &lax).is_some());
+    assert_eq!(c.lookup(expired, &strict), Lookup::Miss);
+    assert!(matches!(c.lookup(expired, &lax), Lookup::Stale { .. }));
+}
