@@ -9,8 +9,10 @@
 //! clients that cannot set `Cache-Control`. The stricter of two ages wins.
 //!
 //! On upstream's answer ([`Storable::from_headers`], §5.2.2): `no-store`,
-//! `no-cache`, `private`, `s-maxage` and `max-age`. Which wins over the
-//! route's own TTL is decided in [`Storable::ttl`].
+//! `no-cache`, `private`, `s-maxage`, `max-age`, `must-revalidate` and
+//! `proxy-revalidate`, and `Expires`, `Date` and `Age` (§4.2.1, §5.1,
+//! §5.3). Which wins over the route's own TTL is decided in
+//! [`Storable::ttl`].
 //!
 //! Parsing never fails: a directive that is malformed or unknown is
 //! ignored, as RFC 9111 §5.2 asks, so a bot's odd header never costs it

@@ -115,7 +115,11 @@ impl<P: Clone> Coordinator<P> {
                 Some((_, left)) => (left, false),
                 None => {
                     let s = Storable::from_headers(&response.headers, received_unix);
-                    let ttl = s.ttl(route.ttl, route.ttl_pinned, route.private);
+                    // A request with no credential identity has no one
+                    // account to keep a `private` answer for: it is
+                    // stored as a shared one would be, so not at all.
+                    let per_credential = route.private && key.credential().is_some();
+                    let ttl = s.ttl(route.ttl, route.ttl_pinned, per_credential);
                     // A pinned TTL wins over upstream's directives, this
                     // one included (see `Storable::ttl`).
                     (ttl, s.no_stale && !route.ttl_pinned)

@@ -264,3 +264,24 @@ fn the_presets_orders_invalidate_open_orders_and_balances() {
         );
     }
 }
+
+/// RFC 9111 §5.2.2.7: a `private` answer is for one user. A request with
+/// no credential identity on a per-credential route has no user to keep
+/// it for: it is not stored, and the next anonymous caller asks upstream.
+#[test]
+fn a_private_answer_to_an_anonymous_request_is_not_stored() {
+    let (mut c, t0) = coordinator(config(100.0, 100));
+    let private =
+        Outcome::response(Response::new(200, "mine").with_header("Cache-Control", "private"));
+    call(&mut c, t0, get("/account/me"), private.clone());
+    assert_eq!(
+        source_of(&mut c, at(t0, 1.0), get("/account/me")),
+        Source::Upstream
+    );
+    // With a credential it is kept, for that credential.
+    call(&mut c, t0, as_key(get("/account/me"), "a"), private);
+    assert_eq!(
+        source_of(&mut c, at(t0, 1.0), as_key(get("/account/me"), "a")),
+        Source::Cache
+    );
+}
