@@ -55,10 +55,26 @@ pub fn answer_response(answer: &Answer) -> Response {
         headers.push(("Age".into(), answer.age.as_secs().to_string()));
     }
     headers.push((CACHE_HEADER.into(), answer.source.as_str().into()));
+    headers.push(("Cache-Status".into(), cache_status(answer.source).into()));
     Response {
         status: answer.response.status,
         headers,
         body: answer.response.body.clone(),
+    }
+}
+
+/// The `Cache-Status` entry syncoord adds (RFC 9211, beside
+/// `X-Syncoord-Cache`): `hit` for an answer from the cache (§2.1; a stale
+/// one says so in `detail`, §2.8), `fwd=miss` for one fetched for this
+/// request (§2.2), and `collapsed` when it shared a call another request
+/// made (§2.6). Upstream's own entries, if any, come before it, as the
+/// RFC orders caches from the origin out.
+fn cache_status(source: Source) -> &'static str {
+    match source {
+        Source::Cache => "syncoord; hit",
+        Source::Stale => "syncoord; hit; detail=stale",
+        Source::Coalesced => "syncoord; fwd=miss; collapsed",
+        Source::Upstream => "syncoord; fwd=miss",
     }
 }
 
@@ -316,10 +332,20 @@ mod tests {
         let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["Content-Type", "CB-After", "Age", "X-Syncoord-Cache"]
+            [
+                "Content-Type",
+                "CB-After",
+                "Age",
+                "X-Syncoord-Cache",
+                "Cache-Status"
+            ]
         );
         assert_eq!(r.header("age"), Some("12"));
         assert_eq!(r.header("x-syncoord-cache"), Some("stale"));
+        assert_eq!(
+            r.header("cache-status"),
+            Some("syncoord; hit; detail=stale")
+        );
 
         let fresh = Answer {
             response: Arc::new(Response::new(200, "x").with_header("Age", "5")),
@@ -329,6 +355,7 @@ mod tests {
         let r = answer_response(&fresh);
         assert_eq!(r.header("age"), Some("5"), "upstream's own Age stays");
         assert_eq!(r.header("x-syncoord-cache"), Some("miss"));
+        assert_eq!(r.header("cache-status"), Some("syncoord; fwd=miss"));
     }
 
     #[test]
