@@ -444,6 +444,12 @@ fn cache_and_ttl(t: &Target) -> Result<(), String> {
     expect(first.body == second.body, || {
         "a cache hit must return the cached body".into()
     })?;
+    // RFC 9211's Cache-Status says the same, as the last (closest) cache.
+    let statuses = (first.header("cache-status"), second.header("cache-status"));
+    expect(
+        statuses == (Some("syncoord; fwd=miss"), Some("syncoord; hit")),
+        || format!("Cache-Status: expected fwd=miss then hit, got {statuses:?}"),
+    )?;
     // The route's TTL is 1 s.
     std::thread::sleep(Duration::from_millis(1600));
     let third = get(&url, &[])?;
