@@ -11,6 +11,11 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+pub mod notify;
+mod probes;
+pub mod trust;
+
+pub use probes::{LIVEZ_PATH, READYZ_PATH};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -75,6 +80,7 @@ pub struct Daemon {
     servers: Vec<Server>,
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
+    readiness: Arc<probes::Readiness>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -131,6 +137,23 @@ impl Daemon {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(ca::default_ca_dir);
         let ca = Arc::new(ca::LazyCa::new(ca_dir));
+        // A daemon that can intercept CONNECT makes its CA now, not on the
+        // first CONNECT: bots started with REQUESTS_CA_BUNDLE pointing at
+        // it find the file from their first call.
+        let intercepts = config.upstreams.iter().any(|u| {
+            std::iter::once(&u.url).chain(&u.origins).any(|o| {
+                o.get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            })
+        });
+        let ca_problem = match intercepts.then(|| ca.get()) {
+            Some(Err(why)) => {
+                tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots will fail, and /readyz says not ready");
+                Some(why.to_string())
+            }
+            _ => None,
+        };
+        let readiness = Arc::new(probes::Readiness::new(ca_problem));
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -168,6 +191,7 @@ impl Daemon {
                 listener,
                 request_timeout,
                 ca: Arc::clone(&ca),
+                readiness: Arc::clone(&readiness),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -191,10 +215,15 @@ impl Daemon {
             tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|id| &proxy.upstream(id).name), "listening");
             servers.push(server);
         }
+        readiness.listening();
+        if let (true, Some(ca)) = (intercepts, ca.get().ok()) {
+            log_trust_settings(&ca.cert_path(), servers[0].local_addr());
+        }
         Ok(Daemon {
             servers,
             hosts,
             drain: settings.drain(),
+            readiness,
         })
     }
 
@@ -214,6 +243,7 @@ impl Daemon {
         Stopper {
             servers: self.servers.iter().map(Server::shutdown_handle).collect(),
             hosts: Arc::clone(&self.hosts),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 
@@ -249,12 +279,14 @@ impl Daemon {
 pub struct Stopper {
     servers: Vec<ShutdownHandle>,
     hosts: Arc<PerUpstream<Coordinator>>,
+    readiness: Arc<probes::Readiness>,
 }
 
 impl Stopper {
     /// Closes the listeners and every connection without a complete
     /// request; requests being handled are still answered.
     pub fn stop(&self) {
+        self.readiness.draining();
         for handle in &self.servers {
             handle.shutdown();
         }
@@ -269,6 +301,16 @@ impl Stopper {
         for host in self.hosts.values() {
             host.stop_now();
         }
+    }
+}
+
+/// Where the CA is and what each client family must set to trust it,
+/// once at start (`syncoord ca` prints the same list).
+fn log_trust_settings(pem: &std::path::Path, listen: std::net::SocketAddr) {
+    let proxy = format!("http://{listen}");
+    tracing::info!(ca = %pem.display(), "CONNECT interception: clients sending through HTTPS_PROXY={proxy} must trust this CA");
+    for t in trust::trust_settings(pem, &proxy) {
+        tracing::info!(family = t.family, settings = %t.settings, "trust settings");
     }
 }
 
@@ -360,6 +402,8 @@ struct ProxyHandler {
     request_timeout: Duration,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
+    /// What `/readyz` answers.
+    readiness: Arc<probes::Readiness>,
 }
 
 impl Handler for ProxyHandler {
@@ -524,6 +568,9 @@ impl ProxyHandler {
         // Inside a tunnel every request is for the real host, never for
         // our own endpoints.
         if request.tunnel.is_none() {
+            if let Some(probe) = probes::probe(&request.method, &request.target) {
+                return Submitted::Now(self.readiness.answer(probe));
+            }
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
                 return Submitted::Now(self.endpoint(endpoint));
             }

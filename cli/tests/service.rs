@@ -1,0 +1,201 @@
+//! `syncoord serve` as a service manager runs it: the readiness protocol
+//! on a notify socket the test binds (`READY=1`, then `STOPPING=1`),
+//! `/livez` and `/readyz`, `SIGHUP` never fatal, the CA made at start,
+//! and log lines without escape codes (JSON ones that parse).
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use syncoord_mock::{MockOptions, MockUpstream};
+use syncoord_server::test_client::{Client, Seen};
+
+/// A daemon process, killed if a test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "syncoord-service-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn get(addr: SocketAddr, path: &str) -> Option<Seen> {
+    let mut client = Client::try_connect(addr)?;
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: syncoord\r\n\r\n").as_bytes());
+    client.read_response()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// The next datagram on `socket` (hang-guarded by its read timeout).
+fn next_message(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notify message in time");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// `serve` fronting `mock`, with its CA under `dir`, extra env and args.
+fn serve(
+    mock: &MockUpstream,
+    dir: &std::path::Path,
+    port: u16,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncoord"));
+    command
+        .args(args)
+        .args(["serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--upstream")
+        .arg(mock.base_url())
+        .env("XDG_DATA_HOME", dir)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Running(command.spawn().expect("start syncoord serve"))
+}
+
+fn stderr_of(running: &mut Running) -> String {
+    let mut text = String::new();
+    if let Some(mut pipe) = running.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+    }
+    text
+}
+
+#[test]
+fn notify_ready_then_stopping_probes_and_sighup_is_not_fatal() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let dir = temp_dir("notify");
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let port = free_port();
+    let mut daemon = serve(
+        &mock,
+        &dir,
+        port,
+        &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path"))],
+        &["--log", "info"],
+    );
+    let ready = next_message(&socket);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // READY=1 is sent only once everything serves.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let readyz = get(addr, "/readyz").expect("an answer");
+    assert_eq!(
+        readyz.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&readyz.body)
+    );
+    assert_eq!(get(addr, "/livez").expect("an answer").status, 200);
+    // The CA exists before any CONNECT.
+    assert!(dir.join("syncoord/ca/ca.pem").exists(), "CA made at start");
+
+    // SIGHUP: logged, not fatal; the daemon keeps serving.
+    signal(&daemon.0, "HUP");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(300) {
+        assert!(
+            matches!(daemon.0.try_wait(), Ok(None)),
+            "SIGHUP killed the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(addr, "/readyz").expect("still serving").status, 200);
+
+    signal(&daemon.0, "TERM");
+    let stopping = next_message(&socket);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let exit = daemon.0.wait().expect("exits");
+    assert!(exit.success(), "SIGTERM exits 0: {exit:?}");
+    let log = stderr_of(&mut daemon);
+    mock.shutdown();
+    assert!(log.contains("SIGHUP ignored"), "{log}");
+    assert!(
+        log.contains("NODE_EXTRA_CA_CERTS"),
+        "trust settings logged: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no escape codes when stderr is not a terminal: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_log_lines_parse() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let dir = temp_dir("json");
+    let port = free_port();
+    let mut daemon = serve(
+        &mock,
+        &dir,
+        port,
+        &[],
+        &["--log", "info", "--log-format", "json"],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while get(addr, "/livez").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&daemon.0, "TERM");
+    assert!(daemon.0.wait().expect("exits").success());
+    let log = stderr_of(&mut daemon);
+    mock.shutdown();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"syncoord ready\"")),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
