@@ -47,6 +47,23 @@ fn get(addr: SocketAddr, path: &str) -> Option<Seen> {
     client.read_response()
 }
 
+/// One GET that may wait long (a paused scope), status only.
+fn get_patiently(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: syncoord\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split(' ').nth(1)?.parse().ok()
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
@@ -196,6 +213,68 @@ fn json_log_lines_parse() {
     assert!(
         lines.iter().any(|l| l.contains("\"syncoord ready\"")),
         "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 429 storm upstream while a dozen bots call: the log says once that
+/// the scope paused, not once per 429 or per request. (The bots' own wait
+/// is cut to 3 s: what they are answered is not this test's subject.)
+#[test]
+fn a_429_storm_logs_one_pause_not_one_per_request() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let dir = temp_dir("storm");
+    let port = free_port();
+    let mut daemon = serve(
+        &mock,
+        &dir,
+        port,
+        &[("SYNCOORD_SET", "server.request_timeout_secs=3")],
+        &["--log", "info"],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while get(addr, "/readyz").is_none_or(|r| r.status != 200) {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every answer slow, so several calls are in flight when the storm
+    // begins; each comes back 429.
+    mock.set_faults(syncoord_mock::Faults {
+        storm_ms: 300,
+        ..Default::default()
+    });
+    let bots: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                get_patiently(
+                    addr,
+                    &format!("/api/v3/brokerage/market/products/BTC-USD/ticker?limit={i}"),
+                )
+            })
+        })
+        .collect();
+    let statuses: Vec<_> = bots.into_iter().map(|b| b.join().expect("bot")).collect();
+    let storm_429s = mock.stats().storm_429s;
+    signal(&daemon.0, "TERM");
+    assert!(daemon.0.wait().expect("exits").success());
+    let log = stderr_of(&mut daemon);
+    mock.shutdown();
+    let pauses = log.matches("upstream 429: scope paused").count();
+    assert!(storm_429s >= 1, "the storm hit a call: {statuses:?}\n{log}");
+    assert_eq!(
+        pauses,
+        1,
+        "one pause event for {} requests and {storm_429s} upstream 429(s):\n{log}",
+        statuses.len()
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("scope paused"))
+        .expect("the line");
+    assert!(
+        line.contains("scope=") && line.contains("pause_secs="),
+        "{line}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
