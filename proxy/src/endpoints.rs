@@ -927,4 +927,27 @@ mod metrics_doc {
             "docs/metrics.md names metrics /metrics lacks: {stale:?}"
         );
     }
+
+    /// Two daemons scraped by one Prometheus are never summed unawares:
+    /// the dashboard has an `instance` variable and every query selects by it.
+    #[test]
+    fn grafana_queries_select_the_instance_variable() {
+        let grafana: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+        let vars = grafana["templating"]["list"].as_array().unwrap();
+        assert!(vars.iter().any(|v| v["name"] == "instance"), "{vars:?}");
+        for panel in grafana["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("syncoord_") {
+                    let selector = expr[i..].split('}').next().unwrap_or("");
+                    assert!(
+                        selector.contains("instance=~\"$instance\""),
+                        "panel `{}`: {expr}",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
 }

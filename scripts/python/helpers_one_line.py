@@ -1,0 +1,88 @@
+"""The `import syncoord` helpers (packaging/python/syncoord), one added line
+per client, against a daemon intercepting CONNECT in front of the mock.
+
+The environment holds no HTTPS_PROXY, REQUESTS_CA_BUNDLE or SSL_CERT_FILE:
+only SYNCOORD_PROXY and SYNCOORD_CA_FILE, which the helpers read. Checks
+that ccxt (sync), ccxt.async_support (aiohttp) and coinbase-advanced-py
+each reach the mock through syncoord after one `syncoord.*` line, and that
+the same clients without that line do not reach it (so the line is what
+made the difference).
+
+Environment: SYNCOORD_TEST_MOCK, SYNCOORD_PROXY, SYNCOORD_CA_FILE,
+PYTHONPATH including packaging/python. Prints one
+`python helpers: N passed, M failed` line; exits 1 on a failure.
+"""
+
+import asyncio
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+import syncoord
+from harness import check, finish, get_json
+
+MOCK = os.environ["SYNCOORD_TEST_MOCK"]
+for var in ("HTTPS_PROXY", "https_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+    assert var not in os.environ, f"{var} must not be set: the helpers are under test"
+
+KEY_NAME = "organizations/o-test/apiKeys/k-helpers"
+PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.TraditionalOpenSSL,
+    serialization.NoEncryption(),
+).decode()
+
+
+def requests_seen():
+    return get_json(MOCK + "/__stats")["requests_total"]
+
+
+check(syncoord.proxy_url() == os.environ["SYNCOORD_PROXY"], "proxy_url() reads SYNCOORD_PROXY")
+
+# ---- ccxt sync ----------------------------------------------------------------
+import ccxt  # noqa: E402
+
+before = requests_seen()
+cb = syncoord.ccxt(ccxt.coinbase({"apiKey": KEY_NAME, "secret": PEM}))
+r = cb.v3PrivateGetBrokerageAccounts()
+check(len(r["accounts"]) > 0 and requests_seen() > before, "ccxt sync: syncoord.ccxt(exchange)")
+
+plain = ccxt.coinbase({"apiKey": KEY_NAME, "secret": PEM, "timeout": 3000})
+try:
+    plain.v3PublicGetBrokerageMarketProductsProductIdTicker({"product_id": "BTC-USD"})
+    check(False, "ccxt sync without the line must not reach the mock")
+except Exception:  # noqa: BLE001 - real coinbase is unreachable here
+    check(True, "ccxt sync without the line does not reach the mock")
+
+# ---- ccxt async (aiohttp) -------------------------------------------------------
+import ccxt.async_support as accxt  # noqa: E402
+
+
+async def run_async():
+    ex = syncoord.ccxt(accxt.coinbase({"apiKey": KEY_NAME, "secret": PEM}))
+    try:
+        before = requests_seen()
+        r = await ex.v3PrivateGetBrokerageAccounts()
+        return len(r["accounts"]) > 0 and requests_seen() > before
+    finally:
+        await ex.close()
+
+
+try:
+    ok = asyncio.run(run_async())
+except Exception as e:  # noqa: BLE001
+    print(f"     {e!r}")
+    ok = False
+check(ok, "ccxt async: syncoord.ccxt(exchange) (cafile and httpsProxy)")
+
+# ---- coinbase-advanced-py --------------------------------------------------------
+from coinbase.rest import RESTClient  # noqa: E402
+
+before = requests_seen()
+client = RESTClient(api_key=KEY_NAME, api_secret=PEM)
+syncoord.session(client.session)
+accounts = client.get_accounts()
+check(len(accounts["accounts"]) > 0 and requests_seen() > before, "coinbase-advanced-py: syncoord.session(client.session)")
+
+finish("python helpers")
