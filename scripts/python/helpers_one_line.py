@@ -1,8 +1,9 @@
 """The `import syncoord` helpers (packaging/python/syncoord), one added line
 per client, against a daemon intercepting CONNECT in front of the mock.
 
-The environment holds no HTTPS_PROXY, REQUESTS_CA_BUNDLE or SSL_CERT_FILE:
-only SYNCOORD_PROXY and SYNCOORD_CA_FILE, which the helpers read. Checks
+The environment holds no HTTPS_PROXY and, for the CA, at most the system
+roots: only SYNCOORD_PROXY and SYNCOORD_CA_FILE point at syncoord, and
+the helpers read them. Checks
 that ccxt (sync), ccxt.async_support (aiohttp) and coinbase-advanced-py
 each reach the mock through syncoord after one `syncoord.*` line, and that
 the same clients without that line do not reach it (so the line is what
@@ -23,8 +24,10 @@ import syncoord
 from harness import check, finish, get_json
 
 MOCK = os.environ["SYNCOORD_TEST_MOCK"]
-for var in ("HTTPS_PROXY", "https_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+for var in ("HTTPS_PROXY", "https_proxy"):
     assert var not in os.environ, f"{var} must not be set: the helpers are under test"
+# REQUESTS_CA_BUNDLE and SSL_CERT_FILE may point at the system roots (as
+# on many machines): the helpers must win over them.
 
 KEY_NAME = "organizations/o-test/apiKeys/k-helpers"
 PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -44,7 +47,9 @@ check(syncoord.proxy_url() == os.environ["SYNCOORD_PROXY"], "proxy_url() reads S
 import ccxt  # noqa: E402
 
 before = requests_seen()
-cb = syncoord.ccxt(ccxt.coinbase({"apiKey": KEY_NAME, "secret": PEM}))
+# A key name per client: syncoord's cache is per credential, and each
+# client must reach the mock for its check to mean anything.
+cb = syncoord.ccxt(ccxt.coinbase({"apiKey": KEY_NAME + "-sync", "secret": PEM}))
 r = cb.v3PrivateGetBrokerageAccounts()
 check(len(r["accounts"]) > 0 and requests_seen() > before, "ccxt sync: syncoord.ccxt(exchange)")
 
@@ -60,7 +65,7 @@ import ccxt.async_support as accxt  # noqa: E402
 
 
 async def run_async():
-    ex = syncoord.ccxt(accxt.coinbase({"apiKey": KEY_NAME, "secret": PEM}))
+    ex = syncoord.ccxt(accxt.coinbase({"apiKey": KEY_NAME + "-async", "secret": PEM}))
     try:
         before = requests_seen()
         r = await ex.v3PrivateGetBrokerageAccounts()
@@ -80,7 +85,7 @@ check(ok, "ccxt async: syncoord.ccxt(exchange) (cafile and httpsProxy)")
 from coinbase.rest import RESTClient  # noqa: E402
 
 before = requests_seen()
-client = RESTClient(api_key=KEY_NAME, api_secret=PEM)
+client = RESTClient(api_key=KEY_NAME + "-cbadv", api_secret=PEM)
 syncoord.session(client.session)
 accounts = client.get_accounts()
 check(len(accounts["accounts"]) > 0 and requests_seen() > before, "coinbase-advanced-py: syncoord.session(client.session)")

@@ -65,12 +65,15 @@ def _trusting_adapter(ca):
     import requests.adapters
 
     class TrustSyncoordCa(requests.adapters.HTTPAdapter):
-        """Verifies with syncoord's CA wherever the caller asked for the
-        default roots (``verify=True``): sync ccxt passes ``True`` on every
-        call, which would override ``Session.verify``."""
+        """Verifies with syncoord's CA unless verification is off: every
+        https request of this session goes through syncoord's interception,
+        whose certificates only that CA signs. ``Session.verify`` is not
+        enough: sync ccxt passes ``verify=True`` on every call, and
+        requests replaces ``True`` with ``REQUESTS_CA_BUNDLE`` or
+        ``CURL_CA_BUNDLE`` when either is set (often the system roots)."""
 
         def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-            if verify is True:
+            if verify is not False:
                 verify = ca
             return super().send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
