@@ -278,3 +278,35 @@ fn a_429_storm_logs_one_pause_not_one_per_request() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `syncoord ca` prints the CA's path on stdout and, on stderr, the
+/// settings of every client family (the list the recipe tests run).
+#[test]
+fn ca_prints_each_client_familys_settings() {
+    let dir = temp_dir("ca");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+        .args(["ca", "--ca-dir"])
+        .arg(dir.join("ca"))
+        .output()
+        .expect("run syncoord ca");
+    assert!(out.status.success());
+    let pem = dir.join("ca/ca.pem");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        pem.display().to_string()
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "Python ccxt (sync)",
+        "'requests_trust_env': True",
+        "aiohttp_trust_env",
+        "'cafile': '",
+        "ccxt_async_config",
+        "NODE_EXTRA_CA_CERTS=",
+        "httpsProxy: 'http://127.0.0.1:8787'",
+        "REQUESTS_CA_BUNDLE=",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,8 +30,14 @@ pub fn trust_settings(pem: &Path, proxy: &str) -> Vec<TrustSetting> {
     let s = |family, settings: String| TrustSetting { family, settings };
     vec![
         s(
-            "Python requests, coinbase-advanced-py, ccxt (sync)",
+            "Python requests, coinbase-advanced-py",
             format!("HTTPS_PROXY={proxy} REQUESTS_CA_BUNDLE={pem} SSL_CERT_FILE={pem}"),
+        ),
+        s(
+            "Python ccxt (sync)",
+            format!(
+                "HTTPS_PROXY={proxy} REQUESTS_CA_BUNDLE={pem} and the option {{'requests_trust_env': True}}"
+            ),
         ),
         s(
             "Python ccxt (async, aiohttp): env",
@@ -46,7 +52,7 @@ pub fn trust_settings(pem: &Path, proxy: &str) -> Vec<TrustSetting> {
         s(
             "ccxt from JSON (ccxt_config and ccxt_async_config)",
             format!(
-                "both dicts: {{\"httpsProxy\": \"{proxy}\", \"cafile\": \"{pem}\"}}, plus REQUESTS_CA_BUNDLE={pem} for the sync client"
+                "both dicts: {{\"httpsProxy\": \"{proxy}\", \"cafile\": \"{pem}\"}}; the sync one also \"requests_trust_env\": true, with REQUESTS_CA_BUNDLE={pem}"
             ),
         ),
         s(

@@ -90,4 +90,54 @@ syncoord.session(client.session)
 accounts = client.get_accounts()
 check(len(accounts["accounts"]) > 0 and requests_seen() > before, "coinbase-advanced-py: syncoord.session(client.session)")
 
+# ---- the recipes (docs/connecting-bots.md, `syncoord ca`), no helper ----------
+# These set the environment, so they run after the helper checks above.
+import json  # noqa: E402
+
+PROXY = os.environ["SYNCOORD_PROXY"]
+CA = os.environ["SYNCOORD_CA_FILE"]
+
+
+async def async_accounts(config):
+    ex = accxt.coinbase(config)
+    try:
+        before = requests_seen()
+        r = await ex.v3PrivateGetBrokerageAccounts()
+        return len(r["accounts"]) > 0 and requests_seen() > before
+    finally:
+        await ex.close()
+
+
+def attempt(fn):
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        print(f"     {e!r}")
+        return False
+
+
+# ccxt async via options only: httpsProxy and cafile.
+ok = attempt(lambda: asyncio.run(async_accounts(
+    {"apiKey": KEY_NAME + "-opts", "secret": PEM, "httpsProxy": PROXY, "cafile": CA})))
+check(ok, "recipe: ccxt async with the options httpsProxy and cafile")
+
+# A framework configuring ccxt from JSON, both dicts, no code: the async
+# client from its dict alone, the sync one with requests_trust_env (sync
+# ccxt's requests session ignores the environment otherwise) and
+# REQUESTS_CA_BUNDLE.
+ccxt_config = json.loads(json.dumps({"apiKey": KEY_NAME + "-json", "secret": PEM, "httpsProxy": PROXY,
+                                     "cafile": CA, "requests_trust_env": True}))
+ccxt_async_config = json.loads(json.dumps({"apiKey": KEY_NAME + "-json-async", "secret": PEM, "httpsProxy": PROXY, "cafile": CA}))
+os.environ["REQUESTS_CA_BUNDLE"] = CA
+before = requests_seen()
+ok = attempt(lambda: len(ccxt.coinbase(ccxt_config).v3PrivateGetBrokerageAccounts()["accounts"]) > 0)
+check(ok and requests_seen() > before, "recipe: JSON ccxt_config (sync) with REQUESTS_CA_BUNDLE")
+check(attempt(lambda: asyncio.run(async_accounts(ccxt_async_config))), "recipe: JSON ccxt_async_config (async)")
+
+# ccxt async via the environment: HTTPS_PROXY, aiohttp_trust_env and cafile.
+os.environ["HTTPS_PROXY"] = PROXY
+ok = attempt(lambda: asyncio.run(async_accounts(
+    {"apiKey": KEY_NAME + "-env", "secret": PEM, "aiohttp_trust_env": True, "cafile": CA})))
+check(ok, "recipe: ccxt async with HTTPS_PROXY, aiohttp_trust_env and cafile")
+
 finish("python helpers")
