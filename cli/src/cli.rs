@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use syncoord_daemon::{Daemon, HostSecrets};
 
@@ -105,6 +105,11 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     overrides: Vec<String>,
+    /// Access log, one line per request: `-` for stderr, or a file
+    /// (reopened on SIGUSR1, for logrotate). Off when unset. Its lines are
+    /// JSON with `--log-format json`.
+    #[arg(long, value_name = "PATH|-", env = "SYNCOORD_ACCESS_LOG")]
+    access_log: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -113,7 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_)).then_some("warn");
     init_logging(cli.log.as_deref().or(quiet), cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, cli.log_format == LogFormat::Json),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::Token { name, credentials } => token(&name, &credentials),
@@ -155,7 +160,7 @@ fn init_logging(filter: Option<&str>, format: LogFormat) {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => load_config(path)?,
         None => ProxyConfig::default(),
@@ -181,11 +186,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     apply_overrides(&mut config, &args.overrides)?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
     let daemon = Daemon::start_with_secrets(config, &secrets_for(args.config.as_deref()))?;
+    let access = daemon.access_log();
+    match args.access_log.as_deref() {
+        None => {}
+        Some(p) if p.as_os_str() == "-" => access.to_stderr(json),
+        Some(p) => access
+            .to_file(p, json)
+            .map_err(|e| anyhow::anyhow!("--access-log {}: cannot open it: {e}", p.display()))?,
+    }
     tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
     syncoord_daemon::notify::ready(&format!("serving on {}", daemon.local_addr()));
     for signal in signals.forever() {
+        if signal == SIGUSR1 {
+            // logrotate moved the file: write to a new one at the path.
+            match access.reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
+            }
+            continue;
+        }
         if signal == SIGHUP {
             // What `systemctl reload` and most supervisors send: never
             // fatal. The one place the configuration reload takes over.
@@ -205,7 +226,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let forced = std::thread::Builder::new()
         .name("signal-force".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().find(|&s| s != SIGHUP) {
+            if let Some(signal) = signals.forever().find(|&s| s != SIGHUP && s != SIGUSR1) {
                 tracing::warn!(
                     signal,
                     "second signal: stopping now; calls in flight are answered outcome_unknown"

@@ -310,3 +310,98 @@ fn ca_prints_each_client_familys_settings() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--access-log FILE`: one line per request with its fields, secrets in
+/// the query redacted; after logrotate's move, SIGUSR1 opens a new file.
+#[test]
+fn access_log_has_one_line_per_request_and_reopens_on_sigusr1() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let dir = temp_dir("access");
+    let file = dir.join("access.log");
+    let port = free_port();
+    // `--access-log` is a flag of `serve` itself: started by hand.
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["--log", "warn", "serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--upstream")
+            .arg(mock.base_url())
+            .arg("--access-log")
+            .arg(&file)
+            .env("XDG_DATA_HOME", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while get(addr, "/livez").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker?api_key=s3cret";
+    assert_eq!(get(addr, ticker).expect("answer").status, 200);
+    assert_eq!(get(addr, ticker).expect("answer").status, 200);
+    assert_eq!(get(addr, "/nowhere").expect("answer").status, 404);
+    let text = std::fs::read_to_string(&file).expect("access log");
+    let lines: Vec<&str> = text.lines().collect();
+    // /livez polls, two tickers, one refusal.
+    let tickers: Vec<&&str> = lines.iter().filter(|l| l.contains("ticker")).collect();
+    assert_eq!(tickers.len(), 2, "{text}");
+    for field in [
+        "time=",
+        "client=",
+        "method=GET",
+        "upstream=advanced",
+        "status=200",
+        "ms=",
+        "bytes=",
+    ] {
+        assert!(tickers[0].contains(field), "{field}: {text}");
+    }
+    assert!(
+        tickers[0].contains("cache=miss") && tickers[1].contains("cache=hit"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret") && text.contains("api_key=REDACTED"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/nowhere") && l.contains("status=404")),
+        "{text}"
+    );
+
+    // logrotate: move, then SIGUSR1; the next line goes to a new file.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&file, &rotated).expect("rotate");
+    signal(&child.0, "USR1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "no new file after SIGUSR1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(addr, ticker).expect("answer").status, 200);
+    signal(&child.0, "TERM");
+    assert!(child.0.wait().expect("exits").success());
+    mock.shutdown();
+    let fresh = std::fs::read_to_string(&file).expect("new file");
+    assert_eq!(
+        fresh.lines().filter(|l| l.contains("ticker")).count(),
+        1,
+        "{fresh}"
+    );
+    let old = std::fs::read_to_string(&rotated).expect("rotated");
+    assert_eq!(
+        old.lines().filter(|l| l.contains("ticker")).count(),
+        2,
+        "{old}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod ca;
 pub mod notify;
 mod probes;
@@ -81,6 +82,7 @@ pub struct Daemon {
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
     readiness: Arc<probes::Readiness>,
+    access: Arc<access::AccessLog>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -154,6 +156,7 @@ impl Daemon {
             _ => None,
         };
         let readiness = Arc::new(probes::Readiness::new(ca_problem));
+        let access = Arc::new(access::AccessLog::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -192,6 +195,7 @@ impl Daemon {
                 request_timeout,
                 ca: Arc::clone(&ca),
                 readiness: Arc::clone(&readiness),
+                access: Arc::clone(&access),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -224,6 +228,7 @@ impl Daemon {
             hosts,
             drain: settings.drain(),
             readiness,
+            access,
         })
     }
 
@@ -231,6 +236,11 @@ impl Daemon {
     /// system chose when it was `:0`.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.servers[0].local_addr()
+    }
+
+    /// The access log (off until told where to write).
+    pub fn access_log(&self) -> Arc<access::AccessLog> {
+        Arc::clone(&self.access)
     }
 
     /// Every listener's address, main listener first.
@@ -404,6 +414,8 @@ struct ProxyHandler {
     ca: Arc<ca::LazyCa>,
     /// What `/readyz` answers.
     readiness: Arc<probes::Readiness>,
+    /// One line per answered request, when on.
+    access: Arc<access::AccessLog>,
 }
 
 impl Handler for ProxyHandler {
@@ -456,6 +468,29 @@ struct Waiting {
     path: String,
     /// How our own errors look to this upstream's client libraries.
     shape: proxy::ErrorShape,
+    /// The access log, when on, with what its line needs.
+    access: Option<Access>,
+}
+
+/// What an access line needs beyond the answer.
+struct Access {
+    log: Arc<access::AccessLog>,
+    started: Instant,
+    target: String,
+    upstream: String,
+}
+
+impl Access {
+    fn record(&self, client: &str, method: &str, response: &Response) {
+        self.log.record(&access::Entry {
+            client,
+            method,
+            target: &self.target,
+            upstream: &self.upstream,
+            elapsed: self.started.elapsed(),
+            response,
+        });
+    }
 }
 
 impl Waiting {
@@ -473,6 +508,7 @@ impl Waiting {
             method,
             path,
             shape,
+            access,
         } = self;
         let started = Instant::now();
         let result = loop {
@@ -491,6 +527,9 @@ impl Waiting {
         };
         let response = call_response(result, shape);
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        if let Some(access) = &access {
+            access.record(&client, &method, &response);
+        }
         Some(response)
     }
 }
@@ -572,7 +611,17 @@ impl ProxyHandler {
                 return Submitted::Now(self.readiness.answer(probe));
             }
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
-                return Submitted::Now(self.endpoint(endpoint));
+                let response = self.endpoint(endpoint);
+                if self.access.enabled() {
+                    Access {
+                        log: Arc::clone(&self.access),
+                        started: Instant::now(),
+                        target: request.target.clone(),
+                        upstream: "-".into(),
+                    }
+                    .record("-", &request.method, &response);
+                }
+                return Submitted::Now(response);
             }
         }
         self.submit(request)
@@ -597,6 +646,15 @@ impl ProxyHandler {
             Some(base) if target.starts_with('/') => format!("{base}{target}"),
             _ => target,
         };
+        let started = Instant::now();
+        let access = |upstream: &str| {
+            self.access.enabled().then(|| Access {
+                log: Arc::clone(&self.access),
+                started,
+                target: target.clone(),
+                upstream: upstream.to_owned(),
+            })
+        };
         let forward = match self
             .proxy
             .route(self.listener, &method, &target, &headers, body)
@@ -605,7 +663,11 @@ impl ProxyHandler {
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
                 let shape = self.proxy.error_shape_for(self.listener, &target);
-                return Submitted::Now(rejection.into_response_shaped(shape));
+                let response = rejection.into_response_shaped(shape);
+                if let Some(access) = access("-") {
+                    access.record("-", &method, &response);
+                }
+                return Submitted::Now(response);
             }
         };
         let host = &self.hosts[forward.upstream];
@@ -621,13 +683,18 @@ impl ProxyHandler {
                 .max(wait + self.proxy.config().server.upstream_timeout()),
             None => self.request_timeout,
         };
+        let access = access(&self.proxy.upstream(forward.upstream).name);
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            return Submitted::Now(call_response(result, shape));
+            let response = call_response(result, shape);
+            if let Some(access) = &access {
+                access.record(&client, &method, &response);
+            }
+            return Submitted::Now(response);
         }
         Submitted::Waiting(Waiting {
             pending,
@@ -638,6 +705,7 @@ impl ProxyHandler {
             method,
             path,
             shape,
+            access,
         })
     }
 
