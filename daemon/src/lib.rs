@@ -468,8 +468,9 @@ struct Waiting {
     path: String,
     /// How our own errors look to this upstream's client libraries.
     shape: proxy::ErrorShape,
-    /// The access log, when on, with what its line needs.
-    access: Option<Access>,
+    /// The access log, when on, with what its line needs (boxed: most
+    /// requests are answered at once, and this keeps `Submitted` small).
+    access: Option<Box<Access>>,
 }
 
 /// What an access line needs beyond the answer.
@@ -705,7 +706,7 @@ impl ProxyHandler {
             method,
             path,
             shape,
-            access,
+            access: access.map(Box::new),
         })
     }
 
