@@ -26,6 +26,7 @@
 mod checks;
 mod errors;
 mod locations;
+mod merge;
 mod overrides;
 mod parse;
 mod schema;
@@ -37,6 +38,7 @@ use crate::url::BaseUrl;
 
 pub use errors::{ConfigFileError, ConfigFileErrors};
 pub use locations::{line_col, locate_fields};
+pub use merge::PresetRoutes;
 pub use parse::read_toml;
 pub use schema::{Preset, ProxyConfig, ServerSettings, UpstreamConfig};
 pub use wording::{join, path_string, reword};

@@ -25,7 +25,7 @@ impl ProxyConfig {
             Self::set_in(&mut root, key_path, value)?;
         }
         let mut issues = Vec::new();
-        let (config, _) = Self::from_table(root, &mut issues);
+        let (config, _, _) = Self::from_table(root, &mut issues);
         if issues.is_empty() {
             issues = config.issues();
         }

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::errors::{ConfigFileError, ConfigFileErrors, Issue};
 use super::locations::{line_col, locate_all};
+use super::merge::RouteOrigins;
 use super::schema::{ProxyConfig, RawUpstream, UpstreamConfig};
 use super::wording::{join, path_string, reword};
 
@@ -29,7 +30,7 @@ impl ProxyConfig {
         let root = read_toml(text)?;
         let (doc, _) = DeTable::parse_recoverable(text);
         let mut issues = Vec::new();
-        let (config, index) = Self::from_table(root, &mut issues);
+        let (config, index, origins) = Self::from_table(root, &mut issues);
         // Upstreams that could not be read are left out; the rest are
         // still checked, under their index in the file.
         let unread = issues.iter().any(|i| i.field.starts_with("upstreams["));
@@ -37,10 +38,21 @@ impl ProxyConfig {
         if unread {
             checked.retain(|i| i.field != "upstreams");
         }
-        issues.extend(checked);
         if edge {
-            issues.extend(config.edge_issues_at(&index));
+            checked.extend(config.edge_issues_at(&index));
         }
+        // A route rule is checked where it ends up among the preset's;
+        // it is reported where the file has it.
+        for issue in &mut checked {
+            for (k, from) in origins.iter().enumerate() {
+                let at = format!("upstreams[{}].", index.get(k).copied().unwrap_or(k));
+                if let Some(rest) = issue.field.strip_prefix(&at) {
+                    issue.field = format!("{at}{}", from.to_file(rest));
+                    break;
+                }
+            }
+        }
+        issues.extend(checked);
         if issues.is_empty() {
             Ok(config)
         } else {
@@ -54,9 +66,10 @@ impl ProxyConfig {
     pub(super) fn from_table(
         root: toml::Table,
         issues: &mut Vec<Issue>,
-    ) -> (ProxyConfig, Vec<usize>) {
+    ) -> (ProxyConfig, Vec<usize>, Vec<RouteOrigins>) {
         let mut config = ProxyConfig::default();
         let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
+        let mut origins = vec![RouteOrigins::default(); config.upstreams.len()];
         for (key, value) in root {
             match key.as_str() {
                 "credentials" => match serde_path_to_error::deserialize(value) {
@@ -97,6 +110,7 @@ impl ProxyConfig {
                     };
                     config.upstreams.clear();
                     index.clear();
+                    origins.clear();
                     for (i, item) in items.into_iter().enumerate() {
                         let at = format!("upstreams[{i}]");
                         let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
@@ -109,13 +123,10 @@ impl ProxyConfig {
                                 continue;
                             }
                         };
-                        if let Some(issue) = emptied_routes(&at, &raw) {
-                            issues.push(issue);
-                            continue;
-                        }
-                        match UpstreamConfig::try_from(raw) {
-                            Ok(upstream) => {
+                        match UpstreamConfig::merged(raw) {
+                            Ok((upstream, from)) => {
                                 index.push(i);
+                                origins.push(from);
                                 config.upstreams.push(upstream)
                             }
                             Err(e) => issues.push(Issue::new(
@@ -131,7 +142,7 @@ impl ProxyConfig {
                 )),
             }
         }
-        (config, index)
+        (config, index, origins)
     }
 }
 
@@ -197,25 +208,6 @@ pub fn read_toml(text: &str) -> Result<toml::Table, ConfigFileErrors> {
         }
     };
     Ok(root)
-}
-
-/// `routes = []` over a preset that has rules: arrays replace, so this
-/// silently drops every rule of the preset (orders would be cached and
-/// coalesced like reads, market data keyed per credential). Refused, since
-/// an empty list is almost always a slip; `preset = "none"` is the way to
-/// start without rules.
-fn emptied_routes(at: &str, raw: &RawUpstream) -> Option<Issue> {
-    let empty =
-        matches!(raw.coordination.get("routes"), Some(toml::Value::Array(a)) if a.is_empty());
-    let preset_rules = raw.preset.config().routes.len();
-    (empty && preset_rules > 0).then(|| {
-        Issue::new(
-            format!("{at}.coordination.routes"),
-            format!(
-                "an empty list would drop all {preset_rules} route rules of the preset (a list replaces the preset's): remove `routes` to keep them, list the rules you want, or use preset = \"none\" to start without any"
-            ),
-        )
-    })
 }
 
 /// Every integer in `table` (at `path`) that does not fit in an `i64`:

@@ -1,5 +1,6 @@
 use super::*;
 use syncoord_core::config::coinbase;
+use syncoord_core::config::RouteRule;
 use syncoord_core::Duration;
 
 mod checks;
