@@ -45,8 +45,9 @@ enum Command {
         #[arg(long, short, env = "SYNCOORD_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Make a client token for signing mode: prints the token (give it to
-    /// the bot) and the `[[clients]]` entry holding only its SHA-256.
+    /// Make a client token for signing mode: prints, on stdout, the token
+    /// (line 1: give it to the bot) and, from line 3, the `[[clients]]`
+    /// entry holding only its SHA-256 (for the config).
     Token {
         /// The client's name in the printed entry.
         #[arg(long, default_value = "bot")]
@@ -278,15 +279,16 @@ fn token(name: &str, credentials: &[String]) -> anyhow::Result<ExitCode> {
         .map(|c| format!("{c:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("{token}");
-    eprintln!(
-        "\nGive the token above to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
-         Put this in the config; it holds only the token's SHA-256:\n\n\
-         [[clients]]\n\
-         name = {name:?}\n\
-         token_sha256 = \"{}\"\n\
-         credentials = [{list}]",
+    // Both on stdout, so that each can be captured: line 1 is the token
+    // (`| head -n 1`), the entry starts at line 3 (`| tail -n +3 >>
+    // syncoord.toml`). The explanation goes to stderr.
+    println!(
+        "{token}\n\n[[clients]]\nname = {name:?}\ntoken_sha256 = \"{}\"\ncredentials = [{list}]",
         syncoord_wire::token_sha256_hex(&token)
+    );
+    eprintln!(
+        "\nLine 1 is the token: give it to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
+         The [[clients]] entry below it holds only the token's SHA-256: put it in the config."
     );
     Ok(ExitCode::SUCCESS)
 }

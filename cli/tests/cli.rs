@@ -329,9 +329,14 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
         .output()
         .expect("run syncoord token");
     assert!(token.status.success());
-    let minted = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let stdout = String::from_utf8_lossy(&token.stdout).into_owned();
+    let mut lines = stdout.lines();
+    let minted = lines.next().unwrap_or_default().to_owned();
     assert_eq!(minted.len(), 64, "32 random bytes in hex: {minted}");
-    let entry = String::from_utf8_lossy(&token.stderr).into_owned();
+    assert_eq!(lines.next(), Some(""), "{stdout}");
+    // From line 3 on, stdout is the entry, ready to append to a config.
+    let entry = lines.collect::<Vec<_>>().join("\n");
+    assert!(entry.starts_with("[[clients]]\nname = \"bot1\"\n"), "{entry}");
     let sha = syncoord_wire::token_sha256_hex(&minted);
     assert!(
         entry.contains(&format!("token_sha256 = \"{sha}\"")),
@@ -344,7 +349,7 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
     let config = format!(
         "[[upstreams]]\nname = \"advanced\"\nurl = \"https://api.coinbase.com\"\npreset = \"coinbase-advanced\"\n\n\
          [[credentials]]\nname = \"desk\"\nupstream = \"advanced\"\nkind = \"coinbase-cdp\"\nkey_name = \"organizations/o/apiKeys/k\"\nprivate_key_file = \"ed.key\"\n\n\
-         [[clients]]\nname = \"bot1\"\ntoken_sha256 = \"{sha}\"\ncredentials = [\"desk\"]\n"
+         {entry}\n"
     );
     let file = dir.join("signing.toml");
     std::fs::write(&file, &config).expect("write");
