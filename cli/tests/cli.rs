@@ -336,7 +336,10 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
     assert_eq!(lines.next(), Some(""), "{stdout}");
     // From line 3 on, stdout is the entry, ready to append to a config.
     let entry = lines.collect::<Vec<_>>().join("\n");
-    assert!(entry.starts_with("[[clients]]\nname = \"bot1\"\n"), "{entry}");
+    assert!(
+        entry.starts_with("[[clients]]\nname = \"bot1\"\n"),
+        "{entry}"
+    );
     let sha = syncoord_wire::token_sha256_hex(&minted);
     assert!(
         entry.contains(&format!("token_sha256 = \"{sha}\"")),

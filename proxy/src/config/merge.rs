@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 use syncoord_core::Config;
 
+use super::repair::read_all;
 use super::schema::Preset;
-use super::wording::{path_string, reword};
 
 /// What a `routes` list in the file does to the preset's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -50,41 +50,54 @@ pub(super) struct CoordinationError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct RouteOrigins(pub(super) Vec<(Option<usize>, String)>);
 
-/// The preset with the user's table merged over it, deserialized, and
-/// where each route rule came from.
+/// The preset with the user's table merged over it, deserialized (what
+/// could be read, see [`read_all`]), where each route rule came from, and
+/// every problem met.
 pub(super) fn merged_coordination(
     preset: Preset,
     mode: PresetRoutes,
     mut user: toml::Table,
-) -> Result<(Config, RouteOrigins), CoordinationError> {
-    let mut base = toml::Table::try_from(preset.config()).map_err(|e| CoordinationError {
-        path: String::new(),
-        message: format!("preset cannot be merged: {e}"),
-    })?;
+) -> (Option<Config>, RouteOrigins, Vec<CoordinationError>) {
+    let fail = |path: &str, message: String| {
+        (
+            None,
+            RouteOrigins::default(),
+            vec![CoordinationError {
+                path: path.to_owned(),
+                message,
+            }],
+        )
+    };
+    let mut base = match toml::Table::try_from(preset.config()) {
+        Ok(base) => base,
+        Err(e) => return fail("", format!("preset cannot be merged: {e}")),
+    };
     let preset_routes = match base.remove("routes") {
         Some(toml::Value::Array(items)) => items,
         _ => Vec::new(),
     };
     let user_routes = match user.remove("routes") {
-        None => None,
-        Some(toml::Value::Array(items)) => Some(items),
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items,
         Some(_) => {
-            return Err(CoordinationError {
-                path: "routes".into(),
-                message: "must be an array of tables ([[...coordination.routes]])".into(),
-            })
+            return fail(
+                "routes",
+                "must be an array of tables ([[...coordination.routes]])".into(),
+            )
         }
     };
-    let (routes, origins) = merge_routes(preset_routes, user_routes.unwrap_or_default(), mode)?;
+    let (routes, origins) = match merge_routes(preset_routes, user_routes, mode) {
+        Ok(merged) => merged,
+        Err(e) => return (None, RouteOrigins::default(), vec![e]),
+    };
     deep_merge(&mut base, user);
     base.insert("routes".into(), toml::Value::Array(routes));
-    let config = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base)).map_err(
-        |e| CoordinationError {
-            path: path_string(e.path()),
-            message: reword(e.inner().message()),
-        },
-    )?;
-    Ok((config, origins))
+    let (config, problems) = read_all::<Config>(toml::Value::Table(base));
+    let problems = problems
+        .into_iter()
+        .map(|(path, message)| CoordinationError { path, message })
+        .collect();
+    (config, origins, problems)
 }
 
 /// The route rules in effect: the file's new rules first, in file order,
@@ -94,7 +107,11 @@ fn merge_routes(
     user: Vec<toml::Value>,
     mode: PresetRoutes,
 ) -> Result<(Vec<toml::Value>, RouteOrigins), CoordinationError> {
-    let name_of = |v: &toml::Value| v.get("name").and_then(toml::Value::as_str).map(str::to_owned);
+    let name_of = |v: &toml::Value| {
+        v.get("name")
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+    };
     let mut preset: Vec<(Option<String>, toml::Value, Option<usize>)> = match mode {
         PresetRoutes::Merge => preset.into_iter().map(|v| (name_of(&v), v, None)).collect(),
         PresetRoutes::Replace => Vec::new(),
@@ -150,7 +167,7 @@ pub(super) fn deep_merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 impl RouteOrigins {
-    /// `field` (a path within the upstream, `coordination.routes[j]...`)
+    /// `field` (a path within an upstream, `coordination.routes[j]...`)
     /// with the effective index `j` turned into the file's: the rule's
     /// own entry, or, for a preset rule the file does not mention, its
     /// name (`routes[name]`, located at `routes` or the table above).

@@ -29,6 +29,7 @@ mod locations;
 mod merge;
 mod overrides;
 mod parse;
+mod repair;
 mod schema;
 mod wording;
 

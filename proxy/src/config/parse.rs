@@ -10,8 +10,9 @@ use toml::Spanned;
 use super::errors::{ConfigFileError, ConfigFileErrors, Issue};
 use super::locations::{line_col, locate_all};
 use super::merge::RouteOrigins;
+use super::repair::read_all;
 use super::schema::{ProxyConfig, RawUpstream, UpstreamConfig};
-use super::wording::{join, path_string, reword};
+use super::wording::{join, reword};
 
 impl ProxyConfig {
     /// Reads and checks a configuration file. Every problem found is
@@ -72,34 +73,26 @@ impl ProxyConfig {
         let mut origins = vec![RouteOrigins::default(); config.upstreams.len()];
         for (key, value) in root {
             match key.as_str() {
-                "credentials" => match serde_path_to_error::deserialize(value) {
-                    Ok(c) => config.credentials = c,
-                    Err(e) => issues.push(Issue::new(
-                        join("credentials", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
-                "clients" => match serde_path_to_error::deserialize(value) {
-                    Ok(c) => config.clients = c,
-                    Err(e) => issues.push(Issue::new(
-                        join("clients", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
-                "cluster" => match serde_path_to_error::deserialize(value) {
-                    Ok(c) => config.cluster = Some(c),
-                    Err(e) => issues.push(Issue::new(
-                        join("cluster", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
-                "server" => match serde_path_to_error::deserialize(value) {
-                    Ok(s) => config.server = s,
-                    Err(e) => issues.push(Issue::new(
-                        join("server", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
+                "credentials" => {
+                    if let Some(c) = read_section("credentials", value, issues) {
+                        config.credentials = c;
+                    }
+                }
+                "clients" => {
+                    if let Some(c) = read_section("clients", value, issues) {
+                        config.clients = c;
+                    }
+                }
+                "cluster" => {
+                    if let Some(c) = read_section("cluster", value, issues) {
+                        config.cluster = Some(c);
+                    }
+                }
+                "server" => {
+                    if let Some(s) = read_section("server", value, issues) {
+                        config.server = s;
+                    }
+                }
                 "upstreams" => {
                     let toml::Value::Array(items) = value else {
                         issues.push(Issue::new(
@@ -113,26 +106,29 @@ impl ProxyConfig {
                     origins.clear();
                     for (i, item) in items.into_iter().enumerate() {
                         let at = format!("upstreams[{i}]");
-                        let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                issues.push(Issue::new(
-                                    join(&at, &path_string(e.path())),
-                                    reword(e.inner().message()),
-                                ));
-                                continue;
-                            }
+                        let (raw, problems) = read_all::<RawUpstream>(item);
+                        // With its preset unknown, what the rest of the
+                        // upstream means is unknown too: not checked.
+                        let preset_unknown = problems.iter().any(|(f, _)| f == "preset");
+                        issues.extend(
+                            problems
+                                .into_iter()
+                                .map(|(f, m)| Issue::new(join(&at, &f), m)),
+                        );
+                        let Some(raw) = raw.filter(|_| !preset_unknown) else {
+                            continue;
                         };
-                        match UpstreamConfig::merged(raw) {
-                            Ok((upstream, from)) => {
-                                index.push(i);
-                                origins.push(from);
-                                config.upstreams.push(upstream)
-                            }
-                            Err(e) => issues.push(Issue::new(
-                                join(&format!("{at}.coordination"), &e.path),
+                        let (upstream, from, problems) = UpstreamConfig::merged(raw);
+                        issues.extend(problems.into_iter().map(|e| {
+                            Issue::new(
+                                join(&at, &from.to_file(&join("coordination", &e.path))),
                                 e.message,
-                            )),
+                            )
+                        }));
+                        if let Some(upstream) = upstream {
+                            index.push(i);
+                            origins.push(from);
+                            config.upstreams.push(upstream);
                         }
                     }
                 }
@@ -144,6 +140,22 @@ impl ProxyConfig {
         }
         (config, index, origins)
     }
+}
+
+/// One section read with [`read_all`]: every problem becomes an issue
+/// under `section`.
+fn read_section<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: toml::Value,
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    let (read, problems) = read_all(value);
+    issues.extend(
+        problems
+            .into_iter()
+            .map(|(f, m)| Issue::new(join(section, &f), m)),
+    );
+    read
 }
 
 /// A file of ours read as TOML: its table, or its syntax errors (and

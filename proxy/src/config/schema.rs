@@ -386,18 +386,26 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
     type Error = CoordinationError;
 
     fn try_from(raw: RawUpstream) -> Result<Self, CoordinationError> {
-        UpstreamConfig::merged(raw).map(|(upstream, _)| upstream)
+        let (upstream, _, mut problems) = UpstreamConfig::merged(raw);
+        match upstream {
+            Some(upstream) if problems.is_empty() => Ok(upstream),
+            _ => Err(problems.swap_remove(0)),
+        }
     }
 }
 
 impl UpstreamConfig {
-    /// The upstream as written, its `coordination` merged over its preset,
-    /// and where each of its route rules came from.
+    /// The upstream as written, its `coordination` merged over its preset
+    /// (as far as it could be read), where each of its route rules came
+    /// from, and every problem of its `coordination`.
     pub(super) fn merged(
         raw: RawUpstream,
-    ) -> Result<(UpstreamConfig, RouteOrigins), CoordinationError> {
-        let (coordination, origins) =
-            merged_coordination(raw.preset, raw.preset_routes, raw.coordination)?;
+    ) -> (Option<UpstreamConfig>, RouteOrigins, Vec<CoordinationError>) {
+        let (coordination, origins, problems) =
+            merged_coordination(raw.preset, raw.preset_routes, raw.coordination);
+        let Some(coordination) = coordination else {
+            return (None, origins, problems);
+        };
         let upstream = UpstreamConfig {
             name: raw.name,
             url: raw.url,
@@ -411,6 +419,6 @@ impl UpstreamConfig {
             preset_routes: raw.preset_routes,
             coordination,
         };
-        Ok((upstream, origins))
+        (Some(upstream), origins, problems)
     }
 }

@@ -155,7 +155,10 @@ fn route_rules_merge_with_the_preset_by_name() {
     // New names first, then the preset's, in the preset's order.
     assert_eq!(routes[0].name.as_deref(), Some("mine"));
     assert_eq!(routes[0].path, "/x/**");
-    let merged: Vec<_> = routes[1..].iter().map(|r| r.name.clone().unwrap()).collect();
+    let merged: Vec<_> = routes[1..]
+        .iter()
+        .map(|r| r.name.clone().unwrap())
+        .collect();
     assert_eq!(merged, names);
     // The named rule keeps every field it does not set.
     let changed = &routes[4];
@@ -211,5 +214,59 @@ fn a_merged_rule_is_reported_where_the_file_has_it() {
         err.0[0].field, "upstreams[0].coordination.routes[1].scopes[0]",
         "{err}"
     );
-    assert_eq!((err.0[0].line, err.0[0].column), (Some(10), Some(11)), "{err}");
+    assert_eq!(
+        (err.0[0].line, err.0[0].column),
+        (Some(10), Some(11)),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    // A type error, an unknown preset, two misspelt fields and an unknown
+    // scope: each reported once, located, in one pass (serde alone stops
+    // at the first of each section).
+    let text = r#"[server]
+listen = "127.0.0.1:8787"
+max_connections = "many"
+drain_sec = 3
+
+[[upstreams]]
+name = "advanced"
+url = "https://api.coinbase.com"
+preset = "coinbase-advnced"
+
+[[upstreams]]
+name = "exchange"
+url = "https://api.exchange.coinbase.com"
+preset = "coinbase-exchange"
+prefix = "/exchange"
+[upstreams.coordination.queue]
+max_lenn = 5
+[[upstreams.coordination.routes]]
+name = "x"
+path = "/x"
+scopes = ["fils"]
+"#;
+    let err = ProxyConfig::from_toml_str(text).unwrap_err();
+    let mut got: Vec<(String, Option<usize>)> =
+        err.0.iter().map(|e| (e.field.clone(), e.line)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("server.drain_sec".to_owned(), Some(4)),
+            ("server.max_connections".to_owned(), Some(3)),
+            ("upstreams[0].preset".to_owned(), Some(9)),
+            (
+                "upstreams[1].coordination.queue.max_lenn".to_owned(),
+                Some(17)
+            ),
+            (
+                "upstreams[1].coordination.routes[0].scopes[0]".to_owned(),
+                Some(21)
+            ),
+        ],
+        "{err}"
+    );
 }
