@@ -11,6 +11,10 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+mod reload;
+
+use reload::Current;
+pub use reload::{ReloadError, Reloaded};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -75,6 +79,10 @@ pub struct Daemon {
     servers: Vec<Server>,
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
+    /// The configuration in effect, swapped by [`Daemon::reload`].
+    current: Arc<Current>,
+    /// One reload at a time.
+    reloading: std::sync::Mutex<()>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -124,7 +132,6 @@ impl Daemon {
             )
         })?);
         let limits = server_limits(&settings);
-        let request_timeout = settings.request_timeout();
         let ca_dir = settings
             .ca_dir
             .as_deref()
@@ -160,13 +167,13 @@ impl Daemon {
         if let Some((addr, config)) = &tls {
             listeners.push((None, addr.as_str(), Some(Arc::clone(config))));
         }
+        let current = Arc::new(Current::new(Arc::clone(&proxy)));
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
         for (listener, addr, tls) in listeners {
             let handler = Arc::new(ProxyHandler {
-                proxy: Arc::clone(&proxy),
+                current: Arc::clone(&current),
                 hosts: Arc::clone(&hosts),
                 listener,
-                request_timeout,
                 ca: Arc::clone(&ca),
             });
             let bound = match tls {
@@ -195,6 +202,8 @@ impl Daemon {
             servers,
             hosts,
             drain: settings.drain(),
+            current,
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -353,11 +362,12 @@ const CLIENT_CHECK: Duration = Duration::from_millis(250);
 
 /// Answers one listener's requests.
 struct ProxyHandler {
-    proxy: Arc<Proxy>,
+    /// The configuration in effect: each request is handled by the one
+    /// current when it arrived.
+    current: Arc<Current>,
     hosts: Arc<PerUpstream<Coordinator>>,
     /// The upstream this listener is dedicated to, if any.
     listener: Option<UpstreamId>,
-    request_timeout: Duration,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
 }
@@ -478,10 +488,11 @@ impl ProxyHandler {
     /// for it.
     fn connect(&self, request: &HttpRequest) -> Reply {
         let peer = request.peer;
+        let proxy = self.current.get();
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
-        if let Err(rejection) = self.proxy.authenticate(&request.headers) {
+        if let Err(rejection) = proxy.authenticate(&request.headers) {
             tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused: bad client token");
             return rejection.into_proxy_auth_response().into();
         }
@@ -491,7 +502,7 @@ impl ProxyHandler {
             .filter(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
             .cloned()
             .collect();
-        let target = match self.proxy.connect(&request.target) {
+        let target = match proxy.connect(&request.target) {
             Ok(target) => target,
             Err(rejection) => {
                 tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
@@ -550,29 +561,28 @@ impl ProxyHandler {
             Some(base) if target.starts_with('/') => format!("{base}{target}"),
             _ => target,
         };
-        let forward = match self
-            .proxy
-            .route(self.listener, &method, &target, &headers, body)
-        {
+        let proxy = self.current.get();
+        let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
-                let shape = self.proxy.error_shape_for(self.listener, &target);
+                let shape = proxy.error_shape_for(self.listener, &target);
                 return Submitted::Now(rejection.into_response_shaped(shape));
             }
         };
         let host = &self.hosts[forward.upstream];
-        let shape = self.proxy.error_shape(forward.upstream);
+        let shape = proxy.error_shape(forward.upstream);
+        let server = &proxy.config().server;
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         // A call syncoord signs at dispatch has no signature to expire: it
         // may wait its `max_wait` to be sent, plus the call itself, and
         // ends sooner only when its bot hangs up (which cancels it).
         let request_timeout = match forward.request.max_wait {
-            Some(wait) => self
-                .request_timeout
-                .max(wait + self.proxy.config().server.upstream_timeout()),
-            None => self.request_timeout,
+            Some(wait) => server
+                .request_timeout()
+                .max(wait + server.upstream_timeout()),
+            None => server.request_timeout(),
         };
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
@@ -599,13 +609,14 @@ impl ProxyHandler {
             // The dashboard page and its assets: static, no snapshots.
             return endpoint.render::<&str>(&[]);
         }
+        let proxy = self.current.get();
         let reports: Vec<_> = self
             .hosts
             .iter()
             .map(|(id, host)| {
                 let stats = host.stats();
                 let health = stats.health.clone();
-                (self.proxy.upstream(id).name.as_str(), stats, health)
+                (proxy.upstream(id).name.as_str(), stats, health)
             })
             .collect();
         endpoint.render(&reports)
