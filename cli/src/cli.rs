@@ -1,11 +1,11 @@
-//! Subcommands: `serve`, `check-config`, `ca`, `token`, `mock-upstream`,
-//! `demo`, `simulate`.
+//! Subcommands: `serve`, `reload`, `check-config`, `ca`, `token`,
+//! `mock-upstream`, `demo`, `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use syncoord_daemon::{Daemon, HostSecrets};
 
@@ -30,6 +30,10 @@ pub struct Cli {
 enum Command {
     /// Run the coordinating proxy daemon.
     Serve(ServeArgs),
+    /// Make a running daemon re-read its configuration (SIGHUP): what can
+    /// change live does at once, state is kept, a bad file is refused
+    /// (logged by the daemon, which keeps running as it was).
+    Reload(ReloadArgs),
     /// Validate a configuration file; print every problem with its line.
     CheckConfig {
         /// The TOML file to check.
@@ -93,6 +97,24 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     overrides: Vec<String>,
+    /// Write the daemon's process id here (for `syncoord reload`); removed
+    /// on exit.
+    #[arg(long, env = "SYNCOORD_PID_FILE")]
+    pid_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The pid file `serve --pid-file` wrote.
+    #[arg(long, env = "SYNCOORD_PID_FILE", conflicts_with = "pid")]
+    pid_file: Option<PathBuf>,
+    /// The daemon's process id.
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Check this file first (as `check-config`, every problem printed
+    /// here) and signal only if it is valid.
+    #[arg(long, short, env = "SYNCOORD_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -102,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log.as_deref().or(quiet));
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Reload(args) => reload(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::Token { name, credentials } => token(&name, &credentials),
@@ -135,7 +158,9 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The configuration `serve` runs: the file, then `--upstream`,
+/// `--listen` and `--set`. Read again, the same way, on each reload.
+fn serve_config(args: &ServeArgs, loud: bool) -> anyhow::Result<ProxyConfig> {
     let mut config = match &args.config {
         Some(path) => load_config(path)?,
         None => ProxyConfig::default(),
@@ -147,25 +172,38 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.server = server;
         // Loud on purpose: a preset silently dropped shows up later as a
         // confusing upstream 401.
-        eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
-        for line in before {
-            eprintln!("  was: {line}");
-        }
-        for line in config.describe_upstreams() {
-            eprintln!("  now: {line}");
+        if loud {
+            eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
+            for line in before {
+                eprintln!("  was: {line}");
+            }
+            for line in config.describe_upstreams() {
+                eprintln!("  now: {line}");
+            }
         }
     }
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
+    if let Some(listen) = &args.listen {
+        config.server.listen = listen.clone();
     }
     apply_overrides(&mut config, &args.overrides)?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = serve_config(&args, true)?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let daemon = Daemon::start_with_secrets(config, &secrets_for(args.config.as_deref()))?;
     tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
-    if let Some(signal) = signals.forever().next() {
+    let pid_file = PidFile::write(args.pid_file.as_deref())?;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            reload_from_files(&daemon, &args);
+            continue;
+        }
         tracing::info!(signal, "stopping: draining queued requests");
+        break;
     }
     // A second signal stops without waiting for upstream: calls still in
     // flight are answered `outcome_unknown` (never a retry hint).
@@ -173,7 +211,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let forced = std::thread::Builder::new()
         .name("signal-force".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            // A reload asked for while draining is not a second signal.
+            if let Some(signal) = signals.forever().find(|&s| s != SIGHUP) {
                 tracing::warn!(
                     signal,
                     "second signal: stopping now; calls in flight are answered outcome_unknown"
@@ -185,6 +224,86 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "cannot watch for a second signal");
     }
     daemon.shutdown();
+    drop(pid_file);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: the file (and flags) read again and applied; a bad file is
+/// logged with every problem located and changes nothing.
+fn reload_from_files(daemon: &Daemon, args: &ServeArgs) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let config = match serve_config(args, false) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration is kept:\n{error:#}");
+            return;
+        }
+    };
+    let shown = args
+        .config
+        .as_deref()
+        .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+    match daemon.reload(config, &secrets_for(args.config.as_deref())) {
+        Ok(_) => {}
+        Err(syncoord_daemon::ReloadError::Config(errors)) => tracing::error!(
+            "reload refused, the running configuration is kept:\n{}",
+            errors.display_with(&shown)
+        ),
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration is kept: {error}")
+        }
+    }
+}
+
+/// `serve --pid-file`: written at start, removed on exit.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&Path>) -> anyhow::Result<PidFile> {
+        if let Some(path) = path {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .map_err(|e| anyhow::anyhow!("--pid-file {}: {e}", path.display()))?;
+        }
+        Ok(PidFile(path.map(Path::to_path_buf)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `syncoord reload`: checks the file when given, then sends SIGHUP.
+fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.config {
+        if let Err(error) = load_config(file) {
+            eprintln!("{error}");
+            eprintln!("syncoord: not reloaded: the daemon keeps its running configuration");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let pid = match (args.pid, &args.pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--pid-file {}: {e}", path.display()))?
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--pid-file {}: not a process id: {e}", path.display()))?,
+        (None, None) => {
+            anyhow::bail!("which daemon? give --pid-file (as given to `serve --pid-file`) or --pid")
+        }
+    };
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| anyhow::anyhow!("{pid} is not a process id"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+        .map_err(|e| anyhow::anyhow!("cannot signal process {}: {e}", pid.as_raw_nonzero()))?;
+    eprintln!(
+        "syncoord: asked process {} to reload; its log says what changed (and what needs a restart)",
+        pid.as_raw_nonzero()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
