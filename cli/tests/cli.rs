@@ -393,3 +393,105 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `syncoord reload` checks the file first (a bad one is reported with its
+/// place and not sent); SIGHUP with a bad file is logged and changes
+/// nothing; with a good one the new rules apply at once, to the running
+/// process.
+#[test]
+fn reload_applies_a_new_file_and_refuses_a_bad_one() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let port = free_port();
+    let config = |ttl: f64| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_secs = 1.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n\n[[upstreams.coordination.routes]]\nname = \"public-market\"\nttl_secs = {ttl:?}\n",
+            mock.base_url()
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("syncoord-reload-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (file, pid_file) = (dir.join("syncoord.toml"), dir.join("syncoord.pid"));
+    std::fs::write(&file, config(60.0)).expect("write");
+    let mut running = Running(
+        Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["--log", "info", "serve", "--config"])
+            .arg(&file)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start syncoord serve"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cache = |path: &str| {
+        first_answer(addr, path)
+            .header("x-syncoord-cache")
+            .map(str::to_owned)
+    };
+    let path = "/api/v3/brokerage/market/products/BTC-USD";
+    assert_eq!(cache(path).as_deref(), Some("miss"));
+    assert_eq!(cache(path).as_deref(), Some("hit"), "kept 60 s");
+    let reload = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["reload", "--pid-file"])
+            .arg(&pid_file)
+            .args(extra)
+            .output()
+            .expect("run syncoord reload")
+    };
+
+    // A bad file: `reload --config` reports it and signals nothing.
+    std::fs::write(&file, config(0.0).replace("ttl_secs", "ttl_sec")).expect("write");
+    let out = reload(&["--config", file.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "syncoord.toml:12:1: upstreams[0].coordination.routes[0].ttl_sec: unknown field"
+        ),
+        "{stderr}"
+    );
+    // Sent anyway (no --config): the daemon refuses it and keeps running.
+    assert!(reload(&[]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cache(path).as_deref(),
+        Some("hit"),
+        "the old rules still run"
+    );
+
+    // A good file: from now on this route's answers are not kept (read
+    // on a path not cached before).
+    std::fs::write(&file, config(0.0)).expect("write");
+    assert!(reload(&["--config", file.to_str().expect("utf-8 path")])
+        .status
+        .success());
+    let other = "/api/v3/brokerage/market/products/ETH-USD";
+    let started = Instant::now();
+    loop {
+        let (first, second) = (cache(other), cache(other));
+        if (first.as_deref(), second.as_deref()) == (Some("miss"), Some("miss")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reloaded: {first:?} {second:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm(&running.0);
+    let status = running.0.wait().expect("wait");
+    assert!(status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(running.0.stderr.as_mut().expect("stderr"), &mut log)
+        .expect("read log");
+    assert!(
+        log.contains("reload refused") && log.contains("ttl_sec"),
+        "the bad file is logged with its problem: {log}"
+    );
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(!pid_file.exists(), "the pid file is removed on exit");
+    mock.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
