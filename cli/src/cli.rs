@@ -34,6 +34,9 @@ enum Command {
     /// change live does at once, state is kept, a bad file is refused
     /// (logged by the daemon, which keeps running as it was).
     Reload(ReloadArgs),
+    /// The configuration in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Validate a configuration file; print every problem with its line.
     CheckConfig {
         /// The TOML file to check.
@@ -103,6 +106,29 @@ struct ServeArgs {
     pid_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, each value marked with
+    /// where it came from (FILE:LINE, `--set`, `preset <name>`, `default`);
+    /// the output, read back as a file, is the same configuration.
+    Show {
+        /// The configuration file; without one, the Coinbase defaults.
+        #[arg(long, short, env = "SYNCOORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only what differs from the presets and defaults.
+        #[arg(long)]
+        diff: bool,
+        /// Override one value, as `serve --set` (repeatable).
+        #[arg(
+            long = "set",
+            value_name = "KEY=VALUE",
+            env = "SYNCOORD_SET",
+            value_delimiter = ';'
+        )]
+        overrides: Vec<String>,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 struct ReloadArgs {
     /// The pid file `serve --pid-file` wrote.
@@ -125,6 +151,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Reload(args) => reload(args),
+        Command::Config(ConfigCommand::Show {
+            config,
+            diff,
+            overrides,
+        }) => config_show(config.as_deref(), diff, &overrides),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::Token { name, credentials } => token(&name, &credentials),
@@ -274,6 +305,30 @@ impl Drop for PidFile {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `syncoord config show`.
+fn config_show(path: Option<&Path>, diff: bool, overrides: &[String]) -> anyhow::Result<ExitCode> {
+    let (mut config, from) = match path {
+        None => (
+            ProxyConfig::default(),
+            syncoord_proxy::Provenance::default(),
+        ),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let shown = path.display().to_string();
+            let from = syncoord_proxy::Provenance::from_file(&shown, &text)
+                .map_err(|errors| anyhow::anyhow!("{}", errors.display_with(&shown)))?;
+            (load_config(path)?, from)
+        }
+    };
+    apply_overrides(&mut config, overrides)?;
+    let keys = overrides
+        .iter()
+        .filter_map(|o| o.split_once('=').map(|(k, _)| k.trim().to_owned()));
+    print!("{}", config.show(&from.with_overrides(keys), diff));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `syncoord reload`: checks the file when given, then sends SIGHUP.

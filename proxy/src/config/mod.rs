@@ -31,6 +31,7 @@ mod overrides;
 mod parse;
 mod repair;
 mod schema;
+mod show;
 mod wording;
 
 use syncoord_core::CompiledConfig;
@@ -42,6 +43,7 @@ pub use locations::{line_col, locate_fields};
 pub use merge::PresetRoutes;
 pub use parse::read_toml;
 pub use schema::{Preset, ProxyConfig, ServerSettings, UpstreamConfig};
+pub use show::Provenance;
 pub use wording::{join, path_string, reword};
 
 /// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its

@@ -21,6 +21,17 @@ impl ProxyConfig {
         Self::parse(text, false)
     }
 
+    /// [`Self::from_toml_str`], and where each upstream's route rules came
+    /// from (the file's entries, or the preset's), for `config show`.
+    pub(super) fn from_toml_str_traced(
+        text: &str,
+    ) -> Result<(ProxyConfig, Vec<RouteOrigins>), ConfigFileErrors> {
+        let config = Self::parse(text, false)?;
+        let root = read_toml(text)?;
+        let (_, _, origins) = Self::from_table(root, &mut Vec::new());
+        Ok((config, origins))
+    }
+
     /// [`Self::from_toml_str`] plus [`Self::validate_for_edge`], with
     /// positions.
     pub fn from_toml_str_for_edge(text: &str) -> Result<ProxyConfig, ConfigFileErrors> {

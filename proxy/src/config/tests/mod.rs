@@ -7,3 +7,4 @@ mod checks;
 mod overrides;
 mod parse;
 mod schema;
+mod show;
