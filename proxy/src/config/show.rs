@@ -320,26 +320,48 @@ impl Writer<'_> {
         found
     }
 
-    /// Whether a `--set` key names `at` (an upstream by index or name).
+    /// Whether a `--set` key names `at` (an upstream or a route rule by
+    /// index or by name).
     fn set_by_override(&self, at: &str) -> bool {
-        self.from.overrides.iter().any(|key| {
-            key == at || {
-                let segs = parse_path(key);
-                let named = match (segs.first(), segs.get(1)) {
-                    (Some(Seg::Key(u)), Some(Seg::Key(name))) if u == "upstreams" => self
-                        .config
-                        .upstreams
-                        .iter()
-                        .position(|up| &up.name == name)
-                        .map(|i| {
-                            let rest: Vec<String> =
-                                key.splitn(3, '.').skip(2).map(str::to_owned).collect();
-                            join(&format!("upstreams[{i}]"), &rest.join("."))
-                        }),
-                    _ => None,
-                };
-                named.as_deref() == Some(at)
+        self.from
+            .overrides
+            .iter()
+            .any(|key| key == at || self.by_index(key).as_deref() == Some(at))
+    }
+
+    /// A `--set` key with upstreams and route rules named turned into
+    /// indexes, as the paths here are spelt.
+    fn by_index(&self, key: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut upstream: Option<&UpstreamConfig> = None;
+        let mut prev = String::new();
+        for seg in parse_path(key) {
+            match seg {
+                Seg::Key(k) if prev == "upstreams" => {
+                    let i = self.config.upstreams.iter().position(|u| u.name == k)?;
+                    upstream = self.config.upstreams.get(i);
+                    out.push_str(&format!("[{i}]"));
+                    prev = String::new();
+                }
+                Seg::Key(k) if prev == "routes" => {
+                    let routes = &upstream?.coordination.routes;
+                    let j = routes.iter().position(|r| r.name.as_deref() == Some(&k))?;
+                    out.push_str(&format!("[{j}]"));
+                    prev = String::new();
+                }
+                Seg::Key(k) => {
+                    out = at_of(&out, &k);
+                    prev = k;
+                }
+                Seg::Index(i) => {
+                    if prev == "upstreams" {
+                        upstream = self.config.upstreams.get(i);
+                    }
+                    out.push_str(&format!("[{i}]"));
+                    prev = String::new();
+                }
             }
-        })
+        }
+        Some(out)
     }
 }

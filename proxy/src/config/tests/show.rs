@@ -49,9 +49,15 @@ fn each_value_says_where_it_came_from() {
     config
         .apply_override("upstreams.a.coordination.queue.max_len", "7")
         .unwrap();
+    config
+        .apply_override("upstreams[0].coordination.routes.fees.ttl_secs", "9")
+        .unwrap();
     let from = Provenance::from_file("s.toml", text)
         .unwrap()
-        .with_overrides(["upstreams.a.coordination.queue.max_len".to_owned()]);
+        .with_overrides([
+            "upstreams.a.coordination.queue.max_len".to_owned(),
+            "upstreams[0].coordination.routes.fees.ttl_secs".to_owned(),
+        ]);
     let shown = config.show(&from, false);
     let line = |start: &str| {
         shown
@@ -83,6 +89,8 @@ fn each_value_says_where_it_came_from() {
             "preset = \"coinbase-advanced\"  # s.toml:7",
             "url = \"https://api.coinbase.com\"  # s.toml:6",
             "max_len = 7  # --set",
+            "name = \"fees\"  # preset coinbase-advanced",
+            "ttl_secs = 9.0  # --set",
             "name = \"public-market\"  # s.toml:9",
             "ttl_secs = 2.0  # s.toml:10",
         ],
