@@ -27,7 +27,8 @@ use syncoord_proxy::{
 use syncoord_wire::{Keyring, SecretSource};
 
 use syncoord::{
-    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
+    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, KeyringCell, Pending,
+    UpstreamOptions,
 };
 use syncoord_server::{
     ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
@@ -83,6 +84,9 @@ pub struct Daemon {
     current: Arc<Current>,
     /// One reload at a time.
     reloading: std::sync::Mutex<()>,
+    /// What each upstream's client signs with, in upstream order: a
+    /// reload swaps the keys.
+    keyrings: Vec<KeyringCell>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -122,14 +126,17 @@ impl Daemon {
                 "signing mode: calls with this credential are signed here"
             );
         }
+        let mut keyrings = Vec::new();
         let hosts = Arc::new(proxy.per_upstream(|_, upstream, coordination| {
-            start_host(
+            let (host, keyring) = start_host(
                 &settings,
                 config.cluster.as_ref(),
                 upstream,
                 coordination.clone(),
                 proxy.keyring(),
-            )
+            )?;
+            keyrings.push(keyring);
+            Ok::<_, DaemonError>(host)
         })?);
         let limits = server_limits(&settings);
         let ca_dir = settings
@@ -204,6 +211,7 @@ impl Daemon {
             drain: settings.drain(),
             current,
             reloading: std::sync::Mutex::new(()),
+            keyrings,
         })
     }
 
@@ -306,7 +314,7 @@ fn start_host(
     upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
     keyring: &Keyring,
-) -> Result<Coordinator, DaemonError> {
+) -> Result<(Coordinator, KeyringCell), DaemonError> {
     let name = upstream.name.clone();
     let url = upstream.url.as_str();
     let fail = |error: String| DaemonError::Upstream {
@@ -333,6 +341,7 @@ fn start_host(
     let upstream = HttpUpstream::new(url, options)
         .map_err(|e| fail(e.to_string()))?
         .with_keyring(keyring.clone());
+    let keyring = upstream.keyring_cell();
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
         thread_name: name.clone(),
@@ -354,6 +363,7 @@ fn start_host(
         .transpose()
         .map_err(|e| fail(e.to_string()))?;
     Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
+        .map(|host| (host, keyring))
         .map_err(|e| fail(e.to_string()))
 }
 

@@ -65,6 +65,8 @@ impl Daemon {
     /// the running configuration as it was.
     ///
     /// Applied at once: client tokens and what each client may use,
+    /// `[[credentials]]` and their keys (read again; a call queued for a
+    /// credential that is gone fails without being sent),
     /// routes, TTLs, defaults, queue length and deadlines, retries, health
     /// thresholds, `upstreams.signing`, `prefix`, `origins`,
     /// `server.request_timeout_secs`. Kept across it: the cache, the
@@ -72,7 +74,7 @@ impl Daemon {
     /// (each keeps the class, cost and buckets it was admitted under),
     /// connections, the local CA and the stats. Settings only a restart
     /// can apply (listeners and every other `server` field, `cluster`,
-    /// `[[credentials]]` and their keys, an upstream's `url`, `listen`
+    /// an upstream's `url`, `listen`
     /// and `ca_file`, and budgets, classes and sizes of its coordination,
     /// see [`syncoord_core::needs_restart`]) keep their running value and
     /// are listed in [`Reloaded::needs_restart`]; a changed list of
@@ -100,6 +102,11 @@ impl Daemon {
             if let Err(e) = host.reconfigure(proxy.coordination(id).clone()) {
                 tracing::error!(upstream = %proxy.upstream(id).name, error = %e, "reload: a coordinator refused its new rules; it keeps its old ones");
             }
+        }
+        // Keys are read again (a rotated key file, a credential added or
+        // removed): each upstream signs with them from its next attempt.
+        for cell in &self.keyrings {
+            cell.set(proxy.keyring().clone());
         }
         self.current.set(proxy);
         for field in &needs_restart {
@@ -142,10 +149,6 @@ fn keep_what_needs_a_restart(
     if new.cluster != running.cluster {
         changed.push("cluster".into());
         new.cluster = running.cluster.clone();
-    }
-    if new.credentials != running.credentials {
-        changed.push("credentials".into());
-        new.credentials = running.credentials.clone();
     }
     for (old, up) in running.upstreams.iter().zip(&mut new.upstreams) {
         let at = format!("upstreams.{}", up.name);

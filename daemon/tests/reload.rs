@@ -1,8 +1,9 @@
 //! Hot reload under load (issue 23): bots read and place orders while the
 //! daemon goes from configuration A to a bad one, to B and back to A. No
 //! request fails because of it, no order is sent twice or lost, the cache
-//! keeps answering, upstream never says 429, and a token added or removed
-//! by a reload is accepted or refused at once.
+//! keeps answering, upstream never says 429, a token added or removed by
+//! a reload is accepted or refused at once, and a credential it adds signs
+//! at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +25,9 @@ const NEW: &str = "a3c5e7f9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f
 /// token and NEW (OLD gone), market data kept 1 s, a shorter request
 /// timeout, and a listener limit that only a restart applies.
 fn text(mock: &MockUpstream, variant: char) -> String {
-    let (second, ttl, timeout, max_connections) = match variant {
-        'a' => (OLD, 5.0, 30.0, 10000),
-        _ => (NEW, 1.0, 20.0, 500),
+    let (second, ttl, timeout, max_connections, desk) = match variant {
+        'a' => (OLD, 5.0, 30.0, 10000, "desk"),
+        _ => (NEW, 1.0, 20.0, 500, "desk2"),
     };
     format!(
         r#"[server]
@@ -51,6 +52,13 @@ kind = "coinbase-cdp"
 key_name = "organizations/o/apiKeys/desk"
 private_key_file = "ed.key"
 
+[[credentials]]
+name = "desk2"
+upstream = "mock"
+kind = "coinbase-cdp"
+key_name = "organizations/o/apiKeys/desk2"
+private_key_file = "ed2.key"
+
 [[clients]]
 name = "bots"
 token_sha256 = "{bots}"
@@ -59,7 +67,7 @@ credentials = ["desk"]
 [[clients]]
 name = "other"
 token_sha256 = "{second}"
-credentials = ["desk"]
+credentials = ["{desk}"]
 "#,
         url = mock.base_url(),
         bots = token_sha256_hex(BOTS),
@@ -74,7 +82,7 @@ fn config(text: &str) -> ProxyConfig {
 fn status_with(base: &str, token: &str) -> u16 {
     get(
         &agent(),
-        &format!("{base}/api/v3/brokerage/market/products/ETH-USD"),
+        &format!("{base}/api/v3/brokerage/accounts"),
         &[("X-Syncoord-Token", token)],
     )
     .status
@@ -87,6 +95,9 @@ fn key_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("ed.key");
     std::fs::write(&key, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = dir.join("ed2.key");
+    std::fs::write(&key, "IB8eHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     dir
 }
@@ -202,7 +213,19 @@ fn reloads_under_load_fail_nothing_and_tokens_change_at_once() {
     // reported, not applied.
     let done = daemon.reload(config(&text(&mock, 'b')), &secrets).unwrap();
     assert_eq!(done.needs_restart, ["server.max_connections"]);
+    let signed_as_desk2 = || {
+        mock.stats()
+            .by_credential
+            .keys()
+            .any(|k| k.contains("desk2"))
+    };
+    assert!(!signed_as_desk2());
     assert_eq!(status_with(&base, NEW), 200);
+    assert!(
+        signed_as_desk2(),
+        "the credential the reload added signs at once: {:?}",
+        mock.stats().by_credential
+    );
     assert_eq!(status_with(&base, OLD), 401);
     std::thread::sleep(Duration::from_millis(700));
 
