@@ -100,6 +100,27 @@ pub(super) fn merged_coordination(
     (config, origins, problems)
 }
 
+/// Whether `routes`, read back as a file's rules with `preset_routes =
+/// "merge"`, give `routes` again: false when they leave out preset rules,
+/// reorder them, or unset a field a preset rule sets (a configuration
+/// built in code, or with `replace`). Written back, such rules need
+/// `preset_routes = "replace"`.
+pub(super) fn merge_keeps(preset: Preset, routes: &[syncoord_core::config::RouteRule]) -> bool {
+    let as_toml = |rules: &[syncoord_core::config::RouteRule]| {
+        rules
+            .iter()
+            .map(|r| toml::Value::try_from(r).ok())
+            .collect::<Option<Vec<_>>>()
+    };
+    let (Some(base), Some(mine)) = (as_toml(&preset.config().routes), as_toml(routes)) else {
+        return false;
+    };
+    let Ok((merged, _)) = merge_routes(base, mine.clone(), PresetRoutes::Merge) else {
+        return false;
+    };
+    merged == mine
+}
+
 /// The route rules in effect: the file's new rules first, in file order,
 /// then the preset's, each laid under the file's rule of the same name.
 fn merge_routes(

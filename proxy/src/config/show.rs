@@ -7,7 +7,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::errors::ConfigFileErrors;
 use super::locations::{line_col, parse_path, Seg};
-use super::merge::{PresetRoutes, RouteOrigins};
+use super::merge::{merge_keeps, PresetRoutes, RouteOrigins};
 use super::schema::{ProxyConfig, UpstreamConfig};
 use super::wording::join;
 
@@ -45,7 +45,17 @@ impl ProxyConfig {
     /// With `diff`, only what differs from the presets and defaults is
     /// written (and the names that say which upstream and rule it is).
     pub fn show(&self, from: &Provenance, diff: bool) -> String {
-        let root = match toml::Table::try_from(self) {
+        // Rules that merging would not give back are written as what they
+        // are: the complete list.
+        let mut written = self.clone();
+        for u in &mut written.upstreams {
+            if u.preset_routes == PresetRoutes::Merge
+                && !merge_keeps(u.preset, &u.coordination.routes)
+            {
+                u.preset_routes = PresetRoutes::Replace;
+            }
+        }
+        let root = match toml::Table::try_from(&written) {
             Ok(root) => root,
             Err(e) => return format!("# cannot be shown: {e}\n"),
         };
@@ -53,7 +63,7 @@ impl ProxyConfig {
         let doc = from.file.as_ref().map(|(_, text, _)| text.as_str());
         let parsed = doc.map(|t| DeTable::parse_recoverable(t).0);
         let writer = Writer {
-            config: self,
+            config: &written,
             from,
             doc: parsed.as_ref().map(|d| d.get_ref()),
             baseline: &baseline,

@@ -97,3 +97,26 @@ fn each_value_says_where_it_came_from() {
         "{diff}"
     );
 }
+
+#[test]
+fn rules_built_in_code_survive_overrides_and_show() {
+    // Two rules only, on a preset with seventeen, built in code (as the
+    // simulation's reference configuration is): `--set` and `config show`
+    // must not bring the preset's back.
+    let mut config = ProxyConfig::single_upstream("https://api.coinbase.com");
+    config.upstreams[0].coordination.routes.truncate(2);
+    let before = config.clone();
+    config.apply_overrides(&[]).unwrap();
+    assert_eq!(config, before, "an empty --set changes nothing");
+    config.apply_override("server.drain_secs", "3").unwrap();
+    assert_eq!(config.upstreams[0].coordination.routes.len(), 2);
+    for diff in [false, true] {
+        let shown = config.show(&Provenance::default(), diff);
+        assert!(shown.contains("preset_routes = \"replace\""), "{shown}");
+        let again = ProxyConfig::from_toml_str(&shown).unwrap();
+        assert_eq!(
+            again.upstreams[0].coordination,
+            config.upstreams[0].coordination
+        );
+    }
+}
