@@ -211,7 +211,12 @@ fn reloads_under_load_fail_nothing_and_tokens_change_at_once() {
 
     // A -> B: NEW works and OLD is refused at once; the listener limit is
     // reported, not applied.
+    let started = std::time::Instant::now();
     let done = daemon.reload(config(&text(&mock, 'b')), &secrets).unwrap();
+    eprintln!(
+        "reload A -> B took {:?} (keys read, rules compiled, swapped)",
+        started.elapsed()
+    );
     assert_eq!(done.needs_restart, ["server.max_connections"]);
     let signed_as_desk2 = || {
         mock.stats()
