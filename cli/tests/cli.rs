@@ -442,7 +442,14 @@ fn reload_applies_a_new_file_and_refuses_a_bad_one() {
     };
 
     // A bad file: `reload --config` reports it and signals nothing.
-    std::fs::write(&file, config(0.0).replace("ttl_secs", "ttl_sec")).expect("write");
+    // Files are replaced whole (written aside, renamed), as an editor or
+    // a deploy tool does: a reload never reads half a file.
+    let replace = |text: String| {
+        let aside = dir.join("syncoord.toml.new");
+        std::fs::write(&aside, text).expect("write");
+        std::fs::rename(&aside, &file).expect("rename");
+    };
+    replace(config(0.0).replace("ttl_secs", "ttl_sec"));
     let out = reload(&["--config", file.to_str().expect("utf-8 path")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -463,7 +470,7 @@ fn reload_applies_a_new_file_and_refuses_a_bad_one() {
 
     // A good file: from now on this route's answers are not kept (read
     // on a path not cached before).
-    std::fs::write(&file, config(0.0)).expect("write");
+    replace(config(0.0));
     assert!(reload(&["--config", file.to_str().expect("utf-8 path")])
         .status
         .success());

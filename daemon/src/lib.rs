@@ -10,9 +10,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod ca;
+pub mod notify;
+mod probes;
 mod reload;
+pub mod trust;
 
+pub use probes::{LIVEZ_PATH, READYZ_PATH};
 use reload::Current;
 pub use reload::{ReloadError, Reloaded};
 
@@ -87,6 +92,8 @@ pub struct Daemon {
     /// What each upstream's client signs with, in upstream order: a
     /// reload swaps the keys.
     keyrings: Vec<KeyringCell>,
+    readiness: Arc<probes::Readiness>,
+    access: Arc<access::AccessLog>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -145,6 +152,24 @@ impl Daemon {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(ca::default_ca_dir);
         let ca = Arc::new(ca::LazyCa::new(ca_dir));
+        // A daemon that can intercept CONNECT makes its CA now, not on the
+        // first CONNECT: bots started with REQUESTS_CA_BUNDLE pointing at
+        // it find the file from their first call.
+        let intercepts = config.upstreams.iter().any(|u| {
+            std::iter::once(&u.url).chain(&u.origins).any(|o| {
+                o.get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            })
+        });
+        let ca_problem = match intercepts.then(|| ca.get()) {
+            Some(Err(why)) => {
+                tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots will fail, and /readyz says not ready");
+                Some(why.to_string())
+            }
+            _ => None,
+        };
+        let readiness = Arc::new(probes::Readiness::new(ca_problem));
+        let access = Arc::new(access::AccessLog::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -182,6 +207,8 @@ impl Daemon {
                 hosts: Arc::clone(&hosts),
                 listener,
                 ca: Arc::clone(&ca),
+                readiness: Arc::clone(&readiness),
+                access: Arc::clone(&access),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -205,6 +232,10 @@ impl Daemon {
             tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|id| &proxy.upstream(id).name), "listening");
             servers.push(server);
         }
+        readiness.listening();
+        if let (true, Some(ca)) = (intercepts, ca.get().ok()) {
+            log_trust_settings(&ca.cert_path(), servers[0].local_addr());
+        }
         Ok(Daemon {
             servers,
             hosts,
@@ -212,6 +243,8 @@ impl Daemon {
             current,
             reloading: std::sync::Mutex::new(()),
             keyrings,
+            readiness,
+            access,
         })
     }
 
@@ -219,6 +252,11 @@ impl Daemon {
     /// system chose when it was `:0`.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.servers[0].local_addr()
+    }
+
+    /// The access log (off until told where to write).
+    pub fn access_log(&self) -> Arc<access::AccessLog> {
+        Arc::clone(&self.access)
     }
 
     /// Every listener's address, main listener first.
@@ -231,6 +269,7 @@ impl Daemon {
         Stopper {
             servers: self.servers.iter().map(Server::shutdown_handle).collect(),
             hosts: Arc::clone(&self.hosts),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 
@@ -266,12 +305,14 @@ impl Daemon {
 pub struct Stopper {
     servers: Vec<ShutdownHandle>,
     hosts: Arc<PerUpstream<Coordinator>>,
+    readiness: Arc<probes::Readiness>,
 }
 
 impl Stopper {
     /// Closes the listeners and every connection without a complete
     /// request; requests being handled are still answered.
     pub fn stop(&self) {
+        self.readiness.draining();
         for handle in &self.servers {
             handle.shutdown();
         }
@@ -286,6 +327,16 @@ impl Stopper {
         for host in self.hosts.values() {
             host.stop_now();
         }
+    }
+}
+
+/// Where the CA is and what each client family must set to trust it,
+/// once at start (`syncoord ca` prints the same list).
+fn log_trust_settings(pem: &std::path::Path, listen: std::net::SocketAddr) {
+    let proxy = format!("http://{listen}");
+    tracing::info!(ca = %pem.display(), "CONNECT interception: clients sending through HTTPS_PROXY={proxy} must trust this CA");
+    for t in trust::trust_settings(pem, &proxy) {
+        tracing::info!(family = t.family, settings = %t.settings, "trust settings");
     }
 }
 
@@ -380,6 +431,10 @@ struct ProxyHandler {
     listener: Option<UpstreamId>,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
+    /// What `/readyz` answers.
+    readiness: Arc<probes::Readiness>,
+    /// One line per answered request, when on.
+    access: Arc<access::AccessLog>,
 }
 
 impl Handler for ProxyHandler {
@@ -432,6 +487,30 @@ struct Waiting {
     path: String,
     /// How our own errors look to this upstream's client libraries.
     shape: proxy::ErrorShape,
+    /// The access log, when on, with what its line needs (boxed: most
+    /// requests are answered at once, and this keeps `Submitted` small).
+    access: Option<Box<Access>>,
+}
+
+/// What an access line needs beyond the answer.
+struct Access {
+    log: Arc<access::AccessLog>,
+    started: Instant,
+    target: String,
+    upstream: String,
+}
+
+impl Access {
+    fn record(&self, client: &str, method: &str, response: &Response) {
+        self.log.record(&access::Entry {
+            client,
+            method,
+            target: &self.target,
+            upstream: &self.upstream,
+            elapsed: self.started.elapsed(),
+            response,
+        });
+    }
 }
 
 impl Waiting {
@@ -449,6 +528,7 @@ impl Waiting {
             method,
             path,
             shape,
+            access,
         } = self;
         let started = Instant::now();
         let result = loop {
@@ -467,6 +547,9 @@ impl Waiting {
         };
         let response = call_response(result, shape);
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        if let Some(access) = &access {
+            access.record(&client, &method, &response);
+        }
         Some(response)
     }
 }
@@ -545,8 +628,21 @@ impl ProxyHandler {
         // Inside a tunnel every request is for the real host, never for
         // our own endpoints.
         if request.tunnel.is_none() {
+            if let Some(probe) = probes::probe(&request.method, &request.target) {
+                return Submitted::Now(self.readiness.answer(probe));
+            }
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
-                return Submitted::Now(self.endpoint(endpoint));
+                let response = self.endpoint(endpoint);
+                if self.access.enabled() {
+                    Access {
+                        log: Arc::clone(&self.access),
+                        started: Instant::now(),
+                        target: request.target.clone(),
+                        upstream: "-".into(),
+                    }
+                    .record("-", &request.method, &response);
+                }
+                return Submitted::Now(response);
             }
         }
         self.submit(request)
@@ -572,12 +668,25 @@ impl ProxyHandler {
             _ => target,
         };
         let proxy = self.current.get();
+        let started = Instant::now();
+        let access = |upstream: &str| {
+            self.access.enabled().then(|| Access {
+                log: Arc::clone(&self.access),
+                started,
+                target: target.clone(),
+                upstream: upstream.to_owned(),
+            })
+        };
         let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
                 let shape = proxy.error_shape_for(self.listener, &target);
-                return Submitted::Now(rejection.into_response_shaped(shape));
+                let response = rejection.into_response_shaped(shape);
+                if let Some(access) = access("-") {
+                    access.record("-", &method, &response);
+                }
+                return Submitted::Now(response);
             }
         };
         let host = &self.hosts[forward.upstream];
@@ -594,13 +703,18 @@ impl ProxyHandler {
                 .max(wait + server.upstream_timeout()),
             None => server.request_timeout(),
         };
+        let access = access(&proxy.upstream(forward.upstream).name);
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            return Submitted::Now(call_response(result, shape));
+            let response = call_response(result, shape);
+            if let Some(access) = &access {
+                access.record(&client, &method, &response);
+            }
+            return Submitted::Now(response);
         }
         Submitted::Waiting(Waiting {
             pending,
@@ -611,6 +725,7 @@ impl ProxyHandler {
             method,
             path,
             shape,
+            access: access.map(Box::new),
         })
     }
 
