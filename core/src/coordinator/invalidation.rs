@@ -39,6 +39,14 @@ impl Marks {
         by_route.max(by_target)
     }
 
+    /// The routes were renumbered (a reload): each mark follows its rule.
+    pub(super) fn remap(&mut self, remap: impl Fn(RouteId) -> RouteId) {
+        self.routes = std::mem::take(&mut self.routes)
+            .into_iter()
+            .map(|((r, c), at)| ((remap(r), c), at))
+            .collect();
+    }
+
     /// Forgets marks no call still in flight can predate.
     pub(super) fn forget_before(&mut self, t: Instant) {
         self.routes.retain(|_, at| *at >= t);

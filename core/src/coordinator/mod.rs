@@ -33,6 +33,7 @@ mod admission;
 mod dispatch;
 mod invalidation;
 mod output;
+mod reconfigure;
 mod refresh;
 mod reporting;
 mod settling;
@@ -41,6 +42,7 @@ mod tickets;
 mod timers;
 
 pub use output::Output;
+pub use reconfigure::{needs_restart, NeedsRestart};
 
 use std::collections::{BTreeSet, VecDeque};
 

@@ -1102,5 +1102,6 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
 mod freshness;
 mod output;
 mod paying;
+mod reconfigure;
 mod shared;
 mod writes;
