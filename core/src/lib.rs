@@ -78,6 +78,7 @@ mod queue;
 mod quota;
 mod request;
 mod route;
+mod signals;
 mod shared;
 pub mod stats;
 
@@ -101,6 +102,7 @@ pub use request::{
     Ticket, TransportError,
 };
 pub use route::Route;
+pub use signals::{read_signals, Signals, Stated};
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
 pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
