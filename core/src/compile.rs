@@ -188,7 +188,10 @@ impl Config {
         v.positive("limiter.learn.probe_secs", l.learn.probe_secs);
         v.range("limiter.learn.increase", l.learn.increase, 0.0, 1.0);
         v.positive("limiter.learn.expire_secs", l.learn.expire_secs);
-        v.positive("limiter.signals.weight_window_secs", l.signals.weight_window_secs);
+        v.positive(
+            "limiter.signals.weight_window_secs",
+            l.signals.weight_window_secs,
+        );
         if let Some(w) = l.signals.limit_window_secs {
             v.positive("limiter.signals.limit_window_secs", w);
         }

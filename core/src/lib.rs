@@ -78,8 +78,8 @@ mod queue;
 mod quota;
 mod request;
 mod route;
-mod signals;
 mod shared;
+mod signals;
 pub mod stats;
 
 /// The maps of the hot path (cache entries, clients, calls, buckets):
@@ -96,14 +96,15 @@ pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, Output, UnknownCall};
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
+pub use limiter::LearnedFrom;
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
     Ticket, TransportError,
 };
 pub use route::Route;
-pub use signals::{read_signals, Signals, Stated};
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
+pub use signals::{read_signals, Signals, Stated};
 pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
 

@@ -28,7 +28,10 @@ fn several_policies_the_lowest_rate_binds() {
     // Per minute and per hour, split over two fields (one List).
     let s = read(&[
         ("RateLimit-Policy", r#""permin";q=50;w=60"#),
-        ("ratelimit-policy", r#""perhr";q=1000;w=3600, burst;q=5;w=1"#),
+        (
+            "ratelimit-policy",
+            r#""perhr";q=1000;w=3600, burst;q=5;w=1"#,
+        ),
         ("RateLimit", r#""permin";r=20;t=30, "perhr";r=3;t=900"#),
     ]);
     let st = s.stated.unwrap();
