@@ -443,6 +443,8 @@ impl Workload {
                 error_rate: u.error_rate,
                 timeout_rate: u.timeout_rate,
                 faults,
+                headers: crate::HeaderStyle::None,
+                ban: None,
             },
             source: text.to_owned(),
         }

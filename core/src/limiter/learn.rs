@@ -176,7 +176,17 @@ impl Learned {
         floor: f64,
         burst_ceiling: u32,
     ) {
-        let sending = measured.map_or(self.rate, |m| m.min(self.rate));
+        // What upstream let through since the last cut is the best
+        // estimate of its limit (the calls went out faster than that, or
+        // there would be no 429).
+        let let_through = self.cut_at.and_then(|c| {
+            let since = now.saturating_duration_since(c).as_secs_f64();
+            (since >= 1.0).then(|| f64::from(self.accepted_since_cut) / since)
+        });
+        let sending = [measured, let_through]
+            .into_iter()
+            .flatten()
+            .fold(self.rate, f64::min);
         self.bad = Some(self.bad.map_or(sending, |b| b.min(sending)).max(floor));
         self.rate = (sending * rules.decrease).max(floor);
         let burst = (f64::from(self.burst.min(burst_ceiling)) * rules.decrease).floor() as u32;
@@ -204,6 +214,8 @@ impl Learned {
                 self.rate + rules.increase * bad
             };
             self.rate = stepped.min(ceiling);
+            // Busy at this rate without a 429: evidence that it holds.
+            self.at = now;
         }
         self.probe_from = now;
         self.busy = false;
