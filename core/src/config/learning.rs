@@ -25,7 +25,7 @@ pub struct LearnConfig {
     pub probe_secs: f64,
     /// Below 90% of the last rate that earned a 429 the step is x1.1; from
     /// there on it adds this fraction of that rate per probe, so the next
-    /// 429 is tens of minutes away. Default 0.002.
+    /// 429 is an hour or more away. Default 0.001.
     pub increase: f64,
     /// Let a limit upstream states raise the effective rate above the
     /// configured ceiling. Default false: the configuration stays the ceiling.
@@ -42,7 +42,7 @@ impl Default for LearnConfig {
             decrease: 0.7,
             floor: 0.001,
             probe_secs: 60.0,
-            increase: 0.002,
+            increase: 0.001,
             trust_upstream_limits: false,
             expire_secs: 3600.0,
         }

@@ -176,21 +176,26 @@ impl Learned {
         floor: f64,
         burst_ceiling: u32,
     ) {
-        // What upstream let through since the last cut is the best
-        // estimate of its limit (the calls went out faster than that, or
-        // there would be no 429).
+        // The rate that earned the 429: what the bucket really sent.
+        let sending = measured.map_or(self.rate, |m| m.min(self.rate));
+        // What upstream let through since the last cut estimates its limit
+        // (the calls went out faster than that, or there would be no 429);
+        // pauses make it low, so it sets the rate, not the memory.
         let let_through = self.cut_at.and_then(|c| {
             let since = now.saturating_duration_since(c).as_secs_f64();
             (since >= 1.0).then(|| f64::from(self.accepted_since_cut) / since)
         });
-        let sending = [measured, let_through]
-            .into_iter()
-            .flatten()
-            .fold(self.rate, f64::min);
-        self.bad = Some(self.bad.map_or(sending, |b| b.min(sending)).max(floor));
-        self.rate = (sending * rules.decrease).max(floor);
-        let burst = (f64::from(self.burst.min(burst_ceiling)) * rules.decrease).floor() as u32;
-        self.burst = burst.max(1);
+        self.bad = Some(sending.max(floor));
+        self.rate = (let_through.map_or(sending, |l| l.min(sending)) * rules.decrease).max(floor);
+        // The burst shrinks too (upstream's may be smaller than ours), but
+        // never below a probe period's worth of the new rate: a bucket
+        // that can hold no more than a call or two starves refresh-ahead
+        // and every reserve, for no gain in pace.
+        let cut = (f64::from(self.burst.min(burst_ceiling)) * rules.decrease).floor();
+        let worth = (self.rate * rules.probe.as_secs_f64()).ceil();
+        self.burst = cut
+            .max(worth.min(f64::from(burst_ceiling)))
+            .clamp(1.0, f64::from(u32::MAX)) as u32;
         self.from = LearnedFrom::RateLimited;
         self.at = now;
         self.cut_at = Some(now);
