@@ -778,3 +778,6 @@ pub(crate) mod bench {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod learn_tests;
