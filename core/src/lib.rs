@@ -96,7 +96,7 @@ pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{Admission, Coordinator, Dispatch, Output, UnknownCall};
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
-pub use limiter::LearnedFrom;
+pub use limiter::{LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,

@@ -35,8 +35,8 @@ use crate::shared::SharedBucket;
 use crate::signals::Signals;
 
 mod learn;
-pub use learn::LearnedFrom;
 use learn::{Learned, Meter, Rules};
+pub use learn::{LearnedFrom, LearnedRate};
 
 /// Calls a scope may make at once after headroom (at least one).
 #[cfg(test)]
@@ -686,6 +686,73 @@ impl Limiter {
                 && b.learned.is_none();
             !(full && calm)
         });
+    }
+
+    /// Every learned rate, for a state file or a shared store.
+    pub(crate) fn learned(&self, now: Instant) -> Vec<LearnedRate> {
+        let mut out: Vec<LearnedRate> = self
+            .buckets
+            .iter()
+            .filter_map(|(key, b)| {
+                let l = b.learned.as_ref()?;
+                let scope = self.scopes.get(key.scope.0 as usize)?;
+                Some(LearnedRate {
+                    scope: scope.name.clone(),
+                    credential: key.credential.as_ref().map(|c| c.as_str().to_owned()),
+                    rate_per_sec: l.rate,
+                    burst: l.burst,
+                    from: l.from,
+                    age_secs: now.saturating_duration_since(l.at).as_secs_f64(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.scope, &a.credential).cmp(&(&b.scope, &b.credential)));
+        out
+    }
+
+    /// Takes up rates learned before a restart (or by another daemon):
+    /// each for a scope this configuration still has, bounded by today's
+    /// ceiling and floor, with its age (one already expired is dropped),
+    /// never replacing what this limiter has learned itself since. Returns
+    /// how many were taken.
+    pub(crate) fn restore(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
+        let mut taken = 0;
+        for r in rates {
+            let Some(i) = self.scopes.iter().position(|s| s.name == r.scope) else {
+                continue;
+            };
+            let scope = &self.scopes[i];
+            let keyed = scope.keying == Keying::Credential;
+            if keyed != r.credential.is_some()
+                || !(r.rate_per_sec.is_finite() && r.rate_per_sec > 0.0)
+                || !r.age_secs.is_finite()
+            {
+                continue;
+            }
+            let age = secs(r.age_secs);
+            let Some(at) = now.checked_sub(age) else {
+                continue;
+            };
+            let ceiling = scope.ceiling();
+            let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
+            if !(self.rules.trust && r.from == LearnedFrom::Stated) {
+                rate = rate.min(ceiling);
+            }
+            let learned = Learned::restored(rate, r.burst, r.from, at);
+            if !self.rules.enabled || learned.expired(now, self.rules) {
+                continue;
+            }
+            let key = BucketKey {
+                scope: ScopeId(i as u16),
+                credential: r.credential.as_deref().map(Credential::new),
+            };
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
+            if bucket.learned.is_none() {
+                bucket.learned = Some(learned);
+                taken += 1;
+            }
+        }
+        taken
     }
 
     pub(crate) fn bucket_count(&self) -> usize {

@@ -31,8 +31,6 @@ pub enum LearnedFrom {
     Stated,
     /// 429s without a stated limit (AIMD).
     RateLimited,
-    /// Restored from a state file or a shared store.
-    Restored,
 }
 
 impl LearnedFrom {
@@ -41,9 +39,27 @@ impl LearnedFrom {
         match self {
             LearnedFrom::Stated => "stated",
             LearnedFrom::RateLimited => "rate-limited",
-            LearnedFrom::Restored => "restored",
         }
     }
+}
+
+/// A bucket's learned rate as it leaves the coordinator, to survive a
+/// restart (a state file) or reach the other daemons (a shared store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedRate {
+    /// The scope's name.
+    pub scope: String,
+    /// Whose bucket, for a per-credential scope (an identity alias, never
+    /// a secret).
+    pub credential: Option<String>,
+    /// Units per second at the whole budget.
+    pub rate_per_sec: f64,
+    /// Usable burst.
+    pub burst: u32,
+    /// What it was learned from.
+    pub from: LearnedFrom,
+    /// Seconds since its last evidence, when exported.
+    pub age_secs: f64,
 }
 
 /// The rules, from `[limiter.learn]`.
@@ -148,6 +164,17 @@ impl Learned {
             probe_from: now,
             busy: false,
         }
+    }
+
+    /// A rate learned elsewhere (or before a restart), `age` old: kept as
+    /// it was learned; a cut rate remembers it as the rate that earned its
+    /// 429, so probing resumes where it stood.
+    pub(super) fn restored(rate: f64, burst: u32, from: LearnedFrom, at: Instant) -> Self {
+        let mut l = Learned::new(rate, burst, from, at);
+        if from != LearnedFrom::Stated {
+            l.bad = Some(rate / 0.9);
+        }
+        l
     }
 
     pub(super) fn expired(&self, now: Instant, rules: Rules) -> bool {

@@ -211,3 +211,53 @@ fn a_learned_rate_expires_back_to_the_ceiling() {
     l.forget_idle(expired);
     assert!((l.quota_of(&keys[0]).unwrap().rate() - 10.0).abs() < 1e-6);
 }
+
+#[test]
+fn learned_rates_survive_a_restart_within_todays_bounds() {
+    let (mut l, keys, _) = limiter(false);
+    let mut rng = fastrand::Rng::with_seed(1);
+    let t0 = Instant::now();
+    l.on_rate_limited(t0, &keys, None, &mut rng, Some(t0), true);
+    let later = t0 + Duration::from_secs(30);
+    let saved = l.learned(later);
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].from, LearnedFrom::RateLimited);
+    assert!((saved[0].age_secs - 30.0).abs() < 1e-6);
+    // Through JSON, as a state file keeps it.
+    let text = serde_json::to_string(&saved).unwrap();
+    let back: Vec<LearnedRate> = serde_json::from_str(&text).unwrap();
+
+    let (mut fresh, keys, _) = limiter(false);
+    let restart = Instant::now() + Duration::from_secs(100);
+    assert_eq!(fresh.restore(restart, &back), 1);
+    let rate = fresh.quota_of(&keys[0]).unwrap().rate();
+    assert!((rate - 7.0).abs() < 1e-6, "{rate}");
+    assert!((fresh.learned(restart)[0].age_secs - 30.0).abs() < 1e-6);
+
+    // Out of bounds, unknown, mis-keyed or expired: clamped or dropped.
+    let odd = |scope: &str, credential: Option<&str>, rate: f64, age: f64| LearnedRate {
+        scope: scope.into(),
+        credential: credential.map(str::to_owned),
+        rate_per_sec: rate,
+        burst: 5,
+        from: LearnedFrom::RateLimited,
+        age_secs: age,
+    };
+    let (mut other, keys, _) = limiter(false);
+    let taken = other.restore(
+        restart,
+        &[
+            odd("gone", None, 1.0, 0.0),
+            odd("a", Some("id:x"), 1.0, 0.0),
+            odd("a", None, f64::NAN, 0.0),
+            odd("a", None, 1.0, 1e9),
+        ],
+    );
+    assert_eq!(taken, 0);
+    assert_eq!(
+        other.restore(restart, &[odd("a", None, 500.0, f64::INFINITY)]),
+        0
+    );
+    assert_eq!(other.restore(restart, &[odd("a", None, 500.0, 0.0)]), 1);
+    assert!((other.quota_of(&keys[0]).unwrap().rate() - 10.0).abs() < 1e-6);
+}
