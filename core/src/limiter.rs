@@ -713,8 +713,8 @@ impl Limiter {
     /// Takes up rates learned before a restart (or by another daemon):
     /// each for a scope this configuration still has, bounded by today's
     /// ceiling and floor, with its age (one already expired is dropped),
-    /// never replacing what this limiter has learned itself since. Returns
-    /// how many were taken.
+    /// never replacing what this limiter has learned itself since; the
+    /// bucket starts empty. Returns how many were taken.
     pub(crate) fn restore(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
         let mut taken = 0;
         for r in rates {
@@ -749,6 +749,11 @@ impl Limiter {
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
             if bucket.learned.is_none() {
                 bucket.learned = Some(learned);
+                // Empty: what the previous life spent of upstream's window
+                // just before it stopped is unknown, and the learned burst
+                // may still be above upstream's.
+                let tolerance = effective(scope, bucket, self.rules, self.share).tolerance();
+                bucket.tat = Some(bucket.tat.map_or(now, |t| t.max(now)) + tolerance);
                 taken += 1;
             }
         }

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+mod learned;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct Daemon {
     servers: Vec<Server>,
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
+    /// `server.state_file`, and the proxy whose upstreams name its entries.
+    state: Option<(std::path::PathBuf, Arc<Proxy>)>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -123,6 +126,13 @@ impl Daemon {
                 proxy.keyring(),
             )
         })?);
+        let state = settings
+            .state_file
+            .as_deref()
+            .map(|p| (std::path::PathBuf::from(p), Arc::clone(&proxy)));
+        if let Some((path, proxy)) = &state {
+            learned::restore(path, proxy, &hosts);
+        }
         let limits = server_limits(&settings);
         let request_timeout = settings.request_timeout();
         let ca_dir = settings
@@ -195,6 +205,7 @@ impl Daemon {
             servers,
             hosts,
             drain: settings.drain(),
+            state,
         })
     }
 
@@ -239,6 +250,9 @@ impl Daemon {
         });
         for server in self.servers {
             server.join();
+        }
+        if let Some((path, proxy)) = &self.state {
+            learned::save(path, proxy, &self.hosts);
         }
         tracing::info!("stopped");
     }

@@ -215,11 +215,11 @@ impl Learned {
         self.bad = Some(sending.max(floor));
         self.rate = (let_through.map_or(sending, |l| l.min(sending)) * rules.decrease).max(floor);
         // The burst shrinks too (upstream's may be smaller than ours), but
-        // never below a probe period's worth of the new rate: a bucket
-        // that can hold no more than a call or two starves refresh-ahead
-        // and every reserve, for no gain in pace.
+        // never below a second's worth of the new rate, nor below two: a
+        // bucket of one call starves the orders' reserve and refresh-ahead
+        // for no gain in pace.
         let cut = (f64::from(self.burst.min(burst_ceiling)) * rules.decrease).floor();
-        let worth = (self.rate * rules.probe.as_secs_f64()).ceil();
+        let worth = self.rate.ceil().max(2.0);
         self.burst = cut
             .max(worth.min(f64::from(burst_ceiling)))
             .clamp(1.0, f64::from(u32::MAX)) as u32;
