@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use syncoord_daemon::Daemon;
-use syncoord_mock::{BucketSpec, MockOptions, MockRates, MockUpstream};
+use syncoord_mock::{BucketSpec, HeaderStyle, MockOptions, MockRates, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
 mod common;
@@ -104,4 +104,31 @@ fn a_learned_limit_shows_in_stats_and_survives_a_restart() {
     daemon.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(extra, 0, "429s after the restart (before it: {learned})");
+}
+
+#[test]
+fn stated_limits_in_each_header_style_are_learned_without_a_429() {
+    for style in [HeaderStyle::RateLimit, HeaderStyle::XRateLimit] {
+        let mut rates = MockRates::default();
+        rates.advanced_public = BucketSpec::new(2.0, 2.0);
+        let mock = MockUpstream::start(MockOptions {
+            rates,
+            headers: style,
+            ..MockOptions::default()
+        })
+        .expect("mock starts");
+        // `x-ratelimit-limit` says no window: the configuration does.
+        let (daemon, base) = common::daemon(
+            &mock,
+            "[upstreams.coordination.limiter.signals]\nlimit_window_secs = 1.0\n",
+        );
+        drive(&base, Duration::from_secs(2), 0);
+        let bucket = public_bucket(&base);
+        daemon.shutdown();
+        assert_eq!(bucket["learned_from"], "stated", "{style:?}: {bucket}");
+        let rate = bucket["learned_per_sec"].as_f64().unwrap_or(0.0);
+        // The mock's 2/s at the scope's headroom (0.9).
+        assert!((rate - 1.8).abs() < 0.01, "{style:?}: {rate}");
+        assert_eq!(mock.stats().rate_limited, 0, "{style:?}");
+    }
 }
