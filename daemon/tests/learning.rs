@@ -64,8 +64,10 @@ fn a_learned_limit_shows_in_stats_and_survives_a_restart() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let state = dir.join("learned.json");
     let _ = std::fs::remove_file(&state);
-    let mut rates = MockRates::default();
-    rates.advanced_public = BucketSpec::new(2.0, 2.0);
+    let rates = MockRates {
+        advanced_public: BucketSpec::new(2.0, 2.0),
+        ..MockRates::default()
+    };
     let mock = MockUpstream::start(MockOptions {
         rates,
         ..MockOptions::default()
@@ -109,8 +111,10 @@ fn a_learned_limit_shows_in_stats_and_survives_a_restart() {
 #[test]
 fn stated_limits_in_each_header_style_are_learned_without_a_429() {
     for style in [HeaderStyle::RateLimit, HeaderStyle::XRateLimit] {
-        let mut rates = MockRates::default();
-        rates.advanced_public = BucketSpec::new(2.0, 2.0);
+        let rates = MockRates {
+            advanced_public: BucketSpec::new(2.0, 2.0),
+            ..MockRates::default()
+        };
         let mock = MockUpstream::start(MockOptions {
             rates,
             headers: style,
