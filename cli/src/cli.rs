@@ -1,11 +1,11 @@
-//! Subcommands: `serve`, `check-config`, `ca`, `token`, `mock-upstream`,
-//! `demo`, `simulate`.
+//! Subcommands: `serve`, `reload`, `check-config`, `ca`, `token`,
+//! `mock-upstream`, `demo`, `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use syncoord_daemon::{Daemon, HostSecrets};
 
@@ -22,14 +22,34 @@ pub struct Cli {
     /// tracing-subscriber directive); `RUST_LOG` is read when unset.
     #[arg(long, global = true, env = "SYNCOORD_LOG")]
     log: Option<String>,
+    /// Log line format: `text` (for people) or `json` (one object per
+    /// line, for log shippers).
+    #[arg(long, global = true, env = "SYNCOORD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO target: message key=value`.
+    Text,
+    /// One JSON object per line: timestamp, level, fields, target.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the coordinating proxy daemon.
     Serve(ServeArgs),
+    /// Make a running daemon re-read its configuration (SIGHUP): what can
+    /// change live does at once, state is kept, a bad file is refused
+    /// (logged by the daemon, which keeps running as it was).
+    Reload(ReloadArgs),
+    /// The configuration in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Validate a configuration file; print every problem with its line.
     CheckConfig {
         /// The TOML file to check.
@@ -45,8 +65,9 @@ enum Command {
         #[arg(long, short, env = "SYNCOORD_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Make a client token for signing mode: prints the token (give it to
-    /// the bot) and the `[[clients]]` entry holding only its SHA-256.
+    /// Make a client token for signing mode: prints, on stdout, the token
+    /// (line 1: give it to the bot) and, from line 3, the `[[clients]]`
+    /// entry holding only its SHA-256 (for the config).
     Token {
         /// The client's name in the printed entry.
         #[arg(long, default_value = "bot")]
@@ -92,15 +113,67 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     overrides: Vec<String>,
+    /// Write the daemon's process id here (for `syncoord reload`); removed
+    /// on exit.
+    #[arg(long, env = "SYNCOORD_PID_FILE")]
+    pid_file: Option<PathBuf>,
+    /// Access log, one line per request: `-` for stderr, or a file
+    /// (reopened on SIGUSR1, for logrotate). Off when unset. Its lines are
+    /// JSON with `--log-format json`.
+    #[arg(long, value_name = "PATH|-", env = "SYNCOORD_ACCESS_LOG")]
+    access_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, each value marked with
+    /// where it came from (FILE:LINE, `--set`, `preset <name>`, `default`);
+    /// the output, read back as a file, is the same configuration.
+    Show {
+        /// The configuration file; without one, the Coinbase defaults.
+        #[arg(long, short, env = "SYNCOORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only what differs from the presets and defaults.
+        #[arg(long)]
+        diff: bool,
+        /// Override one value, as `serve --set` (repeatable).
+        #[arg(
+            long = "set",
+            value_name = "KEY=VALUE",
+            env = "SYNCOORD_SET",
+            value_delimiter = ';'
+        )]
+        overrides: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The pid file `serve --pid-file` wrote.
+    #[arg(long, env = "SYNCOORD_PID_FILE", conflicts_with = "pid")]
+    pid_file: Option<PathBuf>,
+    /// The daemon's process id.
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Check this file first (as `check-config`, every problem printed
+    /// here) and signal only if it is valid.
+    #[arg(long, short, env = "SYNCOORD_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo prints its own progress; the daemon's info lines would
     // drown it.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_)).then_some("warn");
-    init_logging(cli.log.as_deref().or(quiet));
+    init_logging(cli.log.as_deref().or(quiet), cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, cli.log_format == LogFormat::Json),
+        Command::Reload(args) => reload(args),
+        Command::Config(ConfigCommand::Show {
+            config,
+            diff,
+            overrides,
+        }) => config_show(config.as_deref(), diff, &overrides),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::Token { name, credentials } => token(&name, &credentials),
@@ -121,20 +194,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `--log` (or `quiet`) wins, then `RUST_LOG`, then `info`.
-fn init_logging(filter: Option<&str>) {
+/// `--log` (or `quiet`) wins, then `RUST_LOG`, then `info`. Colours only
+/// on a terminal, and never with `NO_COLOR` set (no-color.org): escape
+/// codes in a redirected log file or the journal are noise.
+fn init_logging(filter: Option<&str>, format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The configuration `serve` runs: the file, then `--upstream`,
+/// `--listen` and `--set`. Read again, the same way, on each reload.
+fn serve_config(args: &ServeArgs, loud: bool) -> anyhow::Result<ProxyConfig> {
     let mut config = match &args.config {
         Some(path) => load_config(path)?,
         None => ProxyConfig::default(),
@@ -146,33 +229,68 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.server = server;
         // Loud on purpose: a preset silently dropped shows up later as a
         // confusing upstream 401.
-        eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
-        for line in before {
-            eprintln!("  was: {line}");
-        }
-        for line in config.describe_upstreams() {
-            eprintln!("  now: {line}");
+        if loud {
+            eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
+            for line in before {
+                eprintln!("  was: {line}");
+            }
+            for line in config.describe_upstreams() {
+                eprintln!("  now: {line}");
+            }
         }
     }
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
+    if let Some(listen) = &args.listen {
+        config.server.listen = listen.clone();
     }
     apply_overrides(&mut config, &args.overrides)?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let config = serve_config(&args, true)?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
     let daemon = Daemon::start_with_secrets(config, &secrets_for(args.config.as_deref()))?;
-    tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "stopping: draining queued requests");
+    let access = daemon.access_log();
+    match args.access_log.as_deref() {
+        None => {}
+        Some(p) if p.as_os_str() == "-" => access.to_stderr(json),
+        Some(p) => access
+            .to_file(p, json)
+            .map_err(|e| anyhow::anyhow!("--access-log {}: cannot open it: {e}", p.display()))?,
     }
+    tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
+    syncoord_daemon::notify::ready(&format!("serving on {}", daemon.local_addr()));
+    let pid_file = PidFile::write(args.pid_file.as_deref())?;
+    for signal in signals.forever() {
+        if signal == SIGUSR1 {
+            // logrotate moved the file: write to a new one at the path.
+            match access.reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
+            }
+            continue;
+        }
+        if signal == SIGHUP {
+            // What `systemctl reload` (ExecReload) and `syncoord reload`
+            // send: never fatal.
+            syncoord_daemon::notify::reloading();
+            reload_from_files(&daemon, &args);
+            syncoord_daemon::notify::reloaded(&format!("serving on {}", daemon.local_addr()));
+            continue;
+        }
+        tracing::info!(signal, "stopping: draining queued requests");
+        break;
+    }
+    syncoord_daemon::notify::stopping();
     // A second signal stops without waiting for upstream: calls still in
     // flight are answered `outcome_unknown` (never a retry hint).
     let stopper = daemon.stopper();
     let forced = std::thread::Builder::new()
         .name("signal-force".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            if let Some(signal) = signals.forever().find(|&s| s != SIGHUP && s != SIGUSR1) {
                 tracing::warn!(
                     signal,
                     "second signal: stopping now; calls in flight are answered outcome_unknown"
@@ -184,13 +302,122 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "cannot watch for a second signal");
     }
     daemon.shutdown();
+    drop(pid_file);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: the file (and flags) read again and applied; a bad file is
+/// logged with every problem located and changes nothing.
+fn reload_from_files(daemon: &Daemon, args: &ServeArgs) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let config = match serve_config(args, false) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration is kept:\n{error:#}");
+            return;
+        }
+    };
+    let shown = args
+        .config
+        .as_deref()
+        .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+    match daemon.reload(config, &secrets_for(args.config.as_deref())) {
+        Ok(_) => {}
+        Err(syncoord_daemon::ReloadError::Config(errors)) => tracing::error!(
+            "reload refused, the running configuration is kept:\n{}",
+            errors.display_with(&shown)
+        ),
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration is kept: {error}")
+        }
+    }
+}
+
+/// `serve --pid-file`: written at start, removed on exit.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&Path>) -> anyhow::Result<PidFile> {
+        if let Some(path) = path {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .map_err(|e| anyhow::anyhow!("--pid-file {}: {e}", path.display()))?;
+        }
+        Ok(PidFile(path.map(Path::to_path_buf)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `syncoord config show`.
+fn config_show(path: Option<&Path>, diff: bool, overrides: &[String]) -> anyhow::Result<ExitCode> {
+    let (mut config, from) = match path {
+        None => (
+            ProxyConfig::default(),
+            syncoord_proxy::Provenance::default(),
+        ),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let shown = path.display().to_string();
+            let from = syncoord_proxy::Provenance::from_file(&shown, &text)
+                .map_err(|errors| anyhow::anyhow!("{}", errors.display_with(&shown)))?;
+            (load_config(path)?, from)
+        }
+    };
+    apply_overrides(&mut config, overrides)?;
+    let keys = overrides
+        .iter()
+        .filter_map(|o| o.split_once('=').map(|(k, _)| k.trim().to_owned()));
+    print!("{}", config.show(&from.with_overrides(keys), diff));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `syncoord reload`: checks the file when given, then sends SIGHUP.
+fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.config {
+        if let Err(error) = load_config(file) {
+            eprintln!("{error}");
+            eprintln!("syncoord: not reloaded: the daemon keeps its running configuration");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let pid = match (args.pid, &args.pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--pid-file {}: {e}", path.display()))?
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--pid-file {}: not a process id: {e}", path.display()))?,
+        (None, None) => {
+            anyhow::bail!("which daemon? give --pid-file (as given to `serve --pid-file`) or --pid")
+        }
+    };
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| anyhow::anyhow!("{pid} is not a process id"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+        .map_err(|e| anyhow::anyhow!("cannot signal process {}: {e}", pid.as_raw_nonzero()))?;
+    eprintln!(
+        "syncoord: asked process {} to reload; its log says what changed (and what needs a restart)",
+        pid.as_raw_nonzero()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let dir = match (dir, config) {
+    let loaded = config.map(load_config).transpose()?;
+    let listen = loaded.as_ref().map_or_else(
+        || ProxyConfig::default().server.listen,
+        |c| c.server.listen.clone(),
+    );
+    let dir = match (dir, loaded) {
         (Some(dir), _) => dir,
-        (None, Some(path)) => load_config(path)?
+        (None, Some(config)) => config
             .server
             .ca_dir
             .map(PathBuf::from)
@@ -199,16 +426,17 @@ fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let ca = syncoord_daemon::ca::LocalCa::open(&dir)?;
     let pem = ca.cert_path();
-    let pem = pem.display();
-    println!("{pem}");
+    println!("{}", pem.display());
+    let proxy = format!("http://{listen}");
     eprintln!(
         "\nThe local CA that signs syncoord's certificates for the hosts it intercepts.\n\
-         Clients sending through `HTTPS_PROXY=http://<listen>` must trust it:\n\
-         \x20 Python (requests, coinbase-advanced-py, ccxt): REQUESTS_CA_BUNDLE={pem} and SSL_CERT_FILE={pem}\n\
-         \x20   (these replace the system roots for that process; syncoord only ever intercepts configured hosts)\n\
-         \x20 Node: NODE_EXTRA_CA_CERTS={pem}\n\
-         \x20 curl: --cacert {pem}  (or CURL_CA_BUNDLE={pem})\n\
-         \x20 Go: SSL_CERT_FILE={pem}\n\
+         Clients sending through HTTPS_PROXY={proxy} must trust it; what each client family sets:"
+    );
+    for t in syncoord_daemon::trust::trust_settings(&pem, &proxy) {
+        eprintln!("  {}:\n    {}", t.family, t.settings);
+    }
+    eprintln!(
+        "REQUESTS_CA_BUNDLE and SSL_CERT_FILE replace the system roots for that process; syncoord only ever intercepts configured hosts.\n\
          Its key ({}) is readable by its owner only.",
         dir.join("ca.key").display()
     );
@@ -278,15 +506,16 @@ fn token(name: &str, credentials: &[String]) -> anyhow::Result<ExitCode> {
         .map(|c| format!("{c:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("{token}");
-    eprintln!(
-        "\nGive the token above to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
-         Put this in the config; it holds only the token's SHA-256:\n\n\
-         [[clients]]\n\
-         name = {name:?}\n\
-         token_sha256 = \"{}\"\n\
-         credentials = [{list}]",
+    // Both on stdout, so that each can be captured: line 1 is the token
+    // (`| head -n 1`), the entry starts at line 3 (`| tail -n +3 >>
+    // syncoord.toml`). The explanation goes to stderr.
+    println!(
+        "{token}\n\n[[clients]]\nname = {name:?}\ntoken_sha256 = \"{}\"\ncredentials = [{list}]",
         syncoord_wire::token_sha256_hex(&token)
+    );
+    eprintln!(
+        "\nLine 1 is the token: give it to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
+         The [[clients]] entry below it holds only the token's SHA-256: put it in the config."
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -10,8 +10,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod ca;
 mod learned;
+pub mod notify;
+mod probes;
+mod reload;
+pub mod trust;
+
+pub use probes::{LIVEZ_PATH, READYZ_PATH};
+use reload::Current;
+pub use reload::{ReloadError, Reloaded};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -24,7 +33,8 @@ use syncoord_proxy::{
 use syncoord_wire::{Keyring, SecretSource};
 
 use syncoord::{
-    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
+    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, KeyringCell, Pending,
+    UpstreamOptions,
 };
 use syncoord_server::{
     ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
@@ -78,6 +88,15 @@ pub struct Daemon {
     drain: Duration,
     /// `server.state_file`, and the proxy whose upstreams name its entries.
     state: Option<(std::path::PathBuf, Arc<Proxy>)>,
+    /// The configuration in effect, swapped by [`Daemon::reload`].
+    current: Arc<Current>,
+    /// One reload at a time.
+    reloading: std::sync::Mutex<()>,
+    /// What each upstream's client signs with, in upstream order: a
+    /// reload swaps the keys.
+    keyrings: Vec<KeyringCell>,
+    readiness: Arc<probes::Readiness>,
+    access: Arc<access::AccessLog>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -117,14 +136,17 @@ impl Daemon {
                 "signing mode: calls with this credential are signed here"
             );
         }
+        let mut keyrings = Vec::new();
         let hosts = Arc::new(proxy.per_upstream(|_, upstream, coordination| {
-            start_host(
+            let (host, keyring) = start_host(
                 &settings,
                 config.cluster.as_ref(),
                 upstream,
                 coordination.clone(),
                 proxy.keyring(),
-            )
+            )?;
+            keyrings.push(keyring);
+            Ok::<_, DaemonError>(host)
         })?);
         let state = settings
             .state_file
@@ -134,13 +156,30 @@ impl Daemon {
             learned::restore(path, proxy, &hosts);
         }
         let limits = server_limits(&settings);
-        let request_timeout = settings.request_timeout();
         let ca_dir = settings
             .ca_dir
             .as_deref()
             .map(std::path::PathBuf::from)
             .unwrap_or_else(ca::default_ca_dir);
         let ca = Arc::new(ca::LazyCa::new(ca_dir));
+        // A daemon that can intercept CONNECT makes its CA now, not on the
+        // first CONNECT: bots started with REQUESTS_CA_BUNDLE pointing at
+        // it find the file from their first call.
+        let intercepts = config.upstreams.iter().any(|u| {
+            std::iter::once(&u.url).chain(&u.origins).any(|o| {
+                o.get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            })
+        });
+        let ca_problem = match intercepts.then(|| ca.get()) {
+            Some(Err(why)) => {
+                tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots will fail, and /readyz says not ready");
+                Some(why.to_string())
+            }
+            _ => None,
+        };
+        let readiness = Arc::new(probes::Readiness::new(ca_problem));
+        let access = Arc::new(access::AccessLog::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -170,14 +209,16 @@ impl Daemon {
         if let Some((addr, config)) = &tls {
             listeners.push((None, addr.as_str(), Some(Arc::clone(config))));
         }
+        let current = Arc::new(Current::new(Arc::clone(&proxy)));
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
         for (listener, addr, tls) in listeners {
             let handler = Arc::new(ProxyHandler {
-                proxy: Arc::clone(&proxy),
+                current: Arc::clone(&current),
                 hosts: Arc::clone(&hosts),
                 listener,
-                request_timeout,
                 ca: Arc::clone(&ca),
+                readiness: Arc::clone(&readiness),
+                access: Arc::clone(&access),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -201,11 +242,20 @@ impl Daemon {
             tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|id| &proxy.upstream(id).name), "listening");
             servers.push(server);
         }
+        readiness.listening();
+        if let (true, Some(ca)) = (intercepts, ca.get().ok()) {
+            log_trust_settings(&ca.cert_path(), servers[0].local_addr());
+        }
         Ok(Daemon {
             servers,
             hosts,
             drain: settings.drain(),
             state,
+            current,
+            reloading: std::sync::Mutex::new(()),
+            keyrings,
+            readiness,
+            access,
         })
     }
 
@@ -213,6 +263,11 @@ impl Daemon {
     /// system chose when it was `:0`.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.servers[0].local_addr()
+    }
+
+    /// The access log (off until told where to write).
+    pub fn access_log(&self) -> Arc<access::AccessLog> {
+        Arc::clone(&self.access)
     }
 
     /// Every listener's address, main listener first.
@@ -225,6 +280,7 @@ impl Daemon {
         Stopper {
             servers: self.servers.iter().map(Server::shutdown_handle).collect(),
             hosts: Arc::clone(&self.hosts),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 
@@ -263,12 +319,14 @@ impl Daemon {
 pub struct Stopper {
     servers: Vec<ShutdownHandle>,
     hosts: Arc<PerUpstream<Coordinator>>,
+    readiness: Arc<probes::Readiness>,
 }
 
 impl Stopper {
     /// Closes the listeners and every connection without a complete
     /// request; requests being handled are still answered.
     pub fn stop(&self) {
+        self.readiness.draining();
         for handle in &self.servers {
             handle.shutdown();
         }
@@ -283,6 +341,16 @@ impl Stopper {
         for host in self.hosts.values() {
             host.stop_now();
         }
+    }
+}
+
+/// Where the CA is and what each client family must set to trust it,
+/// once at start (`syncoord ca` prints the same list).
+fn log_trust_settings(pem: &std::path::Path, listen: std::net::SocketAddr) {
+    let proxy = format!("http://{listen}");
+    tracing::info!(ca = %pem.display(), "CONNECT interception: clients sending through HTTPS_PROXY={proxy} must trust this CA");
+    for t in trust::trust_settings(pem, &proxy) {
+        tracing::info!(family = t.family, settings = %t.settings, "trust settings");
     }
 }
 
@@ -311,7 +379,7 @@ fn start_host(
     upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
     keyring: &Keyring,
-) -> Result<Coordinator, DaemonError> {
+) -> Result<(Coordinator, KeyringCell), DaemonError> {
     let name = upstream.name.clone();
     let url = upstream.url.as_str();
     let fail = |error: String| DaemonError::Upstream {
@@ -338,6 +406,7 @@ fn start_host(
     let upstream = HttpUpstream::new(url, options)
         .map_err(|e| fail(e.to_string()))?
         .with_keyring(keyring.clone());
+    let keyring = upstream.keyring_cell();
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
         thread_name: name.clone(),
@@ -359,6 +428,7 @@ fn start_host(
         .transpose()
         .map_err(|e| fail(e.to_string()))?;
     Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
+        .map(|host| (host, keyring))
         .map_err(|e| fail(e.to_string()))
 }
 
@@ -367,13 +437,18 @@ const CLIENT_CHECK: Duration = Duration::from_millis(250);
 
 /// Answers one listener's requests.
 struct ProxyHandler {
-    proxy: Arc<Proxy>,
+    /// The configuration in effect: each request is handled by the one
+    /// current when it arrived.
+    current: Arc<Current>,
     hosts: Arc<PerUpstream<Coordinator>>,
     /// The upstream this listener is dedicated to, if any.
     listener: Option<UpstreamId>,
-    request_timeout: Duration,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
+    /// What `/readyz` answers.
+    readiness: Arc<probes::Readiness>,
+    /// One line per answered request, when on.
+    access: Arc<access::AccessLog>,
 }
 
 impl Handler for ProxyHandler {
@@ -426,6 +501,30 @@ struct Waiting {
     path: String,
     /// How our own errors look to this upstream's client libraries.
     shape: proxy::ErrorShape,
+    /// The access log, when on, with what its line needs (boxed: most
+    /// requests are answered at once, and this keeps `Submitted` small).
+    access: Option<Box<Access>>,
+}
+
+/// What an access line needs beyond the answer.
+struct Access {
+    log: Arc<access::AccessLog>,
+    started: Instant,
+    target: String,
+    upstream: String,
+}
+
+impl Access {
+    fn record(&self, client: &str, method: &str, response: &Response) {
+        self.log.record(&access::Entry {
+            client,
+            method,
+            target: &self.target,
+            upstream: &self.upstream,
+            elapsed: self.started.elapsed(),
+            response,
+        });
+    }
 }
 
 impl Waiting {
@@ -443,6 +542,7 @@ impl Waiting {
             method,
             path,
             shape,
+            access,
         } = self;
         let started = Instant::now();
         let result = loop {
@@ -461,6 +561,9 @@ impl Waiting {
         };
         let response = call_response(result, shape);
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        if let Some(access) = &access {
+            access.record(&client, &method, &response);
+        }
         Some(response)
     }
 }
@@ -492,10 +595,11 @@ impl ProxyHandler {
     /// for it.
     fn connect(&self, request: &HttpRequest) -> Reply {
         let peer = request.peer;
+        let proxy = self.current.get();
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
-        if let Err(rejection) = self.proxy.authenticate(&request.headers) {
+        if let Err(rejection) = proxy.authenticate(&request.headers) {
             tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused: bad client token");
             return rejection.into_proxy_auth_response().into();
         }
@@ -505,7 +609,7 @@ impl ProxyHandler {
             .filter(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
             .cloned()
             .collect();
-        let target = match self.proxy.connect(&request.target) {
+        let target = match proxy.connect(&request.target) {
             Ok(target) => target,
             Err(rejection) => {
                 tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
@@ -538,8 +642,21 @@ impl ProxyHandler {
         // Inside a tunnel every request is for the real host, never for
         // our own endpoints.
         if request.tunnel.is_none() {
+            if let Some(probe) = probes::probe(&request.method, &request.target) {
+                return Submitted::Now(self.readiness.answer(probe));
+            }
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
-                return Submitted::Now(self.endpoint(endpoint));
+                let response = self.endpoint(endpoint);
+                if self.access.enabled() {
+                    Access {
+                        log: Arc::clone(&self.access),
+                        started: Instant::now(),
+                        target: request.target.clone(),
+                        upstream: "-".into(),
+                    }
+                    .record("-", &request.method, &response);
+                }
+                return Submitted::Now(response);
             }
         }
         self.submit(request)
@@ -564,37 +681,54 @@ impl ProxyHandler {
             Some(base) if target.starts_with('/') => format!("{base}{target}"),
             _ => target,
         };
-        let forward = match self
-            .proxy
-            .route(self.listener, &method, &target, &headers, body)
-        {
+        let proxy = self.current.get();
+        let started = Instant::now();
+        let access = |upstream: &str| {
+            self.access.enabled().then(|| Access {
+                log: Arc::clone(&self.access),
+                started,
+                target: target.clone(),
+                upstream: upstream.to_owned(),
+            })
+        };
+        let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
-                let shape = self.proxy.error_shape_for(self.listener, &target);
-                return Submitted::Now(rejection.into_response_shaped(shape));
+                let shape = proxy.error_shape_for(self.listener, &target);
+                let response = rejection.into_response_shaped(shape);
+                if let Some(access) = access("-") {
+                    access.record("-", &method, &response);
+                }
+                return Submitted::Now(response);
             }
         };
         let host = &self.hosts[forward.upstream];
-        let shape = self.proxy.error_shape(forward.upstream);
+        let shape = proxy.error_shape(forward.upstream);
+        let server = &proxy.config().server;
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         // A call syncoord signs at dispatch has no signature to expire: it
         // may wait its `max_wait` to be sent, plus the call itself, and
         // ends sooner only when its bot hangs up (which cancels it).
         let request_timeout = match forward.request.max_wait {
-            Some(wait) => self
-                .request_timeout
-                .max(wait + self.proxy.config().server.upstream_timeout()),
-            None => self.request_timeout,
+            Some(wait) => server
+                .request_timeout()
+                .max(wait + server.upstream_timeout()),
+            None => server.request_timeout(),
         };
+        let access = access(&proxy.upstream(forward.upstream).name);
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            return Submitted::Now(call_response(result, shape));
+            let response = call_response(result, shape);
+            if let Some(access) = &access {
+                access.record(&client, &method, &response);
+            }
+            return Submitted::Now(response);
         }
         Submitted::Waiting(Waiting {
             pending,
@@ -605,6 +739,7 @@ impl ProxyHandler {
             method,
             path,
             shape,
+            access: access.map(Box::new),
         })
     }
 
@@ -613,13 +748,14 @@ impl ProxyHandler {
             // The dashboard page and its assets: static, no snapshots.
             return endpoint.render::<&str>(&[]);
         }
+        let proxy = self.current.get();
         let reports: Vec<_> = self
             .hosts
             .iter()
             .map(|(id, host)| {
                 let stats = host.stats();
                 let health = stats.health.clone();
-                (self.proxy.upstream(id).name.as_str(), stats, health)
+                (proxy.upstream(id).name.as_str(), stats, health)
             })
             .collect();
         endpoint.render(&reports)

@@ -12,6 +12,7 @@
 //! of worker threads, which call the [`Upstream`] with no lock held. The
 //! synchronization lives in `sync.rs` (model-checked with loom).
 
+mod events;
 mod sync;
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -143,6 +144,7 @@ impl Coordinator {
             workers,
             workers + 1,
             cluster.clone(),
+            options.thread_name.clone(),
         ));
         let host = Host {
             shared: shared.clone(),
@@ -274,6 +276,14 @@ impl Coordinator {
         self.host
             .shared
             .with_core(|core| core.config().class_id(name))
+    }
+
+    /// Runs on `config` from now on (hot reload): the cache, the limiter's
+    /// buckets, queued requests and calls in flight are kept; or refuses
+    /// it, changing nothing, when it changes what needs a restart
+    /// (budgets, classes, sizes: see [`syncoord_core::needs_restart`]).
+    pub fn reconfigure(&self, config: CompiledConfig) -> Result<(), syncoord_core::NeedsRestart> {
+        self.host.shared.reconfigure(config)
     }
 
     /// Refuses new requests ([`CallError::ShuttingDown`]) and lets queued
