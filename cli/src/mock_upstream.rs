@@ -71,6 +71,19 @@ pub struct MockArgs {
     /// Send `Retry-After: <seconds>` with rate-limit 429s.
     #[arg(long)]
     pub retry_after_secs: Option<u64>,
+    /// State each bucket on every answer it counts: `x-ratelimit`
+    /// (`x-ratelimit-limit/remaining/reset`) or `ratelimit` (the IETF
+    /// `RateLimit-Policy`/`RateLimit` fields, draft 12).
+    #[arg(long, value_enum, default_value_t = RateLimitHeaders::None)]
+    pub rate_limit_headers: RateLimitHeaders,
+    /// Ban (418 to everything for --ban-secs) after this many 429s within
+    /// --ban-within-secs, as Binance does.
+    #[arg(long)]
+    pub ban_after: Option<u32>,
+    #[arg(long, default_value_t = 60)]
+    pub ban_within_secs: u64,
+    #[arg(long, default_value_t = 600)]
+    pub ban_secs: u64,
 
     /// Status of injected failures.
     #[arg(long)]
@@ -203,6 +216,16 @@ impl MockArgs {
             latency: Duration::from_millis(self.latency_ms),
             rates,
             retry_after: self.retry_after_secs,
+            headers: match self.rate_limit_headers {
+                RateLimitHeaders::None => syncoord_mock::HeaderStyle::None,
+                RateLimitHeaders::XRatelimit => syncoord_mock::HeaderStyle::XRateLimit,
+                RateLimitHeaders::Ratelimit => syncoord_mock::HeaderStyle::RateLimit,
+            },
+            ban: self.ban_after.map(|after| syncoord_mock::Ban {
+                after,
+                within: Duration::from_secs(self.ban_within_secs),
+                ban_for: Duration::from_secs(self.ban_secs),
+            }),
             faults: Faults {
                 status: self.fault_status,
                 status_fraction: self.fault_fraction,
@@ -359,4 +382,15 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// `--rate-limit-headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateLimitHeaders {
+    /// None (Coinbase).
+    None,
+    /// `x-ratelimit-limit`, `-remaining`, `-reset`.
+    XRatelimit,
+    /// `RateLimit-Policy` and `RateLimit` (draft 12).
+    Ratelimit,
 }

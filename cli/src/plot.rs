@@ -140,3 +140,44 @@ pub(crate) fn sweep(path: &Path, key: &str, runs: &[(String, Report)]) -> anyhow
     root.present()?;
     Ok(())
 }
+
+/// `simulate --plot FILE.svg` without a sweep: the learning curve, upstream
+/// 429s past its limits per minute of the run (how fast the limiter found
+/// upstream's real limits, and how often it probes past them after).
+pub(crate) fn learning(path: &Path, workload: &str, report: &Report) -> anyhow::Result<()> {
+    let minutes = (report.span.as_secs_f64() / 60.0).ceil().max(1.0);
+    let points: Vec<(f64, f64)> = report
+        .learning_curve
+        .iter()
+        .enumerate()
+        .map(|(m, n)| (m as f64, f64::from(*n)))
+        .collect();
+    let top = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "syncoord simulate {workload}: upstream 429s per minute ({} in all, {:.0} virtual h, {} bots)",
+        report.upstream_429s,
+        report.simulated.as_secs_f64() / 3600.0,
+        report.bots
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..minutes, 0f64..(top * 1.15).max(1.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("minute of the run")
+        .y_desc("429s")
+        .draw()?;
+    chart.draw_series(
+        points
+            .iter()
+            .filter(|p| p.1 > 0.0)
+            .map(|&(x, y)| Rectangle::new([(x, 0.0), (x + 1.0, y)], RED.filled())),
+    )?;
+    root.present()?;
+    Ok(())
+}

@@ -49,9 +49,10 @@ pub struct SimulateArgs {
     /// takes), e.g. `upstreams.advanced.coordination.defaults.ttl_secs=5,15,30,90`.
     #[arg(long, value_name = "KEY=V1,V2,...")]
     sweep: Option<String>,
-    /// Draw the sweep as an SVG chart (hit rate, served age, upstream
-    /// calls and 429s against the swept value).
-    #[arg(long, value_name = "FILE.svg", requires = "sweep")]
+    /// Draw an SVG chart: for a sweep, hit rate, served age, upstream
+    /// calls and 429s against the swept value; for one run, the learning
+    /// curve (upstream 429s per minute).
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "compare")]
     plot: Option<PathBuf>,
 }
 
@@ -152,6 +153,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<bool> {
             }))? + "\n";
         } else {
             out = render(&name(&args.config), &args.workload, &report);
+        }
+        if let Some(path) = &args.plot {
+            crate::plot::learning(path, &args.workload, &report)?;
+            if !args.json {
+                let _ = writeln!(out, "\nchart: {}", path.display());
+            }
         }
         ok = passed(&report);
     }

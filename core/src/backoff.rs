@@ -56,7 +56,16 @@ impl RetryPolicy {
 
     pub(crate) fn verdict(&self, outcome: &Outcome) -> Verdict {
         match outcome {
-            Outcome::Response { response, .. } if response.status == 429 => Verdict::RateLimited,
+            // Overload: a 429; Binance's 418 (an IP ban for repeated 429s);
+            // a 503 that says when to come back.
+            Outcome::Response { response, .. }
+                if response.status == 429
+                    || response.status == 418
+                    || (response.status == 503
+                        && crate::http::header(&response.headers, "retry-after").is_some()) =>
+            {
+                Verdict::RateLimited
+            }
             Outcome::Response { response, .. }
                 if self.retry_statuses.contains(&response.status) =>
             {
@@ -149,6 +158,9 @@ mod tests {
         assert_eq!(p.verdict(&r(502)), Verdict::Answer, "not in retry_statuses");
         assert_eq!(p.verdict(&r(503)), Verdict::ServerError);
         assert_eq!(p.verdict(&r(429)), Verdict::RateLimited);
+        assert_eq!(p.verdict(&r(418)), Verdict::RateLimited);
+        let busy = Outcome::response(Response::new(503, "").with_header("Retry-After", "3"));
+        assert_eq!(p.verdict(&busy), Verdict::RateLimited);
         let refused = Outcome::Transport(TransportError::Connect("refused".into()));
         assert_eq!(p.verdict(&refused), Verdict::Transport { never_sent: true });
     }

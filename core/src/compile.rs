@@ -183,6 +183,18 @@ impl Config {
         v.positive("limiter.max_pause_secs", l.max_pause_secs);
         v.range("limiter.throttle_factor", l.throttle_factor, 0.01, 1.0);
         v.non_negative("limiter.recovery_secs", l.recovery_secs);
+        v.range("limiter.learn.decrease", l.learn.decrease, 0.05, 1.0);
+        v.range("limiter.learn.floor", l.learn.floor, 1e-6, 1.0);
+        v.positive("limiter.learn.probe_secs", l.learn.probe_secs);
+        v.range("limiter.learn.increase", l.learn.increase, 0.0, 1.0);
+        v.positive("limiter.learn.expire_secs", l.learn.expire_secs);
+        v.positive(
+            "limiter.signals.weight_window_secs",
+            l.signals.weight_window_secs,
+        );
+        if let Some(w) = l.signals.limit_window_secs {
+            v.positive("limiter.signals.limit_window_secs", w);
+        }
         let r = &self.retry;
         if r.max_attempts == 0 {
             v.push("retry.max_attempts", Problem::NotPositive(0.0));

@@ -36,11 +36,7 @@ pub(crate) fn upstream_wait(
     headers: &[(String, String)],
     now_unix: Option<u64>,
 ) -> Option<Duration> {
-    let server_now = header(headers, "date")
-        .and_then(|d| httpdate::parse_http_date(d).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .or(now_unix);
+    let server_now = server_unix(headers, now_unix);
     if let Some(v) = header(headers, "retry-after") {
         if let Some(d) = parse_delay_or_date(v, server_now, false) {
             return Some(d.min(MAX_UPSTREAM_WAIT));
@@ -52,6 +48,16 @@ pub(crate) fn upstream_wait(
     )
     .and_then(|v| parse_delay_or_date(v, server_now, true))
     .map(|d| d.min(MAX_UPSTREAM_WAIT))
+}
+
+/// Upstream's own clock (its `Date` header) when it sent one, else the
+/// host's: epoch times in its headers are read against it (no skew).
+pub(crate) fn server_unix(headers: &[(String, String)], now_unix: Option<u64>) -> Option<u64> {
+    header(headers, "date")
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .or(now_unix)
 }
 
 /// Unix times are larger than this; delays in seconds are smaller.
@@ -81,21 +87,6 @@ fn parse_delay_or_date(
         .ok()?
         .as_secs();
     Some(Duration::from_secs(at.saturating_sub(now_unix?)))
-}
-
-/// Whether upstream says the current rate-limit window has no calls left
-/// (`x-ratelimit-remaining: 0`, or the `ratelimit-remaining` /
-/// `x-rate-limit-remaining` spellings). With [`upstream_wait`] giving the
-/// reset, the scope can pause before the next call earns a 429.
-pub(crate) fn window_exhausted(headers: &[(String, String)]) -> bool {
-    let names = [
-        "x-ratelimit-remaining",
-        "ratelimit-remaining",
-        "x-rate-limit-remaining",
-    ];
-    first_header(headers, &names)
-        .and_then(|v| v.parse::<f64>().ok())
-        .is_some_and(|n| n <= 0.0)
 }
 
 /// Header fields from `(name, value)` pairs, for this crate's tests.
@@ -155,15 +146,6 @@ mod tests {
         // Retry-After wins over the reset headers.
         let both = h(&[("x-ratelimit-reset", "50"), ("Retry-After", "3")]);
         assert_eq!(upstream_wait(&both, None), Some(Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn exhausted_window_is_read_from_remaining_headers() {
-        assert!(window_exhausted(&h(&[("X-RateLimit-Remaining", "0")])));
-        assert!(window_exhausted(&h(&[("ratelimit-remaining", "0")])));
-        assert!(!window_exhausted(&h(&[("x-ratelimit-remaining", "3")])));
-        assert!(!window_exhausted(&h(&[("x-ratelimit-remaining", "none")])));
-        assert!(!window_exhausted(&[]));
     }
 
     #[test]

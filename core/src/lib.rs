@@ -79,6 +79,7 @@ mod quota;
 mod request;
 mod route;
 mod shared;
+mod signals;
 pub mod stats;
 
 /// The maps of the hot path (cache entries, clients, calls, buckets):
@@ -97,6 +98,7 @@ pub use coordinator::{
 };
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
+pub use limiter::{LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
@@ -104,6 +106,7 @@ pub use request::{
 };
 pub use route::Route;
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
+pub use signals::{read_signals, Signals, Stated};
 pub use stats::{Health, StatsSnapshot, Status};
 pub use web_time::{Duration, Instant};
 

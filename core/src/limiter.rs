@@ -32,6 +32,11 @@ use crate::config::{secs, Config, Keying, ScopeId};
 use crate::quota::{gcra_step, Quota};
 use crate::request::Credential;
 use crate::shared::SharedBucket;
+use crate::signals::Signals;
+
+mod learn;
+use learn::{Learned, Meter, Rules};
+pub use learn::{LearnedFrom, LearnedRate};
 
 /// Calls a scope may make at once after headroom (at least one).
 #[cfg(test)]
@@ -54,6 +59,18 @@ struct Scope {
     /// The budget at the whole share (1).
     full: Quota,
     keying: Keying,
+    /// The fraction of a stated limit to use, as of the configured one.
+    headroom: f64,
+    /// Units per second upstream documents (before headroom): what a
+    /// weight header's window is measured against.
+    documented: f64,
+}
+
+impl Scope {
+    /// The ceiling at the whole budget, units per second.
+    fn ceiling(&self) -> f64 {
+        self.full.rate()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +84,23 @@ struct Bucket {
     breaker: Breaker,
     calls: u64,
     rate_limited: u64,
+    /// The effective rate under the ceiling, once something was learned.
+    learned: Option<Learned>,
+    /// What this bucket really dispatches.
+    meter: Meter,
+}
+
+/// The quota `bucket` runs at: its learned rate and burst at `share`, never
+/// above the scope's configured ones unless upstream's word is trusted.
+fn effective(scope: &Scope, bucket: &Bucket, rules: Rules, share: f64) -> Quota {
+    let Some(l) = &bucket.learned else {
+        return scope.quota;
+    };
+    let learned = Quota::at_rate(l.rate * share, l.burst);
+    if rules.trust && l.from == LearnedFrom::Stated {
+        return learned;
+    }
+    learned.slower_of(scope.quota)
 }
 
 /// The bucket for `key`, created full if absent (never seen, or forgotten
@@ -100,6 +134,8 @@ impl Bucket {
             breaker: breaker.clone(),
             calls: 0,
             rate_limited: 0,
+            learned: None,
+            meter: Meter::default(),
         }
     }
 }
@@ -129,8 +165,8 @@ impl Recovery {
     }
 
     /// `cost * T`, stretched while the bucket recovers from a 429.
-    fn cost_time(self, bucket: &Bucket, scope: &Scope, now: Instant, cost: u32) -> Duration {
-        let base = scope.quota.interval() * cost;
+    fn cost_time(self, bucket: &Bucket, quota: Quota, now: Instant, cost: u32) -> Duration {
+        let base = quota.interval() * cost;
         match self.factor(bucket, now) {
             f if f >= 1.0 => base,
             f => base.div_f64(f),
@@ -186,15 +222,25 @@ pub struct BucketSnapshot {
     pub credential: Option<String>,
     /// Cost units that could be spent right now.
     pub tokens: f64,
-    /// The usable burst: the configured burst after headroom (at least 1).
+    /// The usable burst: the configured burst after headroom (at least 1),
+    /// or the learned one.
     pub burst: u32,
     /// Current calls per second (lower while recovering from a 429).
     pub rate_per_sec: f64,
-    /// The scope's full rate in calls per second, after headroom: the
-    /// budget `rate_per_sec` recovers to (absent in reports from older
-    /// hosts, read as 0).
+    /// The scope's configured rate in calls per second, after headroom:
+    /// the ceiling (absent in reports from older hosts, read as 0).
     #[serde(default)]
     pub budget_per_sec: f64,
+    /// The effective rate learned under the ceiling, calls per second;
+    /// `None`: the bucket runs at the configured rate.
+    #[serde(default)]
+    pub learned_per_sec: Option<f64>,
+    /// What the learned rate came from.
+    #[serde(default)]
+    pub learned_from: Option<LearnedFrom>,
+    /// Seconds since the last evidence for the learned rate.
+    #[serde(default)]
+    pub learned_secs_ago: Option<f64>,
     /// Seconds until the bucket's pause ends (after a 429, or when upstream
     /// said its window is spent); `None` when not paused.
     pub paused_for_secs: Option<f64>,
@@ -213,6 +259,10 @@ pub(crate) struct Limiter {
     base_pause: Duration,
     max_pause: Duration,
     recovery: Recovery,
+    rules: Rules,
+    /// The share of the budget this coordinator may use (1 unless a shared
+    /// store is out of reach).
+    share: f64,
     breaker_template: Breaker,
 }
 
@@ -241,6 +291,8 @@ impl Limiter {
                 quota,
                 full: quota,
                 keying: s.per,
+                headroom: s.headroom,
+                documented: s.rate / s.period_secs,
             })
             .collect();
         let l = &config.limiter;
@@ -254,6 +306,8 @@ impl Limiter {
                 throttle: l.throttle_factor,
                 over: secs(l.recovery_secs),
             },
+            rules: Rules::new(&l.learn),
+            share: 1.0,
             breaker_template: Breaker::new(
                 b.failure_threshold,
                 secs(b.open_secs),
@@ -295,6 +349,7 @@ impl Limiter {
         for s in &mut self.scopes {
             s.quota = s.full.share(share);
         }
+        self.share = share;
     }
 
     /// `keys` as a shared store keeps them: at the whole budget.
@@ -322,9 +377,10 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 continue;
             };
-            let tolerance = scope.quota.tolerance();
-            let spend = scope.quota.interval() * cost.min(scope.quota.burst());
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let quota = effective(scope, bucket, self.rules, self.share);
+            let tolerance = quota.tolerance();
+            let spend = quota.interval() * cost.min(quota.burst());
             let tat = (at + tolerance).checked_sub(spend).unwrap_or(at);
             bucket.tat = Some(bucket.tat.map_or(tat, |t| t.max(tat)));
         }
@@ -345,8 +401,8 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 continue;
             };
-            let spent = scope.quota.interval() * cost;
             if let Some(b) = self.buckets.get_mut(key) {
+                let spent = effective(scope, b, self.rules, self.share).interval() * cost;
                 b.tat = b
                     .tat
                     .and_then(|t| t.checked_sub(spent))
@@ -354,6 +410,15 @@ impl Limiter {
                 b.calls = b.calls.saturating_sub(1);
             }
         }
+    }
+
+    /// The quota the bucket `key` runs at now.
+    fn quota_of(&self, key: &BucketKey) -> Option<Quota> {
+        let scope = self.scopes.get(key.scope.0 as usize)?;
+        Some(match self.buckets.get(key) {
+            Some(b) => effective(scope, b, self.rules, self.share),
+            None => scope.quota,
+        })
     }
 
     pub(crate) fn scope_name(&self, scope: ScopeId) -> &str {
@@ -367,8 +432,8 @@ impl Limiter {
     /// reserve on top of a call's cost never makes it unsendable.
     pub(crate) fn fit_cost(&self, keys: &[BucketKey], cost: u32) -> u32 {
         keys.iter()
-            .filter_map(|k| self.scopes.get(k.scope.0 as usize))
-            .map(|s| s.quota.burst())
+            .filter_map(|k| self.quota_of(k))
+            .map(|q| q.burst())
             .fold(cost, u32::min)
     }
 
@@ -398,10 +463,11 @@ impl Limiter {
             return Some(Wait::Paused(p));
         }
         let scope = &self.scopes[key.scope.0 as usize];
+        let quota = effective(scope, bucket, self.rules, self.share);
         // Conforms iff max(tat, now) + cost*T_eff - now <= burst*T. Checked
         // even for a full bucket: a throttled T_eff may not fit at once.
-        let fit = self.recovery.cost_time(bucket, scope, now, cost);
-        gcra_step(bucket.tat, now, fit, fit, scope.quota.tolerance())
+        let fit = self.recovery.cost_time(bucket, quota, now, cost);
+        gcra_step(bucket.tat, now, fit, fit, quota.tolerance())
             .conforms_at
             .map(Wait::Until)
     }
@@ -422,10 +488,10 @@ impl Limiter {
     ) -> Result<(), Option<Instant>> {
         let mut latest = None;
         for key in keys {
-            let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
+            let Some(quota) = self.quota_of(key) else {
                 return Err(None);
             };
-            let burst = scope.quota.burst();
+            let burst = quota.burst();
             let keep = ((burst as f64 * reserve).ceil() as u32).max(floor);
             let need = cost.saturating_add(keep);
             if need > burst {
@@ -447,28 +513,59 @@ impl Limiter {
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
-            let spend = self.recovery.cost_time(bucket, scope, now, cost);
-            let step = gcra_step(bucket.tat, now, spend, spend, scope.quota.tolerance());
+            let quota = effective(scope, bucket, self.rules, self.share);
+            let spend = self.recovery.cost_time(bucket, quota, now, cost);
+            let step = gcra_step(bucket.tat, now, spend, spend, quota.tolerance());
             bucket.tat = Some(step.tat);
+            if self.rules.enabled {
+                bucket.meter.count(now, cost, self.rules.probe);
+                if let Some(l) = &mut bucket.learned {
+                    // Busy: more than half the burst is spent.
+                    l.busy |= step.tat.saturating_duration_since(now) * 2 > quota.tolerance();
+                    l.probe(now, self.rules, scope.ceiling());
+                    if l.expired(now, self.rules) || l.at_ceiling(scope.ceiling()) {
+                        bucket.learned = None;
+                    }
+                }
+            }
             bucket.breaker.on_dispatch(now);
             bucket.calls += 1;
         }
     }
 
-    /// Upstream answered 429 for a call on `keys`: empty and pause each
-    /// bucket for `upstream_wait` if upstream said, else for an
-    /// exponential backoff with jitter. Returns the pause applied.
+    /// Upstream answered 429 for a call on `keys` sent at `sent`: empty
+    /// and pause each bucket for `upstream_wait` if upstream said, else for
+    /// an exponential backoff with jitter, and (`learn`: the answer stated
+    /// no limit of its own) cut the effective rate if the 429 is news.
+    /// Returns the pause applied.
     pub(crate) fn on_rate_limited(
         &mut self,
         now: Instant,
         keys: &[BucketKey],
         upstream_wait: Option<Duration>,
         rng: &mut fastrand::Rng,
+        sent: Option<Instant>,
+        learn: bool,
     ) -> Duration {
         let mut longest = Duration::ZERO;
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
             let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            if self.rules.enabled && learn {
+                let ceiling = scope.ceiling();
+                let measured = bucket
+                    .meter
+                    .rate(now, self.rules.probe)
+                    .map(|m| m / self.share);
+                let burst = scope.full.burst();
+                let l = bucket.learned.get_or_insert_with(|| {
+                    Learned::new(ceiling, burst, LearnedFrom::RateLimited, now)
+                });
+                if l.is_news(sent) {
+                    l.cut(now, measured, self.rules, ceiling * self.rules.floor, burst);
+                }
+            }
+            let tolerance = effective(scope, bucket, self.rules, self.share).tolerance();
             bucket.strikes = bucket.strikes.saturating_add(1);
             bucket.rate_limited += 1;
             bucket.breaker.on_rate_limited();
@@ -479,21 +576,70 @@ impl Limiter {
                 ceiling.mul_f64(0.5 + 0.5 * rng.f64())
             });
             let until = bucket.pause_until(now + pause);
-            bucket.recovering_from = Some(until);
+            // A learning bucket's cut is its lasting answer; the transient
+            // throttle is for one that does not learn.
+            bucket.recovering_from = (!(self.rules.enabled && learn)).then_some(until);
             // Empty: at `until` the bucket holds no tokens.
-            bucket.tat = Some(until + scope.quota.tolerance());
+            bucket.tat = Some(until + tolerance);
             longest = longest.max(until - now);
         }
         longest
     }
 
-    /// Upstream announced that its window is spent and resets in `wait`:
-    /// hold every bucket in `keys` until then. Unlike a 429 this is no
-    /// misjudgement of ours, so there is no strike and no throttle.
-    pub(crate) fn pause_until_reset(&mut self, now: Instant, keys: &[BucketKey], wait: Duration) {
-        let until = now + wait;
-        for key in keys {
-            bucket_mut(&mut self.buckets, &self.breaker_template, key).pause_until(until);
+    /// What upstream's headers said on an answer to a call on `keys`. They
+    /// describe one limit, the narrowest the call drew on: its
+    /// per-credential buckets if it has any, else all of them. A stated
+    /// limit sets the effective rate (at the scope's headroom); what
+    /// remains caps the bucket's tokens; nothing remaining holds the bucket
+    /// until the reset (no strike: no misjudgement of ours).
+    pub(crate) fn on_signals(&mut self, now: Instant, keys: &[BucketKey], signals: &Signals) {
+        if signals.is_empty() {
+            return;
+        }
+        let narrow = keys.iter().any(|k| k.credential.is_some());
+        for key in keys.iter().filter(|k| !narrow || k.credential.is_some()) {
+            let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
+                continue;
+            };
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let before = effective(scope, bucket, self.rules, self.share);
+            if let (true, Some(st)) = (self.rules.enabled, signals.stated) {
+                let ceiling = scope.ceiling();
+                let mut rate = (st.rate() * scope.headroom).max(ceiling * self.rules.floor);
+                if !self.rules.trust {
+                    rate = rate.min(ceiling);
+                }
+                let burst = (st.quota * scope.headroom)
+                    .floor()
+                    .clamp(1.0, f64::from(u32::MAX)) as u32;
+                bucket.learned = Some(Learned::new(rate, burst, LearnedFrom::Stated, now));
+            }
+            let quota = effective(scope, bucket, self.rules, self.share);
+            // The same units owed, at the new pace: the promise holds
+            // across the change.
+            if quota != before {
+                if let Some(tat) = bucket.tat {
+                    let owed = tat.saturating_duration_since(now).as_secs_f64()
+                        / before.interval().as_secs_f64();
+                    bucket.tat = Some(now + quota.interval().mul_f64(owed.min(1e9)));
+                }
+            }
+            let remaining = signals.remaining.or_else(|| {
+                signals.used.map(|(used, window)| {
+                    let per_sec = signals.stated.map_or(scope.documented, |s| s.rate());
+                    (per_sec * window.as_secs_f64() - used).max(0.0)
+                })
+            });
+            let Some(left) = remaining else { continue };
+            if left < 1.0 {
+                if let Some(reset) = signals.reset {
+                    bucket.pause_until(now + reset);
+                }
+            }
+            // Never more tokens than upstream says remain.
+            let room = quota.interval().mul_f64(left.min(f64::from(quota.burst())));
+            let floor_tat = now + quota.tolerance().saturating_sub(room);
+            bucket.tat = Some(bucket.tat.map_or(floor_tat, |t| t.max(floor_tat)));
         }
     }
 
@@ -501,6 +647,9 @@ impl Limiter {
     pub(crate) fn on_success(&mut self, keys: &[BucketKey]) {
         for key in keys {
             if let Some(b) = self.buckets.get_mut(key) {
+                if let Some(l) = &mut b.learned {
+                    l.accepted();
+                }
                 b.strikes = 0;
                 b.breaker.on_success();
             }
@@ -524,14 +673,91 @@ impl Limiter {
     /// so per-credential buckets do not accumulate forever.
     pub(crate) fn forget_idle(&mut self, now: Instant) {
         let recovery = self.recovery;
+        let rules = self.rules;
         self.buckets.retain(|_, b| {
+            if b.learned.as_ref().is_some_and(|l| l.expired(now, rules)) {
+                b.learned = None;
+            }
             let full = b.tat.is_none_or(|t| t <= now);
             let calm = b.paused_until.is_none_or(|p| p <= now)
                 && recovery.factor(b, now) >= 1.0
                 && b.strikes == 0
-                && b.breaker.is_idle();
+                && b.breaker.is_idle()
+                && b.learned.is_none();
             !(full && calm)
         });
+    }
+
+    /// Every learned rate, for a state file or a shared store.
+    pub(crate) fn learned(&self, now: Instant) -> Vec<LearnedRate> {
+        let mut out: Vec<LearnedRate> = self
+            .buckets
+            .iter()
+            .filter_map(|(key, b)| {
+                let l = b.learned.as_ref()?;
+                let scope = self.scopes.get(key.scope.0 as usize)?;
+                Some(LearnedRate {
+                    scope: scope.name.clone(),
+                    credential: key.credential.as_ref().map(|c| c.as_str().to_owned()),
+                    rate_per_sec: l.rate,
+                    burst: l.burst,
+                    from: l.from,
+                    age_secs: now.saturating_duration_since(l.at).as_secs_f64(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.scope, &a.credential).cmp(&(&b.scope, &b.credential)));
+        out
+    }
+
+    /// Takes up rates learned before a restart (or by another daemon):
+    /// each for a scope this configuration still has, bounded by today's
+    /// ceiling and floor, with its age (one already expired is dropped),
+    /// never replacing what this limiter has learned itself since; the
+    /// bucket starts empty. Returns how many were taken.
+    pub(crate) fn restore(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
+        let mut taken = 0;
+        for r in rates {
+            let Some(i) = self.scopes.iter().position(|s| s.name == r.scope) else {
+                continue;
+            };
+            let scope = &self.scopes[i];
+            let keyed = scope.keying == Keying::Credential;
+            if keyed != r.credential.is_some()
+                || !(r.rate_per_sec.is_finite() && r.rate_per_sec > 0.0)
+                || !r.age_secs.is_finite()
+            {
+                continue;
+            }
+            let age = secs(r.age_secs);
+            let Some(at) = now.checked_sub(age) else {
+                continue;
+            };
+            let ceiling = scope.ceiling();
+            let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
+            if !(self.rules.trust && r.from == LearnedFrom::Stated) {
+                rate = rate.min(ceiling);
+            }
+            let learned = Learned::restored(rate, r.burst, r.from, at);
+            if !self.rules.enabled || learned.expired(now, self.rules) {
+                continue;
+            }
+            let key = BucketKey {
+                scope: ScopeId(i as u16),
+                credential: r.credential.as_deref().map(Credential::new),
+            };
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
+            if bucket.learned.is_none() {
+                bucket.learned = Some(learned);
+                // Empty: what the previous life spent of upstream's window
+                // just before it stopped is unknown, and the learned burst
+                // may still be above upstream's.
+                let tolerance = effective(scope, bucket, self.rules, self.share).tolerance();
+                bucket.tat = Some(bucket.tat.map_or(now, |t| t.max(now)) + tolerance);
+                taken += 1;
+            }
+        }
+        taken
     }
 
     pub(crate) fn bucket_count(&self) -> usize {
@@ -544,18 +770,25 @@ impl Limiter {
             .iter()
             .map(|(key, b)| {
                 let scope = &self.scopes[key.scope.0 as usize];
+                let quota = effective(scope, b, self.rules, self.share);
                 let factor = self.recovery.factor(b, now);
-                let tolerance = scope.quota.tolerance();
+                let tolerance = quota.tolerance();
                 let debt = b
                     .tat
                     .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-                let unit = scope.quota.interval().as_secs_f64() / factor;
+                let unit = quota.interval().as_secs_f64() / factor;
                 BucketSnapshot {
                     scope: scope.name.clone(),
                     credential: key.credential.as_ref().map(|c| c.as_str().to_owned()),
                     tokens: (tolerance.saturating_sub(debt).as_secs_f64() / unit).max(0.0),
-                    burst: scope.quota.burst(),
+                    burst: quota.burst(),
                     rate_per_sec: 1.0 / unit,
+                    learned_per_sec: b.learned.as_ref().map(|_| quota.rate()),
+                    learned_from: b.learned.as_ref().map(|l| l.from),
+                    learned_secs_ago: b
+                        .learned
+                        .as_ref()
+                        .map(|l| now.saturating_duration_since(l.at).as_secs_f64()),
                     budget_per_sec: 1.0 / scope.quota.interval().as_secs_f64(),
                     paused_for_secs: b
                         .paused_until
@@ -617,3 +850,6 @@ pub(crate) mod bench {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod learn_tests;

@@ -91,6 +91,34 @@ impl Quota {
         }
     }
 
+    /// A quota of `rate` units per second (rounded up to whole
+    /// nanoseconds, never below one) and `burst` (at least one).
+    pub(crate) fn at_rate(rate: f64, burst: u32) -> Quota {
+        let nanos = (1e9 / rate).ceil();
+        let nanos = if nanos.is_finite() {
+            nanos.clamp(1.0, 1e18)
+        } else {
+            1e18
+        };
+        Quota {
+            interval: Duration::from_nanos(nanos as u64),
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+
+    /// The slower of two quotas: the longer interval, the smaller burst.
+    pub(crate) fn slower_of(self, other: Quota) -> Quota {
+        Quota {
+            interval: self.interval.max(other.interval),
+            burst: self.burst.min(other.burst),
+        }
+    }
+
+    /// Units per second.
+    pub(crate) fn rate(&self) -> f64 {
+        1.0 / self.interval.as_secs_f64()
+    }
+
     /// Time one unit of cost takes.
     pub fn interval(&self) -> Duration {
         self.interval

@@ -73,6 +73,18 @@ fn remaining_calls_or_no_reset_mean_no_pause() {
         let d = dispatch(&mut c, t0).unwrap();
         c.complete(t0, d.call, Outcome::response(answer)).unwrap();
     }
+    // Nothing remains and no reset is known: the bucket holds no tokens
+    // (the next call waits for them to refill, with the orders' reserve),
+    // but it is not paused until some reset.
     queue_get(&mut c, t0, "NEXT");
-    assert!(dispatch(&mut c, t0).is_some(), "nothing to wait for");
+    // The two answers come out first; then nothing is sent.
+    for _ in 0..2 {
+        assert!(matches!(c.poll_output(t0), Output::Finished(_)));
+    }
+    assert!(dispatch(&mut c, t0).is_none(), "no token left");
+    let stats = c.stats(t0);
+    let public = stats.scopes.iter().find(|s| s.scope == "public").unwrap();
+    assert_eq!(public.paused_for_secs, None);
+    let o = c.poll_output(t0 + Duration::from_secs(1));
+    assert!(matches!(o, Output::Dispatch(_)), "{o:?}");
 }

@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod ca;
+mod learned;
 pub mod notify;
 mod probes;
 mod reload;
@@ -85,6 +86,8 @@ pub struct Daemon {
     servers: Vec<Server>,
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
+    /// `server.state_file`, and the proxy whose upstreams name its entries.
+    state: Option<(std::path::PathBuf, Arc<Proxy>)>,
     /// The configuration in effect, swapped by [`Daemon::reload`].
     current: Arc<Current>,
     /// One reload at a time.
@@ -145,6 +148,13 @@ impl Daemon {
             keyrings.push(keyring);
             Ok::<_, DaemonError>(host)
         })?);
+        let state = settings
+            .state_file
+            .as_deref()
+            .map(|p| (std::path::PathBuf::from(p), Arc::clone(&proxy)));
+        if let Some((path, proxy)) = &state {
+            learned::restore(path, proxy, &hosts);
+        }
         let limits = server_limits(&settings);
         let ca_dir = settings
             .ca_dir
@@ -240,6 +250,7 @@ impl Daemon {
             servers,
             hosts,
             drain: settings.drain(),
+            state,
             current,
             reloading: std::sync::Mutex::new(()),
             keyrings,
@@ -295,6 +306,9 @@ impl Daemon {
         });
         for server in self.servers {
             server.join();
+        }
+        if let Some((path, proxy)) = &self.state {
+            learned::save(path, proxy, &self.hosts);
         }
         tracing::info!("stopped");
     }

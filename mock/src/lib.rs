@@ -74,6 +74,37 @@ pub struct MockOptions {
     /// `401` as Coinbase does when one fails ([`verify`]). `None`: any
     /// credential is accepted unverified.
     pub verify: Option<Arc<Verifier>>,
+    /// The headers every rate-limited answer states its bucket in
+    /// (Coinbase sends none).
+    pub headers: HeaderStyle,
+    /// Binance's rule: this many 429s within a window earn a ban during
+    /// which everything is answered 418.
+    pub ban: Option<Ban>,
+}
+
+/// How the mock states a bucket's limit on each answer it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderStyle {
+    /// Nothing (Coinbase).
+    #[default]
+    None,
+    /// `x-ratelimit-limit` (per second), `x-ratelimit-remaining`,
+    /// `x-ratelimit-reset` (seconds until the bucket is full).
+    XRateLimit,
+    /// `RateLimit-Policy: "bucket";q=<per second>;w=1` and
+    /// `RateLimit: "bucket";r=<left>;t=<seconds until full>` (draft 12).
+    RateLimit,
+}
+
+/// Ban after `after` 429s within `within`, for `ban_for`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ban {
+    /// 429s that trigger it.
+    pub after: u32,
+    /// The window they are counted in.
+    pub within: Duration,
+    /// How long everything is answered 418.
+    pub ban_for: Duration,
 }
 
 impl Default for MockOptions {
@@ -86,6 +117,8 @@ impl Default for MockOptions {
             retry_after: None,
             faults: Faults::default(),
             verify: None,
+            headers: HeaderStyle::None,
+            ban: None,
         }
     }
 }

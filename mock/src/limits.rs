@@ -131,6 +131,18 @@ impl Buckets {
         true
     }
 
+    /// Whole tokens left in a bucket and seconds until it is full, as of
+    /// its last use (a bucket never used is full).
+    pub(crate) fn level(&self, scope: Scope, key: &str, spec: BucketSpec) -> (u64, f64) {
+        match self.buckets.get(&(scope, key.to_owned())) {
+            Some(b) => (
+                b.tokens.max(0.0).floor() as u64,
+                ((spec.burst - b.tokens) / spec.per_second).max(0.0),
+            ),
+            None => (spec.burst.floor() as u64, 0.0),
+        }
+    }
+
     /// Most admissions in any one-second window, per `scope key`.
     pub(crate) fn max_admitted_in_1s(&self) -> impl Iterator<Item = (String, u64)> + '_ {
         self.buckets

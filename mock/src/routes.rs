@@ -380,6 +380,10 @@ pub(crate) struct State {
     in_flight: AtomicU64,
     /// Strict mode's keys.
     verify: Option<Arc<Verifier>>,
+    headers: crate::HeaderStyle,
+    ban: Option<crate::Ban>,
+    /// Recent 429s (for the ban rule) and the ban's end.
+    banned: Mutex<(std::collections::VecDeque<Instant>, Option<Instant>)>,
 }
 
 /// A poisoned lock only means a handler panicked mid-update of plain
@@ -402,6 +406,9 @@ impl State {
             orders: Mutex::new(Orders::default()),
             in_flight: AtomicU64::new(0),
             verify: options.verify.clone(),
+            headers: options.headers,
+            ban: options.ban,
+            banned: Mutex::new(Default::default()),
         }
     }
 
@@ -703,19 +710,58 @@ impl MockHandler {
             (true, Some(id)) => id.to_owned(),
             _ => req.peer.ip().to_string(),
         };
-        let admitted = lock(&state.buckets).take(
-            route.scope,
-            &key,
-            state.rates.spec(route.scope),
-            Instant::now(),
-        );
+        let now = Instant::now();
+        if state.ban.is_some() && lock(&state.banned).1.is_some_and(|until| now < until) {
+            return at_error(418, "banned", "IP banned after repeated 429s").into();
+        }
+        let spec = state.rates.spec(route.scope);
+        let admitted = lock(&state.buckets).take(route.scope, &key, spec, now);
+        let (left, full_in) = lock(&state.buckets).level(route.scope, &key, spec);
+        let with_level = |r: Response| match state.headers {
+            crate::HeaderStyle::None => r,
+            crate::HeaderStyle::XRateLimit => r
+                .with_header("x-ratelimit-limit", &format!("{}", spec.per_second))
+                .with_header("x-ratelimit-remaining", &left.to_string())
+                .with_header("x-ratelimit-reset", &format!("{}", full_in.ceil())),
+            crate::HeaderStyle::RateLimit => r
+                .with_header(
+                    "RateLimit-Policy",
+                    &format!(r#""bucket";q={};w=1"#, spec.per_second.floor().max(1.0)),
+                )
+                .with_header(
+                    "RateLimit",
+                    &format!(r#""bucket";r={left};t={}"#, full_in.ceil()),
+                ),
+        };
         if !admitted {
             state.counters().stats.rate_limited += 1;
-            return self.too_many(api, route.private()).into();
+            self.record_429(now);
+            return with_level(self.too_many(api, route.private())).into();
         }
         let identity = identity.unwrap_or("anonymous");
         let query = Query(query_pairs(query));
-        endpoint(state, route.endpoint, &query, &req.body, identity).into()
+        let answer = endpoint(state, route.endpoint, &query, &req.body, identity);
+        with_level(answer).into()
+    }
+
+    /// A 429 counts towards the ban rule.
+    fn record_429(&self, now: Instant) {
+        let Some(ban) = self.state.ban else {
+            return;
+        };
+        let mut banned = lock(&self.state.banned);
+        banned.0.push_back(now);
+        while banned
+            .0
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > ban.within)
+        {
+            banned.0.pop_front();
+        }
+        if banned.0.len() >= ban.after.max(1) as usize {
+            banned.0.clear();
+            banned.1 = Some(now + ban.ban_for);
+        }
     }
 
     fn too_many(&self, api: Api, private: bool) -> Response {

@@ -563,3 +563,41 @@ fn generous_for_bench() -> MockOptions {
         ..MockOptions::default()
     }
 }
+
+#[test]
+fn header_styles_state_the_bucket_and_the_ban_rule_answers_418() {
+    let rates = MockRates::uniform(BucketSpec::new(0.001, 3.0));
+    let mock = start(MockOptions {
+        rates,
+        headers: crate::HeaderStyle::RateLimit,
+        ban: Some(crate::Ban {
+            after: 2,
+            within: Duration::from_secs(60),
+            ban_for: Duration::from_secs(600),
+        }),
+        ..MockOptions::default()
+    });
+    let a = get(&mock, "/products", &[]);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("ratelimit-policy"), Some(r#""bucket";q=1;w=1"#));
+    assert!(a
+        .header("ratelimit")
+        .unwrap()
+        .starts_with(r#""bucket";r=2;t="#));
+    get(&mock, "/products", &[]);
+    get(&mock, "/products", &[]);
+    // Two 429s earn the ban; then everything is 418.
+    assert_eq!(get(&mock, "/products", &[]).status, 429);
+    assert_eq!(get(&mock, "/products", &[]).status, 429);
+    assert_eq!(get(&mock, "/products", &[]).status, 418);
+
+    let mock = start(MockOptions {
+        rates: MockRates::uniform(BucketSpec::new(4.0, 4.0)),
+        headers: crate::HeaderStyle::XRateLimit,
+        ..MockOptions::default()
+    });
+    let a = get(&mock, "/products", &[]);
+    assert_eq!(a.header("x-ratelimit-limit"), Some("4"));
+    assert_eq!(a.header("x-ratelimit-remaining"), Some("3"));
+    assert_eq!(a.header("x-ratelimit-reset"), Some("1"));
+}

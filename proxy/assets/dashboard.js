@@ -331,7 +331,9 @@
         cur.buckets[key] = b;
         var pb = p && prev.buckets[key];
         var cps = pb ? delta(num(b.calls), num(pb.calls), udt) : null;
-        var budget = num(b.budget_per_sec) || num(b.rate_per_sec);
+        // The budget a bucket is measured against: what it learned, if it
+        // learned anything under its configured rate.
+        var budget = num(b.learned_per_sec) || num(b.budget_per_sec) || num(b.rate_per_sec);
         var state = b.breaker === "open" ? "open" : b.paused_for_secs != null ? "paused"
           : b.breaker === "half_open" ? "half_open" : "ok";
         if (state === "open") marks = 2; else if (state === "paused" && marks < 1) marks = 1;
@@ -441,7 +443,9 @@
       var stateText = r.state === "paused" ? "paused " + dur(num(r.b.paused_for_secs) * 1000)
         : r.state === "open" ? "breaker open" : r.state === "half_open" ? "breaker half-open" : "ok";
       return [td(r.up, "id"), td(String(r.b.scope)), td(r.b.credential == null ? "shared" : String(r.b.credential), "id"),
-        td(r.cps == null ? "–" : rate(r.cps), "n"), td(rate(r.budget), "n"),
+        td(r.cps == null ? "–" : rate(r.cps), "n"), td(rate(num(r.b.budget_per_sec) || r.budget), "n"),
+        td(r.b.learned_per_sec == null ? "–" : rate(num(r.b.learned_per_sec)) + " (" + String(r.b.learned_from) +
+          ", " + dur(num(r.b.learned_secs_ago) * 1000) + " ago)", "n"),
         bar(used, used > 0.9 ? "hot" : ""), bar(left, left < 0.2 ? "low" : ""), td(stateText, "state-" + r.state)];
     }));
     var names = Object.keys(clients);

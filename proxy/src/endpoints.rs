@@ -363,6 +363,10 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "bucket_budget_per_second",
         "A limiter bucket's full rate after headroom.",
     );
+    let learned = m.gauge(
+        "bucket_learned_rate_per_second",
+        "A limiter bucket's effective rate learned under its configured one (equal to the budget when nothing was learned).",
+    );
     let paused = m.gauge(
         "bucket_pause_remaining_seconds",
         "Seconds until a paused bucket's pause ends; 0 when not paused.",
@@ -516,6 +520,9 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
             burst.get_or_create(&bl).set(f64::from(b.burst));
             rate.get_or_create(&bl).set(b.rate_per_sec);
             budget.get_or_create(&bl).set(b.budget_per_sec);
+            learned
+                .get_or_create(&bl)
+                .set(b.learned_per_sec.unwrap_or(b.budget_per_sec));
             paused
                 .get_or_create(&bl)
                 .set(b.paused_for_secs.unwrap_or(0.0));

@@ -36,8 +36,8 @@ pub mod workload;
 pub use reference::{documented_limits, reference_config, reference_group, reference_upstream};
 pub use report::{Breakdown, BucketUse, LimitUse, Report};
 pub use scenario::{
-    BotGroup, Call, Credentials, Fault, FaultKind, Latency, Limit, Scenario, ScenarioError,
-    ScenarioErrors, Upstream, When,
+    Ban, BotGroup, Call, Credentials, Fault, FaultKind, HeaderStyle, Latency, Limit, Scenario,
+    ScenarioError, ScenarioErrors, Upstream, When,
 };
 
 use syncoord_core::Duration;

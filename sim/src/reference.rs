@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
 use syncoord_core::{Duration, Method};
 
-use crate::scenario::{BotGroup, Call, Credentials, Latency, Limit, Scenario, Upstream, When};
+use crate::scenario::{
+    BotGroup, Call, Credentials, HeaderStyle, Latency, Limit, Scenario, Upstream, When,
+};
 
 const BASE: &str = "/api/v3/brokerage";
 
@@ -97,6 +99,8 @@ pub fn reference_upstream() -> Upstream {
         latency: Latency::Uniform(Duration::from_millis(40), Duration::from_millis(400)),
         error_rate: 0.0,
         timeout_rate: 0.0,
+        headers: HeaderStyle::None,
+        ban: None,
         faults: Vec::new(),
     }
 }

@@ -115,6 +115,13 @@ pub struct Report {
     pub upstream_429s: u64,
     /// 429s the upstream sent during a 429-storm fault window.
     pub fault_429s: u64,
+    /// Bans the upstream's ban rule imposed (418s after repeated 429s).
+    pub bans: u64,
+    /// Calls answered 418 while banned.
+    pub banned_calls: u64,
+    /// Upstream 429s (past its limits) in each minute of the run: how fast
+    /// the coordinator learned.
+    pub learning_curve: Vec<u32>,
     /// 429s that reached a bot.
     pub bot_429s: u64,
     /// Answers whose body belonged to another credential.

@@ -89,6 +89,38 @@ pub struct Upstream {
     pub timeout_rate: f64,
     /// Windows of misbehaviour.
     pub faults: Vec<Fault>,
+    /// Which headers it states its limits in.
+    pub headers: HeaderStyle,
+    /// Whether repeated 429s get the caller banned (418).
+    pub ban: Option<Ban>,
+}
+
+/// How a simulated upstream states its limits (of the first limit a call
+/// counts against) on each answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderStyle {
+    /// Nothing (Coinbase): the coordinator learns from 429s alone.
+    #[default]
+    None,
+    /// `x-ratelimit-limit` (per the limit's period), `-remaining`,
+    /// `-reset` (seconds until the bucket is full).
+    XRateLimit,
+    /// `RateLimit-Policy` and `RateLimit` (draft 12).
+    RateLimit,
+    /// `x-mbx-used-weight-1m`: units used in the current minute.
+    Weight,
+}
+
+/// Binance's rule: this many 429s within `within` earn a ban of `ban_for`
+/// during which every call is answered 418.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ban {
+    /// 429s that trigger it.
+    pub after: u32,
+    /// The window they are counted in.
+    pub within: Duration,
+    /// How long it lasts.
+    pub ban_for: Duration,
 }
 
 /// When a call of an evaluation is made.

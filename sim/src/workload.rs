@@ -94,6 +94,30 @@ struct RawUpstream {
     limits: Option<Vec<RawLimit>>,
     #[serde(default)]
     faults: Vec<RawFault>,
+    /// Which headers state its limits: `none`, `x-ratelimit`,
+    /// `ratelimit` (draft 12) or `weight` (`x-mbx-used-weight-1m`).
+    #[serde(default)]
+    headers: RawHeaders,
+    /// 418 for `for_secs` after `after` 429s within `within_secs`.
+    ban: Option<RawBan>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawHeaders {
+    #[default]
+    None,
+    XRatelimit,
+    Ratelimit,
+    Weight,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBan {
+    after: u32,
+    within_secs: f64,
+    for_secs: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,6 +322,24 @@ impl Workload {
                 })
                 .collect()
         });
+        let ban = u.ban.as_ref().map(|b| {
+            if b.after == 0 {
+                issue("upstream.ban.after".into(), "must be at least 1".into());
+            }
+            for (name, v) in [("within_secs", b.within_secs), ("for_secs", b.for_secs)] {
+                if !(v.is_finite() && v > 0.0) {
+                    issue(
+                        format!("upstream.ban.{name}"),
+                        format!("must be more than 0 (got {v})"),
+                    );
+                }
+            }
+            crate::Ban {
+                after: b.after.max(1),
+                within: secs(b.within_secs.max(0.0)),
+                ban_for: secs(b.for_secs.max(0.0)),
+            }
+        });
         let faults = u
             .faults
             .into_iter()
@@ -443,6 +485,13 @@ impl Workload {
                 error_rate: u.error_rate,
                 timeout_rate: u.timeout_rate,
                 faults,
+                headers: match u.headers {
+                    RawHeaders::None => crate::HeaderStyle::None,
+                    RawHeaders::XRatelimit => crate::HeaderStyle::XRateLimit,
+                    RawHeaders::Ratelimit => crate::HeaderStyle::RateLimit,
+                    RawHeaders::Weight => crate::HeaderStyle::Weight,
+                },
+                ban,
             },
             source: text.to_owned(),
         }
@@ -601,6 +650,21 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
     }
 
     #[test]
+    fn header_styles_and_the_ban_rule_are_read() {
+        let text = "[upstream]\nheaders = \"ratelimit\"\nban = { after = 10, within_secs = 60, for_secs = 600 }\n[[groups]]\ncount = 1\nevery_secs = 1\n[[groups.calls]]\npath = \"/p\"\n";
+        let w = Workload::from_toml_str(text).unwrap();
+        assert_eq!(w.behaviour.headers, crate::HeaderStyle::RateLimit);
+        assert_eq!(
+            w.behaviour.ban,
+            Some(crate::Ban {
+                after: 10,
+                within: Duration::from_secs(60),
+                ban_for: Duration::from_secs(600),
+            })
+        );
+    }
+
+    #[test]
     fn mistakes_are_located_with_their_field() {
         for (text, want) in [
             (
@@ -630,6 +694,14 @@ path = "/api/v3/brokerage/products/BTC-USD/ticker"
             (
                 "[[groups]]\ncount = 1\nevery_secs = 1\nactive_hours = [25, 3]\n[[groups.calls]]\npath = \"/p\"\n",
                 "w.toml:4:1: groups[0].active_hours: expected [from, until] in hours of the day",
+            ),
+            (
+                "[upstream]\nban = { after = 0, within_secs = 60, for_secs = 600 }\n[[groups]]\ncount = 1\nevery_secs = 1\n[[groups.calls]]\npath = \"/p\"\n",
+                "w.toml:2:9: upstream.ban.after: must be at least 1",
+            ),
+            (
+                "[upstream]\nheaders = \"loud\"\n",
+                "w.toml:2:1: upstream.headers: unknown variant `loud`",
             ),
             ("[[groups]\n", "w.toml:1:"),
         ] {

@@ -10,6 +10,8 @@
 //! [`CompiledConfig`](crate::CompiledConfig) a coordinator runs on.
 
 pub mod coinbase;
+mod learning;
+pub use learning::{LearnConfig, ResetUnit, SignalsConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -329,6 +331,10 @@ pub struct LimiterConfig {
     pub throttle_factor: f64,
     /// ...and climbs back to the full rate over this long.
     pub recovery_secs: f64,
+    /// `[limiter.learn]`: the effective rate under the configured ceiling.
+    pub learn: LearnConfig,
+    /// `[limiter.signals]`: the headers that carry upstream's limits.
+    pub signals: SignalsConfig,
 }
 
 impl Default for LimiterConfig {
@@ -338,6 +344,8 @@ impl Default for LimiterConfig {
             max_pause_secs: 60.0,
             throttle_factor: 0.5,
             recovery_secs: 60.0,
+            learn: LearnConfig::default(),
+            signals: SignalsConfig::default(),
         }
     }
 }

@@ -53,6 +53,22 @@ impl<P: Clone> Coordinator<P> {
         health::assess(&self.config().health, &inputs)
     }
 
+    /// Every bucket's learned rate (see [`crate::LearnedRate`]), for a
+    /// host to save across a restart or share with other daemons.
+    pub fn learned_rates(&self, now: Instant) -> Vec<crate::LearnedRate> {
+        self.limiter.learned(now.max(self.now))
+    }
+
+    /// Takes up rates saved before a restart (or learned by another
+    /// daemon), so learning does not start over: each for a scope this
+    /// configuration still has, within today's ceiling and floor, keeping
+    /// its age (an expired one is dropped); never over what this
+    /// coordinator learned itself. Returns how many were taken.
+    pub fn restore_learned(&mut self, now: Instant, rates: &[crate::LearnedRate]) -> usize {
+        let now = now.max(self.now);
+        self.limiter.restore(now, rates)
+    }
+
     /// Everything the coordinator counts, as of `now`, with its health.
     /// Reads state only, like [`Self::health`].
     pub fn stats(&self, now: Instant) -> StatsSnapshot {

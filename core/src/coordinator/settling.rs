@@ -27,6 +27,7 @@ impl<P: Clone> Coordinator<P> {
             return;
         };
         let lane = call.lane.clone();
+        let sent = call.sent;
         let verdict = self.retry.verdict(&outcome);
         let upstream_wait = match &outcome {
             Outcome::Response {
@@ -35,25 +36,37 @@ impl<P: Clone> Coordinator<P> {
             } => http::upstream_wait(&response.headers, *received_unix),
             Outcome::Transport(_) => None,
         };
+        // What upstream says of its limits, on any answer: a stated limit
+        // sets the effective rate, what remains caps the level (a spent
+        // window waits for its reset rather than earn a 429).
+        let signals = match &outcome {
+            Outcome::Response {
+                response,
+                received_unix,
+            } => crate::signals::read_signals(
+                &response.headers,
+                &self.config.config().limiter.signals,
+                http::server_unix(&response.headers, *received_unix),
+            ),
+            Outcome::Transport(_) => Default::default(),
+        };
+        self.limiter.on_signals(now, &lane, &signals);
         let mut opened = Vec::new();
         let mut pause = None;
         match verdict {
             Verdict::Answer => {
                 self.limiter.on_success(&lane);
-                // Upstream says its window is spent: wait for the reset
-                // rather than spend the next call on a 429.
-                if let (Outcome::Response { response, .. }, Some(wait)) = (&outcome, upstream_wait)
-                {
-                    if http::window_exhausted(&response.headers) {
-                        self.limiter.pause_until_reset(now, &lane, wait);
-                    }
-                }
             }
             Verdict::RateLimited => {
                 self.stats.rate_limited(now);
-                let p = self
-                    .limiter
-                    .on_rate_limited(now, &lane, upstream_wait, &mut self.rng);
+                let p = self.limiter.on_rate_limited(
+                    now,
+                    &lane,
+                    upstream_wait,
+                    &mut self.rng,
+                    sent,
+                    signals.stated.is_none(),
+                );
                 if self.sharing {
                     let buckets = self.limiter.shared_buckets(&lane);
                     self.push_shared(SharedOutput::Pause { buckets, pause: p });

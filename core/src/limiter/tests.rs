@@ -335,7 +335,10 @@ fn upstream_wait_pauses_exactly_that_long_and_empties_the_bucket() {
     let mut rng = fastrand::Rng::with_seed(1);
     l.acquire(t0, &k, 1);
     let now = t0 + s(1);
-    assert_eq!(l.on_rate_limited(now, &k, Some(s(10)), &mut rng), s(10));
+    assert_eq!(
+        l.on_rate_limited(now, &k, Some(s(10)), &mut rng, None, false),
+        s(10)
+    );
     let until = now + s(10);
     assert_eq!(l.check(now, &k, 1), Some(Wait::Paused(until)));
     assert!(Wait::Paused(until).is_degraded());
@@ -371,7 +374,7 @@ fn rate_is_throttled_after_a_pause_then_recovers_linearly() {
     let k = vec![key(&cfg, "a", None)];
     let mut rng = fastrand::Rng::with_seed(2);
     l.acquire(t0, &k, 1);
-    l.on_rate_limited(t0, &k, Some(s(5)), &mut rng);
+    l.on_rate_limited(t0, &k, Some(s(5)), &mut rng, None, false);
     let end = t0 + s(5);
     let full = 8.0 / 60.0;
     let rate = |l: &Limiter, at: Instant| l.snapshot(at)[0].rate_per_sec;
@@ -443,7 +446,7 @@ fn exponential_backoff_without_upstream_wait() {
         let mut now = t0;
         let mut last = Duration::ZERO;
         for strike in 1..=8 {
-            let pause = l.on_rate_limited(now, &k, None, &mut rng);
+            let pause = l.on_rate_limited(now, &k, None, &mut rng, None, false);
             let ceiling = exponential(base, max, strike);
             assert!(
                 pause >= ceiling / 2 && pause <= ceiling,
@@ -459,7 +462,7 @@ fn exponential_backoff_without_upstream_wait() {
         assert_eq!(l.snapshot(now)[0].rate_limited, 8);
         // A success resets the exponent.
         l.on_success(&k);
-        let pause = l.on_rate_limited(now, &k, None, &mut rng);
+        let pause = l.on_rate_limited(now, &k, None, &mut rng, None, false);
         assert!(pause >= ms(500) && pause <= s(1), "{pause:?}");
     }
 }
@@ -472,16 +475,19 @@ fn another_429_never_shortens_a_pause() {
     let k = vec![key(&cfg, "a", None)];
     let mut rng = fastrand::Rng::with_seed(3);
     l.acquire(t0, &k, 1);
-    assert_eq!(l.on_rate_limited(t0, &k, Some(s(30)), &mut rng), s(30));
+    assert_eq!(
+        l.on_rate_limited(t0, &k, Some(s(30)), &mut rng, None, false),
+        s(30)
+    );
     // A late 429 with a short wait keeps the long pause.
     assert_eq!(
-        l.on_rate_limited(t0 + s(1), &k, Some(s(2)), &mut rng),
+        l.on_rate_limited(t0 + s(1), &k, Some(s(2)), &mut rng, None, false),
         s(29)
     );
     assert_eq!(l.check(t0 + s(10), &k, 1), Some(Wait::Paused(t0 + s(30))));
     // One that asks for longer extends it.
     assert_eq!(
-        l.on_rate_limited(t0 + s(10), &k, Some(s(40)), &mut rng),
+        l.on_rate_limited(t0 + s(10), &k, Some(s(40)), &mut rng, None, false),
         s(40)
     );
     assert_eq!(l.check(t0 + s(30), &k, 1), Some(Wait::Paused(t0 + s(50))));
@@ -502,7 +508,14 @@ fn a_pause_outranks_pacing_and_a_breaker_outranks_a_pause() {
         l.acquire(t0, &both, 1);
     }
     l.acquire(t0, std::slice::from_ref(&b), 8); // b waits until t0 + 9T
-    l.on_rate_limited(t0, std::slice::from_ref(&a), Some(s(2)), &mut rng);
+    l.on_rate_limited(
+        t0,
+        std::slice::from_ref(&a),
+        Some(s(2)),
+        &mut rng,
+        None,
+        false,
+    );
     assert_eq!(l.check(t0, &both, 1), Some(Wait::Paused(t0 + s(2))));
     assert_eq!(
         l.on_failure(t0, std::slice::from_ref(&b)),
@@ -528,7 +541,10 @@ fn a_429_for_a_forgotten_bucket_still_pauses() {
     l.forget_idle(t0 + s(10));
     assert_eq!(l.bucket_count(), 0);
     let now = t0 + s(11);
-    assert_eq!(l.on_rate_limited(now, &k, Some(s(7)), &mut rng), s(7));
+    assert_eq!(
+        l.on_rate_limited(now, &k, Some(s(7)), &mut rng, None, false),
+        s(7)
+    );
     assert_eq!(l.check(now, &k, 1), Some(Wait::Paused(now + s(7))));
 }
 
@@ -599,7 +615,7 @@ fn forget_idle_drops_only_full_calm_buckets() {
     l.acquire(t0, &full, 1);
     l.acquire(t0, &failing, 1);
     l.acquire(t0, &paused, 1);
-    l.on_rate_limited(t0, &paused, Some(s(1)), &mut rng);
+    l.on_rate_limited(t0, &paused, Some(s(1)), &mut rng, None, false);
     l.on_failure(t0, &failing);
     let now = t0 + s(100);
     l.acquire(now, &busy, 1);
@@ -623,7 +639,7 @@ fn forget_idle_keeps_a_bucket_still_recovering() {
     let k = vec![key(&cfg, "a", None)];
     let mut rng = fastrand::Rng::with_seed(7);
     l.acquire(t0, &k, 1);
-    l.on_rate_limited(t0, &k, Some(s(1)), &mut rng);
+    l.on_rate_limited(t0, &k, Some(s(1)), &mut rng, None, false);
     l.on_success(&k);
     // Full again at 1 s + 8T = 61 s, but the rate only recovers at 121 s.
     l.forget_idle(t0 + s(61));
@@ -666,7 +682,7 @@ fn snapshot_reports_tokens_pause_and_counters() {
     assert!(approx(snap(&b, "a", None).tokens, 8.0));
     // A pause shows its remaining time and empties the bucket.
     let mut rng = fastrand::Rng::with_seed(8);
-    l.on_rate_limited(t0 + s(1), &a, Some(ms(2500)), &mut rng);
+    l.on_rate_limited(t0 + s(1), &a, Some(ms(2500)), &mut rng, None, false);
     let b = l.snapshot(t0 + s(2));
     let b = snap(&b, "a", None);
     assert_eq!(b.paused_for_secs, Some(1.5));

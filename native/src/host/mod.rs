@@ -242,6 +242,22 @@ impl Coordinator {
         stats
     }
 
+    /// Every bucket's learned rate, to save across a restart
+    /// ([`syncoord_core::Coordinator::learned_rates`]).
+    pub fn learned_rates(&self) -> Vec<syncoord_core::LearnedRate> {
+        self.host
+            .shared
+            .with_core(|core| core.learned_rates(Instant::now()))
+    }
+
+    /// Takes up rates saved before a restart; returns how many were taken
+    /// ([`syncoord_core::Coordinator::restore_learned`]).
+    pub fn restore_learned(&self, rates: &[syncoord_core::LearnedRate]) -> usize {
+        self.host
+            .shared
+            .with_core(|core| core.restore_learned(Instant::now(), rates))
+    }
+
     pub fn health(&self) -> Health {
         self.host
             .shared

@@ -68,6 +68,11 @@ pub struct ServerSettings {
     /// without `tls_cert`, of `tls_listen`. Default: a per-user data
     /// folder (`$XDG_DATA_HOME/syncoord/ca`, else `~/.local/share/syncoord/ca`).
     pub ca_dir: Option<String>,
+    /// A file where the limiter's learned rates are kept across restarts
+    /// (JSON, written at shutdown and read at start, docs/learning.md), so
+    /// a restarted daemon does not learn upstream's limits all over again.
+    /// Default: none (a restart starts from the configured rates).
+    pub state_file: Option<String>,
     /// A TLS listener (`ip:port`) for clients that insist on an `https`
     /// base URL; requests on it are routed as on `listen`.
     pub tls_listen: Option<String>,
@@ -99,6 +104,7 @@ impl Default for ServerSettings {
             upstream_timeout_secs: 20.0,
             max_response_bytes: 16 * 1024 * 1024,
             ca_dir: None,
+            state_file: None,
             tls_listen: None,
             tls_cert: None,
             tls_key: None,

@@ -90,6 +90,16 @@ pub(crate) struct Sim<'a> {
     /// Upstream's own GCRA state per limit (and credential): theoretical
     /// arrival time.
     upstream_tat: HashMap<(usize, usize), Instant>,
+    /// Units accepted per limit (and credential) in the current minute,
+    /// for weight headers: (minute, units).
+    upstream_weight: HashMap<(usize, usize), (u64, u64)>,
+    /// The upstream's recent 429s (for its ban rule), and the ban's end.
+    recent_429s: VecDeque<Instant>,
+    banned_until: Option<Instant>,
+    bans: u64,
+    banned_calls: u64,
+    /// Upstream 429s per minute of the run: the learning curve.
+    curve: Vec<u32>,
     requests: u64,
     evaluations: u64,
     failures: BTreeMap<&'static str, u64>,
@@ -181,6 +191,12 @@ impl<'a> Sim<'a> {
             wire: HashMap::new(),
             answers: HashMap::new(),
             upstream_tat: HashMap::new(),
+            upstream_weight: HashMap::new(),
+            recent_429s: VecDeque::new(),
+            banned_until: None,
+            bans: 0,
+            banned_calls: 0,
+            curve: Vec::new(),
             requests: 0,
             evaluations: 0,
             failures: BTreeMap::new(),
@@ -296,6 +312,9 @@ impl<'a> Sim<'a> {
             failures: self.failures,
             upstream_429s: self.upstream_429s,
             fault_429s: self.fault_429s,
+            bans: self.bans,
+            banned_calls: self.banned_calls,
+            learning_curve: self.curve,
             bot_429s: self.bot_429s,
             cross_credential: self.cross_credential,
             hot_keys: self.hot_keys.len(),

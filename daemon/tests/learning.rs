@@ -1,0 +1,138 @@
+//! The learning limiter end to end: a daemon configured with the presets
+//! in front of a mock whose public limit is a fifth of them learns the
+//! real one from its 429s, shows it in its stats, saves it at shutdown
+//! (`server.state_file`), and a daemon started on that file does not start
+//! over.
+
+use std::time::{Duration, Instant};
+
+use syncoord_daemon::Daemon;
+use syncoord_mock::{BucketSpec, HeaderStyle, MockOptions, MockRates, MockUpstream};
+use syncoord_proxy::ProxyConfig;
+
+mod common;
+use common::{agent, get};
+
+fn start(mock: &MockUpstream, state: &std::path::Path) -> (Daemon, String) {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\nstate_file = \"{}\"\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        state.display(),
+        mock.base_url()
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let base = format!("http://{}", daemon.local_addr());
+    (daemon, base)
+}
+
+/// The public bucket as the daemon's stats show it.
+fn public_bucket(base: &str) -> serde_json::Value {
+    let reply = get(
+        &agent(),
+        &format!("{base}/api/v1/sync-coordination/stats"),
+        &[],
+    );
+    let stats: serde_json::Value = serde_json::from_str(&reply.body).expect("stats JSON");
+    let scopes = stats["upstreams"][0]["stats"]["scopes"]
+        .as_array()
+        .or_else(|| stats["scopes"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    scopes
+        .into_iter()
+        .find(|b| b["scope"] == "public")
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Distinct public reads (nothing cached) for `for_`, one at a time.
+fn drive(base: &str, for_: Duration, from: usize) -> usize {
+    let agent = agent();
+    let end = Instant::now() + for_;
+    let mut n = from;
+    while Instant::now() < end {
+        let url = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker?limit={n}");
+        let reply = get(&agent, &url, &[]);
+        assert_ne!(reply.status, 429, "a 429 reached the bot");
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_learned_limit_shows_in_stats_and_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("syncoord-learning-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let state = dir.join("learned.json");
+    let _ = std::fs::remove_file(&state);
+    let rates = MockRates {
+        advanced_public: BucketSpec::new(2.0, 2.0),
+        ..MockRates::default()
+    };
+    let mock = MockUpstream::start(MockOptions {
+        rates,
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+
+    let (daemon, base) = start(&mock, &state);
+    let n = drive(&base, Duration::from_secs(4), 0);
+    let learned = mock.stats().rate_limited;
+    assert!(learned > 0, "the presets' 9/s met the mock's 2/s");
+    let bucket = public_bucket(&base);
+    let rate = bucket["learned_per_sec"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{bucket}"));
+    assert!(rate < 9.0, "learned {rate}/s under the configured 9/s");
+    assert_eq!(bucket["learned_from"], "rate-limited");
+    daemon.shutdown();
+    let saved = std::fs::read_to_string(&state).expect("state file written at shutdown");
+    assert!(saved.contains("\"mock\""), "{saved}");
+
+    // Restarted on the same file: the learned rate is there before any
+    // call, and driving the same load costs no new 429.
+    std::thread::sleep(Duration::from_secs(1));
+    let (daemon, base) = start(&mock, &state);
+    let bucket = public_bucket(&base);
+    let restored = bucket["learned_per_sec"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{bucket}"));
+    assert!(
+        (restored - rate).abs() < 0.05 * rate,
+        "{restored} vs {rate}"
+    );
+    let before = mock.stats().rate_limited;
+    drive(&base, Duration::from_secs(3), n);
+    let extra = mock.stats().rate_limited - before;
+    daemon.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(extra, 0, "429s after the restart (before it: {learned})");
+}
+
+#[test]
+fn stated_limits_in_each_header_style_are_learned_without_a_429() {
+    for style in [HeaderStyle::RateLimit, HeaderStyle::XRateLimit] {
+        let rates = MockRates {
+            advanced_public: BucketSpec::new(2.0, 2.0),
+            ..MockRates::default()
+        };
+        let mock = MockUpstream::start(MockOptions {
+            rates,
+            headers: style,
+            ..MockOptions::default()
+        })
+        .expect("mock starts");
+        // `x-ratelimit-limit` says no window: the configuration does.
+        let (daemon, base) = common::daemon(
+            &mock,
+            "[upstreams.coordination.limiter.signals]\nlimit_window_secs = 1.0\n",
+        );
+        drive(&base, Duration::from_secs(2), 0);
+        let bucket = public_bucket(&base);
+        daemon.shutdown();
+        assert_eq!(bucket["learned_from"], "stated", "{style:?}: {bucket}");
+        let rate = bucket["learned_per_sec"].as_f64().unwrap_or(0.0);
+        // The mock's 2/s at the scope's headroom (0.9).
+        assert!((rate - 1.8).abs() < 0.01, "{style:?}: {rate}");
+        assert_eq!(mock.stats().rate_limited, 0, "{style:?}");
+    }
+}
