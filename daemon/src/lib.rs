@@ -272,7 +272,15 @@ impl Stopper {
     }
 }
 
-/// The server's limits, every one from `[server]`.
+/// Threads for the daemon's blocking handler work: minting CONNECT
+/// leaves (a signature each, cached per host), nothing that waits.
+const HANDLER_THREADS: NonZeroUsize = match NonZeroUsize::new(8) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+/// The server's limits, every one from `[server]` but the handler
+/// threads.
 fn server_limits(settings: &proxy::ServerSettings) -> Limits {
     Limits {
         max_header_bytes: settings.max_header_bytes,
@@ -288,6 +296,9 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
             .and_then(NonZeroUsize::new)
             .unwrap_or_else(syncoord_server::default_event_loops),
         busy_poll: Duration::from_micros(settings.busy_poll_us as u64),
+        // Only CONNECT interception (minting a leaf) runs there; requests
+        // waiting for upstream wait on the event loops.
+        handler_threads: HANDLER_THREADS,
     }
 }
 
@@ -385,10 +396,8 @@ impl Handler for ProxyHandler {
         }
         match self.answer(request) {
             Submitted::Now(response) => Handled::Now(response.into()),
-            // `None`: nobody to answer, the request was cancelled.
-            Submitted::Waiting(waiting) => Handled::Later(Box::new(move || {
-                waiting.wait().map_or(Reply::DropConnection, Reply::from)
-            })),
+            // Waits on the event loop: no thread per waiting request.
+            Submitted::Waiting(waiting) => Handled::Wait(Box::new(waiting)),
         }
     }
 }
@@ -412,6 +421,44 @@ struct Waiting {
     path: String,
     /// How our own errors look to this upstream's client libraries.
     shape: proxy::ErrorShape,
+    /// When it was submitted: `request_timeout` runs from here.
+    started: Instant,
+}
+
+/// The daemon's requests wait on the server's event loop: the ticket's
+/// completion wakes the loop that owns the connection, which then takes
+/// the answer without blocking. The loop also polls at each sweep, which
+/// is when the bot's own wait runs out or its hang-up is noticed.
+impl syncoord_server::Waiter for Waiting {
+    fn start(&mut self, wake: syncoord_server::Wake) {
+        self.pending.on_ready(move || wake.wake());
+    }
+
+    fn poll(&mut self) -> Option<Reply> {
+        if let Some(result) = self.pending.wait_for(Duration::ZERO) {
+            return Some(self.answered(result).into());
+        }
+        if self.started.elapsed() >= self.request_timeout {
+            // Cancels it, unless its answer came in meanwhile.
+            let pending = std::mem::replace(&mut self.pending, Pending::ended());
+            let result = pending.wait_timeout(Duration::ZERO);
+            return Some(self.answered(result).into());
+        }
+        if self.probe.gone() {
+            // Dropping the pending request cancels it.
+            self.pending = Pending::ended();
+            let Waiting {
+                peer,
+                client,
+                method,
+                path,
+                ..
+            } = &*self;
+            tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+            return Some(Reply::DropConnection);
+        }
+        None
+    }
 }
 
 impl Waiting {
@@ -429,8 +476,8 @@ impl Waiting {
             method,
             path,
             shape,
+            started,
         } = self;
-        let started = Instant::now();
         let result = loop {
             let left = request_timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -448,6 +495,22 @@ impl Waiting {
         let response = call_response(result, shape);
         tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
         Some(response)
+    }
+}
+
+impl Waiting {
+    /// The answer to the bot, logged.
+    fn answered(&self, result: Result<syncoord_core::Answer, CallError>) -> Response {
+        let response = call_response(result, self.shape);
+        let Waiting {
+            peer,
+            client,
+            method,
+            path,
+            ..
+        } = self;
+        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        response
     }
 }
 
@@ -591,6 +654,7 @@ impl ProxyHandler {
             method,
             path,
             shape,
+            started: Instant::now(),
         })
     }
 

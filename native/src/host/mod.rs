@@ -358,12 +358,32 @@ enum PendingState {
 }
 
 impl Pending {
+    /// A request that has ended without an answer to give: what a
+    /// [`Pending`] taken out of its place leaves behind (it answers
+    /// [`CallError::ShuttingDown`] and cancels nothing).
+    pub fn ended() -> Pending {
+        Pending { state: None }
+    }
+
     /// The core's ticket, while the request waits (`None` when it was
     /// answered or refused at once).
     pub fn ticket(&self) -> Option<Ticket> {
         match &self.state {
             Some(PendingState::Waiting { ticket, .. }) => Some(*ticket),
             _ => None,
+        }
+    }
+
+    /// Has `notify` called (on whatever thread ends the request, or at
+    /// once if it has ended) when the answer is in, so a caller that holds
+    /// no thread for it (an event loop) knows when to take it with
+    /// [`Self::wait_for`]`(Duration::ZERO)`, which then never blocks.
+    /// `notify` must be quick and must not block: it runs under the host's
+    /// lock.
+    pub fn on_ready(&mut self, notify: impl Fn() + Send + Sync + 'static) {
+        match &self.state {
+            Some(PendingState::Waiting { slot, .. }) => slot.on_ready(Box::new(notify)),
+            _ => notify(),
         }
     }
 
