@@ -11,6 +11,9 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+mod exposure;
+
+pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -68,6 +71,9 @@ pub enum ConfigError {
     /// cannot make one.
     #[error("server.tls_listen: {0}")]
     TlsListen(#[source] Arc<ca::CaError>),
+    /// The Host allowlist or the admin token.
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
 }
 
 /// A running daemon: its listeners and one coordinator per upstream.
@@ -100,6 +106,8 @@ impl Daemon {
         secrets: &dyn SecretSource,
     ) -> Result<Daemon, DaemonError> {
         let settings = config.server.clone();
+        let exposure =
+            Arc::new(exposure::Exposure::new(&config, secrets).map_err(ConfigError::from)?);
         let proxy =
             Arc::new(Proxy::with_secrets(config.clone(), secrets).map_err(ConfigError::from)?);
         for warning in proxy.warnings() {
@@ -152,22 +160,34 @@ impl Daemon {
                 Some((addr.clone(), config))
             }
         };
-        let mut listeners: Vec<(Option<UpstreamId>, &str, Option<_>)> = proxy
+        // (fronts, address, TLS, is the admin listener)
+        let mut listeners: Vec<(Option<UpstreamId>, &str, Option<_>, bool)> = proxy
             .listeners()
             .into_iter()
-            .map(|(l, a)| (l, a, None))
+            .map(|(l, a)| (l, a, None, false))
             .collect();
         if let Some((addr, config)) = &tls {
-            listeners.push((None, addr.as_str(), Some(Arc::clone(config))));
+            listeners.push((None, addr.as_str(), Some(Arc::clone(config)), false));
+        }
+        if let Some(addr) = &settings.admin_listen {
+            listeners.push((None, addr.as_str(), None, true));
         }
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
-        for (listener, addr, tls) in listeners {
+        for (listener, addr, tls, admin_only) in listeners {
+            // Names are not resolved (see `listen`): an address that does
+            // not parse is treated as reachable from outside.
+            let bound = addr
+                .parse()
+                .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
             let handler = Arc::new(ProxyHandler {
                 proxy: Arc::clone(&proxy),
                 hosts: Arc::clone(&hosts),
                 listener,
                 request_timeout,
                 ca: Arc::clone(&ca),
+                admin: exposure.access(bound, admin_only),
+                admin_only,
+                exposure: Arc::clone(&exposure),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -371,6 +391,12 @@ struct ProxyHandler {
     request_timeout: Duration,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
+    /// The Host allowlist and the admin token.
+    exposure: Arc<exposure::Exposure>,
+    /// What this listener may answer of the admin endpoints.
+    admin: exposure::AdminAccess,
+    /// `server.admin_listen`: our endpoints only, nothing proxied.
+    admin_only: bool,
 }
 
 impl Handler for ProxyHandler {
@@ -541,6 +567,10 @@ impl ProxyHandler {
     /// for it.
     fn connect(&self, request: &HttpRequest) -> Reply {
         let peer = request.peer;
+        if self.admin_only {
+            return exposure::refusal(404, "not_found", "the admin listener proxies nothing")
+                .into();
+        }
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
@@ -584,12 +614,25 @@ impl ProxyHandler {
     /// Any request but a CONNECT outside a tunnel, without blocking: our
     /// own endpoints are answered here, the rest routed and submitted.
     fn answer(&self, request: HttpRequest) -> Submitted {
+        if let Some(refused) = self.exposure.check_host(&request) {
+            return Submitted::Now(refused);
+        }
         // Inside a tunnel every request is for the real host, never for
         // our own endpoints.
         if request.tunnel.is_none() {
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+                if let Some(refused) = self.exposure.check_admin(endpoint, self.admin, &request) {
+                    return Submitted::Now(refused);
+                }
                 return Submitted::Now(self.endpoint(endpoint));
             }
+        }
+        if self.admin_only {
+            return Submitted::Now(exposure::refusal(
+                404,
+                "not_found",
+                "the admin listener serves the dashboard, stats, metrics and health only",
+            ));
         }
         self.submit(request)
     }
