@@ -449,6 +449,9 @@ struct Waiting {
     shape: proxy::ErrorShape,
     /// When it was submitted: `request_timeout` runs from here.
     started: Instant,
+    /// The order's `client_order_id`, when its body has one: how the
+    /// operator (and the bot) finds it upstream.
+    order_id: Option<String>,
 }
 
 /// The daemon's requests wait on the server's event loop: the ticket's
@@ -503,6 +506,7 @@ impl Waiting {
             path,
             shape,
             started,
+            order_id,
         } = self;
         let result = loop {
             let left = request_timeout.saturating_sub(started.elapsed());
@@ -519,7 +523,14 @@ impl Waiting {
             }
         };
         let response = call_response(result, shape);
-        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        log_answer(
+            &response,
+            &peer,
+            &client,
+            &method,
+            &path,
+            order_id.as_deref(),
+        );
         Some(response)
     }
 }
@@ -533,11 +544,40 @@ impl Waiting {
             client,
             method,
             path,
+            order_id,
             ..
         } = self;
-        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        log_answer(&response, peer, client, method, path, order_id.as_deref());
         response
     }
+}
+
+/// Logs an answer; an order whose outcome is unknown (it left for
+/// upstream and no answer came back) at `warn`, with what finds it.
+fn log_answer(
+    response: &Response,
+    peer: &std::net::SocketAddr,
+    client: &str,
+    method: &str,
+    path: &str,
+    order_id: Option<&str>,
+) {
+    if response.status == OUTCOME_UNKNOWN_STATUS {
+        tracing::warn!(%peer, %client, %method, %path, client_order_id = order_id.unwrap_or("-"), "order outcome unknown: it left for upstream and no answer came back; check it upstream before sending it again");
+    } else {
+        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+    }
+}
+
+/// The `client_order_id` of a JSON body (Coinbase's orders carry one),
+/// if short and printable.
+fn client_order_id(body: &[u8]) -> Option<String> {
+    if body.is_empty() || body.len() > 64 * 1024 || !body.starts_with(b"{") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("client_order_id")?.as_str()?;
+    (id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())).then(|| id.to_owned())
 }
 
 /// The answer to a bot, from how its call ended.
@@ -656,6 +696,7 @@ impl ProxyHandler {
             Some(base) if target.starts_with('/') => format!("{base}{target}"),
             _ => target,
         };
+        let order_id = client_order_id(&body);
         let forward = match self
             .proxy
             .route(self.listener, &method, &target, &headers, body)
@@ -698,6 +739,7 @@ impl ProxyHandler {
             path,
             shape,
             started: Instant::now(),
+            order_id,
         })
     }
 
