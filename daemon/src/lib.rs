@@ -474,16 +474,7 @@ impl syncoord_server::Waiter for Waiting {
             return Some(self.answered(result).into());
         }
         if self.probe.gone() {
-            // Dropping the pending request cancels it.
-            self.pending = Pending::ended();
-            let Waiting {
-                peer,
-                client,
-                method,
-                path,
-                ..
-            } = &*self;
-            tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+            self.client_gone();
             return Some(Reply::DropConnection);
         }
         None
@@ -536,6 +527,53 @@ impl Waiting {
 }
 
 impl Waiting {
+    /// The bot hung up. A request not yet sent is cancelled (a bot that
+    /// gave up and retried never has its first order sent after all); one
+    /// whose call has left runs on, and its real answer is logged at
+    /// `warn`, since nobody is left to hear an order's fate.
+    fn client_gone(&mut self) {
+        let pending = std::mem::replace(&mut self.pending, Pending::ended());
+        if matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+            // A read: dropping it cancels it; its answer, if it left, is
+            // cached for the next bot where the route caches.
+            drop(pending);
+            let Waiting {
+                peer,
+                client,
+                method,
+                path,
+                ..
+            } = &*self;
+            tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+            return;
+        }
+        let (peer, client, method, path) = (
+            self.peer,
+            self.client.clone(),
+            self.method.clone(),
+            self.path.clone(),
+        );
+        let order_id = self.order_id.clone();
+        let (c, m, p, o) = (
+            client.clone(),
+            method.clone(),
+            path.clone(),
+            order_id.clone(),
+        );
+        let left = pending.abandon(move |result| {
+            let status = match &result {
+                Ok(answer) => answer.response.status,
+                Err(_) => call_response(result, proxy::ErrorShape::Syncoord).status,
+            };
+            tracing::warn!(%peer, client = %c, method = %m, path = %p, client_order_id = o.as_deref().unwrap_or("-"), status, "late answer: the bot hung up after its call left for upstream; upstream answered this");
+        });
+        if left {
+            tracing::warn!(%peer, %client, %method, %path, client_order_id = order_id.as_deref().unwrap_or("-"), "bot gone: it hung up after its call left for upstream; the answer will be logged when it comes");
+        } else {
+            tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled before it was sent");
+        }
+    }
+
     /// The answer to the bot, logged.
     fn answered(&self, result: Result<syncoord_core::Answer, CallError>) -> Response {
         let response = call_response(result, self.shape);

@@ -387,6 +387,26 @@ impl Pending {
         }
     }
 
+    /// The caller leaves (a bot hung up). A request not yet sent is
+    /// cancelled, as dropping it would (`false`). One whose call has left
+    /// for upstream runs on, and `late` gets its real answer when it comes
+    /// (`true`): an order's fate stays on record even with nobody to tell.
+    /// `late` runs under the host's lock: it must be quick (a log line).
+    pub fn abandon(
+        mut self,
+        late: impl FnOnce(Result<Answer, CallError>) + Send + 'static,
+    ) -> bool {
+        match self.state.take() {
+            Some(PendingState::Waiting {
+                shared,
+                ticket,
+                slot,
+                ..
+            }) => shared.abandon(ticket, &slot, Box::new(late)).is_err(),
+            _ => false,
+        }
+    }
+
     /// Blocks until the request ends. Every waiting request ends: by an
     /// answer, its deadline, the core's call timeout, or shutdown.
     pub fn wait(mut self) -> Result<Answer, CallError> {

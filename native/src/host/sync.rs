@@ -360,6 +360,33 @@ impl Shared {
         }
     }
 
+    /// The waiter of `ticket` leaves (its client hung up). A call still
+    /// queued is cancelled as by [`Self::cancel`] (`Ok`); one that has
+    /// left for upstream is not: `report` gets its answer when it comes,
+    /// under the host's lock (`Err(())`, nothing to wait for here).
+    pub(crate) fn abandon(
+        &self,
+        ticket: Ticket,
+        slot: &Arc<Slot>,
+        report: Box<dyn FnOnce(Ended) + Send>,
+    ) -> Result<Option<Ended>, ()> {
+        let s = lock(&self.state);
+        if !s.core.in_flight(ticket) {
+            drop(s);
+            return Ok(self.cancel(ticket, slot));
+        }
+        let once = Mutex::new(Some(report));
+        let taken = Arc::clone(slot);
+        slot.on_ready(Box::new(move || {
+            let report = lock(&once).take();
+            if let (Some(report), Some(ended)) = (report, taken.take()) {
+                report(ended);
+            }
+        }));
+        drop(s);
+        Err(())
+    }
+
     /// Stops taking requests and lets work finish until `drain` from now;
     /// calls already sent upstream then get `grace` more for their real
     /// answer. An earlier deadline from a previous call stands.
