@@ -1100,5 +1100,6 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
 }
 
 mod freshness;
+mod local;
 mod output;
 mod shared;
