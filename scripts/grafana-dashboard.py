@@ -12,7 +12,9 @@ import json
 import os
 
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-SEL = 'upstream=~"$upstream"'
+# `instance`: one daemon (or several) of those Prometheus scrapes; without
+# it two daemons' series were summed into one line.
+SEL = 'instance=~"$instance",upstream=~"$upstream"'
 RI = "$__rate_interval"
 
 panels = []
@@ -187,9 +189,14 @@ dashboard = {
     "schemaVersion": 39,
     "time": {"from": "now-30m", "to": "now"},
     "templating": {"list": [
+        {"name": "instance", "label": "instance", "type": "query", "datasource": DS,
+         "query": {"query": "label_values(syncoord_health_status, instance)", "refId": "instances"},
+         "definition": "label_values(syncoord_health_status, instance)",
+         "multi": True, "includeAll": True, "allValue": ".*", "refresh": 2,
+         "current": {"text": "All", "value": "$__all"}},
         {"name": "upstream", "label": "upstream", "type": "query", "datasource": DS,
-         "query": {"query": "label_values(syncoord_health_status, upstream)", "refId": "upstreams"},
-         "definition": "label_values(syncoord_health_status, upstream)",
+         "query": {"query": 'label_values(syncoord_health_status{instance=~"$instance"}, upstream)', "refId": "upstreams"},
+         "definition": 'label_values(syncoord_health_status{instance=~"$instance"}, upstream)',
          "multi": True, "includeAll": True, "allValue": ".*", "refresh": 2,
          "current": {"text": "All", "value": "$__all"}},
         {"name": "top_class", "label": "top class", "type": "query", "datasource": DS,

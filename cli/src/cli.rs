@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use syncoord_daemon::{Daemon, HostSecrets};
 
@@ -22,8 +22,21 @@ pub struct Cli {
     /// tracing-subscriber directive); `RUST_LOG` is read when unset.
     #[arg(long, global = true, env = "SYNCOORD_LOG")]
     log: Option<String>,
+    /// Log line format: `text` (for people) or `json` (one object per
+    /// line, for log shippers).
+    #[arg(long, global = true, env = "SYNCOORD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO target: message key=value`.
+    Text,
+    /// One JSON object per line: timestamp, level, fields, target.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,15 +105,20 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     overrides: Vec<String>,
+    /// Access log, one line per request: `-` for stderr, or a file
+    /// (reopened on SIGUSR1, for logrotate). Off when unset. Its lines are
+    /// JSON with `--log-format json`.
+    #[arg(long, value_name = "PATH|-", env = "SYNCOORD_ACCESS_LOG")]
+    access_log: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo prints its own progress; the daemon's info lines would
     // drown it.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_)).then_some("warn");
-    init_logging(cli.log.as_deref().or(quiet));
+    init_logging(cli.log.as_deref().or(quiet), cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, cli.log_format == LogFormat::Json),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::Token { name, credentials } => token(&name, &credentials),
@@ -121,20 +139,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `--log` (or `quiet`) wins, then `RUST_LOG`, then `info`.
-fn init_logging(filter: Option<&str>) {
+/// `--log` (or `quiet`) wins, then `RUST_LOG`, then `info`. Colours only
+/// on a terminal, and never with `NO_COLOR` set (no-color.org): escape
+/// codes in a redirected log file or the journal are noise.
+fn init_logging(filter: Option<&str>, format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(path) => load_config(path)?,
         None => ProxyConfig::default(),
@@ -160,19 +186,47 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     apply_overrides(&mut config, &args.overrides)?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
     let daemon = Daemon::start_with_secrets(config, &secrets_for(args.config.as_deref()))?;
-    tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "stopping: draining queued requests");
+    let access = daemon.access_log();
+    match args.access_log.as_deref() {
+        None => {}
+        Some(p) if p.as_os_str() == "-" => access.to_stderr(json),
+        Some(p) => access
+            .to_file(p, json)
+            .map_err(|e| anyhow::anyhow!("--access-log {}: cannot open it: {e}", p.display()))?,
     }
+    tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
+    syncoord_daemon::notify::ready(&format!("serving on {}", daemon.local_addr()));
+    for signal in signals.forever() {
+        if signal == SIGUSR1 {
+            // logrotate moved the file: write to a new one at the path.
+            match access.reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(error) => tracing::error!(%error, "SIGUSR1: cannot reopen the access log"),
+            }
+            continue;
+        }
+        if signal == SIGHUP {
+            // What `systemctl reload` and most supervisors send: never
+            // fatal. The one place the configuration reload takes over.
+            tracing::warn!(
+                signal,
+                "SIGHUP ignored: this build does not reload its configuration; restart to apply changes"
+            );
+            continue;
+        }
+        tracing::info!(signal, "stopping: draining queued requests");
+        break;
+    }
+    syncoord_daemon::notify::stopping();
     // A second signal stops without waiting for upstream: calls still in
     // flight are answered `outcome_unknown` (never a retry hint).
     let stopper = daemon.stopper();
     let forced = std::thread::Builder::new()
         .name("signal-force".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            if let Some(signal) = signals.forever().find(|&s| s != SIGHUP && s != SIGUSR1) {
                 tracing::warn!(
                     signal,
                     "second signal: stopping now; calls in flight are answered outcome_unknown"
@@ -188,9 +242,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let dir = match (dir, config) {
+    let loaded = config.map(load_config).transpose()?;
+    let listen = loaded.as_ref().map_or_else(
+        || ProxyConfig::default().server.listen,
+        |c| c.server.listen.clone(),
+    );
+    let dir = match (dir, loaded) {
         (Some(dir), _) => dir,
-        (None, Some(path)) => load_config(path)?
+        (None, Some(config)) => config
             .server
             .ca_dir
             .map(PathBuf::from)
@@ -199,16 +258,17 @@ fn ca(dir: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let ca = syncoord_daemon::ca::LocalCa::open(&dir)?;
     let pem = ca.cert_path();
-    let pem = pem.display();
-    println!("{pem}");
+    println!("{}", pem.display());
+    let proxy = format!("http://{listen}");
     eprintln!(
         "\nThe local CA that signs syncoord's certificates for the hosts it intercepts.\n\
-         Clients sending through `HTTPS_PROXY=http://<listen>` must trust it:\n\
-         \x20 Python (requests, coinbase-advanced-py, ccxt): REQUESTS_CA_BUNDLE={pem} and SSL_CERT_FILE={pem}\n\
-         \x20   (these replace the system roots for that process; syncoord only ever intercepts configured hosts)\n\
-         \x20 Node: NODE_EXTRA_CA_CERTS={pem}\n\
-         \x20 curl: --cacert {pem}  (or CURL_CA_BUNDLE={pem})\n\
-         \x20 Go: SSL_CERT_FILE={pem}\n\
+         Clients sending through HTTPS_PROXY={proxy} must trust it; what each client family sets:"
+    );
+    for t in syncoord_daemon::trust::trust_settings(&pem, &proxy) {
+        eprintln!("  {}:\n    {}", t.family, t.settings);
+    }
+    eprintln!(
+        "REQUESTS_CA_BUNDLE and SSL_CERT_FILE replace the system roots for that process; syncoord only ever intercepts configured hosts.\n\
          Its key ({}) is readable by its owner only.",
         dir.join("ca.key").display()
     );

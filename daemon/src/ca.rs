@@ -265,8 +265,9 @@ pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerCon
     server_config(chain, key)
 }
 
-/// The CA, opened on first use (the first intercepted CONNECT), so a
-/// daemon nobody uses as a forward proxy never writes a key to disk.
+/// The CA, opened once: at start when the daemon can intercept CONNECT
+/// (an `https://` upstream or origin), else on first use, so a daemon that
+/// cannot be a forward proxy never writes a key to disk.
 #[derive(Debug)]
 pub struct LazyCa {
     dir: PathBuf,

@@ -10,10 +10,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod ca;
 mod exposure;
 
 pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
+pub mod notify;
+mod probes;
+pub mod trust;
+
+pub use probes::{LIVEZ_PATH, READYZ_PATH};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -81,6 +87,8 @@ pub struct Daemon {
     servers: Vec<Server>,
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
+    readiness: Arc<probes::Readiness>,
+    access: Arc<access::AccessLog>,
 }
 
 /// See [`proxy::OUTCOME_UNKNOWN_STATUS`]: also the answer to a call sent
@@ -139,6 +147,24 @@ impl Daemon {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(ca::default_ca_dir);
         let ca = Arc::new(ca::LazyCa::new(ca_dir));
+        // A daemon that can intercept CONNECT makes its CA now, not on the
+        // first CONNECT: bots started with REQUESTS_CA_BUNDLE pointing at
+        // it find the file from their first call.
+        let intercepts = config.upstreams.iter().any(|u| {
+            std::iter::once(&u.url).chain(&u.origins).any(|o| {
+                o.get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            })
+        });
+        let ca_problem = match intercepts.then(|| ca.get()) {
+            Some(Err(why)) => {
+                tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots will fail, and /readyz says not ready");
+                Some(why.to_string())
+            }
+            _ => None,
+        };
+        let readiness = Arc::new(probes::Readiness::new(ca_problem));
+        let access = Arc::new(access::AccessLog::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -188,6 +214,8 @@ impl Daemon {
                 admin: exposure.access(bound, admin_only),
                 admin_only,
                 exposure: Arc::clone(&exposure),
+                readiness: Arc::clone(&readiness),
+                access: Arc::clone(&access),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -211,10 +239,16 @@ impl Daemon {
             tracing::info!(listen = %server.local_addr(), fronts = ?listener.map(|id| &proxy.upstream(id).name), "listening");
             servers.push(server);
         }
+        readiness.listening();
+        if let (true, Some(ca)) = (intercepts, ca.get().ok()) {
+            log_trust_settings(&ca.cert_path(), servers[0].local_addr());
+        }
         Ok(Daemon {
             servers,
             hosts,
             drain: settings.drain(),
+            readiness,
+            access,
         })
     }
 
@@ -222,6 +256,11 @@ impl Daemon {
     /// system chose when it was `:0`.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.servers[0].local_addr()
+    }
+
+    /// The access log (off until told where to write).
+    pub fn access_log(&self) -> Arc<access::AccessLog> {
+        Arc::clone(&self.access)
     }
 
     /// Every listener's address, main listener first.
@@ -234,6 +273,7 @@ impl Daemon {
         Stopper {
             servers: self.servers.iter().map(Server::shutdown_handle).collect(),
             hosts: Arc::clone(&self.hosts),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 
@@ -269,12 +309,14 @@ impl Daemon {
 pub struct Stopper {
     servers: Vec<ShutdownHandle>,
     hosts: Arc<PerUpstream<Coordinator>>,
+    readiness: Arc<probes::Readiness>,
 }
 
 impl Stopper {
     /// Closes the listeners and every connection without a complete
     /// request; requests being handled are still answered.
     pub fn stop(&self) {
+        self.readiness.draining();
         for handle in &self.servers {
             handle.shutdown();
         }
@@ -298,6 +340,16 @@ const HANDLER_THREADS: NonZeroUsize = match NonZeroUsize::new(8) {
     Some(n) => n,
     None => NonZeroUsize::MIN,
 };
+
+/// Where the CA is and what each client family must set to trust it,
+/// once at start (`syncoord ca` prints the same list).
+fn log_trust_settings(pem: &std::path::Path, listen: std::net::SocketAddr) {
+    let proxy = format!("http://{listen}");
+    tracing::info!(ca = %pem.display(), "CONNECT interception: clients sending through HTTPS_PROXY={proxy} must trust this CA");
+    for t in trust::trust_settings(pem, &proxy) {
+        tracing::info!(family = t.family, settings = %t.settings, "trust settings");
+    }
+}
 
 /// The server's limits, every one from `[server]` but the handler
 /// threads.
@@ -397,6 +449,10 @@ struct ProxyHandler {
     admin: exposure::AdminAccess,
     /// `server.admin_listen`: our endpoints only, nothing proxied.
     admin_only: bool,
+    /// What `/readyz` answers.
+    readiness: Arc<probes::Readiness>,
+    /// One line per answered request, when on.
+    access: Arc<access::AccessLog>,
 }
 
 impl Handler for ProxyHandler {
@@ -452,6 +508,30 @@ struct Waiting {
     /// The order's `client_order_id`, when its body has one: how the
     /// operator (and the bot) finds it upstream.
     order_id: Option<String>,
+    /// The access log, when on, with what its line needs (boxed: most
+    /// requests are answered at once, and this keeps `Submitted` small).
+    access: Option<Box<Access>>,
+}
+
+/// What an access line needs beyond the answer.
+struct Access {
+    log: Arc<access::AccessLog>,
+    started: Instant,
+    target: String,
+    upstream: String,
+}
+
+impl Access {
+    fn record(&self, client: &str, method: &str, response: &Response) {
+        self.log.record(&access::Entry {
+            client,
+            method,
+            target: &self.target,
+            upstream: &self.upstream,
+            elapsed: self.started.elapsed(),
+            response,
+        });
+    }
 }
 
 /// The daemon's requests wait on the server's event loop: the ticket's
@@ -498,6 +578,7 @@ impl Waiting {
             shape,
             started,
             order_id,
+            access,
         } = self;
         let result = loop {
             let left = request_timeout.saturating_sub(started.elapsed());
@@ -522,6 +603,9 @@ impl Waiting {
             &path,
             order_id.as_deref(),
         );
+        if let Some(access) = &access {
+            access.record(&client, &method, &response);
+        }
         Some(response)
     }
 }
@@ -586,6 +670,9 @@ impl Waiting {
             ..
         } = self;
         log_answer(&response, peer, client, method, path, order_id.as_deref());
+        if let Some(access) = &self.access {
+            access.record(&self.client, &self.method, &response);
+        }
         response
     }
 }
@@ -698,11 +785,24 @@ impl ProxyHandler {
         // Inside a tunnel every request is for the real host, never for
         // our own endpoints.
         if request.tunnel.is_none() {
+            if let Some(probe) = probes::probe(&request.method, &request.target) {
+                return Submitted::Now(self.readiness.answer(probe));
+            }
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
                 if let Some(refused) = self.exposure.check_admin(endpoint, self.admin, &request) {
                     return Submitted::Now(refused);
                 }
-                return Submitted::Now(self.endpoint(endpoint));
+                let response = self.endpoint(endpoint);
+                if self.access.enabled() {
+                    Access {
+                        log: Arc::clone(&self.access),
+                        started: Instant::now(),
+                        target: request.target.clone(),
+                        upstream: "-".into(),
+                    }
+                    .record("-", &request.method, &response);
+                }
+                return Submitted::Now(response);
             }
         }
         if self.admin_only {
@@ -735,6 +835,15 @@ impl ProxyHandler {
             _ => target,
         };
         let order_id = client_order_id(&body);
+        let started = Instant::now();
+        let access = |upstream: &str| {
+            self.access.enabled().then(|| Access {
+                log: Arc::clone(&self.access),
+                started,
+                target: target.clone(),
+                upstream: upstream.to_owned(),
+            })
+        };
         let forward = match self
             .proxy
             .route(self.listener, &method, &target, &headers, body)
@@ -743,7 +852,11 @@ impl ProxyHandler {
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
                 let shape = self.proxy.error_shape_for(self.listener, &target);
-                return Submitted::Now(rejection.into_response_shaped(shape));
+                let response = rejection.into_response_shaped(shape);
+                if let Some(access) = access("-") {
+                    access.record("-", &method, &response);
+                }
+                return Submitted::Now(response);
             }
         };
         let host = &self.hosts[forward.upstream];
@@ -759,13 +872,18 @@ impl ProxyHandler {
                 .max(wait + self.proxy.config().server.upstream_timeout()),
             None => self.request_timeout,
         };
+        let access = access(&self.proxy.upstream(forward.upstream).name);
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            return Submitted::Now(call_response(result, shape));
+            let response = call_response(result, shape);
+            if let Some(access) = &access {
+                access.record(&client, &method, &response);
+            }
+            return Submitted::Now(response);
         }
         Submitted::Waiting(Waiting {
             pending,
@@ -776,8 +894,9 @@ impl ProxyHandler {
             method,
             path,
             shape,
-            started: Instant::now(),
+            started,
             order_id,
+            access: access.map(Box::new),
         })
     }
 

@@ -364,3 +364,46 @@ credentials = ["exchange-main"]
         "no key material in the output"
     );
 }
+
+/// The `import syncoord` helpers (packaging/python/syncoord): ccxt sync,
+/// ccxt async and coinbase-advanced-py each through CONNECT interception
+/// with one added line and no proxy or CA variable of their own
+/// (`scripts/python/helpers_one_line.py`).
+#[test]
+fn import_syncoord_helpers_make_each_client_work_with_one_line() {
+    let Some(python) = python("import_syncoord_helpers_make_each_client_work_with_one_line") else {
+        return;
+    };
+    let mock = MockUpstream::start(MockOptions {
+        listen: "127.0.0.1:0".into(),
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let dir = std::env::temp_dir().join(format!("syncoord-helpers-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = ProxyConfig::presets_at(&mock.base_url());
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.drain_secs = 0.5;
+    config.server.ca_dir = Some(dir.display().to_string());
+    let daemon = Daemon::start(config).expect("daemon starts");
+    // The daemon made its CA at start.
+    let ca_pem = dir.join("ca.pem");
+    assert!(ca_pem.exists(), "CA made at start");
+    let harness = repo().join("scripts/python");
+    let helpers = repo().join("packaging/python");
+    // REQUESTS_CA_BUNDLE and SSL_CERT_FILE stay as this machine has them
+    // (often the system roots): the helpers must win over them.
+    let out = script(&python, "helpers_one_line.py")
+        .env(
+            "PYTHONPATH",
+            format!("{}:{}", helpers.display(), harness.display()),
+        )
+        .env("SYNCOORD_TEST_MOCK", mock.base_url())
+        .env("SYNCOORD_PROXY", format!("http://{}", daemon.local_addr()))
+        .env("SYNCOORD_CA_FILE", &ca_pem)
+        .output()
+        .expect("python runs");
+    daemon.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    all_passed(&out);
+}

@@ -170,8 +170,8 @@ fn curl_through_connect_with_the_ca() {
 }
 
 /// CONNECT to a host no upstream answers for, or to another port of one
-/// that does: 403, no tunnel, nothing reaches any upstream, and no CA is
-/// even created.
+/// that does: 403, no tunnel, nothing reaches any upstream. (The CA
+/// itself exists from start: this daemon can intercept CONNECT.)
 #[test]
 fn connect_to_an_unconfigured_host_or_port_is_403_and_opens_nothing() {
     let mock = mock();
@@ -193,7 +193,10 @@ fn connect_to_an_unconfigured_host_or_port_is_403_and_opens_nothing() {
         );
     }
     assert_eq!(mock.stats().requests_total, 0);
-    assert!(!dir.join("ca.pem").exists(), "no CA for refused CONNECTs");
+    assert!(
+        dir.join("ca.pem").exists(),
+        "a daemon that can intercept makes its CA at start"
+    );
     d.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

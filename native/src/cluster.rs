@@ -327,16 +327,23 @@ impl Cluster {
                     k.timeouts += 1;
                 }
                 drop(k);
-                tracing::warn!(store = %self.store, error = %e, "shared store call failed; limiting locally");
-                self.went_down();
+                // Said once when the store is lost (and once when it is
+                // reached again), never per failed call.
+                if self.went_down() {
+                    tracing::warn!(store = %self.store, error = %e, "shared store lost; limiting locally until it answers again");
+                } else {
+                    tracing::debug!(store = %self.store, error = %e, "shared store call failed");
+                }
                 None
             }
         }
     }
 
-    fn went_down(&self) {
+    /// Marks the store down; whether it was up until now.
+    fn went_down(&self) -> bool {
         lock(&self.pool).clear();
-        if self.up.swap(false, Ordering::AcqRel) {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        if was_up {
             let mut k = lock(&self.counters);
             k.fallbacks += 1;
             k.fallback_since = Some(Instant::now());
@@ -344,6 +351,7 @@ impl Cluster {
             // The heartbeat thread reconnects.
             self.wake.notify_all();
         }
+        was_up
     }
 
     fn came_up(&self) {

@@ -797,7 +797,9 @@ mod tests {
             text.contains("syncoord_cluster_answers_total{upstream=\"a\",outcome=\"found\"} 2"),
             "{text}"
         );
+        // The reference, without the table of names renamed away.
         let doc = include_str!("../../docs/metrics.md");
+        let doc = doc.split("## Renamed").next().unwrap_or(doc);
         let names: std::collections::BTreeSet<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -851,5 +853,101 @@ mod tests {
             }
         }
         assert!(queried > 20, "{queried}");
+    }
+}
+
+/// docs/metrics.md lists every metric `/metrics` exposes, and nothing it
+/// does not: a metric added without its line fails here.
+#[cfg(test)]
+mod metrics_doc {
+    use super::*;
+    use syncoord_core::stats::ClusterStats;
+    use syncoord_core::{Config, Coordinator, Instant, Outcome, Output, Request};
+
+    #[test]
+    fn docs_metrics_md_lists_every_metric_and_no_other() {
+        // Traffic, so that per-bucket and per-client families exist, and a
+        // cluster, so that its families do.
+        let t0 = Instant::now();
+        let mut core: Coordinator<()> =
+            Coordinator::new(Config::default().compile().unwrap(), t0, 1);
+        let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+        let _ = core.submit(t0, Request::get(path, "bot-1"), ());
+        let Output::Dispatch(call) = core.poll_output(t0) else {
+            panic!("due");
+        };
+        core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
+            .unwrap();
+        let _ = core.submit(t0, Request::get(path, "bot-2"), ());
+        let mut stats = core.stats(t0);
+        stats.cluster = Some(ClusterStats::default());
+        let ups = [("a", stats, core.health(t0))];
+        let body = String::from_utf8(metrics_response(&ups).body).unwrap();
+        let exposed: std::collections::BTreeSet<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(exposed.len() > 10, "{body}");
+        // The reference, without the table of names renamed away.
+        let doc = include_str!("../../docs/metrics.md");
+        let doc = doc.split("## Renamed").next().unwrap_or(doc);
+        let missing: Vec<_> = exposed
+            .iter()
+            .filter(|m| !doc.contains(&format!("`{m}")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/metrics.md does not list {missing:?}"
+        );
+        // Every `syncoord_...` name the page quotes is one /metrics has
+        // (a histogram's _bucket/_sum/_count series belong to it).
+        let mut quoted = Vec::new();
+        for piece in doc.split('`').skip(1).step_by(2) {
+            let name = piece.split(['{', ' ']).next().unwrap_or("");
+            if name.starts_with("syncoord_") && name.len() > "syncoord_".len() {
+                quoted.push(name);
+            }
+        }
+        let stale: Vec<_> = quoted
+            .into_iter()
+            .filter(|q| {
+                let base = q
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_total");
+                !exposed
+                    .iter()
+                    .any(|m| *m == *q || m.trim_end_matches("_total") == base || *m == base)
+            })
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "docs/metrics.md names metrics /metrics lacks: {stale:?}"
+        );
+    }
+
+    /// Two daemons scraped by one Prometheus are never summed unawares:
+    /// the dashboard has an `instance` variable and every query selects by it.
+    #[test]
+    fn grafana_queries_select_the_instance_variable() {
+        let grafana: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+        let vars = grafana["templating"]["list"].as_array().unwrap();
+        assert!(vars.iter().any(|v| v["name"] == "instance"), "{vars:?}");
+        for panel in grafana["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("syncoord_") {
+                    let selector = expr[i..].split('}').next().unwrap_or("");
+                    assert!(
+                        selector.contains("instance=~\"$instance\""),
+                        "panel `{}`: {expr}",
+                        panel["title"]
+                    );
+                }
+            }
+        }
     }
 }

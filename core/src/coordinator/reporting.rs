@@ -32,6 +32,13 @@ impl<P: Clone> Coordinator<P> {
         self.queue.len()
     }
 
+    /// Every limiter bucket as of `now` (what `stats` lists under
+    /// `scopes`), without the rest of the snapshot: cheap enough for a host
+    /// to look after each upstream 429 whether a pause began or ended.
+    pub fn buckets(&self, now: Instant) -> Vec<crate::limiter::BucketSnapshot> {
+        self.limiter.snapshot(now.max(self.now))
+    }
+
     /// Health as of `now`: healthy, degraded or unhealthy, with reasons.
     /// Reads state only; an instant before the latest one seen reads as
     /// that one (time never moves backwards in here).

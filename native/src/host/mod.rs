@@ -12,6 +12,7 @@
 //! of worker threads, which call the [`Upstream`] with no lock held. The
 //! synchronization lives in `sync.rs` (model-checked with loom).
 
+mod events;
 mod sync;
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -143,6 +144,7 @@ impl Coordinator {
             workers,
             workers + 1,
             cluster.clone(),
+            options.thread_name.clone(),
         ));
         let host = Host {
             shared: shared.clone(),

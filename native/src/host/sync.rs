@@ -189,6 +189,8 @@ pub(crate) struct State {
     /// What the other coordinators must hear of, for a worker to publish
     /// with no lock held (empty unless in a cluster).
     outbox: Vec<SharedOutput>,
+    /// Pauses logged and not yet over (one line each way, never per call).
+    pauses: super::events::PauseLog,
 }
 
 impl State {
@@ -286,7 +288,7 @@ impl Shared {
     /// the loops below; `shutdown` waits for that many to leave.
     #[cfg(loom)]
     pub(crate) fn new(core: Core<Outgoing>, workers: usize, threads: usize) -> Shared {
-        Self::with_cluster(core, workers, threads, None)
+        Self::with_cluster(core, workers, threads, None, String::new())
     }
 
     /// [`Self::new`] for a host in a cluster: the core shares through
@@ -296,6 +298,7 @@ impl Shared {
         workers: usize,
         threads: usize,
         cluster: Option<Arc<Cluster>>,
+        name: String,
     ) -> Shared {
         if let Some(c) = &cluster {
             core.enable_sharing();
@@ -312,6 +315,7 @@ impl Shared {
                 live: threads,
                 phase: Phase::Running,
                 outbox: Vec::new(),
+                pauses: super::events::PauseLog::new(name),
             }),
             dispatcher: Condvar::new(),
             work: Condvar::new(),
@@ -563,6 +567,10 @@ impl Shared {
                 let now = Instant::now();
                 // `Err`: the core already gave up on the call (its call
                 // timeout); the outcome is stale and ignored.
+                let rate_limited = matches!(
+                    &sent,
+                    Ok(Outcome::Response { response, .. }) if response.status == 429
+                );
                 let _ = match sent {
                     Ok(outcome) => s.core.complete(now, job.call, outcome),
                     Err(Before::Refused(r)) => s.core.handle_shared_refusal(now, job.call, r),
@@ -571,6 +579,10 @@ impl Shared {
                         .handle_shared_answer(now, job.call, a.response, a.age, a.ttl_left),
                     Err(Before::Send { .. }) => Ok(()),
                 };
+                if rate_limited || s.pauses.watching() {
+                    let buckets = s.core.buckets(now);
+                    s.pauses.observe(&buckets);
+                }
                 s.deliver();
             }
             if let Some(cluster) = &self.cluster {
