@@ -1,5 +1,5 @@
-//! Subcommands: `serve`, `check-config`, `ca`, `token`, `mock-upstream`,
-//! `demo`, `simulate`.
+//! Subcommands: `serve`, `reload`, `check-config`, `ca`, `token`,
+//! `mock-upstream`, `demo`, `simulate`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +43,13 @@ enum LogFormat {
 enum Command {
     /// Run the coordinating proxy daemon.
     Serve(ServeArgs),
+    /// Make a running daemon re-read its configuration (SIGHUP): what can
+    /// change live does at once, state is kept, a bad file is refused
+    /// (logged by the daemon, which keeps running as it was).
+    Reload(ReloadArgs),
+    /// The configuration in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Validate a configuration file; print every problem with its line.
     CheckConfig {
         /// The TOML file to check.
@@ -58,8 +65,9 @@ enum Command {
         #[arg(long, short, env = "SYNCOORD_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Make a client token for signing mode: prints the token (give it to
-    /// the bot) and the `[[clients]]` entry holding only its SHA-256.
+    /// Make a client token for signing mode: prints, on stdout, the token
+    /// (line 1: give it to the bot) and, from line 3, the `[[clients]]`
+    /// entry holding only its SHA-256 (for the config).
     Token {
         /// The client's name in the printed entry.
         #[arg(long, default_value = "bot")]
@@ -105,11 +113,52 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     overrides: Vec<String>,
+    /// Write the daemon's process id here (for `syncoord reload`); removed
+    /// on exit.
+    #[arg(long, env = "SYNCOORD_PID_FILE")]
+    pid_file: Option<PathBuf>,
     /// Access log, one line per request: `-` for stderr, or a file
     /// (reopened on SIGUSR1, for logrotate). Off when unset. Its lines are
     /// JSON with `--log-format json`.
     #[arg(long, value_name = "PATH|-", env = "SYNCOORD_ACCESS_LOG")]
     access_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, each value marked with
+    /// where it came from (FILE:LINE, `--set`, `preset <name>`, `default`);
+    /// the output, read back as a file, is the same configuration.
+    Show {
+        /// The configuration file; without one, the Coinbase defaults.
+        #[arg(long, short, env = "SYNCOORD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only what differs from the presets and defaults.
+        #[arg(long)]
+        diff: bool,
+        /// Override one value, as `serve --set` (repeatable).
+        #[arg(
+            long = "set",
+            value_name = "KEY=VALUE",
+            env = "SYNCOORD_SET",
+            value_delimiter = ';'
+        )]
+        overrides: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The pid file `serve --pid-file` wrote.
+    #[arg(long, env = "SYNCOORD_PID_FILE", conflicts_with = "pid")]
+    pid_file: Option<PathBuf>,
+    /// The daemon's process id.
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Check this file first (as `check-config`, every problem printed
+    /// here) and signal only if it is valid.
+    #[arg(long, short, env = "SYNCOORD_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -119,6 +168,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.log.as_deref().or(quiet), cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args, cli.log_format == LogFormat::Json),
+        Command::Reload(args) => reload(args),
+        Command::Config(ConfigCommand::Show {
+            config,
+            diff,
+            overrides,
+        }) => config_show(config.as_deref(), diff, &overrides),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ca { ca_dir, config } => ca(ca_dir, config.as_deref()),
         Command::Token { name, credentials } => token(&name, &credentials),
@@ -160,7 +215,9 @@ fn init_logging(filter: Option<&str>, format: LogFormat) {
     }
 }
 
-fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
+/// The configuration `serve` runs: the file, then `--upstream`,
+/// `--listen` and `--set`. Read again, the same way, on each reload.
+fn serve_config(args: &ServeArgs, loud: bool) -> anyhow::Result<ProxyConfig> {
     let mut config = match &args.config {
         Some(path) => load_config(path)?,
         None => ProxyConfig::default(),
@@ -172,18 +229,25 @@ fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
         config.server = server;
         // Loud on purpose: a preset silently dropped shows up later as a
         // confusing upstream 401.
-        eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
-        for line in before {
-            eprintln!("  was: {line}");
-        }
-        for line in config.describe_upstreams() {
-            eprintln!("  now: {line}");
+        if loud {
+            eprintln!("syncoord: --upstream {url} replaces the configured upstreams:");
+            for line in before {
+                eprintln!("  was: {line}");
+            }
+            for line in config.describe_upstreams() {
+                eprintln!("  now: {line}");
+            }
         }
     }
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
+    if let Some(listen) = &args.listen {
+        config.server.listen = listen.clone();
     }
     apply_overrides(&mut config, &args.overrides)?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let config = serve_config(&args, true)?;
     // Register for signals before binding, so a signal during start-up is
     // not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
@@ -198,6 +262,7 @@ fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(listen = %daemon.local_addr(), "syncoord ready");
     syncoord_daemon::notify::ready(&format!("serving on {}", daemon.local_addr()));
+    let pid_file = PidFile::write(args.pid_file.as_deref())?;
     for signal in signals.forever() {
         if signal == SIGUSR1 {
             // logrotate moved the file: write to a new one at the path.
@@ -208,12 +273,11 @@ fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
             continue;
         }
         if signal == SIGHUP {
-            // What `systemctl reload` and most supervisors send: never
-            // fatal. The one place the configuration reload takes over.
-            tracing::warn!(
-                signal,
-                "SIGHUP ignored: this build does not reload its configuration; restart to apply changes"
-            );
+            // What `systemctl reload` (ExecReload) and `syncoord reload`
+            // send: never fatal.
+            syncoord_daemon::notify::reloading();
+            reload_from_files(&daemon, &args);
+            syncoord_daemon::notify::reloaded(&format!("serving on {}", daemon.local_addr()));
             continue;
         }
         tracing::info!(signal, "stopping: draining queued requests");
@@ -238,6 +302,110 @@ fn serve(args: ServeArgs, json: bool) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "cannot watch for a second signal");
     }
     daemon.shutdown();
+    drop(pid_file);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: the file (and flags) read again and applied; a bad file is
+/// logged with every problem located and changes nothing.
+fn reload_from_files(daemon: &Daemon, args: &ServeArgs) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let config = match serve_config(args, false) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration is kept:\n{error:#}");
+            return;
+        }
+    };
+    let shown = args
+        .config
+        .as_deref()
+        .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+    match daemon.reload(config, &secrets_for(args.config.as_deref())) {
+        Ok(_) => {}
+        Err(syncoord_daemon::ReloadError::Config(errors)) => tracing::error!(
+            "reload refused, the running configuration is kept:\n{}",
+            errors.display_with(&shown)
+        ),
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration is kept: {error}")
+        }
+    }
+}
+
+/// `serve --pid-file`: written at start, removed on exit.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&Path>) -> anyhow::Result<PidFile> {
+        if let Some(path) = path {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .map_err(|e| anyhow::anyhow!("--pid-file {}: {e}", path.display()))?;
+        }
+        Ok(PidFile(path.map(Path::to_path_buf)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `syncoord config show`.
+fn config_show(path: Option<&Path>, diff: bool, overrides: &[String]) -> anyhow::Result<ExitCode> {
+    let (mut config, from) = match path {
+        None => (
+            ProxyConfig::default(),
+            syncoord_proxy::Provenance::default(),
+        ),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let shown = path.display().to_string();
+            let from = syncoord_proxy::Provenance::from_file(&shown, &text)
+                .map_err(|errors| anyhow::anyhow!("{}", errors.display_with(&shown)))?;
+            (load_config(path)?, from)
+        }
+    };
+    apply_overrides(&mut config, overrides)?;
+    let keys = overrides
+        .iter()
+        .filter_map(|o| o.split_once('=').map(|(k, _)| k.trim().to_owned()));
+    print!("{}", config.show(&from.with_overrides(keys), diff));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `syncoord reload`: checks the file when given, then sends SIGHUP.
+fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.config {
+        if let Err(error) = load_config(file) {
+            eprintln!("{error}");
+            eprintln!("syncoord: not reloaded: the daemon keeps its running configuration");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let pid = match (args.pid, &args.pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--pid-file {}: {e}", path.display()))?
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--pid-file {}: not a process id: {e}", path.display()))?,
+        (None, None) => {
+            anyhow::bail!("which daemon? give --pid-file (as given to `serve --pid-file`) or --pid")
+        }
+    };
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| anyhow::anyhow!("{pid} is not a process id"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+        .map_err(|e| anyhow::anyhow!("cannot signal process {}: {e}", pid.as_raw_nonzero()))?;
+    eprintln!(
+        "syncoord: asked process {} to reload; its log says what changed (and what needs a restart)",
+        pid.as_raw_nonzero()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -338,15 +506,16 @@ fn token(name: &str, credentials: &[String]) -> anyhow::Result<ExitCode> {
         .map(|c| format!("{c:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("{token}");
-    eprintln!(
-        "\nGive the token above to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
-         Put this in the config; it holds only the token's SHA-256:\n\n\
-         [[clients]]\n\
-         name = {name:?}\n\
-         token_sha256 = \"{}\"\n\
-         credentials = [{list}]",
+    // Both on stdout, so that each can be captured: line 1 is the token
+    // (`| head -n 1`), the entry starts at line 3 (`| tail -n +3 >>
+    // syncoord.toml`). The explanation goes to stderr.
+    println!(
+        "{token}\n\n[[clients]]\nname = {name:?}\ntoken_sha256 = \"{}\"\ncredentials = [{list}]",
         syncoord_wire::token_sha256_hex(&token)
+    );
+    eprintln!(
+        "\nLine 1 is the token: give it to the bot (X-Syncoord-Token: TOKEN, or HTTPS_PROXY=http://{name}:TOKEN@host:port).\n\
+         The [[clients]] entry below it holds only the token's SHA-256: put it in the config."
     );
     Ok(ExitCode::SUCCESS)
 }

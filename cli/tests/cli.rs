@@ -329,9 +329,17 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
         .output()
         .expect("run syncoord token");
     assert!(token.status.success());
-    let minted = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let stdout = String::from_utf8_lossy(&token.stdout).into_owned();
+    let mut lines = stdout.lines();
+    let minted = lines.next().unwrap_or_default().to_owned();
     assert_eq!(minted.len(), 64, "32 random bytes in hex: {minted}");
-    let entry = String::from_utf8_lossy(&token.stderr).into_owned();
+    assert_eq!(lines.next(), Some(""), "{stdout}");
+    // From line 3 on, stdout is the entry, ready to append to a config.
+    let entry = lines.collect::<Vec<_>>().join("\n");
+    assert!(
+        entry.starts_with("[[clients]]\nname = \"bot1\"\n"),
+        "{entry}"
+    );
     let sha = syncoord_wire::token_sha256_hex(&minted);
     assert!(
         entry.contains(&format!("token_sha256 = \"{sha}\"")),
@@ -344,7 +352,7 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
     let config = format!(
         "[[upstreams]]\nname = \"advanced\"\nurl = \"https://api.coinbase.com\"\npreset = \"coinbase-advanced\"\n\n\
          [[credentials]]\nname = \"desk\"\nupstream = \"advanced\"\nkind = \"coinbase-cdp\"\nkey_name = \"organizations/o/apiKeys/k\"\nprivate_key_file = \"ed.key\"\n\n\
-         [[clients]]\nname = \"bot1\"\ntoken_sha256 = \"{sha}\"\ncredentials = [\"desk\"]\n"
+         {entry}\n"
     );
     let file = dir.join("signing.toml");
     std::fs::write(&file, &config).expect("write");
@@ -383,5 +391,114 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
         stderr.contains("credentials[0].private_key_env: `SYNCOORD_TEST_UNSET_KEY` is not set"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `syncoord reload` checks the file first (a bad one is reported with its
+/// place and not sent); SIGHUP with a bad file is logged and changes
+/// nothing; with a good one the new rules apply at once, to the running
+/// process.
+#[test]
+fn reload_applies_a_new_file_and_refuses_a_bad_one() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let port = free_port();
+    let config = |ttl: f64| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_secs = 1.0\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n\n[[upstreams.coordination.routes]]\nname = \"public-market\"\nttl_secs = {ttl:?}\n",
+            mock.base_url()
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("syncoord-reload-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (file, pid_file) = (dir.join("syncoord.toml"), dir.join("syncoord.pid"));
+    std::fs::write(&file, config(60.0)).expect("write");
+    let mut running = Running(
+        Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["--log", "info", "serve", "--config"])
+            .arg(&file)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start syncoord serve"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cache = |path: &str| {
+        first_answer(addr, path)
+            .header("x-syncoord-cache")
+            .map(str::to_owned)
+    };
+    let path = "/api/v3/brokerage/market/products/BTC-USD";
+    assert_eq!(cache(path).as_deref(), Some("miss"));
+    assert_eq!(cache(path).as_deref(), Some("hit"), "kept 60 s");
+    let reload = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["reload", "--pid-file"])
+            .arg(&pid_file)
+            .args(extra)
+            .output()
+            .expect("run syncoord reload")
+    };
+
+    // A bad file: `reload --config` reports it and signals nothing.
+    // Files are replaced whole (written aside, renamed), as an editor or
+    // a deploy tool does: a reload never reads half a file.
+    let replace = |text: String| {
+        let aside = dir.join("syncoord.toml.new");
+        std::fs::write(&aside, text).expect("write");
+        std::fs::rename(&aside, &file).expect("rename");
+    };
+    replace(config(0.0).replace("ttl_secs", "ttl_sec"));
+    let out = reload(&["--config", file.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "syncoord.toml:12:1: upstreams[0].coordination.routes[0].ttl_sec: unknown field"
+        ),
+        "{stderr}"
+    );
+    // Sent anyway (no --config): the daemon refuses it and keeps running.
+    assert!(reload(&[]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cache(path).as_deref(),
+        Some("hit"),
+        "the old rules still run"
+    );
+
+    // A good file: from now on this route's answers are not kept (read
+    // on a path not cached before).
+    replace(config(0.0));
+    assert!(reload(&["--config", file.to_str().expect("utf-8 path")])
+        .status
+        .success());
+    let other = "/api/v3/brokerage/market/products/ETH-USD";
+    let started = Instant::now();
+    loop {
+        let (first, second) = (cache(other), cache(other));
+        if (first.as_deref(), second.as_deref()) == (Some("miss"), Some("miss")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reloaded: {first:?} {second:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm(&running.0);
+    let status = running.0.wait().expect("wait");
+    assert!(status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(running.0.stderr.as_mut().expect("stderr"), &mut log)
+        .expect("read log");
+    assert!(
+        log.contains("reload refused") && log.contains("ttl_sec"),
+        "the bad file is logged with its problem: {log}"
+    );
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(!pid_file.exists(), "the pid file is removed on exit");
+    mock.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,6 @@
 //! `syncoord serve` as a service manager runs it: the readiness protocol
 //! on a notify socket the test binds (`READY=1`, then `STOPPING=1`),
-//! `/livez` and `/readyz`, `SIGHUP` never fatal, the CA made at start,
+//! `/livez` and `/readyz`, `SIGHUP` a reload (never fatal), the CA made at start,
 //! and log lines without escape codes (JSON ones that parse).
 
 use std::net::{SocketAddr, TcpListener};
@@ -144,8 +144,16 @@ fn notify_ready_then_stopping_probes_and_sighup_is_not_fatal() {
     // The CA exists before any CONNECT.
     assert!(dir.join("syncoord/ca/ca.pem").exists(), "CA made at start");
 
-    // SIGHUP: logged, not fatal; the daemon keeps serving.
+    // SIGHUP: a reload, not fatal; the manager hears RELOADING=1, then
+    // READY=1 once the configuration serves; the daemon keeps serving.
     signal(&daemon.0, "HUP");
+    let reloading = next_message(&socket);
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1"),
+        "{reloading:?}"
+    );
+    let reloaded = next_message(&socket);
+    assert!(reloaded.lines().any(|l| l == "READY=1"), "{reloaded:?}");
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(300) {
         assert!(
@@ -163,7 +171,7 @@ fn notify_ready_then_stopping_probes_and_sighup_is_not_fatal() {
     assert!(exit.success(), "SIGTERM exits 0: {exit:?}");
     let log = stderr_of(&mut daemon);
     mock.shutdown();
-    assert!(log.contains("SIGHUP ignored"), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
     assert!(
         log.contains("NODE_EXTRA_CA_CERTS"),
         "trust settings logged: {log}"

@@ -92,7 +92,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
-pub use coordinator::{Admission, Coordinator, Dispatch, Output, UnknownCall};
+pub use coordinator::{
+    needs_restart, Admission, Coordinator, Dispatch, NeedsRestart, Output, UnknownCall,
+};
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
 pub use quota::{gcra, Gcra, Quota, QuotaError};

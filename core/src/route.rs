@@ -231,6 +231,16 @@ impl RouteTable {
             .map_or(RouteId::Default, RouteId::Rule)
     }
 
+    /// The rule named `name` (the first, should two share it), else the
+    /// defaults: where a call admitted under another table's rule of that
+    /// name goes when the configuration is swapped.
+    pub(crate) fn by_name(&self, name: &str) -> RouteId {
+        self.rules
+            .iter()
+            .position(|r| r.route.name == name)
+            .map_or(RouteId::Default, RouteId::Rule)
+    }
+
     /// The route `id` names. Ids come from [`Self::lookup`] on this same
     /// table, so a rule id is always in range.
     pub(crate) fn get(&self, id: RouteId) -> &Route {

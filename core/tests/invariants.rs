@@ -220,6 +220,39 @@ fn config(m: &Model) -> Config {
     c
 }
 
+/// What a hot reload may change while requests wait and calls are in
+/// flight, as variant `n` of `m`'s config: TTLs (to none, shorter,
+/// longer), retries, queue length, a rule that disappears (its calls fall
+/// back to the defaults, which spend from the same first scope) and one
+/// that appears. Budgets and classes stay: changing them needs a restart.
+fn reloaded(m: &Model, n: u8) -> Config {
+    let mut c = config(m);
+    match n {
+        0 => {}
+        1 => {
+            for r in &mut c.routes {
+                r.ttl_secs = r.ttl_secs.map(|t| t * 3.0);
+            }
+            c.retry.max_attempts = 2;
+            c.queue.max_len = 3;
+        }
+        2 => {
+            for r in &mut c.routes {
+                r.ttl_secs = Some(0.0);
+            }
+            c.retry.max_attempts = 4;
+            c.queue.max_len = 10;
+        }
+        _ => {
+            for r in &mut c.routes {
+                r.ttl_secs = r.ttl_secs.map(|t| t * 0.25);
+                r.name = r.name.take().map(|n| format!("{n}-renamed"));
+            }
+        }
+    }
+    c
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Reply {
     Ok,
@@ -245,6 +278,8 @@ enum Op {
     Complete(usize, Reply),
     /// Only time passes.
     Idle,
+    /// A hot reload: [`reloaded`] variant `n` swapped in.
+    Reconfigure(u8),
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +330,7 @@ fn step(kinds: usize) -> impl Strategy<Value = Step> {
         7 => (any::<usize>(), reply()).prop_map(|(i, r)| Op::Complete(i, r)),
         2 => any::<usize>().prop_map(Op::Cancel),
         3 => Just(Op::Idle),
+        1 => (0u8..4).prop_map(Op::Reconfigure),
     ];
     (dt, op).prop_map(|(dt_ms, op)| Step { dt_ms, op })
 }
@@ -667,7 +703,15 @@ impl<'m> World<'m> {
             State::Waiting,
             "sent with the payload of request {sub}, which has ended"
         );
-        assert_eq!(d.route, self.m.kinds[self.subs[sub].kind].prefix);
+        // Its rule, or (after a reload renamed it, see `reloaded`) the
+        // rule's new name or the defaults.
+        let prefix = self.m.kinds[self.subs[sub].kind].prefix;
+        assert!(
+            d.route == prefix || d.route == format!("{prefix}-renamed") || d.route == "default",
+            "{} sent under {}",
+            prefix,
+            d.route
+        );
         self.replay(sub);
         if self.m.check_priority {
             self.check_priority(sub);
@@ -746,6 +790,12 @@ impl<'m> World<'m> {
             Op::Cancel(pick) => self.cancel(pick),
             Op::Complete(pick, reply) => self.complete_pick(pick, reply),
             Op::Idle => {}
+            Op::Reconfigure(n) => {
+                let compiled = reloaded(self.m, n).compile().expect("valid config");
+                self.c
+                    .reconfigure(compiled)
+                    .expect("only live settings change");
+            }
         }
         self.round();
     }

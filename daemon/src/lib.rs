@@ -17,9 +17,12 @@ mod exposure;
 pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 pub mod notify;
 mod probes;
+mod reload;
 pub mod trust;
 
 pub use probes::{LIVEZ_PATH, READYZ_PATH};
+use reload::Current;
+pub use reload::{ReloadError, Reloaded};
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -32,7 +35,8 @@ use syncoord_proxy::{
 use syncoord_wire::{Keyring, SecretSource};
 
 use syncoord::{
-    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, Pending, UpstreamOptions,
+    CallError, Cluster, Coordinator, HostOptions, HttpUpstream, KeyringCell, Pending,
+    UpstreamOptions,
 };
 use syncoord_server::{
     ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Server, ShutdownHandle,
@@ -87,6 +91,13 @@ pub struct Daemon {
     servers: Vec<Server>,
     hosts: Arc<PerUpstream<Coordinator>>,
     drain: Duration,
+    /// The configuration in effect, swapped by [`Daemon::reload`].
+    current: Arc<Current>,
+    /// One reload at a time.
+    reloading: std::sync::Mutex<()>,
+    /// What each upstream's client signs with, in upstream order: a
+    /// reload swaps the keys.
+    keyrings: Vec<KeyringCell>,
     readiness: Arc<probes::Readiness>,
     access: Arc<access::AccessLog>,
 }
@@ -130,17 +141,19 @@ impl Daemon {
                 "signing mode: calls with this credential are signed here"
             );
         }
+        let mut keyrings = Vec::new();
         let hosts = Arc::new(proxy.per_upstream(|_, upstream, coordination| {
-            start_host(
+            let (host, keyring) = start_host(
                 &settings,
                 config.cluster.as_ref(),
                 upstream,
                 coordination.clone(),
                 proxy.keyring(),
-            )
+            )?;
+            keyrings.push(keyring);
+            Ok::<_, DaemonError>(host)
         })?);
         let limits = server_limits(&settings);
-        let request_timeout = settings.request_timeout();
         let ca_dir = settings
             .ca_dir
             .as_deref()
@@ -198,6 +211,7 @@ impl Daemon {
         if let Some(addr) = &settings.admin_listen {
             listeners.push((None, addr.as_str(), None, true));
         }
+        let current = Arc::new(Current::new(Arc::clone(&proxy)));
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
         for (listener, addr, tls, admin_only) in listeners {
             // Names are not resolved (see `listen`): an address that does
@@ -206,10 +220,9 @@ impl Daemon {
                 .parse()
                 .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
             let handler = Arc::new(ProxyHandler {
-                proxy: Arc::clone(&proxy),
+                current: Arc::clone(&current),
                 hosts: Arc::clone(&hosts),
                 listener,
-                request_timeout,
                 ca: Arc::clone(&ca),
                 admin: exposure.access(bound, admin_only),
                 admin_only,
@@ -247,6 +260,9 @@ impl Daemon {
             servers,
             hosts,
             drain: settings.drain(),
+            current,
+            reloading: std::sync::Mutex::new(()),
+            keyrings,
             readiness,
             access,
         })
@@ -380,7 +396,7 @@ fn start_host(
     upstream: &proxy::UpstreamConfig,
     coordination: CompiledConfig,
     keyring: &Keyring,
-) -> Result<Coordinator, DaemonError> {
+) -> Result<(Coordinator, KeyringCell), DaemonError> {
     let name = upstream.name.clone();
     let url = upstream.url.as_str();
     let fail = |error: String| DaemonError::Upstream {
@@ -407,6 +423,7 @@ fn start_host(
     let upstream = HttpUpstream::new(url, options)
         .map_err(|e| fail(e.to_string()))?
         .with_keyring(keyring.clone());
+    let keyring = upstream.keyring_cell();
     let options = HostOptions {
         upstream_threads: settings.upstream_threads,
         thread_name: name.clone(),
@@ -428,6 +445,7 @@ fn start_host(
         .transpose()
         .map_err(|e| fail(e.to_string()))?;
     Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
+        .map(|host| (host, keyring))
         .map_err(|e| fail(e.to_string()))
 }
 
@@ -436,11 +454,12 @@ const CLIENT_CHECK: Duration = Duration::from_millis(250);
 
 /// Answers one listener's requests.
 struct ProxyHandler {
-    proxy: Arc<Proxy>,
+    /// The configuration in effect: each request is handled by the one
+    /// current when it arrived.
+    current: Arc<Current>,
     hosts: Arc<PerUpstream<Coordinator>>,
     /// The upstream this listener is dedicated to, if any.
     listener: Option<UpstreamId>,
-    request_timeout: Duration,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
     /// The Host allowlist and the admin token.
@@ -736,10 +755,11 @@ impl ProxyHandler {
             return exposure::refusal(404, "not_found", "the admin listener proxies nothing")
                 .into();
         }
+        let proxy = self.current.get();
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
-        if let Err(rejection) = self.proxy.authenticate(&request.headers) {
+        if let Err(rejection) = proxy.authenticate(&request.headers) {
             tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused: bad client token");
             return rejection.into_proxy_auth_response().into();
         }
@@ -749,7 +769,7 @@ impl ProxyHandler {
             .filter(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
             .cloned()
             .collect();
-        let target = match self.proxy.connect(&request.target) {
+        let target = match proxy.connect(&request.target) {
             Ok(target) => target,
             Err(rejection) => {
                 tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
@@ -835,6 +855,7 @@ impl ProxyHandler {
             _ => target,
         };
         let order_id = client_order_id(&body);
+        let proxy = self.current.get();
         let started = Instant::now();
         let access = |upstream: &str| {
             self.access.enabled().then(|| Access {
@@ -844,14 +865,11 @@ impl ProxyHandler {
                 upstream: upstream.to_owned(),
             })
         };
-        let forward = match self
-            .proxy
-            .route(self.listener, &method, &target, &headers, body)
-        {
+        let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
             Ok(forward) => forward,
             Err(rejection) => {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
-                let shape = self.proxy.error_shape_for(self.listener, &target);
+                let shape = proxy.error_shape_for(self.listener, &target);
                 let response = rejection.into_response_shaped(shape);
                 if let Some(access) = access("-") {
                     access.record("-", &method, &response);
@@ -860,19 +878,20 @@ impl ProxyHandler {
             }
         };
         let host = &self.hosts[forward.upstream];
-        let shape = self.proxy.error_shape(forward.upstream);
+        let shape = proxy.error_shape(forward.upstream);
+        let server = &proxy.config().server;
         let client = forward.request.client.clone();
         let path = forward.request.path.clone();
         // A call syncoord signs at dispatch has no signature to expire: it
         // may wait its `max_wait` to be sent, plus the call itself, and
         // ends sooner only when its bot hangs up (which cancels it).
         let request_timeout = match forward.request.max_wait {
-            Some(wait) => self
-                .request_timeout
-                .max(wait + self.proxy.config().server.upstream_timeout()),
-            None => self.request_timeout,
+            Some(wait) => server
+                .request_timeout()
+                .max(wait + server.upstream_timeout()),
+            None => server.request_timeout(),
         };
-        let access = access(&self.proxy.upstream(forward.upstream).name);
+        let access = access(&proxy.upstream(forward.upstream).name);
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
@@ -905,13 +924,14 @@ impl ProxyHandler {
             // The dashboard page and its assets: static, no snapshots.
             return endpoint.render::<&str>(&[]);
         }
+        let proxy = self.current.get();
         let reports: Vec<_> = self
             .hosts
             .iter()
             .map(|(id, host)| {
                 let stats = host.stats();
                 let health = stats.health.clone();
-                (self.proxy.upstream(id).name.as_str(), stats, health)
+                (proxy.upstream(id).name.as_str(), stats, health)
             })
             .collect();
         endpoint.render(&reports)

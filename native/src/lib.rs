@@ -63,4 +63,6 @@ pub use cluster::Cluster;
 pub use cluster::ClusterError;
 pub use host::{CallError, Coordinator, HostOptions, Pending, StartError};
 pub use secrets::HostSecrets;
-pub use upstream::{HttpUpstream, Unsendable, Upstream, UpstreamError, UpstreamOptions};
+pub use upstream::{
+    HttpUpstream, KeyringCell, Unsendable, Upstream, UpstreamError, UpstreamOptions,
+};

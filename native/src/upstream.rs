@@ -8,6 +8,7 @@
 //! call that never left (`Connect`) even when it is not idempotent.
 
 use std::io;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use syncoord_core::{Outcome, Response, TransportError};
@@ -169,8 +170,31 @@ pub struct HttpUpstream {
     /// `base`, parsed: the host and base path a signature names.
     base_url: BaseUrl,
     max_response_bytes: u64,
-    /// Signing mode: the credentials a call's `sign_as` names.
-    keyring: Keyring,
+    /// Signing mode: the credentials a call's `sign_as` names; a reload
+    /// may swap them ([`KeyringCell`]).
+    keyring: KeyringCell,
+}
+
+/// The credentials an [`HttpUpstream`] signs with, replaceable while it
+/// runs (a configuration reload that rotates a key). Each attempt takes
+/// the keyring current when it is signed.
+#[derive(Debug, Clone, Default)]
+pub struct KeyringCell(Arc<RwLock<Keyring>>);
+
+impl KeyringCell {
+    /// The credentials in effect.
+    pub fn get(&self) -> Keyring {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Signs with `keyring` from the next attempt on. A call whose
+    /// credential is gone is not sent (a local error, safe to retry).
+    pub fn set(&self, keyring: Keyring) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = keyring;
+    }
 }
 
 impl HttpUpstream {
@@ -224,15 +248,20 @@ impl HttpUpstream {
             base,
             base_url,
             max_response_bytes: options.max_response_bytes,
-            keyring: Keyring::default(),
+            keyring: KeyringCell::default(),
         })
     }
 
     /// Signs each call whose `sign_as` names one of `keyring`'s
     /// credentials, just before each attempt is sent (signing mode).
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
-        self.keyring = keyring;
+        self.keyring = KeyringCell(Arc::new(RwLock::new(keyring)));
         self
+    }
+
+    /// Where its credentials are held, to replace them while it runs.
+    pub fn keyring_cell(&self) -> KeyringCell {
+        self.keyring.clone()
     }
 
     pub fn base_url(&self) -> &str {
@@ -261,15 +290,17 @@ impl HttpUpstream {
     /// The headers of this attempt: signed now, for this attempt only,
     /// when the call is to be signed (see [`Keyring::attempt_headers`]).
     fn attempt_headers(&self, call: &Outgoing) -> Result<Headers, TransportError> {
-        self.keyring.attempt_headers(call, &self.base_url, || {
-            let unix_now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_err(|_| "the clock is before 1970".to_owned())?
-                .as_secs();
-            let mut nonce = [0u8; 16];
-            getrandom::getrandom(&mut nonce).map_err(|e| format!("no random nonce: {e}"))?;
-            Ok((unix_now, nonce))
-        })
+        self.keyring
+            .get()
+            .attempt_headers(call, &self.base_url, || {
+                let unix_now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_err(|_| "the clock is before 1970".to_owned())?
+                    .as_secs();
+                let mut nonce = [0u8; 16];
+                getrandom::getrandom(&mut nonce).map_err(|e| format!("no random nonce: {e}"))?;
+                Ok((unix_now, nonce))
+            })
     }
 
     fn exchange(&self, call: &Outgoing) -> Result<Response, TransportError> {
@@ -327,7 +358,7 @@ impl Upstream for HttpUpstream {
     /// Builds the request as [`Upstream::send`] would, without sending it.
     fn check(&self, call: &Outgoing) -> Result<(), Unsendable> {
         if let Some(name) = call.sign_as.as_deref() {
-            if self.keyring.get(name).is_none() {
+            if self.keyring.get().get(name).is_none() {
                 return Err(Unsendable::Request(format!(
                     "no credential named `{name}` is loaded"
                 )));

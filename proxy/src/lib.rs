@@ -116,7 +116,8 @@ mod cluster {
 }
 
 pub use config::{
-    ConfigFileError, ConfigFileErrors, Preset, ProxyConfig, ServerSettings, UpstreamConfig,
+    ConfigFileError, ConfigFileErrors, Preset, PresetRoutes, Provenance, ProxyConfig,
+    ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};
 pub use rejection::{Rejection, RejectionKind};

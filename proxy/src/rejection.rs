@@ -54,6 +54,9 @@ pub enum RejectionKind {
     CredentialRequired,
     /// `unknown_priority` (400): `X-Syncoord-Priority` names no class.
     UnknownPriority,
+    /// `priority_not_allowed` (403): above the client's `max_priority`,
+    /// which says to refuse rather than lower.
+    PriorityNotAllowed,
     /// `bad_token` (401): a client token that does not parse.
     BadToken,
     /// `unknown_token` (401): a token that is no configured client's.
@@ -98,6 +101,7 @@ impl RejectionKind {
             RejectionKind::CredentialHopByHop => "credential_hop_by_hop",
             RejectionKind::CredentialRequired => "credential_required",
             RejectionKind::UnknownPriority => "unknown_priority",
+            RejectionKind::PriorityNotAllowed => "priority_not_allowed",
             RejectionKind::BadToken => "bad_token",
             RejectionKind::UnknownToken => "unknown_token",
             RejectionKind::TokenRequired => "token_required",
@@ -129,6 +133,7 @@ impl RejectionKind {
             | RejectionKind::TokenRequired => 401,
             RejectionKind::HostNotConfigured
             | RejectionKind::CredentialNotAllowed
+            | RejectionKind::PriorityNotAllowed
             | RejectionKind::NoCredential => 403,
             RejectionKind::NoUpstream => 404,
             RejectionKind::PayloadTooLarge => 413,

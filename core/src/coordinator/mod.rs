@@ -32,6 +32,7 @@
 mod admission;
 mod dispatch;
 mod output;
+mod reconfigure;
 mod refresh;
 mod reporting;
 mod settling;
@@ -40,6 +41,7 @@ mod tickets;
 mod timers;
 
 pub use output::Output;
+pub use reconfigure::{needs_restart, NeedsRestart};
 
 use std::collections::{BTreeSet, VecDeque};
 

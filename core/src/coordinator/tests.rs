@@ -1102,4 +1102,5 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
 mod freshness;
 mod local;
 mod output;
+mod reconfigure;
 mod shared;

@@ -262,6 +262,14 @@ impl Coordinator {
             .with_core(|core| core.config().class_id(name))
     }
 
+    /// Runs on `config` from now on (hot reload): the cache, the limiter's
+    /// buckets, queued requests and calls in flight are kept; or refuses
+    /// it, changing nothing, when it changes what needs a restart
+    /// (budgets, classes, sizes: see [`syncoord_core::needs_restart`]).
+    pub fn reconfigure(&self, config: CompiledConfig) -> Result<(), syncoord_core::NeedsRestart> {
+        self.host.shared.reconfigure(config)
+    }
+
     /// Refuses new requests ([`CallError::ShuttingDown`]) and lets queued
     /// and in-flight work finish for up to `drain`. Then every request not
     /// yet sent upstream is aborted ([`syncoord_core::Failure::Aborted`]),

@@ -610,6 +610,19 @@ impl Shared {
         }
     }
 
+    /// Swaps the core's configuration (hot reload) and wakes the
+    /// dispatcher: new rules may make a call due sooner.
+    pub(crate) fn reconfigure(
+        &self,
+        config: syncoord_core::CompiledConfig,
+    ) -> Result<(), syncoord_core::NeedsRestart> {
+        let mut s = lock(&self.state);
+        s.core.reconfigure(config)?;
+        drop(s);
+        self.dispatcher.notify_one();
+        Ok(())
+    }
+
     pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
     }

@@ -400,6 +400,27 @@ impl ProxyConfig {
         {
             out.0.push(Issue::new(field, message));
         }
+        // A ceiling is a class every upstream the client reaches has.
+        for (c, client) in self.clients.iter().enumerate() {
+            let Some(class) = &client.max_priority else {
+                continue;
+            };
+            let missing: Vec<&str> = self
+                .upstreams
+                .iter()
+                .filter(|u| u.coordination.class_id(class).is_none())
+                .map(|u| u.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                out.push(
+                    &format!("clients[{c}].max_priority"),
+                    format!(
+                        "unknown priority class `{class}` on upstream(s) {} (a client's ceiling must be a class of every upstream)",
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
         for (i, u) in self.upstreams.iter().enumerate() {
             let d = u.signing.deadline_secs;
             if !(d.is_finite() && d > 0.0 && d <= 86_400.0) {

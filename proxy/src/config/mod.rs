@@ -26,9 +26,12 @@
 mod checks;
 mod errors;
 mod locations;
+mod merge;
 mod overrides;
 mod parse;
+mod repair;
 mod schema;
+mod show;
 mod wording;
 
 use syncoord_core::CompiledConfig;
@@ -37,8 +40,10 @@ use crate::url::BaseUrl;
 
 pub use errors::{ConfigFileError, ConfigFileErrors};
 pub use locations::{line_col, locate_fields};
+pub use merge::PresetRoutes;
 pub use parse::read_toml;
 pub use schema::{Preset, ProxyConfig, ServerSettings, UpstreamConfig};
+pub use show::Provenance;
 pub use wording::{join, path_string, reword};
 
 /// One upstream as a [`crate::Proxy`] runs it: its origins parsed and its

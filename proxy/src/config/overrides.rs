@@ -3,6 +3,7 @@
 
 use super::errors::{errors_without_positions, ConfigFileErrors};
 use super::locations::{parse_path, Seg};
+use super::merge::PresetRoutes;
 use super::schema::ProxyConfig;
 
 impl ProxyConfig {
@@ -19,13 +20,26 @@ impl ProxyConfig {
     /// at the end: settings that only make sense together
     /// (`server.tls_cert` and `server.tls_key`) can be set one by one.
     pub fn apply_overrides(&mut self, items: &[(&str, &str)]) -> Result<(), ConfigFileErrors> {
-        let mut root = toml::Table::try_from(&*self)
+        // `coordination` holds the complete rules: read back, they replace
+        // the preset's (merging could bring back rules this configuration
+        // does not have); each upstream's own setting is restored after.
+        let mut complete = self.clone();
+        for u in &mut complete.upstreams {
+            u.preset_routes = PresetRoutes::Replace;
+        }
+        let mut root = toml::Table::try_from(&complete)
             .map_err(|e| ConfigFileErrors::single("", format!("cannot override: {e}")))?;
         for (key_path, value) in items {
             Self::set_in(&mut root, key_path, value)?;
         }
         let mut issues = Vec::new();
-        let (config, _) = Self::from_table(root, &mut issues);
+        let (mut config, _, _) = Self::from_table(root, &mut issues);
+        let set_mode = items.iter().any(|(k, _)| k.ends_with("preset_routes"));
+        if !set_mode {
+            for (new, old) in config.upstreams.iter_mut().zip(&self.upstreams) {
+                new.preset_routes = old.preset_routes;
+            }
+        }
         if issues.is_empty() {
             issues = config.issues();
         }

@@ -9,14 +9,27 @@ use toml::Spanned;
 
 use super::errors::{ConfigFileError, ConfigFileErrors, Issue};
 use super::locations::{line_col, locate_all};
+use super::merge::RouteOrigins;
+use super::repair::read_all;
 use super::schema::{ProxyConfig, RawUpstream, UpstreamConfig};
-use super::wording::{join, path_string, reword};
+use super::wording::{join, reword};
 
 impl ProxyConfig {
     /// Reads and checks a configuration file. Every problem found is
     /// reported, each with the field's path and position.
     pub fn from_toml_str(text: &str) -> Result<ProxyConfig, ConfigFileErrors> {
         Self::parse(text, false)
+    }
+
+    /// [`Self::from_toml_str`], and where each upstream's route rules came
+    /// from (the file's entries, or the preset's), for `config show`.
+    pub(super) fn from_toml_str_traced(
+        text: &str,
+    ) -> Result<(ProxyConfig, Vec<RouteOrigins>), ConfigFileErrors> {
+        let config = Self::parse(text, false)?;
+        let root = read_toml(text)?;
+        let (_, _, origins) = Self::from_table(root, &mut Vec::new());
+        Ok((config, origins))
     }
 
     /// [`Self::from_toml_str`] plus [`Self::validate_for_edge`], with
@@ -29,7 +42,7 @@ impl ProxyConfig {
         let root = read_toml(text)?;
         let (doc, _) = DeTable::parse_recoverable(text);
         let mut issues = Vec::new();
-        let (config, index) = Self::from_table(root, &mut issues);
+        let (config, index, origins) = Self::from_table(root, &mut issues);
         // Upstreams that could not be read are left out; the rest are
         // still checked, under their index in the file.
         let unread = issues.iter().any(|i| i.field.starts_with("upstreams["));
@@ -37,10 +50,21 @@ impl ProxyConfig {
         if unread {
             checked.retain(|i| i.field != "upstreams");
         }
-        issues.extend(checked);
         if edge {
-            issues.extend(config.edge_issues_at(&index));
+            checked.extend(config.edge_issues_at(&index));
         }
+        // A route rule is checked where it ends up among the preset's;
+        // it is reported where the file has it.
+        for issue in &mut checked {
+            for (k, from) in origins.iter().enumerate() {
+                let at = format!("upstreams[{}].", index.get(k).copied().unwrap_or(k));
+                if let Some(rest) = issue.field.strip_prefix(&at) {
+                    issue.field = format!("{at}{}", from.to_file(rest));
+                    break;
+                }
+            }
+        }
+        issues.extend(checked);
         if issues.is_empty() {
             Ok(config)
         } else {
@@ -54,39 +78,32 @@ impl ProxyConfig {
     pub(super) fn from_table(
         root: toml::Table,
         issues: &mut Vec<Issue>,
-    ) -> (ProxyConfig, Vec<usize>) {
+    ) -> (ProxyConfig, Vec<usize>, Vec<RouteOrigins>) {
         let mut config = ProxyConfig::default();
         let mut index: Vec<usize> = (0..config.upstreams.len()).collect();
+        let mut origins = vec![RouteOrigins::default(); config.upstreams.len()];
         for (key, value) in root {
             match key.as_str() {
-                "credentials" => match serde_path_to_error::deserialize(value) {
-                    Ok(c) => config.credentials = c,
-                    Err(e) => issues.push(Issue::new(
-                        join("credentials", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
-                "clients" => match serde_path_to_error::deserialize(value) {
-                    Ok(c) => config.clients = c,
-                    Err(e) => issues.push(Issue::new(
-                        join("clients", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
-                "cluster" => match serde_path_to_error::deserialize(value) {
-                    Ok(c) => config.cluster = Some(c),
-                    Err(e) => issues.push(Issue::new(
-                        join("cluster", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
-                "server" => match serde_path_to_error::deserialize(value) {
-                    Ok(s) => config.server = s,
-                    Err(e) => issues.push(Issue::new(
-                        join("server", &path_string(e.path())),
-                        reword(e.inner().message()),
-                    )),
-                },
+                "credentials" => {
+                    if let Some(c) = read_section("credentials", value, issues) {
+                        config.credentials = c;
+                    }
+                }
+                "clients" => {
+                    if let Some(c) = read_section("clients", value, issues) {
+                        config.clients = c;
+                    }
+                }
+                "cluster" => {
+                    if let Some(c) = read_section("cluster", value, issues) {
+                        config.cluster = Some(c);
+                    }
+                }
+                "server" => {
+                    if let Some(s) = read_section("server", value, issues) {
+                        config.server = s;
+                    }
+                }
                 "upstreams" => {
                     let toml::Value::Array(items) = value else {
                         issues.push(Issue::new(
@@ -97,31 +114,32 @@ impl ProxyConfig {
                     };
                     config.upstreams.clear();
                     index.clear();
+                    origins.clear();
                     for (i, item) in items.into_iter().enumerate() {
                         let at = format!("upstreams[{i}]");
-                        let raw: RawUpstream = match serde_path_to_error::deserialize(item) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                issues.push(Issue::new(
-                                    join(&at, &path_string(e.path())),
-                                    reword(e.inner().message()),
-                                ));
-                                continue;
-                            }
-                        };
-                        if let Some(issue) = emptied_routes(&at, &raw) {
-                            issues.push(issue);
+                        let (raw, problems) = read_all::<RawUpstream>(item);
+                        // With its preset unknown, what the rest of the
+                        // upstream means is unknown too: not checked.
+                        let preset_unknown = problems.iter().any(|(f, _)| f == "preset");
+                        issues.extend(
+                            problems
+                                .into_iter()
+                                .map(|(f, m)| Issue::new(join(&at, &f), m)),
+                        );
+                        let Some(raw) = raw.filter(|_| !preset_unknown) else {
                             continue;
-                        }
-                        match UpstreamConfig::try_from(raw) {
-                            Ok(upstream) => {
-                                index.push(i);
-                                config.upstreams.push(upstream)
-                            }
-                            Err(e) => issues.push(Issue::new(
-                                join(&format!("{at}.coordination"), &e.path),
+                        };
+                        let (upstream, from, problems) = UpstreamConfig::merged(raw);
+                        issues.extend(problems.into_iter().map(|e| {
+                            Issue::new(
+                                join(&at, &from.to_file(&join("coordination", &e.path))),
                                 e.message,
-                            )),
+                            )
+                        }));
+                        if let Some(upstream) = upstream {
+                            index.push(i);
+                            origins.push(from);
+                            config.upstreams.push(upstream);
                         }
                     }
                 }
@@ -131,8 +149,24 @@ impl ProxyConfig {
                 )),
             }
         }
-        (config, index)
+        (config, index, origins)
     }
+}
+
+/// One section read with [`read_all`]: every problem becomes an issue
+/// under `section`.
+fn read_section<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: toml::Value,
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    let (read, problems) = read_all(value);
+    issues.extend(
+        problems
+            .into_iter()
+            .map(|(f, m)| Issue::new(join(section, &f), m)),
+    );
+    read
 }
 
 /// A file of ours read as TOML: its table, or its syntax errors (and
@@ -197,25 +231,6 @@ pub fn read_toml(text: &str) -> Result<toml::Table, ConfigFileErrors> {
         }
     };
     Ok(root)
-}
-
-/// `routes = []` over a preset that has rules: arrays replace, so this
-/// silently drops every rule of the preset (orders would be cached and
-/// coalesced like reads, market data keyed per credential). Refused, since
-/// an empty list is almost always a slip; `preset = "none"` is the way to
-/// start without rules.
-fn emptied_routes(at: &str, raw: &RawUpstream) -> Option<Issue> {
-    let empty =
-        matches!(raw.coordination.get("routes"), Some(toml::Value::Array(a)) if a.is_empty());
-    let preset_rules = raw.preset.config().routes.len();
-    (empty && preset_rules > 0).then(|| {
-        Issue::new(
-            format!("{at}.coordination.routes"),
-            format!(
-                "an empty list would drop all {preset_rules} route rules of the preset (a list replaces the preset's): remove `routes` to keep them, list the rules you want, or use preset = \"none\" to start without any"
-            ),
-        )
-    })
 }
 
 /// Every integer in `table` (at `path`) that does not fit in an `i64`:

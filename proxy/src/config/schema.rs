@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use syncoord_core::config::{coinbase, secs, Config, Keying, ScopeConfig};
 use syncoord_core::Duration;
 
-use super::wording::{path_string, reword};
+use super::merge::{merged_coordination, CoordinationError, PresetRoutes, RouteOrigins};
 use crate::cluster::ClusterSettings;
 use crate::signing::{ClientSpec, CredentialSpec, SigningSettings};
 
@@ -206,9 +206,9 @@ impl Preset {
 /// One upstream API and how requests reach it.
 ///
 /// Deserializing merges the file's `coordination` table over the preset
-/// (tables merge key by key, everything else, arrays included, replaces:
-/// a `routes` list in the file replaces all of the preset's rules), so
-/// `coordination` here is the complete, effective configuration.
+/// (tables key by key, route rules by `name`, other arrays replace; see
+/// the `merge` module), so `coordination` here is the complete, effective
+/// configuration.
 ///
 /// `name` and `url` are required; `preset` defaults to `none`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +245,10 @@ pub struct UpstreamConfig {
     /// Signing mode on this upstream (`[upstreams.signing]`): whether
     /// bots without a token pass, how long signed calls may wait.
     pub signing: SigningSettings,
+    /// What the file's `coordination.routes` do to the preset's rules:
+    /// `merge` by name (the default) or `replace` them.
+    #[serde(skip_serializing_if = "PresetRoutes::is_merge")]
+    pub preset_routes: PresetRoutes,
     /// The effective coordination rules: the preset's, with the file's
     /// `coordination` table merged over them.
     pub coordination: Config,
@@ -314,6 +318,7 @@ impl UpstreamConfig {
             origins: Vec::new(),
             ca_file: None,
             signing: SigningSettings::default(),
+            preset_routes: PresetRoutes::Merge,
             coordination: preset.config(),
         }
     }
@@ -392,6 +397,8 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) signing: SigningSettings,
     #[serde(default)]
+    pub(super) preset_routes: PresetRoutes,
+    #[serde(default)]
     pub(super) coordination: toml::Table,
 }
 
@@ -399,8 +406,27 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
     type Error = CoordinationError;
 
     fn try_from(raw: RawUpstream) -> Result<Self, CoordinationError> {
-        let coordination = merged_coordination(raw.preset, raw.coordination)?;
-        Ok(UpstreamConfig {
+        let (upstream, _, mut problems) = UpstreamConfig::merged(raw);
+        match upstream {
+            Some(upstream) if problems.is_empty() => Ok(upstream),
+            _ => Err(problems.swap_remove(0)),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The upstream as written, its `coordination` merged over its preset
+    /// (as far as it could be read), where each of its route rules came
+    /// from, and every problem of its `coordination`.
+    pub(super) fn merged(
+        raw: RawUpstream,
+    ) -> (Option<UpstreamConfig>, RouteOrigins, Vec<CoordinationError>) {
+        let (coordination, origins, problems) =
+            merged_coordination(raw.preset, raw.preset_routes, raw.coordination);
+        let Some(coordination) = coordination else {
+            return (None, origins, problems);
+        };
+        let upstream = UpstreamConfig {
             name: raw.name,
             url: raw.url,
             preset: raw.preset,
@@ -410,49 +436,9 @@ impl TryFrom<RawUpstream> for UpstreamConfig {
             origins: raw.origins,
             ca_file: raw.ca_file,
             signing: raw.signing,
+            preset_routes: raw.preset_routes,
             coordination,
-        })
+        };
+        (Some(upstream), origins, problems)
     }
-}
-
-/// `over` merged into `base`: tables key by key, anything else replaced.
-fn deep_merge(base: &mut toml::Table, over: toml::Table) {
-    for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
-
-/// What is wrong with an upstream's `coordination` table once merged over
-/// its preset.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("coordination.{path}: {message}")]
-pub(super) struct CoordinationError {
-    /// Path of the field within `coordination`; empty for the table itself.
-    pub(super) path: String,
-    pub(super) message: String,
-}
-
-/// The preset with the user's table merged over it, deserialized.
-fn merged_coordination(preset: Preset, user: toml::Table) -> Result<Config, CoordinationError> {
-    let mut base = match toml::Table::try_from(preset.config()) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(CoordinationError {
-                path: String::new(),
-                message: format!("preset cannot be merged: {e}"),
-            })
-        }
-    };
-    deep_merge(&mut base, user);
-    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(base)).map_err(|e| {
-        CoordinationError {
-            path: path_string(e.path()),
-            message: reword(e.inner().message()),
-        }
-    })
 }

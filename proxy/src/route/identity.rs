@@ -11,6 +11,7 @@ use super::{Proxy, UpstreamId};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::signing::{self, Client, Signer};
 use crate::{CLIENT_HEADER, PRIORITY_HEADER};
+use syncoord_wire::AbovePriority;
 
 /// The headers that go upstream, and whose request it is.
 type Identified = (Vec<(String, String)>, Option<Credential>);
@@ -134,5 +135,39 @@ pub(super) fn priority(
                 ),
             )
         }),
+    }
+}
+
+/// The class a request runs at under its client's `max_priority`: the
+/// class it asked for, or its route's (`route_class`, looked up only for
+/// a client with a ceiling), lowered to the ceiling, or refused above it
+/// when the client's entry says so. A ceiling the upstream has no class
+/// for cannot happen: the configuration check refuses it.
+pub(super) fn within_ceiling(
+    config: &Config,
+    client: Option<&Client>,
+    asked: Option<ClassId>,
+    route_class: impl FnOnce() -> ClassId,
+) -> Result<Option<ClassId>, Rejection> {
+    let Some((name, above)) = client.and_then(|c| c.max_priority.as_ref()) else {
+        return Ok(asked);
+    };
+    let Some(ceiling) = config.class_id(name) else {
+        return Ok(asked);
+    };
+    let wanted = asked.unwrap_or_else(route_class);
+    if wanted >= ceiling {
+        return Ok(asked);
+    }
+    match above {
+        AbovePriority::Lower => Ok(Some(ceiling)),
+        AbovePriority::Refuse => Err(Rejection::new(
+            RejectionKind::PriorityNotAllowed,
+            format!(
+                "client `{}` may ask for `{name}` at most; this request is `{}`",
+                client.map_or("", |c| c.name()),
+                config.class_name(wanted)
+            ),
+        )),
     }
 }

@@ -42,7 +42,7 @@ use syncoord_core::config::Keying;
 use syncoord_core::{CompiledConfig, Duration, Method, Request};
 
 pub use headers::{forwardable_headers, forwarded_headers, redact};
-use identity::{client_name, priority};
+use identity::{client_name, priority, within_ceiling};
 use select::path_of;
 pub use upstreams::{PerUpstream, UpstreamId};
 pub use validate::MAX_CLIENT_LEN;
@@ -281,7 +281,12 @@ impl Proxy {
         let (forwarded, credential) = self.identify(upstream, signer, headers, &rule)?;
         self.check_credential_present(upstream, credential.as_ref(), (&method, path_only), &rule)?;
         let client = client_name(headers, token_client, credential.as_ref());
-        let priority = priority(&up.coordination, headers)?;
+        let priority = within_ceiling(
+            &up.coordination,
+            token_client,
+            priority(&up.coordination, headers)?,
+            || rule().class,
+        )?;
 
         let mut request = Request::new(method_id, &path_and_query, &client);
         request.credential = credential;

@@ -446,3 +446,72 @@ fn the_edge_refuses_file_sources() {
         ["credentials[0].key_file", "credentials[2].passphrase_file"]
     );
 }
+
+#[test]
+fn a_client_never_runs_above_its_priority_ceiling() {
+    let text = CONFIG
+        .replace(
+            "credentials = [\"desk\", \"ex\"]\n",
+            "credentials = [\"desk\", \"ex\"]\nmax_priority = \"market\"\n",
+        )
+        .replace(
+            "credentials = [\"desk\", \"ed\", \"open-signed\"]\n",
+            "credentials = [\"desk\", \"ed\", \"open-signed\"]\nmax_priority = \"account\"\nabove_max_priority = \"refuse\"\n",
+        );
+    let p = Proxy::with_secrets(ProxyConfig::from_toml_str(&text).unwrap(), &secrets()).unwrap();
+    let order = br#"{"client_order_id":"c1","product_id":"BTC-USD","side":"BUY"}"#.to_vec();
+    let class = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        p.route(None, method, path, &h(headers), order.clone())
+            .map(|f| f.request.priority.map(|c| c.0))
+            .map_err(|r| (r.status(), r.kind().as_str()))
+    };
+    let bot1 = ("X-Syncoord-Token", "test");
+    // An order (its route says `trading`) is lowered to `market` (2)...
+    assert_eq!(
+        class("POST", "/api/v3/brokerage/orders", &[bot1]),
+        Ok(Some(2))
+    );
+    // ...and so is a request asking for more...
+    assert_eq!(
+        class("GET", ACCOUNTS, &[bot1, ("X-Syncoord-Priority", "trading")]),
+        Ok(Some(2))
+    );
+    // ...while one below the ceiling keeps its class (its route's, or the
+    // one it asks for).
+    assert_eq!(
+        class(
+            "GET",
+            "/api/v3/brokerage/market/products/BTC-USD/candles",
+            &[bot1]
+        ),
+        Ok(None)
+    );
+    assert_eq!(
+        class(
+            "GET",
+            ACCOUNTS,
+            &[bot1, ("X-Syncoord-Priority", "analysis")]
+        ),
+        Ok(Some(3))
+    );
+    // bot2's entry says refuse: an order is refused before upstream, an
+    // account read (at its ceiling) passes.
+    let bot2 = [
+        ("X-Syncoord-Token", "token-two"),
+        ("X-Syncoord-Credential", "desk"),
+    ];
+    assert_eq!(
+        class("POST", "/api/v3/brokerage/orders", &bot2),
+        Err((403, "priority_not_allowed"))
+    );
+    assert_eq!(class("GET", ACCOUNTS, &bot2), Ok(None));
+
+    // A ceiling must be a class of every upstream.
+    let err = ProxyConfig::from_toml_str(
+        &text.replace("max_priority = \"market\"", "max_priority = \"urgent\""),
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].field, "clients[0].max_priority", "{err}");
+    assert!(err.0[0].line.is_some(), "{err}");
+}

@@ -16,6 +16,8 @@ use zeroize::Zeroizing;
 
 use syncoord_core::header;
 
+use super::spec::AbovePriority;
+
 /// Request header carrying a client's token.
 pub const TOKEN_HEADER: &str = "X-Syncoord-Token";
 /// Request header choosing one of the client's credentials.
@@ -53,6 +55,9 @@ pub struct Client {
     hash: [u8; 32],
     /// The credentials it may use, by name.
     pub credentials: Vec<String>,
+    /// Its `max_priority` (a class name), and whether a request above it
+    /// is refused rather than lowered.
+    pub max_priority: Option<(String, AbovePriority)>,
 }
 
 impl Client {
@@ -66,6 +71,7 @@ impl Client {
             name: Arc::from(name),
             hash,
             credentials,
+            max_priority: None,
         }
     }
 }

@@ -129,7 +129,12 @@ pub fn load_signing(
             (None, None) => None,
         };
         if let Some(hash) = hash {
-            table.push(Client::new(&c.name, hash, c.credentials.clone()));
+            let mut client = Client::new(&c.name, hash, c.credentials.clone());
+            client.max_priority = c
+                .max_priority
+                .clone()
+                .map(|class| (class, c.above_max_priority));
+            table.push(client);
         }
     }
     if issues.is_empty() {

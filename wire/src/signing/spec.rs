@@ -108,6 +108,35 @@ pub struct ClientSpec {
     pub token_env: Option<String>,
     /// The `[[credentials]]` this client may have its calls signed with.
     pub credentials: Vec<String>,
+    /// The highest priority class this client's requests get (a name from
+    /// each upstream's `priorities`, e.g. `market`): a request that asks
+    /// for more (`X-Syncoord-Priority`), or whose route is ranked higher
+    /// (an order's `trading`), is lowered to it, or refused when
+    /// `above_max_priority = "refuse"`. Unset: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority: Option<String>,
+    /// What a request above `max_priority` gets: `lower` (queued at the
+    /// ceiling, the default) or `refuse` (403 `priority_not_allowed`,
+    /// nothing sent upstream).
+    #[serde(default, skip_serializing_if = "AbovePriority::is_lower")]
+    pub above_max_priority: AbovePriority,
+}
+
+/// What happens to a request above its client's `max_priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbovePriority {
+    /// Queued at the ceiling.
+    #[default]
+    Lower,
+    /// Refused before anything is sent.
+    Refuse,
+}
+
+impl AbovePriority {
+    fn is_lower(&self) -> bool {
+        *self == AbovePriority::Lower
+    }
 }
 
 /// An upstream's `[upstreams.signing]` table.

@@ -205,11 +205,11 @@ fn bad_configs_are_located_and_worded() {
             "does not fit in a 64-bit integer",
         ),
         (
-            &format!("{UP}[upstreams.coordination]\nroutes = []\n"),
-            "upstreams[0].coordination.routes",
-            6,
-            1,
-            "an empty list would drop all 17 route rules of the preset",
+            &format!("{UP}[[upstreams.coordination.routes]]\nname = \"orders-write\"\nscopes = [\"nope\"]\n"),
+            "upstreams[0].coordination.routes[0].scopes[0]",
+            7,
+            11,
+            "unknown scope `nope`",
         ),
         (
             &format!("{UP}[upstreams.coordination.defaults]\nscopes = \"global\"\n"),

@@ -1,8 +1,10 @@
 use super::*;
 use syncoord_core::config::coinbase;
+use syncoord_core::config::RouteRule;
 use syncoord_core::Duration;
 
 mod checks;
 mod overrides;
 mod parse;
 mod schema;
+mod show;
