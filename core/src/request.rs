@@ -329,12 +329,23 @@ pub enum TransportError {
     /// The connection broke or upstream sent something that is not HTTP.
     #[error("upstream connection failed: {0}")]
     Broken(String),
+    /// This host ran out of something of its own before the call could
+    /// leave (threads, file descriptors, memory): nothing reached
+    /// upstream, and upstream is not to blame, so it never counts against
+    /// upstream's health (no breaker, no transport-error count).
+    #[error("syncoord is out of a local resource, nothing was sent: {0}")]
+    Local(String),
 }
 
 impl TransportError {
     /// Whether upstream can be sure not to have seen the call.
     pub fn never_sent(&self) -> bool {
-        matches!(self, TransportError::Connect(_))
+        matches!(self, TransportError::Connect(_) | TransportError::Local(_))
+    }
+
+    /// Whether the failure is this host's own, not upstream's.
+    pub fn is_local(&self) -> bool {
+        matches!(self, TransportError::Local(_))
     }
 }
 
@@ -498,6 +509,7 @@ impl Failure {
             Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } => "deadline",
             Failure::RateLimited { .. } => "rate_limited",
             Failure::Upstream { .. } => "upstream",
+            Failure::Transport { error, .. } if error.is_local() => "local_exhaustion",
             Failure::Transport { .. } => "transport",
             Failure::OutcomeUnknown { .. } => "outcome_unknown",
             Failure::BreakerOpen { .. } => "breaker_open",

@@ -13,6 +13,9 @@
 pub mod access;
 pub mod ca;
 mod learned;
+mod exposure;
+
+pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 pub mod notify;
 mod probes;
 mod reload;
@@ -79,6 +82,9 @@ pub enum ConfigError {
     /// cannot make one.
     #[error("server.tls_listen: {0}")]
     TlsListen(#[source] Arc<ca::CaError>),
+    /// The Host allowlist or the admin token.
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
 }
 
 /// A running daemon: its listeners and one coordinator per upstream.
@@ -122,6 +128,8 @@ impl Daemon {
         secrets: &dyn SecretSource,
     ) -> Result<Daemon, DaemonError> {
         let settings = config.server.clone();
+        let exposure =
+            Arc::new(exposure::Exposure::new(&config, secrets).map_err(ConfigError::from)?);
         let proxy =
             Arc::new(Proxy::with_secrets(config.clone(), secrets).map_err(ConfigError::from)?);
         for warning in proxy.warnings() {
@@ -201,22 +209,34 @@ impl Daemon {
                 Some((addr.clone(), config))
             }
         };
-        let mut listeners: Vec<(Option<UpstreamId>, &str, Option<_>)> = proxy
+        // (fronts, address, TLS, is the admin listener)
+        let mut listeners: Vec<(Option<UpstreamId>, &str, Option<_>, bool)> = proxy
             .listeners()
             .into_iter()
-            .map(|(l, a)| (l, a, None))
+            .map(|(l, a)| (l, a, None, false))
             .collect();
         if let Some((addr, config)) = &tls {
-            listeners.push((None, addr.as_str(), Some(Arc::clone(config))));
+            listeners.push((None, addr.as_str(), Some(Arc::clone(config)), false));
+        }
+        if let Some(addr) = &settings.admin_listen {
+            listeners.push((None, addr.as_str(), None, true));
         }
         let current = Arc::new(Current::new(Arc::clone(&proxy)));
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
-        for (listener, addr, tls) in listeners {
+        for (listener, addr, tls, admin_only) in listeners {
+            // Names are not resolved (see `listen`): an address that does
+            // not parse is treated as reachable from outside.
+            let bound = addr
+                .parse()
+                .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
             let handler = Arc::new(ProxyHandler {
                 current: Arc::clone(&current),
                 hosts: Arc::clone(&hosts),
                 listener,
                 ca: Arc::clone(&ca),
+                admin: exposure.access(bound, admin_only),
+                admin_only,
+                exposure: Arc::clone(&exposure),
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
             });
@@ -344,6 +364,13 @@ impl Stopper {
     }
 }
 
+/// Threads for the daemon's blocking handler work: minting CONNECT
+/// leaves (a signature each, cached per host), nothing that waits.
+const HANDLER_THREADS: NonZeroUsize = match NonZeroUsize::new(8) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
 /// Where the CA is and what each client family must set to trust it,
 /// once at start (`syncoord ca` prints the same list).
 fn log_trust_settings(pem: &std::path::Path, listen: std::net::SocketAddr) {
@@ -354,7 +381,8 @@ fn log_trust_settings(pem: &std::path::Path, listen: std::net::SocketAddr) {
     }
 }
 
-/// The server's limits, every one from `[server]`.
+/// The server's limits, every one from `[server]` but the handler
+/// threads.
 fn server_limits(settings: &proxy::ServerSettings) -> Limits {
     Limits {
         max_header_bytes: settings.max_header_bytes,
@@ -370,6 +398,9 @@ fn server_limits(settings: &proxy::ServerSettings) -> Limits {
             .and_then(NonZeroUsize::new)
             .unwrap_or_else(syncoord_server::default_event_loops),
         busy_poll: Duration::from_micros(settings.busy_poll_us as u64),
+        // Only CONNECT interception (minting a leaf) runs there; requests
+        // waiting for upstream wait on the event loops.
+        handler_threads: HANDLER_THREADS,
     }
 }
 
@@ -445,6 +476,12 @@ struct ProxyHandler {
     listener: Option<UpstreamId>,
     /// Mints the leaves of intercepted CONNECTs.
     ca: Arc<ca::LazyCa>,
+    /// The Host allowlist and the admin token.
+    exposure: Arc<exposure::Exposure>,
+    /// What this listener may answer of the admin endpoints.
+    admin: exposure::AdminAccess,
+    /// `server.admin_listen`: our endpoints only, nothing proxied.
+    admin_only: bool,
     /// What `/readyz` answers.
     readiness: Arc<probes::Readiness>,
     /// One line per answered request, when on.
@@ -474,10 +511,8 @@ impl Handler for ProxyHandler {
         }
         match self.answer(request) {
             Submitted::Now(response) => Handled::Now(response.into()),
-            // `None`: nobody to answer, the request was cancelled.
-            Submitted::Waiting(waiting) => Handled::Later(Box::new(move || {
-                waiting.wait().map_or(Reply::DropConnection, Reply::from)
-            })),
+            // Waits on the event loop: no thread per waiting request.
+            Submitted::Waiting(waiting) => Handled::Wait(Box::new(waiting)),
         }
     }
 }
@@ -501,6 +536,11 @@ struct Waiting {
     path: String,
     /// How our own errors look to this upstream's client libraries.
     shape: proxy::ErrorShape,
+    /// When it was submitted: `request_timeout` runs from here.
+    started: Instant,
+    /// The order's `client_order_id`, when its body has one: how the
+    /// operator (and the bot) finds it upstream.
+    order_id: Option<String>,
     /// The access log, when on, with what its line needs (boxed: most
     /// requests are answered at once, and this keeps `Submitted` small).
     access: Option<Box<Access>>,
@@ -527,6 +567,33 @@ impl Access {
     }
 }
 
+/// The daemon's requests wait on the server's event loop: the ticket's
+/// completion wakes the loop that owns the connection, which then takes
+/// the answer without blocking. The loop also polls at each sweep, which
+/// is when the bot's own wait runs out or its hang-up is noticed.
+impl syncoord_server::Waiter for Waiting {
+    fn start(&mut self, wake: syncoord_server::Wake) {
+        self.pending.on_ready(move || wake.wake());
+    }
+
+    fn poll(&mut self) -> Option<Reply> {
+        if let Some(result) = self.pending.wait_for(Duration::ZERO) {
+            return Some(self.answered(result).into());
+        }
+        if self.started.elapsed() >= self.request_timeout {
+            // Cancels it, unless its answer came in meanwhile.
+            let pending = std::mem::replace(&mut self.pending, Pending::ended());
+            let result = pending.wait_timeout(Duration::ZERO);
+            return Some(self.answered(result).into());
+        }
+        if self.probe.gone() {
+            self.client_gone();
+            return Some(Reply::DropConnection);
+        }
+        None
+    }
+}
+
 impl Waiting {
     /// Waits for the answer; `None` when the client hung up while its
     /// request waited (the request is then cancelled, so a bot that gave
@@ -542,9 +609,10 @@ impl Waiting {
             method,
             path,
             shape,
+            started,
+            order_id,
             access,
         } = self;
-        let started = Instant::now();
         let result = loop {
             let left = request_timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -560,12 +628,114 @@ impl Waiting {
             }
         };
         let response = call_response(result, shape);
-        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+        log_answer(
+            &response,
+            &peer,
+            &client,
+            &method,
+            &path,
+            order_id.as_deref(),
+        );
         if let Some(access) = &access {
             access.record(&client, &method, &response);
         }
         Some(response)
     }
+}
+
+impl Waiting {
+    /// The bot hung up. A request not yet sent is cancelled (a bot that
+    /// gave up and retried never has its first order sent after all); one
+    /// whose call has left runs on, and its real answer is logged at
+    /// `warn`, since nobody is left to hear an order's fate.
+    fn client_gone(&mut self) {
+        let pending = std::mem::replace(&mut self.pending, Pending::ended());
+        if matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+            // A read: dropping it cancels it; its answer, if it left, is
+            // cached for the next bot where the route caches.
+            drop(pending);
+            let Waiting {
+                peer,
+                client,
+                method,
+                path,
+                ..
+            } = &*self;
+            tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled");
+            return;
+        }
+        let (peer, client, method, path) = (
+            self.peer,
+            self.client.clone(),
+            self.method.clone(),
+            self.path.clone(),
+        );
+        let order_id = self.order_id.clone();
+        let (c, m, p, o) = (
+            client.clone(),
+            method.clone(),
+            path.clone(),
+            order_id.clone(),
+        );
+        let left = pending.abandon(move |result| {
+            let status = match &result {
+                Ok(answer) => answer.response.status,
+                Err(_) => call_response(result, proxy::ErrorShape::Syncoord).status,
+            };
+            tracing::warn!(%peer, client = %c, method = %m, path = %p, client_order_id = o.as_deref().unwrap_or("-"), status, "late answer: the bot hung up after its call left for upstream; upstream answered this");
+        });
+        if left {
+            tracing::warn!(%peer, %client, %method, %path, client_order_id = order_id.as_deref().unwrap_or("-"), "bot gone: it hung up after its call left for upstream; the answer will be logged when it comes");
+        } else {
+            tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled before it was sent");
+        }
+    }
+
+    /// The answer to the bot, logged.
+    fn answered(&self, result: Result<syncoord_core::Answer, CallError>) -> Response {
+        let response = call_response(result, self.shape);
+        let Waiting {
+            peer,
+            client,
+            method,
+            path,
+            order_id,
+            ..
+        } = self;
+        log_answer(&response, peer, client, method, path, order_id.as_deref());
+        if let Some(access) = &self.access {
+            access.record(&self.client, &self.method, &response);
+        }
+        response
+    }
+}
+
+/// Logs an answer; an order whose outcome is unknown (it left for
+/// upstream and no answer came back) at `warn`, with what finds it.
+fn log_answer(
+    response: &Response,
+    peer: &std::net::SocketAddr,
+    client: &str,
+    method: &str,
+    path: &str,
+    order_id: Option<&str>,
+) {
+    if response.status == OUTCOME_UNKNOWN_STATUS {
+        tracing::warn!(%peer, %client, %method, %path, client_order_id = order_id.unwrap_or("-"), "order outcome unknown: it left for upstream and no answer came back; check it upstream before sending it again");
+    } else {
+        tracing::debug!(%peer, %client, %method, %path, status = response.status, "answered");
+    }
+}
+
+/// The `client_order_id` of a JSON body (Coinbase's orders carry one),
+/// if short and printable.
+fn client_order_id(body: &[u8]) -> Option<String> {
+    if body.is_empty() || body.len() > 64 * 1024 || !body.starts_with(b"{") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("client_order_id")?.as_str()?;
+    (id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())).then(|| id.to_owned())
 }
 
 /// The answer to a bot, from how its call ended.
@@ -595,6 +765,10 @@ impl ProxyHandler {
     /// for it.
     fn connect(&self, request: &HttpRequest) -> Reply {
         let peer = request.peer;
+        if self.admin_only {
+            return exposure::refusal(404, "not_found", "the admin listener proxies nothing")
+                .into();
+        }
         let proxy = self.current.get();
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
@@ -639,6 +813,9 @@ impl ProxyHandler {
     /// Any request but a CONNECT outside a tunnel, without blocking: our
     /// own endpoints are answered here, the rest routed and submitted.
     fn answer(&self, request: HttpRequest) -> Submitted {
+        if let Some(refused) = self.exposure.check_host(&request) {
+            return Submitted::Now(refused);
+        }
         // Inside a tunnel every request is for the real host, never for
         // our own endpoints.
         if request.tunnel.is_none() {
@@ -646,6 +823,9 @@ impl ProxyHandler {
                 return Submitted::Now(self.readiness.answer(probe));
             }
             if let Some(endpoint) = proxy::endpoint(&request.method, &request.target) {
+                if let Some(refused) = self.exposure.check_admin(endpoint, self.admin, &request) {
+                    return Submitted::Now(refused);
+                }
                 let response = self.endpoint(endpoint);
                 if self.access.enabled() {
                     Access {
@@ -658,6 +838,13 @@ impl ProxyHandler {
                 }
                 return Submitted::Now(response);
             }
+        }
+        if self.admin_only {
+            return Submitted::Now(exposure::refusal(
+                404,
+                "not_found",
+                "the admin listener serves the dashboard, stats, metrics and health only",
+            ));
         }
         self.submit(request)
     }
@@ -681,6 +868,7 @@ impl ProxyHandler {
             Some(base) if target.starts_with('/') => format!("{base}{target}"),
             _ => target,
         };
+        let order_id = client_order_id(&body);
         let proxy = self.current.get();
         let started = Instant::now();
         let access = |upstream: &str| {
@@ -739,6 +927,8 @@ impl ProxyHandler {
             method,
             path,
             shape,
+            started,
+            order_id,
             access: access.map(Box::new),
         })
     }

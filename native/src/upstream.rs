@@ -240,7 +240,11 @@ impl HttpUpstream {
         }
         let base_url = BaseUrl::parse(&base).map_err(|e| bad(&e.to_string()))?;
         Ok(HttpUpstream {
-            agent: config.build().new_agent(),
+            agent: ureq::Agent::with_parts(
+                config.build(),
+                ureq::unversioned::transport::DefaultConnector::default(),
+                resolve::BoundedResolver,
+            ),
             base,
             base_url,
             max_response_bytes: options.max_response_bytes,
@@ -417,6 +421,17 @@ fn classify(error: &ureq::Error) -> TransportError {
 
 fn classify_io(error: &io::Error) -> TransportError {
     use io::ErrorKind as K;
+    if let Some(local) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<resolve::LocalExhaustion>())
+    {
+        return TransportError::Local(local.to_string());
+    }
+    // EMFILE, ENFILE (descriptors), ENOMEM, ENOBUFS: ours, not upstream's;
+    // the socket was never made, so nothing left.
+    if matches!(error.raw_os_error(), Some(24 | 23 | 12 | 105)) {
+        return TransportError::Local(format!("cannot open a connection: {error}"));
+    }
     match error.kind() {
         K::ConnectionRefused | K::AddrNotAvailable | K::NotFound => {
             TransportError::Connect(format!("connection refused: {error}"))
@@ -430,6 +445,8 @@ fn classify_io(error: &io::Error) -> TransportError {
         _ => TransportError::Broken(format!("i/o error: {error}")),
     }
 }
+
+mod resolve;
 
 #[cfg(all(test, not(loom)))]
 mod tests;

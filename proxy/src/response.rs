@@ -184,7 +184,8 @@ pub fn failure_response(failure: &Failure) -> Response {
 /// Statuses: shed, open breaker, upstream rate limit and abort are 503
 /// (try again later, with `Retry-After` where we know when); deadlines are
 /// 504, and so is `only-if-cached` with nothing cached (RFC 9111
-/// §5.2.1.7); upstream errors and transport failures are 502, quoting
+/// §5.2.1.7); syncoord's own exhaustion (threads, descriptors) is 503
+/// `local_exhaustion`; upstream errors and transport failures are 502, quoting
 /// upstream's status and the start of its body; an order sent without an
 /// answer is [`OUTCOME_UNKNOWN_STATUS`], with no retry hint.
 pub fn failure_response_shaped(failure: &Failure, shape: ErrorShape) -> Response {
@@ -196,6 +197,9 @@ pub fn failure_response_shaped(failure: &Failure, shape: ErrorShape) -> Response
         Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } | Failure::NotCached => {
             (504, None)
         }
+        // Out of threads or descriptors here: a local 503, upstream is
+        // not at fault.
+        Failure::Transport { error, .. } if error.is_local() => (503, Some(1)),
         Failure::Upstream { .. } | Failure::Transport { .. } => (502, None),
         Failure::OutcomeUnknown { .. } => (OUTCOME_UNKNOWN_STATUS, None),
     };

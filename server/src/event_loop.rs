@@ -48,6 +48,7 @@ use super::conn::{
     Reader, Refusal, Version,
 };
 use super::tls::Transport;
+use super::waiting::{Waiter, Wake};
 use super::workers::{Job, Pool};
 use super::{ClientProbe, Handled, Handler, HttpRequest, Limits, Reply, Response};
 
@@ -99,6 +100,17 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// A waiting request's answer may be ready ([`Wake::wake`]).
+    pub(crate) fn ready(&self, index: usize, key: usize, generation: u64) {
+        let Some(mailbox) = self.mailboxes.get(index) else {
+            return;
+        };
+        lock(&mailbox.ready).push((key, generation));
+        if let Err(e) = mailbox.waker.wake() {
+            tracing::error!(error = %e, "cannot wake an event loop");
+        }
+    }
+
     /// Wakes every loop (to stop).
     pub(crate) fn wake_all(&self) {
         for mailbox in &self.mailboxes {
@@ -114,6 +126,8 @@ struct Mailbox {
     waker: Waker,
     /// Replies from pool threads, for the loop to write.
     done: Mutex<VecDeque<Done>>,
+    /// Waiting requests whose answer may be ready: (key, generation).
+    ready: Mutex<Vec<(usize, u64)>>,
     /// Connections loop 0 accepted for this loop.
     incoming: Mutex<Incoming>,
     /// Connections given to this loop and not yet closed (counted when
@@ -201,6 +215,8 @@ struct Conn {
     /// Readiness came while a request was handled or answered: what it
     /// announced is still in the socket, and no new edge will say so.
     edge_missed: bool,
+    /// The request being handled waits here, on the loop (`waiting.rs`).
+    waiter: Option<Box<dyn Waiter>>,
 }
 
 pub(crate) struct EventLoop {
@@ -267,12 +283,13 @@ impl EventLoop {
                 Ok(Mailbox {
                     waker: Waker::new(poll.registry(), WAKER)?,
                     done: Mutex::new(VecDeque::new()),
+                    ready: Mutex::new(Vec::new()),
                     incoming: Mutex::new(Incoming::default()),
                     assigned: AtomicUsize::new(0),
                 })
             })
             .collect::<io::Result<Vec<Mailbox>>>()?;
-        let pool = Pool::new(format!("http-{}", local.port()));
+        let pool = Pool::new(format!("http-{}", local.port()), limits.handler_threads);
         let shared = Arc::new(Shared {
             limits,
             handler,
@@ -365,6 +382,7 @@ impl EventLoop {
             }
             self.take_incoming();
             self.take_done();
+            self.take_ready();
             self.take_rearmed();
             let now = Instant::now();
             if self.accept_paused_until.is_some_and(|until| now >= until) {
@@ -584,6 +602,7 @@ impl EventLoop {
             upgrade: None,
             tunnel: None,
             edge_missed: false,
+            waiter: None,
         });
         self.shared.connections.fetch_add(1, Ordering::SeqCst);
         // Edge-triggered: bytes that came with the connection are read now.
@@ -630,6 +649,10 @@ impl EventLoop {
             // handler's ClientProbe). Reading resumes after the answer.
             Phase::Handling | Phase::Writing(_) => {
                 conn.edge_missed = true;
+                // A waiting request looks whether its client hung up.
+                if conn.waiter.is_some() {
+                    self.poll_waiter(key);
+                }
                 return;
             }
             Phase::Lingering => return self.linger_read(key),
@@ -756,6 +779,18 @@ impl EventLoop {
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_nonblocking(request)));
         let job: Job = match first {
             Ok(Handled::Now(reply)) => return self.finish(key, reply),
+            Ok(Handled::Wait(mut waiter)) => {
+                let wake = Wake::new(&self.shared, index, key, generation);
+                let started = std::panic::catch_unwind(AssertUnwindSafe(|| waiter.start(wake)));
+                if started.is_err() {
+                    tracing::error!(%peer, "handler panicked");
+                    return self.finish(key, panic_reply());
+                }
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.waiter = Some(waiter);
+                }
+                return self.poll_waiter(key);
+            }
             Err(_) => {
                 tracing::error!(%peer, "handler panicked");
                 return self.finish(key, panic_reply());
@@ -811,6 +846,50 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Asks the waiters woken since the last turn for their replies.
+    fn take_ready(&mut self) {
+        loop {
+            let batch = std::mem::take(&mut *lock(&self.shared.mailboxes[self.index].ready));
+            if batch.is_empty() {
+                break;
+            }
+            for (key, generation) in batch {
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.generation == generation)
+                {
+                    self.poll_waiter(key);
+                }
+            }
+        }
+    }
+
+    /// Asks a connection's waiter for its reply, and writes it if it has
+    /// one.
+    fn poll_waiter(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase != Phase::Handling {
+            return;
+        }
+        let Some(waiter) = conn.waiter.as_mut() else {
+            return;
+        };
+        let peer = conn.peer;
+        let reply = match std::panic::catch_unwind(AssertUnwindSafe(|| waiter.poll())) {
+            Ok(None) => return,
+            Ok(Some(reply)) => reply,
+            Err(_) => {
+                tracing::error!(%peer, "handler panicked");
+                panic_reply()
+            }
+        };
+        conn.waiter = None;
+        self.finish(key, reply);
     }
 
     /// Reads the connections that may have bytes waiting without a new
@@ -1039,6 +1118,16 @@ impl EventLoop {
 
     /// Ends connections whose phase ran past its deadline.
     fn sweep(&mut self, now: Instant) {
+        // Waiters give up here when their time runs out.
+        let waiting: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.waiter.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in waiting {
+            self.poll_waiter(key);
+        }
         let expired: Vec<(usize, Phase)> = self
             .conns
             .iter()

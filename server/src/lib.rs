@@ -2,11 +2,11 @@
 //! mock upstream.
 //!
 //! A few event-loop threads (one per core by default) read requests for
-//! every connection (epoll through `mio`; see `event_loop.rs`); handlers
-//! run on a
-//! pool of threads that grows with the requests being handled, so a slow
-//! handler (a call waiting for its turn upstream) costs one parked thread
-//! and nothing else, while an idle or slow client costs one file
+//! every connection (epoll through `mio`; see `event_loop.rs`); a request
+//! that must wait for an answer (a call waiting for its turn upstream)
+//! waits as state on the event loop ([`Waiter`], `waiting.rs`), costing no
+//! thread; blocking handler work runs on a pool bounded by
+//! [`Limits::handler_threads`]. An idle or slow client costs one file
 //! descriptor and its buffer, never a thread. No client can lock the
 //! others out: header sections must arrive within
 //! [`Limits::header_timeout`], and at [`Limits::max_connections`] the
@@ -49,7 +49,10 @@ pub mod test_client;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod waiting;
 mod workers;
+
+pub use waiting::{Waiter, Wake};
 
 /// The rustls this server terminates TLS with, for handlers that build a
 /// [`rustls::ServerConfig`] ([`Reply::Intercept`], [`Server::bind_tls`]).
@@ -104,7 +107,18 @@ pub struct Limits {
     /// long per burst, per loop), and nothing when idle. Zero: sleep at
     /// once.
     pub busy_poll: Duration,
+    /// Most threads running blocking handler work ([`Handled::Blocking`],
+    /// [`Handled::Later`]); beyond it, such work queues until a thread is
+    /// free. Requests that wait ([`Handled::Wait`]) take none.
+    pub handler_threads: NonZeroUsize,
 }
+
+/// [`Limits::handler_threads`] by default: enough for a mock upstream
+/// whose handlers sleep to simulate latency, bounded all the same.
+pub const DEFAULT_HANDLER_THREADS: NonZeroUsize = match NonZeroUsize::new(256) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 
 /// One event loop per core the process may use.
 pub fn default_event_loops() -> NonZeroUsize {
@@ -124,6 +138,7 @@ impl Default for Limits {
             max_connections: 10_000,
             event_loops: default_event_loops(),
             busy_poll: Duration::ZERO,
+            handler_threads: DEFAULT_HANDLER_THREADS,
         }
     }
 }
@@ -268,9 +283,11 @@ pub enum Handled {
     Now(Reply),
     /// The request back, for [`Handler::handle`] on a pool thread.
     Blocking(HttpRequest),
-    /// Work that may block, run on a pool thread; its result is the reply
-    /// (a request already submitted somewhere, waiting for its answer).
+    /// Work that may block, run on a pool thread; its result is the reply.
     Later(Box<dyn FnOnce() -> Reply + Send>),
+    /// A request already submitted somewhere, waiting for its answer on
+    /// the event loop: it costs no thread (see [`Waiter`]).
+    Wait(Box<dyn Waiter>),
 }
 
 /// Answers requests.

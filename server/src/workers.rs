@@ -1,9 +1,15 @@
-//! The threads handlers run on: as many as there are requests being
-//! handled, no more. A handler may block (a proxy call waiting for its
-//! turn upstream) without holding up the event loop or another request;
-//! an idle thread waits for the next job for a while, then leaves.
+//! The threads blocking handler work runs on: one per job being run, up
+//! to [`Limits::handler_threads`](crate::Limits::handler_threads); beyond
+//! it jobs queue for the next free thread. A handler may block without
+//! holding up the event loop; requests that merely wait for an answer do
+//! not come here at all (`waiting.rs`). An idle thread waits for the next
+//! job for a while, then leaves. A thread that cannot be spawned (the
+//! process's thread limit) is not an error while another thread runs: the
+//! job queues for it; the failure is logged once per pool.
 
 use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -32,12 +38,17 @@ pub(crate) struct Pool {
     /// Signalled when a thread leaves (for `join`).
     left: Condvar,
     name: String,
+    /// Most threads at once.
+    max: usize,
+    /// A spawn failure has been logged (once per pool).
+    spawn_failed: AtomicBool,
 }
 
 impl Pool {
-    pub(crate) fn new(name: String) -> Arc<Pool> {
+    pub(crate) fn new(name: String, max: NonZeroUsize) -> Arc<Pool> {
         Arc::new(Pool {
             name,
+            max: max.get(),
             ..Pool::default()
         })
     }
@@ -46,12 +57,13 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `job` on an idle thread, or on a new one when none is idle.
+    /// Runs `job` on an idle thread, or on a new one when none is idle
+    /// and the bound allows, or queues it for the next free thread.
     /// `Err` (with the job back) only when no thread could be spawned and
-    /// none is idle.
+    /// none runs.
     pub(crate) fn run(self: &Arc<Self>, job: Job) -> Result<(), Job> {
         let mut s = self.lock();
-        if s.idle > s.jobs.len() {
+        if s.idle > s.jobs.len() || s.threads >= self.max {
             s.jobs.push_back(job);
             drop(s);
             self.work.notify_one();
@@ -76,7 +88,9 @@ impl Pool {
         match spawned {
             Ok(_) => Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "could not spawn a handler thread");
+                if !self.spawn_failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, pool = %self.name, "could not spawn a handler thread (the process's thread limit?); work queues for the threads running (logged once)");
+                }
                 let job = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
                 let mut s = self.lock();
                 s.threads -= 1;

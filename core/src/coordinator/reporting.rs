@@ -16,6 +16,16 @@ impl<P: Clone> Coordinator<P> {
             .count()
     }
 
+    /// Whether `ticket`'s call has left for upstream and not come back: a
+    /// host whose caller leaves then keeps watching for the answer (an
+    /// order's real outcome) instead of losing it.
+    pub fn in_flight(&self, ticket: Ticket) -> bool {
+        self.waiters
+            .get(&ticket)
+            .and_then(|w| self.calls.get(&w.call))
+            .is_some_and(|c| matches!(c.state, CallState::InFlight { .. }))
+    }
+
     /// Calls queued for the limiter (coalesced requests share one; calls in
     /// backoff or in flight are not counted).
     pub fn queue_len(&self) -> usize {

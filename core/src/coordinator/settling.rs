@@ -73,6 +73,11 @@ impl<P: Clone> Coordinator<P> {
                 }
                 pause = Some(p);
             }
+            // Our own exhaustion (threads, descriptors) is not upstream's
+            // failure: no breaker, no error count; retried like a call
+            // never sent.
+            Verdict::Transport { .. } if matches!(&outcome, Outcome::Transport(e) if e.is_local()) =>
+                {}
             Verdict::ServerError | Verdict::Transport { .. } => {
                 if verdict == Verdict::ServerError {
                     self.stats.upstream.server_errors += 1;

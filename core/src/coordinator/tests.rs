@@ -1100,6 +1100,7 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
 }
 
 mod freshness;
+mod local;
 mod output;
 mod paying;
 mod reconfigure;

@@ -384,12 +384,52 @@ enum PendingState {
 }
 
 impl Pending {
+    /// A request that has ended without an answer to give: what a
+    /// [`Pending`] taken out of its place leaves behind (it answers
+    /// [`CallError::ShuttingDown`] and cancels nothing).
+    pub fn ended() -> Pending {
+        Pending { state: None }
+    }
+
     /// The core's ticket, while the request waits (`None` when it was
     /// answered or refused at once).
     pub fn ticket(&self) -> Option<Ticket> {
         match &self.state {
             Some(PendingState::Waiting { ticket, .. }) => Some(*ticket),
             _ => None,
+        }
+    }
+
+    /// Has `notify` called (on whatever thread ends the request, or at
+    /// once if it has ended) when the answer is in, so a caller that holds
+    /// no thread for it (an event loop) knows when to take it with
+    /// [`Self::wait_for`]`(Duration::ZERO)`, which then never blocks.
+    /// `notify` must be quick and must not block: it runs under the host's
+    /// lock.
+    pub fn on_ready(&mut self, notify: impl Fn() + Send + Sync + 'static) {
+        match &self.state {
+            Some(PendingState::Waiting { slot, .. }) => slot.on_ready(Box::new(notify)),
+            _ => notify(),
+        }
+    }
+
+    /// The caller leaves (a bot hung up). A request not yet sent is
+    /// cancelled, as dropping it would (`false`). One whose call has left
+    /// for upstream runs on, and `late` gets its real answer when it comes
+    /// (`true`): an order's fate stays on record even with nobody to tell.
+    /// `late` runs under the host's lock: it must be quick (a log line).
+    pub fn abandon(
+        mut self,
+        late: impl FnOnce(Result<Answer, CallError>) + Send + 'static,
+    ) -> bool {
+        match self.state.take() {
+            Some(PendingState::Waiting {
+                shared,
+                ticket,
+                slot,
+                ..
+            }) => shared.abandon(ticket, &slot, Box::new(late)).is_err(),
+            _ => false,
         }
     }
 

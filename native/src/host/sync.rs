@@ -92,12 +92,36 @@ fn wait_for<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>, d: Duration) -> Mutex
 pub(crate) struct Slot {
     value: Mutex<Option<Ended>>,
     ready: Condvar,
+    /// Called once the value is in: how a waiter that holds no thread (an
+    /// event loop's) learns of its answer. Its own lock, taken after the
+    /// value's is released, never while holding it.
+    notify: Mutex<Option<Notify>>,
 }
+
+/// Tells a waiter that holds no thread that its answer is in.
+pub(crate) type Notify = Box<dyn Fn() + Send + Sync>;
 
 impl Slot {
     fn put(&self, ended: Ended) {
         *lock(&self.value) = Some(ended);
         self.ready.notify_all();
+        let notify = lock(&self.notify).take();
+        if let Some(notify) = notify {
+            notify();
+        }
+    }
+
+    /// Has `notify` called once the answer is in (at once if it is in
+    /// already). Either `put` finds it stored or this finds the value:
+    /// a wake-up cannot be lost between the two (it may come twice).
+    pub(crate) fn on_ready(&self, notify: Notify) {
+        *lock(&self.notify) = Some(notify);
+        if lock(&self.value).is_some() {
+            let notify = lock(&self.notify).take();
+            if let Some(notify) = notify {
+                notify();
+            }
+        }
     }
 
     pub(crate) fn take(&self) -> Option<Ended> {
@@ -338,6 +362,33 @@ impl Shared {
             drop(s);
             slot.take()
         }
+    }
+
+    /// The waiter of `ticket` leaves (its client hung up). A call still
+    /// queued is cancelled as by [`Self::cancel`] (`Ok`); one that has
+    /// left for upstream is not: `report` gets its answer when it comes,
+    /// under the host's lock (`Err(())`, nothing to wait for here).
+    pub(crate) fn abandon(
+        &self,
+        ticket: Ticket,
+        slot: &Arc<Slot>,
+        report: Box<dyn FnOnce(Ended) + Send>,
+    ) -> Result<Option<Ended>, ()> {
+        let s = lock(&self.state);
+        if !s.core.in_flight(ticket) {
+            drop(s);
+            return Ok(self.cancel(ticket, slot));
+        }
+        let once = Mutex::new(Some(report));
+        let taken = Arc::clone(slot);
+        slot.on_ready(Box::new(move || {
+            let report = lock(&once).take();
+            if let (Some(report), Some(ended)) = (report, taken.take()) {
+                report(ended);
+            }
+        }));
+        drop(s);
+        Err(())
     }
 
     /// Stops taking requests and lets work finish until `drain` from now;

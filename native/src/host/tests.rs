@@ -403,6 +403,34 @@ fn stop_now_tells_an_order_in_flight_its_outcome_is_unknown() {
 }
 
 #[test]
+fn an_abandoned_order_in_flight_reports_its_late_answer_and_a_queued_one_is_cancelled() {
+    let (fake, rx) = Fake::new(false);
+    let host = start(tight(1000.0), &fake, 1);
+    let (r, o) = post(&format!("{P}/orders/left"));
+    let sent = host.submit(r, o);
+    entered(&rx);
+    // The only worker is busy: this one waits in the queue.
+    let (r, o) = post(&format!("{P}/orders/queued"));
+    let queued = host.submit(r, o);
+    let (tx, late) = mpsc::channel();
+    assert!(sent.abandon(move |ended| {
+        let _ = tx.send(ended.map(|a| a.response.status));
+    }));
+    assert!(!queued.abandon(|_| panic!("a cancelled request has no answer")));
+    fake.open_gate();
+    match late.recv_timeout(GUARD) {
+        Ok(Ok(200)) => {}
+        other => panic!("expected the late 200, got {other:?}"),
+    }
+    host.shutdown(GUARD);
+    assert_eq!(
+        fake.log(),
+        vec![format!("{P}/orders/left")],
+        "the queued order never left"
+    );
+}
+
+#[test]
 fn a_panicking_upstream_fails_its_call_and_the_worker_lives_on() {
     let (fake, _rx) = Fake::new(true);
     let host = start(config(), &fake, 1);

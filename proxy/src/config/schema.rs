@@ -81,6 +81,23 @@ pub struct ServerSettings {
     pub tls_cert: Option<String>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<String>,
+    /// `Host` names the daemon answers for besides its own: any IP
+    /// address, `localhost` (and `*.localhost`), names without a dot
+    /// (machine and container names) and the configured
+    /// upstreams' hosts are always accepted; other names are refused
+    /// `403 host_not_allowed`, so a web page that rebinds its name to
+    /// 127.0.0.1 reads nothing. `"*"` accepts every name.
+    pub allowed_hosts: Vec<String>,
+    /// A listener (`ip:port`) of its own for the dashboard, stats and
+    /// metrics. Set, they are served there only (and with
+    /// `admin_token_env`, to requests carrying the token); unset, they are
+    /// served on loopback listeners, and elsewhere only with the token.
+    /// Health stays open everywhere.
+    pub admin_listen: Option<String>,
+    /// Env var holding the admin token (at least 32 characters): requests
+    /// carrying it (`Authorization: Bearer <token>` or
+    /// `X-Syncoord-Admin-Token`) reach the admin endpoints on any listener.
+    pub admin_token_env: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -108,6 +125,9 @@ impl Default for ServerSettings {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
+            allowed_hosts: Vec::new(),
+            admin_listen: None,
+            admin_token_env: None,
         }
     }
 }
