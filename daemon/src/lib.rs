@@ -12,8 +12,8 @@
 
 pub mod access;
 pub mod ca;
-mod learned;
 mod exposure;
+mod learned;
 
 pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 pub mod notify;
