@@ -658,7 +658,7 @@ mod tests {
     use super::*;
     use syncoord_core::{Config, Coordinator, Instant, Outcome, Output, Request};
 
-    fn snapshot() -> (StatsSnapshot, Health) {
+    pub(super) fn snapshot() -> (StatsSnapshot, Health) {
         let t0 = Instant::now();
         let mut core: Coordinator<()> =
             Coordinator::new(Config::default().compile().unwrap(), t0, 1);
@@ -878,26 +878,14 @@ mod tests {
 mod metrics_doc {
     use super::*;
     use syncoord_core::stats::ClusterStats;
-    use syncoord_core::{Config, Coordinator, Instant, Outcome, Output, Request};
 
     #[test]
     fn docs_metrics_md_lists_every_metric_and_no_other() {
         // Traffic, so that per-bucket and per-client families exist, and a
         // cluster, so that its families do.
-        let t0 = Instant::now();
-        let mut core: Coordinator<()> =
-            Coordinator::new(Config::default().compile().unwrap(), t0, 1);
-        let path = "/api/v3/brokerage/market/products/BTC-USD/ticker";
-        let _ = core.submit(t0, Request::get(path, "bot-1"), ());
-        let Output::Dispatch(call) = core.poll_output(t0) else {
-            panic!("due");
-        };
-        core.complete(t0, call.call, Outcome::response(Response::new(200, "{}")))
-            .unwrap();
-        let _ = core.submit(t0, Request::get(path, "bot-2"), ());
-        let mut stats = core.stats(t0);
+        let (mut stats, health) = super::tests::snapshot();
         stats.cluster = Some(ClusterStats::default());
-        let ups = [("a", stats, core.health(t0))];
+        let ups = [("a", stats, health)];
         let body = String::from_utf8(metrics_response(&ups).body).unwrap();
         let exposed: std::collections::BTreeSet<&str> = body
             .lines()

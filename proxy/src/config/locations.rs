@@ -56,11 +56,24 @@ pub(super) fn parse_path(path: &str) -> Vec<Seg> {
 /// The span of the deepest part of `path` present in the document: the
 /// key of a field, or the value of an array element.
 fn locate(doc: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
-    let segs = parse_path(path);
-    let mut found = None;
+    walk(doc, path).deepest
+}
+
+/// How far a dotted path reaches into a document.
+pub(super) struct Walk {
+    /// The span of the deepest part found: a field's key, or an array
+    /// element's value.
+    pub deepest: Option<Range<usize>>,
+    /// Whether every part of the path was found.
+    pub complete: bool,
+}
+
+/// Follows `path` into the document as far as it goes.
+pub(super) fn walk(doc: &DeTable<'_>, path: &str) -> Walk {
+    let mut deepest = None;
     let mut table: Option<&DeTable<'_>> = Some(doc);
     let mut value: Option<&Spanned<DeValue<'_>>> = None;
-    for seg in &segs {
+    for seg in &parse_path(path) {
         let next = match (seg, table, value) {
             (Seg::Key(k), Some(t), _) => t
                 .iter()
@@ -72,15 +85,23 @@ fn locate(doc: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
             },
             _ => None,
         };
-        let Some((span, v)) = next else { break };
-        found = Some(span);
+        let Some((span, v)) = next else {
+            return Walk {
+                deepest,
+                complete: false,
+            };
+        };
+        deepest = Some(span);
         value = Some(v);
         table = match v.get_ref() {
             DeValue::Table(t) => Some(t),
             _ => None,
         };
     }
-    found
+    Walk {
+        deepest,
+        complete: true,
+    }
 }
 
 pub(super) fn locate_all(text: &str, doc: &DeTable<'_>, issues: Vec<Issue>) -> ConfigFileErrors {

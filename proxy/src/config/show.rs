@@ -3,10 +3,10 @@
 //! and defaults (`--diff`). Either, read back as a file, gives the same
 //! configuration.
 
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 use super::errors::ConfigFileErrors;
-use super::locations::{line_col, parse_path, Seg};
+use super::locations::{line_col, parse_path, walk, Seg};
 use super::merge::{merge_keeps, PresetRoutes, RouteOrigins};
 use super::schema::{ProxyConfig, UpstreamConfig};
 use super::wording::join;
@@ -303,31 +303,8 @@ impl Writer<'_> {
     /// The byte offset of `path` in the file, only if every part of it is
     /// there.
     fn exact(&self, path: &str) -> Option<usize> {
-        let doc = self.doc?;
-        let mut table: Option<&DeTable<'_>> = Some(doc);
-        let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
-        let mut found = None;
-        for seg in parse_path(path) {
-            let next = match (&seg, table, value) {
-                (Seg::Key(k), Some(t), _) => t
-                    .iter()
-                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                    .map(|(key, v)| (key.span(), v)),
-                (Seg::Index(i), _, Some(v)) => match v.get_ref() {
-                    DeValue::Array(a) => a.get(*i).map(|v| (v.span(), v)),
-                    _ => None,
-                },
-                _ => None,
-            };
-            let (span, v) = next?;
-            found = Some(span.start);
-            value = Some(v);
-            table = match v.get_ref() {
-                DeValue::Table(t) => Some(t),
-                _ => None,
-            };
-        }
-        found
+        let walk = walk(self.doc?, path);
+        walk.complete.then_some(walk.deepest?.start)
     }
 
     /// Whether a `--set` key names `at` (an upstream or a route rule by
