@@ -674,9 +674,15 @@ impl EventLoop {
             // Whatever complete request was in the buffer is being
             // answered (the client may have half-closed after sending it);
             // otherwise the client left mid-request or between requests.
-            if let Some(conn) = self.conns.get(key) {
+            if let Some(conn) = self.conns.get_mut(key) {
                 if matches!(conn.phase, Phase::Idle | Phase::Head | Phase::Body) {
                     self.close(key);
+                } else {
+                    // The end of input came in the same read as the
+                    // request: no new edge will announce it, so read again
+                    // after the answer (and find the end there), or the
+                    // connection would wait out its idle timeout.
+                    conn.edge_missed = true;
                 }
             }
         } else if read >= READ_BUDGET {
