@@ -89,12 +89,11 @@ impl Transport {
                     Ok(n) => {
                         buf.extend_from_slice(&scratch[..n]);
                         turn.raw += n;
-                        // Less than asked for: the socket is drained, and
-                        // bytes that come later bring a new edge (as nginx
-                        // reads). Saves a read that would say `EAGAIN`.
-                        if n < scratch.len() {
-                            return turn;
-                        }
+                        // Read on even after a short read: an end of input
+                        // that came with these bytes shows only on the
+                        // next read, and no new edge will announce it
+                        // (stopping here left a client that wrote and
+                        // half-closed at once waiting for its close).
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return turn,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
