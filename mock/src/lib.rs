@@ -31,6 +31,7 @@
 //! `GET /__stats`, `GET|POST /__faults` (JSON [`Faults`]), `POST /__reset`.
 
 mod account;
+mod app;
 mod caller;
 mod limits;
 mod market;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::account::{self, NewOrder, Orders, Status};
+use super::app;
 use super::caller::{caller, Authenticates};
 use super::limits::{Buckets, MockRates, Scope, WindowPeak};
 use super::market::{self, product, unix_now, Product};
@@ -19,6 +20,9 @@ use syncoord_server::{Handler, HttpRequest, Reply, Response};
 enum Api {
     Exchange,
     Advanced,
+    /// The Coinbase App API (`/v2/...`) on the Advanced Trade host: its
+    /// JWTs, its own error shape.
+    App,
 }
 
 /// Every endpoint the mock answers; ids borrow from the path.
@@ -37,6 +41,16 @@ enum Endpoint<'a> {
     AtOrders,
     AtOrder(&'a str),
     AtFills,
+    AtTransactionSummary,
+    AtTime,
+    AppCurrencies,
+    AppCryptoCurrencies,
+    AppExchangeRates,
+    /// Pair and kind (`spot`, `buy`, `sell`).
+    AppPrice(&'a str, &'a str),
+    AppTime,
+    AppAccounts,
+    AppAccount(&'a str),
     ExProducts,
     ExProduct(&'a str),
     ExTicker(&'a str),
@@ -70,6 +84,8 @@ impl Route<'_> {
 fn api_of(path: &str) -> Api {
     if path.starts_with("/api/v3/brokerage") {
         Api::Advanced
+    } else if path == "/v2" || path.starts_with("/v2/") {
+        Api::App
     } else {
         Api::Exchange
     }
@@ -165,6 +181,32 @@ fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
                 "GET /api/v3/brokerage/orders/historical/{id}",
                 AdvancedPrivate,
             ),
+            ["transaction_summary"] => (
+                AtTransactionSummary,
+                "GET /api/v3/brokerage/transaction_summary",
+                AdvancedPrivate,
+            ),
+            ["time"] => (AtTime, "GET /api/v3/brokerage/time", AdvancedPublic),
+            _ => return None,
+        },
+        // The App API is paced as syncoord's preset paces it: public data
+        // on Advanced Trade's public budget, accounts on the key's.
+        ("GET", ["v2", rest @ ..]) => match rest {
+            ["currencies"] => (AppCurrencies, "GET /v2/currencies", AdvancedPublic),
+            ["currencies", "crypto"] => (
+                AppCryptoCurrencies,
+                "GET /v2/currencies/crypto",
+                AdvancedPublic,
+            ),
+            ["exchange-rates"] => (AppExchangeRates, "GET /v2/exchange-rates", AdvancedPublic),
+            ["prices", pair, kind] => (
+                AppPrice(pair, kind),
+                "GET /v2/prices/{pair}/{kind}",
+                AdvancedPublic,
+            ),
+            ["time"] => (AppTime, "GET /v2/time", AdvancedPublic),
+            ["accounts"] => (AppAccounts, "GET /v2/accounts", AdvancedPrivate),
+            ["accounts", id] => (AppAccount(id), "GET /v2/accounts/{id}", AdvancedPrivate),
             _ => return None,
         },
         ("POST", ["api", "v3", "brokerage", "orders"]) => (
@@ -517,7 +559,7 @@ impl Handler for MockHandler {
         // Bearer JWT (a legacy CB-ACCESS-KEY only without one), Exchange
         // CB-ACCESS-KEY. The key name, not an alias: this is upstream.
         let authenticates = match api_of(path) {
-            Api::Advanced => Authenticates::Jwt,
+            Api::Advanced | Api::App => Authenticates::Jwt,
             Api::Exchange => Authenticates::Key,
         };
         // Strict mode verifies the credential of every API route (public
@@ -526,7 +568,7 @@ impl Handler for MockHandler {
         let (identity, rejection) = match (&state.verify, &route) {
             (Some(verifier), Some(_)) => {
                 let scheme = match api_of(path) {
-                    Api::Advanced => Scheme::AdvancedTrade,
+                    Api::Advanced | Api::App => Scheme::AdvancedTrade,
                     Api::Exchange => Scheme::Exchange,
                 };
                 let outcome =
@@ -624,7 +666,13 @@ fn error(api: Api, status: u16, code: &str, message: &str) -> Response {
     match api {
         Api::Exchange => ex_error(status, message),
         Api::Advanced => at_error(status, code, message),
+        Api::App => app_error(status, &code.to_ascii_lowercase(), message),
     }
+}
+
+/// The App API's error shape.
+fn app_error(status: u16, id: &str, message: &str) -> Response {
+    json(status, app::error_body(id, message))
 }
 
 /// What a request's credential came to.
@@ -694,6 +742,7 @@ impl MockHandler {
         if let Some(rejection) = credential.rejection {
             let response = match api {
                 Api::Advanced => at_unauthorized(),
+                Api::App => app_error(401, "authentication_error", "invalid signature"),
                 Api::Exchange => ex_error(401, rejection.exchange_message()),
             };
             return response.into();
@@ -702,6 +751,7 @@ impl MockHandler {
             state.counters().stats.unauthorized += 1;
             let response = match api {
                 Api::Advanced => at_unauthorized(),
+                Api::App => app_error(401, "authentication_error", "invalid api key"),
                 Api::Exchange => ex_error(401, "CB-ACCESS-KEY header is required"),
             };
             return response.into();
@@ -769,6 +819,7 @@ impl MockHandler {
             Api::Exchange if private => ex_error(429, "Private rate limit exceeded"),
             Api::Exchange => ex_error(429, "Public rate limit exceeded"),
             Api::Advanced => at_error(429, "rate_limit_exceeded", "Too many requests"),
+            Api::App => app_error(429, "rate_limit_exceeded", "Too many requests"),
         };
         match self.state.retry_after {
             Some(secs) => response.with_header("Retry-After", &secs.to_string()),
@@ -821,6 +872,7 @@ fn product_or_404(api: Api, id: &str) -> Result<&'static Product, Response> {
     product(id).ok_or_else(|| match api {
         Api::Exchange => ex_error(404, "NotFound"),
         Api::Advanced => at_error(404, "NOT_FOUND", "ProductID is invalid"),
+        Api::App => app_error(404, "not_found", "Invalid currency pair"),
     })
 }
 
@@ -854,7 +906,14 @@ fn answer_endpoint(
     use Endpoint::*;
     let t = unix_now();
     Ok(match endpoint {
-        AtProducts => json(200, market::at_products(t, &q.all(&["product_ids"]))),
+        // Only spot products: asked for futures (as ccxt's load_markets
+        // does), the list is empty.
+        AtProducts => match q.get("product_type") {
+            Some(kind) if !kind.eq_ignore_ascii_case("SPOT") => {
+                json(200, json!({ "products": [], "num_products": 0 }))
+            }
+            _ => json(200, market::at_products(t, &q.all(&["product_ids"]))),
+        },
         AtProduct(id) => json(
             200,
             market::at_product(product_or_404(Api::Advanced, id)?, t),
@@ -870,7 +929,11 @@ fn answer_endpoint(
                 .get("granularity")
                 .and_then(market::at_granularity)
                 .ok_or_else(|| bad_at("granularity is required (ONE_MINUTE ... ONE_DAY)".into()))?;
-            let end = q.number::<u64>("end").map_err(bad_at)?.unwrap_or(t as u64);
+            // No candle from the future: an `end` past now stops at now.
+            let end = q
+                .number::<u64>("end")
+                .map_err(bad_at)?
+                .map_or(t as u64, |e| e.min(t as u64));
             let start = q.number::<u64>("start").map_err(bad_at)?;
             let limit = q.number::<usize>("limit").map_err(bad_at)?.unwrap_or(350);
             if limit > 350 {
@@ -961,6 +1024,27 @@ fn answer_endpoint(
                 .collect();
             json(200, json!({ "fills": fills, "cursor": "" }))
         }
+        AtTransactionSummary => json(
+            200,
+            app::transaction_summary(&lock(&state.orders), identity),
+        ),
+        AtTime => json(200, app::advanced_time(t)),
+        AppCurrencies => json(200, app::fiat_currencies()),
+        AppCryptoCurrencies => json(200, app::crypto_currencies()),
+        AppExchangeRates => {
+            let currency = q.get("currency").unwrap_or("USD");
+            app::exchange_rates(currency, t)
+                .map(|v| json(200, v))
+                .ok_or_else(|| app_error(400, "invalid_request", "Invalid currency"))?
+        }
+        AppPrice(pair, kind) => app::price(pair, kind, t)
+            .map(|v| json(200, v))
+            .ok_or_else(|| app_error(404, "not_found", "Invalid currency pair"))?,
+        AppTime => json(200, app::time(t)),
+        AppAccounts => json(200, app::accounts(identity)),
+        AppAccount(id) => app::account(identity, id)
+            .map(|v| json(200, v))
+            .ok_or_else(|| app_error(404, "not_found", "Not found"))?,
         ExProducts => json(200, market::ex_products()),
         ExProduct(id) => json(200, market::ex_product(product_or_404(Api::Exchange, id)?)),
         ExTicker(id) => json(
@@ -984,7 +1068,11 @@ fn answer_endpoint(
             if ![60, 300, 900, 3600, 21_600, 86_400].contains(&granularity) {
                 return Err(ex_error(400, "Unsupported granularity"));
             }
-            let end = q.number::<u64>("end").ok().flatten().unwrap_or(t as u64);
+            let end = q
+                .number::<u64>("end")
+                .ok()
+                .flatten()
+                .map_or(t as u64, |e| e.min(t as u64));
             let start = q.number::<u64>("start").ok().flatten();
             json(200, market::ex_candles(p, granularity, start, end))
         }
@@ -1294,6 +1382,23 @@ mod tests {
             Scope::ExchangeFills
         );
         assert_eq!(resolve("HEAD", "/time").unwrap().pattern, "GET /time");
+        // The App API: public data on the public budget, accounts on the key's.
+        let r = resolve("GET", "/v2/prices/BTC-USD/spot").unwrap();
+        assert!(matches!(r.endpoint, Endpoint::AppPrice("BTC-USD", "spot")));
+        assert_eq!(r.scope, Scope::AdvancedPublic);
+        assert_eq!(
+            resolve("GET", "/v2/accounts").unwrap().scope,
+            Scope::AdvancedPrivate
+        );
+        assert_eq!(
+            resolve("GET", "/api/v3/brokerage/transaction_summary")
+                .unwrap()
+                .scope,
+            Scope::AdvancedPrivate
+        );
+        assert!(matches!(api_of("/v2/time"), Api::App));
+        assert!(matches!(api_of("/v2x"), Api::Exchange));
+        assert!(resolve("POST", "/v2/accounts").is_none());
         assert!(resolve("PATCH", "/orders").is_none());
         assert!(resolve("GET", "/nope").is_none());
     }
