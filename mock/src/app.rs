@@ -8,7 +8,9 @@
 //! from the same price waves as the trading APIs, so a rate and a ticker
 //! read at the same instant agree.
 //!
-//! Also the two Advanced Trade answers that are not market or account
+//! Also Exchange's `/currencies` (what ccxt's `coinbaseexchange` reads in
+//! `load_markets`), from the same currency tables, and the two Advanced
+//! Trade answers that are not market or account
 //! data: `transaction_summary` (the fee tier ccxt reads in
 //! `load_markets` when it holds a key) and `/api/v3/brokerage/time`.
 
@@ -67,6 +69,54 @@ pub(crate) fn crypto_currencies() -> Value {
         })
         .collect();
     json!({ "data": data })
+}
+
+/// Exchange's `GET /currencies` entry for one currency.
+fn exchange_currency(code: &str, name: &str, exponent: u32, crypto: bool) -> Value {
+    let precision = format!("{:.*}", exponent as usize, 10f64.powi(-(exponent as i32)));
+    json!({
+        "id": code,
+        "name": name,
+        "min_size": precision,
+        "status": "online",
+        "message": "",
+        "max_precision": precision,
+        "convertible_to": [],
+        "details": {
+            "type": if crypto { "crypto" } else { "fiat" },
+            "symbol": null,
+            "network_confirmations": if crypto { 6 } else { 0 },
+            "sort_order": 0,
+            "push_payment_methods": [],
+            "group_types": [],
+            "display_name": null,
+            "processing_time_seconds": null,
+            "min_withdrawal_amount": 0.0001,
+            "max_withdrawal_amount": 10000,
+        },
+        "supported_networks": [],
+        "display_name": code,
+    })
+}
+
+/// Exchange's `GET /currencies`: fiat (two decimals) and crypto.
+pub(crate) fn exchange_currencies() -> Value {
+    let fiat = FIAT
+        .iter()
+        .map(|(code, name)| exchange_currency(code, name, 2, false));
+    let crypto = CRYPTO
+        .iter()
+        .map(|(code, name, exponent, _)| exchange_currency(code, name, *exponent, true));
+    Value::Array(fiat.chain(crypto).collect())
+}
+
+/// Exchange's `GET /currencies/{id}`.
+pub(crate) fn exchange_currency_by_id(id: &str) -> Option<Value> {
+    let id = id.to_ascii_uppercase();
+    match exchange_currencies() {
+        Value::Array(all) => all.into_iter().find(|c| c["id"] == id.as_str()),
+        _ => None,
+    }
 }
 
 /// Value of one unit of `code` in US dollars at unix time `t`, from the
@@ -250,6 +300,15 @@ mod tests {
         assert!(amount("sell") < amount("spot") && amount("spot") < amount("buy"));
         assert!(price("ETH-USD", "other", t).is_none());
         assert!(price("NOPE-USD", "spot", t).is_none());
+    }
+
+    #[test]
+    fn exchange_currencies_have_their_precision() {
+        let btc = exchange_currency_by_id("btc").unwrap();
+        assert_eq!(btc["max_precision"], "0.00000001");
+        assert_eq!(btc["details"]["type"], "crypto");
+        assert_eq!(exchange_currency_by_id("USD").unwrap()["min_size"], "0.01");
+        assert!(exchange_currency_by_id("XYZ").is_none());
     }
 
     #[test]

@@ -57,6 +57,8 @@ enum Endpoint<'a> {
     ExBook(&'a str),
     ExCandles(&'a str),
     ExStats(&'a str),
+    ExCurrencies,
+    ExCurrency(&'a str),
     ExTime,
     ExAccounts,
     ExAccount(&'a str),
@@ -234,6 +236,8 @@ fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
             (ExStats(id), "GET /products/{id}/stats", ExchangePublic)
         }
         ("GET", ["time"]) => (ExTime, "GET /time", ExchangePublic),
+        ("GET", ["currencies"]) => (ExCurrencies, "GET /currencies", ExchangePublic),
+        ("GET", ["currencies", id]) => (ExCurrency(id), "GET /currencies/{id}", ExchangePublic),
         ("GET", ["accounts"]) => (ExAccounts, "GET /accounts", ExchangePrivate),
         ("GET", ["accounts", id]) => (ExAccount(id), "GET /accounts/{id}", ExchangePrivate),
         ("GET", ["orders"]) => (ExListOrders, "GET /orders", ExchangePrivate),
@@ -1078,6 +1082,10 @@ fn answer_endpoint(
         }
         ExStats(id) => json(200, market::ex_stats(product_or_404(Api::Exchange, id)?, t)),
         ExTime => json(200, market::ex_time(t)),
+        ExCurrencies => json(200, app::exchange_currencies()),
+        ExCurrency(id) => app::exchange_currency_by_id(id)
+            .map(|v| json(200, v))
+            .ok_or_else(|| ex_error(404, "NotFound"))?,
         ExAccounts => json(
             200,
             Value::Array(
