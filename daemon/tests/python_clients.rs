@@ -129,11 +129,13 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
 /// with no patch: its unified methods (`load_markets`, `fetch_ticker`,
 /// `fetch_ohlcv`, `fetch_order_book`, `fetch_balance`, `create_order`,
 /// `fetch_open_orders`) meet an endpoint at the mock for every call and
-/// parse what it answers (`scripts/python/ccxt_unified.py`); the mock,
-/// enforcing Coinbase's limits, answered no 429.
+/// parse what it answers, and so do coinbase-advanced-py's typed answers
+/// (time, fee tier, candles, book, orders)
+/// (`scripts/python/stock_clients.py`); the mock, enforcing Coinbase's
+/// limits, answered no 429.
 #[test]
-fn stock_ccxt_unified_methods_sync_and_async_through_https_proxy() {
-    let Some(python) = python("stock_ccxt_unified_methods_sync_and_async_through_https_proxy")
+fn stock_ccxt_sync_async_and_coinbase_advanced_py_through_https_proxy() {
+    let Some(python) = python("stock_ccxt_sync_async_and_coinbase_advanced_py_through_https_proxy")
     else {
         return;
     };
@@ -146,7 +148,7 @@ fn stock_ccxt_unified_methods_sync_and_async_through_https_proxy() {
     config.server.ca_dir = Some(dir.display().to_string());
     let daemon = Daemon::start(config).expect("daemon starts");
     let ca_pem = dir.join("ca.pem");
-    let out = script(&python, "ccxt_unified.py")
+    let out = script(&python, "stock_clients.py")
         .env("SYNCOORD_TEST_MOCK", mock.base_url())
         .env("HTTPS_PROXY", format!("http://{}", daemon.local_addr()))
         .env("REQUESTS_CA_BUNDLE", &ca_pem)

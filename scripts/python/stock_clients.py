@@ -1,5 +1,6 @@
-"""A stock ccxt `coinbase` bot's unified methods, sync and async, against
-the mock through syncoord, with no patch and no monkeypatch.
+"""Stock clients against the mock through syncoord, with no patch and no
+monkeypatch: a ccxt `coinbase` bot's unified methods, sync and async, and
+coinbase-advanced-py 1.8.4's typed answers for the same endpoints.
 
 Run by daemon/tests/python_clients.rs against a daemon that intercepts
 CONNECT for api.coinbase.com (`origins`) in front of the project's mock.
@@ -17,15 +18,21 @@ prices moving), `fetch_order_book`, `fetch_balance`,
 parse into ccxt's structures, not only that no exception was raised, and
 that every call reached the mock (none answered 404).
 
+coinbase-advanced-py (HTTPS_PROXY and REQUESTS_CA_BUNDLE from the
+environment, as it reads them): `get_unix_time`, `get_transaction_summary`,
+`get_public_candles` with `start`/`end`, `get_public_product_book`,
+`limit_order_gtc_buy` and `list_orders` of the open ones.
+
 Environment: SYNCOORD_TEST_MOCK (the mock's http:// base, reached directly
 for its counters), HTTPS_PROXY, REQUESTS_CA_BUNDLE (syncoord's CA).
-Prints one `ccxt unified: N passed, M failed` line; exits 1 on a failure.
+Prints one `stock clients: N passed, M failed` line; exits 1 on a failure.
 """
 
 import asyncio
 import os
 import time
 import traceback
+import uuid
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -150,6 +157,32 @@ async def async_bot(first):
         await ex.close()
 
 
+def advanced_py():
+    from coinbase.rest import RESTClient
+
+    name = "coinbase-advanced-py"
+    client = RESTClient(api_key=KEY_NAME + "advanced-py", api_secret=PEM)
+    now = time.time()
+    t = client.get_unix_time().to_dict()
+    check(abs(int(t["epoch_seconds"]) - now) < 60 and t["iso"].endswith("Z"), f"{name} get_unix_time ({t})")
+    fees = client.get_transaction_summary().to_dict()
+    check(fees["fee_tier"]["taker_fee_rate"] == "0.008", f"{name} get_transaction_summary fee tier ({fees['fee_tier']})")
+    start, end = int(now) - 3600, int(now) - 1800
+    candles = client.get_public_candles("SOL-USD", start=str(start), end=str(end), granularity="FIVE_MINUTE").to_dict()["candles"]
+    starts = sorted(int(c["start"]) for c in candles)
+    check(
+        0 < len(starts) <= 7 and all(start <= s <= end and s % 300 == 0 for s in starts),
+        f"{name} get_public_candles FIVE_MINUTE within [start, end]: {len(starts)} candles",
+    )
+    book = client.get_public_product_book("BTC-USD", limit=5).to_dict()["pricebook"]
+    check(float(book["bids"][0]["price"]) < float(book["asks"][0]["price"]), f"{name} get_public_product_book")
+    bid = float(book["bids"][0]["price"])
+    order = client.limit_order_gtc_buy(client_order_id=str(uuid.uuid4()), product_id="BTC-USD", base_size="0.001", limit_price=f"{bid * 0.9:.2f}").to_dict()
+    order_id = order.get("success_response", {}).get("order_id")
+    open_ids = [o["order_id"] for o in client.list_orders(order_status=["OPEN"]).to_dict()["orders"]]
+    check(order.get("success") is True and order_id in open_ids, f"{name} limit_order_gtc_buy then list_orders OPEN ({order_id} in {open_ids})")
+
+
 def guarded(what, run):
     try:
         return run()
@@ -162,5 +195,6 @@ def guarded(what, run):
 first = guarded("ccxt sync", sync_bot)
 if first:
     guarded("ccxt async", lambda: asyncio.run(async_bot(first)))
+guarded("coinbase-advanced-py", lambda: advanced_py())
 check(unmatched() == 0, f"every call had an endpoint at the mock ({unmatched()} unmatched)")
-finish("ccxt unified")
+finish("stock clients")
