@@ -221,7 +221,8 @@ fn every_field_is_documented_and_every_documented_field_exists() {
     let unknown: Vec<_> = documented.difference(&schema).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "docs/configuration.md `## Every field` and the schema differ:\n\
+        "docs/configuration.md `## Every field` and the schema differ (a new field needs a row \
+         there: path, empty-file value, meaning):\n\
          in the schema, not documented: {missing:#?}\n\
          documented, not in the schema: {unknown:#?}"
     );
