@@ -129,7 +129,8 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
 /// with no patch: its unified methods (`load_markets`, `fetch_ticker`,
 /// `fetch_ohlcv`, `fetch_order_book`, `fetch_balance`, `create_order`,
 /// `fetch_open_orders`) meet an endpoint at the mock for every call and
-/// parse what it answers, and so do coinbase-advanced-py's typed answers
+/// parse what it answers, and so do ccxt `coinbaseexchange`'s (sync) and
+/// coinbase-advanced-py's typed answers
 /// (time, fee tier, candles, book, orders)
 /// (`scripts/python/stock_clients.py`); the mock, enforcing Coinbase's
 /// limits, answered no 429.

@@ -1072,12 +1072,28 @@ fn answer_endpoint(
             if ![60, 300, 900, 3600, 21_600, 86_400].contains(&granularity) {
                 return Err(ex_error(400, "Unsupported granularity"));
             }
-            let end = q
-                .number::<u64>("end")
-                .ok()
-                .flatten()
-                .map_or(t as u64, |e| e.min(t as u64));
-            let start = q.number::<u64>("start").ok().flatten();
+            // As Coinbase documents: `start` and `end` (ISO 8601, as ccxt
+            // sends them, or Unix seconds) count only together; at most
+            // 300 candles between them; none past now.
+            let when = |name: &str| match q.get(name) {
+                None | Some("") => Ok(None),
+                Some(v) => unix_seconds(v)
+                    .map(Some)
+                    .ok_or_else(|| ex_error(400, &format!("Invalid {name}: {v:?}"))),
+            };
+            let (start, end) = match (when("start")?, when("end")?) {
+                (Some(start), Some(end)) => {
+                    if end.saturating_sub(start) / granularity > 300 {
+                        return Err(ex_error(
+                            400,
+                            "granularity too small for the requested time range. \
+                             Count of aggregations requested exceeds 300",
+                        ));
+                    }
+                    (Some(start), end.min(t as u64))
+                }
+                _ => (None, t as u64),
+            };
             json(200, market::ex_candles(p, granularity, start, end))
         }
         ExStats(id) => json(200, market::ex_stats(product_or_404(Api::Exchange, id)?, t)),
@@ -1177,6 +1193,16 @@ fn answer_endpoint(
             json(200, Value::Array(fills))
         }
     })
+}
+
+/// Unix seconds from Unix seconds or an RFC 3339 time
+/// (`2026-01-01T00:00:00.000Z`); `None` if it is neither.
+fn unix_seconds(v: &str) -> Option<u64> {
+    if let Ok(n) = v.parse::<f64>() {
+        return (n.is_finite() && n >= 0.0).then_some(n as u64);
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp()).ok()
 }
 
 /// A positive finite number given as a JSON string or number.
@@ -1363,6 +1389,16 @@ mod tests {
         assert_eq!(q.all(&["product_ids"]), ["BTC-USD", "ETH-USD", "SOL-USD"]);
         assert_eq!(q.number::<usize>("limit"), Ok(Some(5)));
         assert!(q.number::<usize>("product_ids").is_err());
+        assert_eq!(unix_seconds("1700000000"), Some(1_700_000_000));
+        assert_eq!(
+            unix_seconds("2023-11-14T22:13:20.000Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            unix_seconds("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(unix_seconds("yesterday"), None);
     }
 
     #[test]

@@ -18,6 +18,9 @@ prices moving), `fetch_order_book`, `fetch_balance`,
 parse into ccxt's structures, not only that no exception was raised, and
 that every call reached the mock (none answered 404).
 
+ccxt `coinbaseexchange` (sync, `requests_trust_env`): the same unified
+methods through api.exchange.coinbase.com.
+
 coinbase-advanced-py (HTTPS_PROXY and REQUESTS_CA_BUNDLE from the
 environment, as it reads them): `get_unix_time`, `get_transaction_summary`,
 `get_public_candles` with `start`/`end`, `get_public_product_book`,
@@ -157,6 +160,27 @@ async def async_bot(first):
         await ex.close()
 
 
+def exchange_bot():
+    """ccxt `coinbaseexchange`, sync, the same unified methods (Exchange
+    candles take ISO 8601 `start`/`end`)."""
+    name = "ccxt coinbaseexchange"
+    ex = ccxt.coinbaseexchange({
+        "apiKey": "ex-stock", "secret": "c3RvY2stc2VjcmV0", "password": "pp", "requests_trust_env": True,
+    })
+    markets = ex.load_markets()
+    check(all(p in markets for p in PAIRS) and markets["BTC/USD"]["precision"]["price"] == 0.01, f"{name} load_markets (products, currencies)")
+    ticker = ex.fetch_ticker("SOL/USD")
+    check_ticker(name, "SOL/USD", ticker)
+    since = (int(time.time()) - 3600) * 1000
+    check_ohlcv(name, ex.fetch_ohlcv("BTC/USD", "1m", since, 20), since, 20)
+    check_book(name, ex.fetch_order_book("BTC/USD", 10))
+    check_balance(name, ex.fetch_balance())
+    btc_bid = ex.fetch_ticker("BTC/USD")["bid"]
+    limit = ex.create_order("BTC/USD", "limit", "buy", 0.001, round(btc_bid * 0.9, 2))
+    check_order(name, limit, "limit")
+    check_open(name, ex.fetch_open_orders("BTC/USD"), limit.get("id"))
+
+
 def advanced_py():
     from coinbase.rest import RESTClient
 
@@ -195,6 +219,7 @@ def guarded(what, run):
 first = guarded("ccxt sync", sync_bot)
 if first:
     guarded("ccxt async", lambda: asyncio.run(async_bot(first)))
-guarded("coinbase-advanced-py", lambda: advanced_py())
+guarded("ccxt coinbaseexchange", exchange_bot)
+guarded("coinbase-advanced-py", advanced_py)
 check(unmatched() == 0, f"every call had an endpoint at the mock ({unmatched()} unmatched)")
 finish("stock clients")

@@ -105,3 +105,34 @@ fn load_markets_answers_spot_only_and_candles_stop_at_now() {
         .iter()
         .any(|c| c["id"] == "BTC" && c["details"]["type"] == "crypto"));
 }
+
+#[test]
+fn exchange_candles_honour_iso_start_and_end() {
+    let mock = start(MockOptions::default());
+    let now = crate::market::unix_now() as u64;
+    let (from, to) = (now - 3600, now - 1800);
+    let iso = |t: u64| crate::market::rfc3339(t as f64);
+    let target = format!(
+        "/products/ETH-USD/candles?granularity=300&start={}&end={}",
+        iso(from),
+        iso(to)
+    );
+    let rows = get(&mock, &target, &[]).json();
+    let starts: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_u64().unwrap())
+        .collect();
+    assert!((6..=7).contains(&starts.len()), "{starts:?}");
+    assert!(starts.iter().all(|&s| from <= s && s <= to && s % 300 == 0));
+    // Newest first, as Exchange sends them.
+    assert!(starts.windows(2).all(|w| w[0] > w[1]));
+    let too_many = format!(
+        "/products/ETH-USD/candles?granularity=60&start={}&end={now}",
+        now - 400 * 60
+    );
+    assert_eq!(get(&mock, &too_many, &[]).status, 400);
+    let bad = "/products/ETH-USD/candles?granularity=60&start=yesterday&end=today";
+    assert_eq!(get(&mock, bad, &[]).status, 400);
+}
