@@ -35,7 +35,9 @@ mod app;
 mod caller;
 mod limits;
 mod market;
+mod orders_api;
 mod routes;
+mod table;
 #[cfg(test)]
 mod tests;
 pub mod verify;

@@ -7,253 +7,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::account::{self, NewOrder, Orders, Status};
+use super::account::{self, Orders, Status};
 use super::app;
 use super::caller::{caller, Authenticates};
-use super::limits::{Buckets, MockRates, Scope, WindowPeak};
+use super::limits::{Buckets, MockRates, WindowPeak};
 use super::market::{self, product, unix_now, Product};
+use super::orders_api;
+use super::table::{api_of, resolve, Api, Endpoint, Route};
 use super::verify::{Rejection, Scheme, Verifier};
 use super::{Faults, MockOptions, MockStats};
 use syncoord_server::{Handler, HttpRequest, Reply, Response};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
-    Exchange,
-    Advanced,
-    /// The Coinbase App API (`/v2/...`) on the Advanced Trade host: its
-    /// JWTs, its own error shape.
-    App,
-}
-
-/// Every endpoint the mock answers; ids borrow from the path.
-#[derive(Debug, Clone, Copy)]
-enum Endpoint<'a> {
-    AtProducts,
-    AtProduct(&'a str),
-    AtTicker(&'a str),
-    AtCandles(&'a str),
-    AtProductBook,
-    AtBestBidAsk,
-    AtAccounts,
-    AtAccount(&'a str),
-    AtCreateOrder,
-    AtBatchCancel,
-    AtOrders,
-    AtOrder(&'a str),
-    AtFills,
-    AtTransactionSummary,
-    AtTime,
-    AppCurrencies,
-    AppCryptoCurrencies,
-    AppExchangeRates,
-    /// Pair and kind (`spot`, `buy`, `sell`).
-    AppPrice(&'a str, &'a str),
-    AppTime,
-    AppAccounts,
-    AppAccount(&'a str),
-    ExProducts,
-    ExProduct(&'a str),
-    ExTicker(&'a str),
-    ExBook(&'a str),
-    ExCandles(&'a str),
-    ExStats(&'a str),
-    ExCurrencies,
-    ExCurrency(&'a str),
-    ExTime,
-    ExAccounts,
-    ExAccount(&'a str),
-    ExListOrders,
-    ExCreateOrder,
-    ExCancelAll,
-    ExOrder(&'a str),
-    ExCancelOrder(&'a str),
-    ExFills,
-}
-
-struct Route<'a> {
-    endpoint: Endpoint<'a>,
-    /// For stats, e.g. `GET /products/{id}/ticker`.
-    pattern: &'static str,
-    scope: Scope,
-}
-
-impl Route<'_> {
-    fn private(&self) -> bool {
-        !matches!(self.scope, Scope::ExchangePublic | Scope::AdvancedPublic)
-    }
-}
-
-fn api_of(path: &str) -> Api {
-    if path.starts_with("/api/v3/brokerage") {
-        Api::Advanced
-    } else if path == "/v2" || path.starts_with("/v2/") {
-        Api::App
-    } else {
-        Api::Exchange
-    }
-}
-
-fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
-    use Endpoint::*;
-    use Scope::*;
-    // HEAD is answered as GET (the server sends no body).
-    let method = if method == "HEAD" { "GET" } else { method };
-    let trimmed = path.strip_prefix('/')?;
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    let segs: Vec<&'a str> = trimmed.split('/').collect();
-    let (endpoint, pattern, scope) = match (method, segs.as_slice()) {
-        ("GET", ["api", "v3", "brokerage", rest @ ..]) => match rest {
-            ["market", "products"] => (
-                AtProducts,
-                "GET /api/v3/brokerage/market/products",
-                AdvancedPublic,
-            ),
-            ["market", "products", id] => (
-                AtProduct(id),
-                "GET /api/v3/brokerage/market/products/{id}",
-                AdvancedPublic,
-            ),
-            ["market", "products", id, "ticker"] => (
-                AtTicker(id),
-                "GET /api/v3/brokerage/market/products/{id}/ticker",
-                AdvancedPublic,
-            ),
-            ["market", "products", id, "candles"] => (
-                AtCandles(id),
-                "GET /api/v3/brokerage/market/products/{id}/candles",
-                AdvancedPublic,
-            ),
-            ["market", "product_book"] => (
-                AtProductBook,
-                "GET /api/v3/brokerage/market/product_book",
-                AdvancedPublic,
-            ),
-            ["products"] => (
-                AtProducts,
-                "GET /api/v3/brokerage/products",
-                AdvancedPrivate,
-            ),
-            ["products", id] => (
-                AtProduct(id),
-                "GET /api/v3/brokerage/products/{id}",
-                AdvancedPrivate,
-            ),
-            ["products", id, "ticker"] => (
-                AtTicker(id),
-                "GET /api/v3/brokerage/products/{id}/ticker",
-                AdvancedPrivate,
-            ),
-            ["products", id, "candles"] => (
-                AtCandles(id),
-                "GET /api/v3/brokerage/products/{id}/candles",
-                AdvancedPrivate,
-            ),
-            ["product_book"] => (
-                AtProductBook,
-                "GET /api/v3/brokerage/product_book",
-                AdvancedPrivate,
-            ),
-            ["best_bid_ask"] => (
-                AtBestBidAsk,
-                "GET /api/v3/brokerage/best_bid_ask",
-                AdvancedPrivate,
-            ),
-            ["accounts"] => (
-                AtAccounts,
-                "GET /api/v3/brokerage/accounts",
-                AdvancedPrivate,
-            ),
-            ["accounts", id] => (
-                AtAccount(id),
-                "GET /api/v3/brokerage/accounts/{uuid}",
-                AdvancedPrivate,
-            ),
-            ["orders", "historical", "batch"] => (
-                AtOrders,
-                "GET /api/v3/brokerage/orders/historical/batch",
-                AdvancedPrivate,
-            ),
-            ["orders", "historical", "fills"] => (
-                AtFills,
-                "GET /api/v3/brokerage/orders/historical/fills",
-                AdvancedPrivate,
-            ),
-            ["orders", "historical", id] => (
-                AtOrder(id),
-                "GET /api/v3/brokerage/orders/historical/{id}",
-                AdvancedPrivate,
-            ),
-            ["transaction_summary"] => (
-                AtTransactionSummary,
-                "GET /api/v3/brokerage/transaction_summary",
-                AdvancedPrivate,
-            ),
-            ["time"] => (AtTime, "GET /api/v3/brokerage/time", AdvancedPublic),
-            _ => return None,
-        },
-        // The App API is paced as syncoord's preset paces it: public data
-        // on Advanced Trade's public budget, accounts on the key's.
-        ("GET", ["v2", rest @ ..]) => match rest {
-            ["currencies"] => (AppCurrencies, "GET /v2/currencies", AdvancedPublic),
-            ["currencies", "crypto"] => (
-                AppCryptoCurrencies,
-                "GET /v2/currencies/crypto",
-                AdvancedPublic,
-            ),
-            ["exchange-rates"] => (AppExchangeRates, "GET /v2/exchange-rates", AdvancedPublic),
-            ["prices", pair, kind] => (
-                AppPrice(pair, kind),
-                "GET /v2/prices/{pair}/{kind}",
-                AdvancedPublic,
-            ),
-            ["time"] => (AppTime, "GET /v2/time", AdvancedPublic),
-            ["accounts"] => (AppAccounts, "GET /v2/accounts", AdvancedPrivate),
-            ["accounts", id] => (AppAccount(id), "GET /v2/accounts/{id}", AdvancedPrivate),
-            _ => return None,
-        },
-        ("POST", ["api", "v3", "brokerage", "orders"]) => (
-            AtCreateOrder,
-            "POST /api/v3/brokerage/orders",
-            AdvancedPrivate,
-        ),
-        ("POST", ["api", "v3", "brokerage", "orders", "batch_cancel"]) => (
-            AtBatchCancel,
-            "POST /api/v3/brokerage/orders/batch_cancel",
-            AdvancedPrivate,
-        ),
-        ("GET", ["products"]) => (ExProducts, "GET /products", ExchangePublic),
-        ("GET", ["products", id]) => (ExProduct(id), "GET /products/{id}", ExchangePublic),
-        ("GET", ["products", id, "ticker"]) => {
-            (ExTicker(id), "GET /products/{id}/ticker", ExchangePublic)
-        }
-        ("GET", ["products", id, "book"]) => {
-            (ExBook(id), "GET /products/{id}/book", ExchangePublic)
-        }
-        ("GET", ["products", id, "candles"]) => {
-            (ExCandles(id), "GET /products/{id}/candles", ExchangePublic)
-        }
-        ("GET", ["products", id, "stats"]) => {
-            (ExStats(id), "GET /products/{id}/stats", ExchangePublic)
-        }
-        ("GET", ["time"]) => (ExTime, "GET /time", ExchangePublic),
-        ("GET", ["currencies"]) => (ExCurrencies, "GET /currencies", ExchangePublic),
-        ("GET", ["currencies", id]) => (ExCurrency(id), "GET /currencies/{id}", ExchangePublic),
-        ("GET", ["accounts"]) => (ExAccounts, "GET /accounts", ExchangePrivate),
-        ("GET", ["accounts", id]) => (ExAccount(id), "GET /accounts/{id}", ExchangePrivate),
-        ("GET", ["orders"]) => (ExListOrders, "GET /orders", ExchangePrivate),
-        ("POST", ["orders"]) => (ExCreateOrder, "POST /orders", ExchangePrivate),
-        ("DELETE", ["orders"]) => (ExCancelAll, "DELETE /orders", ExchangePrivate),
-        ("GET", ["orders", id]) => (ExOrder(id), "GET /orders/{id}", ExchangePrivate),
-        ("DELETE", ["orders", id]) => (ExCancelOrder(id), "DELETE /orders/{id}", ExchangePrivate),
-        ("GET", ["fills"]) => (ExFills, "GET /fills", ExchangeFills),
-        _ => return None,
-    };
-    Some(Route {
-        endpoint,
-        pattern,
-        scope,
-    })
-}
 
 /// Splits a request-target into path and query; an absolute-form target
 /// (`http://host/path`) loses its scheme and authority.
@@ -434,7 +197,7 @@ pub(crate) struct State {
 
 /// A poisoned lock only means a handler panicked mid-update of plain
 /// counters; keep serving with what is there.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -649,7 +412,7 @@ fn jwt_uri(headers: &[(String, String)]) -> Option<String> {
 /// How [`MockStats::by_status`] counts a connection dropped unanswered.
 const DROPPED_STATUS: &str = "0";
 
-fn json(status: u16, value: Value) -> Response {
+pub(crate) fn json(status: u16, value: Value) -> Response {
     Response::json(status, value.to_string())
 }
 
@@ -892,11 +655,11 @@ fn endpoint(
     }
 }
 
-fn bad_at(message: String) -> Response {
+pub(crate) fn bad_at(message: String) -> Response {
     at_error(400, "INVALID_ARGUMENT", &message)
 }
 
-fn bad_ex(message: String) -> Response {
+pub(crate) fn bad_ex(message: String) -> Response {
     ex_error(400, &message)
 }
 
@@ -971,7 +734,7 @@ fn answer_endpoint(
             Some(a) => json(200, json!({ "account": a.advanced() })),
             None => at_error(404, "NOT_FOUND", "account not found"),
         },
-        AtCreateOrder => at_create_order(state, body, identity, t),
+        AtCreateOrder => orders_api::at_create_order(&state.orders, body, identity, t),
         AtBatchCancel => {
             let ids = serde_json::from_slice::<Value>(body)
                 .ok()
@@ -1140,7 +903,7 @@ fn answer_endpoint(
                 .collect();
             json(200, Value::Array(list))
         }
-        ExCreateOrder => ex_create_order(state, body, identity, t),
+        ExCreateOrder => orders_api::ex_create_order(&state.orders, body, identity, t),
         ExCancelAll => {
             let product = q.get("product_id");
             let mut orders = lock(&state.orders);
@@ -1205,174 +968,6 @@ fn unix_seconds(v: &str) -> Option<u64> {
     u64::try_from(at.unix_timestamp()).ok()
 }
 
-/// A positive finite number given as a JSON string or number.
-fn positive(v: Option<&Value>) -> Option<f64> {
-    let n = match v? {
-        Value::String(s) => s.parse::<f64>().ok()?,
-        Value::Number(n) => n.as_f64()?,
-        _ => return None,
-    };
-    (n.is_finite() && n > 0.0).then_some(n)
-}
-
-fn side(v: Option<&Value>) -> Option<&'static str> {
-    match v?.as_str()?.to_ascii_uppercase().as_str() {
-        "BUY" => Some("BUY"),
-        "SELL" => Some("SELL"),
-        _ => None,
-    }
-}
-
-/// `POST /api/v3/brokerage/orders`: market (`market_market_ioc`) and limit
-/// (`limit_limit_gtc`) configurations.
-fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return bad_at("request body is not JSON".into());
-    };
-    let failure = |error: &str, message: &str| {
-        json(
-            200,
-            json!({
-                "success": false,
-                "failure_reason": "UNKNOWN_FAILURE_REASON",
-                "order_id": "",
-                "error_response": { "error": error, "message": message, "error_details": message },
-            }),
-        )
-    };
-    let Some(side) = side(req.get("side")) else {
-        return bad_at("side must be BUY or SELL".into());
-    };
-    let Some(p) = req
-        .get("product_id")
-        .and_then(Value::as_str)
-        .and_then(product)
-    else {
-        return failure("INVALID_PRODUCT_ID", "Product ID is invalid");
-    };
-    let client_order_id = req
-        .get("client_order_id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let config = req.get("order_configuration");
-    let new = if let Some(m) = config.and_then(|c| c.get("market_market_ioc")) {
-        let base = positive(m.get("base_size"));
-        let quote = positive(m.get("quote_size"));
-        if base.is_none() && quote.is_none() {
-            return failure("INVALID_SIZE", "base_size or quote_size is required");
-        }
-        NewOrder {
-            client_order_id,
-            product: p,
-            side,
-            limit_price: None,
-            base_size: base,
-            quote_size: quote,
-            post_only: false,
-        }
-    } else if let Some(l) = config.and_then(|c| c.get("limit_limit_gtc")) {
-        let (Some(base), Some(price)) =
-            (positive(l.get("base_size")), positive(l.get("limit_price")))
-        else {
-            return failure(
-                "INVALID_LIMIT_PRICE",
-                "limit_limit_gtc needs base_size and limit_price",
-            );
-        };
-        NewOrder {
-            client_order_id,
-            product: p,
-            side,
-            limit_price: Some(price),
-            base_size: Some(base),
-            quote_size: None,
-            post_only: l.get("post_only").and_then(Value::as_bool).unwrap_or(false),
-        }
-    } else {
-        return failure(
-            "UNSUPPORTED_ORDER_CONFIGURATION",
-            "order_configuration must be market_market_ioc or limit_limit_gtc",
-        );
-    };
-    let order = lock(&state.orders).create(identity, new, t);
-    let view = order.advanced();
-    json(
-        200,
-        json!({
-            "success": true,
-            "success_response": {
-                "order_id": order.id,
-                "product_id": order.product_id,
-                "side": order.side,
-                "client_order_id": order.client_order_id,
-            },
-            "order_configuration": view.get("order_configuration").cloned().unwrap_or(Value::Null),
-        }),
-    )
-}
-
-/// `POST /orders` (Exchange): `type` limit (default) or market.
-fn ex_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return bad_ex("request body is not JSON".into());
-    };
-    let Some(side) = side(req.get("side")) else {
-        return bad_ex("side must be buy or sell".into());
-    };
-    let Some(p) = req
-        .get("product_id")
-        .and_then(Value::as_str)
-        .and_then(product)
-    else {
-        return bad_ex("product_id is invalid".into());
-    };
-    let client_order_id = req
-        .get("client_oid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let kind = req.get("type").and_then(Value::as_str).unwrap_or("limit");
-    let size = positive(req.get("size"));
-    let new = match kind {
-        "limit" => {
-            let (Some(size), Some(price)) = (size, positive(req.get("price"))) else {
-                return bad_ex("limit orders need price and size".into());
-            };
-            NewOrder {
-                client_order_id,
-                product: p,
-                side,
-                limit_price: Some(price),
-                base_size: Some(size),
-                quote_size: None,
-                post_only: req
-                    .get("post_only")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            }
-        }
-        "market" => {
-            let funds = positive(req.get("funds"));
-            if size.is_none() && funds.is_none() {
-                return bad_ex("market orders need size or funds".into());
-            }
-            NewOrder {
-                client_order_id,
-                product: p,
-                side,
-                limit_price: None,
-                base_size: size,
-                quote_size: funds,
-                post_only: false,
-            }
-        }
-        other => return bad_ex(format!("unsupported order type {other:?}")),
-    };
-    let order = lock(&state.orders).create(identity, new, t);
-    json(200, order.exchange())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1407,43 +1002,5 @@ mod tests {
         assert_eq!(hits, 25);
         assert_eq!((0..10).filter(|&n| fraction_hit(n, 1.0)).count(), 10);
         assert_eq!((0..10).filter(|&n| fraction_hit(n, 0.0)).count(), 0);
-    }
-
-    #[test]
-    fn routes_resolve_to_scopes() {
-        let r = resolve("GET", "/api/v3/brokerage/orders/historical/batch").unwrap();
-        assert!(matches!(r.endpoint, Endpoint::AtOrders));
-        let r = resolve("GET", "/api/v3/brokerage/orders/historical/abc").unwrap();
-        assert!(matches!(r.endpoint, Endpoint::AtOrder("abc")));
-        assert_eq!(
-            resolve("GET", "/api/v3/brokerage/market/products/BTC-USD/ticker")
-                .unwrap()
-                .scope,
-            Scope::AdvancedPublic
-        );
-        assert_eq!(
-            resolve("GET", "/fills").unwrap().scope,
-            Scope::ExchangeFills
-        );
-        assert_eq!(resolve("HEAD", "/time").unwrap().pattern, "GET /time");
-        // The App API: public data on the public budget, accounts on the key's.
-        let r = resolve("GET", "/v2/prices/BTC-USD/spot").unwrap();
-        assert!(matches!(r.endpoint, Endpoint::AppPrice("BTC-USD", "spot")));
-        assert_eq!(r.scope, Scope::AdvancedPublic);
-        assert_eq!(
-            resolve("GET", "/v2/accounts").unwrap().scope,
-            Scope::AdvancedPrivate
-        );
-        assert_eq!(
-            resolve("GET", "/api/v3/brokerage/transaction_summary")
-                .unwrap()
-                .scope,
-            Scope::AdvancedPrivate
-        );
-        assert!(matches!(api_of("/v2/time"), Api::App));
-        assert!(matches!(api_of("/v2x"), Api::Exchange));
-        assert!(resolve("POST", "/v2/accounts").is_none());
-        assert!(resolve("PATCH", "/orders").is_none());
-        assert!(resolve("GET", "/nope").is_none());
     }
 }
