@@ -126,7 +126,7 @@ fn usd_value(code: &str, t: f64) -> Option<f64> {
     match code {
         "USD" => Some(1.0),
         "EUR" => Some(usd("BTC-USD")? / usd("BTC-EUR")?),
-        "BTC" | "ETH" | "SOL" => usd(&format!("{code}-USD")),
+        _ if CRYPTO.iter().any(|(c, ..)| *c == code) => usd(&format!("{code}-USD")),
         _ => None,
     }
 }
