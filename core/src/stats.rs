@@ -338,6 +338,11 @@ pub struct ClusterStats {
     pub answers_found: u64,
     /// Reads that waited on another daemon's lease (shared coalescing).
     pub lease_waits: u64,
+    /// Peers under the same cluster name whose fingerprint disagrees with
+    /// this daemon's (same upstream name at another URL, or the same URL
+    /// paced by other limits); each is logged at `error`.
+    #[serde(default)]
+    pub peers_disagreeing: u64,
 }
 
 /// Name under which clients past `max_clients` are counted.

@@ -413,6 +413,7 @@ fn start_host(
 ) -> Result<(Coordinator, KeyringCell), DaemonError> {
     let name = upstream.name.clone();
     let url = upstream.url.as_str();
+    let limits = limits_text(upstream);
     let fail = |error: String| DaemonError::Upstream {
         name: name.clone(),
         url: url.to_owned(),
@@ -446,21 +447,27 @@ fn start_host(
         in_flight_grace: settings.upstream_timeout(),
         ..HostOptions::default()
     };
-    // In a cluster each upstream has budgets of its own: its keys live
-    // under `<cluster name>:<upstream name>:`.
+    // In a cluster each upstream has budgets and answers of its own: its
+    // keys live under `<cluster name>:<hash of its URL>:`, and the limits
+    // it paces by are published beside the URL for peers to compare.
     let cluster = cluster
         .map(|c| {
-            let settings = proxy::ClusterSettings {
-                name: format!("{}:{name}", c.name),
-                ..c.clone()
-            };
-            Cluster::new(settings, options.upstream_threads + 1)
+            let fingerprint = syncoord_wire::Fingerprint::new(&name, url, &limits);
+            Cluster::for_upstream(c.clone(), fingerprint, options.upstream_threads + 1)
         })
         .transpose()
         .map_err(|e| fail(e.to_string()))?;
     Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
         .map(|host| (host, keyring))
         .map_err(|e| fail(e.to_string()))
+}
+
+/// The limits an upstream is paced by, rendered stably for its cluster
+/// fingerprint: its scopes (rates, bursts, headroom, keying) and the
+/// reserve the top class keeps.
+fn limits_text(upstream: &proxy::UpstreamConfig) -> String {
+    let c = &upstream.coordination;
+    serde_json::to_string(&(&c.scopes, c.queue.top_class_reserve)).unwrap_or_default()
 }
 
 /// How often a waiting request looks whether its client is still there.

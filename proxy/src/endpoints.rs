@@ -557,6 +557,7 @@ struct ClusterFamilies {
     rtt: Family<Labels, FloatGauge>,
     answers: Family<Labels, Counter>,
     lease_waits: Family<Labels, Counter>,
+    disagreeing: Family<Labels, FloatGauge>,
 }
 
 impl ClusterFamilies {
@@ -611,6 +612,10 @@ impl ClusterFamilies {
                 "cluster_lease_waits",
                 "Local misses that waited on another daemon's lease (shared coalescing).",
             ),
+            disagreeing: m.gauge(
+                "cluster_peers_disagreeing",
+                "Peers under the same cluster name whose fingerprint (upstream URL, limits) disagrees with this daemon's.",
+            ),
         }
     }
 
@@ -650,6 +655,9 @@ impl ClusterFamilies {
                 .inc_by(n);
         }
         self.lease_waits.get_or_create(&l).inc_by(c.lease_waits);
+        self.disagreeing
+            .get_or_create(&l)
+            .set(c.peers_disagreeing as f64);
     }
 }
 
