@@ -14,6 +14,7 @@ pub mod access;
 pub mod ca;
 mod exposure;
 mod learned;
+mod orders;
 
 pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 pub mod notify;
