@@ -189,6 +189,7 @@ impl Daemon {
         };
         let readiness = Arc::new(probes::Readiness::new(ca_problem));
         let access = Arc::new(access::AccessLog::default());
+        let orders = Arc::new(orders::OrderBook::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -240,6 +241,7 @@ impl Daemon {
                 exposure: Arc::clone(&exposure),
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
+                orders: Arc::clone(&orders),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -494,6 +496,8 @@ struct ProxyHandler {
     readiness: Arc<probes::Readiness>,
     /// One line per answered request, when on.
     access: Arc<access::AccessLog>,
+    /// Orders whose answer did not reach their bot: counted, recorded.
+    orders: Arc<orders::OrderBook>,
 }
 
 impl Handler for ProxyHandler {
@@ -549,6 +553,8 @@ struct Waiting {
     /// The order's `client_order_id`, when its body has one: how the
     /// operator (and the bot) finds it upstream.
     order_id: Option<String>,
+    /// A call other than a read: its fate is counted and recorded.
+    tracked: Option<Box<orders::Tracked>>,
     /// The access log, when on, with what its line needs (boxed: most
     /// requests are answered at once, and this keeps `Submitted` small).
     access: Option<Box<Access>>,
@@ -619,6 +625,7 @@ impl Waiting {
             shape,
             started,
             order_id,
+            tracked,
             access,
         } = self;
         let result = loop {
@@ -644,6 +651,9 @@ impl Waiting {
             &path,
             order_id.as_deref(),
         );
+        if let Some(tracked) = &tracked {
+            tracked.answered(response.status);
+        }
         if let Some(access) = &access {
             access.record(&client, &method, &response);
         }
@@ -685,14 +695,24 @@ impl Waiting {
             path.clone(),
             order_id.clone(),
         );
+        let tracked = self.tracked.take();
+        let late = tracked.as_ref().map(|t| orders::Tracked {
+            book: Arc::clone(&t.book),
+            upstream: t.upstream.clone(),
+            order: t.order.clone(),
+        });
         let left = pending.abandon(move |result| {
-            let status = match &result {
-                Ok(answer) => answer.response.status,
-                Err(_) => call_response(result, proxy::ErrorShape::Syncoord).status,
-            };
+            let answer = call_response(result, proxy::ErrorShape::Syncoord);
+            let status = answer.status;
+            if let Some(late) = &late {
+                late.late(&answer);
+            }
             tracing::warn!(%peer, client = %c, method = %m, path = %p, client_order_id = o.as_deref().unwrap_or("-"), status, "late answer: the bot hung up after its call left for upstream; upstream answered this");
         });
         if left {
+            if let Some(tracked) = &tracked {
+                tracked.gone();
+            }
             tracing::warn!(%peer, %client, %method, %path, client_order_id = order_id.as_deref().unwrap_or("-"), "bot gone: it hung up after its call left for upstream; the answer will be logged when it comes");
         } else {
             tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled before it was sent");
@@ -711,6 +731,9 @@ impl Waiting {
             ..
         } = self;
         log_answer(&response, peer, client, method, path, order_id.as_deref());
+        if let Some(tracked) = &self.tracked {
+            tracked.answered(response.status);
+        }
         if let Some(access) = &self.access {
             access.record(&self.client, &self.method, &response);
         }
@@ -854,6 +877,12 @@ impl ProxyHandler {
                 "the admin listener serves the dashboard, stats, metrics and health only",
             ));
         }
+        if request.tunnel.is_none()
+            && request.method.eq_ignore_ascii_case("GET")
+            && request.target.starts_with(orders::ORDERS_PREFIX)
+        {
+            return Submitted::Now(self.order_lookup(&request));
+        }
         self.submit(request)
     }
 
@@ -913,7 +942,29 @@ impl ProxyHandler {
                 .max(wait + server.upstream_timeout()),
             None => server.request_timeout(),
         };
-        let access = access(&proxy.upstream(forward.upstream).name);
+        let upstream_name = &proxy.upstream(forward.upstream).name;
+        let access = access(upstream_name);
+        let tracked = (!matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")).then(|| {
+            let token_client = proxy.authenticate(&headers).ok().flatten();
+            let owner = orders::owner(
+                token_client.map(|c| &*c.name),
+                forward.request.credential.as_ref().map(|c| c.as_str()),
+            );
+            let order = owner
+                .zip(order_id.clone())
+                .map(|(owner, id)| orders::Order {
+                    owner,
+                    client_order_id: id,
+                    upstream: upstream_name.clone(),
+                    method: method.clone(),
+                    path: path.clone(),
+                });
+            Box::new(orders::Tracked {
+                book: Arc::clone(&self.orders),
+                upstream: upstream_name.clone(),
+                order,
+            })
+        });
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
@@ -937,8 +988,39 @@ impl ProxyHandler {
             shape,
             started,
             order_id,
+            tracked,
             access: access.map(Box::new),
         })
+    }
+
+    /// `GET /api/v1/sync-coordination/orders/<client_order_id>`: the fate
+    /// of an order whose answer did not reach its bot, answered only to
+    /// its owner (the same client token, else the same credential).
+    fn order_lookup(&self, request: &HttpRequest) -> Response {
+        let Some(id) = orders::id_in_target(&request.target) else {
+            return exposure::refusal(
+                400,
+                "bad_request",
+                "expected /api/v1/sync-coordination/orders/<client_order_id> (1 to 128 printable ASCII characters, percent-encoded)",
+            );
+        };
+        let proxy = self.current.get();
+        let (client, credentials) = match proxy.presented_owner(&request.headers) {
+            Ok(who) => who,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let owners: Vec<String> = match client {
+            Some(name) => orders::owner(Some(&name), None).into_iter().collect(),
+            None => credentials
+                .iter()
+                .filter_map(|c| orders::owner(None, Some(c.as_str())))
+                .collect(),
+        };
+        if owners.is_empty() {
+            return orders::no_owner_response();
+        }
+        let found = self.orders.lookup(&owners, &id, Instant::now());
+        orders::lookup_response(&id, found)
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> Response {
@@ -951,9 +1033,11 @@ impl ProxyHandler {
             .hosts
             .iter()
             .map(|(id, host)| {
-                let stats = host.stats();
+                let mut stats = host.stats();
+                let name = proxy.upstream(id).name.as_str();
+                stats.orders = self.orders.counts(name);
                 let health = stats.health.clone();
-                (proxy.upstream(id).name.as_str(), stats, health)
+                (name, stats, health)
             })
             .collect();
         endpoint.render(&reports)

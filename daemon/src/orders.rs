@@ -93,7 +93,11 @@ impl OrderBook {
     /// has an owner and a client id.
     pub fn outcome_unknown(&self, upstream: &str, order: Option<&Order>, now: Instant) {
         let mut inner = self.lock();
-        inner.counts.entry(upstream.to_owned()).or_default().outcome_unknown += 1;
+        inner
+            .counts
+            .entry(upstream.to_owned())
+            .or_default()
+            .outcome_unknown += 1;
         if let Some(order) = order {
             inner.put(order, Fate::OutcomeUnknown, now);
         }
@@ -102,7 +106,11 @@ impl OrderBook {
     /// Counts an order whose bot hung up after it left, and records it.
     pub fn bot_gone(&self, upstream: &str, order: Option<&Order>, now: Instant) {
         let mut inner = self.lock();
-        inner.counts.entry(upstream.to_owned()).or_default().bot_gone += 1;
+        inner
+            .counts
+            .entry(upstream.to_owned())
+            .or_default()
+            .bot_gone += 1;
         if let Some(order) = order {
             inner.put(order, Fate::AwaitingAnswer, now);
         }
@@ -110,7 +118,13 @@ impl OrderBook {
 
     /// Counts the late answer of an order whose bot had gone, and records
     /// its status (and its body, when small).
-    pub fn late_answer(&self, upstream: &str, order: Option<&Order>, answer: &Response, now: Instant) {
+    pub fn late_answer(
+        &self,
+        upstream: &str,
+        order: Option<&Order>,
+        answer: &Response,
+        now: Instant,
+    ) {
         let mut inner = self.lock();
         *inner
             .counts
@@ -131,7 +145,11 @@ impl OrderBook {
 
     /// The counters of `upstream` since start.
     pub fn counts(&self, upstream: &str) -> OrderFates {
-        self.lock().counts.get(upstream).cloned().unwrap_or_default()
+        self.lock()
+            .counts
+            .get(upstream)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The order `client_order_id` of any of `owners`, if on record.
@@ -153,10 +171,43 @@ impl OrderBook {
     }
 
     /// Orders on record now (expired ones dropped first).
+    #[cfg(test)]
     pub fn len(&self, now: Instant) -> usize {
         let mut inner = self.lock();
         inner.expire(now);
         inner.entries.len()
+    }
+}
+
+/// A call other than a read, on its way: what its fate is counted and
+/// recorded under.
+pub struct Tracked {
+    pub book: std::sync::Arc<OrderBook>,
+    pub upstream: String,
+    /// `None` without a client order id or an owner: counted only.
+    pub order: Option<Order>,
+}
+
+impl Tracked {
+    /// Its answer reached the bot: counted when it says the outcome is
+    /// unknown.
+    pub fn answered(&self, status: u16) {
+        if status == crate::OUTCOME_UNKNOWN_STATUS {
+            self.book
+                .outcome_unknown(&self.upstream, self.order.as_ref(), Instant::now());
+        }
+    }
+
+    /// Its bot hung up after the call left.
+    pub fn gone(&self) {
+        self.book
+            .bot_gone(&self.upstream, self.order.as_ref(), Instant::now());
+    }
+
+    /// Its answer came after the bot had gone.
+    pub fn late(&self, answer: &Response) {
+        self.book
+            .late_answer(&self.upstream, self.order.as_ref(), answer, Instant::now());
     }
 }
 
@@ -391,7 +442,9 @@ mod tests {
         assert_eq!(book.len(later), MAX_PER_OWNER);
         let a = ["client:a".to_owned()];
         assert_eq!(book.lookup(&a, "o0", later), None, "the oldest went first");
-        assert!(book.lookup(&a, &format!("o{}", MAX_PER_OWNER + 9), later).is_some());
+        assert!(book
+            .lookup(&a, &format!("o{}", MAX_PER_OWNER + 9), later)
+            .is_some());
         for i in 0..MAX_ORDERS + 5 {
             let owner = format!("credential:{}", i % 1000);
             book.bot_gone("u", Some(&order(&owner, &format!("x{i}"))), later);
@@ -413,8 +466,14 @@ mod tests {
         assert_eq!(id_in_target("/api/v1/sync-coordination/orders/"), None);
         assert_eq!(id_in_target("/api/v1/sync-coordination/orders/a%20b"), None);
         assert_eq!(id_in_target("/api/v1/sync-coordination/stats"), None);
-        assert_eq!(owner(Some("bot"), Some("id:1")).as_deref(), Some("client:bot"));
-        assert_eq!(owner(None, Some("id:1")).as_deref(), Some("credential:id:1"));
+        assert_eq!(
+            owner(Some("bot"), Some("id:1")).as_deref(),
+            Some("client:bot")
+        );
+        assert_eq!(
+            owner(None, Some("id:1")).as_deref(),
+            Some("credential:id:1")
+        );
         assert_eq!(owner(None, None), None);
     }
 }
