@@ -758,14 +758,18 @@ fn log_answer(
     }
 }
 
-/// The `client_order_id` of a JSON body (Coinbase's orders carry one),
+/// The client order id of a JSON body (`client_order_id` on Advanced
+/// Trade, `client_oid` on Exchange),
 /// if short and printable.
 fn client_order_id(body: &[u8]) -> Option<String> {
     if body.is_empty() || body.len() > 64 * 1024 || !body.starts_with(b"{") {
         return None;
     }
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let id = value.get("client_order_id")?.as_str()?;
+    // Advanced Trade's name, then Exchange's.
+    let id = ["client_order_id", "client_oid"]
+        .iter()
+        .find_map(|k| value.get(*k)?.as_str())?;
     (id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())).then(|| id.to_owned())
 }
 
