@@ -759,8 +759,7 @@ fn log_answer(
 }
 
 /// The client order id of a JSON body (`client_order_id` on Advanced
-/// Trade, `client_oid` on Exchange),
-/// if short and printable.
+/// Trade, `client_oid` on Exchange), if short and printable.
 fn client_order_id(body: &[u8]) -> Option<String> {
     if body.is_empty() || body.len() > 64 * 1024 || !body.starts_with(b"{") {
         return None;
