@@ -9,7 +9,10 @@
 //!
 //! Bounds: at most [`MAX_PER_OWNER`] orders per owner (its oldest go
 //! first) and [`MAX_ORDERS`] in all (the oldest go first); each expires
-//! [`KEEP`] after its last change. Counters are never forgotten.
+//! [`KEEP`] after its last change; a late answer's body is kept up to
+//! [`MAX_BODY`] (a Coinbase order answer is under 1 KiB). At most about
+//! 9 MB in all, the cost of answering a bot that lost its answer.
+//! Counters are never forgotten.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -26,10 +29,10 @@ pub const KEEP: Duration = Duration::from_secs(3600);
 /// Orders kept per owner.
 pub const MAX_PER_OWNER: usize = 256;
 /// Orders kept in all.
-pub const MAX_ORDERS: usize = 10_000;
+pub const MAX_ORDERS: usize = 4096;
 /// Largest late answer body kept with its order (larger ones keep their
 /// status only).
-pub const MAX_BODY: usize = 4096;
+pub const MAX_BODY: usize = 2048;
 
 /// What became of an order whose answer did not reach its bot.
 #[derive(Debug, Clone, PartialEq, Eq)]
