@@ -880,10 +880,15 @@ impl ProxyHandler {
                 "the admin listener serves the dashboard, stats, metrics and health only",
             ));
         }
-        if request.tunnel.is_none()
-            && request.method.eq_ignore_ascii_case("GET")
-            && request.target.starts_with(orders::ORDERS_PREFIX)
-        {
+        // Ours, never upstream's: any other method is refused here.
+        if request.tunnel.is_none() && request.target.starts_with(orders::ORDERS_PREFIX) {
+            if !request.method.eq_ignore_ascii_case("GET") {
+                return Submitted::Now(exposure::refusal(
+                    405,
+                    "method_not_allowed",
+                    "the order record answers GET only",
+                ));
+            }
             return Submitted::Now(self.order_lookup(&request));
         }
         self.submit(request)

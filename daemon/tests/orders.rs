@@ -115,7 +115,15 @@ fn an_order_whose_bot_hung_up_is_counted_and_its_late_answer_kept_for_its_owner(
         text.contains("syncoord_orders_late_answers_total{upstream=\"mock\",status=\"200\"} 1"),
         "{text}"
     );
-    // One order upstream: the lookup is ours, never forwarded.
+    // Another method on our path is refused here, never forwarded.
+    let mut refused = TcpStream::connect(addr).expect("connect");
+    refused
+        .write_all(b"DELETE /api/v1/sync-coordination/orders/gone-1 HTTP/1.1\r\nHost: localhost\r\nCB-ACCESS-KEY: key-a\r\nConnection: close\r\n\r\n")
+        .expect("sent");
+    let mut answer = String::new();
+    let _ = refused.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    // One order upstream: the lookups are ours, never forwarded.
     assert_eq!(mock.stats().requests_total, 1);
     daemon.shutdown();
     mock.shutdown();
