@@ -889,7 +889,8 @@ impl ProxyHandler {
                     "the order record answers GET only",
                 ));
             }
-            return Submitted::Now(self.order_lookup(&request));
+            let proxy = self.current.get();
+            return Submitted::Now(orders::lookup(&self.orders, &proxy, &request));
         }
         self.submit(request)
     }
@@ -952,27 +953,14 @@ impl ProxyHandler {
         };
         let upstream_name = &proxy.upstream(forward.upstream).name;
         let access = access(upstream_name);
-        let tracked = (!matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")).then(|| {
-            let token_client = proxy.authenticate(&headers).ok().flatten();
-            let owner = orders::owner(
-                token_client.map(|c| &*c.name),
-                forward.request.credential.as_ref().map(|c| c.as_str()),
-            );
-            let order = owner
-                .zip(order_id.clone())
-                .map(|(owner, id)| orders::Order {
-                    owner,
-                    client_order_id: id,
-                    upstream: upstream_name.clone(),
-                    method: method.clone(),
-                    path: path.clone(),
-                });
-            Box::new(orders::Tracked {
-                book: Arc::clone(&self.orders),
-                upstream: upstream_name.clone(),
-                order,
-            })
-        });
+        let tracked = orders::Tracked::for_call(
+            &self.orders,
+            &proxy,
+            &headers,
+            &forward.request,
+            upstream_name,
+            order_id.clone(),
+        );
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
@@ -999,36 +987,6 @@ impl ProxyHandler {
             tracked,
             access: access.map(Box::new),
         })
-    }
-
-    /// `GET /api/v1/sync-coordination/orders/<client_order_id>`: the fate
-    /// of an order whose answer did not reach its bot, answered only to
-    /// its owner (the same client token, else the same credential).
-    fn order_lookup(&self, request: &HttpRequest) -> Response {
-        let Some(id) = orders::id_in_target(&request.target) else {
-            return exposure::refusal(
-                400,
-                "bad_request",
-                "expected /api/v1/sync-coordination/orders/<client_order_id> (1 to 128 printable ASCII characters, percent-encoded)",
-            );
-        };
-        let proxy = self.current.get();
-        let (client, credentials) = match proxy.presented_owner(&request.headers) {
-            Ok(who) => who,
-            Err(rejection) => return rejection.into_response(),
-        };
-        let owners: Vec<String> = match client {
-            Some(name) => orders::owner(Some(&name), None).into_iter().collect(),
-            None => credentials
-                .iter()
-                .filter_map(|c| orders::owner(None, Some(c.as_str())))
-                .collect(),
-        };
-        if owners.is_empty() {
-            return orders::no_owner_response();
-        }
-        let found = self.orders.lookup(&owners, &id, Instant::now());
-        orders::lookup_response(&id, found)
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> Response {

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use syncoord_core::stats::OrderFates;
 use syncoord_core::Response;
+use syncoord_proxy::Proxy;
+use syncoord_server::HttpRequest;
 
 /// Where a bot asks for an order's fate; the order's client id follows.
 pub const ORDERS_PREFIX: &str = "/api/v1/sync-coordination/orders/";
@@ -192,6 +194,41 @@ pub struct Tracked {
 }
 
 impl Tracked {
+    /// The tracking of a call about to be submitted: `None` for a read
+    /// (GET, HEAD, OPTIONS). Its owner is the client its token names, else
+    /// its credential identity; it is recorded only with an owner and a
+    /// client order id.
+    pub fn for_call(
+        book: &std::sync::Arc<OrderBook>,
+        proxy: &Proxy,
+        headers: &[(String, String)],
+        request: &syncoord_core::Request,
+        upstream: &str,
+        client_order_id: Option<String>,
+    ) -> Option<Box<Tracked>> {
+        let method = request.method.as_str();
+        if matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            return None;
+        }
+        let token_client = proxy.authenticate(headers).ok().flatten();
+        let owner = owner(
+            token_client.map(|c| &*c.name),
+            request.credential.as_ref().map(|c| c.as_str()),
+        );
+        let order = owner.zip(client_order_id).map(|(owner, id)| Order {
+            owner,
+            client_order_id: id,
+            upstream: upstream.to_owned(),
+            method: method.to_owned(),
+            path: request.path.clone(),
+        });
+        Some(Box::new(Tracked {
+            book: std::sync::Arc::clone(book),
+            upstream: upstream.to_owned(),
+            order,
+        }))
+    }
+
     /// Its answer reached the bot: counted when it says the outcome is
     /// unknown.
     pub fn answered(&self, status: u16) {
@@ -322,7 +359,7 @@ pub fn id_in_target(target: &str) -> Option<String> {
 
 /// The answer to a lookup: the order's fate as JSON, `404` when there is
 /// none for this owner (the same answer whether another owner has one).
-pub fn lookup_response(client_order_id: &str, found: Option<Found>) -> Response {
+fn lookup_response(client_order_id: &str, found: Option<Found>) -> Response {
     let Some(found) = found else {
         return json_response(
             404,
@@ -356,8 +393,39 @@ pub fn lookup_response(client_order_id: &str, found: Option<Found>) -> Response 
     )
 }
 
+/// `GET /api/v1/sync-coordination/orders/<client_order_id>`: the fate of
+/// an order whose answer did not reach its bot, answered only to its
+/// owner (the same client token, else the same credential).
+pub fn lookup(book: &OrderBook, proxy: &Proxy, request: &HttpRequest) -> Response {
+    let Some(id) = id_in_target(&request.target) else {
+        return json_response(
+            400,
+            &serde_json::json!({
+                "error": "bad_request",
+                "message": "expected /api/v1/sync-coordination/orders/<client_order_id> (1 to 128 printable ASCII characters, percent-encoded)",
+            }),
+        );
+    };
+    let (client, credentials) = match proxy.presented_owner(&request.headers) {
+        Ok(who) => who,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let owners: Vec<String> = match client {
+        Some(name) => owner(Some(&name), None).into_iter().collect(),
+        None => credentials
+            .iter()
+            .filter_map(|c| owner(None, Some(c.as_str())))
+            .collect(),
+    };
+    if owners.is_empty() {
+        return no_owner_response();
+    }
+    let found = book.lookup(&owners, &id, Instant::now());
+    lookup_response(&id, found)
+}
+
 /// A refusal of a lookup that names no owner.
-pub fn no_owner_response() -> Response {
+fn no_owner_response() -> Response {
     json_response(
         403,
         &serde_json::json!({
