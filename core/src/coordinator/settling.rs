@@ -15,6 +15,12 @@ impl<P: Clone> Coordinator<P> {
         match self.calls.get(&call_id).map(|c| c.state) {
             Some(CallState::InFlight { timeout_at }) => {
                 self.timers.remove(&(timeout_at, call_id));
+                let sent = self.calls.get(&call_id).and_then(|c| c.sent);
+                if let (Outcome::Response { .. }, Some(sent)) = (&outcome, sent) {
+                    self.stats
+                        .latency
+                        .observe(now.saturating_duration_since(sent));
+                }
                 self.settle(now, call_id, outcome);
                 Ok(())
             }

@@ -251,6 +251,13 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     assert_eq!(hit.age, Duration::from_secs(4));
     let s = c.stats(at(t0, 5.0));
     assert_eq!((s.requests.hit, s.requests.upstream), (1, 1));
+    // Sent at t0, answered at t0+1: one latency of 1 s, in the (0.5, 1]
+    // bucket; the queue wait was nothing.
+    assert_eq!(s.upstream_latency.count(), 1);
+    assert!((s.upstream_latency.sum_secs - 1.0).abs() < 1e-9);
+    assert!(s.upstream_latency.buckets().contains(&(1.0, 1)));
+    let market = &s.queue.classes.iter().find(|k| k.wait.count == 1).unwrap();
+    assert_eq!(market.wait_buckets.buckets()[0], (0.001, 1));
     assert!(dispatch_all(&mut c, at(t0, 5.0)).is_empty());
     // A different query is a different entry, and so is the same one in
     // another order: upstream receives the target byte for byte.
