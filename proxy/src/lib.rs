@@ -64,6 +64,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
+mod histogram;
 mod rejection;
 pub mod response;
 pub mod route;

@@ -243,12 +243,16 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     assert_eq!(f[0].ticket, a);
     assert_eq!(answer_of(&f[0]).source, Source::Upstream);
     assert_eq!(body(answer_of(&f[0])), "v1");
+    let timing = answer_of(&f[0]).timing;
+    assert_eq!(timing.queue_wait, Some(Duration::ZERO));
+    assert_eq!(timing.upstream_latency, Some(Duration::from_secs(1)));
 
     // Fresh (stored at t0+1 for 10 s).
     let hit = answered(c.submit(at(t0, 5.0), get("/market/ticker?x=1&y=2"), 2));
     assert_eq!(hit.source, Source::Cache);
     assert_eq!(body(&hit), "v1");
     assert_eq!(hit.age, Duration::from_secs(4));
+    assert_eq!(hit.timing, crate::Timing::default(), "no call answered it");
     let s = c.stats(at(t0, 5.0));
     assert_eq!((s.requests.hit, s.requests.upstream), (1, 1));
     // Sent at t0, answered at t0+1: one latency of 1 s, in the (0.5, 1]
