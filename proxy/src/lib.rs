@@ -117,7 +117,7 @@ mod cluster {
 }
 
 pub use config::{
-    ConfigFileError, ConfigFileErrors, Preset, PresetRoutes, Provenance, ProxyConfig,
+    ConfigFileError, ConfigFileErrors, LogFormat, Preset, PresetRoutes, Provenance, ProxyConfig,
     ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};
