@@ -1105,4 +1105,5 @@ mod output;
 mod paying;
 mod reconfigure;
 mod shared;
+mod shares;
 mod writes;
