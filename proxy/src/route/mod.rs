@@ -42,7 +42,7 @@ use syncoord_core::config::Keying;
 use syncoord_core::{CompiledConfig, Duration, Method, Request};
 
 pub use headers::{forwardable_headers, forwarded_headers, redact};
-use identity::{client_name, priority, within_ceiling};
+use identity::{client_name, client_share, priority, within_ceiling};
 use select::path_of;
 pub use upstreams::{PerUpstream, UpstreamId};
 pub use validate::MAX_CLIENT_LEN;
@@ -281,9 +281,14 @@ impl Proxy {
         let (forwarded, credential) = self.identify(upstream, signer, headers, &rule)?;
         self.check_credential_present(upstream, credential.as_ref(), (&method, path_only), &rule)?;
         let client = client_name(headers, token_client, credential.as_ref());
+        let policy = match (token_client, signer) {
+            (Some(c), _) => Some(c),
+            (None, Some(_)) => None,
+            (None, None) => self.client_by_api_key(upstream, &forwarded),
+        };
         let priority = within_ceiling(
             &up.coordination,
-            token_client,
+            policy,
             priority(&up.coordination, headers)?,
             || rule().class,
         )?;
@@ -295,6 +300,7 @@ impl Proxy {
         }
         request.priority = priority;
         request.freshness = syncoord_core::Freshness::from_headers(headers);
+        request.share = policy.and_then(client_share);
 
         let body = if matches!(method.as_str(), "GET" | "HEAD") {
             Vec::new()
