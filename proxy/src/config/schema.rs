@@ -98,6 +98,12 @@ pub struct ServerSettings {
     /// carrying it (`Authorization: Bearer <token>` or
     /// `X-Syncoord-Admin-Token`) reach the admin endpoints on any listener.
     pub admin_token_env: Option<String>,
+    /// Hosts a `CONNECT` may open a plain TCP tunnel to, untouched (no
+    /// interception, no cache): `host:port`, `*.example.com:443`, or `*`
+    /// (only when every listener is on loopback). Configured upstreams
+    /// are intercepted whatever this says; anything else is `403`.
+    /// Default: none.
+    pub tunnel: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -128,6 +134,7 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             admin_listen: None,
             admin_token_env: None,
+            tunnel: Vec::new(),
         }
     }
 }

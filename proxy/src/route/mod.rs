@@ -98,6 +98,8 @@ pub struct Proxy {
     /// only authenticated requests; without one, an anonymous request
     /// needs no route lookup here.
     may_require_credential: Vec<bool>,
+    /// `[server] tunnel`: where a `CONNECT` not intercepted may go.
+    tunnels: crate::tunnel::TunnelRules,
 }
 
 impl Proxy {
@@ -139,7 +141,9 @@ impl Proxy {
                     || c.routes.iter().any(|r| r.credential_required == Some(true))
             })
             .collect();
+        let tunnels = crate::tunnel::TunnelRules::new(&config.server.tunnel);
         Ok(Proxy {
+            tunnels,
             config: Arc::new(config),
             upstreams,
             default,
@@ -147,6 +151,13 @@ impl Proxy {
             signed,
             may_require_credential,
         })
+    }
+
+    /// Where `CONNECT authority` may open a plain tunnel (`[server]
+    /// tunnel`), when it is not a configured upstream's origin (those are
+    /// intercepted: ask [`Self::connect`] first).
+    pub fn tunnel(&self, authority: &str) -> Option<crate::tunnel::TunnelTarget> {
+        self.tunnels.allows(authority)
     }
 
     /// The credentials loaded for signing mode (empty without any).
