@@ -19,8 +19,8 @@ pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 pub mod notify;
 mod probes;
 mod reload;
-mod tunnels;
 pub mod trust;
+mod tunnels;
 
 pub use probes::{LIVEZ_PATH, READYZ_PATH};
 use reload::Current;

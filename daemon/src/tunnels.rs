@@ -76,9 +76,15 @@ impl Tunnels {
             }
             Endpoint::Metrics if response.status == 200 => {
                 let text = format!(
-                    "# HELP syncoord_tunnels_total CONNECT tunnels to [server] tunnel hosts, by outcome.\n# TYPE syncoord_tunnels_total counter\nsyncoord_tunnels_total{{outcome=\"opened\"}} {opened}\nsyncoord_tunnels_total{{outcome=\"failed\"}} {failed}\n"
+                    "# HELP syncoord_tunnels CONNECT tunnels to [server] tunnel hosts, by outcome.\n# TYPE syncoord_tunnels counter\nsyncoord_tunnels_total{{outcome=\"opened\"}} {opened}\nsyncoord_tunnels_total{{outcome=\"failed\"}} {failed}\n"
                 );
-                response.body.extend_from_slice(text.as_bytes());
+                // Before OpenMetrics' closing `# EOF`.
+                let body = String::from_utf8_lossy(&response.body);
+                let at = body.rfind("# EOF").unwrap_or(body.len());
+                let mut out = body[..at].to_owned();
+                out.push_str(&text);
+                out.push_str(&body[at..]);
+                response.body = out.into_bytes();
             }
             _ => {}
         }

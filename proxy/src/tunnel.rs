@@ -157,30 +157,59 @@ mod tests {
     #[test]
     fn entries_match_host_and_port() {
         let r = rules(&["hooks.slack.com:443", "*.example.com:443", "[::1]:9000"]);
-        assert_eq!(r.allows("HOOKS.slack.com:443"), target("hooks.slack.com", 443));
+        assert_eq!(
+            r.allows("HOOKS.slack.com:443"),
+            target("hooks.slack.com", 443)
+        );
         assert_eq!(r.allows("hooks.slack.com:80"), None);
         assert_eq!(r.allows("evil-hooks.slack.com:443"), None);
-        assert_eq!(r.allows("a.b.example.com:443"), target("a.b.example.com", 443));
-        assert_eq!(r.allows("example.com:443"), None, "the domain itself is not under it");
+        assert_eq!(
+            r.allows("a.b.example.com:443"),
+            target("a.b.example.com", 443)
+        );
+        assert_eq!(
+            r.allows("example.com:443"),
+            None,
+            "the domain itself is not under it"
+        );
         assert_eq!(r.allows("badexample.com:443"), None);
         assert_eq!(r.allows("[::1]:9000"), target("::1", 9000));
         assert_eq!(r.allows("hooks.slack.com"), None, "no port");
         assert_eq!(r.allows("hooks.slack.com:443/x"), None);
-        assert_eq!(rules(&[]).allows("hooks.slack.com:443"), None, "off by default");
-        assert_eq!(rules(&["*"]).allows("anything.at.all:22"), target("anything.at.all", 22));
+        assert_eq!(
+            rules(&[]).allows("hooks.slack.com:443"),
+            None,
+            "off by default"
+        );
+        assert_eq!(
+            rules(&["*"]).allows("anything.at.all:22"),
+            target("anything.at.all", 22)
+        );
     }
 
     #[test]
     fn a_star_needs_every_listener_on_loopback() {
-        let loopback: Vec<SocketAddr> = vec!["127.0.0.1:8787".parse().unwrap(), "[::1]:8443".parse().unwrap()];
+        let loopback: Vec<SocketAddr> = vec![
+            "127.0.0.1:8787".parse().unwrap(),
+            "[::1]:8443".parse().unwrap(),
+        ];
         assert!(issues(&["*".into()], &loopback).is_empty());
-        let open: Vec<SocketAddr> = vec!["127.0.0.1:8787".parse().unwrap(), "0.0.0.0:8788".parse().unwrap()];
+        let open: Vec<SocketAddr> = vec![
+            "127.0.0.1:8787".parse().unwrap(),
+            "0.0.0.0:8788".parse().unwrap(),
+        ];
         let found = issues(&["a.com:443".into(), "*".into()], &open);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].0, "server.tunnel[1]");
         assert!(found[0].1.contains("0.0.0.0:8788"), "{found:?}");
-        let bad = issues(&["a.com".into(), "*.1.2.3.4:443".into(), "*:443".into()], &loopback);
+        let bad = issues(
+            &["a.com".into(), "*.1.2.3.4:443".into(), "*:443".into()],
+            &loopback,
+        );
         let fields: Vec<&str> = bad.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, ["server.tunnel[0]", "server.tunnel[1]", "server.tunnel[2]"]);
+        assert_eq!(
+            fields,
+            ["server.tunnel[0]", "server.tunnel[1]", "server.tunnel[2]"]
+        );
     }
 }

@@ -138,7 +138,9 @@ impl From<Failure> for ServiceError {
                 ServiceError::Deadline
             }
             Failure::RateLimited { retry_after, .. }
-            | Failure::ShareExceeded { retry_after, .. } => ServiceError::RateLimited { retry_after },
+            | Failure::ShareExceeded { retry_after, .. } => {
+                ServiceError::RateLimited { retry_after }
+            }
             Failure::Upstream { response, .. } => ServiceError::UpstreamStatus {
                 status: response.status,
                 body: String::from_utf8_lossy(&response.body).into_owned(),

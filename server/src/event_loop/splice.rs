@@ -81,8 +81,20 @@ impl EventLoop {
         let client = &*conn.stream;
         let mut moved = false;
         loop {
-            let a = flow(client, &s.far, &mut s.up, &mut s.client_done, &mut self.scratch);
-            let b = flow(&s.far, client, &mut s.down, &mut s.far_done, &mut self.scratch);
+            let a = flow(
+                client,
+                &s.far,
+                &mut s.up,
+                &mut s.client_done,
+                &mut self.scratch,
+            );
+            let b = flow(
+                &s.far,
+                client,
+                &mut s.down,
+                &mut s.far_done,
+                &mut self.scratch,
+            );
             match (a, b) {
                 (Flow::Broken, _) | (_, Flow::Broken) => return self.close(key),
                 (Flow::Blocked, Flow::Blocked) => break,
