@@ -110,3 +110,23 @@ fn idle_allowances_are_forgotten() {
     c.handle_timeout(at(t0, 61.0));
     assert_eq!(c.shares.holders(), 0);
 }
+
+#[test]
+fn a_reload_keeps_what_each_client_spent() {
+    let (mut c, t0) = coordinator(config(10.0, 10));
+    let mine = || share("bot7", 0.1, true);
+    let _ = ticket(c.submit(t0, read("/market/a", "x").with_share(mine()), 1));
+    assert_eq!(dispatch_all(&mut c, t0).len(), 1);
+    // New rules (a TTL changed): the allowance spent before still counts.
+    let mut next = config(10.0, 10);
+    next.routes[2].ttl_secs = Some(5.0);
+    c.reconfigure(next.compile().unwrap()).unwrap();
+    let failure = refused(c.submit(t0, read("/market/b", "x").with_share(mine()), 2));
+    assert_eq!(failure.kind(), "client_share_exceeded");
+    // A larger share the new file gives applies from the next request:
+    // admitted after 0.2 s, where a tenth would have waited 1 s.
+    let half = || share("bot7", 0.5, true);
+    let at_200ms = at(t0, 0.2);
+    let _ = refused(c.submit(at(t0, 0.19), read("/market/b", "x").with_share(half()), 3));
+    let _ = ticket(c.submit(at_200ms, read("/market/b", "x").with_share(half()), 4));
+}
