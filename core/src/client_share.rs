@@ -46,6 +46,12 @@ pub(crate) struct ShareLedger {
 }
 
 impl ShareLedger {
+    /// Whether no holder has spent anything lately: then every share is
+    /// full and holds nothing (the queue's scan skips its look-ups).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tats.is_empty()
+    }
+
     /// `None` if a call of `cost` on `lane` fits `share` now; else the
     /// instant it will.
     pub(crate) fn check(

@@ -29,6 +29,9 @@ impl<P: Clone> Coordinator<P> {
         self.queue.select(
             |lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)),
             |call, cost| {
+                if shares.is_empty() {
+                    return None;
+                }
                 let c = calls.get(&call)?;
                 shares.check(now, limiter, c.share.as_ref()?, &c.lane, cost)
             },
