@@ -79,7 +79,7 @@ mod tests {
             &proxy,
             "/api/v3/brokerage/accounts?limit=1",
             &[
-                ("x-syncoord-token", "token-es"),
+                ("x-syncoord-token", "7c1e9a40d2b35f68e0a4c7d91b3f5e26"),
                 ("authorization", "Bearer bot's own"),
             ],
         );
@@ -120,7 +120,7 @@ mod tests {
         let (call, signing) = routed(
             &proxy,
             "/exchange/accounts",
-            &[("x-syncoord-token", "token-es")],
+            &[("x-syncoord-token", "7c1e9a40d2b35f68e0a4c7d91b3f5e26")],
         );
         assert_eq!(call.sign_as.as_deref(), Some("exch"));
         let headers = signing
@@ -163,7 +163,7 @@ mod tests {
         let (mut call, signing) = routed(
             &proxy,
             "/api/v3/brokerage/accounts",
-            &[("x-syncoord-token", "token-ed")],
+            &[("x-syncoord-token", "e4b29d07a1c6f35d8b0e2a9c71f4d6b3")],
         );
         let no_nonce = signing.headers(&call, 0, || Err("getRandomValues threw".into()));
         assert!(

@@ -44,7 +44,7 @@ pub const EXCHANGE_KEY: &str = "conformance-exchange-key";
 /// bot-es's token (signs with `desk-es` and `exchange-main`).
 pub const TOKEN_ES: &str = "conf-token-es";
 /// bot-ed's token (signs with `desk-ed`).
-pub const TOKEN_ED: &str = "conf-token-ed";
+pub const TOKEN_ED: &str = "5a3f0c9e7b21d8846fe0a13c92b7d54e";
 
 /// The secrets the config names, as (env var or Worker secret, value):
 /// the daemon gets them in its environment, the Worker as secrets.

@@ -24,6 +24,14 @@ impl Proxy {
         }
         let token = signing::presented_token(headers)
             .map_err(|e| Rejection::new(RejectionKind::BadToken, e.to_string()))?;
+        if let (Some(_), Some(other)) = (&token, other_identity(headers)) {
+            return Err(Rejection::new(
+                RejectionKind::MixedCredentials,
+                format!(
+                    "the request carries a client token and its own `{other}`: in signing mode syncoord signs, so send the token alone"
+                ),
+            ));
+        }
         match token {
             None => Ok(None),
             Some(token) => self.signing.clients.authenticate(&token).map(Some).ok_or_else(|| {
@@ -36,6 +44,11 @@ impl Proxy {
                 )
             }),
         }
+    }
+
+    /// Whether `[[clients]]` are configured (tokens are checked at all).
+    pub fn has_clients(&self) -> bool {
+        !self.signing.clients.0.is_empty()
     }
 
     /// The credential a request to `upstream` is signed with: `None` when
@@ -119,4 +132,14 @@ impl Proxy {
             },
         }
     }
+}
+
+/// The first header that names an identity of the bot's own (a bearer
+/// token, Coinbase's `CB-ACCESS-*`), as the bot spelled it.
+fn other_identity(headers: &[(String, String)]) -> Option<&str> {
+    headers.iter().map(|(n, _)| n.as_str()).find(|n| {
+        signing::SIGNATURE_HEADERS
+            .iter()
+            .any(|s| n.eq_ignore_ascii_case(s))
+    })
 }
