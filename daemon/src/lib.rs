@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+mod auth_guard;
 pub mod ca;
 mod exposure;
 mod learned;
@@ -188,6 +189,7 @@ impl Daemon {
         };
         let readiness = Arc::new(probes::Readiness::new(ca_problem));
         let access = Arc::new(access::AccessLog::default());
+        let auth = Arc::new(auth_guard::AuthGuard::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -239,6 +241,7 @@ impl Daemon {
                 exposure: Arc::clone(&exposure),
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
+                auth: Arc::clone(&auth),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -486,6 +489,8 @@ struct ProxyHandler {
     readiness: Arc<probes::Readiness>,
     /// One line per answered request, when on.
     access: Arc<access::AccessLog>,
+    /// Failed client authentication, throttled per source.
+    auth: Arc<auth_guard::AuthGuard>,
 }
 
 impl Handler for ProxyHandler {
@@ -773,8 +778,20 @@ impl ProxyHandler {
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
-        if let Err(rejection) = proxy.authenticate(&request.headers) {
-            tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused: bad client token");
+        let presented = match self.auth.admit(&proxy, peer.ip(), &request.headers) {
+            Ok(presented) => presented,
+            Err(throttled) => return throttled.into(),
+        };
+        let authenticated = proxy.authenticate(&request.headers);
+        self.auth.judged(
+            peer.ip(),
+            presented,
+            authenticated.as_ref().err().map(Rejection::kind),
+        );
+        if let Err(rejection) = authenticated {
+            if !auth_guard::is_auth_failure(rejection.kind()) {
+                tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused");
+            }
             return rejection.into_proxy_auth_response().into();
         }
         let inherited: Arc<[(String, String)]> = request
@@ -879,10 +896,23 @@ impl ProxyHandler {
                 upstream: upstream.to_owned(),
             })
         };
-        let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
+        let presented = match self.auth.admit(&proxy, peer.ip(), &headers) {
+            Ok(presented) => presented,
+            Err(throttled) => return Submitted::Now(throttled),
+        };
+        let routed = proxy.route(self.listener, &method, &target, &headers, body);
+        self.auth.judged(
+            peer.ip(),
+            presented,
+            routed.as_ref().err().map(Rejection::kind),
+        );
+        let forward = match routed {
             Ok(forward) => forward,
             Err(rejection) => {
-                tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
+                // Failed authentication is logged in summary by the guard.
+                if !auth_guard::is_auth_failure(rejection.kind()) {
+                    tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
+                }
                 let shape = proxy.error_shape_for(self.listener, &target);
                 let response = rejection.into_response_shaped(shape);
                 if let Some(access) = access("-") {
