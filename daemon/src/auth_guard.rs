@@ -427,7 +427,12 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || {
+            // Another test thread registering a callsite at the same time
+            // can leave the cached interest without this subscriber.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let bytes = buffer.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }

@@ -180,14 +180,12 @@ impl Daemon {
                     .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
             })
         });
-        let ca_problem = match intercepts.then(|| ca.get()) {
-            Some(Err(why)) => {
-                tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots will fail, and /readyz says not ready");
-                Some(why.to_string())
-            }
-            _ => None,
-        };
-        let readiness = Arc::new(probes::Readiness::new(ca_problem));
+        if intercepts {
+            // A CA that cannot be opened says so once, and /readyz and
+            // /health report it until it can (see `ca::LazyCa`).
+            let _ = ca.get();
+        }
+        let readiness = Arc::new(probes::Readiness::new(intercepts.then(|| Arc::clone(&ca))));
         let access = Arc::new(access::AccessLog::default());
         let auth = Arc::new(auth_guard::AuthGuard::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
@@ -821,7 +819,8 @@ impl ProxyHandler {
                 }
             }
             Err(why) => {
-                tracing::error!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
+                // Said at `error` once, when the CA failed (`ca::LazyCa`).
+                tracing::debug!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
                 Rejection::ca_unavailable(why).into_response().into()
             }
         }
@@ -969,12 +968,22 @@ impl ProxyHandler {
             return endpoint.render::<&str>(&[]);
         }
         let proxy = self.current.get();
+        let ca_problem = self.readiness.ca_problem();
         let reports: Vec<_> = self
             .hosts
             .iter()
             .map(|(id, host)| {
                 let stats = host.stats();
-                let health = stats.health.clone();
+                let mut health = stats.health.clone();
+                if let Some(why) = &ca_problem {
+                    // Plain requests still work; intercepted CONNECTs fail.
+                    health.reasons.push(syncoord_core::stats::Reason {
+                        severity: syncoord_core::stats::Status::Degraded,
+                        code: "ca_unavailable",
+                        message: format!("the local CA for CONNECT is unusable (intercepting bots get 502 ca_unavailable): {why}"),
+                    });
+                    health.status = health.status.max(syncoord_core::stats::Status::Degraded);
+                }
                 (proxy.upstream(id).name.as_str(), stats, health)
             })
             .collect();
