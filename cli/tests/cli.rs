@@ -355,6 +355,24 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
          {entry}\n"
     );
     let file = dir.join("signing.toml");
+    // A key file others may read is refused, as ssh refuses one...
+    std::fs::write(&file, &config).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+        .args(["check-config"])
+        .arg(&file)
+        .output()
+        .expect("run syncoord");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("credentials[0].private_key_file: `ed.key` may be read by other users (mode 644): `chmod 600` it, or set `allow_readable_files = true`"),
+        "{stderr}"
+    );
+    // ...unless the credential says its access is guarded otherwise.
+    let config = config.replace(
+        "private_key_file = \"ed.key\"\n",
+        "private_key_file = \"ed.key\"\nallow_readable_files = true\n",
+    );
     std::fs::write(&file, &config).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
         .args(["check-config"])
@@ -391,6 +409,31 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
         stderr.contains("credentials[0].private_key_env: `SYNCOORD_TEST_UNSET_KEY` is not set"),
         "{stderr}"
     );
+    // A token from the environment too weak to guard the keys is refused,
+    // saying how to make one.
+    let with_env_token = format!(
+        "{config}\n[[clients]]\nname = \"bot2\"\ntoken_env = \"SYNCOORD_TEST_WEAK_TOKEN\"\ncredentials = [\"desk\"]\n"
+    );
+    std::fs::write(&file, &with_env_token).expect("write");
+    for (token, ok) in [("letmein", false), (minted.as_str(), true)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["check-config"])
+            .arg(&file)
+            .env("SYNCOORD_TEST_WEAK_TOKEN", token)
+            .output()
+            .expect("run syncoord");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{token}: {stderr}");
+        if !ok {
+            assert!(
+                stderr.contains(
+                    "clients[1].token_env: the token in `SYNCOORD_TEST_WEAK_TOKEN` is too weak"
+                ) && stderr.contains("syncoord token --name bot2"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains(token), "{stderr}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

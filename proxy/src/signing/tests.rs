@@ -458,7 +458,7 @@ fn a_weak_token_from_the_environment_is_refused() {
         assert_eq!(errors.0[0].field, "clients[1].token_env");
         let message = &errors.0[0].message;
         assert!(
-            message.contains("too weak") && message.contains("syncoord token bot2"),
+            message.contains("too weak") && message.contains("syncoord token --name bot2"),
             "{message}"
         );
         assert!(

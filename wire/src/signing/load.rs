@@ -123,7 +123,7 @@ pub fn load_signing(
                         issues.push((
                             format!("clients[{i}].token_env"),
                             format!(
-                                "the token in `{env}` is too weak to guard signing keys: about {bits} bits of entropy, at least {} needed (make one with `syncoord token {}`)",
+                                "the token in `{env}` is too weak to guard signing keys: about {bits} bits of entropy, at least {} needed (make one with `syncoord token --name {}`)",
                                 super::clients::MIN_TOKEN_BITS,
                                 c.name
                             ),
