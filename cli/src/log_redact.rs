@@ -22,33 +22,59 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
     type Writer = Line<M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        Line(Some(self.0.make_writer()))
+        Line {
+            out: Some(self.0.make_writer()),
+            bridged: true,
+        }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        let raw = RAW_DUMP_TARGETS
-            .iter()
-            .any(|t| meta.target() == *t || meta.target().starts_with(&format!("{t}::")));
-        Line((!raw).then(|| self.0.make_writer_for(meta)))
+        let raw = RAW_DUMP_TARGETS.iter().any(|t| is_within(meta.target(), t));
+        Line {
+            out: (!raw).then(|| self.0.make_writer_for(meta)),
+            // A `log` record (ureq's are) comes with the bridge's own
+            // metadata, target `log`: its real target is known only from
+            // the formatted line.
+            bridged: meta.target() == "log",
+        }
     }
+}
+
+/// Whether `target` is `module` or inside it.
+fn is_within(target: &str, module: &str) -> bool {
+    target
+        .strip_prefix(module)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
 /// One event's writer: its text redacted (the formatter hands over a
 /// whole line per write), or nothing at all for a raw dump.
-pub struct Line<W>(Option<W>);
+pub struct Line<W> {
+    out: Option<W>,
+    /// From the `log` bridge: a raw dump is recognised by the target the
+    /// formatter wrote (`ureq_proto::util: ` or `"target":"ureq_proto::util"`).
+    bridged: bool,
+}
 
 impl<W: Write> Write for Line<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let Some(out) = &mut self.0 else {
+        let Some(out) = &mut self.out else {
             return Ok(buf.len());
         };
         let text = String::from_utf8_lossy(buf);
+        if self.bridged
+            && RAW_DUMP_TARGETS.iter().any(|t| {
+                text.contains(&format!(" {t}: ")) || text.contains(&format!("\"target\":\"{t}\""))
+            })
+        {
+            return Ok(buf.len());
+        }
         out.write_all(syncoord_wire::redact(&text).as_bytes())?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.as_mut().map_or(Ok(()), Write::flush)
+        self.out.as_mut().map_or(Ok(()), Write::flush)
     }
 }
 
