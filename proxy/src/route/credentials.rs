@@ -134,12 +134,36 @@ impl Proxy {
     }
 }
 
-/// The first header that names an identity of the bot's own (a bearer
-/// token, Coinbase's `CB-ACCESS-*`), as the bot spelled it.
+/// The first header that names an identity of the bot's own, as the bot
+/// spelled it: `Authorization` with a scheme and a credential (a bearer
+/// token, a JWT), or `CB-ACCESS-KEY`, unless the key it names is a
+/// placeholder ([`is_placeholder_key`]). Client libraries that insist on
+/// signing (coinbase-advanced-py, ccxt) are given a placeholder key and
+/// their signature is dropped; a real key id beside a token is refused.
 fn other_identity(headers: &[(String, String)]) -> Option<&str> {
-    headers.iter().map(|(n, _)| n.as_str()).find(|n| {
-        signing::SIGNATURE_HEADERS
-            .iter()
-            .any(|s| n.eq_ignore_ascii_case(s))
+    headers.iter().find_map(|(name, value)| {
+        let identity = if name.eq_ignore_ascii_case("authorization") {
+            let value = value.trim();
+            // A single word (`signed-by-syncoord`) names nobody.
+            value.contains([' ', '\t'])
+                && !syncoord_wire::key_name("authorization", value)
+                    .strip_prefix("jwt:")
+                    .is_some_and(is_placeholder_key)
+        } else if name.eq_ignore_ascii_case("cb-access-key") {
+            !is_placeholder_key(value.trim())
+        } else {
+            false
+        };
+        identity.then_some(name.as_str())
     })
+}
+
+/// Whether a key id is one of the documented placeholders a bot gives a
+/// library that insists on signing: `placeholder`, `syncoord`, or a CDP
+/// key name ending in `/syncoord` (`organizations/-/apiKeys/syncoord`).
+pub(crate) fn is_placeholder_key(id: &str) -> bool {
+    let id = id.trim();
+    id.eq_ignore_ascii_case("placeholder")
+        || id.eq_ignore_ascii_case("syncoord")
+        || id.ends_with("/syncoord")
 }

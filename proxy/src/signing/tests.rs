@@ -167,6 +167,19 @@ fn a_token_signs_as_its_credential() {
     assert_eq!(f.outgoing.headers, h(&[("Accept", "application/json")]));
 }
 
+/// An unsigned JWT whose `sub` is `key_name`, as a bot's library would
+/// send one (only its claims are read here).
+fn jwt_for(key_name: &str) -> String {
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!(
+        "{}.{}.c2ln",
+        b64(serde_json::json!({"alg": "ES256", "kid": key_name})),
+        b64(serde_json::json!({"sub": key_name, "iss": "cdp"}))
+    )
+}
+
 /// A token and the bot's own identity in one request: which account the
 /// bot meant is not ours to guess, so it is refused before anything else.
 #[test]
@@ -174,9 +187,11 @@ fn a_token_with_another_identity_is_refused_with_400() {
     let p = proxy();
     for other in [
         ("Authorization", "Bearer forged.jwt.here"),
+        (
+            "authorization",
+            &format!("Bearer {}", jwt_for("organizations/o/apiKeys/real")),
+        ),
         ("CB-ACCESS-KEY", "someone-else"),
-        ("cb-access-passphrase", "p"),
-        ("CB-ACCESS-SIGN", "s"),
     ] {
         let refused = p
             .route(
@@ -194,6 +209,36 @@ fn a_token_with_another_identity_is_refused_with_400() {
             "{other:?}"
         );
         assert!(refused.message().contains(other.0), "{}", refused.message());
+    }
+    // Placeholders given to libraries that insist on signing name nobody:
+    // their signatures are dropped and syncoord signs.
+    for placeholder in [
+        vec![("Authorization", "signed-by-syncoord")],
+        vec![(
+            "Authorization",
+            &*format!("Bearer {}", jwt_for("organizations/-/apiKeys/syncoord")),
+        )],
+        vec![
+            ("CB-ACCESS-KEY", "placeholder"),
+            ("CB-ACCESS-SIGN", "c2ln"),
+            ("CB-ACCESS-PASSPHRASE", "placeholder"),
+        ],
+    ] {
+        let mut headers = vec![("X-Syncoord-Token", "test")];
+        headers.extend(placeholder.iter().copied());
+        let f = p
+            .route(None, "GET", ACCOUNTS, &h(&headers), Vec::new())
+            .unwrap_or_else(|r| panic!("{placeholder:?}: {r}"));
+        assert_eq!(f.outgoing.sign_as.as_deref(), Some("desk"));
+        assert!(
+            f.outgoing
+                .headers
+                .iter()
+                .all(|(n, _)| !n.eq_ignore_ascii_case("authorization")
+                    && !n.to_ascii_lowercase().starts_with("cb-access")),
+            "the placeholder signature is dropped: {:?}",
+            f.outgoing.headers
+        );
     }
     // The bot's own identity alone, on an upstream that lets unsigned
     // bots pass, is still forwarded as it is.
