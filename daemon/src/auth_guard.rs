@@ -211,7 +211,7 @@ impl AuthGuard {
     /// The door of signing mode, before the token is checked: `Ok(None)`
     /// without `[[clients]]` or without a token, `Ok(Some)` to go on and
     /// check it, `Err` with the `429 auth_throttled` to answer instead.
-    pub(crate) fn admit(
+    fn admit(
         &self,
         proxy: &Proxy,
         peer: IpAddr,
@@ -244,7 +244,7 @@ impl AuthGuard {
 
     /// What checking the token `presented` from `peer` came to: `refused`
     /// is the refusal's kind, if the request was refused.
-    pub(crate) fn judged(
+    fn judged(
         &self,
         peer: IpAddr,
         presented: Option<Presented>,
@@ -259,6 +259,29 @@ impl AuthGuard {
             (None, Some(sha)) => self.succeeded(peer, &sha, now),
             _ => {}
         }
+    }
+}
+
+impl AuthGuard {
+    /// Signing mode's door around `check` (routing, or authenticating a
+    /// CONNECT, which checks the token): `Err` with the `429` when the
+    /// source is throttled (and `check` is not run), else what `check`
+    /// came to, recorded as a failure or a success of the token.
+    pub(crate) fn guard<T>(
+        &self,
+        proxy: &Proxy,
+        peer: IpAddr,
+        headers: &[(String, String)],
+        check: impl FnOnce() -> Result<T, syncoord_proxy::Rejection>,
+    ) -> Result<Result<T, syncoord_proxy::Rejection>, Response> {
+        let presented = self.admit(proxy, peer, headers)?;
+        let outcome = check();
+        self.judged(
+            peer,
+            presented,
+            outcome.as_ref().err().map(syncoord_proxy::Rejection::kind),
+        );
+        Ok(outcome)
     }
 }
 

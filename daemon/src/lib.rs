@@ -776,16 +776,12 @@ impl ProxyHandler {
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
-        let presented = match self.auth.admit(&proxy, peer.ip(), &request.headers) {
-            Ok(presented) => presented,
+        let authenticated = match self.auth.guard(&proxy, peer.ip(), &request.headers, || {
+            proxy.authenticate(&request.headers)
+        }) {
+            Ok(authenticated) => authenticated,
             Err(throttled) => return throttled.into(),
         };
-        let authenticated = proxy.authenticate(&request.headers);
-        self.auth.judged(
-            peer.ip(),
-            presented,
-            authenticated.as_ref().err().map(Rejection::kind),
-        );
         if let Err(rejection) = authenticated {
             if !auth_guard::is_auth_failure(rejection.kind()) {
                 tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused");
@@ -895,17 +891,14 @@ impl ProxyHandler {
                 upstream: upstream.to_owned(),
             })
         };
-        let presented = match self.auth.admit(&proxy, peer.ip(), &headers) {
-            Ok(presented) => presented,
-            Err(throttled) => return Submitted::Now(throttled),
-        };
-        let routed = proxy.route(self.listener, &method, &target, &headers, body);
-        self.auth.judged(
-            peer.ip(),
-            presented,
-            routed.as_ref().err().map(Rejection::kind),
-        );
+        let routed = self.auth.guard(&proxy, peer.ip(), &headers, || {
+            proxy.route(self.listener, &method, &target, &headers, body)
+        });
         let forward = match routed {
+            Err(throttled) => return Submitted::Now(throttled),
+            Ok(routed) => routed,
+        };
+        let forward = match forward {
             Ok(forward) => forward,
             Err(rejection) => {
                 // Failed authentication is logged in summary by the guard.
@@ -976,13 +969,7 @@ impl ProxyHandler {
                 let stats = host.stats();
                 let mut health = stats.health.clone();
                 if let Some(why) = &ca_problem {
-                    // Plain requests still work; intercepted CONNECTs fail.
-                    health.reasons.push(syncoord_core::stats::Reason {
-                        severity: syncoord_core::stats::Status::Degraded,
-                        code: "ca_unavailable",
-                        message: format!("the local CA for CONNECT is unusable (intercepting bots get 502 ca_unavailable): {why}"),
-                    });
-                    health.status = health.status.max(syncoord_core::stats::Status::Degraded);
+                    probes::add_ca_reason(&mut health, why);
                 }
                 (proxy.upstream(id).name.as_str(), stats, health)
             })

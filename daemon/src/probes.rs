@@ -119,6 +119,21 @@ impl Readiness {
     }
 }
 
+/// An upstream's health with the CA's problem added: `degraded` (plain
+/// requests still work; intercepted `CONNECT`s get `502
+/// ca_unavailable`), reason `ca_unavailable`.
+pub(crate) fn add_ca_reason(health: &mut syncoord_core::stats::Health, why: &str) {
+    use syncoord_core::stats::{Reason, Status};
+    health.reasons.push(Reason {
+        severity: Status::Degraded,
+        code: "ca_unavailable",
+        message: format!(
+            "the local CA for CONNECT is unusable (intercepting bots get 502 ca_unavailable): {why}"
+        ),
+    });
+    health.status = health.status.max(Status::Degraded);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
