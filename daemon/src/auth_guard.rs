@@ -244,12 +244,7 @@ impl AuthGuard {
 
     /// What checking the token `presented` from `peer` came to: `refused`
     /// is the refusal's kind, if the request was refused.
-    fn judged(
-        &self,
-        peer: IpAddr,
-        presented: Option<Presented>,
-        refused: Option<RejectionKind>,
-    ) {
+    fn judged(&self, peer: IpAddr, presented: Option<Presented>, refused: Option<RejectionKind>) {
         let Some(Presented(sha)) = presented else {
             return;
         };

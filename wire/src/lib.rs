@@ -33,7 +33,7 @@ mod redact;
 mod signing;
 mod url;
 
-pub use cluster::ClusterSettings;
+pub use cluster::{ClusterSettings, Fingerprint};
 pub use headers::Headers;
 pub use identity::{
     credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,

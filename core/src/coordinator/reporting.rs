@@ -120,6 +120,7 @@ impl<P: Clone> Coordinator<P> {
             clients: self.stats.clients(),
             health,
             cluster: None,
+            orders: stats::OrderFates::default(),
         }
     }
 }
