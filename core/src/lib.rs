@@ -102,7 +102,7 @@ pub use limiter::{LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
-    Ticket, TransportError,
+    Ticket, Timing, TransportError,
 };
 pub use route::Route;
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};

@@ -394,6 +394,22 @@ pub struct Answer {
     pub source: Source,
     /// How old the response is (zero when it comes straight from upstream).
     pub age: Duration,
+    /// How this request's call went, for the access log (empty for an
+    /// answer from the cache).
+    pub timing: Timing,
+}
+
+/// How long an answered request waited for its call, and the call for
+/// upstream: what an access log line shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// From the request's submission to its call's first dispatch (zero
+    /// for a request that joined a call already sent); `None` when no
+    /// call answered it.
+    pub queue_wait: Option<Duration>,
+    /// From the answering call's dispatch to upstream's answer; `None`
+    /// when upstream did not answer it just now (cache, shared store).
+    pub upstream_latency: Option<Duration>,
 }
 
 /// Why a request ended without an answer. Every variant says what a caller

@@ -64,6 +64,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
+mod histogram;
 mod rejection;
 pub mod response;
 pub mod route;
@@ -116,7 +117,7 @@ mod cluster {
 }
 
 pub use config::{
-    ConfigFileError, ConfigFileErrors, Preset, PresetRoutes, Provenance, ProxyConfig,
+    ConfigFileError, ConfigFileErrors, LogFormat, Preset, PresetRoutes, Provenance, ProxyConfig,
     ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};

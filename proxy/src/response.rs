@@ -329,6 +329,7 @@ mod tests {
             response: Arc::new(upstream),
             source: Source::Stale,
             age: Duration::from_millis(12_700),
+            timing: Default::default(),
         };
         let r = answer_response(&answer);
         assert_eq!(r.status, 201);
@@ -355,6 +356,7 @@ mod tests {
             response: Arc::new(Response::new(200, "x").with_header("Age", "5")),
             source: Source::Upstream,
             age: Duration::ZERO,
+            timing: Default::default(),
         };
         let r = answer_response(&fresh);
         assert_eq!(r.header("age"), Some("5"), "upstream's own Age stays");
@@ -528,6 +530,7 @@ mod tests {
                 response: Arc::clone(&upstream),
                 source,
                 age: Duration::ZERO,
+                timing: Default::default(),
             });
             assert_eq!(
                 r.header("x-ratelimit-remaining").is_some(),

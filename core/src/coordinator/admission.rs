@@ -157,6 +157,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Cache,
                         age,
+                        timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -173,6 +174,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Stale,
                         age,
+                        timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -217,6 +219,7 @@ impl<P: Clone> Coordinator<P> {
                     response,
                     source: Source::Stale,
                     age,
+                    timing: Default::default(),
                 };
                 return Ok(self.answered(&a.client, answer));
             }
@@ -409,6 +412,7 @@ impl<P: Clone> Coordinator<P> {
             response,
             source,
             age,
+            timing: Default::default(),
         })
     }
 
