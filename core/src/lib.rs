@@ -67,6 +67,7 @@
 mod backoff;
 mod breaker;
 mod cache;
+mod client_share;
 mod compile;
 pub mod config;
 mod coordinator;
@@ -91,6 +92,7 @@ pub mod stats;
 /// max_clients`, the route memo), and clients are the operator's bots.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use client_share::ClientShare;
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{

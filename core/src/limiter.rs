@@ -424,7 +424,7 @@ impl Limiter {
     }
 
     /// The quota the bucket `key` runs at now.
-    fn quota_of(&self, key: &BucketKey) -> Option<Quota> {
+    pub(crate) fn quota_of(&self, key: &BucketKey) -> Option<Quota> {
         let scope = self.scopes.get(key.scope.0 as usize)?;
         Some(match self.buckets.get(key) {
             Some(b) => effective(scope, b, self.rules, self.share),

@@ -22,6 +22,7 @@ pub mod notify;
 mod probes;
 mod reload;
 pub mod trust;
+mod tunnels;
 
 pub use probes::{LIVEZ_PATH, READYZ_PATH};
 use reload::Current;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use syncoord_core::{CompiledConfig, Response, Timing};
 use syncoord_proxy::{
-    self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, UpstreamId,
+    self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, RejectionKind, UpstreamId,
 };
 use syncoord_wire::{Keyring, SecretSource};
 
@@ -224,6 +225,7 @@ impl Daemon {
             listeners.push((None, addr.as_str(), None, true));
         }
         let current = Arc::new(Current::new(Arc::clone(&proxy)));
+        let tunnels = Arc::new(tunnels::Tunnels::default());
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
         for (listener, addr, tls, admin_only) in listeners {
             // Names are not resolved (see `listen`): an address that does
@@ -242,6 +244,7 @@ impl Daemon {
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
                 auth: Arc::clone(&auth),
+                tunnels: Arc::clone(&tunnels),
                 orders: Arc::clone(&orders),
             });
             let bound = match tls {
@@ -499,6 +502,8 @@ struct ProxyHandler {
     access: Arc<access::AccessLog>,
     /// Failed client authentication, throttled per source.
     auth: Arc<auth_guard::AuthGuard>,
+    /// `[server] tunnel`: opened and failed, every listener together.
+    tunnels: Arc<tunnels::Tunnels>,
     /// Orders whose answer did not reach their bot: counted, recorded.
     orders: Arc<orders::OrderBook>,
 }
@@ -860,6 +865,18 @@ impl ProxyHandler {
             .collect();
         let target = match proxy.connect(&request.target) {
             Ok(target) => target,
+            Err(rejection) if rejection.kind() == RejectionKind::HostNotConfigured => {
+                // Not an upstream: a plain tunnel if `[server] tunnel`
+                // lists it, never interception.
+                if let Some(to) = proxy.tunnel(&request.target) {
+                    let timeout = Duration::from_secs_f64(
+                        proxy.config().server.upstream_connect_timeout_secs,
+                    );
+                    return self.tunnels.open(&to, timeout, peer);
+                }
+                tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
+                return rejection.into_response().into();
+            }
             Err(rejection) => {
                 tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
                 return rejection.into_response().into();
@@ -1073,6 +1090,7 @@ impl ProxyHandler {
                 (name, stats, health)
             })
             .collect();
-        endpoint.render(&reports)
+        let response = endpoint.render(&reports);
+        self.tunnels.add_to(endpoint, response)
     }
 }

@@ -68,6 +68,7 @@ mod histogram;
 mod rejection;
 pub mod response;
 pub mod route;
+pub mod tunnel;
 
 /// Signing mode: syncoord holds the API keys and signs each call just
 /// before the host sends it; bots present only a token. The pieces live

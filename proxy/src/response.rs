@@ -181,7 +181,8 @@ pub fn failure_response(failure: &Failure) -> Response {
 /// (reshaped for the upstream's clients, see [`ErrorShape`]) with
 /// `X-Syncoord-Error: <kind>`.
 ///
-/// Statuses: shed, open breaker, upstream rate limit and abort are 503
+/// Statuses: a client over its share refused (`above_share = "refuse"`) is
+/// 429 `client_share_exceeded` with `Retry-After`; shed, open breaker, upstream rate limit and abort are 503
 /// (try again later, with `Retry-After` where we know when); deadlines are
 /// 504, and so is `only-if-cached` with nothing cached (RFC 9111
 /// §5.2.1.7); syncoord's own exhaustion (threads, descriptors) is 503
@@ -194,6 +195,9 @@ pub fn failure_response_shaped(failure: &Failure, shape: ErrorShape) -> Response
         | Failure::BreakerOpen { retry_after, .. }
         | Failure::RateLimited { retry_after, .. } => (503, Some(retry_after_secs(*retry_after))),
         Failure::Aborted(_) => (503, Some(1)),
+        // The bot's own client spent its share: its own doing, not
+        // upstream's, hence 429 (and a kind apart from upstream's).
+        Failure::ShareExceeded { retry_after, .. } => (429, Some(retry_after_secs(*retry_after))),
         Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } | Failure::NotCached => {
             (504, None)
         }

@@ -42,9 +42,9 @@ pub use outgoing::Outgoing;
 pub use redact::{is_secret_header, redact, REDACTED, SECRET_HEADERS};
 pub use signing::{
     check_signing_specs, edge_signing_issues, load_signing, presented_token, token_sha256_hex,
-    AbovePriority, Client, ClientSpec, Clients, CredentialKind, CredentialSpec, KeyError, Keyring,
-    NoSecrets, SecretFile, SecretFileError, SecretSource, SignError, SignTarget, Signer,
-    SigningSettings, SigningSetup, SpecIssue, TokenError, CREDENTIAL_HEADER, JWT_LIFETIME_SECS,
-    SIGNATURE_HEADERS, TOKEN_HEADER,
+    AbovePriority, AboveShare, Client, ClientSpec, Clients, CredentialKind, CredentialSpec,
+    KeyError, Keyring, NoSecrets, SecretFile, SecretFileError, SecretSource, SignError, SignTarget,
+    Signer, SigningSettings, SigningSetup, SpecIssue, TokenError, CREDENTIAL_HEADER,
+    JWT_LIFETIME_SECS, SIGNATURE_HEADERS, TOKEN_HEADER,
 };
 pub use url::{split_absolute, BaseUrl, BaseUrlError, Origin, UrlError};

@@ -1116,4 +1116,5 @@ mod output;
 mod paying;
 mod reconfigure;
 mod shared;
+mod shares;
 mod writes;

@@ -102,6 +102,12 @@ pub struct ServerSettings {
     /// object per line, for log shippers). `--log-format` (or
     /// `SYNCOORD_LOG_FORMAT`) wins over it. Default: `text`. Read at start.
     pub log_format: Option<LogFormat>,
+    /// Hosts a `CONNECT` may open a plain TCP tunnel to, untouched (no
+    /// interception, no cache): `host:port`, `*.example.com:443`, or `*`
+    /// (only when every listener is on loopback). Configured upstreams
+    /// are intercepted whatever this says; anything else is `403`.
+    /// Default: none.
+    pub tunnel: Vec<String>,
 }
 
 /// How log lines are written (`[server] log_format`, `--log-format`).
@@ -143,6 +149,7 @@ impl Default for ServerSettings {
             admin_listen: None,
             admin_token_env: None,
             log_format: None,
+            tunnel: Vec::new(),
         }
     }
 }
