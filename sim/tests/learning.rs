@@ -4,6 +4,8 @@
 
 use syncoord_core::config::coinbase;
 use syncoord_core::Duration;
+use syncoord_proxy::ProxyConfig;
+use syncoord_sim::workload::Workload;
 use syncoord_sim::{self as sim, Ban, HeaderStyle, Report, Scenario};
 
 const HOURS: u64 = 6;
@@ -152,4 +154,45 @@ fn a_private_limit_far_below_the_presets_is_learned() {
     assert!(per_thousand(&r) <= 5.0, "{:.2}", per_thousand(&r));
     assert!(per_sec >= 0.9 * 4.0, "{per_sec:.2}/s");
     assert_eq!(r.bot_429s, 0);
+}
+
+/// Requests that got an answer.
+fn answered(r: &Report) -> u64 {
+    r.requests - r.failures.values().sum::<u64>()
+}
+
+#[test]
+fn the_example_workload_loses_no_throughput_to_learning() {
+    // examples/workload.toml against the Coinbase defaults (what `syncoord
+    // simulate --workload examples/workload.toml` runs), through its
+    // 429 storm six hours in: a correct configuration, learning on and
+    // off, within 2% of each other.
+    let text = include_str!("../../examples/workload.toml");
+    let workload = Workload::from_toml_str(text).expect("the example parses");
+    let mut config = ProxyConfig::default();
+    let on = workload
+        .scenario(&config, Duration::from_secs(7 * 3600), None)
+        .expect("a scenario");
+    for u in &mut config.upstreams {
+        u.coordination.limiter.learn.enabled = false;
+    }
+    let off = workload
+        .scenario(&config, Duration::from_secs(7 * 3600), None)
+        .expect("a scenario");
+    assert!(on.config.limiter.learn.enabled && !off.config.limiter.learn.enabled);
+    let (on, off) = (sim::run(&on), sim::run(&off));
+    summary("example, learning", &on);
+    summary("example, fixed", &off);
+    for (what, a, b) in [
+        ("accepted calls", accepted(&on), accepted(&off)),
+        ("answered requests", answered(&on), answered(&off)),
+    ] {
+        let (a, b) = (a as f64, b as f64);
+        println!(
+            "{what}: learning {a}, fixed {b} ({:+.3}%)",
+            (a / b - 1.0) * 100.0
+        );
+        assert!(a >= 0.98 * b, "{what}: {a} < 98% of {b}");
+    }
+    assert!(on.upstream_429s <= off.upstream_429s);
 }
