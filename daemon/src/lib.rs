@@ -94,6 +94,8 @@ pub struct Daemon {
     drain: Duration,
     /// `server.state_file`, and the proxy whose upstreams name its entries.
     state: Option<(std::path::PathBuf, Arc<Proxy>)>,
+    /// Saves the learned rates while the daemon runs (with `state`).
+    saver: Option<learned::Saver>,
     /// The configuration in effect, swapped by [`Daemon::reload`].
     current: Arc<Current>,
     /// One reload at a time.
@@ -163,6 +165,14 @@ impl Daemon {
         if let Some((path, proxy)) = &state {
             learned::restore(path, proxy, &hosts);
         }
+        let saver = state.as_ref().and_then(|(path, proxy)| {
+            learned::Saver::start(
+                path.clone(),
+                Arc::clone(proxy),
+                Arc::clone(&hosts),
+                learned::SAVE_EVERY,
+            )
+        });
         let limits = server_limits(&settings);
         let ca_dir = settings
             .ca_dir
@@ -271,6 +281,7 @@ impl Daemon {
             hosts,
             drain: settings.drain(),
             state,
+            saver,
             current,
             reloading: std::sync::Mutex::new(()),
             keyrings,
@@ -326,6 +337,9 @@ impl Daemon {
         });
         for server in self.servers {
             server.join();
+        }
+        if let Some(saver) = self.saver {
+            saver.stop();
         }
         if let Some((path, proxy)) = &self.state {
             learned::save(path, proxy, &self.hosts);

@@ -1,7 +1,7 @@
 //! The learning limiter end to end: a daemon configured with the presets
 //! in front of a mock whose public limit is a fifth of them learns the
-//! real one from its 429s, shows it in its stats, saves it at shutdown
-//! (`server.state_file`), and a daemon started on that file does not start
+//! real one from its 429s, shows it in its stats, saves it while running
+//! and at shutdown (`server.state_file`), and a daemon started on that file does not start
 //! over.
 
 use std::time::{Duration, Instant};
@@ -84,6 +84,17 @@ fn a_learned_limit_shows_in_stats_and_survives_a_restart() {
         .unwrap_or_else(|| panic!("{bucket}"));
     assert!(rate < 9.0, "learned {rate}/s under the configured 9/s");
     assert_eq!(bucket["learned_from"], "rate-limited");
+    // Saved while running (every 5 s when the rates changed), not only at
+    // shutdown: a daemon that is killed keeps what it learned.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let saved = loop {
+        match std::fs::read_to_string(&state) {
+            Ok(text) => break text,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("no state file 8 s after learning, before shutdown: {e}"),
+        }
+    };
+    assert!(saved.contains("\"rate-limited\""), "{saved}");
     daemon.shutdown();
     let saved = std::fs::read_to_string(&state).expect("state file written at shutdown");
     assert!(saved.contains("\"mock\""), "{saved}");
