@@ -253,6 +253,27 @@ pub struct BucketSnapshot {
     pub rate_limited: u64,
 }
 
+/// One bucket a request draws on, as syncoord tells the bot that sent it
+/// (the `RateLimit-Policy` and `RateLimit` fields it may add to answers):
+/// the budget in effect (learned or configured, at this coordinator's
+/// share) and where the bucket stands now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// The scope's name, from `[scopes]`.
+    pub scope: String,
+    /// Whether the bucket is the bot's credential's own (a per-credential
+    /// scope) rather than shared by every caller.
+    pub per_credential: bool,
+    /// Units per second in effect.
+    pub rate_per_sec: f64,
+    /// Units that may go at once.
+    pub burst: u32,
+    /// Units that could be spent right now (0 while paused).
+    pub remaining: f64,
+    /// Until the bucket is full again (or its pause ends).
+    pub reset: Duration,
+}
+
 pub(crate) struct Limiter {
     scopes: Vec<Scope>,
     buckets: HashMap<BucketKey, Bucket>,
@@ -762,6 +783,42 @@ impl Limiter {
 
     pub(crate) fn bucket_count(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Where each bucket of `keys` stands, for the bot whose call draws
+    /// on them (a bucket not seen yet is a full one).
+    pub(crate) fn budgets(&self, now: Instant, keys: &[BucketKey]) -> Vec<Budget> {
+        keys.iter()
+            .filter_map(|key| {
+                let scope = self.scopes.get(key.scope.0 as usize)?;
+                let fresh;
+                let b = match self.buckets.get(key) {
+                    Some(b) => b,
+                    None => {
+                        fresh = Bucket::new(&self.breaker_template);
+                        &fresh
+                    }
+                };
+                let quota = effective(scope, b, self.rules, self.share);
+                let unit = quota.interval().as_secs_f64() / self.recovery.factor(b, now);
+                let debt = b
+                    .tat
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                let paused = b.paused_until.filter(|&p| p > now);
+                let remaining = match paused {
+                    Some(_) => 0.0,
+                    None => (quota.tolerance().saturating_sub(debt).as_secs_f64() / unit).max(0.0),
+                };
+                Some(Budget {
+                    scope: scope.name.clone(),
+                    per_credential: key.credential.is_some(),
+                    rate_per_sec: 1.0 / unit,
+                    burst: quota.burst(),
+                    remaining,
+                    reset: paused.map_or(debt, |p| (p - now).max(debt)),
+                })
+            })
+            .collect()
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> Vec<BucketSnapshot> {

@@ -558,6 +558,29 @@ struct Waiting {
     /// The access log, when on, with what its line needs (boxed: most
     /// requests are answered at once, and this keeps `Submitted` small).
     access: Option<Box<Access>>,
+    /// What the answer's `RateLimit` fields are read from, when the
+    /// upstream sends them (boxed for the same reason).
+    budget: Option<Box<BudgetQuery>>,
+}
+
+/// The buckets a bot's call draws on, read when its answer is written
+/// (signals out: `RateLimit-Policy` / `RateLimit`, see
+/// [`proxy::ratelimit`]).
+struct BudgetQuery {
+    hosts: Arc<PerUpstream<Coordinator>>,
+    upstream: UpstreamId,
+    method: syncoord_core::Method,
+    path: String,
+    credential: Option<syncoord_core::Credential>,
+}
+
+impl BudgetQuery {
+    /// Adds the fields to `response`.
+    fn add_to(&self, response: &mut Response) {
+        let budgets =
+            self.hosts[self.upstream].budgets(&self.method, &self.path, self.credential.as_ref());
+        proxy::ratelimit::add_ratelimit_fields(&mut response.headers, &budgets);
+    }
 }
 
 /// What an access line needs beyond the answer.
@@ -626,6 +649,7 @@ impl Waiting {
             started,
             order_id,
             access,
+            budget,
         } = self;
         let result = loop {
             let left = request_timeout.saturating_sub(started.elapsed());
@@ -641,7 +665,10 @@ impl Waiting {
                 return None;
             }
         };
-        let response = call_response(result, shape);
+        let mut response = call_response(result, shape);
+        if let Some(budget) = &budget {
+            budget.add_to(&mut response);
+        }
         log_answer(
             &response,
             &peer,
@@ -707,7 +734,10 @@ impl Waiting {
 
     /// The answer to the bot, logged.
     fn answered(&self, result: Result<syncoord_core::Answer, CallError>) -> Response {
-        let response = call_response(result, self.shape);
+        let mut response = call_response(result, self.shape);
+        if let Some(budget) = &self.budget {
+            budget.add_to(&mut response);
+        }
         let Waiting {
             peer,
             client,
@@ -920,13 +950,31 @@ impl ProxyHandler {
             None => server.request_timeout(),
         };
         let access = access(&proxy.upstream(forward.upstream).name);
+        let budget = proxy
+            .upstream(forward.upstream)
+            .coordination
+            .limiter
+            .signals
+            .send_ratelimit_fields
+            .then(|| {
+                Box::new(BudgetQuery {
+                    hosts: Arc::clone(&self.hosts),
+                    upstream: forward.upstream,
+                    method: forward.request.method.clone(),
+                    path: forward.request.path.clone(),
+                    credential: forward.request.credential.clone(),
+                })
+            });
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
-            let response = call_response(result, shape);
+            let mut response = call_response(result, shape);
+            if let Some(budget) = &budget {
+                budget.add_to(&mut response);
+            }
             if let Some(access) = &access {
                 access.record(&client, &method, &response);
             }
@@ -944,6 +992,7 @@ impl ProxyHandler {
             started,
             order_id,
             access: access.map(Box::new),
+            budget,
         })
     }
 

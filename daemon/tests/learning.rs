@@ -147,3 +147,73 @@ fn stated_limits_in_each_header_style_are_learned_without_a_429() {
         assert_eq!(mock.stats().rate_limited, 0, "{style:?}");
     }
 }
+
+/// `RateLimit-Policy` and `RateLimit` on an answer, as `sfv` parses them:
+/// (policy name, parameters) per member.
+fn ratelimit_fields(url: &str) -> Option<(sfv::List, sfv::List)> {
+    let response = agent().get(url).call().expect("an answer");
+    let field = |name: &str| {
+        let value = response.headers().get(name)?.to_str().ok()?;
+        Some(
+            sfv::Parser::new(value)
+                .parse_list::<sfv::List>()
+                .unwrap_or_else(|e| panic!("{name}: {value}: {e}")),
+        )
+    };
+    Some((field("ratelimit-policy")?, field("ratelimit")?))
+}
+
+fn param<'a>(entry: &'a sfv::ListEntry, key: &str) -> &'a sfv::BareItem {
+    let sfv::ListEntry::Item(item) = entry else {
+        panic!("an inner list")
+    };
+    item.params
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no `{key}` in {item:?}"))
+}
+
+#[test]
+fn answers_tell_the_bot_its_budget_in_ratelimit_fields() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let (daemon, base) = common::daemon(&mock, "");
+    let url = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    let first = ratelimit_fields(&url);
+    // The second is a cache hit: it says where the bucket stands too.
+    let second = ratelimit_fields(&url);
+    daemon.shutdown();
+    for (policy, limit) in [first, second].into_iter().map(|f| f.expect("both fields")) {
+        assert_eq!(policy.len(), 1, "{policy:?}");
+        let sfv::ListEntry::Item(item) = &policy[0] else {
+            panic!("an inner list")
+        };
+        assert_eq!(
+            item.bare_item.as_string().map(|s| s.as_str()),
+            Some("public")
+        );
+        // The preset's public 10/s at 90%: 9 per second.
+        assert_eq!(param(&policy[0], "q").as_integer(), Some(sfv::integer(9)));
+        assert_eq!(param(&policy[0], "w").as_integer(), Some(sfv::integer(1)));
+        assert_eq!(
+            param(&policy[0], "syncoord-per")
+                .as_token()
+                .map(|t| t.as_str()),
+            Some("global")
+        );
+        let r = param(&limit[0], "r").as_integer().expect("r");
+        assert!((sfv::integer(0)..=sfv::integer(9)).contains(&r), "{r}");
+        assert!(param(&limit[0], "t").as_integer().is_some());
+    }
+
+    // Turned off for an API whose clients misread them: absent.
+    let (daemon, base) = common::daemon(
+        &mock,
+        "[upstreams.coordination.limiter.signals]\nsend_ratelimit_fields = false\n",
+    );
+    let off = ratelimit_fields(&format!(
+        "{base}/api/v3/brokerage/market/products/BTC-USD/ticker"
+    ));
+    daemon.shutdown();
+    assert!(off.is_none(), "{off:?}");
+}

@@ -64,6 +64,7 @@
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
+pub mod ratelimit;
 mod rejection;
 pub mod response;
 pub mod route;

@@ -242,6 +242,19 @@ impl Coordinator {
         stats
     }
 
+    /// The budget a call by `credential` on `method` `path` draws on, as
+    /// its bot is told ([`syncoord_core::Coordinator::budgets`]).
+    pub fn budgets(
+        &self,
+        method: &syncoord_core::Method,
+        path: &str,
+        credential: Option<&syncoord_core::Credential>,
+    ) -> Vec<syncoord_core::Budget> {
+        self.host
+            .shared
+            .with_core(|core| core.budgets(Instant::now(), method, path, credential))
+    }
+
     /// Every bucket's learned rate, to save across a restart
     /// ([`syncoord_core::Coordinator::learned_rates`]).
     pub fn learned_rates(&self) -> Vec<syncoord_core::LearnedRate> {
