@@ -217,3 +217,46 @@ fn answers_tell_the_bot_its_budget_in_ratelimit_fields() {
     daemon.shutdown();
     assert!(off.is_none(), "{off:?}");
 }
+
+#[test]
+fn weight_headers_show_in_the_buckets_level() {
+    // Binance style: upstream counts each key's calls in the minute and
+    // says so; the preset's public 10/s is 600 a minute. Another client
+    // of the same IP (not behind syncoord) spends them all first.
+    let rates = MockRates {
+        advanced_public: BucketSpec::new(1000.0, 1000.0),
+        ..MockRates::default()
+    };
+    let mock = MockUpstream::start(MockOptions {
+        rates,
+        headers: HeaderStyle::Weight,
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (daemon, base) = common::daemon(
+        &mock,
+        "[upstreams.coordination.limiter.signals]\nweight = \"x-mbx-used-weight-1m\"\nweight_window_secs = 60\n",
+    );
+    let outside = agent();
+    for n in 0..600 {
+        let url = format!(
+            "{}/api/v3/brokerage/market/products/BTC-USD/ticker?outside={n}",
+            mock.base_url()
+        );
+        assert_eq!(get(&outside, &url, &[]).status, 200);
+    }
+    // One call through syncoord: upstream says 601 of 600 are used.
+    let url = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    assert_eq!(get(&agent(), &url, &[]).status, 200);
+    let bucket = public_bucket(&base);
+    daemon.shutdown();
+    let tokens = bucket["tokens"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{bucket}"));
+    // Without the header it would hold 8 of its 9 (the burst at 90%).
+    assert!(
+        tokens < 1.0,
+        "the weight header emptied the bucket: {bucket}"
+    );
+    assert_eq!(mock.stats().rate_limited, 0);
+}
