@@ -373,16 +373,29 @@ impl Limiter {
         self.share = share;
     }
 
-    /// `keys` as a shared store keeps them: at the whole budget.
+    /// `keys` as a shared store keeps them: at the whole budget, at the
+    /// learned rate where one is learned (every daemon spends the same
+    /// upstream limit).
     pub(crate) fn shared_buckets(&self, keys: &[BucketKey]) -> Vec<SharedBucket> {
         keys.iter()
             .filter_map(|k| {
                 let s = self.scopes.get(k.scope.0 as usize)?;
+                let quota = match self.buckets.get(k).and_then(|b| b.learned.as_ref()) {
+                    Some(l) => {
+                        let learned = Quota::at_rate(l.rate, l.burst);
+                        if self.rules.trust && l.from == LearnedFrom::Stated {
+                            learned
+                        } else {
+                            learned.slower_of(s.full)
+                        }
+                    }
+                    None => s.full,
+                };
                 Some(SharedBucket {
                     scope: s.name.clone(),
                     credential: k.credential.clone(),
-                    interval: s.full.interval(),
-                    burst: s.full.burst(),
+                    interval: quota.interval(),
+                    burst: quota.burst(),
                 })
             })
             .collect()
@@ -777,6 +790,59 @@ impl Limiter {
                 bucket.tat = Some(bucket.tat.map_or(now, |t| t.max(now)) + tolerance);
                 taken += 1;
             }
+        }
+        taken
+    }
+
+    /// Takes up rates other daemons learned (through a shared store), so
+    /// all learn together: each one lower than this bucket's own (or
+    /// where it has none) replaces it, the units owed carried over at the
+    /// new pace (the bucket is not emptied: its level is this daemon's
+    /// own). Bounds as [`Self::restore`]. Returns how many were taken.
+    pub(crate) fn adopt(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
+        let mut taken = 0;
+        for r in rates {
+            let Some(i) = self.scopes.iter().position(|s| s.name == r.scope) else {
+                continue;
+            };
+            let scope = &self.scopes[i];
+            let keyed = scope.keying == Keying::Credential;
+            if !self.rules.enabled
+                || keyed != r.credential.is_some()
+                || !(r.rate_per_sec.is_finite() && r.rate_per_sec > 0.0)
+                || !r.age_secs.is_finite()
+            {
+                continue;
+            }
+            let Some(at) = now.checked_sub(secs(r.age_secs)) else {
+                continue;
+            };
+            let ceiling = scope.ceiling();
+            let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
+            if !(self.rules.trust && r.from == LearnedFrom::Stated) {
+                rate = rate.min(ceiling);
+            }
+            let learned = Learned::restored(rate, r.burst, r.from, at);
+            if learned.expired(now, self.rules) {
+                continue;
+            }
+            let key = BucketKey {
+                scope: ScopeId(i as u16),
+                credential: r.credential.as_deref().map(Credential::new),
+            };
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
+            if bucket.learned.as_ref().is_some_and(|l| l.rate <= rate) {
+                continue;
+            }
+            let before = effective(scope, bucket, self.rules, self.share);
+            bucket.learned = Some(learned);
+            let quota = effective(scope, bucket, self.rules, self.share);
+            if let Some(tat) = bucket.tat {
+                let owed = tat.saturating_duration_since(now).as_secs_f64()
+                    / before.interval().as_secs_f64();
+                bucket.tat = Some(now + quota.interval().mul_f64(owed.min(1e9)));
+            }
+            taken += 1;
         }
         taken
     }

@@ -79,6 +79,14 @@ impl<P: Clone> Coordinator<P> {
         self.limiter.restore(now, rates)
     }
 
+    /// Takes up rates other daemons learned (a shared store's), each only
+    /// where it is lower than this coordinator's own, without emptying
+    /// the bucket. Returns how many were taken.
+    pub fn adopt_learned(&mut self, now: Instant, rates: &[crate::LearnedRate]) -> usize {
+        let now = now.max(self.now);
+        self.limiter.adopt(now, rates)
+    }
+
     /// The budget a call by `credential` on `method` `path` draws on, bucket
     /// by bucket, as of `now`: what syncoord tells the bot that sent it
     /// (`RateLimit-Policy` / `RateLimit`). Reads state only.

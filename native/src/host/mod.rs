@@ -190,7 +190,9 @@ impl Coordinator {
             let beat = shared.clone();
             let handle = thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || cluster.run_heartbeat(&|| beat.store_changed()))
+                .spawn(move || {
+                    cluster.run_heartbeat(&|| beat.store_changed(), &|| beat.share_learned())
+                })
                 .map_err(|source| StartError::Spawn { name, source })?;
             *coordinator
                 .host
