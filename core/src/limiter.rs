@@ -807,11 +807,12 @@ impl Limiter {
             };
             let scope = &self.scopes[i];
             let keyed = scope.keying == Keying::Credential;
-            if !self.rules.enabled
-                || keyed != r.credential.is_some()
-                || !(r.rate_per_sec.is_finite() && r.rate_per_sec > 0.0)
-                || !r.age_secs.is_finite()
-            {
+            let usable = self.rules.enabled
+                && keyed == r.credential.is_some()
+                && r.rate_per_sec.is_finite()
+                && r.rate_per_sec > 0.0
+                && r.age_secs.is_finite();
+            if !usable {
                 continue;
             }
             let Some(at) = now.checked_sub(secs(r.age_secs)) else {
