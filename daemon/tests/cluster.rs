@@ -7,6 +7,9 @@
 //!   (0 upstream 429s; alone, the same three daemons get 429s);
 //! - a ticker one daemon fetched is answered to another from Redis; a
 //!   private answer only to the same credential;
+//! - daemons under one name in front of different upstreams share no
+//!   answer, and each reports the other; a peer with other limits for the
+//!   same upstream is reported;
 //! - Redis killed mid-run: no bot sees an error, 429s stay bounded, health
 //!   is degraded naming the store; Redis back: sharing resumes;
 //! - the GCRA script's arithmetic is the core's (`syncoord_core::gcra`),
@@ -370,6 +373,78 @@ fn a_ticker_one_daemon_fetched_is_answered_to_another_from_redis() {
     mock.shutdown();
 }
 
+/// Polls `base`'s cluster stats until `peers_disagreeing` is `n` (a few
+/// heartbeats of 0.2 s), returning the last value seen.
+fn disagreeing_peers(base: &str, n: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = cluster_stats(base)["cluster"]["peers_disagreeing"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        if seen == n || Instant::now() > until {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemons_under_one_name_in_front_of_other_upstreams_share_nothing() {
+    // A staging and a production daemon, the same cluster name, the same
+    // upstream name (`mock`), two different upstreams.
+    let redis = Redis::start();
+    let staging = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let prod = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let (a, base_a) = daemon(&staging, Some(&redis.url()), "shared-name");
+    let (b, base_b) = daemon(&prod, Some(&redis.url()), "shared-name");
+    let agent = agent();
+    let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+    let first = get(&agent, &format!("{base_a}{ticker}"), &[]);
+    assert_eq!(first.status, 200);
+    assert_eq!(staging.stats().requests_total, 1);
+    let second = get(&agent, &format!("{base_b}{ticker}"), &[]);
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        prod.stats().requests_total,
+        1,
+        "production's bot got staging's answer"
+    );
+    assert_ne!(second.cache.as_deref(), Some("hit"));
+    let c = &cluster_stats(&base_b)["cluster"];
+    assert_eq!(c["answers_found"], 0, "{c}");
+    // Each sees the other as a peer that disagrees (and logs it).
+    assert_eq!(disagreeing_peers(&base_a, 1), 1);
+    assert_eq!(disagreeing_peers(&base_b, 1), 1);
+    a.shutdown();
+    // Gone: forgotten within three heartbeats.
+    assert_eq!(disagreeing_peers(&base_b, 0), 0);
+    b.shutdown();
+    staging.shutdown();
+    prod.shutdown();
+}
+
+#[test]
+fn a_peer_with_other_limits_for_the_same_upstream_is_reported() {
+    let redis = Redis::start();
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let (a, base_a) = daemon(&mock, Some(&redis.url()), "limits");
+    let other = format!(
+        "\n[upstreams.coordination.queue]\ntop_class_reserve = 3\n\n[cluster]\nredis_url = \"{}\"\nname = \"limits\"\nheartbeat_secs = 0.2\n",
+        redis.url()
+    );
+    let (b, base_b) = common::daemon(&mock, &other);
+    let (c, base_c) = daemon(&mock, Some(&redis.url()), "limits");
+    assert_eq!(disagreeing_peers(&base_a, 1), 1, "A sees B");
+    assert_eq!(disagreeing_peers(&base_b, 2), 2, "B sees A and C");
+    assert_eq!(disagreeing_peers(&base_c, 1), 1, "C sees B");
+    // One upstream, one budget: the three still share it.
+    assert_eq!(cluster_stats(&base_a)["cluster"]["daemons_alive"], 3);
+    a.shutdown();
+    b.shutdown();
+    c.shutdown();
+    mock.shutdown();
+}
+
 #[test]
 fn concurrent_misses_on_two_daemons_make_one_upstream_call() {
     let redis = Redis::start();
@@ -671,14 +746,13 @@ fn a_rate_one_daemon_learned_reaches_the_others_through_redis() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // One entry per daemon in the additive `learned` hash (inline RESP,
-    // as `pings` does).
-    let entries = {
-        let mut s = TcpStream::connect(("127.0.0.1", redis.port)).expect("redis");
-        s.write_all(b"HLEN learn:mock:learned\r\n").expect("sent");
-        let mut buf = [0u8; 4];
-        s.read_exact(&mut buf).expect("an integer reply");
-        String::from_utf8_lossy(&buf).into_owned()
-    };
+    // as `pings` does; the key is under the upstream URL's hash).
+    let key = inline(&redis, "KEYS learn:*:learned");
+    let key = key
+        .lines()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no learned hash: {key:?}"));
+    let entries = inline(&redis, &format!("HLEN {key}"));
     a.shutdown();
     b.shutdown();
     assert!(
@@ -689,5 +763,24 @@ fn a_rate_one_daemon_learned_reaches_the_others_through_redis() {
         learned_b <= learned_a * 1.2 + 0.01,
         "B {learned_b} vs A {learned_a}"
     );
-    assert_eq!(entries, ":2\r\n", "one entry per daemon");
+    assert_eq!(entries.trim_end(), ":2", "one entry per daemon");
+}
+
+/// One inline command to `redis` and its whole reply as text.
+fn inline(redis: &Redis, command: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).expect("redis");
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .expect("sent");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("a timeout");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    // The reply is complete when nothing more comes.
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
 }
