@@ -67,6 +67,7 @@
 mod backoff;
 mod breaker;
 mod cache;
+mod client_share;
 mod compile;
 pub mod config;
 mod coordinator;
@@ -91,6 +92,7 @@ pub mod stats;
 /// max_clients`, the route memo), and clients are the operator's bots.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use client_share::ClientShare;
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{
@@ -102,7 +104,7 @@ pub use limiter::{Budget, LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
-    Ticket, TransportError,
+    Ticket, Timing, TransportError,
 };
 pub use route::Route;
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};

@@ -78,6 +78,9 @@ impl<P: Clone> Coordinator<P> {
         if let Some(admission) = self.check_budget(now, &a, &waiter, cache_key) {
             return admission;
         }
+        if let Some(admission) = self.check_share(now, &a, &request, &waiter, cache_key) {
+            return admission;
+        }
         if let Some(admission) = self.make_room(now, &a, cache_key) {
             return admission;
         }
@@ -157,6 +160,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Cache,
                         age,
+                        timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -173,6 +177,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Stale,
                         age,
+                        timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -217,6 +222,7 @@ impl<P: Clone> Coordinator<P> {
                     response,
                     source: Source::Stale,
                     age,
+                    timing: Default::default(),
                 };
                 return Ok(self.answered(&a.client, answer));
             }
@@ -254,6 +260,27 @@ impl<P: Clone> Coordinator<P> {
             }
         }
         None
+    }
+
+    /// Step 4b: a client whose share is spent, and whose share says to
+    /// refuse rather than wait, is refused (with when to retry).
+    fn check_share(
+        &mut self,
+        now: Instant,
+        a: &Admit,
+        request: &Request,
+        waiter: &Waiter<P>,
+        cache_key: Option<&CacheKey>,
+    ) -> Option<Admission> {
+        let share = request.share.as_ref().filter(|s| s.refuse)?;
+        let until = self
+            .shares
+            .check(now, &self.limiter, share, &waiter.lane, a.cost)?;
+        let failure = Failure::ShareExceeded {
+            holder: share.holder.to_string(),
+            retry_after: until - now,
+        };
+        Some(self.refuse(now, &a.client, cache_key, failure))
     }
 
     /// Step 5: a full queue sheds its least important call, or refuses
@@ -325,6 +352,7 @@ impl<P: Clone> Coordinator<P> {
                 refresh: false,
                 age_bounded: a.limit.is_some() || a.written.is_some(),
                 write: invalidation::WriteTarget::of(request),
+                share: request.share.clone(),
             },
         );
         self.deadlines.insert((waiter.deadline, ticket));
@@ -409,6 +437,7 @@ impl<P: Clone> Coordinator<P> {
             response,
             source,
             age,
+            timing: Default::default(),
         })
     }
 

@@ -53,6 +53,7 @@ use web_time::{Duration, Instant};
 
 use crate::backoff::{RetryPolicy, Verdict};
 use crate::cache::{Cache, CacheKey, Lookup, Store};
+use crate::client_share::{ClientShare, ShareLedger};
 use crate::compile::CompiledConfig;
 use crate::config::{secs, ClassId, Config};
 use crate::freshness::Storable;
@@ -162,6 +163,8 @@ struct Call {
     age_bounded: bool,
     /// An unsafe call: what it writes to, invalidated when it succeeds.
     write: Option<invalidation::WriteTarget>,
+    /// The creating request's client share, charged when the call leaves.
+    share: Option<ClientShare>,
 }
 
 /// What refresh-ahead re-sends for one key: the request of the latest
@@ -243,6 +246,8 @@ pub struct Coordinator<P = ()> {
     shared_out: VecDeque<SharedOutput>,
     /// The store cannot be reached: its name and our share of the budget.
     fallback: Option<(String, f64)>,
+    /// What each client with a share has spent.
+    shares: ShareLedger,
 }
 
 /// Outputs for the store kept at most, should a host not drain them.
@@ -291,6 +296,7 @@ impl<P: Clone> Coordinator<P> {
             sharing: false,
             shared_out: VecDeque::new(),
             fallback: None,
+            shares: ShareLedger::default(),
             config: compiled,
         }
     }
