@@ -102,6 +102,20 @@ fn effective(scope: &Scope, bucket: &Bucket, rules: Rules, share: f64) -> Quota 
     learned.slower_of(scope.quota)
 }
 
+/// A bucket's debt when its quota changes from `before` to `after`: the
+/// same units owed, at the new pace, and never a smaller share of the
+/// burst (a bucket emptied at a small burst stays empty when a larger one
+/// returns, so the units it sent just before are not sent again).
+fn carry_over(bucket: &mut Bucket, now: Instant, before: Quota, after: Quota) {
+    if let Some(tat) = bucket.tat {
+        let debt = tat.saturating_duration_since(now).as_secs_f64();
+        let units = debt / before.interval().as_secs_f64();
+        let share = debt / before.tolerance().as_secs_f64().max(f64::MIN_POSITIVE);
+        let owed = units.max(share * f64::from(after.burst()));
+        bucket.tat = Some(now + after.interval().mul_f64(owed.min(1e9)));
+    }
+}
+
 /// The bucket for `key`, created full if absent (never seen, or forgotten
 /// as idle while a call on it was in flight: what upstream says about that
 /// call still counts).
@@ -663,11 +677,7 @@ impl Limiter {
             // The same units owed, at the new pace: the promise holds
             // across the change.
             if quota != before {
-                if let Some(tat) = bucket.tat {
-                    let owed = tat.saturating_duration_since(now).as_secs_f64()
-                        / before.interval().as_secs_f64();
-                    bucket.tat = Some(now + quota.interval().mul_f64(owed.min(1e9)));
-                }
+                carry_over(bucket, now, before, quota);
             }
             let remaining = signals.remaining.or_else(|| {
                 signals.used.map(|(used, window)| {
@@ -851,11 +861,7 @@ impl Limiter {
             let before = effective(scope, bucket, self.rules, self.share);
             bucket.learned = Some(learned);
             let quota = effective(scope, bucket, self.rules, self.share);
-            if let Some(tat) = bucket.tat {
-                let owed = tat.saturating_duration_since(now).as_secs_f64()
-                    / before.interval().as_secs_f64();
-                bucket.tat = Some(now + quota.interval().mul_f64(owed.min(1e9)));
-            }
+            carry_over(bucket, now, before, quota);
             taken += 1;
         }
         taken
