@@ -220,6 +220,7 @@ impl MockArgs {
                 RateLimitHeaders::None => syncoord_mock::HeaderStyle::None,
                 RateLimitHeaders::XRatelimit => syncoord_mock::HeaderStyle::XRateLimit,
                 RateLimitHeaders::Ratelimit => syncoord_mock::HeaderStyle::RateLimit,
+                RateLimitHeaders::Weight => syncoord_mock::HeaderStyle::Weight,
             },
             ban: self.ban_after.map(|after| syncoord_mock::Ban {
                 after,
@@ -393,4 +394,6 @@ pub enum RateLimitHeaders {
     XRatelimit,
     /// `RateLimit-Policy` and `RateLimit` (draft 12).
     Ratelimit,
+    /// `X-MBX-USED-WEIGHT-1M`: calls in the current minute (Binance style).
+    Weight,
 }

@@ -100,7 +100,7 @@ pub use coordinator::{
 };
 pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
-pub use limiter::{LearnedFrom, LearnedRate};
+pub use limiter::{Budget, LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,

@@ -102,6 +102,20 @@ fn effective(scope: &Scope, bucket: &Bucket, rules: Rules, share: f64) -> Quota 
     learned.slower_of(scope.quota)
 }
 
+/// A bucket's debt when its quota changes from `before` to `after`: the
+/// same units owed, at the new pace, and never a smaller share of the
+/// burst (a bucket emptied at a small burst stays empty when a larger one
+/// returns, so the units it sent just before are not sent again).
+fn carry_over(bucket: &mut Bucket, now: Instant, before: Quota, after: Quota) {
+    if let Some(tat) = bucket.tat {
+        let debt = tat.saturating_duration_since(now).as_secs_f64();
+        let units = debt / before.interval().as_secs_f64();
+        let share = debt / before.tolerance().as_secs_f64().max(f64::MIN_POSITIVE);
+        let owed = units.max(share * f64::from(after.burst()));
+        bucket.tat = Some(now + after.interval().mul_f64(owed.min(1e9)));
+    }
+}
+
 /// The bucket for `key`, created full if absent (never seen, or forgotten
 /// as idle while a call on it was in flight: what upstream says about that
 /// call still counts).
@@ -251,6 +265,27 @@ pub struct BucketSnapshot {
     pub rate_limited: u64,
 }
 
+/// One bucket a request draws on, as syncoord tells the bot that sent it
+/// (the `RateLimit-Policy` and `RateLimit` fields it may add to answers):
+/// the budget in effect (learned or configured, at this coordinator's
+/// share) and where the bucket stands now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// The scope's name, from `[scopes]`.
+    pub scope: String,
+    /// Whether the bucket is the bot's credential's own (a per-credential
+    /// scope) rather than shared by every caller.
+    pub per_credential: bool,
+    /// Units per second in effect.
+    pub rate_per_sec: f64,
+    /// Units that may go at once.
+    pub burst: u32,
+    /// Units that could be spent right now (0 while paused).
+    pub remaining: f64,
+    /// Until the bucket is full again (or its pause ends).
+    pub reset: Duration,
+}
+
 pub(crate) struct Limiter {
     scopes: Vec<Scope>,
     buckets: HashMap<BucketKey, Bucket>,
@@ -363,16 +398,29 @@ impl Limiter {
         self.share = share;
     }
 
-    /// `keys` as a shared store keeps them: at the whole budget.
+    /// `keys` as a shared store keeps them: at the whole budget, at the
+    /// learned rate where one is learned (every daemon spends the same
+    /// upstream limit).
     pub(crate) fn shared_buckets(&self, keys: &[BucketKey]) -> Vec<SharedBucket> {
         keys.iter()
             .filter_map(|k| {
                 let s = self.scopes.get(k.scope.0 as usize)?;
+                let quota = match self.buckets.get(k).and_then(|b| b.learned.as_ref()) {
+                    Some(l) => {
+                        let learned = Quota::at_rate(l.rate, l.burst);
+                        if self.rules.trust && l.from == LearnedFrom::Stated {
+                            learned
+                        } else {
+                            learned.slower_of(s.full)
+                        }
+                    }
+                    None => s.full,
+                };
                 Some(SharedBucket {
                     scope: s.name.clone(),
                     credential: k.credential.clone(),
-                    interval: s.full.interval(),
-                    burst: s.full.burst(),
+                    interval: quota.interval(),
+                    burst: quota.burst(),
                 })
             })
             .collect()
@@ -629,11 +677,7 @@ impl Limiter {
             // The same units owed, at the new pace: the promise holds
             // across the change.
             if quota != before {
-                if let Some(tat) = bucket.tat {
-                    let owed = tat.saturating_duration_since(now).as_secs_f64()
-                        / before.interval().as_secs_f64();
-                    bucket.tat = Some(now + quota.interval().mul_f64(owed.min(1e9)));
-                }
+                carry_over(bucket, now, before, quota);
             }
             let remaining = signals.remaining.or_else(|| {
                 signals.used.map(|(used, window)| {
@@ -773,8 +817,94 @@ impl Limiter {
         taken
     }
 
+    /// Takes up rates other daemons learned (through a shared store), so
+    /// all learn together: each one lower than this bucket's own (or
+    /// where it has none) replaces it, the units owed carried over at the
+    /// new pace (the bucket is not emptied: its level is this daemon's
+    /// own). Bounds as [`Self::restore`]. Returns how many were taken.
+    pub(crate) fn adopt(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
+        let mut taken = 0;
+        for r in rates {
+            let Some(i) = self.scopes.iter().position(|s| s.name == r.scope) else {
+                continue;
+            };
+            let scope = &self.scopes[i];
+            let keyed = scope.keying == Keying::Credential;
+            let usable = self.rules.enabled
+                && keyed == r.credential.is_some()
+                && r.rate_per_sec.is_finite()
+                && r.rate_per_sec > 0.0
+                && r.age_secs.is_finite();
+            if !usable {
+                continue;
+            }
+            let Some(at) = now.checked_sub(secs(r.age_secs)) else {
+                continue;
+            };
+            let ceiling = scope.ceiling();
+            let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
+            if !(self.rules.trust && r.from == LearnedFrom::Stated) {
+                rate = rate.min(ceiling);
+            }
+            let learned = Learned::restored(rate, r.burst, r.from, at);
+            if learned.expired(now, self.rules) {
+                continue;
+            }
+            let key = BucketKey {
+                scope: ScopeId(i as u16),
+                credential: r.credential.as_deref().map(Credential::new),
+            };
+            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
+            if bucket.learned.as_ref().is_some_and(|l| l.rate <= rate) {
+                continue;
+            }
+            let before = effective(scope, bucket, self.rules, self.share);
+            bucket.learned = Some(learned);
+            let quota = effective(scope, bucket, self.rules, self.share);
+            carry_over(bucket, now, before, quota);
+            taken += 1;
+        }
+        taken
+    }
+
     pub(crate) fn bucket_count(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Where each bucket of `keys` stands, for the bot whose call draws
+    /// on them (a bucket not seen yet is a full one).
+    pub(crate) fn budgets(&self, now: Instant, keys: &[BucketKey]) -> Vec<Budget> {
+        keys.iter()
+            .filter_map(|key| {
+                let scope = self.scopes.get(key.scope.0 as usize)?;
+                let fresh;
+                let b = match self.buckets.get(key) {
+                    Some(b) => b,
+                    None => {
+                        fresh = Bucket::new(&self.breaker_template);
+                        &fresh
+                    }
+                };
+                let quota = effective(scope, b, self.rules, self.share);
+                let unit = quota.interval().as_secs_f64() / self.recovery.factor(b, now);
+                let debt = b
+                    .tat
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                let paused = b.paused_until.filter(|&p| p > now);
+                let remaining = match paused {
+                    Some(_) => 0.0,
+                    None => (quota.tolerance().saturating_sub(debt).as_secs_f64() / unit).max(0.0),
+                };
+                Some(Budget {
+                    scope: scope.name.clone(),
+                    per_credential: key.credential.is_some(),
+                    rate_per_sec: 1.0 / unit,
+                    burst: quota.burst(),
+                    remaining,
+                    reset: paused.map_or(debt, |p| (p - now).max(debt)),
+                })
+            })
+            .collect()
     }
 
     /// Every bucket that exists, as stats show it: those holding state,

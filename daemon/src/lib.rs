@@ -97,6 +97,8 @@ pub struct Daemon {
     drain: Duration,
     /// `server.state_file`, and the proxy whose upstreams name its entries.
     state: Option<(std::path::PathBuf, Arc<Proxy>)>,
+    /// Saves the learned rates while the daemon runs (with `state`).
+    saver: Option<learned::Saver>,
     /// The configuration in effect, swapped by [`Daemon::reload`].
     current: Arc<Current>,
     /// One reload at a time.
@@ -166,6 +168,14 @@ impl Daemon {
         if let Some((path, proxy)) = &state {
             learned::restore(path, proxy, &hosts);
         }
+        let saver = state.as_ref().and_then(|(path, proxy)| {
+            learned::Saver::start(
+                path.clone(),
+                Arc::clone(proxy),
+                Arc::clone(&hosts),
+                learned::SAVE_EVERY,
+            )
+        });
         let limits = server_limits(&settings);
         let ca_dir = settings
             .ca_dir
@@ -278,6 +288,7 @@ impl Daemon {
             hosts,
             drain: settings.drain(),
             state,
+            saver,
             current,
             reloading: std::sync::Mutex::new(()),
             keyrings,
@@ -333,6 +344,9 @@ impl Daemon {
         });
         for server in self.servers {
             server.join();
+        }
+        if let Some(saver) = self.saver {
+            saver.stop();
         }
         if let Some((path, proxy)) = &self.state {
             learned::save(path, proxy, &self.hosts);
@@ -566,6 +580,29 @@ struct Waiting {
     /// The access log, when on, with what its line needs (boxed: most
     /// requests are answered at once, and this keeps `Submitted` small).
     access: Option<Box<Access>>,
+    /// What the answer's `RateLimit` fields are read from, when the
+    /// upstream sends them (boxed for the same reason).
+    budget: Option<Box<BudgetQuery>>,
+}
+
+/// The buckets a bot's call draws on, read when its answer is written
+/// (signals out: `RateLimit-Policy` / `RateLimit`, see
+/// [`proxy::ratelimit`]).
+struct BudgetQuery {
+    hosts: Arc<PerUpstream<Coordinator>>,
+    upstream: UpstreamId,
+    method: syncoord_core::Method,
+    path: String,
+    credential: Option<syncoord_core::Credential>,
+}
+
+impl BudgetQuery {
+    /// Adds the fields to `response`.
+    fn add_to(&self, response: &mut Response) {
+        let budgets =
+            self.hosts[self.upstream].budgets(&self.method, &self.path, self.credential.as_ref());
+        proxy::ratelimit::add_ratelimit_fields(&mut response.headers, &budgets);
+    }
 }
 
 /// What an access line needs beyond the answer.
@@ -647,6 +684,7 @@ impl Waiting {
             order_id,
             tracked,
             access,
+            budget,
         } = self;
         let result = loop {
             let left = request_timeout.saturating_sub(started.elapsed());
@@ -663,7 +701,10 @@ impl Waiting {
             }
         };
         let timing = timing_of(&result);
-        let response = call_response(result, shape);
+        let mut response = call_response(result, shape);
+        if let Some(budget) = &budget {
+            budget.add_to(&mut response);
+        }
         log_answer(
             &response,
             &peer,
@@ -743,7 +784,10 @@ impl Waiting {
     /// The answer to the bot, logged.
     fn answered(&self, result: Result<syncoord_core::Answer, CallError>) -> Response {
         let timing = timing_of(&result);
-        let response = call_response(result, self.shape);
+        let mut response = call_response(result, self.shape);
+        if let Some(budget) = &self.budget {
+            budget.add_to(&mut response);
+        }
         let Waiting {
             peer,
             client,
@@ -1040,6 +1084,21 @@ impl ProxyHandler {
             upstream_name,
             order_id.clone(),
         );
+        let budget = proxy
+            .upstream(forward.upstream)
+            .coordination
+            .limiter
+            .signals
+            .send_ratelimit_fields
+            .then(|| {
+                Box::new(BudgetQuery {
+                    hosts: Arc::clone(&self.hosts),
+                    upstream: forward.upstream,
+                    method: forward.request.method.clone(),
+                    path: forward.request.path.clone(),
+                    credential: forward.request.credential.clone(),
+                })
+            });
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
@@ -1047,7 +1106,10 @@ impl ProxyHandler {
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
             let timing = timing_of(&result);
-            let response = call_response(result, shape);
+            let mut response = call_response(result, shape);
+            if let Some(budget) = &budget {
+                budget.add_to(&mut response);
+            }
             if let Some(access) = &access {
                 access.record(&client, &method, &response, timing);
             }
@@ -1066,6 +1128,7 @@ impl ProxyHandler {
             order_id,
             tracked,
             access: access.map(Box::new),
+            budget,
         }))
     }
 

@@ -689,3 +689,98 @@ proptest! {
         }
     }
 }
+
+/// The `public` bucket in a daemon's stats.
+fn public_bucket(base: &str) -> serde_json::Value {
+    let reply = get(
+        &agent(),
+        &format!("{base}/api/v1/sync-coordination/stats"),
+        &[],
+    );
+    let stats: serde_json::Value = serde_json::from_str(&reply.body).expect("stats JSON");
+    let scopes = stats["upstreams"][0]["stats"]["scopes"]
+        .as_array()
+        .or_else(|| stats["scopes"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    scopes
+        .into_iter()
+        .find(|b| b["scope"] == "public")
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_rate_one_daemon_learned_reaches_the_others_through_redis() {
+    let redis = Redis::start();
+    let rates = syncoord_mock::MockRates {
+        advanced_public: syncoord_mock::BucketSpec::new(2.0, 2.0),
+        ..syncoord_mock::MockRates::default()
+    };
+    let mock = MockUpstream::start(MockOptions {
+        rates,
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (a, base_a) = daemon(&mock, Some(&redis.url()), "learn");
+    let (b, base_b) = daemon(&mock, Some(&redis.url()), "learn");
+    // Only A is used: the presets' 9/s meets the mock's 2/s.
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut n = 0;
+    while Instant::now() < end {
+        let url = format!("{base_a}/api/v3/brokerage/market/products/BTC-USD/ticker?n={n}");
+        assert_ne!(get(&agent(), &url, &[]).status, 429, "a 429 reached a bot");
+        n += 1;
+    }
+    assert!(mock.stats().rate_limited > 0, "A met the mock's limit");
+    let learned_a = public_bucket(&base_a)["learned_per_sec"]
+        .as_f64()
+        .expect("A learned a rate");
+    // B, which sent nothing, takes it up within a few heartbeats (0.2 s).
+    let until = Instant::now() + Duration::from_secs(3);
+    let learned_b = loop {
+        let bucket = public_bucket(&base_b);
+        if let Some(rate) = bucket["learned_per_sec"].as_f64() {
+            break rate;
+        }
+        assert!(Instant::now() < until, "B never took A's rate up: {bucket}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // One entry per daemon in the additive `learned` hash (inline RESP,
+    // as `pings` does; the key is under the upstream URL's hash).
+    let key = inline(&redis, "KEYS learn:*:learned");
+    let key = key
+        .lines()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no learned hash: {key:?}"));
+    let entries = inline(&redis, &format!("HLEN {key}"));
+    a.shutdown();
+    b.shutdown();
+    assert!(
+        learned_b < 9.0,
+        "B runs under the configured 9/s: {learned_b}"
+    );
+    assert!(
+        learned_b <= learned_a * 1.2 + 0.01,
+        "B {learned_b} vs A {learned_a}"
+    );
+    assert_eq!(entries.trim_end(), ":2", "one entry per daemon");
+}
+
+/// One inline command to `redis` and its whole reply as text.
+fn inline(redis: &Redis, command: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).expect("redis");
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .expect("sent");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("a timeout");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    // The reply is complete when nothing more comes.
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}

@@ -1,7 +1,7 @@
 //! The learning limiter end to end: a daemon configured with the presets
 //! in front of a mock whose public limit is a fifth of them learns the
-//! real one from its 429s, shows it in its stats, saves it at shutdown
-//! (`server.state_file`), and a daemon started on that file does not start
+//! real one from its 429s, shows it in its stats, saves it while running
+//! and at shutdown (`server.state_file`), and a daemon started on that file does not start
 //! over.
 
 use std::time::{Duration, Instant};
@@ -84,6 +84,17 @@ fn a_learned_limit_shows_in_stats_and_survives_a_restart() {
         .unwrap_or_else(|| panic!("{bucket}"));
     assert!(rate < 9.0, "learned {rate}/s under the configured 9/s");
     assert_eq!(bucket["learned_from"], "rate-limited");
+    // Saved while running (every 5 s when the rates changed), not only at
+    // shutdown: a daemon that is killed keeps what it learned.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let saved = loop {
+        match std::fs::read_to_string(&state) {
+            Ok(text) => break text,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("no state file 8 s after learning, before shutdown: {e}"),
+        }
+    };
+    assert!(saved.contains("\"rate-limited\""), "{saved}");
     daemon.shutdown();
     let saved = std::fs::read_to_string(&state).expect("state file written at shutdown");
     assert!(saved.contains("\"mock\""), "{saved}");
@@ -135,4 +146,117 @@ fn stated_limits_in_each_header_style_are_learned_without_a_429() {
         assert!((rate - 1.8).abs() < 0.01, "{style:?}: {rate}");
         assert_eq!(mock.stats().rate_limited, 0, "{style:?}");
     }
+}
+
+/// `RateLimit-Policy` and `RateLimit` on an answer, as `sfv` parses them:
+/// (policy name, parameters) per member.
+fn ratelimit_fields(url: &str) -> Option<(sfv::List, sfv::List)> {
+    let response = agent().get(url).call().expect("an answer");
+    let field = |name: &str| {
+        let value = response.headers().get(name)?.to_str().ok()?;
+        Some(
+            sfv::Parser::new(value)
+                .parse_list::<sfv::List>()
+                .unwrap_or_else(|e| panic!("{name}: {value}: {e}")),
+        )
+    };
+    Some((field("ratelimit-policy")?, field("ratelimit")?))
+}
+
+fn param<'a>(entry: &'a sfv::ListEntry, key: &str) -> &'a sfv::BareItem {
+    let sfv::ListEntry::Item(item) = entry else {
+        panic!("an inner list")
+    };
+    item.params
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no `{key}` in {item:?}"))
+}
+
+#[test]
+fn answers_tell_the_bot_its_budget_in_ratelimit_fields() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let (daemon, base) = common::daemon(&mock, "");
+    let url = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    let first = ratelimit_fields(&url);
+    // The second is a cache hit: it says where the bucket stands too.
+    let second = ratelimit_fields(&url);
+    daemon.shutdown();
+    for (policy, limit) in [first, second].into_iter().map(|f| f.expect("both fields")) {
+        assert_eq!(policy.len(), 1, "{policy:?}");
+        let sfv::ListEntry::Item(item) = &policy[0] else {
+            panic!("an inner list")
+        };
+        assert_eq!(
+            item.bare_item.as_string().map(|s| s.as_str()),
+            Some("public")
+        );
+        // The preset's public 10/s at 90%: 9 per second.
+        assert_eq!(param(&policy[0], "q").as_integer(), Some(sfv::integer(9)));
+        assert_eq!(param(&policy[0], "w").as_integer(), Some(sfv::integer(1)));
+        assert_eq!(
+            param(&policy[0], "syncoord-per")
+                .as_token()
+                .map(|t| t.as_str()),
+            Some("global")
+        );
+        let r = param(&limit[0], "r").as_integer().expect("r");
+        assert!((sfv::integer(0)..=sfv::integer(9)).contains(&r), "{r}");
+        assert!(param(&limit[0], "t").as_integer().is_some());
+    }
+
+    // Turned off for an API whose clients misread them: absent.
+    let (daemon, base) = common::daemon(
+        &mock,
+        "[upstreams.coordination.limiter.signals]\nsend_ratelimit_fields = false\n",
+    );
+    let off = ratelimit_fields(&format!(
+        "{base}/api/v3/brokerage/market/products/BTC-USD/ticker"
+    ));
+    daemon.shutdown();
+    assert!(off.is_none(), "{off:?}");
+}
+
+#[test]
+fn weight_headers_show_in_the_buckets_level() {
+    // Binance style: upstream counts each key's calls in the minute and
+    // says so; the preset's public 10/s is 600 a minute. Another client
+    // of the same IP (not behind syncoord) spends them all first.
+    let rates = MockRates {
+        advanced_public: BucketSpec::new(1000.0, 1000.0),
+        ..MockRates::default()
+    };
+    let mock = MockUpstream::start(MockOptions {
+        rates,
+        headers: HeaderStyle::Weight,
+        ..MockOptions::default()
+    })
+    .expect("mock starts");
+    let (daemon, base) = common::daemon(
+        &mock,
+        "[upstreams.coordination.limiter.signals]\nweight = \"x-mbx-used-weight-1m\"\nweight_window_secs = 60\n",
+    );
+    let outside = agent();
+    for n in 0..600 {
+        let url = format!(
+            "{}/api/v3/brokerage/market/products/BTC-USD/ticker?outside={n}",
+            mock.base_url()
+        );
+        assert_eq!(get(&outside, &url, &[]).status, 200);
+    }
+    // One call through syncoord: upstream says 601 of 600 are used.
+    let url = format!("{base}/api/v3/brokerage/market/products/BTC-USD/ticker");
+    assert_eq!(get(&agent(), &url, &[]).status, 200);
+    let bucket = public_bucket(&base);
+    daemon.shutdown();
+    let tokens = bucket["tokens"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{bucket}"));
+    // Without the header it would hold 8 of its 9 (the burst at 90%).
+    assert!(
+        tokens < 1.0,
+        "the weight header emptied the bucket: {bucket}"
+    );
+    assert_eq!(mock.stats().rate_limited, 0);
 }

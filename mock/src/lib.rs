@@ -97,6 +97,9 @@ pub enum HeaderStyle {
     /// `RateLimit-Policy: "bucket";q=<per second>;w=1` and
     /// `RateLimit: "bucket";r=<left>;t=<seconds until full>` (draft 12).
     RateLimit,
+    /// Binance's weights: `X-MBX-USED-WEIGHT-1M`, the calls (each of
+    /// weight 1) the bucket's key made in the current minute.
+    Weight,
 }
 
 /// Ban after `after` 429s within `within`, for `ban_for`.

@@ -99,6 +99,9 @@ struct Bucket {
     last: Instant,
     /// Admissions in the last second and their peak.
     admitted: WindowPeak,
+    /// Admissions in the current minute (weight-style headers): its start
+    /// and the count.
+    minute: (Instant, u64),
 }
 
 /// All buckets, created full on first use.
@@ -108,6 +111,7 @@ pub(crate) struct Buckets {
 }
 
 const WINDOW: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
 
 impl Buckets {
     /// Spends a token if one is there; `false` means answer 429.
@@ -119,6 +123,7 @@ impl Buckets {
                 tokens: spec.burst,
                 last: now,
                 admitted: WindowPeak::default(),
+                minute: (now, 0),
             });
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * spec.per_second).min(spec.burst);
@@ -128,7 +133,25 @@ impl Buckets {
         }
         bucket.tokens -= 1.0;
         bucket.admitted.record(now);
+        let (start, used) = &mut bucket.minute;
+        if now.saturating_duration_since(*start) >= MINUTE {
+            // Whole minutes from the first use, as Binance counts from
+            // the top of each minute.
+            let whole = now.saturating_duration_since(*start).as_secs() / 60;
+            *start += MINUTE * whole as u32;
+            *used = 0;
+        }
+        *used += 1;
         true
+    }
+
+    /// Units admitted in the bucket's current minute, as a weight header
+    /// (`X-MBX-USED-WEIGHT-1M`) reports them: every call weighs 1.
+    pub(crate) fn used_this_minute(&self, scope: Scope, key: &str, now: Instant) -> u64 {
+        match self.buckets.get(&(scope, key.to_owned())) {
+            Some(b) if now.saturating_duration_since(b.minute.0) < MINUTE => b.minute.1,
+            _ => 0,
+        }
     }
 
     /// Whole tokens left in a bucket and seconds until it is full, as of

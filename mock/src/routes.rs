@@ -535,6 +535,7 @@ impl MockHandler {
         let spec = state.rates.spec(route.scope);
         let admitted = lock(&state.buckets).take(route.scope, &key, spec, now);
         let (left, full_in) = lock(&state.buckets).level(route.scope, &key, spec);
+        let used = lock(&state.buckets).used_this_minute(route.scope, &key, now);
         let with_level = |r: Response| match state.headers {
             crate::HeaderStyle::None => r,
             crate::HeaderStyle::XRateLimit => r
@@ -550,6 +551,7 @@ impl MockHandler {
                     "RateLimit",
                     &format!(r#""bucket";r={left};t={}"#, full_in.ceil()),
                 ),
+            crate::HeaderStyle::Weight => r.with_header("X-MBX-USED-WEIGHT-1M", &used.to_string()),
         };
         if !admitted {
             state.counters().stats.rate_limited += 1;

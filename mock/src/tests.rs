@@ -602,4 +602,17 @@ fn header_styles_state_the_bucket_and_the_ban_rule_answers_418() {
     assert_eq!(a.header("x-ratelimit-limit"), Some("4"));
     assert_eq!(a.header("x-ratelimit-remaining"), Some("3"));
     assert_eq!(a.header("x-ratelimit-reset"), Some("1"));
+
+    // Weights: the key's calls this minute, 429s not counted.
+    let mock = start(MockOptions {
+        rates: MockRates::uniform(BucketSpec::new(0.001, 2.0)),
+        headers: crate::HeaderStyle::Weight,
+        ..MockOptions::default()
+    });
+    let used = |r: &Answer| r.header("x-mbx-used-weight-1m").map(str::to_owned);
+    assert_eq!(used(&get(&mock, "/products", &[])).as_deref(), Some("1"));
+    assert_eq!(used(&get(&mock, "/products", &[])).as_deref(), Some("2"));
+    let refused = get(&mock, "/products", &[]);
+    assert_eq!(refused.status, 429);
+    assert_eq!(used(&refused).as_deref(), Some("2"));
 }

@@ -25,11 +25,15 @@
 //!   only what reaches the same upstream. Each publishes its
 //!   [`Fingerprint`] (URL, a digest of its limits) in `<name>:peers`
 //!   with every heartbeat and logs an error for a peer that disagrees.
+//! - **Learning.** Learned rates are exchanged at each heartbeat
+//!   ([`learned`]): a daemon takes up a rate another learned where it is
+//!   lower than its own, and the shared buckets run at the learned rate.
 //!
 //! Keys, all under `<name>:<url hash>:`: `gcra:<scope>:<credential|*>`,
 //! `pause:<scope>:<credential|*>`, `ans:<cache key>`, `lease:<cache key>`,
-//! `alive` (a sorted set of daemon ids by last heartbeat); and
-//! `<name>:peers` (a hash of fingerprints by daemon id).
+//! `alive` (a sorted set of daemon ids by last heartbeat), `learned` (a
+//! hash of each daemon's learned rates by daemon id); and `<name>:peers`
+//! (a hash of fingerprints by daemon id).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +46,8 @@ use serde::{Deserialize, Serialize};
 use syncoord_core::stats::ClusterStats;
 use syncoord_core::{Response, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
 use syncoord_wire::{ClusterSettings, Fingerprint};
+
+mod learned;
 
 /// The shared GCRA: `KEYS` = n bucket keys then their n pause keys;
 /// `ARGV` = now in µs (`""`: Redis's own clock), cost, reserve, then per
@@ -490,8 +496,9 @@ impl Cluster {
     /// while the store is up; while it is down, reconnect attempts with
     /// exponential backoff (50 ms doubling to the heartbeat interval).
     /// `changed` runs after every change of [`Self::is_up`] (the host
-    /// tells its core). Returns after [`Self::stop`].
-    pub fn run_heartbeat(&self, changed: &dyn Fn()) {
+    /// tells its core), `beaten` after every heartbeat the store answered
+    /// (the host exchanges learned rates). Returns after [`Self::stop`].
+    pub fn run_heartbeat(&self, changed: &dyn Fn(), beaten: &dyn Fn()) {
         let beat = self.settings.heartbeat();
         let mut backoff = Duration::from_millis(50);
         let mut was_up = self.is_up();
@@ -516,6 +523,9 @@ impl Cluster {
                 }
             }
             let ok = self.beat();
+            if ok {
+                beaten();
+            }
             backoff = if ok {
                 Duration::from_millis(50)
             } else {

@@ -22,7 +22,15 @@ impl Cluster {
     }
 
     /// See the `cluster` feature's `Cluster::run_heartbeat`.
-    pub fn run_heartbeat(&self, _changed: &dyn Fn()) {
+    pub fn run_heartbeat(&self, _changed: &dyn Fn(), _beaten: &dyn Fn()) {
+        match *self {}
+    }
+
+    /// See the `cluster` feature's `Cluster::exchange_learned`.
+    pub fn exchange_learned(
+        &self,
+        _mine: &[syncoord_core::LearnedRate],
+    ) -> Option<Vec<syncoord_core::LearnedRate>> {
         match *self {}
     }
 

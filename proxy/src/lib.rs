@@ -65,6 +65,7 @@ pub mod config;
 pub mod dashboard;
 pub mod endpoints;
 mod histogram;
+pub mod ratelimit;
 mod rejection;
 pub mod response;
 pub mod route;

@@ -4,6 +4,8 @@
 
 use syncoord_core::config::coinbase;
 use syncoord_core::Duration;
+use syncoord_proxy::ProxyConfig;
+use syncoord_sim::workload::Workload;
 use syncoord_sim::{self as sim, Ban, HeaderStyle, Report, Scenario};
 
 const HOURS: u64 = 6;
@@ -137,18 +139,60 @@ fn a_correct_configuration_loses_nothing_to_learning() {
 }
 
 #[test]
-#[ignore = "known gap after merging refresh-that-pays (issue 22) with learning (issue 25): 4.68/s accepted of a real 6/s (78%, target 90%); see the session note"]
-fn a_private_limit_a_fifth_of_the_preset_is_learned() {
-    // 80 bots on one key (some 8 calls/s of demand after the cache);
-    // upstream allows 6/s, burst 6, where the preset says 30/s.
+fn a_private_limit_far_below_the_presets_is_learned() {
+    // 80 bots on one key: some 5.35 calls/s of demand once the cache and
+    // refresh-that-pays have done their part (an hour against the preset's
+    // own limits); upstream allows 4/s, burst 4, where the preset says
+    // 30/s. Demand exceeds the real limit throughout.
     let mut s = Scenario::coinbase(80);
     s.duration = Duration::from_secs(HOURS * 3600);
-    s.upstream.limits[0].rate = 6.0;
-    s.upstream.limits[0].burst = 6;
+    s.upstream.limits[0].rate = 4.0;
+    s.upstream.limits[0].burst = 4;
     let r = sim::run(&s);
-    summary("a fifth", &r);
+    summary("a seventh", &r);
     let per_sec = accepted(&r) as f64 / r.span.as_secs_f64();
     assert!(per_thousand(&r) <= 5.0, "{:.2}", per_thousand(&r));
-    assert!(per_sec >= 0.9 * 6.0, "{per_sec:.2}/s");
+    assert!(per_sec >= 0.9 * 4.0, "{per_sec:.2}/s");
     assert_eq!(r.bot_429s, 0);
+}
+
+/// Requests that got an answer.
+fn answered(r: &Report) -> u64 {
+    r.requests - r.failures.values().sum::<u64>()
+}
+
+#[test]
+fn the_example_workload_loses_no_throughput_to_learning() {
+    // examples/workload.toml against the Coinbase defaults (what `syncoord
+    // simulate --workload examples/workload.toml` runs), through its
+    // 429 storm six hours in: a correct configuration, learning on and
+    // off, within 2% of each other.
+    let text = include_str!("../../examples/workload.toml");
+    let workload = Workload::from_toml_str(text).expect("the example parses");
+    let mut config = ProxyConfig::default();
+    let on = workload
+        .scenario(&config, Duration::from_secs(7 * 3600), None)
+        .expect("a scenario");
+    for u in &mut config.upstreams {
+        u.coordination.limiter.learn.enabled = false;
+    }
+    let off = workload
+        .scenario(&config, Duration::from_secs(7 * 3600), None)
+        .expect("a scenario");
+    assert!(on.config.limiter.learn.enabled && !off.config.limiter.learn.enabled);
+    let (on, off) = (sim::run(&on), sim::run(&off));
+    summary("example, learning", &on);
+    summary("example, fixed", &off);
+    for (what, a, b) in [
+        ("accepted calls", accepted(&on), accepted(&off)),
+        ("answered requests", answered(&on), answered(&off)),
+    ] {
+        let (a, b) = (a as f64, b as f64);
+        println!(
+            "{what}: learning {a}, fixed {b} ({:+.3}%)",
+            (a / b - 1.0) * 100.0
+        );
+        assert!(a >= 0.98 * b, "{what}: {a} < 98% of {b}");
+    }
+    assert!(on.upstream_429s <= off.upstream_429s);
 }

@@ -90,6 +90,12 @@ pub struct SignalsConfig {
     pub weight: Option<String>,
     /// The window the `weight` header counts over. Default 60 s.
     pub weight_window_secs: f64,
+    /// Signals out: answers to bots carry `RateLimit-Policy` and
+    /// `RateLimit` (draft 12) describing the budget of each bucket their
+    /// call draws on, as syncoord holds it. Default true; turn it off for
+    /// an API whose client libraries misread these fields (none of the
+    /// presets' known clients read them).
+    pub send_ratelimit_fields: bool,
 }
 
 impl Default for SignalsConfig {
@@ -109,6 +115,7 @@ impl Default for SignalsConfig {
             reset_unit: ResetUnit::Auto,
             weight: None,
             weight_window_secs: 60.0,
+            send_ratelimit_fields: true,
         }
     }
 }
@@ -135,6 +142,7 @@ impl SignalsConfig {
             reset_unit: ResetUnit::Auto,
             weight: None,
             weight_window_secs: 60.0,
+            send_ratelimit_fields: true,
         }
     }
 }

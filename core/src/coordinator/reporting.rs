@@ -79,6 +79,31 @@ impl<P: Clone> Coordinator<P> {
         self.limiter.restore(now, rates)
     }
 
+    /// Takes up rates other daemons learned (a shared store's), each only
+    /// where it is lower than this coordinator's own, without emptying
+    /// the bucket. Returns how many were taken.
+    pub fn adopt_learned(&mut self, now: Instant, rates: &[crate::LearnedRate]) -> usize {
+        let now = now.max(self.now);
+        self.limiter.adopt(now, rates)
+    }
+
+    /// The budget a call by `credential` on `method` `path` draws on, bucket
+    /// by bucket, as of `now`: what syncoord tells the bot that sent it
+    /// (`RateLimit-Policy` / `RateLimit`). Reads state only.
+    pub fn budgets(
+        &self,
+        now: Instant,
+        method: &crate::Method,
+        path: &str,
+        credential: Option<&crate::Credential>,
+    ) -> Vec<crate::Budget> {
+        let now = now.max(self.now);
+        let routes = self.config.routes();
+        let route = routes.get(routes.lookup(method, path));
+        let keys = self.limiter.keys(&route.scopes, credential);
+        self.limiter.budgets(now, &keys)
+    }
+
     /// Everything the coordinator counts, as of `now`, with its health.
     /// Reads state only, like [`Self::health`].
     pub fn stats(&self, now: Instant) -> StatsSnapshot {

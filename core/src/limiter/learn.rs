@@ -9,7 +9,10 @@
 //!   too high is found in a handful of 429s, not two hundred halvings). A
 //!   429 on a call sent before the last cut, or one after a cut with no
 //!   call accepted since (a storm, a persistent refusal), is old news and
-//!   cuts nothing: one stray 429 costs one cut.
+//!   cuts nothing: one stray 429 costs one cut. The burst drops to a
+//!   second's worth of the new rate; a 429 earned while the burst was
+//!   larger than that may be the burst's fault, so it does not set the
+//!   rate probing stops below.
 //! - A bucket that was busy (more than half its burst spent) through a
 //!   whole probe period without a 429 steps up: x1.1 while below 90% of
 //!   the last rate that earned a 429, then by `increase` of that rate per
@@ -212,16 +215,24 @@ impl Learned {
             let since = now.saturating_duration_since(c).as_secs_f64();
             (since >= 1.0).then(|| f64::from(self.accepted_since_cut) / since)
         });
-        self.bad = Some(sending.max(floor));
+        // A burst larger than a second's worth may have earned the 429 on
+        // its own (upstream's burst is smaller): the rate is then not known
+        // to be wrong and probing may climb back past it.
+        if self.burst.min(burst_ceiling) <= sending.ceil() as u32 + 1 || self.bad.is_none() {
+            self.bad = Some(sending.max(floor));
+        }
         self.rate = (let_through.map_or(sending, |l| l.min(sending)) * rules.decrease).max(floor);
-        // The burst shrinks too (upstream's may be smaller than ours), but
-        // never below a second's worth of the new rate, nor below two: a
-        // bucket of one call starves the orders' reserve and refresh-ahead
-        // for no gain in pace.
+        // The burst shrinks to at most a second's worth of the new rate
+        // (upstream's may be much smaller than ours: a burst left large
+        // earns 429s at a rate upstream allows, and those would teach a
+        // false limit), but never below two: a bucket of one call starves
+        // the orders' reserve and refresh-ahead for no gain in pace.
         let cut = (f64::from(self.burst.min(burst_ceiling)) * rules.decrease).floor();
-        let worth = self.rate.ceil().max(2.0);
+        let worth = self.rate.ceil();
         self.burst = cut
-            .max(worth.min(f64::from(burst_ceiling)))
+            .min(worth)
+            .max(2.0)
+            .min(f64::from(burst_ceiling))
             .clamp(1.0, f64::from(u32::MAX)) as u32;
         self.from = LearnedFrom::RateLimited;
         self.at = now;

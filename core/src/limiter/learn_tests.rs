@@ -261,3 +261,38 @@ fn learned_rates_survive_a_restart_within_todays_bounds() {
     assert_eq!(other.restore(restart, &[odd("a", None, 500.0, 0.0)]), 1);
     assert!((other.quota_of(&keys[0]).unwrap().rate() - 10.0).abs() < 1e-6);
 }
+
+#[test]
+fn another_daemons_lower_rate_is_taken_up_without_emptying_the_bucket() {
+    let rate = |rate_per_sec: f64| LearnedRate {
+        scope: "a".into(),
+        credential: None,
+        rate_per_sec,
+        burst: 10,
+        from: LearnedFrom::RateLimited,
+        age_secs: 1.0,
+    };
+    let (mut l, keys, _) = limiter(false);
+    let t0 = Instant::now() + Duration::from_secs(10);
+    // Half the burst spent at 10/s: 0.5 s owed.
+    for _ in 0..5 {
+        assert!(l.check(t0, &keys, 1).is_none());
+        l.acquire(t0, &keys, 1);
+    }
+    assert_eq!(l.adopt(t0, &[rate(5.0)]), 1);
+    let q = l.quota_of(&keys[0]).unwrap();
+    assert!((q.rate() - 5.0).abs() < 1e-6, "{}", q.rate());
+    // Still 5 units owed, now at 5/s: five more go at once, a sixth not.
+    for _ in 0..5 {
+        assert!(l.check(t0, &keys, 1).is_none(), "the bucket was emptied");
+        l.acquire(t0, &keys, 1);
+    }
+    assert!(l.check(t0, &keys, 1).is_some());
+    // A higher rate, or one garbled, changes nothing; a lower one does.
+    assert_eq!(l.adopt(t0, &[rate(8.0), rate(f64::NAN)]), 0);
+    assert_eq!(l.adopt(t0, &[rate(2.0)]), 1);
+    assert!((l.quota_of(&keys[0]).unwrap().rate() - 2.0).abs() < 1e-6);
+    // The shared store's bucket runs at the learned rate too.
+    let shared = l.shared_buckets(&keys);
+    assert!((shared[0].interval.as_secs_f64() - 0.5).abs() < 1e-6);
+}

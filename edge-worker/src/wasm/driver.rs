@@ -111,7 +111,39 @@ impl Driver {
     /// `request_timeout_secs`: then the ticket is cancelled (upstream may
     /// still answer; the answer goes to the cache and to any other waiter)
     /// and the bot gets the core's "deadline passed" answer, a 504.
+    /// Every answer carries the bot's budget in `RateLimit-Policy` and
+    /// `RateLimit` unless the upstream's configuration turns them off
+    /// (signals out, as the daemon does: [`syncoord_proxy::ratelimit`]).
     pub async fn call(self: &Rc<Self>, request: Request, outgoing: Outgoing) -> Response {
+        let budget = self
+            .state
+            .borrow()
+            .core
+            .config()
+            .limiter
+            .signals
+            .send_ratelimit_fields
+            .then(|| {
+                (
+                    request.method.clone(),
+                    request.path.clone(),
+                    request.credential.clone(),
+                )
+            });
+        let mut response = self.answer(request, outgoing).await;
+        if let Some((method, path, credential)) = &budget {
+            let budgets =
+                self.state
+                    .borrow()
+                    .core
+                    .budgets(Instant::now(), method, path, credential.as_ref());
+            syncoord_proxy::ratelimit::add_ratelimit_fields(&mut response.headers, &budgets);
+        }
+        response
+    }
+
+    /// [`Self::call`] without the budget fields.
+    async fn answer(self: &Rc<Self>, request: Request, outgoing: Outgoing) -> Response {
         let admission = self
             .state
             .borrow_mut()

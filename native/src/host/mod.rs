@@ -190,7 +190,9 @@ impl Coordinator {
             let beat = shared.clone();
             let handle = thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || cluster.run_heartbeat(&|| beat.store_changed()))
+                .spawn(move || {
+                    cluster.run_heartbeat(&|| beat.store_changed(), &|| beat.share_learned())
+                })
                 .map_err(|source| StartError::Spawn { name, source })?;
             *coordinator
                 .host
@@ -240,6 +242,19 @@ impl Coordinator {
             .with_core(|core| core.stats(Instant::now()));
         stats.cluster = self.host.shared.cluster().map(|c| c.stats());
         stats
+    }
+
+    /// The budget a call by `credential` on `method` `path` draws on, as
+    /// its bot is told ([`syncoord_core::Coordinator::budgets`]).
+    pub fn budgets(
+        &self,
+        method: &syncoord_core::Method,
+        path: &str,
+        credential: Option<&syncoord_core::Credential>,
+    ) -> Vec<syncoord_core::Budget> {
+        self.host
+            .shared
+            .with_core(|core| core.budgets(Instant::now(), method, path, credential))
     }
 
     /// Every bucket's learned rate, to save across a restart

@@ -610,6 +610,29 @@ impl Shared {
         }
     }
 
+    /// Exchanges learned rates with the other daemons through the shared
+    /// store (after a heartbeat), taking up theirs where lower; the store
+    /// round trip is made outside the core's lock.
+    pub(crate) fn share_learned(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mine = lock(&self.state).core.learned_rates(Instant::now());
+        let Some(theirs) = cluster.exchange_learned(&mine) else {
+            return;
+        };
+        if theirs.is_empty() {
+            return;
+        }
+        let taken = lock(&self.state)
+            .core
+            .adopt_learned(Instant::now(), &theirs);
+        if taken > 0 {
+            tracing::info!(taken, "learned rates taken up from other daemons");
+            self.dispatcher.notify_one();
+        }
+    }
+
     /// Swaps the core's configuration (hot reload) and wakes the
     /// dispatcher: new rules may make a call due sooner.
     pub(crate) fn reconfigure(

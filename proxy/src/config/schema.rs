@@ -69,7 +69,8 @@ pub struct ServerSettings {
     /// folder (`$XDG_DATA_HOME/syncoord/ca`, else `~/.local/share/syncoord/ca`).
     pub ca_dir: Option<String>,
     /// A file where the limiter's learned rates are kept across restarts
-    /// (JSON, written at shutdown and read at start, docs/learning.md), so
+    /// (JSON, read at start, written every 5 s when they changed and at
+    /// shutdown, atomically; docs/learning.md), so
     /// a restarted daemon does not learn upstream's limits all over again.
     /// Default: none (a restart starts from the configured rates).
     pub state_file: Option<String>,
