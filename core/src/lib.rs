@@ -66,6 +66,7 @@
 
 mod backoff;
 mod breaker;
+mod breakers;
 mod cache;
 mod compile;
 pub mod config;
@@ -91,6 +92,7 @@ pub mod stats;
 /// max_clients`, the route memo), and clients are the operator's bots.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use breakers::{BreakerEvent, Transition as BreakerTransition};
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{

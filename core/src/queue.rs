@@ -314,9 +314,8 @@ impl Queue {
                 match check(lane, cost) {
                     None => return Selection::Go(call),
                     Some(wait) => {
-                        if let Some(t) = wait.instant() {
-                            earliest = Some(earliest.map_or(t, |e| e.min(t)));
-                        }
+                        let t = wait.instant();
+                        earliest = Some(earliest.map_or(t, |e| e.min(t)));
                         for bucket in lane.iter() {
                             if check(std::slice::from_ref(bucket), cost).is_some() {
                                 reserved.insert(bucket);
@@ -343,15 +342,6 @@ impl Queue {
             }
         }
         self.remove(call);
-    }
-
-    /// Calls waiting on any of `buckets`.
-    pub(crate) fn calls_on(&self, buckets: &[BucketKey]) -> Vec<CallId> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| e.lane.iter().any(|b| buckets.contains(b)))
-            .map(|(call, _)| *call)
-            .collect()
     }
 }
 

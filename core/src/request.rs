@@ -473,13 +473,14 @@ pub enum Failure {
         /// The last attempt's error.
         error: TransportError,
     },
-    /// The scope's circuit breaker is open: upstream has been failing.
-    #[error("circuit breaker for scope `{scope}` is open; next probe in {retry_after:?}")]
+    /// The route's circuit breaker is open: upstream has been failing
+    /// calls on this route (other routes are not affected).
+    #[error("circuit breaker for route `{route}` is open; next probe in {retry_after:?}")]
     BreakerOpen {
-        /// The scope holding the call back: the first of its scopes that
-        /// refuses a call now.
-        scope: String,
-        /// Time until the breaker lets a probe through (zero if unknown).
+        /// The route (for a request no rule matched, `default <path>`).
+        route: String,
+        /// Time until the breaker lets a probe through (a second while
+        /// the probe is in flight).
         retry_after: Duration,
     },
     /// The host is shutting down and aborted the request.

@@ -75,13 +75,17 @@ impl<P: Clone> Coordinator<P> {
             Ok(admission) => return admission,
             Err(waiter) => waiter,
         };
+        let breaker = self.breaker_key(a.route, &request.path, request.credential.as_ref());
+        if let Some(failure) = self.breaker_refusal(now, &breaker) {
+            return self.refuse(now, &a.client, cache_key, failure);
+        }
         if let Some(admission) = self.check_budget(now, &a, &waiter, cache_key) {
             return admission;
         }
         if let Some(admission) = self.make_room(now, &a, cache_key) {
             return admission;
         }
-        self.enqueue(now, a, &request, ticket, waiter)
+        self.enqueue(now, a, &request, ticket, waiter, breaker)
     }
 
     /// Step 1: what the request is (its route, class, keys), counted as
@@ -235,8 +239,8 @@ impl<P: Clone> Coordinator<P> {
     }
 
     /// Step 4: a limiter that cannot let the call go before the deadline
-    /// (or a breaker open) refuses it, and a degraded scope answers from
-    /// stale cache where it can.
+    /// refuses it, and a paused scope answers from stale cache where it
+    /// can.
     fn check_budget(
         &mut self,
         now: Instant,
@@ -245,7 +249,7 @@ impl<P: Clone> Coordinator<P> {
         cache_key: Option<&CacheKey>,
     ) -> Option<Admission> {
         let wait = self.limiter.check(now, &waiter.lane, a.cost)?;
-        if let Some(failure) = self.unreachable(now, &waiter.lane, wait, waiter.deadline) {
+        if let Some(failure) = unreachable(now, wait, waiter.deadline) {
             return Some(self.refuse(now, &a.client, cache_key, failure));
         }
         if wait.is_degraded() {
@@ -289,6 +293,7 @@ impl<P: Clone> Coordinator<P> {
         request: &Request,
         ticket: Ticket,
         mut waiter: Waiter<P>,
+        breaker: crate::breakers::BreakerKey,
     ) -> Admission {
         let call_id = CallId(self.next_id());
         if let (true, Some(k)) = (a.coalesce, &a.key) {
@@ -325,6 +330,7 @@ impl<P: Clone> Coordinator<P> {
                 refresh: false,
                 age_bounded: a.limit.is_some() || a.written.is_some(),
                 write: invalidation::WriteTarget::of(request),
+                breaker,
             },
         );
         self.deadlines.insert((waiter.deadline, ticket));
@@ -352,30 +358,6 @@ impl<P: Clone> Coordinator<P> {
         // Joining a call already sent: it waits for no queue.
         joiner.wait_recorded = in_flight;
         self.waiters.insert(ticket, joiner);
-    }
-
-    /// A failure if the limiter's `wait` makes `deadline` impossible or the
-    /// breaker refuses outright.
-    pub(super) fn unreachable(
-        &self,
-        now: Instant,
-        lane: &[BucketKey],
-        wait: Wait,
-        deadline: Instant,
-    ) -> Option<Failure> {
-        // Open: refuse. Half-open with the probe in flight (`None`): wait
-        // for the probe like any paced call.
-        if let Wait::BreakerOpen(Some(until)) = wait {
-            return Some(Failure::BreakerOpen {
-                scope: self.blocking_scope(now, lane),
-                retry_after: until - now,
-            });
-        }
-        let t = wait.instant()?;
-        (t > deadline).then(|| Failure::DeadlineUnreachable {
-            earliest: t - now,
-            deadline: deadline - now,
-        })
     }
 
     /// Name of the first scope in `lane` that refuses a call now.
@@ -461,6 +443,15 @@ impl<P: Clone> Coordinator<P> {
             Err(failure) => Admission::Refused(failure),
         }
     }
+}
+
+/// A failure if the limiter's `wait` makes `deadline` impossible.
+fn unreachable(now: Instant, wait: Wait, deadline: Instant) -> Option<Failure> {
+    let t = wait.instant();
+    (t > deadline).then(|| Failure::DeadlineUnreachable {
+        earliest: t - now,
+        deadline: deadline - now,
+    })
 }
 
 /// The refresh interval a reader's age limit asks for: a little under the

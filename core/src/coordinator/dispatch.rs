@@ -20,6 +20,16 @@ impl<P: Clone> Coordinator<P> {
             };
             self.queue.take(call_id);
             self.refresh_dirty = true;
+            // Its route's breaker opened (or its probe left) since it was
+            // queued: it fails now, or gets stale data, rather than wait.
+            let refusal = self
+                .calls
+                .get(&call_id)
+                .and_then(|c| self.breaker_refusal(now, &c.breaker));
+            if let Some(failure) = refusal {
+                self.fail_call(now, call_id, failure);
+                continue;
+            }
             if let Some(d) = self.dispatch(now, call_id) {
                 return Some(d);
             }
@@ -48,6 +58,7 @@ impl<P: Clone> Coordinator<P> {
             return None;
         };
         self.limiter.acquire(now, &call.lane, call.cost);
+        let breaker = call.breaker.clone();
         call.attempts += 1;
         call.first_sent.get_or_insert(now);
         call.sent = Some(now);
@@ -68,6 +79,9 @@ impl<P: Clone> Coordinator<P> {
                 }
             }
         }
+        if self.breakers.on_dispatch(now, &breaker) {
+            self.stats.upstream.breaker_half_opened += 1;
+        }
         let sender = self.waiters.get(&sender)?;
         let payload = sender.payload.clone();
         let route = self.config.routes().get(call.route);
@@ -79,6 +93,7 @@ impl<P: Clone> Coordinator<P> {
                 lane: call.lane.clone(),
                 cost: call.cost,
                 in_flight: None,
+                breaker: call.breaker.clone(),
             };
             match self.templates.get_mut(key) {
                 Some(t) => {
