@@ -377,7 +377,7 @@ mod tests {
             ),
             (
                 Failure::BreakerOpen {
-                    scope: "public".into(),
+                    route: "candles".into(),
                     retry_after: Duration::from_millis(2_100),
                 },
                 503,
@@ -469,7 +469,7 @@ mod tests {
             ),
             (
                 Failure::BreakerOpen {
-                    scope: "public".into(),
+                    route: "candles".into(),
                     retry_after: Duration::from_secs(1),
                 },
                 None,
