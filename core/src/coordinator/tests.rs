@@ -1136,6 +1136,7 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
     assert_eq!(c.waiting(), 1, "only the first request waits");
 }
 
+mod breakers;
 mod freshness;
 mod local;
 mod output;
