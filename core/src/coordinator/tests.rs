@@ -1141,6 +1141,7 @@ mod freshness;
 mod local;
 mod output;
 mod paying;
+mod read_after_write;
 mod reconfigure;
 mod shared;
 mod writes;
