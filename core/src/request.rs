@@ -394,6 +394,21 @@ pub struct Answer {
     pub source: Source,
     /// How old the response is (zero when it comes straight from upstream).
     pub age: Duration,
+    /// For an answer from a cache: its remaining freshness lifetime in
+    /// whole seconds, negative once stale (RFC 9211 `ttl`); `None` for
+    /// one fetched for this request, or served while it is revalidated.
+    pub ttl_secs: Option<i64>,
+}
+
+/// RFC 9211's `ttl` of an entry with `left` of its lifetime, or `past` its
+/// expiry: whole seconds, rounded towards zero.
+pub(crate) fn ttl_secs(left: Duration, past: Duration) -> i64 {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if past > Duration::ZERO {
+        -secs(past)
+    } else {
+        secs(left)
+    }
 }
 
 /// Why a request ended without an answer. Every variant says what a caller

@@ -145,6 +145,7 @@ impl<P: Clone> Coordinator<P> {
             Lookup::Fresh {
                 response,
                 age,
+                left,
                 woke,
                 renew,
             } => {
@@ -161,6 +162,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Cache,
                         age,
+                        ttl_secs: Some(crate::request::ttl_secs(left, Duration::ZERO)),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -177,6 +179,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Stale,
                         age,
+                        ttl_secs: Some(crate::request::ttl_secs(Duration::ZERO, past_expiry)),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -221,6 +224,7 @@ impl<P: Clone> Coordinator<P> {
                     response,
                     source: Source::Stale,
                     age,
+                    ttl_secs: None,
                 };
                 return Ok(self.answered(&a.client, answer));
             }
@@ -382,15 +386,25 @@ impl<P: Clone> Coordinator<P> {
     }
 
     pub(super) fn stale_answer(&mut self, now: Instant, key: &CacheKey) -> Option<Answer> {
-        let (response, age, source) = match self.cache.lookup(now, key) {
-            Lookup::Fresh { response, age, .. } => (response, age, Source::Cache),
-            Lookup::Stale { response, age, .. } => (response, age, Source::Stale),
+        let (response, age, source, ttl) = match self.cache.lookup(now, key) {
+            Lookup::Fresh {
+                response,
+                age,
+                left,
+                ..
+            } => (response, age, Source::Cache, (left, Duration::ZERO)),
+            Lookup::Stale {
+                response,
+                age,
+                past_expiry,
+            } => (response, age, Source::Stale, (Duration::ZERO, past_expiry)),
             Lookup::Miss => return None,
         };
         Some(Answer {
             response,
             source,
             age,
+            ttl_secs: Some(crate::request::ttl_secs(ttl.0, ttl.1)),
         })
     }
 

@@ -179,15 +179,20 @@ impl<P: Clone> Coordinator<P> {
             }
         }
         for ticket in call.waiters {
-            let (source, age) = match shared {
-                Some((age, _)) => (Source::Cache, age),
-                None if ticket == call.origin => (Source::Upstream, Duration::ZERO),
-                None => (Source::Coalesced, Duration::ZERO),
+            let (source, age, ttl_secs) = match shared {
+                Some((age, left)) => (
+                    Source::Cache,
+                    age,
+                    Some(crate::request::ttl_secs(left, Duration::ZERO)),
+                ),
+                None if ticket == call.origin => (Source::Upstream, Duration::ZERO, None),
+                None => (Source::Coalesced, Duration::ZERO, None),
             };
             let answer = Answer {
                 response: response.clone(),
                 source,
                 age,
+                ttl_secs,
             };
             self.end_waiter(ticket, Ok(answer), source.into());
         }

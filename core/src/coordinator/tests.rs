@@ -249,6 +249,9 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     assert_eq!(hit.source, Source::Cache);
     assert_eq!(body(&hit), "v1");
     assert_eq!(hit.age, Duration::from_secs(4));
+    // RFC 9211 `ttl`: 10 s of lifetime, 4 s spent; whole seconds, down.
+    assert_eq!(hit.ttl_secs, Some(6));
+    assert_eq!(answer_of(&f[0]).ttl_secs, None, "fetched, not from a cache");
     let s = c.stats(at(t0, 5.0));
     assert_eq!((s.requests.hit, s.requests.upstream), (1, 1));
     assert!(dispatch_all(&mut c, at(t0, 5.0)).is_empty());
