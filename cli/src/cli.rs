@@ -224,9 +224,14 @@ fn serve_config(args: &ServeArgs, loud: bool) -> anyhow::Result<ProxyConfig> {
     };
     if let Some(url) = &args.upstream {
         let server = config.server.clone();
+        // The cluster is kept: `--upstream` replaces where calls go, not
+        // whom the budget is shared with (dropping it silently made a
+        // daemon pace a shared budget alone). Its keys follow the new URL.
+        let cluster = config.cluster.take();
         let before = config.describe_upstreams();
         config = ProxyConfig::presets_at(url);
         config.server = server;
+        config.cluster = cluster;
         // Loud on purpose: a preset silently dropped shows up later as a
         // confusing upstream 401.
         if loud {
@@ -518,4 +523,43 @@ fn token(name: &str, credentials: &[String]) -> anyhow::Result<ExitCode> {
          The [[clients]] entry below it holds only the token's SHA-256: put it in the config."
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve --config FILE --upstream URL` keeps the file's `[cluster]`
+    /// (and its server settings); only the upstreams are replaced.
+    #[test]
+    fn upstream_keeps_the_files_cluster() {
+        let dir = std::env::temp_dir().join(format!("syncoord-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("cluster.toml");
+        std::fs::write(
+            &path,
+            "[server]\ndrain_secs = 3.0\n\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nname = \"prod\"\n",
+        )
+        .expect("written");
+        let cli = Cli::try_parse_from([
+            "syncoord",
+            "serve",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--upstream",
+            "http://127.0.0.1:9000",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let config = serve_config(&args, false).expect("config");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(config.cluster.map(|c| c.name).as_deref(), Some("prod"));
+        assert_eq!(config.server.drain_secs, 3.0);
+        assert!(config
+            .upstreams
+            .iter()
+            .all(|u| u.url == "http://127.0.0.1:9000"));
+    }
 }

@@ -314,6 +314,24 @@ pub struct StatsSnapshot {
     /// leaves it empty; the host that talks to the store fills it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStats>,
+    /// Orders that left for upstream and did not reach their bot. The
+    /// core leaves it empty; the daemon, which sees bots hang up, fills
+    /// it in.
+    #[serde(default)]
+    pub orders: OrderFates,
+}
+
+/// Orders (calls other than GET, HEAD, OPTIONS) that left for upstream and
+/// whose answer did not reach their bot, since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderFates {
+    /// Answered `outcome_unknown`: no answer came back from upstream.
+    pub outcome_unknown: u64,
+    /// The bot hung up after its call left.
+    pub bot_gone: u64,
+    /// Of those, answers that came after the bot had gone, by upstream's
+    /// status (or ours, when the call failed).
+    pub late_answers: std::collections::BTreeMap<u16, u64>,
 }
 
 /// A host's traffic with its shared store (Redis), since start.
@@ -350,6 +368,11 @@ pub struct ClusterStats {
     pub answers_found: u64,
     /// Reads that waited on another daemon's lease (shared coalescing).
     pub lease_waits: u64,
+    /// Peers under the same cluster name whose fingerprint disagrees with
+    /// this daemon's (same upstream name at another URL, or the same URL
+    /// paced by other limits); each is logged at `error`.
+    #[serde(default)]
+    pub peers_disagreeing: u64,
 }
 
 /// Name under which clients past `max_clients` are counted.

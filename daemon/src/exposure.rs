@@ -171,6 +171,13 @@ impl Exposure {
         if matches!(endpoint, Endpoint::Health) || access == AdminAccess::Open {
             return None;
         }
+        // The page and its assets hold no figures: with a token they are
+        // served to anyone, so that a browser (which cannot add a header
+        // to a navigation) loads the page; the page then sends the token,
+        // taken from its URL fragment, on its fetches of the stats.
+        if self.token.is_some() && !endpoint.reads_stats() {
+            return None;
+        }
         if let Some(token) = &self.token {
             let offered = request
                 .header("x-syncoord-admin-token")

@@ -14,6 +14,7 @@ pub mod access;
 pub mod ca;
 mod exposure;
 mod learned;
+mod orders;
 
 pub use exposure::{ExposureError, MIN_ADMIN_TOKEN_CHARS};
 pub mod notify;
@@ -188,6 +189,7 @@ impl Daemon {
         };
         let readiness = Arc::new(probes::Readiness::new(ca_problem));
         let access = Arc::new(access::AccessLog::default());
+        let orders = Arc::new(orders::OrderBook::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
         let tls = match &settings.tls_listen {
@@ -239,6 +241,7 @@ impl Daemon {
                 exposure: Arc::clone(&exposure),
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
+                orders: Arc::clone(&orders),
             });
             let bound = match tls {
                 None => Server::bind(addr, limits.clone(), handler),
@@ -413,6 +416,7 @@ fn start_host(
 ) -> Result<(Coordinator, KeyringCell), DaemonError> {
     let name = upstream.name.clone();
     let url = upstream.url.as_str();
+    let limits = limits_text(upstream);
     let fail = |error: String| DaemonError::Upstream {
         name: name.clone(),
         url: url.to_owned(),
@@ -446,21 +450,27 @@ fn start_host(
         in_flight_grace: settings.upstream_timeout(),
         ..HostOptions::default()
     };
-    // In a cluster each upstream has budgets of its own: its keys live
-    // under `<cluster name>:<upstream name>:`.
+    // In a cluster each upstream has budgets and answers of its own: its
+    // keys live under `<cluster name>:<hash of its URL>:`, and the limits
+    // it paces by are published beside the URL for peers to compare.
     let cluster = cluster
         .map(|c| {
-            let settings = proxy::ClusterSettings {
-                name: format!("{}:{name}", c.name),
-                ..c.clone()
-            };
-            Cluster::new(settings, options.upstream_threads + 1)
+            let fingerprint = syncoord_wire::Fingerprint::new(&name, url, &limits);
+            Cluster::for_upstream(c.clone(), fingerprint, options.upstream_threads + 1)
         })
         .transpose()
         .map_err(|e| fail(e.to_string()))?;
     Coordinator::start_in_cluster(coordination, Arc::new(upstream), options, cluster)
         .map(|host| (host, keyring))
         .map_err(|e| fail(e.to_string()))
+}
+
+/// The limits an upstream is paced by, rendered stably for its cluster
+/// fingerprint: its scopes (rates, bursts, headroom, keying) and the
+/// reserve the top class keeps.
+fn limits_text(upstream: &proxy::UpstreamConfig) -> String {
+    let c = &upstream.coordination;
+    serde_json::to_string(&(&c.scopes, c.queue.top_class_reserve)).unwrap_or_default()
 }
 
 /// How often a waiting request looks whether its client is still there.
@@ -486,6 +496,8 @@ struct ProxyHandler {
     readiness: Arc<probes::Readiness>,
     /// One line per answered request, when on.
     access: Arc<access::AccessLog>,
+    /// Orders whose answer did not reach their bot: counted, recorded.
+    orders: Arc<orders::OrderBook>,
 }
 
 impl Handler for ProxyHandler {
@@ -541,6 +553,8 @@ struct Waiting {
     /// The order's `client_order_id`, when its body has one: how the
     /// operator (and the bot) finds it upstream.
     order_id: Option<String>,
+    /// A call other than a read: its fate is counted and recorded.
+    tracked: Option<Box<orders::Tracked>>,
     /// The access log, when on, with what its line needs (boxed: most
     /// requests are answered at once, and this keeps `Submitted` small).
     access: Option<Box<Access>>,
@@ -611,6 +625,7 @@ impl Waiting {
             shape,
             started,
             order_id,
+            tracked,
             access,
         } = self;
         let result = loop {
@@ -636,6 +651,9 @@ impl Waiting {
             &path,
             order_id.as_deref(),
         );
+        if let Some(tracked) = &tracked {
+            tracked.answered(response.status);
+        }
         if let Some(access) = &access {
             access.record(&client, &method, &response);
         }
@@ -677,14 +695,24 @@ impl Waiting {
             path.clone(),
             order_id.clone(),
         );
+        let tracked = self.tracked.take();
+        let late = tracked.as_ref().map(|t| orders::Tracked {
+            book: Arc::clone(&t.book),
+            upstream: t.upstream.clone(),
+            order: t.order.clone(),
+        });
         let left = pending.abandon(move |result| {
-            let status = match &result {
-                Ok(answer) => answer.response.status,
-                Err(_) => call_response(result, proxy::ErrorShape::Syncoord).status,
-            };
+            let answer = call_response(result, proxy::ErrorShape::Syncoord);
+            let status = answer.status;
+            if let Some(late) = &late {
+                late.late(&answer);
+            }
             tracing::warn!(%peer, client = %c, method = %m, path = %p, client_order_id = o.as_deref().unwrap_or("-"), status, "late answer: the bot hung up after its call left for upstream; upstream answered this");
         });
         if left {
+            if let Some(tracked) = &tracked {
+                tracked.gone();
+            }
             tracing::warn!(%peer, %client, %method, %path, client_order_id = order_id.as_deref().unwrap_or("-"), "bot gone: it hung up after its call left for upstream; the answer will be logged when it comes");
         } else {
             tracing::info!(%peer, %client, %method, %path, "client hung up while waiting; request cancelled before it was sent");
@@ -703,6 +731,9 @@ impl Waiting {
             ..
         } = self;
         log_answer(&response, peer, client, method, path, order_id.as_deref());
+        if let Some(tracked) = &self.tracked {
+            tracked.answered(response.status);
+        }
         if let Some(access) = &self.access {
             access.record(&self.client, &self.method, &response);
         }
@@ -727,14 +758,17 @@ fn log_answer(
     }
 }
 
-/// The `client_order_id` of a JSON body (Coinbase's orders carry one),
-/// if short and printable.
+/// The client order id of a JSON body (`client_order_id` on Advanced
+/// Trade, `client_oid` on Exchange), if short and printable.
 fn client_order_id(body: &[u8]) -> Option<String> {
     if body.is_empty() || body.len() > 64 * 1024 || !body.starts_with(b"{") {
         return None;
     }
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let id = value.get("client_order_id")?.as_str()?;
+    // Advanced Trade's name, then Exchange's.
+    let id = ["client_order_id", "client_oid"]
+        .iter()
+        .find_map(|k| value.get(*k)?.as_str())?;
     (id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())).then(|| id.to_owned())
 }
 
@@ -846,6 +880,18 @@ impl ProxyHandler {
                 "the admin listener serves the dashboard, stats, metrics and health only",
             ));
         }
+        // Ours, never upstream's: any other method is refused here.
+        if request.tunnel.is_none() && request.target.starts_with(orders::ORDERS_PREFIX) {
+            if !request.method.eq_ignore_ascii_case("GET") {
+                return Submitted::Now(exposure::refusal(
+                    405,
+                    "method_not_allowed",
+                    "the order record answers GET only",
+                ));
+            }
+            let proxy = self.current.get();
+            return Submitted::Now(orders::lookup(&self.orders, &proxy, &request));
+        }
         self.submit(request)
     }
 
@@ -905,7 +951,16 @@ impl ProxyHandler {
                 .max(wait + server.upstream_timeout()),
             None => server.request_timeout(),
         };
-        let access = access(&proxy.upstream(forward.upstream).name);
+        let upstream_name = &proxy.upstream(forward.upstream).name;
+        let access = access(upstream_name);
+        let tracked = orders::Tracked::for_call(
+            &self.orders,
+            &proxy,
+            &headers,
+            &forward.request,
+            upstream_name,
+            order_id.clone(),
+        );
         let mut pending = host.submit(forward.request, forward.outgoing);
         if pending.ticket().is_none() {
             // Answered or refused at once.
@@ -929,6 +984,7 @@ impl ProxyHandler {
             shape,
             started,
             order_id,
+            tracked,
             access: access.map(Box::new),
         })
     }
@@ -943,9 +999,11 @@ impl ProxyHandler {
             .hosts
             .iter()
             .map(|(id, host)| {
-                let stats = host.stats();
+                let mut stats = host.stats();
+                let name = proxy.upstream(id).name.as_str();
+                stats.orders = self.orders.counts(name);
                 let health = stats.health.clone();
-                (proxy.upstream(id).name.as_str(), stats, health)
+                (name, stats, health)
             })
             .collect();
         endpoint.render(&reports)

@@ -7,6 +7,9 @@
 //!   (0 upstream 429s; alone, the same three daemons get 429s);
 //! - a ticker one daemon fetched is answered to another from Redis; a
 //!   private answer only to the same credential;
+//! - daemons under one name in front of different upstreams share no
+//!   answer, and each reports the other; a peer with other limits for the
+//!   same upstream is reported;
 //! - Redis killed mid-run: no bot sees an error, 429s stay bounded, health
 //!   is degraded naming the store; Redis back: sharing resumes;
 //! - the GCRA script's arithmetic is the core's (`syncoord_core::gcra`),
@@ -367,6 +370,78 @@ fn a_ticker_one_daemon_fetched_is_answered_to_another_from_redis() {
     assert!(c["answers_found"].as_u64().unwrap_or(0) >= 2, "{c}");
     a.shutdown();
     b.shutdown();
+    mock.shutdown();
+}
+
+/// Polls `base`'s cluster stats until `peers_disagreeing` is `n` (a few
+/// heartbeats of 0.2 s), returning the last value seen.
+fn disagreeing_peers(base: &str, n: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = cluster_stats(base)["cluster"]["peers_disagreeing"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        if seen == n || Instant::now() > until {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemons_under_one_name_in_front_of_other_upstreams_share_nothing() {
+    // A staging and a production daemon, the same cluster name, the same
+    // upstream name (`mock`), two different upstreams.
+    let redis = Redis::start();
+    let staging = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let prod = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let (a, base_a) = daemon(&staging, Some(&redis.url()), "shared-name");
+    let (b, base_b) = daemon(&prod, Some(&redis.url()), "shared-name");
+    let agent = agent();
+    let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+    let first = get(&agent, &format!("{base_a}{ticker}"), &[]);
+    assert_eq!(first.status, 200);
+    assert_eq!(staging.stats().requests_total, 1);
+    let second = get(&agent, &format!("{base_b}{ticker}"), &[]);
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        prod.stats().requests_total,
+        1,
+        "production's bot got staging's answer"
+    );
+    assert_ne!(second.cache.as_deref(), Some("hit"));
+    let c = &cluster_stats(&base_b)["cluster"];
+    assert_eq!(c["answers_found"], 0, "{c}");
+    // Each sees the other as a peer that disagrees (and logs it).
+    assert_eq!(disagreeing_peers(&base_a, 1), 1);
+    assert_eq!(disagreeing_peers(&base_b, 1), 1);
+    a.shutdown();
+    // Gone: forgotten within three heartbeats.
+    assert_eq!(disagreeing_peers(&base_b, 0), 0);
+    b.shutdown();
+    staging.shutdown();
+    prod.shutdown();
+}
+
+#[test]
+fn a_peer_with_other_limits_for_the_same_upstream_is_reported() {
+    let redis = Redis::start();
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let (a, base_a) = daemon(&mock, Some(&redis.url()), "limits");
+    let other = format!(
+        "\n[upstreams.coordination.queue]\ntop_class_reserve = 3\n\n[cluster]\nredis_url = \"{}\"\nname = \"limits\"\nheartbeat_secs = 0.2\n",
+        redis.url()
+    );
+    let (b, base_b) = common::daemon(&mock, &other);
+    let (c, base_c) = daemon(&mock, Some(&redis.url()), "limits");
+    assert_eq!(disagreeing_peers(&base_a, 1), 1, "A sees B");
+    assert_eq!(disagreeing_peers(&base_b, 2), 2, "B sees A and C");
+    assert_eq!(disagreeing_peers(&base_c, 1), 1, "C sees B");
+    // One upstream, one budget: the three still share it.
+    assert_eq!(cluster_stats(&base_a)["cluster"]["daemons_alive"], 3);
+    a.shutdown();
+    b.shutdown();
+    c.shutdown();
     mock.shutdown();
 }
 

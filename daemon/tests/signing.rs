@@ -477,3 +477,60 @@ fn a_call_that_waited_150_s_in_a_paused_queue_still_succeeds() {
         "the first attempt and the retry 150 s later, each signed when sent, verified"
     );
 }
+
+/// Signing mode: an order whose bot hung up is on record for that bot's
+/// client token only, not for another client signing with the same
+/// credential.
+#[test]
+fn an_orders_fate_is_answered_to_its_client_token_only() {
+    let keys = Keys::new("fate");
+    let mock = strict_mock(
+        &keys,
+        MockOptions {
+            latency: std::time::Duration::from_millis(1500),
+            ..MockOptions::default()
+        },
+    );
+    let (daemon, base) = daemon(&keys, &mock, "");
+    let body = r#"{"client_order_id":"signed-1","product_id":"BTC-USD","side":"BUY","order_configuration":{"market_market_ioc":{"quote_size":"10"}}}"#;
+    let request = format!(
+        "POST /api/v3/brokerage/orders HTTP/1.1\r\nHost: localhost\r\nX-Syncoord-Token: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        bot_token(0),
+        body.len()
+    );
+    let mut bot = std::net::TcpStream::connect(daemon.local_addr()).expect("connect");
+    bot.write_all(request.as_bytes()).expect("sent");
+    let agent = agent();
+    let stats = format!("{base}/api/v1/sync-coordination/stats");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !get(&agent, &stats, &[])
+        .body
+        .contains("\"calls_in_flight\":1")
+    {
+        assert!(std::time::Instant::now() < until, "the order never left");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(bot);
+    let url = format!("{base}/api/v1/sync-coordination/orders/signed-1");
+    let mine = bot_token(0);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let found = loop {
+        let reply = get(&agent, &url, &[("X-Syncoord-Token", &mine)]);
+        if reply.body.contains("answered_late") {
+            break reply;
+        }
+        assert!(std::time::Instant::now() < until, "{}", reply.body);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert!(found.body.contains("\"status\":200"), "{}", found.body);
+    // Another client on the same credential: nothing.
+    let other = get(&agent, &url, &[("X-Syncoord-Token", &bot_token(1))]);
+    assert_eq!(other.status, 404, "{}", other.body);
+    // A token that is no client's: refused as everywhere.
+    let wrong = get(&agent, &url, &[("X-Syncoord-Token", "not-a-token")]);
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(mock.stats().requests_total, 1, "the lookups reached no one");
+    daemon.shutdown();
+    mock.shutdown();
+}

@@ -20,9 +20,16 @@
 //!   script run marks it empty, so what was spent locally meanwhile is
 //!   never followed by a shared burst.
 //!
-//! Keys, all under `<name>:`: `gcra:<scope>:<credential|*>`,
+//! - **Sameness.** A daemon's keys for one upstream live under
+//!   `<name>:<hash of the upstream URL>:`: daemons under one name share
+//!   only what reaches the same upstream. Each publishes its
+//!   [`Fingerprint`] (URL, a digest of its limits) in `<name>:peers`
+//!   with every heartbeat and logs an error for a peer that disagrees.
+//!
+//! Keys, all under `<name>:<url hash>:`: `gcra:<scope>:<credential|*>`,
 //! `pause:<scope>:<credential|*>`, `ans:<cache key>`, `lease:<cache key>`,
-//! `alive` (a sorted set of daemon ids by last heartbeat).
+//! `alive` (a sorted set of daemon ids by last heartbeat); and
+//! `<name>:peers` (a hash of fingerprints by daemon id).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +41,7 @@ use redis::{Client, Connection, Script};
 use serde::{Deserialize, Serialize};
 use syncoord_core::stats::ClusterStats;
 use syncoord_core::{Response, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
-use syncoord_wire::ClusterSettings;
+use syncoord_wire::{ClusterSettings, Fingerprint};
 
 /// The shared GCRA: `KEYS` = n bucket keys then their n pause keys;
 /// `ARGV` = now in µs (`""`: Redis's own clock), cost, reserve, then per
@@ -111,14 +118,32 @@ const RELEASE_LUA: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0";
 
 /// Records daemon `ARGV[1]` alive in the sorted set `KEYS[1]` on Redis's
-/// clock, forgets daemons silent for `ARGV[2]` ms, returns how many are left.
+/// clock, forgets daemons silent for `ARGV[2]` ms; publishes its
+/// fingerprint `ARGV[3]` in the hash `KEYS[2]` (one per cluster name, all
+/// upstreams: `<ms> <fingerprint>` by daemon id) and forgets silent ones
+/// there too. Returns how many are alive and the fingerprints of the
+/// others, `id`, `fingerprint` in turn.
 const HEARTBEAT_LUA: &str = r"
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], ms, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[2]))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('ZCARD', KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - window)
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('HSET', KEYS[2], ARGV[1], ms .. ' ' .. ARGV[3])
+redis.call('PEXPIRE', KEYS[2], window)
+local peers = {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local seen, fp = string.match(all[i + 1], '^(%d+) (.*)$')
+  if seen == nil or tonumber(seen) < ms - window then
+    redis.call('HDEL', KEYS[2], all[i])
+  elseif all[i] ~= ARGV[1] then
+    peers[#peers + 1] = all[i]
+    peers[#peers + 1] = fp
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), peers}
 ";
 
 /// Why a cluster could not be set up.
@@ -165,6 +190,11 @@ pub struct Cluster {
     settings: ClusterSettings,
     client: Client,
     prefix: String,
+    /// `<name>:peers`: every daemon's fingerprint, all upstreams.
+    peers_key: String,
+    fingerprint: Option<Fingerprint>,
+    /// Peers (by id) whose disagreement was logged, with what was said.
+    disagreeing: Mutex<HashMap<String, String>>,
     id: String,
     store: String,
     pool: Mutex<Vec<Connection>>,
@@ -209,15 +239,43 @@ fn rendered(b: &SharedBucket) -> String {
 
 impl Cluster {
     /// A link to `settings.redis_url` with up to `pool_size` connections
-    /// kept (one per upstream thread). Reaching Redis is not required: a
-    /// host whose store is down starts limiting locally and joins when
-    /// it comes up.
+    /// kept (one per upstream thread), its keys under `<name>:`. Reaching
+    /// Redis is not required: a host whose store is down starts limiting
+    /// locally and joins when it comes up.
     pub fn new(settings: ClusterSettings, pool_size: usize) -> Result<Arc<Cluster>, ClusterError> {
+        Self::start(settings, None, pool_size)
+    }
+
+    /// [`Self::new`] for one upstream: its keys live under
+    /// `<name>:<hash of the upstream URL>:`, so daemons under one name
+    /// share budgets and answers only for the same upstream, and its
+    /// fingerprint is published with every heartbeat; a peer that
+    /// disagrees is logged at `error` (once per peer and disagreement).
+    pub fn for_upstream(
+        settings: ClusterSettings,
+        fingerprint: Fingerprint,
+        pool_size: usize,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        Self::start(settings, Some(fingerprint), pool_size)
+    }
+
+    fn start(
+        settings: ClusterSettings,
+        fingerprint: Option<Fingerprint>,
+        pool_size: usize,
+    ) -> Result<Arc<Cluster>, ClusterError> {
         let client = Client::open(settings.redis_url.as_str())
             .map_err(|e| ClusterError::Url(e.to_string()))?;
         let id = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
+        let prefix = match &fingerprint {
+            Some(f) => format!("{}:{}:", settings.name, f.url_key()),
+            None => format!("{}:", settings.name),
+        };
         let cluster = Arc::new(Cluster {
-            prefix: format!("{}:", settings.name),
+            prefix,
+            peers_key: format!("{}:peers", settings.name),
+            fingerprint,
+            disagreeing: Mutex::new(HashMap::new()),
             store: settings.store_name(),
             client,
             id,
@@ -366,21 +424,66 @@ impl Cluster {
         }
     }
 
-    /// One heartbeat (also the reconnect probe): records this daemon alive
-    /// and reads how many are. Returns whether the store answered.
+    /// One heartbeat (also the reconnect probe): records this daemon alive,
+    /// publishes its fingerprint, reads how many are alive and the peers'
+    /// fingerprints. Returns whether the store answered.
     fn beat(&self) -> bool {
         let window = (self.settings.heartbeat().as_millis() as u64 * 3).max(1);
         let key = self.key("alive", "").trim_end_matches(':').to_owned();
-        let alive: Option<u64> =
-            self.run(|c| self.heartbeat.key(&key).arg(&self.id).arg(window).invoke(c));
-        match alive {
-            Some(n) => {
+        let mine = self
+            .fingerprint
+            .as_ref()
+            .map_or(String::new(), Fingerprint::encode);
+        let reply: Option<(u64, Vec<String>)> = self.run(|c| {
+            self.heartbeat
+                .key(&key)
+                .key(&self.peers_key)
+                .arg(&self.id)
+                .arg(window)
+                .arg(&mine)
+                .invoke(c)
+        });
+        match reply {
+            Some((n, peers)) => {
                 self.alive.store(n.max(1), Ordering::Relaxed);
                 self.came_up();
+                self.compare(&peers);
                 true
             }
             None => false,
         }
+    }
+
+    /// Logs each peer that disagrees with this daemon's fingerprint, once
+    /// per peer and disagreement (and once when it agrees again).
+    fn compare(&self, peers: &[String]) {
+        let Some(mine) = &self.fingerprint else {
+            return;
+        };
+        let now: HashMap<String, String> = peers
+            .chunks_exact(2)
+            .filter_map(|p| {
+                let theirs = Fingerprint::decode(&p[1])?;
+                Some((p[0].clone(), mine.disagreement(&theirs)?))
+            })
+            .collect();
+        let mut logged = lock(&self.disagreeing);
+        for (peer, why) in &now {
+            if logged.get(peer) != Some(why) {
+                tracing::error!(
+                    cluster = %self.settings.name,
+                    upstream = %mine.upstream,
+                    peer = %peer,
+                    "cluster peer disagrees: {why}"
+                );
+            }
+        }
+        for peer in logged.keys() {
+            if !now.contains_key(peer) {
+                tracing::info!(cluster = %self.settings.name, upstream = %mine.upstream, peer = %peer, "cluster peer no longer disagrees (gone or reconfigured)");
+            }
+        }
+        *logged = now;
     }
 
     /// The heartbeat thread's loop: a heartbeat every `heartbeat_secs`
@@ -665,6 +768,7 @@ impl Cluster {
             answers_too_large: k.answers_too_large,
             answers_found: k.answers_found,
             lease_waits: k.lease_waits,
+            peers_disagreeing: lock(&self.disagreeing).len() as u64,
         }
     }
 }

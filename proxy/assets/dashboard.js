@@ -314,7 +314,8 @@
         td(req == null ? "–" : rate(req), "n"), td(pct(s.cache_hit_rate), "n"),
         td(upCalls == null ? "–" : rate(upCalls), "n"), td(int(s.upstream && s.upstream.rate_limited), "n"),
         td(int(s.upstream && s.upstream.server_errors), "n"), td(int(s.queue && s.queue.depth), "n"),
-        td(int(s.calls_in_flight), "n")]);
+        td(int(s.calls_in_flight), "n"),
+        td(int(num(s.orders && s.orders.outcome_unknown) + num(s.orders && s.orders.bot_gone)), "n")]);
       ((s.health && s.health.reasons) || []).forEach(function (r) {
         reasons.push({ up: name, severity: r.severity, code: r.code, message: r.message });
       });
@@ -493,6 +494,28 @@
     return w;
   }
 
+  // --- the admin token ----------------------------------------------------
+  // A daemon with server.admin_token_env answers its stats only to
+  // requests carrying the token. Open the page as /dashboard#token=TOKEN:
+  // a fragment never leaves the browser (no request line, no log has it);
+  // the page keeps it in this tab's sessionStorage, takes it out of the
+  // address bar and sends it as `Authorization: Bearer` on its fetches.
+  var TOKEN_KEY = "syncoord-admin-token";
+  function adminToken() {
+    var m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (m) {
+      var t = decodeURIComponent(m[1]);
+      try { sessionStorage.setItem(TOKEN_KEY, t); } catch (e) { /* storage off: this load only */ }
+      try { history.replaceState(null, "", location.pathname + location.search); } catch (e) { /* keep the URL */ }
+      return t;
+    }
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+  var adminHeaders = (function () {
+    var t = adminToken();
+    return t ? { Authorization: "Bearer " + t } : {};
+  })();
+
   // --- polling -----------------------------------------------------------
   var failures = 0;
   function conn(state, text) {
@@ -501,8 +524,9 @@
     el.textContent = text;
   }
   function poll() {
-    fetch(STATS, { cache: "no-store", credentials: "same-origin" })
+    fetch(STATS, { cache: "no-store", credentials: "same-origin", headers: adminHeaders })
       .then(function (r) {
+        if (r.status === 401) throw new Error("the stats need the admin token: open this page as /dashboard#token=TOKEN");
         if (!r.ok) throw new Error("stats answered " + r.status);
         var unreachable = r.headers.get("x-syncoord-unreachable-shards");
         var omitted = r.headers.get("x-syncoord-omitted-shards");

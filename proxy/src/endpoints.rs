@@ -19,6 +19,8 @@ use serde_json::json;
 use syncoord_core::stats::{Health, StatsSnapshot, Status};
 use syncoord_core::Response;
 
+mod orders;
+
 /// Every upstream's stats, as JSON.
 pub const STATS_PATH: &str = "/api/v1/sync-coordination/stats";
 /// Every upstream's health, as JSON (503 when one is down).
@@ -407,10 +409,12 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
     );
 
     let cluster = ClusterFamilies::new(&mut m);
+    let orders = orders::OrderFamilies::new(&mut m);
 
     for (name, s, h) in upstreams {
         let u = name.as_ref();
         cluster.record(u, s);
+        orders.record(u, s);
         let l = labels(u, &[]);
         let r = &s.requests;
         submitted.get_or_create(&l).inc_by(r.submitted);
@@ -578,6 +582,7 @@ struct ClusterFamilies {
     rtt: Family<Labels, FloatGauge>,
     answers: Family<Labels, Counter>,
     lease_waits: Family<Labels, Counter>,
+    disagreeing: Family<Labels, FloatGauge>,
 }
 
 impl ClusterFamilies {
@@ -632,6 +637,10 @@ impl ClusterFamilies {
                 "cluster_lease_waits",
                 "Local misses that waited on another daemon's lease (shared coalescing).",
             ),
+            disagreeing: m.gauge(
+                "cluster_peers_disagreeing",
+                "Peers under the same cluster name whose fingerprint (upstream URL, limits) disagrees with this daemon's.",
+            ),
         }
     }
 
@@ -671,6 +680,9 @@ impl ClusterFamilies {
                 .inc_by(n);
         }
         self.lease_waits.get_or_create(&l).inc_by(c.lease_waits);
+        self.disagreeing
+            .get_or_create(&l)
+            .set(c.peers_disagreeing as f64);
     }
 }
 
@@ -922,6 +934,8 @@ mod metrics_doc {
         let (mut stats, health) = super::tests::snapshot();
         stats.cluster = Some(ClusterStats::default());
         stats.breakers.push(super::tests::a_breaker());
+        // And a late answer to an order, so that its family has a series.
+        stats.orders.late_answers.insert(200, 1);
         let ups = [("a", stats, health)];
         let body = String::from_utf8(metrics_response(&ups).body).unwrap();
         let exposed: std::collections::BTreeSet<&str> = body

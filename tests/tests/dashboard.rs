@@ -41,6 +41,73 @@ fn the_dashboard_renders_live_figures_from_a_daemon_under_load() {
     mock.shutdown();
 }
 
+/// The admin token, as `server.admin_token_env` names it.
+struct AdminToken;
+
+const ADMIN_TOKEN: &str = "0123456789abcdef0123456789abcdef-dash";
+
+impl syncoord_wire::SecretSource for AdminToken {
+    fn env(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
+        (name == "DASH_ADMIN").then(|| zeroize::Zeroizing::new(ADMIN_TOKEN.to_owned()))
+    }
+    fn file(
+        &self,
+        path: &str,
+    ) -> Result<syncoord_wire::SecretFile, syncoord_wire::SecretFileError> {
+        syncoord_wire::NoSecrets.file(path)
+    }
+}
+
+#[test]
+fn the_dashboard_sends_the_admin_token_from_its_url_fragment() {
+    let Some(chromium) = chromium() else { return };
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let config = ProxyConfig::from_toml_str(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1.0\nadmin_token_env = \"DASH_ADMIN\"\n\n[[upstreams]]\nname = \"mock\"\nurl = \"{}\"\npreset = \"coinbase-advanced\"\n",
+        mock.base_url()
+    ))
+    .expect("valid config");
+    let daemon = Daemon::start_with_secrets(config, &AdminToken).expect("daemon starts");
+    let base = format!("http://{}", daemon.local_addr());
+    // Without the token: the page loads (it holds no figures) and says
+    // what it needs.
+    let bare = load(chromium, &format!("{base}/dashboard"), 1400, 900, 3_000);
+    assert_eq!(
+        attr(&bare.dom, "conn", "data-state").as_deref(),
+        Some("error")
+    );
+    assert!(
+        text(&bare.dom, "conn").contains("#token="),
+        "{}",
+        text(&bare.dom, "conn")
+    );
+    // With it in the fragment: live.
+    let page = load(
+        chromium,
+        &format!("{base}/dashboard#token={ADMIN_TOKEN}"),
+        1400,
+        900,
+        5_000,
+    );
+    assert_no_errors(&page);
+    assert_eq!(
+        attr(&page.dom, "conn", "data-state").as_deref(),
+        Some("live"),
+        "{}",
+        text(&page.dom, "conn")
+    );
+    let samples: usize = attr(&page.dom, "page", "data-samples")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(samples >= 2, "only {samples} refreshes ran");
+    assert!(
+        !page.dom.contains(ADMIN_TOKEN),
+        "the token reached the page"
+    );
+    daemon.shutdown();
+    mock.shutdown();
+}
+
 /// A stand-in coordinator that serves the real page and assets and
 /// `stats` as its stats, with the Worker's shard headers: every panel the
 /// daemon's calm figures leave empty gets drawn.

@@ -149,6 +149,114 @@ impl ClusterSettings {
     }
 }
 
+/// What makes two daemons' shared state the same, published by each
+/// daemon (one per upstream) so that peers under one cluster `name` can
+/// see when they disagree.
+///
+/// - `url`: where the calls go. Budgets and answers are keyed by it, so a
+///   staging daemon and a production daemon under one name never share an
+///   answer or a bucket (their upstreams are different servers).
+/// - `limits`: a digest of the limits this daemon paces by (scopes and the
+///   queue's reserve). It is compared, not keyed by: two daemons that pace
+///   one upstream budget with different limits still share one GCRA state
+///   per bucket, which keeps them together under the larger of the two
+///   limits, where separate states would let them spend the sum.
+///   Disagreeing is a configuration error, logged at `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The upstream's name in this daemon's file (for messages only).
+    pub upstream: String,
+    /// The upstream's URL, without user or password, scheme and host in
+    /// lower case, no trailing `/`.
+    pub url: String,
+    /// 16 hex digits of SHA-256 over the limits, as the daemon renders them.
+    pub limits: String,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `upstream` at `url`, pacing by `limits` (any
+    /// stable rendering of them: the same limits must give the same text).
+    pub fn new(upstream: &str, url: &str, limits: &str) -> Fingerprint {
+        Fingerprint {
+            upstream: upstream.to_owned(),
+            url: normalize_url(url),
+            limits: hex16(limits.as_bytes()),
+        }
+    }
+
+    /// 16 hex digits of SHA-256 over the URL: what keys live under.
+    pub fn url_key(&self) -> String {
+        hex16(self.url.as_bytes())
+    }
+
+    /// As published in the store: `limits url upstream` (the URL and name
+    /// hold no space: a URL has none, names are checked).
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.limits, self.url, self.upstream)
+    }
+
+    /// [`Self::encode`] read back; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Fingerprint> {
+        let mut parts = text.splitn(3, ' ');
+        let limits = parts.next()?.to_owned();
+        let url = parts.next()?.to_owned();
+        let upstream = parts.next()?.to_owned();
+        (limits.len() == 16 && limits.bytes().all(|b| b.is_ascii_hexdigit())).then_some(
+            Fingerprint {
+                upstream,
+                url,
+                limits,
+            },
+        )
+    }
+
+    /// Why a peer's fingerprint disagrees with this one, if it does: the
+    /// same upstream name at another URL (its answers and budgets are
+    /// kept apart), or the same URL paced by other limits.
+    pub fn disagreement(&self, peer: &Fingerprint) -> Option<String> {
+        if peer.url == self.url {
+            (peer.limits != self.limits).then(|| {
+                format!(
+                    "a peer paces {} with other limits (fingerprint {}, ours {}): the daemons share one budget but disagree on it; give them the same [scopes] and [queue]",
+                    self.url, peer.limits, self.limits
+                )
+            })
+        } else if peer.upstream == self.upstream {
+            Some(format!(
+                "a peer's upstream `{}` is {}, ours is {}: answers and budgets are not shared between them; use one cluster name per upstream",
+                self.upstream, peer.url, self.url
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+fn hex16(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Scheme and host in lower case, no user or password, no trailing `/`.
+fn normalize_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!(
+        "{}://{}{path}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
+}
+
 /// `redis://` or `rediss://`, a host, a port if any, a database number if
 /// any. The client reads the rest.
 fn check_redis_url(url: &str) -> Result<(), String> {
@@ -228,5 +336,30 @@ mod tests {
             ..ClusterSettings::default()
         };
         assert_eq!(c.store_name(), "rediss://redis.internal:6380/2");
+    }
+
+    #[test]
+    fn fingerprints_key_by_the_url_and_compare_the_limits() {
+        let prod = Fingerprint::new("cb", "https://API.coinbase.com/", "limits-a");
+        let same = Fingerprint::new("coinbase", "https://user:pw@api.coinbase.com", "limits-a");
+        assert_eq!(prod.url, "https://api.coinbase.com");
+        assert_eq!(prod.url_key(), same.url_key());
+        assert_eq!(
+            prod.disagreement(&same),
+            None,
+            "another name, same upstream"
+        );
+        let staging = Fingerprint::new("cb", "https://api-sandbox.coinbase.com", "limits-a");
+        assert_ne!(prod.url_key(), staging.url_key());
+        let why = prod.disagreement(&staging).expect("same name, other URL");
+        assert!(why.contains("api-sandbox"), "{why}");
+        let other_limits = Fingerprint::new("cb", "https://api.coinbase.com", "limits-b");
+        let why = prod.disagreement(&other_limits).expect("other limits");
+        assert!(why.contains("other limits"), "{why}");
+        let unrelated = Fingerprint::new("exchange", "https://api.exchange.coinbase.com", "x");
+        assert_eq!(prod.disagreement(&unrelated), None);
+        assert_eq!(Fingerprint::decode(&prod.encode()), Some(prod));
+        assert_eq!(Fingerprint::decode("garbage"), None);
+        assert_eq!(Fingerprint::decode("zz a b"), None);
     }
 }

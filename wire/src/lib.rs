@@ -31,7 +31,7 @@ mod outgoing;
 mod signing;
 mod url;
 
-pub use cluster::ClusterSettings;
+pub use cluster::{ClusterSettings, Fingerprint};
 pub use headers::Headers;
 pub use identity::{
     credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,

@@ -128,6 +128,7 @@ impl<P: Clone> Coordinator<P> {
             clients: self.stats.clients(),
             health,
             cluster: None,
+            orders: stats::OrderFates::default(),
         }
     }
 }

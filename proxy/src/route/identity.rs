@@ -17,6 +17,30 @@ use syncoord_wire::AbovePriority;
 type Identified = (Vec<(String, String)>, Option<Credential>);
 
 impl Proxy {
+    /// Who a request is, for what it may read back of its own (the order
+    /// record): the client its token names (refused when the token is no
+    /// client's), and the credential identity each upstream reads from
+    /// the headers it would forward (what an order sent with the same
+    /// headers was filed under).
+    pub fn presented_owner(
+        &self,
+        headers: &[(String, String)],
+    ) -> Result<(Option<std::sync::Arc<str>>, Vec<Credential>), Rejection> {
+        let client = self.authenticate(headers)?.map(|c| c.name.clone());
+        let mut identities: Vec<Credential> = Vec::new();
+        for up in &self.config().upstreams {
+            let forwarded = forwarded_headers(headers, up.underscores_in_headers);
+            if let Some(id) =
+                syncoord_wire::credential_identity(&forwarded, &up.coordination.credential)
+            {
+                if !identities.contains(&id) {
+                    identities.push(id);
+                }
+            }
+        }
+        Ok((client, identities))
+    }
+
     /// The headers that go upstream and the credential identity of the
     /// request. `rule` looks the route up, only when its answer decides.
     pub(super) fn identify<'a>(
