@@ -97,9 +97,9 @@ stat("Upstream 429s (health window)", (6, 0, 6, 5), f"sum(syncoord_recent_rate_l
 stat("Cache hit rate", (12, 0, 6, 5), f"{hits} / {ended}", "percentunit",
      [{"color": "red", "value": None}, {"color": "orange", "value": 0.5}, {"color": "green", "value": 0.9}])
 stat("Queue wait p99 · $top_class", (18, 0, 6, 5),
-     f'max(syncoord_queue_wait_seconds{{{SEL},class="$top_class",quantile="0.99"}})', "s",
+     f'histogram_quantile(0.99, sum by (le) (rate(syncoord_queue_wait_seconds_bucket{{{SEL},class="$top_class"}}[{RI}])))', "s",
      [{"color": "green", "value": None}, {"color": "orange", "value": 1}, {"color": "red", "value": 5}],
-     description="Since start (the coordinator's histogram); the mean over the interval is in the queue wait panel.")
+     description="Over the rate interval, from the histogram's buckets (every daemon selected added up).")
 
 # --- health reasons -----------------------------------------------------------
 panel("timeseries", "Health reasons by code", (0, 5, 24, 5),
@@ -149,9 +149,10 @@ panel("state-timeline", "Bucket pauses and breakers", (0, 34, 24, 6),
 panel("timeseries", "Queue depth per class", (0, 40, 12, 8),
       [target(f"sum by (class) (syncoord_queue_depth{{{SEL}}})", "{{class}}")], "none")
 panel("timeseries", "Queue wait per class", (12, 40, 12, 8),
-      [target(f'max by (class) (syncoord_queue_wait_seconds{{{SEL},quantile="0.99"}})', "p99 {{class}} (since start)"),
-       target(f"sum by (class) (rate(syncoord_queue_waited_seconds_total{{{SEL}}}[{RI}])) / "
-              f"sum by (class) (rate(syncoord_queue_waited_requests_total{{{SEL}}}[{RI}]))", "mean {{class}}")],
+      [target(f"histogram_quantile(0.99, sum by (class, le) (rate(syncoord_queue_wait_seconds_bucket{{{SEL}}}[{RI}])))",
+              "p99 {{class}}"),
+       target(f"sum by (class) (rate(syncoord_queue_wait_seconds_sum{{{SEL}}}[{RI}])) / "
+              f"sum by (class) (rate(syncoord_queue_wait_seconds_count{{{SEL}}}[{RI}]))", "mean {{class}}")],
       "s")
 
 # --- served age (the freshness metrics, when the coordinator exports them) -------
@@ -173,6 +174,13 @@ panel("timeseries", "Requests per second, per upstream (per shard on the Worker)
 panel("timeseries", "Health per upstream (0 healthy, 1 degraded, 2 unhealthy)", (12, 56, 12, 8),
       [target(f"max by (upstream) (syncoord_health_status{{{SEL}}})", "{{upstream}}")],
       "none", {"fieldConfig": {"defaults": {"min": 0, "max": 2}}})
+
+# --- upstream latency -----------------------------------------------------------
+panel("timeseries", "Upstream latency", (0, 64, 12, 8),
+      [target(f"histogram_quantile({q}, sum by (upstream, le) "
+              f"(rate(syncoord_upstream_latency_seconds_bucket{{{SEL}}}[{RI}])))",
+              f"p{round(q * 100)} {{{{upstream}}}}") for q in (0.5, 0.99)],
+      "s", description="From sending a call to its answer, over the rate interval.")
 
 dashboard = {
     "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",

@@ -89,8 +89,15 @@ if rustc --print target-libdir --target aarch64-unknown-linux-gnu 2>/dev/null | 
         qemu-aarch64 -L /usr/aarch64-linux-gnu "$DIST/syncoord-$VERSION-aarch64-linux-gnu" --version
     fi
 else
+    # Tried on the build machine (no rustup downloads there): Debian
+    # bookworm's libstd-rust-dev:arm64 is 1.63, below rust-version 1.85;
+    # rust-src (for -Zbuild-std) is 1.63 too. A route left to try where
+    # a multiarch apt is acceptable: rustc-web 1.85 with
+    # libstd-rust-web-dev:arm64 (after `dpkg --add-architecture arm64`),
+    # linked by cargo-zigbuild, checked under Debian's qemu-user-static.
     echo "release: aarch64 SKIPPED: this toolchain has no rust-std for aarch64-unknown-linux-gnu" \
-        "(rustup target add aarch64-unknown-linux-gnu, then run again)"
+        "(rustup target add aarch64-unknown-linux-gnu, then run again; Debian's arm64 std is 1.63," \
+        "below the workspace's rust-version 1.85)"
 fi
 
 # --- OCI image ----------------------------------------------------------------

@@ -23,9 +23,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "SYNCOORD_LOG")]
     log: Option<String>,
     /// Log line format: `text` (for people) or `json` (one object per
-    /// line, for log shippers).
-    #[arg(long, global = true, env = "SYNCOORD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// line, for log shippers). Wins over `[server] log_format`; `text`
+    /// when neither is set.
+    #[arg(long, global = true, env = "SYNCOORD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -165,9 +166,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The demo prints its own progress; the daemon's info lines would
     // drown it.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Simulate(_)).then_some("warn");
-    init_logging(cli.log.as_deref().or(quiet), cli.log_format);
+    let format = cli.log_format.unwrap_or_else(|| match &cli.command {
+        Command::Serve(args) => file_log_format(args),
+        _ => LogFormat::Text,
+    });
+    init_logging(cli.log.as_deref().or(quiet), format);
     match cli.command {
-        Command::Serve(args) => serve(args, cli.log_format == LogFormat::Json),
+        Command::Serve(args) => serve(args, format == LogFormat::Json),
         Command::Reload(args) => reload(args),
         Command::Config(ConfigCommand::Show {
             config,
@@ -191,6 +196,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
+    }
+}
+
+/// `[server] log_format` of `serve`'s file, read before logging starts
+/// (`text` when unset, or when the file cannot be read: `serve` then
+/// reports why, in text).
+fn file_log_format(args: &ServeArgs) -> LogFormat {
+    let file = args
+        .config
+        .as_deref()
+        .and_then(|p| load_config(p).ok())
+        .and_then(|c| c.server.log_format);
+    match file {
+        Some(syncoord_proxy::LogFormat::Json) => LogFormat::Json,
+        Some(syncoord_proxy::LogFormat::Text) | None => LogFormat::Text,
     }
 }
 

@@ -518,7 +518,9 @@ mod tests {
         assert_eq!((report.bot_429s, report.upstream_429s), (0, 0));
         let direct = report
             .direct
+            .clone()
             .expect("--compare ran the bots without syncoord");
+        readme_figures_hold(&report, &direct);
         assert!(
             direct.bot_429s > 0,
             "the same bots straight at Coinbase's limits must trip them: {direct:?}"
@@ -529,5 +531,86 @@ mod tests {
             report.upstream_requests,
             direct.upstream_requests
         );
+    }
+
+    /// The demo's figures README quotes, each `N label [tolerance]`, after
+    /// the command that produces them (this test's own run).
+    const README_COMMAND: &str = "syncoord demo --compare --duration 3 --interval 0.5";
+
+    /// README's quoted demo figures are this run's, within the tolerance
+    /// each states; a figure removed from README (or its command changed)
+    /// fails too.
+    fn readme_figures_hold(report: &DemoReport, direct: &DirectReport) {
+        let readme = include_str!("../../README.md");
+        let at = readme
+            .find(&format!("`{README_COMMAND}`"))
+            .unwrap_or_else(|| panic!("README no longer quotes `{README_COMMAND}`"));
+        let sentence = &readme[at..readme[at..].find(").").map_or(readme.len(), |e| at + e)];
+        let quoted = quoted_figures(sentence);
+        let measured = [
+            ("upstream 429s", report.upstream_429s),
+            ("upstream calls", report.upstream_requests),
+            ("requests", report.requests),
+            ("429s", direct.bot_429s),
+            ("calls", direct.upstream_requests),
+        ];
+        println!("README figures measured: {measured:?}");
+        for (label, value) in measured {
+            let Some(&(figure, tolerance)) = quoted.get(label) else {
+                panic!("README's demo sentence lost `N {label} [tolerance]`: {sentence}");
+            };
+            let drift = (value as f64 - figure as f64).abs();
+            assert!(
+                drift <= figure as f64 * tolerance,
+                "README says {figure} {label} (±{:.0}%), this run made {value}: measure again \
+                 and update README",
+                tolerance * 100.0
+            );
+        }
+    }
+
+    /// `N label [±P%]` or `N label [exact]` in `text`, by label.
+    fn quoted_figures(text: &str) -> std::collections::BTreeMap<String, (u64, f64)> {
+        let mut out = std::collections::BTreeMap::new();
+        for (i, _) in text.match_indices('[') {
+            let Some(end) = text[i..].find(']') else {
+                continue;
+            };
+            let tolerance = match &text[i + 1..i + end] {
+                "exact" => 0.0,
+                t => match t
+                    .strip_prefix('±')
+                    .and_then(|p| p.strip_suffix('%'))
+                    .and_then(|p| p.parse::<f64>().ok())
+                {
+                    Some(p) => p / 100.0,
+                    None => continue,
+                },
+            };
+            // Back from the bracket: the label's words, then the number.
+            let before = text[..i].trim_end();
+            let words: Vec<&str> = before.split_whitespace().collect();
+            let Some(n) = words
+                .iter()
+                .rposition(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || c == ','))
+            else {
+                continue;
+            };
+            let Ok(figure) = words[n].replace(',', "").parse::<u64>() else {
+                continue;
+            };
+            out.insert(words[n + 1..].join(" "), (figure, tolerance));
+        }
+        out
+    }
+
+    #[test]
+    fn quoted_figures_are_read_with_their_tolerance() {
+        let f = quoted_figures(
+            "(`x`: 0 upstream 429s [exact] and 1,043 upstream calls [±60%] for 9 requests [bad]).",
+        );
+        assert_eq!(f.get("upstream 429s"), Some(&(0, 0.0)));
+        assert_eq!(f.get("upstream calls"), Some(&(1043, 0.6)));
+        assert_eq!(f.len(), 2, "{f:?}");
     }
 }

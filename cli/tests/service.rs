@@ -183,17 +183,22 @@ fn notify_ready_then_stopping_probes_and_sighup_is_not_fatal() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `[server] log_format = "json"` in the file (no flag): every line is a
+/// JSON object. (`--log-format` wins over the file: the other tests pass it.)
 #[test]
 fn json_log_lines_parse() {
     let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
     let dir = temp_dir("json");
     let port = free_port();
+    let config = dir.join("syncoord.toml");
+    std::fs::write(&config, "[server]\nlog_format = \"json\"\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
     let mut daemon = serve(
         &mock,
         &dir,
         port,
-        &[],
-        &["--log", "info", "--log-format", "json"],
+        &[("SYNCOORD_CONFIG", config.as_str())],
+        &["--log", "info"],
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
@@ -365,12 +370,32 @@ fn access_log_has_one_line_per_request_and_reopens_on_sigusr1() {
         "client=",
         "method=GET",
         "upstream=advanced",
+        "route=\"",
+        "class=\"",
         "status=200",
-        "ms=",
+        "wait_ms=",
+        "upstream_status=200",
+        "upstream_ms=",
+        " ms=",
         "bytes=",
+        "error=-",
     ] {
         assert!(tickers[0].contains(field), "{field}: {text}");
     }
+    // The miss went upstream: a queue wait and a latency, both numbers;
+    // the hit had no call: neither.
+    for field in ["wait_ms=", "upstream_ms="] {
+        let value = tickers[0]
+            .split(field)
+            .nth(1)
+            .and_then(|v| v.split(' ').next());
+        assert!(
+            value.is_some_and(|v| v.parse::<f64>().is_ok()),
+            "{field}: {text}"
+        );
+        assert!(tickers[1].contains(&format!("{field}- ")), "{text}");
+    }
+    assert!(!tickers[0].contains("route=\"-\""), "{text}");
     assert!(
         tickers[0].contains("cache=miss") && tickers[1].contains("cache=hit"),
         "{text}"

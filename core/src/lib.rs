@@ -68,6 +68,7 @@ mod backoff;
 mod breaker;
 mod breakers;
 mod cache;
+mod client_share;
 mod compile;
 pub mod config;
 mod coordinator;
@@ -93,6 +94,7 @@ pub mod stats;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use breakers::{BreakerEvent, Transition as BreakerTransition};
+pub use client_share::ClientShare;
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};
 pub use coordinator::{
@@ -104,7 +106,7 @@ pub use limiter::{LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
-    Ticket, TransportError,
+    Ticket, Timing, TransportError,
 };
 pub use route::Route;
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};

@@ -34,6 +34,7 @@ use crate::shared::SharedBucket;
 use crate::signals::Signals;
 
 mod learn;
+mod tally;
 use learn::{Learned, Meter, Rules};
 pub use learn::{LearnedFrom, LearnedRate};
 
@@ -80,8 +81,6 @@ struct Bucket {
     strikes: u32,
     /// When the throttle started lifting (end of the last pause).
     recovering_from: Option<Instant>,
-    calls: u64,
-    rate_limited: u64,
     /// The effective rate under the ceiling, once something was learned.
     learned: Option<Learned>,
     /// What this bucket really dispatches.
@@ -123,8 +122,6 @@ impl Bucket {
             paused_until: None,
             strikes: 0,
             recovering_from: None,
-            calls: 0,
-            rate_limited: 0,
             learned: None,
             meter: Meter::default(),
         }
@@ -230,8 +227,9 @@ pub struct BucketSnapshot {
     /// Seconds until the bucket's pause ends (after a 429, or when upstream
     /// said its window is spent); `None` when not paused.
     pub paused_for_secs: Option<f64>,
-    /// Calls dispatched on this bucket since it was (re)created, whatever
-    /// their cost.
+    /// Calls dispatched on this bucket since the coordinator started,
+    /// whatever their cost (kept while the bucket is idle: see
+    /// `limiter::tally`).
     pub calls: u64,
     /// Upstream 429s on calls that drew on this bucket, likewise.
     pub rate_limited: u64,
@@ -240,6 +238,8 @@ pub struct BucketSnapshot {
 pub(crate) struct Limiter {
     scopes: Vec<Scope>,
     buckets: HashMap<BucketKey, Bucket>,
+    /// Each bucket's counters, kept while its series should persist.
+    tallies: tally::Tallies,
     base_pause: Duration,
     max_pause: Duration,
     recovery: Recovery,
@@ -265,7 +265,7 @@ impl Limiter {
     /// A limiter over `config`'s scopes, whose quotas (in scope order)
     /// config compilation built.
     pub(crate) fn with_quotas(config: &Config, quotas: &[Quota]) -> Self {
-        let scopes = config
+        let scopes: Vec<Scope> = config
             .scopes
             .iter()
             .zip(quotas)
@@ -278,10 +278,21 @@ impl Limiter {
                 documented: s.rate / s.period_secs,
             })
             .collect();
+        let tallies = tally::Tallies::new(
+            scopes
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.keying == Keying::Global)
+                .map(|(i, _)| BucketKey {
+                    scope: ScopeId(i as u16),
+                    credential: None,
+                }),
+        );
         let l = &config.limiter;
         Limiter {
             scopes,
             buckets: HashMap::default(),
+            tallies,
             base_pause: secs(l.base_pause_secs),
             max_pause: secs(l.max_pause_secs),
             recovery: Recovery {
@@ -384,13 +395,13 @@ impl Limiter {
                     .tat
                     .and_then(|t| t.checked_sub(spent))
                     .filter(|t| *t > now);
-                b.calls = b.calls.saturating_sub(1);
             }
+            self.tallies.refund(key);
         }
     }
 
     /// The quota the bucket `key` runs at now.
-    fn quota_of(&self, key: &BucketKey) -> Option<Quota> {
+    pub(crate) fn quota_of(&self, key: &BucketKey) -> Option<Quota> {
         let scope = self.scopes.get(key.scope.0 as usize)?;
         Some(match self.buckets.get(key) {
             Some(b) => effective(scope, b, self.rules, self.share),
@@ -501,7 +512,7 @@ impl Limiter {
                     }
                 }
             }
-            bucket.calls += 1;
+            self.tallies.call(key, now);
         }
     }
 
@@ -539,7 +550,7 @@ impl Limiter {
             }
             let tolerance = effective(scope, bucket, self.rules, self.share).tolerance();
             bucket.strikes = bucket.strikes.saturating_add(1);
-            bucket.rate_limited += 1;
+            self.tallies.rate_limited(key, now);
             let pause = upstream_wait.unwrap_or_else(|| {
                 let ceiling = exponential(self.base_pause, self.max_pause, bucket.strikes);
                 // Jitter in the upper half: the pause must stay meaningful,
@@ -642,6 +653,8 @@ impl Limiter {
                 && b.learned.is_none();
             !(full && calm)
         });
+        let buckets = &self.buckets;
+        self.tallies.prune(now, |k| buckets.contains_key(k));
     }
 
     /// Every learned rate, for a state file or a shared store.
@@ -720,12 +733,20 @@ impl Limiter {
         self.buckets.len()
     }
 
+    /// Every bucket that exists, as stats show it: those holding state,
+    /// and those forgotten as idle whose counters are kept (shown as the
+    /// new, full buckets they are equivalent to), so that a bucket's series
+    /// do not vanish while it is quiet.
     pub(crate) fn snapshot(&self, now: Instant) -> Vec<BucketSnapshot> {
-        let mut out: Vec<BucketSnapshot> = self
-            .buckets
-            .iter()
-            .map(|(key, b)| {
-                let scope = &self.scopes[key.scope.0 as usize];
+        let fresh = Bucket::new();
+        let keys: std::collections::BTreeSet<&BucketKey> =
+            self.buckets.keys().chain(self.tallies.keys()).collect();
+        let mut out: Vec<BucketSnapshot> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let scope = self.scopes.get(key.scope.0 as usize)?;
+                let b = self.buckets.get(key).unwrap_or(&fresh);
+                let tally = self.tallies.get(key);
                 let quota = effective(scope, b, self.rules, self.share);
                 let factor = self.recovery.factor(b, now);
                 let tolerance = quota.tolerance();
@@ -733,7 +754,7 @@ impl Limiter {
                     .tat
                     .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
                 let unit = quota.interval().as_secs_f64() / factor;
-                BucketSnapshot {
+                Some(BucketSnapshot {
                     scope: scope.name.clone(),
                     credential: key.credential.as_ref().map(|c| c.as_str().to_owned()),
                     tokens: (tolerance.saturating_sub(debt).as_secs_f64() / unit).max(0.0),
@@ -750,9 +771,9 @@ impl Limiter {
                         .paused_until
                         .filter(|&p| p > now)
                         .map(|p| (p - now).as_secs_f64()),
-                    calls: b.calls,
-                    rate_limited: b.rate_limited,
-                }
+                    calls: tally.calls,
+                    rate_limited: tally.rate_limited,
+                })
             })
             .collect();
         out.sort_by(|a, b| (&a.scope, &a.credential).cmp(&(&b.scope, &b.credential)));

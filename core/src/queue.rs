@@ -289,22 +289,35 @@ impl Queue {
     /// lanes by their head's (round, arrival); a lane whose head the
     /// limiter refuses reserves the refusing buckets. `check` is the
     /// limiter's verdict for a lane and cost (plus the top-class reserve
-    /// for lower classes).
+    /// for lower classes). `held` says when a call may go as far as its
+    /// client's share is concerned (`None`: now): a held call is passed
+    /// over, and reserves nothing, so the calls behind it on the same
+    /// buckets go ahead.
     pub(crate) fn select(
         &self,
         mut check: impl FnMut(&[BucketKey], u32) -> Option<Wait>,
+        mut held: impl FnMut(CallId, u32) -> Option<Instant>,
     ) -> Selection {
         let mut reserved: HashSet<&BucketKey> = HashSet::new();
         let mut earliest: Option<Instant> = None;
+        let wake = |t: Instant, earliest: &mut Option<Instant>| {
+            *earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        };
         for (index, class) in self.classes.iter().enumerate() {
             let reserve = if index == 0 { 0 } else { self.top_reserve };
-            let mut heads: Vec<(&(u64, u64), &Lane, CallId)> = class
-                .lanes
-                .iter()
-                .filter_map(|(lane, calls)| {
-                    calls.first_key_value().map(|(k, call)| (k, lane, *call))
-                })
-                .collect();
+            let mut heads: Vec<(&(u64, u64), &Lane, CallId)> = Vec::new();
+            for (lane, calls) in &class.lanes {
+                for (k, call) in calls {
+                    let cost = self.entries.get(call).map_or(1, |e| e.cost);
+                    match held(*call, cost) {
+                        None => {
+                            heads.push((k, lane, *call));
+                            break;
+                        }
+                        Some(t) => wake(t, &mut earliest),
+                    }
+                }
+            }
             heads.sort_unstable_by_key(|(k, _, _)| **k);
             for (_, lane, call) in heads {
                 if lane.iter().any(|b| reserved.contains(&b)) {
@@ -314,8 +327,7 @@ impl Queue {
                 match check(lane, cost) {
                     None => return Selection::Go(call),
                     Some(wait) => {
-                        let t = wait.instant();
-                        earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                        wake(wait.instant(), &mut earliest);
                         for bucket in lane.iter() {
                             if check(std::slice::from_ref(bucket), cost).is_some() {
                                 reserved.insert(bucket);

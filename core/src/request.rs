@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
+use crate::client_share::ClientShare;
 use crate::config::ClassId;
 use crate::freshness::Freshness;
 
@@ -183,6 +184,9 @@ pub struct Request {
     pub max_wait: Option<Duration>,
     /// How fresh the answer must be (the request's `Cache-Control`).
     pub freshness: Freshness,
+    /// The share of each bucket its client may spend (`[[clients]]
+    /// share`); `None`: no cap but the buckets' own.
+    pub share: Option<ClientShare>,
 }
 
 impl Request {
@@ -208,12 +212,19 @@ impl Request {
             deadline: None,
             max_wait: None,
             freshness: Freshness::default(),
+            share: None,
         }
     }
 
     /// Sets the credential identity (never a secret: see [`Credential`]).
     pub fn with_credential(mut self, identity: &str) -> Self {
         self.credential = Some(Credential::new(identity));
+        self
+    }
+
+    /// Holds the request's calls to `share` of each bucket they draw on.
+    pub fn with_share(mut self, share: ClientShare) -> Self {
+        self.share = Some(share);
         self
     }
 
@@ -398,6 +409,9 @@ pub struct Answer {
     /// whole seconds, negative once stale (RFC 9211 `ttl`); `None` for
     /// one fetched for this request, or served while it is revalidated.
     pub ttl_secs: Option<i64>,
+    /// How this request's call went, for the access log (empty for an
+    /// answer from the cache).
+    pub timing: Timing,
 }
 
 /// RFC 9211's `ttl` of an entry with `left` of its lifetime, or `past` its
@@ -409,6 +423,19 @@ pub(crate) fn ttl_secs(left: Duration, past: Duration) -> i64 {
     } else {
         secs(left)
     }
+}
+
+/// How long an answered request waited for its call, and the call for
+/// upstream: what an access log line shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// From the request's submission to its call's first dispatch (zero
+    /// for a request that joined a call already sent); `None` when no
+    /// call answered it.
+    pub queue_wait: Option<Duration>,
+    /// From the answering call's dispatch to upstream's answer; `None`
+    /// when upstream did not answer it just now (cache, shared store).
+    pub upstream_latency: Option<Duration>,
 }
 
 /// Why a request ended without an answer. Every variant says what a caller
@@ -498,6 +525,15 @@ pub enum Failure {
         /// the probe is in flight).
         retry_after: Duration,
     },
+    /// The client's share of a bucket is spent, and its `[[clients]]`
+    /// entry says to refuse rather than wait (`above_share = "refuse"`).
+    #[error("client `{holder}` has spent its share of the budget; retry in {retry_after:?}")]
+    ShareExceeded {
+        /// Whose share.
+        holder: String,
+        /// When the share admits a call again.
+        retry_after: Duration,
+    },
     /// The host is shutting down and aborted the request.
     #[error("aborted: {0}")]
     Aborted(String),
@@ -513,7 +549,8 @@ impl Failure {
         match self {
             Failure::Shed { retry_after, .. }
             | Failure::RateLimited { retry_after, .. }
-            | Failure::BreakerOpen { retry_after, .. } => Some(*retry_after),
+            | Failure::BreakerOpen { retry_after, .. }
+            | Failure::ShareExceeded { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -531,6 +568,7 @@ impl Failure {
             Failure::BreakerOpen { .. } => "breaker_open",
             Failure::Aborted(_) => "aborted",
             Failure::NotCached => "not_cached",
+            Failure::ShareExceeded { .. } => "client_share_exceeded",
         }
     }
 }

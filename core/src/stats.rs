@@ -20,6 +20,9 @@ pub use crate::cache::CacheSnapshot;
 pub use crate::health::{Health, Reason, Status, CODES};
 pub use crate::limiter::BucketSnapshot;
 
+mod buckets;
+pub use buckets::{DurationBuckets, BOUNDS_SECS};
+
 /// How one request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -224,6 +227,10 @@ pub struct ClassSnapshot {
     pub depth: usize,
     /// Queue waits of this class's requests since start.
     pub wait: WaitSummary,
+    /// The same waits counted into fixed buckets, for a Prometheus
+    /// histogram (absent in reports from older hosts).
+    #[serde(default)]
+    pub wait_buckets: DurationBuckets,
 }
 
 /// One client's requests by outcome, since start.
@@ -290,6 +297,10 @@ pub struct StatsSnapshot {
     /// The age of answers served, since start.
     #[serde(default)]
     pub served_age: ServedAge,
+    /// Upstream latency, from sending a call to its answer (answers only,
+    /// not timeouts or connection errors), counted into fixed buckets.
+    #[serde(default)]
+    pub upstream_latency: DurationBuckets,
     /// Upstream 429s within the health window.
     pub recent_rate_limited: u64,
     /// Calls sent upstream and not yet answered.
@@ -298,8 +309,9 @@ pub struct StatsSnapshot {
     pub queue: QueueSnapshot,
     /// The response cache now.
     pub cache: CacheSnapshot,
-    /// Limiter buckets in use, sorted by scope, then credential (idle full
-    /// buckets are forgotten and not listed).
+    /// Limiter buckets, sorted by scope, then credential: every global
+    /// scope's from the start, and a per-credential one until an hour
+    /// after its last call (an idle one is shown full).
     pub scopes: Vec<BucketSnapshot>,
     /// Route breakers that have counted failures or tripped, sorted by
     /// route, then credential (a closed breaker with no failures is not
@@ -387,6 +399,10 @@ pub(crate) struct Stats {
     /// Upstream calls and how they went.
     pub(crate) upstream: UpstreamCounts,
     waits: Vec<Histogram<u64>>,
+    /// The same waits in fixed buckets, per class.
+    wait_buckets: Vec<DurationBuckets>,
+    /// Upstream latency of answered calls.
+    pub(crate) latency: DurationBuckets,
     /// Served ages in milliseconds: hits, stale, upstream.
     ages: [Histogram<u64>; 3],
     clients: HashMap<Arc<str>, ClientCounts>,
@@ -452,6 +468,8 @@ impl Stats {
             requests: RequestCounts::default(),
             upstream: UpstreamCounts::default(),
             waits: (0..classes).map(|_| wait_histogram()).collect(),
+            wait_buckets: vec![DurationBuckets::default(); classes],
+            latency: DurationBuckets::default(),
             ages: [age_histogram(), age_histogram(), age_histogram()],
             clients: HashMap::default(),
             max_clients,
@@ -505,6 +523,9 @@ impl Stats {
             let micros = (waited.as_micros() as u64).clamp(1, h.high());
             // Within bounds by the clamp above, so recording cannot fail.
             let _ = h.record(micros);
+        }
+        if let Some(b) = self.wait_buckets.get_mut(class) {
+            b.observe(waited);
         }
     }
 
@@ -574,6 +595,12 @@ impl Stats {
         self.waits
             .get(class)
             .map_or_else(WaitSummary::default, wait_summary)
+    }
+
+    /// Queue waits of class `class` in fixed buckets (empty when there is
+    /// no such class).
+    pub(crate) fn wait_buckets(&self, class: usize) -> DurationBuckets {
+        self.wait_buckets.get(class).cloned().unwrap_or_default()
     }
 
     /// Per-client counts, sorted by client name.
@@ -704,6 +731,22 @@ mod tests {
             "{long:?}"
         );
         assert_eq!(s.wait_summary(5), WaitSummary::default(), "no such class");
+        // The buckets hold the same waits, the long one unclamped.
+        let b = s.wait_buckets(0);
+        assert_eq!(b.count(), 100);
+        assert!((b.sum_secs - 5.05).abs() < 1e-9, "{b:?}");
+        let le_100ms: u64 = b
+            .buckets()
+            .iter()
+            .filter(|(le, _)| *le <= 0.1)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(le_100ms, 100);
+        assert_eq!(
+            s.wait_buckets(1).buckets().last(),
+            Some(&(f64::INFINITY, 1))
+        );
+        assert_eq!(s.wait_buckets(5), DurationBuckets::default());
     }
 
     #[test]

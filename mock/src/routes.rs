@@ -576,6 +576,7 @@ impl Handler for MockHandler {
         let status = match &reply {
             Reply::Respond(response) => response.status.to_string(),
             Reply::Intercept { .. } => "200".to_owned(),
+            Reply::Splice(_) => "200".to_owned(),
             Reply::DropConnection => DROPPED_STATUS.to_owned(),
         };
         *state.counters().stats.by_status.entry(status).or_default() += 1;

@@ -78,6 +78,7 @@ fn proxy_route(c: &mut Criterion) {
         source: Source::Cache,
         age: Duration::from_secs(2),
         ttl_secs: Some(3),
+        timing: Default::default(),
     };
     g.bench_function("answer_response", |b| {
         b.iter(|| black_box(answer_response(black_box(&answer))))

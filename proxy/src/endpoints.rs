@@ -19,6 +19,8 @@ use serde_json::json;
 use syncoord_core::stats::{Health, StatsSnapshot, Status};
 use syncoord_core::Response;
 
+use crate::histogram::BucketHistogram;
+
 mod orders;
 
 /// Every upstream's stats, as JSON.
@@ -250,6 +252,11 @@ impl Families {
         self.registry.register(name, help, f.clone());
         f
     }
+    fn histogram(&mut self, name: &str, help: &str) -> Family<Labels, BucketHistogram> {
+        let f = Family::<Labels, BucketHistogram>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
 }
 
 fn labels(upstream: &str, more: &[(&str, &str)]) -> Labels {
@@ -327,14 +334,6 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "bucket_rate_limited",
         "Upstream 429s on calls that drew on a limiter bucket.",
     );
-    let waited_sum = m.float_counter(
-        "queue_waited_seconds",
-        "Queue waits of requests sent upstream, summed, by class (over queue_waited_requests: the mean wait in any interval).",
-    );
-    let waited_count = m.counter(
-        "queue_waited_requests",
-        "Requests whose queue wait was recorded (once each, when first sent), by class.",
-    );
     let in_progress = m.gauge("in_progress", "Requests received and not ended.");
     let in_flight = m.gauge("calls_in_flight", "Upstream calls in flight.");
     let queue_depth = m.gauge("queue_depth", "Requests waiting to be sent, by class.");
@@ -343,9 +342,13 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "queue_oldest_wait_seconds",
         "Age of the oldest queued request.",
     );
-    let wait = m.gauge(
+    let wait = m.histogram(
         "queue_wait_seconds",
-        "Queue wait of requests sent upstream since start, by class and quantile.",
+        "Queue wait of requests sent upstream (once each, when first sent), by class.",
+    );
+    let latency = m.histogram(
+        "upstream_latency_seconds",
+        "Upstream latency, from sending a call to its answer (answers only).",
     );
     let hit_rate = m.gauge(
         "cache_hit_ratio",
@@ -499,20 +502,9 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         for c in &s.queue.classes {
             let cl = labels(u, &[("class", &c.class)]);
             queue_depth.get_or_create(&cl).set(c.depth as f64);
-            waited_count.get_or_create(&cl).inc_by(c.wait.count);
-            waited_sum
-                .get_or_create(&cl)
-                .inc_by(c.wait.mean_ms * c.wait.count as f64 / 1000.0);
-            for (q, ms) in [
-                ("0.5", c.wait.p50_ms),
-                ("0.9", c.wait.p90_ms),
-                ("0.99", c.wait.p99_ms),
-                ("1", c.wait.max_ms),
-            ] {
-                wait.get_or_create(&labels(u, &[("class", &c.class), ("quantile", q)]))
-                    .set(ms / 1000.0);
-            }
+            wait.get_or_create(&cl).set(&c.wait_buckets);
         }
+        latency.get_or_create(&l).set(&s.upstream_latency);
         let mut clients: Vec<_> = s.clients.iter().collect();
         clients.sort_by_key(|c| std::cmp::Reverse(c.counts.requests));
         for c in clients.into_iter().take(MAX_SERIES_PER_UPSTREAM) {
@@ -783,8 +775,13 @@ mod tests {
         for line in [
             "syncoord_requests_total{upstream=\"advanced\",outcome=\"hit\"} 1",
             "syncoord_requests_submitted_total{upstream=\"advanced\"} 3",
-            "syncoord_queue_waited_requests_total{upstream=\"advanced\",class=\"market\"} 1",
-            "# TYPE syncoord_queue_waited_seconds counter",
+            "# TYPE syncoord_queue_wait_seconds histogram",
+            "syncoord_queue_wait_seconds_count{upstream=\"advanced\",class=\"market\"} 1",
+            "syncoord_queue_wait_seconds_bucket{le=\"0.001\",upstream=\"advanced\",class=\"market\"} 1",
+            "syncoord_queue_wait_seconds_bucket{le=\"+Inf\",upstream=\"advanced\",class=\"account\"} 0",
+            "# TYPE syncoord_upstream_latency_seconds histogram",
+            "syncoord_upstream_latency_seconds_count{upstream=\"advanced\"} 1",
+            "syncoord_upstream_latency_seconds_bucket{le=\"+Inf\",upstream=\"advanced\"} 1",
             "# TYPE syncoord_cache_hit_ratio gauge",
             "syncoord_route_breaker_state{upstream=\"advanced\",route=\"candles\",credential=\"\"} 2",
             "syncoord_breaker_half_opened_total{upstream=\"advanced\"} 0",
@@ -823,6 +820,11 @@ mod tests {
             );
             if kind == "counter" {
                 assert!(text.contains(&format!("\n{name}_total")), "{line}");
+            }
+            if kind == "histogram" {
+                for part in ["_sum", "_count", "_bucket{le=\"+Inf\""] {
+                    assert!(text.contains(&format!("\n{name}{part}")), "{line}: {part}");
+                }
             }
             for unit in ["_ms", "_millis", "_rate", "_percent", "_secs"] {
                 assert!(!name.ends_with(unit), "{line}: not a base unit");
@@ -981,6 +983,34 @@ mod metrics_doc {
             stale.is_empty(),
             "docs/metrics.md names metrics /metrics lacks: {stale:?}"
         );
+    }
+
+    /// The example alert rules query only series `/metrics` has (a
+    /// histogram's by its `_bucket` series).
+    #[test]
+    fn alert_rules_query_exported_series() {
+        let (mut stats, health) = super::tests::snapshot();
+        stats.cluster = Some(ClusterStats::default());
+        let body = String::from_utf8(metrics_response(&[("a", stats, health)]).body).unwrap();
+        let rules = include_str!("../../docs/alerts.yml");
+        let mut queried = 0;
+        for line in rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+        {
+            for (i, _) in line.match_indices("syncoord_") {
+                let name: String = line[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried += 1;
+                assert!(
+                    body.contains(&format!("\n{name}{{")),
+                    "docs/alerts.yml queries {name}, which /metrics lacks"
+                );
+            }
+        }
+        assert!(queried >= 6, "{queried}");
     }
 
     /// Two daemons scraped by one Prometheus are never summed unawares:

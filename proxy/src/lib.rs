@@ -64,9 +64,11 @@
 pub mod config;
 pub mod dashboard;
 pub mod endpoints;
+mod histogram;
 mod rejection;
 pub mod response;
 pub mod route;
+pub mod tunnel;
 
 /// Signing mode: syncoord holds the API keys and signs each call just
 /// before the host sends it; bots present only a token. The pieces live
@@ -116,7 +118,7 @@ mod cluster {
 }
 
 pub use config::{
-    ConfigFileError, ConfigFileErrors, Preset, PresetRoutes, Provenance, ProxyConfig,
+    ConfigFileError, ConfigFileErrors, LogFormat, Preset, PresetRoutes, Provenance, ProxyConfig,
     ServerSettings, UpstreamConfig,
 };
 pub use endpoints::{endpoint, Endpoint};

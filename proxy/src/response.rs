@@ -188,7 +188,8 @@ pub fn failure_response(failure: &Failure) -> Response {
 /// (reshaped for the upstream's clients, see [`ErrorShape`]) with
 /// `X-Syncoord-Error: <kind>`.
 ///
-/// Statuses: shed, open breaker, upstream rate limit and abort are 503
+/// Statuses: a client over its share refused (`above_share = "refuse"`) is
+/// 429 `client_share_exceeded` with `Retry-After`; shed, open breaker, upstream rate limit and abort are 503
 /// (try again later, with `Retry-After` where we know when); deadlines are
 /// 504, and so is `only-if-cached` with nothing cached (RFC 9111
 /// §5.2.1.7); syncoord's own exhaustion (threads, descriptors) is 503
@@ -201,6 +202,9 @@ pub fn failure_response_shaped(failure: &Failure, shape: ErrorShape) -> Response
         | Failure::BreakerOpen { retry_after, .. }
         | Failure::RateLimited { retry_after, .. } => (503, Some(retry_after_secs(*retry_after))),
         Failure::Aborted(_) => (503, Some(1)),
+        // The bot's own client spent its share: its own doing, not
+        // upstream's, hence 429 (and a kind apart from upstream's).
+        Failure::ShareExceeded { retry_after, .. } => (429, Some(retry_after_secs(*retry_after))),
         Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } | Failure::NotCached => {
             (504, None)
         }
@@ -337,6 +341,7 @@ mod tests {
             source: Source::Stale,
             age: Duration::from_millis(12_700),
             ttl_secs: Some(-3),
+            timing: Default::default(),
         };
         let r = answer_response(&answer);
         assert_eq!(r.status, 201);
@@ -375,6 +380,7 @@ mod tests {
             source: Source::Upstream,
             age: Duration::ZERO,
             ttl_secs: None,
+            timing: Default::default(),
         };
         let r = answer_response(&fresh);
         assert_eq!(r.header("age"), Some("5"), "upstream's own Age stays");
@@ -549,6 +555,7 @@ mod tests {
                 source,
                 age: Duration::ZERO,
                 ttl_secs: None,
+                timing: Default::default(),
             });
             assert_eq!(
                 r.header("x-ratelimit-remaining").is_some(),

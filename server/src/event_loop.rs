@@ -57,6 +57,8 @@ const WAKER: Token = Token(1);
 /// Connection `key` of the slab is token `key + FIRST`.
 const FIRST: usize = 2;
 
+mod splice;
+
 /// How long a closing connection reads and discards what the client still
 /// sends, so the kernel does not answer unread data with a reset that
 /// could destroy the response before the client reads it (the "lingering
@@ -181,6 +183,8 @@ enum Phase {
     Writing(Persistence),
     /// Closed for sending; reading and discarding until the client closes.
     Lingering,
+    /// A plain tunnel: bytes move both ways, untouched (`splice.rs`).
+    Spliced,
 }
 
 /// An intercepted CONNECT's label ([`HttpRequest::tunnel`]) and the
@@ -217,6 +221,10 @@ struct Conn {
     edge_missed: bool,
     /// The request being handled waits here, on the loop (`waiting.rs`).
     waiter: Option<Box<dyn Waiter>>,
+    /// A tunnel answered `200`: splicing begins once that is written.
+    splice_to: Option<Arc<TcpStream>>,
+    /// The tunnel this connection is (`splice.rs`).
+    splice: Option<Box<splice::Splice>>,
 }
 
 pub(crate) struct EventLoop {
@@ -369,6 +377,9 @@ impl EventLoop {
                         }
                     }
                     WAKER => {}
+                    Token(t) if t & splice::DESTINATION != 0 => {
+                        self.pump((t & !splice::DESTINATION) - FIRST);
+                    }
                     Token(t) => {
                         let key = t - FIRST;
                         if event.is_writable() {
@@ -603,6 +614,8 @@ impl EventLoop {
             tunnel: None,
             edge_missed: false,
             waiter: None,
+            splice_to: None,
+            splice: None,
         });
         self.shared.connections.fetch_add(1, Ordering::SeqCst);
         // Edge-triggered: bytes that came with the connection are read now.
@@ -656,6 +669,7 @@ impl EventLoop {
                 return;
             }
             Phase::Lingering => return self.linger_read(key),
+            Phase::Spliced => return self.pump(key),
             Phase::Idle | Phase::Head | Phase::Body => {}
         }
         let cap = self.shared.limits.max_header_bytes
@@ -941,6 +955,23 @@ impl EventLoop {
                 conn.deadline = Some(now + self.shared.limits.write_timeout);
                 self.write(key);
             }
+            Reply::Splice(far) => {
+                if conn.transport.is_tls() {
+                    let response =
+                        json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
+                    return self.respond(key, &response, meta);
+                }
+                conn.splice_to = Some(far);
+                conn.out.clear();
+                conn.out
+                    .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                conn.written = 0;
+                let now = Instant::now();
+                conn.phase = Phase::Writing(Persistence::KeepAlive);
+                conn.since = now;
+                conn.deadline = Some(now + self.shared.limits.write_timeout);
+                self.write(key);
+            }
             Reply::DropConnection => {
                 let _ = conn.stream.shutdown(Shutdown::Both);
                 self.close(key);
@@ -989,6 +1020,8 @@ impl EventLoop {
         };
         if matches!(conn.phase, Phase::Writing(_)) {
             self.write(key);
+        } else if conn.phase == Phase::Spliced {
+            self.pump(key);
         } else if conn.transport.is_tls() && conn.transport.flush(&conn.stream).is_err() {
             // A handshake answer (or an alert) the socket could not take.
             self.close(key);
@@ -1032,6 +1065,9 @@ impl EventLoop {
         conn.phase = Phase::Idle;
         conn.since = now;
         conn.deadline = Some(now + self.shared.limits.idle_timeout);
+        if let Some(far) = conn.splice_to.take() {
+            return self.start_splice(key, far);
+        }
         if let Some((config, tunnel)) = conn.upgrade.take() {
             // The `200` to a CONNECT is out: TLS from here on. The
             // handshake and the first request must come within the header
@@ -1111,7 +1147,8 @@ impl EventLoop {
         if !self.conns.contains(key) {
             return;
         }
-        let conn = self.conns.remove(key);
+        let mut conn = self.conns.remove(key);
+        self.drop_splice(&mut conn);
         let _ = self
             .poll
             .registry()
@@ -1177,7 +1214,7 @@ impl EventLoop {
             .filter(|(_, c)| {
                 matches!(
                     c.phase,
-                    Phase::Idle | Phase::Head | Phase::Body | Phase::Lingering
+                    Phase::Idle | Phase::Head | Phase::Body | Phase::Lingering | Phase::Spliced
                 )
             })
             .map(|(key, _)| key)

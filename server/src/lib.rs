@@ -239,6 +239,11 @@ pub enum Reply {
         /// requests inside come without it.
         inherited: Arc<[(String, String)]>,
     },
+    /// Answer a CONNECT with `200 Connection established`, then move
+    /// bytes between the client and this stream (already connected to the
+    /// tunnel's destination), untouched, on the event loop: a plain TCP
+    /// tunnel the handler allowed on purpose. Not inside TLS.
+    Splice(Arc<std::net::TcpStream>),
     /// Close the connection without answering: a simulated network failure
     /// (the mock upstream's broken connections), or a client that has
     /// nobody left to answer.
@@ -263,6 +268,8 @@ impl PartialEq for Reply {
                 },
             ) => Arc::ptr_eq(config, c) && tunnel == t && inherited == i,
             (Reply::DropConnection, Reply::DropConnection) => true,
+            // One socket is one tunnel.
+            (Reply::Splice(a), Reply::Splice(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }

@@ -80,6 +80,7 @@ pub fn reference_group(bots: usize) -> BotGroup {
             .when(When::Every(4)),
             Call::new(Method::post(), &format!("{BASE}/orders")).when(When::Chance(0.01)),
         ],
+        share: None,
     }
 }
 

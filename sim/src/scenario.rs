@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use syncoord_core::{Config, Duration, Method};
+use syncoord_core::{ClientShare, Config, Duration, Method};
 
 /// One documented upstream limit: `rate` calls per `period`, up to `burst`
 /// at once, enforced as a lazy-fill token bucket (as Coinbase documents);
@@ -212,6 +212,9 @@ pub struct BotGroup {
     /// What each evaluation calls, in order (a bot waits for each answer
     /// before the next call; it skips a tick while still busy).
     pub calls: Vec<Call>,
+    /// The share of each bucket the group's bots may spend together (a
+    /// `[[clients]] share`, the group being one client); `None`: no cap.
+    pub share: Option<ClientShare>,
 }
 
 /// One simulated run.

@@ -470,6 +470,7 @@ impl Workload {
                     credentials,
                     vars: r.vars,
                     calls,
+                    share: None,
                 }
             })
             .collect();

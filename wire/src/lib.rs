@@ -39,9 +39,9 @@ pub use identity::{
 pub use outgoing::Outgoing;
 pub use signing::{
     check_signing_specs, edge_signing_issues, load_signing, presented_token, token_sha256_hex,
-    AbovePriority, Client, ClientSpec, Clients, CredentialKind, CredentialSpec, KeyError, Keyring,
-    NoSecrets, SecretFile, SecretFileError, SecretSource, SignError, SignTarget, Signer,
-    SigningSettings, SigningSetup, SpecIssue, TokenError, CREDENTIAL_HEADER, JWT_LIFETIME_SECS,
-    SIGNATURE_HEADERS, TOKEN_HEADER,
+    AbovePriority, AboveShare, Client, ClientSpec, Clients, CredentialKind, CredentialSpec,
+    KeyError, Keyring, NoSecrets, SecretFile, SecretFileError, SecretSource, SignError, SignTarget,
+    Signer, SigningSettings, SigningSetup, SpecIssue, TokenError, CREDENTIAL_HEADER,
+    JWT_LIFETIME_SECS, SIGNATURE_HEADERS, TOKEN_HEADER,
 };
 pub use url::{split_absolute, BaseUrl, BaseUrlError, Origin, UrlError};

@@ -82,6 +82,9 @@ impl<P: Clone> Coordinator<P> {
         if let Some(admission) = self.check_budget(now, &a, &waiter, cache_key) {
             return admission;
         }
+        if let Some(admission) = self.check_share(now, &a, &request, &waiter, cache_key) {
+            return admission;
+        }
         if let Some(admission) = self.make_room(now, &a, cache_key) {
             return admission;
         }
@@ -163,6 +166,7 @@ impl<P: Clone> Coordinator<P> {
                         source: Source::Cache,
                         age,
                         ttl_secs: Some(crate::request::ttl_secs(left, Duration::ZERO)),
+                        timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -180,6 +184,7 @@ impl<P: Clone> Coordinator<P> {
                         source: Source::Stale,
                         age,
                         ttl_secs: Some(crate::request::ttl_secs(Duration::ZERO, past_expiry)),
+                        timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
                 }
@@ -225,6 +230,7 @@ impl<P: Clone> Coordinator<P> {
                     source: Source::Stale,
                     age,
                     ttl_secs: None,
+                    timing: Default::default(),
                 };
                 return Ok(self.answered(&a.client, answer));
             }
@@ -262,6 +268,27 @@ impl<P: Clone> Coordinator<P> {
             }
         }
         None
+    }
+
+    /// Step 4b: a client whose share is spent, and whose share says to
+    /// refuse rather than wait, is refused (with when to retry).
+    fn check_share(
+        &mut self,
+        now: Instant,
+        a: &Admit,
+        request: &Request,
+        waiter: &Waiter<P>,
+        cache_key: Option<&CacheKey>,
+    ) -> Option<Admission> {
+        let share = request.share.as_ref().filter(|s| s.refuse)?;
+        let until = self
+            .shares
+            .check(now, &self.limiter, share, &waiter.lane, a.cost)?;
+        let failure = Failure::ShareExceeded {
+            holder: share.holder.to_string(),
+            retry_after: until - now,
+        };
+        Some(self.refuse(now, &a.client, cache_key, failure))
     }
 
     /// Step 5: a full queue sheds its least important call, or refuses
@@ -335,6 +362,7 @@ impl<P: Clone> Coordinator<P> {
                 age_bounded: a.limit.is_some() || a.written.is_some(),
                 write: invalidation::WriteTarget::of(request),
                 breaker,
+                share: request.share.clone(),
             },
         );
         self.deadlines.insert((waiter.deadline, ticket));
@@ -405,6 +433,7 @@ impl<P: Clone> Coordinator<P> {
             source,
             age,
             ttl_secs: Some(crate::request::ttl_secs(ttl.0, ttl.1)),
+            timing: Default::default(),
         })
     }
 

@@ -10,11 +10,7 @@ impl<P: Clone> Coordinator<P> {
         let now = self.advance(now);
         self.expire(now);
         loop {
-            let limiter = &self.limiter;
-            let call_id = match self
-                .queue
-                .select(|lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)))
-            {
+            let call_id = match self.select(now) {
                 Selection::Go(call) => call,
                 Selection::Wait(_) => return self.poll_refresh(now),
             };
@@ -34,6 +30,22 @@ impl<P: Clone> Coordinator<P> {
                 return Some(d);
             }
         }
+    }
+
+    /// What the queue would send at `now`: paced by the limiter, and by
+    /// each call's client share.
+    pub(super) fn select(&self, now: Instant) -> Selection {
+        let (limiter, calls, shares) = (&self.limiter, &self.calls, &self.shares);
+        self.queue.select(
+            |lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)),
+            |call, cost| {
+                if shares.is_empty() {
+                    return None;
+                }
+                let c = calls.get(&call)?;
+                shares.check(now, limiter, c.share.as_ref()?, &c.lane, cost)
+            },
+        )
     }
 
     pub(super) fn dispatch(&mut self, now: Instant, call_id: CallId) -> Option<Dispatch<P>> {
@@ -59,6 +71,10 @@ impl<P: Clone> Coordinator<P> {
         };
         self.limiter.acquire(now, &call.lane, call.cost);
         let breaker = call.breaker.clone();
+        if let Some(share) = &call.share {
+            self.shares
+                .acquire(now, &self.limiter, share, &call.lane, call.cost);
+        }
         call.attempts += 1;
         call.first_sent.get_or_insert(now);
         call.sent = Some(now);

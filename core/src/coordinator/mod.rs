@@ -54,6 +54,7 @@ use web_time::{Duration, Instant};
 
 use crate::backoff::{RetryPolicy, Verdict};
 use crate::cache::{Cache, CacheKey, Lookup, Store};
+use crate::client_share::{ClientShare, ShareLedger};
 use crate::compile::CompiledConfig;
 use crate::config::{secs, ClassId, Config};
 use crate::freshness::Storable;
@@ -165,6 +166,8 @@ struct Call {
     write: Option<invalidation::WriteTarget>,
     /// The route's breaker it answers to.
     breaker: crate::breakers::BreakerKey,
+    /// The creating request's client share, charged when the call leaves.
+    share: Option<ClientShare>,
 }
 
 /// What refresh-ahead re-sends for one key: the request of the latest
@@ -250,6 +253,8 @@ pub struct Coordinator<P = ()> {
     shared_out: VecDeque<SharedOutput>,
     /// The store cannot be reached: its name and our share of the budget.
     fallback: Option<(String, f64)>,
+    /// What each client with a share has spent.
+    shares: ShareLedger,
 }
 
 /// Outputs for the store kept at most, should a host not drain them.
@@ -303,6 +308,7 @@ impl<P: Clone> Coordinator<P> {
             sharing: false,
             shared_out: VecDeque::new(),
             fallback: None,
+            shares: ShareLedger::default(),
             config: compiled,
         }
     }

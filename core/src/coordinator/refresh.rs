@@ -139,6 +139,7 @@ impl<P: Clone> Coordinator<P> {
         self.calls.insert(
             call_id,
             Call {
+                share: None,
                 route: route_id,
                 idempotent: true,
                 key: Some(key),

@@ -103,6 +103,7 @@ impl<P: Clone> Coordinator<P> {
                 class: name.clone(),
                 depth: self.queue.depth(ClassId(i as u8)),
                 wait: self.stats.wait_summary(i),
+                wait_buckets: self.stats.wait_buckets(i),
             })
             .collect();
         StatsSnapshot {
@@ -114,6 +115,7 @@ impl<P: Clone> Coordinator<P> {
             requests: r,
             upstream: self.stats.upstream.clone(),
             served_age: self.stats.served_age(),
+            upstream_latency: self.stats.latency.clone(),
             recent_rate_limited: self.stats.recent_rate_limited(now),
             calls_in_flight: self.calls_in_flight(),
             queue: QueueSnapshot {

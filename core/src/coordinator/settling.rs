@@ -15,6 +15,12 @@ impl<P: Clone> Coordinator<P> {
         match self.calls.get(&call_id).map(|c| c.state) {
             Some(CallState::InFlight { timeout_at }) => {
                 self.timers.remove(&(timeout_at, call_id));
+                let sent = self.calls.get(&call_id).and_then(|c| c.sent);
+                if let (Outcome::Response { .. }, Some(sent)) = (&outcome, sent) {
+                    self.stats
+                        .latency
+                        .observe(now.saturating_duration_since(sent));
+                }
                 self.settle(now, call_id, outcome);
                 Ok(())
             }
@@ -178,6 +184,10 @@ impl<P: Clone> Coordinator<P> {
                 self.templates.remove(&key);
             }
         }
+        let latency = call
+            .sent
+            .filter(|_| shared.is_none())
+            .map(|s| now.saturating_duration_since(s));
         for ticket in call.waiters {
             let (source, age, ttl_secs) = match shared {
                 Some((age, left)) => (
@@ -188,11 +198,20 @@ impl<P: Clone> Coordinator<P> {
                 None if ticket == call.origin => (Source::Upstream, Duration::ZERO, None),
                 None => (Source::Coalesced, Duration::ZERO, None),
             };
+            // A waiter that joined after the call left waited for nothing.
+            let queue_wait = self.waiters.get(&ticket).and_then(|w| {
+                call.first_sent
+                    .map(|f| f.saturating_duration_since(w.submitted))
+            });
             let answer = Answer {
                 response: response.clone(),
                 source,
                 age,
                 ttl_secs,
+                timing: crate::Timing {
+                    queue_wait,
+                    upstream_latency: latency,
+                },
             };
             self.end_waiter(ticket, Ok(answer), source.into());
         }

@@ -243,6 +243,9 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     assert_eq!(f[0].ticket, a);
     assert_eq!(answer_of(&f[0]).source, Source::Upstream);
     assert_eq!(body(answer_of(&f[0])), "v1");
+    let timing = answer_of(&f[0]).timing;
+    assert_eq!(timing.queue_wait, Some(Duration::ZERO));
+    assert_eq!(timing.upstream_latency, Some(Duration::from_secs(1)));
 
     // Fresh (stored at t0+1 for 10 s).
     let hit = answered(c.submit(at(t0, 5.0), get("/market/ticker?x=1&y=2"), 2));
@@ -252,8 +255,16 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     // RFC 9211 `ttl`: 10 s of lifetime, 4 s spent; whole seconds, down.
     assert_eq!(hit.ttl_secs, Some(6));
     assert_eq!(answer_of(&f[0]).ttl_secs, None, "fetched, not from a cache");
+    assert_eq!(hit.timing, crate::Timing::default(), "no call answered it");
     let s = c.stats(at(t0, 5.0));
     assert_eq!((s.requests.hit, s.requests.upstream), (1, 1));
+    // Sent at t0, answered at t0+1: one latency of 1 s, in the (0.5, 1]
+    // bucket; the queue wait was nothing.
+    assert_eq!(s.upstream_latency.count(), 1);
+    assert!((s.upstream_latency.sum_secs - 1.0).abs() < 1e-9);
+    assert!(s.upstream_latency.buckets().contains(&(1.0, 1)));
+    let market = &s.queue.classes.iter().find(|k| k.wait.count == 1).unwrap();
+    assert_eq!(market.wait_buckets.buckets()[0], (0.001, 1));
     assert!(dispatch_all(&mut c, at(t0, 5.0)).is_empty());
     // A different query is a different entry, and so is the same one in
     // another order: upstream receives the target byte for byte.
@@ -1147,4 +1158,5 @@ mod paying;
 mod read_after_write;
 mod reconfigure;
 mod shared;
+mod shares;
 mod writes;

@@ -34,6 +34,7 @@ impl<P: Clone> Coordinator<P> {
         self.queue.age(now);
         if now >= self.next_housekeeping {
             self.limiter.forget_idle(now);
+            self.shares.forget_idle(now);
             self.cache.purge(now);
             if let Some(t) = now.checked_sub(self.call_timeout) {
                 self.marks.forget_before(t);
@@ -46,12 +47,8 @@ impl<P: Clone> Coordinator<P> {
     /// [`Self::poll_dispatch`] next, if nothing else happens first.
     #[must_use = "the host must wake at this instant and call handle_timeout"]
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let limiter = &self.limiter;
         let now = self.now;
-        let dispatch = match self
-            .queue
-            .select(|lane, cost| limiter.check(now, lane, limiter.fit_cost(lane, cost)))
-        {
+        let dispatch = match self.select(now) {
             Selection::Go(_) => Some(now),
             Selection::Wait(t) => t,
         };

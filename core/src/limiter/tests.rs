@@ -557,8 +557,14 @@ fn forget_idle_drops_only_full_calm_buckets() {
     let now = t0 + s(100);
     l.acquire(now, &busy, 1);
     l.forget_idle(now);
-    let left: Vec<String> = l.snapshot(now).into_iter().map(|b| b.scope).collect();
-    assert_eq!(left, vec!["busy", "paused"]);
+    assert_eq!(l.bucket_count(), 2, "busy and paused hold state");
+    // The forgotten one is still listed, full, with its counters: a
+    // bucket's series do not vanish while it is quiet.
+    let snaps = l.snapshot(now);
+    let left: Vec<&str> = snaps.iter().map(|b| b.scope.as_str()).collect();
+    assert_eq!(left, vec!["busy", "full", "paused"]);
+    let full = snap(&snaps, "full", None);
+    assert_eq!((full.calls, full.tokens), (1, 8.0));
     // The busy bucket is forgotten once it has refilled; the paused one
     // only after success clears its strikes (recovery is long over).
     l.on_success(&paused);
@@ -623,4 +629,42 @@ fn snapshot_reports_tokens_pause_and_counters() {
     assert_eq!(b.paused_for_secs, Some(1.5));
     assert_eq!(b.tokens, 0.0);
     assert_eq!(b.rate_limited, 1);
+}
+
+#[test]
+fn bucket_counters_outlive_forgotten_buckets() {
+    let t0 = Instant::now();
+    let cfg = config(&[
+        ("a", eight_per_minute()),
+        ("p", scope(8.0, 60.0, 8, Keying::Credential, 1.0)),
+    ]);
+    let mut l = Limiter::new(&cfg);
+    // A global scope is listed before its first call; a per-credential
+    // one has no bucket before a credential uses it.
+    let snaps = l.snapshot(t0);
+    assert_eq!(snaps.len(), 1);
+    assert_eq!((snaps[0].scope.as_str(), snaps[0].calls), ("a", 0));
+    let a = vec![key(&cfg, "a", None)];
+    let p = l.keys(&[ScopeId(1)], Some(&Credential::new("k1")));
+    l.acquire(t0, &a, 1);
+    l.acquire(t0, &p, 1);
+    // Both refill and are forgotten; their counts stay, and go on from
+    // there when they are used again (no counter reset).
+    l.forget_idle(t0 + s(60));
+    assert_eq!(l.bucket_count(), 0);
+    l.acquire(t0 + s(61), &a, 1);
+    let snaps = l.snapshot(t0 + s(61));
+    assert_eq!(snap(&snaps, "a", None).calls, 2);
+    assert_eq!(snap(&snaps, "p", Some("k1")).calls, 1);
+    // The credential's counters go an hour after its last call; the
+    // global scope's never do.
+    l.forget_idle(t0 + s(3599));
+    assert_eq!(l.snapshot(t0 + s(3599)).len(), 2);
+    l.forget_idle(t0 + s(3600) + s(61));
+    let left: Vec<String> = l
+        .snapshot(t0 + s(3600) + s(61))
+        .into_iter()
+        .map(|b| b.scope)
+        .collect();
+    assert_eq!(left, vec!["a"]);
 }

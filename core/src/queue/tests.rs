@@ -37,7 +37,7 @@ fn push(q: &mut Queue, now: Instant, id: u64, class: u8, lanes: &[u16], who: &st
 /// Selects and takes until nothing can go; returns the ids in order.
 fn drain(q: &mut Queue, mut check: impl FnMut(&[BucketKey], u32) -> Option<Wait>) -> Vec<u64> {
     let mut out = Vec::new();
-    while let Selection::Go(call) = q.select(&mut check) {
+    while let Selection::Go(call) = q.select(&mut check, free) {
         q.take(call);
         out.push(call.0);
     }
@@ -61,7 +61,7 @@ fn strict_priority_across_classes() {
     assert_eq!(q.len(), 5);
     assert_eq!(drain(&mut q, ready), vec![3, 5, 2, 4, 1]);
     assert!(q.is_empty());
-    assert_eq!(q.select(ready), Selection::Wait(None));
+    assert_eq!(q.select(ready, free), Selection::Wait(None));
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn a_late_client_joins_the_current_round() {
         push(&mut q, t0, id, 0, &[X], "a");
     }
     let first: Vec<u64> = (0..5)
-        .map(|_| match q.select(ready) {
+        .map(|_| match q.select(ready, free) {
             Selection::Go(c) => {
                 q.take(c);
                 c.0
@@ -138,7 +138,10 @@ fn a_blocked_lane_does_not_block_other_buckets() {
     push(&mut q, t0 + s(1), 2, 0, &[Y], "b");
     push(&mut q, t0 + s(2), 3, 2, &[Y], "c");
     assert_eq!(drain(&mut q, blocked_until(X, tx)), vec![2, 3]);
-    assert_eq!(q.select(blocked_until(X, tx)), Selection::Wait(Some(tx)));
+    assert_eq!(
+        q.select(blocked_until(X, tx), free),
+        Selection::Wait(Some(tx))
+    );
     assert!(q.contains(CallId(1)));
     assert_eq!(drain(&mut q, ready), vec![1]);
 }
@@ -158,14 +161,14 @@ fn a_blocked_head_reserves_its_bucket_against_later_and_lower_calls() {
     push(&mut q, t0 + s(1), 2, 1, &[X], "c"); // lower class
     push(&mut q, t0 + s(1), 3, 1, &[X, Y], "d"); // lower, shares X
     push(&mut q, t0 + s(2), 4, 2, &[Y], "e"); // lowest, other bucket
-    assert_eq!(q.select(&mut check), Selection::Go(CallId(4)));
+    assert_eq!(q.select(&mut check, free), Selection::Go(CallId(4)));
     q.take(CallId(4));
-    assert_eq!(q.select(&mut check), Selection::Wait(Some(tx)));
+    assert_eq!(q.select(&mut check, free), Selection::Wait(Some(tx)));
     x_tokens = 3;
     let mut check = |lane: &[BucketKey], cost: u32| {
         (lane.contains(&bk(X)) && cost > x_tokens).then_some(Wait::Until(tx))
     };
-    assert_eq!(q.select(&mut check), Selection::Go(CallId(1)));
+    assert_eq!(q.select(&mut check, free), Selection::Go(CallId(1)));
     assert_eq!(drain(&mut q, ready), vec![1, 5, 2, 3]);
 }
 
@@ -179,14 +182,14 @@ fn only_the_refusing_buckets_are_reserved() {
     push(&mut q, t0 + s(1), 2, 1, &[Y], "b");
     push(&mut q, t0 + s(1), 3, 1, &[X], "c");
     let check = blocked_until(X, tx);
-    assert_eq!(q.select(check), Selection::Go(CallId(2)));
+    assert_eq!(q.select(check, free), Selection::Go(CallId(2)));
 }
 
 #[test]
 fn wait_reports_the_earliest_instant() {
     let t0 = Instant::now();
     let mut q = Queue::new(2, None);
-    assert_eq!(q.select(ready), Selection::Wait(None), "empty");
+    assert_eq!(q.select(ready, free), Selection::Wait(None), "empty");
     push(&mut q, t0, 1, 0, &[X], "a");
     push(&mut q, t0, 2, 1, &[Y], "b");
     push(&mut q, t0, 3, 1, &[Z], "c");
@@ -199,13 +202,17 @@ fn wait_reports_the_earliest_instant() {
             Some(Wait::Until(t0 + s(8)))
         }
     };
-    assert_eq!(q.select(waits), Selection::Wait(Some(t0 + s(3))));
+    assert_eq!(q.select(waits, free), Selection::Wait(Some(t0 + s(3))));
     q.remove(CallId(2));
-    assert_eq!(q.select(waits), Selection::Wait(Some(t0 + s(5))));
+    assert_eq!(q.select(waits, free), Selection::Wait(Some(t0 + s(5))));
     q.remove(CallId(1));
-    assert_eq!(q.select(waits), Selection::Wait(Some(t0 + s(8))));
+    assert_eq!(q.select(waits, free), Selection::Wait(Some(t0 + s(8))));
     q.remove(CallId(3));
-    assert_eq!(q.select(waits), Selection::Wait(None), "nothing queued");
+    assert_eq!(
+        q.select(waits, free),
+        Selection::Wait(None),
+        "nothing queued"
+    );
 }
 
 #[test]
@@ -364,10 +371,13 @@ fn costs_reach_the_check() {
     let mut q = Queue::new(1, None);
     q.push(t0, CallId(1), ClassId(0), lane(&[X]), client("a"), 7);
     let mut seen = Vec::new();
-    let sel = q.select(|l: &[BucketKey], cost| {
-        seen.push((l.to_vec(), cost));
-        None
-    });
+    let sel = q.select(
+        |l: &[BucketKey], cost| {
+            seen.push((l.to_vec(), cost));
+            None
+        },
+        free,
+    );
     assert_eq!(sel, Selection::Go(CallId(1)));
     assert_eq!(seen, vec![(vec![bk(X)], 7)]);
 }
@@ -392,4 +402,26 @@ fn a_call_promoted_past_aging_schedules_no_aging_wake_up() {
     q.age(t0 + s(10));
     assert_eq!(q.class_of(CallId(1)), Some(ClassId(1)));
     assert_eq!(q.class_of(CallId(2)), Some(ClassId(3)));
+}
+
+/// No client share holds any call.
+fn free(_: CallId, _: u32) -> Option<Instant> {
+    None
+}
+
+#[test]
+fn a_call_held_by_its_share_lets_the_next_on_its_lane_go() {
+    let t0 = Instant::now();
+    let mut q = Queue::new(1, None);
+    push(&mut q, t0, 1, 0, &[X], "runaway");
+    push(&mut q, t0, 2, 0, &[X], "runaway-2");
+    push(&mut q, t0, 3, 0, &[X], "good");
+    let later = t0 + s(2);
+    // Calls 1 and 2 are held; call 3 on the same bucket goes, and the
+    // held ones reserve nothing.
+    let held = |c: CallId, _| (c.0 < 3).then_some(later);
+    assert_eq!(q.select(ready, held), Selection::Go(CallId(3)));
+    q.take(CallId(3));
+    // Only held calls left: wait until the share admits one.
+    assert_eq!(q.select(ready, held), Selection::Wait(Some(later)));
 }

@@ -137,7 +137,10 @@ impl From<Failure> for ServiceError {
             Failure::Deadline { .. } | Failure::DeadlineUnreachable { .. } => {
                 ServiceError::Deadline
             }
-            Failure::RateLimited { retry_after, .. } => ServiceError::RateLimited { retry_after },
+            Failure::RateLimited { retry_after, .. }
+            | Failure::ShareExceeded { retry_after, .. } => {
+                ServiceError::RateLimited { retry_after }
+            }
             Failure::Upstream { response, .. } => ServiceError::UpstreamStatus {
                 status: response.status,
                 body: String::from_utf8_lossy(&response.body).into_owned(),

@@ -125,6 +125,7 @@ impl ProxyConfig {
                 out.push(&format!("cluster.{field}"), message);
             }
         }
+        self.check_tunnels(server_addr, tls_addr, &mut out);
         let mut listens = main_listeners(server_addr, tls_addr, &mut out);
         let mut checked = Vec::with_capacity(self.upstreams.len());
         for k in 0..self.upstreams.len() {
@@ -135,6 +136,31 @@ impl ProxyConfig {
         }
         self.check_signing(index, &mut out);
         (out.0, checked)
+    }
+
+    /// `server.tunnel`: entries that parse, and `*` only with every
+    /// proxying listener (main, TLS, each upstream's) on loopback.
+    fn check_tunnels(
+        &self,
+        server_addr: Option<SocketAddr>,
+        tls_addr: Option<SocketAddr>,
+        out: &mut Issues,
+    ) {
+        if self.server.tunnel.is_empty() {
+            return;
+        }
+        let upstream_listens = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.listen.as_deref()?.parse::<SocketAddr>().ok());
+        let listeners: Vec<SocketAddr> = server_addr
+            .into_iter()
+            .chain(tls_addr)
+            .chain(upstream_listens)
+            .collect();
+        for (field, message) in crate::tunnel::issues(&self.server.tunnel, &listeners) {
+            out.push(&field, message);
+        }
     }
 
     /// `server.listen` and `server.tls_listen` as addresses.

@@ -42,7 +42,7 @@ pub use errors::{ConfigFileError, ConfigFileErrors};
 pub use locations::{line_col, locate_fields};
 pub use merge::PresetRoutes;
 pub use parse::read_toml;
-pub use schema::{Preset, ProxyConfig, ServerSettings, UpstreamConfig};
+pub use schema::{LogFormat, Preset, ProxyConfig, ServerSettings, UpstreamConfig};
 pub use show::Provenance;
 pub use wording::{join, path_string, reword};
 

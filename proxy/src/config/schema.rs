@@ -98,6 +98,26 @@ pub struct ServerSettings {
     /// carrying it (`Authorization: Bearer <token>` or
     /// `X-Syncoord-Admin-Token`) reach the admin endpoints on any listener.
     pub admin_token_env: Option<String>,
+    /// How log lines are written: `text` (for people) or `json` (one
+    /// object per line, for log shippers). `--log-format` (or
+    /// `SYNCOORD_LOG_FORMAT`) wins over it. Default: `text`. Read at start.
+    pub log_format: Option<LogFormat>,
+    /// Hosts a `CONNECT` may open a plain TCP tunnel to, untouched (no
+    /// interception, no cache): `host:port`, `*.example.com:443`, or `*`
+    /// (only when every listener is on loopback). Configured upstreams
+    /// are intercepted whatever this says; anything else is `403`.
+    /// Default: none.
+    pub tunnel: Vec<String>,
+}
+
+/// How log lines are written (`[server] log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO target: message key=value`.
+    Text,
+    /// One JSON object per line: timestamp, level, fields, target.
+    Json,
 }
 
 impl Default for ServerSettings {
@@ -128,6 +148,8 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             admin_listen: None,
             admin_token_env: None,
+            log_format: None,
+            tunnel: Vec::new(),
         }
     }
 }

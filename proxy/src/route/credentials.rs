@@ -11,7 +11,7 @@ impl Proxy {
     /// (`X-Syncoord-Token`, or the password of `Proxy-Authorization:
     /// Basic`), `None` without a token. A token that is not a client's is
     /// refused here, before anything reaches upstream. Without any
-    /// `[[clients]]` configured, always `None`.
+    /// `[[clients]]` known by a token configured, always `None`.
     pub fn authenticate(
         &self,
         headers: &[(String, String)],
@@ -19,7 +19,7 @@ impl Proxy {
         // Without `[[clients]]` nothing is authenticated here: a
         // `Proxy-Authorization` is then for no one and stops at this hop,
         // as it always has.
-        if self.signing.clients.0.is_empty() {
+        if !self.signing.clients.has_tokens() {
             return Ok(None);
         }
         let token = signing::presented_token(headers)

@@ -11,7 +11,8 @@ use super::{Proxy, UpstreamId};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::signing::{self, Client, Signer};
 use crate::{CLIENT_HEADER, PRIORITY_HEADER};
-use syncoord_wire::AbovePriority;
+use syncoord_core::ClientShare;
+use syncoord_wire::{AbovePriority, AboveShare};
 
 /// The headers that go upstream, and whose request it is.
 type Identified = (Vec<(String, String)>, Option<Credential>);
@@ -124,6 +125,40 @@ impl Proxy {
             ),
         ))
     }
+}
+
+impl Proxy {
+    /// The `[[clients]]` entry known by the API key a bot signing for
+    /// itself presents (`forwarded`: what upstream receives, so the key
+    /// is the one upstream authenticates), if any lists it.
+    pub(super) fn client_by_api_key(
+        &self,
+        upstream: UpstreamId,
+        forwarded: &[(String, String)],
+    ) -> Option<&Client> {
+        let clients = &self.signing.clients;
+        if clients.0.iter().all(|c| c.api_keys.is_empty()) {
+            return None;
+        }
+        let rules = &self.upstream(upstream).coordination.credential;
+        let name = crate::http::presented(forwarded, rules).key_name?;
+        let bare = name
+            .strip_prefix("key:")
+            .or_else(|| name.strip_prefix("jwt:"))?;
+        clients.by_api_key(bare)
+    }
+}
+
+/// The share of each bucket `client`'s calls may spend, as the core takes
+/// it: held by the client's configured name (not the `X-Syncoord-Client`
+/// a bot may set), so every name it gives spends one allowance.
+pub(super) fn client_share(client: &Client) -> Option<ClientShare> {
+    let (fraction, above) = client.share?;
+    Some(ClientShare {
+        holder: client.name.clone(),
+        fraction,
+        refuse: above == AboveShare::Refuse,
+    })
 }
 
 /// The bot's name for fairness and stats: `X-Syncoord-Client`, else the

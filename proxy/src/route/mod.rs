@@ -42,7 +42,7 @@ use syncoord_core::config::Keying;
 use syncoord_core::{CompiledConfig, Duration, Method, Request};
 
 pub use headers::{forwardable_headers, forwarded_headers, redact};
-use identity::{client_name, priority, within_ceiling};
+use identity::{client_name, client_share, priority, within_ceiling};
 use select::path_of;
 pub use upstreams::{PerUpstream, UpstreamId};
 pub use validate::MAX_CLIENT_LEN;
@@ -98,6 +98,8 @@ pub struct Proxy {
     /// only authenticated requests; without one, an anonymous request
     /// needs no route lookup here.
     may_require_credential: Vec<bool>,
+    /// `[server] tunnel`: where a `CONNECT` not intercepted may go.
+    tunnels: crate::tunnel::TunnelRules,
 }
 
 impl Proxy {
@@ -139,7 +141,9 @@ impl Proxy {
                     || c.routes.iter().any(|r| r.credential_required == Some(true))
             })
             .collect();
+        let tunnels = crate::tunnel::TunnelRules::new(&config.server.tunnel);
         Ok(Proxy {
+            tunnels,
             config: Arc::new(config),
             upstreams,
             default,
@@ -147,6 +151,13 @@ impl Proxy {
             signed,
             may_require_credential,
         })
+    }
+
+    /// Where `CONNECT authority` may open a plain tunnel (`[server]
+    /// tunnel`), when it is not a configured upstream's origin (those are
+    /// intercepted: ask [`Self::connect`] first).
+    pub fn tunnel(&self, authority: &str) -> Option<crate::tunnel::TunnelTarget> {
+        self.tunnels.allows(authority)
     }
 
     /// The credentials loaded for signing mode (empty without any).
@@ -281,9 +292,14 @@ impl Proxy {
         let (forwarded, credential) = self.identify(upstream, signer, headers, &rule)?;
         self.check_credential_present(upstream, credential.as_ref(), (&method, path_only), &rule)?;
         let client = client_name(headers, token_client, credential.as_ref());
+        let policy = match (token_client, signer) {
+            (Some(c), _) => Some(c),
+            (None, Some(_)) => None,
+            (None, None) => self.client_by_api_key(upstream, &forwarded),
+        };
         let priority = within_ceiling(
             &up.coordination,
-            token_client,
+            policy,
             priority(&up.coordination, headers)?,
             || rule().class,
         )?;
@@ -295,6 +311,7 @@ impl Proxy {
         }
         request.priority = priority;
         request.freshness = syncoord_core::Freshness::from_headers(headers);
+        request.share = policy.and_then(client_share);
 
         let body = if matches!(method.as_str(), "GET" | "HEAD") {
             Vec::new()

@@ -515,3 +515,5 @@ fn a_client_never_runs_above_its_priority_ceiling() {
     assert_eq!(err.0[0].field, "clients[0].max_priority", "{err}");
     assert!(err.0[0].line.is_some(), "{err}");
 }
+
+mod shares;

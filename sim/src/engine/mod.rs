@@ -513,6 +513,9 @@ impl<'a> Sim<'a> {
         if let Some(class) = priority {
             request = request.with_priority(class);
         }
+        if let Some(share) = &self.s.groups[g].share {
+            request = request.with_share(share.clone());
+        }
         if let Some(cc) = &call.cache_control {
             request = request.with_freshness(Freshness::from_headers(&[(
                 "cache-control".to_owned(),

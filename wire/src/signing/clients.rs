@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use syncoord_core::header;
 
-use super::spec::AbovePriority;
+use super::spec::{AbovePriority, AboveShare};
 
 /// Request header carrying a client's token.
 pub const TOKEN_HEADER: &str = "X-Syncoord-Token";
@@ -52,12 +52,17 @@ pub(crate) fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
 pub struct Client {
     /// The client's configured name.
     pub name: Arc<str>,
-    hash: [u8; 32],
+    /// Its token's SHA-256; `None` for a client known by `api_keys`.
+    hash: Option<[u8; 32]>,
     /// The credentials it may use, by name.
     pub credentials: Vec<String>,
     /// Its `max_priority` (a class name), and whether a request above it
     /// is refused rather than lowered.
     pub max_priority: Option<(String, AbovePriority)>,
+    /// Its `share` of each bucket, and what a request over it gets.
+    pub share: Option<(f64, AboveShare)>,
+    /// The API key names it is known by when it signs for itself.
+    pub api_keys: Vec<String>,
 }
 
 impl Client {
@@ -66,12 +71,14 @@ impl Client {
         &self.name
     }
 
-    pub(crate) fn new(name: &str, hash: [u8; 32], credentials: Vec<String>) -> Self {
+    pub(crate) fn new(name: &str, hash: Option<[u8; 32]>, credentials: Vec<String>) -> Self {
         Client {
             name: Arc::from(name),
             hash,
             credentials,
             max_priority: None,
+            share: None,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -87,11 +94,23 @@ impl Clients {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for client in &self.0 {
-            if bool::from(client.hash.ct_eq(&digest)) {
+            if client.hash.is_some_and(|h| bool::from(h.ct_eq(&digest))) {
                 found = Some(client);
             }
         }
         found
+    }
+
+    /// Whether any client is known by a token (else no token is read).
+    pub fn has_tokens(&self) -> bool {
+        self.0.iter().any(|c| c.hash.is_some())
+    }
+
+    /// The client known by API key name `key` (a bot signing for itself;
+    /// `key` bare, without the `key:`/`jwt:` prefix of
+    /// [`crate::key_name`]).
+    pub fn by_api_key(&self, key: &str) -> Option<&Client> {
+        self.0.iter().find(|c| c.api_keys.iter().any(|k| k == key))
     }
 }
 
@@ -203,8 +222,8 @@ mod tests {
     fn only_the_right_token_authenticates_its_client() {
         let hash = |t: &str| parse_sha256_hex(&token_sha256_hex(t)).unwrap();
         let clients = Clients(vec![
-            Client::new("a", hash("token-a"), vec!["x".into()]),
-            Client::new("b", hash("token-b"), vec!["y".into()]),
+            Client::new("a", Some(hash("token-a")), vec!["x".into()]),
+            Client::new("b", Some(hash("token-b")), vec!["y".into()]),
         ]);
         assert_eq!(&*clients.authenticate("token-b").unwrap().name, "b");
         assert_eq!(&*clients.authenticate("token-a").unwrap().name, "a");

@@ -128,12 +128,14 @@ pub fn load_signing(
             },
             (None, None) => None,
         };
-        if let Some(hash) = hash {
+        if hash.is_some() || !c.api_keys.is_empty() {
             let mut client = Client::new(&c.name, hash, c.credentials.clone());
             client.max_priority = c
                 .max_priority
                 .clone()
                 .map(|class| (class, c.above_max_priority));
+            client.share = c.share.map(|s| (s, c.above_share));
+            client.api_keys = c.api_keys.clone();
             table.push(client);
         }
     }

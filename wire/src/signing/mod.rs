@@ -42,8 +42,8 @@ pub use jwt::JWT_LIFETIME_SECS;
 pub use key::KeyError;
 pub use load::{load_signing, NoSecrets, SecretFile, SecretFileError, SecretSource, SigningSetup};
 pub use spec::{
-    check_signing_specs, edge_signing_issues, AbovePriority, ClientSpec, CredentialKind,
-    CredentialSpec, SigningSettings, SpecIssue,
+    check_signing_specs, edge_signing_issues, AbovePriority, AboveShare, ClientSpec,
+    CredentialKind, CredentialSpec, SigningSettings, SpecIssue,
 };
 
 use crate::url::BaseUrl;

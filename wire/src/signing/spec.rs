@@ -93,7 +93,7 @@ pub struct CredentialSpec {
 }
 
 /// One `[[clients]]` entry: a bot that proves who it is with a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     /// The bot's name in stats and fairness (unless it sends its own
@@ -106,7 +106,9 @@ pub struct ClientSpec {
     /// Or: env var holding the token itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
-    /// The `[[credentials]]` this client may have its calls signed with.
+    /// The `[[credentials]]` this client may have its calls signed with
+    /// (none for a client known by `api_keys`: it signs for itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
     /// The highest priority class this client's requests get (a name from
     /// each upstream's `priorities`, e.g. `market`): a request that asks
@@ -120,6 +122,40 @@ pub struct ClientSpec {
     /// nothing sent upstream).
     #[serde(default, skip_serializing_if = "AbovePriority::is_lower")]
     pub above_max_priority: AbovePriority,
+    /// For a bot that signs for itself (no token, no `credentials`): the
+    /// API key names it is known by, as upstream authenticates them (the
+    /// `sub` of an Advanced Trade JWT, `organizations/.../apiKeys/...`,
+    /// or an Exchange `CB-ACCESS-KEY`). Key names, not secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<String>,
+    /// The fraction, in (0, 1], of every rate-limit bucket its calls draw
+    /// on that this client may spend (its calls together, whatever
+    /// `X-Syncoord-Client` names they give). Unset: no cap beyond the
+    /// buckets' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+    /// What a request over `share` gets: `wait` (queued until the share
+    /// admits it, the default) or `refuse` (429 `client_share_exceeded`
+    /// with `Retry-After`, nothing sent upstream).
+    #[serde(default, skip_serializing_if = "AboveShare::is_wait")]
+    pub above_share: AboveShare,
+}
+
+/// What happens to a request over its client's `share`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AboveShare {
+    /// Queued until the share admits it; others' calls go ahead.
+    #[default]
+    Wait,
+    /// Refused at once.
+    Refuse,
+}
+
+impl AboveShare {
+    fn is_wait(&self) -> bool {
+        *self == AboveShare::Wait
+    }
 }
 
 /// What happens to a request above its client's `max_priority`.
@@ -272,6 +308,45 @@ pub fn check_signing_specs(
         } else if !client_names.insert(c.name.as_str()) {
             out.push((at("name"), format!("`{}` names two clients", c.name)));
         }
+        if let Some(share) = c.share {
+            if !(share > 0.0 && share <= 1.0) {
+                out.push((
+                    at("share"),
+                    format!(
+                        "{share} must be more than 0 and at most 1 (a fraction of each bucket)"
+                    ),
+                ));
+            }
+        }
+        for (k, key) in c.api_keys.iter().enumerate() {
+            if key.trim().is_empty() || key.len() > 512 || key.chars().any(char::is_control) {
+                out.push((
+                    format!("clients[{i}].api_keys[{k}]"),
+                    "must be an API key name (1 to 512 printable characters)".into(),
+                ));
+            } else if let Some(other) = clients[..i].iter().position(|o| o.api_keys.contains(key)) {
+                out.push((
+                    format!("clients[{i}].api_keys[{k}]"),
+                    format!("`{key}` is also clients[{other}]'s: a key names one client"),
+                ));
+            }
+        }
+        let tokenless = c.token_sha256.is_none() && c.token_env.is_none();
+        if !c.api_keys.is_empty() {
+            if !tokenless {
+                out.push((
+                    at("api_keys"),
+                    "a client is known by its token (signing mode) or by its `api_keys` (it signs for itself), not both".into(),
+                ));
+            }
+            if !c.credentials.is_empty() {
+                out.push((
+                    at("credentials"),
+                    "a client known by `api_keys` signs for itself: it has no `credentials`".into(),
+                ));
+            }
+            continue;
+        }
         match (&c.token_sha256, &c.token_env) {
             (Some(_), Some(_)) => out.push((
                 at("token_env"),
@@ -279,7 +354,7 @@ pub fn check_signing_specs(
             )),
             (None, None) => out.push((
                 at("name"),
-                "a client needs `token_sha256` (hex SHA-256 of its token; `syncoord token` makes one) or `token_env`".into(),
+                "a client needs `token_sha256` (hex SHA-256 of its token; `syncoord token` makes one) or `token_env` (or, for a bot that signs for itself, `api_keys`)".into(),
             )),
             (Some(hex), None) => match super::clients::parse_sha256_hex(hex) {
                 Some(h) => {
