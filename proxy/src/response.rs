@@ -369,6 +369,7 @@ mod tests {
             source: Source::Cache,
             age: Duration::from_secs(2),
             ttl_secs: Some(3),
+            timing: Default::default(),
         };
         assert_eq!(
             answer_response(&hit).header("cache-status"),
