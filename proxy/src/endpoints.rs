@@ -991,6 +991,8 @@ mod metrics_doc {
     fn alert_rules_query_exported_series() {
         let (mut stats, health) = super::tests::snapshot();
         stats.cluster = Some(ClusterStats::default());
+        // A route breaker's series exists only once one counted a failure.
+        stats.breakers.push(super::tests::a_breaker());
         let body = String::from_utf8(metrics_response(&[("a", stats, health)]).body).unwrap();
         let rules = include_str!("../../docs/alerts.yml");
         let mut queried = 0;
