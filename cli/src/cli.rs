@@ -228,7 +228,8 @@ fn init_logging(filter: Option<&str>, format: LogFormat) {
     let ansi = std::io::stderr().is_terminal() && !no_color;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Every line redacted, raw wire dumps dropped (see log_redact).
+        .with_writer(crate::log_redact::Redacting(std::io::stderr));
     match format {
         LogFormat::Text => builder.with_ansi(ansi).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),

@@ -9,6 +9,7 @@ use clap::Parser;
 mod cli;
 mod config_file;
 mod demo;
+mod log_redact;
 mod mock_upstream;
 mod plot;
 mod simulate;

@@ -355,6 +355,24 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
          {entry}\n"
     );
     let file = dir.join("signing.toml");
+    // A key file others may read is refused, as ssh refuses one...
+    std::fs::write(&file, &config).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+        .args(["check-config"])
+        .arg(&file)
+        .output()
+        .expect("run syncoord");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("credentials[0].private_key_file: `ed.key` may be read by other users (mode 644): `chmod 600` it, or set `allow_readable_files = true`"),
+        "{stderr}"
+    );
+    // ...unless the credential says its access is guarded otherwise.
+    let config = config.replace(
+        "private_key_file = \"ed.key\"\n",
+        "private_key_file = \"ed.key\"\nallow_readable_files = true\n",
+    );
     std::fs::write(&file, &config).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
         .args(["check-config"])
@@ -391,6 +409,31 @@ fn check_config_loads_signing_keys_and_shows_no_secret() {
         stderr.contains("credentials[0].private_key_env: `SYNCOORD_TEST_UNSET_KEY` is not set"),
         "{stderr}"
     );
+    // A token from the environment too weak to guard the keys is refused,
+    // saying how to make one.
+    let with_env_token = format!(
+        "{config}\n[[clients]]\nname = \"bot2\"\ntoken_env = \"SYNCOORD_TEST_WEAK_TOKEN\"\ncredentials = [\"desk\"]\n"
+    );
+    std::fs::write(&file, &with_env_token).expect("write");
+    for (token, ok) in [("letmein", false), (minted.as_str(), true)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_syncoord"))
+            .args(["check-config"])
+            .arg(&file)
+            .env("SYNCOORD_TEST_WEAK_TOKEN", token)
+            .output()
+            .expect("run syncoord");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{token}: {stderr}");
+        if !ok {
+            assert!(
+                stderr.contains(
+                    "clients[1].token_env: the token in `SYNCOORD_TEST_WEAK_TOKEN` is too weak"
+                ) && stderr.contains("syncoord token --name bot2"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains(token), "{stderr}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -503,5 +546,85 @@ fn reload_applies_a_new_file_and_refuses_a_bad_one() {
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(!pid_file.exists(), "the pid file is removed on exit");
     mock.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve` at `trace`, in signing mode: the calls it signs (a JWT each,
+/// an Exchange passphrase) and the bot's token reach the log nowhere, not
+/// in a header dump and not in the HTTP client's byte dumps.
+#[test]
+fn serve_at_trace_logs_no_secret() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let port = free_port();
+    let token = "0f4e8c2a7d1b9e3f5a6c8d0e2f4a6b8c9d1e3f5a7b9c0d2e4f6a8b0c2d4e6f8a";
+    let passphrase = "passphrase-that-must-not-show";
+    let seed_b64 = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_secs = 0.5\n\n\
+         [[upstreams]]\nname = \"advanced\"\nurl = \"{url}\"\npreset = \"coinbase-advanced\"\n\n\
+         [[upstreams]]\nname = \"exchange\"\nurl = \"{url}\"\npreset = \"coinbase-exchange\"\nprefix = \"/exchange\"\n\n\
+         [[credentials]]\nname = \"desk\"\nupstream = \"advanced\"\nkind = \"coinbase-cdp\"\nkey_name = \"organizations/o/apiKeys/k\"\nprivate_key_env = \"SYNCOORD_TEST_TRACE_KEY\"\n\n\
+         [[credentials]]\nname = \"ex\"\nupstream = \"exchange\"\nkind = \"coinbase-exchange\"\nkey = \"exkey\"\nsecret_env = \"SYNCOORD_TEST_TRACE_SECRET\"\npassphrase_env = \"SYNCOORD_TEST_TRACE_PASS\"\n\n\
+         [[clients]]\nname = \"bot\"\ntoken_sha256 = \"{sha}\"\ncredentials = [\"desk\", \"ex\"]\n",
+        url = mock.base_url(),
+        sha = syncoord_wire::token_sha256_hex(token),
+    );
+    let dir = std::env::temp_dir().join(format!("syncoord-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("syncoord.toml");
+    std::fs::write(&file, config).expect("write");
+    for format in ["text", "json"] {
+        let log = dir.join(format!("stderr-{format}.log"));
+        let mut running = Running(
+            Command::new(env!("CARGO_BIN_EXE_syncoord"))
+                .args([
+                    "--log",
+                    "trace",
+                    "--log-format",
+                    format,
+                    "serve",
+                    "--config",
+                ])
+                .arg(&file)
+                .env("SYNCOORD_TEST_TRACE_KEY", seed_b64)
+                .env("SYNCOORD_TEST_TRACE_SECRET", "c2VjcmV0LWtleS1ieXRlcw==")
+                .env("SYNCOORD_TEST_TRACE_PASS", passphrase)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("start syncoord serve"),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        first_answer(addr, "/livez");
+        for path in ["/api/v3/brokerage/accounts", "/exchange/accounts"] {
+            let mut client = Client::connect(addr);
+            client.send(
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Syncoord-Token: {token}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            let answer = client.read_response().expect("an answer");
+            assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        }
+        assert!(mock.stats().requests_total >= 2);
+        let _ = running.0.kill();
+        let _ = running.0.wait();
+        let logged = std::fs::read_to_string(&log).expect("read the log");
+        assert!(
+            logged.contains("TRACE") && logged.lines().count() > 20,
+            "the trace log was written: {logged}"
+        );
+        for secret in [token, passphrase, "eyJ", &seed_b64[..16]] {
+            assert!(!logged.contains(secret), "`{secret}` in the log:\n{logged}");
+        }
+        // Not even a piece: the passphrase as the byte dumps would show it.
+        let hex: String = passphrase
+            .bytes()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!logged.replace(' ', "").contains(&hex), "{logged}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

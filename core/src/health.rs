@@ -42,6 +42,8 @@ pub const CODES: &[&str] = &[
     "breaker_open",
     "scope_paused",
     "shared_store_unreachable",
+    // The daemon's local CA for CONNECT interception cannot be opened.
+    "ca_unavailable",
 ];
 
 impl<'de> Deserialize<'de> for Reason {

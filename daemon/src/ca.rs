@@ -18,7 +18,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rcgen::{
@@ -48,6 +48,15 @@ pub enum CaError {
         path: PathBuf,
         /// Why.
         error: std::io::Error,
+    },
+    /// The CA folder (or its certificate) may be written by other users,
+    /// who could then swap the CA every intercepting client trusts.
+    #[error("{path} is writable by group or others (mode {mode:o}): whoever can write there can replace the CA that clients trust; `chmod go-w` it (syncoord makes its folder 0700), or point `server.ca_dir` at a folder of your own")]
+    Writable {
+        /// The folder or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The CA key may be read by other users: refused.
     #[error("CA key {path} is readable by others (mode {mode:o}); it must be 0600")]
@@ -121,13 +130,37 @@ impl LocalCa {
             path: dir.to_owned(),
             error,
         };
+        let existed = dir.exists();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
+        let mode = fs::metadata(dir).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            if existed {
+                // Someone else's folder, or one made open on purpose: not
+                // ours to change, and not safe to use.
+                return Err(CaError::Writable {
+                    path: dir.to_owned(),
+                    mode,
+                });
+            }
+            // Ours (a umask cannot widen 0700, but a parent's default ACL
+            // can): closed again.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
+        if let Ok(meta) = fs::metadata(&cert_path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o022 != 0 {
+                return Err(CaError::Writable {
+                    path: cert_path,
+                    mode,
+                });
+            }
+        }
         let key = if key_path.exists() && cert_path.exists() {
             let mode = fs::metadata(&key_path).map_err(io)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
@@ -265,29 +298,112 @@ pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerCon
     server_config(chain, key)
 }
 
-/// The CA, opened once: at start when the daemon can intercept CONNECT
-/// (an `https://` upstream or origin), else on first use, so a daemon that
-/// cannot be a forward proxy never writes a key to disk.
+/// The CA, opened when first needed: at start when the daemon can
+/// intercept CONNECT (an `https://` upstream or origin), else on first
+/// use, so a daemon that cannot be a forward proxy never writes a key to
+/// disk. A CA that cannot be opened is tried again, at most once per
+/// backoff (1 s, doubling to 60 s), when a CONNECT or a probe asks, and at
+/// once on reload: fixing the folder needs no restart.
 #[derive(Debug)]
 pub struct LazyCa {
     dir: PathBuf,
-    ca: OnceLock<Result<Arc<LocalCa>, Arc<CaError>>>,
+    state: Mutex<CaState>,
 }
+
+#[derive(Debug, Default)]
+struct CaState {
+    ca: Option<Arc<LocalCa>>,
+    /// The last failure, and when to try again.
+    failed: Option<(Arc<CaError>, Instant)>,
+    backoff: std::time::Duration,
+}
+
+/// First wait before opening a CA that failed again.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait between attempts.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl LazyCa {
     /// The CA in `dir`, not yet opened.
     pub fn new(dir: PathBuf) -> LazyCa {
         LazyCa {
             dir,
-            ca: OnceLock::new(),
+            state: Mutex::new(CaState::default()),
         }
     }
 
-    /// The CA, or why it cannot be had (said once, kept).
+    /// The CA, or why it cannot be had: opened now when it never was, or
+    /// when it failed and its backoff is over; else the kept answer.
     pub fn get(&self) -> Result<Arc<LocalCa>, Arc<CaError>> {
-        self.ca
-            .get_or_init(|| LocalCa::open(&self.dir).map(Arc::new).map_err(Arc::new))
-            .clone()
+        self.get_at(Instant::now())
+    }
+
+    fn get_at(&self, now: Instant) -> Result<Arc<LocalCa>, Arc<CaError>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ca) = &state.ca {
+            return Ok(Arc::clone(ca));
+        }
+        if let Some((why, retry_at)) = &state.failed {
+            if now < *retry_at {
+                return Err(Arc::clone(why));
+            }
+        }
+        match LocalCa::open(&self.dir) {
+            Ok(ca) => {
+                let ca = Arc::new(ca);
+                if state.failed.take().is_some() {
+                    tracing::info!(ca = %ca.cert_path().display(), "the local CA is usable again: CONNECT interception works");
+                }
+                state.ca = Some(Arc::clone(&ca));
+                Ok(ca)
+            }
+            Err(why) => {
+                let why = Arc::new(why);
+                let first = state.failed.is_none();
+                state.backoff = if first {
+                    RETRY_FIRST
+                } else {
+                    (state.backoff * 2).clamp(RETRY_FIRST, RETRY_MAX)
+                };
+                if first {
+                    tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots get 502 ca_unavailable, /readyz says not ready; it is tried again (backoff up to 60 s, and on reload)");
+                }
+                state.failed = Some((Arc::clone(&why), now + state.backoff));
+                Err(why)
+            }
+        }
+    }
+
+    /// Why the CA is unusable, when its last attempt failed: tried again
+    /// first if its backoff is over (what a probe asks).
+    pub fn problem(&self) -> Option<String> {
+        let failed = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failed
+            .is_some();
+        if !failed {
+            return None;
+        }
+        self.get().err().map(|why| why.to_string())
+    }
+
+    /// Tries a CA that failed again now, whatever its backoff (a reload).
+    pub fn retry_now(&self) {
+        let due = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match &mut state.failed {
+                Some((_, retry_at)) => {
+                    *retry_at = Instant::now();
+                    true
+                }
+                None => false,
+            }
+        };
+        if due {
+            let _ = self.get();
+        }
     }
 }
 
@@ -330,6 +446,62 @@ mod tests {
         fs::set_permissions(dir.join("ca.key"), fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(LocalCa::open(&dir), Err(CaError::KeyMode { .. })));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_refused_when_it_was_there_and_closed_when_ours() {
+        let dir = temp_dir("open-dir");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = LocalCa::open(&dir).unwrap_err();
+        assert!(
+            matches!(err, CaError::Writable { mode: 0o777, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        assert!(!dir.join("ca.key").exists(), "no key written into it");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let ca = LocalCa::open(&dir).unwrap();
+        // A certificate others may write is refused too.
+        fs::set_permissions(ca.cert_path(), fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(LocalCa::open(&dir), Err(CaError::Writable { .. })));
+        let _ = fs::remove_dir_all(&dir);
+        // A folder syncoord makes is 0700.
+        let made = temp_dir("made").join("deeper");
+        LocalCa::open(&made).unwrap();
+        let mode = fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let _ = fs::remove_dir_all(made.parent().unwrap());
+    }
+
+    #[test]
+    fn a_ca_that_failed_is_tried_again_after_its_backoff_and_on_demand() {
+        let dir = temp_dir("retry");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let lazy = LazyCa::new(dir.clone());
+        let t0 = Instant::now();
+        assert!(lazy.get_at(t0).is_err());
+        assert!(lazy.problem().is_some_and(|p| p.contains("writable")));
+        // Fixed: not tried again before the backoff...
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(lazy
+            .get_at(t0 + std::time::Duration::from_millis(500))
+            .is_err());
+        // ...and usable after it, with no restart.
+        assert!(lazy.get_at(t0 + RETRY_FIRST).is_ok());
+        assert_eq!(lazy.problem(), None);
+        // Broken before the first use, then fixed: a reload tries at once.
+        let other = temp_dir("reload");
+        fs::create_dir_all(&other).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o757)).unwrap();
+        let lazy = LazyCa::new(other.clone());
+        assert!(lazy.get().is_err());
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).unwrap();
+        lazy.retry_now();
+        assert_eq!(lazy.problem(), None);
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&other);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+mod auth_guard;
 pub mod ca;
 mod exposure;
 mod learned;
@@ -181,15 +182,14 @@ impl Daemon {
                     .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
             })
         });
-        let ca_problem = match intercepts.then(|| ca.get()) {
-            Some(Err(why)) => {
-                tracing::error!(error = %why, "the local CA for CONNECT is unusable: intercepting bots will fail, and /readyz says not ready");
-                Some(why.to_string())
-            }
-            _ => None,
-        };
-        let readiness = Arc::new(probes::Readiness::new(ca_problem));
+        if intercepts {
+            // A CA that cannot be opened says so once, and /readyz and
+            // /health report it until it can (see `ca::LazyCa`).
+            let _ = ca.get();
+        }
+        let readiness = Arc::new(probes::Readiness::new(intercepts.then(|| Arc::clone(&ca))));
         let access = Arc::new(access::AccessLog::default());
+        let auth = Arc::new(auth_guard::AuthGuard::default());
         let orders = Arc::new(orders::OrderBook::default());
         // `tls_listen`: its certificate from files, or the local CA's leaf
         // for the loopback names.
@@ -243,6 +243,7 @@ impl Daemon {
                 exposure: Arc::clone(&exposure),
                 readiness: Arc::clone(&readiness),
                 access: Arc::clone(&access),
+                auth: Arc::clone(&auth),
                 tunnels: Arc::clone(&tunnels),
                 orders: Arc::clone(&orders),
             });
@@ -499,6 +500,8 @@ struct ProxyHandler {
     readiness: Arc<probes::Readiness>,
     /// One line per answered request, when on.
     access: Arc<access::AccessLog>,
+    /// Failed client authentication, throttled per source.
+    auth: Arc<auth_guard::AuthGuard>,
     /// `[server] tunnel`: opened and failed, every listener together.
     tunnels: Arc<tunnels::Tunnels>,
     /// Orders whose answer did not reach their bot: counted, recorded.
@@ -842,8 +845,16 @@ impl ProxyHandler {
         // A proxy client authenticates the tunnel once, on the CONNECT;
         // the requests inside inherit its `Proxy-Authorization` (and are
         // each authenticated again by `route`).
-        if let Err(rejection) = proxy.authenticate(&request.headers) {
-            tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused: bad client token");
+        let authenticated = match self.auth.guard(&proxy, peer.ip(), &request.headers, || {
+            proxy.authenticate(&request.headers)
+        }) {
+            Ok(authenticated) => authenticated,
+            Err(throttled) => return throttled.into(),
+        };
+        if let Err(rejection) = authenticated {
+            if !auth_guard::is_auth_failure(rejection.kind()) {
+                tracing::info!(%peer, status = rejection.status(), kind = rejection.kind().as_str(), "CONNECT refused");
+            }
             return rejection.into_proxy_auth_response().into();
         }
         let inherited: Arc<[(String, String)]> = request
@@ -885,7 +896,8 @@ impl ProxyHandler {
                 }
             }
             Err(why) => {
-                tracing::error!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
+                // Said at `error` once, when the CA failed (`ca::LazyCa`).
+                tracing::debug!(%peer, error = %why, "cannot intercept CONNECT: the local CA is not usable");
                 Rejection::ca_unavailable(why).into_response().into()
             }
         }
@@ -976,10 +988,20 @@ impl ProxyHandler {
                 class: class.to_owned(),
             })
         };
-        let forward = match proxy.route(self.listener, &method, &target, &headers, body) {
+        let routed = self.auth.guard(&proxy, peer.ip(), &headers, || {
+            proxy.route(self.listener, &method, &target, &headers, body)
+        });
+        let forward = match routed {
+            Err(throttled) => return Submitted::Now(throttled),
+            Ok(routed) => routed,
+        };
+        let forward = match forward {
             Ok(forward) => forward,
             Err(rejection) => {
-                tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
+                // Failed authentication is logged in summary by the guard.
+                if !auth_guard::is_auth_failure(rejection.kind()) {
+                    tracing::info!(%peer, %method, status = rejection.status(), reason = %rejection.message(), "refused");
+                }
                 let shape = proxy.error_shape_for(self.listener, &target);
                 let response = rejection.into_response_shaped(shape);
                 if let Some(access) = access("-", "-", "-") {
@@ -1053,6 +1075,7 @@ impl ProxyHandler {
             return endpoint.render::<&str>(&[]);
         }
         let proxy = self.current.get();
+        let ca_problem = self.readiness.ca_problem();
         let reports: Vec<_> = self
             .hosts
             .iter()
@@ -1060,7 +1083,10 @@ impl ProxyHandler {
                 let mut stats = host.stats();
                 let name = proxy.upstream(id).name.as_str();
                 stats.orders = self.orders.counts(name);
-                let health = stats.health.clone();
+                let mut health = stats.health.clone();
+                if let Some(why) = &ca_problem {
+                    probes::add_ca_reason(&mut health, why);
+                }
                 (name, stats, health)
             })
             .collect();

@@ -13,8 +13,11 @@
 //! coordinators (a stuck upstream must not make a probe slow).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use syncoord_core::Response;
+
+use crate::ca::LazyCa;
 
 /// Liveness: the process answers.
 pub const LIVEZ_PATH: &str = "/livez";
@@ -49,17 +52,31 @@ pub(crate) struct Readiness {
     listening: AtomicBool,
     /// Stopping: listeners close and queued requests drain.
     draining: AtomicBool,
-    /// Why the CA the daemon needs for `CONNECT` is unusable, if it is.
-    ca_problem: Option<String>,
+    /// The CA, when the daemon intercepts `CONNECT` and so needs it:
+    /// asked each time (a broken one is tried again after its backoff).
+    ca: Option<Arc<LazyCa>>,
 }
 
 impl Readiness {
-    /// Not ready until [`Self::listening`]; `ca_problem` is kept.
-    pub(crate) fn new(ca_problem: Option<String>) -> Readiness {
+    /// Not ready until [`Self::listening`]; `ca` is the CA the daemon
+    /// needs, if it intercepts `CONNECT`.
+    pub(crate) fn new(ca: Option<Arc<LazyCa>>) -> Readiness {
         Readiness {
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            ca_problem,
+            ca,
+        }
+    }
+
+    /// Why the CA the daemon needs is unusable now, if it is.
+    pub(crate) fn ca_problem(&self) -> Option<String> {
+        self.ca.as_ref().and_then(|ca| ca.problem())
+    }
+
+    /// A reload: a CA that failed is tried again at once.
+    pub(crate) fn retry_ca(&self) {
+        if let Some(ca) = &self.ca {
+            ca.retry_now();
         }
     }
 
@@ -78,7 +95,7 @@ impl Readiness {
         if self.draining.load(Ordering::Acquire) {
             return Some("draining: syncoord is stopping".to_owned());
         }
-        if let Some(why) = &self.ca_problem {
+        if let Some(why) = self.ca_problem() {
             return Some(format!("the local CA for CONNECT is unusable: {why}"));
         }
         if !self.listening.load(Ordering::Acquire) {
@@ -100,6 +117,21 @@ impl Readiness {
             .with_header("Content-Type", "text/plain; charset=utf-8")
             .with_header("Cache-Control", "no-store")
     }
+}
+
+/// An upstream's health with the CA's problem added: `degraded` (plain
+/// requests still work; intercepted `CONNECT`s get `502
+/// ca_unavailable`), reason `ca_unavailable`.
+pub(crate) fn add_ca_reason(health: &mut syncoord_core::stats::Health, why: &str) {
+    use syncoord_core::stats::{Reason, Status};
+    health.reasons.push(Reason {
+        severity: Status::Degraded,
+        code: "ca_unavailable",
+        message: format!(
+            "the local CA for CONNECT is unusable (intercepting bots get 502 ca_unavailable): {why}"
+        ),
+    });
+    health.status = health.status.max(Status::Degraded);
 }
 
 #[cfg(test)]
@@ -128,10 +160,25 @@ mod tests {
         assert!(String::from_utf8_lossy(&a.body).contains("draining"));
         assert_eq!(r.answer(Probe::Live).status, 200);
 
-        let r = Readiness::new(Some("permission denied".into()));
+        let dir = std::env::temp_dir().join(format!("syncoord-probe-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |mode| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        open(0o777);
+        let ca = Arc::new(LazyCa::new(dir.clone()));
+        let _ = ca.get();
+        let r = Readiness::new(Some(Arc::clone(&ca)));
         r.listening();
         let a = r.answer(Probe::Ready);
         assert_eq!(a.status, 503);
-        assert!(String::from_utf8_lossy(&a.body).contains("permission denied"));
+        assert!(String::from_utf8_lossy(&a.body).contains("writable"));
+        // Fixed, and a reload: ready, no restart.
+        open(0o700);
+        r.retry_ca();
+        assert_eq!(r.answer(Probe::Ready).status, 200);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -109,6 +109,9 @@ impl Daemon {
             cell.set(proxy.keyring().clone());
         }
         self.current.set(proxy);
+        // A CA that could not be opened is tried again now: fixing its
+        // folder needs no restart.
+        self.readiness.retry_ca();
         for field in &needs_restart {
             tracing::warn!(%field, "reload: changed in the file, needs a restart; the running value is kept");
         }

@@ -463,3 +463,60 @@ fn import_syncoord_helpers_make_each_client_work_with_one_line() {
     let _ = std::fs::remove_dir_all(&dir);
     all_passed(&out);
 }
+
+/// A stock ccxt `coinbase` bot, sync and async, through `HTTPS_PROXY`
+/// with no patch: its unified methods (`load_markets`, `fetch_ticker`,
+/// `fetch_ohlcv`, `fetch_order_book`, `fetch_balance`, `create_order`,
+/// `fetch_open_orders`) meet an endpoint at the mock for every call and
+/// parse what it answers, and so do ccxt `coinbaseexchange`'s (sync) and
+/// coinbase-advanced-py's typed answers
+/// (time, fee tier, candles, book, orders)
+/// (`scripts/python/stock_clients.py`); the mock, enforcing Coinbase's
+/// limits, answered no 429.
+#[test]
+fn stock_ccxt_sync_async_and_coinbase_advanced_py_through_https_proxy() {
+    let Some(python) = python("stock_ccxt_sync_async_and_coinbase_advanced_py_through_https_proxy")
+    else {
+        return;
+    };
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let dir = std::env::temp_dir().join(format!("syncoord-ccxt-unified-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = ProxyConfig::presets_at(&mock.base_url());
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.drain_secs = 0.5;
+    config.server.ca_dir = Some(dir.display().to_string());
+    let daemon = Daemon::start(config).expect("daemon starts");
+    let ca_pem = dir.join("ca.pem");
+    let out = script(&python, "stock_clients.py")
+        .env("SYNCOORD_TEST_MOCK", mock.base_url())
+        .env("HTTPS_PROXY", format!("http://{}", daemon.local_addr()))
+        .env("REQUESTS_CA_BUNDLE", &ca_pem)
+        .output()
+        .expect("python runs");
+    daemon.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = all_passed(&out);
+    let stats = mock.stats();
+    assert_eq!(stats.rate_limited, 0, "no 429 from the mock\n{stdout}");
+    assert_eq!(
+        stats.by_route.get("unmatched"),
+        None,
+        "{:?}",
+        stats.by_route
+    );
+    for route in [
+        "GET /v2/currencies",
+        "GET /v2/currencies/crypto",
+        "GET /v2/exchange-rates",
+        "GET /v2/time",
+        "GET /api/v3/brokerage/transaction_summary",
+        "POST /api/v3/brokerage/orders",
+    ] {
+        assert!(
+            stats.by_route.contains_key(route),
+            "{route}: {:?}",
+            stats.by_route
+        );
+    }
+}

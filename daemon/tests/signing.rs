@@ -387,6 +387,63 @@ fn a_wrong_or_missing_token_is_a_401_that_reaches_no_one() {
     assert_eq!(mock.stats().requests_total, 1);
 }
 
+/// Guessing tokens is throttled per source: past the burst, a wrong
+/// token is answered `429 auth_throttled` with `Retry-After`, unchecked,
+/// while a token that already worked from that address still does.
+#[test]
+fn failed_authentication_is_throttled_per_source_and_a_known_good_token_still_passes() {
+    let keys = Keys::new("throttle");
+    let mock = strict_mock(&keys, MockOptions::default());
+    let (_daemon, base) = daemon(&keys, &mock, "");
+    let agent = agent();
+    let url = format!("{base}{ACCOUNTS}");
+    let good = bot_token(3);
+    assert_eq!(
+        get(&agent, &url, &[("X-Syncoord-Token", &good)]).status,
+        200
+    );
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let wrong = format!("guess-{i}");
+        let reply = get(&agent, &url, &[("X-Syncoord-Token", &wrong)]);
+        if reply.status == 429 {
+            assert_eq!(reply.error.as_deref(), Some("auth_throttled"));
+            let secs: u64 = reply
+                .retry_after
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .expect("Retry-After in seconds");
+            assert!((1..=2).contains(&secs), "Retry-After {secs}");
+        }
+        statuses.push(reply.status);
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    // 20 failures at once, then one per 0.5 s: a slow test machine may
+    // let one or two more through.
+    assert!((20..=23).contains(&refused), "{statuses:?}");
+    assert_eq!(refused + throttled, 30, "{statuses:?}");
+    assert_eq!(&statuses[..20], &[401; 20]);
+    // An unreadable token counts the same (and is throttled the same).
+    let basic = get(&agent, &url, &[("Proxy-Authorization", "Basic !!")]);
+    assert_eq!(basic.status, 429, "{}", basic.body);
+    // The bot whose token worked from here is not locked out; a token
+    // never seen from here is not checked.
+    assert_eq!(
+        get(&agent, &url, &[("X-Syncoord-Token", &good)]).status,
+        200
+    );
+    let unseen = get(&agent, &url, &[("X-Syncoord-Token", &bot_token(4))]);
+    assert_eq!(unseen.status, 429, "{}", unseen.body);
+    // Requests without a token are not the guard's business.
+    assert_eq!(get(&agent, &url, &[]).status, 401);
+    assert_eq!(
+        mock.stats().requests_total,
+        1,
+        "only the good token's call went upstream"
+    );
+}
+
 #[test]
 fn an_exchange_hmac_call_verifies_and_a_body_is_covered() {
     let keys = Keys::new("exchange");

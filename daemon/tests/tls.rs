@@ -290,3 +290,61 @@ fn ca_file_adds_a_trusted_root_for_an_upstream() {
     upstream.join();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn get_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let agent = client(None, None);
+    let response = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = response.status().as_u16();
+    (
+        status,
+        response.into_body().read_to_string().unwrap_or_default(),
+    )
+}
+
+/// A `ca_dir` others may write is refused: every CONNECT is `502
+/// ca_unavailable`, and `/readyz` and the health endpoint say so instead
+/// of ready and healthy. Fixing the folder needs no restart: a reload
+/// (or the next CONNECT after the backoff) finds the CA usable.
+#[test]
+fn a_world_writable_ca_dir_is_refused_reported_and_retried_without_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = mock();
+    let dir = temp_dir("open");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = daemon(&mock, &dir, false);
+    let addr = d.local_addr();
+    assert!(
+        !dir.join("ca.key").exists(),
+        "no key written into an open folder"
+    );
+    let connect = raw_connect(addr, "api.coinbase.com:443");
+    assert!(connect.starts_with("HTTP/1.1 502"), "{connect}");
+    assert!(connect.contains("ca_unavailable"), "{connect}");
+    let (status, body) = get_status(addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("writable by group or others"), "{body}");
+    let (status, body) = get_status(addr, "/api/v1/sync-coordination/health");
+    assert_eq!(status, 200, "plain requests still work: {body}");
+    assert!(
+        body.contains("\"degraded\"") && body.contains("ca_unavailable"),
+        "{body}"
+    );
+    // Fixed, then a reload: usable at once.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut config = ProxyConfig::presets_at(&mock.base_url());
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.drain_secs = 0.5;
+    config.server.ca_dir = Some(dir.display().to_string());
+    d.reload(config, &syncoord_daemon::HostSecrets::default())
+        .expect("reloads");
+    assert_eq!(get_status(addr, "/readyz").0, 200);
+    let (_, body) = get_status(addr, "/api/v1/sync-coordination/health");
+    assert!(!body.contains("ca_unavailable"), "{body}");
+    assert!(raw_connect(addr, "api.coinbase.com:443").starts_with("HTTP/1.1 200"));
+    d.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -198,8 +198,8 @@ credentials = ["desk-ed"]
             ("CDP_ED25519_KEY", ED25519_B64),
             ("EXCHANGE_SECRET", EXCHANGE_SECRET_B64),
             ("EXCHANGE_PASSPHRASE", "pass phrase"),
-            ("BOT_ES_TOKEN", "token-es"),
-            ("BOT_ED_TOKEN", "token-ed"),
+            ("BOT_ES_TOKEN", "7c1e9a40d2b35f68e0a4c7d91b3f5e26"),
+            ("BOT_ED_TOKEN", "e4b29d07a1c6f35d8b0e2a9c71f4d6b3"),
         ]))
     }
 

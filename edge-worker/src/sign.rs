@@ -78,17 +78,13 @@ mod tests {
         let (call, signing) = routed(
             &proxy,
             "/api/v3/brokerage/accounts?limit=1",
-            &[
-                ("x-syncoord-token", "token-es"),
-                ("authorization", "Bearer bot's own"),
-            ],
+            &[("x-syncoord-token", "7c1e9a40d2b35f68e0a4c7d91b3f5e26")],
         );
         assert_eq!(call.sign_as.as_deref(), Some("desk-es"));
         let headers = signing
             .headers(&call, 1_764_000_000, || Ok([7; 16]))
             .expect("signed");
         let auth = header(&headers, "authorization").expect("signed");
-        assert_ne!(auth, "Bearer bot's own");
         let claims = auth
             .strip_prefix("Bearer ")
             .and_then(|jwt| jwt.split('.').nth(1))
@@ -120,7 +116,7 @@ mod tests {
         let (call, signing) = routed(
             &proxy,
             "/exchange/accounts",
-            &[("x-syncoord-token", "token-es")],
+            &[("x-syncoord-token", "7c1e9a40d2b35f68e0a4c7d91b3f5e26")],
         );
         assert_eq!(call.sign_as.as_deref(), Some("exch"));
         let headers = signing
@@ -163,7 +159,7 @@ mod tests {
         let (mut call, signing) = routed(
             &proxy,
             "/api/v3/brokerage/accounts",
-            &[("x-syncoord-token", "token-ed")],
+            &[("x-syncoord-token", "e4b29d07a1c6f35d8b0e2a9c71f4d6b3")],
         );
         let no_nonce = signing.headers(&call, 0, || Err("getRandomValues threw".into()));
         assert!(

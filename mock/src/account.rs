@@ -30,6 +30,8 @@ pub(crate) struct Account {
     hold: String,
     portfolio: String,
     identity: String,
+    /// Smallest units per whole unit (10^exponent).
+    scale: u64,
 }
 
 /// Formats `units / scale` with the scale's number of decimals.
@@ -57,6 +59,7 @@ pub(crate) fn accounts(identity: &str) -> Vec<Account> {
                 hold: decimal(hold, scale),
                 portfolio: portfolio.clone(),
                 identity: identity.to_owned(),
+                scale,
             }
         })
         .collect()
@@ -79,6 +82,39 @@ impl Account {
             "hold": { "value": self.hold, "currency": self.currency },
             "retail_portfolio_id": self.portfolio,
             "platform": "ACCOUNT_PLATFORM_CONSUMER",
+            "mock_credential": self.identity,
+        })
+    }
+
+    pub(crate) fn currency(&self) -> &'static str {
+        self.currency
+    }
+
+    /// The App API's (`/v2/accounts`) shape: the balance is the total,
+    /// available and held together.
+    pub(crate) fn app(&self) -> Value {
+        let fiat = self.scale == 100;
+        json!({
+            "id": self.uuid,
+            "name": self.name,
+            "primary": self.currency == "BTC",
+            "type": if fiat { "fiat" } else { "wallet" },
+            "currency": {
+                "code": self.currency,
+                "name": self.currency,
+                "exponent": self.scale.ilog10(),
+                "type": if fiat { "fiat" } else { "crypto" },
+            },
+            "balance": {
+                "amount": add_decimals(&self.available, &self.hold),
+                "currency": self.currency,
+            },
+            "created_at": "2021-05-31T09:59:59Z",
+            "updated_at": "2021-05-31T09:59:59Z",
+            "resource": "account",
+            "resource_path": format!("/v2/accounts/{}", self.uuid),
+            "allow_deposits": true,
+            "allow_withdrawals": true,
             "mock_credential": self.identity,
         })
     }

@@ -31,10 +31,13 @@
 //! `GET /__stats`, `GET|POST /__faults` (JSON [`Faults`]), `POST /__reset`.
 
 mod account;
+mod app;
 mod caller;
 mod limits;
 mod market;
+mod orders_api;
 mod routes;
+mod table;
 #[cfg(test)]
 mod tests;
 pub mod verify;

@@ -7,207 +7,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::account::{self, NewOrder, Orders, Status};
+use super::account::{self, Orders, Status};
+use super::app;
 use super::caller::{caller, Authenticates};
-use super::limits::{Buckets, MockRates, Scope, WindowPeak};
+use super::limits::{Buckets, MockRates, WindowPeak};
 use super::market::{self, product, unix_now, Product};
+use super::orders_api;
+use super::table::{api_of, resolve, Api, Endpoint, Route};
 use super::verify::{Rejection, Scheme, Verifier};
 use super::{Faults, MockOptions, MockStats};
 use syncoord_server::{Handler, HttpRequest, Reply, Response};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
-    Exchange,
-    Advanced,
-}
-
-/// Every endpoint the mock answers; ids borrow from the path.
-#[derive(Debug, Clone, Copy)]
-enum Endpoint<'a> {
-    AtProducts,
-    AtProduct(&'a str),
-    AtTicker(&'a str),
-    AtCandles(&'a str),
-    AtProductBook,
-    AtBestBidAsk,
-    AtAccounts,
-    AtAccount(&'a str),
-    AtCreateOrder,
-    AtBatchCancel,
-    AtOrders,
-    AtOrder(&'a str),
-    AtFills,
-    ExProducts,
-    ExProduct(&'a str),
-    ExTicker(&'a str),
-    ExBook(&'a str),
-    ExCandles(&'a str),
-    ExStats(&'a str),
-    ExTime,
-    ExAccounts,
-    ExAccount(&'a str),
-    ExListOrders,
-    ExCreateOrder,
-    ExCancelAll,
-    ExOrder(&'a str),
-    ExCancelOrder(&'a str),
-    ExFills,
-}
-
-struct Route<'a> {
-    endpoint: Endpoint<'a>,
-    /// For stats, e.g. `GET /products/{id}/ticker`.
-    pattern: &'static str,
-    scope: Scope,
-}
-
-impl Route<'_> {
-    fn private(&self) -> bool {
-        !matches!(self.scope, Scope::ExchangePublic | Scope::AdvancedPublic)
-    }
-}
-
-fn api_of(path: &str) -> Api {
-    if path.starts_with("/api/v3/brokerage") {
-        Api::Advanced
-    } else {
-        Api::Exchange
-    }
-}
-
-fn resolve<'a>(method: &str, path: &'a str) -> Option<Route<'a>> {
-    use Endpoint::*;
-    use Scope::*;
-    // HEAD is answered as GET (the server sends no body).
-    let method = if method == "HEAD" { "GET" } else { method };
-    let trimmed = path.strip_prefix('/')?;
-    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    let segs: Vec<&'a str> = trimmed.split('/').collect();
-    let (endpoint, pattern, scope) = match (method, segs.as_slice()) {
-        ("GET", ["api", "v3", "brokerage", rest @ ..]) => match rest {
-            ["market", "products"] => (
-                AtProducts,
-                "GET /api/v3/brokerage/market/products",
-                AdvancedPublic,
-            ),
-            ["market", "products", id] => (
-                AtProduct(id),
-                "GET /api/v3/brokerage/market/products/{id}",
-                AdvancedPublic,
-            ),
-            ["market", "products", id, "ticker"] => (
-                AtTicker(id),
-                "GET /api/v3/brokerage/market/products/{id}/ticker",
-                AdvancedPublic,
-            ),
-            ["market", "products", id, "candles"] => (
-                AtCandles(id),
-                "GET /api/v3/brokerage/market/products/{id}/candles",
-                AdvancedPublic,
-            ),
-            ["market", "product_book"] => (
-                AtProductBook,
-                "GET /api/v3/brokerage/market/product_book",
-                AdvancedPublic,
-            ),
-            ["products"] => (
-                AtProducts,
-                "GET /api/v3/brokerage/products",
-                AdvancedPrivate,
-            ),
-            ["products", id] => (
-                AtProduct(id),
-                "GET /api/v3/brokerage/products/{id}",
-                AdvancedPrivate,
-            ),
-            ["products", id, "ticker"] => (
-                AtTicker(id),
-                "GET /api/v3/brokerage/products/{id}/ticker",
-                AdvancedPrivate,
-            ),
-            ["products", id, "candles"] => (
-                AtCandles(id),
-                "GET /api/v3/brokerage/products/{id}/candles",
-                AdvancedPrivate,
-            ),
-            ["product_book"] => (
-                AtProductBook,
-                "GET /api/v3/brokerage/product_book",
-                AdvancedPrivate,
-            ),
-            ["best_bid_ask"] => (
-                AtBestBidAsk,
-                "GET /api/v3/brokerage/best_bid_ask",
-                AdvancedPrivate,
-            ),
-            ["accounts"] => (
-                AtAccounts,
-                "GET /api/v3/brokerage/accounts",
-                AdvancedPrivate,
-            ),
-            ["accounts", id] => (
-                AtAccount(id),
-                "GET /api/v3/brokerage/accounts/{uuid}",
-                AdvancedPrivate,
-            ),
-            ["orders", "historical", "batch"] => (
-                AtOrders,
-                "GET /api/v3/brokerage/orders/historical/batch",
-                AdvancedPrivate,
-            ),
-            ["orders", "historical", "fills"] => (
-                AtFills,
-                "GET /api/v3/brokerage/orders/historical/fills",
-                AdvancedPrivate,
-            ),
-            ["orders", "historical", id] => (
-                AtOrder(id),
-                "GET /api/v3/brokerage/orders/historical/{id}",
-                AdvancedPrivate,
-            ),
-            _ => return None,
-        },
-        ("POST", ["api", "v3", "brokerage", "orders"]) => (
-            AtCreateOrder,
-            "POST /api/v3/brokerage/orders",
-            AdvancedPrivate,
-        ),
-        ("POST", ["api", "v3", "brokerage", "orders", "batch_cancel"]) => (
-            AtBatchCancel,
-            "POST /api/v3/brokerage/orders/batch_cancel",
-            AdvancedPrivate,
-        ),
-        ("GET", ["products"]) => (ExProducts, "GET /products", ExchangePublic),
-        ("GET", ["products", id]) => (ExProduct(id), "GET /products/{id}", ExchangePublic),
-        ("GET", ["products", id, "ticker"]) => {
-            (ExTicker(id), "GET /products/{id}/ticker", ExchangePublic)
-        }
-        ("GET", ["products", id, "book"]) => {
-            (ExBook(id), "GET /products/{id}/book", ExchangePublic)
-        }
-        ("GET", ["products", id, "candles"]) => {
-            (ExCandles(id), "GET /products/{id}/candles", ExchangePublic)
-        }
-        ("GET", ["products", id, "stats"]) => {
-            (ExStats(id), "GET /products/{id}/stats", ExchangePublic)
-        }
-        ("GET", ["time"]) => (ExTime, "GET /time", ExchangePublic),
-        ("GET", ["accounts"]) => (ExAccounts, "GET /accounts", ExchangePrivate),
-        ("GET", ["accounts", id]) => (ExAccount(id), "GET /accounts/{id}", ExchangePrivate),
-        ("GET", ["orders"]) => (ExListOrders, "GET /orders", ExchangePrivate),
-        ("POST", ["orders"]) => (ExCreateOrder, "POST /orders", ExchangePrivate),
-        ("DELETE", ["orders"]) => (ExCancelAll, "DELETE /orders", ExchangePrivate),
-        ("GET", ["orders", id]) => (ExOrder(id), "GET /orders/{id}", ExchangePrivate),
-        ("DELETE", ["orders", id]) => (ExCancelOrder(id), "DELETE /orders/{id}", ExchangePrivate),
-        ("GET", ["fills"]) => (ExFills, "GET /fills", ExchangeFills),
-        _ => return None,
-    };
-    Some(Route {
-        endpoint,
-        pattern,
-        scope,
-    })
-}
 
 /// Splits a request-target into path and query; an absolute-form target
 /// (`http://host/path`) loses its scheme and authority.
@@ -388,7 +197,7 @@ pub(crate) struct State {
 
 /// A poisoned lock only means a handler panicked mid-update of plain
 /// counters; keep serving with what is there.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -517,7 +326,7 @@ impl Handler for MockHandler {
         // Bearer JWT (a legacy CB-ACCESS-KEY only without one), Exchange
         // CB-ACCESS-KEY. The key name, not an alias: this is upstream.
         let authenticates = match api_of(path) {
-            Api::Advanced => Authenticates::Jwt,
+            Api::Advanced | Api::App => Authenticates::Jwt,
             Api::Exchange => Authenticates::Key,
         };
         // Strict mode verifies the credential of every API route (public
@@ -526,7 +335,7 @@ impl Handler for MockHandler {
         let (identity, rejection) = match (&state.verify, &route) {
             (Some(verifier), Some(_)) => {
                 let scheme = match api_of(path) {
-                    Api::Advanced => Scheme::AdvancedTrade,
+                    Api::Advanced | Api::App => Scheme::AdvancedTrade,
                     Api::Exchange => Scheme::Exchange,
                 };
                 let outcome =
@@ -604,7 +413,7 @@ fn jwt_uri(headers: &[(String, String)]) -> Option<String> {
 /// How [`MockStats::by_status`] counts a connection dropped unanswered.
 const DROPPED_STATUS: &str = "0";
 
-fn json(status: u16, value: Value) -> Response {
+pub(crate) fn json(status: u16, value: Value) -> Response {
     Response::json(status, value.to_string())
 }
 
@@ -625,7 +434,13 @@ fn error(api: Api, status: u16, code: &str, message: &str) -> Response {
     match api {
         Api::Exchange => ex_error(status, message),
         Api::Advanced => at_error(status, code, message),
+        Api::App => app_error(status, &code.to_ascii_lowercase(), message),
     }
+}
+
+/// The App API's error shape.
+fn app_error(status: u16, id: &str, message: &str) -> Response {
+    json(status, app::error_body(id, message))
 }
 
 /// What a request's credential came to.
@@ -695,6 +510,7 @@ impl MockHandler {
         if let Some(rejection) = credential.rejection {
             let response = match api {
                 Api::Advanced => at_unauthorized(),
+                Api::App => app_error(401, "authentication_error", "invalid signature"),
                 Api::Exchange => ex_error(401, rejection.exchange_message()),
             };
             return response.into();
@@ -703,6 +519,7 @@ impl MockHandler {
             state.counters().stats.unauthorized += 1;
             let response = match api {
                 Api::Advanced => at_unauthorized(),
+                Api::App => app_error(401, "authentication_error", "invalid api key"),
                 Api::Exchange => ex_error(401, "CB-ACCESS-KEY header is required"),
             };
             return response.into();
@@ -770,6 +587,7 @@ impl MockHandler {
             Api::Exchange if private => ex_error(429, "Private rate limit exceeded"),
             Api::Exchange => ex_error(429, "Public rate limit exceeded"),
             Api::Advanced => at_error(429, "rate_limit_exceeded", "Too many requests"),
+            Api::App => app_error(429, "rate_limit_exceeded", "Too many requests"),
         };
         match self.state.retry_after {
             Some(secs) => response.with_header("Retry-After", &secs.to_string()),
@@ -822,6 +640,7 @@ fn product_or_404(api: Api, id: &str) -> Result<&'static Product, Response> {
     product(id).ok_or_else(|| match api {
         Api::Exchange => ex_error(404, "NotFound"),
         Api::Advanced => at_error(404, "NOT_FOUND", "ProductID is invalid"),
+        Api::App => app_error(404, "not_found", "Invalid currency pair"),
     })
 }
 
@@ -837,11 +656,11 @@ fn endpoint(
     }
 }
 
-fn bad_at(message: String) -> Response {
+pub(crate) fn bad_at(message: String) -> Response {
     at_error(400, "INVALID_ARGUMENT", &message)
 }
 
-fn bad_ex(message: String) -> Response {
+pub(crate) fn bad_ex(message: String) -> Response {
     ex_error(400, &message)
 }
 
@@ -855,7 +674,14 @@ fn answer_endpoint(
     use Endpoint::*;
     let t = unix_now();
     Ok(match endpoint {
-        AtProducts => json(200, market::at_products(t, &q.all(&["product_ids"]))),
+        // Only spot products: asked for futures (as ccxt's load_markets
+        // does), the list is empty.
+        AtProducts => match q.get("product_type") {
+            Some(kind) if !kind.eq_ignore_ascii_case("SPOT") => {
+                json(200, json!({ "products": [], "num_products": 0 }))
+            }
+            _ => json(200, market::at_products(t, &q.all(&["product_ids"]))),
+        },
         AtProduct(id) => json(
             200,
             market::at_product(product_or_404(Api::Advanced, id)?, t),
@@ -871,7 +697,11 @@ fn answer_endpoint(
                 .get("granularity")
                 .and_then(market::at_granularity)
                 .ok_or_else(|| bad_at("granularity is required (ONE_MINUTE ... ONE_DAY)".into()))?;
-            let end = q.number::<u64>("end").map_err(bad_at)?.unwrap_or(t as u64);
+            // No candle from the future: an `end` past now stops at now.
+            let end = q
+                .number::<u64>("end")
+                .map_err(bad_at)?
+                .map_or(t as u64, |e| e.min(t as u64));
             let start = q.number::<u64>("start").map_err(bad_at)?;
             let limit = q.number::<usize>("limit").map_err(bad_at)?.unwrap_or(350);
             if limit > 350 {
@@ -905,7 +735,7 @@ fn answer_endpoint(
             Some(a) => json(200, json!({ "account": a.advanced() })),
             None => at_error(404, "NOT_FOUND", "account not found"),
         },
-        AtCreateOrder => at_create_order(state, body, identity, t),
+        AtCreateOrder => orders_api::at_create_order(&state.orders, body, identity, t),
         AtBatchCancel => {
             let ids = serde_json::from_slice::<Value>(body)
                 .ok()
@@ -962,6 +792,27 @@ fn answer_endpoint(
                 .collect();
             json(200, json!({ "fills": fills, "cursor": "" }))
         }
+        AtTransactionSummary => json(
+            200,
+            app::transaction_summary(&lock(&state.orders), identity),
+        ),
+        AtTime => json(200, app::advanced_time(t)),
+        AppCurrencies => json(200, app::fiat_currencies()),
+        AppCryptoCurrencies => json(200, app::crypto_currencies()),
+        AppExchangeRates => {
+            let currency = q.get("currency").unwrap_or("USD");
+            app::exchange_rates(currency, t)
+                .map(|v| json(200, v))
+                .ok_or_else(|| app_error(400, "invalid_request", "Invalid currency"))?
+        }
+        AppPrice(pair, kind) => app::price(pair, kind, t)
+            .map(|v| json(200, v))
+            .ok_or_else(|| app_error(404, "not_found", "Invalid currency pair"))?,
+        AppTime => json(200, app::time(t)),
+        AppAccounts => json(200, app::accounts(identity)),
+        AppAccount(id) => app::account(identity, id)
+            .map(|v| json(200, v))
+            .ok_or_else(|| app_error(404, "not_found", "Not found"))?,
         ExProducts => json(200, market::ex_products()),
         ExProduct(id) => json(200, market::ex_product(product_or_404(Api::Exchange, id)?)),
         ExTicker(id) => json(
@@ -985,12 +836,36 @@ fn answer_endpoint(
             if ![60, 300, 900, 3600, 21_600, 86_400].contains(&granularity) {
                 return Err(ex_error(400, "Unsupported granularity"));
             }
-            let end = q.number::<u64>("end").ok().flatten().unwrap_or(t as u64);
-            let start = q.number::<u64>("start").ok().flatten();
+            // As Coinbase documents: `start` and `end` (ISO 8601, as ccxt
+            // sends them, or Unix seconds) count only together; at most
+            // 300 candles between them; none past now.
+            let when = |name: &str| match q.get(name) {
+                None | Some("") => Ok(None),
+                Some(v) => unix_seconds(v)
+                    .map(Some)
+                    .ok_or_else(|| ex_error(400, &format!("Invalid {name}: {v:?}"))),
+            };
+            let (start, end) = match (when("start")?, when("end")?) {
+                (Some(start), Some(end)) => {
+                    if end.saturating_sub(start) / granularity > 300 {
+                        return Err(ex_error(
+                            400,
+                            "granularity too small for the requested time range. \
+                             Count of aggregations requested exceeds 300",
+                        ));
+                    }
+                    (Some(start), end.min(t as u64))
+                }
+                _ => (None, t as u64),
+            };
             json(200, market::ex_candles(p, granularity, start, end))
         }
         ExStats(id) => json(200, market::ex_stats(product_or_404(Api::Exchange, id)?, t)),
         ExTime => json(200, market::ex_time(t)),
+        ExCurrencies => json(200, app::exchange_currencies()),
+        ExCurrency(id) => app::exchange_currency_by_id(id)
+            .map(|v| json(200, v))
+            .ok_or_else(|| ex_error(404, "NotFound"))?,
         ExAccounts => json(
             200,
             Value::Array(
@@ -1029,7 +904,7 @@ fn answer_endpoint(
                 .collect();
             json(200, Value::Array(list))
         }
-        ExCreateOrder => ex_create_order(state, body, identity, t),
+        ExCreateOrder => orders_api::ex_create_order(&state.orders, body, identity, t),
         ExCancelAll => {
             let product = q.get("product_id");
             let mut orders = lock(&state.orders);
@@ -1084,172 +959,14 @@ fn answer_endpoint(
     })
 }
 
-/// A positive finite number given as a JSON string or number.
-fn positive(v: Option<&Value>) -> Option<f64> {
-    let n = match v? {
-        Value::String(s) => s.parse::<f64>().ok()?,
-        Value::Number(n) => n.as_f64()?,
-        _ => return None,
-    };
-    (n.is_finite() && n > 0.0).then_some(n)
-}
-
-fn side(v: Option<&Value>) -> Option<&'static str> {
-    match v?.as_str()?.to_ascii_uppercase().as_str() {
-        "BUY" => Some("BUY"),
-        "SELL" => Some("SELL"),
-        _ => None,
+/// Unix seconds from Unix seconds or an RFC 3339 time
+/// (`2026-01-01T00:00:00.000Z`); `None` if it is neither.
+fn unix_seconds(v: &str) -> Option<u64> {
+    if let Ok(n) = v.parse::<f64>() {
+        return (n.is_finite() && n >= 0.0).then_some(n as u64);
     }
-}
-
-/// `POST /api/v3/brokerage/orders`: market (`market_market_ioc`) and limit
-/// (`limit_limit_gtc`) configurations.
-fn at_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return bad_at("request body is not JSON".into());
-    };
-    let failure = |error: &str, message: &str| {
-        json(
-            200,
-            json!({
-                "success": false,
-                "failure_reason": "UNKNOWN_FAILURE_REASON",
-                "order_id": "",
-                "error_response": { "error": error, "message": message, "error_details": message },
-            }),
-        )
-    };
-    let Some(side) = side(req.get("side")) else {
-        return bad_at("side must be BUY or SELL".into());
-    };
-    let Some(p) = req
-        .get("product_id")
-        .and_then(Value::as_str)
-        .and_then(product)
-    else {
-        return failure("INVALID_PRODUCT_ID", "Product ID is invalid");
-    };
-    let client_order_id = req
-        .get("client_order_id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let config = req.get("order_configuration");
-    let new = if let Some(m) = config.and_then(|c| c.get("market_market_ioc")) {
-        let base = positive(m.get("base_size"));
-        let quote = positive(m.get("quote_size"));
-        if base.is_none() && quote.is_none() {
-            return failure("INVALID_SIZE", "base_size or quote_size is required");
-        }
-        NewOrder {
-            client_order_id,
-            product: p,
-            side,
-            limit_price: None,
-            base_size: base,
-            quote_size: quote,
-            post_only: false,
-        }
-    } else if let Some(l) = config.and_then(|c| c.get("limit_limit_gtc")) {
-        let (Some(base), Some(price)) =
-            (positive(l.get("base_size")), positive(l.get("limit_price")))
-        else {
-            return failure(
-                "INVALID_LIMIT_PRICE",
-                "limit_limit_gtc needs base_size and limit_price",
-            );
-        };
-        NewOrder {
-            client_order_id,
-            product: p,
-            side,
-            limit_price: Some(price),
-            base_size: Some(base),
-            quote_size: None,
-            post_only: l.get("post_only").and_then(Value::as_bool).unwrap_or(false),
-        }
-    } else {
-        return failure(
-            "UNSUPPORTED_ORDER_CONFIGURATION",
-            "order_configuration must be market_market_ioc or limit_limit_gtc",
-        );
-    };
-    let order = lock(&state.orders).create(identity, new, t);
-    let view = order.advanced();
-    json(
-        200,
-        json!({
-            "success": true,
-            "success_response": {
-                "order_id": order.id,
-                "product_id": order.product_id,
-                "side": order.side,
-                "client_order_id": order.client_order_id,
-            },
-            "order_configuration": view.get("order_configuration").cloned().unwrap_or(Value::Null),
-        }),
-    )
-}
-
-/// `POST /orders` (Exchange): `type` limit (default) or market.
-fn ex_create_order(state: &State, body: &[u8], identity: &str, t: f64) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return bad_ex("request body is not JSON".into());
-    };
-    let Some(side) = side(req.get("side")) else {
-        return bad_ex("side must be buy or sell".into());
-    };
-    let Some(p) = req
-        .get("product_id")
-        .and_then(Value::as_str)
-        .and_then(product)
-    else {
-        return bad_ex("product_id is invalid".into());
-    };
-    let client_order_id = req
-        .get("client_oid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let kind = req.get("type").and_then(Value::as_str).unwrap_or("limit");
-    let size = positive(req.get("size"));
-    let new = match kind {
-        "limit" => {
-            let (Some(size), Some(price)) = (size, positive(req.get("price"))) else {
-                return bad_ex("limit orders need price and size".into());
-            };
-            NewOrder {
-                client_order_id,
-                product: p,
-                side,
-                limit_price: Some(price),
-                base_size: Some(size),
-                quote_size: None,
-                post_only: req
-                    .get("post_only")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            }
-        }
-        "market" => {
-            let funds = positive(req.get("funds"));
-            if size.is_none() && funds.is_none() {
-                return bad_ex("market orders need size or funds".into());
-            }
-            NewOrder {
-                client_order_id,
-                product: p,
-                side,
-                limit_price: None,
-                base_size: size,
-                quote_size: funds,
-                post_only: false,
-            }
-        }
-        other => return bad_ex(format!("unsupported order type {other:?}")),
-    };
-    let order = lock(&state.orders).create(identity, new, t);
-    json(200, order.exchange())
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp()).ok()
 }
 
 #[cfg(test)]
@@ -1268,6 +985,16 @@ mod tests {
         assert_eq!(q.all(&["product_ids"]), ["BTC-USD", "ETH-USD", "SOL-USD"]);
         assert_eq!(q.number::<usize>("limit"), Ok(Some(5)));
         assert!(q.number::<usize>("product_ids").is_err());
+        assert_eq!(unix_seconds("1700000000"), Some(1_700_000_000));
+        assert_eq!(
+            unix_seconds("2023-11-14T22:13:20.000Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            unix_seconds("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(unix_seconds("yesterday"), None);
     }
 
     #[test]
@@ -1276,26 +1003,5 @@ mod tests {
         assert_eq!(hits, 25);
         assert_eq!((0..10).filter(|&n| fraction_hit(n, 1.0)).count(), 10);
         assert_eq!((0..10).filter(|&n| fraction_hit(n, 0.0)).count(), 0);
-    }
-
-    #[test]
-    fn routes_resolve_to_scopes() {
-        let r = resolve("GET", "/api/v3/brokerage/orders/historical/batch").unwrap();
-        assert!(matches!(r.endpoint, Endpoint::AtOrders));
-        let r = resolve("GET", "/api/v3/brokerage/orders/historical/abc").unwrap();
-        assert!(matches!(r.endpoint, Endpoint::AtOrder("abc")));
-        assert_eq!(
-            resolve("GET", "/api/v3/brokerage/market/products/BTC-USD/ticker")
-                .unwrap()
-                .scope,
-            Scope::AdvancedPublic
-        );
-        assert_eq!(
-            resolve("GET", "/fills").unwrap().scope,
-            Scope::ExchangeFills
-        );
-        assert_eq!(resolve("HEAD", "/time").unwrap().pattern, "GET /time");
-        assert!(resolve("PATCH", "/orders").is_none());
-        assert!(resolve("GET", "/nope").is_none());
     }
 }

@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::time::Instant;
 use syncoord_server::test_client::{keep_alive_load, GUARD};
 
+mod app_http;
+
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,

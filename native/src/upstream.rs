@@ -302,8 +302,13 @@ impl HttpUpstream {
         for (name, value) in &strip_hop_headers(headers, &SET_BY_CONNECTION) {
             let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Unsendable::HeaderName(name.clone()))?;
-            let value = http::HeaderValue::from_bytes(value.as_bytes())
+            let mut value = http::HeaderValue::from_bytes(value.as_bytes())
                 .map_err(|_| Unsendable::HeaderValue(name.to_string()))?;
+            // A sensitive value shows as `Sensitive` in the client's own
+            // debug logs of the request, never as itself.
+            if syncoord_wire::is_secret_header(name.as_str()) {
+                value.set_sensitive(true);
+            }
             builder = builder.header(name, value);
         }
         Ok(builder)

@@ -63,6 +63,10 @@ pub enum RejectionKind {
     UnknownToken,
     /// `token_required` (401): a signed upstream and no client token.
     TokenRequired,
+    /// `mixed_credentials` (400): a client token and another identity
+    /// (the bot's own `Authorization` or `CB-ACCESS-*` headers) in one
+    /// request: which account the bot meant is not ours to guess.
+    MixedCredentials,
     /// `credential_not_allowed` (403): the client may not use the
     /// credential it asked for.
     CredentialNotAllowed,
@@ -105,6 +109,7 @@ impl RejectionKind {
             RejectionKind::BadToken => "bad_token",
             RejectionKind::UnknownToken => "unknown_token",
             RejectionKind::TokenRequired => "token_required",
+            RejectionKind::MixedCredentials => "mixed_credentials",
             RejectionKind::CredentialNotAllowed => "credential_not_allowed",
             RejectionKind::NoCredential => "no_credential",
             RejectionKind::ChooseCredential => "choose_credential",
@@ -126,6 +131,7 @@ impl RejectionKind {
             | RejectionKind::CredentialHopByHop
             | RejectionKind::UnknownPriority
             | RejectionKind::ChooseCredential
+            | RejectionKind::MixedCredentials
             | RejectionKind::BadRequest => 400,
             RejectionKind::CredentialRequired
             | RejectionKind::BadToken

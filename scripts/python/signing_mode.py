@@ -4,8 +4,12 @@ Run by daemon/tests/python_clients.rs against a daemon that holds the keys
 (`[[credentials]]`) in front of the project's mock in strict mode, which
 verifies every signature as Coinbase does. The clients are docs/signing.md's
 "keys in one place" snippets, unmodified:
-- ccxt `coinbase` with a plain base URL and `X-Syncoord-Token`;
-- ccxt `coinbaseexchange` likewise, under `/exchange`;
+- ccxt `coinbase` with a plain base URL, `X-Syncoord-Token` and the
+  `Authorization` placeholder (and, without the placeholder, the TypeError
+  the recipe warns of), its unified methods;
+- ccxt `coinbaseexchange` likewise, under `/exchange` with `urls.api`
+  `public` and `private` and placeholder credentials: load_markets,
+  balance, ticker, an order and the open orders;
 - coinbase-advanced-py with `HTTPS_PROXY=http://bot:TOKEN@...` and a
   throwaway key it signs with (syncoord drops that signature).
 Checks that each is answered for its own account, that the mock verified
@@ -57,28 +61,48 @@ def ccxt_advanced():
         "urls": {"api": {"rest": DAEMON}},
         "headers": {"X-Syncoord-Token": TOKEN, "Authorization": "signed-by-syncoord"},
     })
-    # The raw endpoints: unified methods first load markets from
-    # /v2/currencies, which the mock does not serve.
-    accounts = exchange.v3PrivateGetBrokerageAccounts()
-    who = credentials_in(accounts)
-    check(who and all(w == f"jwt:{CDP_KEY}" for w in who), f"ccxt coinbase accounts are the desk's ({sorted(set(who))})")
-    ticker = exchange.v3PublicGetBrokerageMarketProductsProductIdTicker({"product_id": "BTC-USD"})
-    check("trades" in ticker or "best_bid" in ticker, "ccxt coinbase ticker")
+    # The unified methods, as the recipe shows: load_markets (products,
+    # currencies, exchange rates) comes first.
+    balance = exchange.fetch_balance()
+    who = credentials_in(balance["info"])
+    check(who and all(w == f"jwt:{CDP_KEY}" for w in who), f"ccxt coinbase fetch_balance is the desk's ({sorted(set(who))})")
+    ticker = exchange.fetch_ticker("BTC/USD")
+    check((ticker.get("bid") or 0) > 0, f"ccxt coinbase fetch_ticker BTC/USD (bid {ticker.get('bid')})")
+
+    # Without the Authorization placeholder ccxt 4.5.90 cannot sign at all
+    # (it has no key) and fails inside its own code: why the recipe has it.
+    bare = ccxt.coinbase({"urls": {"api": {"rest": DAEMON}}, "headers": {"X-Syncoord-Token": TOKEN}})
+    try:
+        bare.v3PrivateGetBrokerageAccounts()
+        failed = None
+    except Exception as e:  # noqa: BLE001
+        failed = e
+    check(
+        isinstance(failed, TypeError) and "NoneType" in str(failed),
+        f"ccxt coinbase without the Authorization placeholder fails with the TypeError docs/signing.md names ({failed!r})",
+    )
 
 
 def ccxt_exchange():
     import ccxt
 
     exchange = ccxt.coinbaseexchange({
+        # all three: ccxt sends public calls to `public`, private ones to
+        # `private` (with `rest` alone they go to api.exchange.coinbase.com)
         "urls": {"api": {"rest": DAEMON + "/exchange", "public": DAEMON + "/exchange", "private": DAEMON + "/exchange"}},
         # ccxt insists on credentials to sign with; syncoord drops its
         # CB-ACCESS-* headers and signs with the key it holds.
         "apiKey": "placeholder", "secret": "cGxhY2Vob2xkZXI=", "password": "placeholder",
         "headers": {"X-Syncoord-Token": EX_TOKEN},
     })
-    accounts = exchange.privateGetAccounts()
-    who = credentials_in(accounts)
-    check(who and all(w == f"key:{EX_KEY}" for w in who), f"ccxt coinbaseexchange accounts are the Exchange key's ({sorted(set(who))})")
+    balance = exchange.fetch_balance()
+    who = credentials_in(balance["info"])
+    check(who and all(w == f"key:{EX_KEY}" for w in who), f"ccxt coinbaseexchange fetch_balance is the Exchange key's ({sorted(set(who))})")
+    ticker = exchange.fetch_ticker("ETH/USD")
+    check((ticker.get("bid") or 0) > 0, f"ccxt coinbaseexchange fetch_ticker ETH/USD (bid {ticker.get('bid')})")
+    order = exchange.create_order("ETH/USD", "limit", "buy", 0.01, round(ticker["bid"] * 0.9, 2))
+    open_ids = [o["id"] for o in exchange.fetch_open_orders("ETH/USD")]
+    check(order.get("id") in open_ids, f"ccxt coinbaseexchange create_order then fetch_open_orders ({order.get('id')} in {open_ids})")
 
 
 def advanced_py():

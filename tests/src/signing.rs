@@ -44,7 +44,7 @@ pub const EXCHANGE_KEY: &str = "conformance-exchange-key";
 /// bot-es's token (signs with `desk-es` and `exchange-main`).
 pub const TOKEN_ES: &str = "conf-token-es";
 /// bot-ed's token (signs with `desk-ed`).
-pub const TOKEN_ED: &str = "conf-token-ed";
+pub const TOKEN_ED: &str = "5a3f0c9e7b21d8846fe0a13c92b7d54e";
 
 /// The secrets the config names, as (env var or Worker secret, value):
 /// the daemon gets them in its environment, the Worker as secrets.
@@ -102,8 +102,8 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         isolation,
     ),
     (
-        "signed: tokens and the bot's own signatures never reach upstream",
-        nothing_of_the_bots_reaches_upstream,
+        "signed: a token with the bot's own identity is 400, nothing sent; alone, it is signed",
+        mixed_credentials_are_refused,
     ),
     ("signed: a retry is signed again", retry_signed_again),
 ];
@@ -367,43 +367,78 @@ fn signed_echo(
     })
 }
 
-fn nothing_of_the_bots_reaches_upstream(t: &Target, v: &Verifier) -> Result<(), String> {
-    let es = format!("jwt:{ES256_KEY_NAME}");
+/// A token sent with the bot's own identity (`Authorization`,
+/// `CB-ACCESS-*`) is refused with `400 mixed_credentials`: which account
+/// the bot meant is not syncoord's to guess, and nothing goes upstream.
+fn mixed_credentials_are_refused(t: &Target, v: &Verifier) -> Result<(), String> {
+    let before = mock_counts(t)?.requests;
+    let basic = proxy_basic("bot-ed", TOKEN_ED);
+    let advanced = format!("{}{}?a=1&b=2", t.base, unique("/__echo/signed/"));
+    let exchange = format!("{}/exchange{}?x=1", t.base, unique("/__echo/hmac/"));
+    for (what, url, headers) in [
+        (
+            "token and Authorization",
+            &advanced,
+            vec![token(TOKEN_ES), ("Authorization", "Bearer the.bots.own")],
+        ),
+        (
+            "Proxy-Authorization and Authorization",
+            &advanced,
+            vec![
+                ("Proxy-Authorization", basic.as_str()),
+                ("Authorization", "Bearer the.bots.own"),
+            ],
+        ),
+        (
+            "token and CB-ACCESS-*",
+            &exchange,
+            vec![
+                token(TOKEN_ES),
+                ("CB-ACCESS-KEY", "the-bots-own-key"),
+                ("CB-ACCESS-SIGN", "the-bots-own-sign"),
+            ],
+        ),
+    ] {
+        let reply = get(url, &headers)?;
+        expect_status(&reply, 400, what)?;
+        expect(
+            reply.header("x-syncoord-error") == Some("mixed_credentials"),
+            || {
+                format!(
+                    "{what}: X-Syncoord-Error {:?}",
+                    reply.header("x-syncoord-error")
+                )
+            },
+        )?;
+    }
+    let after = mock_counts(t)?.requests;
+    expect(after == before, || {
+        format!("mixed credentials made {} upstream calls", after - before)
+    })?;
+    // The token alone: it reaches upstream signed by syncoord, and the
+    // token itself does not.
     signed_echo(
         t,
         v,
         Scheme::AdvancedTrade,
-        &format!("{}{}?a=1&b=2", t.base, unique("/__echo/signed/")),
-        &[
-            token(TOKEN_ES),
-            ("X-Syncoord-Credential", "desk-es"),
-            ("Authorization", "Bearer the.bots.own"),
-            ("CB-ACCESS-KEY", "the-bots-own-key"),
-        ],
-        &es,
+        &advanced,
+        &[token(TOKEN_ES), ("X-Syncoord-Credential", "desk-es")],
+        &format!("jwt:{ES256_KEY_NAME}"),
     )?;
-    let basic = proxy_basic("bot-ed", TOKEN_ED);
     signed_echo(
         t,
         v,
         Scheme::AdvancedTrade,
         &format!("{}{}", t.base, unique("/__echo/basic/")),
-        &[
-            ("Proxy-Authorization", &basic),
-            ("Authorization", "Bearer the.bots.own"),
-        ],
+        &[("Proxy-Authorization", &basic)],
         &format!("jwt:{ED25519_KEY_NAME}"),
     )?;
     signed_echo(
         t,
         v,
         Scheme::Exchange,
-        &format!("{}/exchange{}?x=1", t.base, unique("/__echo/hmac/")),
-        &[
-            token(TOKEN_ES),
-            ("CB-ACCESS-KEY", "the-bots-own-key"),
-            ("CB-ACCESS-SIGN", "the-bots-own-sign"),
-        ],
+        &exchange,
+        &[token(TOKEN_ES)],
         &format!("key:{EXCHANGE_KEY}"),
     )
 }

@@ -19,6 +19,7 @@
 //!   ([`HopHeaders`], [`strip_hop_headers`]);
 //! - signing ([`Keyring`], [`Signer`], [`SecretSource`], the
 //!   `[[credentials]]`/`[[clients]]` specs and their checks);
+//! - [`redact`]: secrets out of log text (every host's log lines pass it);
 //! - [`ClusterSettings`]: the `[cluster]` section, what a host needs to
 //!   reach the shared store.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ mod cluster;
 mod headers;
 mod identity;
 mod outgoing;
+mod redact;
 mod signing;
 mod url;
 
@@ -37,6 +39,7 @@ pub use identity::{
     credential_identity, identity_of, key_name, presented, strip_hop_headers, HopHeaders, Presented,
 };
 pub use outgoing::Outgoing;
+pub use redact::{is_secret_header, redact, REDACTED, SECRET_HEADERS};
 pub use signing::{
     check_signing_specs, edge_signing_issues, load_signing, presented_token, token_sha256_hex,
     AbovePriority, AboveShare, Client, ClientSpec, Clients, CredentialKind, CredentialSpec,

@@ -24,6 +24,14 @@ impl Proxy {
         }
         let token = signing::presented_token(headers)
             .map_err(|e| Rejection::new(RejectionKind::BadToken, e.to_string()))?;
+        if let (Some(_), Some(other)) = (&token, other_identity(headers)) {
+            return Err(Rejection::new(
+                RejectionKind::MixedCredentials,
+                format!(
+                    "the request carries a client token and its own `{other}`: in signing mode syncoord signs, so send the token alone"
+                ),
+            ));
+        }
         match token {
             None => Ok(None),
             Some(token) => self.signing.clients.authenticate(&token).map(Some).ok_or_else(|| {
@@ -36,6 +44,11 @@ impl Proxy {
                 )
             }),
         }
+    }
+
+    /// Whether `[[clients]]` are configured (tokens are checked at all).
+    pub fn has_clients(&self) -> bool {
+        !self.signing.clients.0.is_empty()
     }
 
     /// The credential a request to `upstream` is signed with: `None` when
@@ -119,4 +132,38 @@ impl Proxy {
             },
         }
     }
+}
+
+/// The first header that names an identity of the bot's own, as the bot
+/// spelled it: `Authorization` with a scheme and a credential (a bearer
+/// token, a JWT), or `CB-ACCESS-KEY`, unless the key it names is a
+/// placeholder ([`is_placeholder_key`]). Client libraries that insist on
+/// signing (coinbase-advanced-py, ccxt) are given a placeholder key and
+/// their signature is dropped; a real key id beside a token is refused.
+fn other_identity(headers: &[(String, String)]) -> Option<&str> {
+    headers.iter().find_map(|(name, value)| {
+        let identity = if name.eq_ignore_ascii_case("authorization") {
+            let value = value.trim();
+            // A single word (`signed-by-syncoord`) names nobody.
+            value.contains([' ', '\t'])
+                && !syncoord_wire::key_name("authorization", value)
+                    .strip_prefix("jwt:")
+                    .is_some_and(is_placeholder_key)
+        } else if name.eq_ignore_ascii_case("cb-access-key") {
+            !is_placeholder_key(value.trim())
+        } else {
+            false
+        };
+        identity.then_some(name.as_str())
+    })
+}
+
+/// Whether a key id is one of the documented placeholders a bot gives a
+/// library that insists on signing: `placeholder`, `syncoord`, or a CDP
+/// key name ending in `/syncoord` (`organizations/-/apiKeys/syncoord`).
+pub(crate) fn is_placeholder_key(id: &str) -> bool {
+    let id = id.trim();
+    id.eq_ignore_ascii_case("placeholder")
+        || id.eq_ignore_ascii_case("syncoord")
+        || id.ends_with("/syncoord")
 }

@@ -116,11 +116,14 @@ fn secrets() -> Secrets {
             ("ED_KEY".into(), ed25519_b64()),
             ("EX_SECRET".into(), EXCHANGE_SECRET.into()),
             ("PASS".into(), "open-pass".into()),
-            ("BOT2_TOKEN".into(), "token-two".into()),
+            (
+                "BOT2_TOKEN".into(),
+                "b5d81f3e09a74c2e6f1d0a3b8c5e7f92".into(),
+            ),
         ]),
         files: BTreeMap::from([
             ("/keys/cdp.json".into(), (json.to_string(), 0o600)),
-            ("/keys/pass".into(), ("pass-phrase\n".into(), 0o644)),
+            ("/keys/pass".into(), ("pass-phrase\n".into(), 0o600)),
         ]),
     }
 }
@@ -140,19 +143,14 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 const ACCOUNTS: &str = "/api/v3/brokerage/accounts";
 
 #[test]
-fn a_token_signs_as_its_credential_and_the_bots_own_signature_is_dropped() {
+fn a_token_signs_as_its_credential() {
     let p = proxy();
     let f = p
         .route(
             None,
             "GET",
             &format!("{ACCOUNTS}?limit=5"),
-            &h(&[
-                ("X-Syncoord-Token", "test"),
-                ("Authorization", "Bearer forged.jwt.here"),
-                ("CB-ACCESS-KEY", "someone-else"),
-                ("Accept", "application/json"),
-            ]),
+            &h(&[("X-Syncoord-Token", "test"), ("Accept", "application/json")]),
             Vec::new(),
         )
         .unwrap();
@@ -167,6 +165,93 @@ fn a_token_signs_as_its_credential_and_the_bots_own_signature_is_dropped() {
         Some(syncoord_core::Duration::from_secs(600))
     );
     assert_eq!(f.outgoing.headers, h(&[("Accept", "application/json")]));
+}
+
+/// An unsigned JWT whose `sub` is `key_name`, as a bot's library would
+/// send one (only its claims are read here).
+fn jwt_for(key_name: &str) -> String {
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!(
+        "{}.{}.c2ln",
+        b64(serde_json::json!({"alg": "ES256", "kid": key_name})),
+        b64(serde_json::json!({"sub": key_name, "iss": "cdp"}))
+    )
+}
+
+/// A token and the bot's own identity in one request: which account the
+/// bot meant is not ours to guess, so it is refused before anything else.
+#[test]
+fn a_token_with_another_identity_is_refused_with_400() {
+    let p = proxy();
+    for other in [
+        ("Authorization", "Bearer forged.jwt.here"),
+        (
+            "authorization",
+            &format!("Bearer {}", jwt_for("organizations/o/apiKeys/real")),
+        ),
+        ("CB-ACCESS-KEY", "someone-else"),
+    ] {
+        let refused = p
+            .route(
+                None,
+                "GET",
+                ACCOUNTS,
+                &h(&[("X-Syncoord-Token", "test"), other]),
+                Vec::new(),
+            )
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            (refused.status(), refused.kind().as_str()),
+            (400, "mixed_credentials"),
+            "{other:?}"
+        );
+        assert!(refused.message().contains(other.0), "{}", refused.message());
+    }
+    // Placeholders given to libraries that insist on signing name nobody:
+    // their signatures are dropped and syncoord signs.
+    for placeholder in [
+        vec![("Authorization", "signed-by-syncoord")],
+        vec![(
+            "Authorization",
+            &*format!("Bearer {}", jwt_for("organizations/-/apiKeys/syncoord")),
+        )],
+        vec![
+            ("CB-ACCESS-KEY", "placeholder"),
+            ("CB-ACCESS-SIGN", "c2ln"),
+            ("CB-ACCESS-PASSPHRASE", "placeholder"),
+        ],
+    ] {
+        let mut headers = vec![("X-Syncoord-Token", "test")];
+        headers.extend(placeholder.iter().copied());
+        let f = p
+            .route(None, "GET", ACCOUNTS, &h(&headers), Vec::new())
+            .unwrap_or_else(|r| panic!("{placeholder:?}: {r}"));
+        assert_eq!(f.outgoing.sign_as.as_deref(), Some("desk"));
+        assert!(
+            f.outgoing
+                .headers
+                .iter()
+                .all(|(n, _)| !n.eq_ignore_ascii_case("authorization")
+                    && !n.to_ascii_lowercase().starts_with("cb-access")),
+            "the placeholder signature is dropped: {:?}",
+            f.outgoing.headers
+        );
+    }
+    // The bot's own identity alone, on an upstream that lets unsigned
+    // bots pass, is still forwarded as it is.
+    let f = p
+        .route(
+            None,
+            "GET",
+            "/open/accounts",
+            &h(&[("CB-ACCESS-KEY", "k")]),
+            Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(f.outgoing.sign_as, None);
 }
 
 #[test]
@@ -189,19 +274,19 @@ fn wrong_missing_and_unusable_tokens_are_refused_before_upstream() {
     );
     // bot2 has two credentials on `advanced`: it must choose.
     assert_eq!(
-        route(&[("X-Syncoord-Token", "token-two")]),
+        route(&[("X-Syncoord-Token", "b5d81f3e09a74c2e6f1d0a3b8c5e7f92")]),
         Err((400, "choose_credential"))
     );
     assert_eq!(
         route(&[
-            ("X-Syncoord-Token", "token-two"),
+            ("X-Syncoord-Token", "b5d81f3e09a74c2e6f1d0a3b8c5e7f92"),
             ("X-Syncoord-Credential", "ed")
         ]),
         Ok(Some("ed".into()))
     );
     assert_eq!(
         route(&[
-            ("X-Syncoord-Token", "token-two"),
+            ("X-Syncoord-Token", "b5d81f3e09a74c2e6f1d0a3b8c5e7f92"),
             ("X-Syncoord-Credential", "ex")
         ]),
         Err((403, "credential_not_allowed")),
@@ -245,7 +330,7 @@ fn pass_through_lets_unsigned_bots_through_as_they_are() {
             None,
             "GET",
             "/open/accounts",
-            &h(&[("X-Syncoord-Token", "token-two")]),
+            &h(&[("X-Syncoord-Token", "b5d81f3e09a74c2e6f1d0a3b8c5e7f92")]),
             Vec::new(),
         )
         .unwrap();
@@ -343,7 +428,7 @@ fn an_exchange_call_gets_the_four_cb_access_headers() {
 const EXPECTED_ORDER_SIGN: &str = "r+yxqYXCMMvvY/R+/hU9wyTPqrKmWDnZYlDb5ojZqEE=";
 
 #[test]
-fn loading_names_every_missing_secret_and_warns_of_open_key_files() {
+fn loading_names_every_missing_secret() {
     let config = ProxyConfig::from_toml_str(CONFIG).unwrap();
     let errors = Proxy::with_secrets(config.clone(), &Secrets::default()).unwrap_err();
     let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
@@ -360,10 +445,72 @@ fn loading_names_every_missing_secret_and_warns_of_open_key_files() {
         ]
     );
     let p = Proxy::with_secrets(config, &secrets()).unwrap();
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+}
+
+/// A key file others may read is refused, as ssh refuses one, unless the
+/// credential says its access is guarded otherwise.
+#[test]
+fn a_secret_file_others_may_read_is_refused_unless_allowed() {
+    let config = ProxyConfig::from_toml_str(CONFIG).unwrap();
+    let mut open = secrets();
+    open.files.get_mut("/keys/pass").unwrap().1 = 0o640;
+    open.files.get_mut("/keys/cdp.json").unwrap().1 = 0o604;
+    let errors = Proxy::with_secrets(config.clone(), &open).unwrap_err();
+    let shown: Vec<String> = errors
+        .0
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown[0].starts_with("credentials[0].key_file: `/keys/cdp.json` may be read by other users (mode 604): `chmod 600` it, or set `allow_readable_files = true`"), "{shown:?}");
+    assert!(
+        shown[1].starts_with(
+            "credentials[2].passphrase_file: `/keys/pass` may be read by other users (mode 640)"
+        ),
+        "{shown:?}"
+    );
+
+    let allowed = CONFIG
+        .replace(
+            "key_file = \"/keys/cdp.json\"\n",
+            "key_file = \"/keys/cdp.json\"\nallow_readable_files = true\n",
+        )
+        .replace(
+            "passphrase_file = \"/keys/pass\"\n",
+            "passphrase_file = \"/keys/pass\"\nallow_readable_files = true\n",
+        );
+    let p = Proxy::with_secrets(ProxyConfig::from_toml_str(&allowed).unwrap(), &open).unwrap();
     assert_eq!(
         p.warnings(),
-        ["credentials[2].passphrase_file: `/keys/pass` may be read by other users (mode 644): `chmod 600` it"]
+        [
+            "credentials[0].key_file: `/keys/cdp.json` may be read by other users (mode 604): `chmod 600` it",
+            "credentials[2].passphrase_file: `/keys/pass` may be read by other users (mode 640): `chmod 600` it",
+        ]
     );
+}
+
+/// A token read from `token_env` must not be guessable: a weak one stops
+/// loading, with how to make a good one.
+#[test]
+fn a_weak_token_from_the_environment_is_refused() {
+    let config = ProxyConfig::from_toml_str(CONFIG).unwrap();
+    for weak in ["x", "token-two", "hunter2hunter2hunter2hunter2"] {
+        let mut s = secrets();
+        s.env.insert("BOT2_TOKEN".into(), weak.into());
+        let errors = Proxy::with_secrets(config.clone(), &s).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{weak}");
+        assert_eq!(errors.0[0].field, "clients[1].token_env");
+        let message = &errors.0[0].message;
+        assert!(
+            message.contains("too weak") && message.contains("syncoord token --name bot2"),
+            "{message}"
+        );
+        assert!(
+            !message.contains(weak),
+            "the token itself is never shown: {message}"
+        );
+    }
 }
 
 #[test]
@@ -427,7 +574,7 @@ fn no_key_material_shows_in_debug_output_or_the_printed_config() {
         &ed25519_b64()[..24],
         EXCHANGE_SECRET,
         "pass-phrase",
-        "token-two",
+        "b5d81f3e09a74c2e6f1d0a3b8c5e7f92",
     ] {
         assert!(!shown.contains(secret), "`{secret}` shows");
     }
@@ -497,7 +644,7 @@ fn a_client_never_runs_above_its_priority_ceiling() {
     // bot2's entry says refuse: an order is refused before upstream, an
     // account read (at its ceiling) passes.
     let bot2 = [
-        ("X-Syncoord-Token", "token-two"),
+        ("X-Syncoord-Token", "b5d81f3e09a74c2e6f1d0a3b8c5e7f92"),
         ("X-Syncoord-Credential", "desk"),
     ];
     assert_eq!(

@@ -26,6 +26,54 @@ pub const CREDENTIAL_HEADER: &str = "X-Syncoord-Credential";
 /// Longest token accepted (a token is a random string, not a document).
 const MAX_TOKEN_LEN: usize = 512;
 
+/// The least entropy a token read from `token_env` may have: a token is
+/// a bearer credential for signing keys, so it must not be guessable
+/// (`syncoord token` makes 256 bits).
+pub const MIN_TOKEN_BITS: u32 = 128;
+
+/// A conservative estimate of a token's entropy in bits: each character
+/// counted as if drawn at random from the smallest usual alphabet that
+/// holds them all (hex digits, digits, one case of letters,
+/// alphanumerics, base64, printable ASCII). A token that repeats itself
+/// counts only its first period (`abcabcabc` is `abc`); one with fewer
+/// than half the distinct characters a random draw shows counts each
+/// character as one of those it uses (`aaaa...` counts nothing). A
+/// 32-hex-digit random token (128 bits) passes [`MIN_TOKEN_BITS`]; a
+/// word, a date or a short password does not.
+pub fn estimated_entropy_bits(token: &str) -> u32 {
+    let all: Vec<char> = token.chars().collect();
+    // The shortest period p with all[i] == all[i - p] for every i >= p.
+    let period = (1..=all.len())
+        .find(|&p| (p..all.len()).all(|i| all[i] == all[i - p]))
+        .unwrap_or(all.len());
+    let chars = &all[..period];
+    let every = |f: fn(&char) -> bool| chars.iter().all(f);
+    let alphabet: usize = if every(char::is_ascii_digit) {
+        10
+    } else if every(char::is_ascii_hexdigit)
+        && (every(|c| !c.is_ascii_uppercase()) || every(|c| !c.is_ascii_lowercase()))
+    {
+        16
+    } else if every(char::is_ascii_lowercase) || every(char::is_ascii_uppercase) {
+        26
+    } else if every(char::is_ascii_alphanumeric) {
+        62
+    } else if every(|c| c.is_ascii_alphanumeric() || "+/=-_".contains(*c)) {
+        64
+    } else {
+        95
+    };
+    let mut distinct = chars.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let drawn_from = if distinct.len() * 2 < chars.len().min(alphabet) {
+        distinct.len()
+    } else {
+        alphabet
+    };
+    (chars.len() as f64 * (drawn_from as f64).log2()).floor() as u32
+}
+
 /// Hex SHA-256 of `token`: a client's `token_sha256`.
 pub fn token_sha256_hex(token: &str) -> String {
     Sha256::digest(token.as_bytes())
@@ -229,6 +277,36 @@ mod tests {
         assert_eq!(&*clients.authenticate("token-a").unwrap().name, "a");
         assert!(clients.authenticate("token-c").is_none());
         assert!(clients.authenticate("token-a ").is_none());
+    }
+
+    #[test]
+    fn weak_tokens_score_under_128_bits_and_random_ones_over() {
+        for weak in [
+            "x",
+            "hunter2",
+            "correct-horse",
+            "password",
+            "2026-12-07",
+            "0123456789012345678901234567890123456789",
+            &"a".repeat(200),
+            &"password".repeat(20),
+            &"Tr0ub4dor&3".repeat(5),
+            "abcdefghijklmnopqrstuvwxyz",
+        ] {
+            let bits = estimated_entropy_bits(weak);
+            assert!(bits < MIN_TOKEN_BITS, "{weak:?} scored {bits} bits");
+        }
+        // What `syncoord token` makes (256 bits of hex), 128 bits of hex,
+        // base64 of 32 bytes, a long random alphanumeric string.
+        for strong in [
+            "3f1c9a0be24d7785c6a1f0e9d3b2c4a5968778695a4b3c2d1e0f9e8d7c6b5a49",
+            "9e107d9d372bb6826bd81d3542a419d6",
+            "q2J3mK9vX1tLr8sYb5wZ0nHc4fGd7aEu6iPo1lQx2Ak=",
+            "Zk4vN8rTq2LmW6yXc9BpH3sJd5FgA7eU",
+        ] {
+            let bits = estimated_entropy_bits(strong);
+            assert!(bits >= MIN_TOKEN_BITS, "{strong:?} scored {bits} bits");
+        }
     }
 
     #[test]

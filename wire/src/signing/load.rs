@@ -81,7 +81,8 @@ pub struct SigningSetup {
     pub keyring: Keyring,
     /// The bots that authenticate with a token.
     pub clients: Clients,
-    /// Problems that do not stop the host (a key file others may read).
+    /// Problems that do not stop the host (a key file others may read,
+    /// allowed by `allow_readable_files`).
     pub warnings: Vec<SpecIssue>,
 }
 
@@ -98,6 +99,7 @@ pub fn load_signing(
     for (i, c) in credentials.iter().enumerate() {
         let mut reader = Reader {
             source,
+            allow_readable: c.allow_readable_files,
             at: format!("credentials[{i}]"),
             issues: &mut issues,
             warnings: &mut warnings,
@@ -116,7 +118,20 @@ pub fn load_signing(
             (Some(hex), _) => parse_sha256_hex(hex),
             (None, Some(env)) => match source.env(env) {
                 Some(token) if !token.trim().is_empty() => {
-                    parse_sha256_hex(&super::token_sha256_hex(token.trim()))
+                    let bits = super::clients::estimated_entropy_bits(token.trim());
+                    if bits < super::clients::MIN_TOKEN_BITS {
+                        issues.push((
+                            format!("clients[{i}].token_env"),
+                            format!(
+                                "the token in `{env}` is too weak to guard signing keys: about {bits} bits of entropy, at least {} needed (make one with `syncoord token --name {}`)",
+                                super::clients::MIN_TOKEN_BITS,
+                                c.name
+                            ),
+                        ));
+                        None
+                    } else {
+                        parse_sha256_hex(&super::token_sha256_hex(token.trim()))
+                    }
                 }
                 _ => {
                     issues.push((
@@ -152,6 +167,9 @@ pub fn load_signing(
 
 struct Reader<'a> {
     source: &'a dyn SecretSource,
+    /// `allow_readable_files`: a file others may read is a warning, not
+    /// an error.
+    allow_readable: bool,
     at: String,
     issues: &'a mut Vec<SpecIssue>,
     warnings: &'a mut Vec<SpecIssue>,
@@ -185,13 +203,21 @@ impl Reader<'_> {
         match self.source.file(path) {
             Ok(f) => {
                 if let Some(mode) = f.mode.filter(|m| m & 0o077 != 0) {
-                    self.warnings.push((
-                        self.field(file.0),
-                        format!(
-                            "`{path}` may be read by other users (mode {:o}): `chmod 600` it",
-                            mode & 0o777
-                        ),
-                    ));
+                    let message = format!(
+                        "`{path}` may be read by other users (mode {:o}): `chmod 600` it",
+                        mode & 0o777
+                    );
+                    if self.allow_readable {
+                        self.warnings.push((self.field(file.0), message));
+                    } else {
+                        // Refused, as ssh refuses such a private key: a
+                        // key others can read is a key others may hold.
+                        self.issues.push((
+                            self.field(file.0),
+                            format!("{message}, or set `allow_readable_files = true` on this credential if its access is guarded otherwise"),
+                        ));
+                        return None;
+                    }
                 }
                 Some(f.text)
             }

@@ -90,6 +90,13 @@ pub struct CredentialSpec {
     /// `coinbase-exchange`: file holding the passphrase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<String>,
+    /// Use this credential's files even when other users may read them
+    /// (group or world permission bits). Off by default: such a file is
+    /// refused, as ssh refuses a private key others can read. For a
+    /// file whose access is guarded otherwise (ACLs, a container's
+    /// read-only secret mount).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_readable_files: bool,
 }
 
 /// One `[[clients]]` entry: a bot that proves who it is with a token.

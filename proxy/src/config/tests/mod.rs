@@ -6,5 +6,6 @@ use syncoord_core::Duration;
 mod checks;
 mod overrides;
 mod parse;
+mod reference;
 mod schema;
 mod show;

@@ -31,7 +31,7 @@ fn a_token_carries_its_clients_share_whatever_name_the_bot_gives() {
         Some(("bot1".into(), 0.25, false))
     );
     let bot2 = [
-        ("X-Syncoord-Token", "token-two"),
+        ("X-Syncoord-Token", "b5d81f3e09a74c2e6f1d0a3b8c5e7f92"),
         ("X-Syncoord-Credential", "desk"),
     ];
     assert_eq!(share_of(&p, &bot2), Some(("bot2".into(), 0.5, true)));
