@@ -1,5 +1,5 @@
-//! A circuit breaker: after enough consecutive failures, stop calling an
-//! upstream scope for a while, then let a single probe through to see
+//! A circuit breaker: after enough consecutive failures, stop calling a
+//! route for a while, then let a single probe through to see
 //! whether it has recovered.
 //!
 //! Closed --(threshold consecutive failures)--> Open --(open time passes)-->
@@ -76,20 +76,6 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn on_success(&mut self) {
-        self.state = State::Closed { failures: 0 };
-    }
-
-    /// Upstream answered 429: it is up (only pacing us), so a probe in
-    /// flight has succeeded; otherwise a 429 is neither a success nor a
-    /// failure. Without this a probe answered 429 would leave the breaker
-    /// half-open with no probe in flight, blocking the scope for good.
-    pub(crate) fn on_rate_limited(&mut self) {
-        if let State::Probing { .. } = self.state {
-            self.state = State::Closed { failures: 0 };
-        }
-    }
-
     /// Records a failure; returns true if this opened the breaker.
     pub(crate) fn on_failure(&mut self, now: Instant) -> bool {
         let open_for = match self.state {
@@ -120,9 +106,12 @@ impl Breaker {
         }
     }
 
-    /// Whether the breaker holds no information worth keeping.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.state == State::Closed { failures: 0 }
+    /// Consecutive failures counted while closed.
+    pub(crate) fn failures(&self) -> u32 {
+        match self.state {
+            State::Closed { failures } => failures,
+            _ => self.threshold,
+        }
     }
 }
 
@@ -137,7 +126,9 @@ mod tests {
         let mut b = Breaker::new(3, s(5), s(12));
         assert!(!b.on_failure(t0));
         assert!(!b.on_failure(t0));
-        b.on_success();
+        assert_eq!(b.failures(), 2);
+        // Success is forgetting the breaker (see `breakers`): a new one.
+        b = Breaker::new(3, s(5), s(12));
         assert!(!b.on_failure(t0));
         assert!(!b.on_failure(t0));
         assert!(b.on_failure(t0), "third consecutive failure opens");
@@ -160,8 +151,6 @@ mod tests {
             "capped at 12 s"
         );
         b.on_dispatch(t0 + s(28));
-        b.on_success();
-        assert_eq!(b.state(t0 + s(28)), BreakerState::Closed);
-        assert!(b.is_idle());
+        assert_eq!(b.state(t0 + s(28)), BreakerState::HalfOpen);
     }
 }

@@ -95,6 +95,8 @@ pub(crate) enum Lookup {
     Fresh {
         response: Arc<Response>,
         age: Duration,
+        /// What is left of its lifetime.
+        left: Duration,
         /// A refreshed entry nobody had read since it was stored (or for
         /// the idle window): if this read is served, refresh may resume.
         woke: bool,
@@ -245,6 +247,7 @@ impl Cache {
             return Lookup::Fresh {
                 response: entry.response.clone(),
                 age,
+                left: entry.expires - now,
                 woke,
                 renew,
             };

@@ -5,6 +5,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::breaker::BreakerState;
+use crate::breakers::BreakerSnapshot;
 use crate::config::HealthConfig;
 use crate::limiter::BucketSnapshot;
 
@@ -16,8 +17,7 @@ pub enum Status {
     Healthy,
     /// Working, but slowed or partly impaired (HTTP 200).
     Degraded,
-    /// Seriously impaired: many 429s, a long queue wait or a shared
-    /// breaker open (HTTP 503).
+    /// Seriously impaired: many 429s or a long queue wait (HTTP 503).
     Unhealthy,
 }
 
@@ -85,6 +85,8 @@ pub(crate) struct Inputs<'a> {
     pub queue_depth: usize,
     pub queue_max: usize,
     pub scopes: &'a [BucketSnapshot],
+    /// Route breakers that are not closed and idle.
+    pub breakers: &'a [BreakerSnapshot],
     /// The shared store this coordinator cannot reach, and the share of the
     /// budget it limits itself to meanwhile.
     pub store: Option<(&'a str, f64)>,
@@ -170,31 +172,6 @@ pub(crate) fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
             .as_deref()
             .map(|c| format!(" for {c}"))
             .unwrap_or_default();
-        match s.breaker {
-            BreakerState::Closed => {}
-            state => {
-                // A shared scope failing takes every caller down with it; a
-                // single credential's scope affects only its own bots.
-                let severity = if s.credential.is_none() && state == BreakerState::Open {
-                    Status::Unhealthy
-                } else {
-                    Status::Degraded
-                };
-                push(
-                    severity,
-                    "breaker_open",
-                    format!(
-                        "circuit breaker for scope `{}`{whose} is {}",
-                        s.scope,
-                        if state == BreakerState::Open {
-                            "open"
-                        } else {
-                            "half-open"
-                        }
-                    ),
-                );
-            }
-        }
         if let Some(p) = s.paused_for_secs {
             push(
                 Status::Degraded,
@@ -205,6 +182,25 @@ pub(crate) fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
                 ),
             );
         }
+    }
+    // One route's breaker takes down that route alone (other routes
+    // answer): degraded, never unhealthy.
+    for b in inputs.breakers {
+        let whose = b
+            .credential
+            .as_deref()
+            .map(|c| format!(" for {c}"))
+            .unwrap_or_default();
+        let state = match b.state {
+            BreakerState::Closed => continue,
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        };
+        push(
+            Status::Degraded,
+            "breaker_open",
+            format!("circuit breaker for route `{}`{whose} is {state}", b.route),
+        );
     }
     let status = reasons
         .iter()
@@ -218,11 +214,7 @@ pub(crate) fn assess(config: &HealthConfig, inputs: &Inputs<'_>) -> Health {
 mod tests {
     use super::*;
 
-    fn bucket(
-        credential: Option<&str>,
-        breaker: BreakerState,
-        paused: Option<f64>,
-    ) -> BucketSnapshot {
+    fn bucket(credential: Option<&str>, paused: Option<f64>) -> BucketSnapshot {
         BucketSnapshot {
             scope: "public".into(),
             credential: credential.map(str::to_owned),
@@ -234,7 +226,6 @@ mod tests {
             learned_from: None,
             learned_secs_ago: None,
             paused_for_secs: paused,
-            breaker,
             calls: 1,
             rate_limited: 0,
         }
@@ -247,16 +238,14 @@ mod tests {
             queue_depth: 0,
             queue_max: 100,
             scopes,
+            breakers: &[],
             store: None,
         }
     }
 
     #[test]
     fn healthy_when_nothing_is_wrong() {
-        let h = assess(
-            &HealthConfig::default(),
-            &inputs(&[bucket(None, BreakerState::Closed, None)]),
-        );
+        let h = assess(&HealthConfig::default(), &inputs(&[bucket(None, None)]));
         assert_eq!(h.status, Status::Healthy);
         assert!(h.reasons.is_empty());
     }
@@ -282,11 +271,23 @@ mod tests {
         i.queue_depth = 95;
         assert_eq!(assess(&c, &i).reasons[0].code, "queue_full");
 
-        let shared_open = [bucket(None, BreakerState::Open, None)];
-        assert_eq!(assess(&c, &inputs(&shared_open)).status, Status::Unhealthy);
-        let one_key_open = [bucket(Some("key:a"), BreakerState::Open, None)];
-        assert_eq!(assess(&c, &inputs(&one_key_open)).status, Status::Degraded);
-        let paused = [bucket(None, BreakerState::Closed, Some(3.0))];
+        // A route's breaker open is that route's trouble alone.
+        let open = [BreakerSnapshot {
+            route: "candles".into(),
+            credential: None,
+            state: BreakerState::Open,
+            failures: 5,
+            retry_after_secs: Some(4.0),
+        }];
+        let mut i = inputs(&[]);
+        i.breakers = &open;
+        let h = assess(&c, &i);
+        assert_eq!(
+            (h.status, h.reasons[0].code),
+            (Status::Degraded, "breaker_open")
+        );
+        assert!(h.reasons[0].message.contains("`candles`"));
+        let paused = [bucket(None, Some(3.0))];
         let h = assess(&c, &inputs(&paused));
         assert_eq!(
             (h.status, h.reasons[0].code),

@@ -66,6 +66,7 @@
 
 mod backoff;
 mod breaker;
+mod breakers;
 mod cache;
 mod client_share;
 mod compile;
@@ -92,6 +93,7 @@ pub mod stats;
 /// max_clients`, the route memo), and clients are the operator's bots.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use breakers::{BreakerEvent, Transition as BreakerTransition};
 pub use client_share::ClientShare;
 pub use compile::CompiledConfig;
 pub use config::{ClassId, Config, ConfigError, ConfigErrors};

@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 use crate::backoff::exponential;
-use crate::breaker::{Breaker, BreakerState};
 #[cfg(test)]
 use crate::config::ScopeConfig;
 use crate::config::{secs, Config, Keying, ScopeId};
@@ -82,7 +81,6 @@ struct Bucket {
     strikes: u32,
     /// When the throttle started lifting (end of the last pause).
     recovering_from: Option<Instant>,
-    breaker: Breaker,
     /// The effective rate under the ceiling, once something was learned.
     learned: Option<Learned>,
     /// What this bucket really dispatches.
@@ -119,14 +117,8 @@ fn carry_over(bucket: &mut Bucket, now: Instant, before: Quota, after: Quota) {
 /// The bucket for `key`, created full if absent (never seen, or forgotten
 /// as idle while a call on it was in flight: what upstream says about that
 /// call still counts).
-fn bucket_mut<'a>(
-    buckets: &'a mut HashMap<BucketKey, Bucket>,
-    template: &Breaker,
-    key: &BucketKey,
-) -> &'a mut Bucket {
-    buckets
-        .entry(key.clone())
-        .or_insert_with(|| Bucket::new(template))
+fn bucket_mut<'a>(buckets: &'a mut HashMap<BucketKey, Bucket>, key: &BucketKey) -> &'a mut Bucket {
+    buckets.entry(key.clone()).or_insert_with(Bucket::new)
 }
 
 impl Bucket {
@@ -138,13 +130,12 @@ impl Bucket {
         until
     }
 
-    fn new(breaker: &Breaker) -> Self {
+    fn new() -> Self {
         Bucket {
             tat: None,
             paused_until: None,
             strikes: 0,
             recovering_from: None,
-            breaker: breaker.clone(),
             learned: None,
             meter: Meter::default(),
         }
@@ -192,17 +183,13 @@ pub(crate) enum Wait {
     Until(Instant),
     /// Upstream told us to stop (429): paused until this instant.
     Paused(Instant),
-    /// The breaker is open until this instant (`None`: a probe is in
-    /// flight, ask again when it ends).
-    BreakerOpen(Option<Instant>),
 }
 
 impl Wait {
-    /// The instant worth waking up at, if known.
-    pub(crate) fn instant(self) -> Option<Instant> {
+    /// The instant worth waking up at.
+    pub(crate) fn instant(self) -> Instant {
         match self {
-            Wait::Until(t) | Wait::Paused(t) => Some(t),
-            Wait::BreakerOpen(t) => t,
+            Wait::Until(t) | Wait::Paused(t) => t,
         }
     }
 
@@ -212,13 +199,12 @@ impl Wait {
         !matches!(self, Wait::Until(_))
     }
 
-    /// Orders waits: a breaker beats a pause beats pacing, later beats
-    /// earlier. Used to report the worst of several buckets.
-    fn rank(self) -> (u8, Option<Instant>) {
+    /// Orders waits: a pause beats pacing, later beats earlier. Used to
+    /// report the worst of several buckets.
+    fn rank(self) -> (u8, Instant) {
         match self {
-            Wait::Until(t) => (0, Some(t)),
-            Wait::Paused(t) => (1, Some(t)),
-            Wait::BreakerOpen(t) => (2, t),
+            Wait::Until(t) => (0, t),
+            Wait::Paused(t) => (1, t),
         }
     }
 }
@@ -255,8 +241,6 @@ pub struct BucketSnapshot {
     /// Seconds until the bucket's pause ends (after a 429, or when upstream
     /// said its window is spent); `None` when not paused.
     pub paused_for_secs: Option<f64>,
-    /// The bucket's circuit breaker.
-    pub breaker: BreakerState,
     /// Calls dispatched on this bucket since the coordinator started,
     /// whatever their cost (kept while the bucket is idle: see
     /// `limiter::tally`).
@@ -298,7 +282,6 @@ pub(crate) struct Limiter {
     /// The share of the budget this coordinator may use (1 unless a shared
     /// store is out of reach).
     share: f64,
-    breaker_template: Breaker,
 }
 
 impl Limiter {
@@ -341,7 +324,6 @@ impl Limiter {
                 }),
         );
         let l = &config.limiter;
-        let b = &config.breaker;
         Limiter {
             scopes,
             buckets: HashMap::default(),
@@ -354,11 +336,6 @@ impl Limiter {
             },
             rules: Rules::new(&l.learn),
             share: 1.0,
-            breaker_template: Breaker::new(
-                b.failure_threshold,
-                secs(b.open_secs),
-                secs(b.max_open_secs),
-            ),
         }
     }
 
@@ -436,7 +413,7 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 continue;
             };
-            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let bucket = bucket_mut(&mut self.buckets, key);
             let quota = effective(scope, bucket, self.rules, self.share);
             let tolerance = quota.tolerance();
             let spend = quota.interval() * cost.min(quota.burst());
@@ -449,7 +426,7 @@ impl Limiter {
     /// them too (no strike here: the throttle is the one who saw it).
     pub(crate) fn pause_shared(&mut self, keys: &[BucketKey], until: Instant) {
         for key in keys {
-            bucket_mut(&mut self.buckets, &self.breaker_template, key).pause_until(until);
+            bucket_mut(&mut self.buckets, key).pause_until(until);
         }
     }
 
@@ -511,13 +488,10 @@ impl Limiter {
         let bucket = match self.buckets.get(key) {
             Some(b) => b,
             None => {
-                fresh = Bucket::new(&self.breaker_template);
+                fresh = Bucket::new();
                 &fresh
             }
         };
-        if let Some(until) = bucket.breaker.blocked_until(now) {
-            return Some(Wait::BreakerOpen(until));
-        }
         if let Some(p) = bucket.paused_until.filter(|&p| p > now) {
             return Some(Wait::Paused(p));
         }
@@ -535,8 +509,7 @@ impl Limiter {
     /// leave each bucket at least `reserve` of its usable burst (rounded up
     /// to whole cost units, and at least `floor`): refresh-ahead's test.
     /// `Err(Some(t))`: not before `t`; `Err(None)`: not now, and no
-    /// instant is known (a breaker probe in flight, or the reserve leaves
-    /// no room at all).
+    /// instant is known (the reserve leaves no room at all).
     pub(crate) fn check_spare(
         &self,
         now: Instant,
@@ -558,10 +531,10 @@ impl Limiter {
             }
             match self.check_one(now, key, need) {
                 None => {}
-                Some(w) => match w.instant() {
-                    Some(t) => latest = Some(latest.map_or(t, |l: Instant| l.max(t))),
-                    None => return Err(None),
-                },
+                Some(w) => {
+                    let t = w.instant();
+                    latest = Some(latest.map_or(t, |l: Instant| l.max(t)));
+                }
             }
         }
         latest.map_or(Ok(()), |t| Err(Some(t)))
@@ -571,7 +544,7 @@ impl Limiter {
     pub(crate) fn acquire(&mut self, now: Instant, keys: &[BucketKey], cost: u32) {
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
-            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let bucket = bucket_mut(&mut self.buckets, key);
             let quota = effective(scope, bucket, self.rules, self.share);
             let spend = self.recovery.cost_time(bucket, quota, now, cost);
             let step = gcra_step(bucket.tat, now, spend, spend, quota.tolerance());
@@ -587,7 +560,6 @@ impl Limiter {
                     }
                 }
             }
-            bucket.breaker.on_dispatch(now);
             self.tallies.call(key, now);
         }
     }
@@ -609,7 +581,7 @@ impl Limiter {
         let mut longest = Duration::ZERO;
         for key in keys {
             let scope = &self.scopes[key.scope.0 as usize];
-            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let bucket = bucket_mut(&mut self.buckets, key);
             if self.rules.enabled && learn {
                 let ceiling = scope.ceiling();
                 let measured = bucket
@@ -627,7 +599,6 @@ impl Limiter {
             let tolerance = effective(scope, bucket, self.rules, self.share).tolerance();
             bucket.strikes = bucket.strikes.saturating_add(1);
             self.tallies.rate_limited(key, now);
-            bucket.breaker.on_rate_limited();
             let pause = upstream_wait.unwrap_or_else(|| {
                 let ceiling = exponential(self.base_pause, self.max_pause, bucket.strikes);
                 // Jitter in the upper half: the pause must stay meaningful,
@@ -660,7 +631,7 @@ impl Limiter {
             let Some(scope) = self.scopes.get(key.scope.0 as usize) else {
                 continue;
             };
-            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, key);
+            let bucket = bucket_mut(&mut self.buckets, key);
             let before = effective(scope, bucket, self.rules, self.share);
             if let (true, Some(st)) = (self.rules.enabled, signals.stated) {
                 let ceiling = scope.ceiling();
@@ -706,22 +677,8 @@ impl Limiter {
                     l.accepted();
                 }
                 b.strikes = 0;
-                b.breaker.on_success();
             }
         }
-    }
-
-    /// A call on `keys` failed (5xx or transport). Returns the keys whose
-    /// breaker this opened.
-    pub(crate) fn on_failure(&mut self, now: Instant, keys: &[BucketKey]) -> Vec<BucketKey> {
-        keys.iter()
-            .filter(|k| {
-                bucket_mut(&mut self.buckets, &self.breaker_template, k)
-                    .breaker
-                    .on_failure(now)
-            })
-            .cloned()
-            .collect()
     }
 
     /// Forgets buckets that are full and calm (equivalent to a new bucket),
@@ -737,7 +694,6 @@ impl Limiter {
             let calm = b.paused_until.is_none_or(|p| p <= now)
                 && recovery.factor(b, now) >= 1.0
                 && b.strikes == 0
-                && b.breaker.is_idle()
                 && b.learned.is_none();
             !(full && calm)
         });
@@ -803,7 +759,7 @@ impl Limiter {
                 scope: ScopeId(i as u16),
                 credential: r.credential.as_deref().map(Credential::new),
             };
-            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
+            let bucket = bucket_mut(&mut self.buckets, &key);
             if bucket.learned.is_none() {
                 bucket.learned = Some(learned);
                 // Empty: what the previous life spent of upstream's window
@@ -912,7 +868,7 @@ impl Limiter {
     /// new, full buckets they are equivalent to), so that a bucket's series
     /// do not vanish while it is quiet.
     pub(crate) fn snapshot(&self, now: Instant) -> Vec<BucketSnapshot> {
-        let fresh = Bucket::new(&self.breaker_template);
+        let fresh = Bucket::new();
         let keys: std::collections::BTreeSet<&BucketKey> =
             self.buckets.keys().chain(self.tallies.keys()).collect();
         let mut out: Vec<BucketSnapshot> = keys
@@ -945,7 +901,6 @@ impl Limiter {
                         .paused_until
                         .filter(|&p| p > now)
                         .map(|p| (p - now).as_secs_f64()),
-                    breaker: b.breaker.state(now),
                     calls: tally.calls,
                     rate_limited: tally.rate_limited,
                 })

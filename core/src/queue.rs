@@ -327,9 +327,7 @@ impl Queue {
                 match check(lane, cost) {
                     None => return Selection::Go(call),
                     Some(wait) => {
-                        if let Some(t) = wait.instant() {
-                            wake(t, &mut earliest);
-                        }
+                        wake(wait.instant(), &mut earliest);
                         for bucket in lane.iter() {
                             if check(std::slice::from_ref(bucket), cost).is_some() {
                                 reserved.insert(bucket);
@@ -356,15 +354,6 @@ impl Queue {
             }
         }
         self.remove(call);
-    }
-
-    /// Calls waiting on any of `buckets`.
-    pub(crate) fn calls_on(&self, buckets: &[BucketKey]) -> Vec<CallId> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| e.lane.iter().any(|b| buckets.contains(b)))
-            .map(|(call, _)| *call)
-            .collect()
     }
 }
 

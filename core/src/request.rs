@@ -405,9 +405,24 @@ pub struct Answer {
     pub source: Source,
     /// How old the response is (zero when it comes straight from upstream).
     pub age: Duration,
+    /// For an answer from a cache: its remaining freshness lifetime in
+    /// whole seconds, negative once stale (RFC 9211 `ttl`); `None` for
+    /// one fetched for this request, or served while it is revalidated.
+    pub ttl_secs: Option<i64>,
     /// How this request's call went, for the access log (empty for an
     /// answer from the cache).
     pub timing: Timing,
+}
+
+/// RFC 9211's `ttl` of an entry with `left` of its lifetime, or `past` its
+/// expiry: whole seconds, rounded towards zero.
+pub(crate) fn ttl_secs(left: Duration, past: Duration) -> i64 {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if past > Duration::ZERO {
+        -secs(past)
+    } else {
+        secs(left)
+    }
 }
 
 /// How long an answered request waited for its call, and the call for
@@ -500,13 +515,14 @@ pub enum Failure {
         /// The last attempt's error.
         error: TransportError,
     },
-    /// The scope's circuit breaker is open: upstream has been failing.
-    #[error("circuit breaker for scope `{scope}` is open; next probe in {retry_after:?}")]
+    /// The route's circuit breaker is open: upstream has been failing
+    /// calls on this route (other routes are not affected).
+    #[error("circuit breaker for route `{route}` is open; next probe in {retry_after:?}")]
     BreakerOpen {
-        /// The scope holding the call back: the first of its scopes that
-        /// refuses a call now.
-        scope: String,
-        /// Time until the breaker lets a probe through (zero if unknown).
+        /// The route (for a request no rule matched, `default <path>`).
+        route: String,
+        /// Time until the breaker lets a probe through (a second while
+        /// the probe is in flight).
         retry_after: Duration,
     },
     /// The client's share of a bucket is spent, and its `[[clients]]`

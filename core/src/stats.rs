@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use web_time::{Duration, Instant};
 
 pub use crate::breaker::BreakerState;
+pub use crate::breakers::BreakerSnapshot;
 pub use crate::cache::CacheSnapshot;
 pub use crate::health::{Health, Reason, Status, CODES};
 pub use crate::limiter::BucketSnapshot;
@@ -145,8 +146,14 @@ pub struct UpstreamCounts {
     pub transport_errors: u64,
     /// Calls with no outcome reported in time (counted in transport errors).
     pub timeouts: u64,
-    /// Times a bucket's circuit breaker opened (one failure may open several).
+    /// Times a route's circuit breaker opened.
     pub breaker_opened: u64,
+    /// Times an open breaker's period ended and its probe left.
+    #[serde(default)]
+    pub breaker_half_opened: u64,
+    /// Times a tripped breaker closed again (its probe was answered).
+    #[serde(default)]
+    pub breaker_closed: u64,
     /// Of `calls`, refresh-ahead calls: sent from spare budget to keep a
     /// cached answer young, answering no request directly.
     #[serde(default)]
@@ -306,6 +313,11 @@ pub struct StatsSnapshot {
     /// scope's from the start, and a per-credential one until an hour
     /// after its last call (an idle one is shown full).
     pub scopes: Vec<BucketSnapshot>,
+    /// Route breakers that have counted failures or tripped, sorted by
+    /// route, then credential (a closed breaker with no failures is not
+    /// listed).
+    #[serde(default)]
+    pub breakers: Vec<BreakerSnapshot>,
     /// Per-client counts, sorted by client name.
     pub clients: Vec<ClientSnapshot>,
     /// Health as [`crate::Coordinator::health`] reports it.

@@ -390,6 +390,9 @@ struct World<'m> {
     /// In the final drain: upstream answers every call at once.
     auto_answer: bool,
     dispatches: usize,
+    /// (d) suspects: (sent, queued of a higher class, when), judged at
+    /// the round's end.
+    outranked: Vec<(usize, usize, Duration)>,
     /// Requests whose call got a 429 this step: queued again if still
     /// waiting once the step's ends are drained.
     requeued: Vec<usize>,
@@ -412,6 +415,7 @@ impl<'m> World<'m> {
             replay: HashMap::new(),
             auto_answer: false,
             dispatches: 0,
+            outranked: Vec::new(),
             requeued: Vec::new(),
             wake: None,
         }
@@ -662,8 +666,12 @@ impl<'m> World<'m> {
         }
     }
 
-    /// (d): nothing of a strictly higher class waits in the queue.
-    fn check_priority(&self, sub: usize) {
+    /// (d): nothing of a strictly higher class waits in the queue. A
+    /// round hands out its calls before its ended requests, so one of a
+    /// higher class that ended in the same round (its route's breaker
+    /// opened, say) was not waiting: suspects are judged at the round's
+    /// end (`judge_priority`).
+    fn check_priority(&mut self, sub: usize) {
         let class = self.subs[sub].class;
         for (i, s) in self.subs.iter().enumerate() {
             if i != sub
@@ -672,10 +680,17 @@ impl<'m> World<'m> {
                 && s.class < class
                 && s.deadline > self.clock
             {
+                self.outranked.push((sub, i, self.clock - self.t0));
+            }
+        }
+    }
+
+    fn judge_priority(&mut self) {
+        for (sub, i, at) in std::mem::take(&mut self.outranked) {
+            if self.subs[i].state == State::Waiting {
                 panic!(
-                    "request {sub} (class {class}) sent at {:?} while request {i} (class {}) was queued",
-                    self.clock - self.t0,
-                    s.class
+                    "request {sub} (class {}) sent at {at:?} while request {i} (class {}) was queued",
+                    self.subs[sub].class, self.subs[i].class
                 );
             }
         }
@@ -688,8 +703,14 @@ impl<'m> World<'m> {
                 Output::Dispatch(d) => self.dispatched(d),
                 Output::Finished(f) => self.finished(f),
                 Output::Shared(_) => panic!("shared output without sharing"),
-                Output::WakeAt(t) => return self.wake = Some(t),
-                Output::Idle => return self.wake = None,
+                Output::WakeAt(t) => {
+                    self.judge_priority();
+                    return self.wake = Some(t);
+                }
+                Output::Idle => {
+                    self.judge_priority();
+                    return self.wake = None;
+                }
             }
         }
     }

@@ -40,6 +40,11 @@ pub trait Upstream: Send + Sync + 'static {
 pub enum Unsendable {
     #[error("method `{0}` is not a valid token")]
     Method(String),
+    /// A valid extension method (`M-SEARCH`, `PROPFIND`...) the HTTP
+    /// client does not send: refused here, never sent, never counted
+    /// against upstream.
+    #[error("method `{0}` is not sent upstream (only GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE and PATCH are)")]
+    ExtensionMethod(String),
     #[error("request header name `{0}` is not valid")]
     HeaderName(String),
     /// The header's name (its value may be a secret).
@@ -276,6 +281,23 @@ impl HttpUpstream {
         let uri = format!("{}{}", self.base, call.path_and_query);
         let method = http::Method::from_bytes(call.method.as_bytes())
             .map_err(|_| Unsendable::Method(call.method.clone()))?;
+        // What the HTTP client writes (anything else fails inside it after
+        // the call is handed over, looking like upstream's fault).
+        // CONNECT is a tunnel, not a call to forward.
+        use http::Method as M;
+        let sendable = [
+            M::GET,
+            M::HEAD,
+            M::POST,
+            M::PUT,
+            M::DELETE,
+            M::OPTIONS,
+            M::TRACE,
+            M::PATCH,
+        ];
+        if !sendable.contains(&method) {
+            return Err(Unsendable::ExtensionMethod(call.method.clone()));
+        }
         let mut builder = http::Request::builder().method(method).uri(uri.as_str());
         for (name, value) in &strip_hop_headers(headers, &SET_BY_CONNECTION) {
             let name = http::HeaderName::from_bytes(name.as_bytes())

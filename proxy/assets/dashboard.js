@@ -335,10 +335,17 @@
         // The budget a bucket is measured against: what it learned, if it
         // learned anything under its configured rate.
         var budget = num(b.learned_per_sec) || num(b.budget_per_sec) || num(b.rate_per_sec);
-        var state = b.breaker === "open" ? "open" : b.paused_for_secs != null ? "paused"
-          : b.breaker === "half_open" ? "half_open" : "ok";
-        if (state === "open") marks = 2; else if (state === "paused" && marks < 1) marks = 1;
+        var state = b.paused_for_secs != null ? "paused" : "ok";
+        if (state === "paused" && marks < 1) marks = 1;
         bucketRows.push({ key: key, up: name, b: b, cps: cps, budget: budget, state: state });
+      });
+      // Breakers are per route: each tripped one is a row of its own,
+      // and any one open shades the chart.
+      (s.breakers || []).forEach(function (br) {
+        if (br.state === "closed") return;
+        if (br.state === "open") marks = 2;
+        var b = { scope: "route " + br.route, credential: br.credential, burst: 0, tokens: 0 };
+        bucketRows.push({ key: name + " route " + br.route, up: name, b: b, cps: null, budget: 0, state: br.state });
       });
       (s.clients || []).forEach(function (c) {
         var k = clients[c.client] || (clients[c.client] = { requests: 0, hit: 0, stale: 0, upstream: 0, failed: 0 });

@@ -77,6 +77,7 @@ fn proxy_route(c: &mut Criterion) {
         response: std::sync::Arc::new(body()),
         source: Source::Cache,
         age: Duration::from_secs(2),
+        ttl_secs: Some(3),
         timing: Default::default(),
     };
     g.bench_function("answer_response", |b| {

@@ -317,7 +317,15 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "upstream_timeouts",
         "Upstream calls with no outcome in time (also counted as transport errors).",
     );
-    let breaker_opened = m.counter("breaker_opened", "Times a scope's circuit breaker opened.");
+    let breaker_opened = m.counter("breaker_opened", "Times a route's circuit breaker opened.");
+    let breaker_half_opened = m.counter(
+        "breaker_half_opened",
+        "Times a route's open breaker let its one probe through.",
+    );
+    let breaker_closed = m.counter(
+        "breaker_closed",
+        "Times a route's tripped breaker closed again (its probe was answered).",
+    );
     let cache_inserts = m.counter("cache_inserts", "Responses stored in the cache.");
     let cache_evictions = m.counter("cache_evictions", "Cache entries evicted for space.");
     let client_requests = m.counter("client_requests", "Requests by client and how they ended.");
@@ -377,8 +385,8 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "Seconds until a paused bucket's pause ends; 0 when not paused.",
     );
     let breaker = m.gauge(
-        "bucket_breaker_state",
-        "A bucket's circuit breaker: 0 closed, 1 half-open, 2 open.",
+        "route_breaker_state",
+        "A route's circuit breaker that counted failures or tripped: 0 closed, 1 half-open, 2 open.",
     );
     let recent = m.gauge(
         "recent_rate_limited",
@@ -456,6 +464,20 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         transport.get_or_create(&l).inc_by(up.transport_errors);
         timeouts.get_or_create(&l).inc_by(up.timeouts);
         breaker_opened.get_or_create(&l).inc_by(up.breaker_opened);
+        breaker_half_opened
+            .get_or_create(&l)
+            .inc_by(up.breaker_half_opened);
+        breaker_closed.get_or_create(&l).inc_by(up.breaker_closed);
+        for b in s.breakers.iter().take(MAX_SERIES_PER_UPSTREAM) {
+            let bl = labels(
+                u,
+                &[
+                    ("route", &b.route),
+                    ("credential", b.credential.as_deref().unwrap_or("")),
+                ],
+            );
+            breaker.get_or_create(&bl).set(breaker_value(b.state));
+        }
         cache_inserts.get_or_create(&l).inc_by(s.cache.inserts);
         cache_evictions.get_or_create(&l).inc_by(s.cache.evictions);
         in_progress.get_or_create(&l).set(s.in_progress as f64);
@@ -522,7 +544,6 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
             paused
                 .get_or_create(&bl)
                 .set(b.paused_for_secs.unwrap_or(0.0));
-            breaker.get_or_create(&bl).set(breaker_value(b.breaker));
             bucket_calls.get_or_create(&bl).inc_by(b.calls);
             bucket_429.get_or_create(&bl).inc_by(b.rate_limited);
         }
@@ -678,6 +699,17 @@ mod tests {
         (core.stats(t0), core.health(t0))
     }
 
+    /// A route's breaker, open.
+    pub(super) fn a_breaker() -> syncoord_core::stats::BreakerSnapshot {
+        syncoord_core::stats::BreakerSnapshot {
+            route: "candles".into(),
+            credential: None,
+            state: syncoord_core::stats::BreakerState::Open,
+            failures: 5,
+            retry_after_secs: Some(3.0),
+        }
+    }
+
     #[test]
     fn endpoints_are_recognised() {
         assert_eq!(endpoint("GET", STATS_PATH), Some(Endpoint::Stats));
@@ -736,7 +768,8 @@ mod tests {
 
     #[test]
     fn metrics_are_prometheus_text() {
-        let (s, h) = snapshot();
+        let (mut s, h) = snapshot();
+        s.breakers.push(a_breaker());
         let r = metrics_response(&[("advanced".to_owned(), s, h)]);
         let text = String::from_utf8(r.body).unwrap();
         for line in [
@@ -750,7 +783,9 @@ mod tests {
             "syncoord_upstream_latency_seconds_count{upstream=\"advanced\"} 1",
             "syncoord_upstream_latency_seconds_bucket{le=\"+Inf\",upstream=\"advanced\"} 1",
             "# TYPE syncoord_cache_hit_ratio gauge",
-            "syncoord_bucket_breaker_state{upstream=\"advanced\",scope=\"public\",credential=\"\"} 0",
+            "syncoord_route_breaker_state{upstream=\"advanced\",route=\"candles\",credential=\"\"} 2",
+            "syncoord_breaker_half_opened_total{upstream=\"advanced\"} 0",
+            "syncoord_breaker_closed_total{upstream=\"advanced\"} 0",
             "syncoord_upstream_calls_total{upstream=\"advanced\"} 1",
             "syncoord_queue_depth{upstream=\"advanced\",class=\"account\"} 1",
             "syncoord_client_requests_total{upstream=\"advanced\",client=\"bot-2\",outcome=\"hit\"} 1",
@@ -853,6 +888,7 @@ mod tests {
     fn the_grafana_dashboard_queries_exported_metrics() {
         let (mut s, h) = snapshot();
         s.clients.truncate(1);
+        s.breakers.push(a_breaker());
         let text = String::from_utf8(metrics_response(&[("a", s, h)]).body).unwrap();
         let exported: std::collections::BTreeSet<&str> = text
             .lines()
@@ -899,6 +935,7 @@ mod metrics_doc {
         // cluster, so that its families do.
         let (mut stats, health) = super::tests::snapshot();
         stats.cluster = Some(ClusterStats::default());
+        stats.breakers.push(super::tests::a_breaker());
         // And a late answer to an order, so that its family has a series.
         stats.orders.late_answers.insert(200, 1);
         let ups = [("a", stats, health)];
@@ -954,6 +991,8 @@ mod metrics_doc {
     fn alert_rules_query_exported_series() {
         let (mut stats, health) = super::tests::snapshot();
         stats.cluster = Some(ClusterStats::default());
+        // A route breaker's series exists only once one counted a failure.
+        stats.breakers.push(super::tests::a_breaker());
         let body = String::from_utf8(metrics_response(&[("a", stats, health)]).body).unwrap();
         let rules = include_str!("../../docs/alerts.yml");
         let mut queried = 0;

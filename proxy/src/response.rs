@@ -55,7 +55,7 @@ pub fn answer_response(answer: &Answer) -> Response {
         headers.push(("Age".into(), answer.age.as_secs().to_string()));
     }
     headers.push((CACHE_HEADER.into(), answer.source.as_str().into()));
-    headers.push(("Cache-Status".into(), cache_status(answer.source).into()));
+    headers.push(("Cache-Status".into(), cache_status(answer)));
     Response {
         status: answer.response.status,
         headers,
@@ -67,14 +67,21 @@ pub fn answer_response(answer: &Answer) -> Response {
 /// `X-Syncoord-Cache`): `hit` for an answer from the cache (§2.1; a stale
 /// one says so in `detail`, §2.8), `fwd=miss` for one fetched for this
 /// request (§2.2), and `collapsed` when it shared a call another request
-/// made (§2.6). Upstream's own entries, if any, come before it, as the
-/// RFC orders caches from the origin out.
-fn cache_status(source: Source) -> &'static str {
-    match source {
+/// made (§2.6). A hit says what is left of its freshness lifetime in
+/// `ttl` (§2.3, negative once stale). Upstream's own entries, if any, come
+/// before it, as the RFC orders caches from the origin out.
+fn cache_status(answer: &Answer) -> String {
+    let entry = match answer.source {
         Source::Cache => "syncoord; hit",
         Source::Stale => "syncoord; hit; detail=stale",
         Source::Coalesced => "syncoord; fwd=miss; collapsed",
         Source::Upstream => "syncoord; fwd=miss",
+    };
+    match answer.ttl_secs {
+        Some(ttl) if matches!(answer.source, Source::Cache | Source::Stale) => {
+            format!("{entry}; ttl={ttl}")
+        }
+        _ => entry.to_owned(),
     }
 }
 
@@ -333,6 +340,7 @@ mod tests {
             response: Arc::new(upstream),
             source: Source::Stale,
             age: Duration::from_millis(12_700),
+            ttl_secs: Some(-3),
             timing: Default::default(),
         };
         let r = answer_response(&answer);
@@ -353,13 +361,26 @@ mod tests {
         assert_eq!(r.header("x-syncoord-cache"), Some("stale"));
         assert_eq!(
             r.header("cache-status"),
-            Some("syncoord; hit; detail=stale")
+            Some("syncoord; hit; detail=stale; ttl=-3")
+        );
+        // RFC 9211 §2.3: a hit's remaining freshness lifetime, in seconds.
+        let hit = Answer {
+            response: Arc::new(Response::new(200, "x")),
+            source: Source::Cache,
+            age: Duration::from_secs(2),
+            ttl_secs: Some(3),
+            timing: Default::default(),
+        };
+        assert_eq!(
+            answer_response(&hit).header("cache-status"),
+            Some("syncoord; hit; ttl=3")
         );
 
         let fresh = Answer {
             response: Arc::new(Response::new(200, "x").with_header("Age", "5")),
             source: Source::Upstream,
             age: Duration::ZERO,
+            ttl_secs: None,
             timing: Default::default(),
         };
         let r = answer_response(&fresh);
@@ -383,7 +404,7 @@ mod tests {
             ),
             (
                 Failure::BreakerOpen {
-                    scope: "public".into(),
+                    route: "candles".into(),
                     retry_after: Duration::from_millis(2_100),
                 },
                 503,
@@ -475,7 +496,7 @@ mod tests {
             ),
             (
                 Failure::BreakerOpen {
-                    scope: "public".into(),
+                    route: "candles".into(),
                     retry_after: Duration::from_secs(1),
                 },
                 None,
@@ -534,6 +555,7 @@ mod tests {
                 response: Arc::clone(&upstream),
                 source,
                 age: Duration::ZERO,
+                ttl_secs: None,
                 timing: Default::default(),
             });
             assert_eq!(

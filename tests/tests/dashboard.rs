@@ -199,9 +199,12 @@ fn the_dashboard_draws_served_age_reasons_paused_buckets_and_shards_and_escapes_
                 "cache": {"entries": 10, "bytes": 1000, "inserts": 20, "evictions": 0},
                 "scopes": [
                     {"scope": "private", "credential": "ab12cd", "tokens": 0.0, "burst": 27, "rate_per_sec": 13.5,
-                     "budget_per_sec": 27.0, "paused_for_secs": 2.5, "breaker": "closed", "calls": 150, "rate_limited": 12},
+                     "budget_per_sec": 27.0, "paused_for_secs": 2.5, "calls": 150, "rate_limited": 12},
                     {"scope": "public", "credential": null, "tokens": 3.0, "burst": 9, "rate_per_sec": 9.0,
-                     "budget_per_sec": 9.0, "paused_for_secs": null, "breaker": "open", "calls": 30, "rate_limited": 0}
+                     "budget_per_sec": 9.0, "paused_for_secs": null, "calls": 30, "rate_limited": 0}
+                ],
+                "breakers": [
+                    {"route": "candles", "credential": null, "state": "open", "failures": 5, "retry_after_secs": 3.0}
                 ],
                 "clients": [{"client": hostile, "requests": 600, "hit": 500, "stale": 0, "coalesced": 0, "upstream": 100, "failed": 0},
                             {"client": "bot-2", "requests": 400, "hit": 250, "stale": 50, "coalesced": 40, "upstream": 50, "failed": 10}],

@@ -156,6 +156,7 @@ fn fresh_then_stale_then_gone() {
         Lookup::Fresh {
             response: r.clone(),
             age: Duration::ZERO,
+            left: s(10),
             woke: false,
             renew: false
         }
@@ -166,6 +167,7 @@ fn fresh_then_stale_then_gone() {
         Lookup::Fresh {
             response: r.clone(),
             age: s(10) - Duration::from_nanos(1),
+            left: Duration::from_nanos(1),
             woke: false,
             renew: false
         }

@@ -390,7 +390,8 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
-    /// Consecutive failed calls (5xx, transport) that open a scope's breaker.
+    /// Consecutive failed calls (5xx, transport) that open a route's breaker
+    /// (one per route; per credential where the route is private).
     pub failure_threshold: u32,
     /// How long it stays open before one probe is let through; doubles each
     /// time a probe fails, up to `max_open_secs`.

@@ -75,6 +75,10 @@ impl<P: Clone> Coordinator<P> {
             Ok(admission) => return admission,
             Err(waiter) => waiter,
         };
+        let breaker = self.breaker_key(a.route, &request.path, request.credential.as_ref());
+        if let Some(failure) = self.breaker_refusal(now, &breaker) {
+            return self.refuse(now, &a.client, cache_key, failure);
+        }
         if let Some(admission) = self.check_budget(now, &a, &waiter, cache_key) {
             return admission;
         }
@@ -84,7 +88,7 @@ impl<P: Clone> Coordinator<P> {
         if let Some(admission) = self.make_room(now, &a, cache_key) {
             return admission;
         }
-        self.enqueue(now, a, &request, ticket, waiter)
+        self.enqueue(now, a, &request, ticket, waiter, breaker)
     }
 
     /// Step 1: what the request is (its route, class, keys), counted as
@@ -144,6 +148,7 @@ impl<P: Clone> Coordinator<P> {
             Lookup::Fresh {
                 response,
                 age,
+                left,
                 woke,
                 renew,
             } => {
@@ -160,6 +165,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Cache,
                         age,
+                        ttl_secs: Some(crate::request::ttl_secs(left, Duration::ZERO)),
                         timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
@@ -177,6 +183,7 @@ impl<P: Clone> Coordinator<P> {
                         response,
                         source: Source::Stale,
                         age,
+                        ttl_secs: Some(crate::request::ttl_secs(Duration::ZERO, past_expiry)),
                         timing: Default::default(),
                     };
                     return Ok(self.answered(&a.client, answer));
@@ -222,6 +229,7 @@ impl<P: Clone> Coordinator<P> {
                     response,
                     source: Source::Stale,
                     age,
+                    ttl_secs: None,
                     timing: Default::default(),
                 };
                 return Ok(self.answered(&a.client, answer));
@@ -241,8 +249,8 @@ impl<P: Clone> Coordinator<P> {
     }
 
     /// Step 4: a limiter that cannot let the call go before the deadline
-    /// (or a breaker open) refuses it, and a degraded scope answers from
-    /// stale cache where it can.
+    /// refuses it, and a paused scope answers from stale cache where it
+    /// can.
     fn check_budget(
         &mut self,
         now: Instant,
@@ -251,7 +259,7 @@ impl<P: Clone> Coordinator<P> {
         cache_key: Option<&CacheKey>,
     ) -> Option<Admission> {
         let wait = self.limiter.check(now, &waiter.lane, a.cost)?;
-        if let Some(failure) = self.unreachable(now, &waiter.lane, wait, waiter.deadline) {
+        if let Some(failure) = unreachable(now, wait, waiter.deadline) {
             return Some(self.refuse(now, &a.client, cache_key, failure));
         }
         if wait.is_degraded() {
@@ -316,6 +324,7 @@ impl<P: Clone> Coordinator<P> {
         request: &Request,
         ticket: Ticket,
         mut waiter: Waiter<P>,
+        breaker: crate::breakers::BreakerKey,
     ) -> Admission {
         let call_id = CallId(self.next_id());
         if let (true, Some(k)) = (a.coalesce, &a.key) {
@@ -352,6 +361,7 @@ impl<P: Clone> Coordinator<P> {
                 refresh: false,
                 age_bounded: a.limit.is_some() || a.written.is_some(),
                 write: invalidation::WriteTarget::of(request),
+                breaker,
                 share: request.share.clone(),
             },
         );
@@ -382,30 +392,6 @@ impl<P: Clone> Coordinator<P> {
         self.waiters.insert(ticket, joiner);
     }
 
-    /// A failure if the limiter's `wait` makes `deadline` impossible or the
-    /// breaker refuses outright.
-    pub(super) fn unreachable(
-        &self,
-        now: Instant,
-        lane: &[BucketKey],
-        wait: Wait,
-        deadline: Instant,
-    ) -> Option<Failure> {
-        // Open: refuse. Half-open with the probe in flight (`None`): wait
-        // for the probe like any paced call.
-        if let Wait::BreakerOpen(Some(until)) = wait {
-            return Some(Failure::BreakerOpen {
-                scope: self.blocking_scope(now, lane),
-                retry_after: until - now,
-            });
-        }
-        let t = wait.instant()?;
-        (t > deadline).then(|| Failure::DeadlineUnreachable {
-            earliest: t - now,
-            deadline: deadline - now,
-        })
-    }
-
     /// Name of the first scope in `lane` that refuses a call now.
     pub(super) fn blocking_scope(&self, now: Instant, lane: &[BucketKey]) -> String {
         let key = lane
@@ -428,15 +414,25 @@ impl<P: Clone> Coordinator<P> {
     }
 
     pub(super) fn stale_answer(&mut self, now: Instant, key: &CacheKey) -> Option<Answer> {
-        let (response, age, source) = match self.cache.lookup(now, key) {
-            Lookup::Fresh { response, age, .. } => (response, age, Source::Cache),
-            Lookup::Stale { response, age, .. } => (response, age, Source::Stale),
+        let (response, age, source, ttl) = match self.cache.lookup(now, key) {
+            Lookup::Fresh {
+                response,
+                age,
+                left,
+                ..
+            } => (response, age, Source::Cache, (left, Duration::ZERO)),
+            Lookup::Stale {
+                response,
+                age,
+                past_expiry,
+            } => (response, age, Source::Stale, (Duration::ZERO, past_expiry)),
             Lookup::Miss => return None,
         };
         Some(Answer {
             response,
             source,
             age,
+            ttl_secs: Some(crate::request::ttl_secs(ttl.0, ttl.1)),
             timing: Default::default(),
         })
     }
@@ -490,6 +486,15 @@ impl<P: Clone> Coordinator<P> {
             Err(failure) => Admission::Refused(failure),
         }
     }
+}
+
+/// A failure if the limiter's `wait` makes `deadline` impossible.
+fn unreachable(now: Instant, wait: Wait, deadline: Instant) -> Option<Failure> {
+    let t = wait.instant();
+    (t > deadline).then(|| Failure::DeadlineUnreachable {
+        earliest: t - now,
+        deadline: deadline - now,
+    })
 }
 
 /// The refresh interval a reader's age limit asks for: a little under the

@@ -16,6 +16,16 @@ impl<P: Clone> Coordinator<P> {
             };
             self.queue.take(call_id);
             self.refresh_dirty = true;
+            // Its route's breaker opened (or its probe left) since it was
+            // queued: it fails now, or gets stale data, rather than wait.
+            let refusal = self
+                .calls
+                .get(&call_id)
+                .and_then(|c| self.breaker_refusal(now, &c.breaker));
+            if let Some(failure) = refusal {
+                self.fail_call(now, call_id, failure);
+                continue;
+            }
             if let Some(d) = self.dispatch(now, call_id) {
                 return Some(d);
             }
@@ -60,6 +70,7 @@ impl<P: Clone> Coordinator<P> {
             return None;
         };
         self.limiter.acquire(now, &call.lane, call.cost);
+        let breaker = call.breaker.clone();
         if let Some(share) = &call.share {
             self.shares
                 .acquire(now, &self.limiter, share, &call.lane, call.cost);
@@ -84,6 +95,9 @@ impl<P: Clone> Coordinator<P> {
                 }
             }
         }
+        if self.breakers.on_dispatch(now, &breaker) {
+            self.stats.upstream.breaker_half_opened += 1;
+        }
         let sender = self.waiters.get(&sender)?;
         let payload = sender.payload.clone();
         let route = self.config.routes().get(call.route);
@@ -95,6 +109,7 @@ impl<P: Clone> Coordinator<P> {
                 lane: call.lane.clone(),
                 cost: call.cost,
                 in_flight: None,
+                breaker: call.breaker.clone(),
             };
             match self.templates.get_mut(key) {
                 Some(t) => {

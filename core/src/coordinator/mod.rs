@@ -30,6 +30,7 @@
 //! signature), carried per ticket and handed back at dispatch.
 
 mod admission;
+mod breaking;
 mod dispatch;
 mod invalidation;
 mod output;
@@ -163,6 +164,8 @@ struct Call {
     age_bounded: bool,
     /// An unsafe call: what it writes to, invalidated when it succeeds.
     write: Option<invalidation::WriteTarget>,
+    /// The route's breaker it answers to.
+    breaker: crate::breakers::BreakerKey,
     /// The creating request's client share, charged when the call leaves.
     share: Option<ClientShare>,
 }
@@ -179,6 +182,8 @@ struct Template<P> {
     cost: u32,
     /// The refresh call underway, if any.
     in_flight: Option<CallId>,
+    /// The route's breaker its refreshes answer to.
+    breaker: crate::breakers::BreakerKey,
 }
 
 #[derive(Debug)]
@@ -203,6 +208,8 @@ pub struct Coordinator<P = ()> {
     config: CompiledConfig,
     retry: RetryPolicy,
     limiter: Limiter,
+    /// A circuit breaker per route (see `crate::breakers`).
+    breakers: crate::breakers::Breakers,
     cache: Cache,
     queue: Queue,
     calls: HashMap<CallId, Call>,
@@ -263,6 +270,11 @@ impl<P: Clone> Coordinator<P> {
         Coordinator {
             retry: RetryPolicy::new(&config.retry),
             limiter: Limiter::with_quotas(config, compiled.quotas()),
+            breakers: crate::breakers::Breakers::new(
+                config.breaker.failure_threshold,
+                secs(config.breaker.open_secs),
+                secs(config.breaker.max_open_secs),
+            ),
             cache: Cache::new(&config.cache, secs(config.refresh.idle_secs)),
             queue: Queue::new(classes, config.queue.aging_secs.map(secs))
                 .with_top_class_reserve(config.queue.top_class_reserve),

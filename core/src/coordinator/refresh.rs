@@ -19,6 +19,7 @@ impl<P: Clone> Coordinator<P> {
         let r = self.config.routes().get(route);
         let lane: Lane = self.limiter.keys(&r.scopes, credential).into();
         let cost = r.cost;
+        let breaker = self.breaker_key(route, key.path(), credential);
         let in_flight = self.templates.get(key).and_then(|t| t.in_flight);
         self.templates.insert(
             key.clone(),
@@ -29,6 +30,7 @@ impl<P: Clone> Coordinator<P> {
                 lane,
                 cost,
                 in_flight,
+                breaker,
             },
         );
         self.cache
@@ -99,6 +101,11 @@ impl<P: Clone> Coordinator<P> {
             if t.lane.iter().any(|b| waited_on.contains(b)) {
                 continue;
             }
+            // A route whose breaker is open is not asked, not even to
+            // refresh: its probe is a bot's call.
+            if self.breakers.blocked_until(now, &t.breaker).is_some() {
+                continue;
+            }
             match self
                 .limiter
                 .check_spare(now, &t.lane, t.cost, reserve, floor)
@@ -120,8 +127,10 @@ impl<P: Clone> Coordinator<P> {
         let t = self.templates.get_mut(&key)?;
         t.in_flight = Some(call_id);
         let (lane, cost, route_id) = (t.lane.clone(), t.cost, t.route);
+        let breaker = t.breaker.clone();
         let payload = t.payload.clone();
         self.limiter.acquire(now, &lane, cost);
+        self.breaker_dispatched(now, &breaker);
         let timeout_at = now + self.call_timeout;
         self.timers.insert((timeout_at, call_id));
         self.stats.upstream.calls += 1;
@@ -150,6 +159,7 @@ impl<P: Clone> Coordinator<P> {
                 // from upstream, not from another coordinator's store.
                 age_bounded: true,
                 write: None,
+                breaker,
             },
         );
         let (shared, shared_key) = self.shared_spend(call_id);

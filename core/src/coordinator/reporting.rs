@@ -45,16 +45,22 @@ impl<P: Clone> Coordinator<P> {
     pub fn health(&self, now: Instant) -> Health {
         let now = now.max(self.now);
         let scopes = self.limiter.snapshot(now);
-        self.assess(now, &scopes)
+        self.assess(now, &scopes, &self.breakers.snapshot(now))
     }
 
-    pub(super) fn assess(&self, now: Instant, scopes: &[crate::limiter::BucketSnapshot]) -> Health {
+    pub(super) fn assess(
+        &self,
+        now: Instant,
+        scopes: &[crate::limiter::BucketSnapshot],
+        breakers: &[crate::breakers::BreakerSnapshot],
+    ) -> Health {
         let inputs = health::Inputs {
             recent_rate_limited: self.stats.recent_rate_limited(now),
             oldest_wait_secs: self.queue.oldest_arrival().map(|t| (now - t).as_secs_f64()),
             queue_depth: self.queue.len(),
             queue_max: self.config().queue.max_len,
             scopes,
+            breakers,
             store: self
                 .fallback
                 .as_ref()
@@ -109,7 +115,8 @@ impl<P: Clone> Coordinator<P> {
     pub fn stats(&self, now: Instant) -> StatsSnapshot {
         let now = now.max(self.now);
         let scopes = self.limiter.snapshot(now);
-        let health = self.assess(now, &scopes);
+        let breakers = self.breakers.snapshot(now);
+        let health = self.assess(now, &scopes, &breakers);
         let r = self.stats.requests.clone();
         let ended = r.ended();
         let classes = self
@@ -144,6 +151,7 @@ impl<P: Clone> Coordinator<P> {
             },
             cache: self.cache.snapshot(),
             scopes,
+            breakers,
             clients: self.stats.clients(),
             health,
             cluster: None,

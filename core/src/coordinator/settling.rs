@@ -1,5 +1,5 @@
 //! Settling: what upstream's answer (or its absence) does to a call:
-//! answer and cache it, retry it, or fail it, and trip breakers.
+//! answer and cache it, retry it, or fail it, and tell its route's breaker.
 
 use super::*;
 
@@ -57,7 +57,6 @@ impl<P: Clone> Coordinator<P> {
             Outcome::Transport(_) => Default::default(),
         };
         self.limiter.on_signals(now, &lane, &signals);
-        let mut opened = Vec::new();
         let mut pause = None;
         match verdict {
             Verdict::Answer => {
@@ -84,16 +83,14 @@ impl<P: Clone> Coordinator<P> {
             // never sent.
             Verdict::Transport { .. } if matches!(&outcome, Outcome::Transport(e) if e.is_local()) =>
                 {}
-            Verdict::ServerError | Verdict::Transport { .. } => {
-                if verdict == Verdict::ServerError {
-                    self.stats.upstream.server_errors += 1;
-                } else {
-                    self.stats.upstream.transport_errors += 1;
-                }
-                opened = self.limiter.on_failure(now, &lane);
-                self.stats.upstream.breaker_opened += opened.len() as u64;
-            }
+            Verdict::ServerError => self.stats.upstream.server_errors += 1,
+            Verdict::Transport { .. } => self.stats.upstream.transport_errors += 1,
         }
+        let breaker = self.calls.get(&call_id).map(|c| c.breaker.clone());
+        // What the breaker makes of it, judged before the outcome is
+        // consumed and applied after (a retry scheduled below is then one
+        // of the calls an opening breaker fails at once).
+        let settle_breaker = breaker.map(|b| (b, breaking::judge(verdict, &outcome)));
 
         if verdict == Verdict::Answer {
             if let Outcome::Response {
@@ -113,8 +110,8 @@ impl<P: Clone> Coordinator<P> {
         } else {
             self.retry_or_fail(now, call_id, verdict, outcome, upstream_wait, pause);
         }
-        if !opened.is_empty() {
-            self.trip(now, &opened);
+        if let Some((key, judgement)) = settle_breaker {
+            self.breaker_settle(now, &key, judgement);
         }
     }
 
@@ -192,10 +189,14 @@ impl<P: Clone> Coordinator<P> {
             .filter(|_| shared.is_none())
             .map(|s| now.saturating_duration_since(s));
         for ticket in call.waiters {
-            let (source, age) = match shared {
-                Some((age, _)) => (Source::Cache, age),
-                None if ticket == call.origin => (Source::Upstream, Duration::ZERO),
-                None => (Source::Coalesced, Duration::ZERO),
+            let (source, age, ttl_secs) = match shared {
+                Some((age, left)) => (
+                    Source::Cache,
+                    age,
+                    Some(crate::request::ttl_secs(left, Duration::ZERO)),
+                ),
+                None if ticket == call.origin => (Source::Upstream, Duration::ZERO, None),
+                None => (Source::Coalesced, Duration::ZERO, None),
             };
             // A waiter that joined after the call left waited for nothing.
             let queue_wait = self.waiters.get(&ticket).and_then(|w| {
@@ -206,6 +207,7 @@ impl<P: Clone> Coordinator<P> {
                 response: response.clone(),
                 source,
                 age,
+                ttl_secs,
                 timing: crate::Timing {
                     queue_wait,
                     upstream_latency: latency,
@@ -323,30 +325,5 @@ impl<P: Clone> Coordinator<P> {
         }
         self.calls.insert(new, call);
         new
-    }
-
-    /// Breakers opened on `buckets`: waiting calls that need them fail now
-    /// (or get stale data) instead of waiting out the open period.
-    pub(super) fn trip(&mut self, now: Instant, buckets: &[BucketKey]) {
-        let mut victims = self.queue.calls_on(buckets);
-        victims.extend(self.calls.iter().filter_map(|(id, c)| {
-            let waiting = matches!(c.state, CallState::Backoff { .. });
-            (waiting && c.lane.iter().any(|b| buckets.contains(b))).then_some(*id)
-        }));
-        victims.sort();
-        for call_id in victims {
-            let Some(lane) = self.calls.get(&call_id).map(|c| c.lane.clone()) else {
-                continue;
-            };
-            let retry_after = match self.limiter.check(now, &lane, 1) {
-                Some(Wait::BreakerOpen(Some(t))) => t - now,
-                _ => Duration::ZERO,
-            };
-            let failure = Failure::BreakerOpen {
-                scope: self.blocking_scope(now, &lane),
-                retry_after,
-            };
-            self.fail_call(now, call_id, failure);
-        }
     }
 }

@@ -252,6 +252,9 @@ fn fresh_cache_hit_then_ttl_expiry_misses() {
     assert_eq!(hit.source, Source::Cache);
     assert_eq!(body(&hit), "v1");
     assert_eq!(hit.age, Duration::from_secs(4));
+    // RFC 9211 `ttl`: 10 s of lifetime, 4 s spent; whole seconds, down.
+    assert_eq!(hit.ttl_secs, Some(6));
+    assert_eq!(answer_of(&f[0]).ttl_secs, None, "fetched, not from a cache");
     assert_eq!(hit.timing, crate::Timing::default(), "no call answered it");
     let s = c.stats(at(t0, 5.0));
     assert_eq!((s.requests.hit, s.requests.upstream), (1, 1));
@@ -764,24 +767,37 @@ fn an_open_breaker_fails_fast_then_a_probe_closes_it() {
     let d = dispatch_all(&mut c, t0);
     assert_eq!(d.len(), 2);
     let _ = c.submit(t0, get("/market/c"), 3); // queued, not yet polled
+    let _ = c.submit(t0, get("/analysis/x"), 30); // another route, queued
     c.complete(t0, d[0].call, status(503)).unwrap();
     assert!(finished(&mut c).is_empty(), "first failure: retried later");
     c.complete(t0, d[1].call, status(500)).unwrap();
     let f = finished(&mut c);
-    assert_eq!(f.len(), 3, "queued and backing-off calls fail fast");
+    assert_eq!(
+        f.len(),
+        3,
+        "queued and backing-off calls of the route fail fast"
+    );
     for f in &f {
         match failure_of(f) {
-            Failure::BreakerOpen { scope, retry_after } => {
+            Failure::BreakerOpen { route, retry_after } => {
                 assert_eq!(
-                    (scope.as_str(), *retry_after),
-                    ("api", Duration::from_secs(5))
+                    (route.as_str(), *retry_after),
+                    ("market", Duration::from_secs(5))
                 )
             }
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(c.stats(t0).upstream.breaker_opened, 1);
-    assert_eq!(c.health(t0).status, Status::Unhealthy);
+    let s = c.stats(t0);
+    assert_eq!(s.upstream.breaker_opened, 1);
+    assert_eq!(s.breakers.len(), 1);
+    assert_eq!(s.breakers[0].route, "market");
+    assert_eq!(c.health(t0).status, Status::Degraded, "one route is down");
+    // The other route's call still goes.
+    let d = dispatch_all(&mut c, t0);
+    assert_eq!(d.iter().map(|d| d.payload).collect::<Vec<_>>(), [30]);
+    c.complete(t0, d[0].call, ok("x")).unwrap();
+    assert_eq!(answer_of(&finished(&mut c)[0]).source, Source::Upstream);
     match refused(c.submit(at(t0, 1.0), get("/market/d"), 4)) {
         Failure::BreakerOpen { retry_after, .. } => {
             assert_eq!(retry_after, Duration::from_secs(4))
@@ -794,15 +810,39 @@ fn an_open_breaker_fails_fast_then_a_probe_closes_it() {
     ticket(c.submit(at(t0, 5.0), get("/market/e"), 5));
     let d = dispatch_all(&mut c, at(t0, 5.0));
     assert_eq!(d.len(), 1);
-    // While the probe is out, others wait for its outcome.
-    ticket(c.submit(at(t0, 5.0), get("/market/f"), 6));
-    assert!(dispatch_all(&mut c, at(t0, 5.2)).is_empty());
+    assert_eq!(c.stats(at(t0, 5.0)).upstream.breaker_half_opened, 1);
+    // While the probe is out, others on the route are told to come back
+    // in a moment (stale data where there is some).
+    match refused(c.submit(at(t0, 5.0), get("/market/f"), 6)) {
+        Failure::BreakerOpen { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_secs(1))
+        }
+        other => panic!("{other:?}"),
+    }
     c.complete(at(t0, 5.5), d[0].call, ok("e")).unwrap();
     assert!(answer_of(&finished(&mut c)[0]).source == Source::Upstream);
+    ticket(c.submit(at(t0, 5.5), get("/market/f"), 6));
     ticket(c.submit(at(t0, 5.5), get("/market/g"), 7));
     let d = dispatch_all(&mut c, at(t0, 5.5));
     assert_eq!(d.iter().map(|d| d.payload).collect::<Vec<_>>(), [6, 7]);
     assert_eq!(c.health(at(t0, 5.5)).status, Status::Healthy);
+    let s = c.stats(at(t0, 5.5));
+    assert_eq!(s.upstream.breaker_closed, 1);
+    assert!(s.breakers.is_empty());
+    let events: Vec<_> = c
+        .breaker_events()
+        .into_iter()
+        .map(|e| (e.route, e.transition))
+        .collect();
+    use crate::BreakerTransition as T;
+    assert_eq!(
+        events,
+        [
+            ("market".to_owned(), T::Opened),
+            ("market".to_owned(), T::HalfOpen),
+            ("market".to_owned(), T::Closed)
+        ]
+    );
 }
 
 #[test]
@@ -1110,10 +1150,12 @@ fn a_joiner_whose_deadline_has_passed_is_refused_not_queued() {
     assert_eq!(c.waiting(), 1, "only the first request waits");
 }
 
+mod breakers;
 mod freshness;
 mod local;
 mod output;
 mod paying;
+mod read_after_write;
 mod reconfigure;
 mod shared;
 mod shares;

@@ -495,11 +495,9 @@ fn another_429_never_shortens_a_pause() {
 }
 
 #[test]
-fn a_pause_outranks_pacing_and_a_breaker_outranks_a_pause() {
+fn a_pause_outranks_pacing() {
     let t0 = Instant::now();
-    let mut cfg = config(&[("a", eight_per_minute()), ("b", eight_per_minute())]);
-    cfg.breaker.failure_threshold = 1;
-    cfg.breaker.open_secs = 5.0;
+    let cfg = config(&[("a", eight_per_minute()), ("b", eight_per_minute())]);
     let mut l = Limiter::new(&cfg);
     let (a, b) = (key(&cfg, "a", None), key(&cfg, "b", None));
     let both = vec![a.clone(), b.clone()];
@@ -517,15 +515,6 @@ fn a_pause_outranks_pacing_and_a_breaker_outranks_a_pause() {
         false,
     );
     assert_eq!(l.check(t0, &both, 1), Some(Wait::Paused(t0 + s(2))));
-    assert_eq!(
-        l.on_failure(t0, std::slice::from_ref(&b)),
-        vec![b.clone()],
-        "threshold 1 opens at once"
-    );
-    assert_eq!(
-        l.check(t0, &both, 1),
-        Some(Wait::BreakerOpen(Some(t0 + s(5))))
-    );
 }
 
 #[test]
@@ -549,89 +538,36 @@ fn a_429_for_a_forgotten_bucket_still_pauses() {
 }
 
 #[test]
-fn breaker_opens_at_threshold_and_success_resets() {
-    let t0 = Instant::now();
-    let mut cfg = config(&[("a", eight_per_minute())]);
-    cfg.breaker.failure_threshold = 3;
-    cfg.breaker.open_secs = 5.0;
-    cfg.breaker.max_open_secs = 60.0;
-    let mut l = Limiter::new(&cfg);
-    let k = vec![key(&cfg, "a", None)];
-    l.acquire(t0, &k, 1);
-    assert!(l.on_failure(t0, &k).is_empty());
-    assert!(l.on_failure(t0, &k).is_empty());
-    l.on_success(&k);
-    assert!(l.on_failure(t0, &k).is_empty(), "success reset the count");
-    assert!(l.on_failure(t0, &k).is_empty());
-    assert_eq!(l.check(t0, &k, 1), None);
-    let now = t0 + s(1);
-    assert_eq!(l.on_failure(now, &k), k, "third consecutive failure opens");
-    let w = l.check(now, &k, 1);
-    assert_eq!(w, Some(Wait::BreakerOpen(Some(now + s(5)))));
-    assert!(w.unwrap().is_degraded());
-    assert_eq!(w.unwrap().instant(), Some(now + s(5)));
-    assert_eq!(l.snapshot(now)[0].breaker, BreakerState::Open);
-    // Once open time is over one probe goes, then everyone waits for it.
-    let probe = now + s(5);
-    assert_eq!(l.check(probe, &k, 1), None);
-    l.acquire(probe, &k, 1);
-    assert_eq!(l.check(probe, &k, 1), Some(Wait::BreakerOpen(None)));
-    assert_eq!(Wait::BreakerOpen(None).instant(), None);
-    assert_eq!(l.snapshot(probe)[0].breaker, BreakerState::HalfOpen);
-    l.on_success(&k);
-    assert_eq!(l.check(probe, &k, 1), None);
-    assert_eq!(l.snapshot(probe)[0].breaker, BreakerState::Closed);
-}
-
-#[test]
-fn failures_on_unknown_buckets_do_not_create_open_breakers_elsewhere() {
-    let t0 = Instant::now();
-    let mut cfg = config(&[("a", eight_per_minute()), ("b", eight_per_minute())]);
-    cfg.breaker.failure_threshold = 1;
-    let mut l = Limiter::new(&cfg);
-    let (a, b) = (key(&cfg, "a", None), key(&cfg, "b", None));
-    l.acquire(t0, std::slice::from_ref(&a), 1);
-    assert_eq!(l.on_failure(t0, std::slice::from_ref(&a)), vec![a.clone()]);
-    assert_eq!(l.check(t0, std::slice::from_ref(&b), 1), None);
-}
-
-#[test]
 fn forget_idle_drops_only_full_calm_buckets() {
     let t0 = Instant::now();
     let mut cfg = config(&[
         ("full", eight_per_minute()),
         ("busy", eight_per_minute()),
         ("paused", eight_per_minute()),
-        ("failing", eight_per_minute()),
     ]);
-    cfg.breaker.failure_threshold = 3;
     cfg.limiter.recovery_secs = 60.0;
     let mut l = Limiter::new(&cfg);
     let full = vec![key(&cfg, "full", None)];
     let busy = vec![key(&cfg, "busy", None)];
     let paused = vec![key(&cfg, "paused", None)];
-    let failing = vec![key(&cfg, "failing", None)];
     let mut rng = fastrand::Rng::with_seed(6);
     l.acquire(t0, &full, 1);
-    l.acquire(t0, &failing, 1);
     l.acquire(t0, &paused, 1);
     l.on_rate_limited(t0, &paused, Some(s(1)), &mut rng, None, false);
-    l.on_failure(t0, &failing);
     let now = t0 + s(100);
     l.acquire(now, &busy, 1);
     l.forget_idle(now);
-    assert_eq!(l.bucket_count(), 3, "busy, failing and paused hold state");
+    assert_eq!(l.bucket_count(), 2, "busy and paused hold state");
     // The forgotten one is still listed, full, with its counters: a
     // bucket's series do not vanish while it is quiet.
     let snaps = l.snapshot(now);
     let left: Vec<&str> = snaps.iter().map(|b| b.scope.as_str()).collect();
-    assert_eq!(left, vec!["busy", "failing", "full", "paused"]);
+    assert_eq!(left, vec!["busy", "full", "paused"]);
     let full = snap(&snaps, "full", None);
     assert_eq!((full.calls, full.tokens), (1, 8.0));
     // The busy bucket is forgotten once it has refilled; the paused one
     // only after success clears its strikes (recovery is long over).
     l.on_success(&paused);
-    l.on_success(&failing);
     l.forget_idle(now + T);
     assert_eq!(l.bucket_count(), 0);
 }
@@ -677,7 +613,6 @@ fn snapshot_reports_tokens_pause_and_counters() {
     assert_eq!((b.calls, b.rate_limited, b.burst), (3, 0, 8));
     assert_eq!(b.paused_for_secs, None);
     assert!(approx(b.rate_per_sec, 8.0 / 60.0));
-    assert_eq!(b.breaker, BreakerState::Closed);
     let b = snap(&snaps, "p", Some("k1"));
     assert!(approx(b.tokens, 6.0));
     assert_eq!(b.calls, 1, "calls count calls, not cost");

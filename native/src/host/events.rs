@@ -1,11 +1,46 @@
 //! Events worth a log line, said once per occurrence and never per
 //! request: a limiter bucket paused by an upstream 429 (scope, whose,
 //! how long), and the same bucket sending again. A storm of 429s on the
-//! calls already in flight extends one pause and logs nothing more.
+//! calls already in flight extends one pause and logs nothing more. And
+//! each route breaker's transition, as the core recorded it once.
 
 use std::collections::HashSet;
 
 use syncoord_core::stats::BucketSnapshot;
+use syncoord_core::{BreakerEvent, BreakerTransition};
+
+/// Logs route breaker transitions: opening at `warn` (a route stops
+/// being asked), half-open and closing at `info`. Returns the lines.
+pub(crate) fn log_breakers(upstream: &str, events: &[BreakerEvent]) -> usize {
+    for e in events {
+        let credential = e.credential.as_deref().unwrap_or("-");
+        match e.transition {
+            BreakerTransition::Opened => tracing::warn!(
+                upstream,
+                route = %e.route,
+                credential,
+                reason = %e.reason,
+                open_secs = format_args!("{:.1}", e.open_secs.unwrap_or(0.0)),
+                "circuit breaker opened: the route's calls are refused (or served stale) until a probe succeeds"
+            ),
+            BreakerTransition::HalfOpen => tracing::info!(
+                upstream,
+                route = %e.route,
+                credential,
+                reason = %e.reason,
+                "circuit breaker half-open: one probe sent"
+            ),
+            BreakerTransition::Closed => tracing::info!(
+                upstream,
+                route = %e.route,
+                credential,
+                reason = %e.reason,
+                "circuit breaker closed: the route is answering again"
+            ),
+        }
+    }
+    events.len()
+}
 
 /// The buckets whose pause was logged and whose recovery was not yet.
 #[derive(Debug, Default)]
@@ -22,6 +57,11 @@ impl PauseLog {
             upstream,
             paused: HashSet::new(),
         }
+    }
+
+    /// The upstream's name, for other log lines of its own.
+    pub(crate) fn upstream(&self) -> &str {
+        &self.upstream
     }
 
     /// Whether a pause was logged and its end was not: the host looks at
@@ -76,7 +116,6 @@ impl PauseLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncoord_core::stats::BreakerState;
 
     fn bucket(paused: Option<f64>) -> BucketSnapshot {
         BucketSnapshot {
@@ -90,7 +129,6 @@ mod tests {
             learned_from: None,
             learned_secs_ago: None,
             paused_for_secs: paused,
-            breaker: BreakerState::Closed,
             calls: 1,
             rate_limited: 1,
         }

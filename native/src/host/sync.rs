@@ -583,6 +583,10 @@ impl Shared {
                     let buckets = s.core.buckets(now);
                     s.pauses.observe(&buckets);
                 }
+                let breakers = s.core.breaker_events();
+                if !breakers.is_empty() {
+                    super::events::log_breakers(s.pauses.upstream(), &breakers);
+                }
                 s.deliver();
             }
             if let Some(cluster) = &self.cluster {

@@ -344,6 +344,11 @@ fn an_unwritable_call_is_unsendable_before_anything_is_sent() {
     );
     let bad_method = upstream.check(&call("GE T", "/time", &[], b""));
     assert_eq!(bad_method, Err(Unsendable::Method("GE T".into())));
+    let extension = upstream.check(&call("M-SEARCH", "/time", &[], b""));
+    assert_eq!(
+        extension,
+        Err(Unsendable::ExtensionMethod("M-SEARCH".into()))
+    );
     let bad_value = upstream
         .check(&call("GET", "/time", &[("X-Key", "a\nb")], b""))
         .map_err(|e| e.to_string());
