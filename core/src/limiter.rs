@@ -810,7 +810,7 @@ impl Limiter {
                 scope: ScopeId(i as u16),
                 credential: r.credential.as_deref().map(Credential::new),
             };
-            let bucket = bucket_mut(&mut self.buckets, &self.breaker_template, &key);
+            let bucket = bucket_mut(&mut self.buckets, &key);
             if bucket.learned.as_ref().is_some_and(|l| l.rate <= rate) {
                 continue;
             }
@@ -837,7 +837,7 @@ impl Limiter {
                 let b = match self.buckets.get(key) {
                     Some(b) => b,
                     None => {
-                        fresh = Bucket::new(&self.breaker_template);
+                        fresh = Bucket::new();
                         &fresh
                     }
                 };
