@@ -339,6 +339,48 @@ impl Limiter {
         }
     }
 
+    /// Takes up new quotas for the same scopes (a reload that changes
+    /// only budgets: rate, period, burst, headroom; `quotas` in scope
+    /// order, as config compilation built them). Every bucket keeps its
+    /// level: the units it owes carry over at the new pace
+    /// ([`carry_over`]), so a bucket whose rate drops drains at the new
+    /// rate from `now` on, with no burst. A learned rate stays the
+    /// effective one under the new ceiling, cut to it if above (unless it
+    /// is upstream's stated word and trusted). Scopes beyond `quotas` (a
+    /// caller that changed the scope set, which needs a restart) keep
+    /// their budget.
+    pub(crate) fn reconfigure(&mut self, now: Instant, config: &Config, quotas: &[Quota]) {
+        for (i, (s, &quota)) in config.scopes.values().zip(quotas).enumerate() {
+            let Some(old) = self.scopes.get(i).cloned() else {
+                break;
+            };
+            let mut scope = old.clone();
+            scope.full = quota;
+            scope.quota = quota.share(self.share);
+            scope.headroom = s.headroom;
+            scope.documented = s.rate / s.period_secs;
+            let ceiling = scope.ceiling();
+            let (rules, share) = (self.rules, self.share);
+            for (_, bucket) in self
+                .buckets
+                .iter_mut()
+                .filter(|(k, _)| k.scope.0 as usize == i)
+            {
+                let before = effective(&old, bucket, rules, share);
+                if let Some(l) = &mut bucket.learned {
+                    if !(rules.trust && l.from == LearnedFrom::Stated) {
+                        l.rate = l.rate.min(ceiling);
+                    }
+                }
+                let after = effective(&scope, bucket, rules, share);
+                if after != before {
+                    carry_over(bucket, now, before, after);
+                }
+            }
+            self.scopes[i] = scope;
+        }
+    }
+
     /// The buckets a call on `scopes` by `credential` draws from, sorted.
     pub(crate) fn keys(
         &self,

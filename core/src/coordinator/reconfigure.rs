@@ -34,7 +34,15 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     check("priorities", old.priorities == new.priorities);
-    check("scopes", old.scopes == new.scopes);
+    // Budgets change live; the scope set and keying are what buckets,
+    // routes and queued calls are built around.
+    let same_scopes = old.scopes.len() == new.scopes.len()
+        && old
+            .scopes
+            .iter()
+            .zip(&new.scopes)
+            .all(|((a, x), (b, y))| a == b && x.per == y.per);
+    check("scopes", same_scopes);
     check(
         "queue.aging_secs",
         old.queue.aging_secs == new.queue.aging_secs,
@@ -68,6 +76,10 @@ impl<P: Clone> Coordinator<P> {
             return Err(NeedsRestart(changed));
         }
         let old = std::mem::replace(&mut self.config, compiled);
+        // Each bucket's level carries over at its new pace, from the
+        // latest instant this coordinator has seen.
+        self.limiter
+            .reconfigure(self.now, self.config.config(), self.config.quotas());
         let (old_routes, new_routes) = (old.routes(), self.config.routes());
         let remap = |id: RouteId| match id {
             RouteId::Default => RouteId::Default,
