@@ -224,7 +224,8 @@ fn config(m: &Model) -> Config {
 /// flight, as variant `n` of `m`'s config: TTLs (to none, shorter,
 /// longer), retries, queue length, a rule that disappears (its calls fall
 /// back to the defaults, which spend from the same first scope) and one
-/// that appears. Budgets and classes stay: changing them needs a restart.
+/// that appears. Budgets and classes stay (budget reloads have their own
+/// property test in `coordinator::tests::reconfigure`).
 fn reloaded(m: &Model, n: u8) -> Config {
     let mut c = config(m);
     match n {

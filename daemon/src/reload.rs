@@ -69,14 +69,16 @@ impl Daemon {
     /// credential that is gone fails without being sent),
     /// routes, TTLs, defaults, queue length and deadlines, retries, health
     /// thresholds, `upstreams.signing`, `prefix`, `origins`,
-    /// `server.request_timeout_secs`. Kept across it: the cache, the
+    /// `server.request_timeout_secs`, scope budgets (rate, period, burst,
+    /// headroom: each bucket's level carries over at the new pace). Kept
+    /// across it: the cache, the
     /// limiter's buckets and levels, queued requests and calls in flight
     /// (each keeps the class, cost and buckets it was admitted under),
     /// connections, the local CA and the stats. Settings only a restart
     /// can apply (listeners and every other `server` field, `cluster`,
     /// an upstream's `url`, `listen`
-    /// and `ca_file`, and budgets, classes and sizes of its coordination,
-    /// see [`syncoord_core::needs_restart`]) keep their running value and
+    /// and `ca_file`, and the scope set (names, `per`), classes and sizes
+    /// of its coordination, see [`syncoord_core::needs_restart`]) keep their running value and
     /// are listed in [`Reloaded::needs_restart`]; a changed list of
     /// upstreams is refused.
     ///
@@ -206,12 +208,14 @@ mod tests {
         new.server.request_timeout_secs = 5.0;
         new.upstreams[0].url = "https://elsewhere.example".into();
         new.upstreams[0].coordination.routes[0].ttl_secs = Some(3.0);
-        new.upstreams[1]
+        new.upstreams[0]
             .coordination
             .scopes
-            .get_mut("public")
-            .expect("the preset's")
-            .rate = 1.0;
+            .values_mut()
+            .for_each(|s| s.rate = 1.0);
+        let scopes = &mut new.upstreams[1].coordination.scopes;
+        let extra = scopes.values().next().expect("the preset's").clone();
+        scopes.insert("extra".into(), extra);
         new.upstreams[1].coordination.routes[0].ttl_secs = Some(4.0);
         let (kept, changed) = keep_what_needs_a_restart(&running, new).unwrap();
         assert_eq!(
@@ -229,6 +233,14 @@ mod tests {
             kept.upstreams[0].coordination.routes[0].ttl_secs,
             Some(3.0),
             "live"
+        );
+        assert!(
+            kept.upstreams[0]
+                .coordination
+                .scopes
+                .values()
+                .all(|s| s.rate == 1.0),
+            "budgets are live"
         );
         assert_eq!(
             kept.upstreams[1].coordination, running.upstreams[1].coordination,

@@ -3,14 +3,19 @@
 //! flight carry over; only what they are judged by changes.
 //!
 //! What the running state is built around cannot change in place: the
-//! priority classes (queue lanes), the scopes and their budgets (the
-//! limiter's buckets, what every queued call was admitted under), and the
+//! priority classes (queue lanes), the scope set and keying (the limiter's
+//! buckets, what every queued call was admitted under), and the
 //! sizes and windows the cache, queue, limiter, breaker and stats were
 //! made with. A configuration that changes one of them is refused as a
 //! whole and says which: those need a restart. Everything else changes
 //! at once: route rules (TTLs, priorities, cacheability, which scopes a
 //! rule spends from), defaults, queue length and deadlines, retries,
-//! health thresholds, refresh-ahead timing, the credential header.
+//! health thresholds, refresh-ahead timing, the credential header, and
+//! the scopes' budgets (rate, period, burst, headroom): each bucket keeps
+//! its level, the units it owes carried over at the new pace, so a bucket
+//! whose rate drops drains at the new rate from the reload on, and in any
+//! window dispatches stay within the old budget's allowance before the
+//! reload plus the new one's after it.
 //!
 //! A call already admitted keeps its class, cost and buckets (it never
 //! spends more than it was admitted under); the rest of its handling
