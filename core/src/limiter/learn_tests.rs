@@ -296,3 +296,33 @@ fn another_daemons_lower_rate_is_taken_up_without_emptying_the_bucket() {
     let shared = l.shared_buckets(&keys);
     assert!((shared[0].interval.as_secs_f64() - 0.5).abs() < 1e-6);
 }
+
+/// A reload that lowers the ceiling under a learned rate cuts the learned
+/// rate to it (the effective rate never exceeds the configured one); one
+/// that raises it keeps the learned rate, which probes up from there.
+#[test]
+fn a_reload_clamps_a_learned_rate_to_the_new_ceiling() {
+    let (mut l, keys, mut cfg) = limiter(false);
+    let t0 = Instant::now();
+    let learned = LearnedRate {
+        scope: "a".into(),
+        credential: None,
+        rate_per_sec: 8.0,
+        burst: 10,
+        from: LearnedFrom::RateLimited,
+        age_secs: 0.0,
+    };
+    assert_eq!(l.restore(t0, &[learned]), 1);
+    let scope = cfg.scopes.get_mut("a").expect("scope");
+    scope.rate = 4.0;
+    let quotas = [Quota::for_scope(scope).expect("valid")];
+    l.reconfigure(t0, &cfg, &quotas);
+    assert_eq!(l.learned(t0)[0].rate_per_sec, 4.0);
+    assert!(l.quota_of(&keys[0]).expect("bucket").rate() <= 4.0);
+
+    let scope = cfg.scopes.get_mut("a").expect("scope");
+    scope.rate = 20.0;
+    let quotas = [Quota::for_scope(scope).expect("valid")];
+    l.reconfigure(t0, &cfg, &quotas);
+    assert_eq!(l.learned(t0)[0].rate_per_sec, 4.0, "still what was learned");
+}
