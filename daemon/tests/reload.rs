@@ -23,11 +23,12 @@ const NEW: &str = "a3c5e7f9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f
 
 /// `a`: the bots' token and OLD, market data kept 5 s. `b`: the bots'
 /// token and NEW (OLD gone), market data kept 1 s, a shorter request
-/// timeout, and a listener limit that only a restart applies.
+/// timeout, a smaller private budget (live), and a listener limit that
+/// only a restart applies.
 fn text(mock: &MockUpstream, variant: char) -> String {
-    let (second, ttl, timeout, max_connections, desk) = match variant {
-        'a' => (OLD, 5.0, 30.0, 10000, "desk"),
-        _ => (NEW, 1.0, 20.0, 500, "desk2"),
+    let (second, ttl, timeout, max_connections, desk, private) = match variant {
+        'a' => (OLD, 5.0, 30.0, 10000, "desk", 30),
+        _ => (NEW, 1.0, 20.0, 500, "desk2", 25),
     };
     format!(
         r#"[server]
@@ -40,6 +41,12 @@ max_connections = {max_connections}
 name = "mock"
 url = "{url}"
 preset = "coinbase-advanced"
+
+[upstreams.coordination.scopes.private]
+rate = {private}
+burst = {private}
+per = "credential"
+headroom = 0.9
 
 [[upstreams.coordination.routes]]
 name = "public-market"
