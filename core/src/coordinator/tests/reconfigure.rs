@@ -199,7 +199,7 @@ fn promise_kept(sent: &[(Instant, bool)], r: Instant, before: (u32, f64), after:
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Random bursts of orders, a budget reload (rate and burst up or
     /// down) at a random instant: no window ever gets more than the old
