@@ -773,34 +773,10 @@ impl Limiter {
     pub(crate) fn restore(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
         let mut taken = 0;
         for r in rates {
-            let Some(i) = self.scopes.iter().position(|s| s.name == r.scope) else {
+            let Some((key, learned)) = self.bounded(now, r) else {
                 continue;
             };
-            let scope = &self.scopes[i];
-            let keyed = scope.keying == Keying::Credential;
-            if keyed != r.credential.is_some()
-                || !(r.rate_per_sec.is_finite() && r.rate_per_sec > 0.0)
-                || !r.age_secs.is_finite()
-            {
-                continue;
-            }
-            let age = secs(r.age_secs);
-            let Some(at) = now.checked_sub(age) else {
-                continue;
-            };
-            let ceiling = scope.ceiling();
-            let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
-            if !(self.rules.trust && r.from == LearnedFrom::Stated) {
-                rate = rate.min(ceiling);
-            }
-            let learned = Learned::restored(rate, r.burst, r.from, at);
-            if !self.rules.enabled || learned.expired(now, self.rules) {
-                continue;
-            }
-            let key = BucketKey {
-                scope: ScopeId(i as u16),
-                credential: r.credential.as_deref().map(Credential::new),
-            };
+            let scope = &self.scopes[key.scope.0 as usize];
             let bucket = bucket_mut(&mut self.buckets, &key);
             if bucket.learned.is_none() {
                 bucket.learned = Some(learned);
@@ -823,37 +799,16 @@ impl Limiter {
     pub(crate) fn adopt(&mut self, now: Instant, rates: &[LearnedRate]) -> usize {
         let mut taken = 0;
         for r in rates {
-            let Some(i) = self.scopes.iter().position(|s| s.name == r.scope) else {
+            let Some((key, learned)) = self.bounded(now, r) else {
                 continue;
             };
-            let scope = &self.scopes[i];
-            let keyed = scope.keying == Keying::Credential;
-            let usable = self.rules.enabled
-                && keyed == r.credential.is_some()
-                && r.rate_per_sec.is_finite()
-                && r.rate_per_sec > 0.0
-                && r.age_secs.is_finite();
-            if !usable {
-                continue;
-            }
-            let Some(at) = now.checked_sub(secs(r.age_secs)) else {
-                continue;
-            };
-            let ceiling = scope.ceiling();
-            let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
-            if !(self.rules.trust && r.from == LearnedFrom::Stated) {
-                rate = rate.min(ceiling);
-            }
-            let learned = Learned::restored(rate, r.burst, r.from, at);
-            if learned.expired(now, self.rules) {
-                continue;
-            }
-            let key = BucketKey {
-                scope: ScopeId(i as u16),
-                credential: r.credential.as_deref().map(Credential::new),
-            };
+            let scope = &self.scopes[key.scope.0 as usize];
             let bucket = bucket_mut(&mut self.buckets, &key);
-            if bucket.learned.as_ref().is_some_and(|l| l.rate <= rate) {
+            if bucket
+                .learned
+                .as_ref()
+                .is_some_and(|l| l.rate <= learned.rate)
+            {
                 continue;
             }
             let before = effective(scope, bucket, self.rules, self.share);
@@ -863,6 +818,40 @@ impl Limiter {
             taken += 1;
         }
         taken
+    }
+
+    /// A rate learned elsewhere (a previous life, another daemon) as this
+    /// limiter may take it up: for a scope it still has with the same
+    /// keying, a finite positive rate within today's floor and ceiling
+    /// (above it only if trusted and stated), not expired; `None` when
+    /// learning is off or the record does not fit.
+    fn bounded(&self, now: Instant, r: &LearnedRate) -> Option<(BucketKey, Learned)> {
+        let i = self.scopes.iter().position(|s| s.name == r.scope)?;
+        let scope = &self.scopes[i];
+        let keyed = scope.keying == Keying::Credential;
+        let usable = self.rules.enabled
+            && keyed == r.credential.is_some()
+            && r.rate_per_sec.is_finite()
+            && r.rate_per_sec > 0.0
+            && r.age_secs.is_finite();
+        if !usable {
+            return None;
+        }
+        let at = now.checked_sub(secs(r.age_secs))?;
+        let ceiling = scope.ceiling();
+        let mut rate = r.rate_per_sec.max(ceiling * self.rules.floor);
+        if !(self.rules.trust && r.from == LearnedFrom::Stated) {
+            rate = rate.min(ceiling);
+        }
+        let learned = Learned::restored(rate, r.burst, r.from, at);
+        if learned.expired(now, self.rules) {
+            return None;
+        }
+        let key = BucketKey {
+            scope: ScopeId(i as u16),
+            credential: r.credential.as_deref().map(Credential::new),
+        };
+        Some((key, learned))
     }
 
     pub(crate) fn bucket_count(&self) -> usize {
