@@ -939,38 +939,17 @@ impl EventLoop {
                 inherited,
             } => {
                 if conn.transport.is_tls() {
-                    // No tunnel inside a tunnel.
-                    let response =
-                        json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
-                    return self.respond(key, &response, meta);
+                    return self.refuse_nested_connect(key, meta);
                 }
                 conn.upgrade = Some((config, (tunnel, inherited)));
-                conn.out.clear();
-                conn.out
-                    .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                conn.written = 0;
-                let now = Instant::now();
-                conn.phase = Phase::Writing(Persistence::KeepAlive);
-                conn.since = now;
-                conn.deadline = Some(now + self.shared.limits.write_timeout);
-                self.write(key);
+                self.connect_established(key);
             }
             Reply::Splice(far) => {
                 if conn.transport.is_tls() {
-                    let response =
-                        json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
-                    return self.respond(key, &response, meta);
+                    return self.refuse_nested_connect(key, meta);
                 }
                 conn.splice_to = Some(far);
-                conn.out.clear();
-                conn.out
-                    .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                conn.written = 0;
-                let now = Instant::now();
-                conn.phase = Phase::Writing(Persistence::KeepAlive);
-                conn.since = now;
-                conn.deadline = Some(now + self.shared.limits.write_timeout);
-                self.write(key);
+                self.connect_established(key);
             }
             Reply::DropConnection => {
                 let _ = conn.stream.shutdown(Shutdown::Both);
@@ -980,6 +959,31 @@ impl EventLoop {
     }
 
     // ---- writing ----
+
+    /// No tunnel inside a tunnel: a `CONNECT` sent over a connection that
+    /// is already TLS (intercepted) is refused.
+    fn refuse_nested_connect(&mut self, key: usize, meta: Meta) {
+        let response = json_error(400, "bad_request", "CONNECT is not accepted inside TLS");
+        self.respond(key, &response, meta);
+    }
+
+    /// Answers a `CONNECT` whose next step (interception or a plain
+    /// tunnel) is already set on the connection; that step begins once
+    /// this line is written.
+    fn connect_established(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.out.clear();
+        conn.out
+            .extend_from_slice(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        conn.written = 0;
+        let now = Instant::now();
+        conn.phase = Phase::Writing(Persistence::KeepAlive);
+        conn.since = now;
+        conn.deadline = Some(now + self.shared.limits.write_timeout);
+        self.write(key);
+    }
 
     fn respond(&mut self, key: usize, response: &Response, meta: Meta) {
         let stopping = self.shared.stopping();
