@@ -34,7 +34,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,13 @@ const READ_BUDGET: usize = 256 * 1024;
 
 /// What the rest of the server shares with the loops.
 pub(crate) struct Shared {
-    pub(crate) limits: Limits,
+    /// The limits in force; set live by [`Shared::set_limits`]. Loops read
+    /// it only when [`Shared::limits_generation`] moves, so the hot path
+    /// takes no lock.
+    limits: Mutex<Arc<Limits>>,
+    /// Moves on every [`Shared::set_limits`]; each loop compares it with
+    /// the generation of its own copy once per turn.
+    limits_generation: AtomicU64,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) local: SocketAddr,
     pub(crate) stopping: AtomicBool,
@@ -92,7 +98,7 @@ pub(crate) struct Shared {
     running: AtomicUsize,
     /// The connection bound in force: [`Limits::max_connections`], lowered
     /// to what the descriptor limit allows.
-    pub(crate) max_connections: usize,
+    pub(crate) max_connections: AtomicUsize,
     /// A TLS listener: every connection starts with this handshake.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -111,6 +117,23 @@ impl Shared {
         if let Err(e) = mailbox.waker.wake() {
             tracing::error!(error = %e, "cannot wake an event loop");
         }
+    }
+
+    /// The limits in force now.
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        Arc::clone(&lock(&self.limits))
+    }
+
+    /// Puts `limits` in force: every loop picks them up on its next turn
+    /// (woken here, so an idle loop does too); open connections use them
+    /// from their next request or deadline. The connection bound is
+    /// `max_connections` (already lowered to the descriptor limit).
+    pub(crate) fn set_limits(&self, limits: Limits, max_connections: usize) {
+        *lock(&self.limits) = Arc::new(limits);
+        self.max_connections
+            .store(max_connections, Ordering::SeqCst);
+        self.limits_generation.fetch_add(1, Ordering::SeqCst);
+        self.wake_all();
     }
 
     /// Wakes every loop (to stop).
@@ -229,6 +252,9 @@ struct Conn {
 
 pub(crate) struct EventLoop {
     shared: Arc<Shared>,
+    /// This loop's copy of [`Shared::limits`], and the generation it is.
+    limits: Arc<Limits>,
+    limits_seen: u64,
     /// This loop's place in [`Shared::mailboxes`]; loop 0 accepts.
     index: usize,
     poll: Poll,
@@ -298,15 +324,17 @@ impl EventLoop {
             })
             .collect::<io::Result<Vec<Mailbox>>>()?;
         let pool = Pool::new(format!("http-{}", local.port()), limits.handler_threads);
+        let limits = Arc::new(limits);
         let shared = Arc::new(Shared {
-            limits,
+            limits: Mutex::new(Arc::clone(&limits)),
+            limits_generation: AtomicU64::new(0),
             handler,
             local,
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             mailboxes,
             running: AtomicUsize::new(count),
-            max_connections,
+            max_connections: AtomicUsize::new(max_connections),
             tls,
         });
         let mut listener = Some(listener);
@@ -315,6 +343,8 @@ impl EventLoop {
             .enumerate()
             .map(|(index, poll)| EventLoop {
                 shared: Arc::clone(&shared),
+                limits: Arc::clone(&limits),
+                limits_seen: 0,
                 index,
                 poll,
                 listener: listener.take(),
@@ -338,9 +368,9 @@ impl EventLoop {
 
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let sweep_every = sweep_interval(&self.shared.limits);
+        let mut sweep_every = sweep_interval(&self.limits);
         let mut next_sweep = Instant::now() + sweep_every;
-        let busy_poll = self.shared.limits.busy_poll;
+        let mut busy_poll = self.limits.busy_poll;
         let mut busy_until = Instant::now();
         loop {
             let now = Instant::now();
@@ -363,6 +393,17 @@ impl EventLoop {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
+            }
+            // New limits (`Server::set_limits`): one atomic load per turn,
+            // after the wait, so a request sent after the change is read
+            // under the new limits.
+            let generation = self.shared.limits_generation.load(Ordering::SeqCst);
+            if generation != self.limits_seen {
+                self.limits_seen = generation;
+                self.limits = self.shared.limits();
+                sweep_every = sweep_interval(&self.limits);
+                next_sweep = next_sweep.min(Instant::now() + sweep_every);
+                busy_poll = self.limits.busy_poll;
             }
             if !events.is_empty() {
                 busy_until = Instant::now() + busy_poll;
@@ -499,7 +540,7 @@ impl EventLoop {
         let arrival = Arrival {
             stream,
             peer,
-            at_bound: open >= self.shared.max_connections,
+            at_bound: open >= self.shared.max_connections.load(Ordering::Relaxed),
             passed: 0,
         };
         self.give(target.2, arrival);
@@ -601,7 +642,7 @@ impl EventLoop {
             generation: self.next_generation,
             reader: Reader::new(),
             phase: Phase::Idle,
-            deadline: Some(now + self.shared.limits.header_timeout),
+            deadline: Some(now + self.limits.header_timeout),
             since: now,
             fresh: true,
             opened: now,
@@ -672,9 +713,8 @@ impl EventLoop {
             Phase::Spliced => return self.pump(key),
             Phase::Idle | Phase::Head | Phase::Body => {}
         }
-        let cap = self.shared.limits.max_header_bytes
-            + self.shared.limits.max_body_bytes.saturating_mul(2)
-            + 64 * 1024;
+        let cap =
+            self.limits.max_header_bytes + self.limits.max_body_bytes.saturating_mul(2) + 64 * 1024;
         let room = cap.saturating_sub(conn.reader.buf.len());
         let turn = conn.transport.read(
             &conn.stream,
@@ -708,7 +748,7 @@ impl EventLoop {
     /// Reads requests out of the buffer: dispatches a complete one,
     /// refuses a bad one, or sets the deadline for the rest to arrive.
     fn process(&mut self, key: usize) {
-        let limits = self.shared.limits.clone();
+        let limits = Arc::clone(&self.limits);
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -981,7 +1021,7 @@ impl EventLoop {
         let now = Instant::now();
         conn.phase = Phase::Writing(Persistence::KeepAlive);
         conn.since = now;
-        conn.deadline = Some(now + self.shared.limits.write_timeout);
+        conn.deadline = Some(now + self.limits.write_timeout);
         self.write(key);
     }
 
@@ -1010,9 +1050,9 @@ impl EventLoop {
         // While stopping, a client that does not take its answer must not
         // hold the exit for the whole write timeout.
         let timeout = if stopping {
-            self.shared.limits.write_timeout.min(WRITE_STOPPING)
+            self.limits.write_timeout.min(WRITE_STOPPING)
         } else {
-            self.shared.limits.write_timeout
+            self.limits.write_timeout
         };
         conn.deadline = Some(now + timeout);
         self.write(key);
@@ -1068,7 +1108,7 @@ impl EventLoop {
         let now = Instant::now();
         conn.phase = Phase::Idle;
         conn.since = now;
-        conn.deadline = Some(now + self.shared.limits.idle_timeout);
+        conn.deadline = Some(now + self.limits.idle_timeout);
         if let Some(far) = conn.splice_to.take() {
             return self.start_splice(key, far);
         }
@@ -1091,7 +1131,7 @@ impl EventLoop {
             conn.tunnel = Some(tunnel);
             conn.fresh = true;
             conn.opened = now;
-            conn.deadline = Some(now + self.shared.limits.header_timeout);
+            conn.deadline = Some(now + self.limits.header_timeout);
         }
         conn.reader.shrink();
         // A pipelined request may be in the buffer, or more may wait in
@@ -1127,7 +1167,7 @@ impl EventLoop {
     }
 
     fn linger_read(&mut self, key: usize) {
-        let max = 2 * self.shared.limits.max_body_bytes.max(1024 * 1024);
+        let max = 2 * self.limits.max_body_bytes.max(1024 * 1024);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -413,7 +413,31 @@ impl Server {
     /// The connection bound in force ([`Limits::max_connections`], or
     /// less when the descriptor limit is lower).
     pub fn max_connections(&self) -> usize {
-        self.shared.max_connections
+        self.shared.max_connections.load(Ordering::SeqCst)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        Limits::clone(&self.shared.limits())
+    }
+
+    /// Puts new limits in force without a restart (a configuration
+    /// reload): every loop takes them on its next turn, and connections
+    /// already open use them from their next request or deadline.
+    /// [`Limits::max_connections`] is lowered to the descriptor limit as at
+    /// bind. [`Limits::event_loops`] and [`Limits::handler_threads`] are
+    /// fixed when the server starts: their values in `limits` are ignored
+    /// and the running ones kept. Returns the connection bound in force.
+    pub fn set_limits(&self, limits: Limits) -> usize {
+        let running = self.shared.limits();
+        let limits = Limits {
+            event_loops: running.event_loops,
+            handler_threads: running.handler_threads,
+            ..limits
+        };
+        let max_connections = fds::connection_bound(limits.max_connections);
+        self.shared.set_limits(limits, max_connections);
+        max_connections
     }
 
     /// Blocks until the server has been shut down and every connection has

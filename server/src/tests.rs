@@ -766,3 +766,31 @@ fn thousands_of_pipelined_requests_answered_at_once_all_get_answers_in_order() {
     writer.join().unwrap();
     stop(server);
 }
+
+#[test]
+fn set_limits_applies_to_the_next_request_on_an_open_connection() {
+    let server = start(Limits::default(), echo());
+    let mut c = Client::connect(server.local_addr());
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(600)
+    );
+    c.send(big.as_bytes());
+    assert_eq!(c.read_response().unwrap().status, 200);
+    let bound = server.set_limits(Limits {
+        max_header_bytes: 256,
+        max_connections: 7,
+        // Fixed at start: ignored.
+        event_loops: NonZeroUsize::new(9).unwrap(),
+        ..Limits::default()
+    });
+    assert_eq!(bound, 7);
+    assert_eq!(server.max_connections(), 7);
+    assert_eq!(server.limits().max_header_bytes, 256);
+    assert_eq!(server.limits().event_loops, Limits::default().event_loops);
+    // The same keep-alive connection: its next request meets the new bound.
+    c.send(big.as_bytes());
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 431, "{}", r.text());
+    stop(server);
+}

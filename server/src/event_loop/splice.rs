@@ -71,7 +71,7 @@ impl EventLoop {
     /// Moves what can be moved both ways, until both directions would
     /// block; ends the tunnel when both sides are done or one fails.
     pub(super) fn pump(&mut self, key: usize) {
-        let idle = self.shared.limits.idle_timeout;
+        let idle = self.limits.idle_timeout;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
