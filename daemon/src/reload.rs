@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use syncoord_proxy::{ConfigFileErrors, Proxy, ProxyConfig};
+use syncoord_proxy::{ConfigFileErrors, Proxy, ProxyConfig, ServerSettings};
 use syncoord_wire::SecretSource;
 
 use crate::Daemon;
@@ -55,9 +55,39 @@ pub enum ReloadError {
     },
 }
 
-/// `server` fields a reload applies at once; every other one is bound
-/// into listeners, event loops or upstream clients at start.
-const LIVE_SERVER_FIELDS: [&str; 1] = ["request_timeout_secs"];
+/// `server` fields a reload applies at once (the request deadline, and
+/// the front door's limits through [`syncoord_server::Server::set_limits`]);
+/// every other one is bound into listeners, event loops or upstream
+/// clients at start.
+const LIVE_SERVER_FIELDS: [&str; 10] = [
+    "request_timeout_secs",
+    "max_header_bytes",
+    "max_headers",
+    "max_body_bytes",
+    "idle_timeout_secs",
+    "header_timeout_secs",
+    "body_timeout_secs",
+    "write_timeout_secs",
+    "max_connections",
+    "busy_poll_us",
+];
+
+/// `running` with the [`LIVE_SERVER_FIELDS`] of `new`.
+fn live_server_settings(running: &ServerSettings, new: &ServerSettings) -> ServerSettings {
+    ServerSettings {
+        request_timeout_secs: new.request_timeout_secs,
+        max_header_bytes: new.max_header_bytes,
+        max_headers: new.max_headers,
+        max_body_bytes: new.max_body_bytes,
+        idle_timeout_secs: new.idle_timeout_secs,
+        header_timeout_secs: new.header_timeout_secs,
+        body_timeout_secs: new.body_timeout_secs,
+        write_timeout_secs: new.write_timeout_secs,
+        max_connections: new.max_connections,
+        busy_poll_us: new.busy_poll_us,
+        ..running.clone()
+    }
+}
 
 impl Daemon {
     /// Applies `config` to the running daemon (what `SIGHUP` and
@@ -69,13 +99,16 @@ impl Daemon {
     /// credential that is gone fails without being sent),
     /// routes, TTLs, defaults, queue length and deadlines, retries, health
     /// thresholds, `upstreams.signing`, `prefix`, `origins`,
-    /// `server.request_timeout_secs`, scope budgets (rate, period, burst,
+    /// `server.request_timeout_secs` and the front door's limits
+    /// (`server.max_header_bytes`, `max_headers`, `max_body_bytes`, the
+    /// idle/header/body/write timeouts, `max_connections`, `busy_poll_us`:
+    /// open connections use them from their next request), scope budgets (rate, period, burst,
     /// headroom: each bucket's level carries over at the new pace). Kept
     /// across it: the cache, the
     /// limiter's buckets and levels, queued requests and calls in flight
     /// (each keeps the class, cost and buckets it was admitted under),
     /// connections, the local CA and the stats. Settings only a restart
-    /// can apply (listeners and every other `server` field, `cluster`,
+    /// can apply (listeners, `event_loops` and every other `server` field, `cluster`,
     /// an upstream's `url`, `listen`
     /// and `ca_file`, and the scope set (names, `per`), classes and sizes
     /// of its coordination, see [`syncoord_core::needs_restart`]) keep their running value and
@@ -109,6 +142,12 @@ impl Daemon {
         // removed): each upstream signs with them from its next attempt.
         for cell in &self.keyrings {
             cell.set(proxy.keyring().clone());
+        }
+        // The front door's limits (sizes, timeouts, connection bound,
+        // busy polling): each listener's loops take them on their next turn.
+        let limits = crate::server_limits(&proxy.config().server);
+        for server in &self.servers {
+            server.set_limits(limits.clone());
         }
         self.current.set(proxy);
         // A CA that could not be opened is tried again now: fixing its
@@ -148,9 +187,7 @@ fn keep_what_needs_a_restart(
             .filter(|f| !LIVE_SERVER_FIELDS.contains(&f.as_str()))
             .map(|f| format!("server.{f}")),
     );
-    let live_timeout = new.server.request_timeout_secs;
-    new.server = running.server.clone();
-    new.server.request_timeout_secs = live_timeout;
+    new.server = live_server_settings(&running.server, &new.server);
     if new.cluster != running.cluster {
         changed.push("cluster".into());
         new.cluster = running.cluster.clone();
@@ -206,6 +243,9 @@ mod tests {
         let mut new = running.clone();
         new.server.listen = "127.0.0.1:9999".into();
         new.server.request_timeout_secs = 5.0;
+        new.server.max_body_bytes = 77;
+        new.server.max_connections = 5;
+        new.server.event_loops = Some(3);
         new.upstreams[0].url = "https://elsewhere.example".into();
         new.upstreams[0].coordination.routes[0].ttl_secs = Some(3.0);
         new.upstreams[0]
@@ -221,13 +261,17 @@ mod tests {
         assert_eq!(
             changed,
             [
+                "server.event_loops",
                 "server.listen",
                 "upstreams.advanced.url",
                 "upstreams.exchange.coordination.scopes"
             ]
         );
         assert_eq!(kept.server.listen, running.server.listen);
+        assert_eq!(kept.server.event_loops, running.server.event_loops);
         assert_eq!(kept.server.request_timeout_secs, 5.0, "live");
+        assert_eq!(kept.server.max_body_bytes, 77, "live");
+        assert_eq!(kept.server.max_connections, 5, "live");
         assert_eq!(kept.upstreams[0].url, running.upstreams[0].url);
         assert_eq!(
             kept.upstreams[0].coordination.routes[0].ttl_secs,

@@ -23,19 +23,20 @@ const NEW: &str = "a3c5e7f9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f
 
 /// `a`: the bots' token and OLD, market data kept 5 s. `b`: the bots'
 /// token and NEW (OLD gone), market data kept 1 s, a shorter request
-/// timeout, a smaller private budget (live), and a listener limit that
-/// only a restart applies.
+/// timeout, a smaller private budget and a smaller request body bound
+/// (live), and an event-loop count that only a restart applies.
 fn text(mock: &MockUpstream, variant: char) -> String {
-    let (second, ttl, timeout, max_connections, desk, private) = match variant {
-        'a' => (OLD, 5.0, 30.0, 10000, "desk", 30),
-        _ => (NEW, 1.0, 20.0, 500, "desk2", 25),
+    let (second, ttl, timeout, max_body, loops, desk, private) = match variant {
+        'a' => (OLD, 5.0, 30.0, 1 << 20, 2, "desk", 30),
+        _ => (NEW, 1.0, 20.0, 2048, 1, "desk2", 25),
     };
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
 drain_secs = 1.0
 request_timeout_secs = {timeout}
-max_connections = {max_connections}
+max_body_bytes = {max_body}
+event_loops = {loops}
 
 [[upstreams]]
 name = "mock"
@@ -93,6 +94,25 @@ fn status_with(base: &str, token: &str) -> u16 {
         &[("X-Syncoord-Token", token)],
     )
     .status
+}
+
+/// The status of a POST with a `len`-byte body and no token, on a raw
+/// connection: the front door answers 413 before any handler sees it;
+/// within the bound the handler refuses it (401), nothing goes upstream.
+fn post_status(daemon: &Daemon, len: usize) -> u16 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(daemon.local_addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "POST /api/v3/brokerage/orders HTTP/1.1\r\nHost: x\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    // The front door may answer and close before reading the body.
+    let _ = c.write_all(&vec![b' '; len]);
+    let mut seen = [0u8; 12];
+    c.read_exact(&mut seen).unwrap();
+    String::from_utf8_lossy(&seen[9..12]).parse().unwrap()
 }
 
 /// A folder holding the signing key (an Ed25519 seed, mode 0600).
@@ -216,15 +236,16 @@ fn reloads_under_load_fail_nothing_and_tokens_change_at_once() {
     assert_eq!(status_with(&base, OLD), 200, "A still runs");
     std::thread::sleep(Duration::from_millis(300));
 
-    // A -> B: NEW works and OLD is refused at once; the listener limit is
-    // reported, not applied.
+    // A -> B: NEW works and OLD is refused at once; the body bound holds
+    // at once; the event-loop count is reported, not applied.
     let started = std::time::Instant::now();
     let done = daemon.reload(config(&text(&mock, 'b')), &secrets).unwrap();
     eprintln!(
         "reload A -> B took {:?} (keys read, rules compiled, swapped)",
         started.elapsed()
     );
-    assert_eq!(done.needs_restart, ["server.max_connections"]);
+    assert_eq!(done.needs_restart, ["server.event_loops"]);
+    assert_eq!(post_status(&daemon, 4096), 413, "B's body bound, at once");
     let signed_as_desk2 = || {
         mock.stats()
             .by_credential
@@ -246,6 +267,7 @@ fn reloads_under_load_fail_nothing_and_tokens_change_at_once() {
     assert!(done.needs_restart.is_empty(), "{:?}", done.needs_restart);
     assert_eq!(status_with(&base, OLD), 200);
     assert_eq!(status_with(&base, NEW), 401);
+    assert_eq!(post_status(&daemon, 4096), 401, "A's body bound again");
     std::thread::sleep(Duration::from_millis(500));
 
     stop.store(true, Ordering::Relaxed);
