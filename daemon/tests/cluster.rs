@@ -29,7 +29,7 @@ use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_wire::ClusterSettings;
 
 mod common;
-use common::{agent, get};
+use common::{agent, get, public_bucket};
 
 const REDIS: &str = "/usr/bin/redis-server";
 
@@ -688,25 +688,6 @@ proptest! {
             }
         }
     }
-}
-
-/// The `public` bucket in a daemon's stats.
-fn public_bucket(base: &str) -> serde_json::Value {
-    let reply = get(
-        &agent(),
-        &format!("{base}/api/v1/sync-coordination/stats"),
-        &[],
-    );
-    let stats: serde_json::Value = serde_json::from_str(&reply.body).expect("stats JSON");
-    let scopes = stats["upstreams"][0]["stats"]["scopes"]
-        .as_array()
-        .or_else(|| stats["scopes"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    scopes
-        .into_iter()
-        .find(|b| b["scope"] == "public")
-        .unwrap_or(serde_json::Value::Null)
 }
 
 #[test]

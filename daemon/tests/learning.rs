@@ -11,7 +11,7 @@ use syncoord_mock::{BucketSpec, HeaderStyle, MockOptions, MockRates, MockUpstrea
 use syncoord_proxy::ProxyConfig;
 
 mod common;
-use common::{agent, get};
+use common::{agent, get, public_bucket};
 
 fn start(mock: &MockUpstream, state: &std::path::Path) -> (Daemon, String) {
     let text = format!(
@@ -23,25 +23,6 @@ fn start(mock: &MockUpstream, state: &std::path::Path) -> (Daemon, String) {
     let daemon = Daemon::start(config).expect("daemon starts");
     let base = format!("http://{}", daemon.local_addr());
     (daemon, base)
-}
-
-/// The public bucket as the daemon's stats show it.
-fn public_bucket(base: &str) -> serde_json::Value {
-    let reply = get(
-        &agent(),
-        &format!("{base}/api/v1/sync-coordination/stats"),
-        &[],
-    );
-    let stats: serde_json::Value = serde_json::from_str(&reply.body).expect("stats JSON");
-    let scopes = stats["upstreams"][0]["stats"]["scopes"]
-        .as_array()
-        .or_else(|| stats["scopes"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    scopes
-        .into_iter()
-        .find(|b| b["scope"] == "public")
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Distinct public reads (nothing cached) for `for_`, one at a time.

@@ -93,3 +93,23 @@ pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
         body: response.body_mut().read_to_string().unwrap_or_default(),
     }
 }
+
+/// The `public` bucket (scope) in a daemon's stats, `Null` if absent.
+#[allow(dead_code)] // read by the learning and cluster tests
+pub fn public_bucket(base: &str) -> serde_json::Value {
+    let reply = get(
+        &agent(),
+        &format!("{base}/api/v1/sync-coordination/stats"),
+        &[],
+    );
+    let stats: serde_json::Value = serde_json::from_str(&reply.body).expect("stats JSON");
+    let scopes = stats["upstreams"][0]["stats"]["scopes"]
+        .as_array()
+        .or_else(|| stats["scopes"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    scopes
+        .into_iter()
+        .find(|b| b["scope"] == "public")
+        .unwrap_or(serde_json::Value::Null)
+}
