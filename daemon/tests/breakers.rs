@@ -3,15 +3,10 @@
 //! a storm of 4xx) never open a breaker; a 5xx storm on one route opens
 //! that route's breaker alone, and a route drawing on the same limiter
 //! bucket keeps answering.
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
 use syncoord_mock::{Faults, MockOptions, MockUpstream};
 
 mod common;
-use common::{agent, daemon, get};
+use common::{agent, daemon, get, raw, stats};
 
 /// Three failures open a breaker, which stays open for the test; no
 /// retries, so each request is one call.
@@ -23,27 +18,6 @@ open_secs = 60.0
 [upstreams.coordination.retry]
 max_attempts = 1
 "#;
-
-fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let _ = stream.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn stats(base: &str) -> serde_json::Value {
-    let reply = get(
-        &agent(),
-        &format!("{base}/api/v1/sync-coordination/stats"),
-        &[],
-    );
-    let mut all: serde_json::Value = serde_json::from_str(&reply.body).expect("stats are JSON");
-    all["upstreams"][0]["stats"].take()
-}
 
 #[test]
 fn client_errors_never_open_a_breaker_and_a_5xx_storm_stays_on_its_route() {

@@ -5,8 +5,8 @@
 //! an upstream restart, graceful shutdown and exact refusals of malformed
 //! input. The command line's own tests are in `cli/tests/`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
 mod common;
-use common::{agent, daemon, get};
+use common::{agent, daemon, get, raw};
 
 /// A scope that lets one call through per second, for tests that need a
 /// queue.
@@ -216,17 +216,6 @@ fn graceful_shutdown_answers_every_queued_request() {
         8,
         "every queued request got an answer"
     );
-}
-
-fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let _ = stream.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
 mod common;
-use common::{agent, get};
+use common::{agent, all_stats, get};
 
 /// The default two upstreams (Advanced Trade, Exchange under `/exchange`),
 /// both in front of `mock`, plus `extra` TOML.
@@ -130,7 +130,7 @@ fn the_bearer_scheme_is_case_insensitive_end_to_end() {
         assert_eq!(r.cache.as_deref(), Some(want), "{scheme:?}");
     }
     assert_eq!(mock.stats().requests_total, 1);
-    let stats = stats(&base);
+    let stats = all_stats(&base);
     let buckets = stats["upstreams"][0]["stats"]["scopes"]
         .as_array()
         .expect("scopes")
@@ -227,15 +227,6 @@ fn anonymous_requests_on_authenticated_routes_get_our_401() {
     // Public market data stays anonymous.
     let r = get(&a, &format!("{base}/exchange/products/BTC-USD/ticker"), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
-}
-
-fn stats(base: &str) -> serde_json::Value {
-    let r = get(
-        &agent(),
-        &format!("{base}/api/v1/sync-coordination/stats"),
-        &[],
-    );
-    serde_json::from_str(&r.body).expect("stats JSON")
 }
 
 /// Item 8: stats and metrics published every bot's key name, which under

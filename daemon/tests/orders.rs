@@ -11,7 +11,7 @@ use syncoord_mock::{MockOptions, MockUpstream};
 use syncoord_proxy::ProxyConfig;
 
 mod common;
-use common::{agent, get};
+use common::{agent, get, stats};
 
 const ORDERS: &str = "/api/v1/sync-coordination/orders";
 
@@ -37,16 +37,6 @@ fn daemon(mock: &MockUpstream, upstream_timeout: f64) -> (Daemon, String) {
     let daemon = Daemon::start(config).expect("daemon starts");
     let base = format!("http://{}", daemon.local_addr());
     (daemon, base)
-}
-
-fn stats(base: &str) -> serde_json::Value {
-    let reply = get(
-        &agent(),
-        &format!("{base}/api/v1/sync-coordination/stats"),
-        &[],
-    );
-    let mut all: serde_json::Value = serde_json::from_str(&reply.body).expect("stats are JSON");
-    all["upstreams"][0]["stats"].take()
 }
 
 fn wait_for(base: &str, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {

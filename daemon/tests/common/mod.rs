@@ -97,12 +97,7 @@ pub fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
 /// The `public` bucket (scope) in a daemon's stats, `Null` if absent.
 #[allow(dead_code)] // read by the learning and cluster tests
 pub fn public_bucket(base: &str) -> serde_json::Value {
-    let reply = get(
-        &agent(),
-        &format!("{base}/api/v1/sync-coordination/stats"),
-        &[],
-    );
-    let stats: serde_json::Value = serde_json::from_str(&reply.body).expect("stats JSON");
+    let stats = all_stats(base);
     let scopes = stats["upstreams"][0]["stats"]["scopes"]
         .as_array()
         .or_else(|| stats["scopes"].as_array())
@@ -112,4 +107,35 @@ pub fn public_bucket(base: &str) -> serde_json::Value {
         .into_iter()
         .find(|b| b["scope"] == "public")
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// The daemon's whole stats document.
+pub fn all_stats(base: &str) -> serde_json::Value {
+    let reply = get(
+        &agent(),
+        &format!("{base}/api/v1/sync-coordination/stats"),
+        &[],
+    );
+    serde_json::from_str(&reply.body).expect("stats are JSON")
+}
+
+/// The first upstream's stats.
+#[allow(dead_code)] // not every test file reads them
+pub fn stats(base: &str) -> serde_json::Value {
+    all_stats(base)["upstreams"][0]["stats"].take()
+}
+
+/// Writes `bytes` on a fresh connection and reads until the daemon
+/// closes it (20 s at most), as text.
+#[allow(dead_code)] // for the tests of framing and methods
+pub fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
