@@ -37,6 +37,7 @@ mod limits;
 mod market;
 mod orders_api;
 mod routes;
+mod shaped;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -289,13 +289,13 @@ impl MockHandler {
 
     /// `[/base]/__echo/...`: what arrived, as JSON: method, the request-target
     /// exactly as received, headers in order, the body, and a sequence
-    /// number. Counted and subject to faults like an API call, never rate
+    /// number (status and headers shaped by the query: `shaped.rs`). Counted and subject to faults like an API call, never rate
     /// limited: it is how tests see what a proxy forwarded.
     fn echo(&self, req: &HttpRequest) -> Response {
         let seq = self
             .echo_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        json(
+        let echo = json(
             200,
             json!({
                 "method": req.method,
@@ -305,7 +305,8 @@ impl MockHandler {
                 "body_len": req.body.len(),
                 "seq": seq,
             }),
-        )
+        );
+        super::shaped::shape(split_target(&req.target).1, echo)
     }
 }
 

@@ -14,7 +14,11 @@
 //! The suite asserts behaviour, never speed: the only timing is hang
 //! guards and the TTLs the configuration sets.
 
+mod breakers;
 pub mod browser;
+mod invalidation;
+mod rfc9111;
+mod shape;
 pub mod signing;
 
 use std::io::{Read, Write};
@@ -58,6 +62,16 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         "an unsafe method invalidates its target URI (RFC 9111 4.4)",
         writes_invalidate,
     ),
+    ("writes invalidate named routes", invalidation::named),
+    ("Location invalidation (RFC 9111)", invalidation::location),
+    ("private needs a credential (RFC 9111)", rfc9111::private),
+    ("Expires (RFC 9111 5.3)", rfc9111::expires),
+    ("upstream Age counts (RFC 9111)", rfc9111::upstream_age),
+    ("no stale if must-revalidate (RFC 9111)", rfc9111::no_stale),
+    ("Cache-Status (RFC 9211)", rfc9111::cache_status),
+    ("a 5xx storm opens one breaker", breakers::five_xx),
+    ("a 4xx storm opens no breaker", breakers::four_xx),
+    ("M-SEARCH opens no breaker", breakers::m_search),
     ("coalescing of identical reads", coalescing),
     ("request freshness directives", freshness_directives),
     ("credential isolation", credential_isolation),
