@@ -145,6 +145,11 @@ pub(crate) struct Store {
     /// `s-maxage`): no stale-if-error, stale-while-revalidate or
     /// `max-stale` for it.
     pub(crate) no_stale: bool,
+    /// Its age when it arrived: upstream's `Age` (RFC 9111 §4.2.3), the
+    /// time it already spent in caches between the origin and us. It is
+    /// part of the age every read sees (the `Age` sent, a reader's
+    /// `max-age`), not of when it was stored.
+    pub(crate) initial_age: Duration,
 }
 
 #[derive(Debug)]
@@ -158,6 +163,8 @@ struct Entry {
     reads: u32,
     /// See [`Store::no_stale`].
     no_stale: bool,
+    /// See [`Store::initial_age`].
+    initial_age: Duration,
     /// See [`RefreshView::wanted`].
     wanted: Duration,
     renew_after: Option<Instant>,
@@ -234,7 +241,7 @@ impl Cache {
         let Some(entry) = self.entries.get_mut(key) else {
             return Lookup::Miss;
         };
-        let age = now.saturating_duration_since(entry.stored);
+        let age = entry.initial_age + now.saturating_duration_since(entry.stored);
         let unread = now.saturating_duration_since(entry.last_read);
         entry.last_read = entry.last_read.max(now);
         if now < entry.expires {
@@ -275,7 +282,7 @@ impl Cache {
         (window && !entry.no_stale).then(|| {
             (
                 entry.response.clone(),
-                now.saturating_duration_since(entry.stored),
+                entry.initial_age + now.saturating_duration_since(entry.stored),
             )
         })
     }
@@ -330,6 +337,7 @@ impl Cache {
                 last_read,
                 reads: 0,
                 no_stale: store.no_stale,
+                initial_age: store.initial_age,
                 wanted: Duration::MAX,
                 renew_after: store.renew_after,
                 bytes,

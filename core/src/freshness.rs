@@ -160,6 +160,8 @@ pub(crate) struct Storable {
     /// must not be served (RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10), not
     /// even when upstream fails.
     pub(crate) no_stale: bool,
+    /// Upstream's `Age` (zero without one): the answer's age on arrival.
+    pub(crate) age: Duration,
 }
 
 impl Storable {
@@ -218,6 +220,7 @@ impl Storable {
             .or(max_age)
             .or_else(from_expires)
             .map(|l| l.saturating_sub(age.unwrap_or_default()));
+        s.age = age.unwrap_or_default();
         s
     }
 

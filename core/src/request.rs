@@ -415,11 +415,13 @@ pub struct Answer {
 }
 
 /// RFC 9211's `ttl` of an entry with `left` of its lifetime, or `past` its
-/// expiry: whole seconds, rounded towards zero.
+/// expiry: whole seconds, a fresh entry's rounded down, a stale one's at
+/// least one second past: "May be negative, to indicate staleness"
+/// (§2.3), so a stale answer never says `0`, which reads as fresh.
 pub(crate) fn ttl_secs(left: Duration, past: Duration) -> i64 {
     let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     if past > Duration::ZERO {
-        -secs(past)
+        -secs(past).max(1)
     } else {
         secs(left)
     }

@@ -21,6 +21,7 @@ impl Store {
             read: true,
             renew_after: None,
             no_stale: false,
+            initial_age: Duration::ZERO,
         }
     }
 }

@@ -132,8 +132,8 @@ impl<P: Clone> Coordinator<P> {
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
             let route = self.config.routes().get(call.route);
-            let (ttl, no_stale) = match shared {
-                Some((_, left)) => (left, false),
+            let (ttl, no_stale, initial_age) = match shared {
+                Some((_, left)) => (left, false, Duration::ZERO),
                 None => {
                     let s = Storable::from_headers(&response.headers, received_unix);
                     // A request with no credential identity has no one
@@ -142,8 +142,14 @@ impl<P: Clone> Coordinator<P> {
                     let per_credential = route.private && key.credential().is_some();
                     let ttl = s.ttl(route.ttl, route.ttl_pinned, per_credential);
                     // A pinned TTL wins over upstream's directives, this
-                    // one included (see `Storable::ttl`).
-                    (ttl, s.no_stale && !route.ttl_pinned)
+                    // one included (see `Storable::ttl`), and its age
+                    // starts here: upstream's `Age` is a freshness input
+                    // like the others the pin overrides.
+                    let (no_stale, initial_age) = match route.ttl_pinned {
+                        true => (false, Duration::ZERO),
+                        false => (s.no_stale, s.age),
+                    };
+                    (ttl, no_stale, initial_age)
                 }
             };
             let renew_after = route
@@ -168,6 +174,7 @@ impl<P: Clone> Coordinator<P> {
                 read: !call.refresh,
                 renew_after,
                 no_stale,
+                initial_age,
             };
             let stored = self.cache.insert(now, key.clone(), response.clone(), store);
             if stored && self.sharing && shared.is_none() {

@@ -232,9 +232,16 @@ fn max_stale_takes_an_expired_entry_instead_of_waiting() {
     let (mut c, t0) = coordinator(config(10.0, 10));
     fill(&mut c, t0, "/market/a", "cached");
     let t12 = at(t0, 12.0);
+    // RFC 9211 §2.3: a negative ttl says stale; a fraction of a second
+    // past expiry is -1, never 0 (which reads as fresh).
     let mut req = get("/market/a");
     req.freshness.max_stale = Some(Duration::from_secs(5));
-    assert_eq!(answered(c.submit(t12, req, 2)).source, Source::Stale);
+    let barely = answered(c.submit(at(t0, 10.3), req, 4));
+    assert_eq!((barely.source, barely.ttl_secs), (Source::Stale, Some(-1)));
+    let mut req = get("/market/a");
+    req.freshness.max_stale = Some(Duration::from_secs(5));
+    let stale = answered(c.submit(t12, req, 2));
+    assert_eq!((stale.source, stale.ttl_secs), (Source::Stale, Some(-2)));
     // Past its max-stale: a call.
     let mut req = get("/market/a");
     req.freshness.max_stale = Some(Duration::from_secs(1));
@@ -276,6 +283,57 @@ fn upstream_cache_control_decides_unless_the_route_pins_its_ttl() {
         "s-maxage wins over max-age"
     );
     assert!(hit(&mut c, t5, "/market/pinned"));
+}
+
+/// RFC 9111 §4.2.3: "current_age = corrected_initial_age +
+/// resident_time", where the initial age is at least upstream's `Age`
+/// ("the time since the response was generated ... at the origin", §5.1).
+/// An answer that spent 30 s in caches upstream is 30 s old on arrival:
+/// reads see that age (and a reader's `max-age` judges it), and its
+/// lifetime has 10 s of `max-age=40` left. A pinned TTL starts its own
+/// clock: upstream's `Age` is one of the directives the pin overrides.
+#[test]
+fn upstream_age_is_part_of_every_reads_age_unless_the_ttl_is_pinned() {
+    let (mut c, t0) = coordinator(refreshing(10.0, 10));
+    let aged = Outcome::response(
+        Response::new(200, "aged")
+            .with_header("Cache-Control", "max-age=40")
+            .with_header("Age", "30"),
+    );
+    for path in ["/open/aged", "/market/aged"] {
+        let _ = ticket(c.submit(t0, get(path), 1));
+        let d = dispatch_all(&mut c, t0);
+        c.complete(t0, d[0].call, aged.clone()).unwrap();
+        let fetched = finished(&mut c);
+        assert_eq!(
+            answer_of(&fetched[0]).age,
+            Duration::ZERO,
+            "fetched: upstream's Age is in its headers"
+        );
+    }
+    let t2 = at(t0, 2.0);
+    let hit = answered(c.submit(t2, get("/open/aged"), 2));
+    assert_eq!(hit.age, Duration::from_secs(32));
+    assert_eq!(hit.ttl_secs, Some(8), "40 s of max-age, 32 s spent");
+    assert!(
+        !matches!(
+            c.submit(t2, max_age("/open/aged", 20), 3),
+            Admission::Answered(_)
+        ),
+        "a reader asking max-age=20 does not get a 32 s old answer"
+    );
+    let pinned = answered(c.submit(t2, get("/market/aged"), 5));
+    assert_eq!(
+        (pinned.age, pinned.ttl_secs),
+        (Duration::from_secs(2), Some(8))
+    );
+    assert!(
+        !matches!(
+            c.submit(at(t0, 10.5), get("/open/aged"), 4),
+            Admission::Answered(_)
+        ),
+        "expired 10 s after arrival"
+    );
 }
 
 /// Runs `c` from `from` to `to` in 50 ms steps: bots read `paths` every
