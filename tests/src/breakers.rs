@@ -104,8 +104,12 @@ pub(crate) fn four_xx(t: &Target) -> Result<(), String> {
 }
 
 /// An extension method (`M-SEARCH`, SSDP's) is the client's choice:
-/// whatever the host answers it, however many times, the route's breaker
-/// stays closed. (Sent raw: the suite's HTTP client will not send it.)
+/// however many times it comes, the route's breaker stays closed. The
+/// native host refuses it `400` (its upstream client cannot send it)
+/// before the core sees it; under `wrangler dev`, workerd answers `501`
+/// itself and the Worker never runs, so on that host the check only
+/// guards the route. (Sent raw: the suite's HTTP client will not send
+/// it.)
 pub(crate) fn m_search(t: &Target) -> Result<(), String> {
     let id = unique("");
     let host = t.base.trim_start_matches("http://");
@@ -115,9 +119,10 @@ pub(crate) fn m_search(t: &Target) -> Result<(), String> {
              MAN: \"ssdp:discover\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         let status = raw_status(&t.base, request.as_bytes())?;
-        expect(status.is_some_and(|s| s != 503), || {
-            format!("M-SEARCH number {i}: answered {status:?}")
-        })?;
+        expect(
+            status.is_some_and(|s| (400..500).contains(&s) || s == 501),
+            || format!("M-SEARCH number {i}: expected a refusal (4xx, 501), got {status:?}"),
+        )?;
     }
     let r = get(&format!("{}/__echo/brk/b/{id}/after", t.base), &[])?;
     expect(r.status == 200 && !breaker_open(&r), || {
