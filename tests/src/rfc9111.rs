@@ -255,7 +255,18 @@ pub(crate) fn no_stale(t: &Target) -> Result<(), String> {
     }
     std::thread::sleep(Duration::from_millis(1300));
     set_faults(t, r#"{"status": 503, "status_fraction": 1.0}"#)?;
-    let later: Vec<_> = (0..cases.len()).map(|i| read(i, cases[i].0)).collect();
+    // At once: each waits out its retries against the failing upstream.
+    let later: Vec<Result<Reply, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (control, _))| s.spawn(move || read(i, control)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("reader panicked".into())))
+            .collect()
+    });
     set_faults(t, "{}")?;
     for (i, ((control, may_serve_stale), reply)) in cases.iter().zip(later).enumerate() {
         let reply = reply?;
