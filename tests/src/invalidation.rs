@@ -74,9 +74,8 @@ pub(crate) fn named(t: &Target) -> Result<(), String> {
     )?;
     still_cached(&shared, &bob, s, "the shared entry before any write")?;
 
-    // Failed writes: an error from upstream (4xx), then an error from
-    // upstream's side (5xx, not retried: a POST's outcome is not ours
-    // to guess).
+    // Failed writes: upstream refusing the request (4xx), then failing
+    // on its side (5xx).
     for status in [409u16, 500] {
         let failed = post(
             &format!(
