@@ -6,7 +6,7 @@
 //! Keys are structured, not concatenated strings, so no crafted path or
 //! query can collide with another credential's key.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crate::HashMap;
 use std::sync::Arc;
@@ -16,12 +16,11 @@ use web_time::{Duration, Instant};
 
 use crate::config::{secs, CacheConfig};
 use crate::request::{Credential, Method, Response};
-use crate::vary::{variant, Vary, VariantId};
+use crate::vary::VariantId;
 
-/// Variants kept per primary key (method, target, credential): a ninth
-/// pushes out the oldest, so a header that takes many values (a `Vary:
-/// Cookie` with a session per bot) cannot fill the cache with one URL.
-pub(crate) const MAX_VARIANTS: usize = 8;
+use variants::VaryRecord;
+#[cfg(test)]
+pub(crate) use variants::MAX_VARIANTS;
 
 /// What identifies one cacheable (and coalescable) request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -223,14 +222,6 @@ pub struct CacheSnapshot {
     pub invalidated: u64,
 }
 
-/// A primary key whose answers vary: the fields they vary on, and the
-/// variants stored (oldest first).
-#[derive(Debug)]
-struct VaryRecord {
-    names: std::sync::Arc<[Box<str>]>,
-    variants: VecDeque<VariantId>,
-}
-
 pub(crate) struct Cache {
     entries: HashMap<CacheKey, Entry>,
     /// Primary keys whose stored answers carry `Vary` (each of their
@@ -274,60 +265,6 @@ impl Cache {
             evictions: 0,
             invalidated: 0,
         }
-    }
-
-    /// Request header names the host's client replaces with its own.
-    pub(crate) fn set_replaced(&mut self, names: &'static [&'static str]) {
-        self.replaced = names;
-    }
-
-    /// `key` (a primary key) as the request with `headers` reads it: the
-    /// variant it selects, if answers for it are known to vary. Costs
-    /// nothing while no stored answer varies.
-    pub(crate) fn select(&self, key: CacheKey, headers: &[(String, String)]) -> CacheKey {
-        if self.varies.is_empty() {
-            return key;
-        }
-        match self.varies.get(&key) {
-            Some(rec) => {
-                let id = variant(&rec.names, headers, self.replaced);
-                key.with_variant(id)
-            }
-            None => key,
-        }
-    }
-
-    /// The variant the request with `headers` selects among answers that
-    /// vary as `vary` says (`None`: they do not, or `Vary: *`).
-    pub(crate) fn variant_of(&self, vary: &Vary, headers: &[(String, String)]) -> Option<VariantId> {
-        match vary {
-            Vary::Names(names) => Some(variant(names, headers, self.replaced)),
-            Vary::None | Vary::Star => None,
-        }
-    }
-
-    /// Stores an upstream answer to a request with `headers` under
-    /// `key`'s primary key: as the variant those headers select when the
-    /// answer carries `Vary`, not at all for `Vary: *` (RFC 9111 §4.1).
-    /// Returns the key it is stored under.
-    pub(crate) fn store_answer(
-        &mut self,
-        now: Instant,
-        key: &CacheKey,
-        response: Arc<Response>,
-        store: Store,
-        headers: &[(String, String)],
-    ) -> Option<CacheKey> {
-        let (key, names) = match Vary::of(&response.headers) {
-            Vary::Star => return None,
-            Vary::None => (key.primary(), None),
-            Vary::Names(names) => {
-                let id = variant(&names, headers, self.replaced);
-                (key.primary().with_variant(id), Some(names))
-            }
-        };
-        self.insert_variant(now, key.clone(), names, response, store)
-            .then_some(key)
     }
 
     /// Reads `key`. A fresh hit counts as a use for eviction; an entry past
@@ -418,7 +355,9 @@ impl Cache {
         if store.ttl.is_zero() || !self.accepts_status(response.status) {
             return false;
         }
-        let names_len = names.as_ref().map_or(0, |n| n.iter().map(|n| n.len() + 16).sum());
+        let names_len = names
+            .as_ref()
+            .map_or(0, |n| n.iter().map(|n| n.len() + 16).sum());
         let bytes = response.size_bytes() + key.size_bytes() + names_len;
         if bytes > self.max_bytes {
             return false;
@@ -459,62 +398,6 @@ impl Cache {
             },
         );
         true
-    }
-
-    /// Keeps the record of `key`'s primary key in step with an answer
-    /// about to be stored under `key` (see [`Self::insert_variant`]).
-    fn file_variant(&mut self, key: &CacheKey, names: Option<std::sync::Arc<[Box<str>]>>) {
-        let (Some(names), Some(id)) = (names, key.variant) else {
-            if let Some(rec) = self.varies.remove(key) {
-                for old in rec.variants {
-                    self.remove(&key.with_variant(old));
-                }
-            }
-            return;
-        };
-        let primary = key.primary();
-        self.remove(&primary);
-        let changed = self
-            .varies
-            .get(&primary)
-            .filter(|rec| rec.names != names)
-            .map(|rec| rec.variants.clone());
-        for old in changed.into_iter().flatten() {
-            self.remove(&primary.with_variant(old));
-        }
-        let rec = self
-            .varies
-            .entry(primary.clone())
-            .or_insert_with(|| VaryRecord {
-                names: names.clone(),
-                variants: VecDeque::new(),
-            });
-        rec.names = names;
-        if !rec.variants.contains(&id) {
-            rec.variants.push_back(id);
-        }
-        let oldest = (rec.variants.len() > MAX_VARIANTS)
-            .then(|| rec.variants.pop_front())
-            .flatten();
-        if let Some(old) = oldest {
-            self.remove(&primary.with_variant(old));
-            self.evictions += 1;
-        }
-    }
-
-    /// An entry of `key` is gone: its variant leaves its record (and the
-    /// record goes with its last variant).
-    fn forget_variant(&mut self, key: &CacheKey) {
-        let Some(id) = key.variant else {
-            return;
-        };
-        let primary = key.primary();
-        if let Some(rec) = self.varies.get_mut(&primary) {
-            rec.variants.retain(|v| *v != id);
-            if rec.variants.is_empty() {
-                self.varies.remove(&primary);
-            }
-        }
     }
 
     /// Evicts the least recently used entry. The first in the recency
@@ -616,6 +499,8 @@ impl Cache {
         }
     }
 }
+
+mod variants;
 
 #[cfg(test)]
 mod tests;

@@ -77,7 +77,10 @@ impl Vary {
     /// Reads every `Vary` field line of a response.
     pub(crate) fn of(headers: &[(String, String)]) -> Vary {
         let mut names: Vec<Box<str>> = Vec::new();
-        for (_, value) in headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("vary")) {
+        for (_, value) in headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("vary"))
+        {
             for name in value.split(',').map(|n| n.trim_matches([' ', '\t'])) {
                 if name == "*" {
                     return Vary::Star;
@@ -104,7 +107,11 @@ impl Vary {
 /// is present and empty. Values are not case-folded nor reordered: that
 /// depends on each field's own syntax, and a miss is safe where a false
 /// match is not.
-pub(crate) fn variant(names: &[Box<str>], headers: &[(String, String)], replaced: &[&str]) -> VariantId {
+pub(crate) fn variant(
+    names: &[Box<str>],
+    headers: &[(String, String)],
+    replaced: &[&str],
+) -> VariantId {
     let mut hash = Sha256::new();
     for name in names {
         hash.update(name.as_bytes());
@@ -152,8 +159,14 @@ mod tests {
 
     #[test]
     fn vary_is_read_from_every_line_lower_cased_once() {
-        let v = Vary::of(&h(&[("Vary", "Accept, accept-Language"), ("vary", " ACCEPT ,X-A")]));
-        assert_eq!(v, Vary::Names(names(&["accept", "accept-language", "x-a"]).into()));
+        let v = Vary::of(&h(&[
+            ("Vary", "Accept, accept-Language"),
+            ("vary", " ACCEPT ,X-A"),
+        ]));
+        assert_eq!(
+            v,
+            Vary::Names(names(&["accept", "accept-language", "x-a"]).into())
+        );
         assert_eq!(Vary::of(&h(&[("Vary", "Accept, *")])), Vary::Star);
         assert_eq!(Vary::of(&h(&[("Vary", " , ")])), Vary::None);
         assert_eq!(Vary::of(&h(&[("Content-Type", "x")])), Vary::None);
@@ -190,6 +203,9 @@ mod tests {
     fn debug_prints_names_never_values() {
         let headers = RequestHeaders::from(h(&[("Cookie", "session=hunter2"), ("Accept", "x")]));
         let shown = format!("{headers:?}");
-        assert!(shown.contains("Cookie") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("Cookie") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

@@ -9,8 +9,7 @@
 //! that reached it, so each answer says which request it was made for.
 
 use super::{
-    concurrent_gets, echo_of, echoed_header, expect, mock_counts, set_faults, unique, Reply,
-    Target,
+    concurrent_gets, echo_of, echoed_header, expect, mock_counts, set_faults, unique, Reply, Target,
 };
 
 /// The echo's sequence number and the `Accept` it was made for.
@@ -40,9 +39,12 @@ fn variants(t: &Target) -> Result<(), String> {
     let a3 = read("text/a, text/b")?;
     let part = read("text/a")?;
     let sources = [&a1, &a2, &b1, &b2, &a3, &part].map(Reply::source);
-    expect(sources == ["miss", "hit", "miss", "hit", "hit", "miss"], || {
-        format!("expected miss, hit (same Accept), miss, hit (another Accept), hit (the first again), miss (part of the first); got {sources:?}")
-    })?;
+    expect(
+        sources == ["miss", "hit", "miss", "hit", "hit", "miss"],
+        || {
+            format!("expected miss, hit (same Accept), miss, hit (another Accept), hit (the first again), miss (part of the first); got {sources:?}")
+        },
+    )?;
     let (a1, a2, b1, b2, a3, part) = (
         made_for(&a1)?,
         made_for(&a2)?,
@@ -54,9 +56,10 @@ fn variants(t: &Target) -> Result<(), String> {
     expect(a1 == a2 && a1 == a3 && b1 == b2, || {
         format!("a hit must be the variant fetched for the same Accept: {a1:?} {a2:?} {a3:?}, {b1:?} {b2:?}")
     })?;
-    expect(b1.1.as_deref() == Some("text/c") && part.1.as_deref() == Some("text/a"), || {
-        format!("each variant must be made for its own Accept: {b1:?}, {part:?}")
-    })
+    expect(
+        b1.1.as_deref() == Some("text/c") && part.1.as_deref() == Some("text/a"),
+        || format!("each variant must be made for its own Accept: {b1:?}, {part:?}"),
+    )
 }
 
 /// `Vary: *` is never reused.
@@ -85,7 +88,8 @@ fn coalesced(t: &Target) -> Result<(), String> {
         let a = s.spawn(|| concurrent_gets(READERS, &url, &[("Accept", "text/a")]));
         let b = s.spawn(|| concurrent_gets(READERS, &url, &[("Accept", "text/b")]));
         let join = |h: std::thread::ScopedJoinHandle<'_, Vec<Result<Reply, String>>>| {
-            h.join().unwrap_or_else(|_| vec![Err("readers panicked".into())])
+            h.join()
+                .unwrap_or_else(|_| vec![Err("readers panicked".into())])
         };
         [("text/a", join(a)), ("text/b", join(b))]
     });
@@ -105,6 +109,9 @@ fn coalesced(t: &Target) -> Result<(), String> {
     }
     let calls = after.requests - before.requests;
     expect(calls == 2, || {
-        format!("{} reads of 2 variants must make 2 upstream calls, made {calls}", 2 * READERS)
+        format!(
+            "{} reads of 2 variants must make 2 upstream calls, made {calls}",
+            2 * READERS
+        )
     })
 }

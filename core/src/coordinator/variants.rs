@@ -9,7 +9,7 @@
 
 use super::*;
 
-use crate::vary::{Vary, VariantId};
+use crate::vary::{VariantId, Vary};
 
 impl<P: Clone> Coordinator<P> {
     /// Request header names (lower-case) this host's upstream client
@@ -23,7 +23,12 @@ impl<P: Clone> Coordinator<P> {
     /// Takes out of `call` the waiters its answer `response` does not
     /// answer (another variant, or anyone but the sender for `Vary: *`)
     /// and queues a call for each group of them that selects one variant.
-    pub(super) fn split_variants(&mut self, now: Instant, call: &mut Call, response: &crate::Response) {
+    pub(super) fn split_variants(
+        &mut self,
+        now: Instant,
+        call: &mut Call,
+        response: &crate::Response,
+    ) {
         if call.waiters.is_empty() || call.refresh {
             return;
         }
@@ -78,7 +83,11 @@ impl<P: Clone> Coordinator<P> {
         let Some(first) = group.first().and_then(|t| self.waiters.get(t)) else {
             return;
         };
-        let (lane, client, headers) = (first.lane.clone(), first.client.clone(), first.headers.clone());
+        let (lane, client, headers) = (
+            first.lane.clone(),
+            first.client.clone(),
+            first.headers.clone(),
+        );
         let class = group
             .iter()
             .filter_map(|t| self.waiters.get(t).map(|w| w.class))

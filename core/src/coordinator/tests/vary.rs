@@ -58,21 +58,36 @@ fn hit(c: &mut C, now: Instant, req: Request) -> Option<String> {
 fn a_variant_answers_only_requests_whose_nominated_fields_match() {
     let (mut c, t0) = coordinator(config(100.0, 100));
     let t1 = at(t0, 1.0);
-    call(&mut c, t0, accept("/market/a", "text/csv"), varying("csv", "Accept"));
+    call(
+        &mut c,
+        t0,
+        accept("/market/a", "text/csv"),
+        varying("csv", "Accept"),
+    );
     // Field lines combined and whitespace around commas do not matter.
-    assert_eq!(hit(&mut c, t1, accept("/market/a", "text/csv")), Some("csv".into()));
+    assert_eq!(
+        hit(&mut c, t1, accept("/market/a", "text/csv")),
+        Some("csv".into())
+    );
     assert_eq!(
         hit(&mut c, t1, with("/market/a", &[("accept", " text/csv ")])),
         Some("csv".into())
     );
     // Another value, or a value in another case, is another variant.
-    assert_eq!(hit(&mut c, t1, accept("/market/a", "application/json")), None);
+    assert_eq!(
+        hit(&mut c, t1, accept("/market/a", "application/json")),
+        None
+    );
     assert_eq!(hit(&mut c, t1, accept("/market/a", "TEXT/CSV")), None);
     // So is a request with no Accept at all.
     assert_eq!(hit(&mut c, t1, get("/market/a")), None);
     // A header Vary does not name does not matter.
     assert_eq!(
-        hit(&mut c, t1, with("/market/a", &[("Accept", "text/csv"), ("X-Other", "1")])),
+        hit(
+            &mut c,
+            t1,
+            with("/market/a", &[("Accept", "text/csv"), ("X-Other", "1")])
+        ),
         Some("csv".into())
     );
 }
@@ -81,12 +96,28 @@ fn a_variant_answers_only_requests_whose_nominated_fields_match() {
 fn several_variants_live_side_by_side_and_an_absent_field_matches_only_absent() {
     let (mut c, t0) = coordinator(config(100.0, 100));
     call(&mut c, t0, get("/market/a"), varying("none", "Accept"));
-    call(&mut c, t0, accept("/market/a", "text/csv"), varying("csv", "Accept"));
-    call(&mut c, t0, accept("/market/a", ""), varying("empty", "Accept"));
+    call(
+        &mut c,
+        t0,
+        accept("/market/a", "text/csv"),
+        varying("csv", "Accept"),
+    );
+    call(
+        &mut c,
+        t0,
+        accept("/market/a", ""),
+        varying("empty", "Accept"),
+    );
     let t1 = at(t0, 1.0);
     assert_eq!(hit(&mut c, t1, get("/market/a")), Some("none".into()));
-    assert_eq!(hit(&mut c, t1, accept("/market/a", "text/csv")), Some("csv".into()));
-    assert_eq!(hit(&mut c, t1, accept("/market/a", "")), Some("empty".into()));
+    assert_eq!(
+        hit(&mut c, t1, accept("/market/a", "text/csv")),
+        Some("csv".into())
+    );
+    assert_eq!(
+        hit(&mut c, t1, accept("/market/a", "")),
+        Some("empty".into())
+    );
     assert_eq!(c.stats(t1).cache.entries, 3);
     // The pinned TTL still decides freshness: 10 s for every variant.
     assert_eq!(hit(&mut c, at(t0, 10.5), get("/market/a")), None);
@@ -106,7 +137,10 @@ fn an_answer_without_vary_replaces_the_variants_and_serves_everyone() {
     call(&mut c, t0, accept("/market/a", "x"), varying("x", "Accept"));
     call(&mut c, t0, accept("/market/a", "y"), ok("plain"));
     let t1 = at(t0, 1.0);
-    assert_eq!(hit(&mut c, t1, accept("/market/a", "x")), Some("plain".into()));
+    assert_eq!(
+        hit(&mut c, t1, accept("/market/a", "x")),
+        Some("plain".into())
+    );
     assert_eq!(hit(&mut c, t1, get("/market/a")), Some("plain".into()));
     assert_eq!(c.stats(t1).cache.entries, 1);
 }
@@ -120,7 +154,11 @@ fn variants_per_target_are_bounded_oldest_out() {
     }
     let t1 = at(t0, 1.0);
     assert_eq!(c.stats(t1).cache.entries, crate::cache::MAX_VARIANTS);
-    assert_eq!(hit(&mut c, t1, accept("/market/a", "v0")), None, "oldest out");
+    assert_eq!(
+        hit(&mut c, t1, accept("/market/a", "v0")),
+        None,
+        "oldest out"
+    );
     for i in 1..=crate::cache::MAX_VARIANTS {
         let v = format!("v{i}");
         assert_eq!(hit(&mut c, t1, accept("/market/a", &v)), Some(v));
@@ -168,9 +206,18 @@ fn coalesced_waiters_of_another_variant_get_their_own_call() {
     let f = finished(&mut c);
     let got: BTreeMap<Ticket, (Source, String)> = f
         .iter()
-        .map(|f| (f.ticket, (answer_of(f).source, body(answer_of(f)).to_owned())))
+        .map(|f| {
+            (
+                f.ticket,
+                (answer_of(f).source, body(answer_of(f)).to_owned()),
+            )
+        })
         .collect();
-    assert_eq!(got.len(), 2, "only the matching waiters are answered: {got:?}");
+    assert_eq!(
+        got.len(),
+        2,
+        "only the matching waiters are answered: {got:?}"
+    );
     assert_eq!(got[&a1], (Source::Upstream, "A".into()));
     assert_eq!(got[&a2], (Source::Coalesced, "A".into()));
     // The others' call goes out with one of their own payloads.
@@ -181,7 +228,12 @@ fn coalesced_waiters_of_another_variant_get_their_own_call() {
     let f = finished(&mut c);
     let got: BTreeMap<Ticket, (Source, String)> = f
         .iter()
-        .map(|f| (f.ticket, (answer_of(f).source, body(answer_of(f)).to_owned())))
+        .map(|f| {
+            (
+                f.ticket,
+                (answer_of(f).source, body(answer_of(f)).to_owned()),
+            )
+        })
         .collect();
     assert_eq!(got[&b1], (Source::Upstream, "B".into()));
     assert_eq!(got[&b2], (Source::Coalesced, "B".into()));
@@ -189,8 +241,14 @@ fn coalesced_waiters_of_another_variant_get_their_own_call() {
     assert_eq!(s.upstream.calls, 2, "4 requests, 2 variants, 2 calls");
     assert_eq!(s.upstream.vary_redispatched, 2);
     // Both variants are stored.
-    assert_eq!(hit(&mut c, at(t0, 1.0), accept("/market/a", "a")), Some("A".into()));
-    assert_eq!(hit(&mut c, at(t0, 1.0), accept("/market/a", "b")), Some("B".into()));
+    assert_eq!(
+        hit(&mut c, at(t0, 1.0), accept("/market/a", "a")),
+        Some("A".into())
+    );
+    assert_eq!(
+        hit(&mut c, at(t0, 1.0), accept("/market/a", "b")),
+        Some("B".into())
+    );
 }
 
 /// Once the target is known to vary, a read joins only a call for its own
@@ -220,7 +278,9 @@ fn known_variance_keys_coalescing_by_variant() {
 fn coalesced_waiters_of_a_vary_star_answer_each_get_their_own_call() {
     let (mut c, t0) = coordinator(config(100.0, 100));
     let first = ticket(c.submit(t0, get("/market/a"), 1));
-    let others: Vec<Ticket> = (2..=3).map(|p| ticket(c.submit(t0, get("/market/a"), p))).collect();
+    let others: Vec<Ticket> = (2..=3)
+        .map(|p| ticket(c.submit(t0, get("/market/a"), p)))
+        .collect();
     let d = dispatch_all(&mut c, t0);
     assert_eq!(d.len(), 1);
     c.complete(t0, d[0].call, varying("1", "*")).unwrap();
@@ -252,7 +312,11 @@ fn a_redispatched_waiter_still_ends_once_when_its_deadline_passes() {
     let f = finished(&mut c);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].ticket, b);
-    assert!(matches!(failure_of(&f[0]), Failure::Deadline { .. }), "{:?}", f[0].result);
+    assert!(
+        matches!(failure_of(&f[0]), Failure::Deadline { .. }),
+        "{:?}",
+        f[0].result
+    );
 }
 
 /// A header the host's client replaces (the native host's
@@ -265,13 +329,28 @@ fn a_header_the_host_replaces_never_selects() {
     let ae = |v: &str| with("/market/a", &[("Accept-Encoding", v)]);
     call(&mut c, t0, ae("br"), varying("plain", "Accept-Encoding"));
     assert_eq!(hit(&mut c, at(t0, 1.0), ae("gzip")), Some("plain".into()));
-    assert_eq!(hit(&mut c, at(t0, 1.0), get("/market/a")), Some("plain".into()));
+    assert_eq!(
+        hit(&mut c, at(t0, 1.0), get("/market/a")),
+        Some("plain".into())
+    );
 }
 
 #[test]
 fn a_requests_debug_shows_header_names_never_values() {
-    let r = with("/market/a", &[("Cookie", "session=s3cr3t"), ("Authorization", "Bearer t0k3n")]);
+    let r = with(
+        "/market/a",
+        &[
+            ("Cookie", "session=s3cr3t"),
+            ("Authorization", "Bearer t0k3n"),
+        ],
+    );
     let shown = format!("{r:?}");
-    assert!(shown.contains("Cookie") && shown.contains("Authorization"), "{shown}");
-    assert!(!shown.contains("s3cr3t") && !shown.contains("t0k3n"), "{shown}");
+    assert!(
+        shown.contains("Cookie") && shown.contains("Authorization"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("t0k3n"),
+        "{shown}"
+    );
 }
