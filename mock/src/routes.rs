@@ -295,7 +295,7 @@ impl MockHandler {
         let seq = self
             .echo_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let echo = json(
+        let echoed = json(
             200,
             json!({
                 "method": req.method,
@@ -306,7 +306,8 @@ impl MockHandler {
                 "seq": seq,
             }),
         );
-        super::shaped::shape(split_target(&req.target).1, echo)
+        let echoed = super::echo_headers::answer_headers(&req.target, echoed);
+        super::shaped::shape(split_target(&req.target).1, echoed)
     }
 }
 

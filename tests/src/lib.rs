@@ -20,6 +20,7 @@ mod invalidation;
 mod rfc9111;
 mod shape;
 pub mod signing;
+mod vary;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -73,6 +74,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
     ("a 4xx storm opens no breaker", breakers::four_xx),
     ("M-SEARCH opens no breaker", breakers::m_search),
     ("coalescing of identical reads", coalescing),
+    ("Vary selects the variant (RFC 9111 4.1)", vary::vary),
     ("request freshness directives", freshness_directives),
     ("credential isolation", credential_isolation),
     (
