@@ -18,8 +18,15 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 if [ "${1:-}" = "--aarch64" ]; then
     a64_pkgs="rustc-web libstd-rust-web-dev:arm64 qemu-user-static libc6:arm64 file"
-    if [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu/lib ] \
-        && command -v qemu-aarch64-static >/dev/null 2>&1 && [ -e /lib/ld-linux-aarch64.so.1 ]; then
+    # Installed packages, by name: rustc-web itself, not Debian's plain
+    # rustc (1.63 in bookworm), which also provides /usr/bin/rustc.
+    present() {
+        local p
+        for p in $a64_pkgs; do
+            dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
+        done
+    }
+    if present; then
         echo "release tools: aarch64 present ($(/usr/bin/rustc --version), qemu-aarch64-static)"
         exit 0
     fi
