@@ -42,7 +42,7 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -53,7 +53,7 @@ use super::workers::Pool;
 use super::{Handler, Limits};
 use accept::listen;
 use connection::Conn;
-use shared::{Incoming, Mailbox};
+use shared::{lock, Incoming, Mailbox};
 
 mod accept;
 mod close;
@@ -293,8 +293,4 @@ impl Drop for EventLoop {
             self.pool.stop();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -16,8 +16,8 @@ use mio::{Interest, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::connection::{Conn, Phase};
-use super::shared::Arrival;
-use super::{lock, EventLoop, FIRST};
+use super::shared::{lock, Arrival};
+use super::{EventLoop, FIRST};
 use crate::conn::Reader;
 use crate::tls::Transport;
 

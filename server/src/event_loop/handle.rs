@@ -8,8 +8,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use super::connection::{Meta, Phase};
+use super::shared::lock;
 use super::shared::{deliver, Done};
-use super::{lock, EventLoop};
+use super::EventLoop;
 use crate::conn::{json_error, BodyMode, Complete, Version};
 use crate::waiting::Wake;
 use crate::workers::Job;

@@ -6,11 +6,10 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use mio::Waker;
 
-use super::lock;
 use crate::{Handler, Limits, Reply};
 
 /// What the rest of the server shares with the loops.
@@ -129,4 +128,10 @@ pub(super) fn deliver(shared: &Shared, index: usize, key: usize, generation: u64
     if let Err(e) = mailbox.waker.wake() {
         tracing::error!(error = %e, "cannot wake the event loop");
     }
+}
+
+/// The mutexes here guard queues and plain values that a panic cannot
+/// leave half-changed, so a poisoned one is used as it is.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
