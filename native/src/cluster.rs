@@ -49,11 +49,10 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, Script};
 use syncoord_core::stats::ClusterStats;
-use syncoord_core::{SharedOutput, SharedSpend, StoreState};
+use syncoord_core::{SharedBucket, SharedOutput, SharedSpend, StoreState};
 use syncoord_wire::{ClusterSettings, Fingerprint};
 
 use answers::{encode, Lookup};
-use budget::rendered;
 use scripts::{HEARTBEAT_LUA, LOOKUP_LUA, PAUSE_LUA, RELEASE_LUA};
 
 mod answers;
@@ -134,6 +133,15 @@ impl std::fmt::Debug for Cluster {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A bucket's part of its keys: `<scope>:<credential|*>`.
+fn rendered(b: &SharedBucket) -> String {
+    format!(
+        "{}:{}",
+        b.scope,
+        b.credential.as_ref().map_or("*", |c| c.as_str())
+    )
 }
 
 impl Cluster {

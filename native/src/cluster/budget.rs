@@ -4,17 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use syncoord_core::{SharedBucket, SharedRefusal, SharedSpend};
+use syncoord_core::{SharedRefusal, SharedSpend};
 
-use super::{lock, Cluster};
-
-pub(super) fn rendered(b: &SharedBucket) -> String {
-    format!(
-        "{}:{}",
-        b.scope,
-        b.credential.as_ref().map_or("*", |c| c.as_str())
-    )
-}
+use super::{lock, rendered, Cluster};
 
 impl Cluster {
     /// Runs the shared GCRA for `spend`; `None` when it may go (or the
