@@ -55,7 +55,7 @@ impl MockHandler {
         let seq = self
             .echo_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        json(
+        let echoed = json(
             200,
             json!({
                 "method": req.method,
@@ -65,7 +65,8 @@ impl MockHandler {
                 "body_len": req.body.len(),
                 "seq": seq,
             }),
-        )
+        );
+        super::echo_headers::answer_headers(&req.target, echoed)
     }
 }
 
