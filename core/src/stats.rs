@@ -294,6 +294,10 @@ pub struct StatsSnapshot {
     pub api_call_reduction: f64,
     /// Upstream calls and how they went, since start.
     pub upstream: UpstreamCounts,
+    /// Refresh-ahead calls upstream stopped (an error answer, a 429, no
+    /// answer, an answer not to keep), by reason, since start.
+    #[serde(default)]
+    pub refresh_stops: crate::RefreshStops,
     /// The age of answers served, since start.
     #[serde(default)]
     pub served_age: ServedAge,
