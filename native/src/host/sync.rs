@@ -191,6 +191,8 @@ pub(crate) struct State {
     outbox: Vec<SharedOutput>,
     /// Pauses logged and not yet over (one line each way, never per call).
     pauses: super::events::PauseLog,
+    /// Refreshes upstream stopped, logged once per route a minute.
+    refresh_stops: super::events::RefreshStopLog,
 }
 
 impl State {
@@ -198,6 +200,11 @@ impl State {
     /// and keeps what the store must hear for a worker to publish: one
     /// round of the core's output loop that takes no calls.
     fn deliver(&mut self) {
+        let stops = self.core.refresh_stop_events();
+        if !stops.is_empty() {
+            self.refresh_stops
+                .observe(self.pauses.upstream(), Instant::now(), &stops);
+        }
         loop {
             let output = self.core.poll_output_unsent();
             if self.take(output).is_err() {
@@ -316,6 +323,7 @@ impl Shared {
                 phase: Phase::Running,
                 outbox: Vec::new(),
                 pauses: super::events::PauseLog::new(name),
+                refresh_stops: Default::default(),
             }),
             dispatcher: Condvar::new(),
             work: Condvar::new(),
