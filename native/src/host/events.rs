@@ -160,8 +160,8 @@ impl RefreshStopLog {
                 upstream,
                 route = %stop.route,
                 credential = stop.credential.as_deref().unwrap_or("-"),
-                reason = stop.reason.as_str(),
-                status = stop.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                reason = %stop.reason.as_str(),
+                status = %stop.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
                 more_since_last_line = unsaid,
                 "refresh stopped by upstream: the cached answer ages until a bot's call or a later refresh renews it"
             );

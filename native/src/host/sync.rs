@@ -336,7 +336,12 @@ impl Shared {
         if s.phase != Phase::Running {
             return Submitted::ShuttingDown;
         }
+        let pending = s.core.refresh_pending();
         let admission = s.core.submit(Instant::now(), request, outgoing);
+        // A hit that makes a key worth refreshing: the dispatcher, asleep
+        // until its last planned instant, must look now (once: only when
+        // this submission turned it on).
+        let refresh_woke = !pending && s.core.refresh_pending();
         let submitted = match admission {
             Admission::Answered(answer) => Submitted::Answered(answer),
             Admission::Refused(failure) => Submitted::Refused(failure),
@@ -349,7 +354,7 @@ impl Shared {
         // A submission can shed another request.
         s.deliver();
         drop(s);
-        if matches!(submitted, Submitted::Waiting { .. }) {
+        if refresh_woke || matches!(submitted, Submitted::Waiting { .. }) {
             self.dispatcher.notify_one();
         }
         submitted
