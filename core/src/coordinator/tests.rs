@@ -1160,4 +1160,5 @@ mod reconfigure;
 mod refresh_stops;
 mod shared;
 mod shares;
+mod vary;
 mod writes;
