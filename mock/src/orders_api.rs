@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::account::{NewOrder, Orders};
 use super::market::product;
-use super::routes::{bad_at, bad_ex, json, lock};
+use super::routes::replies::{bad_at, bad_ex, json};
+use super::routes::state::lock;
 use syncoord_server::Response;
 
 /// A positive finite number given as a JSON string or number.

@@ -34,123 +34,35 @@
 //! `alive` (a sorted set of daemon ids by last heartbeat), `learned` (a
 //! hash of each daemon's learned rates by daemon id); and `<name>:peers`
 //! (a hash of fingerprints by daemon id).
+//!
+//! The parts: `scripts.rs` (the Lua run in Redis), `link.rs` (the pooled
+//! connections, and the store turned off and on), `heartbeat.rs` (alive,
+//! fingerprints, reconnecting), `budget.rs` (the shared GCRA),
+//! `answers.rs` (shared answers and leases), `learned.rs` (learned rates).
+//! This file holds the link itself and the calls a host makes around each
+//! upstream call ([`Cluster::before`], [`Cluster::publish`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use redis::{Client, Connection, Script};
-use serde::{Deserialize, Serialize};
 use syncoord_core::stats::ClusterStats;
-use syncoord_core::{Response, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
+use syncoord_core::{SharedBucket, SharedOutput, SharedSpend, StoreState};
 use syncoord_wire::{ClusterSettings, Fingerprint};
 
+use answers::{encode, Lookup};
+use scripts::{HEARTBEAT_LUA, LOOKUP_LUA, PAUSE_LUA, RELEASE_LUA};
+
+mod answers;
+mod budget;
+mod heartbeat;
 mod learned;
+mod link;
+mod scripts;
 
-/// The shared GCRA: `KEYS` = n bucket keys then their n pause keys;
-/// `ARGV` = now in µs (`""`: Redis's own clock), cost, reserve, then per
-/// bucket its interval in µs, its burst and a resume flag. Returns
-/// `{0, 0}` (spent), `{1, wait µs}` (not enough tokens) or `{2, pause µs}`
-/// (paused after a 429). Arithmetic in whole microseconds, below 2^53, so
-/// Lua's doubles are exact; written back with `%.0f` for the same reason.
-pub const GCRA_LUA: &str = r"
-local n = #KEYS / 2
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
-local cost = tonumber(ARGV[2])
-local reserve = tonumber(ARGV[3])
-local paused = 0
-for i = 1, n do
-  local p = redis.call('PTTL', KEYS[n + i])
-  if p > paused then paused = p end
-end
-local wait = 0
-local tats = {}
-for i = 1, n do
-  local interval = tonumber(ARGV[1 + 3 * i])
-  local burst = tonumber(ARGV[2 + 3 * i])
-  local tolerance = interval * burst
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if ARGV[3 + 3 * i] == '1' and tat < now + tolerance then
-    tat = now + tolerance
-    redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.floor(tolerance / 1000) + 1000)
-  end
-  local start = math.max(tat, now)
-  local need = math.min(cost + reserve, burst)
-  local reach = start + interval * need
-  if reach > now + tolerance then
-    wait = math.max(wait, reach - now - tolerance)
-  end
-  tats[i] = start + interval * cost
-end
-if paused > 0 then return {2, paused * 1000} end
-if wait > 0 then return {1, wait} end
-for i = 1, n do
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.floor((tats[i] - now) / 1000) + 1000)
-end
-return {0, 0}
-";
-
-/// Pauses every bucket in `KEYS` for `ARGV[1]` ms, never shortening a
-/// longer pause.
-const PAUSE_LUA: &str = r"
-for i = 1, #KEYS do
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[1]) then
-    redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])
-  end
-end
-return 0
-";
-
-/// A local miss: the shared answer `KEYS[1]` with its TTL left (`{1,
-/// value, pttl}`), else the lease `KEYS[2]` taken for `ARGV[1]` for
-/// `ARGV[2]` ms (`{2, '', 0}`: fetch it) or held by another (`{3, '', 0}`).
-const LOOKUP_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then return {1, v, redis.call('PTTL', KEYS[1])} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, '', 0} end
-return {3, '', 0}
-";
-
-/// Deletes lease `KEYS[1]` if daemon `ARGV[1]` still holds it.
-const RELEASE_LUA: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0";
-
-/// Records daemon `ARGV[1]` alive in the sorted set `KEYS[1]` on Redis's
-/// clock, forgets daemons silent for `ARGV[2]` ms; publishes its
-/// fingerprint `ARGV[3]` in the hash `KEYS[2]` (one per cluster name, all
-/// upstreams: `<ms> <fingerprint>` by daemon id) and forgets silent ones
-/// there too. Returns how many are alive and the fingerprints of the
-/// others, `id`, `fingerprint` in turn.
-const HEARTBEAT_LUA: &str = r"
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], ms, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - window)
-redis.call('PEXPIRE', KEYS[1], window)
-redis.call('HSET', KEYS[2], ARGV[1], ms .. ' ' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[2], window)
-local peers = {}
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  local seen, fp = string.match(all[i + 1], '^(%d+) (.*)$')
-  if seen == nil or tonumber(seen) < ms - window then
-    redis.call('HDEL', KEYS[2], all[i])
-  elseif all[i] ~= ARGV[1] then
-    peers[#peers + 1] = all[i]
-    peers[#peers + 1] = fp
-  end
-end
-return {redis.call('ZCARD', KEYS[1]), peers}
-";
+pub use scripts::GCRA_LUA;
 
 /// Why a cluster could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -160,18 +72,6 @@ pub enum ClusterError {
 }
 
 pub use crate::store::{Before, SharedAnswer};
-
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    /// Status.
-    s: u16,
-    /// Headers.
-    h: Vec<(String, String)>,
-    /// Body, base64.
-    b: String,
-    /// TTL it was stored with, ms.
-    t: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -235,6 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A bucket's part of its keys: `<scope>:<credential|*>`.
 fn rendered(b: &SharedBucket) -> String {
     format!(
         "{}:{}",
@@ -343,208 +244,6 @@ impl Cluster {
         format!("{}{kind}:{rest}", self.prefix)
     }
 
-    fn connection(&self) -> redis::RedisResult<Connection> {
-        if let Some(c) = lock(&self.pool).pop() {
-            return Ok(c);
-        }
-        let c = self
-            .client
-            .get_connection_with_timeout(self.settings.connect_timeout())?;
-        c.set_read_timeout(Some(self.settings.call_timeout()))?;
-        c.set_write_timeout(Some(self.settings.call_timeout()))?;
-        Ok(c)
-    }
-
-    /// Runs one round trip with a pooled connection, timed and counted;
-    /// an error turns the store off (the connection is dropped). `None`
-    /// when the store is off or the call failed.
-    fn round_trip<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Option<T> {
-        if !self.is_up() {
-            return None;
-        }
-        self.run(f)
-    }
-
-    fn run<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Option<T> {
-        let started = Instant::now();
-        let result = self
-            .connection()
-            .and_then(|mut c| f(&mut c).map(|v| (v, c)));
-        let took = started.elapsed();
-        let mut k = lock(&self.counters);
-        k.round_trips += 1;
-        match result {
-            Ok((v, c)) => {
-                if let Some(h) = k.rtt.as_mut() {
-                    let _ = h.record((took.as_micros() as u64).max(1));
-                }
-                drop(k);
-                let mut pool = lock(&self.pool);
-                if pool.len() < self.pool_size {
-                    pool.push(c);
-                }
-                Some(v)
-            }
-            Err(e) => {
-                k.errors += 1;
-                if e.is_timeout() {
-                    k.timeouts += 1;
-                }
-                drop(k);
-                // Said once when the store is lost (and once when it is
-                // reached again), never per failed call.
-                if self.went_down() {
-                    tracing::warn!(store = %self.store, error = %e, "shared store lost; limiting locally until it answers again");
-                } else {
-                    tracing::debug!(store = %self.store, error = %e, "shared store call failed");
-                }
-                None
-            }
-        }
-    }
-
-    /// Marks the store down; whether it was up until now.
-    fn went_down(&self) -> bool {
-        lock(&self.pool).clear();
-        let was_up = self.up.swap(false, Ordering::AcqRel);
-        if was_up {
-            let mut k = lock(&self.counters);
-            k.fallbacks += 1;
-            k.fallback_since = Some(Instant::now());
-            drop(k);
-            // The heartbeat thread reconnects.
-            self.wake.notify_all();
-        }
-        was_up
-    }
-
-    fn came_up(&self) {
-        if !self.up.swap(true, Ordering::AcqRel) {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            let mut k = lock(&self.counters);
-            if let Some(since) = k.fallback_since.take() {
-                k.fallback_total += since.elapsed();
-            }
-            drop(k);
-            tracing::info!(store = %self.store, "shared store reached; sharing budgets");
-        }
-    }
-
-    /// One heartbeat (also the reconnect probe): records this daemon alive,
-    /// publishes its fingerprint, reads how many are alive and the peers'
-    /// fingerprints. Returns whether the store answered.
-    fn beat(&self) -> bool {
-        let window = (self.settings.heartbeat().as_millis() as u64 * 3).max(1);
-        let key = self.key("alive", "").trim_end_matches(':').to_owned();
-        let mine = self
-            .fingerprint
-            .as_ref()
-            .map_or(String::new(), Fingerprint::encode);
-        let reply: Option<(u64, Vec<String>)> = self.run(|c| {
-            self.heartbeat
-                .key(&key)
-                .key(&self.peers_key)
-                .arg(&self.id)
-                .arg(window)
-                .arg(&mine)
-                .invoke(c)
-        });
-        match reply {
-            Some((n, peers)) => {
-                self.alive.store(n.max(1), Ordering::Relaxed);
-                self.came_up();
-                self.compare(&peers);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Logs each peer that disagrees with this daemon's fingerprint, once
-    /// per peer and disagreement (and once when it agrees again).
-    fn compare(&self, peers: &[String]) {
-        let Some(mine) = &self.fingerprint else {
-            return;
-        };
-        let now: HashMap<String, String> = peers
-            .chunks_exact(2)
-            .filter_map(|p| {
-                let theirs = Fingerprint::decode(&p[1])?;
-                Some((p[0].clone(), mine.disagreement(&theirs)?))
-            })
-            .collect();
-        let mut logged = lock(&self.disagreeing);
-        for (peer, why) in &now {
-            if logged.get(peer) != Some(why) {
-                tracing::error!(
-                    cluster = %self.settings.name,
-                    upstream = %mine.upstream,
-                    peer = %peer,
-                    "cluster peer disagrees: {why}"
-                );
-            }
-        }
-        for peer in logged.keys() {
-            if !now.contains_key(peer) {
-                tracing::info!(cluster = %self.settings.name, upstream = %mine.upstream, peer = %peer, "cluster peer no longer disagrees (gone or reconfigured)");
-            }
-        }
-        *logged = now;
-    }
-
-    /// The heartbeat thread's loop: a heartbeat every `heartbeat_secs`
-    /// while the store is up; while it is down, reconnect attempts with
-    /// exponential backoff (50 ms doubling to the heartbeat interval).
-    /// `changed` runs after every change of [`Self::is_up`] (the host
-    /// tells its core), `beaten` after every heartbeat the store answered
-    /// (the host exchanges learned rates). Returns after [`Self::stop`].
-    pub fn run_heartbeat(&self, changed: &dyn Fn(), beaten: &dyn Fn()) {
-        let beat = self.settings.heartbeat();
-        let mut backoff = Duration::from_millis(50);
-        let mut was_up = self.is_up();
-        changed();
-        loop {
-            let wait = if self.is_up() {
-                beat
-            } else {
-                backoff.min(beat)
-            };
-            {
-                let stopping = lock(&self.stopping);
-                if *stopping {
-                    return;
-                }
-                let (stopping, _) = self
-                    .wake
-                    .wait_timeout(stopping, wait)
-                    .unwrap_or_else(PoisonError::into_inner);
-                if *stopping {
-                    return;
-                }
-            }
-            let ok = self.beat();
-            if ok {
-                beaten();
-            }
-            backoff = if ok {
-                Duration::from_millis(50)
-            } else {
-                (backoff * 2).min(beat)
-            };
-            let up = self.is_up();
-            if up != was_up {
-                was_up = up;
-                changed();
-            }
-        }
-    }
-
-    /// Ends [`Self::run_heartbeat`].
-    pub fn stop(&self) {
-        *lock(&self.stopping) = true;
-        self.wake.notify_all();
-    }
-
     /// Asks the store before a call leaves: a shared answer (reads), the
     /// lease (shared coalescing), then the shared buckets. With the store
     /// off, `Send` at once: the local limiter's share is the budget.
@@ -571,117 +270,6 @@ impl Cluster {
             }
             None => Before::Send { leader },
         }
-    }
-
-    /// Runs the shared GCRA for `spend`; `None` when it may go (or the
-    /// store is off). `now_us` overrides Redis's clock (tests).
-    pub fn spend(&self, spend: &SharedSpend, now_us: Option<u64>) -> Option<SharedRefusal> {
-        if spend.buckets.is_empty() || !self.is_up() {
-            return None;
-        }
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let names: Vec<String> = spend.buckets.iter().map(rendered).collect();
-        let resume: Vec<bool> = {
-            let applied = lock(&self.resumed);
-            names
-                .iter()
-                .map(|n| epoch > 0 && applied.get(n).copied().unwrap_or(0) < epoch)
-                .collect()
-        };
-        let reply: Option<(u8, u64)> = self.round_trip(|c| {
-            let mut inv = self.gcra.prepare_invoke();
-            for n in &names {
-                inv.key(self.key("gcra", n));
-            }
-            for n in &names {
-                inv.key(self.key("pause", n));
-            }
-            inv.arg(now_us.map_or(String::new(), |n| n.to_string()))
-                .arg(spend.cost)
-                .arg(spend.reserve);
-            for (b, r) in spend.buckets.iter().zip(&resume) {
-                inv.arg(syncoord_core::micros_ceil(b.interval))
-                    .arg(b.burst)
-                    .arg(if *r { "1" } else { "0" });
-            }
-            inv.invoke(c)
-        });
-        let (kind, micros) = reply?;
-        if resume.iter().any(|r| *r) {
-            let mut applied = lock(&self.resumed);
-            for n in names {
-                applied.insert(n, epoch);
-            }
-        }
-        let wait = Duration::from_micros(micros);
-        match kind {
-            0 => None,
-            2 => Some(SharedRefusal::Paused(wait)),
-            _ => Some(SharedRefusal::Until(wait)),
-        }
-    }
-
-    fn lookup(&self, key: &str) -> Lookup {
-        let answer_key = self.key("ans", key);
-        let lease_key = self.key("lease", key);
-        let lease_ms = (self.settings.lease().as_millis() as u64).max(1);
-        // One round trip: the answer and its TTL, else the lease.
-        let reply: Option<(u8, Vec<u8>, i64)> = self.round_trip(|c| {
-            self.lookup
-                .key(&answer_key)
-                .key(&lease_key)
-                .arg(&self.id)
-                .arg(lease_ms)
-                .invoke(c)
-        });
-        match reply {
-            None => Lookup::Off,
-            Some((1, value, pttl)) => match decode(&value, pttl) {
-                Some(answer) => {
-                    lock(&self.counters).answers_found += 1;
-                    Lookup::Found(answer)
-                }
-                // Unreadable or expiring this very moment: fetch it.
-                None => Lookup::Lead,
-            },
-            Some((2, _, _)) => Lookup::Lead,
-            Some(_) => Lookup::Leased,
-        }
-    }
-
-    /// Polls for the leader's answer for at most the lease.
-    fn await_leader(&self, key: &str) -> Option<SharedAnswer> {
-        lock(&self.counters).lease_waits += 1;
-        let answer_key = self.key("ans", key);
-        let lease_key = self.key("lease", key);
-        let until = Instant::now() + self.settings.lease();
-        while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-            let reply: Option<(Option<Vec<u8>>, i64, bool)> = self.round_trip(|c| {
-                redis::pipe()
-                    .get(&answer_key)
-                    .pttl(&answer_key)
-                    .exists(&lease_key)
-                    .query(c)
-            });
-            let (value, pttl, leased) = reply?;
-            if let Some(answer) = value.and_then(|v| decode(&v, pttl)) {
-                lock(&self.counters).answers_found += 1;
-                return Some(answer);
-            }
-            if !leased {
-                // The leader gave up (an answer not shared) or died.
-                return None;
-            }
-        }
-        None
-    }
-
-    /// Releases the lease this daemon holds on `key` (if it still does).
-    fn release(&self, key: &str) {
-        let lease_key = self.key("lease", key);
-        let _: Option<i64> =
-            self.round_trip(|c| self.release.key(&lease_key).arg(&self.id).invoke(c));
     }
 
     /// Writes what the core says the others should hear of. `leader`: the
@@ -781,50 +369,4 @@ impl Cluster {
             peers_disagreeing: lock(&self.disagreeing).len() as u64,
         }
     }
-}
-
-enum Lookup {
-    Found(SharedAnswer),
-    /// Nobody fetches it: this daemon holds the lease now.
-    Lead,
-    /// Another daemon fetches it.
-    Leased,
-    Off,
-}
-
-fn encode(r: &Response, ttl_ms: u64, max: usize) -> Option<Vec<u8>> {
-    let size = r.body.len()
-        + r.headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    if size > max {
-        return None;
-    }
-    let stored = Stored {
-        s: r.status,
-        h: r.headers.clone(),
-        b: base64::engine::general_purpose::STANDARD.encode(&r.body),
-        t: ttl_ms,
-    };
-    serde_json::to_vec(&stored)
-        .ok()
-        .filter(|v| v.len() <= max * 2 + 1024)
-}
-
-fn decode(v: &[u8], pttl_ms: i64) -> Option<SharedAnswer> {
-    let stored: Stored = serde_json::from_slice(v).ok()?;
-    let left = u64::try_from(pttl_ms).ok().filter(|l| *l > 0)?;
-    let body = base64::engine::general_purpose::STANDARD
-        .decode(stored.b)
-        .ok()?;
-    Some(SharedAnswer {
-        response: Response {
-            status: stored.s,
-            headers: stored.h,
-            body,
-        },
-        age: Duration::from_millis(stored.t.saturating_sub(left)),
-        ttl_left: Duration::from_millis(left),
-    })
 }

@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::event_loop::Shared;
+use crate::event_loop::shared::Shared;
 use crate::Reply;
 
 /// A request waiting for its reply on the event loop (see the module

@@ -1,10 +1,20 @@
-//! Plain TCP tunnels ([`Reply::Splice`]): after the `200` to a CONNECT,
-//! the loop moves bytes between the client and the tunnel's destination,
-//! both sockets non-blocking and registered here, so a tunnel costs two
-//! descriptors and two buffers, never a thread. Nothing is parsed,
-//! cached or logged of what passes.
+//! Plain TCP tunnels ([`Reply::Splice`](crate::Reply::Splice)): after the
+//! `200` to a CONNECT, the loop moves bytes between the client and the
+//! tunnel's destination, both sockets non-blocking and registered here,
+//! so a tunnel costs two descriptors and two buffers, never a thread.
+//! Nothing is parsed, cached or logged of what passes.
 
-use super::*;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+
+use super::connection::{Conn, Phase, Splice};
+use super::{EventLoop, FIRST};
 
 /// The destination's token: the client's with the top bit set.
 pub(super) const DESTINATION: usize = 1 << (usize::BITS - 1);
@@ -12,20 +22,6 @@ pub(super) const DESTINATION: usize = 1 << (usize::BITS - 1);
 /// Most bytes held per direction: a side that does not read holds the
 /// other back (TCP's own flow control does the rest).
 const BUFFER: usize = 64 * 1024;
-
-/// One tunnel's other end and what is in transit.
-pub(super) struct Splice {
-    far: Arc<TcpStream>,
-    /// Client to destination, not yet written.
-    up: Vec<u8>,
-    /// Destination to client, not yet written.
-    down: Vec<u8>,
-    /// The client sent its last byte (the destination's write side is
-    /// shut once `up` is out).
-    client_done: bool,
-    /// The destination sent its last byte.
-    far_done: bool,
-}
 
 /// What one direction did in a turn.
 enum Flow {
