@@ -133,8 +133,8 @@ panel("timeseries", "Tokens left per bucket (share of burst)", (12, 26, 12, 8),
               "{{upstream}} {{scope}} {{credential}}")],
       "percentunit", {"fieldConfig": {"defaults": {"min": 0, "max": 1}}})
 panel("state-timeline", "Bucket pauses and breakers", (0, 34, 24, 6),
-      [target(f"max by ({bucket}) (syncoord_bucket_breaker_state{{{SEL}}})",
-              "breaker {{upstream}} {{scope}} {{credential}}"),
+      [target(f"max by (upstream, route, credential) (syncoord_route_breaker_state{{{SEL}}})",
+              "breaker {{upstream}} {{route}} {{credential}}"),
        target(f"max by ({bucket}) (syncoord_bucket_pause_remaining_seconds{{{SEL}}} > bool 0)",
               "paused {{upstream}} {{scope}} {{credential}}")],
       None, {"fieldConfig": {"defaults": {
@@ -155,11 +155,13 @@ panel("timeseries", "Queue wait per class", (12, 40, 12, 8),
               f"sum by (class) (rate(syncoord_queue_wait_seconds_count{{{SEL}}}[{RI}]))", "mean {{class}}")],
       "s")
 
-# --- served age (the freshness metrics, when the coordinator exports them) -------
+# --- served age -------------------------------------------------------------------
 panel("timeseries", "Served age", (0, 48, 12, 8),
-      [target(f'max by (source, quantile) ({{__name__=~"syncoord_served_age_seconds", {SEL}}})',
-              "{{source}} p{{quantile}}")],
-      "s", description="Age of served answers by source (fresh hits, stale hits, upstream); empty until the coordinator exports served-age figures.")
+      [target(f"histogram_quantile({q}, sum by (le) (rate(syncoord_served_age_seconds_bucket{{{SEL}}}[{RI}])))",
+              f"p{round(q * 100)} all") for q in (0.5, 0.99)]
+      + [target(f'histogram_quantile(0.99, sum by (le) (rate(syncoord_served_age_seconds_bucket{{{SEL},source="hit"}}[{RI}])))',
+                "p99 cache hits")],
+      "s", description="Age of the answers served over the rate interval: all of them (answers from upstream count as age 0), and fresh cache hits alone.")
 
 # --- who ----------------------------------------------------------------------
 panel("bargauge", "Top clients by requests per second", (12, 48, 12, 8),
@@ -181,6 +183,9 @@ panel("timeseries", "Upstream latency", (0, 64, 12, 8),
               f"(rate(syncoord_upstream_latency_seconds_bucket{{{SEL}}}[{RI}])))",
               f"p{round(q * 100)} {{{{upstream}}}}") for q in (0.5, 0.99)],
       "s", description="From sending a call to its answer, over the rate interval.")
+panel("timeseries", "Refreshes stopped by upstream", (12, 64, 12, 8),
+      [target(f"sum by (reason) (rate(syncoord_upstream_refreshes_stopped_total{{{SEL}}}[{RI}]))", "{{reason}}")],
+      "ops", description="Refresh-ahead calls upstream stopped (a 429, a 5xx, no answer, an answer not to keep): the key's cached answer ages meanwhile. The daemon logs one line per route a minute.")
 
 dashboard = {
     "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",

@@ -292,6 +292,90 @@ fn a_429_storm_logs_one_pause_not_one_per_request() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Upstream starts failing while a bot keeps reading a refreshed key: the
+/// refresh is stopped again and again (until the route's breaker opens),
+/// and the log says so once, with the route and the reason, not once per
+/// attempt; the stats and `/metrics` count every stop.
+#[test]
+fn a_refresh_upstream_keeps_stopping_is_logged_once() {
+    let mock = MockUpstream::start(MockOptions::default()).expect("mock starts");
+    let dir = temp_dir("refresh-stop");
+    let port = free_port();
+    let mut daemon = serve(&mock, &dir, port, &[], &["--log", "info"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while get(addr, "/readyz").is_none_or(|r| r.status != 200) {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ticker = "/api/v3/brokerage/market/products/BTC-USD/ticker";
+    assert_eq!(get(addr, ticker).map(|r| r.status), Some(200), "filled");
+    // From now on upstream answers 503 to everything; the bot reads from
+    // cache (a hit each time), and each read makes the key worth a refresh.
+    mock.set_faults(syncoord_mock::Faults {
+        status: Some(503),
+        status_fraction: 1.0,
+        ..Default::default()
+    });
+    let stats = |addr| -> serde_json::Value {
+        get(addr, "/api/v1/sync-coordination/stats")
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .map(|mut v| v["upstreams"][0]["stats"].take())
+            .unwrap_or_default()
+    };
+    let stopped = |addr| {
+        stats(addr)["refresh_stops"]["server_error"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let reading = Instant::now();
+    while stopped(addr) < 3 {
+        if reading.elapsed() > Duration::from_secs(20) {
+            let last = stats(addr);
+            signal(&daemon.0, "TERM");
+            let _ = daemon.0.wait();
+            panic!(
+                "refreshes never stopped: {last}\n{}",
+                stderr_of(&mut daemon)
+            );
+        }
+        let _ = get(addr, ticker);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stops = stopped(addr);
+    let metrics = get(addr, "/metrics").expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    signal(&daemon.0, "TERM");
+    assert!(daemon.0.wait().expect("exits").success());
+    let log = stderr_of(&mut daemon);
+    mock.shutdown();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refresh stopped by upstream"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line for {stops} stopped refreshes:\n{log}"
+    );
+    for field in ["route=public-market", "reason=server_error", "status=503"] {
+        assert!(lines[0].contains(field), "{field} in {}", lines[0]);
+    }
+    let counted = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("syncoord_upstream_refreshes_stopped_total{")
+                && l.contains("reason=\"server_error\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        counted.is_some_and(|n| n >= stops),
+        "{counted:?} < {stops}:\n{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `syncoord ca` prints the CA's path on stdout and, on stderr, the
 /// settings of every client family (the list the recipe tests run).
 #[test]

@@ -45,6 +45,11 @@ impl BreakerKey {
         }
     }
 
+    /// The credential identity, where the route is private.
+    pub(crate) fn credential_str(&self) -> Option<&str> {
+        self.credential.as_ref().map(|c| c.as_str())
+    }
+
     /// How stats and logs name it: the route, or for an unmatched request
     /// `default <path>`.
     pub(crate) fn name(&self) -> String {

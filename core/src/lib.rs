@@ -78,6 +78,7 @@ mod http;
 mod limiter;
 mod queue;
 mod quota;
+mod refresh_stops;
 mod request;
 mod route;
 mod shared;
@@ -105,6 +106,7 @@ pub use freshness::{Freshness, MAX_AGE_HEADER};
 pub use http::header;
 pub use limiter::{Budget, LearnedFrom, LearnedRate};
 pub use quota::{gcra, Gcra, Quota, QuotaError};
+pub use refresh_stops::{RefreshStop, RefreshStops, StopReason as RefreshStopReason};
 pub use request::{
     Answer, CallId, Credential, Failure, Finished, Method, Outcome, Request, Response, Source,
     Ticket, Timing, TransportError,

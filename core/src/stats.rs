@@ -21,7 +21,10 @@ pub use crate::health::{Health, Reason, Status, CODES};
 pub use crate::limiter::BucketSnapshot;
 
 mod buckets;
-pub use buckets::{DurationBuckets, BOUNDS_SECS};
+pub use buckets::{
+    AgeBounds, AgeBuckets, Bounds, Buckets, DurationBounds, DurationBuckets, AGE_BOUNDS_SECS,
+    BOUNDS_SECS,
+};
 
 /// How one request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +224,22 @@ pub struct ServedAge {
     pub stale: AgeSummary,
     /// Answers from upstream, own call or coalesced (age zero).
     pub upstream: AgeSummary,
+    /// The same ages counted into fixed buckets, for a Prometheus
+    /// histogram (absent in reports from older hosts).
+    #[serde(default)]
+    pub buckets: ServedAgeBuckets,
+}
+
+/// Served ages in fixed buckets ([`AGE_BOUNDS_SECS`]), by source; over
+/// all of them is their sum.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServedAgeBuckets {
+    /// Fresh cache hits.
+    pub hit: AgeBuckets,
+    /// Expired entries served.
+    pub stale: AgeBuckets,
+    /// Answers from upstream, own call or coalesced.
+    pub upstream: AgeBuckets,
 }
 
 /// One priority class in the stats' `queue.classes`.
@@ -299,6 +318,10 @@ pub struct StatsSnapshot {
     pub api_call_reduction: f64,
     /// Upstream calls and how they went, since start.
     pub upstream: UpstreamCounts,
+    /// Refresh-ahead calls upstream stopped (an error answer, a 429, no
+    /// answer, an answer not to keep), by reason, since start.
+    #[serde(default)]
+    pub refresh_stops: crate::RefreshStops,
     /// The age of answers served, since start.
     #[serde(default)]
     pub served_age: ServedAge,
@@ -410,6 +433,8 @@ pub(crate) struct Stats {
     pub(crate) latency: DurationBuckets,
     /// Served ages in milliseconds: hits, stale, upstream.
     ages: [Histogram<u64>; 3],
+    /// The same, in fixed buckets.
+    age_buckets: ServedAgeBuckets,
     clients: HashMap<Arc<str>, ClientCounts>,
     max_clients: usize,
     /// [`OTHER_CLIENTS`], allocated once.
@@ -476,6 +501,7 @@ impl Stats {
             wait_buckets: vec![DurationBuckets::default(); classes],
             latency: DurationBuckets::default(),
             ages: [age_histogram(), age_histogram(), age_histogram()],
+            age_buckets: ServedAgeBuckets::default(),
             clients: HashMap::default(),
             max_clients,
             other: Arc::from(OTHER_CLIENTS),
@@ -537,11 +563,14 @@ impl Stats {
     /// An answer from `source`, `age` old, was served.
     pub(crate) fn served(&mut self, source: crate::request::Source, age: Duration) {
         use crate::request::Source;
-        let h = match source {
-            Source::Cache => &mut self.ages[0],
-            Source::Stale => &mut self.ages[1],
-            Source::Coalesced | Source::Upstream => &mut self.ages[2],
+        let (h, b) = match source {
+            Source::Cache => (&mut self.ages[0], &mut self.age_buckets.hit),
+            Source::Stale => (&mut self.ages[1], &mut self.age_buckets.stale),
+            Source::Coalesced | Source::Upstream => {
+                (&mut self.ages[2], &mut self.age_buckets.upstream)
+            }
         };
+        b.observe(age);
         let ms = (age.as_millis() as u64).min(h.high());
         // Within bounds by the clamp above (zero is recordable), so this
         // cannot fail.
@@ -560,6 +589,7 @@ impl Stats {
             hit: age_summary(&self.ages[0]),
             stale: age_summary(&self.ages[1]),
             upstream: age_summary(&self.ages[2]),
+            buckets: self.age_buckets.clone(),
         }
     }
 

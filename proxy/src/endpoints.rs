@@ -21,6 +21,7 @@ use syncoord_core::Response;
 
 use crate::histogram::BucketHistogram;
 
+mod freshness;
 mod orders;
 
 /// Every upstream's stats, as JSON.
@@ -406,18 +407,16 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         "upstream_bot_calls",
         "Calls made for bots' requests, retries included (upstream_calls less refreshes).",
     );
-    let served_age = m.gauge(
-        "served_age_seconds",
-        "Age of answers served, by source (all, hit, stale, upstream) and quantile.",
-    );
 
     let cluster = ClusterFamilies::new(&mut m);
     let orders = orders::OrderFamilies::new(&mut m);
+    let freshness = freshness::FreshnessFamilies::new(&mut m);
 
     for (name, s, h) in upstreams {
         let u = name.as_ref();
         cluster.record(u, s);
         orders.record(u, s);
+        freshness.record(u, s);
         let l = labels(u, &[]);
         let r = &s.requests;
         submitted.get_or_create(&l).inc_by(r.submitted);
@@ -441,23 +440,6 @@ pub fn metrics_response<N: AsRef<str>>(upstreams: &[(N, StatsSnapshot, Health)])
         calls.get_or_create(&l).inc_by(up.calls);
         refreshes.get_or_create(&l).inc_by(up.refreshes);
         bot_calls.get_or_create(&l).inc_by(up.bot_calls);
-        let a = &s.served_age;
-        for (source, sum) in [
-            ("all", &a.all),
-            ("hit", &a.hit),
-            ("stale", &a.stale),
-            ("upstream", &a.upstream),
-        ] {
-            for (q, secs) in [
-                ("0.5", sum.p50_secs),
-                ("0.99", sum.p99_secs),
-                ("1", sum.max_secs),
-            ] {
-                served_age
-                    .get_or_create(&labels(u, &[("source", source), ("quantile", q)]))
-                    .set(secs);
-            }
-        }
         retries.get_or_create(&l).inc_by(up.retries);
         r429.get_or_create(&l).inc_by(up.rate_limited);
         e5xx.get_or_create(&l).inc_by(up.server_errors);
@@ -792,7 +774,11 @@ mod tests {
             "syncoord_health_status{upstream=\"advanced\"} 0",
             "syncoord_health_reasons{upstream=\"advanced\",code=\"breaker_open\"} 0",
             "syncoord_upstream_refreshes_total{upstream=\"advanced\"} 0",
-            "syncoord_served_age_seconds{upstream=\"advanced\",source=\"hit\",quantile=\"0.99\"}",
+            "# TYPE syncoord_served_age_seconds histogram",
+            "syncoord_served_age_seconds_bucket{le=\"+Inf\",upstream=\"advanced\",source=\"stale\"} 0",
+            "syncoord_served_age_seconds_bucket{le=\"0.05\",upstream=\"advanced\",source=\"hit\"} 1",
+            "syncoord_served_age_seconds_count{upstream=\"advanced\",source=\"upstream\"} 1",
+            "syncoord_upstream_refreshes_stopped_total{upstream=\"advanced\",reason=\"server_error\"} 0",
             "# TYPE syncoord_bucket_tokens gauge",
             "# EOF",
         ] {
@@ -881,8 +867,7 @@ mod tests {
     }
 
     /// The Grafana dashboard in the repository queries only metrics the
-    /// coordinator exports (the served-age family excepted: the freshness
-    /// work exports it), so renaming one here breaks this test, not a
+    /// coordinator exports, so renaming one here breaks this test, not a
     /// user's dashboard.
     #[test]
     fn the_grafana_dashboard_queries_exported_metrics() {
@@ -906,9 +891,6 @@ mod tests {
                         .chars()
                         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                         .collect();
-                    if name.starts_with("syncoord_served_age") {
-                        continue;
-                    }
                     queried += 1;
                     assert!(
                         exported.contains(name.as_str()),

@@ -19,7 +19,8 @@
 //! which is what makes hours of traffic testable in milliseconds.
 //!
 //! One submodule per phase of a request's life, each an `impl` block of
-//! its own: `admission` (submit), `dispatch`, `refresh` (refresh-ahead),
+//! its own: `admission` (submit), `dispatch`, `refresh` (refresh-ahead;
+//! `refresh_stopped` reports the refreshes upstream stopped),
 //! `sharing` (the shared store), `settling` (upstream's outcome), `tickets`
 //! (ending, cancelling, re-laning), `timers`, `output` (the output loop)
 //! and `reporting` (stats and health).
@@ -36,6 +37,7 @@ mod invalidation;
 mod output;
 mod reconfigure;
 mod refresh;
+mod refresh_stopped;
 mod reporting;
 mod settling;
 mod sharing;
@@ -265,6 +267,8 @@ pub struct Coordinator<P = ()> {
     fallback: Option<(String, f64)>,
     /// What each client with a share has spent.
     shares: ShareLedger,
+    /// Refreshes upstream stopped (see `crate::refresh_stops`).
+    refresh_stops: crate::refresh_stops::StopLog,
 }
 
 /// Outputs for the store kept at most, should a host not drain them.
@@ -319,6 +323,7 @@ impl<P: Clone> Coordinator<P> {
             shared_out: VecDeque::new(),
             fallback: None,
             shares: ShareLedger::default(),
+            refresh_stops: Default::default(),
             config: compiled,
         }
     }

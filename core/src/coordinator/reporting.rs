@@ -139,6 +139,7 @@ impl<P: Clone> Coordinator<P> {
             api_call_reduction: stats::call_reduction(self.stats.upstream.calls, r.submitted),
             requests: r,
             upstream: self.stats.upstream.clone(),
+            refresh_stops: self.refresh_stops.counts().clone(),
             served_age: self.stats.served_age(),
             upstream_latency: self.stats.latency.clone(),
             recent_rate_limited: self.stats.recent_rate_limited(now),

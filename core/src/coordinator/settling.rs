@@ -2,6 +2,7 @@
 //! answer and cache it, retry it, or fail it, and tell its route's breaker.
 
 use super::*;
+use crate::refresh_stops::StopReason;
 
 impl<P: Clone> Coordinator<P> {
     /// Reports what upstream answered for a dispatched call.
@@ -135,6 +136,9 @@ impl<P: Clone> Coordinator<P> {
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
             let route = self.config.routes().get(call.route);
+            // What upstream's answer itself rules out, for a refresh it
+            // stops (not a write's mark, a newer entry or the cache's size).
+            let mut refused = None;
             let (ttl, no_stale, initial_age) = match shared {
                 Some((_, left)) => (left, false, Duration::ZERO),
                 None => {
@@ -144,6 +148,11 @@ impl<P: Clone> Coordinator<P> {
                     // stored as a shared one would be, so not at all.
                     let per_credential = route.private && key.credential().is_some();
                     let ttl = s.ttl(route.ttl, route.ttl_pinned, per_credential);
+                    if !self.cache.accepts_status(response.status) {
+                        refused = Some(StopReason::Status);
+                    } else if ttl.is_zero() {
+                        refused = Some(StopReason::NotStorable);
+                    }
                     // A pinned TTL wins over upstream's directives, this
                     // one included (see `Storable::ttl`), and its age
                     // starts here: upstream's `Age` is a freshness input
@@ -200,6 +209,14 @@ impl<P: Clone> Coordinator<P> {
                 // (an expired signature, a `no-store`): never re-send it.
                 // A later read of a cached entry lends a new one.
                 self.templates.remove(&key);
+                if let Some(reason) = refused {
+                    self.refresh_stopped(
+                        call.refresh,
+                        &call.breaker,
+                        reason,
+                        Some(response.status),
+                    );
+                }
             }
         }
         let latency = call
@@ -248,6 +265,19 @@ impl<P: Clone> Coordinator<P> {
             return;
         };
         if call.waiters.is_empty() {
+            // A refresh has no waiters: dropped here, and reported unless
+            // the failure is our own (threads, descriptors).
+            if !matches!(&outcome, Outcome::Transport(e) if e.is_local()) {
+                let status = match &outcome {
+                    Outcome::Response { response, .. } => Some(response.status),
+                    Outcome::Transport(_) => None,
+                };
+                if let Some(call) = self.remove_call(call_id) {
+                    let reason = refresh_stopped::stop_reason(verdict);
+                    self.refresh_stopped(call.refresh, &call.breaker, reason, status);
+                }
+                return;
+            }
             self.remove_call(call_id);
             return;
         }

@@ -1157,6 +1157,7 @@ mod output;
 mod paying;
 mod read_after_write;
 mod reconfigure;
+mod refresh_stops;
 mod shared;
 mod shares;
 mod vary;

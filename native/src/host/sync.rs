@@ -191,6 +191,8 @@ pub(crate) struct State {
     outbox: Vec<SharedOutput>,
     /// Pauses logged and not yet over (one line each way, never per call).
     pauses: super::events::PauseLog,
+    /// Refreshes upstream stopped, logged once per route a minute.
+    refresh_stops: super::events::RefreshStopLog,
 }
 
 impl State {
@@ -198,6 +200,11 @@ impl State {
     /// and keeps what the store must hear for a worker to publish: one
     /// round of the core's output loop that takes no calls.
     fn deliver(&mut self) {
+        let stops = self.core.refresh_stop_events();
+        if !stops.is_empty() {
+            self.refresh_stops
+                .observe(self.pauses.upstream(), Instant::now(), &stops);
+        }
         loop {
             let output = self.core.poll_output_unsent();
             if self.take(output).is_err() {
@@ -316,6 +323,7 @@ impl Shared {
                 phase: Phase::Running,
                 outbox: Vec::new(),
                 pauses: super::events::PauseLog::new(name),
+                refresh_stops: Default::default(),
             }),
             dispatcher: Condvar::new(),
             work: Condvar::new(),
@@ -328,7 +336,12 @@ impl Shared {
         if s.phase != Phase::Running {
             return Submitted::ShuttingDown;
         }
+        let pending = s.core.refresh_pending();
         let admission = s.core.submit(Instant::now(), request, outgoing);
+        // A hit that makes a key worth refreshing: the dispatcher, asleep
+        // until its last planned instant, must look now (once: only when
+        // this submission turned it on).
+        let refresh_woke = !pending && s.core.refresh_pending();
         let submitted = match admission {
             Admission::Answered(answer) => Submitted::Answered(answer),
             Admission::Refused(failure) => Submitted::Refused(failure),
@@ -341,7 +354,7 @@ impl Shared {
         // A submission can shed another request.
         s.deliver();
         drop(s);
-        if matches!(submitted, Submitted::Waiting { .. }) {
+        if refresh_woke || matches!(submitted, Submitted::Waiting { .. }) {
             self.dispatcher.notify_one();
         }
         submitted

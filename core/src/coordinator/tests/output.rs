@@ -52,3 +52,33 @@ fn a_host_that_cannot_send_gets_no_calls() {
     assert!(matches!(c.poll_output_unsent(), Output::WakeAt(t) if t == t0));
     assert!(matches!(c.poll_output(t0), Output::Dispatch(_)));
 }
+
+/// A hit that makes a key worth refreshing says so, so that a host asleep
+/// until its last planned instant looks again; a poll takes it in.
+#[test]
+fn a_hit_that_wakes_refresh_asks_for_a_poll() {
+    let mut config = config(10.0, 10);
+    config.routes[2].refresh_ahead = Some(true);
+    config.routes[2].min_age_secs = Some(1.0);
+    let (mut c, t0) = coordinator(config);
+    let _ = ticket(c.submit(t0, get("/market/a"), 1));
+    let d = dispatch_all(&mut c, t0);
+    c.complete(t0, d[0].call, ok("a")).unwrap();
+    let _ = finished(&mut c);
+    // The host's round after the answer: nothing to refresh yet (unread).
+    while !matches!(c.poll_output(t0), Output::WakeAt(_) | Output::Idle) {}
+    assert!(!c.refresh_pending());
+    let _ = answered(c.submit(at(t0, 0.1), get("/market/a"), 1));
+    assert!(c.refresh_pending(), "the first read of the answer");
+    let wake = loop {
+        match c.poll_output(at(t0, 0.1)) {
+            Output::WakeAt(t) => break Some(t),
+            Output::Idle => break None,
+            _ => {}
+        }
+    };
+    assert!(!c.refresh_pending());
+    assert_eq!(wake, Some(at(t0, 1.0)), "woken when the refresh is due");
+    let _ = answered(c.submit(at(t0, 0.2), get("/market/a"), 1));
+    assert!(!c.refresh_pending(), "a second read changes nothing");
+}
