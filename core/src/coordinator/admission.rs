@@ -152,12 +152,13 @@ impl<P: Clone> Coordinator<P> {
                 woke,
                 renew,
             } => {
-                if limit.is_none_or(|l| age <= l) {
+                let wanted = refresh_wanted(limit);
+                if limit.is_none_or(|l| age <= l) && !self.on_demand(k, a.route, age, wanted) {
                     // Only a read this answer served counts towards a
                     // refresh of it (one the age rejected makes its own
                     // call): what keeps refresh calls below the reads.
                     self.refresh_dirty |= woke;
-                    self.cache.served(k, refresh_wanted(limit));
+                    self.cache.served(k, wanted);
                     if renew {
                         self.lend_template(now, k, a.route, request.credential.as_ref(), payload);
                     }

@@ -2,7 +2,6 @@
 //! reading, from spare budget, so their cache entries stay young.
 
 use super::*;
-use crate::cache::RefreshView;
 
 impl<P: Clone> Coordinator<P> {
     /// A read of a refreshed entry whose stored request is getting old
@@ -52,6 +51,7 @@ impl<P: Clone> Coordinator<P> {
         self.refresh_dirty = false;
         self.next_refresh = None;
         let reserve = self.config().refresh.reserve;
+        let min_reads = self.config().refresh.min_reads;
         let floor = self.config().queue.top_class_reserve;
         let routes = self.config.routes();
         let mut best: Option<(Instant, &CacheKey)> = None;
@@ -74,25 +74,36 @@ impl<P: Clone> Coordinator<P> {
                 continue;
             };
             // A refresh must pay for itself: only an answer that served
-            // a read since it was stored predicts a read of the next one
-            // (each refresh follows at least one read that made no call,
-            // so calls never outnumber requests). When reads stop, the
-            // answer the last one saw is refreshed once (at most one
-            // interval after that read, budget allowing), and then no
-            // more: nobody read that one. A read older than the idle
-            // window pays for nothing (the budget was too short to use
-            // it), nor does a request too old to re-send; a served read
-            // (which marks refresh dirty) starts it again.
-            let interval = refresh_interval(&entry, routes.get(t.route).min_age, self.refresh_idle);
+            // reads since it was stored predicts reads of the next one
+            // (each refresh follows reads that made no call, so calls
+            // never outnumber requests), and only `[refresh] min_reads`
+            // of them make it cheaper than fetching on demand (see
+            // `on_demand`): a key read less is left to its next reader.
+            // When reads stop, the answer the last ones saw is refreshed
+            // once (at most one interval after it was stored, budget
+            // allowing), and then no more: nobody read that one. A read
+            // older than the idle window pays for nothing (the budget was
+            // too short to use it), nor does a request too old to re-send;
+            // a served read (which marks refresh dirty) starts it again.
+            let interval =
+                refresh_interval(entry.wanted, routes.get(t.route).min_age, self.refresh_idle);
             if entry.reads == 0
                 || now.saturating_duration_since(entry.last_read) > self.refresh_idle
                 || now.saturating_duration_since(t.at) > self.refresh_resend
             {
                 continue;
             }
+            // Due when the answer reaches the interval, not before: the
+            // latest a refresh can leave and still replace the answer
+            // before readers would want a younger one.
             let due = entry.stored + interval;
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            // Decided when due, not before: the reads are still coming in
+            // until then.
+            if entry.reads < min_reads {
                 continue;
             }
             if best.is_some_and(|(stored, _)| stored <= entry.stored) {
@@ -175,6 +186,33 @@ impl<P: Clone> Coordinator<P> {
         })
     }
 
+    /// Whether a read of `key` on a refresh-ahead route, `age` old, goes
+    /// upstream instead of being served: the answer held is past its
+    /// refresh interval (counting this reader's `wanted`) and served
+    /// fewer than `[refresh] min_reads` reads, so no refresh replaced it
+    /// (see [`Self::poll_refresh`]). Refresh-ahead keeps a key read often
+    /// young from spare budget; a key read less is fetched when read,
+    /// coalesced, and is served no older than a refreshed one. Each such
+    /// call is a bot's request: it never adds a call the bots did not ask
+    /// for, and it comes a read gap later than the refresh would have.
+    pub(super) fn on_demand(
+        &self,
+        key: &CacheKey,
+        route: RouteId,
+        age: Duration,
+        wanted: Duration,
+    ) -> bool {
+        let r = self.config.routes().get(route);
+        if !r.refresh_ahead || !self.refresh_on {
+            return false;
+        }
+        let Some(entry) = self.cache.refresh_view(key) else {
+            return false;
+        };
+        let interval = refresh_interval(entry.wanted.min(wanted), r.min_age, self.refresh_idle);
+        age >= interval && entry.reads < self.config().refresh.min_reads
+    }
+
     /// Stops refresh-ahead for good (a host draining before shutdown:
     /// what bots asked for finishes, nothing new starts).
     /// [`Self::abort_waiting`] does it too.
@@ -197,10 +235,10 @@ impl<P: Clone> Coordinator<P> {
 }
 
 /// How often a key is refreshed: as often as its strictest reader asks
-/// (its `max-age`, less a margin), never more often than the route's
-/// `min_age`; a reader who asks nothing gets `min_age`. Never longer
-/// than `[refresh] idle_secs`, the longest a key stays refreshed after
-/// its last read.
-fn refresh_interval(entry: &RefreshView, min_age: Duration, idle: Duration) -> Duration {
-    entry.wanted.max(min_age).min(idle.max(min_age))
+/// (`wanted`: its `max-age`, less a margin), never more often than the
+/// route's `min_age`; a reader who asks nothing gets `min_age`. Never
+/// longer than `[refresh] idle_secs`, the longest a key stays refreshed
+/// after its last read.
+pub(super) fn refresh_interval(wanted: Duration, min_age: Duration, idle: Duration) -> Duration {
+    wanted.max(min_age).min(idle.max(min_age))
 }
