@@ -166,6 +166,8 @@ fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
     let mut config = orders_invalidate_account();
     config.routes[1].refresh_ahead = Some(true);
     config.routes[1].min_age_secs = Some(1.0);
+    // One read is enough to make a refresh worth it here.
+    config.refresh.min_reads = 1;
     let (mut c, t0) = coordinator(config);
     call(&mut c, t0, as_key(get("/account/open"), "a"), ok("v1"));
     // Read, so that a refresh is worth making; it leaves at 1 s.
