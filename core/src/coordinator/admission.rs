@@ -153,7 +153,10 @@ impl<P: Clone> Coordinator<P> {
                 renew,
             } => {
                 let wanted = refresh_wanted(limit);
-                if limit.is_none_or(|l| age <= l) && !self.on_demand(k, a.route, age, wanted) {
+                let credential = request.credential.as_ref();
+                if limit.is_none_or(|l| age <= l)
+                    && !self.on_demand(now, k, a.route, credential, age, wanted)
+                {
                     // Only a read this answer served counts towards a
                     // refresh of it (one the age rejected makes its own
                     // call): what keeps refresh calls below the reads.

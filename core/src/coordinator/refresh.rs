@@ -190,15 +190,20 @@ impl<P: Clone> Coordinator<P> {
     /// upstream instead of being served: the answer held is past its
     /// refresh interval (counting this reader's `wanted`) and served
     /// fewer than `[refresh] min_reads` reads, so no refresh replaced it
-    /// (see [`Self::poll_refresh`]). Refresh-ahead keeps a key read often
-    /// young from spare budget; a key read less is fetched when read,
-    /// coalesced, and is served no older than a refreshed one. Each such
-    /// call is a bot's request: it never adds a call the bots did not ask
-    /// for, and it comes a read gap later than the refresh would have.
+    /// (see [`Self::poll_refresh`]), and the call would be sent now on
+    /// the terms a refresh would have been: spare budget above the
+    /// reserve on each of the reader's buckets, no real call waiting on
+    /// them, the route's breaker closed. Otherwise the answer held is
+    /// served, as it would have been without refresh-ahead: a key read
+    /// less is fetched by its next reader (coalesced) only with budget a
+    /// refresh could have spent. Each such call is a bot's request, a
+    /// read gap later than the refresh would have left.
     pub(super) fn on_demand(
         &self,
+        now: Instant,
         key: &CacheKey,
         route: RouteId,
+        credential: Option<&crate::request::Credential>,
         age: Duration,
         wanted: Duration,
     ) -> bool {
@@ -210,7 +215,37 @@ impl<P: Clone> Coordinator<P> {
             return false;
         };
         let interval = refresh_interval(entry.wanted.min(wanted), r.min_age, self.refresh_idle);
-        age >= interval && entry.reads < self.config().refresh.min_reads
+        if age < interval || entry.reads >= self.config().refresh.min_reads {
+            return false;
+        }
+        // The terms of a refresh (see `poll_refresh`); rarely reached: a
+        // key read seldom, once per interval when the budget has room.
+        if self
+            .templates
+            .get(key)
+            .is_some_and(|t| t.in_flight.is_some())
+        {
+            return false;
+        }
+        let lane = self.limiter.keys(&r.scopes, credential);
+        let waited_on = self.calls.values().any(|c| {
+            !c.refresh
+                && !matches!(c.state, CallState::InFlight { .. })
+                && c.lane.iter().any(|b| lane.contains(b))
+        });
+        let breaker = self.breaker_key(route, key.path(), credential);
+        !waited_on
+            && self.breakers.blocked_until(now, &breaker).is_none()
+            && self
+                .limiter
+                .check_spare(
+                    now,
+                    &lane,
+                    r.cost,
+                    self.config().refresh.reserve,
+                    self.config().queue.top_class_reserve,
+                )
+                .is_ok()
     }
 
     /// Stops refresh-ahead for good (a host draining before shutdown:
