@@ -190,10 +190,10 @@ impl<P: Clone> Coordinator<P> {
     /// upstream instead of being served: the answer held is past its
     /// refresh interval (counting this reader's `wanted`) and served
     /// fewer than `[refresh] min_reads` reads, so no refresh replaced it
-    /// (see [`Self::poll_refresh`]), and the call would be sent now on
-    /// the terms a refresh would have been: spare budget above the
-    /// reserve on each of the reader's buckets, no real call waiting on
-    /// them, the route's breaker closed. Otherwise the answer held is
+    /// (see [`Self::poll_refresh`]), and the call would be sent now with
+    /// budget a refresh could have spent: spare tokens above the reserve
+    /// on each of the reader's buckets (so real calls waiting for tokens
+    /// keep them), the route's breaker closed. Otherwise the answer held is
     /// served, as it would have been without refresh-ahead: a key read
     /// less is fetched by its next reader (coalesced) only with budget a
     /// refresh could have spent. Each such call is a bot's request, a
@@ -218,8 +218,8 @@ impl<P: Clone> Coordinator<P> {
         if age < interval || entry.reads >= self.config().refresh.min_reads {
             return false;
         }
-        // The terms of a refresh (see `poll_refresh`); rarely reached: a
-        // key read seldom, once per interval when the budget has room.
+        // The budget terms of a refresh (see `poll_refresh`); reached by
+        // the reads of a key read seldom, past its interval.
         if self
             .templates
             .get(key)
@@ -228,14 +228,8 @@ impl<P: Clone> Coordinator<P> {
             return false;
         }
         let lane = self.limiter.keys(&r.scopes, credential);
-        let waited_on = self.calls.values().any(|c| {
-            !c.refresh
-                && !matches!(c.state, CallState::InFlight { .. })
-                && c.lane.iter().any(|b| lane.contains(b))
-        });
         let breaker = self.breaker_key(route, key.path(), credential);
-        !waited_on
-            && self.breakers.blocked_until(now, &breaker).is_none()
+        self.breakers.blocked_until(now, &breaker).is_none()
             && self
                 .limiter
                 .check_spare(

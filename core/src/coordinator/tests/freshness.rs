@@ -698,3 +698,28 @@ fn the_presets_refresh_keys_read_often_and_fetch_the_others_on_demand() {
     let s = c.stats(at(t0, 10.0));
     assert_eq!((s.upstream.refreshes, s.upstream.bot_calls), (0, 16));
 }
+
+/// A key read seldom is fetched by its first reader past the interval
+/// only with budget a refresh could have spent; with none spare, that
+/// reader gets the answer held, as it would without refresh-ahead.
+#[test]
+fn a_key_read_seldom_is_fetched_on_demand_only_with_spare_budget() {
+    // Burst 4, half of it kept back from refreshes (and on-demand reads).
+    let mut config = refreshing(1.0, 4);
+    config.refresh.min_reads = 8;
+    let (mut c, t0) = coordinator(config);
+    fill(&mut c, t0, "/market/a", "a");
+    // Three other calls take the bucket down to 0 tokens.
+    for (i, p) in ["/open/x", "/open/y", "/open/z"].iter().enumerate() {
+        fill(&mut c, at(t0, 0.1 * (i as f64 + 1.0)), p, "other");
+    }
+    // Past the 1 s interval, read once (under `min_reads`): about 1.2
+    // tokens, under the reserve of 2 plus 1, so the answer held serves.
+    let held = answered(c.submit(at(t0, 1.5), get("/market/a"), 2));
+    assert_eq!((body(&held), held.source), ("a", Source::Cache));
+    // With the bucket refilled above the reserve, the next reader fetches.
+    let later = c.submit(at(t0, 4.0), get("/market/a"), 3);
+    assert!(matches!(later, Admission::Waiting { .. }), "{later:?}");
+    let d = dispatch_all(&mut c, at(t0, 4.0));
+    assert_eq!((d.len(), d[0].refresh), (1, false));
+}
