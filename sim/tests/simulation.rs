@@ -151,19 +151,27 @@ fn coinbase_limits_keep_hot_answers_young() {
         // Refresh never costs more calls than the bots would make.
         assert!(r.stats.api_call_reduction > 0.0);
     }
-    assert!(on.cache_hit_rate() >= REFERENCE_HIT_RATE);
-    // Every read key (min_age 2 s) stays about a second old on average.
-    // A key read less often than every 2 s is only refreshed once its
-    // answer was read (a refresh must pay for itself), so its first read
-    // after 2 s gets an older answer, within the presets' 5 s TTL (30 s
-    // for balances): the tail is longer than the interval.
+    // Keys read often (tickers, balances) are refreshed; candles, read
+    // about 3 times an interval (under the presets' `min_reads` of 8),
+    // are fetched by their first reader past 2 s, and the reads that
+    // follow join that call: those reads are not hits, but they made no
+    // call of their own either.
+    assert!(
+        on.stats.served_without_upstream_rate >= REFERENCE_HIT_RATE,
+        "{:?}",
+        on.stats
+    );
+    // Every read key (min_age 2 s) stays about a second old on average,
+    // and no answer is older than the interval plus a round trip: a
+    // refreshed key is refreshed at 2 s, a key read seldom is fetched by
+    // its first reader past 2 s.
     assert!(
         on.stats.served_age.all.p50_secs <= 1.2,
         "{:?}",
         on.stats.served_age
     );
     assert!(
-        on.stats.served_age.all.p99_secs <= 5.0,
+        on.stats.served_age.all.p99_secs <= 2.5,
         "{:?}",
         on.stats.served_age
     );

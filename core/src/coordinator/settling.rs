@@ -177,7 +177,7 @@ impl<P: Clone> Coordinator<P> {
                     ttl,
                 });
             }
-            if !stored {
+            if !stored && !outdated {
                 // Upstream would not give a storable answer to this request
                 // (an expired signature, a `no-store`): never re-send it.
                 // A later read of a cached entry lends a new one.
