@@ -158,10 +158,11 @@ impl<P: Clone> Coordinator<P> {
             // A call that left before a write changed its answer's source
             // brings what upstream held before: it answers its own
             // waiters (they asked before the write), but is not kept.
-            let ttl = match self.marks.since(&key, call.route) {
-                Some(written) if sent < written => Duration::ZERO,
-                _ => ttl,
-            };
+            let outdated = self
+                .marks
+                .since(&key, call.route)
+                .is_some_and(|written| sent < written);
+            let ttl = if outdated { Duration::ZERO } else { ttl };
             let store = Store {
                 ttl,
                 sent,
@@ -180,7 +181,9 @@ impl<P: Clone> Coordinator<P> {
             if !stored && !outdated {
                 // Upstream would not give a storable answer to this request
                 // (an expired signature, a `no-store`): never re-send it.
-                // A later read of a cached entry lends a new one.
+                // A later read of a cached entry lends a new one. An answer
+                // a write made outdated says nothing against the request
+                // (and a real call may have renewed it meanwhile): kept.
                 self.templates.remove(&key);
             }
         }
