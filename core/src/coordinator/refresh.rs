@@ -57,6 +57,8 @@ impl<P: Clone> Coordinator<P> {
         let mut best: Option<(Instant, &CacheKey)> = None;
         let mut next: Option<Instant> = None;
         let mut dead = Vec::new();
+        let mut starved = std::collections::HashSet::new();
+        let was_starved = std::mem::take(&mut self.refresh_starved);
         // The buckets real requests wait on, gathered once (not once per
         // template): a refresh never takes a token one of them needs.
         let waited_on: std::collections::HashSet<&BucketKey> = self
@@ -102,14 +104,17 @@ impl<P: Clone> Coordinator<P> {
                 continue;
             }
             // Decided when due, not before: the reads are still coming in
-            // until then.
-            if entry.reads < min_reads {
+            // until then. On a contended bucket no read fetches on demand
+            // (see `on_demand`), so every read key takes its turn, oldest
+            // first, as the budget allows.
+            if entry.reads < min_reads && !t.lane.iter().any(|b| was_starved.contains(b)) {
                 continue;
             }
             if best.is_some_and(|(stored, _)| stored <= entry.stored) {
                 continue;
             }
             if t.lane.iter().any(|b| waited_on.contains(b)) {
+                starved.extend(t.lane.iter().cloned());
                 continue;
             }
             // A route whose breaker is open is not asked, not even to
@@ -122,10 +127,14 @@ impl<P: Clone> Coordinator<P> {
                 .check_spare(now, &t.lane, t.cost, reserve, floor)
             {
                 Ok(()) => best = Some((entry.stored, key)),
-                Err(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
+                Err(Some(at)) => {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    starved.extend(t.lane.iter().cloned());
+                }
                 Err(None) => {}
             }
         }
+        self.refresh_starved = starved;
         let key = best.map(|(_, k)| k.clone());
         for k in dead {
             self.templates.remove(&k);
@@ -193,7 +202,9 @@ impl<P: Clone> Coordinator<P> {
     /// (see [`Self::poll_refresh`]), and the call would be sent now with
     /// budget a refresh could have spent: spare tokens above the reserve
     /// on each of the reader's buckets (so real calls waiting for tokens
-    /// keep them), the route's breaker closed. Otherwise the answer held is
+    /// keep them), none of them contended by refreshes (which then go to
+    /// the oldest answer first, not to whichever key is read next), the
+    /// route's breaker closed. Otherwise the answer held is
     /// served, as it would have been without refresh-ahead: a key read
     /// less is fetched by its next reader (coalesced) only with budget a
     /// refresh could have spent. Each such call is a bot's request, a
@@ -228,6 +239,9 @@ impl<P: Clone> Coordinator<P> {
             return false;
         }
         let lane = self.limiter.keys(&r.scopes, credential);
+        if lane.iter().any(|b| self.refresh_starved.contains(b)) {
+            return false;
+        }
         let breaker = self.breaker_key(route, key.path(), credential);
         self.breakers.blocked_until(now, &breaker).is_none()
             && self
