@@ -279,14 +279,19 @@ fn readme_states_the_reference_figures() {
         ),
         ("trading queue wait p99", "", col(&trading)),
     ];
-    for (label, reference, [x, y]) in rows {
-        let sep = if reference.is_empty() { "" } else { " " };
-        let row = format!("| {label} |{sep}{reference} | {x} | {y} |");
-        assert!(
-            readme.lines().any(|l| l.trim() == row),
-            "README.md lacks the row\n{row}"
-        );
-    }
+    let missing: Vec<String> = rows
+        .into_iter()
+        .map(|(label, reference, [x, y])| {
+            let sep = if reference.is_empty() { "" } else { " " };
+            format!("| {label} |{sep}{reference} | {x} | {y} |")
+        })
+        .filter(|row| !readme.lines().any(|l| l.trim() == row))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md lacks the rows\n{}",
+        missing.join("\n")
+    );
 }
 
 /// A small Coinbase-limits scenario for the workload features below: 10
