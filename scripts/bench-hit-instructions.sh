@@ -15,7 +15,7 @@ BIN=target/release/examples/hit_cost
 count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$@" 2>&1 | awk '/Collected/ {print $4}'; }
 echo "| hit | instructions per hit |"
 echo "|---|---|"
-for case in ticker private directives; do
+for case in ${CASES:-ticker private directives varied}; do
     base=$(count "$case" 10)
     total=$(count "$case" $((HITS + 10)))
     echo "| $case | $(( (total - base) / HITS )) |"

@@ -5,18 +5,24 @@
 #     pure-Python helper module (`import syncoord`), packaging/python/;
 #   - syncoord-<version>-x86_64-linux-gnu: the same binary, linked by zig
 #     against glibc 2.17 (runs on any glibc >= 2.17), with its .sha256;
-#   - aarch64: the same two, when this toolchain has rust-std for
-#     aarch64-unknown-linux-gnu (otherwise said and skipped);
+#   - aarch64: the same two, compiled by Debian's rustc-web with its
+#     aarch64 std (libstd-rust-web-dev:arm64; rustup cannot download
+#     rust-std on the build machine), linked by zig against glibc 2.17,
+#     in their own target dir (target/aarch64-debian-rustc);
 #   - syncoord-<version>-oci.tar: an OCI image (the binary and the few
 #     libraries it links, non-root user, /etc/syncoord, a volume for the CA),
 #     built with umoci, no Docker daemon.
 # Every artifact is checked here: the wheel is installed into a fresh venv
-# and runs `syncoord demo --duration 5` and the helpers; the binary's newest
-# glibc symbol is <= 2.17; the image is unpacked and its binary run from the
-# rootfs (chroot). It stops before publishing: see docs/releasing.md.
+# and runs `syncoord demo --duration 5` and the helpers; each binary's
+# newest glibc symbol is <= 2.17; the x86_64 binary runs on Debian
+# bullseye's glibc 2.31 (scripts/check-old-glibc.sh); the aarch64 binary
+# runs under qemu-user (`--version`, a 3-second demo); the image is
+# unpacked and its binary run from the rootfs (chroot). It stops before
+# publishing: see docs/releasing.md.
 #
 # Usage: scripts/release.sh [--check]
-#   --check   (CI) x86_64 wheel and binary only, built and checked.
+#   --check   (CI) x86_64 wheel and binary only, built and checked (the old
+#             glibc run included).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CHECK=0
@@ -31,7 +37,9 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' cli/Cargo.toml | head -1)
 t0=$SECONDS
 
 # --- wheel and binary --------------------------------------------------------
-build() { # TRIPLE ARCH
+# build TRIPLE ARCH: the wheel and the binary for one target, with whatever
+# RUSTC and CARGO_TARGET_DIR the caller set.
+build() {
     local triple=$1 arch=$2 wheel bin
     (cd packaging/python && maturin build --release --zig --compatibility manylinux2014 \
         --target "$triple" -o "$DIST")
@@ -47,9 +55,10 @@ PY
     chmod 0755 "$bin"
     (cd "$DIST" && sha256sum "$(basename "$bin")" >"$(basename "$bin").sha256" \
         && sha256sum "$(basename "$wheel")" >"$(basename "$wheel").sha256")
-    # The newest glibc symbol version the binary needs.
+    # The newest glibc symbol version the binary needs (readelf reads any
+    # architecture's ELF; the host's objdump may not).
     local newest
-    newest=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+    newest=$(readelf -V --wide "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
     echo "release: $bin needs $newest at most"
     case $newest in
         GLIBC_2.1[0-7] | GLIBC_2.[0-9] | GLIBC_2.[0-9].*) ;;
@@ -76,29 +85,30 @@ assert syncoord.ca_file() == "/tmp/ca/ca.pem", syncoord.ca_file()
 print("release: import syncoord OK")'
 echo "release: wheel checked in a fresh venv in $((SECONDS - t1))s"
 
+# --- the binary on an older glibc (Debian bullseye's 2.31) -------------------
+bash scripts/check-old-glibc.sh "$DIST/syncoord-$VERSION-x86_64-linux-gnu"
+
 if [ "$CHECK" = 1 ]; then
     echo "release: --check done in $((SECONDS - t0))s (x86_64 only)"
     exit 0
 fi
 
 # --- aarch64 -----------------------------------------------------------------
-if rustc --print target-libdir --target aarch64-unknown-linux-gnu 2>/dev/null | xargs -r test -d \
-    && ls "$(rustc --print target-libdir --target aarch64-unknown-linux-gnu)"/libstd-* >/dev/null 2>&1; then
+# Debian's rustc-web and its arm64 std, qemu-user-static and libc6:arm64
+# (multiarch) to run the result; installed by the tools script.
+t2=$SECONDS
+bash scripts/install-release-tools.sh --aarch64
+A64_BIN=$DIST/syncoord-$VERSION-aarch64-linux-gnu
+RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$ROOT/target/aarch64-debian-rustc \
     build aarch64-unknown-linux-gnu aarch64
-    if command -v qemu-aarch64 >/dev/null 2>&1; then
-        qemu-aarch64 -L /usr/aarch64-linux-gnu "$DIST/syncoord-$VERSION-aarch64-linux-gnu" --version
-    fi
-else
-    # Tried on the build machine (no rustup downloads there): Debian
-    # bookworm's libstd-rust-dev:arm64 is 1.63, below rust-version 1.85;
-    # rust-src (for -Zbuild-std) is 1.63 too. A route left to try where
-    # a multiarch apt is acceptable: rustc-web 1.85 with
-    # libstd-rust-web-dev:arm64 (after `dpkg --add-architecture arm64`),
-    # linked by cargo-zigbuild, checked under Debian's qemu-user-static.
-    echo "release: aarch64 SKIPPED: this toolchain has no rust-std for aarch64-unknown-linux-gnu" \
-        "(rustup target add aarch64-unknown-linux-gnu, then run again; Debian's arm64 std is 1.63," \
-        "below the workspace's rust-version 1.85)"
-fi
+file "$A64_BIN" | grep -q 'ARM aarch64' || {
+    echo "release: $A64_BIN is not an aarch64 executable" >&2
+    exit 1
+}
+# The loader and libraries come from libc6:arm64 (/lib/ld-linux-aarch64.so.1).
+qemu-aarch64-static -L / "$A64_BIN" --version
+qemu-aarch64-static -L / "$A64_BIN" demo --duration 3 >/dev/null
+echo "release: aarch64 wheel and binary built and run under qemu-user in $((SECONDS - t2))s"
 
 # --- OCI image ----------------------------------------------------------------
 bash scripts/build-image.sh "$DIST/syncoord-$VERSION-x86_64-linux-gnu" "$VERSION" "$DIST"

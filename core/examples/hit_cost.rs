@@ -3,14 +3,15 @@
 //! subtracts). Instruction counts, unlike criterion's wall-clock figures,
 //! do not move with the machine's load.
 //!
-//! `hit_cost ticker|private|directives N`
+//! `hit_cost ticker|private|directives|varied N` (`varied`: the ticker's
+//! answer carries `Vary: Accept`, each hit selects its variant).
 
 use std::hint::black_box;
 use std::process::ExitCode;
 
 use syncoord_core::{
     Admission, Config, Coordinator, Duration, Freshness, Instant, Outcome, Output, Request,
-    Response,
+    RequestHeaders, Response,
 };
 
 const TICKER: &str = "/api/v3/brokerage/market/products/BTC-USD/ticker";
@@ -19,16 +20,8 @@ const ACCOUNTS: &str = "/api/v3/brokerage/accounts";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(which), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse::<usize>())) else {
-        eprintln!("usage: hit_cost ticker|private|directives N");
+        eprintln!("usage: hit_cost ticker|private|directives|varied N");
         return ExitCode::from(2);
-    };
-    let request = match which.as_str() {
-        "ticker" | "directives" => Request::get(TICKER, "bot-1"),
-        "private" => Request::get(ACCOUNTS, "bot-1").with_credential("key:a"),
-        other => {
-            eprintln!("hit_cost: unknown case `{other}` (ticker, private or directives)");
-            return ExitCode::from(2);
-        }
     };
     // A ccxt-like header set with one request directive.
     let headers: Vec<(String, String)> = [
@@ -42,6 +35,17 @@ fn main() -> ExitCode {
     .iter()
     .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
     .collect();
+    let request = match which.as_str() {
+        "ticker" | "directives" => Request::get(TICKER, "bot-1"),
+        "private" => Request::get(ACCOUNTS, "bot-1").with_credential("key:a"),
+        "varied" => {
+            Request::get(TICKER, "bot-1").with_headers(RequestHeaders::from(headers.clone()))
+        }
+        other => {
+            eprintln!("hit_cost: unknown case `{other}` (ticker, private, directives or varied)");
+            return ExitCode::from(2);
+        }
+    };
     let t0 = Instant::now();
     let Ok(config) = Config::default().compile() else {
         eprintln!("hit_cost: the default configuration does not compile");
@@ -59,7 +63,10 @@ fn main() -> ExitCode {
         eprintln!("hit_cost: the warm-up request was not dispatched");
         return ExitCode::FAILURE;
     };
-    let body = Response::new(200, vec![b'x'; 300]);
+    let mut body = Response::new(200, vec![b'x'; 300]);
+    if which == "varied" {
+        body = body.with_header("Vary", "Accept");
+    }
     if coord
         .complete(t0, dispatch.call, Outcome::response(body))
         .is_err()

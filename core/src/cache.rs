@@ -16,6 +16,11 @@ use web_time::{Duration, Instant};
 
 use crate::config::{secs, CacheConfig};
 use crate::request::{Credential, Method, Response};
+use crate::vary::VariantId;
+
+use variants::VaryRecord;
+#[cfg(test)]
+pub(crate) use variants::MAX_VARIANTS;
 
 /// What identifies one cacheable (and coalescable) request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,6 +30,9 @@ pub(crate) struct CacheKey {
     target: String,
     /// Present for private routes: whose response this is.
     credential: Option<Credential>,
+    /// For a target whose answers carry `Vary`: which variant (a digest
+    /// of the request's values of the fields it names, see `crate::vary`).
+    variant: Option<VariantId>,
 }
 
 impl CacheKey {
@@ -50,7 +58,29 @@ impl CacheKey {
             method: method.clone(),
             target,
             credential: credential.cloned(),
+            variant: None,
         }
+    }
+
+    /// This key for the variant `id` selects.
+    pub(crate) fn with_variant(&self, id: VariantId) -> CacheKey {
+        CacheKey {
+            variant: Some(id),
+            ..self.clone()
+        }
+    }
+
+    /// This key without a variant: method, target and credential.
+    pub(crate) fn primary(&self) -> CacheKey {
+        CacheKey {
+            variant: None,
+            ..self.clone()
+        }
+    }
+
+    /// The variant it names, if any.
+    pub(crate) fn variant(&self) -> Option<VariantId> {
+        self.variant
     }
 
     /// The key as a shared store names it: method, target and, for a
@@ -85,6 +115,7 @@ impl CacheKey {
         self.target.len()
             + self.method.as_str().len()
             + self.credential.as_ref().map_or(0, |c| c.as_str().len())
+            + self.variant.map_or(0, |v| v.len())
             + 48
     }
 }
@@ -193,6 +224,12 @@ pub struct CacheSnapshot {
 
 pub(crate) struct Cache {
     entries: HashMap<CacheKey, Entry>,
+    /// Primary keys whose stored answers carry `Vary` (each of their
+    /// entries is keyed by its variant).
+    varies: HashMap<CacheKey, VaryRecord>,
+    /// Request header names the host's upstream client sets itself: they
+    /// cannot have selected an answer (see `crate::vary`).
+    replaced: &'static [&'static str],
     /// Recency order, by each entry's `placed`: oldest first.
     recency: BTreeMap<u64, CacheKey>,
     clock: u64,
@@ -213,6 +250,8 @@ impl Cache {
     pub(crate) fn new(config: &CacheConfig, idle: Duration) -> Self {
         Cache {
             entries: HashMap::default(),
+            varies: HashMap::default(),
+            replaced: &[],
             recency: BTreeMap::new(),
             clock: 0,
             bytes: 0,
@@ -289,6 +328,7 @@ impl Cache {
     /// TTL is positive, it fits, and no answer to a newer call is held;
     /// evicts least recently used entries to make room. Returns whether
     /// it was stored.
+    #[cfg(test)]
     pub(crate) fn insert(
         &mut self,
         now: Instant,
@@ -296,10 +336,29 @@ impl Cache {
         response: Arc<Response>,
         store: Store,
     ) -> bool {
+        self.insert_variant(now, key, None, response, store)
+    }
+
+    /// [`Self::insert`] for an answer that varies on `names` (`key` then
+    /// names its variant) or does not (`None`; `key` is primary). An
+    /// answer that does not vary replaces every variant of its key, and
+    /// one that varies replaces the one that did not, and every variant
+    /// that varied on other names.
+    fn insert_variant(
+        &mut self,
+        now: Instant,
+        key: CacheKey,
+        names: Option<std::sync::Arc<[Box<str>]>>,
+        response: Arc<Response>,
+        store: Store,
+    ) -> bool {
         if store.ttl.is_zero() || !self.accepts_status(response.status) {
             return false;
         }
-        let bytes = response.size_bytes() + key.size_bytes();
+        let names_len = names
+            .as_ref()
+            .map_or(0, |n| n.iter().map(|n| n.len() + 16).sum());
+        let bytes = response.size_bytes() + key.size_bytes() + names_len;
         if bytes > self.max_bytes {
             return false;
         }
@@ -311,6 +370,7 @@ impl Cache {
             _ => now,
         };
         self.remove(&key);
+        self.file_variant(&key, names);
         while self.entries.len() >= self.max_entries || self.bytes + bytes > self.max_bytes {
             if !self.evict_oldest() {
                 break;
@@ -361,6 +421,7 @@ impl Cache {
             self.entries.remove(&key);
             self.bytes -= bytes;
             self.evictions += 1;
+            self.forget_variant(&key);
             return true;
         }
         false
@@ -397,6 +458,7 @@ impl Cache {
         if let Some(e) = self.entries.remove(key) {
             self.recency.remove(&e.placed);
             self.bytes -= e.bytes;
+            self.forget_variant(key);
         }
     }
 
@@ -437,6 +499,8 @@ impl Cache {
         }
     }
 }
+
+mod variants;
 
 #[cfg(test)]
 mod tests;

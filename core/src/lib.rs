@@ -83,6 +83,7 @@ mod route;
 mod shared;
 mod signals;
 pub mod stats;
+mod vary;
 
 /// The maps of the hot path (cache entries, clients, calls, buckets):
 /// foldhash is several times faster than std's SipHash on the short keys
@@ -112,6 +113,7 @@ pub use route::Route;
 pub use shared::{micros_ceil, SharedBucket, SharedOutput, SharedRefusal, SharedSpend, StoreState};
 pub use signals::{read_signals, Signals, Stated};
 pub use stats::{Health, StatsSnapshot, Status};
+pub use vary::RequestHeaders;
 pub use web_time::{Duration, Instant};
 
 #[cfg(feature = "bench")]

@@ -15,6 +15,7 @@ use web_time::{Duration, Instant};
 use crate::client_share::ClientShare;
 use crate::config::ClassId;
 use crate::freshness::Freshness;
+use crate::vary::RequestHeaders;
 
 /// An HTTP method. Only what the core decides on is modelled: whether a
 /// method may be cached and whether it is safe to repeat.
@@ -187,6 +188,10 @@ pub struct Request {
     /// The share of each bucket its client may spend (`[[clients]]
     /// share`); `None`: no cap but the buckets' own.
     pub share: Option<ClientShare>,
+    /// The headers forwarded upstream, as the host sends them: what a
+    /// `Vary`'d answer is selected by. Shared with the host's copy (no
+    /// header is copied); its `Debug` shows names only.
+    pub headers: RequestHeaders,
 }
 
 impl Request {
@@ -213,6 +218,7 @@ impl Request {
             max_wait: None,
             freshness: Freshness::default(),
             share: None,
+            headers: RequestHeaders::default(),
         }
     }
 
@@ -237,6 +243,12 @@ impl Request {
     /// Sets the latest instant at which the call may still be sent.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets the headers forwarded upstream (see [`Request::headers`]).
+    pub fn with_headers(mut self, headers: RequestHeaders) -> Self {
+        self.headers = headers;
         self
     }
 

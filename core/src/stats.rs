@@ -167,6 +167,11 @@ pub struct UpstreamCounts {
     /// counted in `calls`).
     #[serde(default)]
     pub shared_answers: u64,
+    /// Requests that had joined a call whose answer turned out to carry
+    /// `Vary` and to select another variant than theirs: each group of
+    /// them was given a call of its own (counted in `calls` when it left).
+    #[serde(default)]
+    pub vary_redispatched: u64,
 }
 
 /// Queue wait of requests that reached upstream, in milliseconds.

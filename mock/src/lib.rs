@@ -33,6 +33,7 @@
 mod account;
 mod app;
 mod caller;
+mod echo_headers;
 mod limits;
 mod market;
 mod orders_api;

@@ -295,7 +295,7 @@ impl MockHandler {
         let seq = self
             .echo_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        json(
+        let echoed = json(
             200,
             json!({
                 "method": req.method,
@@ -305,7 +305,8 @@ impl MockHandler {
                 "body_len": req.body.len(),
                 "seq": seq,
             }),
-        )
+        );
+        super::echo_headers::answer_headers(&req.target, echoed)
     }
 }
 

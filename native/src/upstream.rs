@@ -32,6 +32,15 @@ pub trait Upstream: Send + Sync + 'static {
     fn check(&self, _call: &Outgoing) -> Result<(), Unsendable> {
         Ok(())
     }
+
+    /// Request header names (lower-case) this client sets itself, whatever
+    /// the bot sent: upstream saw the same value of them for every call,
+    /// so they never select a `Vary`'d answer (see
+    /// `syncoord_core::Coordinator::set_replaced_request_headers`). By
+    /// default none: every header a call carries reaches upstream.
+    fn replaced_request_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Why a call can never be sent upstream ([`Upstream::check`]): the bot's
@@ -382,6 +391,12 @@ impl HttpUpstream {
 }
 
 impl Upstream for HttpUpstream {
+    /// `Accept-Encoding` above all: ureq asks for gzip and decodes, so an
+    /// answer that varies on it is the same for every bot.
+    fn replaced_request_headers(&self) -> &'static [&'static str] {
+        SET_BY_CONNECTION.names
+    }
+
     /// Builds the request as [`Upstream::send`] would, without sending it.
     fn check(&self, call: &Outgoing) -> Result<(), Unsendable> {
         if let Some(name) = call.sign_as.as_deref() {

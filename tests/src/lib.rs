@@ -16,6 +16,7 @@
 
 pub mod browser;
 pub mod signing;
+mod vary;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -59,6 +60,7 @@ pub const CHECKS: &[(&str, CheckFn)] = &[
         writes_invalidate,
     ),
     ("coalescing of identical reads", coalescing),
+    ("Vary selects the variant (RFC 9111 4.1)", vary::vary),
     ("request freshness directives", freshness_directives),
     ("credential isolation", credential_isolation),
     (

@@ -6,18 +6,28 @@
 //! case. One type says both, and names the few operations the proxy, the
 //! signer and the hosts perform on it. It is a plain `Vec` underneath:
 //! no copies, and a borrowed `&[(String, String)]` is one deref away for
-//! code (the core's) that reads slices.
+//! code (the core's) that reads slices. The list is shared (copied on
+//! write): the core's [`RequestHeaders`] holds the same one, so a request
+//! carries its headers to the cache (`Vary`) without copying any.
 
 use std::ops::Deref;
+use std::sync::Arc;
+
+use syncoord_core::RequestHeaders;
 
 /// Header fields in order, names as sent. Lookups ignore the name's case.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Arc<Vec<(String, String)>>);
 
 impl Headers {
     /// No headers.
     pub fn new() -> Self {
-        Headers(Vec::new())
+        Headers(Arc::default())
+    }
+
+    /// The same list, as the core's request carries it (no copy).
+    pub fn shared(&self) -> RequestHeaders {
+        RequestHeaders::new(self.0.clone())
     }
 
     /// The value of the first field named `name` (any case), trimmed; as
@@ -28,7 +38,7 @@ impl Headers {
 
     /// Appends one field after the others.
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
+        Arc::make_mut(&mut self.0).push((name.into(), value.into()));
     }
 
     /// The fields, as the core's slice-reading functions take them.
@@ -38,7 +48,7 @@ impl Headers {
 
     /// The fields, for code that builds or hands on a plain list.
     pub fn into_vec(self) -> Vec<(String, String)> {
-        self.0
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 
@@ -52,25 +62,25 @@ impl Deref for Headers {
 
 impl From<Vec<(String, String)>> for Headers {
     fn from(fields: Vec<(String, String)>) -> Self {
-        Headers(fields)
+        Headers(Arc::new(fields))
     }
 }
 
 impl From<Headers> for Vec<(String, String)> {
     fn from(headers: Headers) -> Self {
-        headers.0
+        headers.into_vec()
     }
 }
 
 impl FromIterator<(String, String)> for Headers {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Headers(iter.into_iter().collect())
+        Headers(Arc::new(iter.into_iter().collect()))
     }
 }
 
 impl Extend<(String, String)> for Headers {
     fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
-        self.0.extend(iter);
+        Arc::make_mut(&mut self.0).extend(iter);
     }
 }
 
@@ -79,7 +89,7 @@ impl IntoIterator for Headers {
     type IntoIter = std::vec::IntoIter<(String, String)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.into_vec().into_iter()
     }
 }
 
@@ -94,13 +104,13 @@ impl<'a> IntoIterator for &'a Headers {
 
 impl PartialEq<Vec<(String, String)>> for Headers {
     fn eq(&self, other: &Vec<(String, String)>) -> bool {
-        &self.0 == other
+        self.0.as_ref() == other
     }
 }
 
 impl PartialEq<Headers> for Vec<(String, String)> {
     fn eq(&self, other: &Headers) -> bool {
-        self == &other.0
+        self == other.0.as_ref()
     }
 }
 

@@ -517,3 +517,5 @@ fn an_entry_that_must_revalidate_is_never_served_stale() {
     assert_eq!(c.lookup(expired, &strict), Lookup::Miss);
     assert!(matches!(c.lookup(expired, &lax), Lookup::Stale { .. }));
 }
+
+mod variants_model;

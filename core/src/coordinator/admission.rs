@@ -62,6 +62,7 @@ impl<P: Clone> Coordinator<P> {
             deadline,
             payload,
             wait_recorded: false,
+            headers: request.headers.clone(),
         };
         let cache_key = a.key.as_ref().filter(|_| a.cacheable);
         if deadline <= now {
@@ -108,13 +109,16 @@ impl<P: Clone> Coordinator<P> {
         let cacheable = read && route.cacheable;
         let coalesce = read && route.coalesce;
         let credential = request.credential.as_ref();
+        // Once answers for it are known to vary, the request reads (and
+        // joins calls for) the variant its headers select.
         let key = (cacheable || coalesce).then(|| {
-            CacheKey::new(
+            let primary = CacheKey::new(
                 &request.method,
                 &request.path,
                 request.query.as_deref(),
                 credential.filter(|_| private),
-            )
+            );
+            self.cache.select(primary, request.headers.fields())
         });
         let written = key.as_ref().and_then(|k| self.marks.since(k, route_id));
         Admit {
@@ -163,7 +167,15 @@ impl<P: Clone> Coordinator<P> {
                     self.refresh_dirty |= woke;
                     self.cache.served(k, wanted);
                     if renew {
-                        self.lend_template(now, k, a.route, request.credential.as_ref(), payload);
+                        let headers = request.headers.clone();
+                        self.lend_template(
+                            now,
+                            k,
+                            a.route,
+                            request.credential.as_ref(),
+                            payload,
+                            headers,
+                        );
                     }
                     let answer = Answer {
                         response,
@@ -367,6 +379,8 @@ impl<P: Clone> Coordinator<P> {
                 write: invalidation::WriteTarget::of(request),
                 breaker,
                 share: request.share.clone(),
+                sent_headers: request.headers.clone(),
+                sent_by: None,
             },
         );
         self.deadlines.insert((waiter.deadline, ticket));

@@ -98,8 +98,11 @@ impl<P: Clone> Coordinator<P> {
         if self.breakers.on_dispatch(now, &breaker) {
             self.stats.upstream.breaker_half_opened += 1;
         }
+        call.sent_by = Some(sender);
         let sender = self.waiters.get(&sender)?;
         let payload = sender.payload.clone();
+        // Whose headers upstream sees: what a `Vary`'d answer is for.
+        call.sent_headers = sender.headers.clone();
         let route = self.config.routes().get(call.route);
         if let (true, true, Some(key)) = (route.refresh_ahead, call.cacheable, &call.key) {
             let template = Template {
@@ -110,6 +113,7 @@ impl<P: Clone> Coordinator<P> {
                 cost: call.cost,
                 in_flight: None,
                 breaker: call.breaker.clone(),
+                headers: sender.headers.clone(),
             };
             match self.templates.get_mut(key) {
                 Some(t) => {

@@ -41,6 +41,7 @@ mod settling;
 mod sharing;
 mod tickets;
 mod timers;
+mod variants;
 
 pub use output::Output;
 pub use reconfigure::{needs_restart, NeedsRestart};
@@ -168,6 +169,11 @@ struct Call {
     breaker: crate::breakers::BreakerKey,
     /// The creating request's client share, charged when the call leaves.
     share: Option<ClientShare>,
+    /// The headers of the request last sent for it (the waiter whose
+    /// payload left): the ones a `Vary`'d answer was selected by.
+    sent_headers: crate::RequestHeaders,
+    /// The waiter whose payload left last (`None` before it leaves).
+    sent_by: Option<Ticket>,
 }
 
 /// What refresh-ahead re-sends for one key: the request of the latest
@@ -184,6 +190,8 @@ struct Template<P> {
     in_flight: Option<CallId>,
     /// The route's breaker its refreshes answer to.
     breaker: crate::breakers::BreakerKey,
+    /// That request's forwarded headers (see [`Call::sent_headers`]).
+    headers: crate::RequestHeaders,
 }
 
 #[derive(Debug)]
@@ -199,6 +207,8 @@ struct Waiter<P> {
     payload: P,
     /// Its queue wait is recorded once, at the first dispatch.
     wait_recorded: bool,
+    /// Its forwarded headers: which variant of a `Vary`'d answer it takes.
+    headers: crate::RequestHeaders,
 }
 
 /// The rate-limit coordinator for one upstream API: queue, limiter, cache,

@@ -14,6 +14,7 @@ impl<P: Clone> Coordinator<P> {
         route: RouteId,
         credential: Option<&crate::request::Credential>,
         payload: P,
+        headers: crate::RequestHeaders,
     ) {
         let r = self.config.routes().get(route);
         let lane: Lane = self.limiter.keys(&r.scopes, credential).into();
@@ -30,6 +31,7 @@ impl<P: Clone> Coordinator<P> {
                 cost,
                 in_flight,
                 breaker,
+                headers,
             },
         );
         self.cache
@@ -149,6 +151,7 @@ impl<P: Clone> Coordinator<P> {
         let (lane, cost, route_id) = (t.lane.clone(), t.cost, t.route);
         let breaker = t.breaker.clone();
         let payload = t.payload.clone();
+        let sent_headers = t.headers.clone();
         self.limiter.acquire(now, &lane, cost);
         self.breaker_dispatched(now, &breaker);
         let timeout_at = now + self.call_timeout;
@@ -180,6 +183,8 @@ impl<P: Clone> Coordinator<P> {
                 age_bounded: true,
                 write: None,
                 breaker,
+                sent_headers,
+                sent_by: None,
             },
         );
         let (shared, shared_key) = self.shared_spend(call_id);

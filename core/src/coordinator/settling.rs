@@ -126,9 +126,12 @@ impl<P: Clone> Coordinator<P> {
         shared: Option<(Duration, Duration)>,
         received_unix: Option<u64>,
     ) {
-        let Some(call) = self.remove_call(call_id) else {
+        let Some(mut call) = self.remove_call(call_id) else {
             return;
         };
+        if shared.is_none() {
+            self.split_variants(now, &mut call, &response);
+        }
         let response = Arc::new(response);
         if let (true, Some(key)) = (call.cacheable, call.key) {
             let route = self.config.routes().get(call.route);
@@ -170,10 +173,18 @@ impl<P: Clone> Coordinator<P> {
                 renew_after,
                 no_stale,
             };
-            let stored = self.cache.insert(now, key.clone(), response.clone(), store);
-            if stored && self.sharing && shared.is_none() {
+            let headers = call.sent_headers.fields();
+            let stored_as = self
+                .cache
+                .store_answer(now, &key, response.clone(), store, headers);
+            let stored = stored_as.is_some();
+            // A variant is not shared: the store names answers by target
+            // and credential only, and another coordinator would serve it
+            // to every request.
+            let unvaried = stored_as.filter(|k| k.variant().is_none());
+            if let (Some(k), true, None) = (unvaried, self.sharing, shared) {
                 self.push_shared(SharedOutput::Store {
-                    key: key.shared_name(),
+                    key: k.shared_name(),
                     response: response.clone(),
                     ttl,
                 });

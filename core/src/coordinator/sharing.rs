@@ -41,7 +41,8 @@ impl<P: Clone> Coordinator<P> {
         let key = call
             .key
             .as_ref()
-            .filter(|_| call.cacheable && !call.age_bounded)
+            // A variant is never in the store (see `answer_call`).
+            .filter(|k| call.cacheable && !call.age_bounded && k.variant().is_none())
             .map(|k| k.shared_name());
         (spend, key)
     }

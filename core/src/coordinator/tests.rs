@@ -1159,4 +1159,5 @@ mod read_after_write;
 mod reconfigure;
 mod shared;
 mod shares;
+mod vary;
 mod writes;

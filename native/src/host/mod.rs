@@ -137,7 +137,8 @@ impl Coordinator {
             return Err(StartError::NoWorkers);
         }
         let seed = options.seed.unwrap_or_else(clock_seed);
-        let core = Core::new(config, Instant::now(), seed);
+        let mut core = Core::new(config, Instant::now(), seed);
+        core.set_replaced_request_headers(upstream.replaced_request_headers());
         let workers = options.upstream_threads;
         let shared = Arc::new(Shared::with_cluster(
             core,

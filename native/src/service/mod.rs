@@ -394,10 +394,13 @@ impl CoinbaseClient {
         if let Some(id) = class.and_then(|c| self.coordinator.class_id(c.name())) {
             request = request.with_priority(id);
         }
+        let headers = syncoord_wire::Headers::from(headers);
+        // What a `Vary`'d answer is selected by: the same list, not a copy.
+        request.headers = headers.shared();
         let outgoing = Outgoing {
             method: method.to_owned(),
             path_and_query: path_and_query.clone(),
-            headers: headers.into(),
+            headers,
             body,
             sign_as: None,
         };

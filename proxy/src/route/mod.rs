@@ -318,10 +318,14 @@ impl Proxy {
         } else {
             body
         };
+        let headers = syncoord_wire::Headers::from(forwarded);
+        // What a `Vary`'d answer is selected by: exactly what goes
+        // upstream, shared with the outgoing call (no header is copied).
+        request.headers = headers.shared();
         let outgoing = Outgoing {
             method,
             path_and_query,
-            headers: forwarded.into(),
+            headers,
             body,
             sign_as: signer.map(|s| Arc::from(s.name())),
         };

@@ -364,6 +364,8 @@ fn outgoing_drops_hop_by_hop_and_our_headers() {
         ])
     );
     assert_eq!(f.outgoing.body, b"{}");
+    // The core selects `Vary`'d answers by exactly what goes upstream.
+    assert_eq!(f.request.headers.fields(), f.outgoing.headers.as_slice());
     let f = p.route(None, "GET", "/", &[], b"ignored".to_vec()).unwrap();
     assert!(f.outgoing.body.is_empty());
     let f = p
