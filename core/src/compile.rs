@@ -227,6 +227,9 @@ impl Config {
         v.range("refresh.reserve", f.reserve, 0.0, 1.0);
         v.positive("refresh.idle_secs", f.idle_secs);
         v.positive("refresh.resend_max_age_secs", f.resend_max_age_secs);
+        if f.min_reads == 0 {
+            v.push("refresh.min_reads", Problem::NotPositive(0.0));
+        }
         if self.stats.max_clients == 0 {
             v.push("stats.max_clients", Problem::NotPositive(0.0));
         }

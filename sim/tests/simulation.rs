@@ -151,19 +151,27 @@ fn coinbase_limits_keep_hot_answers_young() {
         // Refresh never costs more calls than the bots would make.
         assert!(r.stats.api_call_reduction > 0.0);
     }
-    assert!(on.cache_hit_rate() >= REFERENCE_HIT_RATE);
-    // Every read key (min_age 2 s) stays about a second old on average.
-    // A key read less often than every 2 s is only refreshed once its
-    // answer was read (a refresh must pay for itself), so its first read
-    // after 2 s gets an older answer, within the presets' 5 s TTL (30 s
-    // for balances): the tail is longer than the interval.
+    // Keys read often (tickers, balances) are refreshed; candles, read
+    // about 3 times an interval (under the presets' `min_reads` of 8),
+    // are fetched by their first reader past 2 s, and the reads that
+    // follow join that call: those reads are not hits, but they made no
+    // call of their own either.
+    assert!(
+        on.stats.served_without_upstream_rate >= REFERENCE_HIT_RATE,
+        "{:?}",
+        on.stats
+    );
+    // Every read key (min_age 2 s) stays about a second old on average,
+    // and no answer is older than the interval plus a round trip: a
+    // refreshed key is refreshed at 2 s, a key read seldom is fetched by
+    // its first reader past 2 s.
     assert!(
         on.stats.served_age.all.p50_secs <= 1.2,
         "{:?}",
         on.stats.served_age
     );
     assert!(
-        on.stats.served_age.all.p99_secs <= 5.0,
+        on.stats.served_age.all.p99_secs <= 2.5,
         "{:?}",
         on.stats.served_age
     );
@@ -271,14 +279,19 @@ fn readme_states_the_reference_figures() {
         ),
         ("trading queue wait p99", "", col(&trading)),
     ];
-    for (label, reference, [x, y]) in rows {
-        let sep = if reference.is_empty() { "" } else { " " };
-        let row = format!("| {label} |{sep}{reference} | {x} | {y} |");
-        assert!(
-            readme.lines().any(|l| l.trim() == row),
-            "README.md lacks the row\n{row}"
-        );
-    }
+    let missing: Vec<String> = rows
+        .into_iter()
+        .map(|(label, reference, [x, y])| {
+            let sep = if reference.is_empty() { "" } else { " " };
+            format!("| {label} |{sep}{reference} | {x} | {y} |")
+        })
+        .filter(|row| !readme.lines().any(|l| l.trim() == row))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md lacks the rows\n{}",
+        missing.join("\n")
+    );
 }
 
 /// A small Coinbase-limits scenario for the workload features below: 10

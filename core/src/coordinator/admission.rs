@@ -156,12 +156,16 @@ impl<P: Clone> Coordinator<P> {
                 woke,
                 renew,
             } => {
-                if limit.is_none_or(|l| age <= l) {
+                let wanted = refresh_wanted(limit);
+                let credential = request.credential.as_ref();
+                if limit.is_none_or(|l| age <= l)
+                    && !self.on_demand(now, k, a.route, credential, age, wanted)
+                {
                     // Only a read this answer served counts towards a
                     // refresh of it (one the age rejected makes its own
                     // call): what keeps refresh calls below the reads.
                     self.refresh_dirty |= woke;
-                    self.cache.served(k, refresh_wanted(limit));
+                    self.cache.served(k, wanted);
                     if renew {
                         let headers = request.headers.clone();
                         self.lend_template(

@@ -239,6 +239,11 @@ pub struct Coordinator<P = ()> {
     refresh_dirty: bool,
     /// The earliest instant a refresh may become due, as of the last scan.
     next_refresh: Option<Instant>,
+    /// The buckets on which the last scan found a due refresh it could not
+    /// afford (or a real call waiting): while they are contended, spare
+    /// budget goes to the oldest answer (refresh), not to whichever key
+    /// is read next (see `on_demand`).
+    refresh_starved: std::collections::HashSet<BucketKey>,
     /// False once a host shuts down ([`Self::abort_waiting`]).
     refresh_on: bool,
     /// `[refresh]`, as durations.
@@ -300,6 +305,7 @@ impl<P: Clone> Coordinator<P> {
             marks: invalidation::Marks::default(),
             refresh_dirty: false,
             next_refresh: None,
+            refresh_starved: Default::default(),
             refresh_on: true,
             refresh_idle: secs(config.refresh.idle_secs),
             refresh_resend: secs(config.refresh.resend_max_age_secs),

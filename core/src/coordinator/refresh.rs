@@ -2,7 +2,6 @@
 //! reading, from spare budget, so their cache entries stay young.
 
 use super::*;
-use crate::cache::RefreshView;
 
 impl<P: Clone> Coordinator<P> {
     /// A read of a refreshed entry whose stored request is getting old
@@ -54,11 +53,14 @@ impl<P: Clone> Coordinator<P> {
         self.refresh_dirty = false;
         self.next_refresh = None;
         let reserve = self.config().refresh.reserve;
+        let min_reads = self.config().refresh.min_reads;
         let floor = self.config().queue.top_class_reserve;
         let routes = self.config.routes();
         let mut best: Option<(Instant, &CacheKey)> = None;
         let mut next: Option<Instant> = None;
         let mut dead = Vec::new();
+        let mut starved = std::collections::HashSet::new();
+        let was_starved = std::mem::take(&mut self.refresh_starved);
         // The buckets real requests wait on, gathered once (not once per
         // template): a refresh never takes a token one of them needs.
         let waited_on: std::collections::HashSet<&BucketKey> = self
@@ -76,31 +78,45 @@ impl<P: Clone> Coordinator<P> {
                 continue;
             };
             // A refresh must pay for itself: only an answer that served
-            // a read since it was stored predicts a read of the next one
-            // (each refresh follows at least one read that made no call,
-            // so calls never outnumber requests). When reads stop, the
-            // answer the last one saw is refreshed once (at most one
-            // interval after that read, budget allowing), and then no
-            // more: nobody read that one. A read older than the idle
-            // window pays for nothing (the budget was too short to use
-            // it), nor does a request too old to re-send; a served read
-            // (which marks refresh dirty) starts it again.
-            let interval = refresh_interval(&entry, routes.get(t.route).min_age, self.refresh_idle);
+            // reads since it was stored predicts reads of the next one
+            // (each refresh follows reads that made no call, so calls
+            // never outnumber requests), and only `[refresh] min_reads`
+            // of them make it cheaper than fetching on demand (see
+            // `on_demand`): a key read less is left to its next reader.
+            // When reads stop, the answer the last ones saw is refreshed
+            // once (at most one interval after it was stored, budget
+            // allowing), and then no more: nobody read that one. A read
+            // older than the idle window pays for nothing (the budget was
+            // too short to use it), nor does a request too old to re-send;
+            // a served read (which marks refresh dirty) starts it again.
+            let interval =
+                refresh_interval(entry.wanted, routes.get(t.route).min_age, self.refresh_idle);
             if entry.reads == 0
                 || now.saturating_duration_since(entry.last_read) > self.refresh_idle
                 || now.saturating_duration_since(t.at) > self.refresh_resend
             {
                 continue;
             }
+            // Due when the answer reaches the interval, not before: the
+            // latest a refresh can leave and still replace the answer
+            // before readers would want a younger one.
             let due = entry.stored + interval;
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            // Decided when due, not before: the reads are still coming in
+            // until then. On a contended bucket no read fetches on demand
+            // (see `on_demand`), so every read key takes its turn, oldest
+            // first, as the budget allows.
+            if entry.reads < min_reads && !t.lane.iter().any(|b| was_starved.contains(b)) {
                 continue;
             }
             if best.is_some_and(|(stored, _)| stored <= entry.stored) {
                 continue;
             }
             if t.lane.iter().any(|b| waited_on.contains(b)) {
+                starved.extend(t.lane.iter().cloned());
                 continue;
             }
             // A route whose breaker is open is not asked, not even to
@@ -113,10 +129,14 @@ impl<P: Clone> Coordinator<P> {
                 .check_spare(now, &t.lane, t.cost, reserve, floor)
             {
                 Ok(()) => best = Some((entry.stored, key)),
-                Err(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
+                Err(Some(at)) => {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    starved.extend(t.lane.iter().cloned());
+                }
                 Err(None) => {}
             }
         }
+        self.refresh_starved = starved;
         let key = best.map(|(_, k)| k.clone());
         for k in dead {
             self.templates.remove(&k);
@@ -180,6 +200,67 @@ impl<P: Clone> Coordinator<P> {
         })
     }
 
+    /// Whether a read of `key` on a refresh-ahead route, `age` old, goes
+    /// upstream instead of being served: the answer held is past its
+    /// refresh interval (counting this reader's `wanted`) and served
+    /// fewer than `[refresh] min_reads` reads, so no refresh replaced it
+    /// (see [`Self::poll_refresh`]), and the call would be sent now with
+    /// budget a refresh could have spent: spare tokens above the reserve
+    /// on each of the reader's buckets (so real calls waiting for tokens
+    /// keep them), none of them contended by refreshes (which then go to
+    /// the oldest answer first, not to whichever key is read next), the
+    /// route's breaker closed. Otherwise the answer held is
+    /// served, as it would have been without refresh-ahead: a key read
+    /// less is fetched by its next reader (coalesced) only with budget a
+    /// refresh could have spent. Each such call is a bot's request, a
+    /// read gap later than the refresh would have left.
+    pub(super) fn on_demand(
+        &self,
+        now: Instant,
+        key: &CacheKey,
+        route: RouteId,
+        credential: Option<&crate::request::Credential>,
+        age: Duration,
+        wanted: Duration,
+    ) -> bool {
+        let r = self.config.routes().get(route);
+        if !r.refresh_ahead || !self.refresh_on {
+            return false;
+        }
+        let Some(entry) = self.cache.refresh_view(key) else {
+            return false;
+        };
+        let interval = refresh_interval(entry.wanted.min(wanted), r.min_age, self.refresh_idle);
+        if age < interval || entry.reads >= self.config().refresh.min_reads {
+            return false;
+        }
+        // The budget terms of a refresh (see `poll_refresh`); reached by
+        // the reads of a key read seldom, past its interval.
+        if self
+            .templates
+            .get(key)
+            .is_some_and(|t| t.in_flight.is_some())
+        {
+            return false;
+        }
+        let lane = self.limiter.keys(&r.scopes, credential);
+        if lane.iter().any(|b| self.refresh_starved.contains(b)) {
+            return false;
+        }
+        let breaker = self.breaker_key(route, key.path(), credential);
+        self.breakers.blocked_until(now, &breaker).is_none()
+            && self
+                .limiter
+                .check_spare(
+                    now,
+                    &lane,
+                    r.cost,
+                    self.config().refresh.reserve,
+                    self.config().queue.top_class_reserve,
+                )
+                .is_ok()
+    }
+
     /// Stops refresh-ahead for good (a host draining before shutdown:
     /// what bots asked for finishes, nothing new starts).
     /// [`Self::abort_waiting`] does it too.
@@ -202,10 +283,10 @@ impl<P: Clone> Coordinator<P> {
 }
 
 /// How often a key is refreshed: as often as its strictest reader asks
-/// (its `max-age`, less a margin), never more often than the route's
-/// `min_age`; a reader who asks nothing gets `min_age`. Never longer
-/// than `[refresh] idle_secs`, the longest a key stays refreshed after
-/// its last read.
-fn refresh_interval(entry: &RefreshView, min_age: Duration, idle: Duration) -> Duration {
-    entry.wanted.max(min_age).min(idle.max(min_age))
+/// (`wanted`: its `max-age`, less a margin), never more often than the
+/// route's `min_age`; a reader who asks nothing gets `min_age`. Never
+/// longer than `[refresh] idle_secs`, the longest a key stays refreshed
+/// after its last read.
+pub(super) fn refresh_interval(wanted: Duration, min_age: Duration, idle: Duration) -> Duration {
+    wanted.max(min_age).min(idle.max(min_age))
 }

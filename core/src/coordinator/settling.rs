@@ -176,10 +176,11 @@ impl<P: Clone> Coordinator<P> {
             // A call that left before a write changed its answer's source
             // brings what upstream held before: it answers its own
             // waiters (they asked before the write), but is not kept.
-            let ttl = match self.marks.since(&key, call.route) {
-                Some(written) if sent < written => Duration::ZERO,
-                _ => ttl,
-            };
+            let outdated = self
+                .marks
+                .since(&key, call.route)
+                .is_some_and(|written| sent < written);
+            let ttl = if outdated { Duration::ZERO } else { ttl };
             let store = Store {
                 ttl,
                 sent,
@@ -204,10 +205,12 @@ impl<P: Clone> Coordinator<P> {
                     ttl,
                 });
             }
-            if !stored {
+            if !stored && !outdated {
                 // Upstream would not give a storable answer to this request
                 // (an expired signature, a `no-store`): never re-send it.
-                // A later read of a cached entry lends a new one.
+                // A later read of a cached entry lends a new one. An answer
+                // a write made outdated says nothing against the request
+                // (and a real call may have renewed it meanwhile): kept.
                 self.templates.remove(&key);
                 if let Some(reason) = refused {
                     self.refresh_stopped(

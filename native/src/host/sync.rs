@@ -198,8 +198,9 @@ pub(crate) struct State {
 impl State {
     /// Hands every finished ticket its answer (rule 1 of the module doc),
     /// and keeps what the store must hear for a worker to publish: one
-    /// round of the core's output loop that takes no calls.
-    fn deliver(&mut self) {
+    /// round of the core's output loop that takes no calls. Returns when
+    /// the core wants to be woken next.
+    fn deliver(&mut self) -> Option<Instant> {
         let stops = self.core.refresh_stop_events();
         if !stops.is_empty() {
             self.refresh_stops
@@ -207,8 +208,8 @@ impl State {
         }
         loop {
             let output = self.core.poll_output_unsent();
-            if self.take(output).is_err() {
-                return;
+            if let Err(wake) = self.take(output) {
+                return wake;
             }
         }
     }
@@ -352,9 +353,15 @@ impl Shared {
             }
         };
         // A submission can shed another request.
-        s.deliver();
+        let wake = s.deliver();
         drop(s);
-        if refresh_woke || matches!(submitted, Submitted::Waiting { .. }) {
+        // A request that waits needs the dispatcher; so does a read served
+        // from the cache that makes something due at once (the first read
+        // of a refreshed answer restarts refresh-ahead): the dispatcher
+        // may be asleep until much later, or for good. Other hits leave
+        // it asleep.
+        let due_now = wake.is_some_and(|at| at <= Instant::now());
+        if refresh_woke || due_now || matches!(submitted, Submitted::Waiting { .. }) {
             self.dispatcher.notify_one();
         }
         submitted

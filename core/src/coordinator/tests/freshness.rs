@@ -8,8 +8,11 @@ use proptest::prelude::*;
 
 /// The test config with `/market/**` refreshed ahead (at most once a
 /// second), and an `/open/**` rule that leaves its TTL to `[defaults]`.
+/// Every key read at all is refreshed (`min_reads = 1`): these tests are
+/// about how refresh works; which keys are worth it is tested apart.
 fn refreshing(rate: f64, burst: u32) -> Config {
     let mut c = config(rate, burst);
+    c.refresh.min_reads = 1;
     c.routes[2].refresh_ahead = Some(true);
     c.routes[2].min_age_secs = Some(1.0);
     c.routes.push(RouteRule {
@@ -271,6 +274,9 @@ fn upstream_cache_control_decides_unless_the_route_pins_its_ttl() {
     let hit = |c: &mut C, now: Instant, path: &str| {
         matches!(c.submit(now, get(path), 2), Admission::Answered(_))
     };
+    // Read within its refresh interval (1 s), so that it is kept rather
+    // than fetched on demand once older.
+    assert!(hit(&mut c, at(t0, 0.5), "/market/pinned"));
     assert!(!hit(&mut c, t1, "/open/no-store"));
     assert!(hit(&mut c, t1, "/open/short"));
     assert!(!hit(&mut c, t5, "/open/short"), "max-age=2 expired");
@@ -539,6 +545,8 @@ fn refresh_stops_when_real_requests_need_the_budget() {
 fn a_refresh_answer_reaches_no_request_and_a_refused_refresh_stops() {
     let (mut c, t0) = coordinator(refreshing(10.0, 10));
     fill(&mut c, t0, "/market/a", "a");
+    // Read before its interval ends: worth a refresh.
+    let _ = answered(c.submit(at(t0, 0.5), get("/market/a"), 1));
     let t1 = at(t0, 1.1);
     let _ = answered(c.submit(t1, get("/market/a"), 1));
     let refresh = c.poll_dispatch(t1).expect("a refresh is due");
@@ -702,15 +710,38 @@ proptest! {
     }
 }
 
+/// The presets refresh a key read often (here 20 times an interval) and
+/// fetch one read seldom (4 times an interval, under `min_reads`) when
+/// its answer reaches the interval: either way no answer is older than
+/// the interval (2 s) plus a step, and the key read seldom costs fewer
+/// calls than refreshing it would.
 #[test]
-fn the_presets_refresh_every_read_key() {
-    let (mut c, t0) = coordinator(Config::default());
+fn the_presets_refresh_keys_read_often_and_fetch_the_others_on_demand() {
     let paths = [
         "/api/v3/brokerage/market/products/BTC-USD/ticker?limit=1",
         "/api/v3/brokerage/best_bid_ask?product_ids=BTC-USD",
         "/api/v3/brokerage/accounts",
         "/api/v3/brokerage/market/products/BTC-USD/candles?granularity=ONE_MINUTE",
     ];
+    // Read often: every 2 s (the presets' `min_age`) for each of the 4
+    // keys over 10 s, after the first real calls.
+    let (mut c, t0) = coordinator(Config::default());
+    let (refreshes, real, answers) = drive(
+        &mut c,
+        t0,
+        at(t0, 10.0),
+        &paths,
+        Some(Duration::from_millis(100)),
+    );
+    assert_eq!(real.len(), 4);
+    assert!((16..=20).contains(&refreshes.len()), "{}", refreshes.len());
+    let oldest = answers.iter().map(|a| a.age).max().unwrap();
+    assert!(oldest <= Duration::from_millis(2100), "{oldest:?}");
+
+    // Read seldom: no refresh; the first read past 2 s goes upstream, so
+    // each key makes a call every 2.5 s (the next read after 2 s), not
+    // every 2 s.
+    let (mut c, t0) = coordinator(Config::default());
     let (refreshes, real, answers) = drive(
         &mut c,
         t0,
@@ -718,10 +749,35 @@ fn the_presets_refresh_every_read_key() {
         &paths,
         Some(Duration::from_millis(500)),
     );
-    // Every 2 s (the presets' `min_age`) for each of the 4 keys over
-    // 10 s, after the first real calls.
-    assert_eq!(real.len(), 4);
-    assert!((16..=20).contains(&refreshes.len()), "{}", refreshes.len());
+    assert!(refreshes.is_empty(), "{refreshes:?}");
+    assert_eq!(real.len(), 4 * 4, "{real:?}");
     let oldest = answers.iter().map(|a| a.age).max().unwrap();
-    assert!(oldest <= Duration::from_millis(2200), "{oldest:?}");
+    assert!(oldest <= Duration::from_millis(2000), "{oldest:?}");
+    let s = c.stats(at(t0, 10.0));
+    assert_eq!((s.upstream.refreshes, s.upstream.bot_calls), (0, 16));
+}
+
+/// A key read seldom is fetched by its first reader past the interval
+/// only with budget a refresh could have spent; with none spare, that
+/// reader gets the answer held, as it would without refresh-ahead.
+#[test]
+fn a_key_read_seldom_is_fetched_on_demand_only_with_spare_budget() {
+    // Burst 4, half of it kept back from refreshes (and on-demand reads).
+    let mut config = refreshing(1.0, 4);
+    config.refresh.min_reads = 8;
+    let (mut c, t0) = coordinator(config);
+    fill(&mut c, t0, "/market/a", "a");
+    // Three other calls take the bucket down to 0 tokens.
+    for (i, p) in ["/open/x", "/open/y", "/open/z"].iter().enumerate() {
+        fill(&mut c, at(t0, 0.1 * (i as f64 + 1.0)), p, "other");
+    }
+    // Past the 1 s interval, read once (under `min_reads`): about 1.2
+    // tokens, under the reserve of 2 plus 1, so the answer held serves.
+    let held = answered(c.submit(at(t0, 1.5), get("/market/a"), 2));
+    assert_eq!((body(&held), held.source), ("a", Source::Cache));
+    // With the bucket refilled above the reserve, the next reader fetches.
+    let later = c.submit(at(t0, 4.0), get("/market/a"), 3);
+    assert!(matches!(later, Admission::Waiting { .. }), "{later:?}");
+    let d = dispatch_all(&mut c, at(t0, 4.0));
+    assert_eq!((d.len(), d[0].refresh), (1, false));
 }

@@ -11,11 +11,13 @@ use super::*;
 use crate::freshness::Freshness;
 use proptest::prelude::*;
 
-/// `/market/**` refreshed ahead, at most once a second, TTL 10 s; a budget
-/// that never makes anyone wait (refresh takes only spare budget, and this
-/// property is about when it is worth spending).
-fn refreshed() -> Config {
+/// `/market/**` refreshed ahead, at most once a second, TTL 10 s, for keys
+/// whose answer served `min_reads` reads; a budget that never makes
+/// anyone wait (refresh takes only spare budget, and this property is
+/// about when it is worth spending).
+fn refreshed(min_reads: u32) -> Config {
     let mut c = config(50.0, 50);
+    c.refresh.min_reads = min_reads;
     c.routes[2].refresh_ahead = Some(true);
     c.routes[2].min_age_secs = Some(1.0);
     c.refresh.resend_max_age_secs = 1000.0;
@@ -61,8 +63,8 @@ struct Log {
 
 /// Plays `reads` against a coordinator whose upstream answers after
 /// `latency_ms`, then lets 30 quiet seconds pass.
-fn play(reads: &[Read], latency_ms: u64) -> (Log, C, Instant) {
-    let (mut c, t0) = coordinator(refreshed());
+fn play(reads: &[Read], latency_ms: u64, min_reads: u32) -> (Log, C, Instant) {
+    let (mut c, t0) = coordinator(refreshed(min_reads));
     let latency = Duration::from_millis(latency_ms);
     let mut log = Log::default();
     let mut pending: Vec<(Instant, CallId)> = Vec::new();
@@ -122,9 +124,36 @@ proptest! {
     fn refresh_never_costs_more_calls_than_the_reads_it_serves(
         reads in prop::collection::vec(read(), 1..120),
         latency_ms in 1u64..300,
+        min_reads in prop_oneof![Just(1u32), 2u32..=4, Just(8u32)],
     ) {
-        let (log, c, end) = play(&reads, latency_ms);
+        let (log, c, end) = play(&reads, latency_ms, min_reads);
         let refreshes: Vec<_> = log.calls.iter().filter(|c| c.2).collect();
+
+        // And no refresh comes before `min_reads` reads of its key were
+        // served from the cache since the previous call for that key
+        // (those include reads of the older answer while that call was
+        // out, so this is the weaker side of the rule, never stronger).
+        for &&(at, key, _) in &refreshes {
+            let previous = log
+                .calls
+                .iter()
+                .filter(|c| c.1 == key && c.0 < at)
+                .map(|c| c.0)
+                .max();
+            let served = log
+                .hits
+                .iter()
+                .filter(|&&(h, k)| k == key && previous.is_none_or(|p| h >= p) && h <= at)
+                .count();
+            prop_assert!(
+                served >= min_reads as usize,
+                "refresh of {} at {:?} after {} reads (min_reads {})",
+                key,
+                at,
+                served,
+                min_reads
+            );
+        }
 
         // Every refresh follows a read its key's answer served since the
         // previous call for that key, at most one interval earlier: the
@@ -180,7 +209,8 @@ fn refresh_calls_stop_within_one_interval_of_the_last_read() {
             max_age: None,
         })
         .collect();
-    let (log, c, end) = play(&reads, 20);
+    // Each key is read 5 times a second: worth a refresh at 4 reads.
+    let (log, c, end) = play(&reads, 20, 4);
     let last_read = *log.requests.last().unwrap();
     let refreshes = c.stats(end).upstream.refreshes;
     assert!(refreshes > 0, "the keys were refreshed while read");

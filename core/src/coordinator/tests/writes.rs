@@ -166,6 +166,8 @@ fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
     let mut config = orders_invalidate_account();
     config.routes[1].refresh_ahead = Some(true);
     config.routes[1].min_age_secs = Some(1.0);
+    // One read is enough to make a refresh worth it here.
+    config.refresh.min_reads = 1;
     let (mut c, t0) = coordinator(config);
     call(&mut c, t0, as_key(get("/account/open"), "a"), ok("v1"));
     // Read, so that a refresh is worth making; it leaves at 1 s.
@@ -193,6 +195,47 @@ fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
     let _ = finished(&mut c);
     let hit = answered(c.submit(at(t0, 1.5), as_key(get("/account/open"), "a"), 0));
     assert_eq!(body(&hit), "v2");
+}
+
+/// The refresh a write outdated is dropped, but the key stays refreshed:
+/// its request was sound, and the read after the write renewed it while
+/// the refresh was out. (The key used to stop being refreshed, and its
+/// readers got answers up to the TTL old.)
+#[test]
+fn a_refresh_outdated_by_a_write_leaves_the_key_refreshed() {
+    let mut config = orders_invalidate_account();
+    config.routes[1].refresh_ahead = Some(true);
+    config.routes[1].min_age_secs = Some(1.0);
+    config.refresh.min_reads = 1;
+    let (mut c, t0) = coordinator(config);
+    call(&mut c, t0, as_key(get("/account/open"), "a"), ok("v1"));
+    let _ = answered(c.submit(at(t0, 0.5), as_key(get("/account/open"), "a"), 0));
+    let t1 = at(t0, 1.0);
+    c.handle_timeout(t1);
+    let refresh = dispatch_all(&mut c, t1);
+    assert!(refresh.len() == 1 && refresh[0].refresh, "{refresh:?}");
+    call(
+        &mut c,
+        at(t0, 1.1),
+        as_key(post("/orders"), "a"),
+        ok("placed"),
+    );
+    // The read after the order leaves before the refresh comes back.
+    let t2 = at(t0, 1.2);
+    let _ = ticket(c.submit(t2, as_key(get("/account/open"), "a"), 0));
+    let fresh = dispatch_all(&mut c, t2);
+    assert!(fresh.len() == 1 && !fresh[0].refresh, "{fresh:?}");
+    c.complete(at(t0, 1.25), refresh[0].call, ok("v1-stale"))
+        .unwrap();
+    c.complete(at(t0, 1.3), fresh[0].call, ok("v2")).unwrap();
+    let _ = finished(&mut c);
+    let hit = answered(c.submit(at(t0, 1.5), as_key(get("/account/open"), "a"), 0));
+    assert_eq!(body(&hit), "v2");
+    // One interval after v2 was stored, it is refreshed.
+    let t3 = at(t0, 2.35);
+    c.handle_timeout(t3);
+    let again = dispatch_all(&mut c, t3);
+    assert!(again.len() == 1 && again[0].refresh, "{again:?}");
 }
 
 #[test]
