@@ -317,6 +317,10 @@ fn upstream_age_is_part_of_every_reads_age_unless_the_ttl_is_pinned() {
             "fetched: upstream's Age is in its headers"
         );
     }
+    // Read once inside its refresh interval, so that past it the refreshed
+    // route still answers from the cache (a key no one read is fetched on
+    // demand instead: `[refresh] min_reads`).
+    let _ = answered(c.submit(at(t0, 0.5), get("/market/aged"), 6));
     let t2 = at(t0, 2.0);
     let hit = answered(c.submit(t2, get("/open/aged"), 2));
     assert_eq!(hit.age, Duration::from_secs(32));

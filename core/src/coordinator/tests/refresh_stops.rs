@@ -5,12 +5,25 @@ use super::*;
 
 use crate::{RefreshStop, RefreshStopReason as Reason};
 
-/// The test config with `/market/**` refreshed ahead (at most once a second).
+/// The test config with `/market/**` refreshed ahead (at most once a second),
+/// every key read at all refreshed (`min_reads = 1`: these tests are about
+/// what upstream does to a refresh, not about which keys earn one).
 fn refreshing() -> Config {
     let mut c = config(10.0, 10);
+    c.refresh.min_reads = 1;
     c.routes[2].refresh_ahead = Some(true);
     c.routes[2].min_age_secs = Some(1.0);
     c
+}
+
+/// `/market/a` fetched at `t0` and read once inside its refresh interval,
+/// so it earns a refresh (`min_reads = 1`) once it is past that interval.
+fn filled(c: &mut C, t0: Instant) {
+    let _ = ticket(c.submit(t0, get("/market/a"), 1));
+    let d = dispatch_all(c, t0);
+    c.complete(t0, d[0].call, ok("a")).unwrap();
+    let _ = finished(c);
+    let _ = answered(c.submit(at(t0, 0.5), get("/market/a"), 1));
 }
 
 /// `/market/a` cached at `t0` and read at `t0 + read`: a refresh is due.
@@ -34,10 +47,7 @@ fn stop(reason: Reason, status: Option<u16>) -> RefreshStop {
 #[test]
 fn each_refresh_upstream_stops_is_reported_once_and_counted() {
     let (mut c, t0) = coordinator(refreshing());
-    let _ = ticket(c.submit(t0, get("/market/a"), 1));
-    let d = dispatch_all(&mut c, t0);
-    c.complete(t0, d[0].call, ok("a")).unwrap();
-    let _ = finished(&mut c);
+    filled(&mut c, t0);
     assert!(
         c.refresh_stop_events().is_empty(),
         "a bot's answer is no stop"
@@ -80,10 +90,7 @@ fn each_refresh_upstream_stops_is_reported_once_and_counted() {
         (status(404), Reason::Status, 404),
     ] {
         let (mut c, t0) = coordinator(refreshing());
-        let _ = ticket(c.submit(t0, get("/market/a"), 1));
-        let d = dispatch_all(&mut c, t0);
-        c.complete(t0, d[0].call, ok("a")).unwrap();
-        let _ = finished(&mut c);
+        filled(&mut c, t0);
         let r = due_refresh(&mut c, t0, 1.1);
         c.complete(at(t0, 1.1), r.call, outcome).unwrap();
         assert_eq!(c.refresh_stop_events(), [stop(reason, Some(code))]);
@@ -101,10 +108,7 @@ fn each_refresh_upstream_stops_is_reported_once_and_counted() {
 #[test]
 fn the_stats_count_stops_by_reason_and_carry_them_in_json() {
     let (mut c, t0) = coordinator(refreshing());
-    let _ = ticket(c.submit(t0, get("/market/a"), 1));
-    let d = dispatch_all(&mut c, t0);
-    c.complete(t0, d[0].call, ok("a")).unwrap();
-    let _ = finished(&mut c);
+    filled(&mut c, t0);
     let r = due_refresh(&mut c, t0, 1.1);
     c.complete(at(t0, 1.1), r.call, status(503)).unwrap();
     // Undrained events do not change the counts, nor does draining.
