@@ -5,7 +5,7 @@
 # Idempotent. Where: $SYNCOORD_RELEASE_VENV, default .toolchain/release.
 #
 # With --aarch64 (the full release, not CI): the aarch64 toolchain from
-# Debian bookworm instead: rustc-web (rustc >= 1.85, the workspace's
+# Debian bookworm instead: rustc-web (rustc >= 1.88, the workspace's
 # rust-version) with libstd-rust-web-dev:arm64, the aarch64 std built for
 # that exact compiler (rustup cannot download rust-std on the build
 # machine; bookworm's plain libstd-rust-dev:arm64 is 1.63, too old), plus

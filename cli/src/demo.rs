@@ -318,7 +318,7 @@ fn run_bot(
             ),
             ("GET", "/api/v3/brokerage/accounts".to_owned(), None),
         ];
-        if evaluation % 4 == 0 {
+        if evaluation.is_multiple_of(4) {
             calls.push((
                 "GET",
                 format!(

@@ -113,7 +113,7 @@ pub enum StoreState {
 /// shorter than the local one, so the budget bound stays exact).
 pub fn micros_ceil(d: Duration) -> u64 {
     let micros = d.as_micros();
-    let up = if d.as_nanos() % 1000 == 0 {
+    let up = if d.as_nanos().is_multiple_of(1000) {
         micros
     } else {
         micros + 1

@@ -297,7 +297,7 @@ pub(crate) fn at_ticker(p: &Product, t: f64, limit: usize) -> Value {
     let trades: Vec<Value> = (0..limit.clamp(1, 100))
         .map(|i| {
             let at = t - i as f64 * 0.1;
-            let side = if fnv64(format!("{}{i}", p.id).as_bytes()) % 2 == 0 {
+            let side = if fnv64(format!("{}{i}", p.id).as_bytes()).is_multiple_of(2) {
                 "BUY"
             } else {
                 "SELL"

@@ -353,7 +353,7 @@ fn cross_coordinator_order_wait(reserve: u32) -> (Duration, usize) {
     while now < at(t0, 6.0) {
         // An order every 700 ms, from 1 s on.
         let ms = (now - t0).as_millis() as u64;
-        if ms >= 1000 && ms % 700 == 0 {
+        if ms >= 1000 && ms.is_multiple_of(700) {
             let t = ticket(orders.submit(now, post(&format!("/orders/{ms}")), 0));
             submitted.insert(t, now);
             orders_sent += 1;
