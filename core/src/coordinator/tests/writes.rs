@@ -161,30 +161,37 @@ fn a_read_that_left_before_the_write_neither_stores_nor_answers_later_reads() {
     assert_eq!(body(&hit), "after");
 }
 
-#[test]
-fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
+/// `/account/open` refreshed ahead, fetched at `t0` ("v1") and read at
+/// 0.5 s (one read is enough to make a refresh worth it here), its refresh
+/// sent at 1 s, and an order placed at 1.1 s while that refresh is out.
+/// Returns the coordinator, `t0` and the refresh still out.
+fn order_placed_while_a_refresh_is_out() -> (C, Instant, Dispatch<u32>) {
     let mut config = orders_invalidate_account();
     config.routes[1].refresh_ahead = Some(true);
     config.routes[1].min_age_secs = Some(1.0);
-    // One read is enough to make a refresh worth it here.
     config.refresh.min_reads = 1;
     let (mut c, t0) = coordinator(config);
     call(&mut c, t0, as_key(get("/account/open"), "a"), ok("v1"));
-    // Read, so that a refresh is worth making; it leaves at 1 s.
     let _ = answered(c.submit(at(t0, 0.5), as_key(get("/account/open"), "a"), 0));
     let t1 = at(t0, 1.0);
     c.handle_timeout(t1);
-    let refresh = dispatch_all(&mut c, t1);
+    let mut refresh = dispatch_all(&mut c, t1);
     assert!(refresh.len() == 1 && refresh[0].refresh, "{refresh:?}");
-    // The order is answered while the refresh is out, and the refresh
-    // comes back after it with the state before the order.
     call(
         &mut c,
         at(t0, 1.1),
         as_key(post("/orders"), "a"),
         ok("placed"),
     );
-    c.complete(at(t0, 1.15), refresh[0].call, ok("v1-stale"))
+    (c, t0, refresh.remove(0))
+}
+
+#[test]
+fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
+    // The order is answered while the refresh is out, and the refresh
+    // comes back after it with the state before the order.
+    let (mut c, t0, refresh) = order_placed_while_a_refresh_is_out();
+    c.complete(at(t0, 1.15), refresh.call, ok("v1-stale"))
         .unwrap();
     // A read after the order fetches the new state.
     let t2 = at(t0, 1.2);
@@ -203,29 +210,13 @@ fn a_refresh_that_left_before_the_write_does_not_overwrite_it() {
 /// readers got answers up to the TTL old.)
 #[test]
 fn a_refresh_outdated_by_a_write_leaves_the_key_refreshed() {
-    let mut config = orders_invalidate_account();
-    config.routes[1].refresh_ahead = Some(true);
-    config.routes[1].min_age_secs = Some(1.0);
-    config.refresh.min_reads = 1;
-    let (mut c, t0) = coordinator(config);
-    call(&mut c, t0, as_key(get("/account/open"), "a"), ok("v1"));
-    let _ = answered(c.submit(at(t0, 0.5), as_key(get("/account/open"), "a"), 0));
-    let t1 = at(t0, 1.0);
-    c.handle_timeout(t1);
-    let refresh = dispatch_all(&mut c, t1);
-    assert!(refresh.len() == 1 && refresh[0].refresh, "{refresh:?}");
-    call(
-        &mut c,
-        at(t0, 1.1),
-        as_key(post("/orders"), "a"),
-        ok("placed"),
-    );
+    let (mut c, t0, refresh) = order_placed_while_a_refresh_is_out();
     // The read after the order leaves before the refresh comes back.
     let t2 = at(t0, 1.2);
     let _ = ticket(c.submit(t2, as_key(get("/account/open"), "a"), 0));
     let fresh = dispatch_all(&mut c, t2);
     assert!(fresh.len() == 1 && !fresh[0].refresh, "{fresh:?}");
-    c.complete(at(t0, 1.25), refresh[0].call, ok("v1-stale"))
+    c.complete(at(t0, 1.25), refresh.call, ok("v1-stale"))
         .unwrap();
     c.complete(at(t0, 1.3), fresh[0].call, ok("v2")).unwrap();
     let _ = finished(&mut c);
