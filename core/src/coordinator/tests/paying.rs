@@ -61,6 +61,17 @@ struct Log {
     calls: Vec<(Instant, u32, bool)>,
 }
 
+impl Log {
+    /// When the last call for `key` before `at` was made, if any.
+    fn previous_call(&self, key: u32, at: Instant) -> Option<Instant> {
+        self.calls
+            .iter()
+            .filter(|c| c.1 == key && c.0 < at)
+            .map(|c| c.0)
+            .max()
+    }
+}
+
 /// Plays `reads` against a coordinator whose upstream answers after
 /// `latency_ms`, then lets 30 quiet seconds pass.
 fn play(reads: &[Read], latency_ms: u64, min_reads: u32) -> (Log, C, Instant) {
@@ -134,12 +145,7 @@ proptest! {
         // (those include reads of the older answer while that call was
         // out, so this is the weaker side of the rule, never stronger).
         for &&(at, key, _) in &refreshes {
-            let previous = log
-                .calls
-                .iter()
-                .filter(|c| c.1 == key && c.0 < at)
-                .map(|c| c.0)
-                .max();
+            let previous = log.previous_call(key, at);
             let served = log
                 .hits
                 .iter()
@@ -159,12 +165,7 @@ proptest! {
         // previous call for that key, at most one interval earlier: the
         // read it is matched to, one read per refresh.
         for &&(at, key, _) in &refreshes {
-            let previous = log
-                .calls
-                .iter()
-                .filter(|c| c.1 == key && c.0 < at)
-                .map(|c| c.0)
-                .max();
+            let previous = log.previous_call(key, at);
             let paid = log.hits.iter().any(|&(h, k)| {
                 k == key && previous.is_none_or(|p| h >= p) && h <= at && at - h <= LONGEST_INTERVAL
             });
