@@ -154,6 +154,10 @@ pub(crate) struct RefreshView {
     /// worth making when the answer it replaces was read (see
     /// `Coordinator::poll_refresh`).
     pub(crate) reads: u32,
+    /// Of those, the reads no refresh has been sent for yet: a refresh
+    /// upstream failed spent the reads before it (see
+    /// [`Cache::reads_spent`]), so the next one needs a new read.
+    pub(crate) unspent: u32,
     /// The shortest refresh interval its readers asked for (from their
     /// `max-age`; zero for a reader who asked nothing, so the route's
     /// `min_age` decides); `Duration::MAX` while nobody read it.
@@ -192,6 +196,8 @@ struct Entry {
     last_read: Instant,
     /// Reads served from this answer (see [`RefreshView::reads`]).
     reads: u32,
+    /// `reads` when a refresh of this answer last failed.
+    spent: u32,
     /// See [`Store::no_stale`].
     no_stale: bool,
     /// See [`Store::initial_age`].
@@ -396,6 +402,7 @@ impl Cache {
                 sent: store.sent,
                 last_read,
                 reads: 0,
+                spent: 0,
                 no_stale: store.no_stale,
                 initial_age: store.initial_age,
                 wanted: Duration::MAX,
@@ -441,6 +448,7 @@ impl Cache {
             stored: e.stored,
             last_read: e.last_read,
             reads: e.reads,
+            unspent: e.reads - e.spent,
             wanted: e.wanted,
         })
     }
@@ -452,6 +460,16 @@ impl Cache {
         if let Some(e) = self.entries.get_mut(key) {
             e.reads = e.reads.saturating_add(1);
             e.wanted = e.wanted.min(wanted);
+        }
+    }
+
+    /// A refresh of `key` failed: the reads its entry served paid for that
+    /// call, so the next refresh waits for a new one (without this, one
+    /// read would buy a refresh after every failure, back to back). The
+    /// count itself stays: the key is still read as often as it was.
+    pub(crate) fn reads_spent(&mut self, key: &CacheKey) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.spent = e.reads;
         }
     }
 

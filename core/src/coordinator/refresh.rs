@@ -89,9 +89,11 @@ impl<P: Clone> Coordinator<P> {
             // older than the idle window pays for nothing (the budget was
             // too short to use it), nor does a request too old to re-send;
             // a served read (which marks refresh dirty) starts it again.
+            // A refresh upstream failed spent the reads before it: the
+            // next needs a new read, not the same ones again.
             let interval =
                 refresh_interval(entry.wanted, routes.get(t.route).min_age, self.refresh_idle);
-            if entry.reads == 0
+            if entry.unspent == 0
                 || now.saturating_duration_since(entry.last_read) > self.refresh_idle
                 || now.saturating_duration_since(t.at) > self.refresh_resend
             {

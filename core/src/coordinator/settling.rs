@@ -276,6 +276,9 @@ impl<P: Clone> Coordinator<P> {
                     Outcome::Transport(_) => None,
                 };
                 if let Some(call) = self.remove_call(call_id) {
+                    if let (true, Some(key)) = (call.refresh, &call.key) {
+                        self.cache.reads_spent(key);
+                    }
                     let reason = refresh_stopped::stop_reason(verdict);
                     self.refresh_stopped(call.refresh, &call.breaker, reason, status);
                 }

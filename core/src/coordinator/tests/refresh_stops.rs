@@ -119,3 +119,24 @@ fn the_stats_count_stops_by_reason_and_carry_them_in_json() {
     assert_eq!(json["refresh_stops"]["server_error"], 1);
     assert_eq!(json["refresh_stops"]["rate_limited"], 0);
 }
+
+/// A refresh upstream failed spent the reads that earned it: without new
+/// reads no other refresh follows (one read used to buy one after every
+/// failure, back to back, until the breaker opened); a new read earns one.
+#[test]
+fn a_failed_refresh_is_not_sent_again_without_a_new_read() {
+    let (mut c, t0) = coordinator(refreshing());
+    filled(&mut c, t0);
+    let r = due_refresh(&mut c, t0, 1.1);
+    c.complete(at(t0, 1.1), r.call, status(503)).unwrap();
+    let mut again = 0;
+    for ms in 1_101..3_000 {
+        let now = t0 + Duration::from_millis(ms);
+        c.handle_timeout(now);
+        for d in dispatch_all(&mut c, now) {
+            again += 1;
+            c.complete(now, d.call, status(503)).unwrap();
+        }
+    }
+    assert_eq!(again, 0, "refresh calls with no read after a failed one");
+}
