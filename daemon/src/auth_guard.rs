@@ -426,32 +426,42 @@ mod tests {
     }
 
     /// Every log line written while `f` runs on this thread.
+    ///
+    /// One global subscriber for the test binary, writing into the buffer
+    /// of the thread that logs: a scoped (`with_default`) one raced with
+    /// other test threads registering callsites, and now and then the
+    /// cached interest left it without a single line.
     fn logged(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
+        thread_local! {
+            static CAPTURED: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+        }
+        struct ThisThread;
+        impl std::io::Write for ThisThread {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
+                CAPTURED.with(|c| {
+                    if let Some(lines) = c.borrow_mut().as_mut() {
+                        lines.extend_from_slice(buf);
+                    }
+                });
                 Ok(buf.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
                 Ok(())
             }
         }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            // Another test thread registering a callsite at the same time
-            // can leave the cached interest without this subscriber.
-            tracing::callsite::rebuild_interest_cache();
-            f()
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(|| ThisThread)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
         });
-        let bytes = buffer.0.lock().unwrap().clone();
+        CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+        f();
+        let bytes = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
         String::from_utf8(bytes).unwrap()
     }
 
