@@ -186,6 +186,19 @@ fn upstream_freshness_and_vary_apply_together() {
     assert_eq!(hit(&mut c, at(t0, 30.0), req("de")), None);
 }
 
+/// The waiters answered since the last look: each one's source and body.
+fn answered_now(c: &mut C) -> BTreeMap<Ticket, (Source, String)> {
+    finished(c)
+        .iter()
+        .map(|f| {
+            (
+                f.ticket,
+                (answer_of(f).source, body(answer_of(f)).to_owned()),
+            )
+        })
+        .collect()
+}
+
 /// What the coalescing rule costs: four reads join one call; its answer
 /// varies on `Accept`; the two that sent what the leader sent take it, the
 /// other two (one variant) share one more call. Three requests' worth of
@@ -203,16 +216,7 @@ fn coalesced_waiters_of_another_variant_get_their_own_call() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].payload, 1, "the first request's is sent");
     c.complete(t0, d[0].call, varying("A", "Accept")).unwrap();
-    let f = finished(&mut c);
-    let got: BTreeMap<Ticket, (Source, String)> = f
-        .iter()
-        .map(|f| {
-            (
-                f.ticket,
-                (answer_of(f).source, body(answer_of(f)).to_owned()),
-            )
-        })
-        .collect();
+    let got = answered_now(&mut c);
     assert_eq!(
         got.len(),
         2,
@@ -225,16 +229,7 @@ fn coalesced_waiters_of_another_variant_get_their_own_call() {
     assert_eq!(d.len(), 1, "one more call for the other variant");
     assert_eq!(d[0].payload, 3);
     c.complete(t0, d[0].call, varying("B", "Accept")).unwrap();
-    let f = finished(&mut c);
-    let got: BTreeMap<Ticket, (Source, String)> = f
-        .iter()
-        .map(|f| {
-            (
-                f.ticket,
-                (answer_of(f).source, body(answer_of(f)).to_owned()),
-            )
-        })
-        .collect();
+    let got = answered_now(&mut c);
     assert_eq!(got[&b1], (Source::Upstream, "B".into()));
     assert_eq!(got[&b2], (Source::Coalesced, "B".into()));
     let s = c.stats(t0);
