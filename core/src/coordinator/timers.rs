@@ -43,16 +43,6 @@ impl<P: Clone> Coordinator<P> {
         }
     }
 
-    /// Whether refresh-ahead has something new to consider that only a
-    /// poll will look at (a cache hit made a key worth refreshing): a
-    /// host whose dispatcher sleeps until the instant it last planned
-    /// should wake it when a submission answered at once turns this on.
-    /// Without it a key first read from cache waited for the next
-    /// unrelated wake (housekeeping, seconds later) to be refreshed.
-    pub fn refresh_pending(&self) -> bool {
-        self.refresh_on && self.refresh_dirty && !self.templates.is_empty()
-    }
-
     /// When the host must call [`Self::handle_timeout`] or
     /// [`Self::poll_dispatch`] next, if nothing else happens first.
     #[must_use = "the host must wake at this instant and call handle_timeout"]

@@ -337,12 +337,7 @@ impl Shared {
         if s.phase != Phase::Running {
             return Submitted::ShuttingDown;
         }
-        let pending = s.core.refresh_pending();
         let admission = s.core.submit(Instant::now(), request, outgoing);
-        // A hit that makes a key worth refreshing: the dispatcher, asleep
-        // until its last planned instant, must look now (once: only when
-        // this submission turned it on).
-        let refresh_woke = !pending && s.core.refresh_pending();
         let submitted = match admission {
             Admission::Answered(answer) => Submitted::Answered(answer),
             Admission::Refused(failure) => Submitted::Refused(failure),
@@ -361,7 +356,7 @@ impl Shared {
         // may be asleep until much later, or for good. Other hits leave
         // it asleep.
         let due_now = wake.is_some_and(|at| at <= Instant::now());
-        if refresh_woke || due_now || matches!(submitted, Submitted::Waiting { .. }) {
+        if due_now || matches!(submitted, Submitted::Waiting { .. }) {
             self.dispatcher.notify_one();
         }
         submitted
